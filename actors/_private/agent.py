@@ -1,0 +1,78 @@
+"""The agent base class and the built-in `callable` kind."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from actors._private.task import Task
+
+__all__ = ["Agent", "AgentContext", "CallableAgent"]
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    """Who an agent is: set by its host before the first task."""
+
+    agent_id: str
+    swarm: str
+    pool: str
+    capabilities: tuple[str, ...]
+
+
+class Agent:
+    """Base class of every agent.
+
+    Subclass it, list `capabilities`, and implement `handle`. Constructor keyword arguments
+    come from the pool's `agent.params` in the config. `handle` may be `async def` (runs on
+    the host's event loop, for I/O-bound work) or plain `def` (runs in a worker thread, so
+    CPU-bound work does not stall health pings).
+
+    Example:
+        class Shout(Agent):
+            capabilities = ("text.shout",)
+
+            async def handle(self, task):
+                return task.payload["text"].upper()
+    """
+
+    capabilities: ClassVar[tuple[str, ...]] = ()
+    context: AgentContext
+
+    async def handle(self, task: Task) -> Any:
+        """Runs one task and returns its JSON-serialisable output; raise to fail the attempt."""
+        raise NotImplementedError
+
+    def snapshot(self) -> Any:
+        """State to carry over a restart of this agent; None keeps nothing."""
+        return None
+
+    def restore(self, state: Any) -> None:
+        """Takes back the state `snapshot` returned before a restart."""
+
+
+async def call_maybe_async(fn: Any, *args: Any) -> Any:
+    """Awaits `fn(*args)` if it is a coroutine function, else runs it in a thread."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args)
+    return await asyncio.to_thread(fn, *args)
+
+
+class CallableAgent(Agent):
+    """Runs a user function named by import path: `fn(payload) -> output`.
+
+    Config: `class: actors:CallableAgent`, `params: {function: "pkg.mod:fn"}` and the
+    capabilities it serves. Sync functions run in a thread, async ones on the loop.
+    """
+
+    def __init__(self, function: str):
+        from cluster._private.config import import_object
+
+        self.function = import_object(function)
+        if not callable(self.function):
+            raise TypeError(f"{function!r} is not callable")
+
+    async def handle(self, task: Task) -> Any:
+        return await call_maybe_async(self.function, task.payload)

@@ -1,0 +1,46 @@
+"""AgentHost: the Ray actor that runs one or more agents of a pool."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import ray
+
+from actors._private.agent import AgentContext, call_maybe_async
+from actors._private.task import Task
+from cluster._private.config import AgentConfig, import_object
+
+__all__ = ["AgentHost"]
+
+
+class AgentHost:
+    """Hosts `agent_ids` agents of one class in one process.
+
+    With one agent per host the agent owns the actor's resources (a GPU, say); with many,
+    light agents share one process and its event loop, which is how a node holds thousands.
+    """
+
+    def __init__(self, swarm: str, pool: str, agent: AgentConfig, agent_ids: list[str]):
+        cls = import_object(agent.class_path)
+        caps = tuple(agent.capability_names)
+        self.agents = {}
+        for agent_id in agent_ids:
+            instance = cls(**agent.params)
+            instance.context = AgentContext(agent_id, swarm, pool, caps)
+            self.agents[agent_id] = instance
+
+    async def ready(self) -> dict[str, Any]:
+        """Answers once the agents are built: where the host runs."""
+        ctx = ray.get_runtime_context()
+        return {"pid": os.getpid(), "node_id": ctx.get_node_id(),
+                "gpu_ids": ray.get_gpu_ids(), "agents": list(self.agents)}
+
+    async def ping(self) -> float:
+        """Health probe: answers at once unless the process is stuck."""
+        return time.time()
+
+    async def handle(self, agent_id: str, task: Task) -> Any:
+        """Runs `task` on agent `agent_id` and returns its output."""
+        return await call_maybe_async(self.agents[agent_id].handle, task)

@@ -1,0 +1,13 @@
+"""Names of the system's actors inside its Ray namespace: the one place that spells them."""
+
+REGISTRY = "registry"
+
+
+def queen(swarm: str) -> str:
+    """Actor name of `swarm`'s queen."""
+    return f"queen:{swarm}"
+
+
+def monitor(swarm: str) -> str:
+    """Actor name of `swarm`'s health monitor."""
+    return f"health:{swarm}"

@@ -1,0 +1,237 @@
+"""AgentPool: creates, watches, replaces and scales the Ray actors that host a pool's agents.
+
+A pool lives inside its queen's process. The queen owns the host actors, so they share its
+fate as children share a supervisor's in OTP: if the queen dies they go too, and the restarted
+queen builds them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+
+from actors._private.host import AgentHost
+from cluster._private.config import AgentPoolConfig
+
+__all__ = ["AgentPool", "AgentSlot", "HostSlot"]
+
+log = logging.getLogger(__name__)
+
+PENDING, ALIVE, RESTARTING, DEAD = "pending", "alive", "restarting", "dead"
+
+
+@dataclass(eq=False)
+class AgentSlot:
+    """The queen's view of one agent: where it runs and how busy it is."""
+
+    id: str
+    pool: str
+    host: HostSlot
+    capabilities: tuple[str, ...]
+    max_concurrent: int
+    inflight: int = 0
+    done: int = 0
+    failed: int = 0
+    last_active: float = field(default_factory=time.monotonic)
+
+
+@dataclass(eq=False)
+class HostSlot:
+    """One host actor and the agents on it."""
+
+    id: str
+    handle: Any
+    agents: list[AgentSlot]
+    state: str = PENDING
+    created_at: float = field(default_factory=time.monotonic)
+    reason: str = ""
+    node_id: str | None = None
+    restarts: int = 0
+
+
+class AgentPool:
+    """Keeps between `min_agents` and `max_agents` agents of one kind running.
+
+    `on_ready(agents)` is called when agents can take tasks, `on_lost(agents)` when they
+    cannot any more; the queen's dispatcher follows those two calls.
+    """
+
+    def __init__(
+        self,
+        swarm: str,
+        config: AgentPoolConfig,
+        on_ready: Callable[[list[AgentSlot]], None],
+        on_lost: Callable[[list[AgentSlot]], None],
+    ):
+        self.swarm = swarm
+        self.config = config
+        self.capabilities = tuple(config.agent.capability_names)
+        self.hosts: dict[str, HostSlot] = {}
+        self._on_ready = on_ready
+        self._on_lost = on_lost
+        self._host_seq = itertools.count()
+        self._agent_seq = itertools.count()
+        self._watchers: set[asyncio.Task] = set()
+        per = config.agents_per_actor
+        self._actor_cls = ray.remote(AgentHost).options(
+            max_restarts=0,  # the pool restarts hosts itself, so it can count and escalate
+            max_concurrency=max(64, per * config.agent.max_concurrent_tasks + 16),
+            **config.resources.ray_options(),
+        )
+
+    # -- size -----------------------------------------------------------------------------
+
+    @property
+    def agents(self) -> list[AgentSlot]:
+        """Every agent of every host that is not dead."""
+        return [a for h in self.hosts.values() if h.state != DEAD for a in h.agents]
+
+    def count(self, *states: str) -> int:
+        """Agents whose host is in one of `states` (all live states when none given)."""
+        wanted = states or (PENDING, ALIVE, RESTARTING)
+        return sum(len(h.agents) for h in self.hosts.values() if h.state in wanted)
+
+    def start(self) -> None:
+        """Creates hosts until `min_agents` agents exist."""
+        while self.count() < self.config.min_agents:
+            self._spawn(min(self.config.agents_per_actor, self.config.min_agents - self.count()))
+
+    def _spawn(self, n_agents: int, replacing: HostSlot | None = None) -> HostSlot:
+        host_id = f"{self.swarm}.{self.config.name}.h{next(self._host_seq)}"
+        agent_ids = [f"{self.swarm}.{self.config.name}.{next(self._agent_seq)}" for _ in range(n_agents)]
+        handle = self._actor_cls.remote(self.swarm, self.config.name, self.config.agent, agent_ids)
+        host = HostSlot(id=host_id, handle=handle, agents=[])
+        host.agents = [
+            AgentSlot(aid, self.config.name, host, self.capabilities,
+                      self.config.agent.max_concurrent_tasks)
+            for aid in agent_ids
+        ]
+        if replacing is not None:
+            host.restarts = replacing.restarts + 1
+            host.state = RESTARTING
+        self.hosts[host_id] = host
+        watcher = asyncio.get_running_loop().create_task(self._await_ready(host))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+        return host
+
+    async def _await_ready(self, host: HostSlot) -> None:
+        try:
+            info = await host.handle.ready.remote()
+        except RayActorError as e:
+            # The constructor raised or the process died before it answered. Not retried
+            # here: the same constructor would most likely fail the same way.
+            host.state, host.reason = DEAD, _first_line(e)
+            log.warning("host %s failed to start: %s", host.id, host.reason)
+            return
+        if host.state == DEAD:  # removed while starting
+            return
+        host.state, host.reason, host.node_id = ALIVE, "", info["node_id"]
+        self._on_ready(host.agents)
+
+    # -- failure --------------------------------------------------------------------------
+
+    def host_lost(self, host: HostSlot, reason: str, replace: bool = True) -> HostSlot | None:
+        """Marks `host` dead, kills what is left of it and starts a replacement."""
+        if host.state == DEAD:
+            return None
+        was_alive = host.state == ALIVE
+        host.state, host.reason = DEAD, reason
+        if was_alive:
+            self._on_lost(host.agents)
+        del self.hosts[host.id]
+        try:
+            ray.kill(host.handle, no_restart=True)
+        except Exception:  # already gone
+            pass
+        if replace:
+            log.warning("host %s lost, replacing it: %s", host.id, reason)
+            return self._spawn(len(host.agents), replacing=host)
+        return None
+
+    # -- scaling --------------------------------------------------------------------------
+
+    def autoscale(self, backlog: int) -> int:
+        """Grows by one host when the backlog per agent is over the threshold, or shrinks by
+        one idle host above `min_agents`. Returns the change in agents."""
+        cfg = self.config
+        live = self.count()
+        ready = max(1, self.count(ALIVE))
+        if backlog > cfg.scale_up_backlog * ready and live < cfg.max_agents and not self.count(PENDING):
+            return len(self._spawn(min(cfg.agents_per_actor, cfg.max_agents - live)).agents)
+        if backlog == 0 and live > cfg.min_agents:
+            idle_since = time.monotonic() - cfg.scale_down_idle_s
+            for host in reversed(list(self.hosts.values())):
+                idle = host.state == ALIVE and all(
+                    a.inflight == 0 and a.last_active < idle_since for a in host.agents
+                )
+                if idle and live - len(host.agents) >= cfg.min_agents:
+                    self.host_lost(host, "scaled down (idle)", replace=False)
+                    return -len(host.agents)
+        return 0
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def pending_reason(self, host: HostSlot) -> str:
+        """Why a host is still not running, in terms of the cluster's resources."""
+        if time.monotonic() - host.created_at < self.config.ready_timeout_s:
+            return "starting"
+        demand = _demand(self.config.resources.ray_options())
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        if not any(all(n.get(k, 0) >= v for k, v in demand.items()) for n in nodes):
+            return f"infeasible: no node offers {demand}; nodes offer {[_short(n) for n in nodes]}"
+        available = ray.available_resources()
+        return (f"waiting for resources: needs {demand} per actor, available now "
+                f"{ {k: round(available.get(k, 0.0), 3) for k in demand} }")
+
+    def describe(self) -> list[dict[str, Any]]:
+        """One row per agent for `swarm status`."""
+        rows = []
+        for host in self.hosts.values():
+            reason = self.pending_reason(host) if host.state in (PENDING, RESTARTING) else host.reason
+            for a in host.agents:
+                rows.append({
+                    "agent": a.id, "pool": self.config.name, "host": host.id, "state": host.state,
+                    "node": (host.node_id or "")[:8], "inflight": a.inflight, "done": a.done,
+                    "failed": a.failed, "restarts": host.restarts, "reason": reason,
+                    "capabilities": list(a.capabilities),
+                })
+        return rows
+
+    def stop(self) -> None:
+        """Kills every host of the pool."""
+        for host in list(self.hosts.values()):
+            self.host_lost(host, "pool stopped", replace=False)
+        for w in self._watchers:
+            w.cancel()
+
+
+def _demand(opts: dict[str, Any]) -> dict[str, float]:
+    demand = {"CPU": opts.get("num_cpus", 1.0)}  # Ray places an actor on a CPU node by default
+    if opts.get("num_gpus"):
+        demand["GPU"] = opts["num_gpus"]
+    if opts.get("accelerator_type"):
+        demand[f"accelerator_type:{opts['accelerator_type']}"] = 0.001
+    if opts.get("memory"):
+        demand["memory"] = opts["memory"]
+    demand.update(opts.get("resources", {}))
+    return {k: v for k, v in demand.items() if v}
+
+
+def _short(resources: dict[str, float]) -> dict[str, float]:
+    keep = ("CPU", "GPU", "memory")
+    return {k: (round(v) if k != "memory" else f"{v / 2**30:.1f}GiB") for k, v in resources.items()
+            if k in keep or k.startswith("accelerator_type")}
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[-1][:300] if text else type(err).__name__

@@ -1,0 +1,193 @@
+"""MetaRegistry: discovery by capability, routing between swarms, health, a global KV store."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from cluster._private.config import RegistryConfig
+from cluster._private.errors import DelegationError, SwarmNotFoundError, UnknownCapabilityError
+
+__all__ = ["MetaRegistry"]
+
+HEALTHY, DEGRADED, FAILED, UNREACHABLE = "healthy", "degraded", "failed", "unreachable"
+_HEALTH_RANK = {HEALTHY: 0, DEGRADED: 1}
+
+
+@dataclass
+class _Swarm:
+    name: str
+    capabilities: list[str]
+    priority: int = 0
+    description: str = ""
+    health: str = HEALTHY
+    reason: str = ""
+    queued: int = 0
+    running: int = 0
+    slots: int = 0
+    routed_since_heartbeat: int = 0
+    registered_at: float = field(default_factory=time.time)
+    last_heartbeat: float = field(default_factory=time.monotonic)
+
+    def load(self) -> float:
+        """Work per agent slot, counting tasks routed here since the last report."""
+        return (self.queued + self.running + self.routed_since_heartbeat) / max(1, self.slots)
+
+
+class MetaRegistry:
+    """The system's directory; a named, detached Ray actor `registry` per namespace.
+
+    Queens register their capabilities; health monitors heartbeat load and health. A
+    heartbeat carries the whole registration too, so a restarted registry rebuilds its table
+    within one health period without any journal.
+
+    Conflict resolution, when several swarms offer a capability: only swarms whose heartbeat
+    is fresh and whose health is not failed or unreachable are candidates; healthy ones are
+    preferred to degraded ones; among those, `conflict_policy` decides:
+    `least_loaded` (default) takes the lowest (queued + running) per agent slot, then the
+    higher `priority`, then the name; `priority` takes the highest priority, then the least
+    loaded; `round_robin` rotates through them. Swarms the task already visited are skipped,
+    which with the hop limit makes delegation loops impossible.
+    """
+
+    def __init__(self, config: RegistryConfig, system: dict[str, Any] | None = None):
+        self.config = config
+        self.system = system or {}
+        self.swarms: dict[str, _Swarm] = {}
+        self.kv: dict[str, tuple[Any, int]] = {}
+        self._turn: dict[str, int] = {}
+
+    # -- membership -----------------------------------------------------------------------
+
+    def register(self, registration: dict[str, Any]) -> None:
+        """Adds or refreshes a swarm: name, capabilities, priority, description."""
+        name = registration["name"]
+        entry = self.swarms.get(name)
+        if entry is None:
+            self.swarms[name] = entry = _Swarm(**registration)
+        else:
+            for k, v in registration.items():
+                setattr(entry, k, v)
+        entry.last_heartbeat = time.monotonic()
+
+    def heartbeat(self, registration: dict[str, Any], load: dict[str, int], health: str,
+                  reason: str = "") -> None:
+        """Records a swarm's load and health (and re-registers it if the table was lost)."""
+        self.register(registration)
+        entry = self.swarms[registration["name"]]
+        entry.queued, entry.running, entry.slots = load["queued"], load["running"], load["slots"]
+        entry.routed_since_heartbeat = 0
+        entry.health, entry.reason = health, reason
+
+    def mark(self, swarm: str, health: str, reason: str) -> None:
+        """Sets a swarm's health without a load report (e.g. its queen is unreachable)."""
+        if swarm in self.swarms:
+            self.swarms[swarm].health, self.swarms[swarm].reason = health, reason
+
+    def deregister(self, swarm: str) -> None:
+        """Removes a swarm from routing."""
+        self.swarms.pop(swarm, None)
+
+    # -- discovery and routing ------------------------------------------------------------
+
+    def discover(self, capability: str) -> list[str]:
+        """Routable swarms offering `capability`, best first."""
+        return [s.name for s in self._candidates(capability, [])]
+
+    def route(self, capability: str, visited: list[str]) -> str:
+        """Picks the swarm to run a task for `capability`, skipping `visited` swarms.
+
+        Raises:
+            UnknownCapabilityError: no registered swarm offers the capability.
+            DelegationError: swarms offer it, but all are visited, stale, failed or unreachable.
+        """
+        offering = [s for s in self.swarms.values() if capability in s.capabilities]
+        if not offering:
+            raise UnknownCapabilityError(capability, self.capabilities())
+        candidates = self._candidates(capability, visited)
+        if not candidates:
+            why = {s.name: ("visited" if s.name in visited else self._unroutable(s) or "?")
+                   for s in offering}
+            raise DelegationError(capability, f"no routable swarm offers it: {why}", list(visited))
+        if self.config.conflict_policy == "round_robin":
+            turn = self._turn.get(capability, 0)
+            self._turn[capability] = turn + 1
+            chosen = candidates[turn % len(candidates)]
+        else:
+            chosen = candidates[0]
+        chosen.routed_since_heartbeat += 1
+        return chosen.name
+
+    def _unroutable(self, s: _Swarm) -> str:
+        if s.health not in _HEALTH_RANK:
+            return f"{s.health}: {s.reason}" if s.reason else s.health
+        age = time.monotonic() - s.last_heartbeat
+        if age > self.config.stale_after_s:
+            return f"no heartbeat for {age:.1f} s"
+        return ""
+
+    def _candidates(self, capability: str, visited: list[str]) -> list[_Swarm]:
+        found = [s for s in self.swarms.values()
+                 if capability in s.capabilities and s.name not in visited and not self._unroutable(s)]
+        if self.config.conflict_policy == "priority":
+            key = lambda s: (_HEALTH_RANK[s.health], -s.priority, s.load(), s.name)  # noqa: E731
+        else:
+            key = lambda s: (_HEALTH_RANK[s.health], s.load(), -s.priority, s.name)  # noqa: E731
+        return sorted(found, key=key)
+
+    def capabilities(self) -> list[str]:
+        """Every capability some registered swarm offers."""
+        return sorted({c for s in self.swarms.values() for c in s.capabilities})
+
+    def swarm(self, name: str) -> dict[str, Any]:
+        """One swarm's registry entry."""
+        if name not in self.swarms:
+            raise SwarmNotFoundError(name, list(self.swarms))
+        return self._row(self.swarms[name])
+
+    def table(self) -> list[dict[str, Any]]:
+        """Every swarm's registry entry, by name."""
+        return [self._row(s) for s in sorted(self.swarms.values(), key=lambda s: s.name)]
+
+    def _row(self, s: _Swarm) -> dict[str, Any]:
+        row = asdict(s)
+        row["heartbeat_age_s"] = round(time.monotonic() - s.last_heartbeat, 2)
+        row["routable"] = not self._unroutable(s)
+        del row["last_heartbeat"]
+        return row
+
+    # -- system metadata and global key-value store -----------------------------------------
+
+    def system_config(self) -> dict[str, Any]:
+        """The configuration the system was brought up with."""
+        return self.system
+
+    def set_system_config(self, system: dict[str, Any]) -> None:
+        """Replaces the stored system configuration (on `swarm up`)."""
+        self.system = system
+
+    def kv_get(self, key: str, default: Any = None) -> Any:
+        """The value at `key`, or `default`."""
+        return self.kv.get(key, (default, 0))[0]
+
+    def kv_put(self, key: str, value: Any, expected_version: int | None = None) -> int | None:
+        """Stores `value`; with `expected_version`, only if the key is still at that version
+        (0 means absent). Returns the new version, or None when the check failed."""
+        version = self.kv.get(key, (None, 0))[1]
+        if expected_version is not None and expected_version != version:
+            return None
+        self.kv[key] = (value, version + 1)
+        return version + 1
+
+    def kv_version(self, key: str) -> int:
+        """The key's version: 0 when absent, then 1, 2, ... per write."""
+        return self.kv.get(key, (None, 0))[1]
+
+    def kv_delete(self, key: str) -> bool:
+        """Removes `key`; returns whether it was there."""
+        return self.kv.pop(key, None) is not None
+
+    def kv_keys(self, prefix: str = "") -> list[str]:
+        """Keys starting with `prefix`, sorted."""
+        return sorted(k for k in self.kv if k.startswith(prefix))

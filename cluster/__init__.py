@@ -1,0 +1,77 @@
+"""Configuration, bring-up and the client of a swarmray system.
+
+Load a system with `load_config`, start it with `up`, talk to it with `Client`; the `swarm`
+command (`python -m cluster`) does the same from a shell.
+"""
+
+from cluster._private.config import (
+    AgentConfig,
+    AgentPoolConfig,
+    CapabilityConfig,
+    HealthConfig,
+    QueenConfig,
+    RegistryConfig,
+    ResourcesConfig,
+    SwarmConfig,
+    SystemConfig,
+    load_config,
+)
+from cluster._private.errors import (
+    BackpressureError,
+    ConfigError,
+    DelegationError,
+    SchedulingError,
+    SwarmNotFoundError,
+    SwarmrayError,
+    SystemNotFoundError,
+    TaskCancelledError,
+    TaskError,
+    TaskFailedError,
+    TaskNotFoundError,
+    TaskTimeoutError,
+    UnknownCapabilityError,
+)
+
+__all__ = [
+    "AgentConfig",
+    "AgentPoolConfig",
+    "BackpressureError",
+    "CapabilityConfig",
+    "Client",
+    "ConfigError",
+    "DelegationError",
+    "HealthConfig",
+    "QueenConfig",
+    "RegistryConfig",
+    "ResourcesConfig",
+    "SchedulingError",
+    "SwarmConfig",
+    "SwarmNotFoundError",
+    "SwarmrayError",
+    "SystemConfig",
+    "SystemNotFoundError",
+    "TaskCancelledError",
+    "TaskError",
+    "TaskFailedError",
+    "TaskNotFoundError",
+    "TaskTimeoutError",
+    "UnknownCapabilityError",
+    "connect",
+    "down",
+    "load_config",
+    "status",
+    "unwrap",
+    "up",
+]
+
+_SYSTEM = {"Client", "connect", "down", "status", "unwrap", "up"}
+
+
+def __getattr__(name: str):
+    # The system layer imports `actors`, which imports this package's config; loading it on
+    # first use keeps `import actors` and `import cluster` free of an import cycle.
+    if name in _SYSTEM:
+        from cluster._private import system
+
+        return getattr(system, name)
+    raise AttributeError(f"module 'cluster' has no attribute {name!r}")

@@ -1,0 +1,150 @@
+"""The one exception tree of swarmray.
+
+    SwarmrayError
+    ├── ConfigError                 invalid configuration (file, field path, reason)
+    ├── SystemNotFoundError         no running system in the Ray namespace
+    ├── SwarmNotFoundError          a swarm name the registry does not know
+    ├── UnknownCapabilityError      no swarm offers a capability
+    ├── BackpressureError           a queen's queue is full
+    ├── TaskNotFoundError           a task id the queen never accepted
+    ├── DelegationError             a task cannot be routed further (hop limit, loop)
+    ├── SchedulingError             agents cannot be placed (e.g. infeasible resources)
+    └── TaskError                   a task ended without a result
+        ├── TaskFailedError         the agent raised on every attempt
+        ├── TaskTimeoutError        the last attempt ran past its timeout
+        └── TaskCancelledError      the task was cancelled
+
+Every class carries the values that explain it, so handlers need not parse messages.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackpressureError",
+    "ConfigError",
+    "DelegationError",
+    "SchedulingError",
+    "SwarmNotFoundError",
+    "SwarmrayError",
+    "SystemNotFoundError",
+    "TaskCancelledError",
+    "TaskError",
+    "TaskFailedError",
+    "TaskNotFoundError",
+    "TaskTimeoutError",
+    "UnknownCapabilityError",
+]
+
+
+class SwarmrayError(Exception):
+    """Root of every error swarmray raises on purpose."""
+
+    def __reduce__(self):
+        # Ray pickles exceptions across processes; keep the constructor arguments.
+        return (_rebuild, (type(self), self.__dict__, self.args))
+
+
+def _rebuild(cls, state, args):
+    err = Exception.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
+class ConfigError(SwarmrayError):
+    """Raised when a configuration file or object is invalid."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = [f"{source}: invalid configuration"]
+        lines += [f"  {path or '<root>'}: {reason}" for path, reason in problems]
+        super().__init__("\n".join(lines))
+
+
+class SystemNotFoundError(SwarmrayError):
+    """Raised when no swarmray system runs in the Ray namespace."""
+
+    def __init__(self, namespace: str):
+        self.namespace = namespace
+        super().__init__(
+            f"no swarmray system in Ray namespace {namespace!r}; run `swarm up` first"
+        )
+
+
+class SwarmNotFoundError(SwarmrayError):
+    """Raised when a swarm name is not registered."""
+
+    def __init__(self, swarm: str, known: list[str]):
+        self.swarm = swarm
+        self.known = known
+        super().__init__(f"unknown swarm {swarm!r}; known swarms: {sorted(known)}")
+
+
+class UnknownCapabilityError(SwarmrayError):
+    """Raised when no swarm offers the capability a task needs."""
+
+    def __init__(self, capability: str, known: list[str]):
+        self.capability = capability
+        self.known = known
+        super().__init__(
+            f"no swarm offers capability {capability!r}; offered: {sorted(known)}"
+        )
+
+
+class BackpressureError(SwarmrayError):
+    """Raised by `submit` when a queen's queue is full; retry later."""
+
+    def __init__(self, swarm: str, queued: int, max_queued: int):
+        self.swarm = swarm
+        self.queued = queued
+        self.max_queued = max_queued
+        super().__init__(
+            f"swarm {swarm!r} is full: {queued} tasks queued, max_queued_tasks is "
+            f"{max_queued}; retry later or raise the limit"
+        )
+
+
+class TaskNotFoundError(SwarmrayError):
+    """Raised when a task id is unknown to the queen asked."""
+
+    def __init__(self, task_id: str, swarm: str):
+        self.task_id = task_id
+        self.swarm = swarm
+        super().__init__(f"swarm {swarm!r} has no task {task_id!r}")
+
+
+class DelegationError(SwarmrayError):
+    """Raised when a task cannot be delegated further."""
+
+    def __init__(self, capability: str, reason: str, visited: list[str]):
+        self.capability = capability
+        self.reason = reason
+        self.visited = visited
+        super().__init__(
+            f"cannot delegate capability {capability!r}: {reason} (visited: {visited})"
+        )
+
+
+class SchedulingError(SwarmrayError):
+    """Raised when agents cannot be placed on the cluster."""
+
+
+class TaskError(SwarmrayError):
+    """Raised when a task ended without a result."""
+
+    def __init__(self, task_id: str, message: str):
+        self.task_id = task_id
+        super().__init__(f"task {task_id}: {message}")
+
+
+class TaskFailedError(TaskError):
+    """Raised when the agent raised on the task's last attempt."""
+
+
+class TaskTimeoutError(TaskError):
+    """Raised when the task's last attempt ran past its timeout."""
+
+
+class TaskCancelledError(TaskError):
+    """Raised when the task was cancelled before it finished."""

@@ -1,0 +1,233 @@
+"""Bringing a system up and down on a Ray cluster, and the client that talks to it."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from actors._private import names
+from actors._private.health import HealthMonitor
+from actors._private.queen import SwarmQueen
+from actors._private.registry import MetaRegistry
+from actors._private.task import Task, TaskResult
+from cluster._private import env
+from cluster._private.config import SystemConfig
+from cluster._private.errors import (
+    SchedulingError,
+    SwarmNotFoundError,
+    SystemNotFoundError,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
+
+__all__ = ["Client", "connect", "down", "status", "up"]
+
+log = logging.getLogger(__name__)
+
+LOCAL_HEAD_KEY = "_swarmray/started_local_head"
+
+# Control actors hold no CPU so that they never keep agents from being placed; they restart
+# forever, as OTP supervisors of the top of a tree do.
+_CONTROL = dict(lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1)
+_Registry = ray.remote(MetaRegistry)
+_Queen = ray.remote(SwarmQueen)
+_Monitor = ray.remote(HealthMonitor)
+
+
+def connect(address: str | None = None, namespace: str = "swarmray") -> None:
+    """Connects this process to Ray in `namespace`.
+
+    Args:
+        address: 'auto', 'ray://host:10001', 'host:6379', or None to start a private local Ray
+            for this process (SWARMRAY_ADDRESS / RAY_ADDRESS are used when set).
+        namespace: The Ray namespace of the system.
+    """
+    if ray.is_initialized():
+        return
+    ray.init(address=address or env.ray_address(), namespace=namespace,
+             logging_level=logging.WARNING, log_to_driver=False)
+
+
+def start_local_head() -> None:
+    """Starts a local Ray head that outlives this process, as `ray start --head` does."""
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if ray_cli is None:
+        raise SchedulingError("the `ray` command is not installed next to this Python")
+    subprocess.run([ray_cli, "start", "--head", "--disable-usage-stats"], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
+    """Creates the registry, queens and health monitors of `config`; idempotent.
+
+    Actors that already exist under their names are kept (change a running system with
+    `down` then `up`). Waits until every pool's first agents answer or their
+    `ready_timeout_s` passes (at most `wait_s`), so a pool asking for resources the cluster
+    lacks is reported as pending instead of hanging the call.
+
+    Returns:
+        The system status, as `status` reports it.
+    """
+    ns = config.namespace
+    registry = _Registry.options(name=names.REGISTRY, namespace=ns, **_CONTROL).remote(
+        config.registry, config.model_dump(mode="json", by_alias=True)
+    )
+    ray.get(registry.set_system_config.remote(config.model_dump(mode="json", by_alias=True)))
+    queens, monitors = [], []
+    for swarm in config.swarms.values():
+        queens.append(_Queen.options(name=names.queen(swarm.name), namespace=ns,
+                                     max_concurrency=100_000, **_CONTROL)
+                      .remote(ns, swarm, config.registry))
+        monitors.append(_Monitor.options(name=names.monitor(swarm.name), namespace=ns, **_CONTROL)
+                        .remote(ns, swarm))
+    ray.get([q.start.remote() for q in queens])
+    ray.get([m.start.remote() for m in monitors])
+    ready_s = max(p.ready_timeout_s for s in config.swarms.values() for p in s.pools.values())
+    deadline = time.monotonic() + min(ready_s, wait_s if wait_s is not None else ready_s)
+    while time.monotonic() < deadline:
+        rows = [a for q in ray.get([q.status.remote() for q in queens]) for a in q["agents"]]
+        if all(a["state"] != "pending" for a in rows):
+            break
+        time.sleep(0.2)
+    return status(ns)
+
+
+def _system(namespace: str) -> Any:
+    try:
+        return ray.get_actor(names.REGISTRY, namespace=namespace)
+    except ValueError:
+        raise SystemNotFoundError(namespace) from None
+
+
+def status(namespace: str = "swarmray") -> dict[str, Any]:
+    """Swarms with health and queue depths, and every agent's state.
+
+    Raises:
+        SystemNotFoundError: nothing runs in `namespace`.
+    """
+    registry = _system(namespace)
+    table = {row["name"]: row for row in ray.get(registry.table.remote())}
+    config = ray.get(registry.system_config.remote())
+    swarms = []
+    for name in sorted(config.get("swarms", {})):
+        queen = ray.get_actor(names.queen(name), namespace=namespace)
+        monitor = ray.get_actor(names.monitor(name), namespace=namespace)
+        q, m = ray.get([queen.status.remote(), monitor.report.remote()])
+        swarms.append({**q, "registry": table.get(name, {}), "health": m})
+    return {"namespace": namespace, "swarms": swarms}
+
+
+def down(namespace: str = "swarmray") -> list[str]:
+    """Removes every actor of the system in `namespace`, and a local head `up` started.
+
+    Returns:
+        The names of the actors removed.
+    """
+    registry = _system(namespace)
+    config = ray.get(registry.system_config.remote())
+    started_head = ray.get(registry.kv_get.remote(LOCAL_HEAD_KEY, False))
+    removed = []
+    for swarm in config.get("swarms", {}):
+        for name in (names.monitor(swarm), names.queen(swarm)):
+            try:
+                handle = ray.get_actor(name, namespace=namespace)
+            except ValueError:
+                continue
+            if name.startswith("queen:"):
+                try:
+                    ray.get(handle.stop.remote(), timeout=10)
+                except Exception:  # a dead queen takes its agents with it anyway
+                    pass
+            ray.kill(handle, no_restart=True)
+            removed.append(name)
+    ray.kill(registry, no_restart=True)
+    removed.append(names.REGISTRY)
+    if started_head:
+        ray.shutdown()
+        ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+        subprocess.run([ray_cli, "stop"], check=False, stdout=subprocess.DEVNULL)
+        removed.append("local Ray head")
+    return removed
+
+
+class Client:
+    """Submits tasks to a running system and reads their results.
+
+    Example:
+        client = Client()
+        result = client.run("text.stats", {"text": "Ray runs actors."})
+        print(result.output["words"])
+    """
+
+    def __init__(self, namespace: str = "swarmray", address: str | None = None):
+        connect(address, namespace)
+        self.namespace = namespace
+        self.registry = _system(namespace)
+        self._queens: dict[str, Any] = {}
+
+    def queen(self, swarm: str) -> Any:
+        """The actor handle of `swarm`'s queen."""
+        if swarm not in self._queens:
+            try:
+                self._queens[swarm] = ray.get_actor(names.queen(swarm), namespace=self.namespace)
+            except ValueError:
+                known = list(ray.get(self.registry.system_config.remote()).get("swarms", {}))
+                raise SwarmNotFoundError(swarm, known) from None
+        return self._queens[swarm]
+
+    def submit(self, capability: str, payload: dict | None = None, *, swarm: str | None = None,
+               priority: int = 0, timeout_s: float | None = None,
+               max_retries: int | None = None) -> str:
+        """Submits a task and returns its id at once.
+
+        Args:
+            capability: What the task needs, e.g. 'text.stats'.
+            payload: The agent's input.
+            swarm: The swarm whose queen takes the task; None lets the registry choose.
+            priority: Higher runs first.
+            timeout_s: Per-attempt timeout.
+            max_retries: Extra attempts after a failure.
+
+        Raises:
+            UnknownCapabilityError, BackpressureError, DelegationError, SwarmNotFoundError.
+        """
+        task = Task(capability=capability, payload=payload or {}, priority=priority,
+                    timeout_s=timeout_s, max_retries=max_retries)
+        if swarm is None:
+            swarm = ray.get(self.registry.route.remote(capability, []))
+        return ray.get(self.queen(swarm).submit.remote(task))
+
+    def result(self, task_id: str, timeout_s: float | None = None) -> TaskResult:
+        """The task's result, waiting up to `timeout_s` (None: until it ends)."""
+        swarm = task_id.partition(":")[0]
+        return ray.get(self.queen(swarm).result.remote(task_id, timeout_s))
+
+    def run(self, capability: str, payload: dict | None = None, **kwargs: Any) -> TaskResult:
+        """Submits a task and waits for its result."""
+        return self.result(self.submit(capability, payload, **kwargs))
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancels a task that has not ended."""
+        return ray.get(self.queen(task_id.partition(":")[0]).cancel.remote(task_id))
+
+    def status(self) -> dict[str, Any]:
+        """The system's status (see `status`)."""
+        return status(self.namespace)
+
+
+def unwrap(result: TaskResult) -> Any:
+    """The output of a succeeded task; raises the matching TaskError otherwise."""
+    errors = {"failed": TaskFailedError, "timed_out": TaskTimeoutError,
+              "cancelled": TaskCancelledError}
+    if result.ok:
+        return result.output
+    cls = errors.get(result.status.value, TaskFailedError)
+    raise cls(result.task_id, f"{result.status.value}: {result.error_type}: {result.error}")
