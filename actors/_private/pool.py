@@ -215,7 +215,9 @@ class AgentPool:
 
 
 def _demand(opts: dict[str, Any]) -> dict[str, float]:
-    demand = {"CPU": opts.get("num_cpus", 1.0)}  # Ray places an actor on a CPU node by default
+    # With no resources named, Ray places an actor on a node with a CPU; with some, on those.
+    named = any(opts.get(k) for k in ("num_gpus", "memory", "resources"))
+    demand = {"CPU": opts.get("num_cpus", 0.0 if named else 1.0)}
     if opts.get("num_gpus"):
         demand["GPU"] = opts["num_gpus"]
     if opts.get("accelerator_type"):

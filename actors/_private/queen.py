@@ -178,8 +178,8 @@ class SwarmQueen:
             "running": sum(a["inflight"] for a in agents),
             "delegated_out": sum(1 for r in self.records.values()
                                  if r.result.status is TaskStatus.DELEGATED),
-            "tasks": {s: self.counts[s] for s in ("accepted", "succeeded", "failed",
-                                                  "timed_out", "cancelled", "retried")},
+            "tasks": {s: self.counts[s] for s in ("accepted", "succeeded", "failed", "timed_out",
+                                                  "cancelled", "retried", "delegated")},
             "agents": agents,
         }
 
@@ -347,7 +347,8 @@ class SwarmQueen:
         res.timings.finished_at = now()
         rec.attempt = None
         rec.done.set()
-        self.counts[status.value] += 1
+        # Delegated tasks are counted where they run; here only as handed over.
+        self.counts["delegated" if rec.delegated_to else status.value] += 1
         self.finished[res.task_id] = None
         while len(self.finished) > self.config.queen.keep_results:
             old, _ = self.finished.popitem(last=False)

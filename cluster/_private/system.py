@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.exceptions import RayTaskError
 
 from actors._private import names
 from actors._private.health import HealthMonitor
@@ -22,6 +23,7 @@ from cluster._private.config import SystemConfig
 from cluster._private.errors import (
     SchedulingError,
     SwarmNotFoundError,
+    SwarmrayError,
     SystemNotFoundError,
     TaskCancelledError,
     TaskFailedError,
@@ -56,6 +58,40 @@ def connect(address: str | None = None, namespace: str = "swarmray") -> None:
              logging_level=logging.WARNING, log_to_driver=False)
 
 
+def _get(refs: Any, timeout_s: float | None = None) -> Any:
+    # Re-raise swarmray errors from actors as themselves, not wrapped in Ray's traceback text.
+    try:
+        return ray.get(refs, timeout=timeout_s)
+    except RayTaskError as e:
+        if isinstance(e.cause, SwarmrayError):
+            raise e.cause from None
+        raise
+
+
+def connect_or_start(address: str | None, namespace: str) -> bool:
+    """Connects to `address`, else to a running local Ray, else starts a local head.
+
+    Returns:
+        Whether a local head was started.
+    """
+    address = address or env.ray_address()
+    if address:
+        connect(address, namespace)
+        return False
+    try:
+        connect("auto", namespace)
+        return False
+    except ConnectionError:
+        start_local_head()
+        connect("auto", namespace)
+        return True
+
+
+def mark_local_head(namespace: str) -> None:
+    """Records that `up` started the local head, so that `down` stops it."""
+    _get(_system(namespace).kv_put.remote(LOCAL_HEAD_KEY, True))
+
+
 def start_local_head() -> None:
     """Starts a local Ray head that outlives this process, as `ray start --head` does."""
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
@@ -80,7 +116,7 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
     registry = _Registry.options(name=names.REGISTRY, namespace=ns, **_CONTROL).remote(
         config.registry, config.model_dump(mode="json", by_alias=True)
     )
-    ray.get(registry.set_system_config.remote(config.model_dump(mode="json", by_alias=True)))
+    _get(registry.set_system_config.remote(config.model_dump(mode="json", by_alias=True)))
     queens, monitors = [], []
     for swarm in config.swarms.values():
         queens.append(_Queen.options(name=names.queen(swarm.name), namespace=ns,
@@ -88,15 +124,16 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
                       .remote(ns, swarm, config.registry))
         monitors.append(_Monitor.options(name=names.monitor(swarm.name), namespace=ns, **_CONTROL)
                         .remote(ns, swarm))
-    ray.get([q.start.remote() for q in queens])
-    ray.get([m.start.remote() for m in monitors])
+    _get([q.start.remote() for q in queens])
+    _get([m.start.remote() for m in monitors])
     ready_s = max(p.ready_timeout_s for s in config.swarms.values() for p in s.pools.values())
     deadline = time.monotonic() + min(ready_s, wait_s if wait_s is not None else ready_s)
     while time.monotonic() < deadline:
-        rows = [a for q in ray.get([q.status.remote() for q in queens]) for a in q["agents"]]
+        rows = [a for q in _get([q.status.remote() for q in queens]) for a in q["agents"]]
         if all(a["state"] != "pending" for a in rows):
             break
         time.sleep(0.2)
+    _get([m.check.remote() for m in monitors])  # report health as of now, not of start-up
     return status(ns)
 
 
@@ -114,13 +151,13 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
         SystemNotFoundError: nothing runs in `namespace`.
     """
     registry = _system(namespace)
-    table = {row["name"]: row for row in ray.get(registry.table.remote())}
-    config = ray.get(registry.system_config.remote())
+    table = {row["name"]: row for row in _get(registry.table.remote())}
+    config = _get(registry.system_config.remote())
     swarms = []
     for name in sorted(config.get("swarms", {})):
         queen = ray.get_actor(names.queen(name), namespace=namespace)
         monitor = ray.get_actor(names.monitor(name), namespace=namespace)
-        q, m = ray.get([queen.status.remote(), monitor.report.remote()])
+        q, m = _get([queen.status.remote(), monitor.report.remote()])
         swarms.append({**q, "registry": table.get(name, {}), "health": m})
     return {"namespace": namespace, "swarms": swarms}
 
@@ -132,8 +169,8 @@ def down(namespace: str = "swarmray") -> list[str]:
         The names of the actors removed.
     """
     registry = _system(namespace)
-    config = ray.get(registry.system_config.remote())
-    started_head = ray.get(registry.kv_get.remote(LOCAL_HEAD_KEY, False))
+    config = _get(registry.system_config.remote())
+    started_head = _get(registry.kv_get.remote(LOCAL_HEAD_KEY, False))
     removed = []
     for swarm in config.get("swarms", {}):
         for name in (names.monitor(swarm), names.queen(swarm)):
@@ -143,7 +180,7 @@ def down(namespace: str = "swarmray") -> list[str]:
                 continue
             if name.startswith("queen:"):
                 try:
-                    ray.get(handle.stop.remote(), timeout=10)
+                    _get(handle.stop.remote(), timeout_s=10)
                 except Exception:  # a dead queen takes its agents with it anyway
                     pass
             ray.kill(handle, no_restart=True)
@@ -179,7 +216,7 @@ class Client:
             try:
                 self._queens[swarm] = ray.get_actor(names.queen(swarm), namespace=self.namespace)
             except ValueError:
-                known = list(ray.get(self.registry.system_config.remote()).get("swarms", {}))
+                known = list(_get(self.registry.system_config.remote()).get("swarms", {}))
                 raise SwarmNotFoundError(swarm, known) from None
         return self._queens[swarm]
 
@@ -202,13 +239,13 @@ class Client:
         task = Task(capability=capability, payload=payload or {}, priority=priority,
                     timeout_s=timeout_s, max_retries=max_retries)
         if swarm is None:
-            swarm = ray.get(self.registry.route.remote(capability, []))
-        return ray.get(self.queen(swarm).submit.remote(task))
+            swarm = _get(self.registry.route.remote(capability, []))
+        return _get(self.queen(swarm).submit.remote(task))
 
     def result(self, task_id: str, timeout_s: float | None = None) -> TaskResult:
         """The task's result, waiting up to `timeout_s` (None: until it ends)."""
         swarm = task_id.partition(":")[0]
-        return ray.get(self.queen(swarm).result.remote(task_id, timeout_s))
+        return _get(self.queen(swarm).result.remote(task_id, timeout_s))
 
     def run(self, capability: str, payload: dict | None = None, **kwargs: Any) -> TaskResult:
         """Submits a task and waits for its result."""
@@ -216,7 +253,7 @@ class Client:
 
     def cancel(self, task_id: str) -> bool:
         """Cancels a task that has not ended."""
-        return ray.get(self.queen(task_id.partition(":")[0]).cancel.remote(task_id))
+        return _get(self.queen(task_id.partition(":")[0]).cancel.remote(task_id))
 
     def status(self) -> dict[str, Any]:
         """The system's status (see `status`)."""

@@ -1,0 +1,89 @@
+"""The main job: bring a system up, run a short workload across its swarms, report, shut down."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import ray
+
+from cluster._private.config import load_config
+
+__all__ = ["DEMO_TASKS", "run_demo"]
+
+_TEXT = (
+    "Ray schedules tasks and actors across a cluster. Swarms of agents run on Ray actors. "
+    "Each swarm has a queen that queues tasks and hands them to the least busy agent!"
+)
+
+# (swarm to submit to, capability, payload). The last two ask swarms for a capability they do
+# not offer, so the registry delegates them to the swarm that does.
+DEMO_TASKS: list[tuple[str, str, dict[str, Any]]] = [
+    ("ai", "text.stats", {"text": _TEXT}),
+    ("ai", "text.keywords", {"text": _TEXT, "top_n": 3}),
+    ("ai", "text.readability", {"text": _TEXT}),
+    ("storage", "data.checksum", {"text": "swarmray"}),
+    ("storage", "data.validate", {
+        "schema": {"type": "object", "required": ["id", "qty"],
+                   "properties": {"id": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}}},
+        "document": {"id": "A-7", "qty": 0},
+    }),
+    ("storage", "data.deduplicate", {"key": "email", "records": [
+        {"email": "a@x.org", "n": 1}, {"email": "b@x.org", "n": 2}, {"email": "a@x.org", "n": 3}]}),
+    ("business", "math.stats", {"numbers": [3, 1, 4, 1, 5, 9, 2, 6]}),
+    ("business", "finance.invoice", {"tax_rate": 0.2, "items": [
+        {"description": "GPU hours", "quantity": 3, "unit_price": 2.5},
+        {"description": "storage", "quantity": 1, "unit_price": "0.99"}]}),
+    ("business", "finance.amortize", {"principal": 10000, "annual_rate": 0.06, "months": 12}),
+    ("business", "math.factorize", {"n": 600851475143}),
+    ("business", "text.stats", {"text": "Delegated from business to ai."}),
+    ("ai", "data.checksum", {"text": "delegated from ai to storage"}),
+]
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def run_demo(config_path: str | None = None, address: str | None = None) -> int:
+    """Runs the demo workload; returns 0 when every task succeeded, else 1."""
+    from cluster._private import system
+    from cluster._private.cli import format_status, format_table
+
+    config = load_config(config_path)  # fails before Ray starts
+    started = time.monotonic()
+    system.connect(address, config.namespace)
+    try:
+        system.status(config.namespace)
+        created = False  # a running system (e.g. after `swarm up`) is used and left running
+    except Exception:
+        system.up(config)
+        created = True
+    print(f"system {config.namespace!r} up in {time.monotonic() - started:.1f} s")
+
+    client = system.Client(config.namespace)
+    wanted = [(s, c, p) for s, c, p in DEMO_TASKS if s in config.swarms]
+    ids = [client.submit(cap, payload, swarm=swarm) for swarm, cap, payload in wanted]
+    results = [client.result(task_id, timeout_s=120) for task_id in ids]
+    rows = []
+    for (swarm, cap, _), res in zip(wanted, results):
+        t = res.timings
+        rows.append({
+            "task": res.task_id, "capability": cap, "submitted_to": swarm,
+            "ran_on": res.agent_id or "-", "status": res.status.value,
+            "ms": f"{(t.finished_at - t.submitted_at) * 1000:.1f}" if t.finished_at else "-",
+            "output": _short(res.output if res.ok else res.error),
+        })
+    print("\n" + format_table(rows, ["task", "capability", "submitted_to", "ran_on", "status",
+                                     "ms", "output"]))
+    print("\n" + format_status(system.status(config.namespace)))
+    ok = all(r.ok for r in results)
+    if created:
+        system.down(config.namespace)
+    if address is None:
+        ray.shutdown()
+    print(f"\n{sum(r.ok for r in results)}/{len(results)} tasks succeeded; "
+          f"done in {time.monotonic() - started:.1f} s")
+    return 0 if ok else 1
