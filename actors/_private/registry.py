@@ -111,9 +111,10 @@ class MetaRegistry:
                    for s in offering}
             raise DelegationError(capability, f"no routable swarm offers it: {why}", list(visited))
         if self.config.conflict_policy == "round_robin":
+            best = [c for c in candidates if c.health == candidates[0].health]
             turn = self._turn.get(capability, 0)
             self._turn[capability] = turn + 1
-            chosen = candidates[turn % len(candidates)]
+            chosen = best[turn % len(best)]
         else:
             chosen = candidates[0]
         chosen.routed_since_heartbeat += 1
@@ -130,7 +131,10 @@ class MetaRegistry:
     def _candidates(self, capability: str, visited: list[str]) -> list[_Swarm]:
         found = [s for s in self.swarms.values()
                  if capability in s.capabilities and s.name not in visited and not self._unroutable(s)]
-        if self.config.conflict_policy == "priority":
+        policy = self.config.conflict_policy
+        if policy == "round_robin":  # a fixed order to rotate through
+            key = lambda s: (_HEALTH_RANK[s.health], s.name)  # noqa: E731
+        elif policy == "priority":
             key = lambda s: (_HEALTH_RANK[s.health], -s.priority, s.load(), s.name)  # noqa: E731
         else:
             key = lambda s: (_HEALTH_RANK[s.health], s.load(), -s.priority, s.name)  # noqa: E731

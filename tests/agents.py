@@ -1,0 +1,35 @@
+"""Agents the tests use to make failures, delays and ordering observable."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from actors import Agent, Task
+
+
+class SleepAgent(Agent):
+    """`test.sleep`: sleeps `payload.s` seconds, then reports when it started."""
+
+    capabilities = ("test.sleep",)
+
+    async def handle(self, task: Task) -> dict:
+        started = time.time()
+        await asyncio.sleep(float(task.payload.get("s", 0)))
+        return {"label": task.payload.get("label"), "started": started}
+
+
+class FlakyAgent(Agent):
+    """`test.flaky`: raises on the first `payload.fail_times` attempts of each task."""
+
+    capabilities = ("test.flaky",)
+
+    async def handle(self, task: Task) -> dict:
+        if task.attempt <= int(task.payload.get("fail_times", 0)):
+            raise RuntimeError(f"planned failure on attempt {task.attempt}")
+        return {"attempt": task.attempt}
+
+
+def double(payload: dict) -> int:
+    """A plain function for the `callable` agent kind."""
+    return 2 * int(payload["x"])

@@ -1,0 +1,73 @@
+"""Shared fixtures: a local Ray head started once per session, and per-test systems."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Ray >= 2.59 turns token auth on for local heads, but a driver given an explicit address sends
+# the token only when RAY_AUTH_MODE says so, and Ray reads it once, at import.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+ROOT = Path(__file__).resolve().parent.parent
+RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+_ns = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A `ray start --head` cluster with 8 logical CPUs and 2 logical GPUs.
+
+    Started as a separate head (not `ray.init()` in this process) so that CLI and
+    `ray job submit` tests reach the same cluster the in-process tests use.
+    """
+    import ray
+
+    port, dashboard = free_port(), free_port()
+    # Workers import test agents from tests/, and jobs find this Python first on PATH.
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    subprocess.run(
+        [RAY, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}",
+         "--num-cpus=8", "--num-gpus=2", "--disable-usage-stats"],
+        check=True, env=env, stdout=subprocess.DEVNULL,
+    )
+    address = f"127.0.0.1:{port}"
+    ray.init(address=address, namespace="tests", log_to_driver=False)
+    yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard}", "env": env}
+    ray.shutdown()
+    subprocess.run([RAY, "stop", "--force"], check=False, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A fresh Ray namespace per test, so systems never share actors."""
+    return f"t{os.getpid()}-{next(_ns)}"
+
+
+@contextlib.contextmanager
+def running_system(config):
+    """Brings `config` up on the session cluster and always takes it down."""
+    from cluster import Client, down, up
+
+    up(config)
+    try:
+        yield Client(config.namespace)
+    finally:
+        down(config.namespace)

@@ -1,0 +1,117 @@
+import subprocess
+import sys
+
+import pytest
+
+from cluster import ConfigError, ResourcesConfig, load_config
+from tests.conftest import ROOT
+
+
+def minimal(**swarm_overrides):
+    swarm = {"pools": {"p": {"agent": {"class": "actors:TextStatsAgent"}}}}
+    swarm.update(swarm_overrides)
+    return {"swarms": {"s": swarm}}
+
+
+def problems_of(data):
+    with pytest.raises(ConfigError) as info:
+        load_config(data)
+    return dict(info.value.problems), str(info.value)
+
+
+def test_local_config_has_three_swarms_of_three_to_five_distinct_agents():
+    config = load_config(ROOT / "configs" / "local.yaml")
+    assert {"ai", "storage", "business"} <= set(config.swarms)
+    for swarm in config.swarms.values():
+        caps = [c for p in swarm.pools.values() for c in p.agent.capability_names]
+        assert 3 <= len(swarm.pools) <= 5
+        assert len(caps) == len(set(caps)), f"{swarm.name} repeats a capability"
+
+
+def test_names_come_from_mapping_keys():
+    config = load_config(minimal())
+    assert config.swarms["s"].name == "s"
+    assert config.swarms["s"].pools["p"].name == "p"
+    assert config.swarms["s"].capabilities == ["text.stats"]
+
+
+def test_max_below_min_names_the_field_and_both_values():
+    data = minimal()
+    data["swarms"]["s"]["pools"]["p"].update(min_agents=3, max_agents=2)
+    problems, message = problems_of(data)
+    assert "swarms.s.pools.p" in problems
+    assert "max_agents (2) must be >= min_agents (3)" in message
+
+
+def test_unknown_field_is_rejected_with_its_path():
+    problems, _ = problems_of(minimal(queen={"max_queue": 5}))
+    assert "swarms.s.queen.max_queue" in problems
+
+
+def test_agent_class_that_does_not_import_is_reported():
+    data = minimal()
+    data["swarms"]["s"]["pools"]["p"]["agent"]["class"] = "no_such_module:Agent"
+    problems, message = problems_of(data)
+    assert "swarms.s.pools.p.agent" in problems
+    assert "cannot import module 'no_such_module'" in message
+
+
+def test_agent_class_must_subclass_agent():
+    data = minimal()
+    data["swarms"]["s"]["pools"]["p"]["agent"]["class"] = "collections:OrderedDict"
+    _, message = problems_of(data)
+    assert "not a subclass of actors.Agent" in message
+
+
+def test_fractional_gpus_above_one_are_rejected():
+    with pytest.raises(ValueError, match="whole number, got 1.5"):
+        ResourcesConfig(num_gpus=1.5)
+    assert ResourcesConfig(num_gpus=0.5).ray_options() == {"num_gpus": 0.5}
+
+
+def test_accelerator_type_needs_a_gpu():
+    with pytest.raises(ValueError, match="needs num_gpus > 0"):
+        ResourcesConfig(accelerator_type="A100")
+
+
+def test_resources_map_to_ray_actor_options():
+    opts = ResourcesConfig(num_cpus=2, num_gpus=1, accelerator_type="L4", memory_mb=512,
+                           custom={"edge": 1}).ray_options()
+    assert opts == {"num_cpus": 2, "num_gpus": 1, "accelerator_type": "L4",
+                    "memory": 512 * 2**20, "resources": {"edge": 1}}
+
+
+def test_bad_capability_name_is_rejected():
+    data = minimal()
+    data["swarms"]["s"]["pools"]["p"]["agent"]["capabilities"] = ["Not A Name"]
+    problems, _ = problems_of(data)
+    assert any(path.startswith("swarms.s.pools.p.agent.capabilities.0") for path in problems)
+
+
+def test_missing_file_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="(?s)nope.yaml.*cannot read file"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("swarms: [unclosed\n")
+    with pytest.raises(ConfigError, match="(?s)bad.yaml.*not valid YAML"):
+        load_config(path)
+
+
+def test_namespace_override_from_environment(monkeypatch):
+    monkeypatch.setenv("SWARMRAY_NAMESPACE", "staging")
+    assert load_config(minimal()).namespace == "staging"
+
+
+def test_swarm_up_with_invalid_config_fails_before_ray_starts(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("swarms:\n  s:\n    pools:\n      p:\n        agent: {class: 'actors:TextStatsAgent'}\n"
+                    "        min_agents: 4\n        max_agents: 1\n")
+    proc = subprocess.run([sys.executable, "-m", "cluster", "up", "--config", str(path),
+                           "--address", "127.0.0.1:1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    # The address points nowhere: reaching it would have failed differently.
+    assert "broken.yaml: invalid configuration" in proc.stderr
+    assert "swarms.s.pools.p: max_agents (1) must be >= min_agents (4)" in proc.stderr

@@ -1,0 +1,91 @@
+import time
+
+import pytest
+
+from actors import MetaRegistry
+from cluster import DelegationError, RegistryConfig, UnknownCapabilityError
+
+
+def registry(policy="least_loaded", **swarms):
+    reg = MetaRegistry(RegistryConfig(conflict_policy=policy, stale_after_s=5))
+    for name, (caps, priority, queued, slots) in swarms.items():
+        registration = {"name": name, "capabilities": caps, "priority": priority, "description": ""}
+        reg.heartbeat(registration, {"queued": queued, "running": 0, "slots": slots}, "healthy")
+    return reg
+
+
+def test_discover_lists_only_swarms_with_the_capability():
+    reg = registry(a=(["x", "y"], 0, 0, 1), b=(["y"], 0, 0, 1))
+    assert reg.discover("x") == ["a"]
+    assert set(reg.discover("y")) == {"a", "b"}
+    assert reg.discover("z") == []
+
+
+def test_least_loaded_picks_lowest_load_per_slot():
+    reg = registry(a=(["x"], 0, 8, 4), b=(["x"], 0, 3, 1))
+    assert reg.route("x", []) == "a"  # 2 per slot beats 3 per slot
+
+
+def test_routing_counts_its_own_choices_until_the_next_heartbeat():
+    reg = registry(a=(["x"], 0, 0, 1), b=(["x"], 0, 0, 1))
+    picks = [reg.route("x", []) for _ in range(10)]
+    assert picks.count("a") == picks.count("b") == 5
+
+
+def test_priority_policy_prefers_higher_priority_despite_load():
+    reg = registry("priority", a=(["x"], 1, 50, 1), b=(["x"], 0, 0, 1))
+    assert reg.route("x", []) == "a"
+
+
+def test_round_robin_rotates():
+    reg = registry("round_robin", a=(["x"], 0, 0, 1), b=(["x"], 0, 0, 1))
+    assert [reg.route("x", []) for _ in range(4)] == ["a", "b", "a", "b"]
+
+
+def test_visited_swarms_are_never_chosen():
+    reg = registry(a=(["x"], 0, 0, 1), b=(["x"], 0, 9, 1))
+    assert reg.route("x", ["a"]) == "b"
+    with pytest.raises(DelegationError, match="visited"):
+        reg.route("x", ["a", "b"])
+
+
+def test_unknown_capability_lists_what_is_offered():
+    reg = registry(a=(["x"], 0, 0, 1))
+    with pytest.raises(UnknownCapabilityError, match=r"'nope'.*\['x'\]"):
+        reg.route("nope", [])
+
+
+def test_unhealthy_and_stale_swarms_are_skipped(monkeypatch):
+    reg = registry(a=(["x"], 0, 0, 1), b=(["x"], 0, 5, 1), c=(["x"], 0, 9, 1))
+    reg.mark("a", "unreachable", "queen did not answer")
+    assert reg.route("x", []) == "b"
+    later = time.monotonic() + 6
+    reg.swarms["c"].last_heartbeat = later  # c heartbeats again; b does not
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    assert reg.route("x", []) == "c"
+    with pytest.raises(DelegationError, match="no heartbeat"):
+        reg.route("x", ["c"])
+
+
+def test_degraded_swarm_is_used_only_when_no_healthy_one_is():
+    reg = registry(a=(["x"], 0, 0, 1), b=(["x"], 0, 9, 1))
+    reg.mark("a", "degraded", "1 of 2 hosts not alive")
+    assert reg.route("x", []) == "b"
+    assert reg.route("x", ["b"]) == "a"
+
+
+def test_heartbeat_restores_a_lost_table():
+    reg = MetaRegistry(RegistryConfig())
+    reg.heartbeat({"name": "a", "capabilities": ["x"], "priority": 0, "description": ""},
+                  {"queued": 0, "running": 0, "slots": 2}, "healthy")
+    assert reg.route("x", []) == "a"
+
+
+def test_kv_compare_and_set():
+    reg = MetaRegistry(RegistryConfig())
+    assert reg.kv_put("leader", "a", expected_version=0) == 1
+    assert reg.kv_put("leader", "b", expected_version=0) is None
+    assert reg.kv_get("leader") == "a"
+    assert reg.kv_put("leader", "b", expected_version=1) == 2
+    assert reg.kv_keys("lea") == ["leader"]
+    assert reg.kv_delete("leader") and reg.kv_get("leader", "gone") == "gone"
