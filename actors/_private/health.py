@@ -61,15 +61,16 @@ class HealthMonitor:
     async def _round(self) -> None:
         queen = ray.get_actor(names.queen(self.swarm), namespace=self.namespace)
         registry = ray.get_actor(names.REGISTRY, namespace=self.namespace)
-        timeout = self.config.ping_timeout_s
         try:
-            hosts = await asyncio.wait_for(queen.hosts.remote(), timeout)
-            registration = await asyncio.wait_for(queen.registration.remote(), timeout)
+            hosts, registration, load = await asyncio.wait_for(
+                asyncio.gather(queen.hosts.remote(), queen.registration.remote(), queen.load.remote()),
+                self.config.queen_timeout_s)
         except Exception as e:
-            reason = f"queen did not answer within {timeout} s: {type(e).__name__}"
+            reason = f"queen did not answer within {self.config.queen_timeout_s} s: {type(e).__name__}"
             self._record(UNREACHABLE, reason)
             await registry.mark.remote(self.swarm, UNREACHABLE, reason)
             return
+        timeout = self.config.ping_timeout_s
         alive = [(hid, h) for hid, h, state in hosts if state == ALIVE]
         pings = await asyncio.gather(
             *(asyncio.wait_for(h.ping.remote(), timeout) for _, h in alive), return_exceptions=True
@@ -81,7 +82,6 @@ class HealthMonitor:
         not_alive = sum(1 for *_, state in hosts if state != ALIVE) + len(dead)
         health = DEGRADED if not_alive else HEALTHY
         reason = f"{not_alive} of {len(hosts)} agent hosts not alive" if not_alive else ""
-        load = await queen.load.remote()
         await registry.heartbeat.remote(registration, load, health, reason)
         self._record(health, reason)
 

@@ -149,6 +149,11 @@ class SwarmQueen:
         """Submits a task and waits for its result in one call."""
         return await self.result(await self.submit(task), timeout_s)
 
+    async def run_many(self, tasks: list[Task | dict], timeout_s: float | None = None) -> list[TaskResult]:
+        """Submits several tasks and waits for all their results in one call."""
+        ids = [await self.submit(t) for t in tasks]
+        return [await self.result(i, timeout_s) for i in ids]
+
     async def cancel(self, task_id: str) -> bool:
         """Cancels a task that has not ended; returns whether it was cancelled."""
         rec = self._record(task_id)
@@ -278,17 +283,27 @@ class SwarmQueen:
         res.status, res.attempts = TaskStatus.RUNNING, task.attempt
         res.agent_id, res.swarm = agent.id, self.name
         res.timings.started_at, res.timings.finished_at = now(), None
+        timeout_s = self._timeout_s(task)
         ref = agent.host.handle.handle.remote(agent.id, task)
+        # A timer that cancels the wait is cheaper than asyncio.wait_for's extra task per call.
+        waiting = asyncio.wrap_future(ref.future())
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            waiting.cancel()
+
+        timer = asyncio.get_running_loop().call_later(timeout_s, expire)
         error: tuple[str, str, TaskStatus] | None = None
         try:
-            output = await asyncio.wait_for(ref, self._timeout_s(task))
-        except asyncio.TimeoutError:
-            ray.cancel(ref)
-            error = (f"attempt {task.attempt} ran past {self._timeout_s(task)} s",
-                     "TaskTimeoutError", TaskStatus.TIMED_OUT)
+            output = await waiting
         except asyncio.CancelledError:
             ray.cancel(ref)
-            raise
+            if not expired:
+                raise  # cancelled by `cancel`, not by the timer
+            error = (f"attempt {task.attempt} ran past {timeout_s} s", "TaskTimeoutError",
+                     TaskStatus.TIMED_OUT)
         except RayTaskError as e:
             cause = e.cause if getattr(e, "cause", None) is not None else e
             error = (str(cause), type(cause).__name__, TaskStatus.FAILED)
@@ -296,6 +311,7 @@ class SwarmQueen:
             error = (f"agent {agent.id} died: {type(e).__name__}", type(e).__name__, TaskStatus.FAILED)
             self._host_died(agent, error[0])
         finally:
+            timer.cancel()
             agent.last_active = time.monotonic()
             self.dispatcher.release(agent)
             for cap in agent.capabilities:

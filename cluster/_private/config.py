@@ -246,6 +246,10 @@ class HealthConfig(_Model):
     ping_timeout_s: PositiveFloat = Field(
         5.0, description="Seconds an agent actor may take to answer a ping before it is replaced."
     )
+    queen_timeout_s: PositiveFloat = Field(
+        30.0, description="Seconds the queen may take to answer before the swarm is reported "
+        "unreachable (a queen working through a deep backlog answers late, not never)."
+    )
 
 
 class SwarmConfig(_Model):

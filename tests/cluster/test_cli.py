@@ -1,0 +1,78 @@
+"""The `swarm` command and `ray job submit`, run as a user runs them, against the session head."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import RAY, ROOT
+
+
+def swarm(*args, env=None, check=True):
+    proc = subprocess.run([sys.executable, "-m", "cluster", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+    if check and proc.returncode != 0:
+        pytest.fail(f"swarm {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def config_file(tmp_path, namespace):
+    data = yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
+    data["namespace"] = namespace
+    path = tmp_path / "system.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_up_status_submit_down(head, namespace, config_file):
+    addr = ["--address", head["address"]]
+    ns = ["--namespace", namespace, *addr]
+    up = swarm("up", "--config", str(config_file), *addr)
+    assert "ai.stats.0" in up.stdout and "is up" in up.stdout
+    again = swarm("up", "--config", str(config_file), *addr)  # idempotent: same agents, no more
+    assert again.stdout.count("alive") == up.stdout.count("alive")
+
+    state = json.loads(swarm("status", "--json", *ns).stdout)
+    assert sorted(s["swarm"] for s in state["swarms"]) == ["ai", "business", "storage"]
+    assert all(a["state"] == "alive" for s in state["swarms"] for a in s["agents"])
+    assert "SWARM" in swarm("status", *ns).stdout
+
+    done = swarm("submit", "text.stats", "--input", '{"text": "Three words here."}', "--wait", *ns)
+    result = json.loads(done.stdout)
+    assert result["status"] == "succeeded" and result["output"]["words"] == 3
+
+    delegated = swarm("submit", "math.stats", "--input", '{"numbers": [1, 2, 3]}', "--swarm", "ai",
+                      "--wait", *ns)
+    result = json.loads(delegated.stdout)
+    assert result["task_id"].startswith("ai:") and result["swarm"] == "business"
+    assert result["output"]["mean"] == 2.0
+
+    task_id = swarm("submit", "data.checksum", "--input", '{"text": "abc"}', *ns).stdout.strip()
+    fetched = json.loads(swarm("result", task_id, *ns).stdout)
+    assert fetched["output"]["crc32"] == 891568578
+
+    unknown = swarm("submit", "no.such", *ns, check=False)
+    assert unknown.returncode == 2 and "no swarm offers capability 'no.such'" in unknown.stderr
+
+    bad_input = swarm("submit", "text.stats", "--input", "[1]", *ns, check=False)
+    assert bad_input.returncode == 2 and "must be a JSON object" in bad_input.stderr
+
+    removed = swarm("down", *ns).stdout
+    assert "removed queen:ai" in removed and "removed registry" in removed
+    gone = swarm("status", *ns, check=False)
+    assert gone.returncode == 2 and "run `swarm up` first" in gone.stderr
+
+
+def test_main_job_runs_under_ray_job_submit(head, namespace):
+    runtime_env = json.dumps({"env_vars": {"SWARMRAY_NAMESPACE": namespace}})
+    proc = subprocess.run(
+        [RAY, "job", "submit", "--address", head["dashboard"], "--working-dir", str(ROOT),
+         "--runtime-env-json", runtime_env, "--", "python", "-m", "cluster", "demo", "--address", "auto"],
+        capture_output=True, text=True, timeout=600, env=head["env"],
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "12/12 tasks succeeded" in proc.stdout
+    assert "business:" in proc.stdout and "ai.stats.0" in proc.stdout
