@@ -35,17 +35,35 @@ def main() -> None:
     parser.add_argument("--work-s", type=float, default=2.0, help="seconds each task waits")
     args = parser.parse_args()
 
-    ray.init(namespace="bench-agents", logging_level="WARNING", log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
-    cfg = load_config({"namespace": "bench-agents", "swarms": {"fleet": {
-        "queen": {"max_queued_tasks": args.agents * 2},
-        "pools": {"io": {
-            "agent": {"class": "actors:CallableAgent", "capabilities": ["bench.wait"],
-                      "params": {"function": "benchmarks.agents:wait"}},
-            "agents_per_actor": args.per_actor, "min_agents": args.agents,
-            "max_agents": args.agents, "ready_timeout_s": 300,
-        }},
-    }}})
+    ray.init(
+        namespace="bench-agents",
+        logging_level="WARNING",
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
+    )
+    cfg = load_config(
+        {
+            "namespace": "bench-agents",
+            "swarms": {
+                "fleet": {
+                    "queen": {"max_queued_tasks": args.agents * 2},
+                    "pools": {
+                        "io": {
+                            "agent": {
+                                "class": "actors:CallableAgent",
+                                "capabilities": ["bench.wait"],
+                                "params": {"function": "benchmarks.agents:wait"},
+                            },
+                            "agents_per_actor": args.per_actor,
+                            "min_agents": args.agents,
+                            "max_agents": args.agents,
+                            "ready_timeout_s": 300,
+                        }
+                    },
+                }
+            },
+        }
+    )
     t = time.perf_counter()
     state = up(cfg)
     start_s = time.perf_counter() - t
@@ -65,11 +83,19 @@ def main() -> None:
     all_at_once = max(starts) - min(starts) < args.work_s  # the last began before the first ended
     down(cfg.namespace)
     ray.shutdown()
-    print(f"{alive} agents alive in {start_s:.1f} s on {args.agents // args.per_actor} actors; "
-          f"{distinct} ran a task, all busy at once: {all_at_once}; "
-          f"start spread {max(starts) - min(starts):.2f} s")
-    emit({"agents": alive if all_at_once and distinct == alive else 0, "start_s": start_s,
-          "rss_gb": rss_gb, "tasks_per_s": len(flat) / wall})
+    print(
+        f"{alive} agents alive in {start_s:.1f} s on {args.agents // args.per_actor} actors; "
+        f"{distinct} ran a task, all busy at once: {all_at_once}; "
+        f"start spread {max(starts) - min(starts):.2f} s"
+    )
+    emit(
+        {
+            "agents": alive if all_at_once and distinct == alive else 0,
+            "start_s": start_s,
+            "rss_gb": rss_gb,
+            "tasks_per_s": len(flat) / wall,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -24,13 +24,20 @@ from cluster import Client, down, load_config, up
 
 
 def config(agents: int) -> dict:
-    noop = {"agent": {"class": "actors:NoopAgent", "max_concurrent_tasks": 64},
-            "agents_per_actor": agents, "min_agents": agents, "max_agents": agents}
+    noop = {
+        "agent": {"class": "actors:NoopAgent", "max_concurrent_tasks": 64},
+        "agents_per_actor": agents,
+        "min_agents": agents,
+        "max_agents": agents,
+    }
     other = {"agent": {"class": "actors:NoopAgent", "capabilities": ["bench.other"]}}
-    return {"namespace": "bench-dispatch", "swarms": {
-        "back": {"pools": {"noop": noop}},
-        "front": {"pools": {"other": other}},
-    }}
+    return {
+        "namespace": "bench-dispatch",
+        "swarms": {
+            "back": {"pools": {"noop": noop}},
+            "front": {"pools": {"other": other}},
+        },
+    }
 
 
 def main() -> None:
@@ -48,8 +55,7 @@ def main() -> None:
     client = Client(cfg.namespace)
     back, front = client.queen("back"), client.queen("front")
     hosts = ray.get(back.hosts.remote())
-    targets = [(handle, aid) for _, handle, _ in hosts
-               for aid in ray.get(handle.ready.remote())["agents"]]
+    targets = [(handle, aid) for _, handle, _ in hosts for aid in ray.get(handle.ready.remote())["agents"]]
     task = Task(capability="bench.noop")
     rr = itertools.cycle(targets)
 
@@ -63,13 +69,19 @@ def main() -> None:
     def queen_single():
         ray.get([back.run.remote(task) for _ in range(args.tasks)])
 
-    paths = {"raw": raw_batch, "queen": queen_batch(back), "delegated": queen_batch(front),
-             "single": queen_single}
+    paths = {
+        "raw": raw_batch,
+        "queen": queen_batch(back),
+        "delegated": queen_batch(front),
+        "single": queen_single,
+    }
     for fn in paths.values():  # warm every path
         fn()
     n = args.tasks // args.batch * args.batch
-    rps = {k: max(rate(fn, n if k in ("queen", "delegated") else args.tasks)
-                  for _ in range(args.rounds)) for k, fn in paths.items()}
+    rps = {
+        k: max(rate(fn, n if k in ("queen", "delegated") else args.tasks) for _ in range(args.rounds))
+        for k, fn in paths.items()
+    }
     raw_rps, queen_rps, delegated_rps = rps["raw"], rps["queen"], rps["delegated"]
 
     h, a = targets[0]
@@ -81,17 +93,21 @@ def main() -> None:
     down(cfg.namespace)
     ray.shutdown()
     raw_p50, queen_p50 = statistics.median(raw_ms), statistics.median(queen_ms)
-    print(f"raw {raw_rps:.0f}/s, queen {queen_rps:.0f}/s, delegated {delegated_rps:.0f}/s; "
-          f"p50 raw {raw_p50:.3f} ms, queen {queen_p50:.3f} ms")
-    emit({
-        "raw_calls_per_s": raw_rps,
-        "queen_tasks_per_s": queen_rps,
-        "delegated_tasks_per_s": delegated_rps,
-        "queen_single_call_tasks_per_s": rps["single"],
-        "ratio_queen": queen_rps / raw_rps,
-        "ratio_delegated": delegated_rps / raw_rps,
-        "added_p50_ms": queen_p50 - raw_p50,
-    })
+    print(
+        f"raw {raw_rps:.0f}/s, queen {queen_rps:.0f}/s, delegated {delegated_rps:.0f}/s; "
+        f"p50 raw {raw_p50:.3f} ms, queen {queen_p50:.3f} ms"
+    )
+    emit(
+        {
+            "raw_calls_per_s": raw_rps,
+            "queen_tasks_per_s": queen_rps,
+            "delegated_tasks_per_s": delegated_rps,
+            "queen_single_call_tasks_per_s": rps["single"],
+            "ratio_queen": queen_rps / raw_rps,
+            "ratio_delegated": delegated_rps / raw_rps,
+            "added_p50_ms": queen_p50 - raw_p50,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -39,20 +39,33 @@ def ray_head():
 
     port, dashboard = free_port(), free_port()
     # Workers import test agents from tests/, and jobs find this Python first on PATH.
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
     subprocess.run(
-        [RAY, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}",
-         "--num-cpus=8", "--num-gpus=2", "--disable-usage-stats"],
-        check=True, env=env, stdout=subprocess.DEVNULL,
+        [
+            RAY,
+            "start",
+            "--head",
+            f"--port={port}",
+            f"--dashboard-port={dashboard}",
+            "--num-cpus=8",
+            "--num-gpus=2",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
     )
     address = f"127.0.0.1:{port}"
     ray.init(address=address, namespace="tests", log_to_driver=False)
     yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard}", "env": env}
     ray.shutdown()
-    subprocess.run([RAY, "stop", "--force"], check=False, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [RAY, "stop", "--force"], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 @pytest.fixture

@@ -113,8 +113,12 @@ class ReadabilityAgent(Agent):
         sentences = _sentences(text)
         syllables = sum(self.syllables(w) for w in words)
         score = 206.835 - 1.015 * len(words) / sentences - 84.6 * syllables / len(words)
-        return {"flesch_reading_ease": round(score, 2), "words": len(words),
-                "sentences": sentences, "syllables": syllables}
+        return {
+            "flesch_reading_ease": round(score, 2),
+            "words": len(words),
+            "sentences": sentences,
+            "syllables": syllables,
+        }
 
 
 class ChecksumAgent(Agent):
@@ -151,9 +155,7 @@ class ValidateAgent(Agent):
         )
         return {
             "valid": not errors,
-            "errors": [
-                {"path": "/".join(map(str, e.absolute_path)), "message": e.message} for e in errors
-            ],
+            "errors": [{"path": "/".join(map(str, e.absolute_path)), "message": e.message} for e in errors],
         }
 
 
@@ -183,8 +185,10 @@ class NumberStatsAgent(Agent):
 
     async def handle(self, task: Task) -> dict:
         xs = task.payload.get("numbers")
-        if not isinstance(xs, list) or not xs or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs
+        if (
+            not isinstance(xs, list)
+            or not xs
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
         ):
             raise ValueError("payload.numbers must be a non-empty list of numbers")
         quartiles = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
@@ -252,8 +256,7 @@ class InvoiceAgent(Agent):
             subtotal += total
             lines.append({"description": item.get("description", ""), "total": str(total)})
         tax = (subtotal * tax_rate).quantize(_CENT, ROUND_HALF_UP)
-        return {"lines": lines, "subtotal": str(subtotal), "tax": str(tax),
-                "total": str(subtotal + tax)}
+        return {"lines": lines, "subtotal": str(subtotal), "tax": str(tax), "total": str(subtotal + tax)}
 
 
 class AmortizeAgent(Agent):
@@ -270,5 +273,7 @@ class AmortizeAgent(Agent):
             raise ValueError("payload needs principal > 0, annual_rate >= 0 and whole months > 0")
         r = annual_rate / 12
         payment = principal / months if r == 0 else principal * r / (1 - (1 + r) ** -months)
-        return {"monthly_payment": round(payment, 2),
-                "total_interest": round(payment * months - principal, 2)}
+        return {
+            "monthly_payment": round(payment, 2),
+            "total_interest": round(payment * months - principal, 2),
+        }

@@ -64,7 +64,8 @@ class HealthMonitor:
         try:
             hosts, registration, load = await asyncio.wait_for(
                 asyncio.gather(queen.hosts.remote(), queen.registration.remote(), queen.load.remote()),
-                self.config.queen_timeout_s)
+                self.config.queen_timeout_s,
+            )
         except Exception as e:
             reason = f"queen did not answer within {self.config.queen_timeout_s} s: {type(e).__name__}"
             self._record(UNREACHABLE, reason)
@@ -75,7 +76,7 @@ class HealthMonitor:
         pings = await asyncio.gather(
             *(asyncio.wait_for(h.ping.remote(), timeout) for _, h in alive), return_exceptions=True
         )
-        dead = [hid for (hid, _), p in zip(alive, pings) if isinstance(p, BaseException)]
+        dead = [hid for (hid, _), p in zip(alive, pings, strict=True) if isinstance(p, BaseException)]
         if dead:
             reason = f"no answer to ping within {timeout} s"
             self.replaced += await queen.replace_hosts.remote(dead, reason)

@@ -34,8 +34,12 @@ class AgentHost:
     async def ready(self) -> dict[str, Any]:
         """Answers once the agents are built: where the host runs."""
         ctx = ray.get_runtime_context()
-        return {"pid": os.getpid(), "node_id": ctx.get_node_id(),
-                "gpu_ids": ray.get_gpu_ids(), "agents": list(self.agents)}
+        return {
+            "pid": os.getpid(),
+            "node_id": ctx.get_node_id(),
+            "gpu_ids": ray.get_gpu_ids(),
+            "agents": list(self.agents),
+        }
 
     async def ping(self) -> float:
         """Health probe: answers at once unless the process is stuck."""

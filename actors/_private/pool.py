@@ -110,8 +110,7 @@ class AgentPool:
         handle = self._actor_cls.remote(self.swarm, self.config.name, self.config.agent, agent_ids)
         host = HostSlot(id=host_id, handle=handle, agents=[])
         host.agents = [
-            AgentSlot(aid, self.config.name, host, self.capabilities,
-                      self.config.agent.max_concurrent_tasks)
+            AgentSlot(aid, self.config.name, host, self.capabilities, self.config.agent.max_concurrent_tasks)
             for aid in agent_ids
         ]
         if replacing is not None:
@@ -189,8 +188,10 @@ class AgentPool:
         if not any(all(n.get(k, 0) >= v for k, v in demand.items()) for n in nodes):
             return f"infeasible: no node offers {demand}; nodes offer {[_short(n) for n in nodes]}"
         available = ray.available_resources()
-        return (f"waiting for resources: needs {demand} per actor, available now "
-                f"{ {k: round(available.get(k, 0.0), 3) for k in demand} }")
+        return (
+            f"waiting for resources: needs {demand} per actor, available now "
+            f"{ {k: round(available.get(k, 0.0), 3) for k in demand} }"
+        )
 
     def describe(self) -> list[dict[str, Any]]:
         """One row per agent for `swarm status`."""
@@ -198,12 +199,21 @@ class AgentPool:
         for host in self.hosts.values():
             reason = self.pending_reason(host) if host.state in (PENDING, RESTARTING) else host.reason
             for a in host.agents:
-                rows.append({
-                    "agent": a.id, "pool": self.config.name, "host": host.id, "state": host.state,
-                    "node": (host.node_id or "")[:8], "inflight": a.inflight, "done": a.done,
-                    "failed": a.failed, "restarts": host.restarts, "reason": reason,
-                    "capabilities": list(a.capabilities),
-                })
+                rows.append(
+                    {
+                        "agent": a.id,
+                        "pool": self.config.name,
+                        "host": host.id,
+                        "state": host.state,
+                        "node": (host.node_id or "")[:8],
+                        "inflight": a.inflight,
+                        "done": a.done,
+                        "failed": a.failed,
+                        "restarts": host.restarts,
+                        "reason": reason,
+                        "capabilities": list(a.capabilities),
+                    }
+                )
         return rows
 
     def stop(self) -> None:
@@ -230,8 +240,11 @@ def _demand(opts: dict[str, Any]) -> dict[str, float]:
 
 def _short(resources: dict[str, float]) -> dict[str, float]:
     keep = ("CPU", "GPU", "memory")
-    return {k: (round(v) if k != "memory" else f"{v / 2**30:.1f}GiB") for k, v in resources.items()
-            if k in keep or k.startswith("accelerator_type")}
+    return {
+        k: (round(v) if k != "memory" else f"{v / 2**30:.1f}GiB")
+        for k, v in resources.items()
+        if k in keep or k.startswith("accelerator_type")
+    }
 
 
 def _first_line(err: BaseException) -> str:

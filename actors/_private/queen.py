@@ -99,8 +99,12 @@ class SwarmQueen:
 
     def registration(self) -> dict[str, Any]:
         """What the registry needs to route to this swarm."""
-        return {"name": self.name, "capabilities": sorted(self.local_caps),
-                "priority": self.config.priority, "description": self.config.description}
+        return {
+            "name": self.name,
+            "capabilities": sorted(self.local_caps),
+            "priority": self.config.priority,
+            "description": self.config.description,
+        }
 
     # -- public API -----------------------------------------------------------------------
 
@@ -168,8 +172,7 @@ class SwarmQueen:
             self._dequeued(rec.task.capability)  # its heap entry is skipped when popped
         if rec.attempt is not None:
             rec.attempt.cancel()
-        self._finish(rec, TaskStatus.CANCELLED, error="cancelled by request",
-                     error_type="TaskCancelledError")
+        self._finish(rec, TaskStatus.CANCELLED, error="cancelled by request", error_type="TaskCancelledError")
         return True
 
     def status(self) -> dict[str, Any]:
@@ -181,17 +184,19 @@ class SwarmQueen:
             "queued": self.queued,
             "queue_depth": {c: n for c, n in sorted(self.queued_by_cap.items()) if n},
             "running": sum(a["inflight"] for a in agents),
-            "delegated_out": sum(1 for r in self.records.values()
-                                 if r.result.status is TaskStatus.DELEGATED),
-            "tasks": {s: self.counts[s] for s in ("accepted", "succeeded", "failed", "timed_out",
-                                                  "cancelled", "retried", "delegated")},
+            "delegated_out": sum(1 for r in self.records.values() if r.result.status is TaskStatus.DELEGATED),
+            "tasks": {
+                s: self.counts[s]
+                for s in ("accepted", "succeeded", "failed", "timed_out", "cancelled", "retried", "delegated")
+            },
             "agents": agents,
         }
 
     def load(self) -> dict[str, Any]:
         """Numbers the registry balances on."""
-        slots = sum(a.max_concurrent for p in self.pools.values() for a in p.agents
-                    if a.host.state == "alive")
+        slots = sum(
+            a.max_concurrent for p in self.pools.values() for a in p.agents if a.host.state == "alive"
+        )
         running = sum(a.inflight for p in self.pools.values() for a in p.agents)
         return {"queued": self.queued, "running": running, "slots": slots}
 
@@ -232,8 +237,15 @@ class SwarmQueen:
     def _accept(self, task: Task, status: TaskStatus) -> _Record:
         task.id = f"{self.name}:{uuid.uuid4().hex[:16]}"
         task.origin_swarm = task.origin_swarm or self.name
-        rec = _Record(task, TaskResult(task_id=task.id, capability=task.capability, status=status,
-                                       timings=Timings(submitted_at=task.submitted_at)))
+        rec = _Record(
+            task,
+            TaskResult(
+                task_id=task.id,
+                capability=task.capability,
+                status=status,
+                timings=Timings(submitted_at=task.submitted_at),
+            ),
+        )
         self.records[task.id] = rec
         self.counts["accepted"] += 1
         return rec
@@ -274,8 +286,9 @@ class SwarmQueen:
         self.dispatcher.remove(agents)
 
     def _timeout_s(self, task: Task) -> float:
-        return (task.timeout_s or self.cap_timeouts_s.get(task.capability)
-                or self.config.queen.default_timeout_s)
+        return (
+            task.timeout_s or self.cap_timeouts_s.get(task.capability) or self.config.queen.default_timeout_s
+        )
 
     async def _run_attempt(self, rec: _Record, agent: AgentSlot) -> None:
         task, res = rec.task, rec.result
@@ -302,8 +315,11 @@ class SwarmQueen:
             ray.cancel(ref)
             if not expired:
                 raise  # cancelled by `cancel`, not by the timer
-            error = (f"attempt {task.attempt} ran past {timeout_s} s", "TaskTimeoutError",
-                     TaskStatus.TIMED_OUT)
+            error = (
+                f"attempt {task.attempt} ran past {timeout_s} s",
+                "TaskTimeoutError",
+                TaskStatus.TIMED_OUT,
+            )
         except RayTaskError as e:
             cause = e.cause if getattr(e, "cause", None) is not None else e
             error = (str(cause), type(cause).__name__, TaskStatus.FAILED)
@@ -351,11 +367,21 @@ class SwarmQueen:
             if rec.task.capability in self.local_caps and self.queued < limit:
                 self._enqueue(rec)
             else:
-                self._finish(rec, TaskStatus.FAILED, error=f"queue full at retry ({limit} queued)",
-                             error_type="BackpressureError")
+                self._finish(
+                    rec,
+                    TaskStatus.FAILED,
+                    error=f"queue full at retry ({limit} queued)",
+                    error_type="BackpressureError",
+                )
 
-    def _finish(self, rec: _Record, status: TaskStatus, output: Any = None,
-                error: str | None = None, error_type: str | None = None) -> None:
+    def _finish(
+        self,
+        rec: _Record,
+        status: TaskStatus,
+        output: Any = None,
+        error: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
         if rec.result.status.final:
             return  # results are recorded once; a late duplicate is ignored
         res = rec.result
@@ -376,12 +402,18 @@ class SwarmQueen:
         """Routes a task this swarm cannot run to another swarm, which accepts it."""
         visited = [*task.visited, self.name]
         if task.hops >= self.registry_config.max_hops:
-            raise DelegationError(task.capability, f"hop limit {self.registry_config.max_hops} reached", visited)
+            limit = self.registry_config.max_hops
+            raise DelegationError(task.capability, f"hop limit {limit} reached", visited)
         target = await self._actor(names.REGISTRY).route.remote(task.capability, visited)
-        onward = task.model_copy(update={
-            "id": "", "hops": task.hops + 1, "visited": visited, "attempt": 0,
-            "origin_swarm": task.origin_swarm or self.name,
-        })
+        onward = task.model_copy(
+            update={
+                "id": "",
+                "hops": task.hops + 1,
+                "visited": visited,
+                "attempt": 0,
+                "origin_swarm": task.origin_swarm or self.name,
+            }
+        )
         remote_id = await self._actor(names.queen(target)).submit.remote(onward)
         return target, remote_id
 
@@ -390,14 +422,19 @@ class SwarmQueen:
         try:
             remote = await self._actor(names.queen(swarm)).result.remote(remote_id, None)
         except (RayActorError, ActorUnavailableError) as e:
-            self._finish(rec, TaskStatus.FAILED, error=f"swarm {swarm!r} was lost: {type(e).__name__}",
-                         error_type=type(e).__name__)
+            self._finish(
+                rec,
+                TaskStatus.FAILED,
+                error=f"swarm {swarm!r} was lost: {type(e).__name__}",
+                error_type=type(e).__name__,
+            )
             return
         res = rec.result
         res.agent_id, res.swarm, res.attempts = remote.agent_id, remote.swarm, remote.attempts
         res.timings.started_at = remote.timings.started_at
-        self._finish(rec, remote.status, output=remote.output, error=remote.error,
-                     error_type=remote.error_type)
+        self._finish(
+            rec, remote.status, output=remote.output, error=remote.error, error_type=remote.error_type
+        )
 
     # -- background -----------------------------------------------------------------------
 

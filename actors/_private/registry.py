@@ -71,8 +71,9 @@ class MetaRegistry:
                 setattr(entry, k, v)
         entry.last_heartbeat = time.monotonic()
 
-    def heartbeat(self, registration: dict[str, Any], load: dict[str, int], health: str,
-                  reason: str = "") -> None:
+    def heartbeat(
+        self, registration: dict[str, Any], load: dict[str, int], health: str, reason: str = ""
+    ) -> None:
         """Records a swarm's load and health (and re-registers it if the table was lost)."""
         self.register(registration)
         entry = self.swarms[registration["name"]]
@@ -107,8 +108,7 @@ class MetaRegistry:
             raise UnknownCapabilityError(capability, self.capabilities())
         candidates = self._candidates(capability, visited)
         if not candidates:
-            why = {s.name: ("visited" if s.name in visited else self._unroutable(s) or "?")
-                   for s in offering}
+            why = {s.name: ("visited" if s.name in visited else self._unroutable(s) or "?") for s in offering}
             raise DelegationError(capability, f"no routable swarm offers it: {why}", list(visited))
         if self.config.conflict_policy == "round_robin":
             best = [c for c in candidates if c.health == candidates[0].health]
@@ -129,8 +129,11 @@ class MetaRegistry:
         return ""
 
     def _candidates(self, capability: str, visited: list[str]) -> list[_Swarm]:
-        found = [s for s in self.swarms.values()
-                 if capability in s.capabilities and s.name not in visited and not self._unroutable(s)]
+        found = [
+            s
+            for s in self.swarms.values()
+            if capability in s.capabilities and s.name not in visited and not self._unroutable(s)
+        ]
         policy = self.config.conflict_policy
         if policy == "round_robin":  # a fixed order to rotate through
             key = lambda s: (_HEALTH_RANK[s.health], s.name)  # noqa: E731

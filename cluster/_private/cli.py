@@ -16,18 +16,29 @@ __all__ = ["main"]
 
 
 def _namespace_option(f: Any) -> Any:
-    return click.option("--namespace", "-n", default=lambda: env.namespace() or "swarmray",
-                        show_default="swarmray", help="Ray namespace of the system.")(f)
+    return click.option(
+        "--namespace",
+        "-n",
+        default=lambda: env.namespace() or "swarmray",
+        show_default="swarmray",
+        help="Ray namespace of the system.",
+    )(f)
 
 
 def _address_option(f: Any) -> Any:
-    return click.option("--address", default=None,
-                        help="Ray cluster: 'auto', 'host:port' or 'ray://host:10001'.")(f)
+    return click.option(
+        "--address", default=None, help="Ray cluster: 'auto', 'host:port' or 'ray://host:10001'."
+    )(f)
 
 
 def _config_option(f: Any) -> Any:
-    return click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
-                        help="System YAML (default: $SWARMRAY_CONFIG or configs/local.yaml).")(f)
+    return click.option(
+        "--config",
+        "config_path",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="System YAML (default: $SWARMRAY_CONFIG or configs/local.yaml).",
+    )(f)
 
 
 @click.group()
@@ -73,8 +84,16 @@ def status(namespace: str, address: str | None, as_json: bool) -> None:
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
 @_namespace_option
 @_address_option
-def submit(capability: str, payload: str, swarm: str | None, priority: int,
-           timeout_s: float | None, wait: bool, namespace: str, address: str | None) -> None:
+def submit(
+    capability: str,
+    payload: str,
+    swarm: str | None,
+    priority: int,
+    timeout_s: float | None,
+    wait: bool,
+    namespace: str,
+    address: str | None,
+) -> None:
     """Submit a task for CAPABILITY; print its id, or with --wait its result."""
     from cluster._private.system import Client
 
@@ -132,7 +151,8 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     """Left-aligned text columns with a header row."""
     cells = [[c.upper() for c in columns]] + [[str(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells)
+    lines = ("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def format_status(state: dict[str, Any]) -> str:
@@ -143,19 +163,28 @@ def format_status(state: dict[str, Any]) -> str:
         for a in s["agents"]:
             by_state[a["state"]] = by_state.get(a["state"], 0) + 1
             agents.append({**a, "swarm": s["swarm"]})
-        swarms.append({
-            "swarm": s["swarm"], "health": s["health"].get("health", "?"),
-            "queued": s["queued"], "running": s["running"],
-            "done": s["tasks"]["succeeded"], "failed": s["tasks"]["failed"] + s["tasks"]["timed_out"],
-            "agents": " ".join(f"{n} {k}" for k, n in sorted(by_state.items())),
-            "capabilities": ", ".join(s["capabilities"]),
-        })
-    return (f"namespace {state['namespace']}\n\n"
-            + format_table(swarms, ["swarm", "health", "queued", "running", "done", "failed",
-                                    "agents", "capabilities"])
-            + "\n\n"
-            + format_table(agents, ["agent", "swarm", "state", "node", "inflight", "done",
-                                    "failed", "restarts", "reason"]))
+        swarms.append(
+            {
+                "swarm": s["swarm"],
+                "health": s["health"].get("health", "?"),
+                "queued": s["queued"],
+                "running": s["running"],
+                "done": s["tasks"]["succeeded"],
+                "failed": s["tasks"]["failed"] + s["tasks"]["timed_out"],
+                "agents": " ".join(f"{n} {k}" for k, n in sorted(by_state.items())),
+                "capabilities": ", ".join(s["capabilities"]),
+            }
+        )
+    return (
+        f"namespace {state['namespace']}\n\n"
+        + format_table(
+            swarms, ["swarm", "health", "queued", "running", "done", "failed", "agents", "capabilities"]
+        )
+        + "\n\n"
+        + format_table(
+            agents, ["agent", "swarm", "state", "node", "inflight", "done", "failed", "restarts", "reason"]
+        )
+    )
 
 
 def main() -> None:

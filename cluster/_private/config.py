@@ -162,9 +162,7 @@ class AgentConfig(_Model):
         if not (isinstance(cls, type) and issubclass(cls, Agent)):
             raise ValueError(f"{self.class_path!r} is not a subclass of actors.Agent")
         if not self.capabilities and not cls.capabilities:
-            raise ValueError(
-                f"no capabilities: set `capabilities` or define them on {self.class_path!r}"
-            )
+            raise ValueError(f"no capabilities: set `capabilities` or define them on {self.class_path!r}")
         return self
 
     @property
@@ -203,9 +201,7 @@ class AgentPoolConfig(_Model):
     @model_validator(mode="after")
     def _bounds(self) -> AgentPoolConfig:
         if self.max_agents < self.min_agents:
-            raise ValueError(
-                f"max_agents ({self.max_agents}) must be >= min_agents ({self.min_agents})"
-            )
+            raise ValueError(f"max_agents ({self.max_agents}) must be >= min_agents ({self.min_agents})")
         return self
 
 
@@ -218,9 +214,7 @@ class QueenConfig(_Model):
     default_timeout_s: PositiveFloat = Field(
         60.0, description="Per-attempt timeout when neither task nor capability sets one."
     )
-    max_retries: NonNegativeInt = Field(
-        2, description="Extra attempts after an agent raises or times out."
-    )
+    max_retries: NonNegativeInt = Field(2, description="Extra attempts after an agent raises or times out.")
     retry_backoff_s: NonNegativeFloat = Field(
         0.1, description="Delay before the first retry; doubles each attempt, with jitter."
     )
@@ -247,8 +241,9 @@ class HealthConfig(_Model):
         5.0, description="Seconds an agent actor may take to answer a ping before it is replaced."
     )
     queen_timeout_s: PositiveFloat = Field(
-        30.0, description="Seconds the queen may take to answer before the swarm is reported "
-        "unreachable (a queen working through a deep backlog answers late, not never)."
+        30.0,
+        description="Seconds the queen may take to answer before the swarm is reported "
+        "unreachable (a queen working through a deep backlog answers late, not never).",
     )
 
 
@@ -259,9 +254,7 @@ class SwarmConfig(_Model):
     description: str = Field("", description="What the swarm is for.")
     queen: QueenConfig = Field(default_factory=QueenConfig, description="Queue and retry policy.")
     health: HealthConfig = Field(default_factory=HealthConfig, description="Health monitoring.")
-    priority: int = Field(
-        0, description="Tie-breaker when swarms offer the same capability: higher wins."
-    )
+    priority: int = Field(0, description="Tie-breaker when swarms offer the same capability: higher wins.")
     pools: dict[Name, AgentPoolConfig] = Field(description="Agent pools by name.")
 
     @field_validator("pools", mode="before")

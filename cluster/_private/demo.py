@@ -24,17 +24,42 @@ DEMO_TASKS: list[tuple[str, str, dict[str, Any]]] = [
     ("ai", "text.keywords", {"text": _TEXT, "top_n": 3}),
     ("ai", "text.readability", {"text": _TEXT}),
     ("storage", "data.checksum", {"text": "swarmray"}),
-    ("storage", "data.validate", {
-        "schema": {"type": "object", "required": ["id", "qty"],
-                   "properties": {"id": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}}},
-        "document": {"id": "A-7", "qty": 0},
-    }),
-    ("storage", "data.deduplicate", {"key": "email", "records": [
-        {"email": "a@x.org", "n": 1}, {"email": "b@x.org", "n": 2}, {"email": "a@x.org", "n": 3}]}),
+    (
+        "storage",
+        "data.validate",
+        {
+            "schema": {
+                "type": "object",
+                "required": ["id", "qty"],
+                "properties": {"id": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}},
+            },
+            "document": {"id": "A-7", "qty": 0},
+        },
+    ),
+    (
+        "storage",
+        "data.deduplicate",
+        {
+            "key": "email",
+            "records": [
+                {"email": "a@x.org", "n": 1},
+                {"email": "b@x.org", "n": 2},
+                {"email": "a@x.org", "n": 3},
+            ],
+        },
+    ),
     ("business", "math.stats", {"numbers": [3, 1, 4, 1, 5, 9, 2, 6]}),
-    ("business", "finance.invoice", {"tax_rate": 0.2, "items": [
-        {"description": "GPU hours", "quantity": 3, "unit_price": 2.5},
-        {"description": "storage", "quantity": 1, "unit_price": "0.99"}]}),
+    (
+        "business",
+        "finance.invoice",
+        {
+            "tax_rate": 0.2,
+            "items": [
+                {"description": "GPU hours", "quantity": 3, "unit_price": 2.5},
+                {"description": "storage", "quantity": 1, "unit_price": "0.99"},
+            ],
+        },
+    ),
     ("business", "finance.amortize", {"principal": 10000, "annual_rate": 0.06, "months": 12}),
     ("business", "math.factorize", {"n": 600851475143}),
     ("business", "text.stats", {"text": "Delegated from business to ai."}),
@@ -68,22 +93,30 @@ def run_demo(config_path: str | None = None, address: str | None = None) -> int:
     ids = [client.submit(cap, payload, swarm=swarm) for swarm, cap, payload in wanted]
     results = [client.result(task_id, timeout_s=120) for task_id in ids]
     rows = []
-    for (swarm, cap, _), res in zip(wanted, results):
+    for (swarm, cap, _), res in zip(wanted, results, strict=True):
         t = res.timings
-        rows.append({
-            "task": res.task_id, "capability": cap, "submitted_to": swarm,
-            "ran_on": res.agent_id or "-", "status": res.status.value,
-            "ms": f"{(t.finished_at - t.submitted_at) * 1000:.1f}" if t.finished_at else "-",
-            "output": _short(res.output if res.ok else res.error),
-        })
-    print("\n" + format_table(rows, ["task", "capability", "submitted_to", "ran_on", "status",
-                                     "ms", "output"]))
+        rows.append(
+            {
+                "task": res.task_id,
+                "capability": cap,
+                "submitted_to": swarm,
+                "ran_on": res.agent_id or "-",
+                "status": res.status.value,
+                "ms": f"{(t.finished_at - t.submitted_at) * 1000:.1f}" if t.finished_at else "-",
+                "output": _short(res.output if res.ok else res.error),
+            }
+        )
+    print(
+        "\n" + format_table(rows, ["task", "capability", "submitted_to", "ran_on", "status", "ms", "output"])
+    )
     print("\n" + format_status(system.status(config.namespace)))
     ok = all(r.ok for r in results)
     if created:
         system.down(config.namespace)
     if address is None:
         ray.shutdown()
-    print(f"\n{sum(r.ok for r in results)}/{len(results)} tasks succeeded; "
-          f"done in {time.monotonic() - started:.1f} s")
+    print(
+        f"\n{sum(r.ok for r in results)}/{len(results)} tasks succeeded; "
+        f"done in {time.monotonic() - started:.1f} s"
+    )
     return 0 if ok else 1

@@ -67,9 +67,7 @@ class SystemNotFoundError(SwarmrayError):
 
     def __init__(self, namespace: str):
         self.namespace = namespace
-        super().__init__(
-            f"no swarmray system in Ray namespace {namespace!r}; run `swarm up` first"
-        )
+        super().__init__(f"no swarmray system in Ray namespace {namespace!r}; run `swarm up` first")
 
 
 class SwarmNotFoundError(SwarmrayError):
@@ -87,9 +85,7 @@ class UnknownCapabilityError(SwarmrayError):
     def __init__(self, capability: str, known: list[str]):
         self.capability = capability
         self.known = known
-        super().__init__(
-            f"no swarm offers capability {capability!r}; offered: {sorted(known)}"
-        )
+        super().__init__(f"no swarm offers capability {capability!r}; offered: {sorted(known)}")
 
 
 class BackpressureError(SwarmrayError):
@@ -121,9 +117,7 @@ class DelegationError(SwarmrayError):
         self.capability = capability
         self.reason = reason
         self.visited = visited
-        super().__init__(
-            f"cannot delegate capability {capability!r}: {reason} (visited: {visited})"
-        )
+        super().__init__(f"cannot delegate capability {capability!r}: {reason} (visited: {visited})")
 
 
 class SchedulingError(SwarmrayError):

@@ -54,8 +54,12 @@ def connect(address: str | None = None, namespace: str = "swarmray") -> None:
     """
     if ray.is_initialized():
         return
-    ray.init(address=address or env.ray_address(), namespace=namespace,
-             logging_level=logging.WARNING, log_to_driver=False)
+    ray.init(
+        address=address or env.ray_address(),
+        namespace=namespace,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
 
 
 def _get(refs: Any, timeout_s: float | None = None) -> Any:
@@ -97,8 +101,9 @@ def start_local_head() -> None:
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     if ray_cli is None:
         raise SchedulingError("the `ray` command is not installed next to this Python")
-    subprocess.run([ray_cli, "start", "--head", "--disable-usage-stats"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [ray_cli, "start", "--head", "--disable-usage-stats"], check=True, stdout=subprocess.DEVNULL
+    )
 
 
 def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
@@ -119,11 +124,14 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
     _get(registry.set_system_config.remote(config.model_dump(mode="json", by_alias=True)))
     queens, monitors = [], []
     for swarm in config.swarms.values():
-        queens.append(_Queen.options(name=names.queen(swarm.name), namespace=ns,
-                                     max_concurrency=100_000, **_CONTROL)
-                      .remote(ns, swarm, config.registry))
-        monitors.append(_Monitor.options(name=names.monitor(swarm.name), namespace=ns, **_CONTROL)
-                        .remote(ns, swarm))
+        queens.append(
+            _Queen.options(
+                name=names.queen(swarm.name), namespace=ns, max_concurrency=100_000, **_CONTROL
+            ).remote(ns, swarm, config.registry)
+        )
+        monitors.append(
+            _Monitor.options(name=names.monitor(swarm.name), namespace=ns, **_CONTROL).remote(ns, swarm)
+        )
     _get([q.start.remote() for q in queens])
     _get([m.start.remote() for m in monitors])
     ready_s = max(p.ready_timeout_s for s in config.swarms.values() for p in s.pools.values())
@@ -220,9 +228,16 @@ class Client:
                 raise SwarmNotFoundError(swarm, known) from None
         return self._queens[swarm]
 
-    def submit(self, capability: str, payload: dict | None = None, *, swarm: str | None = None,
-               priority: int = 0, timeout_s: float | None = None,
-               max_retries: int | None = None) -> str:
+    def submit(
+        self,
+        capability: str,
+        payload: dict | None = None,
+        *,
+        swarm: str | None = None,
+        priority: int = 0,
+        timeout_s: float | None = None,
+        max_retries: int | None = None,
+    ) -> str:
         """Submits a task and returns its id at once.
 
         Args:
@@ -236,8 +251,13 @@ class Client:
         Raises:
             UnknownCapabilityError, BackpressureError, DelegationError, SwarmNotFoundError.
         """
-        task = Task(capability=capability, payload=payload or {}, priority=priority,
-                    timeout_s=timeout_s, max_retries=max_retries)
+        task = Task(
+            capability=capability,
+            payload=payload or {},
+            priority=priority,
+            timeout_s=timeout_s,
+            max_retries=max_retries,
+        )
         if swarm is None:
             swarm = _get(self.registry.route.remote(capability, []))
         return _get(self.queen(swarm).submit.remote(task))
@@ -262,8 +282,7 @@ class Client:
 
 def unwrap(result: TaskResult) -> Any:
     """The output of a succeeded task; raises the matching TaskError otherwise."""
-    errors = {"failed": TaskFailedError, "timed_out": TaskTimeoutError,
-              "cancelled": TaskCancelledError}
+    errors = {"failed": TaskFailedError, "timed_out": TaskTimeoutError, "cancelled": TaskCancelledError}
     if result.ok:
         return result.output
     cls = errors.get(result.status.value, TaskFailedError)

@@ -11,8 +11,9 @@ from tests.conftest import RAY, ROOT
 
 
 def swarm(*args, env=None, check=True):
-    proc = subprocess.run([sys.executable, "-m", "cluster", *args], capture_output=True, text=True,
-                          timeout=300, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cluster", *args], capture_output=True, text=True, timeout=300, env=env
+    )
     if check and proc.returncode != 0:
         pytest.fail(f"swarm {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -44,8 +45,9 @@ def test_up_status_submit_down(head, namespace, config_file):
     result = json.loads(done.stdout)
     assert result["status"] == "succeeded" and result["output"]["words"] == 3
 
-    delegated = swarm("submit", "math.stats", "--input", '{"numbers": [1, 2, 3]}', "--swarm", "ai",
-                      "--wait", *ns)
+    delegated = swarm(
+        "submit", "math.stats", "--input", '{"numbers": [1, 2, 3]}', "--swarm", "ai", "--wait", *ns
+    )
     result = json.loads(delegated.stdout)
     assert result["task_id"].startswith("ai:") and result["swarm"] == "business"
     assert result["output"]["mean"] == 2.0
@@ -69,9 +71,28 @@ def test_up_status_submit_down(head, namespace, config_file):
 def test_main_job_runs_under_ray_job_submit(head, namespace):
     runtime_env = json.dumps({"env_vars": {"SWARMRAY_NAMESPACE": namespace}})
     proc = subprocess.run(
-        [RAY, "job", "submit", "--address", head["dashboard"], "--working-dir", str(ROOT),
-         "--runtime-env-json", runtime_env, "--", "python", "-m", "cluster", "demo", "--address", "auto"],
-        capture_output=True, text=True, timeout=600, env=head["env"],
+        [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            head["dashboard"],
+            "--working-dir",
+            str(ROOT),
+            "--runtime-env-json",
+            runtime_env,
+            "--",
+            "python",
+            "-m",
+            "cluster",
+            "demo",
+            "--address",
+            "auto",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=head["env"],
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "12/12 tasks succeeded" in proc.stdout

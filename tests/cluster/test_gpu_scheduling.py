@@ -7,11 +7,24 @@ from tests.conftest import running_system
 
 
 def test_half_gpu_agents_fill_two_gpus_and_the_fifth_waits_with_a_reason(head, namespace):
-    config = load_config({"namespace": namespace, "swarms": {"edge": {"pools": {"infer": {
-        "agent": {"class": "actors:TextStatsAgent"},
-        "min_agents": 5, "max_agents": 5, "ready_timeout_s": 2,
-        "resources": {"num_gpus": 0.5},
-    }}}}})
+    config = load_config(
+        {
+            "namespace": namespace,
+            "swarms": {
+                "edge": {
+                    "pools": {
+                        "infer": {
+                            "agent": {"class": "actors:TextStatsAgent"},
+                            "min_agents": 5,
+                            "max_agents": 5,
+                            "ready_timeout_s": 2,
+                            "resources": {"num_gpus": 0.5},
+                        }
+                    }
+                }
+            },
+        }
+    )
     started = time.monotonic()
     with running_system(config) as client:
         assert time.monotonic() - started < 60  # up returned instead of waiting for the fifth
@@ -25,10 +38,22 @@ def test_half_gpu_agents_fill_two_gpus_and_the_fifth_waits_with_a_reason(head, n
 
 
 def test_accelerator_no_node_has_is_reported_infeasible(head, namespace):
-    config = load_config({"namespace": namespace, "swarms": {"edge": {"pools": {"infer": {
-        "agent": {"class": "actors:TextStatsAgent"}, "ready_timeout_s": 1,
-        "resources": {"num_gpus": 1, "accelerator_type": "H100"},
-    }}}}})
+    config = load_config(
+        {
+            "namespace": namespace,
+            "swarms": {
+                "edge": {
+                    "pools": {
+                        "infer": {
+                            "agent": {"class": "actors:TextStatsAgent"},
+                            "ready_timeout_s": 1,
+                            "resources": {"num_gpus": 1, "accelerator_type": "H100"},
+                        }
+                    }
+                }
+            },
+        }
+    )
     with running_system(config) as client:
         (agent,) = client.status()["swarms"][0]["agents"]
         assert agent["state"] == "pending"

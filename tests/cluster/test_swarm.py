@@ -29,20 +29,44 @@ def pool(cls, caps=None, **kw):
 CONFIG = {
     "registry": {"max_hops": 2},
     "swarms": {
-        "alpha": {"queen": {"retry_backoff_s": 0.05}, "pools": {
-            "sleep": pool(SLEEP, agents_per_actor=2, min_agents=2, max_agents=2),
-            "flaky": pool("tests.agents:FlakyAgent"),
-            "stats": pool("actors:TextStatsAgent"),
-        }},
-        "beta": {"pools": {"slow": pool(SLEEP, ["test.slow"], agents_per_actor=2, min_agents=2, max_agents=2)}},
-        "gamma": {"pools": {
-            "slow": pool(SLEEP, ["test.slow"], agents_per_actor=2, min_agents=2, max_agents=2),
-            "double": {"agent": {"class": "actors:CallableAgent", "capabilities": ["calc.double"],
-                                 "params": {"function": "tests.agents:double"}}},
-        }},
+        "alpha": {
+            "queen": {"retry_backoff_s": 0.05},
+            "pools": {
+                "sleep": pool(SLEEP, agents_per_actor=2, min_agents=2, max_agents=2),
+                "flaky": pool("tests.agents:FlakyAgent"),
+                "stats": pool("actors:TextStatsAgent"),
+            },
+        },
+        "beta": {
+            "pools": {
+                "slow": pool(SLEEP, ["test.slow"], agents_per_actor=2, min_agents=2, max_agents=2),
+            }
+        },
+        "gamma": {
+            "pools": {
+                "slow": pool(SLEEP, ["test.slow"], agents_per_actor=2, min_agents=2, max_agents=2),
+                "double": {
+                    "agent": {
+                        "class": "actors:CallableAgent",
+                        "capabilities": ["calc.double"],
+                        "params": {"function": "tests.agents:double"},
+                    }
+                },
+            }
+        },
         "tiny": {"queen": {"max_queued_tasks": 2}, "pools": {"one": pool(SLEEP, ["test.tiny"])}},
-        "elastic": {"pools": {"grow": pool(SLEEP, ["test.elastic"], min_agents=1, max_agents=3,
-                                           scale_up_backlog=1, scale_down_idle_s=1)}},
+        "elastic": {
+            "pools": {
+                "grow": pool(
+                    SLEEP,
+                    ["test.elastic"],
+                    min_agents=1,
+                    max_agents=3,
+                    scale_up_backlog=1,
+                    scale_down_idle_s=1,
+                )
+            }
+        },
     },
 }
 
@@ -134,7 +158,7 @@ def test_full_queue_refuses_with_backpressure(client):
 
 
 def test_unknown_capability_is_refused_with_what_is_offered(client):
-    with pytest.raises(UnknownCapabilityError, match="'no.such'") as info:
+    with pytest.raises(UnknownCapabilityError, match=r"'no\.such'") as info:
         client.submit("no.such", {})
     assert "text.stats" in info.value.known
     with pytest.raises(UnknownCapabilityError):

@@ -64,7 +64,7 @@ def test_agent_class_must_subclass_agent():
 
 
 def test_fractional_gpus_above_one_are_rejected():
-    with pytest.raises(ValueError, match="whole number, got 1.5"):
+    with pytest.raises(ValueError, match=r"whole number, got 1\.5"):
         ResourcesConfig(num_gpus=1.5)
     assert ResourcesConfig(num_gpus=0.5).ray_options() == {"num_gpus": 0.5}
 
@@ -75,10 +75,16 @@ def test_accelerator_type_needs_a_gpu():
 
 
 def test_resources_map_to_ray_actor_options():
-    opts = ResourcesConfig(num_cpus=2, num_gpus=1, accelerator_type="L4", memory_mb=512,
-                           custom={"edge": 1}).ray_options()
-    assert opts == {"num_cpus": 2, "num_gpus": 1, "accelerator_type": "L4",
-                    "memory": 512 * 2**20, "resources": {"edge": 1}}
+    opts = ResourcesConfig(
+        num_cpus=2, num_gpus=1, accelerator_type="L4", memory_mb=512, custom={"edge": 1}
+    ).ray_options()
+    assert opts == {
+        "num_cpus": 2,
+        "num_gpus": 1,
+        "accelerator_type": "L4",
+        "memory": 512 * 2**20,
+        "resources": {"edge": 1},
+    }
 
 
 def test_bad_capability_name_is_rejected():
@@ -89,14 +95,14 @@ def test_bad_capability_name_is_rejected():
 
 
 def test_missing_file_names_the_file(tmp_path):
-    with pytest.raises(ConfigError, match="(?s)nope.yaml.*cannot read file"):
+    with pytest.raises(ConfigError, match=r"(?s)nope\.yaml.*cannot read file"):
         load_config(tmp_path / "nope.yaml")
 
 
 def test_bad_yaml_names_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("swarms: [unclosed\n")
-    with pytest.raises(ConfigError, match="(?s)bad.yaml.*not valid YAML"):
+    with pytest.raises(ConfigError, match=r"(?s)bad\.yaml.*not valid YAML"):
         load_config(path)
 
 
@@ -107,10 +113,16 @@ def test_namespace_override_from_environment(monkeypatch):
 
 def test_swarm_up_with_invalid_config_fails_before_ray_starts(tmp_path):
     path = tmp_path / "broken.yaml"
-    path.write_text("swarms:\n  s:\n    pools:\n      p:\n        agent: {class: 'actors:TextStatsAgent'}\n"
-                    "        min_agents: 4\n        max_agents: 1\n")
-    proc = subprocess.run([sys.executable, "-m", "cluster", "up", "--config", str(path),
-                           "--address", "127.0.0.1:1"], capture_output=True, text=True, timeout=120)
+    path.write_text(
+        "swarms:\n  s:\n    pools:\n      p:\n        agent: {class: 'actors:TextStatsAgent'}\n"
+        "        min_agents: 4\n        max_agents: 1\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "cluster", "up", "--config", str(path), "--address", "127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     # The address points nowhere: reaching it would have failed differently.
     assert "broken.yaml: invalid configuration" in proc.stderr

@@ -76,8 +76,11 @@ def test_degraded_swarm_is_used_only_when_no_healthy_one_is():
 
 def test_heartbeat_restores_a_lost_table():
     reg = MetaRegistry(RegistryConfig())
-    reg.heartbeat({"name": "a", "capabilities": ["x"], "priority": 0, "description": ""},
-                  {"queued": 0, "running": 0, "slots": 2}, "healthy")
+    reg.heartbeat(
+        {"name": "a", "capabilities": ["x"], "priority": 0, "description": ""},
+        {"queued": 0, "running": 0, "slots": 2},
+        "healthy",
+    )
     assert reg.route("x", []) == "a"
 
 
