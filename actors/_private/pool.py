@@ -55,6 +55,29 @@ class HostSlot:
     reason: str = ""
     node_id: str | None = None
     restarts: int = 0
+    local: bool = False  # an AgentHost inside the queen's process (pool `colocate`)
+
+
+class _LocalMethod:
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
+
+    def remote(self, *args: Any) -> asyncio.Future:
+        return asyncio.ensure_future(self.fn(*args))
+
+
+class InProcessHandle:
+    """An AgentHost in the queen's own process, called as an actor handle is: `.x.remote()`.
+
+    `.remote()` returns an asyncio future instead of an ObjectRef; errors are the agent's own.
+    """
+
+    def __init__(self, host: AgentHost):
+        self.ready = _LocalMethod(host.ready)
+        self.ping = _LocalMethod(host.ping)
+        self.handle = _LocalMethod(host.handle)
 
 
 class AgentPool:
@@ -107,8 +130,15 @@ class AgentPool:
     def _spawn(self, n_agents: int, replacing: HostSlot | None = None) -> HostSlot:
         host_id = f"{self.swarm}.{self.config.name}.h{next(self._host_seq)}"
         agent_ids = [f"{self.swarm}.{self.config.name}.{next(self._agent_seq)}" for _ in range(n_agents)]
-        handle = self._actor_cls.remote(self.swarm, self.config.name, self.config.agent, agent_ids)
-        host = HostSlot(id=host_id, handle=handle, agents=[])
+        args = (self.swarm, self.config.name, self.config.agent, agent_ids)
+        if self.config.colocate:
+            try:
+                handle, reason = InProcessHandle(AgentHost(*args)), ""
+            except Exception as e:  # the agent's constructor raised
+                handle, reason = None, f"{type(e).__name__}: {e}"
+        else:
+            handle, reason = self._actor_cls.remote(*args), ""
+        host = HostSlot(id=host_id, handle=handle, agents=[], local=self.config.colocate)
         host.agents = [
             AgentSlot(aid, self.config.name, host, self.capabilities, self.config.agent.max_concurrent_tasks)
             for aid in agent_ids
@@ -117,6 +147,9 @@ class AgentPool:
             host.restarts = replacing.restarts + 1
             host.state = RESTARTING
         self.hosts[host_id] = host
+        if handle is None:
+            host.state, host.reason = DEAD, reason
+            return host
         watcher = asyncio.get_running_loop().create_task(self._await_ready(host))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
@@ -147,10 +180,11 @@ class AgentPool:
         if was_alive:
             self._on_lost(host.agents)
         del self.hosts[host.id]
-        try:
-            ray.kill(host.handle, no_restart=True)
-        except Exception:  # already gone
-            pass
+        if not host.local:
+            try:
+                ray.kill(host.handle, no_restart=True)
+            except Exception:  # already gone
+                pass
         if replace:
             log.warning("host %s lost, replacing it: %s", host.id, reason)
             return self._spawn(len(host.agents), replacing=host)

@@ -203,9 +203,14 @@ class SwarmQueen:
     # -- supervision hooks (called by the health monitor) -----------------------------------
 
     def hosts(self) -> list[tuple[str, Any, str]]:
-        """(host id, actor handle, state) of every host, for the monitor to ping."""
+        """(host id, actor handle, state) of every host in its own actor, for the monitor to ping.
+
+        Co-located hosts are left out: they live exactly as long as this queen.
+        """
         self._ensure_started()
-        return [(h.id, h.handle, h.state) for p in self.pools.values() for h in p.hosts.values()]
+        return [
+            (h.id, h.handle, h.state) for p in self.pools.values() for h in p.hosts.values() if not h.local
+        ]
 
     def replace_hosts(self, host_ids: list[str], reason: str) -> int:
         """Replaces hosts the monitor found dead or stuck; returns how many."""
@@ -297,9 +302,9 @@ class SwarmQueen:
         res.agent_id, res.swarm = agent.id, self.name
         res.timings.started_at, res.timings.finished_at = now(), None
         timeout_s = self._timeout_s(task)
-        ref = agent.host.handle.handle.remote(agent.id, task)
+        call = agent.host.handle.handle.remote(agent.id, task)
         # A timer that cancels the wait is cheaper than asyncio.wait_for's extra task per call.
-        waiting = asyncio.wrap_future(ref.future())
+        waiting = call if agent.host.local else asyncio.wrap_future(call.future())
         expired = False
 
         def expire() -> None:
@@ -312,7 +317,8 @@ class SwarmQueen:
         try:
             output = await waiting
         except asyncio.CancelledError:
-            ray.cancel(ref)
+            if not agent.host.local:
+                ray.cancel(call)
             if not expired:
                 raise  # cancelled by `cancel`, not by the timer
             error = (
@@ -326,6 +332,8 @@ class SwarmQueen:
         except (RayActorError, ActorUnavailableError) as e:
             error = (f"agent {agent.id} died: {type(e).__name__}", type(e).__name__, TaskStatus.FAILED)
             self._host_died(agent, error[0])
+        except Exception as e:  # raised in this process by a co-located agent
+            error = (str(e), type(e).__name__, TaskStatus.FAILED)
         finally:
             timer.cancel()
             agent.last_active = time.monotonic()

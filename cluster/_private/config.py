@@ -188,6 +188,11 @@ class AgentPoolConfig(_Model):
     resources: ResourcesConfig = Field(
         default_factory=ResourcesConfig, description="Ray resources per actor."
     )
+    colocate: bool = Field(
+        False,
+        description="Run the agents inside the queen's own process: no Ray call per task (the "
+        "fastest path for light async agents), but no isolation and no resources of their own.",
+    )
     scale_up_backlog: PositiveFloat = Field(
         2.0, description="Queued tasks per running agent above which the pool grows."
     )
@@ -202,6 +207,11 @@ class AgentPoolConfig(_Model):
     def _bounds(self) -> AgentPoolConfig:
         if self.max_agents < self.min_agents:
             raise ValueError(f"max_agents ({self.max_agents}) must be >= min_agents ({self.min_agents})")
+        if self.colocate and self.resources != ResourcesConfig():
+            raise ValueError(
+                f"colocate agents run in the queen and cannot ask for resources "
+                f"(got {self.resources.model_dump(exclude_defaults=True)})"
+            )
         return self
 
 

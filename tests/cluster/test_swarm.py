@@ -54,6 +54,13 @@ CONFIG = {
                 },
             }
         },
+        "inproc": {
+            "queen": {"retry_backoff_s": 0.05},
+            "pools": {
+                "sleep": pool(SLEEP, ["test.inproc"], colocate=True, min_agents=2, max_agents=2),
+                "flaky": pool("tests.agents:FlakyAgent", ["test.inproc_flaky"], colocate=True),
+            },
+        },
         "tiny": {"queen": {"max_queued_tasks": 2}, "pools": {"one": pool(SLEEP, ["test.tiny"])}},
         "elastic": {
             "pools": {
@@ -80,7 +87,7 @@ def client(head):
 
 def test_every_agent_is_alive_after_up(client):
     agents = [a for s in client.status()["swarms"] for a in s["agents"]]
-    assert len(agents) == 11
+    assert len(agents) == 14
     assert {a["state"] for a in agents} == {"alive"}
 
 
@@ -203,3 +210,16 @@ def test_killed_agent_is_replaced_and_work_goes_on(client):
         time.sleep(0.3)
     assert rows[0]["state"] == "alive" and rows[0]["restarts"] == 1
     assert client.run("text.stats", {"text": "still here"}, swarm="alpha").ok
+
+
+def test_colocated_agents_run_in_the_queen_with_the_same_semantics(client):
+    queen = client.queen("inproc")
+    assert ray.get(queen.hosts.remote()) == []  # nothing for the monitor to ping: they live in the queen
+    ok = client.run("test.inproc", {"s": 0.01, "label": "x"}, swarm="inproc")
+    assert ok.ok and ok.agent_id.startswith("inproc.sleep") and ok.output["label"] == "x"
+    late = client.run("test.inproc", {"s": 30}, swarm="inproc", timeout_s=0.3, max_retries=0)
+    assert late.status is TaskStatus.TIMED_OUT
+    retried = client.run("test.inproc_flaky", {"fail_times": 1}, swarm="inproc", max_retries=1)
+    assert retried.ok and retried.attempts == 2
+    failed = client.run("test.inproc_flaky", {"fail_times": 5}, swarm="inproc", max_retries=0)
+    assert failed.status is TaskStatus.FAILED and failed.error_type == "RuntimeError"
