@@ -22,6 +22,11 @@ RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
 _ns = itertools.count()
 
 
+def pytest_collection_modifyitems(items):
+    """Tests marked `before_head` need a machine with no Ray running: run them first."""
+    items.sort(key=lambda item: item.get_closest_marker("before_head") is None)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
