@@ -11,7 +11,7 @@ import ray
 
 from actors._private import names
 from actors._private.pool import ALIVE
-from actors._private.registry import DEGRADED, HEALTHY, UNREACHABLE
+from actors._private.registry import DEGRADED, FAILED, HEALTHY, UNREACHABLE
 from cluster._private.config import SwarmConfig
 
 __all__ = ["HealthMonitor"]
@@ -62,14 +62,16 @@ class HealthMonitor:
         queen = ray.get_actor(names.queen(self.swarm), namespace=self.namespace)
         registry = ray.get_actor(names.REGISTRY, namespace=self.namespace)
         try:
-            hosts, registration, load = await asyncio.wait_for(
-                asyncio.gather(queen.hosts.remote(), queen.registration.remote(), queen.load.remote()),
-                self.config.queen_timeout_s,
-            )
+            report = await asyncio.wait_for(queen.report.remote(), self.config.queen_timeout_s)
         except Exception as e:
             reason = f"queen did not answer within {self.config.queen_timeout_s} s: {type(e).__name__}"
             self._record(UNREACHABLE, reason)
             await registry.mark.remote(self.swarm, UNREACHABLE, reason)
+            return
+        hosts, registration, load = report["hosts"], report["registration"], report["load"]
+        if report["state"] == "failed":  # escalated: the queen holds no agents until it recovers
+            await registry.heartbeat.remote(registration, load, FAILED, report["reason"])
+            self._record(FAILED, report["reason"])
             return
         timeout = self.config.ping_timeout_s
         alive = [(hid, h) for hid, h, state in hosts if state == ALIVE]

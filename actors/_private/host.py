@@ -22,13 +22,22 @@ class AgentHost:
     light agents share one process and its event loop, which is how a node holds thousands.
     """
 
-    def __init__(self, swarm: str, pool: str, agent: AgentConfig, agent_ids: list[str]):
+    def __init__(
+        self,
+        swarm: str,
+        pool: str,
+        agent: AgentConfig,
+        agent_ids: list[str],
+        states: dict[str, Any] | None = None,
+    ):
         cls = import_object(agent.class_path)
         caps = tuple(agent.capability_names)
         self.agents = {}
         for agent_id in agent_ids:
             instance = cls(**agent.params)
             instance.context = AgentContext(agent_id, swarm, pool, caps)
+            if states and agent_id in states:
+                instance.restore(states[agent_id])
             self.agents[agent_id] = instance
 
     async def ready(self) -> dict[str, Any]:
@@ -45,6 +54,8 @@ class AgentHost:
         """Health probe: answers at once unless the process is stuck."""
         return time.time()
 
-    async def handle(self, agent_id: str, task: Task) -> Any:
-        """Runs `task` on agent `agent_id` and returns its output."""
-        return await call_maybe_async(self.agents[agent_id].handle, task)
+    async def handle(self, agent_id: str, task: Task) -> tuple[Any, Any]:
+        """Runs `task` on agent `agent_id`; returns its output and the agent's checkpoint."""
+        agent = self.agents[agent_id]
+        output = await call_maybe_async(agent.handle, task)
+        return output, agent.snapshot()

@@ -56,6 +56,7 @@ class HostSlot:
     node_id: str | None = None
     restarts: int = 0
     local: bool = False  # an AgentHost inside the queen's process (pool `colocate`)
+    seq: int = 0  # start order across the swarm, for rest_for_one
 
 
 class _LocalMethod:
@@ -84,7 +85,9 @@ class AgentPool:
     """Keeps between `min_agents` and `max_agents` agents of one kind running.
 
     `on_ready(agents)` is called when agents can take tasks, `on_lost(agents)` when they
-    cannot any more; the queen's dispatcher follows those two calls.
+    cannot any more (the queen's dispatcher follows those two), and `on_failure(host, reason)`
+    when a host failed to start; the queen's supervisor decides what restarts. `state_of(id)`
+    gives the last checkpoint of an agent, handed to its host when it (re)starts.
     """
 
     def __init__(
@@ -93,6 +96,9 @@ class AgentPool:
         config: AgentPoolConfig,
         on_ready: Callable[[list[AgentSlot]], None],
         on_lost: Callable[[list[AgentSlot]], None],
+        on_failure: Callable[[HostSlot, str], None],
+        state_of: Callable[[str], Any],
+        start_order: itertools.count,
     ):
         self.swarm = swarm
         self.config = config
@@ -100,6 +106,9 @@ class AgentPool:
         self.hosts: dict[str, HostSlot] = {}
         self._on_ready = on_ready
         self._on_lost = on_lost
+        self._on_failure = on_failure
+        self._state_of = state_of
+        self._start_order = start_order
         self._host_seq = itertools.count()
         self._agent_seq = itertools.count()
         self._watchers: set[asyncio.Task] = set()
@@ -125,12 +134,17 @@ class AgentPool:
     def start(self) -> None:
         """Creates hosts until `min_agents` agents exist."""
         while self.count() < self.config.min_agents:
-            self._spawn(min(self.config.agents_per_actor, self.config.min_agents - self.count()))
+            self._spawn(
+                self._new_ids(min(self.config.agents_per_actor, self.config.min_agents - self.count()))
+            )
 
-    def _spawn(self, n_agents: int, replacing: HostSlot | None = None) -> HostSlot:
+    def _new_ids(self, n: int) -> list[str]:
+        return [f"{self.swarm}.{self.config.name}.{next(self._agent_seq)}" for _ in range(n)]
+
+    def _spawn(self, agent_ids: list[str], replacing: HostSlot | None = None) -> HostSlot:
         host_id = f"{self.swarm}.{self.config.name}.h{next(self._host_seq)}"
-        agent_ids = [f"{self.swarm}.{self.config.name}.{next(self._agent_seq)}" for _ in range(n_agents)]
-        args = (self.swarm, self.config.name, self.config.agent, agent_ids)
+        states = {aid: state for aid in agent_ids if (state := self._state_of(aid)) is not None}
+        args = (self.swarm, self.config.name, self.config.agent, agent_ids, states)
         if self.config.colocate:
             try:
                 handle, reason = InProcessHandle(AgentHost(*args)), ""
@@ -138,7 +152,9 @@ class AgentPool:
                 handle, reason = None, f"{type(e).__name__}: {e}"
         else:
             handle, reason = self._actor_cls.remote(*args), ""
-        host = HostSlot(id=host_id, handle=handle, agents=[], local=self.config.colocate)
+        host = HostSlot(
+            id=host_id, handle=handle, agents=[], local=self.config.colocate, seq=next(self._start_order)
+        )
         host.agents = [
             AgentSlot(aid, self.config.name, host, self.capabilities, self.config.agent.max_concurrent_tasks)
             for aid in agent_ids
@@ -148,7 +164,7 @@ class AgentPool:
             host.state = RESTARTING
         self.hosts[host_id] = host
         if handle is None:
-            host.state, host.reason = DEAD, reason
+            asyncio.get_running_loop().call_soon(self._on_failure, host, reason)
             return host
         watcher = asyncio.get_running_loop().create_task(self._await_ready(host))
         self._watchers.add(watcher)
@@ -159,36 +175,37 @@ class AgentPool:
         try:
             info = await host.handle.ready.remote()
         except RayActorError as e:
-            # The constructor raised or the process died before it answered. Not retried
-            # here: the same constructor would most likely fail the same way.
-            host.state, host.reason = DEAD, _first_line(e)
-            log.warning("host %s failed to start: %s", host.id, host.reason)
+            # The constructor raised or the process died before it answered: a child failure,
+            # which the supervisor counts like any other (a crash loop escalates).
+            if host.id in self.hosts:
+                self._on_failure(host, f"failed to start: {_first_line(e)}")
             return
-        if host.state == DEAD:  # removed while starting
+        if host.id not in self.hosts:  # removed while starting
             return
         host.state, host.reason, host.node_id = ALIVE, "", info["node_id"]
         self._on_ready(host.agents)
 
     # -- failure --------------------------------------------------------------------------
 
-    def host_lost(self, host: HostSlot, reason: str, replace: bool = True) -> HostSlot | None:
-        """Marks `host` dead, kills what is left of it and starts a replacement."""
-        if host.state == DEAD:
-            return None
+    def remove(self, host: HostSlot, reason: str) -> None:
+        """Kills `host` and forgets it."""
+        if self.hosts.pop(host.id, None) is None:
+            return
         was_alive = host.state == ALIVE
         host.state, host.reason = DEAD, reason
         if was_alive:
             self._on_lost(host.agents)
-        del self.hosts[host.id]
-        if not host.local:
+        if not host.local and host.handle is not None:
             try:
                 ray.kill(host.handle, no_restart=True)
             except Exception:  # already gone
                 pass
-        if replace:
-            log.warning("host %s lost, replacing it: %s", host.id, reason)
-            return self._spawn(len(host.agents), replacing=host)
-        return None
+
+    def restart(self, host: HostSlot, reason: str) -> HostSlot:
+        """Kills `host` and starts a new one with the same agents (ids, checkpoints)."""
+        self.remove(host, reason)
+        log.warning("restarting host %s: %s", host.id, reason)
+        return self._spawn([a.id for a in host.agents], replacing=host)
 
     # -- scaling --------------------------------------------------------------------------
 
@@ -199,7 +216,7 @@ class AgentPool:
         live = self.count()
         ready = max(1, self.count(ALIVE))
         if backlog > cfg.scale_up_backlog * ready and live < cfg.max_agents and not self.count(PENDING):
-            return len(self._spawn(min(cfg.agents_per_actor, cfg.max_agents - live)).agents)
+            return len(self._spawn(self._new_ids(min(cfg.agents_per_actor, cfg.max_agents - live))).agents)
         if backlog == 0 and live > cfg.min_agents:
             idle_since = time.monotonic() - cfg.scale_down_idle_s
             for host in reversed(list(self.hosts.values())):
@@ -207,7 +224,7 @@ class AgentPool:
                     a.inflight == 0 and a.last_active < idle_since for a in host.agents
                 )
                 if idle and live - len(host.agents) >= cfg.min_agents:
-                    self.host_lost(host, "scaled down (idle)", replace=False)
+                    self.remove(host, "scaled down (idle)")
                     return -len(host.agents)
         return 0
 
@@ -253,7 +270,7 @@ class AgentPool:
     def stop(self) -> None:
         """Kills every host of the pool."""
         for host in list(self.hosts.values()):
-            self.host_lost(host, "pool stopped", replace=False)
+            self.remove(host, "pool stopped")
         for w in self._watchers:
             w.cancel()
 

@@ -1,4 +1,5 @@
-"""SwarmQueen: takes a swarm's tasks, queues them by priority and runs them on its agents."""
+"""SwarmQueen: takes a swarm's tasks, journals them, queues them by priority, runs them on its
+agents, and supervises those agents."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import heapq
 import itertools
 import logging
+import os
 import random
 import time
 import uuid
@@ -18,13 +20,19 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors._private import names
 from actors._private.dispatch import Dispatcher
-from actors._private.pool import AgentPool, AgentSlot
+from actors._private.journal import Journal
+from actors._private.pool import ALIVE, AgentPool, AgentSlot, HostSlot
+from actors._private.registry import FAILED as SWARM_FAILED
+from actors._private.supervisor import FAILED, Supervisor
 from actors._private.task import Task, TaskResult, TaskStatus, Timings, now
+from cluster._private.breaker import CircuitBreaker
 from cluster._private.config import RegistryConfig, SwarmConfig
 from cluster._private.errors import (
     BackpressureError,
     DelegationError,
+    SwarmrayError,
     TaskNotFoundError,
+    UnknownCapabilityError,
 )
 
 __all__ = ["SwarmQueen"]
@@ -32,6 +40,7 @@ __all__ = ["SwarmQueen"]
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
+_LOST = (RayActorError, ActorUnavailableError)  # the callee's process is gone or restarting
 
 
 @dataclass(eq=False)
@@ -39,18 +48,28 @@ class _Record:
     task: Task
     result: TaskResult
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    attempt: asyncio.Task | None = None  # the running attempt, or the delegation
+    attempt: asyncio.Task | None = None  # the running attempt, or the delegation follower
     timer: asyncio.TimerHandle | None = None  # a pending retry
     delegated_to: tuple[str, str] | None = None  # (swarm, task id there)
+    host_failures: int = 0
+    final: TaskResult | None = None  # the final result while it is being journaled
+
+
+def default_journal_uri(namespace: str, swarm: str) -> str:
+    """~/.swarmray/journal/<namespace>/<swarm>."""
+    return os.path.join(os.path.expanduser("~"), ".swarmray", "journal", namespace, swarm)
 
 
 class SwarmQueen:
     """The coordinator of one swarm; a named, detached Ray actor `queen:<swarm>`.
 
-    Every accepted task gets a record. A task whose capability the swarm offers waits in a
-    per-capability priority queue until the dispatcher hands it the least-loaded agent; one
-    the swarm lacks is routed by the registry to another swarm's queen, which accepts it
-    before `submit` returns here. Either way the caller asks this queen for the result.
+    Every accepted task is journaled before `submit` returns. A task whose capability the swarm
+    offers waits in a per-capability priority queue until the dispatcher hands it the
+    least-loaded agent; one the swarm lacks is routed by the registry to another swarm's queen,
+    which accepts it before `submit` returns here. Either way the caller asks this queen for the
+    result. After a crash, Ray restarts the queen, which replays its journal: pending tasks run
+    again (execution is at-least-once), finished results are still there, and each task's
+    result is recorded once.
     """
 
     def __init__(self, namespace: str, swarm: SwarmConfig, registry: RegistryConfig):
@@ -68,34 +87,64 @@ class SwarmQueen:
         self.counts: Counter[str] = Counter()
         self.dispatcher = Dispatcher()
         self.pools: dict[str, AgentPool] = {}
+        self.supervisor = Supervisor(swarm.supervision)
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.snapshots: dict[str, Any] = {}  # agent id -> last checkpoint
+        self.journal = Journal(
+            swarm.journal.uri or default_journal_uri(namespace, swarm.name), sync=swarm.journal.sync
+        )
         self._seq = itertools.count()
+        self._start_order = itertools.count()
         self._started = False
-        self._tick: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
         self._handles: dict[str, Any] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> dict[str, Any]:
-        """Creates the agent pools and registers with the registry; safe to call again."""
+        """Replays the journal, creates the agent pools and registers; safe to call again.
+
+        On a swarm failed by escalation, `start` rebuilds its agents at once.
+        """
         self._ensure_started()
+        if self.supervisor.state == FAILED:
+            self._recover()
         await self._actor(names.REGISTRY).register.remote(self.registration())
         return self.status()
 
     def _ensure_started(self) -> None:
-        # Also runs after Ray restarts this actor, so a restarted queen rebuilds its pools.
+        # Also runs first thing after Ray restarts this actor: replay, then rebuild the pools.
         if self._started:
             return
         self._started = True
+        pending = self._replay()
         for pool_cfg in self.config.pools.values():
-            pool = AgentPool(self.name, pool_cfg, self._agents_ready, self._agents_lost)
-            self.pools[pool_cfg.name] = pool
+            self.pools[pool_cfg.name] = AgentPool(
+                self.name,
+                pool_cfg,
+                self._agents_ready,
+                self._agents_lost,
+                self._child_failed,
+                self.snapshots.get,
+                self._start_order,
+            )
+        for pool in self.pools.values():
             pool.start()
-        self._tick = asyncio.get_running_loop().create_task(self._tick_loop())
+        for rec in pending:
+            if rec.delegated_to is not None:
+                rec.attempt = self._spawn(self._follow(rec))
+            else:
+                self._enqueue(rec)
+        self._spawn(self._tick_loop())
 
-    async def stop(self) -> None:
-        """Kills the agent pools (the actor itself is killed by `swarm down`)."""
+    async def stop(self, purge: bool = False) -> None:
+        """Kills the agent pools; with `purge`, deletes the journal too (`swarm down`)."""
         for pool in self.pools.values():
             pool.stop()
+        await self.journal.flush()
+        self.journal.close()
+        if purge:
+            self.journal.purge()
 
     def registration(self) -> dict[str, Any]:
         """What the registry needs to route to this swarm."""
@@ -109,32 +158,26 @@ class SwarmQueen:
     # -- public API -----------------------------------------------------------------------
 
     async def submit(self, task: Task | dict) -> str:
-        """Accepts a task and returns its id at once.
+        """Accepts a task and returns its id once the task is journaled.
+
+        A task that carries an id (`<swarm>:<anything>`) is accepted once: submitting it again
+        returns the same id, so a client may retry a submit whose answer it lost.
 
         Raises:
             BackpressureError: the queue holds `max_queued_tasks` tasks.
             UnknownCapabilityError: no swarm offers the task's capability.
             DelegationError: the hop limit is reached or every offering swarm was visited.
         """
-        self._ensure_started()
-        task = task if isinstance(task, Task) else Task.model_validate(task)
-        task.submitted_at = task.submitted_at or now()
-        if task.capability in self.local_caps:
-            limit = self.config.queen.max_queued_tasks
-            if self.queued >= limit:
-                raise BackpressureError(self.name, self.queued, limit)
-            rec = self._accept(task, TaskStatus.QUEUED)
-            self._enqueue(rec)
-        else:
-            target, remote_id = await self._hand_over(task)
-            rec = self._accept(task, TaskStatus.DELEGATED)
-            rec.delegated_to = (target, remote_id)
-            rec.attempt = self._spawn(self._follow(rec))
+        rec, record = await self._admit(task)
+        if record:
+            await self.journal.append(*record)
         return rec.task.id
 
     async def submit_many(self, tasks: list[Task | dict]) -> list[str]:
-        """Accepts several tasks in one call; stops at the first that is refused."""
-        return [await self.submit(t) for t in tasks]
+        """Accepts several tasks with one journal write; stops at the first that is refused."""
+        admitted = [await self._admit(t) for t in tasks]
+        await self.journal.append(*(r for _, record in admitted for r in record))
+        return [rec.task.id for rec, _ in admitted]
 
     async def result(self, task_id: str, timeout_s: float | None = None) -> TaskResult:
         """Waits up to `timeout_s` (None: no limit) for the task to end, then reports it.
@@ -155,17 +198,20 @@ class SwarmQueen:
 
     async def run_many(self, tasks: list[Task | dict], timeout_s: float | None = None) -> list[TaskResult]:
         """Submits several tasks and waits for all their results in one call."""
-        ids = [await self.submit(t) for t in tasks]
+        ids = await self.submit_many(tasks)
         return [await self.result(i, timeout_s) for i in ids]
 
     async def cancel(self, task_id: str) -> bool:
         """Cancels a task that has not ended; returns whether it was cancelled."""
         rec = self._record(task_id)
-        if rec.result.status.final:
+        if rec.result.status.final or rec.final is not None:
             return False
         if rec.delegated_to is not None:
             swarm, remote_id = rec.delegated_to
-            await self._actor(names.queen(swarm)).cancel.remote(remote_id)
+            try:
+                await self._actor(names.queen(swarm)).cancel.remote(remote_id)
+            except _LOST:
+                pass  # the local record is cancelled either way
         if rec.timer is not None:
             rec.timer.cancel()
         if rec.result.status is TaskStatus.QUEUED:
@@ -173,10 +219,11 @@ class SwarmQueen:
         if rec.attempt is not None:
             rec.attempt.cancel()
         self._finish(rec, TaskStatus.CANCELLED, error="cancelled by request", error_type="TaskCancelledError")
+        await rec.done.wait()
         return True
 
     def status(self) -> dict[str, Any]:
-        """Queue depths, task counts and every agent's state."""
+        """Queue depths, task counts, supervision and every agent's state."""
         agents = [row for pool in self.pools.values() for row in pool.describe()]
         return {
             "swarm": self.name,
@@ -187,42 +234,58 @@ class SwarmQueen:
             "delegated_out": sum(1 for r in self.records.values() if r.result.status is TaskStatus.DELEGATED),
             "tasks": {
                 s: self.counts[s]
-                for s in ("accepted", "succeeded", "failed", "timed_out", "cancelled", "retried", "delegated")
+                for s in (
+                    "accepted",
+                    "succeeded",
+                    "failed",
+                    "timed_out",
+                    "cancelled",
+                    "retried",
+                    "delegated",
+                    "replayed",
+                    "duplicates_ignored",
+                )
             },
+            "supervision": self.supervisor.describe(),
+            "breakers": {s: b.state for s, b in sorted(self.breakers.items())},
+            "journal_bytes": self.journal.size_bytes(),
             "agents": agents,
         }
 
     def load(self) -> dict[str, Any]:
         """Numbers the registry balances on."""
-        slots = sum(
-            a.max_concurrent for p in self.pools.values() for a in p.agents if a.host.state == "alive"
-        )
+        slots = sum(a.max_concurrent for p in self.pools.values() for a in p.agents if a.host.state == ALIVE)
         running = sum(a.inflight for p in self.pools.values() for a in p.agents)
         return {"queued": self.queued, "running": running, "slots": slots}
 
     # -- supervision hooks (called by the health monitor) -----------------------------------
 
     def hosts(self) -> list[tuple[str, Any, str]]:
-        """(host id, actor handle, state) of every host in its own actor, for the monitor to ping.
+        """(host id, actor handle, state) of every host in its own actor, in start order.
 
         Co-located hosts are left out: they live exactly as long as this queen.
         """
         self._ensure_started()
-        return [
-            (h.id, h.handle, h.state) for p in self.pools.values() for h in p.hosts.values() if not h.local
-        ]
+        return [(h.id, h.handle, h.state) for h in self._hosts() if not h.local]
+
+    def report(self) -> dict[str, Any]:
+        """One health round's worth: hosts to ping, registration, load and supervision state."""
+        return {
+            "hosts": self.hosts(),
+            "registration": self.registration(),
+            "load": self.load(),
+            "state": self.supervisor.state,
+            "reason": self.supervisor.reason,
+        }
 
     def replace_hosts(self, host_ids: list[str], reason: str) -> int:
-        """Replaces hosts the monitor found dead or stuck; returns how many."""
-        replaced = 0
-        for pool in self.pools.values():
-            for host_id in host_ids:
-                if (host := pool.hosts.get(host_id)) is not None:
-                    pool.host_lost(host, reason)
-                    replaced += 1
-        return replaced
+        """Handles hosts the monitor found dead or stuck as failed children; returns how many."""
+        failed = [h for h in self._hosts() if h.id in set(host_ids)]
+        for host in failed:
+            self._child_failed(host, reason)
+        return len(failed)
 
-    # -- internals ------------------------------------------------------------------------
+    # -- internals: records and the queue --------------------------------------------------
 
     def _actor(self, name: str) -> Any:
         handle = self._handles.get(name)
@@ -231,16 +294,54 @@ class SwarmQueen:
         return handle
 
     def _spawn(self, coro: Any) -> asyncio.Task:
-        return asyncio.get_running_loop().create_task(coro)
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
 
     def _record(self, task_id: str) -> _Record:
+        self._ensure_started()
         rec = self.records.get(task_id)
         if rec is None:
             raise TaskNotFoundError(task_id, self.name)
         return rec
 
+    async def _admit(self, task: Task | dict) -> tuple[_Record, list[dict]]:
+        """Accepts a task in memory; returns it and the journal records that make it durable."""
+        self._ensure_started()
+        task = task if isinstance(task, Task) else Task.model_validate(task)
+        if task.id:
+            if not task.id.startswith(f"{self.name}:"):
+                raise ValueError(f"task id {task.id!r} must start with '{self.name}:'")
+            if task.id in self.records:
+                return self.records[task.id], []  # a retried submit: accepted once
+        task.submitted_at = task.submitted_at or now()
+        local = task.capability in self.local_caps
+        target = None
+        if local and self.supervisor.state == FAILED:
+            try:  # the swarm gave up its agents: send the task to another swarm if one offers it
+                target, remote_id = await self._hand_over(task)
+            except (UnknownCapabilityError, DelegationError):
+                pass  # nobody else: keep it here until the agents are back
+        elif not local:
+            target, remote_id = await self._hand_over(task)
+        if target is None:
+            limit = self.config.queen.max_queued_tasks
+            if self.queued >= limit:
+                raise BackpressureError(self.name, self.queued, limit)
+            rec = self._accept(task, TaskStatus.QUEUED)
+            self._enqueue(rec)
+            return rec, [{"k": "acc", "task": rec.task.model_dump(mode="json")}]
+        rec = self._accept(task, TaskStatus.DELEGATED)
+        rec.delegated_to = (target, remote_id)
+        rec.attempt = self._spawn(self._follow(rec))
+        return rec, [
+            {"k": "acc", "task": rec.task.model_dump(mode="json")},
+            {"k": "del", "id": rec.task.id, "to": target, "rid": remote_id},
+        ]
+
     def _accept(self, task: Task, status: TaskStatus) -> _Record:
-        task.id = f"{self.name}:{uuid.uuid4().hex[:16]}"
+        task.id = task.id or f"{self.name}:{uuid.uuid4().hex[:16]}"
         task.origin_swarm = task.origin_swarm or self.name
         rec = _Record(
             task,
@@ -276,7 +377,7 @@ class SwarmQueen:
         while queue and self.dispatcher.has_free(cap):
             _, _, task_id = heapq.heappop(queue)
             if not self._is_queued(task_id):
-                continue  # cancelled while queued
+                continue  # cancelled or re-routed while queued
             self._dequeued(cap)
             rec = self.records[task_id]
             agent = self.dispatcher.acquire(cap)
@@ -295,16 +396,20 @@ class SwarmQueen:
             task.timeout_s or self.cap_timeouts_s.get(task.capability) or self.config.queen.default_timeout_s
         )
 
+    # -- internals: running an attempt -----------------------------------------------------
+
     async def _run_attempt(self, rec: _Record, agent: AgentSlot) -> None:
         task, res = rec.task, rec.result
         task.attempt += 1
         res.status, res.attempts = TaskStatus.RUNNING, task.attempt
         res.agent_id, res.swarm = agent.id, self.name
         res.timings.started_at, res.timings.finished_at = now(), None
+        self.journal.append_nowait({"k": "att", "id": task.id, "n": task.attempt})
         timeout_s = self._timeout_s(task)
-        call = agent.host.handle.handle.remote(agent.id, task)
+        host = agent.host
+        call = host.handle.handle.remote(agent.id, task)
         # A timer that cancels the wait is cheaper than asyncio.wait_for's extra task per call.
-        waiting = call if agent.host.local else asyncio.wrap_future(call.future())
+        waiting = call if host.local else asyncio.wrap_future(call.future())
         expired = False
 
         def expire() -> None:
@@ -314,10 +419,11 @@ class SwarmQueen:
 
         timer = asyncio.get_running_loop().call_later(timeout_s, expire)
         error: tuple[str, str, TaskStatus] | None = None
+        host_lost = False
         try:
-            output = await waiting
+            output, state = await waiting
         except asyncio.CancelledError:
-            if not agent.host.local:
+            if not host.local:
                 ray.cancel(call)
             if not expired:
                 raise  # cancelled by `cancel`, not by the timer
@@ -329,9 +435,10 @@ class SwarmQueen:
         except RayTaskError as e:
             cause = e.cause if getattr(e, "cause", None) is not None else e
             error = (str(cause), type(cause).__name__, TaskStatus.FAILED)
-        except (RayActorError, ActorUnavailableError) as e:
-            error = (f"agent {agent.id} died: {type(e).__name__}", type(e).__name__, TaskStatus.FAILED)
-            self._host_died(agent, error[0])
+        except _LOST as e:
+            error = (f"agent {agent.id} was lost: {type(e).__name__}", type(e).__name__, TaskStatus.FAILED)
+            host_lost = True
+            self._child_failed(host, error[0])
         except Exception as e:  # raised in this process by a co-located agent
             error = (str(e), type(e).__name__, TaskStatus.FAILED)
         finally:
@@ -342,26 +449,33 @@ class SwarmQueen:
                 self._pump(cap)
         if error is None:
             agent.done += 1
+            if state is not None:
+                self.snapshots[agent.id] = state
+                self.journal.append_nowait({"k": "snap", "agent": agent.id, "state": state})
             self._finish(rec, TaskStatus.SUCCEEDED, output=output)
             return
         agent.failed += 1
-        self._retry_or_fail(rec, *error)
+        self._retry_or_fail(rec, *error, host_lost=host_lost)
 
-    def _host_died(self, agent: AgentSlot, reason: str) -> None:
-        pool = self.pools.get(agent.pool)
-        if pool is not None and agent.host.id in pool.hosts:
-            pool.host_lost(agent.host, reason)
-
-    def _retry_or_fail(self, rec: _Record, message: str, error_type: str, status: TaskStatus) -> None:
-        task = rec.task
-        max_retries = self.config.queen.max_retries if task.max_retries is None else task.max_retries
-        if task.attempt > max_retries:
+    def _retry_or_fail(
+        self, rec: _Record, message: str, error_type: str, status: TaskStatus, host_lost: bool = False
+    ) -> None:
+        task, q = rec.task, self.config.queen
+        max_retries = q.max_retries if task.max_retries is None else task.max_retries
+        if host_lost:
+            # The agent's process died under the task: not the task's fault, so it does not use
+            # up max_retries, within a bound that stops a task that kills every agent it meets.
+            rec.host_failures += 1
+            task.attempt -= 1
+            exhausted = rec.host_failures > q.max_host_failures
+        else:
+            exhausted = task.attempt > max_retries
+        if exhausted:
             self._finish(rec, status, error=message, error_type=error_type)
             return
         # Retries go back through the queue so another agent can take them; a decorator
         # style retry library (tenacity) would pin them to the call that failed.
-        q = self.config.queen
-        delay = min(q.max_retry_backoff_s, q.retry_backoff_s * 2 ** (task.attempt - 1))
+        delay = min(q.max_retry_backoff_s, q.retry_backoff_s * 2 ** max(0, task.attempt - 1))
         delay *= random.uniform(0.5, 1.0)
         rec.result.status, rec.result.error, rec.result.error_type = TaskStatus.RETRYING, message, error_type
         self.counts["retried"] += 1
@@ -371,16 +485,7 @@ class SwarmQueen:
     def _retry(self, rec: _Record) -> None:
         rec.timer = None
         if rec.result.status is TaskStatus.RETRYING:
-            limit = self.config.queen.max_queued_tasks
-            if rec.task.capability in self.local_caps and self.queued < limit:
-                self._enqueue(rec)
-            else:
-                self._finish(
-                    rec,
-                    TaskStatus.FAILED,
-                    error=f"queue full at retry ({limit} queued)",
-                    error_type="BackpressureError",
-                )
+            self._enqueue(rec)  # already accepted: a retry is never refused for a full queue
 
     def _finish(
         self,
@@ -390,53 +495,158 @@ class SwarmQueen:
         error: str | None = None,
         error_type: str | None = None,
     ) -> None:
-        if rec.result.status.final:
-            return  # results are recorded once; a late duplicate is ignored
-        res = rec.result
-        res.status, res.output, res.error, res.error_type = status, output, error, error_type
-        res.timings.finished_at = now()
-        rec.attempt = None
+        if rec.final is not None or rec.result.status.final:
+            self.counts["duplicates_ignored"] += 1  # results are recorded once per task id
+            return
+        final = rec.result.model_copy(deep=True)
+        final.status, final.output, final.error, final.error_type = status, output, error, error_type
+        final.timings.finished_at = now()
+        rec.final, rec.attempt = final, None
+        self._spawn(self._commit(rec, final))
+
+    async def _commit(self, rec: _Record, final: TaskResult) -> None:
+        # The result becomes visible only once journaled, so no caller ever sees a result that
+        # a crash could take back.
+        await self.journal.append({"k": "fin", "id": final.task_id, "res": final.model_dump(mode="json")})
+        self._settle(rec, final)
+
+    def _settle(self, rec: _Record, final: TaskResult) -> None:
+        rec.result, rec.final = final, None
         rec.done.set()
         # Delegated tasks are counted where they run; here only as handed over.
-        self.counts["delegated" if rec.delegated_to else status.value] += 1
-        self.finished[res.task_id] = None
+        self.counts["delegated" if rec.delegated_to else final.status.value] += 1
+        self.finished[final.task_id] = None
         while len(self.finished) > self.config.queen.keep_results:
             old, _ = self.finished.popitem(last=False)
             self.records.pop(old, None)
 
-    # -- delegation -----------------------------------------------------------------------
+    # -- internals: supervision -------------------------------------------------------------
 
-    async def _hand_over(self, task: Task) -> tuple[str, str]:
-        """Routes a task this swarm cannot run to another swarm, which accepts it."""
+    def _hosts(self) -> list[HostSlot]:
+        """Every host of the swarm in the order it started."""
+        return sorted((h for p in self.pools.values() for h in p.hosts.values()), key=lambda h: h.seq)
+
+    def _pool_of(self, host: HostSlot) -> AgentPool | None:
+        for pool in self.pools.values():
+            if pool.hosts.get(host.id) is host:
+                return pool
+        return None
+
+    def _child_failed(self, host: HostSlot, reason: str) -> None:
+        """A host died, hung or failed to start: restart per strategy, or escalate."""
+        pool = self._pool_of(host)
+        if pool is None:
+            return  # already restarted or removed
+        if self.supervisor.state == FAILED:
+            pool.remove(host, reason)
+            return
+        if not self.supervisor.allow_restart():
+            self._escalate(self.supervisor.escalate(f"{host.id}: {reason}"))
+            return
+        strategy = self.supervisor.config.strategy
+        for victim in self.supervisor.victims(host, self._hosts()):
+            victim_pool = self._pool_of(victim)
+            why = reason if victim is host else f"{strategy} restart after {host.id} failed"
+            victim_pool.restart(victim, why)
+
+    def _escalate(self, reason: str) -> None:
+        log.error("swarm %s failed: %s", self.name, reason)
+        for pool in self.pools.values():
+            pool.stop()
+        self._spawn(self._actor(names.REGISTRY).mark.remote(self.name, SWARM_FAILED, reason))
+        for rec in list(self.records.values()):
+            if rec.result.status is TaskStatus.QUEUED:
+                self._spawn(self._reroute(rec))
+        if self.supervisor.config.recover_after_s is not None:
+            asyncio.get_running_loop().call_later(self.supervisor.config.recover_after_s, self._recover)
+
+    def _recover(self) -> None:
+        if self.supervisor.state != FAILED:
+            return
+        log.warning("swarm %s rebuilds its agents after escalation", self.name)
+        self.supervisor.recover()
+        for pool in self.pools.values():
+            pool.start()
+
+    async def _reroute(self, rec: _Record) -> None:
+        """Sends a queued task of a failed swarm to another swarm offering its capability."""
+        try:
+            target, remote_id = await self._hand_over(rec.task)
+        except SwarmrayError:
+            return  # nobody else offers it: it waits here for the agents to come back
+        if not self._is_queued(rec.task.id):
+            return
+        self._dequeued(rec.task.capability)
+        rec.result.status, rec.delegated_to = TaskStatus.DELEGATED, (target, remote_id)
+        await self.journal.append({"k": "del", "id": rec.task.id, "to": target, "rid": remote_id})
+        rec.attempt = self._spawn(self._follow(rec))
+
+    # -- internals: delegation --------------------------------------------------------------
+
+    def _breaker(self, swarm: str) -> CircuitBreaker:
+        if swarm not in self.breakers:
+            self.breakers[swarm] = CircuitBreaker(self.config.delegation_breaker)
+        return self.breakers[swarm]
+
+    async def _hand_over(self, task: Task, avoid: tuple[str, ...] = ()) -> tuple[str, str]:
+        """Routes a task to another swarm, which accepts it; skips swarms whose breaker is open."""
         visited = [*task.visited, self.name]
-        if task.hops >= self.registry_config.max_hops:
-            limit = self.registry_config.max_hops
+        limit = self.registry_config.max_hops
+        if task.hops >= limit:
             raise DelegationError(task.capability, f"hop limit {limit} reached", visited)
-        target = await self._actor(names.REGISTRY).route.remote(task.capability, visited)
-        onward = task.model_copy(
-            update={
-                "id": "",
-                "hops": task.hops + 1,
-                "visited": visited,
-                "attempt": 0,
-                "origin_swarm": task.origin_swarm or self.name,
-            }
-        )
-        remote_id = await self._actor(names.queen(target)).submit.remote(onward)
-        return target, remote_id
+        registry = self._actor(names.REGISTRY)
+        skip = [*avoid, *(s for s, b in self.breakers.items() if b.state == "open")]
+        while True:
+            target = await registry.route.remote(task.capability, visited + skip)
+            breaker = self._breaker(target)
+            if not breaker.allow():
+                skip.append(target)  # open, or half-open with its one probe already out
+                continue
+            onward = task.model_copy(
+                update={
+                    "id": "",
+                    "hops": task.hops + 1,
+                    "visited": visited,
+                    "attempt": 0,
+                    "origin_swarm": task.origin_swarm or self.name,
+                }
+            )
+            try:
+                remote_id = await self._actor(names.queen(target)).submit.remote(onward)
+            except _LOST:
+                breaker.failure()
+                skip.append(target)
+                continue
+            breaker.success()
+            return target, remote_id
 
     async def _follow(self, rec: _Record) -> None:
-        swarm, remote_id = rec.delegated_to
-        try:
-            remote = await self._actor(names.queen(swarm)).result.remote(remote_id, None)
-        except (RayActorError, ActorUnavailableError) as e:
-            self._finish(
-                rec,
-                TaskStatus.FAILED,
-                error=f"swarm {swarm!r} was lost: {type(e).__name__}",
-                error_type=type(e).__name__,
-            )
-            return
+        """Waits for a delegated task's result where it runs, riding out that queen's restarts."""
+        q = self.config.queen
+        while True:
+            swarm, remote_id = rec.delegated_to
+            try:
+                remote = await self._actor(names.queen(swarm)).result.remote(remote_id, None)
+                self._breaker(swarm).success()
+                break
+            except _LOST as e:
+                self._breaker(swarm).failure()
+                rec.host_failures += 1
+                if rec.host_failures <= q.max_host_failures:
+                    await asyncio.sleep(min(q.max_retry_backoff_s, q.retry_backoff_s * 2**rec.host_failures))
+                    continue
+                reason = f"swarm {swarm!r} was lost: {type(e).__name__}"
+            except RayTaskError as e:
+                if not isinstance(e.cause, TaskNotFoundError):
+                    raise
+                reason = f"swarm {swarm!r} no longer knows task {remote_id}"
+            try:  # send it elsewhere; at-least-once execution allows running it again
+                rec.delegated_to = await self._hand_over(rec.task, avoid=(swarm,))
+            except SwarmrayError as e:
+                self._finish(rec, TaskStatus.FAILED, error=f"{reason}; {e}", error_type=type(e).__name__)
+                return
+            target, rid = rec.delegated_to
+            await self.journal.append({"k": "del", "id": rec.task.id, "to": target, "rid": rid})
         res = rec.result
         res.agent_id, res.swarm, res.attempts = remote.agent_id, remote.swarm, remote.attempts
         res.timings.started_at = remote.timings.started_at
@@ -444,14 +654,66 @@ class SwarmQueen:
             rec, remote.status, output=remote.output, error=remote.error, error_type=remote.error_type
         )
 
+    # -- internals: journal replay and compaction -------------------------------------------
+
+    def _replay(self) -> list[_Record]:
+        """Rebuilds tasks and results from the journal; returns the records still to finish."""
+        for entry in self.journal.read():
+            kind = entry["k"]
+            if kind == "acc":
+                task = Task.model_validate(entry["task"])
+                if task.id not in self.records:
+                    status = (
+                        TaskStatus.DELEGATED if task.capability not in self.local_caps else TaskStatus.QUEUED
+                    )
+                    self._accept(task, status)
+            elif kind == "fin":
+                final = TaskResult.model_validate(entry["res"])
+                rec = self.records.get(final.task_id)
+                if rec is None:  # compacted: the task itself is no longer journaled
+                    task = Task(id=final.task_id, capability=final.capability)
+                    rec = self._accept(task, final.status)
+                if not rec.done.is_set():
+                    self._settle(rec, final)
+            elif (rec := self.records.get(entry.get("id", ""))) is not None:
+                if kind == "att":
+                    rec.task.attempt = max(rec.task.attempt, entry["n"])
+                elif kind == "del":
+                    rec.delegated_to = (entry["to"], entry["rid"])
+            elif kind == "snap":
+                self.snapshots[entry["agent"]] = entry["state"]
+        pending = [r for r in self.records.values() if not r.done.is_set()]
+        self.counts["replayed"] = len(pending)
+        if pending:
+            log.warning("swarm %s replayed %d unfinished tasks from its journal", self.name, len(pending))
+        return pending
+
+    def _live_records(self) -> list[dict[str, Any]]:
+        """The journal, compacted: what replay needs to rebuild the current state."""
+        out: list[dict[str, Any]] = []
+        for rec in self.records.values():
+            final = rec.final or (rec.result if rec.done.is_set() else None)
+            if final is not None:  # a final result still being journaled counts as final here
+                out.append({"k": "fin", "id": rec.task.id, "res": final.model_dump(mode="json")})
+                continue
+            out.append({"k": "acc", "task": rec.task.model_dump(mode="json")})
+            if rec.delegated_to:
+                swarm, rid = rec.delegated_to
+                out.append({"k": "del", "id": rec.task.id, "to": swarm, "rid": rid})
+        out += [{"k": "snap", "agent": a, "state": s} for a, s in self.snapshots.items()]
+        return out
+
     # -- background -----------------------------------------------------------------------
 
     async def _tick_loop(self) -> None:
+        limit = self.config.journal.compact_after_mb * 2**20
         while True:
             await asyncio.sleep(TICK_S)
             try:
-                for pool in self.pools.values():
-                    backlog = sum(self.queued_by_cap[c] for c in pool.capabilities)
-                    pool.autoscale(backlog)
+                if self.supervisor.state != FAILED:
+                    for pool in self.pools.values():
+                        pool.autoscale(sum(self.queued_by_cap[c] for c in pool.capabilities))
+                if self.journal.size_bytes() > limit:
+                    await self.journal.rewrite(self._live_records)
             except Exception:
-                log.exception("autoscale failed in swarm %s", self.name)
+                log.exception("background round failed in swarm %s", self.name)

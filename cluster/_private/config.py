@@ -33,10 +33,13 @@ __all__ = [
     "AgentConfig",
     "AgentPoolConfig",
     "CapabilityConfig",
+    "CircuitBreakerConfig",
     "HealthConfig",
+    "JournalConfig",
     "QueenConfig",
     "RegistryConfig",
     "ResourcesConfig",
+    "SupervisionConfig",
     "SwarmConfig",
     "SystemConfig",
     "import_object",
@@ -229,6 +232,11 @@ class QueenConfig(_Model):
         0.1, description="Delay before the first retry; doubles each attempt, with jitter."
     )
     max_retry_backoff_s: NonNegativeFloat = Field(5.0, description="Cap on the retry delay.")
+    max_host_failures: NonNegativeInt = Field(
+        5,
+        description="Attempts a task may lose to its agent's process dying or being restarted; "
+        "not counted in max_retries, since the task did nothing wrong.",
+    )
     keep_results: PositiveInt = Field(
         100_000, description="Finished results kept for `result`; the oldest are dropped first."
     )
@@ -257,6 +265,51 @@ class HealthConfig(_Model):
     )
 
 
+class SupervisionConfig(_Model):
+    """OTP-style restart policy for a swarm's agent hosts (its children)."""
+
+    strategy: Literal["one_for_one", "one_for_all", "rest_for_one"] = Field(
+        "one_for_one",
+        description="Which hosts restart when one fails: that one; all; or it and every host "
+        "started after it.",
+    )
+    max_restarts: NonNegativeInt = Field(
+        10, description="Restart intensity: restarts allowed within period_s before escalating."
+    )
+    period_s: PositiveFloat = Field(60.0, description="The intensity window, in seconds.")
+    recover_after_s: PositiveFloat | None = Field(
+        30.0,
+        description="After escalating, seconds before the swarm rebuilds its agents and tries "
+        "again; None waits for `swarm up`.",
+    )
+
+
+class CircuitBreakerConfig(_Model):
+    """A breaker per remote backend: closed, open for a cool-down, then half-open with a probe."""
+
+    failure_threshold: PositiveInt = Field(3, description="Consecutive failures that open the breaker.")
+    cooldown_s: PositiveFloat = Field(
+        10.0, description="Seconds an open breaker skips the backend before one probe is let through."
+    )
+
+
+class JournalConfig(_Model):
+    """Where and how a queen journals its tasks."""
+
+    uri: str | None = Field(
+        None,
+        description="Local directory or fsspec URI (s3://bucket/prefix, ...) of the journal; None "
+        "is ~/.swarmray/journal/<namespace>/<swarm>. Must be shared storage on a multi-node "
+        "cluster for a queen to recover on another node.",
+    )
+    sync: bool = Field(
+        True, description="fdatasync each batch (survives a machine crash, not just a process crash)."
+    )
+    compact_after_mb: PositiveFloat = Field(
+        64.0, description="Journal size that triggers compaction to the live tasks and results."
+    )
+
+
 class SwarmConfig(_Model):
     """One swarm: a queen, a health monitor and agent pools."""
 
@@ -264,6 +317,14 @@ class SwarmConfig(_Model):
     description: str = Field("", description="What the swarm is for.")
     queen: QueenConfig = Field(default_factory=QueenConfig, description="Queue and retry policy.")
     health: HealthConfig = Field(default_factory=HealthConfig, description="Health monitoring.")
+    supervision: SupervisionConfig = Field(
+        default_factory=SupervisionConfig, description="Restart strategy and intensity."
+    )
+    journal: JournalConfig = Field(default_factory=JournalConfig, description="Durable task journal.")
+    delegation_breaker: CircuitBreakerConfig = Field(
+        default_factory=CircuitBreakerConfig,
+        description="Circuit breaker per swarm this one delegates to.",
+    )
     priority: int = Field(0, description="Tie-breaker when swarms offer the same capability: higher wins.")
     pools: dict[Name, AgentPoolConfig] = Field(description="Agent pools by name.")
 

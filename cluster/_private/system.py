@@ -188,7 +188,7 @@ def down(namespace: str = "swarmray") -> list[str]:
                 continue
             if name.startswith("queen:"):
                 try:
-                    _get(handle.stop.remote(), timeout_s=10)
+                    _get(handle.stop.remote(purge=True), timeout_s=30)
                 except Exception:  # a dead queen takes its agents with it anyway
                     pass
             ray.kill(handle, no_restart=True)
