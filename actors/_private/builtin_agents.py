@@ -20,6 +20,7 @@ __all__ = [
     "FactorizeAgent",
     "InvoiceAgent",
     "KeywordsAgent",
+    "NonceAgent",
     "NoopAgent",
     "NumberStatsAgent",
     "ReadabilityAgent",
@@ -53,6 +54,23 @@ class NoopAgent(Agent):
 
     async def handle(self, task: Task) -> Any:
         return None
+
+
+class NonceAgent(Agent):
+    """`bench.nonce`: waits `payload.s` seconds, then returns a fresh random nonce.
+
+    Two runs of one task never return the same output, so a chaos test can tell a task's
+    result that changed (a duplicate result) from one recorded once.
+    """
+
+    capabilities = ("bench.nonce",)
+
+    async def handle(self, task: Task) -> dict:
+        import asyncio
+        import uuid
+
+        await asyncio.sleep(float(task.payload.get("s", 0)))
+        return {"nonce": uuid.uuid4().hex, "agent": self.context.agent_id}
 
 
 class TextStatsAgent(Agent):

@@ -248,9 +248,13 @@ class SwarmQueen:
             },
             "supervision": self.supervisor.describe(),
             "breakers": {s: b.state for s, b in sorted(self.breakers.items())},
-            "journal_bytes": self.journal.size_bytes(),
+            "journal": {"bytes": self.journal.size_bytes(), "compactions": self.counts["compactions"]},
             "agents": agents,
         }
+
+    def where(self) -> dict[str, Any]:
+        """The queen's process id and node, for operators and chaos tests."""
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
     def load(self) -> dict[str, Any]:
         """Numbers the registry balances on."""
@@ -707,13 +711,18 @@ class SwarmQueen:
 
     async def _tick_loop(self) -> None:
         limit = self.config.journal.compact_after_mb * 2**20
+        base = 0  # size right after the last compaction
         while True:
             await asyncio.sleep(TICK_S)
             try:
                 if self.supervisor.state != FAILED:
                     for pool in self.pools.values():
                         pool.autoscale(sum(self.queued_by_cap[c] for c in pool.capabilities))
-                if self.journal.size_bytes() > limit:
+                # Compact past the limit, and only once the journal has doubled since the last
+                # compaction, so that live state above the limit is not rewritten every tick.
+                if self.journal.size_bytes() > max(limit, 2 * base):
                     await self.journal.rewrite(self._live_records)
+                    base = self.journal.size_bytes()
+                    self.counts["compactions"] += 1
             except Exception:
                 log.exception("background round failed in swarm %s", self.name)

@@ -7,11 +7,14 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayTaskError
+import tenacity
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors._private import names
 from actors._private.health import HealthMonitor
@@ -39,6 +42,7 @@ LOCAL_HEAD_KEY = "_swarmray/started_local_head"
 # Control actors hold no CPU so that they never keep agents from being placed; they restart
 # forever, as OTP supervisors of the top of a tree do.
 _CONTROL = dict(lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1)
+_TRANSIENT = (RayActorError, ActorUnavailableError)  # the actor is restarting, or its node left
 _Registry = ray.remote(MetaRegistry)
 _Queen = ray.remote(SwarmQueen)
 _Monitor = ray.remote(HealthMonitor)
@@ -206,17 +210,30 @@ def down(namespace: str = "swarmray") -> list[str]:
 class Client:
     """Submits tasks to a running system and reads their results.
 
+    Calls ride out a queen or registry that Ray is restarting: they are retried with
+    exponential backoff (tenacity) for up to `retry_s`. Submits are safe to retry because the
+    client names each task itself and a queen accepts a task id once.
+
     Example:
         client = Client()
         result = client.run("text.stats", {"text": "Ray runs actors."})
         print(result.output["words"])
     """
 
-    def __init__(self, namespace: str = "swarmray", address: str | None = None):
+    def __init__(self, namespace: str = "swarmray", address: str | None = None, retry_s: float = 60.0):
         connect(address, namespace)
         self.namespace = namespace
         self.registry = _system(namespace)
         self._queens: dict[str, Any] = {}
+        self._retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_TRANSIENT),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=2.0),
+            stop=tenacity.stop_after_delay(retry_s),
+            reraise=True,
+        )
+
+    def _call(self, make_ref: Callable[[], Any], timeout_s: float | None = None) -> Any:
+        return self._retrying(lambda: _get(make_ref(), timeout_s))
 
     def queen(self, swarm: str) -> Any:
         """The actor handle of `swarm`'s queen."""
@@ -224,9 +241,17 @@ class Client:
             try:
                 self._queens[swarm] = ray.get_actor(names.queen(swarm), namespace=self.namespace)
             except ValueError:
-                known = list(_get(self.registry.system_config.remote()).get("swarms", {}))
+                known = list(self._call(self.registry.system_config.remote).get("swarms", {}))
                 raise SwarmNotFoundError(swarm, known) from None
         return self._queens[swarm]
+
+    def _task(
+        self, capability: str, payload: dict | None, swarm: str | None, **fields: Any
+    ) -> tuple[str, Task]:
+        if swarm is None:
+            swarm = self._call(lambda: self.registry.route.remote(capability, []))
+        task_id = f"{swarm}:{uuid.uuid4().hex[:16]}"
+        return swarm, Task(id=task_id, capability=capability, payload=payload or {}, **fields)
 
     def submit(
         self,
@@ -238,7 +263,7 @@ class Client:
         timeout_s: float | None = None,
         max_retries: int | None = None,
     ) -> str:
-        """Submits a task and returns its id at once.
+        """Submits a task and returns its id once the queen has journaled it.
 
         Args:
             capability: What the task needs, e.g. 'text.stats'.
@@ -251,21 +276,26 @@ class Client:
         Raises:
             UnknownCapabilityError, BackpressureError, DelegationError, SwarmNotFoundError.
         """
-        task = Task(
-            capability=capability,
-            payload=payload or {},
-            priority=priority,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
+        swarm, task = self._task(
+            capability, payload, swarm, priority=priority, timeout_s=timeout_s, max_retries=max_retries
         )
+        queen = self.queen(swarm)
+        return self._call(lambda: queen.submit.remote(task))
+
+    def submit_many(
+        self, capability: str, payloads: list[dict], *, swarm: str | None = None, **fields: Any
+    ) -> list[str]:
+        """Submits one task per payload in a single call to one queen; returns their ids."""
         if swarm is None:
-            swarm = _get(self.registry.route.remote(capability, []))
-        return _get(self.queen(swarm).submit.remote(task))
+            swarm = self._call(lambda: self.registry.route.remote(capability, []))
+        tasks = [self._task(capability, p, swarm, **fields)[1] for p in payloads]
+        queen = self.queen(swarm)
+        return self._call(lambda: queen.submit_many.remote(tasks))
 
     def result(self, task_id: str, timeout_s: float | None = None) -> TaskResult:
         """The task's result, waiting up to `timeout_s` (None: until it ends)."""
-        swarm = task_id.partition(":")[0]
-        return _get(self.queen(swarm).result.remote(task_id, timeout_s))
+        queen = self.queen(task_id.partition(":")[0])
+        return self._call(lambda: queen.result.remote(task_id, timeout_s))
 
     def run(self, capability: str, payload: dict | None = None, **kwargs: Any) -> TaskResult:
         """Submits a task and waits for its result."""
@@ -273,7 +303,8 @@ class Client:
 
     def cancel(self, task_id: str) -> bool:
         """Cancels a task that has not ended."""
-        return _get(self.queen(task_id.partition(":")[0]).cancel.remote(task_id))
+        queen = self.queen(task_id.partition(":")[0])
+        return self._call(lambda: queen.cancel.remote(task_id))
 
     def status(self) -> dict[str, Any]:
         """The system's status (see `status`)."""

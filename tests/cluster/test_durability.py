@@ -1,0 +1,98 @@
+"""Nothing accepted is lost: agents, queens and the registry killed while tasks run."""
+
+import random
+import time
+
+import pytest
+import ray
+
+from actors import TaskStatus
+from cluster import load_config
+from cluster._private.chaos import chaos_swarm, kill_queen, kill_random_agent, kill_registry, run_tasks
+from tests.conftest import running_system
+
+
+@pytest.fixture
+def chaos_client(head, namespace, tmp_path):
+    swarm = chaos_swarm(agents=4, journal={"uri": str(tmp_path / "journal")})
+    config = load_config({"namespace": namespace, "swarms": {"work": swarm}})
+    with running_system(config) as client:
+        yield client
+
+
+def test_a_thousand_tasks_survive_an_agent_killed_every_200_ms(chaos_client):
+    rng = random.Random(7)
+    kills = []
+    report = run_tasks(
+        chaos_client,
+        "work",
+        1000,
+        work_s=0.02,
+        chaos=lambda: kills.append(kill_random_agent(chaos_client, "work", rng)),
+    )
+    report.agent_kills = sum(kills)
+    assert report.agent_kills >= 5
+    assert (report.submitted, report.completed, report.lost, report.duplicate_results) == (1000, 1000, 0, 0)
+    # Self-healing: once the monkey stops, the swarm is back to four alive agents.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status = ray.get(chaos_client.queen("work").status.remote())
+        if [a["state"] for a in status["agents"]] == ["alive"] * 4:
+            break
+        time.sleep(0.5)
+    assert [a["state"] for a in status["agents"]] == ["alive"] * 4
+    assert status["supervision"]["total_restarts"] > 0
+
+
+@pytest.mark.parametrize("how", ["ray", "process"])
+def test_killed_queen_loses_no_accepted_task(chaos_client, how):
+    killed = []
+
+    def kill_once():
+        if not killed:
+            kill_queen(chaos_client, "work", how)
+            killed.append(how)
+
+    report = run_tasks(chaos_client, "work", 300, work_s=0.05, chaos=kill_once, chaos_every_s=1.0)
+    assert killed == [how]
+    assert (report.submitted, report.completed, report.lost, report.duplicate_results) == (300, 300, 0, 0)
+    counts = ray.get(chaos_client.queen("work").status.remote())["tasks"]
+    assert counts["replayed"] > 0  # the restarted queen found unfinished tasks in its journal
+
+
+def test_results_survive_a_queen_restart_after_compaction(head, namespace, tmp_path):
+    swarm = chaos_swarm(agents=2, journal={"uri": str(tmp_path / "j"), "compact_after_mb": 0.02})
+    config = load_config({"namespace": namespace, "swarms": {"work": swarm}})
+    with running_system(config) as client:
+        ids = client.submit_many("bench.nonce", [{"s": 0}] * 300, swarm="work")
+        before = {i: client.result(i).output for i in ids}
+        time.sleep(1.5)  # a tick or two of the queen: the journal is compacted
+        journal = ray.get(client.queen("work").status.remote())["journal"]
+        assert journal["compactions"] >= 1
+        files = list((tmp_path / "j").iterdir())
+        assert len(files) == 1 and files[0].stat().st_size == journal["bytes"]
+        kill_queen(client, "work")
+        after = {i: client.result(i) for i in ids}
+        assert all(r.status is TaskStatus.SUCCEEDED for r in after.values())
+        assert {i: r.output for i, r in after.items()} == before
+
+
+def test_routing_resumes_after_the_registry_is_killed(head, namespace):
+    config = load_config(
+        {"namespace": namespace, "swarms": {"work": chaos_swarm(agents=1, health={"period_s": 0.5})}}
+    )
+    with running_system(config) as client:
+        assert client.run("bench.nonce", {}).swarm == "work"  # routed by the registry
+        kill_registry(client)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                routed = client.run("bench.nonce", {})
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert routed.ok and routed.swarm == "work"
+        table = ray.get(client.registry.table.remote())
+        assert [row["name"] for row in table] == ["work"]  # re-registered from heartbeats
