@@ -33,3 +33,22 @@ class FlakyAgent(Agent):
 def double(payload: dict) -> int:
     """A plain function for the `callable` agent kind."""
     return 2 * int(payload["x"])
+
+
+class CounterAgent(Agent):
+    """`test.count`: counts the tasks it handled; the count survives restarts by checkpoint."""
+
+    capabilities = ("test.count",)
+
+    def __init__(self):
+        self.count = 0
+
+    async def handle(self, task: Task) -> int:
+        self.count += 1
+        return self.count
+
+    def snapshot(self) -> int:
+        return self.count
+
+    def restore(self, state: int) -> None:
+        self.count = state

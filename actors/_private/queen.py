@@ -557,7 +557,7 @@ class SwarmQueen:
         log.error("swarm %s failed: %s", self.name, reason)
         for pool in self.pools.values():
             pool.stop()
-        self._spawn(self._actor(names.REGISTRY).mark.remote(self.name, SWARM_FAILED, reason))
+        self._actor(names.REGISTRY).mark.remote(self.name, SWARM_FAILED, reason)  # no need to wait
         for rec in list(self.records.values()):
             if rec.result.status is TaskStatus.QUEUED:
                 self._spawn(self._reroute(rec))
@@ -618,6 +618,7 @@ class SwarmQueen:
             try:
                 remote_id = await self._actor(names.queen(target)).submit.remote(onward)
             except _LOST:
+                self._handles.pop(names.queen(target), None)  # a queen made anew has a new handle
                 breaker.failure()
                 skip.append(target)
                 continue
@@ -634,6 +635,7 @@ class SwarmQueen:
                 self._breaker(swarm).success()
                 break
             except _LOST as e:
+                self._handles.pop(names.queen(swarm), None)
                 self._breaker(swarm).failure()
                 rec.host_failures += 1
                 if rec.host_failures <= q.max_host_failures:

@@ -69,6 +69,8 @@ class MetaRegistry:
         else:
             for k, v in registration.items():
                 setattr(entry, k, v)
+        # A (re)registering queen is answering: whatever marked it unreachable is over.
+        entry.health, entry.reason = HEALTHY, ""
         entry.last_heartbeat = time.monotonic()
 
     def heartbeat(

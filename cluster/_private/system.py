@@ -229,6 +229,7 @@ class Client:
             retry=tenacity.retry_if_exception_type(_TRANSIENT),
             wait=tenacity.wait_exponential(multiplier=0.05, max=2.0),
             stop=tenacity.stop_after_delay(retry_s),
+            before_sleep=lambda _: self._queens.clear(),  # a queen made anew has a new handle
             reraise=True,
         )
 
@@ -279,8 +280,7 @@ class Client:
         swarm, task = self._task(
             capability, payload, swarm, priority=priority, timeout_s=timeout_s, max_retries=max_retries
         )
-        queen = self.queen(swarm)
-        return self._call(lambda: queen.submit.remote(task))
+        return self._call(lambda: self.queen(swarm).submit.remote(task))
 
     def submit_many(
         self, capability: str, payloads: list[dict], *, swarm: str | None = None, **fields: Any
@@ -289,13 +289,12 @@ class Client:
         if swarm is None:
             swarm = self._call(lambda: self.registry.route.remote(capability, []))
         tasks = [self._task(capability, p, swarm, **fields)[1] for p in payloads]
-        queen = self.queen(swarm)
-        return self._call(lambda: queen.submit_many.remote(tasks))
+        return self._call(lambda: self.queen(swarm).submit_many.remote(tasks))
 
     def result(self, task_id: str, timeout_s: float | None = None) -> TaskResult:
         """The task's result, waiting up to `timeout_s` (None: until it ends)."""
-        queen = self.queen(task_id.partition(":")[0])
-        return self._call(lambda: queen.result.remote(task_id, timeout_s))
+        swarm = task_id.partition(":")[0]
+        return self._call(lambda: self.queen(swarm).result.remote(task_id, timeout_s))
 
     def run(self, capability: str, payload: dict | None = None, **kwargs: Any) -> TaskResult:
         """Submits a task and waits for its result."""
@@ -303,8 +302,8 @@ class Client:
 
     def cancel(self, task_id: str) -> bool:
         """Cancels a task that has not ended."""
-        queen = self.queen(task_id.partition(":")[0])
-        return self._call(lambda: queen.cancel.remote(task_id))
+        swarm = task_id.partition(":")[0]
+        return self._call(lambda: self.queen(swarm).cancel.remote(task_id))
 
     def status(self) -> dict[str, Any]:
         """The system's status (see `status`)."""
