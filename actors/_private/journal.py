@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["Journal", "decode", "encode"]
+__all__ = ["Journal", "decode", "default_journal_uri", "encode"]
 
 _FRAME = struct.Struct("<II")
 
@@ -53,6 +53,11 @@ def decode(data: bytes) -> tuple[list[dict[str, Any]], int]:
             break
         pos = end
     return records, pos
+
+
+def default_journal_uri(namespace: str, owner: str) -> str:
+    """~/.swarmray/journal/<namespace>/<owner>: a swarm's name, or `_registry`."""
+    return os.path.join(os.path.expanduser("~"), ".swarmray", "journal", namespace, owner)
 
 
 class _LocalLog:
@@ -228,6 +233,10 @@ class Journal:
         self._waiters.append(fut)
         self._kick()
         await fut
+
+    def write_now(self, *records: dict[str, Any]) -> None:
+        """Stores `records` at once, without group commit (for callers with no event loop)."""
+        self._log.write(b"".join(encode(r) for r in records))
 
     def append_nowait(self, *records: dict[str, Any]) -> None:
         """Queues `records` for the next write, in order with every other append."""

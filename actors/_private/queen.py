@@ -20,7 +20,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors._private import names
 from actors._private.dispatch import Dispatcher
-from actors._private.journal import Journal
+from actors._private.journal import Journal, default_journal_uri
 from actors._private.pool import ALIVE, AgentPool, AgentSlot, HostSlot
 from actors._private.registry import FAILED as SWARM_FAILED
 from actors._private.supervisor import FAILED, Supervisor
@@ -53,11 +53,6 @@ class _Record:
     delegated_to: tuple[str, str] | None = None  # (swarm, task id there)
     host_failures: int = 0
     final: TaskResult | None = None  # the final result while it is being journaled
-
-
-def default_journal_uri(namespace: str, swarm: str) -> str:
-    """~/.swarmray/journal/<namespace>/<swarm>."""
-    return os.path.join(os.path.expanduser("~"), ".swarmray", "journal", namespace, swarm)
 
 
 class SwarmQueen:

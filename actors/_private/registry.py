@@ -6,6 +6,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from actors._private.journal import Journal
 from cluster._private.config import RegistryConfig
 from cluster._private.errors import DelegationError, SwarmNotFoundError, UnknownCapabilityError
 
@@ -51,12 +52,21 @@ class MetaRegistry:
     which with the hop limit makes delegation loops impossible.
     """
 
-    def __init__(self, config: RegistryConfig, system: dict[str, Any] | None = None):
+    def __init__(
+        self, config: RegistryConfig, system: dict[str, Any] | None = None, journal_uri: str | None = None
+    ):
         self.config = config
         self.system = system or {}
         self.swarms: dict[str, _Swarm] = {}
         self.kv: dict[str, tuple[Any, int]] = {}
         self._turn: dict[str, int] = {}
+        # The key-value store is the one thing heartbeats cannot rebuild: journal it.
+        self.journal = Journal(journal_uri) if journal_uri else None
+        for entry in self.journal.read() if self.journal else ():
+            if entry["k"] == "put":
+                self.kv[entry["key"]] = (entry["value"], entry["version"])
+            else:
+                self.kv.pop(entry["key"], None)
 
     # -- membership -----------------------------------------------------------------------
 
@@ -186,6 +196,8 @@ class MetaRegistry:
         version = self.kv.get(key, (None, 0))[1]
         if expected_version is not None and expected_version != version:
             return None
+        if self.journal:
+            self.journal.write_now({"k": "put", "key": key, "value": value, "version": version + 1})
         self.kv[key] = (value, version + 1)
         return version + 1
 
@@ -195,7 +207,17 @@ class MetaRegistry:
 
     def kv_delete(self, key: str) -> bool:
         """Removes `key`; returns whether it was there."""
-        return self.kv.pop(key, None) is not None
+        if key not in self.kv:
+            return False
+        if self.journal:
+            self.journal.write_now({"k": "del", "key": key})
+        del self.kv[key]
+        return True
+
+    def purge(self) -> None:
+        """Deletes the registry's journal (on `swarm down`)."""
+        if self.journal:
+            self.journal.purge()
 
     def kv_keys(self, prefix: str = "") -> list[str]:
         """Keys starting with `prefix`, sorted."""

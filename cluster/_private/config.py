@@ -363,6 +363,11 @@ class RegistryConfig(_Model):
     max_hops: PositiveInt = Field(
         3, description="Times a task may be delegated between swarms before it fails."
     )
+    journal_uri: str | None = Field(
+        None,
+        description="Where the registry journals its key-value store (local directory or fsspec "
+        "URI); None is ~/.swarmray/journal/<namespace>/_registry.",
+    )
     conflict_policy: Literal["least_loaded", "priority", "round_robin"] = Field(
         "least_loaded",
         description="How to pick among healthy swarms offering one capability "
@@ -375,6 +380,11 @@ class SystemConfig(_Model):
 
     namespace: Name = Field("swarmray", description="Ray namespace holding the system's actors.")
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Meta registry.")
+    control_resources: dict[str, PositiveFloat] = Field(
+        default_factory=dict,
+        description="Custom Ray resources the registry, queens and monitors ask for, e.g. "
+        "{'control': 0.001}, to keep them on the nodes that offer it.",
+    )
     swarms: dict[Name, SwarmConfig] = Field(description="Swarms by name.")
 
     @field_validator("swarms", mode="before")

@@ -18,6 +18,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 
 from actors._private import names
 from actors._private.health import HealthMonitor
+from actors._private.journal import default_journal_uri
 from actors._private.queen import SwarmQueen
 from actors._private.registry import MetaRegistry
 from actors._private.task import Task, TaskResult
@@ -76,6 +77,24 @@ def _get(refs: Any, timeout_s: float | None = None) -> Any:
         raise
 
 
+def _call(
+    make_ref: Callable[[], Any],
+    timeout_s: float | None = None,
+    retry_s: float = 60.0,
+    on_retry: Callable[[], None] | None = None,
+) -> Any:
+    """`_get(make_ref())`, re-issued with exponential backoff (tenacity) while the actor is
+    restarting or its node is gone, for up to `retry_s`."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(_TRANSIENT),
+        wait=tenacity.wait_exponential(multiplier=0.05, max=2.0),
+        stop=tenacity.stop_after_delay(retry_s),
+        before_sleep=(lambda _: on_retry()) if on_retry else None,
+        reraise=True,
+    )
+    return retrying(lambda: _get(make_ref(), timeout_s))
+
+
 def connect_or_start(address: str | None, namespace: str) -> bool:
     """Connects to `address`, else to a running local Ray, else starts a local head.
 
@@ -97,7 +116,8 @@ def connect_or_start(address: str | None, namespace: str) -> bool:
 
 def mark_local_head(namespace: str) -> None:
     """Records that `up` started the local head, so that `down` stops it."""
-    _get(_system(namespace).kv_put.remote(LOCAL_HEAD_KEY, True))
+    registry = _system(namespace)
+    _call(lambda: registry.kv_put.remote(LOCAL_HEAD_KEY, True))
 
 
 def start_local_head() -> None:
@@ -122,19 +142,23 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
         The system status, as `status` reports it.
     """
     ns = config.namespace
-    registry = _Registry.options(name=names.REGISTRY, namespace=ns, **_CONTROL).remote(
-        config.registry, config.model_dump(mode="json", by_alias=True)
+    control = (
+        {**_CONTROL, "resources": dict(config.control_resources)} if config.control_resources else _CONTROL
+    )
+    journal = config.registry.journal_uri or default_journal_uri(ns, "_registry")
+    registry = _Registry.options(name=names.REGISTRY, namespace=ns, **control).remote(
+        config.registry, config.model_dump(mode="json", by_alias=True), journal
     )
     _get(registry.set_system_config.remote(config.model_dump(mode="json", by_alias=True)))
     queens, monitors = [], []
     for swarm in config.swarms.values():
         queens.append(
             _Queen.options(
-                name=names.queen(swarm.name), namespace=ns, max_concurrency=100_000, **_CONTROL
+                name=names.queen(swarm.name), namespace=ns, max_concurrency=100_000, **control
             ).remote(ns, swarm, config.registry)
         )
         monitors.append(
-            _Monitor.options(name=names.monitor(swarm.name), namespace=ns, **_CONTROL).remote(ns, swarm)
+            _Monitor.options(name=names.monitor(swarm.name), namespace=ns, **control).remote(ns, swarm)
         )
     _get([q.start.remote() for q in queens])
     _get([m.start.remote() for m in monitors])
@@ -163,13 +187,13 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
         SystemNotFoundError: nothing runs in `namespace`.
     """
     registry = _system(namespace)
-    table = {row["name"]: row for row in _get(registry.table.remote())}
-    config = _get(registry.system_config.remote())
+    table = {row["name"]: row for row in _call(registry.table.remote)}
+    config = _call(registry.system_config.remote)
     swarms = []
     for name in sorted(config.get("swarms", {})):
         queen = ray.get_actor(names.queen(name), namespace=namespace)
         monitor = ray.get_actor(names.monitor(name), namespace=namespace)
-        q, m = _get([queen.status.remote(), monitor.report.remote()])
+        q, m = _call(lambda q=queen, m=monitor: [q.status.remote(), m.report.remote()])
         swarms.append({**q, "registry": table.get(name, {}), "health": m})
     return {"namespace": namespace, "swarms": swarms}
 
@@ -181,8 +205,8 @@ def down(namespace: str = "swarmray") -> list[str]:
         The names of the actors removed.
     """
     registry = _system(namespace)
-    config = _get(registry.system_config.remote())
-    started_head = _get(registry.kv_get.remote(LOCAL_HEAD_KEY, False))
+    config = _call(registry.system_config.remote)
+    started_head = _call(lambda: registry.kv_get.remote(LOCAL_HEAD_KEY, False))
     removed = []
     for swarm in config.get("swarms", {}):
         for name in (names.monitor(swarm), names.queen(swarm)):
@@ -192,11 +216,12 @@ def down(namespace: str = "swarmray") -> list[str]:
                 continue
             if name.startswith("queen:"):
                 try:
-                    _get(handle.stop.remote(purge=True), timeout_s=30)
+                    _call(lambda h=handle: h.stop.remote(purge=True), timeout_s=30, retry_s=30)
                 except Exception:  # a dead queen takes its agents with it anyway
                     pass
             ray.kill(handle, no_restart=True)
             removed.append(name)
+    _call(lambda: registry.purge.remote(), retry_s=30)
     ray.kill(registry, no_restart=True)
     removed.append(names.REGISTRY)
     if started_head:
@@ -225,16 +250,11 @@ class Client:
         self.namespace = namespace
         self.registry = _system(namespace)
         self._queens: dict[str, Any] = {}
-        self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(_TRANSIENT),
-            wait=tenacity.wait_exponential(multiplier=0.05, max=2.0),
-            stop=tenacity.stop_after_delay(retry_s),
-            before_sleep=lambda _: self._queens.clear(),  # a queen made anew has a new handle
-            reraise=True,
-        )
+        self.retry_s = retry_s
 
     def _call(self, make_ref: Callable[[], Any], timeout_s: float | None = None) -> Any:
-        return self._retrying(lambda: _get(make_ref(), timeout_s))
+        # A queen made anew (after `down` and `up`) has a new handle: forget the cached ones.
+        return _call(make_ref, timeout_s, self.retry_s, on_retry=self._queens.clear)
 
     def queen(self, swarm: str) -> Any:
         """The actor handle of `swarm`'s queen."""

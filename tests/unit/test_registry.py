@@ -92,3 +92,13 @@ def test_kv_compare_and_set():
     assert reg.kv_put("leader", "b", expected_version=1) == 2
     assert reg.kv_keys("lea") == ["leader"]
     assert reg.kv_delete("leader") and reg.kv_get("leader", "gone") == "gone"
+
+
+def test_kv_store_survives_a_restart_through_its_journal(tmp_path):
+    reg = MetaRegistry(RegistryConfig(), journal_uri=str(tmp_path))
+    reg.kv_put("a", 1)
+    reg.kv_put("a", 2)
+    reg.kv_put("b", "x")
+    reg.kv_delete("b")
+    again = MetaRegistry(RegistryConfig(), journal_uri=str(tmp_path))
+    assert again.kv_get("a") == 2 and again.kv_version("a") == 2 and again.kv_get("b") is None

@@ -1,0 +1,146 @@
+"""Chaos: nothing accepted is lost while agents, queens, the registry and nodes are killed.
+
+Scenarios, one run:
+  agents    `--tasks` tasks while a random agent host is killed every 200 ms;
+  queen     `--tasks` tasks, the queen killed once with ray.kill(no_restart=False), then again
+            with SIGKILL to its process; Ray restarts it and it replays its journal;
+  registry  the registry killed mid-run; routing must resume from heartbeats;
+  node      a 3-node `ray.cluster_utils.Cluster` (logical CPUs and GPUs): the node holding the
+            queen is removed mid-run; queen, monitor, registry and agents re-form on the others.
+Each scenario counts `lost` (accepted tasks without a succeeded result) and `duplicate_results`
+(results that changed between two reads). The last line sums them as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from pathlib import Path
+
+import ray
+
+from benchmarks._common import emit
+from cluster import Client, down, load_config, up
+from cluster._private.chaos import (
+    ChaosReport,
+    chaos_swarm,
+    kill_queen,
+    kill_random_agent,
+    kill_registry,
+    run_tasks,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def single_node(tasks: int, kill_every_s: float, seed: int) -> ChaosReport:
+    """Agent, queen and registry kills on one local Ray."""
+    ray.init(namespace="chaos", logging_level="WARNING", log_to_driver=False)
+    config = load_config({"namespace": "chaos", "swarms": {"work": chaos_swarm(agents=4)}})
+    up(config)
+    client = Client(config.namespace)
+    rng = random.Random(seed)
+    total = ChaosReport()
+
+    kills: list[bool] = []
+    report = run_tasks(
+        client,
+        "work",
+        tasks,
+        chaos=lambda: kills.append(kill_random_agent(client, "work", rng)),
+        chaos_every_s=kill_every_s,
+    )
+    report.agent_kills = sum(kills)
+    print(f"agents:   {report.as_dict()}")
+    total = total.add(report)
+
+    for how in ("ray", "process"):
+        done: list[str] = []
+
+        def kill_once(how=how, done=done):
+            if not done:
+                kill_queen(client, "work", how)
+                done.append(how)
+
+        report = run_tasks(client, "work", tasks, work_s=0.05, chaos=kill_once, chaos_every_s=1.0)
+        report.queen_kills = len(done)
+        print(f"queen ({how}): {report.as_dict()}")
+        total = total.add(report)
+
+    # The marker lives in the registry's journaled key-value store: it must survive the kill,
+    # while the swarm table is rebuilt from heartbeats.
+    client._call(lambda: client.registry.kv_put.remote("chaos/marker", "kept"))
+    kill_registry(client)
+    started = time.monotonic()
+    while True:
+        try:
+            assert client.run("bench.nonce", {}).ok  # routed: the registry is back and knows "work"
+            break
+        except Exception:
+            if time.monotonic() - started > 60:
+                raise
+            time.sleep(0.2)
+    assert client._call(lambda: client.registry.kv_get.remote("chaos/marker")) == "kept"
+    print(f"registry: routing resumed {time.monotonic() - started:.1f} s after the kill; KV store kept")
+    total.registry_kills += 1
+
+    down(config.namespace)
+    ray.shutdown()
+    return total
+
+
+def multi_node(tasks: int) -> ChaosReport:
+    """Removes the node that holds the queen from a 3-node local cluster mid-run."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    workers = [cluster.add_node(num_cpus=4, num_gpus=1, resources={"control": 1}) for _ in range(2)]
+    ray.init(address=cluster.address, namespace="chaos-nodes", logging_level="WARNING", log_to_driver=False)
+    swarm = chaos_swarm(agents=4)
+    swarm["pools"]["nonce"]["resources"] = {"num_gpus": 0.25}  # two nodes' GPUs, either can hold all
+    config = load_config(
+        {"namespace": "chaos-nodes", "control_resources": {"control": 0.01}, "swarms": {"work": swarm}}
+    )
+    up(config)
+    client = Client(config.namespace)
+    removed: list[str] = []
+
+    def remove_queen_node():
+        if removed:
+            return
+        node_id = client._call(client.queen("work").where.remote)["node_id"]
+        (node,) = [n for n in workers if n.node_id == node_id]
+        cluster.remove_node(node)
+        removed.append(node_id)
+
+    report = run_tasks(client, "work", tasks, work_s=0.05, chaos=remove_queen_node, chaos_every_s=1.0)
+    report.node_kills = len(removed)
+    after = client._call(client.queen("work").where.remote)["node_id"]
+    assert after != removed[0], "the queen did not move off the removed node"
+    print(f"node:     {report.as_dict()}; queen moved to node {after[:8]}")
+    down(config.namespace)
+    ray.shutdown()
+    cluster.shutdown()
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=2000, help="tasks per scenario")
+    parser.add_argument("--kill-every-s", type=float, default=0.2)
+    parser.add_argument("--scenario", choices=["all", "single", "node"], default="all")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    total = ChaosReport()
+    if args.scenario in ("all", "single"):
+        total = total.add(single_node(args.tasks, args.kill_every_s, args.seed))
+    if args.scenario in ("all", "node"):
+        total = total.add(multi_node(args.tasks))
+    result = total.as_dict()
+    del result["registry_kills"]
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
