@@ -60,6 +60,7 @@ class MetaRegistry:
         self.swarms: dict[str, _Swarm] = {}
         self.kv: dict[str, tuple[Any, int]] = {}
         self._turn: dict[str, int] = {}
+        self.started_at = time.time()
         # The key-value store is the one thing heartbeats cannot rebuild: journal it.
         self.journal = Journal(journal_uri) if journal_uri else None
         for entry in self.journal.read() if self.journal else ():
@@ -177,6 +178,10 @@ class MetaRegistry:
         return row
 
     # -- system metadata and global key-value store -----------------------------------------
+
+    def incarnation(self) -> float:
+        """When this registry process started: it changes each time Ray restarts the actor."""
+        return self.started_at
 
     def system_config(self) -> dict[str, Any]:
         """The configuration the system was brought up with."""

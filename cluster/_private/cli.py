@@ -172,14 +172,34 @@ def format_status(state: dict[str, Any]) -> str:
                 "done": s["tasks"]["succeeded"],
                 "failed": s["tasks"]["failed"] + s["tasks"]["timed_out"],
                 "agents": " ".join(f"{n} {k}" for k, n in sorted(by_state.items())),
+                "strategy": s["supervision"]["strategy"],
+                "restarts": "{restarts_in_window}/{max_restarts} in {period_s:g}s".format(**s["supervision"]),
                 "capabilities": ", ".join(s["capabilities"]),
             }
         )
+    notes = [
+        f"{s['swarm']}: {s['supervision']['reason'] or s['health'].get('reason')}"
+        for s in state["swarms"]
+        if s["supervision"]["state"] == "failed" or s["health"].get("reason")
+    ]
     return (
         f"namespace {state['namespace']}\n\n"
         + format_table(
-            swarms, ["swarm", "health", "queued", "running", "done", "failed", "agents", "capabilities"]
+            swarms,
+            [
+                "swarm",
+                "health",
+                "queued",
+                "running",
+                "done",
+                "failed",
+                "agents",
+                "strategy",
+                "restarts",
+                "capabilities",
+            ],
         )
+        + "".join(f"\n  {note}" for note in notes)
         + "\n\n"
         + format_table(
             agents, ["agent", "swarm", "state", "node", "inflight", "done", "failed", "restarts", "reason"]

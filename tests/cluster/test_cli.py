@@ -39,7 +39,9 @@ def test_up_status_submit_down(head, namespace, config_file):
     state = json.loads(swarm("status", "--json", *ns).stdout)
     assert sorted(s["swarm"] for s in state["swarms"]) == ["ai", "business", "storage"]
     assert all(a["state"] == "alive" for s in state["swarms"] for a in s["agents"])
-    assert "SWARM" in swarm("status", *ns).stdout
+    table = swarm("status", *ns).stdout
+    assert "STRATEGY" in table and "one_for_one" in table and "0/10 in 60s" in table  # supervision shown
+    assert state["swarms"][0]["supervision"]["strategy"] == "one_for_one"
 
     done = swarm("submit", "text.stats", "--input", '{"text": "Three words here."}', "--wait", *ns)
     result = json.loads(done.stdout)

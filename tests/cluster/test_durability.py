@@ -1,6 +1,9 @@
 """Nothing accepted is lost: agents, queens and the registry killed while tasks run."""
 
+import json
 import random
+import subprocess
+import sys
 import time
 
 import pytest
@@ -9,7 +12,7 @@ import ray
 from actors import TaskStatus
 from cluster import load_config
 from cluster._private.chaos import chaos_swarm, kill_queen, kill_random_agent, kill_registry, run_tasks
-from tests.conftest import running_system
+from tests.conftest import ROOT, running_system
 
 
 @pytest.fixture
@@ -83,8 +86,13 @@ def test_routing_resumes_after_the_registry_is_killed(head, namespace):
     )
     with running_system(config) as client:
         assert client.run("bench.nonce", {}).swarm == "work"  # routed by the registry
+        ray.get(client.registry.kv_put.remote("leader", "work"))
+        before = ray.get(client.registry.incarnation.remote())
         kill_registry(client)
         deadline = time.monotonic() + 30
+        while client._call(client.registry.incarnation.remote) == before:
+            assert time.monotonic() < deadline, "the registry was not restarted"
+            time.sleep(0.1)
         while True:
             try:
                 routed = client.run("bench.nonce", {})
@@ -94,5 +102,29 @@ def test_routing_resumes_after_the_registry_is_killed(head, namespace):
                     raise
                 time.sleep(0.2)
         assert routed.ok and routed.swarm == "work"
-        table = ray.get(client.registry.table.remote())
+        table = client._call(client.registry.table.remote)
         assert [row["name"] for row in table] == ["work"]  # re-registered from heartbeats
+        assert client._call(lambda: client.registry.kv_get.remote("leader")) == "work"  # from its journal
+
+
+def test_removing_the_queens_node_loses_nothing(head):
+    """A 3-node `ray.cluster_utils.Cluster` of its own, in a child process (one driver per
+    process): the node holding the queen is removed mid-run."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.chaos", "--scenario", "node", "--tasks", "300"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == {
+        "submitted": 300,
+        "completed": 300,
+        "lost": 0,
+        "duplicate_results": 0,
+        "agent_kills": 0,
+        "queen_kills": 0,
+        "node_kills": 1,
+    }
