@@ -8,7 +8,9 @@ Paths measured in one run on one local Ray:
   single     queen.run.remote(task), one call per task, same swarm;
   delegated  the same batches sent to a swarm without the capability, which delegates each task;
   colocated  queen.run.remote(task) on a swarm whose pool has `colocate: true`: the agents live
-             in the queen's process, so a task costs one Ray call, as a raw call does.
+             in the queen's process, so a task costs one Ray call, as a raw call does;
+  colocated_nosync  the same with `journal.sync: false` (no fdatasync per journal write).
+Every queen journals its tasks (the default: fdatasync'ed); `run` costs one journal write.
 Throughput pipelines `--tasks` tasks at once (best of `--rounds`); latency is one task at a time.
 The headline fields (ratio_queen, added_p50_ms) are for agents in their own actors, the default.
 """
@@ -43,6 +45,12 @@ def config(agents: int) -> dict:
         "swarms": {
             "back": {"pools": {"noop": noop()}},
             "near": {"pools": {"noop": noop(colocate=True)}, "priority": -1},
+            # The same, journaling without fdatasync: durable across process crashes only.
+            "near_nosync": {
+                "pools": {"noop": noop(colocate=True)},
+                "priority": -2,
+                "journal": {"sync": False},
+            },
             "front": {"pools": {"other": other}},
         },
         # front must delegate to `back`, the swarm whose agents live in their own actor.
@@ -63,7 +71,7 @@ def main() -> None:
     cfg = load_config(config(args.agents))
     up(cfg)
     client = Client(cfg.namespace)
-    back, near, front = (client.queen(s) for s in ("back", "near", "front"))
+    back, near, front, nosync = (client.queen(s) for s in ("back", "near", "front", "near_nosync"))
     hosts = ray.get(back.hosts.remote())
     targets = [(handle, aid) for _, handle, _ in hosts for aid in ray.get(handle.ready.remote())["agents"]]
     task = Task(capability="bench.noop")
@@ -99,6 +107,7 @@ def main() -> None:
             "raw": lambda: ray.get(h.handle.remote(a, task)),
             "queen": lambda: ray.get(back.run.remote(task)),
             "colocated": lambda: ray.get(near.run.remote(task)),
+            "colocated_nosync": lambda: ray.get(nosync.run.remote(task)),
         }.items()
     }
     for queen in (back, near):
@@ -123,6 +132,7 @@ def main() -> None:
             "colocated_tasks_per_s": rps["colocated"],
             "ratio_colocated": rps["colocated"] / rps["raw"],
             "colocated_added_p50_ms": p50["colocated"] - p50["raw"],
+            "colocated_nosync_added_p50_ms": p50["colocated_nosync"] - p50["raw"],
         }
     )
 

@@ -238,10 +238,15 @@ class Journal:
         """Stores `records` at once, without group commit (for callers with no event loop)."""
         self._log.write(b"".join(encode(r) for r in records))
 
-    def append_nowait(self, *records: dict[str, Any]) -> None:
-        """Queues `records` for the next write, in order with every other append."""
+    def append_nowait(self, *records: dict[str, Any], wake: bool = True) -> None:
+        """Queues `records` for the next write, in order with every other append.
+
+        With `wake=False` they only ride along with the next write someone else causes, so a
+        record that needs no sync of its own costs none.
+        """
         self._pending.extend(encode(r) for r in records)
-        self._kick()
+        if wake:
+            self._kick()
 
     async def flush(self) -> None:
         """Waits until everything appended so far is durable."""

@@ -188,13 +188,21 @@ class SwarmQueen:
         return rec.result
 
     async def run(self, task: Task | dict, timeout_s: float | None = None) -> TaskResult:
-        """Submits a task and waits for its result in one call."""
-        return await self.result(await self.submit(task), timeout_s)
+        """Submits a task and waits for its result in one call.
+
+        The acceptance is not synced on its own: it goes out with the result's journal write,
+        and the caller has no task id to lose before then (a retry with the same task id is
+        accepted once).
+        """
+        rec, record = await self._admit(task)
+        self.journal.append_nowait(*record, wake=False)  # rides with the result's write
+        return await self.result(rec.task.id, timeout_s)
 
     async def run_many(self, tasks: list[Task | dict], timeout_s: float | None = None) -> list[TaskResult]:
-        """Submits several tasks and waits for all their results in one call."""
-        ids = await self.submit_many(tasks)
-        return [await self.result(i, timeout_s) for i in ids]
+        """Submits several tasks and waits for all their results in one call (see `run`)."""
+        admitted = [await self._admit(t) for t in tasks]
+        self.journal.append_nowait(*(r for _, record in admitted for r in record), wake=False)
+        return [await self.result(rec.task.id, timeout_s) for rec, _ in admitted]
 
     async def cancel(self, task_id: str) -> bool:
         """Cancels a task that has not ended; returns whether it was cancelled."""
@@ -308,7 +316,8 @@ class SwarmQueen:
     async def _admit(self, task: Task | dict) -> tuple[_Record, list[dict]]:
         """Accepts a task in memory; returns it and the journal records that make it durable."""
         self._ensure_started()
-        task = task if isinstance(task, Task) else Task.model_validate(task)
+        # A copy: the queen fills in fields, and one object may stand for several tasks in a batch.
+        task = task.model_copy() if isinstance(task, Task) else Task.model_validate(task)
         if task.id:
             if not task.id.startswith(f"{self.name}:"):
                 raise ValueError(f"task id {task.id!r} must start with '{self.name}:'")
@@ -403,7 +412,8 @@ class SwarmQueen:
         res.status, res.attempts = TaskStatus.RUNNING, task.attempt
         res.agent_id, res.swarm = agent.id, self.name
         res.timings.started_at, res.timings.finished_at = now(), None
-        self.journal.append_nowait({"k": "att", "id": task.id, "n": task.attempt})
+        # Attempt counts need no sync of their own: they ride along with the next write.
+        self.journal.append_nowait({"k": "att", "id": task.id, "n": task.attempt}, wake=False)
         timeout_s = self._timeout_s(task)
         host = agent.host
         call = host.handle.handle.remote(agent.id, task)
@@ -450,7 +460,7 @@ class SwarmQueen:
             agent.done += 1
             if state is not None:
                 self.snapshots[agent.id] = state
-                self.journal.append_nowait({"k": "snap", "agent": agent.id, "state": state})
+                self.journal.append_nowait({"k": "snap", "agent": agent.id, "state": state}, wake=False)
             self._finish(rec, TaskStatus.SUCCEEDED, output=output)
             return
         agent.failed += 1
