@@ -169,9 +169,17 @@ class SwarmQueen:
         return rec.task.id
 
     async def submit_many(self, tasks: list[Task | dict]) -> list[str]:
-        """Accepts several tasks with one journal write; stops at the first that is refused."""
-        admitted = [await self._admit(t) for t in tasks]
-        await self.journal.append(*(r for _, record in admitted for r in record))
+        """Accepts several tasks with one journal write.
+
+        Stops at the first task refused and raises its error; the tasks before it stay accepted
+        (and journaled), which a client that named its tasks can check with `result`.
+        """
+        admitted = []
+        try:
+            for t in tasks:
+                admitted.append(await self._admit(t))
+        finally:
+            await self.journal.append(*(r for _, record in admitted for r in record))
         return [rec.task.id for rec, _ in admitted]
 
     async def result(self, task_id: str, timeout_s: float | None = None) -> TaskResult:

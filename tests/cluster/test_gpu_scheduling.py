@@ -6,24 +6,15 @@ from cluster import load_config
 from tests.conftest import running_system
 
 
+def edge_system(namespace, **pool):
+    """One swarm, `edge`, with one pool of text agents asking for GPU resources."""
+    pool = {"agent": {"class": "actors:TextStatsAgent"}, **pool}
+    return load_config({"namespace": namespace, "swarms": {"edge": {"pools": {"infer": pool}}}})
+
+
 def test_half_gpu_agents_fill_two_gpus_and_the_fifth_waits_with_a_reason(head, namespace):
-    config = load_config(
-        {
-            "namespace": namespace,
-            "swarms": {
-                "edge": {
-                    "pools": {
-                        "infer": {
-                            "agent": {"class": "actors:TextStatsAgent"},
-                            "min_agents": 5,
-                            "max_agents": 5,
-                            "ready_timeout_s": 2,
-                            "resources": {"num_gpus": 0.5},
-                        }
-                    }
-                }
-            },
-        }
+    config = edge_system(
+        namespace, min_agents=5, max_agents=5, ready_timeout_s=2, resources={"num_gpus": 0.5}
     )
     started = time.monotonic()
     with running_system(config) as client:
@@ -38,22 +29,7 @@ def test_half_gpu_agents_fill_two_gpus_and_the_fifth_waits_with_a_reason(head, n
 
 
 def test_accelerator_no_node_has_is_reported_infeasible(head, namespace):
-    config = load_config(
-        {
-            "namespace": namespace,
-            "swarms": {
-                "edge": {
-                    "pools": {
-                        "infer": {
-                            "agent": {"class": "actors:TextStatsAgent"},
-                            "ready_timeout_s": 1,
-                            "resources": {"num_gpus": 1, "accelerator_type": "H100"},
-                        }
-                    }
-                }
-            },
-        }
-    )
+    config = edge_system(namespace, ready_timeout_s=1, resources={"num_gpus": 1, "accelerator_type": "H100"})
     with running_system(config) as client:
         (agent,) = client.status()["swarms"][0]["agents"]
         assert agent["state"] == "pending"
