@@ -24,7 +24,7 @@ import json
 import os
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["Journal", "decode", "default_journal_uri", "encode"]
@@ -218,9 +218,6 @@ class Journal:
     def read(self) -> list[dict[str, Any]]:
         """Every whole record of the current generation, oldest first."""
         return self._log.read()
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self.read())
 
     def size_bytes(self) -> int:
         """Bytes in the current generation."""
