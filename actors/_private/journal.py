@@ -235,6 +235,10 @@ class Journal:
         """Stores `records` at once, without group commit (for callers with no event loop)."""
         self._log.write(b"".join(encode(r) for r in records))
 
+    def reset(self) -> None:
+        """Empties the journal at once (a new, empty generation), for callers with no event loop."""
+        self._log.rewrite(b"")
+
     def append_nowait(self, *records: dict[str, Any], wake: bool = True) -> None:
         """Queues `records` for the next write, in order with every other append.
 

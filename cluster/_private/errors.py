@@ -9,6 +9,7 @@
     ├── TaskNotFoundError           a task id the queen never accepted
     ├── DelegationError             a task cannot be routed further (hop limit, loop)
     ├── SchedulingError             agents cannot be placed (e.g. infeasible resources)
+    ├── MemoryInputError            a memory write or search was refused (field, reason)
     └── TaskError                   a task ended without a result
         ├── TaskFailedError         the agent raised on every attempt
         ├── TaskTimeoutError        the last attempt ran past its timeout
@@ -23,6 +24,7 @@ __all__ = [
     "BackpressureError",
     "ConfigError",
     "DelegationError",
+    "MemoryInputError",
     "SchedulingError",
     "SwarmNotFoundError",
     "SwarmrayError",
@@ -122,6 +124,15 @@ class DelegationError(SwarmrayError):
 
 class SchedulingError(SwarmrayError):
     """Raised when agents cannot be placed on the cluster."""
+
+
+class MemoryInputError(SwarmrayError, ValueError):
+    """Raised when a memory operation is refused for bad input; nothing was changed."""
+
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
 
 
 class TaskError(SwarmrayError):

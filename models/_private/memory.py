@@ -1,0 +1,582 @@
+"""HybridMemory: records in tiers and namespaces, searched densely (FAISS), lexically (BM25)
+or both fused, and kept durable by a write-ahead log plus atomic snapshots.
+
+Tier policy (the one place it is written down):
+- `working`: a small per-namespace scratchpad, least-recently-used first out. A working record
+  pushed out by `working_capacity` is demoted to `short_term`, not dropped.
+- `short_term`: expires `short_term_ttl_s` after its last update (or after its own `ttl_s`).
+- `long_term`: kept until deleted (or until its own `ttl_s`, when one is set).
+- Promotion: a `working` or `short_term` record reaches `long_term` once it was returned by
+  `promote_after_accesses` searches or `get`s, or when written with importance at least
+  `promote_importance`.
+- Consolidation: within one namespace's long-term tier, a record whose vector has cosine at
+  least `consolidate_cosine` with an older one is merged into it (access counts summed,
+  metadata merged, the newer text kept as `metadata.merged_texts`) and deleted.
+- `sweep()` runs expiry, promotion and consolidation; `MemoryStore` calls it periodically.
+
+Durability: every write is appended to a checksummed write-ahead log (the journal of the
+swarm runtime) and fdatasync'ed before it returns. `snapshot()` writes the records (JSON
+lines), the vectors (`.npy`, no pickle), the FAISS indexes (`faiss.write_index`) and the
+tantivy index into a new directory, switches a `CURRENT` pointer with an atomic rename, and
+then empties the log. Opening a memory loads the current snapshot and replays the log.
+Nothing stored is pickled.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import shutil
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+
+from actors._private.journal import Journal
+from cluster._private.errors import MemoryInputError
+from models._private.dense import DenseIndex
+from models._private.embedder import Embedder, EmbedderConfig
+from models._private.fusion import fuse
+from models._private.lexical import LexicalIndex
+
+__all__ = ["TIERS", "Hit", "HybridMemory", "MemoryConfig", "Record"]
+
+Tier = Literal["working", "short_term", "long_term"]
+TIERS: tuple[str, ...] = ("working", "short_term", "long_term")
+Scalar = str | int | float | bool | None
+
+
+class MemoryConfig(BaseModel):
+    """One memory: embedder, index kind, fusion, tier policy, limits and persistence."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig, description="Text embedder.")
+    dense_kind: Literal["flat", "hnsw", "ivf"] = Field("flat", description="FAISS index kind.")
+    fusion: Literal["weighted", "rrf"] = Field("weighted", description="How hybrid search fuses.")
+    dense_weight: float = Field(
+        0.5, ge=0, le=1, description="Dense share in weighted fusion (lexical: the rest)."
+    )
+    rrf_k: PositiveInt = Field(60, description="RRF constant.")
+    candidates: PositiveInt = Field(100, description="Hits taken from each index before fusion.")
+    working_capacity: PositiveInt = Field(256, description="Working-tier records per namespace (LRU).")
+    short_term_ttl_s: PositiveFloat = Field(3600.0, description="Lifetime of a short-term record.")
+    promote_after_accesses: PositiveInt = Field(3, description="Accesses that promote to long-term.")
+    promote_importance: float = Field(0.8, ge=0, le=1, description="Importance that promotes at once.")
+    consolidate_cosine: float = Field(0.97, gt=0, le=1, description="Near-duplicate threshold.")
+    max_text_chars: PositiveInt = Field(20_000, description="Longest text accepted.")
+    path: str | None = Field(None, description="Directory for the log and snapshots; None keeps nothing.")
+    sync: bool = Field(True, description="fdatasync each logged write.")
+
+
+class Record(BaseModel):
+    """A memory record. Write with id, namespace, text and optionally the rest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256)
+    namespace: str
+    text: str
+    metadata: dict[str, Scalar] = Field(default_factory=dict, description="Filterable fields.")
+    tier: Tier = "long_term"
+    importance: float = Field(0.5, ge=0, le=1)
+    ttl_s: PositiveFloat | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    access_count: NonNegativeInt = 0
+
+
+class Hit(BaseModel):
+    """A search result: the record, its score, and the rank/score each index gave it."""
+
+    record: Record
+    score: float
+    ranks: dict[str, int]
+    scores: dict[str, float]
+
+
+_OPS = {"$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte"}
+
+
+def _compile_filter(spec: dict[str, Any] | None) -> Callable[[dict[str, Scalar]], bool]:
+    """A predicate over metadata from {"field": value | {"$op": operand}}; raises on bad specs."""
+    if spec is None:
+        return lambda _m: True
+    if not isinstance(spec, dict):
+        raise MemoryInputError(
+            "filter", f"must be a mapping of field to condition, got {type(spec).__name__}"
+        )
+    checks: list[Callable[[dict[str, Scalar]], bool]] = []
+    for key, cond in spec.items():
+        conds = cond if isinstance(cond, dict) else {"$eq": cond}
+        for op, arg in conds.items():
+            if op not in _OPS:
+                raise MemoryInputError(f"filter.{key}", f"unknown operator {op!r}; use one of {sorted(_OPS)}")
+            if op in ("$in", "$nin") and not isinstance(arg, list):
+                raise MemoryInputError(f"filter.{key}.{op}", "needs a list")
+            if op in ("$gt", "$gte", "$lt", "$lte") and not isinstance(arg, (int, float)):
+                raise MemoryInputError(f"filter.{key}.{op}", f"needs a number, got {arg!r}")
+            checks.append(_check(key, op, arg))
+    return lambda m: all(c(m) for c in checks)
+
+
+def _check(key: str, op: str, arg: Any) -> Callable[[dict[str, Scalar]], bool]:
+    def num(m: dict[str, Scalar]) -> float | None:
+        v = m.get(key)
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+    return {
+        "$eq": lambda m: m.get(key) == arg,
+        "$ne": lambda m: m.get(key) != arg,
+        "$in": lambda m: m.get(key) in arg,
+        "$nin": lambda m: m.get(key) not in arg,
+        "$gt": lambda m: (v := num(m)) is not None and v > arg,
+        "$gte": lambda m: (v := num(m)) is not None and v >= arg,
+        "$lt": lambda m: (v := num(m)) is not None and v < arg,
+        "$lte": lambda m: (v := num(m)) is not None and v <= arg,
+    }[op]
+
+
+def _b64(vec: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(vec, dtype=np.float32).tobytes()).decode()
+
+
+def _unb64(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=np.float32)
+
+
+class HybridMemory:
+    """Records in namespaces and tiers, with dense, lexical and hybrid search.
+
+    Args:
+        namespaces: The namespaces this memory holds (a swarm's name, `global`, ...); any other
+            is refused.
+        config: See `MemoryConfig`.
+        embedder: A shared `Embedder`; built from `config.embedder` when None.
+        clock: Seconds since the epoch (injectable for tests of expiry).
+    """
+
+    def __init__(
+        self,
+        namespaces: Iterable[str],
+        config: MemoryConfig | None = None,
+        embedder: Embedder | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.config = config or MemoryConfig()
+        self.namespaces = list(dict.fromkeys(namespaces))
+        if not self.namespaces:
+            raise MemoryInputError("namespaces", "at least one namespace is needed")
+        self.clock = clock
+        self.embedder = embedder or Embedder(self.config.embedder)
+        self.dim = self.embedder.dim
+        self.records: dict[str, Record] = {}
+        self.vectors: dict[str, np.ndarray] = {}
+        self._label: dict[str, int] = {}
+        self._by_label: dict[int, str] = {}
+        self._labels = itertools.count(1)
+        self.dense = {ns: DenseIndex(self.dim, self.config.dense_kind) for ns in self.namespaces}
+        self.working: dict[str, OrderedDict[str, None]] = {ns: OrderedDict() for ns in self.namespaces}
+        self._lexical_dir = os.path.join(self.config.path, "lexical-live") if self.config.path else None
+        self.lexical = LexicalIndex(self._lexical_dir)
+        self.wal: Journal | None = None
+        self._pending_access: dict[str, tuple[int, str]] = {}
+        if self.config.path:
+            self._restore()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def upsert(self, records: Iterable[Record | dict], vectors: np.ndarray | None = None) -> list[str]:
+        """Adds or replaces records; embeds their texts unless `vectors` are given.
+
+        All records are checked first; on any error nothing is written.
+
+        Raises:
+            MemoryInputError: empty or oversized text, unknown namespace, tier or field,
+                wrong vector shape; the message names the record and field.
+        """
+        batch = [self._validate(r, i) for i, r in enumerate(records)]
+        if not batch:
+            return []
+        if vectors is None:
+            vectors = self.embedder.encode([r.text for r in batch])
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(batch), self.dim):
+            raise MemoryInputError(
+                "vectors", f"expected shape ({len(batch)}, {self.dim}), got {vectors.shape}"
+            )
+        now = self.clock()
+        for r in batch:
+            old = self.records.get(r.id)
+            r.created_at = old.created_at if old else (r.created_at or now)
+            r.updated_at = now
+            if r.tier != "long_term" and r.importance >= self.config.promote_importance:
+                r.tier = "long_term"
+        self._log(
+            {
+                "op": "upsert",
+                "records": [r.model_dump() for r in batch],
+                "vectors": [_b64(v) for v in vectors],
+            }
+        )
+        self._apply_upsert(batch, vectors)
+        return [r.id for r in batch]
+
+    def _validate(self, raw: Record | dict, i: int) -> Record:
+        try:
+            r = raw.model_copy(deep=True) if isinstance(raw, Record) else Record.model_validate(raw)
+        except Exception as e:
+            raise MemoryInputError(f"records[{i}]", str(e).replace("\n", " ")) from None
+        if not r.text.strip():
+            raise MemoryInputError(f"records[{i}].text", "is empty")
+        if len(r.text) > self.config.max_text_chars:
+            raise MemoryInputError(
+                f"records[{i}].text",
+                f"has {len(r.text)} characters; max_text_chars is {self.config.max_text_chars}",
+            )
+        if r.namespace not in self.dense:
+            raise MemoryInputError(
+                f"records[{i}].namespace", f"unknown namespace {r.namespace!r}; known: {self.namespaces}"
+            )
+        return r
+
+    def _apply_upsert(self, batch: list[Record], vectors: np.ndarray) -> None:
+        moved = [r.id for r in batch if r.id in self.records and self.records[r.id].namespace != r.namespace]
+        if moved:
+            self._apply_delete(moved)
+        by_ns: dict[str, list[int]] = {}
+        for j, r in enumerate(batch):
+            if r.id not in self._label:
+                label = next(self._labels)
+                self._label[r.id], self._by_label[label] = label, r.id
+            self.records[r.id], self.vectors[r.id] = r, vectors[j]
+            by_ns.setdefault(r.namespace, []).append(j)
+            self._touch_working(r)
+        for ns, rows in by_ns.items():
+            self.dense[ns].upsert(np.array([self._label[batch[j].id] for j in rows]), vectors[rows])
+        self.lexical.upsert((r.id, r.namespace, r.tier, r.text) for r in batch)
+
+    def _touch_working(self, r: Record) -> None:
+        lru = self.working[r.namespace]
+        lru.pop(r.id, None)
+        if r.tier != "working":
+            return
+        lru[r.id] = None
+        while len(lru) > self.config.working_capacity:
+            evicted, _ = lru.popitem(last=False)
+            self._set_tier(self.records[evicted], "short_term")
+
+    def _set_tier(self, r: Record, tier: str) -> None:
+        r.tier = tier
+        self.lexical.upsert([(r.id, r.namespace, r.tier, r.text)])
+
+    def delete(self, ids: Iterable[str]) -> int:
+        """Deletes records by id; returns how many existed. Deleted records never come back."""
+        present = [i for i in dict.fromkeys(ids) if i in self.records]
+        if present:
+            self._log({"op": "delete", "ids": present})
+            self._apply_delete(present)
+        return len(present)
+
+    def _apply_delete(self, ids: list[str]) -> None:
+        by_ns: dict[str, list[int]] = {}
+        for i in ids:
+            r = self.records.pop(i, None)
+            if r is None:
+                continue
+            self.vectors.pop(i, None)
+            self.working[r.namespace].pop(i, None)
+            by_ns.setdefault(r.namespace, []).append(self._label[i])
+        for ns, labels in by_ns.items():
+            self.dense[ns].remove(labels)
+        self.lexical.delete(ids)
+        if self.lexical.stale:
+            self.lexical.rebuild(self._lexical_docs())
+
+    def _lexical_docs(self) -> Iterable[tuple[str, str, str, str]]:
+        return ((r.id, r.namespace, r.tier, r.text) for r in self.records.values())
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, ids: Iterable[str]) -> list[Record]:
+        """The records with these ids that exist (counts as an access)."""
+        found = [self.records[i] for i in ids if i in self.records]
+        self._accessed(found)
+        return [r.model_copy() for r in found]
+
+    def search(
+        self,
+        query: str | None = None,
+        k: int = 10,
+        *,
+        namespaces: list[str] | None = None,
+        filter: dict[str, Any] | None = None,
+        tiers: list[str] | None = None,
+        mode: Literal["dense", "lexical", "hybrid"] = "hybrid",
+        vector: np.ndarray | None = None,
+    ) -> list[Hit]:
+        """The k best records for `query` (or a query `vector` for dense search).
+
+        Raises:
+            MemoryInputError: unknown namespace, tier or mode; malformed filter; no query.
+        """
+        namespaces = self._check_namespaces(namespaces)
+        if tiers is not None and (bad := [t for t in tiers if t not in TIERS]):
+            raise MemoryInputError("tiers", f"unknown tier(s) {bad}; tiers are {list(TIERS)}")
+        if mode not in ("dense", "lexical", "hybrid"):
+            raise MemoryInputError("mode", f"must be dense, lexical or hybrid, got {mode!r}")
+        if k <= 0:
+            raise MemoryInputError("k", f"must be positive, got {k}")
+        keep = _compile_filter(filter)
+        if mode != "dense" and not (query and query.strip()):
+            raise MemoryInputError("query", f"{mode} search needs query text")
+        if mode != "lexical" and vector is None and not (query and query.strip()):
+            raise MemoryInputError("query", "dense search needs query text or a vector")
+
+        def ok(rid: str) -> bool:
+            r = self.records.get(rid)
+            return r is not None and (tiers is None or r.tier in tiers) and keep(r.metadata)
+
+        # Over-fetch when filtering after the index, so that k survive the filter.
+        n = max(self.config.candidates, k) * (4 if (filter or tiers) else 1)
+        results: dict[str, list[tuple[str, float]]] = {}
+        if mode != "lexical":
+            q = vector if vector is not None else self.embedder.encode([query])[0]
+            q = np.asarray(q, dtype=np.float32).reshape(-1)
+            if q.shape != (self.dim,):
+                raise MemoryInputError("vector", f"expected {self.dim} dimensions, got {q.shape[0]}")
+            hits: list[tuple[str, float]] = []
+            for ns in namespaces:
+                labels, scores = self.dense[ns].search(q, n)
+                hits += [(self._by_label[int(lb)], float(s)) for lb, s in zip(labels, scores, strict=True)]
+            results["dense"] = sorted((h for h in hits if ok(h[0])), key=lambda h: -h[1])[:n]
+        if mode != "dense":
+            hits = self.lexical.search(query, n, namespaces=namespaces, tiers=tiers)
+            results["lexical"] = [h for h in hits if ok(h[0])]
+        fused = fuse(
+            results,
+            self.config.fusion if mode == "hybrid" else "weighted",
+            {"dense": self.config.dense_weight, "lexical": 1 - self.config.dense_weight}
+            if mode == "hybrid"
+            else None,
+            self.config.rrf_k,
+        )[:k]
+        found = [self.records[h.id] for h in fused]
+        self._accessed(found)
+        return [
+            Hit(record=r.model_copy(), score=h.score, ranks=h.ranks, scores=h.scores)
+            for r, h in zip(found, fused, strict=True)
+        ]
+
+    def _check_namespaces(self, namespaces: list[str] | None) -> list[str]:
+        if namespaces is None:
+            return self.namespaces
+        if bad := [ns for ns in namespaces if ns not in self.dense]:
+            raise MemoryInputError("namespaces", f"unknown namespace(s) {bad}; known: {self.namespaces}")
+        return list(namespaces)
+
+    def _accessed(self, records: list[Record]) -> None:
+        for r in records:
+            r.access_count += 1
+            if r.tier == "working":
+                self._touch_working(r)
+            if r.tier != "long_term" and r.access_count >= self.config.promote_after_accesses:
+                self._set_tier(r, "long_term")
+        # Access counts ride along with the next logged write; they need no sync of their own.
+        self._pending_access.update({r.id: (r.access_count, r.tier) for r in records})
+
+    # -- tier maintenance ---------------------------------------------------------------------
+
+    def sweep(self) -> dict[str, int]:
+        """Expires, promotes and consolidates; returns how many records each step touched."""
+        now = self.clock()
+        expired = []
+        for r in self.records.values():
+            ttl = r.ttl_s or (self.config.short_term_ttl_s if r.tier == "short_term" else None)
+            if ttl is not None and now - r.updated_at > ttl:
+                expired.append(r.id)
+        self.delete(expired)
+        merged = self._consolidate()
+        self._flush_access()
+        return {"expired": len(expired), "consolidated": merged}
+
+    def _consolidate(self) -> int:
+        merged = 0
+        for ns in self.namespaces:
+            ids = sorted(
+                (r.id for r in self.records.values() if r.namespace == ns and r.tier == "long_term"),
+                key=lambda i: (self.records[i].created_at, i),
+            )
+            if len(ids) < 2:
+                continue
+            mat = np.stack([self.vectors[i] for i in ids])
+            index = faiss.IndexFlatIP(self.dim)
+            index.add(mat)
+            lims, _, labels = index.range_search(mat, self.config.consolidate_cosine)
+            gone: set[str] = set()
+            for a, keep_id in enumerate(ids):
+                if keep_id in gone:
+                    continue
+                for j in range(lims[a], lims[a + 1]):
+                    b = int(labels[j])
+                    if b > a and ids[b] not in gone:
+                        self._merge(self.records[keep_id], self.records[ids[b]])
+                        gone.add(ids[b])
+            if gone:
+                survivors = {i for i in ids if i not in gone}
+                self._log(
+                    {
+                        "op": "upsert",
+                        "records": [self.records[i].model_dump() for i in survivors],
+                        "vectors": [_b64(self.vectors[i]) for i in survivors],
+                    }
+                )
+                self.delete(sorted(gone))
+                merged += len(gone)
+        return merged
+
+    @staticmethod
+    def _merge(keep: Record, dup: Record) -> None:
+        keep.access_count += dup.access_count
+        keep.importance = max(keep.importance, dup.importance)
+        merged_texts = keep.metadata.get("merged_texts")
+        keep.metadata = {**dup.metadata, **keep.metadata}
+        if dup.text != keep.text:
+            keep.metadata["merged_texts"] = (f"{merged_texts}\n" if merged_texts else "") + dup.text
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        if self.wal is not None:
+            entries = [entry]
+            if self._pending_access:
+                entries.insert(0, {"op": "access", "counts": self._pending_access})
+                self._pending_access = {}
+            self.wal.write_now(*entries)
+
+    def _flush_access(self) -> None:
+        if self.wal is not None and self._pending_access:
+            self.wal.write_now({"op": "access", "counts": self._pending_access})
+            self._pending_access = {}
+
+    def snapshot(self) -> str:
+        """Writes a snapshot atomically and empties the log; returns the snapshot directory."""
+        if not self.config.path:
+            raise MemoryInputError("path", "this memory has no path to snapshot to")
+        self._flush_access()
+        if self.lexical.stale:
+            self.lexical.rebuild(self._lexical_docs())
+        root = self.config.path
+        taken = [
+            int(n.split("-")[1]) for n in os.listdir(root) if n.startswith("snapshot-") and n[9:].isdigit()
+        ]
+        final = os.path.join(root, f"snapshot-{max(taken, default=0) + 1:06d}")
+        tmp = final + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        ids = list(self.records)
+        with open(os.path.join(tmp, "records.jsonl"), "w") as f:
+            for i in ids:
+                f.write(json.dumps(self.records[i].model_dump()) + "\n")
+        np.save(
+            os.path.join(tmp, "vectors.npy"),
+            np.stack([self.vectors[i] for i in ids]) if ids else np.zeros((0, self.dim), np.float32),
+            allow_pickle=False,
+        )
+        with open(os.path.join(tmp, "labels.json"), "w") as f:
+            json.dump({i: self._label[i] for i in ids}, f)
+        for ns, index in self.dense.items():
+            if index.kind == "hnsw":
+                faiss.write_index(index._index, os.path.join(tmp, f"dense-{ns}.faiss"))
+        shutil.copytree(self._lexical_dir, os.path.join(tmp, "lexical"))
+        _fsync_tree(tmp)
+        os.replace(tmp, final)
+        _atomic_write(os.path.join(root, "CURRENT"), os.path.basename(final))
+        self.wal.reset()  # everything in it is in the snapshot now
+        for name in os.listdir(root):
+            if name.startswith("snapshot-") and name != os.path.basename(final):
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        return final
+
+    def _restore(self) -> None:
+        root = self.config.path
+        os.makedirs(root, exist_ok=True)
+        current = os.path.join(root, "CURRENT")
+        if os.path.exists(current):
+            snap = os.path.join(root, Path(current).read_text().strip())
+            lines = Path(snap, "records.jsonl").read_text().splitlines()
+            records = [Record.model_validate_json(line) for line in lines]
+            vectors = np.load(os.path.join(snap, "vectors.npy"), allow_pickle=False)
+            labels = json.loads(Path(snap, "labels.json").read_text())
+            for r in records:
+                self._label[r.id] = labels[r.id]
+                self._by_label[labels[r.id]] = r.id
+            self._labels = itertools.count(max(labels.values(), default=0) + 1)
+            self.lexical.close()
+            shutil.rmtree(self._lexical_dir, ignore_errors=True)
+            shutil.copytree(os.path.join(snap, "lexical"), self._lexical_dir)
+            self.lexical = LexicalIndex(self._lexical_dir)
+            for j, r in enumerate(records):
+                self.records[r.id], self.vectors[r.id] = r, vectors[j]
+                self._touch_working(r)
+            for ns in self.namespaces:
+                rows = [j for j, r in enumerate(records) if r.namespace == ns]
+                path = os.path.join(snap, f"dense-{ns}.faiss")
+                if rows and self.dense[ns].kind == "hnsw" and os.path.exists(path):
+                    self.dense[ns]._index = faiss.read_index(path)
+                    self.dense[ns]._ids = np.array([self._label[records[j].id] for j in rows], dtype=np.int64)
+                    self.dense[ns]._vecs = vectors[rows]
+                    self.dense[ns]._pos = {self._label[records[j].id]: p for p, j in enumerate(rows)}
+                elif rows:
+                    self.dense[ns].upsert(np.array([self._label[records[j].id] for j in rows]), vectors[rows])
+        elif self.lexical.num_docs:  # a lexical index with no snapshot: start it afresh
+            self.lexical.rebuild([])
+        self.wal = Journal(os.path.join(root, "wal"), sync=self.config.sync)
+        for entry in self.wal.read():
+            if entry["op"] == "upsert":
+                batch = [Record.model_validate(r) for r in entry["records"]]
+                vecs = np.stack([_unb64(v) for v in entry["vectors"]])
+                known = [j for j, r in enumerate(batch) if r.namespace in self.dense]
+                self._apply_upsert([batch[j] for j in known], vecs[known])
+            elif entry["op"] == "delete":
+                self._apply_delete([i for i in entry["ids"] if i in self.records])
+            elif entry["op"] == "access":
+                for i, (count, tier) in entry["counts"].items():
+                    if i in self.records:
+                        self.records[i].access_count = count
+                        if self.records[i].tier != tier:
+                            self._set_tier(self.records[i], tier)
+
+    def close(self) -> None:
+        """Flushes access counts and releases files."""
+        self._flush_access()
+        if self.wal is not None:
+            self.wal.close()
+        self.lexical.close()
+
+
+def _atomic_write(path: str, text: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+    fd = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: str) -> None:
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                os.fsync(f.fileno())

@@ -1,0 +1,209 @@
+"""HybridMemory with the real embedder, FAISS and tantivy, on small data."""
+
+import numpy as np
+import pytest
+
+from cluster import MemoryInputError
+from models import Embedder
+from models._private.memory import HybridMemory, MemoryConfig
+
+TEXTS = {
+    "a": "Vitamin D deficiency is linked to bone fractures in older adults.",
+    "b": "Resistance training improves bone density in women.",
+    "c": "Smoking slows the healing of fractures.",
+    "d": "Vitamin C does not prevent the common cold.",
+}
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1_000_000.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder()
+
+
+def memory(embedder, tmp_path=None, **config):
+    clock = Clock()
+    cfg = MemoryConfig(path=str(tmp_path) if tmp_path else None, **config)
+    return HybridMemory(["s1", "s2", "global"], cfg, embedder=embedder, clock=clock), clock
+
+
+def fill(mem, ns="s1", **extra):
+    mem.upsert(
+        [
+            {"id": i, "namespace": ns, "text": t, "metadata": {"year": 2000 + n}, **extra}
+            for n, (i, t) in enumerate(TEXTS.items())
+        ]
+    )
+
+
+def ids(hits):
+    return [h.record.id for h in hits]
+
+
+def test_every_mode_finds_the_matching_record_with_its_ranks(embedder):
+    mem, _ = memory(embedder)
+    fill(mem)
+    for mode in ("dense", "lexical", "hybrid"):
+        hits = mem.search("low vitamin D and broken bones", 2, mode=mode)
+        assert ids(hits)[0] == "a", mode
+    (top, *_) = mem.search("low vitamin D and broken bones", 2)
+    assert set(top.ranks) == {"dense", "lexical"} and top.ranks["dense"] == 1
+
+
+def test_namespaces_are_isolated(embedder):
+    mem, _ = memory(embedder)
+    fill(mem, "s1")
+    mem.upsert([{"id": "x", "namespace": "s2", "text": "Vitamin D and fractures, another swarm's note."}])
+    assert "x" not in ids(mem.search("vitamin D fractures", 10, namespaces=["s1"]))
+    assert ids(mem.search("vitamin D fractures", 10, namespaces=["s2"])) == ["x"]
+    assert "x" in ids(mem.search("vitamin D fractures", 10))  # no namespaces: all of this memory's
+
+
+def test_metadata_filters_and_tiers(embedder):
+    mem, _ = memory(embedder)
+    fill(mem)
+    assert set(ids(mem.search("bone", 10, filter={"year": {"$gte": 2001}}))) <= {"b", "c", "d"}
+    assert ids(mem.search("bone fractures", 10, filter={"year": 2002})) == ["c"]
+    mem.upsert(
+        [{"id": "w", "namespace": "s1", "text": "Scratch note about bone fractures.", "tier": "working"}]
+    )
+    assert ids(mem.search("bone fractures", 10, tiers=["working"])) == ["w"]
+
+
+def test_bad_input_is_refused_and_changes_nothing(embedder):
+    mem, _ = memory(embedder, max_text_chars=100)
+    fill(mem)
+    before = dict(mem.records)
+    bad_writes = [
+        ([{"id": "e", "namespace": "s1", "text": "   "}], "records[0].text: is empty"),
+        ([{"id": "e", "namespace": "s1", "text": "x" * 101}], "max_text_chars is 100"),
+        ([{"id": "e", "namespace": "nowhere", "text": "ok"}], "unknown namespace 'nowhere'"),
+        ([{"id": "e", "namespace": "s1", "text": "ok", "tier": "forever"}], "records[0]"),
+        (
+            [{"id": "e", "namespace": "s1", "text": "ok"}, {"id": "f", "namespace": "s1", "text": ""}],
+            "records[1].text",
+        ),
+    ]
+    for records, message in bad_writes:
+        with pytest.raises(MemoryInputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            mem.upsert(records)
+    with pytest.raises(MemoryInputError, match=r"expected shape \(1, 384\)"):
+        mem.upsert([{"id": "e", "namespace": "s1", "text": "ok"}], vectors=np.zeros((1, 8)))
+    assert mem.records == before
+    bad_searches = [
+        (dict(namespaces=["nowhere"]), "unknown namespace"),
+        (dict(tiers=["forever"]), "unknown tier"),
+        (dict(filter={"year": {"$near": 1}}), "unknown operator '\\$near'"),
+        (dict(filter={"year": {"$in": 3}}), "needs a list"),
+        (dict(filter=["year"]), "must be a mapping"),
+        (dict(mode="fuzzy"), "must be dense, lexical or hybrid"),
+    ]
+    for kwargs, message in bad_searches:
+        with pytest.raises(MemoryInputError, match=message):
+            mem.search("bone", 3, **kwargs)
+
+
+def test_short_term_records_expire_with_a_fake_clock(embedder):
+    mem, clock = memory(embedder, short_term_ttl_s=60)
+    mem.upsert(
+        [
+            {"id": "s", "namespace": "s1", "text": "A passing thought.", "tier": "short_term"},
+            {"id": "l", "namespace": "s1", "text": "A lasting fact."},
+            {"id": "t", "namespace": "s1", "text": "A fact with its own lifetime.", "ttl_s": 30},
+        ]
+    )
+    clock.t += 31
+    assert mem.sweep()["expired"] == 1 and set(mem.records) == {"s", "l"}
+    clock.t += 30
+    assert mem.sweep()["expired"] == 1 and set(mem.records) == {"l"}
+
+
+def test_records_are_promoted_by_access_and_by_importance(embedder):
+    mem, _ = memory(embedder, promote_after_accesses=2)
+    mem.upsert(
+        [
+            {"id": "s", "namespace": "s1", "text": "Iron deficiency causes anemia.", "tier": "short_term"},
+            {"id": "v", "namespace": "s1", "text": "Key result.", "tier": "working", "importance": 0.9},
+        ]
+    )
+    assert mem.records["v"].tier == "long_term"
+    mem.get(["s"])
+    assert mem.records["s"].tier == "short_term"
+    mem.search("iron anemia", 1)
+    assert mem.records["s"].tier == "long_term"
+
+
+def test_working_tier_is_lru_and_demotes_what_it_pushes_out(embedder):
+    mem, _ = memory(embedder, working_capacity=2)
+    for i in range(3):
+        mem.upsert([{"id": f"w{i}", "namespace": "s1", "text": f"scratch {i}", "tier": "working"}])
+    assert [mem.records[f"w{i}"].tier for i in range(3)] == ["short_term", "working", "working"]
+
+
+def test_near_duplicates_are_consolidated_into_the_older_record(embedder):
+    mem, clock = memory(embedder, consolidate_cosine=0.95)
+    mem.upsert(
+        [
+            {
+                "id": "old",
+                "namespace": "s1",
+                "text": "Aspirin lowers the risk of heart attack.",
+                "metadata": {"a": 1},
+            }
+        ]
+    )
+    clock.t += 1
+    mem.upsert(
+        [
+            {
+                "id": "new",
+                "namespace": "s1",
+                "text": "Aspirin lowers the risk of heart attacks.",
+                "metadata": {"b": 2},
+            },
+            {"id": "other", "namespace": "s1", "text": "Penguins live in Antarctica."},
+        ]
+    )
+    assert mem.sweep()["consolidated"] == 1
+    assert set(mem.records) == {"old", "other"}
+    assert (
+        mem.records["old"].metadata["b"] == 2
+        and "heart attacks" in mem.records["old"].metadata["merged_texts"]
+    )
+
+
+def test_acknowledged_writes_survive_a_crash_through_the_log(embedder, tmp_path):
+    mem, _ = memory(embedder, tmp_path)
+    fill(mem)
+    mem.delete(["b"])
+    # No snapshot, no close: the process "dies" here, and its index lock dies with it.
+    mem.lexical.close()
+    again, _ = memory(embedder, tmp_path)
+    assert set(again.records) == {"a", "c", "d"}
+    for mode in ("dense", "lexical", "hybrid"):
+        assert "b" not in ids(again.search("bone density training", 10, mode=mode))
+
+
+def test_snapshot_then_log_restore_everything_and_deletes_stay_deleted(embedder, tmp_path):
+    mem, _ = memory(embedder, tmp_path, dense_kind="hnsw")
+    fill(mem)
+    mem.snapshot()
+    mem.delete(["a"])
+    mem.upsert([{"id": "e", "namespace": "s2", "text": "Deficiency of iron causes anemia."}])
+    mem.lexical.close()
+    again, _ = memory(embedder, tmp_path, dense_kind="hnsw")
+    assert set(again.records) == {"b", "c", "d", "e"}
+    assert ids(again.search("iron anemia", 1, namespaces=["s2"])) == ["e"]
+    again.snapshot()  # compaction
+    again.close()
+    third, _ = memory(embedder, tmp_path, dense_kind="hnsw")
+    for mode in ("dense", "lexical", "hybrid"):
+        assert "a" not in ids(third.search("vitamin D fractures", 10, mode=mode))
+    assert len(list(tmp_path.glob("snapshot-*"))) == 1
