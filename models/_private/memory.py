@@ -12,7 +12,10 @@ Tier policy (the one place it is written down):
 - Consolidation: within one namespace's long-term tier, a record whose vector has cosine at
   least `consolidate_cosine` with an older one is merged into it (access counts summed,
   metadata merged, the newer text kept as `metadata.merged_texts`) and deleted.
-- `sweep()` runs expiry, promotion and consolidation; `MemoryStore` calls it periodically.
+- `sweep()` runs expiry, promotion by access and consolidation; `MemoryStore` calls it
+  periodically. (Promotion by importance happens on write.)
+- Reads (`search`, `get`) only count accesses, so that they can run side by side; everything
+  that changes records is a write.
 
 Durability: every write is appended to a checksummed write-ahead log (the journal of the
 swarm runtime) and fdatasync'ed before it returns. `snapshot()` writes the records (JSON
@@ -383,19 +386,22 @@ class HybridMemory:
         return list(namespaces)
 
     def _accessed(self, records: list[Record]) -> None:
+        # Reads only count; the promotion they earn is a write, applied by the next `sweep`
+        # (so that searches can run side by side while writes are serialised).
         for r in records:
             r.access_count += 1
-            if r.tier == "working":
-                self._touch_working(r)
-            if r.tier != "long_term" and r.access_count >= self.config.promote_after_accesses:
-                self._set_tier(r, "long_term")
+            if r.id in self.working[r.namespace]:
+                self.working[r.namespace].move_to_end(r.id)  # one C-level step: safe beside other reads
         # Access counts ride along with the next logged write; they need no sync of their own.
         self._pending_access.update({r.id: (r.access_count, r.tier) for r in records})
 
     # -- tier maintenance ---------------------------------------------------------------------
 
     def sweep(self) -> dict[str, int]:
-        """Expires, promotes and consolidates; returns how many records each step touched."""
+        """Expires, promotes and consolidates; returns how many records each step touched.
+
+        Not safe to run beside a search: `MemoryStore` runs it as a write.
+        """
         now = self.clock()
         expired = []
         for r in self.records.values():
@@ -403,9 +409,15 @@ class HybridMemory:
             if ttl is not None and now - r.updated_at > ttl:
                 expired.append(r.id)
         self.delete(expired)
+        promoted = [r for r in self.records.values()
+                    if r.tier != "long_term" and r.access_count >= self.config.promote_after_accesses]
+        for r in promoted:
+            self.working[r.namespace].pop(r.id, None)
+            self._set_tier(r, "long_term")
+            self._pending_access[r.id] = (r.access_count, r.tier)
         merged = self._consolidate()
         self._flush_access()
-        return {"expired": len(expired), "consolidated": merged}
+        return {"expired": len(expired), "promoted": len(promoted), "consolidated": merged}
 
     def _consolidate(self) -> int:
         merged = 0

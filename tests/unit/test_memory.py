@@ -135,9 +135,9 @@ def test_records_are_promoted_by_access_and_by_importance(embedder):
     )
     assert mem.records["v"].tier == "long_term"
     mem.get(["s"])
-    assert mem.records["s"].tier == "short_term"
+    assert mem.sweep()["promoted"] == 0 and mem.records["s"].tier == "short_term"
     mem.search("iron anemia", 1)
-    assert mem.records["s"].tier == "long_term"
+    assert mem.sweep()["promoted"] == 1 and mem.records["s"].tier == "long_term"
 
 
 def test_working_tier_is_lru_and_demotes_what_it_pushes_out(embedder):
