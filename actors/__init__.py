@@ -11,6 +11,7 @@ from actors._private.builtin_agents import (
     FactorizeAgent,
     InvoiceAgent,
     KeywordsAgent,
+    MemoryAgent,
     NonceAgent,
     NoopAgent,
     NumberStatsAgent,
@@ -20,6 +21,7 @@ from actors._private.builtin_agents import (
 )
 from actors._private.health import HealthMonitor
 from actors._private.host import AgentHost
+from actors._private.memory_store import MemoryClient, MemoryStore
 from actors._private.pool import AgentPool
 from actors._private.queen import SwarmQueen
 from actors._private.registry import MetaRegistry
@@ -38,6 +40,9 @@ __all__ = [
     "HealthMonitor",
     "InvoiceAgent",
     "KeywordsAgent",
+    "MemoryAgent",
+    "MemoryClient",
+    "MemoryStore",
     "MetaRegistry",
     "NonceAgent",
     "NoopAgent",

@@ -20,6 +20,7 @@ class AgentContext:
     swarm: str
     pool: str
     capabilities: tuple[str, ...]
+    memory: Any = None  # a MemoryClient: the swarm's memory store and the global one
 
 
 class Agent:

@@ -20,6 +20,7 @@ __all__ = [
     "FactorizeAgent",
     "InvoiceAgent",
     "KeywordsAgent",
+    "MemoryAgent",
     "NonceAgent",
     "NoopAgent",
     "NumberStatsAgent",
@@ -295,3 +296,34 @@ class AmortizeAgent(Agent):
             "monthly_payment": round(payment, 2),
             "total_interest": round(payment * months - principal, 2),
         }
+
+
+class MemoryAgent(Agent):
+    """`memory.store`, `memory.search`, `memory.delete` on the swarm's memory (or `scope: global`).
+
+    store: {"id", "text", "metadata"?, "tier"?, "importance"?, "ttl_s"?, "scope"?} -> {"id"}
+    search: {"query", "k"?, "mode"?, "filter"?, "tiers"?, "scope"?: swarm | global | both} -> hits
+    delete: {"ids", "scope"?} -> {"deleted"}
+    """
+
+    capabilities = ("memory.store", "memory.search", "memory.delete")
+
+    async def handle(self, task: Task) -> Any:
+        p, mem = dict(task.payload), self.context.memory
+        scope = p.pop("scope", "swarm")
+        if task.capability == "memory.store":
+            p.setdefault("namespace", self.context.swarm if scope == "swarm" else "global")
+            (stored,) = await mem.upsert([p], scope=scope)
+            return {"id": stored}
+        if task.capability == "memory.search":
+            hits = await mem.search(p.pop("query", None), int(p.pop("k", 5)), scope=scope, **p)
+            return [
+                {
+                    "id": h["record"]["id"],
+                    "text": h["record"]["text"],
+                    "score": round(h["score"], 4),
+                    "ranks": h["ranks"],
+                }
+                for h in hits
+            ]
+        return {"deleted": await mem.delete(list(p.get("ids", [])), scope=scope)}

@@ -9,6 +9,7 @@ from typing import Any
 import ray
 
 from actors._private.agent import AgentContext, call_maybe_async
+from actors._private.memory_store import MemoryClient
 from actors._private.task import Task
 from cluster._private.config import AgentConfig, import_object
 
@@ -24,6 +25,7 @@ class AgentHost:
 
     def __init__(
         self,
+        namespace: str,
         swarm: str,
         pool: str,
         agent: AgentConfig,
@@ -32,10 +34,11 @@ class AgentHost:
     ):
         cls = import_object(agent.class_path)
         caps = tuple(agent.capability_names)
+        memory = MemoryClient(namespace, swarm)  # the system's namespace, not this job's
         self.agents = {}
         for agent_id in agent_ids:
             instance = cls(**agent.params)
-            instance.context = AgentContext(agent_id, swarm, pool, caps)
+            instance.context = AgentContext(agent_id, swarm, pool, caps, memory)
             if states and agent_id in states:
                 instance.restore(states[agent_id])
             self.agents[agent_id] = instance

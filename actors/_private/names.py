@@ -11,3 +11,8 @@ def queen(swarm: str) -> str:
 def monitor(swarm: str) -> str:
     """Actor name of `swarm`'s health monitor."""
     return f"health:{swarm}"
+
+
+def memory(name: str) -> str:
+    """Actor name of a memory store: a swarm's, or `global`."""
+    return f"memory:{name}"

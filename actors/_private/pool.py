@@ -92,6 +92,7 @@ class AgentPool:
 
     def __init__(
         self,
+        namespace: str,
         swarm: str,
         config: AgentPoolConfig,
         on_ready: Callable[[list[AgentSlot]], None],
@@ -100,6 +101,7 @@ class AgentPool:
         state_of: Callable[[str], Any],
         start_order: itertools.count,
     ):
+        self.namespace = namespace
         self.swarm = swarm
         self.config = config
         self.capabilities = tuple(config.agent.capability_names)
@@ -144,7 +146,7 @@ class AgentPool:
     def _spawn(self, agent_ids: list[str], replacing: HostSlot | None = None) -> HostSlot:
         host_id = f"{self.swarm}.{self.config.name}.h{next(self._host_seq)}"
         states = {aid: state for aid in agent_ids if (state := self._state_of(aid)) is not None}
-        args = (self.swarm, self.config.name, self.config.agent, agent_ids, states)
+        args = (self.namespace, self.swarm, self.config.name, self.config.agent, agent_ids, states)
         if self.config.colocate:
             try:
                 handle, reason = InProcessHandle(AgentHost(*args)), ""

@@ -115,6 +115,7 @@ class SwarmQueen:
         pending = self._replay()
         for pool_cfg in self.config.pools.values():
             self.pools[pool_cfg.name] = AgentPool(
+                self.namespace,
                 self.name,
                 pool_cfg,
                 self._agents_ready,

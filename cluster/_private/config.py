@@ -36,6 +36,7 @@ __all__ = [
     "CircuitBreakerConfig",
     "HealthConfig",
     "JournalConfig",
+    "MemoryStoreConfig",
     "QueenConfig",
     "RegistryConfig",
     "ResourcesConfig",
@@ -310,6 +311,28 @@ class JournalConfig(_Model):
     )
 
 
+class MemoryStoreConfig(_Model):
+    """A swarm's memory store (or the global one): the memory and its upkeep."""
+
+    namespaces: list[Name] = Field(
+        default_factory=list, description="Namespaces it holds; empty means just its own name."
+    )
+    memory: Any = Field(
+        default=None, description="models.MemoryConfig: embedder, index kind, fusion, tiers, path."
+    )
+    sweep_period_s: PositiveFloat = Field(30.0, description="Seconds between expiry/promotion sweeps.")
+    snapshot_period_s: PositiveFloat = Field(300.0, description="Seconds between snapshots.")
+    num_cpus: NonNegativeFloat = Field(0.0, description="Logical CPUs the store actor reserves.")
+    num_gpus: NonNegativeFloat = Field(0.0, description="GPUs for the embedder (fractions share one).")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory_config(cls, v: Any) -> Any:
+        from models._private.memory import MemoryConfig  # models imports this module; import late
+
+        return v if isinstance(v, MemoryConfig) else MemoryConfig.model_validate(v or {})
+
+
 class SwarmConfig(_Model):
     """One swarm: a queen, a health monitor and agent pools."""
 
@@ -324,6 +347,9 @@ class SwarmConfig(_Model):
     delegation_breaker: CircuitBreakerConfig = Field(
         default_factory=CircuitBreakerConfig,
         description="Circuit breaker per swarm this one delegates to.",
+    )
+    memory: MemoryStoreConfig | None = Field(
+        None, description="The swarm's own memory store (namespace: the swarm's name); None: none."
     )
     priority: int = Field(0, description="Tie-breaker when swarms offer the same capability: higher wins.")
     pools: dict[Name, AgentPoolConfig] = Field(description="Agent pools by name.")
@@ -386,6 +412,9 @@ class SystemConfig(_Model):
         "{'control': 0.001}, to keep them on the nodes that offer it.",
     )
     swarms: dict[Name, SwarmConfig] = Field(description="Swarms by name.")
+    global_memory: MemoryStoreConfig | None = Field(
+        None, description="The `global` memory store every agent can reach; None: none."
+    )
 
     @field_validator("swarms", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from actors._private import names
 from actors._private.health import HealthMonitor
 from actors._private.journal import default_journal_uri
+from actors._private.memory_store import MemoryStore
 from actors._private.queen import SwarmQueen
 from actors._private.registry import MetaRegistry
 from actors._private.task import Task, TaskResult
@@ -47,6 +48,7 @@ _TRANSIENT = (RayActorError, ActorUnavailableError)  # the actor is restarting, 
 _Registry = ray.remote(MetaRegistry)
 _Queen = ray.remote(SwarmQueen)
 _Monitor = ray.remote(HealthMonitor)
+_Memory = ray.remote(MemoryStore)
 
 
 def connect(address: str | None = None, namespace: str = "swarmray") -> None:
@@ -160,6 +162,18 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
         monitors.append(
             _Monitor.options(name=names.monitor(swarm.name), namespace=ns, **control).remote(ns, swarm)
         )
+    stores = [(name, store) for name, store in _memory_stores(config)]
+    for name, store in stores:
+        _Memory.options(
+            name=names.memory(name),
+            namespace=ns,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_concurrency=1000,
+            num_cpus=store.num_cpus,
+            num_gpus=store.num_gpus or None,
+        ).remote(ns, name, store)
     _get([q.start.remote() for q in queens])
     _get([m.start.remote() for m in monitors])
     ready_s = max(p.ready_timeout_s for s in config.swarms.values() for p in s.pools.values())
@@ -171,6 +185,14 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
         time.sleep(0.2)
     _get([m.check.remote() for m in monitors])  # report health as of now, not of start-up
     return status(ns)
+
+
+def _memory_stores(config: SystemConfig) -> list[tuple[str, Any]]:
+    """(name, MemoryStoreConfig) of every memory store the config asks for."""
+    stores = [(s.name, s.memory) for s in config.swarms.values() if s.memory is not None]
+    if config.global_memory is not None:
+        stores.append(("global", config.global_memory))
+    return stores
 
 
 def _system(namespace: str) -> Any:
@@ -195,7 +217,14 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
         monitor = ray.get_actor(names.monitor(name), namespace=namespace)
         q, m = _call(lambda q=queen, m=monitor: [q.status.remote(), m.report.remote()])
         swarms.append({**q, "registry": table.get(name, {}), "health": m})
-    return {"namespace": namespace, "swarms": swarms}
+    memories = []
+    for name in [*sorted(config.get("swarms", {})), "global"]:
+        try:
+            store = ray.get_actor(names.memory(name), namespace=namespace)
+        except ValueError:
+            continue
+        memories.append(_call(store.stats.remote))
+    return {"namespace": namespace, "swarms": swarms, "memory": memories}
 
 
 def down(namespace: str = "swarmray") -> list[str]:
@@ -221,6 +250,13 @@ def down(namespace: str = "swarmray") -> list[str]:
                     pass
             ray.kill(handle, no_restart=True)
             removed.append(name)
+    for name in [*config.get("swarms", {}), "global"]:
+        try:
+            store = ray.get_actor(names.memory(name), namespace=namespace)
+        except ValueError:
+            continue
+        ray.kill(store, no_restart=True)  # its data stays on disk: memory outlives `down`
+        removed.append(names.memory(name))
     _call(lambda: registry.purge.remote(), retry_s=30)
     ray.kill(registry, no_restart=True)
     removed.append(names.REGISTRY)

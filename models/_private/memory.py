@@ -409,8 +409,11 @@ class HybridMemory:
             if ttl is not None and now - r.updated_at > ttl:
                 expired.append(r.id)
         self.delete(expired)
-        promoted = [r for r in self.records.values()
-                    if r.tier != "long_term" and r.access_count >= self.config.promote_after_accesses]
+        promoted = [
+            r
+            for r in self.records.values()
+            if r.tier != "long_term" and r.access_count >= self.config.promote_after_accesses
+        ]
         for r in promoted:
             self.working[r.namespace].pop(r.id, None)
             self._set_tier(r, "long_term")

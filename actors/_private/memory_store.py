@@ -1,0 +1,199 @@
+"""MemoryStore: a Ray actor around HybridMemory, and the async client agents use."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from contextlib import asynccontextmanager
+from typing import Any
+
+import ray
+import tenacity
+from ray.exceptions import ActorUnavailableError, RayActorError
+
+from actors._private import names
+from actors._private.journal import default_journal_uri
+from cluster._private.config import MemoryStoreConfig
+
+__all__ = ["MemoryClient", "MemoryStore"]
+
+log = logging.getLogger(__name__)
+
+
+class _ReadWriteLock:
+    """Many readers at once, or one writer; a waiting writer holds off new readers."""
+
+    def __init__(self) -> None:
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+        self._cond = asyncio.Condition()
+
+    @asynccontextmanager
+    async def read(self):
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self._writer and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @asynccontextmanager
+    async def write(self):
+        async with self._cond:
+            self._writers_waiting += 1
+            await self._cond.wait_for(lambda: not self._writer and self._readers == 0)
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+class MemoryStore:
+    """One swarm's memory (or the `global` one); a named, detached Ray actor `memory:<name>`.
+
+    Searches run concurrently in worker threads (FAISS and tantivy release the GIL); writes
+    are serialised and return once logged durably. Expiry, promotion and consolidation run
+    every `sweep_period_s`, a snapshot every `snapshot_period_s` (which also empties the log).
+    """
+
+    def __init__(self, namespace: str, name: str, config: MemoryStoreConfig):
+        from models._private.memory import HybridMemory
+
+        self.name = name
+        self.config = config
+        memory_cfg = config.memory
+        if memory_cfg.path is None:
+            memory_cfg = memory_cfg.model_copy(
+                update={"path": default_journal_uri(namespace, f"_memory/{name}")}
+            )
+        self.memory = HybridMemory(config.namespaces or [name], memory_cfg)
+        self._lock = _ReadWriteLock()
+        self._loop: asyncio.Task | None = None
+
+    def _ensure_loop(self) -> None:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop().create_task(self._maintain())
+
+    async def upsert(self, records: list[dict], vectors: Any = None) -> list[str]:
+        """Adds or replaces records (see `HybridMemory.upsert`); returns once durable."""
+        self._ensure_loop()
+        async with self._lock.write():
+            return await asyncio.to_thread(self.memory.upsert, records, vectors)
+
+    async def delete(self, ids: list[str]) -> int:
+        """Deletes records by id."""
+        self._ensure_loop()
+        async with self._lock.write():
+            return await asyncio.to_thread(self.memory.delete, ids)
+
+    async def get(self, ids: list[str]) -> list[dict]:
+        """The records with these ids."""
+        async with self._lock.read():
+            return [r.model_dump() for r in await asyncio.to_thread(self.memory.get, ids)]
+
+    async def search(self, query: str | None = None, k: int = 10, **kwargs: Any) -> list[dict]:
+        """Hits as dicts: record, score, ranks, scores (see `HybridMemory.search`)."""
+        self._ensure_loop()
+        async with self._lock.read():
+            hits = await asyncio.to_thread(self.memory.search, query, k, **kwargs)
+        return [h.model_dump() for h in hits]
+
+    async def sweep(self) -> dict[str, int]:
+        """Expiry, promotion and consolidation now."""
+        async with self._lock.write():
+            return await asyncio.to_thread(self.memory.sweep)
+
+    async def snapshot(self) -> str:
+        """A snapshot now (also empties the log)."""
+        async with self._lock.write():
+            return await asyncio.to_thread(self.memory.snapshot)
+
+    def stats(self) -> dict[str, Any]:
+        """Records per namespace and tier, the embedder and index kind."""
+        counts: dict[str, dict[str, int]] = {}
+        for r in self.memory.records.values():
+            counts.setdefault(r.namespace, {}).setdefault(r.tier, 0)
+            counts[r.namespace][r.tier] += 1
+        return {
+            "name": self.name,
+            "records": len(self.memory.records),
+            "by_namespace": counts,
+            "embedder": self.memory.embedder.name,
+            "dim": self.memory.dim,
+            "dense_kind": self.memory.config.dense_kind,
+            "pid": os.getpid(),
+        }
+
+    async def _maintain(self) -> None:
+        ticks = 0
+        every = max(1, round(self.config.snapshot_period_s / self.config.sweep_period_s))
+        while True:
+            await asyncio.sleep(self.config.sweep_period_s)
+            ticks += 1
+            try:
+                await self.sweep()
+                if ticks % every == 0:
+                    await self.snapshot()
+            except Exception:
+                log.exception("memory maintenance failed in %s", self.name)
+
+
+class MemoryClient:
+    """What an agent uses: its swarm's memory and the global one, by async calls.
+
+    Example (inside an agent's async `handle`):
+        mem = MemoryClient(namespace, "storage")
+        await mem.upsert([{"id": "n1", "namespace": "storage", "text": "..."}])
+        hits = await mem.search("...", k=5, scope="both")
+    """
+
+    def __init__(self, ray_namespace: str, swarm: str, retry_s: float = 60.0):
+        self.ray_namespace = ray_namespace
+        self.swarm = swarm
+        self.retry_s = retry_s
+
+    def _store(self, name: str) -> Any:
+        return ray.get_actor(names.memory(name), namespace=self.ray_namespace)
+
+    async def call(self, store: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        """`store.method(*args, **kwargs)`, retried (tenacity) while Ray restarts the store."""
+        async for attempt in tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type((RayActorError, ActorUnavailableError)),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
+            stop=tenacity.stop_after_delay(self.retry_s),
+            reraise=True,
+        ):
+            with attempt:
+                return await getattr(self._store(store), method).remote(*args, **kwargs)
+
+    def _scope(self, scope: str) -> list[str]:
+        scopes = {"swarm": [self.swarm], "global": ["global"], "both": [self.swarm, "global"]}
+        if scope not in scopes:
+            raise ValueError(f"scope must be swarm, global or both, got {scope!r}")
+        return scopes[scope]
+
+    async def upsert(self, records: list[dict], scope: str = "swarm") -> list[str]:
+        """Writes to the swarm's memory (`scope="swarm"`) or the global one (`"global"`)."""
+        (store,) = self._scope(scope)
+        return await self.call(store, "upsert", records)
+
+    async def delete(self, ids: list[str], scope: str = "swarm") -> int:
+        """Deletes records by id from the swarm's or the global memory."""
+        (store,) = self._scope(scope)
+        return await self.call(store, "delete", ids)
+
+    async def search(self, query: str, k: int = 10, scope: str = "swarm", **kwargs: Any) -> list[dict]:
+        """Searches the swarm's memory, the global one, or `both` (merged by score)."""
+        results = await asyncio.gather(
+            *(self.call(s, "search", query, k, **kwargs) for s in self._scope(scope))
+        )
+        return sorted((h for hits in results for h in hits), key=lambda h: -h["score"])[:k]
