@@ -318,7 +318,9 @@ class MemoryStoreConfig(_Model):
         default_factory=list, description="Namespaces it holds; empty means just its own name."
     )
     memory: Any = Field(
-        default=None, description="models.MemoryConfig: embedder, index kind, fusion, tiers, path."
+        default=None,
+        validate_default=True,
+        description="models.MemoryConfig: embedder, index kind, fusion, tiers, path.",
     )
     sweep_period_s: PositiveFloat = Field(30.0, description="Seconds between expiry/promotion sweeps.")
     snapshot_period_s: PositiveFloat = Field(300.0, description="Seconds between snapshots.")

@@ -10,7 +10,7 @@ import ray
 
 from cluster._private.config import load_config
 
-__all__ = ["DEMO_TASKS", "run_demo"]
+__all__ = ["DEMO_TASKS", "FOLLOW_UP", "run_demo"]
 
 _TEXT = (
     "Ray schedules tasks and actors across a cluster. Swarms of agents run on Ray actors. "
@@ -64,6 +64,18 @@ DEMO_TASKS: list[tuple[str, str, dict[str, Any]]] = [
     ("business", "math.factorize", {"n": 600851475143}),
     ("business", "text.stats", {"text": "Delegated from business to ai."}),
     ("ai", "data.checksum", {"text": "delegated from ai to storage"}),
+    ("storage", "memory.store", {"id": "note-1", "text": "Ray restarts a detached actor after a crash."}),
+    (
+        "storage",
+        "memory.store",
+        {"id": "note-2", "text": "FAISS searches vectors; BM25 matches words.", "scope": "global"},
+    ),
+]
+
+# Run after the tasks above have finished, so that they find what was stored.
+FOLLOW_UP: list[tuple[str, str, dict[str, Any]]] = [
+    ("storage", "memory.search", {"query": "what happens when an actor crashes?", "k": 1}),
+    ("ai", "memory.search", {"query": "keyword matching", "k": 1, "scope": "global"}),
 ]
 
 
@@ -89,9 +101,12 @@ def run_demo(config_path: str | None = None, address: str | None = None) -> int:
     print(f"system {config.namespace!r} up in {time.monotonic() - started:.1f} s")
 
     client = system.Client(config.namespace)
-    wanted = [(s, c, p) for s, c, p in DEMO_TASKS if s in config.swarms]
-    ids = [client.submit(cap, payload, swarm=swarm) for swarm, cap, payload in wanted]
-    results = [client.result(task_id, timeout_s=120) for task_id in ids]
+    wanted, results = [], []
+    for phase in (DEMO_TASKS, FOLLOW_UP):
+        tasks = [(s, c, p) for s, c, p in phase if s in config.swarms]
+        ids = [client.submit(cap, payload, swarm=swarm) for swarm, cap, payload in tasks]
+        wanted += tasks
+        results += [client.result(task_id, timeout_s=120) for task_id in ids]
     rows = []
     for (swarm, cap, _), res in zip(wanted, results, strict=True):
         t = res.timings

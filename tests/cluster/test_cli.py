@@ -97,5 +97,5 @@ def test_main_job_runs_under_ray_job_submit(head, namespace):
         env=head["env"],
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "12/12 tasks succeeded" in proc.stdout
+    assert "16/16 tasks succeeded" in proc.stdout
     assert "business:" in proc.stdout and "ai.stats.0" in proc.stdout
