@@ -162,8 +162,7 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
         monitors.append(
             _Monitor.options(name=names.monitor(swarm.name), namespace=ns, **control).remote(ns, swarm)
         )
-    stores = [(name, store) for name, store in _memory_stores(config)]
-    for name, store in stores:
+    memories = [
         _Memory.options(
             name=names.memory(name),
             namespace=ns,
@@ -174,6 +173,9 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
             num_cpus=store.num_cpus,
             num_gpus=store.num_gpus or None,
         ).remote(ns, name, store)
+        for name, store in _memory_stores(config)
+    ]
+    _get([m.stats.remote() for m in memories], timeout_s=300)  # loaded before agents use them
     _get([q.start.remote() for q in queens])
     _get([m.start.remote() for m in monitors])
     ready_s = max(p.ready_timeout_s for s in config.swarms.values() for p in s.pools.values())
