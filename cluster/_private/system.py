@@ -122,11 +122,17 @@ def mark_local_head(namespace: str) -> None:
     _call(lambda: registry.kv_put.remote(LOCAL_HEAD_KEY, True))
 
 
-def start_local_head() -> None:
-    """Starts a local Ray head that outlives this process, as `ray start --head` does."""
+def _ray_cli() -> str:
+    """The `ray` command next to this Python (the one of the installed Ray), else on PATH."""
     ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
     if ray_cli is None:
         raise SchedulingError("the `ray` command is not installed next to this Python")
+    return ray_cli
+
+
+def start_local_head() -> None:
+    """Starts a local Ray head that outlives this process, as `ray start --head` does."""
+    ray_cli = _ray_cli()
     subprocess.run(
         [ray_cli, "start", "--head", "--disable-usage-stats"], check=True, stdout=subprocess.DEVNULL
     )
@@ -197,11 +203,19 @@ def _memory_stores(config: SystemConfig) -> list[tuple[str, Any]]:
     return stores
 
 
-def _system(namespace: str) -> Any:
+def _existing(name: str, namespace: str) -> Any | None:
+    """The handle of the named actor, or None when there is none."""
     try:
-        return ray.get_actor(names.REGISTRY, namespace=namespace)
+        return ray.get_actor(name, namespace=namespace)
     except ValueError:
-        raise SystemNotFoundError(namespace) from None
+        return None
+
+
+def _system(namespace: str) -> Any:
+    registry = _existing(names.REGISTRY, namespace)
+    if registry is None:
+        raise SystemNotFoundError(namespace)
+    return registry
 
 
 def status(namespace: str = "swarmray") -> dict[str, Any]:
@@ -221,11 +235,8 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
         swarms.append({**q, "registry": table.get(name, {}), "health": m})
     memories = []
     for name in [*sorted(config.get("swarms", {})), "global"]:
-        try:
-            store = ray.get_actor(names.memory(name), namespace=namespace)
-        except ValueError:
-            continue
-        memories.append(_call(store.stats.remote))
+        if (store := _existing(names.memory(name), namespace)) is not None:
+            memories.append(_call(store.stats.remote))
     return {"namespace": namespace, "swarms": swarms, "memory": memories}
 
 
@@ -241,9 +252,7 @@ def down(namespace: str = "swarmray") -> list[str]:
     removed = []
     for swarm in config.get("swarms", {}):
         for name in (names.monitor(swarm), names.queen(swarm)):
-            try:
-                handle = ray.get_actor(name, namespace=namespace)
-            except ValueError:
+            if (handle := _existing(name, namespace)) is None:
                 continue
             if name.startswith("queen:"):
                 try:
@@ -253,9 +262,7 @@ def down(namespace: str = "swarmray") -> list[str]:
             ray.kill(handle, no_restart=True)
             removed.append(name)
     for name in [*config.get("swarms", {}), "global"]:
-        try:
-            store = ray.get_actor(names.memory(name), namespace=namespace)
-        except ValueError:
+        if (store := _existing(names.memory(name), namespace)) is None:
             continue
         ray.kill(store, no_restart=True)  # its data stays on disk: memory outlives `down`
         removed.append(names.memory(name))
@@ -264,8 +271,7 @@ def down(namespace: str = "swarmray") -> list[str]:
     removed.append(names.REGISTRY)
     if started_head:
         ray.shutdown()
-        ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-        subprocess.run([ray_cli, "stop"], check=False, stdout=subprocess.DEVNULL)
+        subprocess.run([_ray_cli(), "stop"], check=False, stdout=subprocess.DEVNULL)
         removed.append("local Ray head")
     return removed
 
