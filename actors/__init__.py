@@ -21,6 +21,7 @@ from actors._private.builtin_agents import (
 )
 from actors._private.health import HealthMonitor
 from actors._private.host import AgentHost
+from actors._private.llm_agent import LLMAgent
 from actors._private.memory_store import MemoryClient, MemoryStore
 from actors._private.pool import AgentPool
 from actors._private.queen import SwarmQueen
@@ -40,6 +41,7 @@ __all__ = [
     "HealthMonitor",
     "InvoiceAgent",
     "KeywordsAgent",
+    "LLMAgent",
     "MemoryAgent",
     "MemoryClient",
     "MemoryStore",

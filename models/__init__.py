@@ -1,24 +1,42 @@
-"""Models: the embedder, the dense (FAISS) and lexical (BM25) indexes, rank fusion, and the
-hybrid memory built on them (tiers, namespaces, persistence). Inference engines come next.
+"""Models: the embedder, the dense (FAISS) and lexical (BM25) indexes, rank fusion, the
+hybrid memory built on them (tiers, namespaces, persistence), and the inference engines
+(vLLM on GPUs, transformers on CPUs) behind one interface.
 """
 
 from models._private.dense import DenseIndex
 from models._private.embedder import Embedder, EmbedderConfig, default_model_path
+from models._private.engine import (
+    Delta,
+    Engine,
+    EngineConfig,
+    Generation,
+    SamplingParams,
+    create_engine,
+)
 from models._private.fusion import Fused, fuse
 from models._private.lexical import LexicalIndex
 from models._private.memory import TIERS, Hit, HybridMemory, MemoryConfig, Record
+from models._private.smoke import build_tiny_model, smoke_model_path
 
 __all__ = [
     "TIERS",
+    "Delta",
     "DenseIndex",
     "Embedder",
     "EmbedderConfig",
+    "Engine",
+    "EngineConfig",
     "Fused",
+    "Generation",
     "Hit",
     "HybridMemory",
     "LexicalIndex",
     "MemoryConfig",
     "Record",
+    "SamplingParams",
+    "build_tiny_model",
+    "create_engine",
     "default_model_path",
     "fuse",
+    "smoke_model_path",
 ]

@@ -204,6 +204,7 @@ def format_status(state: dict[str, Any]) -> str:
         + format_table(
             agents, ["agent", "swarm", "state", "node", "inflight", "done", "failed", "restarts", "reason"]
         )
+        + (f"\n\nAI service (OpenAI-compatible): {state['ai']['url']}" if state.get("ai") else "")
     )
 
 

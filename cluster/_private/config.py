@@ -417,6 +417,20 @@ class SystemConfig(_Model):
     global_memory: MemoryStoreConfig | None = Field(
         None, description="The `global` memory store every agent can reach; None: none."
     )
+    ai: Any = Field(
+        None,
+        description="serve.AIServiceConfig: the OpenAI-compatible AI service `up` deploys on Ray "
+        "Serve; None: no service.",
+    )
+
+    @field_validator("ai", mode="before")
+    @classmethod
+    def _ai_config(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        from serve._private.config import AIServiceConfig  # serve imports this module; import late
+
+        return v if isinstance(v, AIServiceConfig) else AIServiceConfig.model_validate(v)
 
     @field_validator("swarms", mode="before")
     @classmethod

@@ -10,6 +10,10 @@
     ├── DelegationError             a task cannot be routed further (hop limit, loop)
     ├── SchedulingError             agents cannot be placed (e.g. infeasible resources)
     ├── MemoryInputError            a memory write or search was refused (field, reason)
+    ├── RequestError                an AI-service request was refused (param, reason, code)
+    ├── ModelNotFoundError          a model name the AI service does not serve
+    ├── EngineError                 an inference engine cannot serve (dead, failed)
+    │   └── EngineUnavailableError  the chosen engine cannot run here (no vLLM, no GPU)
     └── TaskError                   a task ended without a result
         ├── TaskFailedError         the agent raised on every attempt
         ├── TaskTimeoutError        the last attempt ran past its timeout
@@ -24,7 +28,11 @@ __all__ = [
     "BackpressureError",
     "ConfigError",
     "DelegationError",
+    "EngineError",
+    "EngineUnavailableError",
     "MemoryInputError",
+    "ModelNotFoundError",
+    "RequestError",
     "SchedulingError",
     "SwarmNotFoundError",
     "SwarmrayError",
@@ -133,6 +141,33 @@ class MemoryInputError(SwarmrayError, ValueError):
         self.field = field
         self.reason = reason
         super().__init__(f"{field}: {reason}")
+
+
+class RequestError(SwarmrayError, ValueError):
+    """Raised when an AI-service request is refused for bad input (HTTP 400)."""
+
+    def __init__(self, param: str | None, reason: str, code: str = "invalid_request"):
+        self.param = param
+        self.reason = reason
+        self.code = code
+        super().__init__(f"{param}: {reason}" if param else reason)
+
+
+class ModelNotFoundError(SwarmrayError, LookupError):
+    """Raised when a request names a model the AI service does not serve (HTTP 404)."""
+
+    def __init__(self, model: str, known: list[str]):
+        self.model = model
+        self.known = known
+        super().__init__(f"the model {model!r} does not exist; served models: {sorted(known)}")
+
+
+class EngineError(SwarmrayError):
+    """Raised when an inference engine cannot serve: it failed or is dead."""
+
+
+class EngineUnavailableError(EngineError):
+    """Raised when the configured engine cannot run on this machine."""
 
 
 class TaskError(SwarmrayError):

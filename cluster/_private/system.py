@@ -182,6 +182,12 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
         for name, store in _memory_stores(config)
     ]
     _get([m.stats.remote() for m in memories], timeout_s=300)  # loaded before agents use them
+    if config.ai is not None:
+        from actors._private.llm_agent import AI_URL_KEY
+        from serve import deploy
+
+        url = deploy(config.ai, app_name=ai_app_name(ns))
+        _get(registry.kv_put.remote(AI_URL_KEY, url))
     _get([q.start.remote() for q in queens])
     _get([m.start.remote() for m in monitors])
     ready_s = max(p.ready_timeout_s for s in config.swarms.values() for p in s.pools.values())
@@ -193,6 +199,11 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
         time.sleep(0.2)
     _get([m.check.remote() for m in monitors])  # report health as of now, not of start-up
     return status(ns)
+
+
+def ai_app_name(namespace: str) -> str:
+    """The Serve application name of a system's AI service."""
+    return f"{namespace}-ai"
 
 
 def _memory_stores(config: SystemConfig) -> list[tuple[str, Any]]:
@@ -237,7 +248,12 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
     for name in [*sorted(config.get("swarms", {})), "global"]:
         if (store := _existing(names.memory(name), namespace)) is not None:
             memories.append(_call(store.stats.remote))
-    return {"namespace": namespace, "swarms": swarms, "memory": memories}
+    ai = None
+    if config.get("ai") is not None:
+        from actors._private.llm_agent import AI_URL_KEY
+
+        ai = {"url": _call(lambda: registry.kv_get.remote(AI_URL_KEY)), "app": ai_app_name(namespace)}
+    return {"namespace": namespace, "swarms": swarms, "memory": memories, "ai": ai}
 
 
 def down(namespace: str = "swarmray") -> list[str]:
@@ -266,6 +282,11 @@ def down(namespace: str = "swarmray") -> list[str]:
             continue
         ray.kill(store, no_restart=True)  # its data stays on disk: memory outlives `down`
         removed.append(names.memory(name))
+    if config.get("ai") is not None:
+        from ray import serve
+
+        serve.delete(ai_app_name(namespace))
+        removed.append(f"Serve application {ai_app_name(namespace)}")
     _call(lambda: registry.purge.remote(), retry_s=30)
     ray.kill(registry, no_restart=True)
     removed.append(names.REGISTRY)

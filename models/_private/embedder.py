@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import numpy as np
@@ -76,6 +77,28 @@ class Embedder:
     def tokenizer(self) -> Any:
         """The model's tokenizer (for chunking long texts by tokens)."""
         return self.model.tokenizer
+
+    def chunk(self, text: str, max_tokens: int) -> list[str]:
+        """`text` cut at sentence ends into pieces of at most `max_tokens` tokens each.
+
+        A text that fits is returned whole; a single sentence longer than `max_tokens` stays
+        one piece (the model reads its first `max_tokens`).
+        """
+        sentences = _SENTENCE_END.split(text.strip())
+        counts = [len(ids) for ids in self.tokenizer()(sentences, add_special_tokens=False)["input_ids"]]
+        if sum(counts) <= max_tokens:
+            return [text]
+        pieces, current, used = [], [], 0
+        for sentence, n in zip(sentences, counts, strict=True):
+            if current and used + n > max_tokens:
+                pieces.append(" ".join(current))
+                current, used = [], 0
+            current.append(sentence)
+            used += n
+        return [*pieces, " ".join(current)]
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
 def _default_device() -> str:

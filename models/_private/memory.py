@@ -75,6 +75,12 @@ class MemoryConfig(BaseModel):
     promote_importance: float = Field(0.8, ge=0, le=1, description="Importance that promotes at once.")
     consolidate_cosine: float = Field(0.97, gt=0, le=1, description="Near-duplicate threshold.")
     max_text_chars: PositiveInt = Field(20_000, description="Longest text accepted.")
+    chunk_tokens: PositiveInt | None = Field(
+        200,
+        description="A text longer than this many tokens gets one vector per sentence-aligned "
+        "chunk, and its dense score is its best chunk's; None embeds the whole text once (the "
+        "embedder reads only its first 256 tokens).",
+    )
     path: str | None = Field(None, description="Directory for the log and snapshots; None keeps nothing.")
     sync: bool = Field(True, description="fdatasync each logged write.")
 
@@ -181,8 +187,8 @@ class HybridMemory:
         self.embedder = embedder or Embedder(self.config.embedder)
         self.dim = self.embedder.dim
         self.records: dict[str, Record] = {}
-        self.vectors: dict[str, np.ndarray] = {}
-        self._label: dict[str, int] = {}
+        self.vectors: dict[str, np.ndarray] = {}  # id -> (chunks, dim)
+        self._label: dict[str, list[int]] = {}  # id -> one dense label per chunk
         self._by_label: dict[int, str] = {}
         self._labels = itertools.count(1)
         self.dense = {ns: DenseIndex(self.dim, self.config.dense_kind) for ns in self.namespaces}
@@ -199,7 +205,9 @@ class HybridMemory:
     def upsert(self, records: Iterable[Record | dict], vectors: np.ndarray | None = None) -> list[str]:
         """Adds or replaces records; embeds their texts unless `vectors` are given.
 
-        All records are checked first; on any error nothing is written.
+        Long texts are embedded chunk by chunk (see `MemoryConfig.chunk_tokens`); given
+        `vectors`, one per record, are taken as they are. All records are checked first; on
+        any error nothing is written.
 
         Raises:
             MemoryInputError: empty or oversized text, unknown namespace, tier or field,
@@ -209,12 +217,14 @@ class HybridMemory:
         if not batch:
             return []
         if vectors is None:
-            vectors = self.embedder.encode([r.text for r in batch])
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.shape != (len(batch), self.dim):
-            raise MemoryInputError(
-                "vectors", f"expected shape ({len(batch)}, {self.dim}), got {vectors.shape}"
-            )
+            per_record = self._embed([r.text for r in batch])
+        else:
+            vectors = np.asarray(vectors, dtype=np.float32)
+            if vectors.shape != (len(batch), self.dim):
+                raise MemoryInputError(
+                    "vectors", f"expected shape ({len(batch)}, {self.dim}), got {vectors.shape}"
+                )
+            per_record = [vectors[j : j + 1] for j in range(len(batch))]
         now = self.clock()
         for r in batch:
             old = self.records.get(r.id)
@@ -226,11 +236,19 @@ class HybridMemory:
             {
                 "op": "upsert",
                 "records": [r.model_dump() for r in batch],
-                "vectors": [_b64(v) for v in vectors],
+                "vectors": [_b64(v) for v in per_record],
             }
         )
-        self._apply_upsert(batch, vectors)
+        self._apply_upsert(batch, per_record)
         return [r.id for r in batch]
+
+    def _embed(self, texts: list[str]) -> list[np.ndarray]:
+        """Each text's vectors, (chunks, dim): one encode call for every chunk of the batch."""
+        size = self.config.chunk_tokens
+        pieces = [self.embedder.chunk(t, size) if size else [t] for t in texts]
+        flat = self.embedder.encode([p for ps in pieces for p in ps])
+        bounds = np.cumsum([0] + [len(ps) for ps in pieces])
+        return [flat[a:b] for a, b in itertools.pairwise(bounds)]
 
     def _validate(self, raw: Record | dict, i: int) -> Record:
         try:
@@ -250,21 +268,32 @@ class HybridMemory:
             )
         return r
 
-    def _apply_upsert(self, batch: list[Record], vectors: np.ndarray) -> None:
-        moved = [r.id for r in batch if r.id in self.records and self.records[r.id].namespace != r.namespace]
-        if moved:
-            self._apply_delete(moved)
-        by_ns: dict[str, list[int]] = {}
-        for j, r in enumerate(batch):
-            if r.id not in self._label:
-                label = next(self._labels)
-                self._label[r.id], self._by_label[label] = label, r.id
-            self.records[r.id], self.vectors[r.id] = r, vectors[j]
-            by_ns.setdefault(r.namespace, []).append(j)
+    def _apply_upsert(self, batch: list[Record], vectors: list[np.ndarray]) -> None:
+        self._drop_vectors([r.id for r in batch if r.id in self.records])  # chunk counts may change
+        labels: dict[str, list[int]] = {}
+        chunks: dict[str, list[np.ndarray]] = {}
+        for r, vecs in zip(batch, vectors, strict=True):
+            ids = [next(self._labels) for _ in range(len(vecs))]
+            self._label[r.id] = ids
+            self._by_label.update(dict.fromkeys(ids, r.id))
+            self.records[r.id], self.vectors[r.id] = r, vecs
+            labels.setdefault(r.namespace, []).extend(ids)
+            chunks.setdefault(r.namespace, []).append(vecs)
             self._touch_working(r)
-        for ns, rows in by_ns.items():
-            self.dense[ns].upsert(np.array([self._label[batch[j].id] for j in rows]), vectors[rows])
+        for ns, ids in labels.items():
+            self.dense[ns].upsert(np.array(ids), np.concatenate(chunks[ns]))
         self.lexical.upsert((r.id, r.namespace, r.tier, r.text) for r in batch)
+
+    def _drop_vectors(self, ids: list[str]) -> None:
+        by_ns: dict[str, list[int]] = {}
+        for i in ids:
+            labels = self._label.pop(i, [])
+            for lb in labels:
+                self._by_label.pop(lb, None)
+            by_ns.setdefault(self.records[i].namespace, []).extend(labels)
+            self.vectors.pop(i, None)
+        for ns, labels in by_ns.items():
+            self.dense[ns].remove(labels)
 
     def _touch_working(self, r: Record) -> None:
         lru = self.working[r.namespace]
@@ -289,16 +318,11 @@ class HybridMemory:
         return len(present)
 
     def _apply_delete(self, ids: list[str]) -> None:
-        by_ns: dict[str, list[int]] = {}
+        ids = [i for i in ids if i in self.records]
+        self._drop_vectors(ids)
         for i in ids:
-            r = self.records.pop(i, None)
-            if r is None:
-                continue
-            self.vectors.pop(i, None)
+            r = self.records.pop(i)
             self.working[r.namespace].pop(i, None)
-            by_ns.setdefault(r.namespace, []).append(self._label[i])
-        for ns, labels in by_ns.items():
-            self.dense[ns].remove(labels)
         self.lexical.delete(ids)
         if self.lexical.stale:
             self.lexical.rebuild(self._lexical_docs())
@@ -355,11 +379,16 @@ class HybridMemory:
             q = np.asarray(q, dtype=np.float32).reshape(-1)
             if q.shape != (self.dim,):
                 raise MemoryInputError("vector", f"expected {self.dim} dimensions, got {q.shape[0]}")
-            hits: list[tuple[str, float]] = []
+            best: dict[str, float] = {}
+            fetch = self._chunks_per_record()
             for ns in namespaces:
-                labels, scores = self.dense[ns].search(q, n)
-                hits += [(self._by_label[int(lb)], float(s)) for lb, s in zip(labels, scores, strict=True)]
-            results["dense"] = sorted((h for h in hits if ok(h[0])), key=lambda h: -h[1])[:n]
+                # Over-fetch chunks so that n distinct records remain after keeping each one's best.
+                labels, scores = self.dense[ns].search(q, n * fetch)
+                for lb, sc in zip(labels, scores, strict=True):
+                    rid = self._by_label[int(lb)]
+                    if rid not in best and ok(rid):  # chunks come best first
+                        best[rid] = float(sc)
+            results["dense"] = sorted(best.items(), key=lambda h: -h[1])[:n]
         if mode != "dense":
             hits = self.lexical.search(query, n, namespaces=namespaces, tiers=tiers)
             results["lexical"] = [h for h in hits if ok(h[0])]
@@ -377,6 +406,11 @@ class HybridMemory:
             Hit(record=r.model_copy(), score=h.score, ranks=h.ranks, scores=h.scores)
             for r, h in zip(found, fused, strict=True)
         ]
+
+    def _chunks_per_record(self) -> int:
+        # Twice the mean chunk count: enough, in practice, for n distinct records to remain.
+        chunks = sum(len(d) for d in self.dense.values())
+        return max(1, 2 * -(-chunks // max(1, len(self.records))))
 
     def _check_namespaces(self, namespaces: list[str] | None) -> list[str]:
         if namespaces is None:
@@ -431,7 +465,7 @@ class HybridMemory:
             )
             if len(ids) < 2:
                 continue
-            mat = np.stack([self.vectors[i] for i in ids])
+            mat = np.stack([self.vectors[i][0] for i in ids])  # each text's head
             index = faiss.IndexFlatIP(self.dim)
             index.add(mat)
             lims, _, labels = index.range_search(mat, self.config.consolidate_cosine)
@@ -502,14 +536,17 @@ class HybridMemory:
                 f.write(json.dumps(self.records[i].model_dump()) + "\n")
         np.save(
             os.path.join(tmp, "vectors.npy"),
-            np.stack([self.vectors[i] for i in ids]) if ids else np.zeros((0, self.dim), np.float32),
+            np.concatenate([self.vectors[i] for i in ids]) if ids else np.zeros((0, self.dim), np.float32),
             allow_pickle=False,
         )
         with open(os.path.join(tmp, "labels.json"), "w") as f:
             json.dump({i: self._label[i] for i in ids}, f)
         for ns, index in self.dense.items():
             if index.kind == "hnsw":
+                if index._dead:
+                    index._rebuild()  # so that graph positions are exactly the live chunks
                 faiss.write_index(index._index, os.path.join(tmp, f"dense-{ns}.faiss"))
+                np.save(os.path.join(tmp, f"dense-{ns}.labels.npy"), index._ids, allow_pickle=False)
         shutil.copytree(self._lexical_dir, os.path.join(tmp, "lexical"))
         _fsync_tree(tmp)
         os.replace(tmp, final)
@@ -529,37 +566,44 @@ class HybridMemory:
             lines = Path(snap, "records.jsonl").read_text().splitlines()
             records = [Record.model_validate_json(line) for line in lines]
             vectors = np.load(os.path.join(snap, "vectors.npy"), allow_pickle=False)
-            labels = json.loads(Path(snap, "labels.json").read_text())
+            labels = json.loads(Path(snap, "labels.json").read_text())  # id -> chunk labels
             for r in records:
                 self._label[r.id] = labels[r.id]
-                self._by_label[labels[r.id]] = r.id
-            self._labels = itertools.count(max(labels.values(), default=0) + 1)
+                self._by_label.update(dict.fromkeys(labels[r.id], r.id))
+            self._labels = itertools.count(max((max(v) for v in labels.values()), default=0) + 1)
+            bounds = np.cumsum([0] + [len(labels[r.id]) for r in records])
             self.lexical.close()
             shutil.rmtree(self._lexical_dir, ignore_errors=True)
             shutil.copytree(os.path.join(snap, "lexical"), self._lexical_dir)
             self.lexical = LexicalIndex(self._lexical_dir)
             for j, r in enumerate(records):
-                self.records[r.id], self.vectors[r.id] = r, vectors[j]
+                self.records[r.id], self.vectors[r.id] = r, vectors[bounds[j] : bounds[j + 1]]
                 self._touch_working(r)
             for ns in self.namespaces:
-                rows = [j for j, r in enumerate(records) if r.namespace == ns]
+                mine = [r for r in records if r.namespace == ns]
+                if not mine:
+                    continue
+                ids = np.array([lb for r in mine for lb in self._label[r.id]], dtype=np.int64)
+                vecs = np.concatenate([self.vectors[r.id] for r in mine])
                 path = os.path.join(snap, f"dense-{ns}.faiss")
-                if rows and self.dense[ns].kind == "hnsw" and os.path.exists(path):
+                if self.dense[ns].kind == "hnsw" and os.path.exists(path):
+                    # The graph's positions hold the labels saved beside it, in that order.
+                    order = np.load(os.path.join(snap, f"dense-{ns}.labels.npy"), allow_pickle=False)
+                    row = {int(lb): p for p, lb in enumerate(ids)}
                     self.dense[ns]._index = faiss.read_index(path)
-                    self.dense[ns]._ids = np.array([self._label[records[j].id] for j in rows], dtype=np.int64)
-                    self.dense[ns]._vecs = vectors[rows]
-                    self.dense[ns]._pos = {self._label[records[j].id]: p for p, j in enumerate(rows)}
-                elif rows:
-                    self.dense[ns].upsert(np.array([self._label[records[j].id] for j in rows]), vectors[rows])
+                    self.dense[ns]._ids, self.dense[ns]._vecs = order, vecs[[row[int(lb)] for lb in order]]
+                    self.dense[ns]._pos = {int(lb): p for p, lb in enumerate(order)}
+                else:
+                    self.dense[ns].upsert(ids, vecs)
         elif self.lexical.num_docs:  # a lexical index with no snapshot: start it afresh
             self.lexical.rebuild([])
         self.wal = Journal(os.path.join(root, "wal"), sync=self.config.sync)
         for entry in self.wal.read():
             if entry["op"] == "upsert":
                 batch = [Record.model_validate(r) for r in entry["records"]]
-                vecs = np.stack([_unb64(v) for v in entry["vectors"]])
+                vecs = [_unb64(v).reshape(-1, self.dim) for v in entry["vectors"]]
                 known = [j for j, r in enumerate(batch) if r.namespace in self.dense]
-                self._apply_upsert([batch[j] for j in known], vecs[known])
+                self._apply_upsert([batch[j] for j in known], [vecs[j] for j in known])
             elif entry["op"] == "delete":
                 self._apply_delete([i for i in entry["ids"] if i in self.records])
             elif entry["op"] == "access":

@@ -207,3 +207,41 @@ def test_snapshot_then_log_restore_everything_and_deletes_stay_deleted(embedder,
     for mode in ("dense", "lexical", "hybrid"):
         assert "a" not in ids(third.search("vitamin D fractures", 10, mode=mode))
     assert len(list(tmp_path.glob("snapshot-*"))) == 1
+
+
+LONG = " ".join(
+    [f"Filler sentence number {n} says nothing about the topic at hand." for n in range(60)]
+    + ["Octopuses have three hearts and blue blood."]
+)
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_long_texts_are_embedded_chunk_by_chunk_through_restarts(embedder, tmp_path, kind):
+    mem, _ = memory(embedder, tmp_path, dense_kind=kind, chunk_tokens=64)
+    fill(mem)
+    mem.upsert([{"id": "long", "namespace": "s1", "text": LONG}])
+    assert len(mem.vectors["long"]) > 5, "one vector per chunk"
+    assert ids(mem.search("how many hearts does an octopus have", 1, mode="dense")) == ["long"]
+    whole, _ = memory(embedder, None, dense_kind=kind, chunk_tokens=None)
+    fill(whole)
+    whole.upsert([{"id": "long", "namespace": "s1", "text": LONG}])
+    assert "long" not in ids(whole.search("how many hearts does an octopus have", 1, mode="dense")), (
+        "without chunks the sentence lies past the embedder's window"
+    )
+    mem.snapshot()
+    # Rewritten shorter: its old chunks must not answer any more, before or after a restart.
+    mem.upsert([{"id": "long", "namespace": "s1", "text": "A short note on tides."}])
+    assert len(mem.vectors["long"]) == 1
+    mem.lexical.close()
+    again, _ = memory(embedder, tmp_path, dense_kind=kind, chunk_tokens=64)
+    query = "how many hearts does an octopus have"
+    q, short = embedder.encode([query, "A short note on tides."])
+    for m in (mem, again):
+        hits = {h.record.id: h for h in m.search(query, 10, mode="dense")}
+        assert hits["long"].scores["dense"] == pytest.approx(float(q @ short), abs=1e-5)
+        assert ids(m.search("tides", 1, mode="dense")) == ["long"]
+    again.snapshot()
+    again.close()
+    third, _ = memory(embedder, tmp_path, dense_kind=kind, chunk_tokens=64)
+    assert ids(third.search("tides", 1, mode="dense")) == ["long"]
+    assert sum(len(d) for d in third.dense.values()) == len(third.records)  # no stale chunks

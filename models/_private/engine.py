@@ -1,0 +1,171 @@
+"""The inference-engine interface, its configuration, and `create_engine` (engine: auto)."""
+
+from __future__ import annotations
+
+import abc
+import importlib.util
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt
+
+from cluster._private.errors import EngineUnavailableError, RequestError
+
+__all__ = [
+    "Delta",
+    "Engine",
+    "EngineConfig",
+    "Generation",
+    "SamplingParams",
+    "create_engine",
+    "resolve_engine_kind",
+]
+
+
+class EngineConfig(BaseModel):
+    """Which engine runs a model, and its arguments."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="'auto' is vLLM when it is importable and a GPU is visible, else transformers."
+    )
+    dtype: str = Field("auto", description="Weights' dtype: auto, float16, bfloat16, float32.")
+    max_model_len: PositiveInt | None = Field(
+        None, description="Longest prompt plus completion, in tokens; None is the model's own limit."
+    )
+    tensor_parallel_size: PositiveInt = Field(1, description="GPUs one replica shards the model over (vLLM).")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="Share of each GPU's memory vLLM may take."
+    )
+    max_batch_size: PositiveInt = Field(
+        8, description="Requests that share forward passes (transformers; vLLM batches on its own)."
+    )
+    batch_wait_ms: NonNegativeFloat = Field(
+        2.0, description="How long the transformers engine waits to gather a batch."
+    )
+    device: str | None = Field(None, description="Transformers device; None picks a GPU if visible.")
+    trust_remote_code: bool = Field(False, description="Run model code shipped with the weights.")
+    vllm_args: dict[str, Any] = Field(
+        default_factory=dict, description="More vLLM engine arguments, passed as they are."
+    )
+
+
+class SamplingParams(BaseModel):
+    """How to sample a completion."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: PositiveInt = Field(16, description="Most tokens to generate.")
+    temperature: float = Field(1.0, ge=0, le=2, description="0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    stop: list[str] = Field(default_factory=list, description="Strings that end the completion.")
+    seed: int | None = Field(None, description="Makes sampling repeatable.")
+
+
+@dataclass
+class Generation:
+    """A finished completion and its token counts."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length"
+
+
+@dataclass
+class Delta:
+    """A piece of a streamed completion; the last one has `finish_reason` and the counts."""
+
+    text: str
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Engine(abc.ABC):
+    """One loaded model that generates text.
+
+    Attributes:
+        max_model_len: Longest prompt plus completion, in tokens.
+    """
+
+    max_model_len: int
+
+    @abc.abstractmethod
+    def count_tokens(self, prompt: str, *, chat: bool = False) -> int:
+        """Tokens `prompt` takes (a chat prompt already carries its special tokens)."""
+
+    @abc.abstractmethod
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """`messages` rendered through the model's chat template, ready for the reply."""
+
+    @abc.abstractmethod
+    def stream(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> AsyncIterator[Delta]:
+        """Yields the completion of `prompt` piece by piece."""
+
+    async def generate(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> Generation:
+        """The whole completion of `prompt`."""
+        parts, last = [], Delta("")
+        async for last in self.stream(prompt, params, chat=chat):
+            parts.append(last.text)
+        return Generation(
+            "".join(parts), last.prompt_tokens, last.completion_tokens, last.finish_reason or "stop"
+        )
+
+    @abc.abstractmethod
+    async def check_health(self) -> None:
+        """Raises `EngineError` when the engine can no longer serve."""
+
+    def check_length(self, prompt_tokens: int, params: SamplingParams, param: str) -> None:
+        """Refuses a request that does not fit the model's context, as OpenAI does."""
+        if prompt_tokens + params.max_tokens > self.max_model_len:
+            raise RequestError(
+                param,
+                f"this model's maximum context length is {self.max_model_len} tokens; the request "
+                f"asks for {prompt_tokens + params.max_tokens} ({prompt_tokens} in the prompt, "
+                f"{params.max_tokens} for the completion)",
+                code="context_length_exceeded",
+            )
+
+
+def resolve_engine_kind(kind: str) -> str:
+    """'vllm' or 'transformers' for a configured kind; refuses vLLM where it cannot run."""
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    if kind == "auto":
+        return "vllm" if has_vllm and _gpu_visible() else "transformers"
+    if kind == "vllm":
+        if not has_vllm:
+            raise EngineUnavailableError(
+                "engine 'vllm' is configured but vLLM is not installed; install the GPU extra "
+                "(pip install 'swarmray[gpu]') on a GPU node, or set engine.kind: transformers"
+            )
+        if not _gpu_visible():
+            raise EngineUnavailableError(
+                "engine 'vllm' is configured but no GPU is visible to this replica; give the "
+                "model num_gpus > 0 in its resources, or set engine.kind: transformers"
+            )
+    return kind
+
+
+def create_engine(source: str, config: EngineConfig | None = None) -> Engine:
+    """Loads the model at `source` (a local path or hub id) in the engine `config` names.
+
+    Raises:
+        EngineUnavailableError: vLLM was asked for where it cannot run.
+    """
+    config = config or EngineConfig()
+    if resolve_engine_kind(config.kind) == "vllm":
+        from models._private.vllm_engine import VLLMEngine
+
+        return VLLMEngine(source, config)
+    from models._private.hf_engine import TransformersEngine
+
+    return TransformersEngine(source, config)
+
+
+def _gpu_visible() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

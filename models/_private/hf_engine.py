@@ -1,0 +1,253 @@
+"""The transformers engine: torch on CPU (or a GPU without vLLM), streaming, request batching.
+
+Requests that arrive within `batch_wait_ms` of each other (up to `max_batch_size`) are decoded
+together: one forward pass per step serves the whole batch, left-padded, with a shared KV
+cache. A request that arrives while a batch runs waits for the next one (static batching;
+vLLM's continuous batching is the engine for throughput on GPUs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster._private.errors import EngineError
+from models._private.engine import Delta, Engine, EngineConfig, SamplingParams
+
+__all__ = ["TransformersEngine"]
+
+_DONE = object()
+
+
+@dataclass
+class _Request:
+    ids: list[int]
+    params: SamplingParams
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue
+    generated: list[int] = field(default_factory=list)
+    sent: str = ""
+    cancelled: bool = False
+
+
+class TransformersEngine(Engine):
+    """A Hugging Face causal LM behind the `Engine` interface.
+
+    Args:
+        source: Local directory or hub id of the model and its tokenizer.
+        config: See `EngineConfig`.
+    """
+
+    def __init__(self, source: str, config: EngineConfig | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.config = config or EngineConfig()
+        if os.path.isdir(source):
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.device = self.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = "auto" if self.config.dtype == "auto" else getattr(torch, self.config.dtype)
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            source, trust_remote_code=self.config.trust_remote_code
+        )
+        self.model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=self.config.trust_remote_code
+        ).to(self.device)
+        self.model.eval()
+        own = getattr(self.model.config, "max_position_embeddings", None) or self.tokenizer.model_max_length
+        self.max_model_len = min(self.config.max_model_len or own, own)
+        self.pad_id = self.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = self.tokenizer.eos_token_id
+        self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        self._queue: asyncio.Queue[_Request] | None = None
+        self._worker: asyncio.Task | None = None
+        self._failure: BaseException | None = None
+        self._lock = threading.Lock()
+        self.batches = 0  # forward-pass batches run (visible to tests and benchmarks)
+        self.batched_requests = 0
+
+    # -- the interface --------------------------------------------------------------------
+
+    def count_tokens(self, prompt: str, *, chat: bool = False) -> int:
+        return len(self._encode(prompt, chat))
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # A base model without a template: plain role-prefixed turns.
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+
+    async def stream(
+        self, prompt: str, params: SamplingParams, *, chat: bool = False
+    ) -> AsyncIterator[Delta]:
+        ids = self._encode(prompt, chat)
+        self.check_length(len(ids), params, "messages" if chat else "prompt")
+        loop = asyncio.get_running_loop()
+        if self._worker is not None and self._worker.get_loop() is loop:
+            await self.check_health()
+        else:  # first use, or a new event loop (asyncio.run per call in scripts)
+            self._queue = asyncio.Queue()
+            self._worker = loop.create_task(self._batch_loop())
+        req = _Request(ids, params, loop, asyncio.Queue())
+        await self._queue.put(req)
+        try:
+            while (item := await req.out.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise EngineError(f"generation failed: {item!r}") from item
+                yield item
+        finally:
+            req.cancelled = True  # a client that went away frees its row at the next step
+
+    async def check_health(self) -> None:
+        if self._failure is not None:
+            raise EngineError(f"the engine's batch loop died: {self._failure!r}")
+        if self._worker is not None and self._worker.done():
+            raise EngineError("the engine's batch loop has stopped")
+
+    # -- batching -------------------------------------------------------------------------
+
+    def _encode(self, prompt: str, chat: bool) -> list[int]:
+        # A chat prompt carries its special tokens from the template already.
+        return self.tokenizer(prompt, add_special_tokens=not chat)["input_ids"]
+
+    async def _batch_loop(self) -> None:
+        assert self._queue is not None
+        try:
+            while True:
+                batch = [await self._queue.get()]
+                deadline = asyncio.get_running_loop().time() + self.config.batch_wait_ms / 1000
+                while len(batch) < self.config.max_batch_size:
+                    timeout = deadline - asyncio.get_running_loop().time()
+                    try:
+                        batch.append(
+                            self._queue.get_nowait()
+                            if timeout <= 0
+                            else await asyncio.wait_for(self._queue.get(), timeout)
+                        )
+                    except (asyncio.QueueEmpty, TimeoutError):
+                        break
+                batch = [r for r in batch if not r.cancelled]
+                if batch:
+                    self.batches += 1
+                    self.batched_requests += len(batch)
+                    await asyncio.to_thread(self._decode, batch)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # the loop itself broke: the engine is dead
+            self._failure = e
+            raise
+
+    def _decode(self, batch: list[_Request]) -> None:
+        try:
+            with self._lock:
+                self._decode_batch(batch)
+        except Exception as e:  # this batch fails; the engine goes on
+            for r in batch:
+                r.loop.call_soon_threadsafe(r.out.put_nowait, e)
+                r.loop.call_soon_threadsafe(r.out.put_nowait, _DONE)
+
+    def _decode_batch(self, batch: list[_Request]) -> None:
+        import torch
+
+        width = max(len(r.ids) for r in batch)
+        ids = torch.tensor([[self.pad_id] * (width - len(r.ids)) + r.ids for r in batch], device=self.device)
+        mask = torch.tensor(
+            [[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in batch], device=self.device
+        )
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generators = [_generator(r.params, self.device) for r in batch]
+        live = [True] * len(batch)
+        past: Any = None
+        steps = max(r.params.max_tokens for r in batch)
+        with torch.inference_mode():
+            for _ in range(steps):
+                out = self.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=past,
+                    use_cache=True,
+                )
+                past = out.past_key_values
+                logits = out.logits[:, -1, :].float()
+                nxt = []
+                for i, r in enumerate(batch):
+                    if not live[i]:
+                        nxt.append(self.pad_id)
+                        continue
+                    token = _sample(logits[i], r.params, generators[i])
+                    nxt.append(token)
+                    live[i] = self._advance(r, token)
+                if not any(live):
+                    return
+                ids = torch.tensor(nxt, device=self.device).unsqueeze(1)
+                step_mask = torch.tensor([[1 if x else 0] for x in live], device=self.device)
+                mask = torch.cat([mask, step_mask], dim=1)
+                positions = positions[:, -1:] + 1
+
+    def _advance(self, r: _Request, token: int) -> bool:
+        """Takes one sampled token for `r`; sends what is new; returns whether `r` goes on."""
+        if r.cancelled:
+            return False
+        finish = None
+        if token in self.eos_ids:
+            finish = "stop"
+        else:
+            r.generated.append(token)
+        text = self.tokenizer.decode(r.generated, skip_special_tokens=True)
+        for s in r.params.stop:
+            if s and (at := text.find(s)) >= 0:
+                text, finish = text[:at], "stop"
+                break
+        if finish is None and (
+            len(r.generated) >= r.params.max_tokens or len(r.ids) + len(r.generated) >= self.max_model_len
+        ):
+            finish = "length"
+        end = len(text)
+        if not finish:
+            # Hold back what may be the start of a stop string, and a half-decoded character.
+            end -= max((len(s) for s in r.params.stop), default=1) - 1
+            if text.endswith("\ufffd"):
+                end = min(end, len(text) - 1)
+        piece = text[len(r.sent) : end] if end > len(r.sent) else ""
+        if piece or finish:
+            r.sent += piece
+            delta = Delta(piece, finish, len(r.ids), len(r.generated))
+            r.loop.call_soon_threadsafe(r.out.put_nowait, delta)
+        if finish:
+            r.loop.call_soon_threadsafe(r.out.put_nowait, _DONE)
+            return False
+        return True
+
+
+def _generator(params: SamplingParams, device: str) -> Any:
+    import torch
+
+    if params.seed is None:
+        return None
+    g = torch.Generator(device=device)
+    g.manual_seed(params.seed)
+    return g
+
+
+def _sample(logits: Any, params: SamplingParams, generator: Any) -> int:
+    import torch
+
+    if params.temperature == 0:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_p < 1:
+        sorted_p, order = torch.sort(probs, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < params.top_p  # always keeps the top token
+        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos]) - {None}

@@ -1,0 +1,123 @@
+"""Backends the gateway routes to: a local model deployment or a remote OpenAI-compatible API.
+
+Both take the same request dict ({"prompt"} or {"messages"}, plus "params") and return the
+same shapes as the engine: a Generation dict, or a stream of Delta dicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from cluster._private.errors import EngineError, RequestError
+from serve._private.config import ProviderConfig
+
+__all__ = ["LocalBackend", "RemoteBackend", "unwrap_error"]
+
+
+def unwrap_error(err: BaseException) -> BaseException:
+    """The exception a replica raised, out of Ray's wrapper around it."""
+    cause = getattr(err, "cause", None)
+    return cause if isinstance(cause, BaseException) else err
+
+
+class LocalBackend:
+    """A model deployment in this Serve application, through its DeploymentHandle."""
+
+    def __init__(self, name: str, handle: Any):
+        self.name = name
+        self.handle = handle
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await self.handle.complete.remote(request)
+
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        async for delta in self.handle.options(stream=True).stream.remote(request):
+            yield delta
+
+
+class RemoteBackend:
+    """An OpenAI-compatible HTTP provider (httpx: async, pooled connections, streaming)."""
+
+    def __init__(self, config: ProviderConfig):
+        self.name = config.name
+        self.model = config.model
+        key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
+        self.client = httpx.AsyncClient(
+            base_url=config.base_url.rstrip("/") + "/",
+            headers={"Authorization": f"Bearer {key}"} if key else {},
+            timeout=httpx.Timeout(config.timeout_s),
+        )
+
+    def _body(self, request: dict[str, Any], stream: bool) -> tuple[str, dict[str, Any]]:
+        body = {"model": self.model, **request["params"], "stream": stream}
+        body = {k: v for k, v in body.items() if v not in (None, [])}
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        if "messages" in request:
+            return "chat/completions", {**body, "messages": request["messages"]}
+        return "completions", {**body, "prompt": request["prompt"]}
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        path, body = self._body(request, stream=False)
+        response = await self.client.post(path, json=body)
+        _raise_for_status(response)
+        data = response.json()
+        choice, usage = data["choices"][0], data.get("usage") or {}
+        text = choice["message"]["content"] if "message" in choice else choice["text"]
+        return {
+            "text": text or "",
+            "prompt_tokens": usage.get("prompt_tokens", 0),
+            "completion_tokens": usage.get("completion_tokens", 0),
+            "finish_reason": choice.get("finish_reason") or "stop",
+        }
+
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        path, body = self._body(request, stream=True)
+        finish, usage = None, {}
+        async with self.client.stream("POST", path, json=body) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                _raise_for_status(response)
+            async for line in response.aiter_lines():
+                if not line.startswith("data:") or (data := line[5:].strip()) == "[DONE]":
+                    continue
+                chunk = json.loads(data)
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices", []):
+                    piece = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+                    finish = choice.get("finish_reason") or finish
+                    if piece:
+                        yield {
+                            "text": piece,
+                            "finish_reason": None,
+                            "prompt_tokens": 0,
+                            "completion_tokens": 0,
+                        }
+        yield {
+            "text": "",
+            "finish_reason": finish or "stop",
+            "prompt_tokens": usage.get("prompt_tokens", 0),
+            "completion_tokens": usage.get("completion_tokens", 0),
+        }
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        error = response.json().get("error", {})
+    except ValueError:
+        error = {}
+    message = error.get("message") or response.text[:200]
+    # The caller's mistake is not the provider's failure: no fallback, no breaker.
+    if response.status_code in (400, 422):
+        raise RequestError(error.get("param"), message, error.get("code") or "invalid_request")
+    raise EngineError(f"provider answered {response.status_code}: {message}")

@@ -1,0 +1,160 @@
+"""Configuration of the AI service: models, remote providers, routing and the HTTP endpoint."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+from cluster._private.config import CircuitBreakerConfig, ResourcesConfig
+from models._private.embedder import EmbedderConfig
+from models._private.engine import EngineConfig
+from models._private.smoke import SMOKE_MODEL_NAME
+
+__all__ = ["AIServiceConfig", "AutoscalingConfig", "ModelConfig", "ProviderConfig"]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AutoscalingConfig(_Model):
+    """Replica autoscaling of one model deployment (Ray Serve's autoscaling_config)."""
+
+    min_replicas: NonNegativeInt = Field(1, description="Replicas kept even when idle.")
+    max_replicas: PositiveInt = Field(1, description="Upper bound on replicas.")
+    target_ongoing_requests: PositiveFloat = Field(
+        4.0, description="Requests per replica the autoscaler aims at."
+    )
+    upscale_delay_s: PositiveFloat = Field(10.0, description="Load must last this long to add replicas.")
+    downscale_delay_s: PositiveFloat = Field(300.0, description="Idleness before replicas are removed.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
+
+
+class _Backend(_Model):
+    name: str = Field(pattern=_NAME, description="Name clients use as `model` (filled from the key).")
+    aliases: list[str] = Field(default_factory=list, description="Other names that reach it.")
+    fallbacks: list[str] = Field(
+        default_factory=list,
+        description="Models or providers tried in order when this one fails, times out or has "
+        "its breaker open.",
+    )
+    timeout_s: PositiveFloat = Field(60.0, description="One attempt's deadline before falling back.")
+
+
+class ModelConfig(_Backend):
+    """A model served by a Ray Serve deployment of its own."""
+
+    source: str | None = Field(
+        None,
+        description="Local directory or hub id of the weights; None is the offline smoke-test "
+        "model (random weights: its text is noise).",
+    )
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine and its arguments.")
+    resources: ResourcesConfig = Field(
+        default_factory=lambda: ResourcesConfig(num_cpus=1),
+        description="One replica's resources: fractional num_gpus share a GPU; accelerator_type "
+        "pins a GPU model.",
+    )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "STRICT_PACK",
+        description="How a replica's placement group (tensor_parallel_size > 1) spreads its GPUs.",
+    )
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig, description="Replicas.")
+    max_ongoing_requests: PositiveInt = Field(16, description="Requests one replica takes at once.")
+    health_check_period_s: PositiveFloat = Field(10.0, description="Seconds between engine health checks.")
+    health_check_timeout_s: PositiveFloat = Field(30.0, description="A health check slower than this fails.")
+
+    @model_validator(mode="after")
+    def _gpus(self) -> ModelConfig:
+        tp = self.engine.tensor_parallel_size
+        if tp > 1 and self.resources.num_gpus not in (0, 1):
+            raise ValueError(
+                f"with tensor_parallel_size {tp} each shard takes one whole GPU; set "
+                f"resources.num_gpus to 1 (per shard) or leave it unset (got {self.resources.num_gpus})"
+            )
+        if self.engine.kind == "vllm" and tp == 1 and self.resources.num_gpus == 0:
+            raise ValueError("engine.kind vllm needs resources.num_gpus > 0 (vLLM runs on GPUs)")
+        return self
+
+
+class ProviderConfig(_Backend):
+    """A remote OpenAI-compatible HTTP provider (another cluster, a vendor, a local server)."""
+
+    base_url: str = Field(description="Its API root, e.g. https://api.example.com/v1.")
+    model: str = Field(description="The model name the provider knows.")
+    api_key_env: str | None = Field(
+        None, description="Environment variable that holds the key (keys stay out of YAML)."
+    )
+
+
+class AIServiceConfig(_Model):
+    """The OpenAI-compatible AI service on Ray Serve."""
+
+    host: str = Field("127.0.0.1", description="Serve's HTTP host; 0.0.0.0 to listen on every interface.")
+    port: PositiveInt = Field(8000, description="Serve's HTTP port.")
+    route_prefix: str = Field("/", description="Where the API sits under Serve's HTTP root.")
+    models: dict[str, ModelConfig] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="Models by name; empty serves the offline smoke-test model.",
+    )
+    providers: dict[str, ProviderConfig] = Field(
+        default_factory=dict, description="Remote providers by name."
+    )
+    embeddings: EmbedderConfig | None = Field(
+        default_factory=EmbedderConfig,
+        description="The embedder behind /v1/embeddings (the memory's); None turns it off.",
+    )
+    embeddings_model: str = Field("all-MiniLM-L6-v2", description="The name /v1/embeddings answers to.")
+    breaker: CircuitBreakerConfig = Field(
+        default_factory=CircuitBreakerConfig, description="Each backend's circuit breaker."
+    )
+    ingress_replicas: PositiveInt = Field(1, description="Replicas of the HTTP ingress.")
+
+    @field_validator("models", "providers", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        return {k: {**item, "name": k} if isinstance(item, dict) else item for k, item in v.items()}
+
+    @field_validator("models", mode="after")
+    @classmethod
+    def _default_model(cls, v: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
+        return v or {SMOKE_MODEL_NAME: ModelConfig(name=SMOKE_MODEL_NAME)}
+
+    @model_validator(mode="after")
+    def _routes(self) -> AIServiceConfig:
+        names = list(self.models) + list(self.providers)
+        if dup := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"names used by both a model and a provider: {dup}")
+        taken = set(names)
+        for backend in self.backends():
+            for alias in backend.aliases:
+                if alias in taken:
+                    raise ValueError(f"alias {alias!r} of {backend.name!r} is already a name or alias")
+                taken.add(alias)
+            if bad := [f for f in backend.fallbacks if f not in names]:
+                raise ValueError(f"{backend.name!r} falls back to unknown backend(s) {bad}; known: {names}")
+        return self
+
+    def backends(self) -> list[ModelConfig | ProviderConfig]:
+        """Every model and provider."""
+        return [*self.models.values(), *self.providers.values()]

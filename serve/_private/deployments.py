@@ -1,0 +1,146 @@
+"""The Serve deployments behind the gateway: one per model, and the embedder."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from typing import Any
+
+from ray import serve
+
+from models._private.engine import SamplingParams
+from serve._private.config import ModelConfig
+
+__all__ = ["EmbeddingServer", "ModelServer", "model_deployment_options"]
+
+
+class ModelServer:
+    """One replica of one model: its engine, the chat template, generation and health.
+
+    Requests are dicts: {"prompt": str} or {"messages": [...]}, plus "params" (SamplingParams).
+    """
+
+    def __init__(self, config: dict[str, Any]):
+        from models._private.engine import create_engine
+        from models._private.smoke import smoke_model_path
+
+        self.config = ModelConfig.model_validate(config)
+        self.smoke_test = self.config.source is None
+        self.engine = create_engine(self.config.source or smoke_model_path(), self.config.engine)
+
+    def _prompt(self, request: dict[str, Any]) -> tuple[str, bool]:
+        if "messages" in request:
+            return self.engine.chat_prompt(request["messages"]), True
+        return request["prompt"], False
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        prompt, chat = self._prompt(request)
+        return asdict(await self.engine.generate(prompt, SamplingParams(**request["params"]), chat=chat))
+
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        prompt, chat = self._prompt(request)
+        async for delta in self.engine.stream(prompt, SamplingParams(**request["params"]), chat=chat):
+            yield asdict(delta)
+
+    async def check_health(self) -> None:
+        # Serve calls this every health_check_period_s; raising restarts the replica.
+        await self.engine.check_health()
+
+    def info(self) -> dict[str, Any]:
+        import ray
+
+        ctx = ray.get_runtime_context()
+        return {
+            "name": self.config.name,
+            "engine": type(self.engine).__name__,
+            "max_model_len": self.engine.max_model_len,
+            "smoke_test": self.smoke_test,
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "node_id": ctx.get_node_id(),
+            "placement_group_id": ctx.get_placement_group_id(),
+        }
+
+
+class EmbeddingServer:
+    """The memory's embedder behind /v1/embeddings."""
+
+    def __init__(self, config: dict[str, Any]):
+        from models._private.embedder import Embedder, EmbedderConfig
+
+        self.embedder = Embedder(EmbedderConfig.model_validate(config))
+        self.max_tokens = self.embedder.max_tokens
+
+    def embed(self, texts: list[str]) -> dict[str, Any]:
+        tokenizer = self.embedder.tokenizer()
+        counts = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+        return {"vectors": self.embedder.encode(texts).tolist(), "tokens": counts}
+
+
+def deployment_name(model: str) -> str:
+    """A Serve deployment name for a model name (which may hold '/' or ':')."""
+    return "model-" + re.sub(r"[^A-Za-z0-9_-]", "_", model)
+
+
+def model_deployment_options(config: ModelConfig) -> dict[str, Any]:
+    """`serve.deployment(...).options(...)` arguments for one model (no Ray needed).
+
+    One GPU shard (tensor_parallel_size 1): the replica actor itself asks for `num_gpus`
+    (fractions pack replicas onto one GPU) and `accelerator_type`. Tensor parallelism: the
+    replica gets a placement group, a first bundle for itself (CPU only) and one bundle of one
+    GPU per shard, which vLLM's Ray workers take.
+    """
+    r, tp = config.resources, config.engine.tensor_parallel_size
+    actor: dict[str, Any] = {"num_cpus": 1 if r.num_cpus is None else r.num_cpus}
+    if r.memory_mb:
+        actor["memory"] = r.memory_mb * 2**20
+    if r.custom:
+        actor["resources"] = dict(r.custom)
+    options: dict[str, Any] = {
+        "name": deployment_name(config.name),
+        "max_ongoing_requests": config.max_ongoing_requests,
+        "health_check_period_s": config.health_check_period_s,
+        "health_check_timeout_s": config.health_check_timeout_s,
+    }
+    if tp > 1:
+        gpu_bundle: dict[str, float] = {"GPU": 1}
+        if r.accelerator_type:
+            gpu_bundle[f"accelerator_type:{r.accelerator_type}"] = 0.001
+        options["placement_group_bundles"] = [
+            {"CPU": actor["num_cpus"], **actor.get("resources", {})},
+            *[dict(gpu_bundle) for _ in range(tp)],
+        ]
+        options["placement_group_strategy"] = config.placement_strategy
+    else:
+        if r.num_gpus:
+            actor["num_gpus"] = r.num_gpus
+        if r.accelerator_type:
+            actor["accelerator_type"] = r.accelerator_type
+    options["ray_actor_options"] = actor
+    a = config.autoscaling
+    if a.max_replicas > a.min_replicas:
+        options["autoscaling_config"] = {
+            "min_replicas": a.min_replicas,
+            "initial_replicas": max(1, a.min_replicas),
+            "max_replicas": a.max_replicas,
+            "target_ongoing_requests": a.target_ongoing_requests,
+            "upscale_delay_s": a.upscale_delay_s,
+            "downscale_delay_s": a.downscale_delay_s,
+        }
+    else:
+        options["num_replicas"] = a.max_replicas
+    return options
+
+
+def model_app(config: ModelConfig) -> Any:
+    """A bound deployment of `config`'s model."""
+    return serve.deployment(ModelServer).options(**model_deployment_options(config)).bind(config.model_dump())
+
+
+def embedding_app(config: Any) -> Any:
+    """A bound embedder deployment."""
+    return (
+        serve.deployment(EmbeddingServer)
+        .options(name="embeddings", ray_actor_options={"num_cpus": 1})
+        .bind(config.model_dump())
+    )

@@ -1,0 +1,403 @@
+"""The OpenAI-compatible HTTP ingress: routing, aliases, failover, breakers, usage.
+
+Routes: GET /v1/models, POST /v1/chat/completions (SSE when `stream`), POST /v1/completions,
+POST /v1/embeddings, and two of our own: GET /v1/usage and GET /v1/backends.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads these annotations at run time.
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+
+from cluster._private.breaker import CircuitBreaker
+from cluster._private.errors import ModelNotFoundError, RequestError
+from models._private.engine import SamplingParams
+from serve._private.backends import LocalBackend, RemoteBackend, unwrap_error
+from serve._private.config import AIServiceConfig
+
+__all__ = ["Gateway", "app"]
+
+log = logging.getLogger("swarmray.serve")
+app = FastAPI(title="swarmray AI service")
+
+
+# -- request bodies (fields the OpenAI API defines; unknown ones are ignored, as vLLM does) --
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    user: str | None = None
+
+
+class _Sampling(_Body):
+    max_tokens: int | None = Field(None, gt=0)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=1, description="One choice per request.")
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+
+    def params(self, default_max_tokens: int) -> dict[str, Any]:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return SamplingParams(
+            max_tokens=self.max_tokens or default_max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=stop,
+            seed=self.seed,
+        ).model_dump()
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+
+class ChatBody(_Sampling):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, gt=0)
+
+
+class CompletionBody(_Sampling):
+    prompt: str = Field(min_length=1)
+
+
+class EmbeddingBody(_Body):
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float"] = "float"
+
+
+# -- OpenAI-shaped errors -------------------------------------------------------------------
+
+
+def _error(
+    status: int, message: str, kind: str, param: str | None = None, code: str | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status
+    )
+
+
+@app.exception_handler(RequestValidationError)
+async def _invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    return _error(
+        400,
+        f"{param or 'body'}: {first.get('msg', 'invalid request body')}",
+        "invalid_request_error",
+        param,
+        "invalid_value",
+    )
+
+
+@app.exception_handler(RequestError)
+async def _refused(_: Request, exc: RequestError) -> JSONResponse:
+    return _error(400, str(exc), "invalid_request_error", exc.param, exc.code)
+
+
+@app.exception_handler(ModelNotFoundError)
+async def _no_model(_: Request, exc: ModelNotFoundError) -> JSONResponse:
+    return _error(404, str(exc), "invalid_request_error", "model", "model_not_found")
+
+
+class AllBackendsFailed(Exception):
+    def __init__(self, model: str, tried: list[str], last: str):
+        self.model, self.tried = model, tried
+        super().__init__(f"no backend could serve {model!r}: tried {tried}; last error: {last}")
+
+
+@app.exception_handler(AllBackendsFailed)
+async def _unavailable(_: Request, exc: AllBackendsFailed) -> JSONResponse:
+    return _error(503, str(exc), "service_unavailable", "model", "backends_unavailable")
+
+
+# -- the ingress deployment -----------------------------------------------------------------
+
+
+@serve.deployment(name="gateway", ray_actor_options={"num_cpus": 0})
+@serve.ingress(app)
+class Gateway:
+    """Routes OpenAI-style requests to model deployments and remote providers.
+
+    Args:
+        config: The AIServiceConfig, dumped.
+        models: Model name -> DeploymentHandle of its ModelServer.
+        embedder: DeploymentHandle of the EmbeddingServer, or None.
+    """
+
+    def __init__(self, config: dict[str, Any], models: dict[str, Any], embedder: Any = None):
+        self.config = AIServiceConfig.model_validate(config)
+        self.backends: dict[str, LocalBackend | RemoteBackend] = {
+            **{name: LocalBackend(name, h) for name, h in models.items()},
+            **{p.name: RemoteBackend(p) for p in self.config.providers.values()},
+        }
+        self.settings = {b.name: b for b in self.config.backends()}
+        self.aliases = {a: b.name for b in self.config.backends() for a in b.aliases}
+        self.breakers = {name: CircuitBreaker(self.config.breaker) for name in self.backends}
+        self.embedder = embedder
+        self.created = int(time.time())
+        # caller -> model -> counters; this replica's share (see README: usage accounting)
+        self.usage: dict[str, dict[str, dict[str, int]]] = defaultdict(
+            lambda: defaultdict(lambda: {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        )
+
+    # -- routing --------------------------------------------------------------------------
+
+    def _chain(self, model: str) -> list[str]:
+        name = self.aliases.get(model, model)
+        if name not in self.backends:
+            raise ModelNotFoundError(model, [*self.backends, *self.aliases])
+        return list(dict.fromkeys([name, *self.settings[name].fallbacks]))
+
+    async def _complete(self, model: str, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        tried, last = [], "breaker open"
+        for name in self._chain(model):
+            breaker = self.breakers[name]
+            if not breaker.allow():
+                continue
+            tried.append(name)
+            try:
+                result = await asyncio.wait_for(
+                    self.backends[name].complete(request), self.settings[name].timeout_s
+                )
+            except Exception as e:
+                err = unwrap_error(e)
+                if isinstance(err, RequestError):
+                    breaker.success()  # the backend answered; the request was at fault
+                    raise err from None
+                breaker.failure()
+                last = f"{name}: {err!r}"
+                log.warning("backend %s failed (%r); falling back", name, err)
+                continue
+            breaker.success()
+            return name, result
+        raise AllBackendsFailed(model, tried, last)
+
+    async def _open_stream(
+        self, model: str, request: dict[str, Any]
+    ) -> tuple[str, dict[str, Any], AsyncIterator[dict[str, Any]]]:
+        # Failover is possible until the first piece arrives; after that the stream is committed.
+        tried, last = [], "breaker open"
+        for name in self._chain(model):
+            breaker = self.breakers[name]
+            if not breaker.allow():
+                continue
+            tried.append(name)
+            stream = aiter(self.backends[name].stream(request))
+            try:
+                first = await asyncio.wait_for(anext(stream), self.settings[name].timeout_s)
+            except Exception as e:
+                err = unwrap_error(e)
+                if isinstance(err, RequestError):
+                    breaker.success()
+                    raise err from None
+                breaker.failure()
+                last = f"{name}: {err!r}"
+                log.warning("backend %s failed to stream (%r); falling back", name, err)
+                continue
+            breaker.success()
+            return name, first, stream
+        raise AllBackendsFailed(model, tried, last)
+
+    def _account(self, request: Request, body: _Body, model: str, prompt: int, completion: int) -> None:
+        caller = body.user
+        if not caller:
+            auth = request.headers.get("authorization", "")
+            key = auth.removeprefix("Bearer ").strip()
+            caller = "key-" + hashlib.sha256(key.encode()).hexdigest()[:12] if key else "anonymous"
+        counters = self.usage[caller][model]
+        counters["requests"] += 1
+        counters["prompt_tokens"] += prompt
+        counters["completion_tokens"] += completion
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    @app.get("/v1/models")
+    async def list_models(self) -> dict[str, Any]:
+        ids = [*self.backends, *self.aliases]
+        if self.embedder is not None:
+            ids.append(self.config.embeddings_model)
+        return {
+            "object": "list",
+            "data": [
+                {"id": i, "object": "model", "created": self.created, "owned_by": "swarmray"} for i in ids
+            ],
+        }
+
+    @app.post("/v1/chat/completions")
+    async def chat(self, body: ChatBody, request: Request) -> Any:
+        max_tokens = body.max_completion_tokens or body.max_tokens
+        payload = {
+            "messages": [m.model_dump() for m in body.messages],
+            "params": body.model_copy(update={"max_tokens": max_tokens}).params(256),
+        }
+        if body.stream:
+            return await self._sse(request, body, payload, "chat.completion.chunk")
+        name, out = await self._complete(body.model, payload)
+        self._account(request, body, name, out["prompt_tokens"], out["completion_tokens"])
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": out["text"]},
+                        "finish_reason": out["finish_reason"],
+                    }
+                ],
+                "usage": _usage(out),
+            },
+            headers={"x-swarmray-backend": name},
+        )
+
+    @app.post("/v1/completions")
+    async def completions(self, body: CompletionBody, request: Request) -> Any:
+        payload = {"prompt": body.prompt, "params": body.params(16)}
+        if body.stream:
+            return await self._sse(request, body, payload, "text_completion")
+        name, out = await self._complete(body.model, payload)
+        self._account(request, body, name, out["prompt_tokens"], out["completion_tokens"])
+        return JSONResponse(
+            {
+                "id": f"cmpl-{uuid.uuid4().hex}",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": name,
+                "choices": [
+                    {"index": 0, "text": out["text"], "finish_reason": out["finish_reason"], "logprobs": None}
+                ],
+                "usage": _usage(out),
+            },
+            headers={"x-swarmray-backend": name},
+        )
+
+    async def _sse(
+        self, request: Request, body: _Sampling, payload: dict[str, Any], kind: str
+    ) -> StreamingResponse:
+        name, first, stream = await self._open_stream(body.model, payload)
+        rid, created = (
+            f"{'chatcmpl' if kind.startswith('chat') else 'cmpl'}-{uuid.uuid4().hex}",
+            int(time.time()),
+        )
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+
+        def chunk(piece: dict[str, Any], role: bool = False) -> str:
+            if kind.startswith("chat"):
+                delta = (
+                    {"role": "assistant", "content": piece["text"]} if role else {"content": piece["text"]}
+                )
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": piece["finish_reason"]}
+            else:
+                choice = {
+                    "index": 0,
+                    "text": piece["text"],
+                    "finish_reason": piece["finish_reason"],
+                    "logprobs": None,
+                }
+            return _event({"id": rid, "object": kind, "created": created, "model": name, "choices": [choice]})
+
+        async def events() -> AsyncIterator[str]:
+            last = first
+            try:
+                yield chunk(first, role=True)
+                async for piece in stream:
+                    last = piece
+                    yield chunk(piece)
+            except Exception as e:  # committed: report in-band, as OpenAI does
+                err = unwrap_error(e)
+                yield _event(
+                    {
+                        "error": {
+                            "message": f"{name}: {err!r}",
+                            "type": "server_error",
+                            "param": None,
+                            "code": "stream_interrupted",
+                        }
+                    }
+                )
+                return
+            self._account(request, body, name, last["prompt_tokens"], last["completion_tokens"])
+            if include_usage:
+                yield _event(
+                    {
+                        "id": rid,
+                        "object": kind,
+                        "created": created,
+                        "model": name,
+                        "choices": [],
+                        "usage": _usage(last),
+                    }
+                )
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={"x-swarmray-backend": name}
+        )
+
+    @app.post("/v1/embeddings")
+    async def embeddings(self, body: EmbeddingBody, request: Request) -> dict[str, Any]:
+        if self.embedder is None or body.model != self.config.embeddings_model:
+            known = [self.config.embeddings_model] if self.embedder is not None else []
+            raise ModelNotFoundError(body.model, known)
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        if bad := [i for i, t in enumerate(texts) if not t.strip()]:
+            raise RequestError(f"input.{bad[0]}", "is empty")
+        out = await self.embedder.embed.remote(texts)
+        tokens = sum(out["tokens"])
+        self._account(request, body, body.model, tokens, 0)
+        return {
+            "object": "list",
+            "model": body.model,
+            "data": [
+                {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(out["vectors"])
+            ],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+
+    @app.get("/v1/usage")
+    async def get_usage(self) -> dict[str, Any]:
+        return {"callers": json.loads(json.dumps(self.usage))}
+
+    @app.get("/v1/backends")
+    async def get_backends(self) -> dict[str, Any]:
+        return {
+            name: {
+                "kind": "model" if isinstance(b, LocalBackend) else "provider",
+                "breaker": self.breakers[name].state,
+                "failures": self.breakers[name].failures,
+                "fallbacks": self.settings[name].fallbacks,
+                "aliases": self.settings[name].aliases,
+            }
+            for name, b in self.backends.items()
+        }
+
+
+def _usage(out: dict[str, Any]) -> dict[str, int]:
+    p, c = out["prompt_tokens"], out["completion_tokens"]
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def _event(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data)}\n\n"

@@ -1,0 +1,264 @@
+"""The AI service over real HTTP with the official openai client: a tiny random-weight model
+loaded through the real transformers engine and the real Serve application."""
+
+import asyncio
+import time
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import ray
+
+from models import EngineConfig, SamplingParams
+from models._private.hf_engine import TransformersEngine
+from serve import AIServiceConfig, deploy
+from tests.conftest import free_port
+
+APP = "ai-test"
+MAX_LEN = 128
+
+
+@pytest.fixture(scope="module")
+def service(serve_port, tiny_model):
+    url = f"http://127.0.0.1:{serve_port}/v1"
+    config = AIServiceConfig(
+        port=serve_port,
+        models={
+            "tiny": {
+                "source": tiny_model,
+                "aliases": ["gpt-tiny"],
+                "fallbacks": ["tiny-b"],
+                "timeout_s": 5,
+                "engine": {"max_model_len": MAX_LEN},
+                "health_check_period_s": 2,
+            },
+            "tiny-b": {"source": tiny_model, "engine": {"max_model_len": MAX_LEN}},
+        },
+        providers={
+            # This same service reached over HTTP, as a remote provider (federation).
+            "remote-self": {"base_url": url, "model": "tiny-b"},
+            # Nothing listens here: every call fails at once.
+            "remote-down": {
+                "base_url": f"http://127.0.0.1:{free_port()}/v1",
+                "model": "x",
+                "fallbacks": ["tiny-b"],
+            },
+        },
+        breaker={"failure_threshold": 2, "cooldown_s": 3},
+    )
+    assert deploy(config, app_name=APP) == url
+    yield url
+    from ray import serve
+
+    serve.delete(APP)
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    return openai.OpenAI(base_url=service, api_key="test-key", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def local_engine(tiny_model):
+    """The same model in this process, to check what the service returns."""
+    return TransformersEngine(tiny_model, EngineConfig(max_model_len=MAX_LEN))
+
+
+def backend_of(url: str, model: str, **body) -> str:
+    r = httpx.post(
+        f"{url}/chat/completions",
+        json={
+            "model": model,
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 2,
+            **body,
+        },
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    return r.headers["x-swarmray-backend"]
+
+
+def test_models_are_listed_with_aliases_and_the_embedder(client):
+    ids = {m.id for m in client.models.list().data}
+    assert ids == {"tiny", "gpt-tiny", "tiny-b", "remote-self", "remote-down", "all-MiniLM-L6-v2"}
+
+
+def test_chat_streaming_and_not_agree_with_the_model_run_here(client, local_engine):
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello swarm"}]
+    reply = client.chat.completions.create(model="gpt-tiny", messages=messages, max_tokens=10, temperature=0)
+    prompt = local_engine.chat_prompt(messages)
+    expected = asyncio.run(
+        local_engine.generate(prompt, SamplingParams(max_tokens=10, temperature=0), chat=True)
+    )
+    assert reply.model == "tiny"
+    assert reply.choices[0].message.content == expected.text
+    assert reply.choices[0].finish_reason == expected.finish_reason
+    assert reply.usage.prompt_tokens == local_engine.count_tokens(prompt, chat=True)
+    assert reply.usage.completion_tokens == expected.completion_tokens
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=messages,
+            max_tokens=10,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected.text
+    assert chunks[-1].usage.completion_tokens == expected.completion_tokens
+
+
+def test_completions_match_the_model_run_here(client, local_engine):
+    out = client.completions.create(model="tiny", prompt="the quick brown fox", max_tokens=8, temperature=0)
+    expected = asyncio.run(
+        local_engine.generate("the quick brown fox", SamplingParams(max_tokens=8, temperature=0))
+    )
+    assert out.choices[0].text == expected.text
+    assert out.usage.prompt_tokens == expected.prompt_tokens
+    streamed = client.completions.create(
+        model="tiny", prompt="the quick brown fox", max_tokens=8, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == expected.text
+
+
+def test_embeddings_are_the_memory_embedder(client):
+    from models import Embedder
+
+    texts = ["hybrid search fuses ranks", "a queen dispatches tasks"]
+    out = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)
+    got = np.array([d.embedding for d in out.data], dtype=np.float32)
+    assert got.shape == (2, 384)
+    np.testing.assert_allclose(got, Embedder().encode(texts), atol=1e-5)
+    assert out.usage.prompt_tokens > 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "param", "code"),
+    [
+        (
+            "chat/completions",
+            {"model": "gpt-5", "messages": [{"role": "user", "content": "x"}]},
+            404,
+            "model",
+            "model_not_found",
+        ),
+        ("chat/completions", {"model": "tiny", "messages": []}, 400, "messages", "invalid_value"),
+        (
+            "chat/completions",
+            {"model": "tiny", "messages": [{"role": "robot", "content": "x"}]},
+            400,
+            "messages.0.role",
+            "invalid_value",
+        ),
+        (
+            "chat/completions",
+            {"model": "tiny", "messages": [{"role": "user", "content": "x"}], "temperature": 7},
+            400,
+            "temperature",
+            "invalid_value",
+        ),
+        ("chat/completions", {"messages": [{"role": "user", "content": "x"}]}, 400, "model", "invalid_value"),
+        (
+            "chat/completions",
+            {"model": "tiny", "messages": [{"role": "user", "content": "word " * 200}]},
+            400,
+            "messages",
+            "context_length_exceeded",
+        ),
+        (
+            "completions",
+            {"model": "tiny", "prompt": "x", "max_tokens": MAX_LEN},
+            400,
+            "prompt",
+            "context_length_exceeded",
+        ),
+        ("completions", {"model": "tiny", "prompt": "x", "n": 3}, 400, "n", "invalid_value"),
+        ("embeddings", {"model": "tiny", "input": "x"}, 404, "model", "model_not_found"),
+        (
+            "embeddings",
+            {"model": "all-MiniLM-L6-v2", "input": ["ok", " "]},
+            400,
+            "input.1",
+            "invalid_request",
+        ),
+    ],
+)
+def test_bad_requests_get_openai_shaped_errors(service, path, body, status, param, code):
+    r = httpx.post(f"{service}/{path}", json=body, timeout=60)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["param"] == param and error["code"] == code and error["message"], error
+
+
+def test_bad_json_and_the_openai_client_error_types(service, client):
+    r = httpx.post(
+        f"{service}/chat/completions",
+        content=b"{not json",
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="tiny", prompt="word " * 200)
+
+
+def test_usage_is_summed_per_caller_and_model(service, client):
+    for _ in range(2):
+        out = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "count me"}], max_tokens=3, user="alice"
+        )
+    usage = httpx.get(f"{service}/usage").json()["callers"]["alice"]["tiny"]
+    assert usage["requests"] == 2
+    assert usage["prompt_tokens"] == 2 * out.usage.prompt_tokens
+    assert 2 <= usage["completion_tokens"] <= 6
+
+
+def test_a_remote_openai_compatible_provider_serves(service, client):
+    assert backend_of(service, "remote-self", temperature=0) == "remote-self"
+    via_remote = client.completions.create(model="remote-self", prompt="hello", max_tokens=6, temperature=0)
+    direct = client.completions.create(model="tiny-b", prompt="hello", max_tokens=6, temperature=0)
+    assert via_remote.choices[0].text == direct.choices[0].text
+    assert via_remote.usage.completion_tokens == direct.usage.completion_tokens
+
+
+def test_a_broken_provider_falls_back_and_its_breaker_opens(service, client):
+    served = {backend_of(service, "remote-down") for _ in range(3)}
+    assert served == {"tiny-b"}
+    stream = client.chat.completions.create(
+        model="remote-down", messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True
+    )
+    assert [c for c in stream]
+    state = httpx.get(f"{service}/backends").json()["remote-down"]
+    assert state["breaker"] == "open" and state["failures"] >= 2
+
+
+def test_killed_primary_fails_over_then_its_breaker_half_opens_and_closes(service):
+    assert backend_of(service, "gpt-tiny") == "tiny"
+    replicas = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == "serve"
+        and a["name"].split("#")[1:2] == ["model-tiny"]
+        and a["name"].startswith(f"SERVE_REPLICA::{APP}#")
+    ]
+    assert len(replicas) == 1, replicas
+    ray.kill(ray.get_actor(replicas[0], namespace="serve"), no_restart=True)
+
+    seen, states = [], set()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        seen.append(backend_of(service, "gpt-tiny"))
+        states.add(httpx.get(f"{service}/backends").json()["tiny"]["breaker"])
+        if "tiny-b" in seen and seen[-1] == "tiny":
+            break
+        time.sleep(0.5)
+    assert "tiny-b" in seen, "requests failed over while the primary was dead"
+    assert "open" in states, "the primary's breaker opened"
+    assert seen[-1] == "tiny", f"the primary came back and took requests again: {seen[-10:]}"
+    assert httpx.get(f"{service}/backends").json()["tiny"]["breaker"] == "closed"

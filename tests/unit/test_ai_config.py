@@ -1,0 +1,78 @@
+"""AI-service configuration and the Serve options it maps to (no Ray needed)."""
+
+import pytest
+
+from cluster import ConfigError, load_config
+from serve import AIServiceConfig, ModelConfig, model_deployment_options
+
+SWARMS = {"s": {"pools": {"p": {"agent": {"class": "actors:NoopAgent"}}}}}
+
+
+def test_no_models_means_the_smoke_test_model():
+    assert list(AIServiceConfig().models) == ["swarmray-smoke-test"]
+    assert AIServiceConfig().models["swarmray-smoke-test"].source is None
+
+
+@pytest.mark.parametrize(
+    ("ai", "field", "reason"),
+    [
+        ({"models": {"a": {"fallbacks": ["nope"]}}}, "ai", "unknown backend(s) ['nope']"),
+        ({"models": {"a": {"aliases": ["b"]}, "b": {}}}, "ai", "alias 'b' of 'a' is already"),
+        (
+            {"models": {"a": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}}}},
+            "ai.models.a.autoscaling",
+            "min_replicas (3) exceeds max_replicas (2)",
+        ),
+        ({"models": {"a": {"engine": {"kind": "vllm"}}}}, "ai.models.a", "needs resources.num_gpus > 0"),
+        ({"models": {"a": {"engine": {"kind": "cuda"}}}}, "ai.models.a.engine.kind", "'auto', 'vllm'"),
+        ({"providers": {"p": {"model": "m"}}}, "ai.providers.p.base_url", "Field required"),
+        ({"port": 0}, "ai.port", "greater than 0"),
+    ],
+)
+def test_bad_ai_config_names_file_field_and_reason(tmp_path, ai, field, reason):
+    import yaml
+
+    path = tmp_path / "system.yaml"
+    path.write_text(yaml.safe_dump({"swarms": SWARMS, "ai": ai}))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(path) in str(e.value)
+    assert any(p == field and reason in r for p, r in e.value.problems), e.value.problems
+
+
+def test_fractional_gpu_and_accelerator_go_on_the_replica():
+    m = ModelConfig(
+        name="org/model:v1",
+        resources={"num_cpus": 2, "num_gpus": 0.5, "accelerator_type": "A10G"},
+        max_ongoing_requests=8,
+    )
+    opts = model_deployment_options(m)
+    assert opts["name"] == "model-org_model_v1"
+    assert opts["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 0.5, "accelerator_type": "A10G"}
+    assert opts["num_replicas"] == 1 and opts["max_ongoing_requests"] == 8
+    assert "placement_group_bundles" not in opts
+
+
+def test_tensor_parallel_builds_a_placement_group_and_autoscaling_maps():
+    m = ModelConfig(
+        name="big",
+        engine={"tensor_parallel_size": 4},
+        resources={"num_gpus": 1, "accelerator_type": "H100"},
+        placement_strategy="PACK",
+        autoscaling={"min_replicas": 0, "max_replicas": 3, "target_ongoing_requests": 2},
+    )
+    opts = model_deployment_options(m)
+    gpu = {"GPU": 1, "accelerator_type:H100": 0.001}
+    assert opts["placement_group_bundles"] == [{"CPU": 1}, gpu, gpu, gpu, gpu]
+    assert opts["placement_group_strategy"] == "PACK"
+    assert "num_gpus" not in opts["ray_actor_options"]  # the shards hold the GPUs, not the replica
+    assert opts["autoscaling_config"] == {
+        "min_replicas": 0,
+        "initial_replicas": 1,
+        "max_replicas": 3,
+        "target_ongoing_requests": 2.0,
+        "upscale_delay_s": 10.0,
+        "downscale_delay_s": 300.0,
+    }
+    with pytest.raises(ValueError, match="one whole GPU"):
+        ModelConfig(name="x", engine={"tensor_parallel_size": 2}, resources={"num_gpus": 0.5})

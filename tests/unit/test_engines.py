@@ -1,0 +1,156 @@
+"""Engines: the transformers engine on a tiny random-weight model built here, and vLLM's
+argument mapping (real vLLM only in the `gpu`-marked test)."""
+
+import asyncio
+import importlib.util
+
+import pytest
+
+from cluster import EngineError, EngineUnavailableError, RequestError
+from models import EngineConfig, SamplingParams, create_engine
+from models._private.engine import resolve_engine_kind
+from models._private.hf_engine import TransformersEngine
+from models._private.smoke import build_tiny_model
+from models._private.vllm_engine import vllm_engine_args, vllm_sampling_args
+
+GREEDY = SamplingParams(max_tokens=12, temperature=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    return build_tiny_model(str(tmp_path_factory.mktemp("tiny")))
+
+
+@pytest.fixture
+def engine(tiny_path):
+    return TransformersEngine(tiny_path, EngineConfig(batch_wait_ms=50, max_batch_size=8))
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def collect(engine, prompt, params, **kw):
+    return [d async for d in engine.stream(prompt, params, **kw)]
+
+
+def test_auto_picks_transformers_without_a_gpu(tiny_path):
+    assert resolve_engine_kind("auto") in {"transformers", "vllm"}
+    if importlib.util.find_spec("vllm") is None:
+        assert isinstance(create_engine(tiny_path, EngineConfig()), TransformersEngine)
+
+
+def test_stream_concatenates_to_generate_and_counts_tokens(engine):
+    prompt = engine.chat_prompt([{"role": "user", "content": "hello swarm"}])
+    assert prompt.endswith("<|assistant|>\n") and "hello swarm" in prompt
+    whole = run(engine.generate(prompt, GREEDY, chat=True))
+    pieces = run(collect(engine, prompt, GREEDY, chat=True))
+    assert "".join(d.text for d in pieces) == whole.text
+    assert pieces[-1].finish_reason == whole.finish_reason
+    assert (
+        whole.prompt_tokens
+        == engine.count_tokens(prompt, chat=True)
+        == len(engine.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    )
+    assert 1 <= whole.completion_tokens <= GREEDY.max_tokens
+    if whole.finish_reason == "length":
+        assert whole.completion_tokens == GREEDY.max_tokens
+
+
+def test_concurrent_requests_share_forward_passes_and_match_solo_runs(engine):
+    prompts = ["a", "the quick brown fox", "numbers 1 2 3", "swarm of agents shares work"]
+    solo = [run(engine.generate(p, GREEDY)).text for p in prompts]
+    before = engine.batches
+
+    async def together():
+        return await asyncio.gather(*(engine.generate(p, GREEDY) for p in prompts))
+
+    batched = run(together())
+    assert engine.batches - before == 1, "four requests within batch_wait_ms form one batch"
+    assert [g.text for g in batched] == solo  # left padding and masks change nothing
+
+
+def test_seeded_sampling_repeats_and_stop_strings_cut(engine):
+    params = SamplingParams(max_tokens=16, temperature=1.0, seed=7)
+    a, b = run(engine.generate("hello", params)), run(engine.generate("hello", params))
+    assert a.text == b.text
+    full = run(engine.generate("hello", SamplingParams(max_tokens=16, temperature=0))).text
+    stop = full[3:5]
+    assert stop
+    cut = run(engine.generate("hello", SamplingParams(max_tokens=16, temperature=0, stop=[stop])))
+    assert cut.text == full[: full.find(stop)] and cut.finish_reason == "stop"
+
+
+def test_prompt_longer_than_the_model_allows_is_refused(tiny_path):
+    small = TransformersEngine(tiny_path, EngineConfig(max_model_len=32))
+    with pytest.raises(RequestError) as e:
+        run(small.generate("word " * 40, GREEDY))
+    assert e.value.code == "context_length_exceeded" and e.value.param == "prompt"
+    assert "32 tokens" in str(e.value)
+
+
+def test_health_check_fails_when_the_batch_loop_is_gone(engine):
+    async def scenario():
+        await engine.generate("hi", GREEDY)
+        await engine.check_health()  # alive
+        engine._worker.cancel()
+        await asyncio.sleep(0)
+        with pytest.raises(EngineError):
+            await engine.check_health()
+        with pytest.raises(EngineError):
+            await engine.generate("hi", GREEDY)
+
+    run(scenario())
+
+
+def test_vllm_engine_arguments_map_from_config():
+    config = EngineConfig(
+        kind="vllm",
+        dtype="bfloat16",
+        max_model_len=4096,
+        tensor_parallel_size=2,
+        gpu_memory_utilization=0.8,
+        vllm_args={"enable_prefix_caching": True},
+    )
+    assert vllm_engine_args("/models/llama", config) == {
+        "model": "/models/llama",
+        "tokenizer": "/models/llama",
+        "dtype": "bfloat16",
+        "tensor_parallel_size": 2,
+        "gpu_memory_utilization": 0.8,
+        "trust_remote_code": False,
+        "distributed_executor_backend": "ray",
+        "max_model_len": 4096,
+        "enable_prefix_caching": True,
+    }
+    single = vllm_engine_args("m", EngineConfig(kind="vllm"))
+    assert "distributed_executor_backend" not in single and "max_model_len" not in single
+    with pytest.raises(ValueError, match="dtype"):
+        vllm_engine_args("m", EngineConfig(vllm_args={"dtype": "float16"}))
+    assert vllm_sampling_args(SamplingParams(max_tokens=5, temperature=0, stop=["\n"], seed=1)) == {
+        "max_tokens": 5,
+        "temperature": 0,
+        "top_p": 1.0,
+        "stop": ["\n"],
+        "seed": 1,
+    }
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_choosing_vllm_without_it_is_a_clear_error(tiny_path):
+    with pytest.raises(EngineUnavailableError, match=r"swarmray\[gpu\]"):
+        create_engine(tiny_path, EngineConfig(kind="vllm"))
+
+
+def _gpu() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None or not _gpu(), reason="needs vLLM and a GPU")
+def test_real_vllm_generates_on_a_gpu(tiny_path):
+    engine = create_engine(tiny_path, EngineConfig(kind="vllm", gpu_memory_utilization=0.2))
+    out = run(engine.generate("hello", GREEDY))
+    assert out.completion_tokens >= 1 and out.prompt_tokens == engine.count_tokens("hello")
