@@ -22,7 +22,11 @@ def default_cache_dir() -> str:
 
 
 class EmbeddingCache:
-    """Encodes texts with `embedder`, reusing vectors already stored under `root`."""
+    """Encodes texts with `embedder`, reusing vectors already stored under `root`.
+
+    Stands in for the embedder wherever one is taken (e.g. `HybridMemory(embedder=...)`):
+    everything but `encode` is the embedder's own.
+    """
 
     def __init__(self, embedder: Embedder, root: str | None = None):
         self.embedder = embedder
@@ -39,6 +43,9 @@ class EmbeddingCache:
                 self._row, self._vectors = {}, np.zeros((0, embedder.dim), dtype=np.float32)
             self._vectors = self._vectors[: len(self._row)]
         self.hits = self.misses = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.embedder, name)
 
     @staticmethod
     def key(text: str) -> str:

@@ -76,6 +76,7 @@ DEMO_TASKS: list[tuple[str, str, dict[str, Any]]] = [
 FOLLOW_UP: list[tuple[str, str, dict[str, Any]]] = [
     ("storage", "memory.search", {"query": "what happens when an actor crashes?", "k": 1}),
     ("ai", "memory.search", {"query": "keyword matching", "k": 1, "scope": "global"}),
+    ("ai", "llm.generate", {"input": "How does search match words?"}),
 ]
 
 
@@ -103,7 +104,11 @@ def run_demo(config_path: str | None = None, address: str | None = None) -> int:
     client = system.Client(config.namespace)
     wanted, results = [], []
     for phase in (DEMO_TASKS, FOLLOW_UP):
-        tasks = [(s, c, p) for s, c, p in phase if s in config.swarms]
+        tasks = [
+            (s, c, p)
+            for s, c, p in phase
+            if s in config.swarms and (c != "llm.generate" or config.ai is not None)
+        ]
         ids = [client.submit(cap, payload, swarm=swarm) for swarm, cap, payload in tasks]
         wanted += tasks
         results += [client.result(task_id, timeout_s=120) for task_id in ids]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -53,12 +54,13 @@ class ModelServer:
         ctx = ray.get_runtime_context()
         return {
             "name": self.config.name,
+            "pid": os.getpid(),
             "engine": type(self.engine).__name__,
             "max_model_len": self.engine.max_model_len,
             "smoke_test": self.smoke_test,
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "node_id": ctx.get_node_id(),
-            "placement_group_id": ctx.get_placement_group_id(),
+            "placement_group_id": ctx.get_placement_group_id(),  # hex, or None
         }
 
 

@@ -7,6 +7,7 @@ POST /v1/embeddings, and two of our own: GET /v1/usage and GET /v1/backends.
 # No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 
 import asyncio
+import base64
 import hashlib
 import json
 import logging
@@ -16,6 +17,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -81,7 +83,7 @@ class CompletionBody(_Sampling):
 
 class EmbeddingBody(_Body):
     input: str | list[str] = Field(min_length=1)
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"  # the openai client asks for base64
 
 
 # -- OpenAI-shaped errors -------------------------------------------------------------------
@@ -130,6 +132,29 @@ async def _unavailable(_: Request, exc: AllBackendsFailed) -> JSONResponse:
     return _error(503, str(exc), "service_unavailable", "model", "backends_unavailable")
 
 
+def _usage(out: dict[str, Any]) -> dict[str, int]:
+    p, c = out["prompt_tokens"], out["completion_tokens"]
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def _encode_vector(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "float":
+        return vector
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+
+
+def _event(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data)}\n\n"
+
+
+@app.exception_handler(Exception)
+async def _internal(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error", exc_info=exc)
+    return _error(500, f"internal error: {exc!r}", "server_error", None, "internal_error")
+
+
+# Everything the routes use is defined above this line: `serve.ingress` pickles the app when
+# the class is decorated, so later module globals would be missing in the replica.
 # -- the ingress deployment -----------------------------------------------------------------
 
 
@@ -371,7 +396,8 @@ class Gateway:
             "object": "list",
             "model": body.model,
             "data": [
-                {"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(out["vectors"])
+                {"object": "embedding", "index": i, "embedding": _encode_vector(v, body.encoding_format)}
+                for i, v in enumerate(out["vectors"])
             ],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
@@ -392,12 +418,3 @@ class Gateway:
             }
             for name, b in self.backends.items()
         }
-
-
-def _usage(out: dict[str, Any]) -> dict[str, int]:
-    p, c = out["prompt_tokens"], out["completion_tokens"]
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-
-
-def _event(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data)}\n\n"

@@ -31,7 +31,24 @@ def deploy(config: AIServiceConfig, app_name: str = "ai") -> str:
     return service_url(config)
 
 
+def running_http_options(config: AIServiceConfig) -> tuple[str, int]:
+    """Host and port of the Serve HTTP proxy that runs now.
+
+    Serve's HTTP options are cluster-wide and set by whoever started Serve first; a later
+    `serve.start` with other options does not change them. Serve has no public call for them,
+    so this reads its client's copy, falling back to the configured values.
+    """
+    try:
+        from ray.serve.context import _get_global_client
+
+        http = _get_global_client().http_config
+        return http.host, int(http.port)
+    except Exception:
+        return config.host, config.port
+
+
 def service_url(config: AIServiceConfig) -> str:
     """Where the OpenAI-compatible API listens, e.g. http://127.0.0.1:8000/v1."""
-    host = "127.0.0.1" if config.host in ("0.0.0.0", "::") else config.host
-    return f"http://{host}:{config.port}{config.route_prefix.rstrip('/')}/v1"
+    host, port = running_http_options(config)
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return f"http://{host}:{port}{config.route_prefix.rstrip('/')}/v1"

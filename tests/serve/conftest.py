@@ -7,11 +7,14 @@ from tests.conftest import free_port
 
 @pytest.fixture(scope="session")
 def serve_port(ray_head):
-    """Serve's HTTP proxy, started once per session on a free port."""
+    """Serve's HTTP port: started here on a free port, unless an earlier test (a demo job) has
+    started Serve already, on its own port."""
     from ray import serve
+    from serve import AIServiceConfig
+    from serve._private.service import running_http_options
 
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+    _, port = running_http_options(AIServiceConfig())
     yield port
     serve.shutdown()
 
