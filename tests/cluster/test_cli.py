@@ -23,6 +23,7 @@ def swarm(*args, env=None, check=True):
 def config_file(tmp_path, namespace):
     data = yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
     data["namespace"] = namespace
+    data.pop("ai")  # the AI service is deployed by the job test below and tests/serve
     path = tmp_path / "system.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -97,5 +98,6 @@ def test_main_job_runs_under_ray_job_submit(head, namespace):
         env=head["env"],
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "16/16 tasks succeeded" in proc.stdout
+    assert "17/17 tasks succeeded" in proc.stdout
     assert "business:" in proc.stdout and "ai.stats.0" in proc.stdout
+    assert "llm.generate" in proc.stdout and "ai.llm.0" in proc.stdout  # through the AI service

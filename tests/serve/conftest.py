@@ -10,6 +10,7 @@ def serve_port(ray_head):
     """Serve's HTTP port: started here on a free port, unless an earlier test (a demo job) has
     started Serve already, on its own port."""
     from ray import serve
+
     from serve import AIServiceConfig
     from serve._private.service import running_http_options
 
