@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 
@@ -72,6 +73,7 @@ async def measure(engine: TransformersEngine, url: str, args: argparse.Namespace
         "http_rps": http_rps,
         "max_tokens": args.max_tokens,
         "concurrency": args.concurrency,
+        "throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
     }
 
 
@@ -81,7 +83,14 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--port", type=int, default=8799)
+    parser.add_argument(
+        "--throughput-optimized",
+        action="store_true",
+        help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Serve's gRPC data plane between replicas)",
+    )
     args = parser.parse_args()
+    if args.throughput_optimized:
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"  # read by the cluster ray.init starts
 
     path = build_tiny_model(tempfile.mkdtemp(prefix="tiny-model-"))
     engine = TransformersEngine(path, EngineConfig())

@@ -127,6 +127,9 @@ class AIServiceConfig(_Model):
         default_factory=CircuitBreakerConfig, description="Each backend's circuit breaker."
     )
     ingress_replicas: PositiveInt = Field(1, description="Replicas of the HTTP ingress.")
+    ingress_max_ongoing_requests: PositiveInt = Field(
+        256, description="Requests one ingress replica handles at once (it only waits on backends)."
+    )
 
     @field_validator("models", "providers", mode="before")
     @classmethod

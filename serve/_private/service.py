@@ -16,7 +16,9 @@ def build_app(config: AIServiceConfig) -> Any:
 
     models = {name: model_app(m) for name, m in config.models.items()}
     embedder = embedding_app(config.embeddings) if config.embeddings is not None else None
-    return Gateway.options(num_replicas=config.ingress_replicas).bind(config.model_dump(), models, embedder)
+    return Gateway.options(
+        num_replicas=config.ingress_replicas, max_ongoing_requests=config.ingress_max_ongoing_requests
+    ).bind(config.model_dump(), models, embedder)
 
 
 def deploy(config: AIServiceConfig, app_name: str = "ai") -> str:
