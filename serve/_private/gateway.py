@@ -14,8 +14,8 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -33,6 +33,7 @@ from serve._private.config import AIServiceConfig
 __all__ = ["Gateway", "app"]
 
 log = logging.getLogger("swarmray.serve")
+T = TypeVar("T")
 app = FastAPI(title="swarmray AI service")
 
 
@@ -193,7 +194,9 @@ class Gateway:
             raise ModelNotFoundError(model, [*self.backends, *self.aliases])
         return list(dict.fromkeys([name, *self.settings[name].fallbacks]))
 
-    async def _complete(self, model: str, request: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    async def _failover(self, model: str, attempt: Callable[[str], Awaitable[T]]) -> tuple[str, T]:
+        """`attempt(backend)` on the model's backends in order, skipping open breakers, until one
+        succeeds; a refused request goes straight back to the client."""
         tried, last = [], "breaker open"
         for name in self._chain(model):
             breaker = self.breakers[name]
@@ -201,9 +204,7 @@ class Gateway:
                 continue
             tried.append(name)
             try:
-                result = await asyncio.wait_for(
-                    self.backends[name].complete(request), self.settings[name].timeout_s
-                )
+                result = await asyncio.wait_for(attempt(name), self.settings[name].timeout_s)
             except Exception as e:
                 err = unwrap_error(e)
                 if isinstance(err, RequestError):
@@ -219,29 +220,13 @@ class Gateway:
 
     async def _open_stream(
         self, model: str, request: dict[str, Any]
-    ) -> tuple[str, dict[str, Any], AsyncIterator[dict[str, Any]]]:
+    ) -> tuple[str, tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]]:
         # Failover is possible until the first piece arrives; after that the stream is committed.
-        tried, last = [], "breaker open"
-        for name in self._chain(model):
-            breaker = self.breakers[name]
-            if not breaker.allow():
-                continue
-            tried.append(name)
+        async def first_piece(name: str) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
             stream = aiter(self.backends[name].stream(request))
-            try:
-                first = await asyncio.wait_for(anext(stream), self.settings[name].timeout_s)
-            except Exception as e:
-                err = unwrap_error(e)
-                if isinstance(err, RequestError):
-                    breaker.success()
-                    raise err from None
-                breaker.failure()
-                last = f"{name}: {err!r}"
-                log.warning("backend %s failed to stream (%r); falling back", name, err)
-                continue
-            breaker.success()
-            return name, first, stream
-        raise AllBackendsFailed(model, tried, last)
+            return await anext(stream), stream
+
+        return await self._failover(model, first_piece)
 
     def _account(self, request: Request, body: _Body, model: str, prompt: int, completion: int) -> None:
         caller = body.user
@@ -275,44 +260,32 @@ class Gateway:
             "messages": [m.model_dump() for m in body.messages],
             "params": body.model_copy(update={"max_tokens": max_tokens}).params(256),
         }
-        if body.stream:
-            return await self._sse(request, body, payload, "chat.completion.chunk")
-        name, out = await self._complete(body.model, payload)
-        self._account(request, body, name, out["prompt_tokens"], out["completion_tokens"])
-        return JSONResponse(
-            {
-                "id": f"chatcmpl-{uuid.uuid4().hex}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": out["text"]},
-                        "finish_reason": out["finish_reason"],
-                    }
-                ],
-                "usage": _usage(out),
-            },
-            headers={"x-swarmray-backend": name},
-        )
+        return await self._answer(request, body, payload, chat=True)
 
     @app.post("/v1/completions")
     async def completions(self, body: CompletionBody, request: Request) -> Any:
         payload = {"prompt": body.prompt, "params": body.params(16)}
+        return await self._answer(request, body, payload, chat=False)
+
+    async def _answer(self, request: Request, body: _Sampling, payload: dict[str, Any], chat: bool) -> Any:
         if body.stream:
-            return await self._sse(request, body, payload, "text_completion")
-        name, out = await self._complete(body.model, payload)
+            return await self._sse(
+                request, body, payload, "chat.completion.chunk" if chat else "text_completion"
+            )
+        name, out = await self._failover(body.model, lambda b: self.backends[b].complete(payload))
         self._account(request, body, name, out["prompt_tokens"], out["completion_tokens"])
+        choice: dict[str, Any] = {"index": 0, "finish_reason": out["finish_reason"]}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": out["text"]}
+        else:
+            choice.update(text=out["text"], logprobs=None)
         return JSONResponse(
             {
-                "id": f"cmpl-{uuid.uuid4().hex}",
-                "object": "text_completion",
+                "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+                "object": "chat.completion" if chat else "text_completion",
                 "created": int(time.time()),
                 "model": name,
-                "choices": [
-                    {"index": 0, "text": out["text"], "finish_reason": out["finish_reason"], "logprobs": None}
-                ],
+                "choices": [choice],
                 "usage": _usage(out),
             },
             headers={"x-swarmray-backend": name},
@@ -321,7 +294,7 @@ class Gateway:
     async def _sse(
         self, request: Request, body: _Sampling, payload: dict[str, Any], kind: str
     ) -> StreamingResponse:
-        name, first, stream = await self._open_stream(body.model, payload)
+        name, (first, stream) = await self._open_stream(body.model, payload)
         rid, created = (
             f"{'chatcmpl' if kind.startswith('chat') else 'cmpl'}-{uuid.uuid4().hex}",
             int(time.time()),
