@@ -68,9 +68,18 @@ class _Sampling(_Body):
         ).model_dump()
 
 
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
 class Message(BaseModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str
+    content: str | list[TextPart]  # plain text, or OpenAI's list of text parts
+
+    def plain(self) -> dict[str, str]:
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return {"role": self.role, "content": text}
 
 
 class ChatBody(_Sampling):
@@ -257,7 +266,7 @@ class Gateway:
     async def chat(self, body: ChatBody, request: Request) -> Any:
         max_tokens = body.max_completion_tokens or body.max_tokens
         payload = {
-            "messages": [m.model_dump() for m in body.messages],
+            "messages": [m.plain() for m in body.messages],
             "params": body.model_copy(update={"max_tokens": max_tokens}).params(256),
         }
         return await self._answer(request, body, payload, chat=True)

@@ -98,6 +98,14 @@ def test_chat_streaming_and_not_agree_with_the_model_run_here(client, local_engi
     assert reply.choices[0].finish_reason == expected.finish_reason
     assert reply.usage.prompt_tokens == local_engine.count_tokens(prompt, chat=True)
     assert reply.usage.completion_tokens == expected.completion_tokens
+    parts = [{"type": "text", "text": "hello "}, {"type": "text", "text": "swarm"}]
+    as_parts = client.chat.completions.create(
+        model="tiny",
+        messages=[messages[0], {"role": "user", "content": parts}],
+        max_tokens=10,
+        temperature=0,
+    )
+    assert as_parts.choices[0].message.content == expected.text  # text parts are joined
     chunks = list(
         client.chat.completions.create(
             model="tiny",
