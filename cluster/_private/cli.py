@@ -204,8 +204,18 @@ def format_status(state: dict[str, Any]) -> str:
         + format_table(
             agents, ["agent", "swarm", "state", "node", "inflight", "done", "failed", "restarts", "reason"]
         )
-        + (f"\n\nAI service (OpenAI-compatible): {state['ai']['url']}" if state.get("ai") else "")
+        + (_format_ai(state["ai"]) if state.get("ai") else "")
     )
+
+
+def _format_ai(ai: dict[str, Any]) -> str:
+    line = f"\n\nAI service (OpenAI-compatible): {ai['url']}"
+    if ai.get("smoke_test_models"):
+        line += (
+            f"\n  {', '.join(ai['smoke_test_models'])}: the smoke-test model (random weights, built "
+            "locally): its text is noise; see README.md, 'AI service', to serve a real model"
+        )
+    return line
 
 
 def main() -> None:

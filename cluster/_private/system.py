@@ -252,7 +252,11 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
     if config.get("ai") is not None:
         from actors._private.llm_agent import AI_URL_KEY
 
-        ai = {"url": _call(lambda: registry.kv_get.remote(AI_URL_KEY)), "app": ai_app_name(namespace)}
+        ai = {
+            "url": _call(lambda: registry.kv_get.remote(AI_URL_KEY)),
+            "app": ai_app_name(namespace),
+            "smoke_test_models": [n for n, m in config["ai"]["models"].items() if m.get("source") is None],
+        }
     return {"namespace": namespace, "swarms": swarms, "memory": memories, "ai": ai}
 
 

@@ -1,0 +1,70 @@
+"""The LLM agent kind in a running system: `swarm up` deploys the AI service, the agent finds it
+through the registry, recalls from memory, fills its template and asks the service."""
+
+import pytest
+
+from cluster import load_config
+from models import EngineConfig
+from models._private.hf_engine import TransformersEngine
+from tests.conftest import running_system
+
+TEMPLATE = "Notes:\n{memories}\n\nQuestion: {input}\nAnswer:"
+NOTE = "Ray restarts a detached actor after a crash."
+
+
+@pytest.fixture(scope="module")
+def client(serve_port, tiny_model, tmp_path_factory):
+    config = load_config(
+        {
+            "namespace": "llm-agent-tests",
+            "ai": {
+                "port": serve_port,
+                "route_prefix": "/llm-tests",
+                "models": {"tiny": {"source": tiny_model}},
+                "embeddings": None,
+            },
+            "global_memory": {"memory": {"path": str(tmp_path_factory.mktemp("global"))}},
+            "swarms": {
+                "ai": {
+                    "pools": {
+                        "llm": {
+                            "colocate": True,
+                            "agent": {
+                                "class": "actors:LLMAgent",
+                                "params": {
+                                    "model": "tiny",
+                                    "template": TEMPLATE,
+                                    "recall_k": 1,
+                                    "recall_scope": "global",
+                                    "max_tokens": 6,
+                                    "temperature": 0,
+                                },
+                            },
+                        },
+                        "mem": {"agent": {"class": "actors:MemoryAgent"}},
+                    }
+                }
+            },
+        }
+    )
+    with running_system(config) as c:
+        yield c
+
+
+def test_the_agent_recalls_then_asks_the_service(client, tiny_model):
+    stored = client.run("memory.store", {"id": "n1", "text": NOTE, "scope": "global"}, swarm="ai")
+    assert stored.ok, stored.error
+    res = client.run("llm.generate", {"input": "What happens after an actor crashes?"}, swarm="ai")
+    assert res.ok, res.error
+    assert res.output["recalled"] == ["n1"] and res.output["model"] == "tiny"
+    # The prompt the service counted is exactly the template with the recalled note in it.
+    engine = TransformersEngine(tiny_model, EngineConfig())
+    prompt = TEMPLATE.format(memories=NOTE, input="What happens after an actor crashes?")
+    chat = engine.chat_prompt([{"role": "user", "content": prompt}])
+    assert res.output["usage"]["prompt_tokens"] == engine.count_tokens(chat, chat=True)
+    assert 1 <= res.output["usage"]["completion_tokens"] <= 6
+
+
+def test_a_payload_missing_a_template_field_fails_clearly(client):
+    res = client.run("llm.generate", {"question": "no input field"}, swarm="ai")
+    assert not res.ok and "payload lacks template field(s) ['input']" in res.error
