@@ -43,7 +43,9 @@ class EngineConfig(BaseModel):
         8, description="Requests that share forward passes (transformers; vLLM batches on its own)."
     )
     batch_wait_ms: NonNegativeFloat = Field(
-        2.0, description="How long the transformers engine waits to gather a batch."
+        0.0,
+        description="How long the transformers engine waits to gather a batch; 0 takes what is "
+        "queued when a batch starts (requests that arrive during a batch form the next one).",
     )
     device: str | None = Field(None, description="Transformers device; None picks a GPU if visible.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the weights.")

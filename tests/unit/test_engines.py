@@ -57,7 +57,9 @@ def test_stream_concatenates_to_generate_and_counts_tokens(engine):
         assert whole.completion_tokens == GREEDY.max_tokens
 
 
-def test_concurrent_requests_share_forward_passes_and_match_solo_runs(engine):
+@pytest.mark.parametrize("wait_ms", [0, 50])
+def test_concurrent_requests_share_forward_passes_and_match_solo_runs(tiny_path, wait_ms):
+    engine = TransformersEngine(tiny_path, EngineConfig(batch_wait_ms=wait_ms))
     prompts = ["a", "the quick brown fox", "numbers 1 2 3", "swarm of agents shares work"]
     solo = [run(engine.generate(p, GREEDY)).text for p in prompts]
     before = engine.batches
@@ -66,7 +68,7 @@ def test_concurrent_requests_share_forward_passes_and_match_solo_runs(engine):
         return await asyncio.gather(*(engine.generate(p, GREEDY) for p in prompts))
 
     batched = run(together())
-    assert engine.batches - before == 1, "four requests within batch_wait_ms form one batch"
+    assert engine.batches - before == 1, "four requests queued together form one batch"
     assert [g.text for g in batched] == solo  # left padding and masks change nothing
 
 
