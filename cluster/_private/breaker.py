@@ -50,6 +50,10 @@ class CircuitBreaker:
         """A call went well: the breaker closes."""
         self.failures, self.opened_at, self.probing = 0, None, False
 
+    def abandon(self) -> None:
+        """A call ended with no verdict (e.g. cancelled): a half-open breaker may probe again."""
+        self.probing = False
+
     def failure(self) -> None:
         """A call failed: count it, and open (again) at the threshold or after a failed probe."""
         self.failures += 1

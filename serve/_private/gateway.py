@@ -214,6 +214,9 @@ class Gateway:
             tried.append(name)
             try:
                 result = await asyncio.wait_for(attempt(name), self.settings[name].timeout_s)
+            except asyncio.CancelledError:
+                breaker.abandon()  # the client left; a probe must not stay in flight forever
+                raise
             except Exception as e:
                 err = unwrap_error(e)
                 if isinstance(err, RequestError):

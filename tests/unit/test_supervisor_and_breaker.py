@@ -95,3 +95,12 @@ def test_a_failed_probe_opens_the_breaker_again():
     assert not b.allow()
     clock.t += 0.2
     assert b.allow()
+
+
+def test_an_abandoned_probe_lets_the_next_call_probe():
+    b, clock = breaker(threshold=1, cooldown_s=5)
+    b.failure()
+    clock.t += 5
+    assert b.allow() and not b.allow()
+    b.abandon()  # e.g. the client went away mid-probe
+    assert b.state == HALF_OPEN and b.allow()
