@@ -44,6 +44,7 @@ def service(serve_port, tiny_model):
                 "model": "x",
                 "fallbacks": ["tiny-b"],
             },
+            "remote-dead": {"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "x"},
         },
         # One failure opens a breaker, so that a killed replica's short absence shows.
         breaker={"failure_threshold": 1, "cooldown_s": 3},
@@ -83,7 +84,15 @@ def backend_of(url: str, model: str, **body) -> str:
 
 def test_models_are_listed_with_aliases_and_the_embedder(client):
     ids = {m.id for m in client.models.list().data}
-    assert ids == {"tiny", "gpt-tiny", "tiny-b", "remote-self", "remote-down", "all-MiniLM-L6-v2"}
+    assert ids == {
+        "tiny",
+        "gpt-tiny",
+        "tiny-b",
+        "remote-self",
+        "remote-down",
+        "remote-dead",
+        "all-MiniLM-L6-v2",
+    }
 
 
 def test_chat_streaming_and_not_agree_with_the_model_run_here(client, local_engine):
@@ -245,6 +254,19 @@ def test_a_broken_provider_falls_back_and_its_breaker_opens(service, client):
     assert [c for c in stream]
     state = httpx.get(f"{service}/backends").json()["remote-down"]
     assert state["breaker"] == "open" and state["failures"] >= 1
+
+
+def test_a_model_with_every_backend_down_gets_a_503_not_a_hang(service):
+    for _ in range(2):  # the first fails at the provider, the second finds its breaker open
+        r = httpx.post(
+            f"{service}/chat/completions",
+            json={"model": "remote-dead", "messages": [{"role": "user", "content": "hi"}]},
+            timeout=30,
+        )
+        assert r.status_code == 503, r.text
+        error = r.json()["error"]
+        assert error["code"] == "backends_unavailable" and error["param"] == "model"
+        assert "remote-dead" in error["message"]
 
 
 def test_killed_primary_fails_over_then_its_breaker_half_opens_and_closes(service):
