@@ -22,14 +22,19 @@ def build_app(config: AIServiceConfig) -> Any:
 
 
 def deploy(config: AIServiceConfig, app_name: str = "ai") -> str:
-    """Starts Serve on `config`'s host and port (if it is not running) and deploys the service.
+    """Starts Serve on `config`'s host and port (if it is not running) and deploys the service,
+    unless an application of that name runs already.
 
     Returns the service's base URL. Ray must be initialised (`ray.init` or `cluster.connect`).
     """
     from ray import serve
 
     serve.start(http_options={"host": config.host, "port": config.port})
-    serve.run(build_app(config), name=app_name, route_prefix=config.route_prefix)
+    running = serve.status().applications.get(app_name)
+    # Like the system's actors, a running service is kept (no replica restarts on a second
+    # `up`); change it with `down` then `up`.
+    if running is None or running.status not in ("RUNNING", "DEPLOYING"):
+        serve.run(build_app(config), name=app_name, route_prefix=config.route_prefix)
     return service_url(config)
 
 

@@ -13,8 +13,8 @@ NOTE = "Ray restarts a detached actor after a crash."
 
 
 @pytest.fixture(scope="module")
-def client(serve_port, tiny_model, tmp_path_factory):
-    config = load_config(
+def config(serve_port, tiny_model, tmp_path_factory):
+    return load_config(
         {
             "namespace": "llm-agent-tests",
             "ai": {
@@ -47,6 +47,10 @@ def client(serve_port, tiny_model, tmp_path_factory):
             },
         }
     )
+
+
+@pytest.fixture(scope="module")
+def client(config):
     with running_system(config) as c:
         yield c
 
@@ -68,3 +72,16 @@ def test_the_agent_recalls_then_asks_the_service(client, tiny_model):
 def test_a_payload_missing_a_template_field_fails_clearly(client):
     res = client.run("llm.generate", {"question": "no input field"}, swarm="ai")
     assert not res.ok and "payload lacks template field(s) ['input']" in res.error
+
+
+def test_a_second_up_keeps_the_running_service(client, config):
+    from ray import serve
+
+    from cluster import up
+    from cluster._private.system import ai_app_name
+    from serve._private.deployments import deployment_name
+
+    handle = serve.get_deployment_handle(deployment_name("tiny"), app_name=ai_app_name(config.namespace))
+    before = handle.info.remote().result()["pid"]
+    up(config)
+    assert handle.info.remote().result()["pid"] == before, "no model replica was restarted"
