@@ -17,6 +17,10 @@ Tier policy (the one place it is written down):
 - Reads (`search`, `get`) only count accesses, so that they can run side by side; everything
   that changes records is a write.
 
+Long texts: a text longer than `chunk_tokens` is cut at sentence ends and each piece gets its
+own vector (the embedder reads only its first 256 tokens); dense search scores a record by its
+best chunk, and BM25 still sees the whole text.
+
 Durability: every write is appended to a checksummed write-ahead log (the journal of the
 swarm runtime) and fdatasync'ed before it returns. `snapshot()` writes the records (JSON
 lines), the vectors (`.npy`, no pickle), the FAISS indexes (`faiss.write_index`) and the
