@@ -13,12 +13,8 @@ import re
 
 import numpy as np
 
+from cluster._private import env
 from models import Embedder
-
-
-def default_cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "swarmray", "embeddings")
 
 
 class EmbeddingCache:
@@ -30,7 +26,7 @@ class EmbeddingCache:
 
     def __init__(self, embedder: Embedder, root: str | None = None):
         self.embedder = embedder
-        self.dir = os.path.join(root or default_cache_dir(), re.sub(r"[^\w.-]", "_", embedder.name))
+        self.dir = os.path.join(root or env.cache_dir("embeddings"), re.sub(r"[^\w.-]", "_", embedder.name))
         self._row: dict[str, int] = {}
         self._vectors = np.zeros((0, embedder.dim), dtype=np.float32)
         keys = os.path.join(self.dir, "keys.txt")

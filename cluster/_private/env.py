@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["config_path", "log_level", "namespace", "ray_address"]
+__all__ = ["cache_dir", "config_path", "log_level", "namespace", "ray_address"]
 
 DEFAULT_CONFIG = "configs/local.yaml"
 
@@ -32,3 +32,9 @@ def log_level() -> str:
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ValueError(f"SWARMRAY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {value!r}")
     return value
+
+
+def cache_dir(*parts: str) -> str:
+    """XDG_CACHE_HOME (default ~/.cache) + /swarmray/<parts>: built models, cached embeddings."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "swarmray", *parts)

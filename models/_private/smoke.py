@@ -9,6 +9,8 @@ import os
 import shutil
 import tempfile
 
+from cluster._private import env
+
 __all__ = ["SMOKE_MODEL_NAME", "build_tiny_model", "smoke_model_path"]
 
 SMOKE_MODEL_NAME = "swarmray-smoke-test"
@@ -81,11 +83,7 @@ def build_tiny_model(
 
 def smoke_model_path(cache_dir: str | None = None) -> str:
     """The smoke-test model's directory, built on first use (safe when replicas race)."""
-    base = cache_dir or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "swarmray",
-        "models",
-    )
+    base = cache_dir or env.cache_dir("models")
     final = os.path.join(base, f"{SMOKE_MODEL_NAME}-{_VERSION}")
     if os.path.exists(os.path.join(final, "SMOKE_TEST_MODEL.txt")):
         return final
