@@ -56,7 +56,9 @@ def test_killed_queen_loses_no_accepted_task(chaos_client, how):
             kill_queen(chaos_client, "work", how)
             killed.append(how)
 
-    report = run_tasks(chaos_client, "work", 300, work_s=0.05, chaos=kill_once, chaos_every_s=1.0)
+    # 300 tasks of 0.2 s on 16 slots take at least 3.75 s, so the kill at 1 s finds work unfinished
+    # however quiet the machine (with 0.05 s tasks a quiet run could finish before it).
+    report = run_tasks(chaos_client, "work", 300, work_s=0.2, chaos=kill_once, chaos_every_s=1.0)
     assert killed == [how]
     assert (report.submitted, report.completed, report.lost, report.duplicate_results) == (300, 300, 0, 0)
     counts = ray.get(chaos_client.queen("work").status.remote())["tasks"]
