@@ -253,7 +253,8 @@ def test_a_broken_provider_falls_back_and_its_breaker_opens(service, client):
     )
     assert [c for c in stream]
     state = httpx.get(f"{service}/backends").json()["remote-down"]
-    assert state["breaker"] == "open" and state["failures"] >= 1
+    # Open, or half-open if the 3 s cool-down passed on a slow machine; never closed again.
+    assert state["breaker"] in ("open", "half_open") and state["failures"] >= 1
 
 
 def test_a_model_with_every_backend_down_gets_a_503_not_a_hang(service):
