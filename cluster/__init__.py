@@ -20,6 +20,7 @@ from cluster._private.config import (
     load_config,
 )
 from cluster._private.errors import (
+    BackendsUnavailableError,
     BackpressureError,
     ConfigError,
     DelegationError,
@@ -43,6 +44,7 @@ from cluster._private.errors import (
 __all__ = [
     "AgentConfig",
     "AgentPoolConfig",
+    "BackendsUnavailableError",
     "BackpressureError",
     "CapabilityConfig",
     "CircuitBreakerConfig",

@@ -12,6 +12,7 @@
     ├── MemoryInputError            a memory write or search was refused (field, reason)
     ├── RequestError                an AI-service request was refused (param, reason, code)
     ├── ModelNotFoundError          a model name the AI service does not serve
+    ├── BackendsUnavailableError    every backend of a model failed or has its breaker open
     ├── EngineError                 an inference engine cannot serve (dead, failed)
     │   └── EngineUnavailableError  the chosen engine cannot run here (no vLLM, no GPU)
     └── TaskError                   a task ended without a result
@@ -25,6 +26,7 @@ Every class carries the values that explain it, so handlers need not parse messa
 from __future__ import annotations
 
 __all__ = [
+    "BackendsUnavailableError",
     "BackpressureError",
     "ConfigError",
     "DelegationError",
@@ -160,6 +162,16 @@ class ModelNotFoundError(SwarmrayError, LookupError):
         self.model = model
         self.known = known
         super().__init__(f"the model {model!r} does not exist; served models: {sorted(known)}")
+
+
+class BackendsUnavailableError(SwarmrayError):
+    """Raised when no backend of a model could serve a request (HTTP 503)."""
+
+    def __init__(self, model: str, tried: list[str], last: str):
+        self.model = model
+        self.tried = tried
+        self.last = last
+        super().__init__(f"no backend could serve {model!r}: tried {tried}; last error: {last}")
 
 
 class EngineError(SwarmrayError):

@@ -7,7 +7,6 @@ POST /v1/embeddings, and two of our own: GET /v1/usage and GET /v1/backends.
 # No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 
 import asyncio
-import base64
 import hashlib
 import json
 import logging
@@ -15,20 +14,28 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from cluster._private.breaker import CircuitBreaker
-from cluster._private.errors import ModelNotFoundError, RequestError
-from models._private.engine import SamplingParams
+from cluster._private.errors import BackendsUnavailableError, ModelNotFoundError, RequestError
 from serve._private.backends import LocalBackend, RemoteBackend, unwrap_error
 from serve._private.config import AIServiceConfig
+from serve._private.protocol import (
+    ChatBody,
+    CompletionBody,
+    EmbeddingBody,
+    RequestBody,
+    SamplingBody,
+    encode_vector,
+    error_response,
+    sse_event,
+    usage_of,
+)
 
 __all__ = ["Gateway", "app"]
 
@@ -37,74 +44,7 @@ T = TypeVar("T")
 app = FastAPI(title="swarmray AI service")
 
 
-# -- request bodies (fields the OpenAI API defines; unknown ones are ignored, as vLLM does) --
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    model: str
-    user: str | None = None
-
-
-class _Sampling(_Body):
-    max_tokens: int | None = Field(None, gt=0)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int = Field(1, ge=1, le=1, description="One choice per request.")
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-
-    def params(self, default_max_tokens: int) -> dict[str, Any]:
-        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        return SamplingParams(
-            max_tokens=self.max_tokens or default_max_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            stop=stop,
-            seed=self.seed,
-        ).model_dump()
-
-
-class TextPart(BaseModel):
-    type: Literal["text"]
-    text: str
-
-
-class Message(BaseModel):
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[TextPart]  # plain text, or OpenAI's list of text parts
-
-    def plain(self) -> dict[str, str]:
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        return {"role": self.role, "content": text}
-
-
-class ChatBody(_Sampling):
-    messages: list[Message] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, gt=0)
-
-
-class CompletionBody(_Sampling):
-    prompt: str = Field(min_length=1)
-
-
-class EmbeddingBody(_Body):
-    input: str | list[str] = Field(min_length=1)
-    encoding_format: Literal["float", "base64"] = "float"  # the openai client asks for base64
-
-
 # -- OpenAI-shaped errors -------------------------------------------------------------------
-
-
-def _error(
-    status: int, message: str, kind: str, param: str | None = None, code: str | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status
-    )
 
 
 @app.exception_handler(RequestValidationError)
@@ -112,7 +52,7 @@ async def _invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse
     first = exc.errors()[0] if exc.errors() else {}
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
-    return _error(
+    return error_response(
         400,
         f"{param or 'body'}: {first.get('msg', 'invalid request body')}",
         "invalid_request_error",
@@ -123,44 +63,23 @@ async def _invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse
 
 @app.exception_handler(RequestError)
 async def _refused(_: Request, exc: RequestError) -> JSONResponse:
-    return _error(400, str(exc), "invalid_request_error", exc.param, exc.code)
+    return error_response(400, str(exc), "invalid_request_error", exc.param, exc.code)
 
 
 @app.exception_handler(ModelNotFoundError)
 async def _no_model(_: Request, exc: ModelNotFoundError) -> JSONResponse:
-    return _error(404, str(exc), "invalid_request_error", "model", "model_not_found")
+    return error_response(404, str(exc), "invalid_request_error", "model", "model_not_found")
 
 
-class AllBackendsFailed(Exception):
-    def __init__(self, model: str, tried: list[str], last: str):
-        self.model, self.tried = model, tried
-        super().__init__(f"no backend could serve {model!r}: tried {tried}; last error: {last}")
-
-
-@app.exception_handler(AllBackendsFailed)
-async def _unavailable(_: Request, exc: AllBackendsFailed) -> JSONResponse:
-    return _error(503, str(exc), "service_unavailable", "model", "backends_unavailable")
-
-
-def _usage(out: dict[str, Any]) -> dict[str, int]:
-    p, c = out["prompt_tokens"], out["completion_tokens"]
-    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-
-
-def _encode_vector(vector: list[float], encoding: str) -> list[float] | str:
-    if encoding == "float":
-        return vector
-    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
-
-
-def _event(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data)}\n\n"
+@app.exception_handler(BackendsUnavailableError)
+async def _unavailable(_: Request, exc: BackendsUnavailableError) -> JSONResponse:
+    return error_response(503, str(exc), "service_unavailable", "model", "backends_unavailable")
 
 
 @app.exception_handler(Exception)
 async def _internal(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error", exc_info=exc)
-    return _error(500, f"internal error: {exc!r}", "server_error", None, "internal_error")
+    return error_response(500, f"internal error: {exc!r}", "server_error", None, "internal_error")
 
 
 # Everything the routes use is defined above this line: `serve.ingress` pickles the app when
@@ -228,7 +147,7 @@ class Gateway:
                 continue
             breaker.success()
             return name, result
-        raise AllBackendsFailed(model, tried, last)
+        raise BackendsUnavailableError(model, tried, last)
 
     async def _open_stream(
         self, model: str, request: dict[str, Any]
@@ -240,7 +159,7 @@ class Gateway:
 
         return await self._failover(model, first_piece)
 
-    def _account(self, request: Request, body: _Body, model: str, prompt: int, completion: int) -> None:
+    def _account(self, request: Request, body: RequestBody, model: str, prompt: int, completion: int) -> None:
         caller = body.user
         if not caller:
             auth = request.headers.get("authorization", "")
@@ -279,7 +198,7 @@ class Gateway:
         payload = {"prompt": body.prompt, "params": body.params(16)}
         return await self._answer(request, body, payload, chat=False)
 
-    async def _answer(self, request: Request, body: _Sampling, payload: dict[str, Any], chat: bool) -> Any:
+    async def _answer(self, request: Request, body: SamplingBody, payload: dict[str, Any], chat: bool) -> Any:
         if body.stream:
             return await self._sse(
                 request, body, payload, "chat.completion.chunk" if chat else "text_completion"
@@ -298,13 +217,13 @@ class Gateway:
                 "created": int(time.time()),
                 "model": name,
                 "choices": [choice],
-                "usage": _usage(out),
+                "usage": usage_of(out),
             },
             headers={"x-swarmray-backend": name},
         )
 
     async def _sse(
-        self, request: Request, body: _Sampling, payload: dict[str, Any], kind: str
+        self, request: Request, body: SamplingBody, payload: dict[str, Any], kind: str
     ) -> StreamingResponse:
         name, (first, stream) = await self._open_stream(body.model, payload)
         rid, created = (
@@ -326,7 +245,9 @@ class Gateway:
                     "finish_reason": piece["finish_reason"],
                     "logprobs": None,
                 }
-            return _event({"id": rid, "object": kind, "created": created, "model": name, "choices": [choice]})
+            return sse_event(
+                {"id": rid, "object": kind, "created": created, "model": name, "choices": [choice]}
+            )
 
         async def events() -> AsyncIterator[str]:
             last = first
@@ -337,7 +258,7 @@ class Gateway:
                     yield chunk(piece)
             except Exception as e:  # committed: report in-band, as OpenAI does
                 err = unwrap_error(e)
-                yield _event(
+                yield sse_event(
                     {
                         "error": {
                             "message": f"{name}: {err!r}",
@@ -350,14 +271,14 @@ class Gateway:
                 return
             self._account(request, body, name, last["prompt_tokens"], last["completion_tokens"])
             if include_usage:
-                yield _event(
+                yield sse_event(
                     {
                         "id": rid,
                         "object": kind,
                         "created": created,
                         "model": name,
                         "choices": [],
-                        "usage": _usage(last),
+                        "usage": usage_of(last),
                     }
                 )
             yield "data: [DONE]\n\n"
@@ -381,7 +302,7 @@ class Gateway:
             "object": "list",
             "model": body.model,
             "data": [
-                {"object": "embedding", "index": i, "embedding": _encode_vector(v, body.encoding_format)}
+                {"object": "embedding", "index": i, "embedding": encode_vector(v, body.encoding_format)}
                 for i, v in enumerate(out["vectors"])
             ],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},

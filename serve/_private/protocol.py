@@ -1,0 +1,108 @@
+"""The OpenAI API's shapes as the gateway speaks them: request bodies (fields the API defines;
+unknown ones are ignored, as vLLM does), the error body, and the pieces of responses."""
+
+# No `from __future__ import annotations`: FastAPI reads these annotations at run time.
+
+import base64
+import json
+from typing import Any, Literal
+
+import numpy as np
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from models._private.engine import SamplingParams
+
+__all__ = [
+    "ChatBody",
+    "CompletionBody",
+    "EmbeddingBody",
+    "Message",
+    "RequestBody",
+    "SamplingBody",
+    "encode_vector",
+    "error_response",
+    "sse_event",
+    "usage_of",
+]
+
+
+class RequestBody(BaseModel):
+    """Fields every request has."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    user: str | None = None
+
+
+class SamplingBody(RequestBody):
+    max_tokens: int | None = Field(None, gt=0)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = Field(1, ge=1, le=1, description="One choice per request.")
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+
+    def params(self, default_max_tokens: int) -> dict[str, Any]:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return SamplingParams(
+            max_tokens=self.max_tokens or default_max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=stop,
+            seed=self.seed,
+        ).model_dump()
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[TextPart]  # plain text, or OpenAI's list of text parts
+
+    def plain(self) -> dict[str, str]:
+        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return {"role": self.role, "content": text}
+
+
+class ChatBody(SamplingBody):
+    messages: list[Message] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, gt=0)
+
+
+class CompletionBody(SamplingBody):
+    prompt: str = Field(min_length=1)
+
+
+class EmbeddingBody(RequestBody):
+    input: str | list[str] = Field(min_length=1)
+    encoding_format: Literal["float", "base64"] = "float"  # the openai client asks for base64
+
+
+def error_response(
+    status: int, message: str, kind: str, param: str | None = None, code: str | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status
+    )
+
+
+def usage_of(out: dict[str, Any]) -> dict[str, int]:
+    p, c = out["prompt_tokens"], out["completion_tokens"]
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def encode_vector(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "float":
+        return vector
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+
+
+def sse_event(data: dict[str, Any]) -> str:
+    return f"data: {json.dumps(data)}\n\n"
