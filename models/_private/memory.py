@@ -274,6 +274,9 @@ class HybridMemory:
 
     def _apply_upsert(self, batch: list[Record], vectors: list[np.ndarray]) -> None:
         self._drop_vectors([r.id for r in batch if r.id in self.records])  # chunk counts may change
+        for r in batch:
+            if (old := self.records.get(r.id)) is not None and old.namespace != r.namespace:
+                self.working[old.namespace].pop(r.id, None)  # moved: out of the old namespace's LRU
         labels: dict[str, list[int]] = {}
         chunks: dict[str, list[np.ndarray]] = {}
         for r, vecs in zip(batch, vectors, strict=True):

@@ -245,3 +245,15 @@ def test_long_texts_are_embedded_chunk_by_chunk_through_restarts(embedder, tmp_p
     third, _ = memory(embedder, tmp_path, dense_kind=kind, chunk_tokens=64)
     assert ids(third.search("tides", 1, mode="dense")) == ["long"]
     assert sum(len(d) for d in third.dense.values()) == len(third.records)  # no stale chunks
+
+
+def test_a_record_moved_to_another_namespace_leaves_the_first_entirely(embedder):
+    mem, _ = memory(embedder, working_capacity=2)
+    mem.upsert([{"id": "m", "namespace": "s1", "text": TEXTS["a"], "tier": "working"}])
+    mem.upsert([{"id": "m", "namespace": "s2", "text": TEXTS["a"], "tier": "working"}])
+    for mode in ("dense", "lexical", "hybrid"):
+        assert ids(mem.search("vitamin D fractures", 5, namespaces=["s1"], mode=mode)) == [], mode
+        assert ids(mem.search("vitamin D fractures", 5, namespaces=["s2"], mode=mode)) == ["m"], mode
+    # Filling s1's working tier must not touch the record that left it.
+    mem.upsert([{"id": f"w{i}", "namespace": "s1", "text": TEXTS["b"], "tier": "working"} for i in range(3)])
+    assert mem.get(["m"])[0].tier == "working"
