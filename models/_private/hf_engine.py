@@ -1,8 +1,8 @@
 """The transformers engine: torch on CPU (or a GPU without vLLM), streaming, request batching.
 
-Requests that arrive within `batch_wait_ms` of each other (up to `max_batch_size`) are decoded
-together: one forward pass per step serves the whole batch, left-padded, with a shared KV
-cache. A request that arrives while a batch runs waits for the next one (static batching;
+Requests queued when a batch starts (up to `max_batch_size`; `batch_wait_ms` can wait for more)
+are decoded together: one forward pass per step serves the whole batch, left-padded, with a
+shared KV cache. A request that arrives while a batch runs waits for the next one (static batching;
 vLLM's continuous batching is the engine for throughput on GPUs).
 """
 
@@ -69,7 +69,6 @@ class TransformersEngine(Engine):
         self._failure: BaseException | None = None
         self._lock = threading.Lock()
         self.batches = 0  # forward-pass batches run (visible to tests and benchmarks)
-        self.batched_requests = 0
 
     # -- the interface --------------------------------------------------------------------
 
@@ -134,7 +133,6 @@ class TransformersEngine(Engine):
                 batch = [r for r in batch if not r.cancelled]
                 if batch:
                     self.batches += 1
-                    self.batched_requests += len(batch)
                     await asyncio.to_thread(self._decode, batch)
         except asyncio.CancelledError:
             raise

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Any
 
 import httpx
 
 from cluster._private.errors import EngineError, RequestError
+from models._private.engine import Delta, Generation
 from serve._private.config import ProviderConfig
 
 __all__ = ["LocalBackend", "RemoteBackend", "unwrap_error"]
@@ -69,12 +71,14 @@ class RemoteBackend:
         data = response.json()
         choice, usage = data["choices"][0], data.get("usage") or {}
         text = choice["message"]["content"] if "message" in choice else choice["text"]
-        return {
-            "text": text or "",
-            "prompt_tokens": usage.get("prompt_tokens", 0),
-            "completion_tokens": usage.get("completion_tokens", 0),
-            "finish_reason": choice.get("finish_reason") or "stop",
-        }
+        return asdict(
+            Generation(
+                text or "",
+                usage.get("prompt_tokens", 0),
+                usage.get("completion_tokens", 0),
+                choice.get("finish_reason") or "stop",
+            )
+        )
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         path, body = self._body(request, stream=True)
@@ -92,21 +96,10 @@ class RemoteBackend:
                     piece = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
                     finish = choice.get("finish_reason") or finish
                     if piece:
-                        yield {
-                            "text": piece,
-                            "finish_reason": None,
-                            "prompt_tokens": 0,
-                            "completion_tokens": 0,
-                        }
-        yield {
-            "text": "",
-            "finish_reason": finish or "stop",
-            "prompt_tokens": usage.get("prompt_tokens", 0),
-            "completion_tokens": usage.get("completion_tokens", 0),
-        }
-
-    async def close(self) -> None:
-        await self.client.aclose()
+                        yield asdict(Delta(piece))
+        yield asdict(
+            Delta("", finish or "stop", usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+        )
 
 
 def _raise_for_status(response: httpx.Response) -> None:

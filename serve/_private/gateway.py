@@ -31,7 +31,9 @@ from serve._private.protocol import (
     EmbeddingBody,
     RequestBody,
     SamplingBody,
+    choice,
     encode_vector,
+    error_body,
     error_response,
     sse_event,
     usage_of,
@@ -199,75 +201,50 @@ class Gateway:
         return await self._answer(request, body, payload, chat=False)
 
     async def _answer(self, request: Request, body: SamplingBody, payload: dict[str, Any], chat: bool) -> Any:
+        rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
-            return await self._sse(
-                request, body, payload, "chat.completion.chunk" if chat else "text_completion"
-            )
+            return await self._sse(request, body, payload, chat, rid, created)
         name, out = await self._failover(body.model, lambda b: self.backends[b].complete(payload))
         self._account(request, body, name, out["prompt_tokens"], out["completion_tokens"])
-        choice: dict[str, Any] = {"index": 0, "finish_reason": out["finish_reason"]}
-        if chat:
-            choice["message"] = {"role": "assistant", "content": out["text"]}
-        else:
-            choice.update(text=out["text"], logprobs=None)
         return JSONResponse(
             {
-                "id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+                "id": rid,
                 "object": "chat.completion" if chat else "text_completion",
-                "created": int(time.time()),
+                "created": created,
                 "model": name,
-                "choices": [choice],
+                "choices": [choice(chat, out["text"], out["finish_reason"])],
                 "usage": usage_of(out),
             },
             headers={"x-swarmray-backend": name},
         )
 
     async def _sse(
-        self, request: Request, body: SamplingBody, payload: dict[str, Any], kind: str
+        self,
+        request: Request,
+        body: SamplingBody,
+        payload: dict[str, Any],
+        chat: bool,
+        rid: str,
+        created: int,
     ) -> StreamingResponse:
         name, (first, stream) = await self._open_stream(body.model, payload)
-        rid, created = (
-            f"{'chatcmpl' if kind.startswith('chat') else 'cmpl'}-{uuid.uuid4().hex}",
-            int(time.time()),
-        )
+        kind = "chat.completion.chunk" if chat else "text_completion"
         include_usage = bool((body.stream_options or {}).get("include_usage"))
 
-        def chunk(piece: dict[str, Any], role: bool = False) -> str:
-            if kind.startswith("chat"):
-                delta = (
-                    {"role": "assistant", "content": piece["text"]} if role else {"content": piece["text"]}
-                )
-                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": piece["finish_reason"]}
-            else:
-                choice = {
-                    "index": 0,
-                    "text": piece["text"],
-                    "finish_reason": piece["finish_reason"],
-                    "logprobs": None,
-                }
-            return sse_event(
-                {"id": rid, "object": kind, "created": created, "model": name, "choices": [choice]}
-            )
+        def chunk(piece: dict[str, Any], opening: bool = False) -> str:
+            c = choice(chat, piece["text"], piece["finish_reason"], stream=True, first=opening)
+            return sse_event({"id": rid, "object": kind, "created": created, "model": name, "choices": [c]})
 
         async def events() -> AsyncIterator[str]:
             last = first
             try:
-                yield chunk(first, role=True)
+                yield chunk(first, opening=True)
                 async for piece in stream:
                     last = piece
                     yield chunk(piece)
             except Exception as e:  # committed: report in-band, as OpenAI does
                 err = unwrap_error(e)
-                yield sse_event(
-                    {
-                        "error": {
-                            "message": f"{name}: {err!r}",
-                            "type": "server_error",
-                            "param": None,
-                            "code": "stream_interrupted",
-                        }
-                    }
-                )
+                yield sse_event(error_body(f"{name}: {err!r}", "server_error", None, "stream_interrupted"))
                 return
             self._account(request, body, name, last["prompt_tokens"], last["completion_tokens"])
             if include_usage:

@@ -20,7 +20,9 @@ __all__ = [
     "Message",
     "RequestBody",
     "SamplingBody",
+    "choice",
     "encode_vector",
+    "error_body",
     "error_response",
     "sse_event",
     "usage_of",
@@ -85,12 +87,26 @@ class EmbeddingBody(RequestBody):
     encoding_format: Literal["float", "base64"] = "float"  # the openai client asks for base64
 
 
+def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict:
+    """OpenAI's error object, as a response body or an in-band stream event."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
 def error_response(
     status: int, message: str, kind: str, param: str | None = None, code: str | None = None
 ) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status
+    return JSONResponse(error_body(message, kind, param, code), status_code=status)
+
+
+def choice(chat: bool, text: str, finish: str | None, *, stream: bool = False, first: bool = False) -> dict:
+    """One entry of `choices`: a chat message (or a stream's delta, with the role on its first
+    piece), or a text completion."""
+    if not chat:
+        return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+    content: dict[str, str] = (
+        {"role": "assistant", "content": text} if first or not stream else {"content": text}
     )
+    return {"index": 0, "delta" if stream else "message": content, "finish_reason": finish}
 
 
 def usage_of(out: dict[str, Any]) -> dict[str, int]:

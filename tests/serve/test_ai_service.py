@@ -243,6 +243,17 @@ def test_a_remote_openai_compatible_provider_serves(service, client):
     direct = client.completions.create(model="tiny-b", prompt="hello", max_tokens=6, temperature=0)
     assert via_remote.choices[0].text == direct.choices[0].text
     assert via_remote.usage.completion_tokens == direct.usage.completion_tokens
+    streamed = client.completions.create(
+        model="remote-self",
+        prompt="hello",
+        max_tokens=6,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(streamed)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == direct.choices[0].text
+    assert chunks[-1].usage.completion_tokens == direct.usage.completion_tokens  # relayed from the provider
 
 
 def test_a_broken_provider_falls_back_and_its_breaker_opens(service, client):
