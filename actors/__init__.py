@@ -1,6 +1,8 @@
-"""Swarm actors: the meta registry, queens, agent pools, agents and health monitors.
+"""Swarm actors: what agents are written against, the built-in agents, and swarm configuration.
 
-Write an agent by subclassing `Agent`; the rest is created for you by `swarm up`.
+Write an agent by subclassing `Agent` and name it in a pool's `agent.class`; `swarm up` creates
+the meta registry, the queens, the agent pools and the health monitors for you (their actor
+classes live in `actors._private`). A task is a `Task`; its outcome a `TaskResult`.
 """
 
 from actors._private.agent import Agent, AgentContext, CallableAgent
@@ -12,45 +14,52 @@ from actors._private.builtin_agents import (
     InvoiceAgent,
     KeywordsAgent,
     MemoryAgent,
-    NonceAgent,
-    NoopAgent,
     NumberStatsAgent,
     ReadabilityAgent,
     TextStatsAgent,
     ValidateAgent,
 )
-from actors._private.health import HealthMonitor
-from actors._private.host import AgentHost
+from actors._private.config import (
+    AgentConfig,
+    AgentPoolConfig,
+    CapabilityConfig,
+    HealthConfig,
+    JournalConfig,
+    MemoryStoreConfig,
+    QueenConfig,
+    RegistryConfig,
+    SupervisionConfig,
+    SwarmConfig,
+)
 from actors._private.llm_agent import LLMAgent
-from actors._private.memory_store import MemoryClient, MemoryStore
-from actors._private.pool import AgentPool
-from actors._private.queen import SwarmQueen
-from actors._private.registry import MetaRegistry
+from actors._private.memory_store import MemoryClient
 from actors._private.task import Task, TaskResult, TaskStatus, Timings
 
 __all__ = [
     "Agent",
+    "AgentConfig",
     "AgentContext",
-    "AgentHost",
-    "AgentPool",
+    "AgentPoolConfig",
     "AmortizeAgent",
     "CallableAgent",
+    "CapabilityConfig",
     "ChecksumAgent",
     "DeduplicateAgent",
     "FactorizeAgent",
-    "HealthMonitor",
+    "HealthConfig",
     "InvoiceAgent",
+    "JournalConfig",
     "KeywordsAgent",
     "LLMAgent",
     "MemoryAgent",
     "MemoryClient",
-    "MemoryStore",
-    "MetaRegistry",
-    "NonceAgent",
-    "NoopAgent",
+    "MemoryStoreConfig",
     "NumberStatsAgent",
+    "QueenConfig",
     "ReadabilityAgent",
-    "SwarmQueen",
+    "RegistryConfig",
+    "SupervisionConfig",
+    "SwarmConfig",
     "Task",
     "TaskResult",
     "TaskStatus",

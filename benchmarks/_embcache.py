@@ -13,8 +13,8 @@ import re
 
 import numpy as np
 
-from cluster._private import env
 from models import Embedder
+from models._private.core import env
 
 
 class EmbeddingCache:

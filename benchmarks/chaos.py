@@ -20,9 +20,7 @@ from pathlib import Path
 
 import ray
 
-from benchmarks._common import emit
-from cluster import Client, down, load_config, up
-from cluster._private.chaos import (
+from benchmarks._chaos import (
     ChaosReport,
     chaos_swarm,
     kill_queen,
@@ -30,6 +28,8 @@ from cluster._private.chaos import (
     kill_registry,
     run_tasks,
 )
+from benchmarks._common import emit
+from cluster import Client, down, load_config, up
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -30,7 +30,7 @@ from cluster import Client, down, load_config, up
 
 def config(agents: int) -> dict:
     def noop(**extra) -> dict:
-        agent = {"class": "actors:NoopAgent", "max_concurrent_tasks": 64}
+        agent = {"class": "benchmarks._agents:NoopAgent", "max_concurrent_tasks": 64}
         return {
             "agent": agent,
             "agents_per_actor": agents,
@@ -39,7 +39,7 @@ def config(agents: int) -> dict:
             **extra,
         }
 
-    other = {"agent": {"class": "actors:NoopAgent", "capabilities": ["bench.other"]}}
+    other = {"agent": {"class": "benchmarks._agents:NoopAgent", "capabilities": ["bench.other"]}}
     return {
         "namespace": "bench-dispatch",
         "swarms": {

@@ -15,10 +15,10 @@ import argparse
 import time
 from pathlib import Path
 
+from benchmarks._beir import evaluate, load_beir
 from benchmarks._common import emit
 from benchmarks._embcache import EmbeddingCache
 from models import Embedder, HybridMemory, MemoryConfig, fuse
-from models._private.beir import evaluate, load_beir
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scifact"
 

@@ -1,25 +1,15 @@
-"""Configuration, bring-up and the client of a swarmray system.
+"""The roof of swarmray: the system config, bring-up, the client and the `swarm` CLI.
 
 Load a system with `load_config`, start it with `up`, talk to it with `Client`; the `swarm`
 command (`python -m cluster`) does the same from a shell.
 """
 
-from cluster._private.config import (
-    AgentConfig,
-    AgentPoolConfig,
-    CapabilityConfig,
-    CircuitBreakerConfig,
-    HealthConfig,
-    JournalConfig,
-    QueenConfig,
-    RegistryConfig,
-    ResourcesConfig,
-    SupervisionConfig,
-    SwarmConfig,
-    SystemConfig,
-    load_config,
-)
-from cluster._private.errors import (
+from cluster._private.client import Client, unwrap
+from cluster._private.config import SystemConfig, load_config
+from cluster._private.connection import connect
+from cluster._private.lifecycle import down, up
+from cluster._private.status import status
+from models._private.core.errors import (
     BackendsUnavailableError,
     BackpressureError,
     ConfigError,
@@ -42,28 +32,17 @@ from cluster._private.errors import (
 )
 
 __all__ = [
-    "AgentConfig",
-    "AgentPoolConfig",
     "BackendsUnavailableError",
     "BackpressureError",
-    "CapabilityConfig",
-    "CircuitBreakerConfig",
     "Client",
     "ConfigError",
     "DelegationError",
     "EngineError",
     "EngineUnavailableError",
-    "HealthConfig",
-    "JournalConfig",
     "MemoryInputError",
     "ModelNotFoundError",
-    "QueenConfig",
-    "RegistryConfig",
     "RequestError",
-    "ResourcesConfig",
     "SchedulingError",
-    "SupervisionConfig",
-    "SwarmConfig",
     "SwarmNotFoundError",
     "SwarmrayError",
     "SystemConfig",
@@ -81,15 +60,3 @@ __all__ = [
     "unwrap",
     "up",
 ]
-
-_SYSTEM = {"Client", "connect", "down", "status", "unwrap", "up"}
-
-
-def __getattr__(name: str):
-    # The system layer imports `actors`, which imports this package's config; loading it on
-    # first use keeps `import actors` and `import cluster` free of an import cycle.
-    if name in _SYSTEM:
-        from cluster._private import system
-
-        return getattr(system, name)
-    raise AttributeError(f"module 'cluster' has no attribute {name!r}")

@@ -3,6 +3,8 @@ hybrid memory built on them (tiers, namespaces, persistence), and the inference 
 (vLLM on GPUs, transformers on CPUs) behind one interface.
 """
 
+from models._private.core.breaker import CircuitBreakerConfig
+from models._private.core.resources import ResourcesConfig
 from models._private.dense import DenseIndex
 from models._private.embedder import Embedder, EmbedderConfig, default_model_path
 from models._private.engine import (
@@ -20,6 +22,7 @@ from models._private.smoke import build_tiny_model, smoke_model_path
 
 __all__ = [
     "TIERS",
+    "CircuitBreakerConfig",
     "Delta",
     "DenseIndex",
     "Embedder",
@@ -33,6 +36,7 @@ __all__ = [
     "LexicalIndex",
     "MemoryConfig",
     "Record",
+    "ResourcesConfig",
     "SamplingParams",
     "build_tiny_model",
     "create_engine",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from actors._private.task import Task
+from models._private.core.config import import_object
 
 __all__ = ["Agent", "AgentContext", "CallableAgent"]
 
@@ -69,8 +70,6 @@ class CallableAgent(Agent):
     """
 
     def __init__(self, function: str):
-        from cluster._private.config import import_object
-
         self.function = import_object(function)
         if not callable(self.function):
             raise TypeError(f"{function!r} is not callable")

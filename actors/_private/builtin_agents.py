@@ -21,8 +21,6 @@ __all__ = [
     "InvoiceAgent",
     "KeywordsAgent",
     "MemoryAgent",
-    "NonceAgent",
-    "NoopAgent",
     "NumberStatsAgent",
     "ReadabilityAgent",
     "TextStatsAgent",
@@ -46,32 +44,6 @@ def _words(text: str) -> list[str]:
 
 def _sentences(text: str) -> int:
     return max(1, len(_SENTENCE_END.findall(text.strip()))) if text.strip() else 0
-
-
-class NoopAgent(Agent):
-    """Returns None at once; for measuring the runtime's own overhead."""
-
-    capabilities = ("bench.noop",)
-
-    async def handle(self, task: Task) -> Any:
-        return None
-
-
-class NonceAgent(Agent):
-    """`bench.nonce`: waits `payload.s` seconds, then returns a fresh random nonce.
-
-    Two runs of one task never return the same output, so a chaos test can tell a task's
-    result that changed (a duplicate result) from one recorded once.
-    """
-
-    capabilities = ("bench.nonce",)
-
-    async def handle(self, task: Task) -> dict:
-        import asyncio
-        import uuid
-
-        await asyncio.sleep(float(task.payload.get("s", 0)))
-        return {"nonce": uuid.uuid4().hex, "agent": self.context.agent_id}
 
 
 class TextStatsAgent(Agent):

@@ -9,9 +9,10 @@ from typing import Any
 import ray
 
 from actors._private.agent import AgentContext, call_maybe_async
+from actors._private.config import AgentConfig
 from actors._private.memory_store import MemoryClient
 from actors._private.task import Task
-from cluster._private.config import AgentConfig, import_object
+from models._private.core.config import import_object
 
 __all__ = ["AgentHost"]
 

@@ -9,12 +9,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import ray
-import tenacity
-from ray.exceptions import ActorUnavailableError, RayActorError
 
 from actors._private import names
-from actors._private.journal import default_journal_uri
-from cluster._private.config import MemoryStoreConfig
+from actors._private.config import MemoryStoreConfig
+from models._private.core.journal import default_journal_uri
+from models._private.core.retry import retrying
 
 __all__ = ["MemoryClient", "MemoryStore"]
 
@@ -166,12 +165,7 @@ class MemoryClient:
 
     async def call(self, store: str, method: str, *args: Any, **kwargs: Any) -> Any:
         """`store.method(*args, **kwargs)`, retried (tenacity) while Ray restarts the store."""
-        async for attempt in tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception_type((RayActorError, ActorUnavailableError)),
-            wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
-            stop=tenacity.stop_after_delay(self.retry_s),
-            reraise=True,
-        ):
+        async for attempt in retrying(self.retry_s, asynchronous=True):
             with attempt:
                 return await getattr(self._store(store), method).remote(*args, **kwargs)
 

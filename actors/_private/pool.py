@@ -18,8 +18,9 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError
 
+from actors._private.config import AgentPoolConfig
 from actors._private.host import AgentHost
-from cluster._private.config import AgentPoolConfig
+from models._private.core.resources import scheduler_demand
 
 __all__ = ["AgentPool", "AgentSlot", "HostSlot"]
 
@@ -236,7 +237,7 @@ class AgentPool:
         """Why a host is still not running, in terms of the cluster's resources."""
         if time.monotonic() - host.created_at < self.config.ready_timeout_s:
             return "starting"
-        demand = _demand(self.config.resources.ray_options())
+        demand = scheduler_demand(self.config.resources.ray_options())
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         if not any(all(n.get(k, 0) >= v for k, v in demand.items()) for n in nodes):
             return f"infeasible: no node offers {demand}; nodes offer {[_short(n) for n in nodes]}"
@@ -275,20 +276,6 @@ class AgentPool:
             self.remove(host, "pool stopped")
         for w in self._watchers:
             w.cancel()
-
-
-def _demand(opts: dict[str, Any]) -> dict[str, float]:
-    # With no resources named, Ray places an actor on a node with a CPU; with some, on those.
-    named = any(opts.get(k) for k in ("num_gpus", "memory", "resources"))
-    demand = {"CPU": opts.get("num_cpus", 0.0 if named else 1.0)}
-    if opts.get("num_gpus"):
-        demand["GPU"] = opts["num_gpus"]
-    if opts.get("accelerator_type"):
-        demand[f"accelerator_type:{opts['accelerator_type']}"] = 0.001
-    if opts.get("memory"):
-        demand["memory"] = opts["memory"]
-    demand.update(opts.get("resources", {}))
-    return {k: v for k, v in demand.items() if v}
 
 
 def _short(resources: dict[str, float]) -> dict[str, float]:

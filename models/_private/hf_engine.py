@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster._private.errors import EngineError
+from models._private.core.errors import EngineError
 from models._private.engine import Delta, Engine, EngineConfig, SamplingParams
 
 __all__ = ["TransformersEngine"]

@@ -46,8 +46,10 @@ import faiss
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
-from actors._private.journal import Journal
-from cluster._private.errors import MemoryInputError
+from models._private.core.config import ConfigModel
+from models._private.core.errors import MemoryInputError
+from models._private.core.files import atomic_write, fsync_tree
+from models._private.core.journal import Journal
 from models._private.dense import DenseIndex
 from models._private.embedder import Embedder, EmbedderConfig
 from models._private.fusion import fuse
@@ -60,10 +62,8 @@ TIERS: tuple[str, ...] = ("working", "short_term", "long_term")
 Scalar = str | int | float | bool | None
 
 
-class MemoryConfig(BaseModel):
+class MemoryConfig(ConfigModel):
     """One memory: embedder, index kind, fusion, tier policy, limits and persistence."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig, description="Text embedder.")
     dense_kind: Literal["flat", "hnsw", "ivf"] = Field("flat", description="FAISS index kind.")
@@ -555,9 +555,9 @@ class HybridMemory:
                 faiss.write_index(index._index, os.path.join(tmp, f"dense-{ns}.faiss"))
                 np.save(os.path.join(tmp, f"dense-{ns}.labels.npy"), index._ids, allow_pickle=False)
         shutil.copytree(self._lexical_dir, os.path.join(tmp, "lexical"))
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         os.replace(tmp, final)
-        _atomic_write(os.path.join(root, "CURRENT"), os.path.basename(final))
+        atomic_write(os.path.join(root, "CURRENT"), os.path.basename(final))
         self.wal.reset()  # everything in it is in the snapshot now
         for name in os.listdir(root):
             if name.startswith("snapshot-") and name != os.path.basename(final):
@@ -626,23 +626,3 @@ class HybridMemory:
         if self.wal is not None:
             self.wal.close()
         self.lexical.close()
-
-
-def _atomic_write(path: str, text: str) -> None:
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
-    fd = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: str) -> None:
-    for folder, _, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(folder, name), "rb") as f:
-                os.fsync(f.fileno())

@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 
-from cluster._private import env
+from models._private.core import env
 
 __all__ = ["SMOKE_MODEL_NAME", "build_tiny_model", "smoke_model_path"]
 

@@ -11,7 +11,7 @@ import os
 from collections.abc import AsyncIterator
 from typing import Any
 
-from cluster._private.errors import EngineError
+from models._private.core.errors import EngineError
 from models._private.engine import Delta, Engine, EngineConfig, SamplingParams, resolve_engine_kind
 
 __all__ = ["VLLMEngine", "vllm_engine_args", "vllm_sampling_args"]

@@ -14,17 +14,11 @@ from typing import Any
 
 import httpx
 
-from cluster._private.errors import EngineError, RequestError
+from models._private.core.errors import EngineError, RequestError
 from models._private.engine import Delta, Generation
 from serve._private.config import ProviderConfig
 
-__all__ = ["LocalBackend", "RemoteBackend", "unwrap_error"]
-
-
-def unwrap_error(err: BaseException) -> BaseException:
-    """The exception a replica raised, out of Ray's wrapper around it."""
-    cause = getattr(err, "cause", None)
-    return cause if isinstance(cause, BaseException) else err
+__all__ = ["LocalBackend", "RemoteBackend"]
 
 
 class LocalBackend:

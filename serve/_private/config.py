@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     NonNegativeInt,
     PositiveFloat,
@@ -15,7 +13,9 @@ from pydantic import (
     model_validator,
 )
 
-from cluster._private.config import CircuitBreakerConfig, ResourcesConfig
+from models._private.core.breaker import CircuitBreakerConfig
+from models._private.core.config import ConfigModel, named
+from models._private.core.resources import ResourcesConfig
 from models._private.embedder import EmbedderConfig
 from models._private.engine import EngineConfig
 from models._private.smoke import SMOKE_MODEL_NAME
@@ -25,11 +25,7 @@ __all__ = ["AIServiceConfig", "AutoscalingConfig", "ModelConfig", "ProviderConfi
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class AutoscalingConfig(_Model):
+class AutoscalingConfig(ConfigModel):
     """Replica autoscaling of one model deployment (Ray Serve's autoscaling_config)."""
 
     min_replicas: NonNegativeInt = Field(1, description="Replicas kept even when idle.")
@@ -47,7 +43,7 @@ class AutoscalingConfig(_Model):
         return self
 
 
-class _Backend(_Model):
+class _Backend(ConfigModel):
     name: str = Field(pattern=_NAME, description="Name clients use as `model` (filled from the key).")
     aliases: list[str] = Field(default_factory=list, description="Other names that reach it.")
     fallbacks: list[str] = Field(
@@ -104,7 +100,7 @@ class ProviderConfig(_Backend):
     )
 
 
-class AIServiceConfig(_Model):
+class AIServiceConfig(ConfigModel):
     """The OpenAI-compatible AI service on Ray Serve."""
 
     host: str = Field("127.0.0.1", description="Serve's HTTP host; 0.0.0.0 to listen on every interface.")
@@ -134,9 +130,7 @@ class AIServiceConfig(_Model):
     @field_validator("models", "providers", mode="before")
     @classmethod
     def _names(cls, v: Any) -> Any:
-        if not isinstance(v, dict):
-            return v
-        return {k: {**item, "name": k} if isinstance(item, dict) else item for k, item in v.items()}
+        return named(v)
 
     @field_validator("models", mode="after")
     @classmethod

@@ -93,11 +93,7 @@ def model_deployment_options(config: ModelConfig) -> dict[str, Any]:
     GPU per shard, which vLLM's Ray workers take.
     """
     r, tp = config.resources, config.engine.tensor_parallel_size
-    actor: dict[str, Any] = {"num_cpus": 1 if r.num_cpus is None else r.num_cpus}
-    if r.memory_mb:
-        actor["memory"] = r.memory_mb * 2**20
-    if r.custom:
-        actor["resources"] = dict(r.custom)
+    actor = {"num_cpus": 1, **r.ray_options()}
     options: dict[str, Any] = {
         "name": deployment_name(config.name),
         "max_ongoing_requests": config.max_ongoing_requests,
@@ -105,19 +101,17 @@ def model_deployment_options(config: ModelConfig) -> dict[str, Any]:
         "health_check_timeout_s": config.health_check_timeout_s,
     }
     if tp > 1:
+        # The GPUs move from the replica to its placement group, one bundle per shard.
+        actor.pop("num_gpus", None)
+        accelerator = actor.pop("accelerator_type", None)
         gpu_bundle: dict[str, float] = {"GPU": 1}
-        if r.accelerator_type:
-            gpu_bundle[f"accelerator_type:{r.accelerator_type}"] = 0.001
+        if accelerator:
+            gpu_bundle[f"accelerator_type:{accelerator}"] = 0.001
         options["placement_group_bundles"] = [
             {"CPU": actor["num_cpus"], **actor.get("resources", {})},
             *[dict(gpu_bundle) for _ in range(tp)],
         ]
         options["placement_group_strategy"] = config.placement_strategy
-    else:
-        if r.num_gpus:
-            actor["num_gpus"] = r.num_gpus
-        if r.accelerator_type:
-            actor["accelerator_type"] = r.accelerator_type
     options["ray_actor_options"] = actor
     a = config.autoscaling
     if a.max_replicas > a.min_replicas:

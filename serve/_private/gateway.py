@@ -21,9 +21,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
-from cluster._private.breaker import CircuitBreaker
-from cluster._private.errors import BackendsUnavailableError, ModelNotFoundError, RequestError
-from serve._private.backends import LocalBackend, RemoteBackend, unwrap_error
+from models._private.core.breaker import CircuitBreaker
+from models._private.core.errors import BackendsUnavailableError, ModelNotFoundError, RequestError
+from models._private.core.retry import unwrap_error
+from serve._private.backends import LocalBackend, RemoteBackend
 from serve._private.config import AIServiceConfig
 from serve._private.protocol import (
     ChatBody,

@@ -10,8 +10,8 @@ import pytest
 import ray
 
 from actors import TaskStatus
+from benchmarks._chaos import chaos_swarm, kill_queen, kill_random_agent, kill_registry, run_tasks
 from cluster import load_config
-from cluster._private.chaos import chaos_swarm, kill_queen, kill_random_agent, kill_registry, run_tasks
 from tests.conftest import ROOT, running_system
 
 

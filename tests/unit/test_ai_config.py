@@ -5,7 +5,7 @@ import pytest
 from cluster import ConfigError, load_config
 from serve import AIServiceConfig, ModelConfig, model_deployment_options
 
-SWARMS = {"s": {"pools": {"p": {"agent": {"class": "actors:NoopAgent"}}}}}
+SWARMS = {"s": {"pools": {"p": {"agent": {"class": "actors:TextStatsAgent"}}}}}
 
 
 def test_no_models_means_the_smoke_test_model():

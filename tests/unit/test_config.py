@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster import ConfigError, ResourcesConfig, load_config
+from cluster import ConfigError, load_config
+from models import ResourcesConfig
 from tests.conftest import ROOT
 
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks._beir import evaluate, load_beir
 from models import Embedder
-from models._private.beir import evaluate, load_beir
 from models._private.memory import HybridMemory, MemoryConfig
 
 SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "scifact"

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from actors._private.journal import Journal, decode, encode
+from models._private.core.journal import Journal, decode, encode
 
 
 def run(coro):

@@ -2,8 +2,9 @@ import time
 
 import pytest
 
-from actors import MetaRegistry
-from cluster import DelegationError, RegistryConfig, UnknownCapabilityError
+from actors import RegistryConfig
+from actors._private.registry import MetaRegistry
+from cluster import DelegationError, UnknownCapabilityError
 
 
 def registry(policy="least_loaded", **swarms):

@@ -1,6 +1,7 @@
+from actors import SupervisionConfig
 from actors._private.supervisor import FAILED, RUNNING, Supervisor
-from cluster import CircuitBreakerConfig, SupervisionConfig
-from cluster._private.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
+from models import CircuitBreakerConfig
+from models._private.core.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 
 
 class Clock:

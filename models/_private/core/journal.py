@@ -27,6 +27,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from models._private.core.files import atomic_write
+
 __all__ = ["Journal", "decode", "default_journal_uri", "encode"]
 
 _FRAME = struct.Struct("<II")
@@ -99,17 +101,7 @@ class _LocalLog:
             os.fdatasync(self._fd)
 
     def rewrite(self, data: bytes) -> None:
-        new = self._path(self.gen + 1)
-        with open(new + ".tmp", "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(new + ".tmp", new)
-        dir_fd = os.open(self.root, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write(self._path(self.gen + 1), data)
         self.close()
         old, self.gen = self.gen, self.gen + 1
         for gen in self._generations():

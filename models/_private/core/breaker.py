@@ -5,11 +5,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from cluster._private.config import CircuitBreakerConfig
+from pydantic import Field, PositiveFloat, PositiveInt
 
-__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "CircuitBreaker"]
+from models._private.core.config import ConfigModel
+
+__all__ = ["CLOSED", "HALF_OPEN", "OPEN", "CircuitBreaker", "CircuitBreakerConfig"]
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
+
+
+class CircuitBreakerConfig(ConfigModel):
+    """A breaker per remote backend: closed, open for a cool-down, then half-open with a probe."""
+
+    failure_threshold: PositiveInt = Field(3, description="Consecutive failures that open the breaker.")
+    cooldown_s: PositiveFloat = Field(
+        10.0, description="Seconds an open breaker skips the backend before one probe is let through."
+    )
 
 
 class CircuitBreaker:

@@ -1,7 +1,7 @@
 """Chaos scenarios: kill agents, queens, the registry or whole nodes while tasks run, then count
 what was lost and whether any task's result changed.
 
-Tasks run `bench.nonce` (`actors.NonceAgent`), whose output is a fresh random nonce per run: a
+Tasks run `bench.nonce` (`benchmarks._agents.NonceAgent`), whose output is a fresh random nonce per run: a
 task that ran twice (execution is at-least-once) must still report one result, forever. Every
 result is read once when it arrives and again after the chaos, and the two must match.
 """
@@ -60,7 +60,7 @@ def chaos_swarm(agents: int = 4, per_actor: int = 1, **extra: Any) -> dict[str, 
         "supervision": {"strategy": "one_for_one", "max_restarts": 100_000, "period_s": 60},
         "pools": {
             "nonce": {
-                "agent": {"class": "actors:NonceAgent", "max_concurrent_tasks": 4},
+                "agent": {"class": "benchmarks._agents:NonceAgent", "max_concurrent_tasks": 4},
                 "agents_per_actor": per_actor,
                 "min_agents": agents,
                 "max_agents": agents,

@@ -1,0 +1,129 @@
+"""The client a driver uses to submit tasks to a running system and read their results."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import ray
+
+from actors._private import names
+from actors._private.task import Task, TaskResult
+from cluster._private.connection import call, connect, registry_of
+from cluster._private.status import status
+from models._private.core.errors import (
+    SwarmNotFoundError,
+    TaskCancelledError,
+    TaskFailedError,
+    TaskTimeoutError,
+)
+
+__all__ = ["Client", "unwrap"]
+
+
+class Client:
+    """Submits tasks to a running system and reads their results.
+
+    Calls ride out a queen or registry that Ray is restarting: they are retried with
+    exponential backoff (tenacity) for up to `retry_s`. Submits are safe to retry because the
+    client names each task itself and a queen accepts a task id once.
+
+    Example:
+        client = Client()
+        result = client.run("text.stats", {"text": "Ray runs actors."})
+        print(result.output["words"])
+    """
+
+    def __init__(self, namespace: str = "swarmray", address: str | None = None, retry_s: float = 60.0):
+        connect(address, namespace)
+        self.namespace = namespace
+        self.registry = registry_of(namespace)
+        self._queens: dict[str, Any] = {}
+        self.retry_s = retry_s
+
+    def _call(self, make_ref: Callable[[], Any], timeout_s: float | None = None) -> Any:
+        # A queen made anew (after `down` and `up`) has a new handle: forget the cached ones.
+        return call(make_ref, timeout_s, self.retry_s, on_retry=self._queens.clear)
+
+    def queen(self, swarm: str) -> Any:
+        """The actor handle of `swarm`'s queen."""
+        if swarm not in self._queens:
+            try:
+                self._queens[swarm] = ray.get_actor(names.queen(swarm), namespace=self.namespace)
+            except ValueError:
+                known = list(self._call(self.registry.system_config.remote).get("swarms", {}))
+                raise SwarmNotFoundError(swarm, known) from None
+        return self._queens[swarm]
+
+    def _task(
+        self, capability: str, payload: dict | None, swarm: str | None, **fields: Any
+    ) -> tuple[str, Task]:
+        if swarm is None:
+            swarm = self._call(lambda: self.registry.route.remote(capability, []))
+        task_id = f"{swarm}:{uuid.uuid4().hex[:16]}"
+        return swarm, Task(id=task_id, capability=capability, payload=payload or {}, **fields)
+
+    def submit(
+        self,
+        capability: str,
+        payload: dict | None = None,
+        *,
+        swarm: str | None = None,
+        priority: int = 0,
+        timeout_s: float | None = None,
+        max_retries: int | None = None,
+    ) -> str:
+        """Submits a task and returns its id once the queen has journaled it.
+
+        Args:
+            capability: What the task needs, e.g. 'text.stats'.
+            payload: The agent's input.
+            swarm: The swarm whose queen takes the task; None lets the registry choose.
+            priority: Higher runs first.
+            timeout_s: Per-attempt timeout.
+            max_retries: Extra attempts after a failure.
+
+        Raises:
+            UnknownCapabilityError, BackpressureError, DelegationError, SwarmNotFoundError.
+        """
+        swarm, task = self._task(
+            capability, payload, swarm, priority=priority, timeout_s=timeout_s, max_retries=max_retries
+        )
+        return self._call(lambda: self.queen(swarm).submit.remote(task))
+
+    def submit_many(
+        self, capability: str, payloads: list[dict], *, swarm: str | None = None, **fields: Any
+    ) -> list[str]:
+        """Submits one task per payload in a single call to one queen; returns their ids."""
+        if swarm is None:
+            swarm = self._call(lambda: self.registry.route.remote(capability, []))
+        tasks = [self._task(capability, p, swarm, **fields)[1] for p in payloads]
+        return self._call(lambda: self.queen(swarm).submit_many.remote(tasks))
+
+    def result(self, task_id: str, timeout_s: float | None = None) -> TaskResult:
+        """The task's result, waiting up to `timeout_s` (None: until it ends)."""
+        swarm = task_id.partition(":")[0]
+        return self._call(lambda: self.queen(swarm).result.remote(task_id, timeout_s))
+
+    def run(self, capability: str, payload: dict | None = None, **kwargs: Any) -> TaskResult:
+        """Submits a task and waits for its result."""
+        return self.result(self.submit(capability, payload, **kwargs))
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancels a task that has not ended."""
+        swarm = task_id.partition(":")[0]
+        return self._call(lambda: self.queen(swarm).cancel.remote(task_id))
+
+    def status(self) -> dict[str, Any]:
+        """The system's status (see `status`)."""
+        return status(self.namespace)
+
+
+def unwrap(result: TaskResult) -> Any:
+    """The output of a succeeded task; raises the matching TaskError otherwise."""
+    errors = {"failed": TaskFailedError, "timed_out": TaskTimeoutError, "cancelled": TaskCancelledError}
+    if result.ok:
+        return result.output
+    cls = errors.get(result.status.value, TaskFailedError)
+    raise cls(result.task_id, f"{result.status.value}: {result.error_type}: {result.error}")

@@ -1,0 +1,119 @@
+"""Connecting to Ray, starting a local head, and calling the system's actors from a driver."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.exceptions import RayTaskError
+
+from actors._private import names
+from models._private.core import env
+from models._private.core.errors import SchedulingError, SwarmrayError, SystemNotFoundError
+from models._private.core.retry import retrying, unwrap_error
+
+__all__ = [
+    "call",
+    "connect",
+    "connect_or_start",
+    "existing",
+    "get",
+    "ray_cli",
+    "registry_of",
+    "start_local_head",
+]
+
+
+def connect(address: str | None = None, namespace: str = "swarmray") -> None:
+    """Connects this process to Ray in `namespace`.
+
+    Args:
+        address: 'auto', 'ray://host:10001', 'host:6379', or None to start a private local Ray
+            for this process (SWARMRAY_ADDRESS / RAY_ADDRESS are used when set).
+        namespace: The Ray namespace of the system.
+    """
+    if ray.is_initialized():
+        return
+    ray.init(
+        address=address or env.ray_address(),
+        namespace=namespace,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+    )
+
+
+def get(refs: Any, timeout_s: float | None = None) -> Any:
+    """`ray.get`, re-raising a swarmray error from an actor as itself, not wrapped in Ray's text."""
+    try:
+        return ray.get(refs, timeout=timeout_s)
+    except RayTaskError as e:
+        if isinstance(cause := unwrap_error(e), SwarmrayError):
+            raise cause from None
+        raise
+
+
+def call(
+    make_ref: Callable[[], Any],
+    timeout_s: float | None = None,
+    retry_s: float = 60.0,
+    on_retry: Callable[[], None] | None = None,
+) -> Any:
+    """`get(make_ref())`, issued again while the actor is restarting or its node is gone, for up
+    to `retry_s` (the one retry policy, `models._private.core.retry.retrying`)."""
+    return retrying(retry_s, on_retry)(lambda: get(make_ref(), timeout_s))
+
+
+def connect_or_start(address: str | None, namespace: str) -> bool:
+    """Connects to `address`, else to a running local Ray, else starts a local head.
+
+    Returns:
+        Whether a local head was started.
+    """
+    address = address or env.ray_address()
+    if address:
+        connect(address, namespace)
+        return False
+    try:
+        connect("auto", namespace)
+        return False
+    except ConnectionError:
+        start_local_head()
+        connect("auto", namespace)
+        return True
+
+
+def ray_cli() -> str:
+    """The `ray` command next to this Python (the one of the installed Ray), else on PATH."""
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if ray_cli is None:
+        raise SchedulingError("the `ray` command is not installed next to this Python")
+    return ray_cli
+
+
+def start_local_head() -> None:
+    """Starts a local Ray head that outlives this process, as `ray start --head` does."""
+    subprocess.run(
+        [ray_cli(), "start", "--head", "--disable-usage-stats"], check=True, stdout=subprocess.DEVNULL
+    )
+
+
+def existing(name: str, namespace: str) -> Any | None:
+    """The handle of the named actor, or None when there is none."""
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None
+
+
+def registry_of(namespace: str) -> Any:
+    """The registry actor of the system in `namespace`; raises SystemNotFoundError if none."""
+    registry = existing(names.REGISTRY, namespace)
+    if registry is None:
+        raise SystemNotFoundError(namespace)
+    return registry

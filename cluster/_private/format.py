@@ -1,0 +1,78 @@
+"""Plain-text tables for the `swarm status` command and the demo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["format_status", "format_table"]
+
+
+def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """Left-aligned text columns with a header row."""
+    cells = [[c.upper() for c in columns]] + [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells)
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def format_status(state: dict[str, Any]) -> str:
+    """The `swarm status` tables: one row per swarm, then one per agent."""
+    swarms, agents = [], []
+    for s in state["swarms"]:
+        by_state: dict[str, int] = {}
+        for a in s["agents"]:
+            by_state[a["state"]] = by_state.get(a["state"], 0) + 1
+            agents.append({**a, "swarm": s["swarm"]})
+        swarms.append(
+            {
+                "swarm": s["swarm"],
+                "health": s["health"].get("health", "?"),
+                "queued": s["queued"],
+                "running": s["running"],
+                "done": s["tasks"]["succeeded"],
+                "failed": s["tasks"]["failed"] + s["tasks"]["timed_out"],
+                "agents": " ".join(f"{n} {k}" for k, n in sorted(by_state.items())),
+                "strategy": s["supervision"]["strategy"],
+                "restarts": "{restarts_in_window}/{max_restarts} in {period_s:g}s".format(**s["supervision"]),
+                "capabilities": ", ".join(s["capabilities"]),
+            }
+        )
+    notes = [
+        f"{s['swarm']}: {s['supervision']['reason'] or s['health'].get('reason')}"
+        for s in state["swarms"]
+        if s["supervision"]["state"] == "failed" or s["health"].get("reason")
+    ]
+    return (
+        f"namespace {state['namespace']}\n\n"
+        + format_table(
+            swarms,
+            [
+                "swarm",
+                "health",
+                "queued",
+                "running",
+                "done",
+                "failed",
+                "agents",
+                "strategy",
+                "restarts",
+                "capabilities",
+            ],
+        )
+        + "".join(f"\n  {note}" for note in notes)
+        + "\n\n"
+        + format_table(
+            agents, ["agent", "swarm", "state", "node", "inflight", "done", "failed", "restarts", "reason"]
+        )
+        + (_format_ai(state["ai"]) if state.get("ai") else "")
+    )
+
+
+def _format_ai(ai: dict[str, Any]) -> str:
+    line = f"\n\nAI service (OpenAI-compatible): {ai['url']}"
+    if ai.get("smoke_test_models"):
+        line += (
+            f"\n  {', '.join(ai['smoke_test_models'])}: the smoke-test model (random weights, built "
+            "locally): its text is noise; see README.md, 'AI service', to serve a real model"
+        )
+    return line

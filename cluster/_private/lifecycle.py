@@ -1,0 +1,149 @@
+"""Bringing a system up on a Ray cluster and taking it down again."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+import ray
+
+from actors._private import names
+from actors._private.health import HealthMonitor
+from actors._private.llm_agent import AI_URL_KEY
+from actors._private.memory_store import MemoryStore
+from actors._private.queen import SwarmQueen
+from actors._private.registry import MetaRegistry
+from cluster._private.config import SystemConfig
+from cluster._private.connection import call, existing, get, ray_cli, registry_of
+from cluster._private.status import ai_app_name, status
+from models._private.core.journal import default_journal_uri
+
+__all__ = ["down", "mark_local_head", "up"]
+
+LOCAL_HEAD_KEY = "_swarmray/started_local_head"
+
+# Control actors hold no CPU so that they never keep agents from being placed; they restart
+# forever, as OTP supervisors of the top of a tree do.
+_CONTROL = dict(lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1)
+_Registry = ray.remote(MetaRegistry)
+_Queen = ray.remote(SwarmQueen)
+_Monitor = ray.remote(HealthMonitor)
+_Memory = ray.remote(MemoryStore)
+
+
+def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
+    """Creates the registry, queens and health monitors of `config`; idempotent.
+
+    Actors that already exist under their names are kept (change a running system with
+    `down` then `up`). Waits until every pool's first agents answer or their
+    `ready_timeout_s` passes (at most `wait_s`), so a pool asking for resources the cluster
+    lacks is reported as pending instead of hanging the call.
+
+    Returns:
+        The system status, as `status` reports it.
+    """
+    ns = config.namespace
+    control = (
+        {**_CONTROL, "resources": dict(config.control_resources)} if config.control_resources else _CONTROL
+    )
+    journal = config.registry.journal_uri or default_journal_uri(ns, "_registry")
+    registry = _Registry.options(name=names.REGISTRY, namespace=ns, **control).remote(
+        config.registry, config.model_dump(mode="json", by_alias=True), journal
+    )
+    get(registry.set_system_config.remote(config.model_dump(mode="json", by_alias=True)))
+    queens, monitors = [], []
+    for swarm in config.swarms.values():
+        queens.append(
+            _Queen.options(
+                name=names.queen(swarm.name), namespace=ns, max_concurrency=100_000, **control
+            ).remote(ns, swarm, config.registry)
+        )
+        monitors.append(
+            _Monitor.options(name=names.monitor(swarm.name), namespace=ns, **control).remote(ns, swarm)
+        )
+    memories = [
+        _Memory.options(
+            name=names.memory(name),
+            namespace=ns,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_concurrency=1000,
+            num_cpus=store.num_cpus,
+            num_gpus=store.num_gpus or None,
+        ).remote(ns, name, store)
+        for name, store in _memory_stores(config)
+    ]
+    get([m.stats.remote() for m in memories], timeout_s=300)  # loaded before agents use them
+    if config.ai is not None:
+        from serve import deploy  # Serve's imports are heavy: only for systems with a service
+
+        url = deploy(config.ai, app_name=ai_app_name(ns))
+        get(registry.kv_put.remote(AI_URL_KEY, url))
+    get([q.start.remote() for q in queens])
+    get([m.start.remote() for m in monitors])
+    ready_s = max(p.ready_timeout_s for s in config.swarms.values() for p in s.pools.values())
+    deadline = time.monotonic() + min(ready_s, wait_s if wait_s is not None else ready_s)
+    while time.monotonic() < deadline:
+        rows = [a for q in get([q.status.remote() for q in queens]) for a in q["agents"]]
+        if all(a["state"] != "pending" for a in rows):
+            break
+        time.sleep(0.2)
+    get([m.check.remote() for m in monitors])  # report health as of now, not of start-up
+    return status(ns)
+
+
+def _memory_stores(config: SystemConfig) -> list[tuple[str, Any]]:
+    """(name, MemoryStoreConfig) of every memory store the config asks for."""
+    stores = [(s.name, s.memory) for s in config.swarms.values() if s.memory is not None]
+    if config.global_memory is not None:
+        stores.append(("global", config.global_memory))
+    return stores
+
+
+def mark_local_head(namespace: str) -> None:
+    """Records that `up` started the local head, so that `down` stops it."""
+    registry = registry_of(namespace)
+    call(lambda: registry.kv_put.remote(LOCAL_HEAD_KEY, True))
+
+
+def down(namespace: str = "swarmray") -> list[str]:
+    """Removes every actor of the system in `namespace`, and a local head `up` started.
+
+    Returns:
+        The names of the actors removed.
+    """
+    registry = registry_of(namespace)
+    config = call(registry.system_config.remote)
+    started_head = call(lambda: registry.kv_get.remote(LOCAL_HEAD_KEY, False))
+    removed = []
+    for swarm in config.get("swarms", {}):
+        for name in (names.monitor(swarm), names.queen(swarm)):
+            if (handle := existing(name, namespace)) is None:
+                continue
+            if name.startswith("queen:"):
+                try:
+                    call(lambda h=handle: h.stop.remote(purge=True), timeout_s=30, retry_s=30)
+                except Exception:  # a dead queen takes its agents with it anyway
+                    pass
+            ray.kill(handle, no_restart=True)
+            removed.append(name)
+    for name in [*config.get("swarms", {}), "global"]:
+        if (store := existing(names.memory(name), namespace)) is None:
+            continue
+        ray.kill(store, no_restart=True)  # its data stays on disk: memory outlives `down`
+        removed.append(names.memory(name))
+    if config.get("ai") is not None:
+        from ray import serve
+
+        serve.delete(ai_app_name(namespace))
+        removed.append(f"Serve application {ai_app_name(namespace)}")
+    call(lambda: registry.purge.remote(), retry_s=30)
+    ray.kill(registry, no_restart=True)
+    removed.append(names.REGISTRY)
+    if started_head:
+        ray.shutdown()
+        subprocess.run([ray_cli(), "stop"], check=False, stdout=subprocess.DEVNULL)
+        removed.append("local Ray head")
+    return removed

@@ -1,0 +1,47 @@
+"""What a running system reports: its swarms, agents, memories and AI service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+
+from actors._private import names
+from actors._private.llm_agent import AI_URL_KEY
+from cluster._private.connection import call, existing, registry_of
+
+__all__ = ["ai_app_name", "status"]
+
+
+def ai_app_name(namespace: str) -> str:
+    """The Serve application name of a system's AI service."""
+    return f"{namespace}-ai"
+
+
+def status(namespace: str = "swarmray") -> dict[str, Any]:
+    """Swarms with health and queue depths, and every agent's state.
+
+    Raises:
+        SystemNotFoundError: nothing runs in `namespace`.
+    """
+    registry = registry_of(namespace)
+    table = {row["name"]: row for row in call(registry.table.remote)}
+    config = call(registry.system_config.remote)
+    swarms = []
+    for name in sorted(config.get("swarms", {})):
+        queen = ray.get_actor(names.queen(name), namespace=namespace)
+        monitor = ray.get_actor(names.monitor(name), namespace=namespace)
+        q, m = call(lambda q=queen, m=monitor: [q.status.remote(), m.report.remote()])
+        swarms.append({**q, "registry": table.get(name, {}), "health": m})
+    memories = []
+    for name in [*sorted(config.get("swarms", {})), "global"]:
+        if (store := existing(names.memory(name), namespace)) is not None:
+            memories.append(call(store.stats.remote))
+    ai = None
+    if config.get("ai") is not None:
+        ai = {
+            "url": call(lambda: registry.kv_get.remote(AI_URL_KEY)),
+            "app": ai_app_name(namespace),
+            "smoke_test_models": [n for n, m in config["ai"]["models"].items() if m.get("source") is None],
+        }
+    return {"namespace": namespace, "swarms": swarms, "memory": memories, "ai": ai}
