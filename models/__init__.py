@@ -7,17 +7,12 @@ from models._private.core.breaker import CircuitBreakerConfig
 from models._private.core.resources import ResourcesConfig
 from models._private.dense import DenseIndex
 from models._private.embedder import Embedder, EmbedderConfig, default_model_path
-from models._private.engine import (
-    Delta,
-    Engine,
-    EngineConfig,
-    Generation,
-    SamplingParams,
-    create_engine,
-)
+from models._private.engine import Delta, Engine, EngineConfig, Generation, SamplingParams
+from models._private.engines import create_engine
 from models._private.fusion import Fused, fuse
 from models._private.lexical import LexicalIndex
-from models._private.memory import TIERS, Hit, HybridMemory, MemoryConfig, Record
+from models._private.memory import HybridMemory
+from models._private.memory_schema import TIERS, Hit, MemoryConfig, Record
 from models._private.smoke import build_tiny_model, smoke_model_path
 
 __all__ = [

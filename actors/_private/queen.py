@@ -1,17 +1,18 @@
 """SwarmQueen: takes a swarm's tasks, journals them, queues them by priority, runs them on its
-agents, and supervises those agents."""
+agents, and supervises those agents.
+
+The parts that need no actor live beside it: `task_queue.TaskQueue` (the priority queues and
+their counts), `delegator.Delegator` (hand-over to other swarms, following results there, a
+breaker per target swarm) and `recovery.TaskBook` (task records, journal replay, compaction).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import itertools
 import logging
 import os
 import time
-import uuid
-from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -19,19 +20,23 @@ from ray.exceptions import RayTaskError
 
 from actors._private import names
 from actors._private.config import RegistryConfig, SwarmConfig
+from actors._private.delegator import ActorPeers, DelegationLost, Delegator
 from actors._private.dispatch import Dispatcher
 from actors._private.pool import ALIVE, AgentPool, AgentSlot, HostSlot
+from actors._private.recovery import (
+    TaskBook,
+    TaskRecord,
+    acc_entry,
+    att_entry,
+    del_entry,
+    fin_entry,
+    snap_entry,
+)
 from actors._private.registry import FAILED as SWARM_FAILED
 from actors._private.supervisor import FAILED, Supervisor
-from actors._private.task import Task, TaskResult, TaskStatus, Timings, now
-from models._private.core.breaker import CircuitBreaker
-from models._private.core.errors import (
-    BackpressureError,
-    DelegationError,
-    SwarmrayError,
-    TaskNotFoundError,
-    UnknownCapabilityError,
-)
+from actors._private.task import Task, TaskResult, TaskStatus, now
+from actors._private.task_queue import TaskQueue
+from models._private.core.errors import BackpressureError, DelegationError, UnknownCapabilityError
 from models._private.core.journal import Journal, default_journal_uri
 from models._private.core.retry import TRANSIENT, backoff_s, unwrap_error
 
@@ -40,18 +45,6 @@ __all__ = ["SwarmQueen"]
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
-
-
-@dataclass(eq=False)
-class _Record:
-    task: Task
-    result: TaskResult
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    attempt: asyncio.Task | None = None  # the running attempt, or the delegation follower
-    timer: asyncio.TimerHandle | None = None  # a pending retry
-    delegated_to: tuple[str, str] | None = None  # (swarm, task id there)
-    host_failures: int = 0
-    final: TaskResult | None = None  # the final result while it is being journaled
 
 
 class SwarmQueen:
@@ -73,21 +66,19 @@ class SwarmQueen:
         self.registry_config = registry
         self.local_caps = set(swarm.capabilities)
         self.cap_timeouts_s = swarm.capability_timeouts_s()
-        self.records: dict[str, _Record] = {}
-        self.finished: OrderedDict[str, None] = OrderedDict()  # final ids, oldest first
-        self.queues: dict[str, list[tuple[int, int, str]]] = {}
-        self.queued = 0
-        self.queued_by_cap: Counter[str] = Counter()
-        self.counts: Counter[str] = Counter()
+        self.book = TaskBook(swarm.name, swarm.queen.keep_results)
+        self.counts = self.book.counts  # one Counter: replayed, then live
+        self.queue = TaskQueue()
         self.dispatcher = Dispatcher()
         self.pools: dict[str, AgentPool] = {}
         self.supervisor = Supervisor(swarm.supervision)
-        self.breakers: dict[str, CircuitBreaker] = {}
-        self.snapshots: dict[str, Any] = {}  # agent id -> last checkpoint
+        peers = ActorPeers(self._actor, lambda name: self._handles.pop(name, None))
+        self.delegator = Delegator(
+            swarm.name, peers, registry.max_hops, swarm.delegation_breaker, swarm.queen
+        )
         self.journal = Journal(
             swarm.journal.uri or default_journal_uri(namespace, swarm.name), sync=swarm.journal.sync
         )
-        self._seq = itertools.count()
         self._start_order = itertools.count()
         self._started = False
         self._background: set[asyncio.Task] = set()
@@ -111,16 +102,18 @@ class SwarmQueen:
         if self._started:
             return
         self._started = True
-        pending = self._replay()
+        pending = self.book.replay(self.journal.read(), self.local_caps)
+        if pending:
+            log.warning("swarm %s replayed %d unfinished tasks from its journal", self.name, len(pending))
         for pool_cfg in self.config.pools.values():
             self.pools[pool_cfg.name] = AgentPool(
                 self.namespace,
                 self.name,
                 pool_cfg,
                 self._agents_ready,
-                self._agents_lost,
+                self.dispatcher.remove,
                 self._child_failed,
-                self.snapshots.get,
+                self.book.snapshots.get,
                 self._start_order,
             )
         for pool in self.pools.values():
@@ -218,15 +211,10 @@ class SwarmQueen:
         if rec.result.status.final or rec.final is not None:
             return False
         if rec.delegated_to is not None:
-            swarm, remote_id = rec.delegated_to
-            try:
-                await self._actor(names.queen(swarm)).cancel.remote(remote_id)
-            except TRANSIENT:
-                pass  # the local record is cancelled either way
+            await self.delegator.cancel(rec.delegated_to)
         if rec.timer is not None:
             rec.timer.cancel()
-        if rec.result.status is TaskStatus.QUEUED:
-            self._dequeued(rec.task.capability)  # its heap entry is skipped when popped
+        self.queue.remove(rec.task.id)  # a no-op unless it still waits for an agent
         if rec.attempt is not None:
             rec.attempt.cancel()
         self._finish(rec, TaskStatus.CANCELLED, error="cancelled by request", error_type="TaskCancelledError")
@@ -236,13 +224,14 @@ class SwarmQueen:
     def status(self) -> dict[str, Any]:
         """Queue depths, task counts, supervision and every agent's state."""
         agents = [row for pool in self.pools.values() for row in pool.describe()]
+        delegated = TaskStatus.DELEGATED
         return {
             "swarm": self.name,
             "capabilities": sorted(self.local_caps),
-            "queued": self.queued,
-            "queue_depth": {c: n for c, n in sorted(self.queued_by_cap.items()) if n},
+            "queued": len(self.queue),
+            "queue_depth": self.queue.depths(),
             "running": sum(a["inflight"] for a in agents),
-            "delegated_out": sum(1 for r in self.records.values() if r.result.status is TaskStatus.DELEGATED),
+            "delegated_out": sum(1 for r in self.book.records.values() if r.result.status is delegated),
             "tasks": {
                 s: self.counts[s]
                 for s in (
@@ -258,7 +247,7 @@ class SwarmQueen:
                 )
             },
             "supervision": self.supervisor.describe(),
-            "breakers": {s: b.state for s, b in sorted(self.breakers.items())},
+            "breakers": self.delegator.breaker_states(),
             "journal": {"bytes": self.journal.size_bytes(), "compactions": self.counts["compactions"]},
             "agents": agents,
         }
@@ -271,7 +260,7 @@ class SwarmQueen:
         """Numbers the registry balances on."""
         slots = sum(a.max_concurrent for p in self.pools.values() for a in p.agents if a.host.state == ALIVE)
         running = sum(a.inflight for p in self.pools.values() for a in p.agents)
-        return {"queued": self.queued, "running": running, "slots": slots}
+        return {"queued": len(self.queue), "running": running, "slots": slots}
 
     # -- supervision hooks (called by the health monitor) -----------------------------------
 
@@ -300,7 +289,7 @@ class SwarmQueen:
             self._child_failed(host, reason)
         return len(failed)
 
-    # -- internals: records and the queue --------------------------------------------------
+    # -- internals: admission and the queue ------------------------------------------------
 
     def _actor(self, name: str) -> Any:
         handle = self._handles.get(name)
@@ -314,14 +303,11 @@ class SwarmQueen:
         task.add_done_callback(self._background.discard)
         return task
 
-    def _record(self, task_id: str) -> _Record:
+    def _record(self, task_id: str) -> TaskRecord:
         self._ensure_started()
-        rec = self.records.get(task_id)
-        if rec is None:
-            raise TaskNotFoundError(task_id, self.name)
-        return rec
+        return self.book.get(task_id)
 
-    async def _admit(self, task: Task | dict) -> tuple[_Record, list[dict]]:
+    async def _admit(self, task: Task | dict) -> tuple[TaskRecord, list[dict]]:
         """Accepts a task in memory; returns it and the journal records that make it durable."""
         self._ensure_started()
         # A copy: the queen fills in fields, and one object may stand for several tasks in a batch.
@@ -329,73 +315,40 @@ class SwarmQueen:
         if task.id:
             if not task.id.startswith(f"{self.name}:"):
                 raise ValueError(f"task id {task.id!r} must start with '{self.name}:'")
-            if task.id in self.records:
-                return self.records[task.id], []  # a retried submit: accepted once
+            if task.id in self.book.records:
+                return self.book.records[task.id], []  # a retried submit: accepted once
         task.submitted_at = task.submitted_at or now()
         local = task.capability in self.local_caps
         target = None
         if local and self.supervisor.state == FAILED:
             try:  # the swarm gave up its agents: send the task to another swarm if one offers it
-                target, remote_id = await self._hand_over(task)
+                target = await self.delegator.hand_over(task)
             except (UnknownCapabilityError, DelegationError):
                 pass  # nobody else: keep it here until the agents are back
         elif not local:
-            target, remote_id = await self._hand_over(task)
+            target = await self.delegator.hand_over(task)
         if target is None:
             limit = self.config.queen.max_queued_tasks
-            if self.queued >= limit:
-                raise BackpressureError(self.name, self.queued, limit)
-            rec = self._accept(task, TaskStatus.QUEUED)
+            if len(self.queue) >= limit:
+                raise BackpressureError(self.name, len(self.queue), limit)
+            rec = self.book.accept(task, TaskStatus.QUEUED)
             self._enqueue(rec)
-            return rec, [{"k": "acc", "task": rec.task.model_dump(mode="json")}]
-        rec = self._accept(task, TaskStatus.DELEGATED)
-        rec.delegated_to = (target, remote_id)
+            return rec, [acc_entry(rec.task)]
+        rec = self.book.accept(task, TaskStatus.DELEGATED)
+        rec.delegated_to = target
         rec.attempt = self._spawn(self._follow(rec))
-        return rec, [
-            {"k": "acc", "task": rec.task.model_dump(mode="json")},
-            {"k": "del", "id": rec.task.id, "to": target, "rid": remote_id},
-        ]
+        return rec, [acc_entry(rec.task), del_entry(rec.task.id, target)]
 
-    def _accept(self, task: Task, status: TaskStatus) -> _Record:
-        task.id = task.id or f"{self.name}:{uuid.uuid4().hex[:16]}"
-        task.origin_swarm = task.origin_swarm or self.name
-        rec = _Record(
-            task,
-            TaskResult(
-                task_id=task.id,
-                capability=task.capability,
-                status=status,
-                timings=Timings(submitted_at=task.submitted_at),
-            ),
-        )
-        self.records[task.id] = rec
-        self.counts["accepted"] += 1
-        return rec
-
-    def _is_queued(self, task_id: str) -> bool:
-        rec = self.records.get(task_id)
-        return rec is not None and rec.result.status is TaskStatus.QUEUED
-
-    def _enqueue(self, rec: _Record) -> None:
+    def _enqueue(self, rec: TaskRecord) -> None:
         rec.result.status = TaskStatus.QUEUED
-        cap = rec.task.capability
-        heapq.heappush(self.queues.setdefault(cap, []), (-rec.task.priority, next(self._seq), rec.task.id))
-        self.queued += 1
-        self.queued_by_cap[cap] += 1
-        self._pump(cap)
-
-    def _dequeued(self, cap: str) -> None:
-        self.queued -= 1
-        self.queued_by_cap[cap] -= 1
+        self.queue.push(rec.task.id, rec.task.capability, rec.task.priority)
+        self._pump(rec.task.capability)
 
     def _pump(self, cap: str) -> None:
-        queue = self.queues.get(cap)
-        while queue and self.dispatcher.has_free(cap):
-            _, _, task_id = heapq.heappop(queue)
-            if not self._is_queued(task_id):
-                continue  # cancelled or re-routed while queued
-            self._dequeued(cap)
-            rec = self.records[task_id]
+        while self.dispatcher.has_free(cap) and (task_id := self.queue.pop(cap)) is not None:
+            rec = self.book.records.get(task_id)
+            if rec is None or rec.result.status is not TaskStatus.QUEUED:
+                continue  # cannot happen while every status change off QUEUED leaves the queue
             agent = self.dispatcher.acquire(cap)
             rec.attempt = self._spawn(self._run_attempt(rec, agent))
 
@@ -404,9 +357,6 @@ class SwarmQueen:
         for cap in {c for a in agents for c in a.capabilities}:
             self._pump(cap)
 
-    def _agents_lost(self, agents: list[AgentSlot]) -> None:
-        self.dispatcher.remove(agents)
-
     def _timeout_s(self, task: Task) -> float:
         return (
             task.timeout_s or self.cap_timeouts_s.get(task.capability) or self.config.queen.default_timeout_s
@@ -414,14 +364,14 @@ class SwarmQueen:
 
     # -- internals: running an attempt -----------------------------------------------------
 
-    async def _run_attempt(self, rec: _Record, agent: AgentSlot) -> None:
+    async def _run_attempt(self, rec: TaskRecord, agent: AgentSlot) -> None:
         task, res = rec.task, rec.result
         task.attempt += 1
         res.status, res.attempts = TaskStatus.RUNNING, task.attempt
         res.agent_id, res.swarm = agent.id, self.name
         res.timings.started_at, res.timings.finished_at = now(), None
         # Attempt counts need no sync of their own: they ride along with the next write.
-        self.journal.append_nowait({"k": "att", "id": task.id, "n": task.attempt}, wake=False)
+        self.journal.append_nowait(att_entry(task.id, task.attempt), wake=False)
         timeout_s = self._timeout_s(task)
         host = agent.host
         call = host.handle.handle.remote(agent.id, task)
@@ -467,15 +417,15 @@ class SwarmQueen:
         if error is None:
             agent.done += 1
             if state is not None:
-                self.snapshots[agent.id] = state
-                self.journal.append_nowait({"k": "snap", "agent": agent.id, "state": state}, wake=False)
+                self.book.snapshots[agent.id] = state
+                self.journal.append_nowait(snap_entry(agent.id, state), wake=False)
             self._finish(rec, TaskStatus.SUCCEEDED, output=output)
             return
         agent.failed += 1
         self._retry_or_fail(rec, *error, host_lost=host_lost)
 
     def _retry_or_fail(
-        self, rec: _Record, message: str, error_type: str, status: TaskStatus, host_lost: bool = False
+        self, rec: TaskRecord, message: str, error_type: str, status: TaskStatus, host_lost: bool = False
     ) -> None:
         task, q = rec.task, self.config.queen
         max_retries = q.max_retries if task.max_retries is None else task.max_retries
@@ -498,14 +448,14 @@ class SwarmQueen:
         rec.attempt = None
         rec.timer = asyncio.get_running_loop().call_later(delay, self._retry, rec)
 
-    def _retry(self, rec: _Record) -> None:
+    def _retry(self, rec: TaskRecord) -> None:
         rec.timer = None
         if rec.result.status is TaskStatus.RETRYING:
             self._enqueue(rec)  # already accepted: a retry is never refused for a full queue
 
     def _finish(
         self,
-        rec: _Record,
+        rec: TaskRecord,
         status: TaskStatus,
         output: Any = None,
         error: str | None = None,
@@ -520,23 +470,13 @@ class SwarmQueen:
         rec.final, rec.attempt = final, None
         self._spawn(self._commit(rec, final))
 
-    async def _commit(self, rec: _Record, final: TaskResult) -> None:
+    async def _commit(self, rec: TaskRecord, final: TaskResult) -> None:
         # The result becomes visible only once journaled, so no caller ever sees a result that
-        # a crash could take back.
-        await self.journal.append({"k": "fin", "id": final.task_id, "res": final.model_dump(mode="json")})
-        self._settle(rec, final)
+        # a crash could take back. Settling counts it and may drop the oldest results.
+        await self.journal.append(fin_entry(final))
+        self.book.settle(rec, final)
 
-    def _settle(self, rec: _Record, final: TaskResult) -> None:
-        rec.result, rec.final = final, None
-        rec.done.set()
-        # Delegated tasks are counted where they run; here only as handed over.
-        self.counts["delegated" if rec.delegated_to else final.status.value] += 1
-        self.finished[final.task_id] = None
-        while len(self.finished) > self.config.queen.keep_results:
-            old, _ = self.finished.popitem(last=False)
-            self.records.pop(old, None)
-
-    # -- internals: supervision -------------------------------------------------------------
+    # -- internals: supervision and delegation ----------------------------------------------
 
     def _hosts(self) -> list[HostSlot]:
         """Every host of the swarm in the order it started."""
@@ -570,7 +510,7 @@ class SwarmQueen:
         for pool in self.pools.values():
             pool.stop()
         self._actor(names.REGISTRY).mark.remote(self.name, SWARM_FAILED, reason)  # no need to wait
-        for rec in list(self.records.values()):
+        for rec in list(self.book.records.values()):
             if rec.result.status is TaskStatus.QUEUED:
                 self._spawn(self._reroute(rec))
         if self.supervisor.config.recover_after_s is not None:
@@ -584,88 +524,25 @@ class SwarmQueen:
         for pool in self.pools.values():
             pool.start()
 
-    async def _reroute(self, rec: _Record) -> None:
+    async def _reroute(self, rec: TaskRecord) -> None:
         """Sends a queued task of a failed swarm to another swarm offering its capability."""
-        try:
-            target, remote_id = await self._hand_over(rec.task)
-        except SwarmrayError:
-            return  # nobody else offers it: it waits here for the agents to come back
-        if not self._is_queued(rec.task.id):
+        target = await self.delegator.reroute(rec.task)
+        # Nobody else offers it: it waits here for the agents to come back. No longer waiting
+        # (cancelled, or taken by an agent meanwhile): it stays here, and the copy handed over
+        # runs for nothing, as at-least-once execution allows.
+        if target is None or not self.queue.remove(rec.task.id):
             return
-        self._dequeued(rec.task.capability)
-        rec.result.status, rec.delegated_to = TaskStatus.DELEGATED, (target, remote_id)
-        await self.journal.append({"k": "del", "id": rec.task.id, "to": target, "rid": remote_id})
+        rec.result.status, rec.delegated_to = TaskStatus.DELEGATED, target
+        await self.journal.append(del_entry(rec.task.id, target))
         rec.attempt = self._spawn(self._follow(rec))
 
-    # -- internals: delegation --------------------------------------------------------------
-
-    def _breaker(self, swarm: str) -> CircuitBreaker:
-        if swarm not in self.breakers:
-            self.breakers[swarm] = CircuitBreaker(self.config.delegation_breaker)
-        return self.breakers[swarm]
-
-    async def _hand_over(self, task: Task, avoid: tuple[str, ...] = ()) -> tuple[str, str]:
-        """Routes a task to another swarm, which accepts it; skips swarms whose breaker is open."""
-        visited = [*task.visited, self.name]
-        limit = self.registry_config.max_hops
-        if task.hops >= limit:
-            raise DelegationError(task.capability, f"hop limit {limit} reached", visited)
-        registry = self._actor(names.REGISTRY)
-        skip = [*avoid, *(s for s, b in self.breakers.items() if b.state == "open")]
-        while True:
-            target = await registry.route.remote(task.capability, visited + skip)
-            breaker = self._breaker(target)
-            if not breaker.allow():
-                skip.append(target)  # open, or half-open with its one probe already out
-                continue
-            onward = task.model_copy(
-                update={
-                    "id": "",
-                    "hops": task.hops + 1,
-                    "visited": visited,
-                    "attempt": 0,
-                    "origin_swarm": task.origin_swarm or self.name,
-                }
-            )
-            try:
-                remote_id = await self._actor(names.queen(target)).submit.remote(onward)
-            except TRANSIENT:
-                self._handles.pop(names.queen(target), None)  # a queen made anew has a new handle
-                breaker.failure()
-                skip.append(target)
-                continue
-            breaker.success()
-            return target, remote_id
-
-    async def _follow(self, rec: _Record) -> None:
-        """Waits for a delegated task's result where it runs, riding out that queen's restarts."""
-        q = self.config.queen
-        while True:
-            swarm, remote_id = rec.delegated_to
-            try:
-                remote = await self._actor(names.queen(swarm)).result.remote(remote_id, None)
-                self._breaker(swarm).success()
-                break
-            except TRANSIENT as e:
-                self._handles.pop(names.queen(swarm), None)
-                self._breaker(swarm).failure()
-                rec.host_failures += 1
-                if rec.host_failures <= q.max_host_failures:
-                    delay = backoff_s(rec.host_failures, q.retry_backoff_s, q.max_retry_backoff_s)
-                    await asyncio.sleep(delay)
-                    continue
-                reason = f"swarm {swarm!r} was lost: {type(e).__name__}"
-            except RayTaskError as e:
-                if not isinstance(unwrap_error(e), TaskNotFoundError):
-                    raise
-                reason = f"swarm {swarm!r} no longer knows task {remote_id}"
-            try:  # send it elsewhere; at-least-once execution allows running it again
-                rec.delegated_to = await self._hand_over(rec.task, avoid=(swarm,))
-            except SwarmrayError as e:
-                self._finish(rec, TaskStatus.FAILED, error=f"{reason}; {e}", error_type=type(e).__name__)
-                return
-            target, rid = rec.delegated_to
-            await self.journal.append({"k": "del", "id": rec.task.id, "to": target, "rid": rid})
+    async def _follow(self, rec: TaskRecord) -> None:
+        """Waits for a delegated task's result where it runs, and finishes the task with it."""
+        try:
+            remote = await self.delegator.follow(rec, self._journal_moved)
+        except DelegationLost as e:
+            self._finish(rec, TaskStatus.FAILED, error=str(e), error_type=e.error_type)
+            return
         res = rec.result
         res.agent_id, res.swarm, res.attempts = remote.agent_id, remote.swarm, remote.attempts
         res.timings.started_at = remote.timings.started_at
@@ -673,54 +550,8 @@ class SwarmQueen:
             rec, remote.status, output=remote.output, error=remote.error, error_type=remote.error_type
         )
 
-    # -- internals: journal replay and compaction -------------------------------------------
-
-    def _replay(self) -> list[_Record]:
-        """Rebuilds tasks and results from the journal; returns the records still to finish."""
-        for entry in self.journal.read():
-            kind = entry["k"]
-            if kind == "acc":
-                task = Task.model_validate(entry["task"])
-                if task.id not in self.records:
-                    status = (
-                        TaskStatus.DELEGATED if task.capability not in self.local_caps else TaskStatus.QUEUED
-                    )
-                    self._accept(task, status)
-            elif kind == "fin":
-                final = TaskResult.model_validate(entry["res"])
-                rec = self.records.get(final.task_id)
-                if rec is None:  # compacted: the task itself is no longer journaled
-                    task = Task(id=final.task_id, capability=final.capability)
-                    rec = self._accept(task, final.status)
-                if not rec.done.is_set():
-                    self._settle(rec, final)
-            elif (rec := self.records.get(entry.get("id", ""))) is not None:
-                if kind == "att":
-                    rec.task.attempt = max(rec.task.attempt, entry["n"])
-                elif kind == "del":
-                    rec.delegated_to = (entry["to"], entry["rid"])
-            elif kind == "snap":
-                self.snapshots[entry["agent"]] = entry["state"]
-        pending = [r for r in self.records.values() if not r.done.is_set()]
-        self.counts["replayed"] = len(pending)
-        if pending:
-            log.warning("swarm %s replayed %d unfinished tasks from its journal", self.name, len(pending))
-        return pending
-
-    def _live_records(self) -> list[dict[str, Any]]:
-        """The journal, compacted: what replay needs to rebuild the current state."""
-        out: list[dict[str, Any]] = []
-        for rec in self.records.values():
-            final = rec.final or (rec.result if rec.done.is_set() else None)
-            if final is not None:  # a final result still being journaled counts as final here
-                out.append({"k": "fin", "id": rec.task.id, "res": final.model_dump(mode="json")})
-                continue
-            out.append({"k": "acc", "task": rec.task.model_dump(mode="json")})
-            if rec.delegated_to:
-                swarm, rid = rec.delegated_to
-                out.append({"k": "del", "id": rec.task.id, "to": swarm, "rid": rid})
-        out += [{"k": "snap", "agent": a, "state": s} for a, s in self.snapshots.items()]
-        return out
+    async def _journal_moved(self, rec: TaskRecord) -> None:
+        await self.journal.append(del_entry(rec.task.id, rec.delegated_to))
 
     # -- background -----------------------------------------------------------------------
 
@@ -732,11 +563,11 @@ class SwarmQueen:
             try:
                 if self.supervisor.state != FAILED:
                     for pool in self.pools.values():
-                        pool.autoscale(sum(self.queued_by_cap[c] for c in pool.capabilities))
+                        pool.autoscale(sum(self.queue.depth(c) for c in pool.capabilities))
                 # Compact past the limit, and only once the journal has doubled since the last
                 # compaction, so that live state above the limit is not rewritten every tick.
                 if self.journal.size_bytes() > max(limit, 2 * base):
-                    await self.journal.rewrite(self._live_records)
+                    await self.journal.rewrite(self.book.live_entries)
                     base = self.journal.size_bytes()
                     self.counts["compactions"] += 1
             except Exception:

@@ -6,11 +6,17 @@ every search excludes through an `IDSelector` (so top-k is exact over the live v
 post-filter that can come back short), and rebuilds the graph from the live vectors once a
 fifth of it is tombstones. The trade-off: deleted vectors cost memory until that rebuild, and a
 rebuild costs one pass of inserts; `flat` pays neither but searches in O(n).
+
+Saving (`save`/`load`): the caller keeps the vectors (the memory's own `vectors.npy`), so only
+what cannot be had back cheaply is written: an HNSW graph, as `dense-{name}.faiss` plus the
+ids its positions hold, `dense-{name}.labels.npy`. A `flat` or `ivf` index writes nothing and
+is rebuilt from the vectors on load (exact search gives the same answers; IVF retrains on them).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Any, Literal
 
 import faiss
 import numpy as np
@@ -139,7 +145,61 @@ class DenseIndex:
         ids = self._ids[labels] if self.kind == "hnsw" else labels
         return ids, scores
 
+    def save(self, directory: str, name: str) -> None:
+        """Writes what `load` needs besides the vectors into `directory` (see the module doc).
+
+        An HNSW index with tombstones is rebuilt first, so that the saved graph's positions are
+        exactly the live vectors. Nothing is fsync'ed: the caller makes `directory` durable
+        (a memory snapshot fsyncs its whole tree before renaming it into place).
+        """
+        if self.kind != "hnsw":
+            return
+        if self._dead:
+            self._rebuild()
+        graph, order = _files(directory, name)
+        faiss.write_index(self._index, graph)
+        np.save(order, self._ids, allow_pickle=False)
+
+    @classmethod
+    def load(
+        cls,
+        directory: str,
+        name: str,
+        ids: np.ndarray,
+        vecs: np.ndarray,
+        dim: int,
+        kind: Kind = "flat",
+        **options: Any,
+    ) -> DenseIndex:
+        """A new index (`dim`, `kind` and `options` as for the constructor) holding `vecs`
+        under `ids`, in any order.
+
+        An `hnsw` index takes the graph `save` wrote into `directory` under `name` when there is
+        one (its saved ids must be exactly `ids`); any other index, or an HNSW index with no
+        saved graph, is built by inserting the vectors.
+        """
+        index = cls(dim, kind, **options)
+        graph, saved_order = _files(directory, name)
+        if kind != "hnsw" or not os.path.exists(graph):
+            index.upsert(ids, vecs)
+            return index
+        # The graph's positions hold the ids saved beside it, in that order.
+        order = np.load(saved_order, allow_pickle=False)
+        row = {int(i): p for p, i in enumerate(ids)}
+        index._index = faiss.read_index(graph)
+        index._ids, index._vecs = order, vecs[[row[int(i)] for i in order]]
+        index._pos = {int(i): p for p, i in enumerate(order)}
+        return index
+
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """Live ids and their vectors (for snapshots and rebuilds)."""
         live = sorted(self._pos.values())
         return self._ids[live], self._vecs[live]
+
+
+def _files(directory: str, name: str) -> tuple[str, str]:
+    # The names snapshots have always used; persisted memories depend on them.
+    return (
+        os.path.join(directory, f"dense-{name}.faiss"),
+        os.path.join(directory, f"dense-{name}.labels.npy"),
+    )

@@ -1,4 +1,9 @@
-"""The inference-engine interface, its configuration, and `create_engine` (engine: auto)."""
+"""The inference-engine interface, its configuration, and `resolve_engine_kind` (engine: auto).
+
+The implementations (the transformers and the vLLM engine) build on this module, and
+`create_engine` in `engines.py` picks one of them; this module imports neither, so that imports
+run one way.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,6 @@ __all__ = [
     "EngineConfig",
     "Generation",
     "SamplingParams",
-    "create_engine",
     "resolve_engine_kind",
 ]
 
@@ -148,22 +152,6 @@ def resolve_engine_kind(kind: str) -> str:
                 "model num_gpus > 0 in its resources, or set engine.kind: transformers"
             )
     return kind
-
-
-def create_engine(source: str, config: EngineConfig | None = None) -> Engine:
-    """Loads the model at `source` (a local path or hub id) in the engine `config` names.
-
-    Raises:
-        EngineUnavailableError: vLLM was asked for where it cannot run.
-    """
-    config = config or EngineConfig()
-    if resolve_engine_kind(config.kind) == "vllm":
-        from models._private.vllm_engine import VLLMEngine
-
-        return VLLMEngine(source, config)
-    from models._private.hf_engine import TransformersEngine
-
-    return TransformersEngine(source, config)
 
 
 def _gpu_visible() -> bool:

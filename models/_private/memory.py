@@ -17,152 +17,60 @@ Tier policy (the one place it is written down):
 - Reads (`search`, `get`) only count accesses, so that they can run side by side; everything
   that changes records is a write.
 
+This module is the facade; the parts live beside it:
+- `memory_schema`: `MemoryConfig`, `Record`, `Hit` and the tiers;
+- `memory_filters`: metadata filters for search;
+- `memory_tiers`: the decisions of the tier policy above (working LRU, expiry, promotion,
+  consolidation);
+- `memory_persistence`: the write-ahead log's entries and the snapshots (their layout is
+  described there).
+
 Long texts: a text longer than `chunk_tokens` is cut at sentence ends and each piece gets its
 own vector (the embedder reads only its first 256 tokens); dense search scores a record by its
 best chunk, and BM25 still sees the whole text.
-
-Durability: every write is appended to a checksummed write-ahead log (the journal of the
-swarm runtime) and fdatasync'ed before it returns. `snapshot()` writes the records (JSON
-lines), the vectors (`.npy`, no pickle), the FAISS indexes (`faiss.write_index`) and the
-tantivy index into a new directory, switches a `CURRENT` pointer with an atomic rename, and
-then empties the log. Opening a memory loads the current snapshot and replays the log.
-Nothing stored is pickled.
 """
 
 from __future__ import annotations
 
-import base64
 import itertools
-import json
 import os
 import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, Literal
 
-import faiss
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
-from models._private.core.config import ConfigModel
 from models._private.core.errors import MemoryInputError
-from models._private.core.files import atomic_write, fsync_tree
 from models._private.core.journal import Journal
 from models._private.dense import DenseIndex
-from models._private.embedder import Embedder, EmbedderConfig
+from models._private.embedder import Embedder
 from models._private.fusion import fuse
 from models._private.lexical import LexicalIndex
+from models._private.memory_filters import compile_filter
+from models._private.memory_persistence import (
+    access_entry,
+    delete_entry,
+    load_dense,
+    prune_snapshots,
+    read_snapshot,
+    read_upsert,
+    upsert_entry,
+    write_snapshot,
+)
+from models._private.memory_schema import TIERS, Hit, MemoryConfig, Record
+from models._private.memory_tiers import (
+    due_for_promotion,
+    expired,
+    merge_into,
+    near_duplicates,
+    promote_on_write,
+    touch_working,
+)
 
+# The schema names are re-exported: callers import them from here.
 __all__ = ["TIERS", "Hit", "HybridMemory", "MemoryConfig", "Record"]
-
-Tier = Literal["working", "short_term", "long_term"]
-TIERS: tuple[str, ...] = ("working", "short_term", "long_term")
-Scalar = str | int | float | bool | None
-
-
-class MemoryConfig(ConfigModel):
-    """One memory: embedder, index kind, fusion, tier policy, limits and persistence."""
-
-    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig, description="Text embedder.")
-    dense_kind: Literal["flat", "hnsw", "ivf"] = Field("flat", description="FAISS index kind.")
-    fusion: Literal["weighted", "rrf"] = Field("weighted", description="How hybrid search fuses.")
-    dense_weight: float = Field(
-        0.5, ge=0, le=1, description="Dense share in weighted fusion (lexical: the rest)."
-    )
-    rrf_k: PositiveInt = Field(60, description="RRF constant.")
-    candidates: PositiveInt = Field(100, description="Hits taken from each index before fusion.")
-    working_capacity: PositiveInt = Field(256, description="Working-tier records per namespace (LRU).")
-    short_term_ttl_s: PositiveFloat = Field(3600.0, description="Lifetime of a short-term record.")
-    promote_after_accesses: PositiveInt = Field(3, description="Accesses that promote to long-term.")
-    promote_importance: float = Field(0.8, ge=0, le=1, description="Importance that promotes at once.")
-    consolidate_cosine: float = Field(0.97, gt=0, le=1, description="Near-duplicate threshold.")
-    max_text_chars: PositiveInt = Field(20_000, description="Longest text accepted.")
-    chunk_tokens: PositiveInt | None = Field(
-        200,
-        description="A text longer than this many tokens gets one vector per sentence-aligned "
-        "chunk, and its dense score is its best chunk's; None embeds the whole text once (the "
-        "embedder reads only its first 256 tokens).",
-    )
-    path: str | None = Field(None, description="Directory for the log and snapshots; None keeps nothing.")
-    sync: bool = Field(True, description="fdatasync each logged write.")
-
-
-class Record(BaseModel):
-    """A memory record. Write with id, namespace, text and optionally the rest."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(min_length=1, max_length=256)
-    namespace: str
-    text: str
-    metadata: dict[str, Scalar] = Field(default_factory=dict, description="Filterable fields.")
-    tier: Tier = "long_term"
-    importance: float = Field(0.5, ge=0, le=1)
-    ttl_s: PositiveFloat | None = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    access_count: NonNegativeInt = 0
-
-
-class Hit(BaseModel):
-    """A search result: the record, its score, and the rank/score each index gave it."""
-
-    record: Record
-    score: float
-    ranks: dict[str, int]
-    scores: dict[str, float]
-
-
-_OPS = {"$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte"}
-
-
-def _compile_filter(spec: dict[str, Any] | None) -> Callable[[dict[str, Scalar]], bool]:
-    """A predicate over metadata from {"field": value | {"$op": operand}}; raises on bad specs."""
-    if spec is None:
-        return lambda _m: True
-    if not isinstance(spec, dict):
-        raise MemoryInputError(
-            "filter", f"must be a mapping of field to condition, got {type(spec).__name__}"
-        )
-    checks: list[Callable[[dict[str, Scalar]], bool]] = []
-    for key, cond in spec.items():
-        conds = cond if isinstance(cond, dict) else {"$eq": cond}
-        for op, arg in conds.items():
-            if op not in _OPS:
-                raise MemoryInputError(f"filter.{key}", f"unknown operator {op!r}; use one of {sorted(_OPS)}")
-            if op in ("$in", "$nin") and not isinstance(arg, list):
-                raise MemoryInputError(f"filter.{key}.{op}", "needs a list")
-            if op in ("$gt", "$gte", "$lt", "$lte") and not isinstance(arg, (int, float)):
-                raise MemoryInputError(f"filter.{key}.{op}", f"needs a number, got {arg!r}")
-            checks.append(_check(key, op, arg))
-    return lambda m: all(c(m) for c in checks)
-
-
-def _check(key: str, op: str, arg: Any) -> Callable[[dict[str, Scalar]], bool]:
-    def num(m: dict[str, Scalar]) -> float | None:
-        v = m.get(key)
-        return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-    return {
-        "$eq": lambda m: m.get(key) == arg,
-        "$ne": lambda m: m.get(key) != arg,
-        "$in": lambda m: m.get(key) in arg,
-        "$nin": lambda m: m.get(key) not in arg,
-        "$gt": lambda m: (v := num(m)) is not None and v > arg,
-        "$gte": lambda m: (v := num(m)) is not None and v >= arg,
-        "$lt": lambda m: (v := num(m)) is not None and v < arg,
-        "$lte": lambda m: (v := num(m)) is not None and v <= arg,
-    }[op]
-
-
-def _b64(vec: np.ndarray) -> str:
-    return base64.b64encode(np.ascontiguousarray(vec, dtype=np.float32).tobytes()).decode()
-
-
-def _unb64(text: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype=np.float32)
 
 
 class HybridMemory:
@@ -234,15 +142,8 @@ class HybridMemory:
             old = self.records.get(r.id)
             r.created_at = old.created_at if old else (r.created_at or now)
             r.updated_at = now
-            if r.tier != "long_term" and r.importance >= self.config.promote_importance:
-                r.tier = "long_term"
-        self._log(
-            {
-                "op": "upsert",
-                "records": [r.model_dump() for r in batch],
-                "vectors": [_b64(v) for v in per_record],
-            }
-        )
+            promote_on_write(r, self.config.promote_importance)
+        self._log(upsert_entry(batch, per_record))
         self._apply_upsert(batch, per_record)
         return [r.id for r in batch]
 
@@ -303,13 +204,7 @@ class HybridMemory:
             self.dense[ns].remove(labels)
 
     def _touch_working(self, r: Record) -> None:
-        lru = self.working[r.namespace]
-        lru.pop(r.id, None)
-        if r.tier != "working":
-            return
-        lru[r.id] = None
-        while len(lru) > self.config.working_capacity:
-            evicted, _ = lru.popitem(last=False)
+        for evicted in touch_working(self.working[r.namespace], r, self.config.working_capacity):
             self._set_tier(self.records[evicted], "short_term")
 
     def _set_tier(self, r: Record, tier: str) -> None:
@@ -320,7 +215,7 @@ class HybridMemory:
         """Deletes records by id; returns how many existed. Deleted records never come back."""
         present = [i for i in dict.fromkeys(ids) if i in self.records]
         if present:
-            self._log({"op": "delete", "ids": present})
+            self._log(delete_entry(present))
             self._apply_delete(present)
         return len(present)
 
@@ -368,7 +263,7 @@ class HybridMemory:
             raise MemoryInputError("mode", f"must be dense, lexical or hybrid, got {mode!r}")
         if k <= 0:
             raise MemoryInputError("k", f"must be positive, got {k}")
-        keep = _compile_filter(filter)
+        keep = compile_filter(filter)
         if mode != "dense" and not (query and query.strip()):
             raise MemoryInputError("query", f"{mode} search needs query text")
         if mode != "lexical" and vector is None and not (query and query.strip()):
@@ -443,25 +338,16 @@ class HybridMemory:
 
         Not safe to run beside a search: `MemoryStore` runs it as a write.
         """
-        now = self.clock()
-        expired = []
-        for r in self.records.values():
-            ttl = r.ttl_s or (self.config.short_term_ttl_s if r.tier == "short_term" else None)
-            if ttl is not None and now - r.updated_at > ttl:
-                expired.append(r.id)
-        self.delete(expired)
-        promoted = [
-            r
-            for r in self.records.values()
-            if r.tier != "long_term" and r.access_count >= self.config.promote_after_accesses
-        ]
+        gone = expired(self.records.values(), self.clock(), self.config.short_term_ttl_s)
+        self.delete(gone)
+        promoted = due_for_promotion(self.records.values(), self.config.promote_after_accesses)
         for r in promoted:
             self.working[r.namespace].pop(r.id, None)
             self._set_tier(r, "long_term")
             self._pending_access[r.id] = (r.access_count, r.tier)
         merged = self._consolidate()
         self._flush_access()
-        return {"expired": len(expired), "promoted": len(promoted), "consolidated": merged}
+        return {"expired": len(gone), "promoted": len(promoted), "consolidated": merged}
 
     def _consolidate(self) -> int:
         merged = 0
@@ -472,40 +358,19 @@ class HybridMemory:
             )
             if len(ids) < 2:
                 continue
-            mat = np.stack([self.vectors[i][0] for i in ids])  # each text's head
-            index = faiss.IndexFlatIP(self.dim)
-            index.add(mat)
-            lims, _, labels = index.range_search(mat, self.config.consolidate_cosine)
-            gone: set[str] = set()
-            for a, keep_id in enumerate(ids):
-                if keep_id in gone:
-                    continue
-                for j in range(lims[a], lims[a + 1]):
-                    b = int(labels[j])
-                    if b > a and ids[b] not in gone:
-                        self._merge(self.records[keep_id], self.records[ids[b]])
-                        gone.add(ids[b])
+            heads = np.stack([self.vectors[i][0] for i in ids])  # each text's head
+            pairs = near_duplicates(heads, self.config.consolidate_cosine)
+            for a, b in pairs:
+                merge_into(self.records[ids[a]], self.records[ids[b]])
+            gone = {ids[b] for _, b in pairs}
             if gone:
-                survivors = {i for i in ids if i not in gone}
+                survivors = list({i for i in ids if i not in gone})  # logged in a set's order, as before
                 self._log(
-                    {
-                        "op": "upsert",
-                        "records": [self.records[i].model_dump() for i in survivors],
-                        "vectors": [_b64(self.vectors[i]) for i in survivors],
-                    }
+                    upsert_entry([self.records[i] for i in survivors], [self.vectors[i] for i in survivors])
                 )
                 self.delete(sorted(gone))
                 merged += len(gone)
         return merged
-
-    @staticmethod
-    def _merge(keep: Record, dup: Record) -> None:
-        keep.access_count += dup.access_count
-        keep.importance = max(keep.importance, dup.importance)
-        merged_texts = keep.metadata.get("merged_texts")
-        keep.metadata = {**dup.metadata, **keep.metadata}
-        if dup.text != keep.text:
-            keep.metadata["merged_texts"] = (f"{merged_texts}\n" if merged_texts else "") + dup.text
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -513,13 +378,13 @@ class HybridMemory:
         if self.wal is not None:
             entries = [entry]
             if self._pending_access:
-                entries.insert(0, {"op": "access", "counts": self._pending_access})
+                entries.insert(0, access_entry(self._pending_access))
                 self._pending_access = {}
             self.wal.write_now(*entries)
 
     def _flush_access(self) -> None:
         if self.wal is not None and self._pending_access:
-            self.wal.write_now({"op": "access", "counts": self._pending_access})
+            self.wal.write_now(access_entry(self._pending_access))
             self._pending_access = {}
 
     def snapshot(self) -> str:
@@ -530,95 +395,49 @@ class HybridMemory:
         if self.lexical.stale:
             self.lexical.rebuild(self._lexical_docs())
         root = self.config.path
-        taken = [
-            int(n.split("-")[1]) for n in os.listdir(root) if n.startswith("snapshot-") and n[9:].isdigit()
-        ]
-        final = os.path.join(root, f"snapshot-{max(taken, default=0) + 1:06d}")
-        tmp = final + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        ids = list(self.records)
-        with open(os.path.join(tmp, "records.jsonl"), "w") as f:
-            for i in ids:
-                f.write(json.dumps(self.records[i].model_dump()) + "\n")
-        np.save(
-            os.path.join(tmp, "vectors.npy"),
-            np.concatenate([self.vectors[i] for i in ids]) if ids else np.zeros((0, self.dim), np.float32),
-            allow_pickle=False,
+        final = write_snapshot(
+            root, self.records, self.vectors, self._label, self.dense, self._lexical_dir, self.dim
         )
-        with open(os.path.join(tmp, "labels.json"), "w") as f:
-            json.dump({i: self._label[i] for i in ids}, f)
-        for ns, index in self.dense.items():
-            if index.kind == "hnsw":
-                if index._dead:
-                    index._rebuild()  # so that graph positions are exactly the live chunks
-                faiss.write_index(index._index, os.path.join(tmp, f"dense-{ns}.faiss"))
-                np.save(os.path.join(tmp, f"dense-{ns}.labels.npy"), index._ids, allow_pickle=False)
-        shutil.copytree(self._lexical_dir, os.path.join(tmp, "lexical"))
-        fsync_tree(tmp)
-        os.replace(tmp, final)
-        atomic_write(os.path.join(root, "CURRENT"), os.path.basename(final))
         self.wal.reset()  # everything in it is in the snapshot now
-        for name in os.listdir(root):
-            if name.startswith("snapshot-") and name != os.path.basename(final):
-                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        prune_snapshots(root, keep=final)
         return final
 
     def _restore(self) -> None:
         root = self.config.path
         os.makedirs(root, exist_ok=True)
-        current = os.path.join(root, "CURRENT")
-        if os.path.exists(current):
-            snap = os.path.join(root, Path(current).read_text().strip())
-            lines = Path(snap, "records.jsonl").read_text().splitlines()
-            records = [Record.model_validate_json(line) for line in lines]
-            vectors = np.load(os.path.join(snap, "vectors.npy"), allow_pickle=False)
-            labels = json.loads(Path(snap, "labels.json").read_text())  # id -> chunk labels
-            for r in records:
-                self._label[r.id] = labels[r.id]
-                self._by_label.update(dict.fromkeys(labels[r.id], r.id))
-            self._labels = itertools.count(max((max(v) for v in labels.values()), default=0) + 1)
-            bounds = np.cumsum([0] + [len(labels[r.id]) for r in records])
+        snap = read_snapshot(root)
+        if snap is not None:
+            for r in snap.records:
+                self._label[r.id] = snap.labels[r.id]
+                self._by_label.update(dict.fromkeys(snap.labels[r.id], r.id))
+            self._labels = itertools.count(max((max(v) for v in snap.labels.values()), default=0) + 1)
             self.lexical.close()
             shutil.rmtree(self._lexical_dir, ignore_errors=True)
-            shutil.copytree(os.path.join(snap, "lexical"), self._lexical_dir)
+            shutil.copytree(snap.lexical, self._lexical_dir)
             self.lexical = LexicalIndex(self._lexical_dir)
-            for j, r in enumerate(records):
-                self.records[r.id], self.vectors[r.id] = r, vectors[bounds[j] : bounds[j + 1]]
+            for r, vecs in zip(snap.records, snap.vectors, strict=True):
+                self.records[r.id], self.vectors[r.id] = r, vecs
                 self._touch_working(r)
-            for ns in self.namespaces:
-                mine = [r for r in records if r.namespace == ns]
-                if not mine:
-                    continue
-                ids = np.array([lb for r in mine for lb in self._label[r.id]], dtype=np.int64)
-                vecs = np.concatenate([self.vectors[r.id] for r in mine])
-                path = os.path.join(snap, f"dense-{ns}.faiss")
-                if self.dense[ns].kind == "hnsw" and os.path.exists(path):
-                    # The graph's positions hold the labels saved beside it, in that order.
-                    order = np.load(os.path.join(snap, f"dense-{ns}.labels.npy"), allow_pickle=False)
-                    row = {int(lb): p for p, lb in enumerate(ids)}
-                    self.dense[ns]._index = faiss.read_index(path)
-                    self.dense[ns]._ids, self.dense[ns]._vecs = order, vecs[[row[int(lb)] for lb in order]]
-                    self.dense[ns]._pos = {int(lb): p for p, lb in enumerate(order)}
-                else:
-                    self.dense[ns].upsert(ids, vecs)
+            self.dense.update(load_dense(snap, self.namespaces, self.dim, self.config.dense_kind))
         elif self.lexical.num_docs:  # a lexical index with no snapshot: start it afresh
             self.lexical.rebuild([])
         self.wal = Journal(os.path.join(root, "wal"), sync=self.config.sync)
         for entry in self.wal.read():
-            if entry["op"] == "upsert":
-                batch = [Record.model_validate(r) for r in entry["records"]]
-                vecs = [_unb64(v).reshape(-1, self.dim) for v in entry["vectors"]]
-                known = [j for j, r in enumerate(batch) if r.namespace in self.dense]
-                self._apply_upsert([batch[j] for j in known], [vecs[j] for j in known])
-            elif entry["op"] == "delete":
-                self._apply_delete([i for i in entry["ids"] if i in self.records])
-            elif entry["op"] == "access":
-                for i, (count, tier) in entry["counts"].items():
-                    if i in self.records:
-                        self.records[i].access_count = count
-                        if self.records[i].tier != tier:
-                            self._set_tier(self.records[i], tier)
+            self._replay(entry)
+
+    def _replay(self, entry: dict[str, Any]) -> None:
+        if entry["op"] == "upsert":
+            batch, vecs = read_upsert(entry, self.dim)
+            known = [j for j, r in enumerate(batch) if r.namespace in self.dense]
+            self._apply_upsert([batch[j] for j in known], [vecs[j] for j in known])
+        elif entry["op"] == "delete":
+            self._apply_delete([i for i in entry["ids"] if i in self.records])
+        elif entry["op"] == "access":
+            for i, (count, tier) in entry["counts"].items():
+                if i in self.records:
+                    self.records[i].access_count = count
+                    if self.records[i].tier != tier:
+                        self._set_tier(self.records[i], tier)
 
     def close(self) -> None:
         """Flushes access counts and releases files."""

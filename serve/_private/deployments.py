@@ -23,7 +23,7 @@ class ModelServer:
     """
 
     def __init__(self, config: dict[str, Any]):
-        from models._private.engine import create_engine
+        from models._private.engines import create_engine
         from models._private.smoke import smoke_model_path
 
         self.config = ModelConfig.model_validate(config)

@@ -27,6 +27,13 @@ def test_no_models_means_the_smoke_test_model():
         ({"models": {"a": {"engine": {"kind": "cuda"}}}}, "ai.models.a.engine.kind", "'auto', 'vllm'"),
         ({"providers": {"p": {"model": "m"}}}, "ai.providers.p.base_url", "Field required"),
         ({"port": 0}, "ai.port", "greater than 0"),
+        # One name-filling rule for every mapping of named entries, as for swarms and pools.
+        ({"models": {"a": {"name": "b"}}}, "ai.models", "entry 'a' has a different name 'b'"),
+        (
+            {"providers": {"p": {"name": "q", "base_url": "http://x", "model": "m"}}},
+            "ai.providers",
+            "entry 'p'",
+        ),
     ],
 )
 def test_bad_ai_config_names_file_field_and_reason(tmp_path, ai, field, reason):

@@ -1,0 +1,184 @@
+"""A queen's task records: rebuilt from its journal after a restart, written back compacted.
+
+The journal holds five kinds of entry. Their format is durable (a queen must replay journals
+that older queens wrote), so it is spelled out here and built only by the `*_entry` functions:
+
+    {"k": "acc", "task": <Task>}                          a task was accepted
+    {"k": "att", "id": <task id>, "n": <attempt>}         an attempt started
+    {"k": "del", "id": <task id>, "to": <swarm>, "rid": <task id there>}   handed over
+    {"k": "fin", "id": <task id>, "res": <TaskResult>}    its final result
+    {"k": "snap", "agent": <agent id>, "state": <any>}    an agent's last checkpoint
+
+`TaskBook` keeps the records of a running queen, and `TaskBook.replay` folds a journal into
+one with the very `accept` and `settle` steps the running queen takes, so a replayed queen
+counts, and forgets old results, exactly as the queen that wrote the journal did.
+`TaskBook.live_entries` is the inverse: the fewest entries that replay to the same state.
+Nothing here touches Ray or starts an asyncio task; the queen restarts the work itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter, OrderedDict
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from actors._private.task import Task, TaskResult, TaskStatus, Timings
+from models._private.core.errors import TaskNotFoundError
+
+__all__ = [
+    "TaskBook",
+    "TaskRecord",
+    "acc_entry",
+    "att_entry",
+    "del_entry",
+    "fin_entry",
+    "snap_entry",
+]
+
+
+def acc_entry(task: Task) -> dict[str, Any]:
+    """The entry that makes an accepted task durable."""
+    return {"k": "acc", "task": task.model_dump(mode="json")}
+
+
+def att_entry(task_id: str, attempt: int) -> dict[str, Any]:
+    """The entry saying attempt number `attempt` of a task started."""
+    return {"k": "att", "id": task_id, "n": attempt}
+
+
+def del_entry(task_id: str, delegated_to: tuple[str, str]) -> dict[str, Any]:
+    """The entry saying a task was handed to `(swarm, task id there)`."""
+    swarm, remote_id = delegated_to
+    return {"k": "del", "id": task_id, "to": swarm, "rid": remote_id}
+
+
+def fin_entry(final: TaskResult) -> dict[str, Any]:
+    """The entry holding a task's final result."""
+    return {"k": "fin", "id": final.task_id, "res": final.model_dump(mode="json")}
+
+
+def snap_entry(agent_id: str, state: Any) -> dict[str, Any]:
+    """The entry holding an agent's last checkpoint."""
+    return {"k": "snap", "agent": agent_id, "state": state}
+
+
+@dataclass(eq=False)
+class TaskRecord:
+    """One accepted task as its queen tracks it: the task, its latest result, what runs it."""
+
+    task: Task
+    result: TaskResult
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # set once the result is final
+    attempt: asyncio.Task | None = None  # the running attempt, or the delegation follower
+    timer: asyncio.TimerHandle | None = None  # a pending retry
+    delegated_to: tuple[str, str] | None = None  # (swarm, task id there)
+    host_failures: int = 0
+    final: TaskResult | None = None  # the final result while it is being journaled
+
+
+class TaskBook:
+    """Every task a queen knows by id, the ids of its final results, counts and checkpoints.
+
+    Final results are kept for `result` up to `keep_results`; past that the oldest records
+    are dropped.
+    """
+
+    def __init__(self, swarm: str, keep_results: int):
+        self.swarm = swarm
+        self.keep_results = keep_results
+        self.records: dict[str, TaskRecord] = {}
+        self.finished: OrderedDict[str, None] = OrderedDict()  # final ids, oldest first
+        self.counts: Counter[str] = Counter()
+        self.snapshots: dict[str, Any] = {}  # agent id -> last checkpoint
+
+    def get(self, task_id: str) -> TaskRecord:
+        """The record of a task.
+
+        Raises:
+            TaskNotFoundError: the queen never accepted the task, or has dropped its result.
+        """
+        rec = self.records.get(task_id)
+        if rec is None:
+            raise TaskNotFoundError(task_id, self.swarm)
+        return rec
+
+    def accept(self, task: Task, status: TaskStatus) -> TaskRecord:
+        """Records a task as accepted, naming it `<swarm>:<hex>` unless it has an id."""
+        task.id = task.id or f"{self.swarm}:{uuid.uuid4().hex[:16]}"
+        task.origin_swarm = task.origin_swarm or self.swarm
+        rec = TaskRecord(
+            task,
+            TaskResult(
+                task_id=task.id,
+                capability=task.capability,
+                status=status,
+                timings=Timings(submitted_at=task.submitted_at),
+            ),
+        )
+        self.records[task.id] = rec
+        self.counts["accepted"] += 1
+        return rec
+
+    def settle(self, rec: TaskRecord, final: TaskResult) -> None:
+        """Makes a journaled final result visible, and drops the oldest past `keep_results`."""
+        rec.result, rec.final = final, None
+        rec.done.set()
+        # Delegated tasks are counted where they run; here only as handed over.
+        self.counts["delegated" if rec.delegated_to else final.status.value] += 1
+        self.finished[final.task_id] = None
+        while len(self.finished) > self.keep_results:
+            old, _ = self.finished.popitem(last=False)
+            self.records.pop(old, None)
+
+    def pending(self) -> list[TaskRecord]:
+        """The records whose result is not final yet, oldest accepted first."""
+        return [r for r in self.records.values() if not r.done.is_set()]
+
+    def replay(self, entries: Iterable[dict[str, Any]], local_caps: Collection[str]) -> list[TaskRecord]:
+        """Rebuilds tasks and results from journal entries; returns the records still to finish.
+
+        A pending record with `delegated_to` set is to be followed where it went; any other is
+        to be queued again (execution is at-least-once). An entry already applied is a no-op,
+        so each task's result is recorded once.
+        """
+        for entry in entries:
+            kind = entry["k"]
+            if kind == "acc":
+                task = Task.model_validate(entry["task"])
+                if task.id not in self.records:
+                    status = TaskStatus.DELEGATED if task.capability not in local_caps else TaskStatus.QUEUED
+                    self.accept(task, status)
+            elif kind == "fin":
+                final = TaskResult.model_validate(entry["res"])
+                rec = self.records.get(final.task_id)
+                if rec is None:  # compacted: the task itself is no longer journaled
+                    rec = self.accept(Task(id=final.task_id, capability=final.capability), final.status)
+                if not rec.done.is_set():
+                    self.settle(rec, final)
+            elif (rec := self.records.get(entry.get("id", ""))) is not None:
+                if kind == "att":
+                    rec.task.attempt = max(rec.task.attempt, entry["n"])
+                elif kind == "del":
+                    rec.delegated_to = (entry["to"], entry["rid"])
+            elif kind == "snap":
+                self.snapshots[entry["agent"]] = entry["state"]
+        pending = self.pending()
+        self.counts["replayed"] = len(pending)
+        return pending
+
+    def live_entries(self) -> list[dict[str, Any]]:
+        """The journal, compacted: what replay needs to rebuild the current state."""
+        out: list[dict[str, Any]] = []
+        for rec in self.records.values():
+            final = rec.final or (rec.result if rec.done.is_set() else None)
+            if final is not None:  # a final result still being journaled counts as final here
+                out.append(fin_entry(final))
+                continue
+            out.append(acc_entry(rec.task))
+            if rec.delegated_to:
+                out.append(del_entry(rec.task.id, rec.delegated_to))
+        out += [snap_entry(a, s) for a, s in self.snapshots.items()]
+        return out

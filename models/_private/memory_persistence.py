@@ -1,0 +1,177 @@
+"""How a `HybridMemory` is kept on disk: the write-ahead log's entries and the snapshots.
+
+Every write is appended to a checksummed write-ahead log (the journal of the swarm runtime) and
+fdatasync'ed before it returns. A log entry is one of
+- `{"op": "upsert", "records": [Record dicts], "vectors": [base64 float32, one per record]}`
+  (each record's vectors, all its chunks, flattened),
+- `{"op": "delete", "ids": [...]}`,
+- `{"op": "access", "counts": {id: [access_count, tier]}}`.
+
+A snapshot is a directory `snapshot-NNNNNN` under the memory's path holding the records
+(`records.jsonl`, `Record` dicts), their vectors (`vectors.npy`, every record's chunks in
+record order), each record's dense labels (`labels.json`), the files each `DenseIndex` saves,
+and a copy of the tantivy index (`lexical/`). It is written as `snapshot-NNNNNN.tmp`, fsync'ed,
+renamed into place, and then named by the `CURRENT` pointer, replaced atomically; the memory
+empties its log after that. Opening a memory loads the current snapshot and replays the log.
+Nothing stored is pickled. Existing memories depend on every name and shape here.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models._private.core.files import atomic_write, fsync_tree
+from models._private.dense import DenseIndex
+from models._private.memory_schema import Record
+
+__all__ = [
+    "Snapshot",
+    "access_entry",
+    "delete_entry",
+    "load_dense",
+    "prune_snapshots",
+    "read_snapshot",
+    "read_upsert",
+    "upsert_entry",
+    "write_snapshot",
+]
+
+
+# -- the write-ahead log ------------------------------------------------------------------------
+
+
+def upsert_entry(records: Iterable[Record], vectors: Iterable[np.ndarray]) -> dict[str, Any]:
+    """The log entry of an upsert: the records and each one's vectors, (chunks, dim)."""
+    return {
+        "op": "upsert",
+        "records": [r.model_dump() for r in records],
+        "vectors": [_b64(v) for v in vectors],
+    }
+
+
+def delete_entry(ids: list[str]) -> dict[str, Any]:
+    """The log entry of a delete."""
+    return {"op": "delete", "ids": ids}
+
+
+def access_entry(counts: dict[str, tuple[int, str]]) -> dict[str, Any]:
+    """The log entry of access counts: id -> (access_count, tier)."""
+    return {"op": "access", "counts": counts}
+
+
+def read_upsert(entry: dict[str, Any], dim: int) -> tuple[list[Record], list[np.ndarray]]:
+    """The records and their vectors, (chunks, dim) each, of a logged upsert."""
+    records = [Record.model_validate(r) for r in entry["records"]]
+    return records, [_unb64(v).reshape(-1, dim) for v in entry["vectors"]]
+
+
+def _b64(vec: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(vec, dtype=np.float32).tobytes()).decode()
+
+
+def _unb64(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=np.float32)
+
+
+# -- snapshots ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    """A snapshot as read back: its directory, and the records with their vectors and labels."""
+
+    path: str
+    records: list[Record]
+    vectors: list[np.ndarray]  # one (chunks, dim) array per record, in the order of `records`
+    labels: dict[str, list[int]]  # record id -> one dense label per chunk
+
+    @property
+    def lexical(self) -> str:
+        """The directory of the snapshot's copy of the tantivy index."""
+        return os.path.join(self.path, "lexical")
+
+
+def write_snapshot(
+    root: str,
+    records: dict[str, Record],
+    vectors: dict[str, np.ndarray],
+    labels: dict[str, list[int]],
+    dense: dict[str, DenseIndex],
+    lexical_dir: str,
+    dim: int,
+) -> str:
+    """Writes the next snapshot under `root` and points `CURRENT` at it; returns its directory.
+
+    A crash at any point leaves `CURRENT` naming a whole snapshot (the old one or this). Saving
+    an HNSW index with tombstones rebuilds it (see `DenseIndex.save`). Older snapshots stay
+    until `prune_snapshots`: the caller empties its log first.
+    """
+    taken = [int(n.split("-")[1]) for n in os.listdir(root) if n.startswith("snapshot-") and n[9:].isdigit()]
+    final = os.path.join(root, f"snapshot-{max(taken, default=0) + 1:06d}")
+    tmp = final + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    ids = list(records)
+    with open(os.path.join(tmp, "records.jsonl"), "w") as f:
+        for i in ids:
+            f.write(json.dumps(records[i].model_dump()) + "\n")
+    np.save(
+        os.path.join(tmp, "vectors.npy"),
+        np.concatenate([vectors[i] for i in ids]) if ids else np.zeros((0, dim), np.float32),
+        allow_pickle=False,
+    )
+    with open(os.path.join(tmp, "labels.json"), "w") as f:
+        json.dump({i: labels[i] for i in ids}, f)
+    for ns, index in dense.items():
+        index.save(tmp, ns)
+    shutil.copytree(lexical_dir, os.path.join(tmp, "lexical"))
+    fsync_tree(tmp)
+    os.replace(tmp, final)
+    atomic_write(os.path.join(root, "CURRENT"), os.path.basename(final))
+    return final
+
+
+def prune_snapshots(root: str, keep: str) -> None:
+    """Removes every snapshot directory under `root` (and leftover temp ones) but `keep`."""
+    for name in os.listdir(root):
+        if name.startswith("snapshot-") and name != os.path.basename(keep):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+def read_snapshot(root: str) -> Snapshot | None:
+    """The snapshot `CURRENT` under `root` names, or None when there is none yet."""
+    current = os.path.join(root, "CURRENT")
+    if not os.path.exists(current):
+        return None
+    snap = os.path.join(root, Path(current).read_text().strip())
+    lines = Path(snap, "records.jsonl").read_text().splitlines()
+    records = [Record.model_validate_json(line) for line in lines]
+    vectors = np.load(os.path.join(snap, "vectors.npy"), allow_pickle=False)
+    labels = json.loads(Path(snap, "labels.json").read_text())  # id -> chunk labels
+    # Each record's chunks lie next to each other, in record order, one per label.
+    bounds = np.cumsum([0] + [len(labels[r.id]) for r in records])
+    per_record = [vectors[a:b] for a, b in itertools.pairwise(bounds)]
+    return Snapshot(snap, records, per_record, labels)
+
+
+def load_dense(snap: Snapshot, namespaces: list[str], dim: int, kind: str) -> dict[str, DenseIndex]:
+    """Each of `namespaces` that has records in `snap`, mapped to its dense index, loaded."""
+    dense = {}
+    for ns in namespaces:
+        mine = [j for j, r in enumerate(snap.records) if r.namespace == ns]
+        if not mine:
+            continue
+        ids = np.array([lb for j in mine for lb in snap.labels[snap.records[j].id]], dtype=np.int64)
+        vecs = np.concatenate([snap.vectors[j] for j in mine])
+        dense[ns] = DenseIndex.load(snap.path, ns, ids, vecs, dim, kind)
+    return dense

@@ -1,0 +1,265 @@
+import asyncio
+
+import pytest
+from ray.exceptions import RayActorError, RayTaskError
+
+from actors import QueenConfig
+from actors._private.delegator import ActorPeers, DelegationLost, Delegator
+from actors._private.recovery import TaskBook
+from actors._private.task import Task, TaskResult, TaskStatus
+from models import CircuitBreakerConfig
+from models._private.core.errors import DelegationError, TaskNotFoundError
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+class FakePeers:
+    """Swarms that offer the capability, in routing order; each may be down or forget tasks."""
+
+    def __init__(self, offering):
+        self.offering = list(offering)
+        self.down: set[str] = set()
+        self.routed: list[list[str]] = []  # the exclude list of each route call
+        self.submitted: list[tuple[str, Task]] = []
+        self.polled: list[tuple[str, str]] = []
+        self.outcomes: dict[str, list[BaseException]] = {}  # swarm -> errors its `result` raises first
+        self.cancelled: list[tuple[str, str]] = []
+
+    async def route(self, capability, exclude):
+        self.routed.append(list(exclude))
+        for swarm in self.offering:
+            if swarm not in exclude:
+                return swarm
+        raise DelegationError(capability, "no routable swarm offers it", list(exclude))
+
+    async def submit(self, swarm, task):
+        self.submitted.append((swarm, task))
+        if swarm in self.down:
+            raise RayActorError()
+        return f"{swarm}:{len(self.submitted)}"
+
+    async def result(self, swarm, task_id):
+        self.polled.append((swarm, task_id))
+        if self.outcomes.get(swarm):
+            raise self.outcomes[swarm].pop(0)
+        return TaskResult(
+            task_id=task_id,
+            capability="x",
+            status=TaskStatus.SUCCEEDED,
+            output=swarm,
+            swarm=swarm,
+            attempts=1,
+        )
+
+    async def cancel(self, swarm, task_id):
+        if swarm in self.down:
+            raise RayActorError()
+        self.cancelled.append((swarm, task_id))
+        return True
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def delegator(peers, threshold=3, cooldown_s=10.0, max_hops=4, max_host_failures=2):
+    slept: list[float] = []
+
+    async def sleep(s):
+        slept.append(s)
+
+    clock = Clock()
+    d = Delegator(
+        "front",
+        peers,
+        max_hops,
+        CircuitBreakerConfig(failure_threshold=threshold, cooldown_s=cooldown_s),
+        QueenConfig(max_host_failures=max_host_failures, retry_backoff_s=0.1, max_retry_backoff_s=1.0),
+        sleep=sleep,
+        clock=clock,
+    )
+    return d, slept, clock
+
+
+def delegated_record(to):
+    rec = TaskBook("front", 10).accept(Task(capability="x", payload={"n": 1}), TaskStatus.DELEGATED)
+    rec.delegated_to = to
+    return rec
+
+
+def not_found(swarm, task_id):
+    """What Ray raises here when the remote queen's `result` raised TaskNotFoundError."""
+    return RayTaskError("result", "traceback", TaskNotFoundError(task_id, swarm)).as_instanceof_cause()
+
+
+def test_hand_over_submits_to_the_routed_swarm_and_returns_where_the_task_went():
+    peers = FakePeers(["b", "c"])
+    d, _, _ = delegator(peers)
+    task = Task(id="front:1", capability="x", visited=["origin"], hops=1, attempt=2)
+    assert run(d.hand_over(task)) == ("b", "b:1")
+    assert peers.routed == [["origin", "front"]]  # never routed back to a swarm it passed
+    (swarm, onward) = peers.submitted[0]
+    assert swarm == "b" and onward.id == "" and onward.hops == 2 and onward.attempt == 0
+    assert onward.visited == ["origin", "front"] and onward.origin_swarm == "front"
+    assert task.hops == 1 and task.id == "front:1"  # the local task is left as it was
+
+
+def test_hand_over_refuses_a_task_at_the_hop_limit_without_routing():
+    peers = FakePeers(["b"])
+    d, _, _ = delegator(peers, max_hops=2)
+    with pytest.raises(DelegationError, match="hop limit 2 reached"):
+        run(d.hand_over(Task(capability="x", hops=2)))
+    assert peers.routed == []
+
+
+def test_a_swarm_that_cannot_be_reached_is_skipped_for_the_next_one():
+    peers = FakePeers(["b", "c"])
+    peers.down.add("b")
+    d, _, _ = delegator(peers)
+    assert run(d.hand_over(Task(capability="x"))) == ("c", "c:2")
+    assert peers.routed == [["front"], ["front", "b"]]
+    assert d.breaker("b").failures == 1 and d.breaker_states() == {"b": "closed", "c": "closed"}
+
+
+def test_a_breaker_opens_after_repeated_failures_and_its_swarm_is_no_longer_tried():
+    peers = FakePeers(["b", "c"])
+    peers.down.add("b")
+    d, _, _ = delegator(peers, threshold=2)
+    run(d.hand_over(Task(capability="x")))
+    run(d.hand_over(Task(capability="x")))  # the second failure opens b's breaker
+    assert d.breaker_states()["b"] == "open"
+    tried = len(peers.submitted)
+    assert run(d.hand_over(Task(capability="x")))[0] == "c"
+    assert peers.routed[-1] == ["front", "b"]  # excluded up front
+    assert [s for s, _ in peers.submitted[tried:]] == ["c"]
+
+
+def test_an_open_breaker_lets_one_probe_through_after_its_cooldown_and_closes_on_success():
+    peers = FakePeers(["b", "c"])
+    peers.down.add("b")
+    d, _, clock = delegator(peers, threshold=1, cooldown_s=5)
+    run(d.hand_over(Task(capability="x")))
+    assert d.breaker_states()["b"] == "open"
+    peers.down.clear()  # b is back
+    clock.t += 5
+    assert run(d.hand_over(Task(capability="x")))[0] == "b"
+    assert d.breaker_states()["b"] == "closed"
+
+
+def test_follow_returns_the_result_where_the_task_runs():
+    peers = FakePeers(["b"])
+    d, slept, _ = delegator(peers)
+    rec = delegated_record(("b", "b:1"))
+    moved = []
+    result = run(d.follow(rec, lambda r: _record(moved, r)))
+    assert result.output == "b" and peers.polled == [("b", "b:1")]
+    assert moved == [] and slept == [] and rec.host_failures == 0
+
+
+async def _record(moved, rec):
+    moved.append(rec.delegated_to)
+
+
+def test_a_restarting_remote_queen_is_waited_for_within_max_host_failures():
+    peers = FakePeers(["b", "c"])
+    peers.outcomes["b"] = [RayActorError(), RayActorError()]
+    d, slept, _ = delegator(peers, max_host_failures=2)
+    rec = delegated_record(("b", "b:1"))
+    moved = []
+    result = run(d.follow(rec, lambda r: _record(moved, r)))
+    assert result.swarm == "b" and peers.polled == [("b", "b:1")] * 3
+    assert rec.host_failures == 2 and len(slept) == 2 and moved == []
+    assert d.breaker("b").failures == 0  # the answer closed it again
+
+
+def test_a_lost_remote_queen_is_retried_then_the_task_is_handed_over_elsewhere():
+    peers = FakePeers(["b", "c"])
+    peers.outcomes["b"] = [RayActorError()] * 3
+    d, slept, _ = delegator(peers, max_host_failures=2)
+    rec = delegated_record(("b", "b:1"))
+    moved = []
+    result = run(d.follow(rec, lambda r: _record(moved, r)))
+    assert peers.polled == [("b", "b:1")] * 3 + [("c", "c:1")]
+    assert rec.delegated_to == ("c", "c:1") and moved == [("c", "c:1")]  # journaled by the queen
+    assert len(peers.routed) == 1 and "b" in peers.routed[0]  # the lost swarm is avoided
+    assert result.swarm == "c" and rec.host_failures == 3 and len(slept) == 2
+
+
+def test_a_task_its_swarm_no_longer_knows_is_handed_over_at_once():
+    peers = FakePeers(["b", "c"])
+    peers.outcomes["b"] = [not_found("b", "b:1")]
+    d, slept, _ = delegator(peers)
+    rec = delegated_record(("b", "b:1"))
+    moved = []
+    assert run(d.follow(rec, lambda r: _record(moved, r))).swarm == "c"
+    assert moved == [("c", "c:1")] and slept == [] and rec.host_failures == 0
+
+
+def test_a_lost_task_that_no_other_swarm_takes_fails_with_both_reasons():
+    peers = FakePeers(["b"])
+    peers.outcomes["b"] = [not_found("b", "b:1")]
+    d, _, _ = delegator(peers)
+    rec = delegated_record(("b", "b:1"))
+    with pytest.raises(DelegationLost) as info:
+        run(d.follow(rec, lambda r: _record([], r)))
+    assert str(info.value).startswith("swarm 'b' no longer knows task b:1; cannot delegate capability 'x'")
+    assert info.value.error_type == "DelegationError"
+    assert rec.delegated_to == ("b", "b:1")
+
+
+def test_any_other_remote_error_is_raised_not_taken_for_a_lost_task():
+    peers = FakePeers(["b", "c"])
+    peers.outcomes["b"] = [RayTaskError("result", "tb", ValueError("boom")).as_instanceof_cause()]
+    d, _, _ = delegator(peers)
+    with pytest.raises(RayTaskError) as info:
+        run(d.follow(delegated_record(("b", "b:1")), lambda r: _record([], r)))
+    assert isinstance(info.value, ValueError) and str(info.value.cause) == "boom"
+    assert peers.submitted == []  # not handed over
+
+
+def test_reroute_gives_none_when_no_other_swarm_offers_the_capability():
+    d, _, _ = delegator(FakePeers([]))
+    assert run(d.reroute(Task(capability="x"))) is None
+
+
+def test_cancel_reaches_the_remote_queen_and_lets_a_down_one_be():
+    peers = FakePeers(["b"])
+    d, _, _ = delegator(peers)
+    run(d.cancel(("b", "b:4")))
+    assert peers.cancelled == [("b", "b:4")]
+    peers.down.add("b")
+    run(d.cancel(("b", "b:5")))  # no error: the local record is cancelled either way
+
+
+class _Method:
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args):
+        return self.fn(*args)
+
+
+class _Handle:
+    def __init__(self, swarm, down):
+        async def submit(task):
+            if down:
+                raise RayActorError()
+            return f"{swarm}:1"
+
+        self.submit = _Method(submit)
+
+
+def test_actor_peers_forget_the_handle_of_a_queen_that_failed_a_call():
+    handles = {"queen:b": _Handle("b", down=True), "queen:c": _Handle("c", down=False)}
+    forgotten = []
+    peers = ActorPeers(handles.__getitem__, forgotten.append)
+    assert run(peers.submit("c", Task(capability="x"))) == "c:1"
+    with pytest.raises(RayActorError):
+        run(peers.submit("b", Task(capability="x")))
+    assert forgotten == ["queen:b"]
