@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -16,6 +17,16 @@ import pytest
 # Ray >= 2.59 turns token auth on for local heads, but a driver given an explicit address sends
 # the token only when RAY_AUTH_MODE says so, and Ray reads it once, at import.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+# In token mode `ray start --head` refuses to run without a token, and a fresh machine has none
+# (`ray.init()` would write ~/.ray/auth_token, `ray start` does not): the session brings its
+# own, in the environment, so that every head, driver, CLI call and job it starts shares it.
+if (
+    os.environ["RAY_AUTH_MODE"] == "token"
+    and not os.environ.get("RAY_AUTH_TOKEN")
+    and not os.environ.get("RAY_AUTH_TOKEN_PATH")
+    and not (Path.home() / ".ray" / "auth_token").exists()
+):
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 ROOT = Path(__file__).resolve().parent.parent
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
