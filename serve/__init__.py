@@ -5,7 +5,6 @@ providers, with aliases, fallbacks, circuit breakers and usage accounting.
 """
 
 from serve._private.config import AIServiceConfig, AutoscalingConfig, ModelConfig, ProviderConfig
-from serve._private.deployments import model_deployment_options
 from serve._private.service import build_app, deploy, service_url
 
 __all__ = [
@@ -15,6 +14,5 @@ __all__ = [
     "ProviderConfig",
     "build_app",
     "deploy",
-    "model_deployment_options",
     "service_url",
 ]

@@ -3,7 +3,8 @@
 import pytest
 
 from cluster import ConfigError, load_config
-from serve import AIServiceConfig, ModelConfig, model_deployment_options
+from serve import AIServiceConfig, ModelConfig
+from serve._private.deployments import model_deployment_options
 
 SWARMS = {"s": {"pools": {"p": {"agent": {"class": "actors:TextStatsAgent"}}}}}
 
