@@ -110,3 +110,59 @@ def test_appends_racing_a_compaction_are_kept(tmp_path):
     extra = run(scenario())
     got = Journal(str(tmp_path)).read()
     assert got[:5] == records(5) and all(r in got for r in extra)
+
+
+class FlakyDisk:
+    """Stands in for `os.write`: writes at most `chunk` bytes a call, and on command writes part
+    of the bytes and then fails as a full disk does."""
+
+    def __init__(self, chunk: int | None = None):
+        self.real = os.write
+        self.chunk = chunk
+        self.fail_next = False
+
+    def __call__(self, fd, data):
+        data = bytes(data)
+        if self.fail_next:
+            self.fail_next = False
+            self.real(fd, data[: len(data) // 2])
+            raise OSError(28, "No space left on device")
+        return self.real(fd, data[: self.chunk] if self.chunk else data)
+
+
+def test_short_writes_are_continued_until_every_byte_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr("models._private.core.journal.os.write", FlakyDisk(chunk=7))
+    j = Journal(str(tmp_path))
+    run(append_all(j, records(30)))
+    j.close()
+    assert Journal(str(tmp_path)).read() == records(30)
+
+
+def test_a_failed_write_is_cut_back_so_later_acknowledged_records_survive(tmp_path, monkeypatch):
+    disk = FlakyDisk()
+    monkeypatch.setattr("models._private.core.journal.os.write", disk)
+    j = Journal(str(tmp_path))
+
+    async def scenario():
+        await j.append(*records(3))
+        disk.fail_next = True
+        with pytest.raises(OSError):
+            await j.append(*records(2, start=3))  # refused: never acknowledged
+        await j.append(*records(4, start=5))  # acknowledged after the failure
+
+    run(scenario())
+    j.close()
+    assert Journal(str(tmp_path)).read() == records(3) + records(4, start=5)
+
+
+def test_write_now_after_a_failed_write_keeps_the_journal_whole(tmp_path, monkeypatch):
+    disk = FlakyDisk()
+    monkeypatch.setattr("models._private.core.journal.os.write", disk)
+    j = Journal(str(tmp_path))
+    j.write_now(*records(2))
+    disk.fail_next = True
+    with pytest.raises(OSError):
+        j.write_now(*records(2, start=2))
+    j.write_now(*records(1, start=4))
+    j.close()
+    assert Journal(str(tmp_path)).read() == records(2) + records(1, start=4)

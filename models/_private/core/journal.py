@@ -3,7 +3,10 @@
 Each record is framed as `length (u32) | crc32 (u32) | JSON payload`, so a reader can tell a
 record that was written whole from one torn by a crash: replay stops at the first frame that is
 short or fails its checksum, and drops it and everything after it (on a local file the torn
-tail is also cut off, so the next append starts clean). Nothing is ever misread.
+tail is also cut off, so the next append starts clean). Nothing is ever misread. Locally a
+short write is continued, and a failed one is cut back to the last whole record before
+anything else is written, so a full disk costs the batch that failed (whose appends raise,
+unacknowledged) and never the records after it.
 
 Layout under the journal's root:
 - local path: `gen-000001.log`, one file per generation, appended to with O_APPEND and
@@ -69,6 +72,7 @@ class _LocalLog:
         gens = self._generations()
         self.gen = gens[-1] if gens else 1
         self._fd: int | None = None
+        self._whole = 0  # bytes of whole records in the open generation
 
     def _generations(self) -> list[int]:
         out = []
@@ -96,9 +100,24 @@ class _LocalLog:
     def write(self, data: bytes) -> None:
         if self._fd is None:
             self._fd = os.open(self._path(self.gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.write(self._fd, data)
-        if self.sync:
-            os.fdatasync(self._fd)
+            self._whole = os.fstat(self._fd).st_size  # read() has cut any torn tail already
+        if os.fstat(self._fd).st_size != self._whole:
+            # A failed write left part of a batch: cut it off before anything follows it, or
+            # replay would stop there and drop every later record.
+            os.ftruncate(self._fd, self._whole)
+        view = memoryview(data)
+        try:
+            while view:  # os.write may write less than it was given
+                view = view[os.write(self._fd, view) :]
+            if self.sync:
+                os.fdatasync(self._fd)
+        except BaseException:
+            try:
+                os.ftruncate(self._fd, self._whole)
+            except OSError:
+                pass  # cut again before the next write, above
+            raise
+        self._whole += len(data)
 
     def rewrite(self, data: bytes) -> None:
         atomic_write(self._path(self.gen + 1), data)
