@@ -44,11 +44,11 @@ class Agent:
     context: AgentContext
 
     async def handle(self, task: Task) -> Any:
-        """Runs one task and returns its JSON-serialisable output; raise to fail the attempt."""
+        """Runs one task and returns its output, which must be JSON; raise to fail the attempt."""
         raise NotImplementedError
 
     def snapshot(self) -> Any:
-        """State to carry over a restart of this agent; None keeps nothing."""
+        """State (JSON) to carry over a restart of this agent; None keeps nothing."""
         return None
 
     def restore(self, state: Any) -> None:

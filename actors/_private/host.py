@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -62,4 +63,19 @@ class AgentHost:
         """Runs `task` on agent `agent_id`; returns its output and the agent's checkpoint."""
         agent = self.agents[agent_id]
         output = await call_maybe_async(agent.handle, task)
-        return output, agent.snapshot()
+        return _as_journaled(output, agent_id, "an output"), _as_journaled(
+            agent.snapshot(), agent_id, "a checkpoint"
+        )
+
+
+def _as_journaled(value: Any, agent_id: str, what: str) -> Any:
+    # The queen journals outputs and checkpoints as JSON: a value JSON cannot hold would come
+    # back different after a restart, so it is refused here, and what passes is handed on as
+    # replay will give it (tuples as lists, keys as strings).
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"agent {agent_id} returned {what} that is not JSON ({e}); return dicts, lists, "
+            "strings, numbers, booleans and None"
+        ) from None
