@@ -116,6 +116,7 @@ class TransformersEngine(Engine):
 
     async def _batch_loop(self) -> None:
         assert self._queue is not None
+        batch: list[_Request] = []
         try:
             while True:
                 batch = [await self._queue.get()]
@@ -128,7 +129,7 @@ class TransformersEngine(Engine):
                             if timeout <= 0
                             else await asyncio.wait_for(self._queue.get(), timeout)
                         )
-                    except (asyncio.QueueEmpty, TimeoutError):
+                    except (asyncio.QueueEmpty, asyncio.TimeoutError):  # not the builtin on 3.10
                         break
                 batch = [r for r in batch if not r.cancelled]
                 if batch:
@@ -138,6 +139,12 @@ class TransformersEngine(Engine):
             raise
         except BaseException as e:  # the loop itself broke: the engine is dead
             self._failure = e
+            # Whoever waits on a request it held or still queues would wait for ever: fail them.
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            for r in batch:
+                r.loop.call_soon_threadsafe(r.out.put_nowait, EngineError(f"the batch loop stopped: {e!r}"))
+                r.loop.call_soon_threadsafe(r.out.put_nowait, _DONE)
             raise
 
     def _decode(self, batch: list[_Request]) -> None:

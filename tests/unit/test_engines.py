@@ -158,3 +158,34 @@ def test_real_vllm_generates_on_a_gpu(tmp_path):
     engine = create_engine(path, EngineConfig(kind="vllm", gpu_memory_utilization=0.2))
     out = run(engine.generate("hello", GREEDY))
     assert out.completion_tokens >= 1 and out.prompt_tokens == engine.count_tokens("hello")
+
+
+def test_a_batch_wait_that_runs_out_ends_the_wait_on_python_3_10_too(tiny_path, monkeypatch):
+    # Python 3.10's asyncio.wait_for raises asyncio.TimeoutError, which is not yet the builtin
+    # TimeoutError (they are one class from 3.11): the engine must catch the asyncio one.
+    class Py310Timeout(Exception):
+        pass
+
+    bounded = asyncio.wait_for  # the real one, to bound the test itself
+
+    async def wait_for(aw, timeout):
+        aw.close()
+        raise Py310Timeout
+
+    monkeypatch.setattr(asyncio, "TimeoutError", Py310Timeout)
+    monkeypatch.setattr("models._private.hf_engine.asyncio.wait_for", wait_for)
+    engine = TransformersEngine(tiny_path, EngineConfig(batch_wait_ms=50, max_batch_size=8))
+    assert run(bounded(engine.generate("hello", GREEDY), 60)).completion_tokens >= 1
+
+
+def test_a_request_the_dying_batch_loop_holds_fails_instead_of_waiting_for_ever(tiny_path, monkeypatch):
+    bounded = asyncio.wait_for  # the real one, to bound the test itself
+
+    async def broken_wait_for(aw, timeout):
+        aw.close()
+        raise RuntimeError("the loop breaks while it gathers a batch")
+
+    monkeypatch.setattr("models._private.hf_engine.asyncio.wait_for", broken_wait_for)
+    engine = TransformersEngine(tiny_path, EngineConfig(batch_wait_ms=50, max_batch_size=8))
+    with pytest.raises(EngineError, match="the batch loop stopped"):
+        run(bounded(engine.generate("hello", GREEDY), 60))
