@@ -19,7 +19,7 @@ from actors._private import names
 from actors._private.config import QueenConfig
 from actors._private.recovery import TaskRecord
 from actors._private.task import Task, TaskResult
-from models._private.core.breaker import CircuitBreaker, CircuitBreakerConfig
+from models._private.core.breaker import OPEN, CircuitBreaker, CircuitBreakerConfig
 from models._private.core.errors import DelegationError, SwarmrayError, TaskNotFoundError
 from models._private.core.retry import TRANSIENT, backoff_s, unwrap_error
 
@@ -145,7 +145,7 @@ class Delegator:
         visited = [*task.visited, self.swarm]
         if task.hops >= self.max_hops:
             raise DelegationError(task.capability, f"hop limit {self.max_hops} reached", visited)
-        skip = [*avoid, *(s for s, b in self.breakers.items() if b.state == "open")]
+        skip = [*avoid, *(s for s, b in self.breakers.items() if b.state == OPEN)]
         while True:
             target = await self.peers.route(task.capability, visited + skip)
             breaker = self.breaker(target)
