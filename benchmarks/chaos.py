@@ -5,10 +5,14 @@ Scenarios, one run:
   queen     `--tasks` tasks, the queen killed once with ray.kill(no_restart=False), then again
             with SIGKILL to its process; Ray restarts it and it replays its journal;
   registry  the registry killed mid-run; routing must resume from heartbeats;
+  steady    tasks submitted without pause for `--steady-s` seconds while an agent is killed
+            every 0.5 s, with the journal compacted past 64 KiB: compactions must keep up, so
+            `journal_bytes_max` stays bounded however long it runs;
   node      a 3-node `ray.cluster_utils.Cluster` (logical CPUs and GPUs): the node holding the
             queen is removed mid-run; queen, monitor, registry and agents re-form on the others.
 Each scenario counts `lost` (accepted tasks without a succeeded result) and `duplicate_results`
-(results that changed between two reads). The last line sums them as JSON.
+(results that changed between two reads). The last line sums them as JSON, with the steady
+scenario's `journal_bytes_max` and `compactions`.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from benchmarks._chaos import (
     kill_queen,
     kill_random_agent,
     kill_registry,
+    run_steady,
     run_tasks,
 )
 from benchmarks._common import emit
@@ -90,6 +95,26 @@ def single_node(tasks: int, kill_every_s: float, seed: int) -> ChaosReport:
     return total
 
 
+def steady(duration_s: float, seed: int) -> ChaosReport:
+    """Tasks arriving without pause while agents are killed; the journal compacts under load."""
+    ray.init(namespace="chaos-steady", logging_level="WARNING", log_to_driver=False)
+    swarm = chaos_swarm(agents=4, journal={"compact_after_mb": 0.0625})
+    swarm["queen"]["keep_results"] = 2000  # old results go, so the live state is bounded
+    config = load_config({"namespace": "chaos-steady", "swarms": {"work": swarm}})
+    up(config)
+    client = Client(config.namespace)
+    rng = random.Random(seed)
+    kills: list[bool] = []
+    report = run_steady(
+        client, "work", duration_s, chaos=lambda: kills.append(kill_random_agent(client, "work", rng))
+    )
+    report.agent_kills = sum(kills)
+    print(f"steady:   {report.as_dict()}")
+    down(config.namespace)
+    ray.shutdown()
+    return report
+
+
 def multi_node(tasks: int) -> ChaosReport:
     """Removes the node that holds the queen from a 3-node local cluster mid-run."""
     from ray.cluster_utils import Cluster
@@ -129,12 +154,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2000, help="tasks per scenario")
     parser.add_argument("--kill-every-s", type=float, default=0.2)
-    parser.add_argument("--scenario", choices=["all", "single", "node"], default="all")
+    parser.add_argument("--steady-s", type=float, default=180.0, help="length of the steady scenario")
+    parser.add_argument("--scenario", choices=["all", "single", "steady", "node"], default="all")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     total = ChaosReport()
     if args.scenario in ("all", "single"):
         total = total.add(single_node(args.tasks, args.kill_every_s, args.seed))
+    if args.scenario in ("all", "steady"):
+        total = total.add(steady(args.steady_s, args.seed))
     if args.scenario in ("all", "node"):
         total = total.add(multi_node(args.tasks))
     result = total.as_dict()

@@ -558,17 +558,28 @@ class SwarmQueen:
     async def _tick_loop(self) -> None:
         limit = self.config.journal.compact_after_mb * 2**20
         base = 0  # size right after the last compaction
+        compaction: asyncio.Task | None = None
+
+        async def compact() -> None:
+            nonlocal base
+            await self.journal.rewrite(self.book.live_entries)
+            base = self.journal.size_bytes()
+            self.counts["compactions"] += 1
+
         while True:
             await asyncio.sleep(TICK_S)
             try:
                 if self.supervisor.state != FAILED:
                     for pool in self.pools.values():
                         pool.autoscale(sum(self.queue.depth(c) for c in pool.capabilities))
+                if compaction is not None and compaction.done():
+                    if not compaction.cancelled() and compaction.exception() is not None:
+                        log.error("compaction failed in swarm %s: %r", self.name, compaction.exception())
+                    compaction = None
                 # Compact past the limit, and only once the journal has doubled since the last
                 # compaction, so that live state above the limit is not rewritten every tick.
-                if self.journal.size_bytes() > max(limit, 2 * base):
-                    await self.journal.rewrite(self.book.live_entries)
-                    base = self.journal.size_bytes()
-                    self.counts["compactions"] += 1
+                # In the background: a tick never waits on the disk.
+                if compaction is None and self.journal.size_bytes() > max(limit, 2 * base):
+                    compaction = self._spawn(compact())
             except Exception:
                 log.exception("background round failed in swarm %s", self.name)

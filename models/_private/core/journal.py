@@ -268,9 +268,10 @@ class Journal:
     async def rewrite(self, build: Callable[[], list[dict[str, Any]]]) -> None:
         """Compacts: replaces the journal by the records `build()` returns.
 
-        `build` is called by the writer between two writes, so no append can slip between the
-        state it reads and the new generation; appends made meanwhile follow in the new one.
-        Replay must therefore take a record it already has as a no-op.
+        `build` is called by the writer between two writes, after at most one more write, so a
+        compaction takes its turn under any load. No append can slip between the state it reads
+        and the new generation: appends not yet written then follow in the new one. Replay must
+        therefore take a record it already has as a no-op.
         """
         fut = asyncio.get_running_loop().create_future()
         self._rewrites.append((build, fut))
@@ -293,19 +294,31 @@ class Journal:
         while self._pending or self._waiters or self._rewrites:
             data, self._pending = b"".join(self._pending), []
             waiters, self._waiters = self._waiters, []
-            if not data and not waiters and self._rewrites:
-                build, fut = self._rewrites.pop(0)
-                waiters, data = [fut], None
             try:
                 if data:
                     await asyncio.to_thread(self._log.write, data)
-                elif data is None:
-                    await asyncio.to_thread(self._log.rewrite, b"".join(encode(r) for r in build()))
             except BaseException as e:
-                for w in waiters:
-                    if not w.done():
-                        w.set_exception(e)
+                _settle(waiters, e)
                 raise
-            for w in waiters:
-                if not w.done():
-                    w.set_result(None)
+            _settle(waiters)
+            # A compaction waits for one write at most, so appends arriving without pause
+            # cannot starve it. Appends made during that write are still pending: they go into
+            # the new generation after the compacted state.
+            if self._rewrites:
+                build, fut = self._rewrites.pop(0)
+                try:
+                    base = b"".join(encode(r) for r in build())
+                    await asyncio.to_thread(self._log.rewrite, base)
+                except BaseException as e:
+                    _settle([fut], e)
+                    raise
+                _settle([fut])
+
+
+def _settle(waiters: list[asyncio.Future], error: BaseException | None = None) -> None:
+    for w in waiters:
+        if not w.done():
+            if error is None:
+                w.set_result(None)
+            else:
+                w.set_exception(error)
