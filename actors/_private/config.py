@@ -205,9 +205,10 @@ class JournalConfig(ConfigModel):
 
     uri: str | None = Field(
         None,
-        description="Local directory or fsspec URI (s3://bucket/prefix, ...) of the journal; None "
-        "is ~/.swarmray/journal/<namespace>/<swarm>. Must be shared storage on a multi-node "
-        "cluster for a queen to recover on another node.",
+        description="Local directory or fsspec URI (s3://bucket/prefix, ...) below which the "
+        "journal lives, at <uri>/<namespace>/<swarm>; None is ~/.swarmray/journal. Swarms may "
+        "share one; `swarm down` deletes only their own prefix. Must be shared storage on a "
+        "multi-node cluster for a queen to recover on another node.",
     )
     sync: bool = Field(
         True, description="fdatasync each batch (survives a machine crash, not just a process crash)."
@@ -290,8 +291,8 @@ class RegistryConfig(ConfigModel):
     )
     journal_uri: str | None = Field(
         None,
-        description="Where the registry journals its key-value store (local directory or fsspec "
-        "URI); None is ~/.swarmray/journal/<namespace>/_registry.",
+        description="Local directory or fsspec URI below which the registry journals its "
+        "key-value store, at <uri>/<namespace>/_registry; None is ~/.swarmray/journal.",
     )
     conflict_policy: Literal["least_loaded", "priority", "round_robin"] = Field(
         "least_loaded",

@@ -12,7 +12,7 @@ import ray
 
 from actors._private import names
 from actors._private.config import MemoryStoreConfig
-from models._private.core.journal import default_journal_uri
+from models._private.core.journal import journal_location
 from models._private.core.retry import retrying
 
 __all__ = ["MemoryClient", "MemoryStore"]
@@ -72,7 +72,7 @@ class MemoryStore:
         memory_cfg = config.memory
         if memory_cfg.path is None:
             memory_cfg = memory_cfg.model_copy(
-                update={"path": default_journal_uri(namespace, f"_memory/{name}")}
+                update={"path": journal_location(None, namespace, f"_memory/{name}")}
             )
         self.memory = HybridMemory(config.namespaces or [name], memory_cfg)
         self._lock = _ReadWriteLock()

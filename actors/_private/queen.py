@@ -37,7 +37,7 @@ from actors._private.supervisor import FAILED, Supervisor
 from actors._private.task import Task, TaskResult, TaskStatus, now
 from actors._private.task_queue import TaskQueue
 from models._private.core.errors import BackpressureError, DelegationError, UnknownCapabilityError
-from models._private.core.journal import Journal, default_journal_uri
+from models._private.core.journal import Journal, journal_location
 from models._private.core.retry import TRANSIENT, backoff_s, unwrap_error
 
 __all__ = ["SwarmQueen"]
@@ -77,7 +77,7 @@ class SwarmQueen:
             swarm.name, peers, registry.max_hops, swarm.delegation_breaker, swarm.queen
         )
         self.journal = Journal(
-            swarm.journal.uri or default_journal_uri(namespace, swarm.name), sync=swarm.journal.sync
+            journal_location(swarm.journal.uri, namespace, swarm.name), sync=swarm.journal.sync
         )
         self._start_order = itertools.count()
         self._started = False

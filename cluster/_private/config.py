@@ -17,6 +17,7 @@ from actors._private.config import MemoryStoreConfig, RegistryConfig, SwarmConfi
 from models._private.core import env
 from models._private.core.config import ConfigModel, Name, named
 from models._private.core.errors import ConfigError
+from models._private.core.journal import journal_location, nested_in
 from serve._private.config import AIServiceConfig
 
 __all__ = ["SystemConfig", "load_config"]
@@ -46,10 +47,47 @@ class SystemConfig(ConfigModel):
         return named(v)
 
     @model_validator(mode="after")
-    def _has_swarms(self) -> SystemConfig:
+    def _consistent(self) -> SystemConfig:
         if not self.swarms:
             raise ValueError("a system needs at least one swarm")
+        # Checks across sections carry their own field paths, which a ValueError here cannot.
+        if problems := self._journal_problems():
+            raise ConfigError("<config>", problems)
         return self
+
+    def journal_locations(self) -> dict[str, str]:
+        """Where each journal lives, by the field that sets it."""
+        out = {
+            "registry.journal_uri": journal_location(self.registry.journal_uri, self.namespace, "_registry")
+        }
+        for swarm in self.swarms.values():
+            out[f"swarms.{swarm.name}.journal.uri"] = journal_location(
+                swarm.journal.uri, self.namespace, swarm.name
+            )
+        return out
+
+    def _journal_problems(self) -> list[tuple[str, str]]:
+        # Swarms may share a URI (each writes below its own prefix), but no journal may lie in
+        # another's: `down` deletes each journal's whole prefix, and replay reads all of it.
+        problems = []
+        located = list(self.journal_locations().items())
+        for i, (field_a, a) in enumerate(located):
+            for field_b, b in located[i + 1 :]:
+                for (inner_field, inner), (outer_field, outer) in [
+                    ((field_b, b), (field_a, a)),
+                    ((field_a, a), (field_b, b)),
+                ]:
+                    if nested_in(inner, outer):
+                        owner = (
+                            "the registry"
+                            if outer_field.startswith("registry")
+                            else f"swarm {outer_field.split('.')[1]}"
+                        )
+                        problems.append(
+                            (inner_field, f"its journal {inner} is inside {owner}'s journal {outer}")
+                        )
+                        break
+        return problems
 
 
 def _problems(err: ValidationError) -> list[tuple[str, str]]:
@@ -98,3 +136,5 @@ def load_config(source: str | Path | dict | None = None) -> SystemConfig:
         return SystemConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(name, _problems(e)) from e
+    except ConfigError as e:
+        raise ConfigError(name, e.problems) from None

@@ -17,7 +17,7 @@ from actors._private.registry import MetaRegistry
 from cluster._private.config import SystemConfig
 from cluster._private.connection import call, existing, get, ray_cli, registry_of
 from cluster._private.status import ai_app_name, status
-from models._private.core.journal import default_journal_uri
+from models._private.core.journal import journal_location
 
 __all__ = ["down", "mark_local_head", "up"]
 
@@ -47,7 +47,7 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
     control = (
         {**_CONTROL, "resources": dict(config.control_resources)} if config.control_resources else _CONTROL
     )
-    journal = config.registry.journal_uri or default_journal_uri(ns, "_registry")
+    journal = journal_location(config.registry.journal_uri, ns, "_registry")
     registry = _Registry.options(name=names.REGISTRY, namespace=ns, **control).remote(
         config.registry, config.model_dump(mode="json", by_alias=True), journal
     )

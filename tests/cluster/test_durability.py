@@ -83,7 +83,7 @@ def test_results_survive_a_queen_restart_after_compaction(head, namespace, tmp_p
             lambda: (j := ray.get(client.queen("work").status.remote())["journal"])["compactions"] and j,
             what="a compaction",
         )
-        files = list((tmp_path / "j").iterdir())
+        files = list((tmp_path / "j" / namespace / "work").iterdir())
         assert len(files) == 1 and files[0].stat().st_size == journal["bytes"]
         kill_queen(client, "work")
         after = {i: client.result(i) for i in ids}
@@ -105,6 +105,23 @@ def test_compaction_keeps_up_with_steady_load(head, namespace, tmp_path):
     # tasks in flight) is about 0.2 MB, and the journal never grew far past twice that.
     assert report.compactions >= 3
     assert report.journal_bytes_max < 2**20
+
+
+def test_swarms_sharing_a_journal_uri_keep_apart_and_down_deletes_only_theirs(head, namespace, tmp_path):
+    bucket = tmp_path / "bucket"
+    (bucket / "other").mkdir(parents=True)
+    (bucket / "other" / "keep.txt").write_text("not swarmray's")
+    swarms = {name: chaos_swarm(agents=1, journal={"uri": str(bucket)}) for name in ("a", "b")}
+    config = load_config(
+        {"namespace": namespace, "registry": {"journal_uri": str(bucket)}, "swarms": swarms}
+    )
+    with running_system(config) as client:
+        for name in swarms:
+            assert client.run("bench.nonce", {}, swarm=name).ok
+        assert sorted(p.name for p in (bucket / namespace).iterdir()) == ["_registry", "a", "b"]
+        assert all(list((bucket / namespace / name).glob("gen-*.log")) for name in swarms)
+    assert (bucket / "other" / "keep.txt").read_text() == "not swarmray's"
+    assert not list((bucket / namespace).rglob("gen-*.log"))
 
 
 def test_routing_resumes_after_the_registry_is_killed(head, namespace):

@@ -138,3 +138,21 @@ def test_the_cluster_launcher_config_parses_with_cpu_and_gpu_workers():
     types = cluster["available_node_types"]
     assert cluster["head_node_type"] in types and {"cpu_worker", "gpu_worker"} <= set(types)
     assert sum(t.get("max_workers", 0) for t in types.values()) <= cluster["max_workers"]
+
+
+def test_journals_nested_in_one_another_are_refused(tmp_path):
+    # Each journal lives at <uri>/<namespace>/<owner>; purging a's would delete b's.
+    data = {"namespace": "ns", "swarms": {"a": minimal()["swarms"]["s"], "b": minimal()["swarms"]["s"]}}
+    data["swarms"]["a"]["journal"] = {"uri": str(tmp_path)}
+    data["swarms"]["b"] = {**data["swarms"]["b"], "journal": {"uri": str(tmp_path / "ns" / "a")}}
+    problems, message = problems_of(data)
+    assert "swarms.b.journal.uri" in problems
+    assert f"{tmp_path / 'ns' / 'a' / 'ns' / 'b'} is inside swarm a's journal" in message
+
+
+def test_swarms_may_share_a_journal_uri(tmp_path):
+    data = {"swarms": {"a": minimal()["swarms"]["s"], "b": minimal()["swarms"]["s"]}}
+    for swarm in data["swarms"].values():
+        swarm["journal"] = {"uri": "s3://bucket/prefix"}
+    config = load_config(data)
+    assert config.swarms["a"].journal.uri == config.swarms["b"].journal.uri == "s3://bucket/prefix"

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from models._private.core.journal import Journal, decode, encode
+from models._private.core.journal import Journal, decode, encode, journal_location
 from tests.waiting import async_wait_until
 
 
@@ -87,7 +87,12 @@ def test_a_crash_during_compaction_keeps_the_old_generation(tmp_path):
 
 
 def test_object_store_journal_appends_replays_and_compacts():
-    uri = "memory://journal-test/swarm"
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    fs.pipe_file("/journal-test/other/keep.txt", b"someone else's")
+    uri = journal_location("memory://journal-test", "ns", "swarm")
+    assert uri == "memory://journal-test/ns/swarm"
     j = Journal(uri)
     run(append_all(j, records(20)))
     assert Journal(uri).read() == records(20)
@@ -96,6 +101,7 @@ def test_object_store_journal_appends_replays_and_compacts():
     assert Journal(uri).read() == [*records(2), {"k": "after"}]
     j.purge()
     assert Journal(uri).read() == []
+    assert fs.cat_file("/journal-test/other/keep.txt") == b"someone else's"  # only its prefix went
 
 
 def test_appends_racing_a_compaction_are_kept(tmp_path):

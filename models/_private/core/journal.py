@@ -32,7 +32,7 @@ from typing import Any
 
 from models._private.core.files import atomic_write
 
-__all__ = ["Journal", "decode", "default_journal_uri", "encode"]
+__all__ = ["Journal", "decode", "encode", "journal_location", "nested_in"]
 
 _FRAME = struct.Struct("<II")
 
@@ -60,9 +60,23 @@ def decode(data: bytes) -> tuple[list[dict[str, Any]], int]:
     return records, pos
 
 
-def default_journal_uri(namespace: str, owner: str) -> str:
-    """~/.swarmray/journal/<namespace>/<owner>: a swarm's name, or `_registry`."""
-    return os.path.join(os.path.expanduser("~"), ".swarmray", "journal", namespace, owner)
+def journal_location(base: str | None, namespace: str, owner: str) -> str:
+    """Where `owner` (a swarm's name, `_registry`, `_memory/<name>`) of `namespace` keeps its
+    journal: `<base>/<namespace>/<owner>`, with `base` ~/.swarmray/journal when None.
+
+    A configured base (a bucket, a shared folder) may hold other data and other systems: the
+    owner writes and deletes only below its own prefix.
+    """
+    if base is None:
+        base = os.path.join("~", ".swarmray", "journal")
+    if "://" in base:
+        return f"{base.rstrip('/')}/{namespace}/{owner}"
+    return os.path.join(os.path.abspath(os.path.expanduser(base)), namespace, owner)
+
+
+def nested_in(inner: str, outer: str) -> bool:
+    """Whether location `inner` is `outer` or lies below it (purging `outer` would delete it)."""
+    return (inner.rstrip("/") + "/").startswith(outer.rstrip("/") + "/")
 
 
 class _LocalLog:
