@@ -228,7 +228,19 @@ class MemoryStoreConfig(ConfigModel):
         default_factory=MemoryConfig, description="Embedder, index kind, fusion, tiers, path."
     )
     sweep_period_s: PositiveFloat = Field(30.0, description="Seconds between expiry/promotion sweeps.")
-    snapshot_period_s: PositiveFloat = Field(300.0, description="Seconds between snapshots.")
+    snapshot_period_s: PositiveFloat = Field(
+        300.0, description="Seconds between snapshots, taken at the first sweep that many seconds on."
+    )
+
+    @model_validator(mode="after")
+    def _periods(self) -> MemoryStoreConfig:
+        if self.snapshot_period_s < self.sweep_period_s:
+            raise ValueError(
+                f"snapshot_period_s ({self.snapshot_period_s}) must be at least sweep_period_s "
+                f"({self.sweep_period_s}): snapshots are taken at sweeps"
+            )
+        return self
+
     num_cpus: NonNegativeFloat = Field(0.0, description="Logical CPUs the store actor reserves.")
     num_gpus: NonNegativeFloat = Field(0.0, description="GPUs for the embedder (fractions share one).")
 

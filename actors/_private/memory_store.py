@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -133,14 +134,13 @@ class MemoryStore:
         }
 
     async def _maintain(self) -> None:
-        ticks = 0
-        every = max(1, round(self.config.snapshot_period_s / self.config.sweep_period_s))
+        last_snapshot = time.monotonic()
         while True:
             await asyncio.sleep(self.config.sweep_period_s)
-            ticks += 1
             try:
                 await self.sweep()
-                if ticks % every == 0:
+                if time.monotonic() - last_snapshot >= self.config.snapshot_period_s:
+                    last_snapshot = time.monotonic()
                     await self.snapshot()
             except Exception:
                 log.exception("memory maintenance failed in %s", self.name)

@@ -51,7 +51,7 @@ class SystemConfig(ConfigModel):
         if not self.swarms:
             raise ValueError("a system needs at least one swarm")
         # Checks across sections carry their own field paths, which a ValueError here cannot.
-        if problems := self._journal_problems():
+        if problems := self._journal_problems() + self._heartbeat_problems():
             raise ConfigError("<config>", problems)
         return self
 
@@ -65,6 +65,28 @@ class SystemConfig(ConfigModel):
                 swarm.journal.uri, self.namespace, swarm.name
             )
         return out
+
+    def _heartbeat_problems(self) -> list[tuple[str, str]]:
+        # A monitor's round pings the agents (up to ping_timeout_s) and then sleeps period_s, so
+        # heartbeats can be that far apart; the registry must not find them stale meanwhile.
+        stale_s, problems = self.registry.stale_after_s, []
+        limit = f"registry.stale_after_s ({stale_s})"
+        for swarm in self.swarms.values():
+            period_s, ping_s = swarm.health.period_s, swarm.health.ping_timeout_s
+            at = f"swarms.{swarm.name}.health"
+            if period_s >= stale_s:
+                why = f"or the registry never routes to swarm {swarm.name}"
+                problems.append((f"{at}.period_s", f"period_s ({period_s}) must be below {limit}, {why}"))
+            elif period_s + ping_s >= stale_s:
+                why = f"or one hung agent makes swarm {swarm.name} unroutable"
+                sum_s = f"({period_s} + {ping_s} s)"
+                problems.append(
+                    (
+                        f"{at}.ping_timeout_s",
+                        f"period_s + ping_timeout_s {sum_s} must be below {limit}, {why}",
+                    )
+                )
+        return problems
 
     def _journal_problems(self) -> list[tuple[str, str]]:
         # Swarms may share a URI (each writes below its own prefix), but no journal may lie in

@@ -112,9 +112,7 @@ def test_swarms_sharing_a_journal_uri_keep_apart_and_down_deletes_only_theirs(he
     (bucket / "other").mkdir(parents=True)
     (bucket / "other" / "keep.txt").write_text("not swarmray's")
     swarms = {name: chaos_swarm(agents=1, journal={"uri": str(bucket)}) for name in ("a", "b")}
-    config = load_config(
-        {"namespace": namespace, "registry": {"journal_uri": str(bucket)}, "swarms": swarms}
-    )
+    config = load_config({"namespace": namespace, "registry": {"journal_uri": str(bucket)}, "swarms": swarms})
     with running_system(config) as client:
         for name in swarms:
             assert client.run("bench.nonce", {}, swarm=name).ok

@@ -156,3 +156,21 @@ def test_swarms_may_share_a_journal_uri(tmp_path):
         swarm["journal"] = {"uri": "s3://bucket/prefix"}
     config = load_config(data)
     assert config.swarms["a"].journal.uri == config.swarms["b"].journal.uri == "s3://bucket/prefix"
+
+
+def test_heartbeats_slower_than_the_registry_s_staleness_are_refused():
+    problems, message = problems_of({**minimal(health={"period_s": 10}), "registry": {"stale_after_s": 10}})
+    assert "swarms.s.health.period_s" in problems
+    assert "period_s (10.0) must be below registry.stale_after_s (10.0)" in message
+
+
+def test_a_ping_timeout_that_outlasts_the_staleness_window_is_refused():
+    problems, message = problems_of(minimal(health={"period_s": 4, "ping_timeout_s": 8}))
+    assert "swarms.s.health.ping_timeout_s" in problems
+    assert "period_s + ping_timeout_s (4.0 + 8.0 s) must be below registry.stale_after_s (10.0)" in message
+
+
+def test_snapshots_more_often_than_sweeps_are_refused():
+    problems, message = problems_of(minimal(memory={"sweep_period_s": 60, "snapshot_period_s": 30}))
+    assert "swarms.s.memory" in problems
+    assert "snapshot_period_s (30.0) must be at least sweep_period_s (60.0)" in message
