@@ -52,3 +52,15 @@ class CounterAgent(Agent):
 
     def restore(self, state: int) -> None:
         self.count = state
+
+
+class BrokenAgent(Agent):
+    """`test.broken`: its constructor always raises, as a missing model file would make it."""
+
+    capabilities = ("test.broken",)
+
+    def __init__(self):
+        raise RuntimeError("no weights at /models/missing")
+
+    async def handle(self, task: Task) -> None:
+        raise AssertionError("never constructed")

@@ -11,6 +11,7 @@ the queen passes `ActorPeers`, which makes the Ray calls.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -20,7 +21,12 @@ from actors._private.config import QueenConfig
 from actors._private.recovery import TaskRecord
 from actors._private.task import Task, TaskResult
 from models._private.core.breaker import OPEN, CircuitBreaker, CircuitBreakerConfig
-from models._private.core.errors import DelegationError, SwarmrayError, TaskNotFoundError
+from models._private.core.errors import (
+    BackpressureError,
+    DelegationError,
+    SwarmrayError,
+    TaskNotFoundError,
+)
 from models._private.core.retry import TRANSIENT, backoff_s, unwrap_error
 
 __all__ = ["ActorPeers", "DelegationLost", "Delegator", "Peers"]
@@ -83,10 +89,12 @@ class ActorPeers:
 
 
 class DelegationLost(SwarmrayError):
-    """A followed task's swarm lost it (or was lost), and no other swarm could take it."""
+    """A followed task cannot end where it went: its swarm lost it (or was lost) and no other
+    swarm could take it, or its swarm failed to report it."""
 
-    def __init__(self, reason: str, cause: SwarmrayError):
-        super().__init__(f"{reason}; {cause}")
+    def __init__(self, reason: str, cause: BaseException):
+        detail = f"; {cause}" if isinstance(cause, SwarmrayError) else f": {type(cause).__name__}: {cause}"
+        super().__init__(reason + detail)
         self.error_type = type(cause).__name__
 
 
@@ -133,21 +141,30 @@ class Delegator:
         return {s: b.state for s, b in sorted(self.breakers.items())}
 
     async def hand_over(self, task: Task, avoid: tuple[str, ...] = ()) -> tuple[str, str]:
-        """Routes a task to another swarm, which accepts it; skips swarms whose breaker is open.
+        """Routes a task to another swarm, which accepts it; skips swarms whose breaker is open
+        and swarms whose queue is full.
 
         Returns:
             (swarm, task id there).
 
         Raises:
-            DelegationError: the hop limit is reached, or every offering swarm was skipped.
+            DelegationError: the hop limit is reached, every offering swarm was skipped, the
+                registry did not answer, or the target refused the task for its hop limit.
+            BackpressureError: every offering swarm that could be reached is full.
             UnknownCapabilityError: no swarm offers the task's capability.
         """
         visited = [*task.visited, self.swarm]
         if task.hops >= self.max_hops:
             raise DelegationError(task.capability, f"hop limit {self.max_hops} reached", visited)
         skip = [*avoid, *(s for s, b in self.breakers.items() if b.state == OPEN)]
+        full: BackpressureError | None = None
         while True:
-            target = await self.peers.route(task.capability, visited + skip)
+            try:
+                target = await self._route(task.capability, visited + skip)
+            except DelegationError:
+                if full is not None:
+                    raise full from None  # nobody else: the caller should back off
+                raise
             breaker = self.breaker(target)
             if not breaker.allow():
                 skip.append(target)  # open, or half-open with its one probe already out
@@ -167,8 +184,32 @@ class Delegator:
                 breaker.failure()
                 skip.append(target)
                 continue
+            except BaseException as e:
+                # The target answered (or the caller left): no verdict on its health, but a
+                # half-open breaker must be free to probe again.
+                breaker.abandon()
+                if isinstance(cause := unwrap_error(e), BackpressureError):
+                    full = cause
+                    skip.append(target)
+                    continue
+                if isinstance(cause, SwarmrayError):
+                    raise cause from None  # e.g. its hop limit: the caller's answer, as it is
+                raise
             breaker.success()
             return target, remote_id
+
+    async def _route(self, capability: str, exclude: list[str]) -> str:
+        """`peers.route`, riding out a registry that is restarting (within max_host_failures)."""
+        policy = self.policy
+        for failures in itertools.count(1):
+            try:
+                return await self.peers.route(capability, exclude)
+            except TRANSIENT as e:
+                if failures > policy.max_host_failures:
+                    why = f"the registry did not answer: {type(e).__name__}"
+                    raise DelegationError(capability, why, exclude) from e
+                await self.sleep(backoff_s(failures, policy.retry_backoff_s, policy.max_retry_backoff_s))
+        raise AssertionError("unreachable")
 
     async def reroute(self, task: Task) -> tuple[str, str] | None:
         """Hands over a task this swarm cannot run for now; None if no other swarm takes it."""
@@ -195,9 +236,10 @@ class Delegator:
         policy = self.policy
         while True:
             swarm, remote_id = rec.delegated_to
+            since = self.clock()
             try:
                 remote = await self.peers.result(swarm, remote_id)
-                self.breaker(swarm).success()
+                self.breaker(swarm).success(since)
                 return remote
             except TRANSIENT as e:
                 self.breaker(swarm).failure()
@@ -209,8 +251,11 @@ class Delegator:
                     continue
                 reason = f"swarm {swarm!r} was lost: {type(e).__name__}"
             except Exception as e:  # through Ray: a RayTaskError whose cause the callee raised
-                if not isinstance(unwrap_error(e), TaskNotFoundError):
-                    raise
+                cause = unwrap_error(e)
+                if not isinstance(cause, TaskNotFoundError):
+                    # Not lost, so not handed over: the task ends here with the reason.
+                    reason = f"swarm {swarm!r} could not report task {remote_id}"
+                    raise DelegationLost(reason, cause) from e
                 reason = f"swarm {swarm!r} no longer knows task {remote_id}"
             try:
                 rec.delegated_to = await self.hand_over(rec.task, avoid=(swarm,))

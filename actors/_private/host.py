@@ -47,11 +47,11 @@ class AgentHost:
 
     async def ready(self) -> dict[str, Any]:
         """Answers once the agents are built: where the host runs."""
-        ctx = ray.get_runtime_context()
+        inside = ray.is_initialized()  # a colocated host outside Ray (in-process tests) has no node
         return {
             "pid": os.getpid(),
-            "node_id": ctx.get_node_id(),
-            "gpu_ids": ray.get_gpu_ids(),
+            "node_id": ray.get_runtime_context().get_node_id() if inside else None,
+            "gpu_ids": ray.get_gpu_ids() if inside else [],
             "agents": list(self.agents),
         }
 

@@ -21,12 +21,20 @@ from ray.exceptions import RayActorError
 from actors._private.config import AgentPoolConfig
 from actors._private.host import AgentHost
 from models._private.core.resources import scheduler_demand
+from models._private.core.retry import backoff_s
 
 __all__ = ["AgentPool", "AgentSlot", "HostSlot"]
 
 log = logging.getLogger(__name__)
 
 PENDING, ALIVE, RESTARTING, DEAD = "pending", "alive", "restarting", "dead"
+
+# A host that fails to start (its agent's constructor raised, or it died before answering) is
+# tried again this many times in all, after 1, 2, 4 ... s; then its pool gives up until the
+# next `swarm up`. These failures are the pool's, not the swarm's: they never count toward the
+# supervisor's intensity, so one broken pool cannot take its healthy siblings down with it.
+START_ATTEMPTS = 3
+START_BACKOFF_S, MAX_START_BACKOFF_S = 1.0, 30.0
 
 
 @dataclass(eq=False)
@@ -86,9 +94,10 @@ class AgentPool:
     """Keeps between `min_agents` and `max_agents` agents of one kind running.
 
     `on_ready(agents)` is called when agents can take tasks, `on_lost(agents)` when they
-    cannot any more (the queen's dispatcher follows those two), and `on_failure(host, reason)`
-    when a host failed to start; the queen's supervisor decides what restarts. `state_of(id)`
-    gives the last checkpoint of an agent, handed to its host when it (re)starts.
+    cannot any more (the queen's dispatcher follows those two). A host that fails to start is
+    the pool's own affair (see `START_ATTEMPTS`); `on_failure(host, reason)` is for the queen's
+    supervisor, which decides what restarts, and the pool never calls it. `state_of(id)` gives
+    the last checkpoint of an agent, handed to its host when it (re)starts.
     """
 
     def __init__(
@@ -115,6 +124,8 @@ class AgentPool:
         self._host_seq = itertools.count()
         self._agent_seq = itertools.count()
         self._watchers: set[asyncio.Task] = set()
+        self._start_failures = 0  # in a row, over the pool's hosts
+        self.gave_up = ""  # why the pool stopped starting hosts, until `start` is called again
         per = config.agents_per_actor
         self._actor_cls = ray.remote(AgentHost).options(
             max_restarts=0,  # the pool restarts hosts itself, so it can count and escalate
@@ -135,7 +146,10 @@ class AgentPool:
         return sum(len(h.agents) for h in self.hosts.values() if h.state in wanted)
 
     def start(self) -> None:
-        """Creates hosts until `min_agents` agents exist."""
+        """Creates hosts until `min_agents` agents exist (again trying a pool that gave up)."""
+        self.gave_up, self._start_failures = "", 0
+        for host in [h for h in self.hosts.values() if h.state == DEAD]:
+            del self.hosts[host.id]
         while self.count() < self.config.min_agents:
             self._spawn(
                 self._new_ids(min(self.config.agents_per_actor, self.config.min_agents - self.count()))
@@ -167,7 +181,7 @@ class AgentPool:
             host.state = RESTARTING
         self.hosts[host_id] = host
         if handle is None:
-            asyncio.get_running_loop().call_soon(self._on_failure, host, reason)
+            asyncio.get_running_loop().call_soon(self._start_failed, host, reason)
             return host
         watcher = asyncio.get_running_loop().create_task(self._await_ready(host))
         self._watchers.add(watcher)
@@ -177,16 +191,35 @@ class AgentPool:
     async def _await_ready(self, host: HostSlot) -> None:
         try:
             info = await host.handle.ready.remote()
-        except RayActorError as e:
-            # The constructor raised or the process died before it answered: a child failure,
-            # which the supervisor counts like any other (a crash loop escalates).
+        except RayActorError as e:  # the constructor raised, or the process died before answering
             if host.id in self.hosts:
-                self._on_failure(host, f"failed to start: {_first_line(e)}")
+                self._start_failed(host, _first_line(e))
             return
         if host.id not in self.hosts:  # removed while starting
             return
         host.state, host.reason, host.node_id = ALIVE, "", info["node_id"]
+        self._start_failures = 0
         self._on_ready(host.agents)
+
+    def _start_failed(self, host: HostSlot, error: str) -> None:
+        if self.hosts.get(host.id) is not host or host.state == DEAD:
+            return
+        self._start_failures += 1
+        host.state = DEAD
+        if self._start_failures >= START_ATTEMPTS:
+            host.reason = f"failed to start ({self._start_failures} times in a row, gave up): {error}"
+            self.gave_up = host.reason
+            log.error("pool %s.%s stops starting hosts: %s", self.swarm, self.config.name, error)
+            return
+        delay = backoff_s(self._start_failures, START_BACKOFF_S, MAX_START_BACKOFF_S)
+        host.reason = f"failed to start: {error}; trying again in {delay:.1f} s"
+        log.warning("host %s %s", host.id, host.reason)
+        asyncio.get_running_loop().call_later(delay, self._start_again, host)
+
+    def _start_again(self, host: HostSlot) -> None:
+        if self.hosts.get(host.id) is host and host.state == DEAD and not self.gave_up:
+            del self.hosts[host.id]
+            self._spawn([a.id for a in host.agents], replacing=host)
 
     # -- failure --------------------------------------------------------------------------
 
@@ -216,6 +249,8 @@ class AgentPool:
         """Grows by one host when the backlog per agent is over the threshold, or shrinks by
         one idle host above `min_agents`. Returns the change in agents."""
         cfg = self.config
+        if self.gave_up:
+            return 0
         live = self.count()
         ready = max(1, self.count(ALIVE))
         if backlog > cfg.scale_up_backlog * ready and live < cfg.max_agents and not self.count(PENDING):

@@ -22,7 +22,7 @@ from actors._private import names
 from actors._private.config import RegistryConfig, SwarmConfig
 from actors._private.delegator import ActorPeers, DelegationLost, Delegator
 from actors._private.dispatch import Dispatcher
-from actors._private.pool import ALIVE, AgentPool, AgentSlot, HostSlot
+from actors._private.pool import ALIVE, DEAD, AgentPool, AgentSlot, HostSlot
 from actors._private.recovery import (
     TaskBook,
     TaskRecord,
@@ -83,6 +83,7 @@ class SwarmQueen:
         self._started = False
         self._background: set[asyncio.Task] = set()
         self._handles: dict[str, Any] = {}
+        self._admitting: dict[str, asyncio.Event] = {}  # task ids whose admission is under way
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -94,6 +95,9 @@ class SwarmQueen:
         self._ensure_started()
         if self.supervisor.state == FAILED:
             self._recover()
+        for pool in self.pools.values():
+            if pool.gave_up:  # `swarm up` tries a pool that could not start once more
+                pool.start()
         await self._actor(names.REGISTRY).register.remote(self.registration())
         return self.status()
 
@@ -312,11 +316,24 @@ class SwarmQueen:
         self._ensure_started()
         # A copy: the queen fills in fields, and one object may stand for several tasks in a batch.
         task = task.model_copy() if isinstance(task, Task) else Task.model_validate(task)
-        if task.id:
-            if not task.id.startswith(f"{self.name}:"):
-                raise ValueError(f"task id {task.id!r} must start with '{self.name}:'")
-            if task.id in self.book.records:
-                return self.book.records[task.id], []  # a retried submit: accepted once
+        if not task.id:
+            return await self._admit_new(task)
+        if not task.id.startswith(f"{self.name}:"):
+            raise ValueError(f"task id {task.id!r} must start with '{self.name}:'")
+        # A retried submit is accepted once, also while the first is still being admitted
+        # (a hand-over awaits another queen): the second waits for the first's outcome.
+        while (admitting := self._admitting.get(task.id)) is not None:
+            await admitting.wait()
+        if task.id in self.book.records:
+            return self.book.records[task.id], []
+        self._admitting[task.id] = admitting = asyncio.Event()
+        try:
+            return await self._admit_new(task)
+        finally:
+            del self._admitting[task.id]
+            admitting.set()
+
+    async def _admit_new(self, task: Task) -> tuple[TaskRecord, list[dict]]:
         task.submitted_at = task.submitted_at or now()
         local = task.capability in self.local_caps
         target = None
@@ -472,15 +489,25 @@ class SwarmQueen:
 
     async def _commit(self, rec: TaskRecord, final: TaskResult) -> None:
         # The result becomes visible only once journaled, so no caller ever sees a result that
-        # a crash could take back. Settling counts it and may drop the oldest results.
-        await self.journal.append(fin_entry(final))
+        # a crash could take back. A failed write (a full disk) is tried again until the disk
+        # takes it. Settling counts it and may drop the oldest results.
+        q = self.config.queen
+        for failures in itertools.count(1):
+            try:
+                await self.journal.append(fin_entry(final))
+                break
+            except Exception as e:
+                self.counts["journal_errors"] += 1
+                log.error("swarm %s could not journal the result of %s: %r", self.name, final.task_id, e)
+                await asyncio.sleep(backoff_s(failures, q.retry_backoff_s, q.max_retry_backoff_s))
         self.book.settle(rec, final)
 
     # -- internals: supervision and delegation ----------------------------------------------
 
     def _hosts(self) -> list[HostSlot]:
-        """Every host of the swarm in the order it started."""
-        return sorted((h for p in self.pools.values() for h in p.hosts.values()), key=lambda h: h.seq)
+        """Every host of the swarm in the order it started, but those that could not start."""
+        hosts = (h for p in self.pools.values() for h in p.hosts.values() if h.state != DEAD)
+        return sorted(hosts, key=lambda h: h.seq)
 
     def _pool_of(self, host: HostSlot) -> AgentPool | None:
         for pool in self.pools.values():
@@ -526,14 +553,20 @@ class SwarmQueen:
 
     async def _reroute(self, rec: TaskRecord) -> None:
         """Sends a queued task of a failed swarm to another swarm offering its capability."""
+        if not self.queue.remove(rec.task.id):
+            return  # no longer waiting here: cancelled, or taken by an agent
+        # Out of the queue while it is handed over, so that nothing else takes or moves it.
+        rec.result.status = TaskStatus.DELEGATED
         target = await self.delegator.reroute(rec.task)
-        # Nobody else offers it: it waits here for the agents to come back. No longer waiting
-        # (cancelled, or taken by an agent meanwhile): it stays here, and the copy handed over
-        # runs for nothing, as at-least-once execution allows.
-        if target is None or not self.queue.remove(rec.task.id):
+        if rec.final is not None:  # cancelled meanwhile
+            if target is not None:
+                await self.delegator.cancel(target)
             return
-        rec.result.status, rec.delegated_to = TaskStatus.DELEGATED, target
-        await self.journal.append(del_entry(rec.task.id, target))
+        if target is None:  # nobody else offers it: it waits here for the agents to come back
+            self._enqueue(rec)
+            return
+        rec.delegated_to = target
+        self.journal.append_nowait(del_entry(rec.task.id, target))
         rec.attempt = self._spawn(self._follow(rec))
 
     async def _follow(self, rec: TaskRecord) -> None:
@@ -542,6 +575,10 @@ class SwarmQueen:
             remote = await self.delegator.follow(rec, self._journal_moved)
         except DelegationLost as e:
             self._finish(rec, TaskStatus.FAILED, error=str(e), error_type=e.error_type)
+            return
+        except Exception as e:  # e.g. the journal refused the move: the task still ends
+            error = f"following the task at {rec.delegated_to[0]!r} failed: {type(e).__name__}: {e}"
+            self._finish(rec, TaskStatus.FAILED, error=error, error_type=type(e).__name__)
             return
         res = rec.result
         res.agent_id, res.swarm, res.attempts = remote.agent_id, remote.swarm, remote.attempts

@@ -161,8 +161,10 @@ class TaskBook:
             elif (rec := self.records.get(entry.get("id", ""))) is not None:
                 if kind == "att":
                     rec.task.attempt = max(rec.task.attempt, entry["n"])
-                elif kind == "del":
+                elif kind == "del":  # also a local task that a failed swarm rerouted
                     rec.delegated_to = (entry["to"], entry["rid"])
+                    if not rec.done.is_set():
+                        rec.result.status = TaskStatus.DELEGATED
             elif kind == "snap":
                 self.snapshots[entry["agent"]] = entry["state"]
         pending = self.pending()

@@ -134,6 +134,7 @@ class Gateway:
             if not breaker.allow():
                 continue
             tried.append(name)
+            since = breaker.clock()
             try:
                 result = await asyncio.wait_for(attempt(name), self.settings[name].timeout_s)
             except asyncio.CancelledError:
@@ -142,13 +143,13 @@ class Gateway:
             except Exception as e:
                 err = unwrap_error(e)
                 if isinstance(err, RequestError):
-                    breaker.success()  # the backend answered; the request was at fault
+                    breaker.success(since)  # the backend answered; the request was at fault
                     raise err from None
                 breaker.failure()
                 last = f"{name}: {err!r}"
                 log.warning("backend %s failed (%r); falling back", name, err)
                 continue
-            breaker.success()
+            breaker.success(since)  # unless the breaker opened while this call was out
             return name, result
         raise BackendsUnavailableError(model, tried, last)
 
@@ -245,6 +246,7 @@ class Gateway:
                     yield chunk(piece)
             except Exception as e:  # committed: report in-band, as OpenAI does
                 err = unwrap_error(e)
+                self.breakers[name].failure()  # no failover now, but the backend did fail
                 yield sse_event(error_body(f"{name}: {err!r}", "server_error", None, "stream_interrupted"))
                 return
             self._account(request, body, name, last["prompt_tokens"], last["completion_tokens"])

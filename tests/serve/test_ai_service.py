@@ -2,6 +2,8 @@
 loaded through the real transformers engine and the real Serve application."""
 
 import asyncio
+import socketserver
+import threading
 import time
 
 import httpx
@@ -19,8 +21,45 @@ APP = "ai-test"
 MAX_LEN = 128
 
 
+class _HalfStream(socketserver.BaseRequestHandler):
+    """A provider whose streams break after their first chunk: it sends one SSE event and
+    drops the connection in the middle of the chunked body."""
+
+    def handle(self):
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self.request.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(
+            next(
+                v
+                for k, _, v in (h.partition(b":") for h in head.split(b"\r\n"))
+                if k.lower() == b"content-length"
+            )
+        )
+        while len(body) < length:
+            body += self.request.recv(65536)
+        event = b'data: {"choices":[{"index":0,"delta":{"content":"half"},"finish_reason":null}]}\n\n'
+        self.request.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + f"{len(event):x}\r\n".encode()
+            + event
+            + b"\r\n"
+        )
+
+
 @pytest.fixture(scope="module")
-def service(serve_port, tiny_model):
+def half_stream_url():
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _HalfStream)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def service(serve_port, tiny_model, half_stream_url):
     url = f"http://127.0.0.1:{serve_port}/v1"
     config = AIServiceConfig(
         port=serve_port,
@@ -45,6 +84,7 @@ def service(serve_port, tiny_model):
                 "fallbacks": ["tiny-b"],
             },
             "remote-dead": {"base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "x"},
+            "remote-half": {"base_url": half_stream_url, "model": "x"},
         },
         # One failure opens a breaker, so that a killed replica's short absence shows.
         breaker={"failure_threshold": 1, "cooldown_s": 3},
@@ -91,6 +131,7 @@ def test_models_are_listed_with_aliases_and_the_embedder(client):
         "remote-self",
         "remote-down",
         "remote-dead",
+        "remote-half",
         "all-MiniLM-L6-v2",
     }
 
@@ -266,6 +307,19 @@ def test_a_broken_provider_falls_back_and_its_breaker_opens(service, client):
     state = httpx.get(f"{service}/backends").json()["remote-down"]
     # Open, or half-open if the 3 s cool-down passed on a slow machine; never closed again.
     assert state["breaker"] in ("open", "half_open") and state["failures"] >= 1
+
+
+def test_a_stream_that_breaks_after_its_first_chunk_counts_against_the_backend(service, client):
+    stream = client.chat.completions.create(
+        model="remote-half", messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True
+    )
+    chunks = []
+    with pytest.raises(openai.APIError, match="remote-half"):
+        for chunk in stream:  # the first chunk arrives; then the error comes in-band
+            chunks.append(chunk.choices[0].delta.content)
+    assert chunks == ["half"]
+    state = httpx.get(f"{service}/backends").json()["remote-half"]
+    assert state["failures"] == 1 and state["breaker"] in ("open", "half_open")
 
 
 def test_a_model_with_every_backend_down_gets_a_503_not_a_hang(service):

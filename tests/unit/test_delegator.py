@@ -6,58 +6,15 @@ from ray.exceptions import RayActorError, RayTaskError
 from actors import QueenConfig
 from actors._private.delegator import ActorPeers, DelegationLost, Delegator
 from actors._private.recovery import TaskBook
-from actors._private.task import Task, TaskResult, TaskStatus
+from actors._private.task import Task, TaskStatus
 from models import CircuitBreakerConfig
-from models._private.core.errors import DelegationError, TaskNotFoundError
+from models._private.core.errors import BackpressureError, DelegationError, TaskNotFoundError
+from tests.unit.fakes import FakePeers
+from tests.waiting import async_wait_until
 
 
 def run(coro):
     return asyncio.run(coro)
-
-
-class FakePeers:
-    """Swarms that offer the capability, in routing order; each may be down or forget tasks."""
-
-    def __init__(self, offering):
-        self.offering = list(offering)
-        self.down: set[str] = set()
-        self.routed: list[list[str]] = []  # the exclude list of each route call
-        self.submitted: list[tuple[str, Task]] = []
-        self.polled: list[tuple[str, str]] = []
-        self.outcomes: dict[str, list[BaseException]] = {}  # swarm -> errors its `result` raises first
-        self.cancelled: list[tuple[str, str]] = []
-
-    async def route(self, capability, exclude):
-        self.routed.append(list(exclude))
-        for swarm in self.offering:
-            if swarm not in exclude:
-                return swarm
-        raise DelegationError(capability, "no routable swarm offers it", list(exclude))
-
-    async def submit(self, swarm, task):
-        self.submitted.append((swarm, task))
-        if swarm in self.down:
-            raise RayActorError()
-        return f"{swarm}:{len(self.submitted)}"
-
-    async def result(self, swarm, task_id):
-        self.polled.append((swarm, task_id))
-        if self.outcomes.get(swarm):
-            raise self.outcomes[swarm].pop(0)
-        return TaskResult(
-            task_id=task_id,
-            capability="x",
-            status=TaskStatus.SUCCEEDED,
-            output=swarm,
-            swarm=swarm,
-            attempts=1,
-        )
-
-    async def cancel(self, swarm, task_id):
-        if swarm in self.down:
-            raise RayActorError()
-        self.cancelled.append((swarm, task_id))
-        return True
 
 
 class Clock:
@@ -213,14 +170,122 @@ def test_a_lost_task_that_no_other_swarm_takes_fails_with_both_reasons():
     assert rec.delegated_to == ("b", "b:1")
 
 
-def test_any_other_remote_error_is_raised_not_taken_for_a_lost_task():
+def test_any_other_remote_error_fails_the_followed_task_with_its_reason():
+    # Not a lost task, so not handed over; but the follower must end the task, not die.
     peers = FakePeers(["b", "c"])
-    peers.outcomes["b"] = [RayTaskError("result", "tb", ValueError("boom")).as_instanceof_cause()]
+    peers.outcomes["b"] = [remote_error("result", ValueError("boom"))]
     d, _, _ = delegator(peers)
-    with pytest.raises(RayTaskError) as info:
+    with pytest.raises(DelegationLost) as info:
         run(d.follow(delegated_record(("b", "b:1")), lambda r: _record([], r)))
-    assert isinstance(info.value, ValueError) and str(info.value.cause) == "boom"
+    assert str(info.value) == "swarm 'b' could not report task b:1: ValueError: boom"
+    assert info.value.error_type == "ValueError"
     assert peers.submitted == []  # not handed over
+
+
+def remote_error(method, cause):
+    """What Ray raises here when the remote queen's `method` raised `cause`."""
+    return RayTaskError(method, "traceback", cause).as_instanceof_cause()
+
+
+def test_a_full_target_is_skipped_for_the_next_swarm():
+    peers = FakePeers(["b", "c"])
+    peers.refusals["b"] = remote_error("submit", BackpressureError("b", 10, 10))
+    d, _, _ = delegator(peers)
+    assert run(d.hand_over(Task(capability="x")))[0] == "c"
+    assert d.breaker("b").failures == 0  # full is not down
+
+
+def test_when_every_offering_swarm_is_full_the_hand_over_is_refused_as_full():
+    peers = FakePeers(["b", "c"])
+    for swarm in ("b", "c"):
+        peers.refusals[swarm] = remote_error("submit", BackpressureError(swarm, 10, 10))
+    d, _, _ = delegator(peers)
+    with pytest.raises(BackpressureError):
+        run(d.hand_over(Task(capability="x")))
+
+
+def test_a_half_open_probe_refused_by_its_target_lets_the_next_call_probe():
+    peers = FakePeers(["b"])
+    peers.down.add("b")
+    d, _, clock = delegator(peers, threshold=1, cooldown_s=5)
+    with pytest.raises(DelegationError):
+        run(d.hand_over(Task(capability="x")))  # b down: its breaker opens, nobody else
+    peers.down.clear()
+    clock.t += 5
+    peers.refusals["b"] = remote_error("submit", DelegationError("x", "hop limit 3 reached", ["b"]))
+    with pytest.raises(DelegationError, match="hop limit"):
+        run(d.hand_over(Task(capability="x")))  # the probe: b answered, with a refusal
+    assert d.breaker_states()["b"] == "half_open" and not d.breaker("b").probing
+    del peers.refusals["b"]
+    assert run(d.hand_over(Task(capability="x")))[0] == "b"  # a new probe goes through
+    assert d.breaker_states()["b"] == "closed"
+
+
+def test_a_half_open_probe_cancelled_mid_hand_over_lets_the_next_call_probe():
+    peers = FakePeers(["b"])
+    peers.down.add("b")
+    d, _, clock = delegator(peers, threshold=1, cooldown_s=5)
+    with pytest.raises(DelegationError):
+        run(d.hand_over(Task(capability="x")))
+    peers.down.clear()
+    clock.t += 5
+    gate = asyncio.Event()
+
+    async def hanging_submit(swarm, task):
+        await gate.wait()
+
+    peers.submit = hanging_submit
+
+    async def cancel_the_probe():
+        probe = asyncio.create_task(d.hand_over(Task(capability="x")))
+        await async_wait_until(lambda: d.breaker("b").probing)
+        probe.cancel()
+        await asyncio.gather(probe, return_exceptions=True)
+
+    run(cancel_the_probe())
+    assert not d.breaker("b").probing
+
+
+def test_routing_rides_out_a_restarting_registry():
+    peers = FakePeers(["b"])
+    peers.route_errors = [RayActorError(), RayActorError()]
+    d, slept, _ = delegator(peers, max_host_failures=3)
+    assert run(d.hand_over(Task(capability="x"))) == ("b", "b:1")
+    assert len(slept) == 2
+
+
+def test_a_registry_that_stays_away_fails_the_hand_over_with_a_reason():
+    peers = FakePeers(["b"])
+    peers.route_errors = [RayActorError()] * 10
+    d, _, _ = delegator(peers, max_host_failures=2)
+    with pytest.raises(DelegationError, match="the registry did not answer"):
+        run(d.hand_over(Task(capability="x")))
+
+
+def test_a_follow_that_succeeds_after_its_swarm_s_breaker_opened_leaves_it_open():
+    peers = FakePeers(["b"])
+    d, _, clock = delegator(peers, threshold=1, cooldown_s=60)
+    rec = delegated_record(("b", "b:1"))
+    asked, gate = [], asyncio.Event()
+    answer = peers.result
+
+    async def slow_result(swarm, task_id):
+        asked.append(task_id)
+        await gate.wait()
+        return await answer(swarm, task_id)
+
+    peers.result = slow_result
+
+    async def scenario():
+        follower = asyncio.create_task(d.follow(rec, lambda r: _record([], r)))
+        await async_wait_until(lambda: asked)
+        clock.t += 1
+        d.breaker("b").failure()  # another call to b failed meanwhile: open
+        gate.set()
+        return await follower
+
+    assert run(scenario()).swarm == "b"
+    assert d.breaker_states()["b"] == "open"
 
 
 def test_reroute_gives_none_when_no_other_swarm_offers_the_capability():

@@ -172,3 +172,11 @@ def test_accept_names_an_unnamed_task_after_the_swarm_and_settle_makes_it_final(
     book.settle(rec, done)
     assert rec.done.is_set() and rec.result is done and book.pending() == []
     assert list(book.finished) == [rec.task.id]
+
+
+def test_a_rerouted_local_task_comes_back_delegated_not_queued():
+    # A failed swarm handed a task it offers to another swarm: after a restart it must be
+    # followed there, never also queued here or handed over again on the next escalation.
+    _, pending = replayed([acc_entry(task(1)), del_entry("s:1", ("b", "b:3"))])
+    (rec,) = pending
+    assert rec.delegated_to == ("b", "b:3") and rec.result.status is TaskStatus.DELEGATED

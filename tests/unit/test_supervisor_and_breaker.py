@@ -105,3 +105,18 @@ def test_an_abandoned_probe_lets_the_next_call_probe():
     assert b.allow() and not b.allow()
     b.abandon()  # e.g. the client went away mid-probe
     assert b.state == HALF_OPEN and b.allow()
+
+
+def test_a_success_of_a_call_begun_before_the_breaker_opened_leaves_it_open():
+    clock = Clock()
+    breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=1, cooldown_s=5), clock)
+    begun = clock()
+    clock.t += 1
+    breaker.failure()  # opens while the slow call is still out
+    clock.t += 1
+    breaker.success(since=begun)  # stale: says nothing about the backend now
+    assert breaker.state == OPEN
+    clock.t += 5
+    assert breaker.allow()  # the probe
+    breaker.success(since=clock())
+    assert breaker.state == CLOSED

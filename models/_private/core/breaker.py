@@ -28,7 +28,9 @@ class CircuitBreaker:
 
     Closed, calls go through and consecutive failures are counted; at `failure_threshold` the
     breaker opens and `allow()` refuses for `cooldown_s`. Then it is half-open: `allow()`
-    admits a single probe; its success closes the breaker, its failure opens it again.
+    admits a single probe; its success closes the breaker, its failure opens it again. A call
+    that ends with no verdict (cancelled, or refused for a reason that is not the backend's
+    health) must `abandon()`, or a half-open breaker would wait for its probe for ever.
     """
 
     def __init__(self, config: CircuitBreakerConfig, clock: Callable[[], float] = time.monotonic):
@@ -57,8 +59,15 @@ class CircuitBreaker:
             return True
         return False
 
-    def success(self) -> None:
-        """A call went well: the breaker closes."""
+    def success(self, since: float | None = None) -> None:
+        """A call went well: the breaker closes.
+
+        Args:
+            since: When the call began, on the breaker's clock. A call begun before the breaker
+                last opened says nothing about the backend now, so its success is ignored.
+        """
+        if since is not None and self.opened_at is not None and since < self.opened_at:
+            return
         self.failures, self.opened_at, self.probing = 0, None, False
 
     def abandon(self) -> None:

@@ -1,0 +1,119 @@
+"""The queen's policy in one process: colocated agents, a real journal on disk, and fakes for
+the registry and the other swarms (the cluster tests run the same code as Ray actors)."""
+
+import asyncio
+
+from actors import RegistryConfig, SwarmConfig, Task, TaskStatus
+from actors._private.queen import SwarmQueen
+from tests.unit.fakes import FakePeers
+from tests.unit.test_journal import FlakyDisk
+from tests.waiting import async_wait_until
+
+
+class FakeRegistry:
+    """The registry as a queen calls it: `.method.remote(...)`, answered at once."""
+
+    def __init__(self):
+        self.marks = []
+
+    def __getattr__(self, method):
+        registry = self
+
+        class Method:
+            def remote(self, *args):
+                if method == "mark":
+                    registry.marks.append(args)
+                fut = asyncio.get_running_loop().create_future()
+                fut.set_result(None)
+                return fut
+
+        return Method()
+
+
+def pool(agent, **kw):
+    return {"agent": {"class": agent}, "colocate": True, "min_agents": 1, "max_agents": 1, **kw}
+
+
+def make_queen(tmp_path, pools, peers=None, **swarm):
+    config = SwarmConfig.model_validate(
+        {"name": "front", "pools": pools, "journal": {"uri": str(tmp_path)}, **swarm}
+    )
+    queen = SwarmQueen("ns", config, RegistryConfig())
+    queen.delegator.peers = peers or FakePeers([])
+    registry = FakeRegistry()
+    queen._actor = lambda name: registry
+    queen.registry = registry
+    return queen
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 30))
+
+
+SLEEP = "tests.agents:SleepAgent"
+
+
+def test_two_submits_of_one_task_id_delegate_it_once(tmp_path):
+    class SlowPeers(FakePeers):
+        async def submit(self, swarm, task):
+            await asyncio.sleep(0.05)  # a hand-over takes a round trip
+            return await super().submit(swarm, task)
+
+    peers = SlowPeers(["b"])
+    queen = make_queen(tmp_path, {"s": pool(SLEEP)}, peers)
+
+    async def scenario():
+        task = {"id": "front:1", "capability": "remote.cap"}
+        return await asyncio.gather(queen.submit(task), queen.submit(task))
+
+    assert run(scenario()) == ["front:1", "front:1"]
+    assert len(peers.submitted) == 1
+
+
+def test_a_result_whose_journal_write_failed_is_written_again_and_returned(tmp_path, monkeypatch):
+    disk = FlakyDisk()
+    monkeypatch.setattr("models._private.core.journal.os.write", disk)
+    queen = make_queen(tmp_path, {"s": pool(SLEEP)})
+
+    async def scenario():
+        task_id = await queen.submit({"capability": "test.sleep", "payload": {"s": 0.3}})
+        await async_wait_until(lambda: queen.book.get(task_id).result.status is TaskStatus.RUNNING)
+        await queen.journal.flush()  # the attempt's record is written
+        disk.fail_next = True  # the next write carries the result: the disk is full
+        return await queen.result(task_id, timeout_s=10)
+
+    result = run(scenario())
+    assert result.status is TaskStatus.SUCCEEDED
+    assert not disk.fail_next  # the failure did happen
+    queen.journal.close()
+    replayed = make_queen(tmp_path, {"s": pool(SLEEP)})
+    replayed._ensure_started = lambda: None
+    replayed.book.replay(replayed.journal.read(), {"test.sleep"})
+    assert replayed.book.get(result.task_id).result.status is TaskStatus.SUCCEEDED
+
+
+def test_a_pool_whose_constructor_fails_leaves_the_swarm_and_its_other_pools_serving(tmp_path):
+    queen = make_queen(
+        tmp_path,
+        {"good": pool(SLEEP), "bad": pool("tests.agents:BrokenAgent")},
+        supervision={"max_restarts": 2, "period_s": 60, "recover_after_s": 0.5},
+    )
+
+    async def scenario():
+        await queen.start()
+        bad = queen.pools["bad"]
+        # Three failed starts, 1 and 2 s apart: as many as max_restarts + 1, which escalated
+        # the swarm when start failures counted as its children's.
+        await async_wait_until(lambda: bad.gave_up, timeout_s=20, what="the broken pool to give up")
+        for _ in range(3):
+            assert (await queen.run(Task(capability="test.sleep"), timeout_s=10)).ok
+        return queen.status()
+
+    status = run(scenario())
+    assert status["supervision"]["state"] == "running" and queen.registry.marks == []
+    rows = {r["pool"]: r for r in status["agents"]}
+    assert rows["good"]["state"] == "alive"
+    assert (
+        rows["bad"]["state"] == "dead"
+        and "RuntimeError: no weights at /models/missing" in rows["bad"]["reason"]
+    )
