@@ -252,7 +252,11 @@ class SwarmQueen:
             },
             "supervision": self.supervisor.describe(),
             "breakers": self.delegator.breaker_states(),
-            "journal": {"bytes": self.journal.size_bytes(), "compactions": self.counts["compactions"]},
+            "journal": {
+                "bytes": self.journal.size_bytes(),
+                "compactions": self.counts["compactions"],
+                "errors": self.counts["journal_errors"],
+            },
             "agents": agents,
         }
 

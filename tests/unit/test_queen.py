@@ -83,7 +83,7 @@ def test_a_result_whose_journal_write_failed_is_written_again_and_returned(tmp_p
         return await queen.result(task_id, timeout_s=10)
 
     result = run(scenario())
-    assert result.status is TaskStatus.SUCCEEDED
+    assert result.status is TaskStatus.SUCCEEDED and queen.status()["journal"]["errors"] == 1
     assert not disk.fail_next  # the failure did happen
     queen.journal.close()
     replayed = make_queen(tmp_path, {"s": pool(SLEEP)})
