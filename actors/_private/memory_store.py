@@ -6,10 +6,11 @@ import asyncio
 import logging
 import os
 import time
-from contextlib import asynccontextmanager
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import ray
+from aiorwlock import RWLock
 
 from actors._private import names
 from actors._private.config import MemoryStoreConfig
@@ -20,41 +21,12 @@ __all__ = ["MemoryClient", "MemoryStore"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 
-class _ReadWriteLock:
-    """Many readers at once, or one writer; a waiting writer holds off new readers."""
 
-    def __init__(self) -> None:
-        self._readers = 0
-        self._writer = False
-        self._writers_waiting = 0
-        self._cond = asyncio.Condition()
-
-    @asynccontextmanager
-    async def read(self):
-        async with self._cond:
-            await self._cond.wait_for(lambda: not self._writer and not self._writers_waiting)
-            self._readers += 1
-        try:
-            yield
-        finally:
-            async with self._cond:
-                self._readers -= 1
-                self._cond.notify_all()
-
-    @asynccontextmanager
-    async def write(self):
-        async with self._cond:
-            self._writers_waiting += 1
-            await self._cond.wait_for(lambda: not self._writer and self._readers == 0)
-            self._writers_waiting -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            async with self._cond:
-                self._writer = False
-                self._cond.notify_all()
+def _drop_outcome(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a memory call whose caller left failed: %r", task.exception())
 
 
 class MemoryStore:
@@ -65,18 +37,23 @@ class MemoryStore:
     every `sweep_period_s`, a snapshot every `snapshot_period_s` (which also empties the log).
     """
 
-    def __init__(self, namespace: str, name: str, config: MemoryStoreConfig):
-        from models._private.memory import HybridMemory
-
+    def __init__(self, namespace: str, name: str, config: MemoryStoreConfig, memory: Any = None):
+        """`memory` is built from `config` unless given (tests pass a stand-in)."""
         self.name = name
         self.config = config
-        memory_cfg = config.memory
-        if memory_cfg.path is None:
-            memory_cfg = memory_cfg.model_copy(
-                update={"path": journal_location(None, namespace, f"_memory/{name}")}
-            )
-        self.memory = HybridMemory(config.namespaces or [name], memory_cfg)
-        self._lock = _ReadWriteLock()
+        if memory is None:
+            from models._private.memory import HybridMemory
+
+            memory_cfg = config.memory
+            if memory_cfg.path is None:
+                memory_cfg = memory_cfg.model_copy(
+                    update={"path": journal_location(None, namespace, f"_memory/{name}")}
+                )
+            memory = HybridMemory(config.namespaces or [name], memory_cfg)
+        self.memory = memory
+        # aiorwlock: many readers or one writer, waiters served in order (so a waiting writer
+        # holds off new readers), and a waiter that is cancelled leaves no trace.
+        self._lock = RWLock()
         self._loop: asyncio.Task | None = None
 
     def _ensure_loop(self) -> None:
@@ -86,39 +63,37 @@ class MemoryStore:
     async def upsert(self, records: list[dict], vectors: Any = None) -> list[str]:
         """Adds or replaces records (see `HybridMemory.upsert`); returns once durable."""
         self._ensure_loop()
-        async with self._lock.write():
-            return await asyncio.to_thread(self.memory.upsert, records, vectors)
+        return await self._locked(self._lock.writer_lock, self.memory.upsert, records, vectors)
 
     async def delete(self, ids: list[str]) -> int:
         """Deletes records by id."""
         self._ensure_loop()
-        async with self._lock.write():
-            return await asyncio.to_thread(self.memory.delete, ids)
+        return await self._locked(self._lock.writer_lock, self.memory.delete, ids)
 
     async def get(self, ids: list[str]) -> list[dict]:
         """The records with these ids."""
-        async with self._lock.read():
-            return [r.model_dump() for r in await asyncio.to_thread(self.memory.get, ids)]
+        records = await self._locked(self._lock.reader_lock, self.memory.get, ids)
+        return [r.model_dump() for r in records]
 
     async def search(self, query: str | None = None, k: int = 10, **kwargs: Any) -> list[dict]:
         """Hits as dicts: record, score, ranks, scores (see `HybridMemory.search`)."""
         self._ensure_loop()
-        async with self._lock.read():
-            hits = await asyncio.to_thread(self.memory.search, query, k, **kwargs)
+        hits = await self._locked(self._lock.reader_lock, lambda: self.memory.search(query, k, **kwargs))
         return [h.model_dump() for h in hits]
 
     async def sweep(self) -> dict[str, int]:
         """Expiry, promotion and consolidation now."""
-        async with self._lock.write():
-            return await asyncio.to_thread(self.memory.sweep)
+        return await self._locked(self._lock.writer_lock, self.memory.sweep)
 
     async def snapshot(self) -> str:
         """A snapshot now (also empties the log)."""
-        async with self._lock.write():
-            return await asyncio.to_thread(self.memory.snapshot)
+        return await self._locked(self._lock.writer_lock, self.memory.snapshot)
 
-    def stats(self) -> dict[str, Any]:
+    async def stats(self) -> dict[str, Any]:
         """Records per namespace and tier, the embedder and index kind."""
+        return await self._locked(self._lock.reader_lock, self._stats)
+
+    def _stats(self) -> dict[str, Any]:
         counts: dict[str, dict[str, int]] = {}
         for r in self.memory.records.values():
             counts.setdefault(r.namespace, {}).setdefault(r.tier, 0)
@@ -132,6 +107,30 @@ class MemoryStore:
             "dense_kind": self.memory.config.dense_kind,
             "pid": os.getpid(),
         }
+
+    async def _locked(self, lock: Any, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in a worker thread while holding `lock`.
+
+        A caller cancelled while waiting for the lock leaves; one cancelled once the work has
+        begun leaves too, but the work keeps the lock until its thread ends (a thread cannot
+        be stopped), so nothing else runs beside it.
+        """
+        began = False
+
+        async def work() -> T:
+            nonlocal began
+            async with lock:
+                began = True
+                return await asyncio.to_thread(fn, *args)
+
+        task = asyncio.ensure_future(work())
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not began:
+                task.cancel()
+            task.add_done_callback(_drop_outcome)
+            raise
 
     async def _maintain(self) -> None:
         last_snapshot = time.monotonic()
