@@ -8,6 +8,10 @@ memory's own work (filters, fusion, records, access counts).
 
 Ingest: the same short texts encoded by the raw sentence-transformers encoder, then written
 through `HybridMemory.upsert` (which encodes them too, and indexes and logs them durably).
+
+One at a time: on top of the 100,000 records, `--single-upserts` records written one upsert
+each (vectors given, so it is the indexing that is timed), against a bare FAISS index of the
+same kind and size adding the same vectors one at a time.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--kind", default="hnsw", choices=["flat", "hnsw", "ivf"])
     parser.add_argument("--ingest-texts", type=int, default=2000, help="texts for the ingest ratio")
+    parser.add_argument("--single-upserts", type=int, default=1000, help="one-record upserts timed")
     args = parser.parse_args()
 
     rng = np.random.default_rng(0)
@@ -94,6 +99,26 @@ def main() -> None:
             vectors=vectors[at : at + 5000],
         )
     print(f"loaded {args.records} records (given vectors) in {time.perf_counter() - t:.0f} s")
+
+    # -- one record at a time on top of them: the memory's upsert vs a bare FAISS add -----------
+    singles = unit(rng, args.single_upserts, dim)
+    raw_single = memory.dense["bench"]._new()
+    if args.kind == "ivf":
+        raw_single.train(vectors)
+    raw_single.add(vectors)
+    t = time.perf_counter()
+    for j in range(args.single_upserts):
+        raw_single.add(singles[j : j + 1])
+    raw_single_rate = args.single_upserts / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for j in range(args.single_upserts):
+        memory.upsert([{"id": f"one{j}", "namespace": "bench", "text": "one"}], vectors=singles[j : j + 1])
+    single_rate = args.single_upserts / (time.perf_counter() - t)
+    memory.delete([f"one{j}" for j in range(args.single_upserts)])
+    del raw_single
+    print(
+        f"one at a time at {args.records}: raw add {raw_single_rate:.0f}/s, memory upsert {single_rate:.0f}/s"
+    )
 
     raw = memory.dense["bench"]._new()  # a bare FAISS index of the same kind and parameters
     if args.kind == "ivf":
@@ -143,6 +168,9 @@ def main() -> None:
             "raw_encoder_texts_per_s": raw_rate,
             "memory_ingest_texts_per_s": mem_rate,
             "ingest_ratio": mem_rate / raw_rate,
+            "single_upserts_per_s": single_rate,
+            "raw_single_adds_per_s": raw_single_rate,
+            "single_upsert_ratio": single_rate / raw_single_rate,
             "rss_gb": rss_gb,
         }
     )

@@ -7,6 +7,11 @@ post-filter that can come back short), and rebuilds the graph from the live vect
 fifth of it is tombstones. The trade-off: deleted vectors cost memory until that rebuild, and a
 rebuild costs one pass of inserts; `flat` pays neither but searches in O(n).
 
+Beside FAISS the index keeps each row's id and vector (for snapshots and HNSW rebuilds) in
+buffers that grow by doubling, so adding m vectors costs O(m) amortised, not a copy of all n.
+Rows of removed vectors are dropped from them once a fifth are dead (for every kind), so an
+id updated again and again holds one row, not one per update.
+
 Saving (`save`/`load`): the caller keeps the vectors (the memory's own `vectors.npy`), so only
 what cannot be had back cheaply is written: an HNSW graph, as `dense-{name}.faiss` plus the
 ids its positions hold, `dense-{name}.labels.npy`. A `flat` or `ivf` index writes nothing and
@@ -43,11 +48,13 @@ class DenseIndex:
         self.hnsw_m, self.ef_search = hnsw_m, ef_search
         self.ivf_lists, self.ivf_probe = ivf_lists, ivf_probe
         self.rebuild_ratio = rebuild_ratio
-        # Positions in the FAISS index and the ids they hold; HNSW adds by position only.
+        # Rows 0.._n-1 of the buffers hold every vector added since the last compaction (HNSW
+        # adds by position, so for it a row is also its FAISS label); capacity doubles.
         self._ids = np.zeros(0, dtype=np.int64)
         self._vecs = np.zeros((0, dim), dtype=np.float32)
-        self._pos: dict[int, int] = {}  # id -> live position
-        self._dead: set[int] = set()  # tombstoned positions (hnsw)
+        self._n = 0
+        self._pos: dict[int, int] = {}  # id -> live row
+        self._dead: set[int] = set()  # rows of removed vectors, until compaction
         self._index = self._new()
 
     def _new(self) -> faiss.Index:
@@ -68,6 +75,11 @@ class DenseIndex:
     def __len__(self) -> int:
         return len(self._pos)
 
+    @property
+    def stored_rows(self) -> int:
+        """Rows held beside FAISS, dead ones not yet compacted away included."""
+        return self._n
+
     def _check(self, vecs: np.ndarray) -> np.ndarray:
         vecs = np.ascontiguousarray(vecs, dtype=np.float32)
         if vecs.ndim != 2 or vecs.shape[1] != self.dim:
@@ -83,15 +95,26 @@ class DenseIndex:
         self.remove([int(i) for i in ids if int(i) in self._pos])
         if self.kind == "ivf" and not self._index.is_trained:
             self._train(vecs)
-        start = len(self._ids)
-        self._ids = np.concatenate([self._ids, ids])
-        self._vecs = np.concatenate([self._vecs, vecs])
+        start = self._append(ids, vecs)
         for offset, i in enumerate(ids):
             self._pos[int(i)] = start + offset
         if self.kind == "hnsw":
             self._index.add(vecs)
         else:
             self._index.add_with_ids(vecs, ids)
+
+    def _append(self, ids: np.ndarray, vecs: np.ndarray) -> int:
+        """Writes rows after the last one, growing the buffers by doubling; returns the first."""
+        start, end = self._n, self._n + len(ids)
+        if end > len(self._ids):
+            capacity = max(end, 2 * len(self._ids), 64)
+            grown_ids = np.zeros(capacity, dtype=np.int64)
+            grown_vecs = np.zeros((capacity, self.dim), dtype=np.float32)
+            grown_ids[:start], grown_vecs[:start] = self._ids[:start], self._vecs[:start]
+            self._ids, self._vecs = grown_ids, grown_vecs
+        self._ids[start:end], self._vecs[start:end] = ids, vecs
+        self._n = end
+        return start
 
     def _train(self, vecs: np.ndarray) -> None:
         # IVF needs training data; with too few vectors for its lists it trains on what it has
@@ -106,22 +129,30 @@ class DenseIndex:
         gone = [i for i in ids if i in self._pos]
         if not gone:
             return 0
-        positions = [self._pos.pop(i) for i in gone]
-        if self.kind == "hnsw":
-            self._dead.update(positions)
-            if len(self._dead) > self.rebuild_ratio * len(self._ids):
-                self._rebuild()
-        else:
+        self._dead.update(self._pos.pop(i) for i in gone)
+        if self.kind != "hnsw":
             self._index.remove_ids(np.asarray(gone, dtype=np.int64))
-            self._dead.update(positions)  # only to know which stored vectors are live
+        if len(self._dead) > self.rebuild_ratio * self._n:
+            if self.kind == "hnsw":
+                self._rebuild()
+            else:
+                self._compact()
         return len(gone)
 
+    def _compact(self) -> None:
+        """Drops dead rows (flat, ivf: FAISS holds ids, not rows, so it is left as it is)."""
+        live = sorted(self._pos.values())
+        ids, vecs = self._ids[live], self._vecs[live]
+        self._ids, self._vecs, self._n, self._dead = ids, vecs, len(live), set()
+        self._pos = {int(i): row for row, i in enumerate(ids)}
+
     def _rebuild(self) -> None:
+        """A new HNSW graph of the live vectors (its labels are rows, so they all change)."""
         live = sorted(self._pos.values())
         ids, vecs = self._ids[live], self._vecs[live]
         self._ids = np.zeros(0, dtype=np.int64)
         self._vecs = np.zeros((0, self.dim), dtype=np.float32)
-        self._pos, self._dead = {}, set()
+        self._n, self._pos, self._dead = 0, {}, set()
         self._index = self._new()
         if len(ids):
             self.upsert(ids, vecs)
@@ -158,7 +189,7 @@ class DenseIndex:
             self._rebuild()
         graph, order = _files(directory, name)
         faiss.write_index(self._index, graph)
-        np.save(order, self._ids, allow_pickle=False)
+        np.save(order, self._ids[: self._n], allow_pickle=False)
 
     @classmethod
     def load(
@@ -188,7 +219,7 @@ class DenseIndex:
         row = {int(i): p for p, i in enumerate(ids)}
         index._index = faiss.read_index(graph)
         index._ids, index._vecs = order, vecs[[row[int(i)] for i in order]]
-        index._pos = {int(i): p for p, i in enumerate(order)}
+        index._n, index._pos = len(order), {int(i): p for p, i in enumerate(order)}
         return index
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,9 @@ Tier policy (the one place it is written down):
   `promote_importance`.
 - Consolidation: within one namespace's long-term tier, a record whose vector has cosine at
   least `consolidate_cosine` with an older one is merged into it (access counts summed,
-  metadata merged, the newer text kept as `metadata.merged_texts`) and deleted.
+  metadata merged, the newer text kept as `metadata.merged_texts`) and deleted. A sweep
+  compares only the records that reached long-term or were rewritten since the last one, each
+  with its nearest neighbours, and logs only the records a merge changed.
 - `sweep()` runs expiry, promotion by access and consolidation; `MemoryStore` calls it
   periodically. (Promotion by importance happens on write.)
 - Reads (`search`, `get`) only count accesses, so that they can run side by side; everything
@@ -73,6 +75,11 @@ from models._private.memory_tiers import (
 __all__ = ["TIERS", "Hit", "HybridMemory", "MemoryConfig", "Record"]
 
 
+# Nearest records a new long-term record is compared with for consolidation: duplicates of it
+# sit at the very top of a search by its own head vector.
+NEIGHBOURS = 8
+
+
 class HybridMemory:
     """Records in namespaces and tiers, with dense, lexical and hybrid search.
 
@@ -109,6 +116,8 @@ class HybridMemory:
         self.lexical = LexicalIndex(self._lexical_dir)
         self.wal: Journal | None = None
         self._pending_access: dict[str, tuple[int, str]] = {}
+        # Long-term records not yet compared for consolidation: new, rewritten or just promoted.
+        self._unconsolidated: set[str] = set()
         if self.config.path:
             self._restore()
 
@@ -185,6 +194,8 @@ class HybridMemory:
             self._label[r.id] = ids
             self._by_label.update(dict.fromkeys(ids, r.id))
             self.records[r.id], self.vectors[r.id] = r, vecs
+            if r.tier == "long_term":
+                self._unconsolidated.add(r.id)
             labels.setdefault(r.namespace, []).extend(ids)
             chunks.setdefault(r.namespace, []).append(vecs)
             self._touch_working(r)
@@ -209,6 +220,8 @@ class HybridMemory:
 
     def _set_tier(self, r: Record, tier: str) -> None:
         r.tier = tier
+        if tier == "long_term":
+            self._unconsolidated.add(r.id)
         self.lexical.upsert([(r.id, r.namespace, r.tier, r.text)])
 
     def delete(self, ids: Iterable[str]) -> int:
@@ -225,6 +238,7 @@ class HybridMemory:
         for i in ids:
             r = self.records.pop(i)
             self.working[r.namespace].pop(i, None)
+            self._unconsolidated.discard(i)
         self.lexical.delete(ids)
         if self.lexical.stale:
             self.lexical.rebuild(self._lexical_docs())
@@ -350,27 +364,45 @@ class HybridMemory:
         return {"expired": len(gone), "promoted": len(promoted), "consolidated": merged}
 
     def _consolidate(self) -> int:
+        # Only what changed since the last sweep is compared, each with its nearest long-term
+        # neighbours, so a sweep costs a few searches per new record, not n² comparisons.
+        fresh, self._unconsolidated = self._unconsolidated, set()
         merged = 0
         for ns in self.namespaces:
-            ids = sorted(
-                (r.id for r in self.records.values() if r.namespace == ns and r.tier == "long_term"),
-                key=lambda i: (self.records[i].created_at, i),
-            )
+            new = [
+                i for i in fresh if (r := self.records.get(i)) and r.namespace == ns and r.tier == "long_term"
+            ]
+            if not new:
+                continue
+            involved = set(new)
+            for i in new:
+                involved.update(self._near_duplicates_of(ns, self.vectors[i][0]))
+            ids = sorted(involved, key=lambda i: (self.records[i].created_at, i))
             if len(ids) < 2:
                 continue
             heads = np.stack([self.vectors[i][0] for i in ids])  # each text's head
             pairs = near_duplicates(heads, self.config.consolidate_cosine)
             for a, b in pairs:
                 merge_into(self.records[ids[a]], self.records[ids[b]])
-            gone = {ids[b] for _, b in pairs}
-            if gone:
-                survivors = list({i for i in ids if i not in gone})  # logged in a set's order, as before
+            if pairs:
+                keepers = list(dict.fromkeys(ids[a] for a, _ in pairs))  # only they changed
                 self._log(
-                    upsert_entry([self.records[i] for i in survivors], [self.vectors[i] for i in survivors])
+                    upsert_entry([self.records[i] for i in keepers], [self.vectors[i] for i in keepers])
                 )
-                self.delete(sorted(gone))
-                merged += len(gone)
+                self.delete(sorted({ids[b] for _, b in pairs}))
+                merged += len(pairs)
         return merged
+
+    def _near_duplicates_of(self, ns: str, head: np.ndarray) -> set[str]:
+        """Long-term records of `ns` whose head vector is within the consolidation cosine."""
+        labels, _ = self.dense[ns].search(head, NEIGHBOURS * self._chunks_per_record())
+        near = {self._by_label[int(lb)] for lb in labels}
+        return {
+            i
+            for i in near
+            if self.records[i].tier == "long_term"
+            and float(self.vectors[i][0] @ head) >= self.config.consolidate_cosine
+        }
 
     # -- persistence ------------------------------------------------------------------------
 

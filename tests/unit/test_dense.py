@@ -96,3 +96,19 @@ def test_a_saved_and_loaded_index_answers_searches_identically(kind, tmp_path):
     # The loaded index stays writable like the original.
     assert loaded.remove([3]) == index.remove([3]) == 1
     np.testing.assert_array_equal(loaded.search(vecs[3], 20)[0], index.search(vecs[3], 20)[0])
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+def test_updating_one_id_again_and_again_holds_a_bounded_number_of_rows(kind):
+    vecs = unit(400, seed=5)
+    index = DenseIndex(16, kind, ivf_lists=4, ivf_probe=4)
+    index.upsert(np.arange(100), vecs[:100])
+    for n in range(300):  # the same ten ids, updated one at a time
+        index.upsert(np.array([n % 10]), vecs[100 + n : 101 + n])
+    assert len(index) == 100
+    assert index.stored_rows <= 100 * (1 + index.rebuild_ratio) + 1  # not one row per update
+    live_ids, live_vecs = index.vectors()
+    assert sorted(live_ids) == list(range(100))
+    got, _ = index.search(vecs[399], 1)  # id 9's last vector
+    assert list(got) == [9]
+    assert np.allclose(live_vecs[list(live_ids).index(9)], vecs[399])

@@ -179,6 +179,35 @@ def test_near_duplicates_are_consolidated_into_the_older_record(embedder):
     )
 
 
+def test_a_sweep_compares_only_what_changed_and_a_merge_logs_only_the_keeper(embedder, tmp_path, monkeypatch):
+    import models._private.memory as memory_module
+
+    mem, clock = memory(embedder, tmp_path, consolidate_cosine=0.95)
+    fill(mem)
+    mem.upsert(
+        [
+            {"id": f"x{n}", "namespace": "s1", "text": f"Unrelated note number {n} about {w}."}
+            for n, w in enumerate(["rivers", "music", "chess", "taxes", "volcanoes", "bread"])
+        ]
+    )
+    mem.sweep()
+    compared = []
+    real = memory_module.near_duplicates
+    monkeypatch.setattr(
+        memory_module, "near_duplicates", lambda heads, c: compared.append(len(heads)) or real(heads, c)
+    )
+    assert mem.sweep()["consolidated"] == 0 and compared == []  # nothing new: nothing compared
+    clock.t += 1
+    mem.upsert([{"id": "dup", "namespace": "s1", "text": TEXTS["a"].replace("older", "elderly")}])
+    logged = []
+    write = mem.wal.write_now
+    monkeypatch.setattr(mem.wal, "write_now", lambda *entries: logged.extend(entries) or write(*entries))
+    assert mem.sweep()["consolidated"] == 1 and "dup" not in mem.records
+    assert 0 < max(compared) < 10  # the new record and its near neighbours, not all ten
+    upserted = [r["id"] for e in logged if e["op"] == "upsert" for r in e["records"]]
+    assert upserted == ["a"]  # the record that absorbed the duplicate, not every survivor
+
+
 def test_acknowledged_writes_survive_a_crash_through_the_log(embedder, tmp_path):
     mem, _ = memory(embedder, tmp_path)
     fill(mem)
