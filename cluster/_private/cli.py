@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from typing import Any
 
 import click
 
+from actors._private.task import TaskResult
 from cluster._private.client import Client
 from cluster._private.config import load_config
 from cluster._private.connection import connect, connect_or_start
@@ -27,10 +29,18 @@ def _namespace_option(f: Any) -> Any:
     return click.option(
         "--namespace",
         "-n",
-        default=lambda: env.namespace() or "swarmray",
-        show_default="swarmray",
-        help="Ray namespace of the system.",
+        default=None,
+        help="Ray namespace of the system (default: the --config file's, $SWARMRAY_NAMESPACE, or swarmray).",
     )(f)
+
+
+def _namespace(namespace: str | None, config_path: str | None = None) -> str:
+    """--namespace, else the config file's (when --config is given), else the environment's."""
+    if namespace:
+        return namespace
+    if config_path:
+        return load_config(config_path).namespace  # applies $SWARMRAY_NAMESPACE too
+    return env.namespace() or "swarmray"
 
 
 def _address_option(f: Any) -> Any:
@@ -69,11 +79,13 @@ def up(config_path: str | None, address: str | None) -> None:
 
 
 @cli.command()
+@_config_option
 @_namespace_option
 @_address_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def status(namespace: str, address: str | None, as_json: bool) -> None:
+def status(config_path: str | None, namespace: str | None, address: str | None, as_json: bool) -> None:
     """Show swarms, agents, queue depths and task counts."""
+    namespace = _namespace(namespace, config_path)
     connect(address or "auto", namespace)
     state = system_status(namespace)
     click.echo(json.dumps(state, indent=2, default=str) if as_json else format_status(state))
@@ -95,24 +107,28 @@ def submit(
     priority: int,
     timeout_s: float | None,
     wait: bool,
-    namespace: str,
+    namespace: str | None,
     address: str | None,
 ) -> None:
-    """Submit a task for CAPABILITY; print its id, or with --wait its result."""
+    """Submit a task for CAPABILITY; print its id, or with --wait its result (exit status as
+    `result`'s)."""
     try:
         data = json.loads(payload)
     except json.JSONDecodeError as e:
         raise click.BadParameter(f"not JSON: {e}", param_hint="--input") from None
     if not isinstance(data, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--input")
-    client = Client(namespace, address or "auto")
+    client = Client(_namespace(namespace), address or "auto")
     task_id = client.submit(capability, data, swarm=swarm, priority=priority, timeout_s=timeout_s)
     if not wait:
         click.echo(task_id)
         return
-    result = client.result(task_id)
+    _print_result(client.result(task_id))
+
+
+def _print_result(result: TaskResult) -> None:
     click.echo(result.model_dump_json(indent=2))
-    sys.exit(0 if result.ok else 1)
+    sys.exit(0 if result.ok else 1 if result.status.final else 3)
 
 
 @cli.command()
@@ -120,16 +136,35 @@ def submit(
 @click.option("--timeout-s", default=None, type=float, help="Seconds to wait (default: no limit).")
 @_namespace_option
 @_address_option
-def result(task_id: str, timeout_s: float | None, namespace: str, address: str | None) -> None:
-    """Print the result of TASK_ID, waiting for it to end."""
-    click.echo(Client(namespace, address or "auto").result(task_id, timeout_s).model_dump_json(indent=2))
+def result(task_id: str, timeout_s: float | None, namespace: str | None, address: str | None) -> None:
+    """Print the result of TASK_ID, waiting for it to end.
+
+    Exit status: 0 succeeded, 1 failed, timed out or cancelled, 3 not ended within --timeout-s.
+    """
+    _print_result(Client(_namespace(namespace), address or "auto").result(task_id, timeout_s))
 
 
 @cli.command()
+@click.argument("task_id")
 @_namespace_option
 @_address_option
-def down(namespace: str, address: str | None) -> None:
-    """Remove everything `up` created, including a local head it started."""
+def cancel(task_id: str, namespace: str | None, address: str | None) -> None:
+    """Cancel TASK_ID if it has not ended (exit status 1 when it already had)."""
+    client = Client(_namespace(namespace), address or "auto")
+    if client.cancel(task_id):
+        click.echo(f"cancelled {task_id}")
+        return
+    click.echo(f"not cancelled: {task_id} already {client.result(task_id, 0).status.value}")
+    sys.exit(1)
+
+
+@cli.command()
+@_config_option
+@_namespace_option
+@_address_option
+def down(config_path: str | None, namespace: str | None, address: str | None) -> None:
+    """Remove everything `up` created in the namespace, including a local head it started."""
+    namespace = _namespace(namespace, config_path)
     connect(address or "auto", namespace)
     for name in down_system(namespace):
         click.echo(f"removed {name}")
@@ -154,4 +189,10 @@ def main() -> None:
         sys.exit(e.exit_code)
     except SwarmrayError as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except Exception as e:  # one line for the user; the traceback when debugging
+        if env.log_level() == "DEBUG":
+            traceback.print_exc()
+        first = (str(e).strip().splitlines() or [""])[0]
+        click.echo(f"error: {type(e).__name__}: {first} (SWARMRAY_LOG_LEVEL=DEBUG shows more)", err=True)
         sys.exit(2)

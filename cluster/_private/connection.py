@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,10 +16,16 @@ from ray.exceptions import RayTaskError
 
 from actors._private import names
 from models._private.core import env
-from models._private.core.errors import SchedulingError, SwarmrayError, SystemNotFoundError
+from models._private.core.errors import (
+    ClusterUnreachableError,
+    SchedulingError,
+    SwarmrayError,
+    SystemNotFoundError,
+)
 from models._private.core.retry import retrying, unwrap_error
 
 __all__ = [
+    "CONNECT_TIMEOUT_S",
     "call",
     "connect",
     "connect_or_start",
@@ -28,6 +35,9 @@ __all__ = [
     "registry_of",
     "start_local_head",
 ]
+
+
+CONNECT_TIMEOUT_S = 3.0  # how long an address may take to accept a TCP connection
 
 
 def connect(address: str | None = None, namespace: str = "swarmray") -> None:
@@ -40,12 +50,26 @@ def connect(address: str | None = None, namespace: str = "swarmray") -> None:
     """
     if ray.is_initialized():
         return
-    ray.init(
-        address=address or env.ray_address(),
-        namespace=namespace,
-        logging_level=logging.WARNING,
-        log_to_driver=False,
-    )
+    address = address or env.ray_address()
+    if address and address != "auto":
+        _check_reachable(address)
+    try:
+        ray.init(address=address, namespace=namespace, logging_level=logging.WARNING, log_to_driver=False)
+    except ConnectionError as e:
+        raise ClusterUnreachableError(address or "auto", str(e).strip().splitlines()[0]) from None
+
+
+def _check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    # ray.init keeps retrying an address where nothing listens for a minute or more; a plain
+    # TCP connect tells within seconds.
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except ValueError:
+        raise ClusterUnreachableError(address, "not an address of the form host:port") from None
+    except OSError as e:
+        raise ClusterUnreachableError(address, f"nothing answers there ({e.strerror or e})") from None
 
 
 def get(refs: Any, timeout_s: float | None = None) -> Any:

@@ -42,6 +42,7 @@ def format_status(state: dict[str, Any]) -> str:
         for s in state["swarms"]
         if s["supervision"]["state"] == "failed" or s["health"].get("reason")
     ]
+    notes += [f"{m['swarm']}: {m['reason']}" for m in state.get("missing", [])]
     return (
         f"namespace {state['namespace']}\n\n"
         + format_table(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import ray
-
 from actors._private import names
 from actors._private.llm_agent import AI_URL_KEY
 from cluster._private.connection import call, existing, registry_of
@@ -19,7 +17,8 @@ def ai_app_name(namespace: str) -> str:
 
 
 def status(namespace: str = "swarmray") -> dict[str, Any]:
-    """Swarms with health and queue depths, and every agent's state.
+    """Swarms with health and queue depths, and every agent's state; `missing` lists swarms of
+    the system whose queen or monitor is not running.
 
     Raises:
         SystemNotFoundError: nothing runs in `namespace`.
@@ -27,10 +26,14 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
     registry = registry_of(namespace)
     table = {row["name"]: row for row in call(registry.table.remote)}
     config = call(registry.system_config.remote)
-    swarms = []
+    swarms, missing = [], []
     for name in sorted(config.get("swarms", {})):
-        queen = ray.get_actor(names.queen(name), namespace=namespace)
-        monitor = ray.get_actor(names.monitor(name), namespace=namespace)
+        queen = existing(names.queen(name), namespace)
+        monitor = existing(names.monitor(name), namespace)
+        if queen is None or monitor is None:
+            actor = names.queen(name) if queen is None else names.monitor(name)
+            missing.append({"swarm": name, "reason": f"{actor} is not running; `swarm up` starts it again"})
+            continue
         q, m = call(lambda q=queen, m=monitor: [q.status.remote(), m.report.remote()])
         swarms.append({**q, "registry": table.get(name, {}), "health": m})
     memories = []
@@ -44,4 +47,4 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
             "app": ai_app_name(namespace),
             "smoke_test_models": [n for n, m in config["ai"]["models"].items() if m.get("source") is None],
         }
-    return {"namespace": namespace, "swarms": swarms, "memory": memories, "ai": ai}
+    return {"namespace": namespace, "swarms": swarms, "missing": missing, "memory": memories, "ai": ai}

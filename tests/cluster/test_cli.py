@@ -3,11 +3,14 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
+import ray
 import yaml
 
-from tests.conftest import RAY, ROOT
+from cluster import Client
+from tests.conftest import RAY, ROOT, free_port
 
 
 def swarm(*args, env=None, check=True):
@@ -65,10 +68,41 @@ def test_up_status_submit_down(head, namespace, config_file):
     bad_input = swarm("submit", "text.stats", "--input", "[1]", *ns, check=False)
     assert bad_input.returncode == 2 and "must be a JSON object" in bad_input.stderr
 
-    removed = swarm("down", *ns).stdout
+    # `result` exits as `submit --wait` does: 1 for a task that ended without succeeding.
+    failed_id = swarm("submit", "data.checksum", "--input", '{"text": 5}', *ns).stdout.strip()
+    failed = swarm("result", failed_id, *ns, check=False)
+    assert failed.returncode == 1 and json.loads(failed.stdout)["status"] == "failed"
+    # `cancel`: a task still queued behind slow ones is cancelled; an ended one is not.
+    slow = {"n": 999999999999989}  # a prime near 10**15: a second or two of trial division each
+    client = Client(namespace)  # one call for the blockers: a CLI run per task takes seconds
+    client.submit_many("math.factorize", [slow] * 12, swarm="business")
+    queued = client.submit("math.factorize", slow, swarm="business", priority=-1)
+    assert swarm("cancel", queued, *ns).stdout.strip() == f"cancelled {queued}"
+    again = swarm("cancel", queued, *ns, check=False)
+    assert again.returncode == 1 and again.stdout.strip() == f"not cancelled: {queued} already cancelled"
+    assert swarm("result", queued, *ns, check=False).returncode == 1
+
+    # A swarm whose queen is gone is reported, not a traceback.
+    ray.kill(ray.get_actor("queen:business", namespace=namespace), no_restart=True)
+    table = swarm("status", *ns).stdout
+    assert "business: queen:business is not running; `swarm up` starts it again" in table
+
+    # status and down find the namespace in the config file.
+    by_config = json.loads(swarm("status", "--json", "--config", str(config_file), *addr).stdout)
+    assert by_config["namespace"] == namespace
+    removed = swarm("down", "--config", str(config_file), *addr).stdout
     assert "removed queen:ai" in removed and "removed registry" in removed
     gone = swarm("status", *ns, check=False)
     assert gone.returncode == 2 and "run `swarm up` first" in gone.stderr
+
+
+def test_an_unreachable_cluster_is_reported_in_one_line_within_seconds(head):
+    started = time.monotonic()
+    proc = swarm("status", "--address", f"127.0.0.1:{free_port()}", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: cannot reach a Ray cluster at 127.0.0.1:")
+    assert len(proc.stderr.strip().splitlines()) == 1  # no traceback
+    assert time.monotonic() - started < 30  # ray.init alone keeps trying for over a minute
 
 
 def test_main_job_runs_under_ray_job_submit(head, namespace):

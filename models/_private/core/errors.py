@@ -2,6 +2,7 @@
 
     SwarmrayError
     ├── ConfigError                 invalid configuration (file, field path, reason)
+    ├── ClusterUnreachableError     no Ray cluster answers at the address
     ├── SystemNotFoundError         no running system in the Ray namespace
     ├── SwarmNotFoundError          a swarm name the registry does not know
     ├── UnknownCapabilityError      no swarm offers a capability
@@ -28,6 +29,7 @@ from __future__ import annotations
 __all__ = [
     "BackendsUnavailableError",
     "BackpressureError",
+    "ClusterUnreachableError",
     "ConfigError",
     "DelegationError",
     "EngineError",
@@ -72,6 +74,18 @@ class ConfigError(SwarmrayError):
         lines = [f"{source}: invalid configuration"]
         lines += [f"  {path or '<root>'}: {reason}" for path, reason in problems]
         super().__init__("\n".join(lines))
+
+
+class ClusterUnreachableError(SwarmrayError):
+    """Raised when no Ray cluster answers at the address given (or found)."""
+
+    def __init__(self, address: str, reason: str):
+        self.address = address
+        self.reason = reason
+        super().__init__(
+            f"cannot reach a Ray cluster at {address}: {reason}; start one with `swarm up` "
+            "(or `ray start --head`), or pass --address"
+        )
 
 
 class SystemNotFoundError(SwarmrayError):
