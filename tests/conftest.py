@@ -77,11 +77,12 @@ def ray_head():
     )
     address = f"127.0.0.1:{port}"
     ray.init(address=address, namespace="tests", log_to_driver=False)
+    session, gcs_address = ray.get_runtime_context().get_session_name(), ray.get_runtime_context().gcs_address
     yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard}", "env": env}
     ray.shutdown()
-    subprocess.run(
-        [RAY, "stop", "--force"], check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    from cluster._private.connection import stop_head
+
+    stop_head(session, gcs_address)  # this head only: never every Ray on the machine
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -34,6 +35,7 @@ __all__ = [
     "ray_cli",
     "registry_of",
     "start_local_head",
+    "stop_head",
 ]
 
 
@@ -106,7 +108,7 @@ def connect_or_start(address: str | None, namespace: str) -> bool:
     try:
         connect("auto", namespace)
         return False
-    except ConnectionError:
+    except ClusterUnreachableError:
         start_local_head()
         connect("auto", namespace)
         return True
@@ -125,6 +127,36 @@ def start_local_head() -> None:
     subprocess.run(
         [ray_cli(), "start", "--head", "--disable-usage-stats"], check=True, stdout=subprocess.DEVNULL
     )
+
+
+def stop_head(session: str, address: str | None = None, timeout_s: float = 30.0) -> int:
+    """Stops the Ray head of one session (its GCS, raylet, dashboard and monitors; workers end
+    with their raylet) and nothing else, where `ray stop` would stop every Ray on the machine.
+
+    Returns:
+        How many processes were stopped.
+    """
+    import psutil  # a Ray dependency
+
+    procs, temp_dir = [], None
+    for proc in psutil.process_iter(["cmdline"]):
+        args = proc.info["cmdline"] or []
+        if (marked := [a for a in args if f"/{session}" in a]) and proc.pid != os.getpid():
+            procs.append(proc)
+            temp_dir = marked[0].split("=")[-1].split(f"/{session}")[0]
+    for proc in procs:
+        proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for proc in alive:
+        proc.kill()
+    # As `ray stop` does: a later `auto` must not find the address of this head, now gone (but
+    # the file is left alone when it names another head, started since).
+    current = os.path.join(temp_dir or "", "ray_current_cluster")
+    if temp_dir and address and os.path.exists(current):
+        with open(current) as f:
+            if f.read().strip() == address:
+                os.remove(current)
+    return len(procs)
 
 
 def existing(name: str, namespace: str) -> Any | None:

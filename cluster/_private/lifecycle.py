@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 from typing import Any
 
@@ -15,7 +14,7 @@ from actors._private.memory_store import MemoryStore
 from actors._private.queen import SwarmQueen
 from actors._private.registry import MetaRegistry
 from cluster._private.config import SystemConfig
-from cluster._private.connection import call, existing, get, ray_cli, registry_of
+from cluster._private.connection import call, existing, get, registry_of, stop_head
 from cluster._private.status import ai_app_name, status
 from models._private.core.journal import journal_location
 
@@ -103,9 +102,14 @@ def _memory_stores(config: SystemConfig) -> list[tuple[str, Any]]:
 
 
 def mark_local_head(namespace: str) -> None:
-    """Records that `up` started the local head, so that `down` stops it."""
+    """Records which head `up` started (its Ray session, unique to that start), so that `down`
+    stops that head and no other: not one the user started, nor one started after a reboot."""
     registry = registry_of(namespace)
-    call(lambda: registry.kv_put.remote(LOCAL_HEAD_KEY, True))
+    head = {
+        "session": ray.get_runtime_context().get_session_name(),
+        "address": ray.get_runtime_context().gcs_address,
+    }
+    call(lambda: registry.kv_put.remote(LOCAL_HEAD_KEY, head))
 
 
 def down(namespace: str = "swarmray") -> list[str]:
@@ -116,7 +120,9 @@ def down(namespace: str = "swarmray") -> list[str]:
     """
     registry = registry_of(namespace)
     config = call(registry.system_config.remote)
-    started_head = call(lambda: registry.kv_get.remote(LOCAL_HEAD_KEY, False))
+    started = call(lambda: registry.kv_get.remote(LOCAL_HEAD_KEY, None))
+    session = ray.get_runtime_context().get_session_name()
+    ours = isinstance(started, dict) and started.get("session") == session
     removed = []
     for swarm in config.get("swarms", {}):
         for name in (names.monitor(swarm), names.queen(swarm)):
@@ -142,8 +148,8 @@ def down(namespace: str = "swarmray") -> list[str]:
     call(lambda: registry.purge.remote(), retry_s=30)
     ray.kill(registry, no_restart=True)
     removed.append(names.REGISTRY)
-    if started_head:
+    if ours:
         ray.shutdown()
-        subprocess.run([ray_cli(), "stop"], check=False, stdout=subprocess.DEVNULL)
+        stop_head(session, started.get("address"))
         removed.append("local Ray head")
     return removed

@@ -9,7 +9,8 @@ import pytest
 import ray
 import yaml
 
-from cluster import Client
+from benchmarks._chaos import chaos_swarm
+from cluster import Client, load_config, up
 from tests.conftest import RAY, ROOT, free_port
 
 
@@ -135,3 +136,17 @@ def test_main_job_runs_under_ray_job_submit(head, namespace):
     assert "17/17 tasks succeeded" in proc.stdout
     assert "business:" in proc.stdout and "ai.stats.0" in proc.stdout
     assert "llm.generate" in proc.stdout and "ai.llm.0" in proc.stdout  # through the AI service
+
+
+def test_down_leaves_running_a_ray_head_it_did_not_start(head, namespace):
+    # What an `up` that started a head left in the registry, before a reboot (or any other
+    # head): this head is not that one, so `down` must not stop it, or every Ray on the machine.
+    from cluster._private.lifecycle import LOCAL_HEAD_KEY
+
+    config = load_config({"namespace": namespace, "swarms": {"one": chaos_swarm(agents=1)}})
+    up(config)
+    registry = ray.get_actor("registry", namespace=namespace)
+    ray.get(registry.kv_put.remote(LOCAL_HEAD_KEY, True))
+    removed = swarm("down", "--namespace", namespace, "--address", head["address"]).stdout
+    assert "removed registry" in removed and "local Ray head" not in removed
+    assert subprocess.run([RAY, "status", "--address", head["address"]], capture_output=True).returncode == 0
