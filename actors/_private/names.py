@@ -16,3 +16,9 @@ def monitor(swarm: str) -> str:
 def memory(name: str) -> str:
     """Actor name of a memory store: a swarm's, or `global`."""
     return f"memory:{name}"
+
+
+def owner(actor_name: str) -> tuple[str, str] | None:
+    """(kind, swarm or store name) of a queen, monitor or memory store's actor name, else None."""
+    kind, sep, name = actor_name.partition(":")
+    return (kind, name) if sep and kind in ("queen", "health", "memory") else None

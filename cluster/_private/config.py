@@ -7,6 +7,7 @@ module only composes them and loads the file.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from models._private.core.errors import ConfigError
 from models._private.core.journal import journal_location, nested_in
 from serve._private.config import AIServiceConfig
 
-__all__ = ["SystemConfig", "load_config"]
+__all__ = ["SystemConfig", "config_changes", "load_config"]
 
 
 class SystemConfig(ConfigModel):
@@ -160,3 +161,22 @@ def load_config(source: str | Path | dict | None = None) -> SystemConfig:
         raise ConfigError(name, _problems(e)) from e
     except ConfigError as e:
         raise ConfigError(name, e.problems) from None
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 8) -> list[str]:
+    """What differs between two dumped system configs (`model_dump(mode="json", by_alias=True)`):
+    swarms added and removed, then each changed field as `path: old -> new`, at most `limit`."""
+    out = [f"swarm {n!r} added" for n in sorted(set(new["swarms"]) - set(old.get("swarms", {})))]
+    out += [f"swarm {n!r} removed" for n in sorted(set(old.get("swarms", {})) - set(new["swarms"]))]
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if path == "swarms" and (key not in a or key not in b):
+                    continue  # whole swarms are listed above
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+        elif a != b:
+            out.append(f"{path}: {json.dumps(a)} -> {json.dumps(b)}")
+
+    walk(old, new, "")
+    return out[:limit] + ([f"and {len(out) - limit} more"] if len(out) > limit else [])

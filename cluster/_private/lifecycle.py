@@ -13,9 +13,10 @@ from actors._private.llm_agent import AI_URL_KEY
 from actors._private.memory_store import MemoryStore
 from actors._private.queen import SwarmQueen
 from actors._private.registry import MetaRegistry
-from cluster._private.config import SystemConfig
+from cluster._private.config import SystemConfig, config_changes
 from cluster._private.connection import call, existing, get, registry_of, stop_head
 from cluster._private.status import ai_app_name, status
+from models._private.core.errors import SystemConfigChangedError
 from models._private.core.journal import journal_location
 
 __all__ = ["down", "mark_local_head", "up"]
@@ -34,23 +35,32 @@ _Memory = ray.remote(MemoryStore)
 def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
     """Creates the registry, queens and health monitors of `config`; idempotent.
 
-    Actors that already exist under their names are kept (change a running system with
-    `down` then `up`). Waits until every pool's first agents answer or their
+    Actors that already exist under their names are kept. A namespace that runs a system of a
+    different configuration is left as it is: `up` refuses with the difference (change a
+    running system with `down` then `up`). Waits until every pool's first agents answer or their
     `ready_timeout_s` passes (at most `wait_s`), so a pool asking for resources the cluster
     lacks is reported as pending instead of hanging the call.
 
     Returns:
         The system status, as `status` reports it.
+
+    Raises:
+        SystemConfigChangedError: the namespace runs a system of another configuration.
     """
     ns = config.namespace
+    wanted = config.model_dump(mode="json", by_alias=True)
+    if (running := existing(names.REGISTRY, ns)) is not None:
+        stored = call(running.system_config.remote)
+        if stored and (changes := config_changes(stored, wanted)):
+            raise SystemConfigChangedError(ns, changes)
     control = (
         {**_CONTROL, "resources": dict(config.control_resources)} if config.control_resources else _CONTROL
     )
     journal = journal_location(config.registry.journal_uri, ns, "_registry")
     registry = _Registry.options(name=names.REGISTRY, namespace=ns, **control).remote(
-        config.registry, config.model_dump(mode="json", by_alias=True), journal
+        config.registry, wanted, journal
     )
-    get(registry.set_system_config.remote(config.model_dump(mode="json", by_alias=True)))
+    get(registry.set_system_config.remote(wanted))
     queens, monitors = [], []
     for swarm in config.swarms.values():
         queens.append(
@@ -115,16 +125,26 @@ def mark_local_head(namespace: str) -> None:
 def down(namespace: str = "swarmray") -> list[str]:
     """Removes every actor of the system in `namespace`, and a local head `up` started.
 
+    Every queen, monitor and memory store of the namespace goes, those of swarms its stored
+    config no longer names too.
+
     Returns:
         The names of the actors removed.
     """
     registry = registry_of(namespace)
     config = call(registry.system_config.remote)
+    found = [
+        owned
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == namespace and (owned := names.owner(a["name"]))
+    ]
+    swarms = list(dict.fromkeys([*config.get("swarms", {}), *(n for k, n in found if k != "memory")]))
+    stores = list(dict.fromkeys([*swarms, "global", *(n for k, n in found if k == "memory")]))
     started = call(lambda: registry.kv_get.remote(LOCAL_HEAD_KEY, None))
     session = ray.get_runtime_context().get_session_name()
     ours = isinstance(started, dict) and started.get("session") == session
     removed = []
-    for swarm in config.get("swarms", {}):
+    for swarm in swarms:
         for name in (names.monitor(swarm), names.queen(swarm)):
             if (handle := existing(name, namespace)) is None:
                 continue
@@ -135,7 +155,7 @@ def down(namespace: str = "swarmray") -> list[str]:
                     pass
             ray.kill(handle, no_restart=True)
             removed.append(name)
-    for name in [*config.get("swarms", {}), "global"]:
+    for name in stores:
         if (store := existing(names.memory(name), namespace)) is None:
             continue
         ray.kill(store, no_restart=True)  # its data stays on disk: memory outlives `down`

@@ -4,6 +4,7 @@
     ├── ConfigError                 invalid configuration (file, field path, reason)
     ├── ClusterUnreachableError     no Ray cluster answers at the address
     ├── SystemNotFoundError         no running system in the Ray namespace
+    ├── SystemConfigChangedError    `up` of a config that differs from the running system's
     ├── SwarmNotFoundError          a swarm name the registry does not know
     ├── UnknownCapabilityError      no swarm offers a capability
     ├── BackpressureError           a queen's queue is full
@@ -40,6 +41,7 @@ __all__ = [
     "SchedulingError",
     "SwarmNotFoundError",
     "SwarmrayError",
+    "SystemConfigChangedError",
     "SystemNotFoundError",
     "TaskCancelledError",
     "TaskError",
@@ -94,6 +96,18 @@ class SystemNotFoundError(SwarmrayError):
     def __init__(self, namespace: str):
         self.namespace = namespace
         super().__init__(f"no swarmray system in Ray namespace {namespace!r}; run `swarm up` first")
+
+
+class SystemConfigChangedError(SwarmrayError):
+    """Raised by `up` when the namespace runs a system of a different configuration."""
+
+    def __init__(self, namespace: str, changes: list[str]):
+        self.namespace = namespace
+        self.changes = changes
+        super().__init__(
+            f"system {namespace!r} already runs with a different configuration ({'; '.join(changes)}); "
+            "to apply the new one, `swarm down` first (tasks in flight are lost with their journals)"
+        )
 
 
 class SwarmNotFoundError(SwarmrayError):
