@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 from actors import Agent, Task
@@ -64,3 +65,25 @@ class BrokenAgent(Agent):
 
     async def handle(self, task: Task) -> None:
         raise AssertionError("never constructed")
+
+
+class BlockingAgent(Agent):
+    """`test.block`: sync work that sleeps `payload.s` seconds in its thread (a thread cannot be
+    stopped); counts how many such threads run at once, over every instance in the process."""
+
+    capabilities = ("test.block",)
+    running = 0
+    most = 0
+    guard = threading.Lock()
+
+    def handle(self, task: Task) -> dict:
+        cls = type(self)
+        with cls.guard:
+            cls.running += 1
+            cls.most = max(cls.most, cls.running)
+        try:
+            time.sleep(float(task.payload.get("s", 0)))
+        finally:
+            with cls.guard:
+                cls.running -= 1
+        return {"slept": task.payload.get("s", 0)}

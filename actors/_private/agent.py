@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -55,11 +57,28 @@ class Agent:
         """Takes back the state `snapshot` returned before a restart."""
 
 
-async def call_maybe_async(fn: Any, *args: Any) -> Any:
-    """Awaits `fn(*args)` if it is a coroutine function, else runs it in a thread."""
+async def call_maybe_async(fn: Any, *args: Any, executor: Executor | None = None) -> Any:
+    """Awaits `fn(*args)` if it is a coroutine function, else runs it in a thread of `executor`
+    (default: the loop's).
+
+    A thread cannot be stopped, so a call cancelled while `fn` runs in one ends only when `fn`
+    returns (and then raises CancelledError): whoever awaits the call knows when the work has
+    really ended, and an agent's slot is never freed while its work goes on.
+    """
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
-    return await asyncio.to_thread(fn, *args)
+    work = asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        while not work.done():
+            try:
+                await asyncio.wait({work})
+            except asyncio.CancelledError:
+                continue  # cancelled again: still wait, the thread still runs
+        if not work.cancelled():
+            work.exception()  # retrieved: the caller asked for a cancellation, not this outcome
+        raise
 
 
 class CallableAgent(Agent):

@@ -153,6 +153,12 @@ class QueenConfig(ConfigModel):
         description="Attempts a task may lose to its agent's process dying or being restarted; "
         "not counted in max_retries, since the task did nothing wrong.",
     )
+    stuck_after_s: PositiveFloat = Field(
+        30.0,
+        description="Seconds a cancelled or timed-out attempt's work may go on (a sync agent's "
+        "thread cannot be stopped) before its host counts as stuck and is replaced; its agent "
+        "takes no other task meanwhile.",
+    )
     keep_results: PositiveInt = Field(
         100_000, description="Finished results kept for `result`; the oldest are dropped first."
     )

@@ -70,5 +70,5 @@ class Dispatcher:
     def _unplace(self, a: AgentSlot, level: int) -> None:
         for cap in a.capabilities:
             levels = self._levels.get(cap, [])
-            if level < len(levels):
-                levels[level].pop(a.id, None)
+            if level < len(levels) and levels[level].get(a.id) is a:  # not its restarted namesake
+                del levels[level][a.id]

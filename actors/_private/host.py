@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
@@ -34,6 +35,11 @@ class AgentHost:
         agent_ids: list[str],
         states: dict[str, Any] | None = None,
     ):
+        # Threads for sync agents: as many as their tasks can run at once, which the queen
+        # never exceeds, since it frees a slot only when the work in it has ended.
+        self._threads = ThreadPoolExecutor(
+            max_workers=len(agent_ids) * agent.max_concurrent_tasks, thread_name_prefix=f"{pool}-agent"
+        )
         cls = import_object(agent.class_path)
         caps = tuple(agent.capability_names)
         memory = MemoryClient(namespace, swarm)  # the system's namespace, not this job's
@@ -62,7 +68,7 @@ class AgentHost:
     async def handle(self, agent_id: str, task: Task) -> tuple[Any, Any]:
         """Runs `task` on agent `agent_id`; returns its output and the agent's checkpoint."""
         agent = self.agents[agent_id]
-        output = await call_maybe_async(agent.handle, task)
+        output = await call_maybe_async(agent.handle, task, executor=self._threads)
         return _as_journaled(output, agent_id, "an output"), _as_journaled(
             agent.snapshot(), agent_id, "a checkpoint"
         )

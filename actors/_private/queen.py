@@ -397,8 +397,9 @@ class SwarmQueen:
         host = agent.host
         call = host.handle.handle.remote(agent.id, task)
         # A timer that cancels the wait is cheaper than asyncio.wait_for's extra task per call.
-        waiting = call if host.local else asyncio.wrap_future(call.future())
-        expired = False
+        # Locally the wait is shielded, so that cancelling it does not wait for the work.
+        waiting = asyncio.shield(call) if host.local else asyncio.wrap_future(call.future())
+        expired = held = False
 
         def expire() -> None:
             nonlocal expired
@@ -411,8 +412,12 @@ class SwarmQueen:
         try:
             output, state = await waiting
         except asyncio.CancelledError:
-            if not host.local:
+            # Ask the work to stop; its agent stays taken until it has (see _hold).
+            if host.local:
+                call.cancel()
+            else:
                 ray.cancel(call)
+            held = True
             if not expired:
                 raise  # cancelled by `cancel`, not by the timer
             error = (
@@ -431,10 +436,10 @@ class SwarmQueen:
             error = (str(e), type(e).__name__, TaskStatus.FAILED)
         finally:
             timer.cancel()
-            agent.last_active = time.monotonic()
-            self.dispatcher.release(agent)
-            for cap in agent.capabilities:
-                self._pump(cap)
+            if held:
+                self._hold(agent, call)
+            else:
+                self._free(agent)
         if error is None:
             agent.done += 1
             if state is not None:
@@ -444,6 +449,34 @@ class SwarmQueen:
             return
         agent.failed += 1
         self._retry_or_fail(rec, *error, host_lost=host_lost)
+
+    def _free(self, agent: AgentSlot) -> None:
+        agent.last_active = time.monotonic()
+        self.dispatcher.release(agent)
+        for cap in agent.capabilities:
+            self._pump(cap)
+
+    def _hold(self, agent: AgentSlot, call: Any) -> None:
+        """Frees `agent`'s slot once a cancelled call has really ended: a sync agent's thread
+        runs on until its function returns. A host whose work outlives `stuck_after_s` is a
+        failed child, replaced (its process, and so the thread, goes with it)."""
+        host = agent.host
+        end = call if host.local else asyncio.wrap_future(call.future())
+        stuck_s = self.config.queen.stuck_after_s
+
+        def stuck() -> None:
+            if not end.done() and not host.local:
+                self._child_failed(host, f"a cancelled task still ran {stuck_s:g} s later (stuck)")
+
+        watchdog = asyncio.get_running_loop().call_later(stuck_s, stuck)
+
+        def ended(done: asyncio.Future) -> None:
+            watchdog.cancel()
+            if not done.cancelled():
+                done.exception()  # retrieved: the outcome was settled when the call was cancelled
+            self._free(agent)
+
+        end.add_done_callback(ended)
 
     def _retry_or_fail(
         self, rec: TaskRecord, message: str, error_type: str, status: TaskStatus, host_lost: bool = False

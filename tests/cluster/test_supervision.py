@@ -166,3 +166,21 @@ def test_agent_state_survives_its_restart_through_checkpoints(head, namespace):
         result = client.run("test.count", {}, swarm="s")
         assert result.ok and result.output == 4
         assert ray.get(queen.status.remote())["agents"][0]["restarts"] == 1
+
+
+def test_a_host_whose_cancelled_work_stays_stuck_is_replaced(head, namespace):
+    swarm = {
+        "queen": {"max_retries": 0, "stuck_after_s": 1.0},
+        "pools": {"b": {"agent": {"class": "tests.agents:BlockingAgent"}}},
+    }
+    config = load_config({"namespace": namespace, "swarms": {"s": swarm}})
+    with running_system(config) as client:
+        stuck = client.run("test.block", {"s": 600}, timeout_s=0.3)
+        assert stuck.status.value == "timed_out"
+        # The thread sleeps on, so the agent takes nothing else until its host is replaced,
+        # about a second after the timeout; then the next task runs on the new host.
+        after = client.run("test.block", {"s": 0}, timeout_s=30)
+        assert after.ok and after.timings.started_at >= stuck.timings.finished_at + 1.0
+        agents = client.status()["swarms"][0]["agents"]
+        assert agents[0]["restarts"] == 1
+        assert client.status()["swarms"][0]["supervision"]["total_restarts"] == 1

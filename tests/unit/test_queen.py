@@ -117,3 +117,26 @@ def test_a_pool_whose_constructor_fails_leaves_the_swarm_and_its_other_pools_ser
         rows["bad"]["state"] == "dead"
         and "RuntimeError: no weights at /models/missing" in rows["bad"]["reason"]
     )
+
+
+def test_a_timed_out_sync_attempt_holds_its_agent_until_its_thread_ends(tmp_path):
+    from tests.agents import BlockingAgent
+
+    BlockingAgent.running = BlockingAgent.most = 0
+    queen = make_queen(
+        tmp_path,
+        {"b": pool("tests.agents:BlockingAgent")},
+        queen={"max_retries": 0, "default_timeout_s": 0.2},
+    )
+
+    async def scenario():
+        slow = await queen.submit({"capability": "test.block", "payload": {"s": 1.0}})
+        quick = await queen.submit({"capability": "test.block", "payload": {"s": 0}})
+        return await queen.result(slow, 10), await queen.result(quick, 10)
+
+    slow, quick = run(scenario())
+    assert slow.status is TaskStatus.TIMED_OUT and quick.ok
+    # The agent runs one task at a time (max_concurrent_tasks 1): the second waited for the
+    # first one's thread, although its attempt had timed out long before.
+    assert BlockingAgent.most == 1
+    assert quick.timings.started_at >= slow.timings.started_at + 1.0
