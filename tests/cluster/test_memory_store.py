@@ -1,12 +1,11 @@
 """MemoryStore actors: a swarm's memory and the global one, used by agents through tasks."""
 
-import time
-
 import pytest
 import ray
 
 from cluster import load_config
 from tests.conftest import running_system
+from tests.waiting import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +60,7 @@ def test_acknowledged_write_survives_killing_the_store(client):
     ).ok
     store = ray.get_actor("memory:storage", namespace="memory-tests")
     ray.kill(store, no_restart=False)  # Ray restarts it; it replays its log
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            records = ray.get(store.get.remote(["k1"]))
-            break
-        except ray.exceptions.RayActorError:
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
+    records = wait_until(lambda: ray.get(store.get.remote(["k1"])), timeout_s=60, what="the store back")
     assert [r["id"] for r in records] == ["k1"]
 
 

@@ -1,12 +1,11 @@
 """OTP restart strategies, intensity and escalation, the delegation breaker, checkpoints."""
 
-import time
-
 import pytest
 import ray
 
 from cluster import load_config, up
 from tests.conftest import running_system
+from tests.waiting import wait_until
 
 
 def three_pools(strategy, **supervision):
@@ -26,13 +25,16 @@ def restarts_after_killing_b(client):
     queen = client.queen("s")
     (host_b,) = [h for hid, h, _ in ray.get(queen.hosts.remote()) if ".b." in hid]
     ray.kill(host_b)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        agents = ray.get(queen.status.remote())["agents"]
-        if all(a["state"] == "alive" for a in agents) and any(a["restarts"] for a in agents):
-            break
-        time.sleep(0.2)
-    time.sleep(1.0)  # let any wrongly restarted sibling show up too
+    # The supervisor restarts every victim of one failure in one step, so once all are alive
+    # again with some restarted, a wrongly restarted sibling would already show.
+    wait_until(
+        lambda: (
+            (agents := ray.get(queen.status.remote())["agents"])
+            and all(a["state"] == "alive" for a in agents)
+            and any(a["restarts"] for a in agents)
+        ),
+        what="the restarted agents alive",
+    )
     return {a["pool"]: a["restarts"] for a in ray.get(queen.status.remote())["agents"]}
 
 
@@ -68,19 +70,17 @@ def test_intensity_exceeded_fails_the_swarm_and_its_work_moves_elsewhere(head, n
     with running_system(config) as client:
         queen = client.queen("s")
         for _ in range(3):  # three failures within the window; max_restarts is 2
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                alive = [
+            alive = wait_until(
+                lambda: [
                     h for hid, h, state in ray.get(queen.hosts.remote()) if ".a." in hid and state == "alive"
-                ]
-                if alive:
-                    break
-                time.sleep(0.1)
+                ],
+                what="an alive host in pool a",
+            )
             ray.kill(alive[0])
-            while time.monotonic() < deadline and any(
-                h == alive[0] for _, h, _ in ray.get(queen.hosts.remote())
-            ):
-                time.sleep(0.1)  # until the monitor has noticed and the supervisor acted
+            wait_until(  # the monitor has noticed and the supervisor acted
+                lambda killed=alive[0]: all(h != killed for _, h, _ in ray.get(queen.hosts.remote())),
+                what="the killed host handled",
+            )
         status = ray.get(queen.status.remote())
         assert status["supervision"]["state"] == "failed"
         assert (
@@ -88,12 +88,7 @@ def test_intensity_exceeded_fails_the_swarm_and_its_work_moves_elsewhere(head, n
             in status["supervision"]["reason"]
         )
         assert status["agents"] == []  # escalation stopped every child
-        deadline = time.monotonic() + 10
-        while (
-            ray.get(client.registry.swarm.remote("s"))["health"] != "failed" and time.monotonic() < deadline
-        ):
-            time.sleep(0.2)
-        assert ray.get(client.registry.swarm.remote("s"))["health"] == "failed"
+        wait_until(lambda: ray.get(client.registry.swarm.remote("s"))["health"] == "failed", what="s failed")
         assert client.run("text.stats", {"text": "goes to backup"}).swarm == "backup"
         moved = client.run("text.stats", {"text": "sent to s"}, swarm="s")
         assert moved.ok and moved.swarm == "backup"  # s hands its capability over while failed
@@ -107,11 +102,9 @@ def test_failed_swarm_recovers_by_itself_after_recover_after_s(head, namespace):
     with running_system(config) as client:
         queen = client.queen("s")
         ray.kill(ray.get(queen.hosts.remote())[0][1])
-        deadline = time.monotonic() + 10
-        while (
-            ray.get(queen.status.remote())["supervision"]["state"] != "failed" and time.monotonic() < deadline
-        ):
-            time.sleep(0.1)
+        wait_until(
+            lambda: ray.get(queen.status.remote())["supervision"]["state"] == "failed", what="escalation"
+        )
         queued = client.submit("text.stats", {"text": "waits for recovery"}, swarm="s")
         result = client.result(queued, timeout_s=60)
         assert result.ok and result.swarm == "s"
@@ -142,7 +135,8 @@ def test_breaker_skips_a_dead_swarm_and_closes_when_it_is_back(head, namespace):
         assert ray.get(front.status.remote())["breakers"]["primary"] == "open"
         assert client.run("text.stats", {"text": "c"}, swarm="front").swarm == "spare"
         up(config)  # a new primary queen
-        time.sleep(2.5)  # the cool-down passes: the next delegation probes primary
+        # Once the cool-down has passed the breaker is half-open: the next delegation probes.
+        wait_until(lambda: ray.get(front.status.remote())["breakers"]["primary"] == "half_open")
         assert client.run("text.stats", {"text": "d"}, swarm="front").swarm == "primary"
         assert ray.get(front.status.remote())["breakers"]["primary"] == "closed"
 
