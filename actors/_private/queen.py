@@ -160,9 +160,9 @@ class SwarmQueen:
             UnknownCapabilityError: no swarm offers the task's capability.
             DelegationError: the hop limit is reached or every offering swarm was visited.
         """
-        rec, record = await self._admit(task)
-        if record:
-            await self.journal.append(*record)
+        rec = await self._admit(task)
+        # Also for a retried submit: the first one's records are queued, and this waits for them.
+        await self.journal.flush()
         return rec.task.id
 
     async def submit_many(self, tasks: list[Task | dict]) -> list[str]:
@@ -176,8 +176,8 @@ class SwarmQueen:
             for t in tasks:
                 admitted.append(await self._admit(t))
         finally:
-            await self.journal.append(*(r for _, record in admitted for r in record))
-        return [rec.task.id for rec, _ in admitted]
+            await self.journal.flush()
+        return [rec.task.id for rec in admitted]
 
     async def result(self, task_id: str, timeout_s: float | None = None) -> TaskResult:
         """Waits up to `timeout_s` (None: no limit) for the task to end, then reports it.
@@ -199,15 +199,13 @@ class SwarmQueen:
         and the caller has no task id to lose before then (a retry with the same task id is
         accepted once).
         """
-        rec, record = await self._admit(task)
-        self.journal.append_nowait(*record, wake=False)  # rides with the result's write
+        rec = await self._admit(task)  # its records ride with the result's write
         return await self.result(rec.task.id, timeout_s)
 
     async def run_many(self, tasks: list[Task | dict], timeout_s: float | None = None) -> list[TaskResult]:
         """Submits several tasks and waits for all their results in one call (see `run`)."""
         admitted = [await self._admit(t) for t in tasks]
-        self.journal.append_nowait(*(r for _, record in admitted for r in record), wake=False)
-        return [await self.result(rec.task.id, timeout_s) for rec, _ in admitted]
+        return [await self.result(rec.task.id, timeout_s) for rec in admitted]
 
     async def cancel(self, task_id: str) -> bool:
         """Cancels a task that has not ended; returns whether it was cancelled."""
@@ -315,8 +313,9 @@ class SwarmQueen:
         self._ensure_started()
         return self.book.get(task_id)
 
-    async def _admit(self, task: Task | dict) -> tuple[TaskRecord, list[dict]]:
-        """Accepts a task in memory; returns it and the journal records that make it durable."""
+    async def _admit(self, task: Task | dict) -> TaskRecord:
+        """Accepts a task in memory and queues the journal records that make it durable (the
+        caller flushes them, or lets them ride with a later write)."""
         self._ensure_started()
         # A copy: the queen fills in fields, and one object may stand for several tasks in a batch.
         task = task.model_copy() if isinstance(task, Task) else Task.model_validate(task)
@@ -329,7 +328,7 @@ class SwarmQueen:
         while (admitting := self._admitting.get(task.id)) is not None:
             await admitting.wait()
         if task.id in self.book.records:
-            return self.book.records[task.id], []
+            return self.book.records[task.id]
         self._admitting[task.id] = admitting = asyncio.Event()
         try:
             return await self._admit_new(task)
@@ -337,7 +336,7 @@ class SwarmQueen:
             del self._admitting[task.id]
             admitting.set()
 
-    async def _admit_new(self, task: Task) -> tuple[TaskRecord, list[dict]]:
+    async def _admit_new(self, task: Task) -> TaskRecord:
         task.submitted_at = task.submitted_at or now()
         local = task.capability in self.local_caps
         target = None
@@ -353,12 +352,14 @@ class SwarmQueen:
             if len(self.queue) >= limit:
                 raise BackpressureError(self.name, len(self.queue), limit)
             rec = self.book.accept(task, TaskStatus.QUEUED)
+            self.journal.append_nowait(acc_entry(rec.task), wake=False)
             self._enqueue(rec)
-            return rec, [acc_entry(rec.task)]
+            return rec
         rec = self.book.accept(task, TaskStatus.DELEGATED)
         rec.delegated_to = target
+        self.journal.append_nowait(acc_entry(rec.task), del_entry(rec.task.id, target), wake=False)
         rec.attempt = self._spawn(self._follow(rec))
-        return rec, [acc_entry(rec.task), del_entry(rec.task.id, target)]
+        return rec
 
     def _enqueue(self, rec: TaskRecord) -> None:
         rec.result.status = TaskStatus.QUEUED

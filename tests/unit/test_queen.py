@@ -2,9 +2,12 @@
 the registry and the other swarms (the cluster tests run the same code as Ray actors)."""
 
 import asyncio
+import os
+import time
 
 from actors import RegistryConfig, SwarmConfig, Task, TaskStatus
 from actors._private.queen import SwarmQueen
+from models._private.core.journal import Journal, journal_location
 from tests.unit.fakes import FakePeers
 from tests.unit.test_journal import FlakyDisk
 from tests.waiting import async_wait_until
@@ -68,6 +71,33 @@ def test_two_submits_of_one_task_id_delegate_it_once(tmp_path):
 
     assert run(scenario()) == ["front:1", "front:1"]
     assert len(peers.submitted) == 1
+
+
+def test_a_retried_submit_is_acknowledged_only_once_the_task_is_durable(tmp_path, monkeypatch):
+    class SlowPeers(FakePeers):
+        async def submit(self, swarm, task):
+            await asyncio.sleep(0.05)  # a hand-over takes a round trip
+            return await super().submit(swarm, task)
+
+    real_write = os.write
+
+    def slow_write(fd, data):  # a disk that takes 0.2 s to take a batch
+        time.sleep(0.2)
+        return real_write(fd, data)
+
+    monkeypatch.setattr("models._private.core.journal.os.write", slow_write)
+    queen = make_queen(tmp_path, {"s": pool(SLEEP)}, SlowPeers(["b"]))
+
+    async def scenario():
+        task = {"id": "front:1", "capability": "remote.cap"}
+        first = asyncio.create_task(queen.submit(task))
+        await async_wait_until(lambda: "front:1" in queen._admitting)
+        assert await queen.submit(task) == "front:1"  # acknowledged: must be on disk now
+        on_disk = Journal(journal_location(str(tmp_path), "ns", "front")).read()
+        await first
+        return [r["task"]["id"] for r in on_disk if r["k"] == "acc"]
+
+    assert run(scenario()) == ["front:1"]
 
 
 def test_a_result_whose_journal_write_failed_is_written_again_and_returned(tmp_path, monkeypatch):
