@@ -130,25 +130,42 @@ def start_local_head() -> None:
 
 
 def stop_head(session: str, address: str | None = None, timeout_s: float = 30.0) -> int:
-    """Stops the Ray head of one session (its GCS, raylet, dashboard and monitors; workers end
-    with their raylet) and nothing else, where `ray stop` would stop every Ray on the machine.
+    """Stops the Ray head of one session and nothing else, where `ray stop` would stop every Ray
+    on the machine: the processes whose command line names the session's directory (GCS,
+    raylet, dashboard, monitors) or, given the head's GCS `address`, that address (the client
+    server), with all their children (agents and workers, which retitle themselves).
 
     Returns:
         How many processes were stopped.
     """
     import psutil  # a Ray dependency
 
-    procs, temp_dir = [], None
+    marks = [f"/{session}"] + ([f"--address={address}"] if address else [])
+    found: dict[int, psutil.Process] = {}
+    temp_dir = None
     for proc in psutil.process_iter(["cmdline"]):
         args = proc.info["cmdline"] or []
-        if (marked := [a for a in args if f"/{session}" in a]) and proc.pid != os.getpid():
-            procs.append(proc)
-            temp_dir = marked[0].split("=")[-1].split(f"/{session}")[0]
+        if proc.pid == os.getpid() or not (hits := [a for a in args if any(m in a for m in marks)]):
+            continue
+        found[proc.pid] = proc
+        if f"/{session}" in hits[0]:
+            temp_dir = hits[0].split("=")[-1].split(f"/{session}")[0]
+        try:
+            found.update((c.pid, c) for c in proc.children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+    procs = list(found.values())
     for proc in procs:
-        proc.terminate()
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
     _, alive = psutil.wait_procs(procs, timeout=timeout_s)
     for proc in alive:
-        proc.kill()
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
     # As `ray stop` does: a later `auto` must not find the address of this head, now gone (but
     # the file is left alone when it names another head, started since).
     current = os.path.join(temp_dir or "", "ray_current_cluster")

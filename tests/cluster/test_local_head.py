@@ -3,6 +3,7 @@
 import os
 import subprocess
 
+import psutil
 import pytest
 
 from tests.cluster.test_cli import swarm
@@ -34,3 +35,7 @@ def test_up_starts_a_local_head_that_outlives_it_and_down_stops_it(tmp_path):
     assert "removed local Ray head" in removed
     assert not list(journals.glob("*/gen-*.log"))  # down purged the journals
     assert subprocess.run([RAY, "status"], capture_output=True).returncode != 0
+    # All of that head went, the agents that retitle themselves too (a dashboard agent left
+    # behind holds its port, and the next head's job agent cannot start).
+    left = [p.info["name"] for p in psutil.process_iter(["name"]) if p.info["name"].startswith("ray::")]
+    assert left == []
