@@ -7,6 +7,7 @@ composes these with the AI service's and the memory's configuration.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Literal
 
 from pydantic import (
@@ -82,6 +83,16 @@ class AgentConfig(ConfigModel):
             raise ValueError(f"{self.class_path!r} is not a subclass of actors.Agent")
         if not self.capabilities and not cls.capabilities:
             raise ValueError(f"no capabilities: set `capabilities` or define them on {self.class_path!r}")
+        # Checked here, not when the host builds the agent: a typo would crash-loop the pool.
+        try:  # annotations as types, not strings, for the message
+            signature = inspect.signature(cls, eval_str=True)
+        except Exception:
+            signature = inspect.signature(cls)
+        try:
+            signature.bind(**self.params)
+        except TypeError as e:
+            why = str(e).replace("got an unexpected keyword argument", "unexpected keyword")
+            raise ValueError(f"params do not fit {self.class_path}{signature}: {why}") from None
         return self
 
     @property

@@ -146,7 +146,8 @@ def load_config(source: str | Path | dict | None = None) -> SystemConfig:
         path = Path(source or env.config_path())
         name = str(path)
         try:
-            data = yaml.safe_load(path.read_text())
+            with path.open() as f:  # from the file, so YAML's errors name it, not "<unicode string>"
+                data = yaml.safe_load(f)
         except OSError as e:
             raise ConfigError(name, [("", f"cannot read file: {e.strerror}")]) from e
         except yaml.YAMLError as e:

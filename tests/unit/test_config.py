@@ -104,8 +104,10 @@ def test_missing_file_names_the_file(tmp_path):
 def test_bad_yaml_names_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("swarms: [unclosed\n")
-    with pytest.raises(ConfigError, match=r"(?s)bad\.yaml.*not valid YAML"):
+    with pytest.raises(ConfigError, match=r"(?s)bad\.yaml.*not valid YAML") as info:
         load_config(path)
+    # The line and column point into the file, not into "<unicode string>".
+    assert "<unicode string>" not in str(info.value) and f'in "{path}", line 2' in str(info.value)
 
 
 def test_namespace_override_from_environment(monkeypatch):
@@ -174,3 +176,13 @@ def test_snapshots_more_often_than_sweeps_are_refused():
     problems, message = problems_of(minimal(memory={"sweep_period_s": 60, "snapshot_period_s": 30}))
     assert "swarms.s.memory" in problems
     assert "snapshot_period_s (30.0) must be at least sweep_period_s (60.0)" in message
+
+
+def test_params_that_do_not_fit_the_agent_constructor_are_refused_at_load():
+    data = minimal()
+    data["swarms"]["s"]["pools"]["p"]["agent"] = {"class": "actors:KeywordsAgent", "params": {"top": 3}}
+    problems, message = problems_of(data)
+    assert "swarms.s.pools.p.agent" in problems
+    assert "params do not fit actors:KeywordsAgent(top_n: int = 5): unexpected keyword 'top'" in message
+    data["swarms"]["s"]["pools"]["p"]["agent"]["params"] = {"top_n": 3}
+    assert load_config(data).swarms["s"].pools["p"].agent.params == {"top_n": 3}
