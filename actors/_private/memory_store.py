@@ -13,6 +13,7 @@ import ray
 from aiorwlock import RWLock
 
 from actors._private import names
+from actors._private.agent import call_maybe_async
 from actors._private.config import MemoryStoreConfig
 from models._private.core.journal import journal_location
 from models._private.core.retry import retrying
@@ -22,11 +23,6 @@ __all__ = ["MemoryClient", "MemoryStore"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def _drop_outcome(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("a memory call whose caller left failed: %r", task.exception())
 
 
 class MemoryStore:
@@ -109,28 +105,11 @@ class MemoryStore:
         }
 
     async def _locked(self, lock: Any, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` in a worker thread while holding `lock`.
-
-        A caller cancelled while waiting for the lock leaves; one cancelled once the work has
-        begun leaves too, but the work keeps the lock until its thread ends (a thread cannot
-        be stopped), so nothing else runs beside it.
-        """
-        began = False
-
-        async def work() -> T:
-            nonlocal began
-            async with lock:
-                began = True
-                return await asyncio.to_thread(fn, *args)
-
-        task = asyncio.ensure_future(work())
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if not began:
-                task.cancel()
-            task.add_done_callback(_drop_outcome)
-            raise
+        """`fn(*args)` in a worker thread while holding `lock`. A caller cancelled while it
+        waits for the lock leaves at once; one cancelled once the thread has begun gives the
+        lock back only when the thread ends (`call_maybe_async`), so nothing runs beside it."""
+        async with lock:
+            return await call_maybe_async(fn, *args)
 
     async def _maintain(self) -> None:
         last_snapshot = time.monotonic()
