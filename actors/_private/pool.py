@@ -95,9 +95,9 @@ class AgentPool:
 
     `on_ready(agents)` is called when agents can take tasks, `on_lost(agents)` when they
     cannot any more (the queen's dispatcher follows those two). A host that fails to start is
-    the pool's own affair (see `START_ATTEMPTS`); `on_failure(host, reason)` is for the queen's
-    supervisor, which decides what restarts, and the pool never calls it. `state_of(id)` gives
-    the last checkpoint of an agent, handed to its host when it (re)starts.
+    the pool's own affair (see `START_ATTEMPTS`); hosts that die once running are the queen's
+    supervisor's, which calls `restart` or `remove`. `state_of(id)` gives the last checkpoint
+    of an agent, handed to its host when it (re)starts.
     """
 
     def __init__(
@@ -107,7 +107,6 @@ class AgentPool:
         config: AgentPoolConfig,
         on_ready: Callable[[list[AgentSlot]], None],
         on_lost: Callable[[list[AgentSlot]], None],
-        on_failure: Callable[[HostSlot, str], None],
         state_of: Callable[[str], Any],
         start_order: itertools.count,
     ):
@@ -118,7 +117,6 @@ class AgentPool:
         self.hosts: dict[str, HostSlot] = {}
         self._on_ready = on_ready
         self._on_lost = on_lost
-        self._on_failure = on_failure
         self._state_of = state_of
         self._start_order = start_order
         self._host_seq = itertools.count()

@@ -116,7 +116,6 @@ class SwarmQueen:
                 pool_cfg,
                 self._agents_ready,
                 self.dispatcher.remove,
-                self._child_failed,
                 self.book.snapshots.get,
                 self._start_order,
             )
@@ -637,7 +636,11 @@ class SwarmQueen:
 
         async def compact() -> None:
             nonlocal base
-            await self.journal.rewrite(self.book.live_entries)
+            try:
+                await self.journal.rewrite(self.book.live_entries)
+            except Exception:
+                log.exception("compaction failed in swarm %s", self.name)
+                return
             base = self.journal.size_bytes()
             self.counts["compactions"] += 1
 
@@ -647,14 +650,11 @@ class SwarmQueen:
                 if self.supervisor.state != FAILED:
                     for pool in self.pools.values():
                         pool.autoscale(sum(self.queue.depth(c) for c in pool.capabilities))
-                if compaction is not None and compaction.done():
-                    if not compaction.cancelled() and compaction.exception() is not None:
-                        log.error("compaction failed in swarm %s: %r", self.name, compaction.exception())
-                    compaction = None
                 # Compact past the limit, and only once the journal has doubled since the last
                 # compaction, so that live state above the limit is not rewritten every tick.
                 # In the background: a tick never waits on the disk.
-                if compaction is None and self.journal.size_bytes() > max(limit, 2 * base):
+                idle = compaction is None or compaction.done()
+                if idle and self.journal.size_bytes() > max(limit, 2 * base):
                     compaction = self._spawn(compact())
             except Exception:
                 log.exception("background round failed in swarm %s", self.name)
