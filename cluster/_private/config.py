@@ -92,24 +92,18 @@ class SystemConfig(ConfigModel):
     def _journal_problems(self) -> list[tuple[str, str]]:
         # Swarms may share a URI (each writes below its own prefix), but no journal may lie in
         # another's: `down` deletes each journal's whole prefix, and replay reads all of it.
+        located = self.journal_locations()
         problems = []
-        located = list(self.journal_locations().items())
-        for i, (field_a, a) in enumerate(located):
-            for field_b, b in located[i + 1 :]:
-                for (inner_field, inner), (outer_field, outer) in [
-                    ((field_b, b), (field_a, a)),
-                    ((field_a, a), (field_b, b)),
-                ]:
-                    if nested_in(inner, outer):
-                        owner = (
-                            "the registry"
-                            if outer_field.startswith("registry")
-                            else f"swarm {outer_field.split('.')[1]}"
-                        )
-                        problems.append(
-                            (inner_field, f"its journal {inner} is inside {owner}'s journal {outer}")
-                        )
-                        break
+        for field, where in located.items():
+            for other_field, other in located.items():
+                if other_field != field and nested_in(where, other):
+                    owner = (
+                        "the registry"
+                        if other_field.startswith("registry")
+                        else f"swarm {other_field.split('.')[1]}"
+                    )
+                    problems.append((field, f"its journal {where} is inside {owner}'s journal {other}"))
+                    break
         return problems
 
 
