@@ -56,12 +56,15 @@ def run(coro):
 SLEEP = "tests.agents:SleepAgent"
 
 
-def test_two_submits_of_one_task_id_delegate_it_once(tmp_path):
-    class SlowPeers(FakePeers):
-        async def submit(self, swarm, task):
-            await asyncio.sleep(0.05)  # a hand-over takes a round trip
-            return await super().submit(swarm, task)
+class SlowPeers(FakePeers):
+    """Other swarms whose queens take a round trip to accept a task."""
 
+    async def submit(self, swarm, task):
+        await asyncio.sleep(0.05)
+        return await super().submit(swarm, task)
+
+
+def test_two_submits_of_one_task_id_delegate_it_once(tmp_path):
     peers = SlowPeers(["b"])
     queen = make_queen(tmp_path, {"s": pool(SLEEP)}, peers)
 
@@ -74,11 +77,6 @@ def test_two_submits_of_one_task_id_delegate_it_once(tmp_path):
 
 
 def test_a_retried_submit_is_acknowledged_only_once_the_task_is_durable(tmp_path, monkeypatch):
-    class SlowPeers(FakePeers):
-        async def submit(self, swarm, task):
-            await asyncio.sleep(0.05)  # a hand-over takes a round trip
-            return await super().submit(swarm, task)
-
     real_write = os.write
 
     def slow_write(fd, data):  # a disk that takes 0.2 s to take a batch
