@@ -34,6 +34,7 @@ from actors._private.config import (
 from actors._private.llm_agent import LLMAgent
 from actors._private.memory_store import MemoryClient
 from actors._private.task import Task, TaskResult, TaskStatus, Timings
+from models._private.core.errors import PayloadError
 
 __all__ = [
     "Agent",
@@ -55,6 +56,7 @@ __all__ = [
     "MemoryClient",
     "MemoryStoreConfig",
     "NumberStatsAgent",
+    "PayloadError",
     "QueenConfig",
     "ReadabilityAgent",
     "RegistryConfig",

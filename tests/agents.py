@@ -6,7 +6,9 @@ import asyncio
 import threading
 import time
 
-from actors import Agent, Task
+from pydantic import TypeAdapter
+
+from actors import Agent, PayloadError, Task
 
 
 class SleepAgent(Agent):
@@ -87,3 +89,17 @@ class BlockingAgent(Agent):
             with cls.guard:
                 cls.running -= 1
         return {"slept": task.payload.get("s", 0)}
+
+
+class PickyAgent(Agent):
+    """`test.picky`: declares no payload model, and refuses input itself: a PayloadError for a
+    missing `x`, a pydantic ValidationError for an `x` that is not a number."""
+
+    capabilities = ("test.picky",)
+    attempts = 0
+
+    async def handle(self, task: Task) -> float:
+        type(self).attempts += 1
+        if "x" not in task.payload:
+            raise PayloadError("test.picky", [("x", "required")])
+        return TypeAdapter(float).validate_python(task.payload["x"]) * 2

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+from pydantic import BaseModel
 
 from actors._private.task import Task
 from models._private.core.config import import_object
@@ -29,20 +32,31 @@ class AgentContext:
 class Agent:
     """Base class of every agent.
 
-    Subclass it, list `capabilities`, and implement `handle`. Constructor keyword arguments
+    Subclass it, list `capabilities`, and implement `handle`. Declare each capability's payload
+    as a pydantic model in `payloads`: the queen then refuses a task whose payload does not fit
+    when it is submitted, naming the field, `swarm capabilities` shows the model's schema, and
+    `handle` gets the checked payload with its defaults filled in. Raise `PayloadError` (or let a
+    pydantic `ValidationError` out) for input that can never work: the task fails at once,
+    without retries. Any other exception fails the attempt, which the queen retries. Constructor
+    keyword arguments
     come from the pool's `agent.params` in the config. `handle` may be `async def` (runs on
     the host's event loop, for I/O-bound work) or plain `def` (runs in a worker thread, so
     CPU-bound work does not stall health pings).
 
     Example:
+        class ShoutInput(BaseModel):
+            text: str = Field(description="What to shout.")
+
         class Shout(Agent):
             capabilities = ("text.shout",)
+            payloads = {"text.shout": ShoutInput}
 
             async def handle(self, task):
                 return task.payload["text"].upper()
     """
 
     capabilities: ClassVar[tuple[str, ...]] = ()
+    payloads: ClassVar[Mapping[str, type[BaseModel]]] = {}
     context: AgentContext
 
     async def handle(self, task: Task) -> Any:

@@ -8,10 +8,14 @@ import statistics
 import zlib
 from collections import Counter
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
 from actors._private.agent import Agent
 from actors._private.task import Task
+from models._private.core.errors import PayloadError
+from models._private.memory_schema import TIERS
 
 __all__ = [
     "AmortizeAgent",
@@ -31,11 +35,123 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
 
 
-def _text(task: Task) -> str:
-    text = task.payload.get("text")
-    if not isinstance(text, str):
-        raise ValueError("payload.text must be a string")
-    return text
+# -- payloads: what each capability takes (`swarm capabilities NAME` shows them) --------------
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextInput(_Payload):
+    """A text to analyse."""
+
+    text: str = Field(description="The text.")
+
+
+class KeywordsInput(TextInput):
+    """A text and how many keywords to return."""
+
+    top_n: int | None = Field(None, gt=0, description="Keywords to return; default: the agent's top_n.")
+
+
+class ValidateInput(_Payload):
+    """A document and the JSON Schema to check it against."""
+
+    json_schema: dict[str, Any] = Field(alias="schema", description="A JSON Schema object.")
+    document: Any = Field(None, description="The JSON value to check.")
+
+
+class DeduplicateInput(_Payload):
+    """Records and the field whose repeats are dropped."""
+
+    records: list[Any] = Field(description="The records (objects), in order.")
+    key: str = Field(description="The field that identifies a record.")
+
+
+class NumbersInput(_Payload):
+    """A list of numbers."""
+
+    numbers: list[StrictInt | StrictFloat] = Field(min_length=1, description="At least one number.")
+
+
+class FactorizeInput(_Payload):
+    """An integer to factorise."""
+
+    n: StrictInt = Field(ge=2, le=10**15, description="An integer from 2 to 10**15.")
+
+
+Money = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+
+
+class InvoiceItem(_Payload):
+    """One line of an invoice."""
+
+    description: str = Field("", description="What the line is for.")
+    quantity: Money = Field(description="How many (a number, or a decimal string).")
+    unit_price: Money = Field(description="Price of one (a number, or a decimal string).")
+
+
+class InvoiceInput(_Payload):
+    """Invoice lines and a tax rate."""
+
+    items: list[InvoiceItem] = Field(min_length=1, description="The lines, at least one.")
+    tax_rate: Money = Field(Decimal(0), description="Tax as a fraction of the subtotal (0.2 = 20 %).")
+
+
+class AmortizeInput(_Payload):
+    """A fixed-rate loan."""
+
+    principal: float = Field(gt=0, description="The amount borrowed.")
+    annual_rate: float = Field(ge=0, description="Yearly interest rate as a fraction (0.05 = 5 %).")
+    months: StrictInt = Field(gt=0, description="Number of monthly payments.")
+
+
+Scope = Literal["swarm", "global"]
+
+
+class MemoryStoreInput(_Payload):
+    """A record to store (replacing one with the same id)."""
+
+    id: str = Field(min_length=1, max_length=256, description="The record's id.")
+    text: str = Field(min_length=1, description="The text, searchable densely and lexically.")
+    metadata: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Filterable fields."
+    )
+    tier: Literal[TIERS] | None = Field(None, description="Tier to store in; default long_term.")
+    importance: float | None = Field(None, ge=0, le=1, description="0 to 1; high values are kept longer.")
+    ttl_s: float | None = Field(None, gt=0, description="Seconds until the record expires.")
+    scope: Scope = Field("swarm", description="The swarm's memory or the global one.")
+    namespace: str | None = Field(
+        None, description="Namespace in that memory; default the swarm's name (or 'global')."
+    )
+
+
+class MemorySearchInput(_Payload):
+    """A search of the swarm's memory, the global one, or both."""
+
+    query: str | None = Field(None, description="Query text (dense search may use a vector instead).")
+    k: int = Field(5, gt=0, description="Hits to return.")
+    mode: Literal["hybrid", "dense", "lexical"] = Field("hybrid", description="Which indexes to ask.")
+    filter: dict[str, Any] | None = Field(None, description="Metadata filter, e.g. {'year': {'gte': 2020}}.")
+    tiers: list[Literal[TIERS]] | None = Field(None, description="Tiers to search; default all.")
+    namespaces: list[str] | None = Field(
+        None, description="Namespaces to search; default the memory's own (the swarm's name, or 'global')."
+    )
+    scope: Literal["swarm", "global", "both"] = Field("swarm", description="Which memory to search.")
+
+
+class MemoryDeleteInput(_Payload):
+    """Records to delete, by `id` or `ids`."""
+
+    id: str | None = Field(None, description="One record's id.")
+    ids: list[str] = Field(default_factory=list, description="Several records' ids.")
+    scope: Scope = Field("swarm", description="The swarm's memory or the global one.")
+
+    @model_validator(mode="after")
+    def _some_id(self) -> MemoryDeleteInput:
+        if self.id is None and not self.ids:
+            raise ValueError("give `id` or `ids`")
+        return self
 
 
 def _words(text: str) -> list[str]:
@@ -50,12 +166,13 @@ class TextStatsAgent(Agent):
     """`text.stats`: characters, words, sentences, unique words and the most frequent words."""
 
     capabilities = ("text.stats",)
+    payloads = {"text.stats": TextInput}
 
     def __init__(self, top_n: int = 5):
         self.top_n = top_n
 
     async def handle(self, task: Task) -> dict:
-        text = _text(task)
+        text = task.payload["text"]
         words = _words(text)
         return {
             "characters": len(text),
@@ -71,6 +188,7 @@ class KeywordsAgent(Agent):
     """`text.keywords`: the most frequent words that are not English stop words."""
 
     capabilities = ("text.keywords",)
+    payloads = {"text.keywords": KeywordsInput}
 
     def __init__(self, top_n: int = 5):
         # scikit-learn comes with sentence-transformers; its list is the usual one.
@@ -80,14 +198,15 @@ class KeywordsAgent(Agent):
         self.stop_words = ENGLISH_STOP_WORDS
 
     async def handle(self, task: Task) -> list:
-        words = [w for w in _words(_text(task)) if w not in self.stop_words and len(w) > 2]
-        return Counter(words).most_common(int(task.payload.get("top_n", self.top_n)))
+        words = [w for w in _words(task.payload["text"]) if w not in self.stop_words and len(w) > 2]
+        return Counter(words).most_common(task.payload["top_n"] or self.top_n)
 
 
 class ReadabilityAgent(Agent):
     """`text.readability`: Flesch reading ease (higher is easier; 60-70 is plain English)."""
 
     capabilities = ("text.readability",)
+    payloads = {"text.readability": TextInput}
 
     @staticmethod
     def syllables(word: str) -> int:
@@ -97,7 +216,7 @@ class ReadabilityAgent(Agent):
         return max(1, n)
 
     async def handle(self, task: Task) -> dict:
-        text = _text(task)
+        text = task.payload["text"]
         words = _words(text)
         if not words:
             raise ValueError("payload.text has no words")
@@ -116,9 +235,10 @@ class ChecksumAgent(Agent):
     """`data.checksum`: SHA-256, CRC-32, size and zlib-compressed size of a text."""
 
     capabilities = ("data.checksum",)
+    payloads = {"data.checksum": TextInput}
 
     def handle(self, task: Task) -> dict:
-        data = _text(task).encode()
+        data = task.payload["text"].encode()
         return {
             "sha256": hashlib.sha256(data).hexdigest(),
             "crc32": zlib.crc32(data),
@@ -131,15 +251,17 @@ class ValidateAgent(Agent):
     """`data.validate`: checks `document` against a JSON Schema `schema`, listing each error."""
 
     capabilities = ("data.validate",)
+    payloads = {"data.validate": ValidateInput}
 
     def handle(self, task: Task) -> dict:
         import jsonschema  # a Ray dependency; the reference validator
 
-        schema = task.payload.get("schema")
-        if not isinstance(schema, dict):
-            raise ValueError("payload.schema must be a JSON Schema object")
+        schema = task.payload["schema"]
         validator_cls = jsonschema.validators.validator_for(schema)
-        validator_cls.check_schema(schema)
+        try:
+            validator_cls.check_schema(schema)
+        except jsonschema.SchemaError as e:
+            raise PayloadError("data.validate", [("schema", e.message)]) from None
         errors = sorted(
             validator_cls(schema).iter_errors(task.payload.get("document")),
             key=lambda e: list(e.absolute_path),
@@ -154,11 +276,10 @@ class DeduplicateAgent(Agent):
     """`data.deduplicate`: drops records whose `key` field repeats, keeping the first."""
 
     capabilities = ("data.deduplicate",)
+    payloads = {"data.deduplicate": DeduplicateInput}
 
     async def handle(self, task: Task) -> dict:
-        records, key = task.payload.get("records"), task.payload.get("key")
-        if not isinstance(records, list) or not isinstance(key, str):
-            raise ValueError("payload needs `records` (a list of objects) and `key` (a field name)")
+        records, key = task.payload["records"], task.payload["key"]
         seen, kept = set(), []
         for record in records:
             value = record.get(key) if isinstance(record, dict) else None
@@ -173,15 +294,10 @@ class NumberStatsAgent(Agent):
     """`math.stats`: count, mean, median, standard deviation, extremes and quartiles."""
 
     capabilities = ("math.stats",)
+    payloads = {"math.stats": NumbersInput}
 
     async def handle(self, task: Task) -> dict:
-        xs = task.payload.get("numbers")
-        if (
-            not isinstance(xs, list)
-            or not xs
-            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
-        ):
-            raise ValueError("payload.numbers must be a non-empty list of numbers")
+        xs = task.payload["numbers"]
         quartiles = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
         return {
             "count": len(xs),
@@ -198,11 +314,10 @@ class FactorizeAgent(Agent):
     """`math.factorize`: prime factors of an integer up to 10**15, by trial division."""
 
     capabilities = ("math.factorize",)
+    payloads = {"math.factorize": FactorizeInput}
 
     def handle(self, task: Task) -> dict:
-        n = task.payload.get("n")
-        if not isinstance(n, int) or isinstance(n, bool) or not 2 <= n <= 10**15:
-            raise ValueError("payload.n must be an integer from 2 to 10**15")
+        n = task.payload["n"]
         factors, rest, p = [], n, 2
         while p * p <= rest:
             while rest % p == 0:
@@ -217,36 +332,19 @@ class FactorizeAgent(Agent):
 _CENT = Decimal("0.01")
 
 
-def _money(x: Any, field: str) -> Decimal:
-    try:
-        value = Decimal(str(x))
-    except Exception:
-        raise ValueError(f"{field} must be a number, got {x!r}") from None
-    if not value.is_finite():
-        raise ValueError(f"{field} must be finite, got {x!r}")
-    return value
-
-
 class InvoiceAgent(Agent):
     """`finance.invoice`: line totals, subtotal, tax and total, rounded half-up to cents."""
 
     capabilities = ("finance.invoice",)
+    payloads = {"finance.invoice": InvoiceInput}
 
     async def handle(self, task: Task) -> dict:
-        items = task.payload.get("items")
-        if not isinstance(items, list) or not items:
-            raise ValueError("payload.items must be a non-empty list")
-        tax_rate = _money(task.payload.get("tax_rate", 0), "tax_rate")
         lines, subtotal = [], Decimal(0)
-        for i, item in enumerate(items):
-            qty = _money(item.get("quantity"), f"items[{i}].quantity")
-            price = _money(item.get("unit_price"), f"items[{i}].unit_price")
-            if qty < 0 or price < 0:
-                raise ValueError(f"items[{i}] has a negative quantity or price")
-            total = (qty * price).quantize(_CENT, ROUND_HALF_UP)
+        for item in task.payload["items"]:
+            total = (item["quantity"] * item["unit_price"]).quantize(_CENT, ROUND_HALF_UP)
             subtotal += total
-            lines.append({"description": item.get("description", ""), "total": str(total)})
-        tax = (subtotal * tax_rate).quantize(_CENT, ROUND_HALF_UP)
+            lines.append({"description": item["description"], "total": str(total)})
+        tax = (subtotal * task.payload["tax_rate"]).quantize(_CENT, ROUND_HALF_UP)
         return {"lines": lines, "subtotal": str(subtotal), "tax": str(tax), "total": str(subtotal + tax)}
 
 
@@ -254,15 +352,11 @@ class AmortizeAgent(Agent):
     """`finance.amortize`: monthly payment and total interest of a fixed-rate loan."""
 
     capabilities = ("finance.amortize",)
+    payloads = {"finance.amortize": AmortizeInput}
 
     async def handle(self, task: Task) -> dict:
-        p = task.payload
-        principal = float(p.get("principal", 0))
-        annual_rate = float(p.get("annual_rate", -1))
-        months = p.get("months")
-        if principal <= 0 or annual_rate < 0 or not isinstance(months, int) or months <= 0:
-            raise ValueError("payload needs principal > 0, annual_rate >= 0 and whole months > 0")
-        r = annual_rate / 12
+        principal, months = task.payload["principal"], task.payload["months"]
+        r = task.payload["annual_rate"] / 12
         payment = principal / months if r == 0 else principal * r / (1 - (1 + r) ** -months)
         return {
             "monthly_payment": round(payment, 2),
@@ -273,29 +367,36 @@ class AmortizeAgent(Agent):
 class MemoryAgent(Agent):
     """`memory.store`, `memory.search`, `memory.delete` on the swarm's memory (or `scope: global`).
 
-    store: {"id", "text", "metadata"?, "tier"?, "importance"?, "ttl_s"?, "scope"?} -> {"id"}
-    search: {"query", "k"?, "mode"?, "filter"?, "tiers"?, "scope"?: swarm | global | both} -> hits
-    delete: {"ids", "scope"?} -> {"deleted"}
+    store -> {"id"}; search -> hits ({"id", "text", "score", "ranks"}); delete -> {"deleted"}.
+    The payloads are `MemoryStoreInput`, `MemorySearchInput` and `MemoryDeleteInput`.
     """
 
     capabilities = ("memory.store", "memory.search", "memory.delete")
+    payloads = {
+        "memory.store": MemoryStoreInput,
+        "memory.search": MemorySearchInput,
+        "memory.delete": MemoryDeleteInput,
+    }
 
     async def handle(self, task: Task) -> Any:
         p, mem = dict(task.payload), self.context.memory
-        scope = p.pop("scope", "swarm")
+        scope = p.pop("scope")
         if task.capability == "memory.store":
-            p.setdefault("namespace", self.context.swarm if scope == "swarm" else "global")
-            (stored,) = await mem.upsert([p], scope=scope)
+            record = {k: v for k, v in p.items() if v is not None}  # unset: the memory's defaults
+            record.setdefault("namespace", self.context.swarm if scope == "swarm" else "global")
+            (stored,) = await mem.upsert([record], scope=scope)
             return {"id": stored}
         if task.capability == "memory.search":
-            hits = await mem.search(p.pop("query", None), int(p.pop("k", 5)), scope=scope, **p)
+            hits = await mem.search(p.pop("query"), p.pop("k"), scope=scope, **p)
             return [
                 {
                     "id": h["record"]["id"],
                     "text": h["record"]["text"],
-                    "score": round(h["score"], 4),
+                    "score": round(h["score"], 4),  # fused: compares hits of this search only
                     "ranks": h["ranks"],
+                    "scores": {index: round(x, 4) for index, x in h["scores"].items()},  # raw
                 }
                 for h in hits
             ]
-        return {"deleted": await mem.delete(list(p.get("ids", [])), scope=scope)}
+        ids = [*([p["id"]] if p["id"] is not None else []), *p["ids"]]
+        return {"deleted": await mem.delete(ids, scope=scope)}

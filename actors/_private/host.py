@@ -9,10 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import ray
+from pydantic import ValidationError
 
 from actors._private.agent import AgentContext, call_maybe_async
 from actors._private.config import AgentConfig
 from actors._private.memory_store import MemoryClient
+from actors._private.payload import check_payload, payload_error, payload_models
 from actors._private.task import Task
 from models._private.core.config import import_object
 
@@ -42,6 +44,7 @@ class AgentHost:
         )
         cls = import_object(agent.class_path)
         caps = tuple(agent.capability_names)
+        self.payloads = payload_models([(agent.class_path, caps)])
         memory = MemoryClient(namespace, swarm)  # the system's namespace, not this job's
         self.agents = {}
         for agent_id in agent_ids:
@@ -68,7 +71,13 @@ class AgentHost:
     async def handle(self, agent_id: str, task: Task) -> tuple[Any, Any]:
         """Runs `task` on agent `agent_id`; returns its output and the agent's checkpoint."""
         agent = self.agents[agent_id]
-        output = await call_maybe_async(agent.handle, task, executor=self._threads)
+        if (model := self.payloads.get(task.capability)) is not None:
+            payload = check_payload(model, task.capability, task.payload)
+            task = task.model_copy(update={"payload": payload})
+        try:
+            output = await call_maybe_async(agent.handle, task, executor=self._threads)
+        except ValidationError as e:  # the input's fault, like a payload that does not fit
+            raise payload_error(task.capability, e) from None
         return _as_journaled(output, agent_id, "an output"), _as_journaled(
             agent.snapshot(), agent_id, "a checkpoint"
         )

@@ -11,6 +11,7 @@ import ray
 from actors._private import names
 from actors._private.agent import Agent
 from actors._private.task import Task
+from models._private.core.errors import PayloadError
 
 __all__ = ["AI_URL_KEY", "LLMAgent"]
 
@@ -69,7 +70,7 @@ class LLMAgent(Agent):
     async def handle(self, task: Task) -> Any:
         payload = dict(task.payload)
         if missing := sorted(self.fields - set(payload)):
-            raise ValueError(f"payload lacks template field(s) {missing}")
+            raise PayloadError("llm.generate", [(f, "required by the prompt template") for f in missing])
         recalled: list[dict] = []
         if self.recall_k:
             query = " ".join(str(payload[f]) for f in sorted(self.fields))

@@ -47,6 +47,9 @@ class MemoryStore:
                 )
             memory = HybridMemory(config.namespaces or [name], memory_cfg)
         self.memory = memory
+        # A search that names no namespace looks in the store's own (the one agents write to
+        # by default), so that records kept apart in another (the demo's) stay out of it.
+        self.own_namespaces = [name] if name in memory.namespaces else None
         # aiorwlock: many readers or one writer, waiters served in order (so a waiting writer
         # holds off new readers), and a waiter that is cancelled leaves no trace.
         self._lock = RWLock()
@@ -72,8 +75,11 @@ class MemoryStore:
         return [r.model_dump() for r in records]
 
     async def search(self, query: str | None = None, k: int = 10, **kwargs: Any) -> list[dict]:
-        """Hits as dicts: record, score, ranks, scores (see `HybridMemory.search`)."""
+        """Hits as dicts: record, score, ranks, scores (see `HybridMemory.search`); without
+        `namespaces`, in the store's own namespace when it holds one of its name, else in all."""
         self._ensure_loop()
+        if kwargs.get("namespaces") is None:
+            kwargs["namespaces"] = self.own_namespaces
         hits = await self._locked(self._lock.reader_lock, lambda: self.memory.search(query, k, **kwargs))
         return [h.model_dump() for h in hits]
 

@@ -124,6 +124,7 @@ class AgentPool:
         self._watchers: set[asyncio.Task] = set()
         self._start_failures = 0  # in a row, over the pool's hosts
         self.gave_up = ""  # why the pool stopped starting hosts, until `start` is called again
+        self._infeasible: tuple[float, str] = (float("-inf"), "")  # (checked at, why), see unrunnable
         per = config.agents_per_actor
         self._actor_cls = ray.remote(AgentHost).options(
             max_restarts=0,  # the pool restarts hosts itself, so it can count and escalate
@@ -272,13 +273,32 @@ class AgentPool:
             return "starting"
         demand = scheduler_demand(self.config.resources.ray_options())
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        if not any(all(n.get(k, 0) >= v for k, v in demand.items()) for n in nodes):
+        if not any(_fits(demand, n) for n in nodes):
+            if kind := _node_type_that_fits(demand):
+                return f"waiting for the autoscaler to add a {kind!r} node for {demand}"
             return f"infeasible: no node offers {demand}; nodes offer {[_short(n) for n in nodes]}"
         available = ray.available_resources()
         return (
             f"waiting for resources: needs {demand} per actor, available now "
             f"{ {k: round(available.get(k, 0.0), 3) for k in demand} }"
         )
+
+    def unrunnable(self) -> str:
+        """Why no agent of the pool can ever run a task (it gave up starting, or its resources
+        are infeasible on this cluster and its autoscaler); "" while one may."""
+        if self.gave_up:
+            return self.gave_up
+        if self.count(ALIVE):
+            return ""
+        # The hosts share one demand, so one answers for all. Asking the cluster is a GCS
+        # round trip: at most one a second, not one per submit.
+        checked_at, why = self._infeasible
+        if time.monotonic() - checked_at > 1.0:
+            waiting = [h for h in self.hosts.values() if h.state in (PENDING, RESTARTING)]
+            reason = self.pending_reason(waiting[0]) if waiting else ""
+            why = reason if reason.startswith("infeasible") else ""
+            self._infeasible = (time.monotonic(), why)
+        return why
 
     def describe(self) -> list[dict[str, Any]]:
         """One row per agent for `swarm status`."""
@@ -309,6 +329,26 @@ class AgentPool:
             self.remove(host, "pool stopped")
         for w in self._watchers:
             w.cancel()
+
+
+def _fits(demand: dict[str, float], resources: Any) -> bool:
+    return all(resources.get(k, 0) >= v for k, v in demand.items())
+
+
+def _node_type_that_fits(demand: dict[str, float]) -> str:
+    """A node type the cluster's autoscaler may still add that fits `demand`, else "".
+
+    Ray publishes the autoscaler's node types in the GCS (KubeRay and `ray up` clusters); a
+    local `ray start` has none. The reader is Ray's own, if internal.
+    """
+    try:
+        config = ray._private.state.state.get_cluster_config()
+    except Exception:
+        return ""
+    for group in getattr(config, "node_group_configs", None) or []:
+        if group.max_count != 0 and _fits(demand, group.resources):
+            return group.name
+    return ""
 
 
 def _short(resources: dict[str, float]) -> dict[str, float]:

@@ -22,6 +22,7 @@ from actors._private import names
 from actors._private.config import RegistryConfig, SwarmConfig
 from actors._private.delegator import ActorPeers, DelegationLost, Delegator
 from actors._private.dispatch import Dispatcher
+from actors._private.payload import PERMANENT, check_payload, payload_models
 from actors._private.pool import ALIVE, DEAD, AgentPool, AgentSlot, HostSlot
 from actors._private.recovery import (
     TaskBook,
@@ -36,7 +37,13 @@ from actors._private.registry import FAILED as SWARM_FAILED
 from actors._private.supervisor import FAILED, Supervisor
 from actors._private.task import Task, TaskResult, TaskStatus, now
 from actors._private.task_queue import TaskQueue
-from models._private.core.errors import BackpressureError, DelegationError, UnknownCapabilityError
+from models._private.core.config import import_object
+from models._private.core.errors import (
+    BackpressureError,
+    DelegationError,
+    SchedulingError,
+    UnknownCapabilityError,
+)
 from models._private.core.journal import Journal, journal_location
 from models._private.core.retry import TRANSIENT, backoff_s, unwrap_error
 
@@ -66,6 +73,8 @@ class SwarmQueen:
         self.registry_config = registry
         self.local_caps = set(swarm.capabilities)
         self.cap_timeouts_s = swarm.capability_timeouts_s()
+        pools = swarm.pools.values()
+        self.payloads = payload_models((p.agent.class_path, p.agent.capability_names) for p in pools)
         self.book = TaskBook(swarm.name, swarm.queen.keep_results)
         self.counts = self.book.counts  # one Counter: replayed, then live
         self.queue = TaskQueue()
@@ -156,6 +165,7 @@ class SwarmQueen:
 
         Raises:
             BackpressureError: the queue holds `max_queued_tasks` tasks.
+            PayloadError: the payload does not fit the capability's declared model.
             UnknownCapabilityError: no swarm offers the task's capability.
             DelegationError: the hop limit is reached or every offering swarm was visited.
         """
@@ -257,6 +267,23 @@ class SwarmQueen:
             "agents": agents,
         }
 
+    def catalog(self) -> list[dict[str, Any]]:
+        """Each capability the swarm offers: its description, pools and payload JSON Schema
+        (None where the agent declares no payload model), for `swarm capabilities`."""
+        entries: dict[str, dict[str, Any]] = {}
+        for pool in self.config.pools.values():
+            doc = (import_object(pool.agent.class_path).__doc__ or "").strip().splitlines()
+            described = {c.name: c.description for c in pool.agent.capabilities}
+            for cap in pool.agent.capability_names:
+                entry = entries.setdefault(
+                    cap, {"capability": cap, "swarm": self.name, "description": "", "pools": []}
+                )
+                entry["pools"].append(pool.name)
+                entry["description"] = entry["description"] or described.get(cap) or (doc[0] if doc else "")
+                model = self.payloads.get(cap)
+                entry["schema"] = model.model_json_schema() if model is not None else None
+        return sorted(entries.values(), key=lambda e: e["capability"])
+
     def where(self) -> dict[str, Any]:
         """The queen's process id and node, for operators and chaos tests."""
         return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
@@ -338,12 +365,17 @@ class SwarmQueen:
     async def _admit_new(self, task: Task) -> TaskRecord:
         task.submitted_at = task.submitted_at or now()
         local = task.capability in self.local_caps
+        if local:  # a payload that cannot work is refused now, not failed after retries
+            check_payload(self.payloads.get(task.capability), task.capability, task.payload)
         target = None
-        if local and self.supervisor.state == FAILED:
-            try:  # the swarm gave up its agents: send the task to another swarm if one offers it
+        failed = self.supervisor.state == FAILED
+        if local and (failed or (never := self._unrunnable(task.capability))):
+            try:  # no agent here (for now, or ever): another swarm that offers it takes it
                 target = await self.delegator.hand_over(task)
             except (UnknownCapabilityError, DelegationError):
-                pass  # nobody else: keep it here until the agents are back
+                if not failed:  # refused now rather than queued for ever
+                    raise SchedulingError(f"no agent can run {task.capability!r}: {never}") from None
+                # the swarm's agents come back after escalation: keep it here until then
         elif not local:
             target = await self.delegator.hand_over(task)
         if target is None:
@@ -408,7 +440,7 @@ class SwarmQueen:
 
         timer = asyncio.get_running_loop().call_later(timeout_s, expire)
         error: tuple[str, str, TaskStatus] | None = None
-        host_lost = False
+        host_lost = permanent = False
         try:
             output, state = await waiting
         except asyncio.CancelledError:
@@ -428,12 +460,14 @@ class SwarmQueen:
         except RayTaskError as e:
             cause = unwrap_error(e)
             error = (str(cause), type(cause).__name__, TaskStatus.FAILED)
+            permanent = isinstance(cause, PERMANENT)
         except TRANSIENT as e:
             error = (f"agent {agent.id} was lost: {type(e).__name__}", type(e).__name__, TaskStatus.FAILED)
             host_lost = True
             self._child_failed(host, error[0])
         except Exception as e:  # raised in this process by a co-located agent
             error = (str(e), type(e).__name__, TaskStatus.FAILED)
+            permanent = isinstance(e, PERMANENT)
         finally:
             timer.cancel()
             if held:
@@ -448,7 +482,7 @@ class SwarmQueen:
             self._finish(rec, TaskStatus.SUCCEEDED, output=output)
             return
         agent.failed += 1
-        self._retry_or_fail(rec, *error, host_lost=host_lost)
+        self._retry_or_fail(rec, *error, host_lost=host_lost, permanent=permanent)
 
     def _free(self, agent: AgentSlot) -> None:
         agent.last_active = time.monotonic()
@@ -479,7 +513,13 @@ class SwarmQueen:
         end.add_done_callback(ended)
 
     def _retry_or_fail(
-        self, rec: TaskRecord, message: str, error_type: str, status: TaskStatus, host_lost: bool = False
+        self,
+        rec: TaskRecord,
+        message: str,
+        error_type: str,
+        status: TaskStatus,
+        host_lost: bool = False,
+        permanent: bool = False,
     ) -> None:
         task, q = rec.task, self.config.queen
         max_retries = q.max_retries if task.max_retries is None else task.max_retries
@@ -489,8 +529,8 @@ class SwarmQueen:
             rec.host_failures += 1
             task.attempt -= 1
             exhausted = rec.host_failures > q.max_host_failures
-        else:
-            exhausted = task.attempt > max_retries
+        else:  # bad input fails the same way on every agent: no retries
+            exhausted = permanent or task.attempt > max_retries
         if exhausted:
             self._finish(rec, status, error=message, error_type=error_type)
             return
@@ -538,6 +578,35 @@ class SwarmQueen:
                 log.error("swarm %s could not journal the result of %s: %r", self.name, final.task_id, e)
                 await asyncio.sleep(backoff_s(failures, q.retry_backoff_s, q.max_retry_backoff_s))
         self.book.settle(rec, final)
+
+    def _unrunnable(self, cap: str) -> str:
+        """Why no agent of this swarm can ever run `cap` ("" if one may): each pool offering it
+        gave up starting, or asks for resources the cluster cannot offer."""
+        reasons = [(p.config.name, p.unrunnable()) for p in self.pools.values() if cap in p.capabilities]
+        if not reasons or not all(why for _, why in reasons):
+            return ""
+        return "; ".join(f"pool {name!r}: {why}" for name, why in reasons)
+
+    async def _give_up_queued(self, cap: str, reason: str) -> None:
+        """Queued tasks of a capability no agent here can ever run go to another swarm that
+        offers it, or fail with the reason, instead of waiting for ever."""
+        while (task_id := self.queue.pop(cap)) is not None:
+            rec = self.book.records.get(task_id)
+            if rec is None or rec.result.status is not TaskStatus.QUEUED:
+                continue
+            rec.result.status = TaskStatus.DELEGATED  # out of the queue while it is handed over
+            target = await self.delegator.reroute(rec.task)
+            if rec.final is not None:  # cancelled meanwhile
+                if target is not None:
+                    await self.delegator.cancel(target)
+                continue
+            if target is None:
+                error = f"no agent can run {cap!r}: {reason}"
+                self._finish(rec, TaskStatus.FAILED, error=error, error_type="SchedulingError")
+                continue
+            rec.delegated_to = target
+            self.journal.append_nowait(del_entry(rec.task.id, target))
+            rec.attempt = self._spawn(self._follow(rec))
 
     # -- internals: supervision and delegation ----------------------------------------------
 
@@ -650,6 +719,9 @@ class SwarmQueen:
                 if self.supervisor.state != FAILED:
                     for pool in self.pools.values():
                         pool.autoscale(sum(self.queue.depth(c) for c in pool.capabilities))
+                    for cap, depth in self.queue.depths().items():
+                        if depth and (reason := self._unrunnable(cap)):
+                            self._spawn(self._give_up_queued(cap, reason))
                 # Compact past the limit, and only once the journal has doubled since the last
                 # compaction, so that live state above the limit is not rewritten every tick.
                 # In the background: a tick never waits on the disk.

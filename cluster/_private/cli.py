@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 from typing import Any
@@ -14,9 +15,9 @@ from cluster._private.client import Client
 from cluster._private.config import load_config
 from cluster._private.connection import connect, connect_or_start
 from cluster._private.demo import run_demo
-from cluster._private.format import format_status
+from cluster._private.format import format_capabilities, format_status
 from cluster._private.lifecycle import down as down_system
-from cluster._private.lifecycle import mark_local_head
+from cluster._private.lifecycle import last_namespace, mark_local_head
 from cluster._private.lifecycle import up as up_system
 from cluster._private.status import status as system_status
 from models._private.core import env
@@ -30,17 +31,20 @@ def _namespace_option(f: Any) -> Any:
         "--namespace",
         "-n",
         default=None,
-        help="Ray namespace of the system (default: the --config file's, $SWARMRAY_NAMESPACE, or swarmray).",
+        help="Ray namespace of the system (default: the --config file's, $SWARMRAY_NAMESPACE, "
+        "the last `swarm up`'s on this cluster, or swarmray).",
     )(f)
 
 
-def _namespace(namespace: str | None, config_path: str | None = None) -> str:
-    """--namespace, else the config file's (when --config is given), else the environment's."""
-    if namespace:
-        return namespace
-    if config_path:
-        return load_config(config_path).namespace  # applies $SWARMRAY_NAMESPACE too
-    return env.namespace() or "swarmray"
+def _connect(namespace: str | None, address: str | None, config_path: str | None = None) -> str:
+    """Connects to the cluster; returns the system's namespace: --namespace, else the --config
+    file's, else $SWARMRAY_NAMESPACE, else the one the last `swarm up` on this cluster used,
+    else swarmray."""
+    if not namespace and config_path:
+        namespace = load_config(config_path).namespace  # applies $SWARMRAY_NAMESPACE too
+    namespace = namespace or env.namespace()
+    connect(address or "auto", namespace or "swarmray")
+    return namespace or last_namespace() or "swarmray"
 
 
 def _address_option(f: Any) -> Any:
@@ -60,8 +64,16 @@ def _config_option(f: Any) -> Any:
 
 
 @click.group()
-def cli() -> None:
+@click.option(
+    "--verbose",
+    "-v",
+    is_flag=True,
+    help="Also show Ray's own log lines (they go to Ray's log files otherwise).",
+)
+def cli(verbose: bool) -> None:
     """Run fleets of AI agents on a Ray cluster."""
+    if verbose:
+        os.environ["SWARMRAY_VERBOSE"] = "1"  # read where Ray is started and connected
 
 
 @cli.command()
@@ -85,8 +97,7 @@ def up(config_path: str | None, address: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 def status(config_path: str | None, namespace: str | None, address: str | None, as_json: bool) -> None:
     """Show swarms, agents, queue depths and task counts."""
-    namespace = _namespace(namespace, config_path)
-    connect(address or "auto", namespace)
+    namespace = _connect(namespace, address, config_path)
     state = system_status(namespace)
     click.echo(json.dumps(state, indent=2, default=str) if as_json else format_status(state))
 
@@ -118,7 +129,7 @@ def submit(
         raise click.BadParameter(f"not JSON: {e}", param_hint="--input") from None
     if not isinstance(data, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--input")
-    client = Client(_namespace(namespace), address or "auto")
+    client = Client(_connect(namespace, address))
     task_id = client.submit(capability, data, swarm=swarm, priority=priority, timeout_s=timeout_s)
     if not wait:
         click.echo(task_id)
@@ -141,7 +152,21 @@ def result(task_id: str, timeout_s: float | None, namespace: str | None, address
 
     Exit status: 0 succeeded, 1 failed, timed out or cancelled, 3 not ended within --timeout-s.
     """
-    _print_result(Client(_namespace(namespace), address or "auto").result(task_id, timeout_s))
+    _print_result(Client(_connect(namespace, address)).result(task_id, timeout_s))
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, with each payload's JSON Schema.")
+@_namespace_option
+@_address_option
+def capabilities(name: str | None, as_json: bool, namespace: str | None, address: str | None) -> None:
+    """List the capabilities tasks can ask for; with NAME (or a family such as `memory.`), what
+    its payload takes: each field's type, whether it is required, and what it means."""
+    entries = Client(_connect(namespace, address)).capabilities(name)
+    click.echo(
+        json.dumps(entries, indent=2) if as_json else format_capabilities(entries, fields=name is not None)
+    )
 
 
 @cli.command()
@@ -150,7 +175,7 @@ def result(task_id: str, timeout_s: float | None, namespace: str | None, address
 @_address_option
 def cancel(task_id: str, namespace: str | None, address: str | None) -> None:
     """Cancel TASK_ID if it has not ended (exit status 1 when it already had)."""
-    client = Client(_namespace(namespace), address or "auto")
+    client = Client(_connect(namespace, address))
     if client.cancel(task_id):
         click.echo(f"cancelled {task_id}")
         return
@@ -164,8 +189,7 @@ def cancel(task_id: str, namespace: str | None, address: str | None) -> None:
 @_address_option
 def down(config_path: str | None, namespace: str | None, address: str | None) -> None:
     """Remove everything `up` created in the namespace, including a local head it started."""
-    namespace = _namespace(namespace, config_path)
-    connect(address or "auto", namespace)
+    namespace = _connect(namespace, address, config_path)
     for name in down_system(namespace):
         click.echo(f"removed {name}")
 
@@ -180,6 +204,11 @@ def demo(config_path: str | None, address: str | None) -> None:
 
 def main() -> None:
     """Entry point of the `swarm` console script."""
+    # As `python -m cluster` does: the working directory comes first on sys.path, so a user's
+    # own agents (`my_agents.shout:Shout`) import here, and in the workers of a local cluster,
+    # which Ray gives the driver's sys.path.
+    if sys.path[0] != os.getcwd() and "" not in sys.path[:1]:
+        sys.path.insert(0, os.getcwd())
     try:
         cli(standalone_mode=False)
     except click.exceptions.Abort:

@@ -16,7 +16,9 @@ from models._private.core.errors import (
     SwarmNotFoundError,
     TaskCancelledError,
     TaskFailedError,
+    TaskNotFoundError,
     TaskTimeoutError,
+    UnknownCapabilityError,
 )
 
 __all__ = ["Client", "unwrap"]
@@ -101,10 +103,20 @@ class Client:
         tasks = [self._task(capability, p, swarm, **fields)[1] for p in payloads]
         return self._call(lambda: self.queen(swarm).submit_many.remote(tasks))
 
+    def _queen_of(self, task_id: str) -> Any:
+        """The queen that accepted `task_id` (its id starts with the swarm's name)."""
+        swarm, sep, rest = task_id.partition(":")
+        try:
+            if sep and rest:
+                return self.queen(swarm)
+            known = list(self._call(self.registry.system_config.remote).get("swarms", {}))
+        except SwarmNotFoundError as e:
+            known = e.known
+        raise TaskNotFoundError(task_id, None, known)
+
     def result(self, task_id: str, timeout_s: float | None = None) -> TaskResult:
         """The task's result, waiting up to `timeout_s` (None: until it ends)."""
-        swarm = task_id.partition(":")[0]
-        return self._call(lambda: self.queen(swarm).result.remote(task_id, timeout_s))
+        return self._call(lambda: self._queen_of(task_id).result.remote(task_id, timeout_s))
 
     def run(self, capability: str, payload: dict | None = None, **kwargs: Any) -> TaskResult:
         """Submits a task and waits for its result."""
@@ -112,8 +124,28 @@ class Client:
 
     def cancel(self, task_id: str) -> bool:
         """Cancels a task that has not ended."""
-        swarm = task_id.partition(":")[0]
-        return self._call(lambda: self.queen(swarm).cancel.remote(task_id))
+        return self._call(lambda: self._queen_of(task_id).cancel.remote(task_id))
+
+    def capabilities(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Each capability a swarm offers: swarm, pools, description and payload JSON Schema
+        (None where its agent declares none); `name` keeps that capability, or, ending in a
+        dot, that family ('memory.').
+
+        Raises:
+            UnknownCapabilityError: no swarm offers `name`.
+        """
+        swarms = [row["name"] for row in self._call(self.registry.table.remote)]
+        entries = [e for s in swarms for e in self._call(lambda s=s: self.queen(s).catalog.remote())]
+        if name is None:
+            return entries
+        found = [
+            e
+            for e in entries
+            if e["capability"] == name or (name.endswith(".") and e["capability"].startswith(name))
+        ]
+        if not found:
+            raise UnknownCapabilityError(name, sorted({e["capability"] for e in entries}))
+        return found
 
     def status(self) -> dict[str, Any]:
         """The system's status (see `status`)."""

@@ -32,6 +32,7 @@ __all__ = [
     "connect_or_start",
     "existing",
     "get",
+    "quiet_serve",
     "ray_cli",
     "registry_of",
     "start_local_head",
@@ -55,10 +56,34 @@ def connect(address: str | None = None, namespace: str = "swarmray") -> None:
     address = address or env.ray_address()
     if address and address != "auto":
         _check_reachable(address)
+    verbose = env.verbose()
+    # A user sees what the command says; Ray's own notices stay in Ray's log files unless
+    # --verbose: the token-auth notice (Python logging, on every connection)...
+    logging.getLogger(_AUTH_NOTICE_LOGGER).setLevel(logging.NOTSET if verbose else logging.ERROR)
     try:
-        ray.init(address=address, namespace=namespace, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(
+            address=address,
+            namespace=namespace,
+            logging_level=logging.INFO if verbose else logging.WARNING,
+            log_to_driver=verbose,
+        )
     except ConnectionError as e:
         raise ClusterUnreachableError(address or "auto", str(e).strip().splitlines()[0]) from None
+    # ...and the raylet's and GCS's warnings (e.g. worker start-up concurrency), which Ray
+    # prints on every driver, bypassing logging; the flag is internal, hence the guard.
+    if hasattr(ray._private.worker, "_worker_logs_enabled"):
+        ray._private.worker._worker_logs_enabled = verbose
+
+
+_AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def quiet_serve() -> None:
+    """Keeps Serve's driver-side INFO lines ("Deleting app ...") off the terminal unless
+    --verbose. Importing `ray.serve` resets its logger, so this runs after the import."""
+    import ray.serve  # noqa: F401
+
+    logging.getLogger("ray.serve").setLevel(logging.INFO if env.verbose() else logging.WARNING)
 
 
 def _check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
@@ -123,10 +148,24 @@ def ray_cli() -> str:
 
 
 def start_local_head() -> None:
-    """Starts a local Ray head that outlives this process, as `ray start --head` does."""
-    subprocess.run(
-        [ray_cli(), "start", "--head", "--disable-usage-stats"], check=True, stdout=subprocess.DEVNULL
+    """Starts a local Ray head that outlives this process, as `ray start --head` does.
+
+    Its PATH starts with this Python's directory, so `python` in a job submitted to it (`ray
+    job submit ... -- python -m cluster demo`) is the one swarmray is installed in.
+    """
+    bin_dir = str(Path(sys.executable).parent)
+    head_env = {**os.environ, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
+    quiet = not env.verbose()
+    proc = subprocess.run(
+        [ray_cli(), "start", "--head", "--disable-usage-stats"],
+        env=head_env,
+        stdout=subprocess.DEVNULL if quiet else None,
+        stderr=subprocess.PIPE if quiet else None,
+        text=True,
     )
+    if proc.returncode != 0:
+        why = f"`ray start --head` failed: {(proc.stderr or '').strip()[-2000:]}"
+        raise ClusterUnreachableError("a new local head", why)
 
 
 def stop_head(session: str, address: str | None = None, timeout_s: float = 30.0) -> int:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from typing import Any
 
 import ray
 
+from actors._private.task import TaskResult
 from cluster._private.client import Client
 from cluster._private.config import load_config
 from cluster._private.connection import connect
-from cluster._private.format import format_status, format_table
+from cluster._private.format import format_status
 from cluster._private.lifecycle import down, up
 from cluster._private.status import status
 
-__all__ = ["DEMO_TASKS", "FOLLOW_UP", "run_demo"]
+__all__ = ["DEMO", "DEMO_TASKS", "FOLLOW_UP", "format_results", "run_demo"]
+
+DEMO = "demo"  # the memory namespace of the demo's notes
 
 _TEXT = (
     "Ray schedules tasks and actors across a cluster. Swarms of agents run on Ray actors. "
@@ -69,25 +73,49 @@ DEMO_TASKS: list[tuple[str, str, dict[str, Any]]] = [
     ("business", "math.factorize", {"n": 600851475143}),
     ("business", "text.stats", {"text": "Delegated from business to ai."}),
     ("ai", "data.checksum", {"text": "delegated from ai to storage"}),
-    ("storage", "memory.store", {"id": "note-1", "text": "Ray restarts a detached actor after a crash."}),
+    # The demo's notes go to a memory namespace of their own (`configs/local.yaml` gives both
+    # stores one), so the user's searches afterwards never meet them.
     (
         "storage",
         "memory.store",
-        {"id": "note-2", "text": "FAISS searches vectors; BM25 matches words.", "scope": "global"},
+        {"id": "demo-note-1", "text": "Ray restarts a detached actor after a crash.", "namespace": DEMO},
+    ),
+    (
+        "storage",
+        "memory.store",
+        {
+            "id": "demo-note-2",
+            "text": "FAISS searches vectors; BM25 matches words.",
+            "scope": "global",
+            "namespace": DEMO,
+        },
     ),
 ]
 
 # Run after the tasks above have finished, so that they find what was stored.
 FOLLOW_UP: list[tuple[str, str, dict[str, Any]]] = [
-    ("storage", "memory.search", {"query": "what happens when an actor crashes?", "k": 1}),
-    ("ai", "memory.search", {"query": "keyword matching", "k": 1, "scope": "global"}),
+    (
+        "storage",
+        "memory.search",
+        {"query": "what happens when an actor crashes?", "k": 1, "namespaces": [DEMO]},
+    ),
+    ("ai", "memory.search", {"query": "keyword matching", "k": 1, "scope": "global", "namespaces": [DEMO]}),
     ("ai", "llm.generate", {"input": "How does search match words?"}),
 ]
 
 
-def _short(value: Any, width: int = 60) -> str:
-    text = json.dumps(value, separators=(",", ":"), default=str)
-    return text if len(text) <= width else text[: width - 3] + "..."
+def format_results(wanted: list[tuple[str, str, dict[str, Any]]], results: list[TaskResult]) -> str:
+    """One block per task: what ran where and how it ended, then its whole output, wrapped."""
+    blocks = []
+    for (swarm, cap, _), res in zip(wanted, results, strict=True):
+        t = res.timings
+        took = f"{(t.finished_at - t.submitted_at) * 1000:.1f} ms" if t.finished_at else "-"
+        moved = f", delegated to {res.swarm}" if res.swarm and res.swarm != swarm else ""
+        where = f"sent to {swarm}{moved}; {res.task_id}"
+        head = f"{cap}: {res.status.value} in {took} on {res.agent_id or '-'} ({where})"
+        body = json.dumps(res.output if res.ok else res.error, ensure_ascii=False, default=str)
+        blocks.append(head + "\n" + textwrap.fill(body, 100, initial_indent="    ", subsequent_indent="    "))
+    return "\n".join(blocks)
 
 
 def run_demo(config_path: str | None = None, address: str | None = None) -> int:
@@ -114,23 +142,7 @@ def run_demo(config_path: str | None = None, address: str | None = None) -> int:
         ids = [client.submit(cap, payload, swarm=swarm) for swarm, cap, payload in tasks]
         wanted += tasks
         results += [client.result(task_id, timeout_s=120) for task_id in ids]
-    rows = []
-    for (swarm, cap, _), res in zip(wanted, results, strict=True):
-        t = res.timings
-        rows.append(
-            {
-                "task": res.task_id,
-                "capability": cap,
-                "submitted_to": swarm,
-                "ran_on": res.agent_id or "-",
-                "status": res.status.value,
-                "ms": f"{(t.finished_at - t.submitted_at) * 1000:.1f}" if t.finished_at else "-",
-                "output": _short(res.output if res.ok else res.error),
-            }
-        )
-    print(
-        "\n" + format_table(rows, ["task", "capability", "submitted_to", "ran_on", "status", "ms", "output"])
-    )
+    print("\n" + format_results(wanted, results))
     print("\n" + format_status(status(config.namespace)))
     ok = all(r.ok for r in results)
     if created:

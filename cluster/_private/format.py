@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["format_status", "format_table"]
+__all__ = ["format_capabilities", "format_status", "format_table"]
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
@@ -77,3 +77,50 @@ def _format_ai(ai: dict[str, Any]) -> str:
             "locally): its text is noise; see README.md, 'AI service', to serve a real model"
         )
     return line
+
+
+def format_capabilities(entries: list[dict[str, Any]], fields: bool) -> str:
+    """The `swarm capabilities` table; with `fields`, each capability's payload fields below it."""
+    rows = [{**e, "pools": ", ".join(e["pools"])} for e in entries]
+    if not fields:
+        return format_table(rows, ["capability", "swarm", "pools", "description"])
+    blocks = []
+    for e in rows:
+        head = f"{e['capability']}  (swarm {e['swarm']}, pools {e['pools']})\n  {e['description']}"
+        schema = e["schema"]
+        if schema is None:
+            blocks.append(f"{head}\n  payload: not declared by its agent (any JSON object)")
+            continue
+        required = set(schema.get("required", []))
+        lines = [
+            {
+                "field": f"  {name}",
+                "type": _json_type(prop, schema.get("$defs", {})),
+                "required": "required"
+                if name in required
+                else f"default {prop.get('default')!r}"
+                if "default" in prop
+                else "optional",
+                "description": prop.get("description", ""),
+            }
+            for name, prop in schema.get("properties", {}).items()
+        ]
+        extra = "" if schema.get("additionalProperties") is False else "\n  (other fields allowed)"
+        blocks.append(f"{head}\n{format_table(lines, ['field', 'type', 'required', 'description'])}{extra}")
+    return "\n\n".join(blocks)
+
+
+def _json_type(prop: dict[str, Any], defs: dict[str, Any]) -> str:
+    """A JSON Schema property's type in a few characters: `list[number]`, `string | null`."""
+    if "$ref" in prop:
+        name = prop["$ref"].rsplit("/", 1)[-1]
+        inner = ", ".join(defs.get(name, {}).get("properties", {}))
+        return f"{{{inner}}}" if inner else name
+    if "anyOf" in prop:
+        return " | ".join(_json_type(p, defs) for p in prop["anyOf"])
+    if "enum" in prop:
+        return " | ".join(repr(v) for v in prop["enum"])
+    kind = prop.get("type", "any")
+    if kind == "array":
+        return f"list[{_json_type(prop.get('items', {}), defs)}]"
+    return kind

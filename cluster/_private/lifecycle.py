@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import ray
+from ray.experimental import internal_kv  # the GCS key-value store, as Ray's own tools use it
 
 from actors._private import names
 from actors._private.health import HealthMonitor
@@ -14,14 +15,17 @@ from actors._private.memory_store import MemoryStore
 from actors._private.queen import SwarmQueen
 from actors._private.registry import MetaRegistry
 from cluster._private.config import SystemConfig, config_changes
-from cluster._private.connection import call, existing, get, registry_of, stop_head
+from cluster._private.connection import call, existing, get, quiet_serve, registry_of, stop_head
 from cluster._private.status import ai_app_name, status
 from models._private.core.errors import SystemConfigChangedError
 from models._private.core.journal import journal_location
 
-__all__ = ["down", "mark_local_head", "up"]
+__all__ = ["down", "last_namespace", "mark_local_head", "up"]
 
 LOCAL_HEAD_KEY = "_swarmray/started_local_head"
+# In the cluster's own key-value store (the GCS): the namespace of the last `up`, which later
+# commands without --namespace use, whoever runs them against this cluster.
+_LAST_NAMESPACE_KEY = b"swarmray/last_namespace"
 
 # Control actors hold no CPU so that they never keep agents from being placed; they restart
 # forever, as OTP supervisors of the top of a tree do.
@@ -88,6 +92,7 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
     if config.ai is not None:
         from serve import deploy  # Serve's imports are heavy: only for systems with a service
 
+        quiet_serve()
         url = deploy(config.ai, app_name=ai_app_name(ns))
         get(registry.kv_put.remote(AI_URL_KEY, url))
     get([q.start.remote() for q in queens])
@@ -100,7 +105,14 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
             break
         time.sleep(0.2)
     get([m.check.remote() for m in monitors])  # report health as of now, not of start-up
+    internal_kv._internal_kv_put(_LAST_NAMESPACE_KEY, ns.encode(), overwrite=True)
     return status(ns)
+
+
+def last_namespace() -> str | None:
+    """The namespace the last `up` on this cluster brought up, if it has not been taken down."""
+    value = internal_kv._internal_kv_get(_LAST_NAMESPACE_KEY)
+    return value.decode() if value else None
 
 
 def _memory_stores(config: SystemConfig) -> list[tuple[str, Any]]:
@@ -133,6 +145,8 @@ def down(namespace: str = "swarmray") -> list[str]:
     """
     registry = registry_of(namespace)
     config = call(registry.system_config.remote)
+    if last_namespace() == namespace:
+        internal_kv._internal_kv_del(_LAST_NAMESPACE_KEY)
     found = [
         owned
         for a in ray.util.list_named_actors(all_namespaces=True)
@@ -163,6 +177,7 @@ def down(namespace: str = "swarmray") -> list[str]:
     if config.get("ai") is not None:
         from ray import serve
 
+        quiet_serve()
         serve.delete(ai_app_name(namespace))
         removed.append(f"Serve application {ai_app_name(namespace)}")
     call(lambda: registry.purge.remote(), retry_s=30)

@@ -53,6 +53,11 @@ app = FastAPI(title="swarmray AI service")
 @app.exception_handler(RequestValidationError)
 async def _invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":  # its loc is a character offset, not a parameter
+        where = first.get("loc", ("body", "?"))[-1]
+        why = first.get("ctx", {}).get("error", "JSON decode error")
+        message = f"the request body is not valid JSON: {why} (at character {where})"
+        return error_response(400, message, "invalid_request_error", "body", "invalid_json")
     loc = [str(p) for p in first.get("loc", ()) if p != "body"]
     param = ".".join(loc) or None
     return error_response(

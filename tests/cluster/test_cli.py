@@ -46,6 +46,7 @@ def test_up_status_submit_down(head, namespace, config_file):
     assert all(a["state"] == "alive" for s in state["swarms"] for a in s["agents"])
     table = swarm("status", *ns).stdout
     assert "STRATEGY" in table and "one_for_one" in table and "0/10 in 60s" in table  # supervision shown
+    assert up.stderr == ""  # Ray's own notices (token, raylet, Serve) stay in Ray's logs
     assert state["swarms"][0]["supervision"]["strategy"] == "one_for_one"
 
     done = swarm("submit", "text.stats", "--input", '{"text": "Three words here."}', "--wait", *ns)
@@ -69,10 +70,42 @@ def test_up_status_submit_down(head, namespace, config_file):
     bad_input = swarm("submit", "text.stats", "--input", "[1]", *ns, check=False)
     assert bad_input.returncode == 2 and "must be a JSON object" in bad_input.stderr
 
-    # `result` exits as `submit --wait` does: 1 for a task that ended without succeeding.
-    failed_id = swarm("submit", "data.checksum", "--input", '{"text": 5}', *ns).stdout.strip()
-    failed = swarm("result", failed_id, *ns, check=False)
-    assert failed.returncode == 1 and json.loads(failed.stdout)["status"] == "failed"
+    # A payload that does not fit is refused at submit, naming each field, also when the task
+    # is delegated (the swarm that runs it checks it before accepting it).
+    refused = swarm("submit", "data.checksum", "--input", '{"text": 5, "kk": 1}', *ns, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        "error: invalid payload for 'data.checksum': text: Input should be a valid string; kk: unknown field"
+    )
+    delegated_refusal = swarm(
+        "submit", "math.stats", "--input", '{"numbers": []}', "--swarm", "ai", *ns, check=False
+    )
+    assert delegated_refusal.returncode == 2 and "numbers: List should have at least 1 item" in (
+        delegated_refusal.stderr
+    )
+    # `result` exits as `submit --wait` does: 1 for a task that ended without succeeding. Input
+    # only the agent can judge (a schema that is no JSON Schema) fails after one attempt.
+    bad_schema = '{"schema": {"type": 5}, "document": 1}'
+    failed_id = swarm("submit", "data.validate", "--input", bad_schema, *ns).stdout.strip()
+    failed = json.loads(swarm("result", failed_id, *ns, check=False).stdout)
+    assert failed["status"] == "failed" and failed["attempts"] == 1 and failed["error_type"] == "PayloadError"
+    assert swarm("result", failed_id, *ns, check=False).returncode == 1
+
+    # memory.delete takes one `id` as well as `ids`.
+    store = '{"id": "n1", "text": "Ray restarts detached actors."}'
+    swarm("submit", "memory.store", "--input", store, "--wait", *ns)
+    deleted = swarm("submit", "memory.delete", "--input", '{"id": "n1"}', "--wait", *ns)
+    assert json.loads(deleted.stdout)["output"] == {"deleted": 1}
+
+    # `capabilities` lists what tasks can ask for, and with a name what its payload takes.
+    listed = swarm("capabilities", *ns).stdout.splitlines()
+    offered_by = {line.split()[0]: line.split()[1] for line in listed[1:]}
+    assert offered_by["memory.search"] == "storage" and offered_by["math.stats"] == "business"
+    memory = swarm("capabilities", "memory.", *ns).stdout
+    assert "memory.delete  (swarm storage, pools memory)" in memory
+    assert "  ids    list[string]" in memory and "  query       string | null" in memory
+    schema = json.loads(swarm("capabilities", "text.stats", "--json", *ns).stdout)
+    assert schema[0]["schema"]["required"] == ["text"]
     # `cancel`: a task still queued behind slow ones is cancelled; an ended one is not.
     slow = {"n": 999999999999989}  # a prime near 10**15: a second or two of trial division each
     client = Client(namespace)  # one call for the blockers: a CLI run per task takes seconds
@@ -106,43 +139,6 @@ def test_an_unreachable_cluster_is_reported_in_one_line_within_seconds(head):
     assert proc.stderr.startswith("error: cannot reach a Ray cluster at 127.0.0.1:")
     assert len(proc.stderr.strip().splitlines()) == 1  # no traceback
     assert time.monotonic() - started < 30  # ray.init alone keeps trying for over a minute
-
-
-def test_main_job_runs_under_ray_job_submit(head, namespace):
-    runtime_env = json.dumps({"env_vars": {"SWARMRAY_NAMESPACE": namespace}})
-    proc = _submit_demo(head, runtime_env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "17/17 tasks succeeded" in proc.stdout
-    assert "business:" in proc.stdout and "ai.stats.0" in proc.stdout
-    assert "llm.generate" in proc.stdout and "ai.llm.0" in proc.stdout  # through the AI service
-
-
-def _submit_demo(head, runtime_env):
-    proc = subprocess.run(
-        [
-            RAY,
-            "job",
-            "submit",
-            "--address",
-            head["dashboard"],
-            "--working-dir",
-            str(ROOT),
-            "--runtime-env-json",
-            runtime_env,
-            "--",
-            "python",
-            "-m",
-            "cluster",
-            "demo",
-            "--address",
-            "auto",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=head["env"],
-    )
-    return proc
 
 
 def test_down_leaves_running_a_ray_head_it_did_not_start(head, namespace):

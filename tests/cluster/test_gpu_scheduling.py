@@ -3,6 +3,7 @@
 import time
 
 from cluster import load_config
+from tests.cluster.test_cli import swarm
 from tests.conftest import running_system
 
 
@@ -28,10 +29,15 @@ def test_half_gpu_agents_fill_two_gpus_and_the_fifth_waits_with_a_reason(head, n
         assert client.run("text.stats", {"text": "on a GPU slot"}, swarm="edge").ok
 
 
-def test_accelerator_no_node_has_is_reported_infeasible(head, namespace):
+def test_accelerator_no_node_has_is_reported_infeasible_and_its_tasks_refused(head, namespace):
     config = edge_system(namespace, ready_timeout_s=1, resources={"num_gpus": 1, "accelerator_type": "H100"})
     with running_system(config) as client:
         (agent,) = client.status()["swarms"][0]["agents"]
         assert agent["state"] == "pending"
         assert agent["reason"].startswith("infeasible: no node offers")
         assert "accelerator_type:H100" in agent["reason"]
+        # A task no agent can ever run is refused at once, with the pool's reason.
+        ns = ["--namespace", namespace, "--address", head["address"]]
+        proc = swarm("submit", "text.stats", "--input", '{"text": "x"}', "--wait", *ns, check=False)
+        assert proc.returncode == 2, proc.stdout
+        assert proc.stderr.startswith("error: no agent can run 'text.stats': pool 'infer': infeasible")

@@ -26,6 +26,7 @@ def test_up_starts_a_local_head_that_outlives_it_and_down_stops_it(tmp_path):
     try:
         up = swarm("up", env=env)
         assert "is up" in up.stdout
+        assert up.stderr == ""  # `ray start`'s output and Ray's notices stay in Ray's logs
         # `up` has exited; the system still answers from a new process.
         done = swarm("submit", "text.stats", "--input", '{"text": "still up"}', "--wait", env=env)
         assert '"words": 2' in done.stdout

@@ -260,7 +260,10 @@ def test_bad_json_and_the_openai_client_error_types(service, client):
         timeout=30,
         headers={"content-type": "application/json"},
     )
-    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["type"] == "invalid_request_error"
+    assert error["param"] == "body" and error["code"] == "invalid_json"  # not a character offset
+    assert error["message"].startswith("the request body is not valid JSON: Expecting property name")
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.BadRequestError):

@@ -5,8 +5,11 @@ import asyncio
 import os
 import time
 
+import pytest
+
 from actors import RegistryConfig, SwarmConfig, Task, TaskStatus
 from actors._private.queen import SwarmQueen
+from models._private.core.errors import SchedulingError
 from models._private.core.journal import Journal, journal_location
 from tests.unit.fakes import FakePeers
 from tests.unit.test_journal import FlakyDisk
@@ -168,3 +171,21 @@ def test_a_timed_out_sync_attempt_holds_its_agent_until_its_thread_ends(tmp_path
     # first one's thread, although its attempt had timed out long before.
     assert BlockingAgent.most == 1
     assert quick.timings.started_at >= slow.timings.started_at + 1.0
+
+
+def test_tasks_for_a_pool_that_gave_up_fail_with_its_reason_and_later_ones_are_refused(tmp_path):
+    queen = make_queen(tmp_path, {"good": pool(SLEEP), "bad": pool("tests.agents:BrokenAgent")})
+
+    async def scenario():
+        await queen.start()
+        early = await queen.submit(Task(capability="test.broken"))  # while the pool still tries
+        assert queen.book.get(early).result.status is TaskStatus.QUEUED
+        result = await queen.result(early, timeout_s=20)
+        with pytest.raises(SchedulingError) as refused:
+            await queen.submit(Task(capability="test.broken"))
+        return result, refused.value
+
+    result, refused = run(scenario())
+    assert result.status is TaskStatus.FAILED and result.error_type == "SchedulingError"
+    assert result.error.startswith("no agent can run 'test.broken': pool 'bad': failed to start (3 times")
+    assert str(refused).startswith("no agent can run 'test.broken': pool 'bad': failed to start")

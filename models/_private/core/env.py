@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["cache_dir", "config_path", "log_level", "namespace", "ray_address"]
+__all__ = ["cache_dir", "config_path", "log_level", "namespace", "ray_address", "verbose"]
 
 DEFAULT_CONFIG = "configs/local.yaml"
 
@@ -32,6 +32,11 @@ def log_level() -> str:
     if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ValueError(f"SWARMRAY_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {value!r}")
     return value
+
+
+def verbose() -> bool:
+    """SWARMRAY_VERBOSE (set by `swarm --verbose`): show Ray's own log lines on the terminal."""
+    return os.environ.get("SWARMRAY_VERBOSE", "").strip().lower() in {"1", "true", "yes"}
 
 
 def cache_dir(*parts: str) -> str:

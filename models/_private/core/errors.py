@@ -12,6 +12,7 @@
     ├── DelegationError             a task cannot be routed further (hop limit, loop)
     ├── SchedulingError             agents cannot be placed (e.g. infeasible resources)
     ├── MemoryInputError            a memory write or search was refused (field, reason)
+    ├── PayloadError                a task's payload does not fit its capability (never retried)
     ├── RequestError                an AI-service request was refused (param, reason, code)
     ├── ModelNotFoundError          a model name the AI service does not serve
     ├── BackendsUnavailableError    every backend of a model failed or has its breaker open
@@ -37,6 +38,7 @@ __all__ = [
     "EngineUnavailableError",
     "MemoryInputError",
     "ModelNotFoundError",
+    "PayloadError",
     "RequestError",
     "SchedulingError",
     "SwarmNotFoundError",
@@ -144,10 +146,16 @@ class BackpressureError(SwarmrayError):
 class TaskNotFoundError(SwarmrayError):
     """Raised when a task id is unknown to the queen asked."""
 
-    def __init__(self, task_id: str, swarm: str):
+    def __init__(self, task_id: str, swarm: str | None, known: list[str] | None = None):
         self.task_id = task_id
         self.swarm = swarm
-        super().__init__(f"swarm {swarm!r} has no task {task_id!r}")
+        if swarm is not None:
+            super().__init__(f"swarm {swarm!r} has no task {task_id!r}")
+        else:  # no swarm of the system could have accepted it
+            super().__init__(
+                f"{task_id!r} is not a task id of this system: ids look like '<swarm>:<hex>', as "
+                f"`swarm submit` prints them, and its swarms are {sorted(known or [])}"
+            )
 
 
 class DelegationError(SwarmrayError):
@@ -162,6 +170,17 @@ class DelegationError(SwarmrayError):
 
 class SchedulingError(SwarmrayError):
     """Raised when agents cannot be placed on the cluster."""
+
+
+class PayloadError(SwarmrayError, ValueError):
+    """Raised when a task's payload does not fit its capability: a permanent failure, so the
+    queen refuses the task at submit or fails it after one attempt, never retrying it."""
+
+    def __init__(self, capability: str, problems: list[tuple[str, str]]):
+        self.capability = capability
+        self.problems = problems
+        where = "; ".join(f"{field}: {reason}" if field else reason for field, reason in problems)
+        super().__init__(f"invalid payload for {capability!r}: {where}")
 
 
 class MemoryInputError(SwarmrayError, ValueError):
