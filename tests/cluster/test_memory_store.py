@@ -3,7 +3,7 @@
 import pytest
 import ray
 
-from cluster import load_config
+from cluster import PayloadError, load_config
 from tests.conftest import running_system
 from tests.waiting import wait_until
 
@@ -64,9 +64,12 @@ def test_acknowledged_write_survives_killing_the_store(client):
     assert [r["id"] for r in records] == ["k1"]
 
 
-def test_bad_input_fails_the_task_with_a_clear_error(client):
-    bad = client.run("memory.store", {"id": "e1", "text": ""}, swarm="storage", max_retries=0)
-    assert not bad.ok and "records[0].text: is empty" in bad.error
+def test_bad_input_is_refused_at_submit_or_fails_once_with_a_clear_error(client):
+    with pytest.raises(PayloadError, match="text: String should have at least 1 character"):
+        client.submit("memory.store", {"id": "e1", "text": ""}, swarm="storage")
+    # Input only the memory can judge fails after one attempt: retrying cannot make it fit.
+    bad = client.run("memory.store", {"id": "e1", "text": "   "}, swarm="storage")
+    assert not bad.ok and "records[0].text: is empty" in bad.error and bad.attempts == 1
 
 
 def test_status_lists_the_memory_stores(client):

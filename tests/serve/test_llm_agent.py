@@ -71,7 +71,8 @@ def test_the_agent_recalls_then_asks_the_service(client, tiny_model):
 
 def test_a_payload_missing_a_template_field_fails_clearly(client):
     res = client.run("llm.generate", {"question": "no input field"}, swarm="ai")
-    assert not res.ok and "payload lacks template field(s) ['input']" in res.error
+    assert not res.ok and res.attempts == 1 and res.error_type == "PayloadError"
+    assert res.error == "invalid payload for 'llm.generate': input: required by the prompt template"
 
 
 def test_a_second_up_keeps_the_running_service(client, config):

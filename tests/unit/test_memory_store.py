@@ -19,6 +19,7 @@ class GatedMemory:
         self.entered = {"search": 0, "upsert": 0}
         self.writing = self.most_writing = 0
         self.records = {}
+        self.namespaces = ["gated"]
         self.guard = threading.Lock()
         self.embedder, self.dim = SimpleNamespace(name="gated"), 3
         self.config = SimpleNamespace(dense_kind="flat")
