@@ -4,6 +4,7 @@ import pytest
 import ray
 
 from cluster import PayloadError, load_config
+from cluster._private.demo import DEMO
 from tests.conftest import running_system
 from tests.waiting import wait_until
 
@@ -17,7 +18,7 @@ def client(head, tmp_path_factory):
             "global_memory": {"memory": {"path": str(root / "global")}},
             "swarms": {
                 "storage": {
-                    "memory": {"memory": {"path": str(root / "storage")}},
+                    "memory": {"namespaces": ["storage", DEMO], "memory": {"path": str(root / "storage")}},
                     "pools": {"mem": {"agent": {"class": "actors:MemoryAgent", "max_concurrent_tasks": 8}}},
                 }
             },
@@ -34,6 +35,16 @@ def test_agents_store_and_search_the_swarm_memory(client):
     assert stored.ok and stored.output == {"id": "n1"}
     hits = client.run("memory.search", {"query": "low vitamin D and broken bones", "k": 3}, swarm="storage")
     assert hits.ok and hits.output[0]["id"] == "n1" and set(hits.output[0]["ranks"]) == {"dense", "lexical"}
+
+
+def test_the_demos_notes_stay_out_of_searches_that_do_not_name_their_namespace(client):
+    note = {"id": "d1", "text": "Pelicans fly over the harbour at dawn.", "namespace": DEMO}
+    assert client.run("memory.store", note, swarm="storage").ok
+    query = {"query": "pelicans over the harbour", "k": 5}
+    mine = client.run("memory.search", query, swarm="storage").output
+    demo = client.run("memory.search", {**query, "namespaces": [DEMO]}, swarm="storage").output
+    assert "d1" not in [h["id"] for h in mine]
+    assert [h["id"] for h in demo] == ["d1"] and demo[0]["scores"]["lexical"] > 0  # raw BM25 too
 
 
 def test_swarm_and_global_memories_are_separate(client):
