@@ -1,8 +1,11 @@
-"""What the AI service adds to a model call: the same tiny model called in-process through the
+"""What the AI service adds to a model call: the same model called in-process through the
 engine, then through Ray Serve over HTTP (proxy, gateway, model replica), in one run.
 
 Latency is one request at a time (a short greedy completion); throughput keeps `--concurrency`
-requests in flight. The overhead is the HTTP p50 minus the direct p50.
+requests in flight. The overhead is the HTTP p50 minus the direct p50. The model is a tiny
+random-weight one built by the run, or with `--model default` the service's default
+(SmolLM2-135M-Instruct). `--colocate` runs the engine inside the gateway replica; `--haproxy`
+puts Serve's HAProxy ingress in front; `listener` names the process that holds the port.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import ray
 
 from benchmarks._common import emit, percentile
 from models import EngineConfig, SamplingParams, build_tiny_model
+from models._private.gguf import dequantized, resolve_source
 from models._private.hf_engine import TransformersEngine
 from serve import AIServiceConfig, deploy
+from serve._private.config import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
 
 PROMPT = "the quick brown fox"
 
@@ -33,37 +38,43 @@ async def timed(fn, n: int) -> list[float]:
     return out
 
 
-async def throughput(fn, n: int, concurrency: int) -> float:
-    left = iter(range(n))
+async def throughput(fn, n: int, concurrency: int) -> tuple[float, float]:
+    """(requests, completion tokens) per second with `concurrency` requests in flight; `fn`
+    returns the completion tokens of its request."""
+    left, tokens = iter(range(n)), 0
 
     async def worker() -> None:
+        nonlocal tokens
         for _ in left:
-            await fn()
+            tokens += await fn()
 
     t = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return n / (time.perf_counter() - t)
+    elapsed = time.perf_counter() - t
+    return n / elapsed, tokens / elapsed
 
 
-async def measure(engine: TransformersEngine, url: str, args: argparse.Namespace) -> dict:
+async def measure(engine: TransformersEngine, url: str, model: str, args: argparse.Namespace) -> dict:
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0)
-    body = {"model": "tiny", "prompt": PROMPT, "max_tokens": args.max_tokens, "temperature": 0}
+    body = {"model": model, "prompt": PROMPT, "max_tokens": args.max_tokens, "temperature": 0}
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    async with httpx.AsyncClient(base_url=url + "/", timeout=60, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=url + "/", timeout=120, limits=limits) as http:
 
-        async def direct() -> None:
-            await engine.generate(PROMPT, params)
+        async def direct() -> int:
+            return (await engine.generate(PROMPT, params)).completion_tokens
 
-        async def over_http() -> None:
+        async def over_http() -> int:
             r = await http.post("completions", json=body)
             r.raise_for_status()
+            return r.json()["usage"]["completion_tokens"]
 
         for fn in (direct, over_http):
             await timed(fn, 20)  # warm-up
         direct_ms, http_ms = await timed(direct, args.requests), await timed(over_http, args.requests)
-        direct_rps = await throughput(direct, args.requests, args.concurrency)
-        http_rps = await throughput(over_http, args.requests, args.concurrency)
+        direct_rps, direct_tps = await throughput(direct, args.requests, args.concurrency)
+        http_rps, http_tps = await throughput(over_http, args.requests, args.concurrency)
     return {
+        "model": model,
         "direct_p50_ms": percentile(direct_ms, 50),
         "http_p50_ms": percentile(http_ms, 50),
         "overhead_p50_ms": percentile(http_ms, 50) - percentile(direct_ms, 50),
@@ -71,10 +82,26 @@ async def measure(engine: TransformersEngine, url: str, args: argparse.Namespace
         "http_p99_ms": percentile(http_ms, 99),
         "direct_rps": direct_rps,
         "http_rps": http_rps,
+        "http_to_direct_rps": http_rps / direct_rps,
+        "tokens_per_s_direct": direct_tps,
+        "tokens_per_s_http": http_tps,
         "max_tokens": args.max_tokens,
         "concurrency": args.concurrency,
+        "colocate": args.colocate,
+        "haproxy": args.haproxy,
         "throughput_optimized": os.environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1",
+        "listener": listener(args.port),
     }
+
+
+def listener(port: int) -> str:
+    """The name of the process listening on `port`: which one answers HTTP."""
+    import psutil  # a Ray dependency
+
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port and conn.pid:
+            return psutil.Process(conn.pid).name()
+    return "?"
 
 
 def main() -> None:
@@ -88,16 +115,30 @@ def main() -> None:
         action="store_true",
         help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Serve's gRPC data plane between replicas)",
     )
+    parser.add_argument("--colocate", action="store_true", help="the engine inside the gateway replica")
+    parser.add_argument(
+        "--haproxy", action="store_true", help="Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1)"
+    )
+    parser.add_argument("--model", choices=["tiny", "default"], default="tiny")
     args = parser.parse_args()
+    # Read by the cluster that ray.init starts below.
     if args.throughput_optimized:
-        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"  # read by the cluster ray.init starts
+        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
+    if args.haproxy:
+        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
 
-    path = build_tiny_model(tempfile.mkdtemp(prefix="tiny-model-"))
+    if args.model == "tiny":
+        name, source = "tiny", build_tiny_model(tempfile.mkdtemp(prefix="tiny-model-"))
+        path = source
+    else:
+        name, source = DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
+        path = dequantized(resolve_source(source))
     engine = TransformersEngine(path, EngineConfig())
     ray.init(namespace="bench-ai", logging_level="WARNING", log_to_driver=False)
-    config = AIServiceConfig(port=args.port, models={"tiny": {"source": path}}, embeddings=None)
+    models = {name: {"source": source, "colocate": args.colocate}}
+    config = AIServiceConfig(port=args.port, models=models, embeddings=None)
     url = deploy(config, app_name="bench-ai")
-    emit(asyncio.run(measure(engine, url, args)))
+    emit(asyncio.run(measure(engine, url, name, args)))
 
 
 if __name__ == "__main__":

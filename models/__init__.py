@@ -13,7 +13,7 @@ from models._private.fusion import Fused, fuse
 from models._private.lexical import LexicalIndex
 from models._private.memory import HybridMemory
 from models._private.memory_schema import TIERS, Hit, MemoryConfig, Record
-from models._private.smoke import build_tiny_model, smoke_model_path
+from models._private.smoke import build_tiny_model
 
 __all__ = [
     "TIERS",
@@ -37,5 +37,4 @@ __all__ = [
     "create_engine",
     "default_model_path",
     "fuse",
-    "smoke_model_path",
 ]

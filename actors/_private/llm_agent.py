@@ -32,8 +32,9 @@ class LLMAgent(Agent):
         base_url: The service's /v1 URL; None reads it from the registry, where `swarm up`
             puts it.
 
-    Payload: the template's fields, e.g. {"input": "..."}. Output: {"text", "model", "usage",
-    "recalled"}.
+    Payload: the template's fields, e.g. {"input": "..."}, and optionally "namespaces", the
+    memory namespaces to recall from (default: the memory's own). Output: {"text", "model",
+    "usage", "recalled"}.
     """
 
     capabilities = ("llm.generate",)
@@ -69,12 +70,15 @@ class LLMAgent(Agent):
 
     async def handle(self, task: Task) -> Any:
         payload = dict(task.payload)
+        namespaces = payload.pop("namespaces", None)  # where to recall from; not a template field
         if missing := sorted(self.fields - set(payload)):
             raise PayloadError("llm.generate", [(f, "required by the prompt template") for f in missing])
         recalled: list[dict] = []
         if self.recall_k:
             query = " ".join(str(payload[f]) for f in sorted(self.fields))
-            recalled = await self.context.memory.search(query, self.recall_k, scope=self.recall_scope)
+            recalled = await self.context.memory.search(
+                query, self.recall_k, scope=self.recall_scope, namespaces=namespaces
+            )
         prompt = self.template.format(**payload, memories="\n".join(h["record"]["text"] for h in recalled))
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
             {"role": "user", "content": prompt}

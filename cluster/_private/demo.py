@@ -85,7 +85,7 @@ DEMO_TASKS: list[tuple[str, str, dict[str, Any]]] = [
         "memory.store",
         {
             "id": "demo-note-2",
-            "text": "FAISS searches vectors; BM25 matches words.",
+            "text": "In swarmray, BM25 matches words and FAISS searches vectors.",
             "scope": "global",
             "namespace": DEMO,
         },
@@ -100,7 +100,8 @@ FOLLOW_UP: list[tuple[str, str, dict[str, Any]]] = [
         {"query": "what happens when an actor crashes?", "k": 1, "namespaces": [DEMO]},
     ),
     ("ai", "memory.search", {"query": "keyword matching", "k": 1, "scope": "global", "namespaces": [DEMO]}),
-    ("ai", "llm.generate", {"input": "How does search match words?"}),
+    # The LLM agent recalls the demo's note from the global memory and answers from it.
+    ("ai", "llm.generate", {"input": "In swarmray, what matches words?", "namespaces": [DEMO]}),
 ]
 
 

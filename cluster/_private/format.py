@@ -71,12 +71,7 @@ def format_status(state: dict[str, Any]) -> str:
 
 def _format_ai(ai: dict[str, Any]) -> str:
     line = f"\n\nAI service (OpenAI-compatible): {ai['url']}"
-    if ai.get("smoke_test_models"):
-        line += (
-            f"\n  {', '.join(ai['smoke_test_models'])}: the smoke-test model (random weights, built "
-            "locally): its text is noise; see README.md, 'AI service', to serve a real model"
-        )
-    return line
+    return line + "".join(f"\n  {name}: {source}" for name, source in ai.get("models", {}).items())
 
 
 def format_capabilities(entries: list[dict[str, Any]], fields: bool) -> str:

@@ -45,6 +45,6 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
         ai = {
             "url": call(lambda: registry.kv_get.remote(AI_URL_KEY)),
             "app": ai_app_name(namespace),
-            "smoke_test_models": [n for n, m in config["ai"]["models"].items() if m.get("source") is None],
+            "models": {n: m["source"] for n, m in config["ai"]["models"].items()},
         }
     return {"namespace": namespace, "swarms": swarms, "missing": missing, "memory": memories, "ai": ai}

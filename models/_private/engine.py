@@ -62,7 +62,9 @@ class SamplingParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_tokens: PositiveInt = Field(16, description="Most tokens to generate.")
+    max_tokens: PositiveInt | None = Field(
+        16, description="Most tokens to generate; None: as many as the context holds after the prompt."
+    )
     temperature: float = Field(1.0, ge=0, le=2, description="0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     stop: list[str] = Field(default_factory=list, description="Strings that end the completion.")
@@ -123,16 +125,20 @@ class Engine(abc.ABC):
     async def check_health(self) -> None:
         """Raises `EngineError` when the engine can no longer serve."""
 
-    def check_length(self, prompt_tokens: int, params: SamplingParams, param: str) -> None:
-        """Refuses a request that does not fit the model's context, as OpenAI does."""
-        if prompt_tokens + params.max_tokens > self.max_model_len:
+    def fit(self, prompt_tokens: int, params: SamplingParams, param: str) -> SamplingParams:
+        """`params` with `max_tokens` set when it was None (what the context has room for after
+        the prompt, as vLLM's server does); refuses a request that does not fit, as OpenAI does."""
+        room = self.max_model_len - prompt_tokens
+        wanted = params.max_tokens if params.max_tokens is not None else max(room, 1)
+        if wanted > room:
             raise RequestError(
                 param,
                 f"this model's maximum context length is {self.max_model_len} tokens; the request "
-                f"asks for {prompt_tokens + params.max_tokens} ({prompt_tokens} in the prompt, "
-                f"{params.max_tokens} for the completion)",
+                f"asks for {prompt_tokens + wanted} ({prompt_tokens} in the prompt, "
+                f"{wanted} for the completion)",
                 code="context_length_exceeded",
             )
+        return params if params.max_tokens is not None else params.model_copy(update={"max_tokens": room})
 
 
 def resolve_engine_kind(kind: str) -> str:

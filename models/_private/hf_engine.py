@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from tokenizers.decoders import DecodeStream
+
 from models._private.core.errors import EngineError
 from models._private.engine import Delta, Engine, EngineConfig, SamplingParams
 
@@ -29,8 +31,9 @@ class _Request:
     params: SamplingParams
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue
+    detokenizer: Any  # tokenizers' DecodeStream: each token decoded once
     generated: list[int] = field(default_factory=list)
-    sent: str = ""
+    held: str = ""  # decoded, not sent yet: what may be the start of a stop string
     cancelled: bool = False
 
 
@@ -64,6 +67,9 @@ class TransformersEngine(Engine):
         if self.pad_id is None:
             self.pad_id = self.tokenizer.eos_token_id
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
+        if not self.tokenizer.is_fast:
+            raise EngineError(f"{source}: the transformers engine needs a fast (tokenizers) tokenizer")
+        self._backend = self.tokenizer.backend_tokenizer
         self._queue: asyncio.Queue[_Request] | None = None
         self._worker: asyncio.Task | None = None
         self._failure: BaseException | None = None
@@ -85,14 +91,14 @@ class TransformersEngine(Engine):
         self, prompt: str, params: SamplingParams, *, chat: bool = False
     ) -> AsyncIterator[Delta]:
         ids = self._encode(prompt, chat)
-        self.check_length(len(ids), params, "messages" if chat else "prompt")
+        params = self.fit(len(ids), params, "messages" if chat else "prompt")
         loop = asyncio.get_running_loop()
         if self._worker is not None and self._worker.get_loop() is loop:
             await self.check_health()
         else:  # first use, or a new event loop (asyncio.run per call in scripts)
             self._queue = asyncio.Queue()
             self._worker = loop.create_task(self._batch_loop())
-        req = _Request(ids, params, loop, asyncio.Queue())
+        req = _Request(ids, params, loop, asyncio.Queue(), DecodeStream(skip_special_tokens=True))
         await self._queue.put(req)
         try:
             while (item := await req.out.get()) is not _DONE:
@@ -197,7 +203,12 @@ class TransformersEngine(Engine):
                 positions = positions[:, -1:] + 1
 
     def _advance(self, r: _Request, token: int) -> bool:
-        """Takes one sampled token for `r`; sends what is new; returns whether `r` goes on."""
+        """Takes one sampled token for `r`; sends what is new; returns whether `r` goes on.
+
+        Only the new token is decoded (a DecodeStream holds back a character split over
+        tokens), and stop strings are looked for in the text not sent yet, which is never longer
+        than the longest stop string plus one token's text: linear in the output's length.
+        """
         if r.cancelled:
             return False
         finish = None
@@ -205,7 +216,8 @@ class TransformersEngine(Engine):
             finish = "stop"
         else:
             r.generated.append(token)
-        text = self.tokenizer.decode(r.generated, skip_special_tokens=True)
+            r.held += r.detokenizer.step(self._backend, token) or ""
+        text = r.held
         for s in r.params.stop:
             if s and (at := text.find(s)) >= 0:
                 text, finish = text[:at], "stop"
@@ -214,15 +226,10 @@ class TransformersEngine(Engine):
             len(r.generated) >= r.params.max_tokens or len(r.ids) + len(r.generated) >= self.max_model_len
         ):
             finish = "length"
-        end = len(text)
-        if not finish:
-            # Hold back what may be the start of a stop string, and a half-decoded character.
-            end -= max((len(s) for s in r.params.stop), default=1) - 1
-            if text.endswith("\ufffd"):
-                end = min(end, len(text) - 1)
-        piece = text[len(r.sent) : end] if end > len(r.sent) else ""
+        # Hold back what may be the start of a stop string.
+        keep = 0 if finish else max((len(s) for s in r.params.stop), default=1) - 1
+        piece, r.held = text[: len(text) - keep], text[len(text) - keep :]
         if piece or finish:
-            r.sent += piece
             delta = Delta(piece, finish, len(r.ids), len(r.generated))
             r.loop.call_soon_threadsafe(r.out.put_nowait, delta)
         if finish:

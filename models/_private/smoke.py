@@ -1,20 +1,13 @@
-"""The smoke-test model: a tiny random-weight causal LM built locally, so the AI service runs
-offline with no weights to download. Its text is noise; it exists to exercise the real path
-(tokenizer, chat template, engine, Serve, HTTP), not to say anything.
+"""The smoke-test model: a tiny random-weight causal LM built from a seed, for fast tests of
+the real path (tokenizer, chat template, engine, Serve, HTTP). Its text is noise; the service's
+default model is a real one (`models._private.gguf`).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
-from models._private.core import env
-
-__all__ = ["SMOKE_MODEL_NAME", "build_tiny_model", "smoke_model_path"]
-
-SMOKE_MODEL_NAME = "swarmray-smoke-test"
-_VERSION = "v1"
+__all__ = ["build_tiny_model"]
 
 # Jinja, as Hugging Face chat templates are; ChatML-like turns.
 _CHAT_TEMPLATE = (
@@ -79,26 +72,6 @@ def build_tiny_model(
     with open(os.path.join(path, "SMOKE_TEST_MODEL.txt"), "w") as f:
         f.write("Random weights built by swarmray for smoke tests. Its output is noise.\n")
     return path
-
-
-def smoke_model_path(cache_dir: str | None = None) -> str:
-    """The smoke-test model's directory, built on first use (safe when replicas race)."""
-    base = cache_dir or env.cache_dir("models")
-    final = os.path.join(base, f"{SMOKE_MODEL_NAME}-{_VERSION}")
-    if os.path.exists(os.path.join(final, "SMOKE_TEST_MODEL.txt")):
-        return final
-    os.makedirs(base, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=base, prefix=".build-")
-    try:
-        build_tiny_model(tmp)
-        try:
-            os.rename(tmp, final)  # atomic; loses to a concurrent builder harmlessly
-        except OSError:
-            if not os.path.exists(os.path.join(final, "SMOKE_TEST_MODEL.txt")):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
 
 
 _TRAINING_TEXT = """

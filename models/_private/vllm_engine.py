@@ -17,11 +17,12 @@ from models._private.engine import Delta, Engine, EngineConfig, SamplingParams, 
 __all__ = ["VLLMEngine", "vllm_engine_args", "vllm_sampling_args"]
 
 
-def vllm_engine_args(source: str, config: EngineConfig) -> dict[str, Any]:
-    """Keyword arguments for `vllm.AsyncEngineArgs` from our config (no vLLM needed)."""
+def vllm_engine_args(source: str, config: EngineConfig, tokenizer: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for `vllm.AsyncEngineArgs` from our config (no vLLM needed);
+    `tokenizer` defaults to `source` (a GGUF file's comes from `gguf.gguf_tokenizer`)."""
     args: dict[str, Any] = {
         "model": source,
-        "tokenizer": source,
+        "tokenizer": tokenizer or source,
         "dtype": config.dtype,
         "tensor_parallel_size": config.tensor_parallel_size,
         "gpu_memory_utilization": config.gpu_memory_utilization,
@@ -56,7 +57,7 @@ class VLLMEngine(Engine):
         EngineUnavailableError: vLLM is not installed, or no GPU is visible.
     """
 
-    def __init__(self, source: str, config: EngineConfig | None = None):
+    def __init__(self, source: str, config: EngineConfig | None = None, tokenizer: str | None = None):
         self.config = config or EngineConfig(kind="vllm")
         resolve_engine_kind("vllm")  # the clear error, before vLLM's own
         if os.path.isdir(source):
@@ -65,11 +66,11 @@ class VLLMEngine(Engine):
         from vllm import AsyncEngineArgs, AsyncLLMEngine
 
         self.engine = AsyncLLMEngine.from_engine_args(
-            AsyncEngineArgs(**vllm_engine_args(source, self.config))
+            AsyncEngineArgs(**vllm_engine_args(source, self.config, tokenizer))
         )
         # The same tokenizer vLLM loads, read here for chat templates and counting.
         self.tokenizer = AutoTokenizer.from_pretrained(
-            source, trust_remote_code=self.config.trust_remote_code
+            tokenizer or source, trust_remote_code=self.config.trust_remote_code
         )
         self.max_model_len = int(self.config.max_model_len or _engine_max_len(self.engine, self.tokenizer))
         self._ids = itertools.count()
@@ -86,7 +87,7 @@ class VLLMEngine(Engine):
         from vllm import SamplingParams as VSamplingParams
 
         ids = self.tokenizer(prompt, add_special_tokens=not chat)["input_ids"]
-        self.check_length(len(ids), params, "messages" if chat else "prompt")
+        params = self.fit(len(ids), params, "messages" if chat else "prompt")
         request_id = f"swarmray-{os.getpid()}-{next(self._ids)}"
         sent = ""
         async for out in self.engine.generate(

@@ -18,7 +18,7 @@ from models._private.core.errors import EngineError, RequestError
 from models._private.engine import Delta, Generation
 from serve._private.config import ProviderConfig
 
-__all__ = ["LocalBackend", "RemoteBackend"]
+__all__ = ["InProcessBackend", "LocalBackend", "RemoteBackend"]
 
 
 class LocalBackend:
@@ -33,6 +33,21 @@ class LocalBackend:
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         async for delta in self.handle.options(stream=True).stream.remote(request):
+            yield delta
+
+
+class InProcessBackend:
+    """A model whose engine runs in this (gateway) process: a `colocate` model."""
+
+    def __init__(self, name: str, server: Any):
+        self.name = name
+        self.server = server  # a ModelServer, the same class a model deployment runs
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await self.server.complete(request)
+
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        async for delta in self.server.stream(request):
             yield delta
 
 

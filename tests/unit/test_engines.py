@@ -189,3 +189,39 @@ def test_a_request_the_dying_batch_loop_holds_fails_instead_of_waiting_for_ever(
     engine = TransformersEngine(tiny_path, EngineConfig(batch_wait_ms=50, max_batch_size=8))
     with pytest.raises(EngineError, match="the batch loop stopped"):
         run(bounded(engine.generate("hello", GREEDY), 60))
+
+
+def test_each_token_is_detokenised_once_and_the_text_matches_a_whole_decode(engine, monkeypatch):
+    # Decoding the whole output again at every token is quadratic in its length.
+    params = SamplingParams(max_tokens=60, temperature=1.0, seed=3)  # noise: byte-level pieces
+    ids = []
+    real_advance = engine._advance
+
+    def advance(r, token):
+        ids.append(token)
+        return real_advance(r, token)
+
+    calls = []
+    real_decode = engine.tokenizer.decode
+    monkeypatch.setattr(engine.tokenizer, "decode", lambda *a, **k: calls.append(a) or real_decode(*a, **k))
+    monkeypatch.setattr(engine, "_advance", advance)
+    pieces = run(collect(engine, "hello", params))
+    assert calls == []  # the stream decodes token by token (tokenizers' DecodeStream)
+    text = "".join(d.text for d in pieces)
+    kept = [t for t in ids if t not in engine.eos_ids]
+    # The same text as one decode of every token, but for a character whose bytes the output
+    # ended in the middle of: a whole decode shows it as U+FFFD, the stream leaves it out.
+    assert text == real_decode(kept, skip_special_tokens=True).removesuffix("\ufffd") and len(kept) > 20
+
+
+def test_without_max_tokens_a_completion_may_fill_the_context(tiny_path):
+    small = TransformersEngine(tiny_path, EngineConfig(max_model_len=32))
+    prompt = "the quick brown fox"
+    out = run(small.generate(prompt, SamplingParams(max_tokens=None, temperature=0)))
+    room = 32 - small.count_tokens(prompt)
+    assert 1 <= out.completion_tokens <= room
+    if out.finish_reason == "length":
+        assert out.completion_tokens == room
+    with pytest.raises(RequestError) as e:  # a prompt that fills the context leaves no room
+        run(small.generate("word " * 40, SamplingParams(max_tokens=None)))
+    assert e.value.code == "context_length_exceeded"

@@ -11,5 +11,7 @@ def test_ci_runs_the_readme_test_command_exactly():
     assert ci == tests and tests.endswith(".venv/bin/python -m pytest") and demo.endswith("swarm demo")
     # Both take torch from PyTorch's CPU index first, pinned by the constraints file.
     for line in (demo, tests):
-        assert "--index-url https://download.pytorch.org/whl/cpu -r constraints-cpu.txt" in line
+        assert (
+            "--no-deps --extra-index-url https://download.pytorch.org/whl/cpu -r constraints-cpu.txt" in line
+        )
         assert "-c constraints-cpu.txt" in line

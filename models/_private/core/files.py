@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 
-__all__ = ["atomic_write", "fsync_dir", "fsync_tree"]
+__all__ = ["atomic_write", "build_once", "fsync_dir", "fsync_tree"]
 
 
 def fsync_dir(path: str) -> None:
@@ -33,3 +36,25 @@ def fsync_tree(root: str) -> None:
         for name in files:
             with open(os.path.join(folder, name), "rb") as f:
                 os.fsync(f.fileno())
+
+
+def build_once(final: str, build: Callable[[str], None], marker: str) -> str:
+    """The directory `final`, built on first use by `build(tmp)` into a temporary sibling that
+    is then renamed into place; `build` writes the file `marker` last, whose presence means
+    done. Processes that race to build it are safe: one rename wins, the others' work is dropped.
+    """
+    if os.path.exists(os.path.join(final, marker)):
+        return final
+    base = os.path.dirname(final)
+    os.makedirs(base, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=base, prefix=".build-")
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, final)  # atomic; fails harmlessly when another builder won
+        except OSError:
+            if not os.path.exists(os.path.join(final, marker)):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
