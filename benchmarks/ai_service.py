@@ -46,7 +46,8 @@ async def throughput(fn, n: int, concurrency: int) -> tuple[float, float]:
     async def worker() -> None:
         nonlocal tokens
         for _ in left:
-            tokens += await fn()
+            n = await fn()  # awaited first: `tokens += await fn()` reads `tokens` before it waits
+            tokens += n
 
     t = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))

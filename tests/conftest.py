@@ -28,6 +28,8 @@ if (
 ):
     os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
+from cluster._private.connection import HEAD_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
 _ns = itertools.count()
@@ -59,6 +61,7 @@ def ray_head():
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        **HEAD_ENV,
     }
     subprocess.run(
         [

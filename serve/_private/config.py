@@ -161,7 +161,10 @@ class AIServiceConfig(ConfigModel):
     @field_validator("models", mode="after")
     @classmethod
     def _default_model(cls, v: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
-        return v or {DEFAULT_MODEL: ModelConfig(name=DEFAULT_MODEL, source=DEFAULT_MODEL_SOURCE)}
+        # Colocated: one process less per request (benchmarks/README.md, ai_service).
+        return v or {
+            DEFAULT_MODEL: ModelConfig(name=DEFAULT_MODEL, source=DEFAULT_MODEL_SOURCE, colocate=True)
+        }
 
     @model_validator(mode="after")
     def _routes(self) -> AIServiceConfig:

