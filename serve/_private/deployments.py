@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
@@ -71,10 +72,14 @@ class EmbeddingServer:
         self.embedder = Embedder(EmbedderConfig.model_validate(config))
         self.max_tokens = self.embedder.max_tokens
 
-    def embed(self, texts: list[str]) -> dict[str, Any]:
+    async def embed(self, texts: list[str]) -> dict[str, Any]:
         """Vectors and token counts; or, when a text is longer than the model reads, which ones
         (`too_long`: [(index, tokens)]) and the limit, and no vectors: the embedder would cut
         them silently."""
+        # In a thread: Serve may run user code on the replica's own loop (throughput-optimised).
+        return await asyncio.to_thread(self._embed, texts)
+
+    def _embed(self, texts: list[str]) -> dict[str, Any]:
         tokenizer = self.embedder.tokenizer()
         counts = [len(ids) for ids in tokenizer(texts)["input_ids"]]
         if too_long := [(i, n) for i, n in enumerate(counts) if n > self.max_tokens]:

@@ -12,6 +12,7 @@ from models._private.engine import resolve_engine_kind
 from models._private.hf_engine import TransformersEngine
 from models._private.smoke import build_tiny_model
 from models._private.vllm_engine import vllm_engine_args, vllm_sampling_args
+from tests.waiting import async_wait_until
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0)
 
@@ -225,3 +226,26 @@ def test_without_max_tokens_a_completion_may_fill_the_context(tiny_path):
     with pytest.raises(RequestError) as e:  # a prompt that fills the context leaves no room
         run(small.generate("word " * 40, SamplingParams(max_tokens=None)))
     assert e.value.code == "context_length_exceeded"
+
+
+@pytest.mark.parametrize("refill", [0.0, 1.0])
+def test_callers_answered_by_a_batch_who_come_back_one_by_one_share_the_next_batch(tiny_path, refill):
+    # Over HTTP, the callers a batch answers send their next requests milliseconds apart, not
+    # all at once as coroutines of one process do; with refill the next batch waits for them
+    # (up to its share of the last batch's ~100 ms here).
+    engine = TransformersEngine(tiny_path, EngineConfig(max_batch_size=8, batch_refill=refill))
+    prompts = ["a", "the quick brown fox", "numbers 1 2 3", "swarm of agents shares work"]
+    params = SamplingParams(max_tokens=64, temperature=0)
+
+    async def scenario() -> int:
+        await asyncio.gather(*(engine.generate(p, params) for p in prompts))  # a batch of 4
+        before, queued, put = engine.batches, [], engine._queue.put
+        engine._queue.put = lambda r: queued.append(r) or put(r)
+        first = asyncio.ensure_future(engine.generate(prompts[0], params))
+        await async_wait_until(
+            lambda: queued and engine._queue.qsize() == 0, what="the batch loop took the first caller"
+        )
+        await asyncio.gather(first, *(engine.generate(p, params) for p in prompts[1:]))
+        return engine.batches - before
+
+    assert run(scenario()) == (1 if refill else 2)
