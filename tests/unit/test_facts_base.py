@@ -1,0 +1,136 @@
+"""Documents, facts and search together: the real embedder, spaCy, SQLite and the memory's
+FAISS and tantivy indexes, on files in a temporary directory."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from models._private.core.errors import FactsInputError
+from models._private.embedder import Embedder
+from models._private.facts import FactsBase
+from models._private.facts_extract import SpacyExtractor
+from models._private.facts_schema import DocumentIn, FactIn, FactsConfig
+
+DOCS = {
+    "curie": "Marie Curie was born in Warsaw. She studied physics in France.",
+    "warsaw": "Warsaw lies on the Vistula in Poland. The city is known for its Old Town.",
+    "berlin": "Berlin is the capital of Germany and sits on the Spree.",
+}
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder()
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return SpacyExtractor()
+
+
+def base(path, embedder, extractor, **kw):
+    config = FactsConfig(functional_predicates=["works_for"])
+    return FactsBase(str(path), config=config, embedder=embedder, extractor=extractor, **kw)
+
+
+def test_a_document_is_searchable_at_once_and_its_facts_after_extraction(tmp_path, embedder, extractor):
+    kb = base(tmp_path, embedder, extractor)
+    kb.add_document(DocumentIn(id="curie", text=DOCS["curie"]))
+    assert kb.store.extraction_progress()["pending"] == 1
+    hits = kb.search("Where was Marie Curie born?", 3, "passages").passages
+    assert [h.document_id for h in hits] == ["curie"]
+    assert kb.search("Curie born", 3, "facts").facts == []  # nothing extracted yet
+
+    assert kb.extract_pending() == 1 and kb.store.extraction_progress() == {
+        "pending": 0,
+        "done": 1,
+        "none": 0,
+    }
+    (top, *_) = kb.search("Where was Marie Curie born?", 3, "facts").facts
+    assert (top.fact.subject, top.fact.predicate, top.fact.object) == ("Marie Curie", "born_in", "Warsaw")
+    assert top.fact.provenance[0]["document_id"] == "curie"
+    kb.close()
+
+
+def test_graph_mode_reaches_the_second_hop_through_the_querys_entities(tmp_path, embedder, extractor):
+    kb = base(tmp_path, embedder, extractor)
+    for doc_id, text in DOCS.items():
+        kb.add_document(DocumentIn(id=doc_id, text=text))
+    kb.extract_pending()
+    query = "What is the birthplace of Marie Curie known for?"
+    hybrid = {h.document_id: h for h in kb.search(query, 3, "hybrid").passages}
+    graph = kb.search(query, 3, "graph", depth=1)
+    (curie,) = kb.store.find_entity("Marie Curie", "PERSON")
+    (warsaw,) = kb.store.find_entity("Warsaw", "GPE")
+    assert graph.seeds == [curie.id]
+    by_doc = {h.document_id: h for h in graph.passages}
+    # Warsaw is one fact away from the seed, and its document gets that distance's bonus.
+    assert by_doc["curie"].distance == 0 and by_doc["warsaw"].distance == 1
+    assert by_doc["warsaw"].scores["graph"] == pytest.approx(0.25)
+    assert by_doc["warsaw"].score > hybrid["warsaw"].score and hybrid["warsaw"].scores.get("graph", 0) == 0
+    assert by_doc["berlin"].scores["graph"] < by_doc["warsaw"].scores["graph"]
+    assert {e.id for e in graph.entities} >= {curie.id, warsaw.id}  # the subgraph that links them
+    kb.close()
+
+
+def test_facts_search_reads_the_past_with_as_of(tmp_path, embedder):
+    kb = base(tmp_path, embedder, None)
+    kb.add_facts(
+        [
+            FactIn(
+                subject="Ada",
+                predicate="works_for",
+                object="Acme",
+                valid_at=datetime(2020, 1, 1, tzinfo=timezone.utc),
+            )
+        ]
+    )
+    kb.add_facts(
+        [
+            FactIn(
+                subject="Ada",
+                predicate="works_for",
+                object="Globex",
+                valid_at=datetime(2024, 1, 1, tzinfo=timezone.utc),
+            )
+        ]
+    )
+    now = [h.fact.object for h in kb.search("Who does Ada work for?", 5, "facts").facts]
+    past = kb.search("Who does Ada work for?", 5, "facts", as_of=datetime(2021, 6, 1, tzinfo=timezone.utc))
+    assert now == ["Globex"] and [h.fact.object for h in past.facts] == ["Acme"]
+    kb.close()
+
+
+def test_deleted_documents_stay_deleted_and_a_crash_between_store_and_index_loses_nothing(
+    tmp_path, embedder, extractor
+):
+    kb = base(tmp_path, embedder, extractor)
+    for doc_id, text in DOCS.items():
+        kb.add_document(DocumentIn(id=doc_id, text=text))
+    kb.extract_pending()
+    kb.delete_document("curie")
+    assert "curie" not in {h.document_id for h in kb.search("Marie Curie", 5, "passages").passages}
+    assert not any(h.fact.subject == "Marie Curie" for h in kb.search("Marie Curie born", 10, "facts").facts)
+    # A document the store accepted but whose passage was never indexed (a crash in between).
+    kb.store.add_document(DocumentIn(id="late", text="Lyon is a city on the Rhone."))
+    kb.close()
+
+    reopened = base(tmp_path, embedder, extractor)
+    found = {h.document_id for h in reopened.search("Lyon Rhone Marie Curie", 5, "passages").passages}
+    assert "late" in found and "curie" not in found
+    assert reopened.store.find_entity("Marie Curie") == []
+    reopened.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [(("",), "query"), (("q", 0), "k"), (("q", 101), "k"), (("q", 5, "everything"), "mode")],
+)
+def test_bad_searches_are_refused_naming_the_field(tmp_path, embedder, args, field):
+    kb = base(tmp_path, embedder, None)
+    with pytest.raises(FactsInputError) as e:
+        kb.search(*args)
+    assert e.value.field == field
+    with pytest.raises(FactsInputError, match="depth"):
+        kb.search("q", 5, "graph", depth=9)
+    kb.close()

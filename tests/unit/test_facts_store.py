@@ -1,0 +1,213 @@
+"""The facts store on real SQLite files: resolution, functional predicates and time, deletes by
+provenance across a reopen, corrections, and bad input that changes nothing."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from models._private.core.errors import FactsInputError, FactsNotFoundError
+from models._private.facts_schema import DocumentIn, EntityMention, Extraction, FactIn, FactsConfig, Span
+from models._private.facts_store import FactStore
+
+
+def at(year: int) -> datetime:
+    return datetime(year, 1, 1, tzinfo=timezone.utc)
+
+
+class Clock:
+    """A fake clock that starts in 2030 (so that every fact of the tests' past holds now)."""
+
+    def __init__(self):
+        self.now = at(2030).timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "facts.sqlite")
+
+
+@pytest.fixture
+def store(path):
+    s = FactStore(path, FactsConfig(functional_predicates=["works_for", "capital_of"]), clock=Clock())
+    yield s
+    s.close()
+
+
+def fact(subject, predicate, obj, **kw) -> FactIn:
+    return FactIn(subject=subject, predicate=predicate, object=obj, **kw)
+
+
+def test_case_and_punctuation_variants_are_one_entity_and_types_keep_homonyms_apart(store):
+    store.add_facts(
+        [
+            fact("Acme Corp.", "based_in", "Paris", subject_type="ORG", object_type="GPE"),
+            fact("ACME corp", "founded_by", "Jordan", subject_type="ORG", object_type="PERSON"),
+            fact("Jordan", "borders", "Syria", subject_type="GPE", object_type="GPE"),
+        ]
+    )
+    (acme,) = store.find_entity("acme corp", "ORG")
+    assert {f.predicate for f in store.facts(subject_id=acme.id)} == {"based_in", "founded_by"}
+    jordans = store.find_entity("Jordan")
+    assert sorted(e.type for e in jordans) == ["GPE", "PERSON"], "a person and a country stay two"
+    assert store.stats()["entities"] == 5  # Acme, Paris, Jordan (person), Jordan (country), Syria
+
+
+def test_a_near_spelling_merges_and_becomes_an_alias_but_a_different_name_does_not(store):
+    store.add_facts([fact("Barack Obama", "born_in", "Honolulu", subject_type="PERSON", object_type="GPE")])
+    store.add_facts(
+        [fact("Barak Obama", "married_to", "Michelle", subject_type="PERSON", object_type="PERSON")]
+    )
+    store.add_facts([fact("John Smith", "lives_in", "Leeds", subject_type="PERSON", object_type="GPE")])
+    store.add_facts([fact("Jon Smith", "lives_in", "York", subject_type="PERSON", object_type="GPE")])
+    (obama,) = store.find_entity("Barack Obama", "PERSON")
+    assert obama.aliases == ["Barak Obama"]
+    assert len(store.facts(subject_id=obama.id)) == 2
+    john, jon = store.find_entity("John Smith", "PERSON"), store.find_entity("Jon Smith", "PERSON")
+    assert john[0].id != jon[0].id  # ratio 94.7, under the default 95
+
+
+def test_the_same_statement_from_two_documents_is_one_fact_with_two_provenances(store):
+    text = "Ada works for Acme."
+    extraction = Extraction(
+        extractor="explicit", facts=[fact("Ada", "works_for", "Acme", spans=[Span(start=0, end=18)])]
+    )
+    store.add_document(DocumentIn(id="d1", text=text), extraction)
+    store.add_document(DocumentIn(id="d2", text=text), extraction)
+    (f,) = store.facts(predicate="works_for")
+    assert [p["document_id"] for p in f.provenance] == ["d1", "d2"]
+    assert f.provenance[0]["start"] == 0 and f.provenance[0]["end"] == 18
+
+
+def test_a_functional_predicate_invalidates_only_the_subjects_earlier_fact_on_it(store):
+    store.add_facts(
+        [
+            fact("Ada", "works_for", "Acme", valid_at=at(2020)),
+            fact("Ada", "lives_in", "Paris", valid_at=at(2020)),  # another predicate
+            fact("Bob", "works_for", "Acme", valid_at=at(2020)),  # another subject
+        ]
+    )
+    store.add_facts([fact("Ada", "works_for", "Globex", valid_at=at(2024))])
+
+    (ada,) = store.find_entity("Ada")
+    now = {f.object for f in store.facts(subject_id=ada.id)}
+    assert now == {"Globex", "Paris"}
+    assert {f.object for f in store.facts(subject_id=ada.id, as_of=at(2022))} == {"Acme", "Paris"}
+    old = next(f for f in store.facts(subject_id=ada.id, include_history=True) if f.object == "Acme")
+    assert old.invalid_at == at(2024) and old.expired_at == at(2030)  # kept, with its end
+    (bob,) = store.find_entity("Bob")
+    assert [f.invalid_at for f in store.facts(subject_id=bob.id)] == [None], "Bob's job is untouched"
+    (paris,) = [f for f in store.facts(subject_id=ada.id) if f.predicate == "lives_in"]
+    assert paris.invalid_at is None and paris.expired_at is None
+
+
+def test_an_older_fact_learnt_later_ends_where_the_newer_one_begins(store):
+    store.add_facts([fact("Ada", "works_for", "Globex", valid_at=at(2024))])
+    store.add_facts([fact("Ada", "works_for", "Acme", valid_at=at(2020))])
+    (ada,) = store.find_entity("Ada")
+    assert [f.object for f in store.facts(subject_id=ada.id)] == ["Globex"]
+    assert [f.object for f in store.facts(subject_id=ada.id, as_of=at(2021))] == ["Acme"]
+    globex = store.facts(subject_id=ada.id)[0]
+    assert globex.invalid_at is None and globex.expired_at is None
+
+
+def test_facts_hold_from_their_documents_reference_time(store):
+    doc = DocumentIn(id="d", text="Paris is the capital of France.", reference_time=at(1900))
+    store.add_document(doc, Extraction(extractor="explicit", facts=[fact("Paris", "capital_of", "France")]))
+    (f,) = store.facts(predicate="capital_of")
+    assert f.valid_at == at(1900) and store.facts(predicate="capital_of", as_of=at(1850)) == []
+
+
+def test_deleting_one_of_two_supporting_documents_keeps_the_fact_and_both_remove_it_for_good(path, store):
+    shared = Extraction(
+        extractor="explicit",
+        entities=[EntityMention(name="Ada", type="PERSON")],
+        facts=[fact("Ada", "works_for", "Acme", subject_type="PERSON", object_type="ORG")],
+    )
+    only_one = Extraction(
+        extractor="explicit",
+        facts=[fact("Ada", "lives_in", "Paris", subject_type="PERSON", object_type="GPE")],
+    )
+    store.add_document(DocumentIn(id="d1", text="Ada works for Acme and lives in Paris."), shared)
+    store.add_extraction("d1", only_one)
+    store.add_document(DocumentIn(id="d2", text="Ada works for Acme."), shared)
+    store.add_facts([fact("Bob", "works_for", "Acme", subject_type="PERSON", object_type="ORG")])  # posted
+
+    (lives_in,) = store.facts(predicate="lives_in")
+    counts = store.delete_document("d1")
+    assert counts == {"facts_removed": [lives_in.id], "facts_kept": 1, "entities_removed": 1}  # and Paris
+    (works,) = store.facts(predicate="works_for", subject_id=store.find_entity("Ada")[0].id)
+    assert [p["document_id"] for p in works.provenance] == ["d2"]
+    assert store.find_entity("Paris") == []
+
+    store.delete_document("d2")
+    store.close()
+    reopened = FactStore(path, clock=Clock())
+    assert reopened.find_entity("Ada") == [] and reopened.stats() == {
+        "documents": 0,
+        "entities": 2,
+        "facts": 1,
+    }
+    (bob_fact,) = reopened.facts()
+    assert bob_fact.subject == "Bob" and bob_fact.object == "Acme", "a posted fact is no document's to delete"
+    with pytest.raises(FactsNotFoundError):
+        reopened.document("d1")
+    reopened.close()
+
+
+def test_bad_input_is_refused_and_changes_nothing(store):
+    store.add_document(DocumentIn(id="d", text="short"))
+    before = store.stats()
+    bad_span = Extraction(extractor="explicit", facts=[fact("A", "b", "C", spans=[Span(start=2, end=99)])])
+    with pytest.raises(FactsInputError, match=r"facts.0.spans"):
+        store.add_document(DocumentIn(id="e", text="short text"), bad_span)
+    with pytest.raises(FactsInputError, match="exists already"):
+        store.add_document(DocumentIn(id="d", text="again"))
+    with pytest.raises(FactsInputError, match="invalid_at"):
+        store.add_facts([fact("A", "b", "C"), fact("A", "b", "D", valid_at=at(2020), invalid_at=at(2019))])
+    with pytest.raises(FactsInputError, match="no letters"):
+        store.add_facts([fact("...", "b", "C")])
+    with pytest.raises(FactsNotFoundError):
+        store.add_extraction("missing", Extraction(extractor="explicit"))
+    assert store.stats() == before and store.find_entity("A") == []
+    # The in-memory name index rolled back with the transaction: 'A' is no half-made entity.
+    store.add_facts([fact("A", "b", "C")])
+    assert len(store.find_entity("A")) == 1
+
+
+def test_merge_and_split_correct_resolution(store):
+    store.add_document(
+        DocumentIn(id="d1", text="Jordan Lee plays guitar."),
+        Extraction(extractor="explicit", facts=[fact("J. Lee", "plays", "guitar", subject_type="PERSON")]),
+    )
+    store.add_document(
+        DocumentIn(id="d2", text="Jordan Lee paints."),
+        Extraction(
+            extractor="explicit", facts=[fact("Jordan Lee", "paints", "portraits", subject_type="PERSON")]
+        ),
+    )
+    (short,), (full,) = store.find_entity("J. Lee", "PERSON"), store.find_entity("Jordan Lee", "PERSON")
+    assert short.id != full.id
+    merged = store.merge_entities(full.id, short.id)
+    assert merged.aliases == ["J. Lee"] and merged.documents == ["d1", "d2"]
+    assert {f.predicate for f in store.facts(subject_id=full.id)} == {"plays", "paints"}
+    assert store.find_entity("j lee", "PERSON")[0].id == full.id
+
+    # They were two people after all: what d1 says goes to a new entity.
+    split = store.split_entity(full.id, ["d1"], name="Jordan Lee (guitarist)")
+    assert [f.predicate for f in store.facts(subject_id=split.id)] == ["plays"]
+    assert [f.predicate for f in store.facts(subject_id=full.id)] == ["paints"]
+    assert split.documents == ["d1"] and store.entity(full.id).documents == ["d2"]
+    with pytest.raises(FactsInputError, match="types differ"):
+        store.merge_entities(full.id, store.find_entity("guitar")[0].id)
+
+
+def test_invalidating_a_fact_keeps_its_past(store):
+    (fact_id,) = store.add_facts([fact("Ada", "likes", "tea", valid_at=at(2020))])
+    ended = store.invalidate_fact(fact_id, at(2025))
+    assert ended.invalid_at == at(2025) and ended.expired_at == at(2030)
+    assert store.facts(predicate="likes") == [] and len(store.facts(predicate="likes", as_of=at(2022))) == 1
+    with pytest.raises(FactsInputError, match="before"):
+        store.invalidate_fact(fact_id, at(2010))
