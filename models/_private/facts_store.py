@@ -141,6 +141,9 @@ class FactStore:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._db.in_transaction:  # nested in a caller's transaction: part of it
+                yield self._db
+                return
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -159,6 +162,11 @@ class FactStore:
             self._names.add(type_, norm, entity_id)
 
     # -- writes ---------------------------------------------------------------------------
+
+    def add_documents(self, docs: list[DocumentIn], *, pending: bool = False) -> list[Document]:
+        """Stores several documents in one transaction: all of them, or (on any error) none."""
+        with self._transaction():  # re-entered by each add_document: one transaction in all
+            return [self.add_document(d, pending=pending) for d in docs]
 
     def add_document(
         self, doc: DocumentIn, extraction: Extraction | None = None, *, pending: bool = False

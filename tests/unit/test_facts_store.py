@@ -211,3 +211,16 @@ def test_invalidating_a_fact_keeps_its_past(store):
     assert store.facts(predicate="likes") == [] and len(store.facts(predicate="likes", as_of=at(2022))) == 1
     with pytest.raises(FactsInputError, match="before"):
         store.invalidate_fact(fact_id, at(2010))
+
+
+def test_a_batch_of_documents_is_stored_whole_or_not_at_all(store):
+    with pytest.raises(FactsInputError, match="exists already"):
+        store.add_documents([DocumentIn(id="a", text="one"), DocumentIn(id="a", text="two")])
+    assert store.stats()["documents"] == 0
+    assert [
+        d.id for d in store.add_documents([DocumentIn(id="a", text="one"), DocumentIn(id="b", text="two")])
+    ] == [
+        "a",
+        "b",
+    ]
+    assert store.stats()["documents"] == 2
