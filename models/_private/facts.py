@@ -8,14 +8,16 @@ loses nothing and revives nothing deleted.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from models._private.core.errors import FactsInputError
+from models._private.core.errors import FactsInputError, FactsNotFoundError
 from models._private.embedder import Embedder
 from models._private.facts_extract import CO_MENTION
 from models._private.facts_schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
@@ -24,6 +26,8 @@ from models._private.memory import HybridMemory
 from models._private.memory_schema import MemoryConfig, Record
 
 __all__ = ["FactHit", "FactsBase", "PassageHit", "SearchResult"]
+
+log = logging.getLogger(__name__)
 
 SearchMode = Literal["passages", "facts", "hybrid", "graph"]
 _DOC, _FACT = "doc:", "fact:"
@@ -90,14 +94,19 @@ class FactsBase:
         self.namespace = namespace
         self.extractor = extractor
         self.graph_weight = graph_weight
+        # One writer or reader at a time over the store and the memory together (a search must
+        # not see a document the store has and the memory lost); extraction reads text outside it.
+        self._lock = threading.RLock()
+        self._extracting = threading.Lock()
         self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock)
         memory = (memory or MemoryConfig()).model_copy(update={"path": os.path.join(path, "memory")})
         self.memory = HybridMemory([namespace], memory, embedder, clock)
         self._reconcile()
 
     def close(self) -> None:
-        self.store.close()
-        self.memory.close()
+        with self._lock:
+            self.store.close()
+            self.memory.close()
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -107,39 +116,76 @@ class FactsBase:
         return self.add_documents([doc])[0]
 
     def add_documents(self, docs: list[DocumentIn]) -> list[Document]:
-        """`add_document` for a batch: one transaction, one embedding batch."""
-        stored = self.store.add_documents(docs, pending=self.extractor is not None)
-        self.memory.upsert([self._passage(d) for d in stored])
+        """`add_document` for a batch: one transaction, one embedding batch.
+
+        Raises:
+            FactsInputError: a text longer than the memory indexes (`MemoryConfig.max_text_chars`,
+                which caps the store's own limit); nothing is stored.
+        """
+        limit = self.memory.config.max_text_chars
+        for i, d in enumerate(docs):
+            if len(d.title) + 1 + len(d.text) > limit:
+                raise FactsInputError(f"documents.{i}.text", f"{len(d.text)} characters; at most {limit}")
+        with self._lock:
+            stored = self.store.add_documents(docs, pending=self.extractor is not None)
+            self.memory.upsert([self._passage(d) for d in stored])
         return stored
 
     def extract_pending(self, limit: int = 32) -> int:
         """Reads up to `limit` waiting documents with the extractor; returns how many."""
         if self.extractor is None:
             return 0
+        with self._extracting:  # one reader of the queue at a time: no document read twice
+            return self._extract_pending(limit)
+
+    def _extract_pending(self, limit: int) -> int:
         docs = self.store.pending_documents(limit)
         if not docs:
             return 0
+        try:
+            extractions = self.extractor.extract_many([d.text for d in docs])
+        except Exception:  # one document the extractor cannot read: find it, read the rest
+            extractions = [self._extract_one(d) for d in docs]
         fact_ids: list[str] = []
-        for doc, extraction in zip(docs, self.extractor.extract_many([d.text for d in docs]), strict=True):
-            fact_ids += self.store.add_extraction(doc.id, extraction)
-        self._index_facts(fact_ids)  # one embedding batch and one log write for the lot
+        with self._lock:
+            for doc, extraction in zip(docs, extractions, strict=True):
+                if extraction is None:
+                    continue
+                try:
+                    fact_ids += self.store.add_extraction(doc.id, extraction)
+                except FactsNotFoundError:
+                    continue  # deleted while it was read
+                except FactsInputError as e:
+                    self.store.extraction_failed(doc.id, str(e))
+            self._index_facts(fact_ids)  # one embedding batch and one log write for the lot
         return len(docs)
+
+    def _extract_one(self, doc: Document) -> Any:
+        try:
+            return self.extractor.extract(doc.text)
+        except Exception as e:
+            log.warning("extraction of document %r failed: %r", doc.id, e)
+            self.store.extraction_failed(doc.id, repr(e))
+            return None
 
     def add_facts(self, facts: list[FactIn]) -> list[str]:
         """Stores facts posted with no document and indexes their sentences."""
-        ids = self.store.add_facts(facts)
-        self._index_facts(ids)
+        with self._lock:
+            ids = self.store.add_facts(facts)
+            self._index_facts(ids)
         return ids
 
     def delete_document(self, document_id: str) -> dict[str, Any]:
         """Deletes a document, its passage, and the facts and entities only it supported."""
-        out = self.store.delete_document(document_id)
-        self.memory.delete([_DOC + document_id, *(_FACT + f for f in out["facts_removed"])])
+        with self._lock:
+            out = self.store.delete_document(document_id)
+            self.memory.delete([_DOC + document_id, *(_FACT + f for f in out["facts_removed"])])
         return out
 
     def delete_fact(self, fact_id: str) -> None:
-        self.store.delete_fact(fact_id)
-        self.memory.delete([_FACT + fact_id])
+        with self._lock:
+            self.store.delete_fact(fact_id)
+            self.memory.delete([_FACT + fact_id])
 
     # -- search ---------------------------------------------------------------------------
 
@@ -167,6 +213,10 @@ class FactsBase:
             raise FactsInputError("depth", f"must be 0 to {MAX_DEPTH}, got {depth}")
         if mode not in ("passages", "facts", "hybrid", "graph"):
             raise FactsInputError("mode", f"must be passages, facts, hybrid or graph, got {mode!r}")
+        with self._lock:
+            return self._search(query, k, mode, as_of, depth)
+
+    def _search(self, query: str, k: int, mode: str, as_of: datetime | None, depth: int) -> SearchResult:
         distance: dict[str, int] = {}
         seeds: list[str] = []
         if mode == "graph":

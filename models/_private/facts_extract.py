@@ -26,6 +26,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Any
 
+from models._private.facts_resolution import normalise
 from models._private.facts_schema import EntityMention, Extraction, FactIn, Span
 
 __all__ = ["CO_MENTION", "SPACY_MODEL", "SpacyExtractor"]
@@ -41,6 +42,7 @@ _YEAR = re.compile(r"^(1[0-9]{3}|20[0-9]{2})$")
 _SUBJECTS = ("nsubj", "nsubjpass")
 _COMENTION_CONFIDENCE = 0.3
 _PRONOUN_CONFIDENCE = 0.6
+MAX_NAME_CHARS = 200
 _MAX_COMENTIONS = 6  # entities per sentence whose pairs are linked; more is a list, not facts
 
 _load_lock = threading.Lock()
@@ -77,9 +79,10 @@ def _read(doc: Any) -> Extraction:
     entity_of: dict[int, Any] = {}  # token index -> its entity span
     mentions: dict[tuple[str, str], EntityMention] = {}
     for ent in doc.ents:
-        if ent.label_ not in ENTITY_LABELS:
-            continue
         name = _name(ent)
+        # A name is a few words: NER sometimes tags a whole list or a run of symbols.
+        if ent.label_ not in ENTITY_LABELS or len(name) > MAX_NAME_CHARS or not normalise(name):
+            continue
         for token in ent:
             entity_of[token.i] = ent
         key = (name.casefold(), ent.label_)

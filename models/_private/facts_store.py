@@ -44,7 +44,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL, source TEXT NOT NULL,
     metadata TEXT NOT NULL, reference_time REAL, ingested_at REAL NOT NULL,
-    extraction TEXT NOT NULL   -- pending, done, or none (no extractor reads it)
+    extraction TEXT NOT NULL,  -- pending, done, failed, or none (no extractor reads it)
+    extraction_error TEXT
 );
 CREATE INDEX IF NOT EXISTS documents_by_extraction ON documents(extraction);
 CREATE TABLE IF NOT EXISTS entities (
@@ -67,7 +68,10 @@ CREATE TABLE IF NOT EXISTS facts (
     object_id TEXT REFERENCES entities(id),
     object_value TEXT,
     sentence TEXT NOT NULL, confidence REAL NOT NULL, extractor TEXT NOT NULL,
-    valid_at REAL, invalid_at REAL, created_at REAL NOT NULL, expired_at REAL
+    valid_at REAL NOT NULL, invalid_at REAL, created_at REAL NOT NULL, expired_at REAL,
+    stated_invalid_at REAL,   -- the end it was posted with; invalid_at may be earlier (ended_by)
+    ended_by TEXT,            -- the later fact on a functional predicate that ended it
+    asserted INTEGER NOT NULL -- 1: posted directly, so no document delete removes it
 );
 CREATE INDEX IF NOT EXISTS facts_by_subject ON facts(subject_id, predicate);
 CREATE INDEX IF NOT EXISTS facts_by_object ON facts(object_id);
@@ -100,6 +104,9 @@ _FACT_FIELDS = [
     "expired_at",
 ]
 _FACT_FROM = "facts f JOIN entities s ON s.id = f.subject_id LEFT JOIN entities o ON o.id = f.object_id"
+
+
+_FOREVER = float("inf")
 
 
 def _new_id() -> str:
@@ -147,11 +154,12 @@ class FactStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
+                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:  # SQLite may have rolled back by itself
+                    self._db.execute("ROLLBACK")
                 self._reload_names()  # names added in the rolled-back transaction are gone
                 raise
-            self._db.execute("COMMIT")
 
     def _reload_names(self) -> None:
         self._names = NameIndex(self.config.fuzzy_min_ratio)
@@ -188,7 +196,7 @@ class FactStore:
             if db.execute("SELECT 1 FROM documents WHERE id = ?", (stored.id,)).fetchone():
                 raise FactsInputError("id", f"a document {stored.id!r} exists already")
             db.execute(
-                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
                 (
                     stored.id,
                     stored.title,
@@ -209,13 +217,18 @@ class FactStore:
         is accepted); returns the ids of the facts it produced or supported."""
         with self._transaction() as db:
             row = db.execute(
-                "SELECT reference_time, length(text) FROM documents WHERE id = ?", (document_id,)
+                "SELECT reference_time, length(text), extraction FROM documents WHERE id = ?", (document_id,)
             )
             found = row.fetchone()
             if found is None:
                 raise FactsNotFoundError("document", document_id)
+            if found[2] == "done":  # a second reading would count every mention twice
+                raise FactsInputError("document", f"{document_id!r} was extracted already")
             self._check_spans(extraction, found[1])
-            db.execute("UPDATE documents SET extraction = 'done' WHERE id = ?", (document_id,))
+            db.execute(
+                "UPDATE documents SET extraction = 'done', extraction_error = NULL WHERE id = ?",
+                (document_id,),
+            )
             return self._apply(db, extraction, document_id, found[0], self.clock())
 
     def add_facts(self, facts: list[FactIn], extractor: str = "explicit") -> list[str]:
@@ -233,7 +246,12 @@ class FactStore:
             at = to_epoch(invalid_at) if invalid_at is not None else now
             if fact.valid_at is not None and at < fact.valid_at.timestamp():
                 raise FactsInputError("invalid_at", "is before the fact's valid_at")
-            db.execute("UPDATE facts SET invalid_at = ?, expired_at = ? WHERE id = ?", (at, now, fact_id))
+            db.execute(
+                "UPDATE facts SET invalid_at = ?, stated_invalid_at = ?, expired_at = ?, ended_by = NULL "
+                "WHERE id = ?",
+                (at, at, now, fact_id),
+            )
+            self._rechain(db, fact.subject_id, fact.predicate, now)
         return self.fact(fact_id)
 
     def delete_fact(self, fact_id: str) -> None:
@@ -241,6 +259,7 @@ class FactStore:
         with self._transaction() as db:
             fact = self._fact_row(db, fact_id)
             db.execute("DELETE FROM facts WHERE id = ?", (fact_id,))
+            self._rechain(db, fact.subject_id, fact.predicate, self.clock())
             self._drop_orphans(db, {fact.subject_id, fact.object_id} - {None})
 
     def delete_document(self, document_id: str) -> dict[str, int]:
@@ -266,17 +285,21 @@ class FactStore:
             }
             db.execute("DELETE FROM provenance WHERE document_id = ?", (document_id,))
             removed, kept = [], 0
+            chains = set()
             for fact_id in supported:
+                subject, obj, predicate, asserted = db.execute(
+                    "SELECT subject_id, object_id, predicate, asserted FROM facts WHERE id = ?", (fact_id,)
+                ).fetchone()
                 others = db.execute("SELECT 1 FROM provenance WHERE fact_id = ? LIMIT 1", (fact_id,))
-                if others.fetchone():
+                if asserted or others.fetchone():
                     kept += 1
                     continue
-                subject, obj = db.execute(
-                    "SELECT subject_id, object_id FROM facts WHERE id = ?", (fact_id,)
-                ).fetchone()
                 touched |= {subject, obj} - {None}
                 db.execute("DELETE FROM facts WHERE id = ?", (fact_id,))
+                chains.add((subject, predicate))
                 removed.append(fact_id)
+            for subject, predicate in chains:  # what a removed fact had ended holds again
+                self._rechain(db, subject, predicate, self.clock())
             db.execute("DELETE FROM documents WHERE id = ?", (document_id,))  # and its mentions
             entities = self._drop_orphans(db, touched)
         return {"facts_removed": removed, "facts_kept": kept, "entities_removed": entities}
@@ -293,11 +316,20 @@ class FactStore:
             ]
         return [self.document(i) for i in ids]
 
+    def extraction_failed(self, document_id: str, reason: str) -> None:
+        """Marks a document whose extraction failed: it stays searchable as a passage, and is
+        not tried again by `pending_documents`."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE documents SET extraction = 'failed', extraction_error = ? WHERE id = ?",
+                (reason[:1000], document_id),
+            )
+
     def extraction_progress(self) -> dict[str, int]:
-        """Documents per extraction state: pending, done, none."""
+        """Documents per extraction state: pending, done, failed, none."""
         with self._lock:
             rows = self._db.execute("SELECT extraction, count(*) FROM documents GROUP BY extraction")
-            return {"pending": 0, "done": 0, "none": 0, **dict(rows.fetchall())}
+            return {"pending": 0, "done": 0, "failed": 0, "none": 0, **dict(rows.fetchall())}
 
     def merge_entities(self, keep_id: str, other_id: str) -> Entity:
         """Makes `other_id` part of `keep_id` (a correction): its facts, mentions, name and
@@ -319,14 +351,23 @@ class FactStore:
             for name in names:
                 self._names.remove(other["type"], normalise(name), other_id)
                 self._alias(db, keep_id, keep["type"], name)
+            self._dedupe(db, keep_id, self.clock())
         return self.entity(keep_id)
 
     def split_entity(self, entity_id: str, document_ids: list[str], name: str | None = None) -> Entity:
-        """Moves what `document_ids` say of an entity to a new one (a correction, when two
-        things were merged): their mentions, and the facts only they support. Returns the new
-        entity, named `name` or as the old one."""
+        """Moves what `document_ids` say of an entity to a new one named `name` (a correction,
+        when two things were merged): their mentions, and the facts only they support.
+
+        Raises:
+            FactsInputError: no `name`, or one that already names an entity of the type (the
+                two would be one again at the next mention).
+        """
         with self._transaction() as db:
             old = self._entity_row(db, entity_id)
+            if not name or not normalise(name):
+                raise FactsInputError("name", "a split needs a name that tells the new entity apart")
+            if self._names.exact(old["type"], normalise(name)) is not None:
+                raise FactsInputError("name", f"{name!r} already names an entity of type {old['type']}")
             marks = ",".join("?" * len(document_ids))
             mentioned = db.execute(
                 f"SELECT document_id, count FROM mentions WHERE entity_id = ? AND document_id IN ({marks})",
@@ -335,12 +376,8 @@ class FactStore:
             if not mentioned:
                 raise FactsInputError("documents", "none of them mentions the entity")
             new_id = _new_id()
-            db.execute(
-                "INSERT INTO entities VALUES (?, ?, ?, ?)",
-                (new_id, name or old["name"], old["type"], self.clock()),
-            )
-            if name:
-                self._names.add(old["type"], normalise(name), new_id)
+            db.execute("INSERT INTO entities VALUES (?, ?, ?, ?)", (new_id, name, old["type"], self.clock()))
+            self._names.add(old["type"], normalise(name), new_id)
             for document_id, count in mentioned:
                 db.execute(
                     "DELETE FROM mentions WHERE entity_id = ? AND document_id = ?", (entity_id, document_id)
@@ -374,7 +411,7 @@ class FactStore:
             row = self._db.execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone()
         if row is None:
             raise FactsNotFoundError("document", document_id)
-        id_, title, text, source, metadata, reference_time, ingested_at, _ = row
+        id_, title, text, source, metadata, reference_time, ingested_at = row[:7]
         return Document(
             id=id_,
             title=title,
@@ -591,27 +628,31 @@ class FactStore:
         valid = (
             to_epoch(f.valid_at) if f.valid_at is not None else (reference if reference is not None else now)
         )
-        invalid = to_epoch(f.invalid_at)
-        if invalid is not None and invalid < valid:
+        stated = to_epoch(f.invalid_at)
+        if stated is not None and stated < valid:
             raise FactsInputError("invalid_at", "is before valid_at")
         if document_id is not None:
             for ref in (object_id, subject):
                 if ref is not None:
                     self._mention(db, ref, document_id, 0)  # mentioned by its facts, if not named
-        # The same statement again (one that still holds): more support, not a second fact.
-        same = db.execute(
-            "SELECT id FROM facts WHERE subject_id = ? AND predicate = ? AND object_id IS ? "
-            "AND object_value IS ? AND expired_at IS NULL",
+        # The same statement over a time it already covers (or touches): more support, and
+        # perhaps an earlier start, not a second fact. Over another time, it is another fact.
+        same = None
+        for fact_id, their_valid, their_invalid in db.execute(
+            "SELECT id, valid_at, invalid_at FROM facts WHERE subject_id = ? AND predicate = ? "
+            "AND object_id IS ? AND object_value IS ? ORDER BY valid_at",
             (subject, f.predicate, object_id, object_value),
-        ).fetchone()
-        if same:
-            fact_id = same[0]
-        else:
-            fact_id = _new_id()
-            if f.predicate in self.config.functional_predicates:
-                invalid = self._supersede(db, subject, f.predicate, valid, invalid, now)
+        ).fetchall():
+            if their_valid <= (stated if stated is not None else _FOREVER) and valid <= (
+                their_invalid if their_invalid is not None else _FOREVER
+            ):
+                same = fact_id
+                db.execute("UPDATE facts SET valid_at = min(valid_at, ?) WHERE id = ?", (valid, fact_id))
+                break
+        fact_id = same or _new_id()
+        if same is None:
             db.execute(
-                "INSERT INTO facts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO facts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, 0)",
                 (
                     fact_id,
                     subject,
@@ -622,38 +663,77 @@ class FactStore:
                     f.confidence,
                     extractor,
                     valid,
-                    invalid,
+                    stated,
                     now,
-                    None,  # expired_at: set when the store retires it, not when it is posted
+                    stated,
                 ),
             )
-        if document_id is not None:
+        if document_id is None:
+            db.execute("UPDATE facts SET asserted = 1 WHERE id = ?", (fact_id,))
+        else:
             for s in f.spans or [Span(start=0, end=0)]:
                 start, end = (s.start, s.end) if f.spans else (-1, -1)
                 db.execute(
                     "INSERT OR IGNORE INTO provenance VALUES (?, ?, ?, ?)", (fact_id, document_id, start, end)
                 )
+        self._rechain(db, subject, f.predicate, now)
         return fact_id
 
-    @staticmethod
-    def _supersede(
-        db: sqlite3.Connection, subject: str, predicate: str, valid: float, invalid: float | None, now: float
-    ) -> float | None:
-        """On a functional predicate, a new fact from `valid` ends the subject's facts on it
-        that began earlier and still held then; one that began later ends the new fact.
-        Returns the new fact's `invalid_at`. Nothing else is touched."""
+    def _rechain(self, db: sqlite3.Connection, subject: str, predicate: str, now: float) -> None:
+        """On a functional predicate, each of the subject's facts holds until the next one
+        begins (or its own stated end, if sooner); nothing else is touched.
+
+        Derived from the facts as they are, so a new fact ends the one before it, an older one
+        learnt later ends where the newer begins, and removing a fact gives the one it ended
+        back its end. `expired_at` records when a fact was first ended by another, and is
+        cleared when that no longer holds; an end stated with the fact is no expiry.
+        """
+        if predicate not in self.config.functional_predicates:
+            return
         rows = db.execute(
-            "SELECT id, valid_at, invalid_at FROM facts WHERE subject_id = ? AND predicate = ?",
+            "SELECT id, valid_at, invalid_at, stated_invalid_at, expired_at, ended_by FROM facts "
+            "WHERE subject_id = ? AND predicate = ? ORDER BY valid_at, created_at",
             (subject, predicate),
         ).fetchall()
-        for fact_id, their_valid, their_invalid in rows:
-            if their_valid is not None and their_valid > valid:
-                invalid = their_valid if invalid is None else min(invalid, their_valid)
-            elif their_invalid is None or their_invalid > valid:
-                db.execute(
-                    "UPDATE facts SET invalid_at = ?, expired_at = ? WHERE id = ?", (valid, now, fact_id)
+        if not rows:
+            return
+        for (fact_id, _, invalid, stated, expired, ended_by), later in zip(
+            rows, [*rows[1:], None], strict=True
+        ):
+            if later is not None and (stated is None or later[1] < stated):
+                update = (
+                    later[1],
+                    expired if ended_by is not None and expired is not None else now,
+                    later[0],
                 )
-        return invalid
+            else:
+                update = (stated, expired if ended_by is None else None, None)
+            if update != (invalid, expired, ended_by):
+                db.execute(
+                    "UPDATE facts SET invalid_at = ?, expired_at = ?, ended_by = ? WHERE id = ?",
+                    (*update, fact_id),
+                )
+
+    def _dedupe(self, db: sqlite3.Connection, entity_id: str, now: float) -> None:
+        """After a merge: facts of `entity_id` that now say the same over overlapping times
+        become one, with the support of both."""
+        rows = db.execute(
+            "SELECT id, subject_id, predicate, object_id, object_value, valid_at, invalid_at, asserted "
+            "FROM facts WHERE subject_id = ? OR object_id = ? ORDER BY valid_at, created_at",
+            (entity_id, entity_id),
+        ).fetchall()
+        kept: dict[tuple, list] = {}
+        for fact_id, subject, predicate, obj, value, valid, invalid, asserted in rows:
+            key = (subject, predicate, obj, value)
+            first = kept.get(key)
+            if first is None or valid > (first[2] if first[2] is not None else _FOREVER):
+                kept[key] = [fact_id, valid, invalid]
+                continue
+            db.execute("UPDATE OR IGNORE provenance SET fact_id = ? WHERE fact_id = ?", (first[0], fact_id))
+            db.execute("UPDATE facts SET asserted = max(asserted, ?) WHERE id = ?", (asserted, first[0]))
+            db.execute("DELETE FROM facts WHERE id = ?", (fact_id,))
+        for subject, predicate in {(k[0], k[1]) for k in kept}:
+            self._rechain(db, subject, predicate, now)
 
     def _drop_orphans(self, db: sqlite3.Connection, entity_ids: set[str]) -> int:
         dropped = 0

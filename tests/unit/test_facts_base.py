@@ -44,6 +44,7 @@ def test_a_document_is_searchable_at_once_and_its_facts_after_extraction(tmp_pat
     assert kb.extract_pending() == 1 and kb.store.extraction_progress() == {
         "pending": 0,
         "done": 1,
+        "failed": 0,
         "none": 0,
     }
     (top, *_) = kb.search("Where was Marie Curie born?", 3, "facts").facts
@@ -111,13 +112,17 @@ def test_deleted_documents_stay_deleted_and_a_crash_between_store_and_index_lose
     kb.delete_document("curie")
     assert "curie" not in {h.document_id for h in kb.search("Marie Curie", 5, "passages").passages}
     assert not any(h.fact.subject == "Marie Curie" for h in kb.search("Marie Curie born", 10, "facts").facts)
-    # A document the store accepted but whose passage was never indexed (a crash in between).
+    # Crashes between the store and the index: a document the store accepted whose passage
+    # was never indexed, and one the store deleted whose passage and facts were not.
     kb.store.add_document(DocumentIn(id="late", text="Lyon is a city on the Rhone."))
+    kb.store.delete_document("warsaw")
     kb.close()
 
     reopened = base(tmp_path, embedder, extractor)
-    found = {h.document_id for h in reopened.search("Lyon Rhone Marie Curie", 5, "passages").passages}
-    assert "late" in found and "curie" not in found
+    found = {h.document_id for h in reopened.search("Lyon Rhone Marie Curie Warsaw", 5, "passages").passages}
+    assert "late" in found and "curie" not in found and "warsaw" not in found
+    assert not any(h.fact.subject == "Warsaw" for h in reopened.search("Warsaw Vistula", 10, "facts").facts)
+    assert not [r for r in reopened.memory.records if "warsaw" in r]
     assert reopened.store.find_entity("Marie Curie") == []
     reopened.close()
 
@@ -133,4 +138,40 @@ def test_bad_searches_are_refused_naming_the_field(tmp_path, embedder, args, fie
     assert e.value.field == field
     with pytest.raises(FactsInputError, match="depth"):
         kb.search("q", 5, "graph", depth=9)
+    kb.close()
+
+
+class Unreadable:
+    """An extractor that cannot read one document (as spaCy cannot hold a 2,000-character
+    entity name in an EntityMention), and reads the others."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def extract(self, text):
+        if "unreadable" in text:
+            raise ValueError("this one breaks the extractor")
+        return self.real.extract(text)
+
+    def extract_many(self, texts):
+        return [self.extract(t) for t in texts]
+
+
+def test_one_document_the_extractor_cannot_read_fails_alone(tmp_path, embedder, extractor):
+    kb = base(tmp_path, embedder, Unreadable(extractor))
+    kb.add_documents(
+        [DocumentIn(id="bad", text="An unreadable text."), DocumentIn(id="curie", text=DOCS["curie"])]
+    )
+    assert kb.extract_pending() == 2 and kb.extract_pending() == 0  # the failed one is not retried
+    assert kb.store.extraction_progress() == {"pending": 0, "done": 1, "failed": 1, "none": 0}
+    assert kb.search("Marie Curie born", 3, "facts").facts
+    assert [h.document_id for h in kb.search("unreadable text", 1, "passages").passages] == ["bad"]
+    kb.close()
+
+
+def test_a_text_longer_than_the_memory_indexes_is_refused_before_anything_is_stored(tmp_path, embedder):
+    kb = base(tmp_path, embedder, None)
+    with pytest.raises(FactsInputError) as e:
+        kb.add_documents([DocumentIn(id="ok", text="fine"), DocumentIn(id="long", text="word " * 5000)])
+    assert e.value.field == "documents.1.text" and kb.store.stats()["documents"] == 0
     kb.close()

@@ -48,18 +48,28 @@ def test_a_known_paragraph_gives_its_entities_and_facts(extractor):
         1895, 1, 1, tzinfo=timezone.utc
     )
     assert by_triple[("Pierre Curie", "is_a", "physicist")].object_type is None
-    # Every fact points at the sentence that says it.
+    # Every fact points at the sentence that says it; only a pronoun hides its subject there.
     for f in ex.facts:
         (span,) = f.spans
         sentence = PARAGRAPH[span.start : span.end]
-        assert f.subject in sentence or f.confidence < 1
+        assert f.subject in sentence or (f.confidence == 0.6 and "She" in sentence)
+        assert f.object in sentence
 
 
 def test_entities_one_sentence_names_without_a_pattern_are_linked_weakly(extractor):
     ex = extractor.extract("Alice Smith and Bob Jones met Carol White at Google.")
     weak = [f for f in ex.facts if f.predicate == "mentioned_with"]
     assert weak and all(f.confidence == 0.3 for f in weak)
-    assert not any(f.predicate == "mentioned_with" and f.confidence == 1 for f in ex.facts)
+    named = {e.name for e in ex.entities}
+    assert all({f.subject, f.object} <= named for f in weak)
+    # A pair a pattern linked is not linked weakly as well.
+    strong = {frozenset({f.subject, f.object}) for f in ex.facts if f.confidence == 1}
+    assert not strong & {frozenset({f.subject, f.object}) for f in weak}
+
+
+def test_a_name_with_no_letters_is_no_entity(extractor):
+    ex = extractor.extract("The prize went to \u2606 and to Marie Curie.")
+    assert all(e.name.strip("\u2606 ") for e in ex.entities)
 
 
 def test_extracted_documents_resolve_into_one_graph(tmp_path, extractor):
