@@ -135,12 +135,7 @@ class FactStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
-        self._names = NameIndex(self.config.fuzzy_min_ratio)
-        for entity_id, type_, name in self._db.execute("SELECT id, type, name FROM entities"):
-            self._names.add(type_, normalise(name), entity_id)
-        query = "SELECT a.entity_id, e.type, a.norm FROM aliases a JOIN entities e ON e.id = a.entity_id"
-        for entity_id, type_, norm in self._db.execute(query):
-            self._names.add(type_, norm, entity_id)
+        self._reload_names()
 
     def close(self) -> None:
         self._db.close()
@@ -162,6 +157,7 @@ class FactStore:
                 raise
 
     def _reload_names(self) -> None:
+        """The in-memory name index, read anew from the database."""
         self._names = NameIndex(self.config.fuzzy_min_ratio)
         for entity_id, type_, name in self._db.execute("SELECT id, type, name FROM entities"):
             self._names.add(type_, normalise(name), entity_id)
