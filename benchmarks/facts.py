@@ -48,6 +48,7 @@ def main() -> None:
         "(which then measure search only: the ingest figures are left out)",
     )
     parser.add_argument("--graph-weight", type=float, default=0.5)
+    parser.add_argument("--rerank", choices=["distance", "hop"], default="distance")
     args = parser.parse_args()
 
     data = load_beir(args.dataset)
@@ -57,7 +58,13 @@ def main() -> None:
     embedder = Embedder()
     path = args.keep or tempfile.mkdtemp(prefix="facts-bench-")
     reused = Path(path, "facts.sqlite").exists()
-    kb = FactsBase(path, embedder=embedder, extractor=SpacyExtractor(), graph_weight=args.graph_weight)
+    kb = FactsBase(
+        path,
+        embedder=embedder,
+        extractor=SpacyExtractor(),
+        graph_weight=args.graph_weight,
+        graph_rerank=args.rerank,
+    )
     if not reused:
         embedder.encode(texts[:64])  # warm
         t = time.perf_counter()
@@ -95,7 +102,12 @@ def main() -> None:
             }
             for qid, text in queries.items()
         }
-    out: dict[str, object] = {"split": args.split, "depth": args.depth, "graph_weight": args.graph_weight}
+    out: dict[str, object] = {
+        "split": args.split,
+        "depth": args.depth,
+        "graph_weight": args.graph_weight,
+        "rerank": args.rerank,
+    }
     for name, run in runs.items():
         for metric, value in metrics(run, qrels).items():
             out[f"{metric}_{name}"] = value

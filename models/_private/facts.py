@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from pydantic import BaseModel, Field
 from models._private.core.errors import FactsInputError, FactsNotFoundError
 from models._private.embedder import Embedder
 from models._private.facts_extract import CO_MENTION
+from models._private.facts_resolution import normalise
 from models._private.facts_schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
 from models._private.facts_store import FactStore
 from models._private.memory import HybridMemory
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 SearchMode = Literal["passages", "facts", "hybrid", "graph"]
 _DOC, _FACT = "doc:", "fact:"
 MAX_K = 100
+HOP_FROM = 3  # the best passages whose entities graph mode ("hop") follows
+_QUALIFIER = re.compile(r"\s*\([^)]*\)\s*$")  # "Kiss and Tell (1945 film)" is about "Kiss and Tell"
 MAX_DEPTH = 3
 
 
@@ -77,6 +81,10 @@ class FactsBase:
             only facts posted explicitly.
         graph_weight: Score a passage or fact at distance 0 from the query's entities gains in
             graph mode (distance d gains graph_weight / (1 + d)).
+        graph_rerank: How graph mode lifts passages: "distance", every document that mentions
+            an entity d facts from the query's gains graph_weight / (1 + d); "hop", a document
+            about an entity (its title names it) that the query or one of the best
+            `HOP_FROM` passages names gains graph_weight (times that passage's fused score).
     """
 
     def __init__(
@@ -88,16 +96,19 @@ class FactsBase:
         embedder: Embedder | None = None,
         extractor: Any = None,
         graph_weight: float = 0.5,
+        graph_rerank: Literal["distance", "hop"] = "distance",
         clock: Any = time.time,
     ):
         os.makedirs(path, exist_ok=True)
         self.namespace = namespace
         self.extractor = extractor
         self.graph_weight = graph_weight
+        self.graph_rerank = graph_rerank
         # One writer or reader at a time over the store and the memory together (a search must
         # not see a document the store has and the memory lost); extraction reads text outside it.
         self._lock = threading.RLock()
         self._extracting = threading.Lock()
+        self._titles: dict[str, list[str]] | None = None  # built on the first hop search
         self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock)
         memory = (memory or MemoryConfig()).model_copy(update={"path": os.path.join(path, "memory")})
         self.memory = HybridMemory([namespace], memory, embedder, clock)
@@ -128,6 +139,7 @@ class FactsBase:
                 raise FactsInputError(f"documents.{i}.text", f"{len(d.text)} characters; at most {limit}")
         with self._lock:
             stored = self.store.add_documents(docs, pending=self.extractor is not None)
+            self._titles = None
             self.memory.upsert([self._passage(d) for d in stored])
         return stored
 
@@ -179,6 +191,7 @@ class FactsBase:
         """Deletes a document, its passage, and the facts and entities only it supported."""
         with self._lock:
             out = self.store.delete_document(document_id)
+            self._titles = None
             self.memory.delete([_DOC + document_id, *(_FACT + f for f in out["facts_removed"])])
         return out
 
@@ -224,7 +237,7 @@ class FactsBase:
             distance, _ = self.store.neighbourhood(seeds, depth, as_of=as_of)
         result = SearchResult(seeds=seeds)
         if mode in ("passages", "hybrid", "graph"):
-            result.passages = self._passages(query, k, as_of, distance)
+            result.passages = self._passages(query, k, as_of, distance, mode == "graph")
         if mode in ("facts", "hybrid", "graph"):
             result.facts = self._facts(query, k, as_of, distance)
         if mode == "graph":
@@ -247,20 +260,22 @@ class FactsBase:
         return self.memory.search(query, n, filter={"kind": kind})
 
     def _passages(
-        self, query: str, k: int, as_of: datetime | None, distance: dict[str, int]
+        self, query: str, k: int, as_of: datetime | None, distance: dict[str, int], graph: bool
     ) -> list[PassageHit]:
         base = {h.record.metadata["document_id"]: h.score for h in self._candidates(query, "passage", k)}
-        near: dict[str, int] = {}
-        if distance:
+        near: dict[str, tuple[int, float]] = {}  # document -> (distance, bonus)
+        if graph and self.graph_rerank == "hop":
+            near = self._hops(base, [e for e, d in distance.items() if d == 0])
+        elif graph and distance:
             for document_id, entities in self.store.documents_mentioning(list(distance)).items():
-                near[document_id] = min(distance[e] for e in entities)
+                d = min(distance[e] for e in entities)
+                near[document_id] = (d, self.graph_weight / (1 + d))
         hits = []
         for document_id in set(base) | set(near):
             doc = self.store.document(document_id)
             if as_of is not None and doc.reference_time is not None and doc.reference_time > as_of:
                 continue
-            d = near.get(document_id)
-            bonus = self.graph_weight / (1 + d) if d is not None else 0.0
+            d, bonus = near.get(document_id, (None, 0.0))
             fused = base.get(document_id, 0.0)
             hits.append(
                 PassageHit(
@@ -273,6 +288,32 @@ class FactsBase:
                 )
             )
         return sorted(hits, key=lambda h: -h.score)[:k]
+
+    def _hops(self, base: dict[str, float], seeds: list[str]) -> dict[str, tuple[int, float]]:
+        """Documents about the query's entities (distance 0) and about the entities the best
+        passages name (distance 1), with their bonus."""
+        about = self._about()
+        near: dict[str, tuple[int, float]] = {}
+
+        def lift(name: str, distance: int, bonus: float, source: str | None) -> None:
+            for document_id in about.get(normalise(name), ()):
+                if document_id != source and bonus > near.get(document_id, (0, 0.0))[1]:
+                    near[document_id] = (distance, bonus)
+
+        for entity_id in seeds:
+            lift(self.store.entity(entity_id).name, 0, self.graph_weight, None)
+        for source in sorted(base, key=lambda d: -base[d])[:HOP_FROM]:
+            for _, name in self.store.entities_mentioned(source):
+                lift(name, 1, self.graph_weight * base[source], source)
+        return near
+
+    def _about(self) -> dict[str, list[str]]:
+        """Normalised title (without a parenthesised qualifier) -> ids of documents with it."""
+        if self._titles is None:
+            self._titles = {}
+            for document_id, title in self.store.titles():
+                self._titles.setdefault(normalise(_QUALIFIER.sub("", title)), []).append(document_id)
+        return self._titles
 
     def _facts(self, query: str, k: int, as_of: datetime | None, distance: dict[str, int]) -> list[FactHit]:
         when = as_of or datetime.fromtimestamp(self.store.clock(), tz=timezone.utc)

@@ -537,6 +537,20 @@ class FactStore:
                     out.setdefault(document_id, []).append(entity_id)
         return out
 
+    def entities_mentioned(self, document_id: str) -> list[tuple[str, str]]:
+        """(id, name) of the entities a document mentions."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT e.id, e.name FROM mentions m JOIN entities e ON e.id = m.entity_id "
+                "WHERE m.document_id = ?",
+                (document_id,),
+            ).fetchall()
+
+    def titles(self) -> list[tuple[str, str]]:
+        """(id, title) of every document."""
+        with self._lock:
+            return self._db.execute("SELECT id, title FROM documents").fetchall()
+
     def fact_ids(self) -> set[str]:
         """Every stored fact's id (to reconcile a search index with the store)."""
         with self._lock:

@@ -175,3 +175,23 @@ def test_a_text_longer_than_the_memory_indexes_is_refused_before_anything_is_sto
         kb.add_documents([DocumentIn(id="ok", text="fine"), DocumentIn(id="long", text="word " * 5000)])
     assert e.value.field == "documents.1.text" and kb.store.stats()["documents"] == 0
     kb.close()
+
+
+def test_hop_rerank_lifts_the_document_about_an_entity_the_best_passage_names(tmp_path, embedder, extractor):
+    kb = base(tmp_path, embedder, extractor, graph_rerank="hop")
+    kb.add_documents(
+        [
+            DocumentIn(id="curie", title="Marie Curie", text="Marie Curie was born in Warsaw."),
+            DocumentIn(id="warsaw", title="Warsaw (city)", text="The city lies on the Vistula river."),
+            DocumentIn(id="berlin", title="Berlin", text="Berlin lies on the Spree river."),
+        ]
+    )
+    kb.extract_pending()
+    query = "Which river flows through the city where Marie Curie was born?"
+    plain = {h.document_id: h for h in kb.search(query, 3, "hybrid").passages}
+    hops = {h.document_id: h for h in kb.search(query, 3, "graph").passages}
+    assert hops["curie"].distance == 0  # about the entity the query names
+    assert hops["warsaw"].distance == 1 and hops["warsaw"].scores["graph"] > 0  # named by curie
+    assert hops["berlin"].scores["graph"] == 0 and plain["warsaw"].scores.get("graph", 0) == 0
+    assert hops["warsaw"].score > hops["berlin"].score
+    kb.close()
