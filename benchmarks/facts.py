@@ -47,8 +47,8 @@ def main() -> None:
         help="a directory for the ingested base: made on the first run, reopened by later ones "
         "(which then measure search only: the ingest figures are left out)",
     )
-    parser.add_argument("--graph-weight", type=float, default=0.5)
-    parser.add_argument("--rerank", choices=["distance", "hop"], default="distance")
+    parser.add_argument("--graph-weight", type=float, default=0.6)
+    parser.add_argument("--rerank", choices=["distance", "hop"], default="hop")
     args = parser.parse_args()
 
     data = load_beir(args.dataset)

@@ -95,8 +95,8 @@ class FactsBase:
         memory: MemoryConfig | None = None,
         embedder: Embedder | None = None,
         extractor: Any = None,
-        graph_weight: float = 0.5,
-        graph_rerank: Literal["distance", "hop"] = "distance",
+        graph_weight: float = 0.6,
+        graph_rerank: Literal["distance", "hop"] = "hop",
         clock: Any = time.time,
     ):
         os.makedirs(path, exist_ok=True)

@@ -53,8 +53,8 @@ def test_a_document_is_searchable_at_once_and_its_facts_after_extraction(tmp_pat
     kb.close()
 
 
-def test_graph_mode_reaches_the_second_hop_through_the_querys_entities(tmp_path, embedder, extractor):
-    kb = base(tmp_path, embedder, extractor)
+def test_distance_rerank_reaches_the_second_hop_through_the_querys_entities(tmp_path, embedder, extractor):
+    kb = base(tmp_path, embedder, extractor, graph_rerank="distance", graph_weight=0.5)
     for doc_id, text in DOCS.items():
         kb.add_document(DocumentIn(id=doc_id, text=text))
     kb.extract_pending()
