@@ -109,6 +109,8 @@ class FactsBase:
         self._lock = threading.RLock()
         self._extracting = threading.Lock()
         self._titles: dict[str, list[str]] | None = None  # built on the first hop search
+        self._query: str | None = None  # the last query searched, and its vector
+        self._vector: Any = None
         self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock)
         memory = (memory or MemoryConfig()).model_copy(update={"path": os.path.join(path, "memory")})
         self.memory = HybridMemory([namespace], memory, embedder, clock)
@@ -257,7 +259,9 @@ class FactsBase:
 
     def _candidates(self, query: str, kind: str, k: int) -> list[Any]:
         n = max(5 * k, 50)
-        return self.memory.search(query, n, filter={"kind": kind})
+        if self._query != query:  # passages and facts share one encoding of the query
+            self._query, self._vector = query, self.memory.embedder.encode([query])[0]
+        return self.memory.search(query, n, filter={"kind": kind}, vector=self._vector)
 
     def _passages(
         self, query: str, k: int, as_of: datetime | None, distance: dict[str, int], graph: bool
