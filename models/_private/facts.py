@@ -109,8 +109,6 @@ class FactsBase:
         self._lock = threading.RLock()
         self._extracting = threading.Lock()
         self._titles: dict[str, list[str]] | None = None  # built on the first hop search
-        self._query: str | None = None  # the last query searched, and its vector
-        self._vector: Any = None
         self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock)
         memory = (memory or MemoryConfig()).model_copy(update={"path": os.path.join(path, "memory")})
         self.memory = HybridMemory([namespace], memory, embedder, clock)
@@ -238,10 +236,11 @@ class FactsBase:
             seeds = self._seeds(query)
             distance, _ = self.store.neighbourhood(seeds, depth, as_of=as_of)
         result = SearchResult(seeds=seeds)
+        vector = self.memory.embedder.encode([query])[0]  # one encoding for passages and facts
         if mode in ("passages", "hybrid", "graph"):
-            result.passages = self._passages(query, k, as_of, distance, mode == "graph")
+            result.passages = self._passages(query, vector, k, as_of, distance, mode == "graph")
         if mode in ("facts", "hybrid", "graph"):
-            result.facts = self._facts(query, k, as_of, distance)
+            result.facts = self._facts(query, vector, k, as_of, distance)
         if mode == "graph":
             linked = set(seeds) | {
                 e for h in result.facts for e in (h.fact.subject_id, h.fact.object_id) if e
@@ -257,16 +256,14 @@ class FactsBase:
                     seeds.setdefault(entity.id)
         return list(seeds)
 
-    def _candidates(self, query: str, kind: str, k: int) -> list[Any]:
-        n = max(5 * k, 50)
-        if self._query != query:  # passages and facts share one encoding of the query
-            self._query, self._vector = query, self.memory.embedder.encode([query])[0]
-        return self.memory.search(query, n, filter={"kind": kind}, vector=self._vector)
+    def _candidates(self, query: str, vector: Any, kind: str, k: int) -> list[Any]:
+        return self.memory.search(query, max(5 * k, 50), filter={"kind": kind}, vector=vector)
 
     def _passages(
-        self, query: str, k: int, as_of: datetime | None, distance: dict[str, int], graph: bool
+        self, query: str, vector: Any, k: int, as_of: datetime | None, distance: dict[str, int], graph: bool
     ) -> list[PassageHit]:
-        base = {h.record.metadata["document_id"]: h.score for h in self._candidates(query, "passage", k)}
+        candidates = self._candidates(query, vector, "passage", k)
+        base = {h.record.metadata["document_id"]: h.score for h in candidates}
         near: dict[str, tuple[int, float]] = {}  # document -> (distance, bonus)
         if graph and self.graph_rerank == "hop":
             near = self._hops(base, [e for e, d in distance.items() if d == 0])
@@ -319,10 +316,12 @@ class FactsBase:
                 self._titles.setdefault(normalise(_QUALIFIER.sub("", title)), []).append(document_id)
         return self._titles
 
-    def _facts(self, query: str, k: int, as_of: datetime | None, distance: dict[str, int]) -> list[FactHit]:
+    def _facts(
+        self, query: str, vector: Any, k: int, as_of: datetime | None, distance: dict[str, int]
+    ) -> list[FactHit]:
         when = as_of or datetime.fromtimestamp(self.store.clock(), tz=timezone.utc)
         hits = []
-        for h in self._candidates(query, "fact", k):
+        for h in self._candidates(query, vector, "fact", k):
             fact = self.store.fact(h.record.id.removeprefix(_FACT))
             if not _held(fact, when):
                 continue
