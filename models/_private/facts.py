@@ -367,7 +367,8 @@ class FactsBase:
         """Indexes what the store holds and the memory lacks, and drops what the store no
         longer holds (a crash may have come between the two writes)."""
         indexed = set(self.memory.records)
-        documents, facts = self.store.document_ids(), self.store.fact_ids()
+        # Co-mention facts are never indexed: they are neither stale records nor gaps.
+        documents, facts = self.store.document_ids(), self.store.fact_ids(except_predicate=CO_MENTION)
         stale = [
             rid
             for rid in indexed
@@ -379,7 +380,7 @@ class FactsBase:
         missing = [d for d in documents if _DOC + d not in indexed]
         if missing:
             self.memory.upsert([self._passage(self.store.document(d)) for d in missing])
-        self._index_facts(f for f in facts if _FACT + f not in indexed)  # skips co-mentions again
+        self._index_facts(f for f in facts if _FACT + f not in indexed)
 
 
 def _held(fact: Fact, when: datetime) -> bool:

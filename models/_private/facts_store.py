@@ -551,10 +551,12 @@ class FactStore:
         with self._lock:
             return self._db.execute("SELECT id, title FROM documents").fetchall()
 
-    def fact_ids(self) -> set[str]:
-        """Every stored fact's id (to reconcile a search index with the store)."""
+    def fact_ids(self, except_predicate: str | None = None) -> set[str]:
+        """The ids of stored facts, but those on `except_predicate` (to reconcile a search
+        index with the store)."""
         with self._lock:
-            return {r[0] for r in self._db.execute("SELECT id FROM facts")}
+            rows = self._db.execute("SELECT id FROM facts WHERE predicate IS NOT ?", (except_predicate,))
+            return {r[0] for r in rows}
 
     def document_ids(self) -> set[str]:
         with self._lock:
