@@ -41,6 +41,10 @@ class NameIndex:
         if names.get(norm) == entity_id:
             del names[norm]
 
+    def types(self) -> list[str]:
+        """The entity types this index has held names of."""
+        return list(self._by_type)
+
     def exact(self, type_: str, norm: str) -> str | None:
         """The entity id `norm` names exactly (a name or an alias), or None."""
         return self._by_type.get(type_, {}).get(norm)

@@ -438,9 +438,7 @@ class FactStore:
         """Entities `name` resolves to: of `type_`, or of every type that has one."""
         norm = normalise(name)
         with self._lock:
-            types = (
-                [type_] if type_ else [r[0] for r in self._db.execute("SELECT DISTINCT type FROM entities")]
-            )
+            types = [type_] if type_ else self._names.types()
             found = [hit[0] for t in types if (hit := self._names.find(t, norm))]
         return [self.entity(e) for e in dict.fromkeys(found)]
 
@@ -488,7 +486,7 @@ class FactStore:
         words = normalise(text).split()
         found: dict[str, None] = {}
         with self._lock:
-            types = [r[0] for r in self._db.execute("SELECT DISTINCT type FROM entities")]
+            types = self._names.types()
         for n in range(min(max_words, len(words)), 0, -1):
             for i in range(len(words) - n + 1):
                 gram = " ".join(words[i : i + n])
