@@ -12,6 +12,7 @@ from models._private.engine import Delta, Engine, EngineConfig, Generation, Samp
 from models._private.engines import create_engine
 from models._private.facts import FactHit, FactsBase, PassageHit, SearchResult
 from models._private.facts_extract import SpacyExtractor
+from models._private.facts_llm import LLMExtractor
 from models._private.facts_schema import (
     Document,
     DocumentIn,
@@ -54,6 +55,7 @@ __all__ = [
     "Generation",
     "Hit",
     "HybridMemory",
+    "LLMExtractor",
     "LexicalIndex",
     "MemoryConfig",
     "PassageHit",

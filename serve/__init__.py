@@ -1,18 +1,27 @@
-"""The AI service on Ray Serve: an OpenAI-compatible gateway over model deployments and remote
-providers, with aliases, fallbacks, circuit breakers and usage accounting.
+"""The two services on Ray Serve.
 
-`deploy(AIServiceConfig(...))` runs it; `swarm up` does so when the system config has `ai:`.
+- The AI service: an OpenAI-compatible gateway over model deployments and remote providers,
+  with aliases, fallbacks, circuit breakers and usage accounting.
+- The facts service: documents, a temporal knowledge graph, hybrid and graph search over HTTP,
+  one shard per namespace.
+
+`deploy(AIServiceConfig(...))` or `deploy(FactsServiceConfig(...))` runs one; `swarm up` does
+so when the system config has `ai:` or `facts:`.
 """
 
 from serve._private.config import AIServiceConfig, AutoscalingConfig, ModelConfig, ProviderConfig
-from serve._private.service import build_app, deploy, service_url
+from serve._private.facts_config import FactsNamespaceConfig, FactsServiceConfig
+from serve._private.service import build_app, build_facts_app, deploy, service_url
 
 __all__ = [
     "AIServiceConfig",
     "AutoscalingConfig",
+    "FactsNamespaceConfig",
+    "FactsServiceConfig",
     "ModelConfig",
     "ProviderConfig",
     "build_app",
+    "build_facts_app",
     "deploy",
     "service_url",
 ]

@@ -13,18 +13,20 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
 
-from models._private.core.errors import FactsInputError, FactsNotFoundError
+from models._private.core.errors import FactsInputError, FactsNotFoundError, MemoryInputError
 from models._private.embedder import Embedder
 from models._private.facts_extract import CO_MENTION
 from models._private.facts_resolution import normalise
 from models._private.facts_schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
 from models._private.facts_store import FactStore
 from models._private.memory import HybridMemory
+from models._private.memory_filters import compile_filter
 from models._private.memory_schema import MemoryConfig, Record
 
 __all__ = ["FactHit", "FactsBase", "PassageHit", "SearchResult"]
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SearchMode = Literal["passages", "facts", "hybrid", "graph"]
 _DOC, _FACT = "doc:", "fact:"
+_META = "meta."  # a document's metadata keys in its passage record (apart from kind, document_id)
 MAX_K = 100
 HOP_FROM = 3  # the best passages whose entities graph mode ("hop") follows
 _QUALIFIER = re.compile(r"\s*\([^)]*\)\s*$")  # "Kiss and Tell (1945 film)" is about "Kiss and Tell"
@@ -42,6 +45,7 @@ MAX_DEPTH = 3
 class PassageHit(BaseModel):
     """A document that answers a query, with the scores that placed it."""
 
+    namespace: str
     document_id: str
     title: str
     text: str
@@ -53,6 +57,7 @@ class PassageHit(BaseModel):
 class FactHit(BaseModel):
     """A fact that answers a query, with the scores that placed it."""
 
+    namespace: str
     fact: Fact
     score: float
     scores: dict[str, float]
@@ -126,8 +131,15 @@ class FactsBase:
         when `extract_pending` reads it (if there is an extractor)."""
         return self.add_documents([doc])[0]
 
-    def add_documents(self, docs: list[DocumentIn]) -> list[Document]:
+    def add_documents(
+        self, docs: list[DocumentIn], *, job: str | None = None, index: bool = True
+    ) -> list[Document]:
         """`add_document` for a batch: one transaction, one embedding batch.
+
+        Args:
+            job: The ingest job the documents belong to (`job_progress`).
+            index: False stores the batch only (fast: one transaction) and leaves its passages
+                to `index_pending`; they are searchable once it has run.
 
         Raises:
             FactsInputError: a text longer than the memory indexes (`MemoryConfig.max_text_chars`,
@@ -138,10 +150,25 @@ class FactsBase:
             if len(d.title) + 1 + len(d.text) > limit:
                 raise FactsInputError(f"documents.{i}.text", f"{len(d.text)} characters; at most {limit}")
         with self._lock:
-            stored = self.store.add_documents(docs, pending=self.extractor is not None)
+            pending = self.extractor is not None
+            stored = self.store.add_documents(docs, pending=pending, job=job, indexed=index)
             self._titles = None
-            self.memory.upsert([self._passage(d) for d in stored])
+            if index:
+                self.memory.upsert([self._passage(d) for d in stored])
         return stored
+
+    def index_pending(self, limit: int = 64) -> int:
+        """Indexes up to `limit` documents stored with `index=False`; returns how many."""
+        with self._lock:
+            docs = self.store.unindexed_documents(limit)
+            if docs:
+                self.memory.upsert([self._passage(d) for d in docs])
+                self.store.mark_indexed([d.id for d in docs])
+        return len(docs)
+
+    def job_progress(self, job: str) -> dict[str, int]:
+        """An ingest job's documents: held, indexed, and per extraction state."""
+        return self.store.job_progress(job)
 
     def extract_pending(self, limit: int = 32) -> int:
         """Reads up to `limit` waiting documents with the extractor; returns how many."""
@@ -200,6 +227,36 @@ class FactsBase:
             self.store.delete_fact(fact_id)
             self.memory.delete([_FACT + fact_id])
 
+    def merge_entities(self, keep_id: str, other_id: str) -> Entity:
+        """Makes `other_id` part of `keep_id` (`FactStore.merge_entities`); facts that became
+        one leave the index with their duplicates."""
+        with self._lock:
+            before = {
+                f.id for e in (keep_id, other_id) for f in self.store.facts(entity_id=e, include_history=True)
+            }
+            entity = self.store.merge_entities(keep_id, other_id)
+            self.memory.delete([_FACT + f for f in before - self.store.fact_ids()])
+        return entity
+
+    def split_entity(self, entity_id: str, document_ids: list[str], name: str | None) -> Entity:
+        """Moves what `document_ids` say of an entity to a new one (`FactStore.split_entity`)."""
+        with self._lock:
+            return self.store.split_entity(entity_id, document_ids, name)
+
+    def invalidate_fact(self, fact_id: str, invalid_at: datetime | None = None) -> Fact:
+        """Marks a fact as no longer holding from `invalid_at` (default now); it stays in history."""
+        with self._lock:
+            return self.store.invalidate_fact(fact_id, invalid_at)
+
+    def stats(self) -> dict[str, Any]:
+        """How much the namespace holds, and how far indexing and extraction are."""
+        return {
+            "namespace": self.namespace,
+            **self.store.stats(),
+            "unindexed": len(self.store.document_ids(indexed=False)),
+            "extraction": self.store.extraction_progress(),
+        }
+
     # -- search ---------------------------------------------------------------------------
 
     def search(
@@ -210,13 +267,22 @@ class FactsBase:
         *,
         as_of: datetime | None = None,
         depth: int = 1,
+        filters: dict[str, Any] | None = None,
     ) -> SearchResult:
         """The best passages and/or facts for `query`; in graph mode also the entities the
         query names, their neighbourhood to `depth`, and a rerank that favours what lies near
         them.
 
+        Args:
+            as_of: Read the world as it was then: facts that held, documents from before.
+            filters: Conditions on documents, in the memory's filter language (`{"field":
+                value | {"$op": operand}}`) over `source` and the keys of their `metadata`.
+                Passages must pass; facts must have been read from a document that passes
+                (facts posted with no document pass no filter).
+
         Raises:
-            FactsInputError: an empty query, `k` or `depth` out of bounds, an unknown mode.
+            FactsInputError: an empty query, `k` or `depth` out of bounds, an unknown mode, a
+                malformed filter.
         """
         if not query.strip():
             raise FactsInputError("query", "is empty")
@@ -226,10 +292,18 @@ class FactsBase:
             raise FactsInputError("depth", f"must be 0 to {MAX_DEPTH}, got {depth}")
         if mode not in ("passages", "facts", "hybrid", "graph"):
             raise FactsInputError("mode", f"must be passages, facts, hybrid or graph, got {mode!r}")
+        try:
+            where = {_META + key if key != "source" else key: v for key, v in (filters or {}).items()}
+            keep = compile_filter(where)
+        except MemoryInputError as e:
+            field = e.field.replace("filter", "filters", 1).replace(_META, "")
+            raise FactsInputError(field, e.reason) from None
         with self._lock:
-            return self._search(query, k, mode, as_of, depth)
+            return self._search(query, k, mode, as_of, depth, Filter(where, keep) if filters else None)
 
-    def _search(self, query: str, k: int, mode: str, as_of: datetime | None, depth: int) -> SearchResult:
+    def _search(
+        self, query: str, k: int, mode: str, as_of: datetime | None, depth: int, where: Filter | None
+    ) -> SearchResult:
         distance: dict[str, int] = {}
         seeds: list[str] = []
         if mode == "graph":
@@ -238,9 +312,9 @@ class FactsBase:
         result = SearchResult(seeds=seeds)
         vector = self.memory.embedder.encode([query])[0]  # one encoding for passages and facts
         if mode in ("passages", "hybrid", "graph"):
-            result.passages = self._passages(query, vector, k, as_of, distance, mode == "graph")
+            result.passages = self._passages(query, vector, k, as_of, distance, mode == "graph", where)
         if mode in ("facts", "hybrid", "graph"):
-            result.facts = self._facts(query, vector, k, as_of, distance)
+            result.facts = self._facts(query, vector, k, as_of, distance, where)
         if mode == "graph":
             linked = set(seeds) | {
                 e for h in result.facts for e in (h.fact.subject_id, h.fact.object_id) if e
@@ -256,13 +330,20 @@ class FactsBase:
                     seeds.setdefault(entity.id)
         return list(seeds)
 
-    def _candidates(self, query: str, vector: Any, kind: str, k: int) -> list[Any]:
-        return self.memory.search(query, max(5 * k, 50), filter={"kind": kind}, vector=vector)
+    def _candidates(self, query: str, vector: Any, kind: str, k: int, where: dict[str, Any]) -> list[Any]:
+        return self.memory.search(query, max(5 * k, 50), filter={**where, "kind": kind}, vector=vector)
 
     def _passages(
-        self, query: str, vector: Any, k: int, as_of: datetime | None, distance: dict[str, int], graph: bool
+        self,
+        query: str,
+        vector: Any,
+        k: int,
+        as_of: datetime | None,
+        distance: dict[str, int],
+        graph: bool,
+        where: Filter | None,
     ) -> list[PassageHit]:
-        candidates = self._candidates(query, vector, "passage", k)
+        candidates = self._candidates(query, vector, "passage", k, where.spec if where else {})
         base = {h.record.metadata["document_id"]: h.score for h in candidates}
         near: dict[str, tuple[int, float]] = {}  # document -> (distance, bonus)
         if graph and self.graph_rerank == "hop":
@@ -276,10 +357,13 @@ class FactsBase:
             doc = self.store.document(document_id)
             if as_of is not None and doc.reference_time is not None and doc.reference_time > as_of:
                 continue
+            if where is not None and not where.keep(_filterable(doc)):  # a lifted document
+                continue
             d, bonus = near.get(document_id, (None, 0.0))
             fused = base.get(document_id, 0.0)
             hits.append(
                 PassageHit(
+                    namespace=self.namespace,
                     document_id=doc.id,
                     title=doc.title,
                     text=doc.text,
@@ -317,20 +401,34 @@ class FactsBase:
         return self._titles
 
     def _facts(
-        self, query: str, vector: Any, k: int, as_of: datetime | None, distance: dict[str, int]
+        self,
+        query: str,
+        vector: Any,
+        k: int,
+        as_of: datetime | None,
+        distance: dict[str, int],
+        where: Filter | None,
     ) -> list[FactHit]:
         when = as_of or datetime.fromtimestamp(self.store.clock(), tz=timezone.utc)
         hits = []
-        for h in self._candidates(query, vector, "fact", k):
+        for h in self._candidates(query, vector, "fact", k, {}):
             fact = self.store.fact(h.record.id.removeprefix(_FACT))
             if not _held(fact, when):
+                continue
+            if where is not None and not any(
+                where.keep(_filterable(self.store.document(p["document_id"]))) for p in fact.provenance
+            ):
                 continue
             ends = [distance[e] for e in (fact.subject_id, fact.object_id) if e in distance]
             d = min(ends) if ends else None
             bonus = self.graph_weight / (1 + d) if d is not None else 0.0
             hits.append(
                 FactHit(
-                    fact=fact, score=h.score + bonus, scores={"fused": h.score, "graph": bonus}, distance=d
+                    namespace=self.namespace,
+                    fact=fact,
+                    score=h.score + bonus,
+                    scores={"fused": h.score, "graph": bonus},
+                    distance=d,
                 )
             )
         return sorted(hits, key=lambda h: -h.score)[:k]
@@ -343,7 +441,7 @@ class FactsBase:
             id=_DOC + doc.id,
             namespace=self.namespace,
             text=text,
-            metadata={"kind": "passage", "document_id": doc.id},
+            metadata={"kind": "passage", "document_id": doc.id, **_filterable(doc)},
         )
 
     def _index_facts(self, fact_ids: Any) -> None:
@@ -377,10 +475,26 @@ class FactsBase:
         ]
         if stale:
             self.memory.delete(stale)
-        missing = [d for d in documents if _DOC + d not in indexed]
+        waiting = self.store.document_ids(indexed=False)  # index_pending's work, not a gap
+        missing = [d for d in documents - waiting if _DOC + d not in indexed]
         if missing:
             self.memory.upsert([self._passage(self.store.document(d)) for d in missing])
+        if done := [d for d in waiting if _DOC + d in indexed]:  # indexed, then a crash
+            self.store.mark_indexed(done)
         self._index_facts(f for f in facts if _FACT + f not in indexed)
+
+
+class Filter(NamedTuple):
+    """A search's document filter: as the memory takes it, and compiled."""
+
+    spec: dict[str, Any]
+    keep: Callable[[dict[str, Any]], bool]
+
+
+def _filterable(doc: Document) -> dict[str, Any]:
+    """What filters see of a document: its source and its scalar metadata (under `_META`)."""
+    scalars = {_META + k: v for k, v in doc.metadata.items() if isinstance(v, (str, int, float, bool))}
+    return {"source": doc.source, **scalars}
 
 
 def _held(fact: Fact, when: datetime) -> bool:

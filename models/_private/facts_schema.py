@@ -7,7 +7,7 @@ Times are timezone-aware UTC datetimes at this boundary and epoch seconds inside
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
 
@@ -81,10 +81,15 @@ class DocumentIn(_Model):
 
 
 class Document(DocumentIn):
-    """A stored document."""
+    """A stored document, and how far the extractor has read it."""
 
     id: str
     ingested_at: AwareDatetime
+    extraction: Literal["pending", "done", "failed", "none"] = Field(
+        "none", description="pending: waiting for the extractor; none: no extractor reads it."
+    )
+    extraction_error: str | None = Field(None, description="Why extraction failed, if it did.")
+    job: str | None = Field(None, description="The ingest job that brought it, if any.")
 
 
 class EntityMention(_Model):

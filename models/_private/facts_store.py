@@ -45,9 +45,13 @@ CREATE TABLE IF NOT EXISTS documents (
     id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL, source TEXT NOT NULL,
     metadata TEXT NOT NULL, reference_time REAL, ingested_at REAL NOT NULL,
     extraction TEXT NOT NULL,  -- pending, done, failed, or none (no extractor reads it)
-    extraction_error TEXT
+    extraction_error TEXT,
+    job TEXT,                  -- the ingest job that brought it, if any
+    indexed INTEGER NOT NULL   -- 1 once its passage is in the search index
 );
 CREATE INDEX IF NOT EXISTS documents_by_extraction ON documents(extraction);
+CREATE INDEX IF NOT EXISTS documents_by_job ON documents(job);
+CREATE INDEX IF NOT EXISTS documents_by_indexed ON documents(indexed);
 CREATE TABLE IF NOT EXISTS entities (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, created_at REAL NOT NULL
 );
@@ -134,11 +138,19 @@ class FactStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        self._migrate()
         self._lock = threading.RLock()
         self._reload_names()
 
     def close(self) -> None:
         self._db.close()
+
+    def _migrate(self) -> None:
+        """Adds the columns a store made by an earlier version lacks."""
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(documents)")}
+        for column, spec in (("job", "TEXT"), ("indexed", "INTEGER NOT NULL DEFAULT 1")):
+            if column not in have:
+                self._db.execute(f"ALTER TABLE documents ADD COLUMN {column} {spec}")
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -167,16 +179,26 @@ class FactStore:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def add_documents(self, docs: list[DocumentIn], *, pending: bool = False) -> list[Document]:
+    def add_documents(
+        self, docs: list[DocumentIn], *, pending: bool = False, job: str | None = None, indexed: bool = True
+    ) -> list[Document]:
         """Stores several documents in one transaction: all of them, or (on any error) none."""
         with self._transaction():  # re-entered by each add_document: one transaction in all
-            return [self.add_document(d, pending=pending) for d in docs]
+            return [self.add_document(d, pending=pending, job=job, indexed=indexed) for d in docs]
 
     def add_document(
-        self, doc: DocumentIn, extraction: Extraction | None = None, *, pending: bool = False
+        self,
+        doc: DocumentIn,
+        extraction: Extraction | None = None,
+        *,
+        pending: bool = False,
+        job: str | None = None,
+        indexed: bool = True,
     ) -> Document:
         """Stores `doc` and, if given, what an extractor read from it, in one transaction;
-        `pending` marks it for an extractor to read later (`pending_documents`).
+        `pending` marks it for an extractor to read later (`pending_documents`), `job` names
+        the ingest it belongs to (`job_progress`), and `indexed` False leaves it for
+        `unindexed_documents` (a search index that follows the store).
 
         Raises:
             FactsInputError: the text is too long, the id is taken, or a span falls outside
@@ -185,14 +207,21 @@ class FactStore:
         if len(doc.text) > self.config.max_text_chars:
             raise FactsInputError("text", f"{len(doc.text)} characters; at most {self.config.max_text_chars}")
         now = self.clock()
-        stored = Document(**{**doc.model_dump(), "id": doc.id or _new_id(), "ingested_at": from_epoch(now)})
+        state = "done" if extraction is not None else "pending" if pending else "none"
+        stored = Document(
+            **doc.model_dump(exclude={"id"}),
+            id=doc.id or _new_id(),
+            ingested_at=from_epoch(now),
+            extraction=state,
+            job=job,
+        )
         if extraction is not None:
             self._check_spans(extraction, len(doc.text))
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM documents WHERE id = ?", (stored.id,)).fetchone():
                 raise FactsInputError("id", f"a document {stored.id!r} exists already")
             db.execute(
-                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
                 (
                     stored.id,
                     stored.title,
@@ -201,7 +230,9 @@ class FactStore:
                     json.dumps(stored.metadata),
                     to_epoch(stored.reference_time),
                     now,
-                    "done" if extraction is not None else "pending" if pending else "none",
+                    state,
+                    job,
+                    int(indexed),
                 ),
             )
             if extraction is not None:
@@ -312,6 +343,35 @@ class FactStore:
             ]
         return [self.document(i) for i in ids]
 
+    def unindexed_documents(self, limit: int) -> list[Document]:
+        """Up to `limit` documents stored with `indexed` False and not marked since, oldest first."""
+        with self._lock:
+            query = "SELECT id FROM documents WHERE indexed = 0 ORDER BY ingested_at LIMIT ?"
+            ids = [r[0] for r in self._db.execute(query, (limit,))]
+        return [self.document(i) for i in ids]
+
+    def mark_indexed(self, document_ids: list[str]) -> None:
+        """Records that these documents' passages are in the search index."""
+        with self._transaction() as db:
+            db.executemany("UPDATE documents SET indexed = 1 WHERE id = ?", [(d,) for d in document_ids])
+
+    def job_progress(self, job: str) -> dict[str, int]:
+        """How far an ingest job's documents are: how many it holds now (deleted ones drop
+        out), are indexed, and are in each extraction state.
+
+        Raises:
+            FactsNotFoundError: no document of the job remains.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT extraction, count(*), sum(indexed) FROM documents WHERE job = ? GROUP BY extraction",
+                (job,),
+            ).fetchall()
+        if not rows:
+            raise FactsNotFoundError("job", job)
+        states = {"pending": 0, "done": 0, "failed": 0, "none": 0, **{r[0]: r[1] for r in rows}}
+        return {"documents": sum(r[1] for r in rows), "indexed": sum(r[2] for r in rows), **states}
+
     def extraction_failed(self, document_id: str, reason: str) -> None:
         """Marks a document whose extraction failed: it stays searchable as a passage, and is
         not tried again by `pending_documents`."""
@@ -407,7 +467,7 @@ class FactStore:
             row = self._db.execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone()
         if row is None:
             raise FactsNotFoundError("document", document_id)
-        id_, title, text, source, metadata, reference_time, ingested_at = row[:7]
+        id_, title, text, source, metadata, reference_time, ingested_at, state, error, job = row[:10]
         return Document(
             id=id_,
             title=title,
@@ -416,6 +476,9 @@ class FactStore:
             metadata=json.loads(metadata),
             reference_time=from_epoch(reference_time),
             ingested_at=from_epoch(ingested_at),
+            extraction=state,
+            extraction_error=error,
+            job=job,
         )
 
     def entity(self, entity_id: str) -> Entity:
@@ -522,6 +585,46 @@ class FactStore:
             frontier = reached
         return distance, list(edges.values())
 
+    def path(
+        self,
+        source_id: str,
+        target_id: str,
+        max_depth: int,
+        *,
+        as_of: datetime | None = None,
+        predicates: list[str] | None = None,
+    ) -> list[Fact] | None:
+        """The facts of a shortest chain from one entity to another (either direction along
+        each fact), over facts that held at `as_of`; [] from an entity to itself, None when
+        none is at most `max_depth` long.
+
+        Raises:
+            FactsNotFoundError: either entity does not exist.
+        """
+        self.entity(source_id), self.entity(target_id)
+        came: dict[str, Fact | None] = {source_id: None}  # entity -> the fact that reached it
+        frontier = [source_id]
+        for _ in range(max_depth):
+            if target_id in came:
+                break
+            reached = []
+            for entity_id in frontier:
+                for f in self.facts(entity_id=entity_id, as_of=as_of):
+                    if predicates is not None and f.predicate not in predicates:
+                        continue
+                    other = f.object_id if f.subject_id == entity_id else f.subject_id
+                    if other is not None and other not in came:
+                        came[other] = f
+                        reached.append(other)
+            frontier = reached
+        if target_id not in came:
+            return None
+        chain, at = [], target_id
+        while (f := came[at]) is not None:
+            chain.append(f)
+            at = f.subject_id if f.object_id == at else f.object_id
+        return chain[::-1]
+
     def documents_mentioning(self, entity_ids: list[str]) -> dict[str, list[str]]:
         """Document id -> the given entities it mentions."""
         out: dict[str, list[str]] = {}
@@ -556,9 +659,13 @@ class FactStore:
             rows = self._db.execute("SELECT id FROM facts WHERE predicate IS NOT ?", (except_predicate,))
             return {r[0] for r in rows}
 
-    def document_ids(self) -> set[str]:
+    def document_ids(self, indexed: bool | None = None) -> set[str]:
+        """Ids of every document, or of those whose passage is (or is not) indexed."""
+        query, args = "SELECT id FROM documents", ()
+        if indexed is not None:
+            query, args = query + " WHERE indexed = ?", (int(indexed),)
         with self._lock:
-            return {r[0] for r in self._db.execute("SELECT id FROM documents")}
+            return {r[0] for r in self._db.execute(query, args)}
 
     def stats(self) -> dict[str, int]:
         with self._lock:

@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
@@ -27,6 +26,7 @@ from models._private.core.retry import unwrap_error
 from serve._private.backends import InProcessBackend, LocalBackend, RemoteBackend
 from serve._private.config import AIServiceConfig
 from serve._private.deployments import ModelServer
+from serve._private.http_errors import install_error_handlers
 from serve._private.protocol import (
     ChatBody,
     CompletionBody,
@@ -51,28 +51,7 @@ app = FastAPI(title="swarmray AI service")
 # -- OpenAI-shaped errors -------------------------------------------------------------------
 
 
-@app.exception_handler(RequestValidationError)
-async def _invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
-    first = exc.errors()[0] if exc.errors() else {}
-    if first.get("type") == "json_invalid":  # its loc is a character offset, not a parameter
-        where = first.get("loc", ("body", "?"))[-1]
-        why = first.get("ctx", {}).get("error", "JSON decode error")
-        message = f"the request body is not valid JSON: {why} (at character {where})"
-        return error_response(400, message, "invalid_request_error", "body", "invalid_json")
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    param = ".".join(loc) or None
-    return error_response(
-        400,
-        f"{param or 'body'}: {first.get('msg', 'invalid request body')}",
-        "invalid_request_error",
-        param,
-        "invalid_value",
-    )
-
-
-@app.exception_handler(RequestError)
-async def _refused(_: Request, exc: RequestError) -> JSONResponse:
-    return error_response(400, str(exc), "invalid_request_error", exc.param, exc.code)
+install_error_handlers(app)
 
 
 @app.exception_handler(ModelNotFoundError)
@@ -83,12 +62,6 @@ async def _no_model(_: Request, exc: ModelNotFoundError) -> JSONResponse:
 @app.exception_handler(BackendsUnavailableError)
 async def _unavailable(_: Request, exc: BackendsUnavailableError) -> JSONResponse:
     return error_response(503, str(exc), "service_unavailable", "model", "backends_unavailable")
-
-
-@app.exception_handler(Exception)
-async def _internal(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error", exc_info=exc)
-    return error_response(500, f"internal error: {exc!r}", "server_error", None, "internal_error")
 
 
 # Everything the routes use is defined above this line: `serve.ingress` pickles the app when

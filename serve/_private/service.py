@@ -1,12 +1,15 @@
-"""Building and deploying the AI service as one Serve application."""
+"""Building and deploying the AI service and the facts service, each as one Serve application."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from serve._private.config import AIServiceConfig
+from serve._private.facts_config import FactsServiceConfig
 
-__all__ = ["build_app", "deploy", "service_url"]
+__all__ = ["build_app", "build_facts_app", "deploy", "service_url"]
+
+ServiceConfig = AIServiceConfig | FactsServiceConfig
 
 
 def build_app(config: AIServiceConfig) -> Any:
@@ -25,24 +28,59 @@ def build_app(config: AIServiceConfig) -> Any:
     ).bind(config.model_dump(), models, embedder)
 
 
-def deploy(config: AIServiceConfig, app_name: str = "ai") -> str:
-    """Starts Serve on `config`'s host and port (if it is not running) and deploys the service,
-    unless an application of that name runs already.
+def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
+    """The facts service: a stateless ingress bound to one shard deployment per namespace, whose
+    data lives under `config.namespace_path(system, namespace)`."""
+    from ray import serve
+
+    from serve._private.facts_gateway import FactsGateway
+    from serve._private.facts_shard import FactsShard
+
+    llm = {"base_url": config.ai_url, "api_key_env": config.api_key_env}
+    shards = {
+        name: serve.deployment(FactsShard)
+        .options(
+            name=f"facts-shard-{name}",
+            num_replicas=1,  # one writer per store: the shard is the namespace's single owner
+            max_ongoing_requests=1000,
+            graceful_shutdown_timeout_s=60,
+            ray_actor_options={"num_cpus": ns.num_cpus},
+        )
+        .bind(name, ns.model_dump(), config.namespace_path(system, name), llm)
+        for name, ns in config.namespaces.items()
+    }
+    return FactsGateway.options(num_replicas=config.ingress_replicas).bind(config.model_dump(), shards)
+
+
+def deploy(config: ServiceConfig, app_name: str | None = None, system: str | None = None) -> str:
+    """Starts Serve on `config`'s host and port (if it is not running) and deploys the service
+    (the AI service or the facts service, by the config's kind), unless an application of that
+    name runs already.
+
+    Args:
+        app_name: The Serve application's name; default "ai" or "facts".
+        system: The system (Ray namespace) the facts service keeps its data under; default
+            the application's name.
 
     Returns the service's base URL. Ray must be initialised (`ray.init` or `cluster.connect`).
     """
     from ray import serve
 
+    facts = isinstance(config, FactsServiceConfig)
+    app_name = app_name or ("facts" if facts else "ai")
+    if facts and config.needs_ai() and not config.ai_url:
+        raise ValueError("a facts namespace with extractor llm needs ai_url (the AI service's …/v1)")
     serve.start(http_options={"host": config.host, "port": config.port})
     running = serve.status().applications.get(app_name)
     # Like the system's actors, a running service is kept (no replica restarts on a second
     # `up`); change it with `down` then `up`.
     if running is None or running.status not in ("RUNNING", "DEPLOYING"):
-        serve.run(build_app(config), name=app_name, route_prefix=config.route_prefix)
+        app = build_facts_app(config, system or app_name) if facts else build_app(config)
+        serve.run(app, name=app_name, route_prefix=config.route_prefix)
     return service_url(config)
 
 
-def running_http_options(config: AIServiceConfig) -> tuple[str, int]:
+def running_http_options(config: ServiceConfig) -> tuple[str, int]:
     """Host and port of the Serve HTTP proxy that runs now.
 
     Serve's HTTP options are cluster-wide and set by whoever started Serve first; a later
@@ -58,8 +96,9 @@ def running_http_options(config: AIServiceConfig) -> tuple[str, int]:
         return config.host, config.port
 
 
-def service_url(config: AIServiceConfig) -> str:
-    """Where the OpenAI-compatible API listens, e.g. http://127.0.0.1:8000/v1."""
+def service_url(config: ServiceConfig) -> str:
+    """Where a service's API listens, e.g. http://127.0.0.1:8000/v1 (the AI service) or
+    http://127.0.0.1:8000/facts/v1."""
     host, port = running_http_options(config)
     host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     return f"http://{host}:{port}{config.route_prefix.rstrip('/')}/v1"

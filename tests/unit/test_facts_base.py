@@ -195,3 +195,47 @@ def test_hop_rerank_lifts_the_document_about_an_entity_the_best_passage_names(tm
     assert hops["berlin"].scores["graph"] == 0 and plain["warsaw"].scores.get("graph", 0) == 0
     assert hops["warsaw"].score > hops["berlin"].score
     kb.close()
+
+
+def test_filters_select_passages_and_facts_by_their_documents(tmp_path, embedder, extractor):
+    kb = base(tmp_path, embedder, extractor)
+    kb.add_documents(
+        [
+            DocumentIn(id="curie", text=DOCS["curie"], source="wiki", metadata={"year": 1867}),
+            DocumentIn(id="warsaw", text=DOCS["warsaw"], source="atlas", metadata={"year": 2020}),
+        ]
+    )
+    kb.extract_pending()
+    found = kb.search("Warsaw", 5, "hybrid", filters={"source": "atlas"})
+    assert [h.document_id for h in found.passages] == ["warsaw"]
+    assert found.facts and all(h.fact.provenance[0]["document_id"] == "warsaw" for h in found.facts)
+    old = kb.search("Warsaw", 5, "passages", filters={"year": {"$lt": 1900}})
+    assert [h.document_id for h in old.passages] == ["curie"]
+    with pytest.raises(FactsInputError) as e:
+        kb.search("Warsaw", 5, filters={"year": {"$near": 3}})
+    assert e.value.field == "filters.year"
+    kb.close()
+
+
+def test_a_batch_stored_unindexed_is_searchable_after_index_pending_and_survives_a_reopen(tmp_path, embedder):
+    kb = base(tmp_path, embedder, None)
+    kb.add_documents([DocumentIn(id=d, text=t) for d, t in DOCS.items()], job="j", index=False)
+    assert kb.search("Berlin Spree", 3, "passages").passages == []
+    assert kb.index_pending(2) == 2
+    kb.close()
+    reopened = base(tmp_path, embedder, None)  # the one left waiting is not indexed on open...
+    assert reopened.job_progress("j")["indexed"] == 2
+    assert reopened.index_pending() == 1 and reopened.index_pending() == 0  # ...but by the worker
+    assert {h.document_id for h in reopened.search("Berlin Spree", 3, "passages").passages} >= {"berlin"}
+    reopened.close()
+
+
+def test_a_merge_that_makes_two_facts_one_drops_the_duplicate_from_the_index(tmp_path, embedder):
+    kb = base(tmp_path, embedder, None)
+    kb.add_facts([FactIn(subject="Jo Lee", predicate="works_for", object="Acme")])
+    kb.add_facts([FactIn(subject="Joanna Lee", predicate="works_for", object="Acme")])
+    (jo,), (joanna,) = kb.store.find_entity("Jo Lee"), kb.store.find_entity("Joanna Lee")
+    kb.merge_entities(joanna.id, jo.id)
+    hits = kb.search("Who works for Acme?", 5, "facts").facts  # a dangling index entry would raise
+    assert len(hits) == 1 and len([r for r in kb.memory.records if r.startswith("fact:")]) == 1
+    kb.close()

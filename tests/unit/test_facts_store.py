@@ -318,3 +318,64 @@ def test_a_document_is_read_by_an_extractor_once(store):
     with pytest.raises(FactsInputError, match="extracted"):
         store.add_extraction("d", once)
     assert store.entity(store.find_entity("Ada")[0].id).mentions == 1
+
+
+def test_path_finds_a_shortest_chain_either_way_along_facts_and_reads_the_past(store):
+    store.add_facts(
+        [
+            fact("Ada", "works_for", "Acme", valid_at=at(2020)),
+            fact("Acme", "based_in", "Paris", valid_at=at(2000)),
+            fact("Bob", "lives_in", "Paris", valid_at=at(2000)),
+            fact("Ada", "friend_of", "Bob", valid_at=at(2025)),
+        ]
+    )
+    (ada,), (bob,), (paris,) = (store.find_entity(n) for n in ("Ada", "Bob", "Paris"))
+    chain = store.path(ada.id, paris.id, 4)
+    assert [(f.subject, f.predicate, f.object) for f in chain] == [
+        ("Ada", "works_for", "Acme"),
+        ("Acme", "based_in", "Paris"),
+    ]
+    assert [f.predicate for f in store.path(ada.id, bob.id, 4)] == ["friend_of"]
+    # Before the friendship the shortest way ran through Paris; one step is then too short.
+    assert [f.predicate for f in store.path(ada.id, bob.id, 4, as_of=at(2022))] == [
+        "works_for",
+        "based_in",
+        "lives_in",
+    ]
+    assert store.path(ada.id, bob.id, 1, as_of=at(2022)) is None
+    assert store.path(ada.id, ada.id, 2) == []
+    assert store.path(ada.id, bob.id, 4, predicates=["works_for"]) is None
+    with pytest.raises(FactsNotFoundError):
+        store.path(ada.id, "nobody", 2)
+
+
+def test_a_jobs_documents_report_indexing_and_extraction(store):
+    store.add_documents(
+        [DocumentIn(id=f"d{i}", text="Ada.") for i in range(3)], pending=True, job="j", indexed=False
+    )
+    assert store.job_progress("j") == {
+        "documents": 3,
+        "indexed": 0,
+        "pending": 3,
+        "done": 0,
+        "failed": 0,
+        "none": 0,
+    }
+    assert [d.id for d in store.unindexed_documents(2)] == ["d0", "d1"]
+    store.mark_indexed(["d0", "d1"])
+    store.add_extraction("d0", Extraction(extractor="explicit"))
+    store.extraction_failed("d1", "unreadable")
+    assert store.job_progress("j") == {
+        "documents": 3,
+        "indexed": 2,
+        "pending": 1,
+        "done": 1,
+        "failed": 1,
+        "none": 0,
+    }
+    assert (
+        store.document("d1").extraction == "failed" and store.document("d1").extraction_error == "unreadable"
+    )
+    assert store.document("d2").job == "j" and store.document_ids(indexed=False) == {"d2"}
+    with pytest.raises(FactsNotFoundError):
+        store.job_progress("nope")

@@ -14,6 +14,7 @@
     ├── MemoryInputError            a memory write or search was refused (field, reason)
     ├── FactsInputError             a facts write or query was refused (field, reason)
     ├── FactsNotFoundError          a document, entity or fact id the facts store lacks
+    ├── ExtractionError             a model could not read entities and facts from a text
     ├── PayloadError                a task's payload does not fit its capability (never retried)
     ├── RequestError                an AI-service request was refused (param, reason, code)
     ├── ModelNotFoundError          a model name the AI service does not serve
@@ -38,6 +39,7 @@ __all__ = [
     "DelegationError",
     "EngineError",
     "EngineUnavailableError",
+    "ExtractionError",
     "FactsInputError",
     "FactsNotFoundError",
     "MemoryInputError",
@@ -212,6 +214,18 @@ class FactsNotFoundError(SwarmrayError, LookupError):
         self.kind = kind
         self.id = id
         super().__init__(f"no {kind} {id!r} in this namespace")
+
+
+class ExtractionError(SwarmrayError):
+    """Raised when a model-backed extractor gets no usable entities and facts for a text: the
+    AI service failed (its HTTP status and message) or kept answering what the schema refuses.
+    The facts store marks the document failed with this message."""
+
+    def __init__(self, model: str, reason: str, status: int | None = None):
+        self.model = model
+        self.reason = reason
+        self.status = status
+        super().__init__(f"extraction with model {model!r} failed: {reason}")
 
 
 class RequestError(SwarmrayError, ValueError):

@@ -1,0 +1,110 @@
+"""Configuration of the facts service: its namespaces (each a shard with its own store, memory
+and extractor), where they keep their data, and the HTTP endpoint."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
+
+from models._private.core.config import ConfigModel, Name
+from models._private.core.journal import journal_location
+from models._private.facts_schema import FactsConfig
+from models._private.memory_schema import MemoryConfig
+
+__all__ = ["FactsNamespaceConfig", "FactsServiceConfig"]
+
+
+class FactsNamespaceConfig(FactsConfig):
+    """One namespace of the facts service: a store of documents, entities and facts, held by
+    one Ray actor (its shard), and how it reads and searches them."""
+
+    extractor: Literal["spacy", "llm", "none"] = Field(
+        "spacy",
+        description="How entities and facts are read from documents: spacy (offline, the "
+        "default), llm (a model on the AI service; see `llm_model`), none (facts are only posted).",
+    )
+    llm_model: str | None = Field(
+        None, description="The AI service's model that extracts, for extractor llm."
+    )
+    memory: MemoryConfig = Field(
+        default_factory=MemoryConfig,
+        description="The hybrid memory of its passages and fact sentences (its path is set by the service).",
+    )
+    graph_weight: NonNegativeFloat = Field(
+        0.6, description="Score graph search adds to a passage about an entity at distance 0."
+    )
+    graph_rerank: Literal["hop", "distance"] = Field(
+        "hop", description="How graph search lifts passages (benchmarks/README.md, facts)."
+    )
+    extract_batch: PositiveInt = Field(32, description="Documents the extractor reads at once.")
+    num_cpus: NonNegativeFloat = Field(1.0, description="Logical CPUs its shard actor reserves.")
+
+    @model_validator(mode="after")
+    def _llm(self) -> FactsNamespaceConfig:
+        if self.extractor == "llm" and not self.llm_model:
+            raise ValueError("extractor llm needs llm_model: the AI service's model that extracts")
+        if self.memory.path is not None:
+            raise ValueError("memory.path is set by the service (under its `path`); leave it out")
+        return self
+
+
+class FactsServiceConfig(ConfigModel):
+    """The facts service on Ray Serve: documents, a temporal knowledge graph, hybrid and graph
+    search over HTTP, one shard actor per namespace."""
+
+    host: str = Field("127.0.0.1", description="Serve's HTTP host; 0.0.0.0 to listen on every interface.")
+    port: PositiveInt = Field(8000, description="Serve's HTTP port (shared with the AI service).")
+    route_prefix: str = Field("/facts", description="Where the API sits under Serve's HTTP root.")
+    path: str | None = Field(
+        None,
+        description="Local directory of the namespaces' data (SQLite and the memories' logs); "
+        "None: ~/.swarmray/journal/<system namespace>/_facts.",
+    )
+    namespaces: dict[Name, FactsNamespaceConfig] = Field(
+        default_factory=lambda: {"default": FactsNamespaceConfig()},
+        description="Namespaces by name; each is isolated from the others (its own store, "
+        "entities and indexes).",
+    )
+    ai_url: str | None = Field(
+        None,
+        description="The AI service's API root (…/v1) for the llm extractor; `swarm up` fills it "
+        "from the system's AI service.",
+    )
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the key the llm extractor sends."
+    )
+    sync_max_documents: PositiveInt = Field(
+        64,
+        description="Larger batches are stored and answered at once with 202 and a job; their "
+        "passages are indexed in the background (smaller ones are searchable on return).",
+    )
+    max_batch_documents: PositiveInt = Field(10_000, description="Most documents one request may post.")
+    ingress_replicas: PositiveInt = Field(1, description="Replicas of the stateless HTTP ingress.")
+
+    @field_validator("path")
+    @classmethod
+    def _local(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v:
+            raise ValueError("SQLite needs a local (or mounted) directory, not a URL")
+        return v
+
+    @model_validator(mode="after")
+    def _some(self) -> FactsServiceConfig:
+        if not self.namespaces:
+            raise ValueError("the facts service needs at least one namespace")
+        return self
+
+    def needs_ai(self) -> bool:
+        """Whether a namespace extracts with the AI service."""
+        return any(n.extractor == "llm" for n in self.namespaces.values())
+
+    def with_ai(self, url: str) -> FactsServiceConfig:
+        """This config with `ai_url` set, unless it names one already."""
+        return self if self.ai_url else self.model_copy(update={"ai_url": url})
+
+    def namespace_path(self, system: str, namespace: str) -> str:
+        """The directory of one namespace's data, for the system (Ray namespace) `system`."""
+        root = journal_location(None, system, "_facts") if self.path is None else self.path
+        return os.path.join(os.path.abspath(os.path.expanduser(root)), namespace)

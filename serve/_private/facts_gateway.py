@@ -1,0 +1,288 @@
+"""The facts service's HTTP ingress: stateless replicas in front of one shard per namespace.
+
+Routes (under the service's prefix, /facts by default):
+- GET /v1/namespaces, GET /v1/namespaces/{ns}: what each holds, and how far extraction is;
+- documents: POST …/documents (one, searchable on return), POST …/documents/batch (201 with a
+  job, or 202 when larger than `sync_max_documents`: stored, indexed in the background),
+  GET and DELETE …/documents/{id}, GET …/jobs/{id};
+- facts: POST …/facts, GET …/facts (filtered), GET and DELETE …/facts/{id},
+  POST …/facts/{id}/invalidate;
+- entities: GET …/entities?name=, GET …/entities/{id}, …/{id}/neighbours, …/{id}/path/{other},
+  POST …/{id}/merge, POST …/{id}/split;
+- POST /v1/search over one or more namespaces.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads these annotations at run time.
+
+import asyncio
+import uuid
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
+from ray import serve
+
+from models._private.core.errors import FactsInputError, FactsNotFoundError
+from models._private.core.retry import unwrap_error
+from models._private.facts import MAX_DEPTH
+from models._private.facts_schema import Document, DocumentIn, Entity, Fact
+from serve._private.facts_config import FactsServiceConfig
+from serve._private.facts_protocol import (
+    DocumentsBody,
+    EntityHit,
+    FactsBody,
+    InvalidateBody,
+    JobOut,
+    MergeBody,
+    NeighboursOut,
+    PathOut,
+    SearchBody,
+    SearchOut,
+    SplitBody,
+)
+from serve._private.http_errors import install_error_handlers
+from serve._private.protocol import error_response
+
+__all__ = ["FactsGateway", "app"]
+
+app = FastAPI(title="swarmray facts service")
+install_error_handlers(app)
+MAX_PATH = 6  # longest chain `path` looks for
+NS = "/v1/namespaces/{namespace}"
+AsOf = Annotated[AwareDatetime | None, Query(description="Read the world as it was then.")]
+Predicates = Annotated[list[str] | None, Query(alias="predicate", description="Follow only these.")]
+
+
+@app.exception_handler(FactsInputError)
+async def _bad_input(_: Request, exc: FactsInputError) -> JSONResponse:
+    return error_response(400, str(exc), "invalid_request_error", exc.field, "invalid_value")
+
+
+@app.exception_handler(FactsNotFoundError)
+async def _not_found(_: Request, exc: FactsNotFoundError) -> JSONResponse:
+    return error_response(404, str(exc), "invalid_request_error", exc.kind, f"{exc.kind}_not_found")
+
+
+def _job(namespace: str, job: str, progress: dict[str, int], ids: list[str] | None = None) -> JobOut:
+    extraction = {s: progress[s] for s in ("pending", "done", "failed", "none")}
+    state = (
+        "indexing"
+        if progress["indexed"] < progress["documents"]
+        else "extracting"
+        if progress["pending"]
+        else "done"
+    )
+    return JobOut(
+        id=job,
+        namespace=namespace,
+        state=state,
+        documents=progress["documents"],
+        indexed=progress["indexed"],
+        extraction=extraction,
+        document_ids=ids,
+    )
+
+
+# Everything the routes use is defined above this line: `serve.ingress` pickles the app when
+# the class is decorated, so later module globals would be missing in the replica.
+
+
+@serve.deployment(name="facts-ingress", ray_actor_options={"num_cpus": 0})
+@serve.ingress(app)
+class FactsGateway:
+    """Validates requests and hands them to the shard of their namespace.
+
+    Args:
+        config: The FactsServiceConfig, dumped.
+        shards: Namespace -> DeploymentHandle of its FactsShard.
+    """
+
+    def __init__(self, config: dict[str, Any], shards: dict[str, Any]):
+        self.config = FactsServiceConfig.model_validate(config)
+        self.shards = shards
+
+    async def _run(self, namespace: str, operation: str, *args: Any, **kwargs: Any) -> Any:
+        shard = self.shards.get(namespace)
+        if shard is None:
+            raise FactsNotFoundError("namespace", namespace)
+        try:
+            return await shard.run.remote(operation, *args, **kwargs)
+        except Exception as e:  # the shard's own error (a 4xx), not Ray's wrapper of it
+            raise unwrap_error(e) from None
+
+    # -- namespaces -----------------------------------------------------------------------
+
+    @app.get("/v1/namespaces")
+    async def list_namespaces(self) -> dict[str, Any]:
+        stats = await asyncio.gather(*(self._run(ns, "stats") for ns in self.shards))
+        return {"object": "list", "data": stats}
+
+    @app.get(NS)
+    async def namespace_stats(self, namespace: str) -> dict[str, Any]:
+        return await self._run(namespace, "stats")
+
+    # -- documents ------------------------------------------------------------------------
+
+    @app.post(NS + "/documents", status_code=201)
+    async def create_document(self, namespace: str, body: DocumentIn) -> Document:
+        """One document, searchable as a passage when this returns; its entities and facts
+        follow in the background (its `extraction` says how far)."""
+        try:
+            return (await self._run(namespace, "add_documents", [body], None, True))[0]
+        except FactsInputError as e:
+            raise FactsInputError(e.field.removeprefix("documents.0."), e.reason) from None
+
+    @app.post(NS + "/documents/batch", status_code=201)
+    async def create_documents(self, namespace: str, body: DocumentsBody, response: Response) -> JobOut:
+        """A batch in one transaction, as a job. Up to `sync_max_documents` documents are
+        searchable when this returns (201); a larger batch is stored, answered with 202, and
+        indexed in the background (the job's `indexed` counts)."""
+        limit = self.config.max_batch_documents
+        if len(body.documents) > limit:
+            raise FactsInputError("documents", f"{len(body.documents)} documents; at most {limit} a request")
+        job = "job-" + uuid.uuid4().hex
+        now = len(body.documents) <= self.config.sync_max_documents
+        stored = await self._run(namespace, "add_documents", body.documents, job, now)
+        if not now:
+            response.status_code = 202
+        return _job(namespace, job, await self._run(namespace, "job", job), [d.id for d in stored])
+
+    @app.get(NS + "/documents/{document_id}")
+    async def get_document(self, namespace: str, document_id: str) -> Document:
+        return await self._run(namespace, "document", document_id)
+
+    @app.delete(NS + "/documents/{document_id}")
+    async def delete_document(self, namespace: str, document_id: str) -> dict[str, Any]:
+        """Removes the document, its passage, and the facts and entities only it supported."""
+        out = await self._run(namespace, "delete_document", document_id)
+        return {"id": document_id, "object": "document", "deleted": True, **out}
+
+    @app.get(NS + "/jobs/{job_id}")
+    async def get_job(self, namespace: str, job_id: str) -> JobOut:
+        return _job(namespace, job_id, await self._run(namespace, "job", job_id))
+
+    # -- facts ----------------------------------------------------------------------------
+
+    @app.post(NS + "/facts", status_code=201)
+    async def create_facts(self, namespace: str, body: FactsBody) -> dict[str, list[Fact]]:
+        """Facts posted as they are, with no model; one that says what a stored fact says
+        over overlapping times returns that fact."""
+        return {"facts": await self._run(namespace, "add_facts", body.facts)}
+
+    @app.get(NS + "/facts")
+    async def list_facts(
+        self,
+        namespace: str,
+        subject: str | None = None,
+        predicate: str | None = None,
+        entity: str | None = None,
+        as_of: AsOf = None,
+        history: bool = False,
+    ) -> dict[str, list[Fact]]:
+        """Facts that held at `as_of` (default now), or all ever recorded with `history`,
+        by subject id, predicate, or an entity id at either end."""
+        if subject is None and predicate is None and entity is None:
+            raise FactsInputError("subject", "give a subject, predicate or entity to list facts by")
+        facts = await self._run(
+            namespace,
+            "facts",
+            subject_id=subject,
+            predicate=predicate,
+            entity_id=entity,
+            as_of=as_of,
+            include_history=history,
+        )
+        return {"facts": facts}
+
+    @app.get(NS + "/facts/{fact_id}")
+    async def get_fact(self, namespace: str, fact_id: str) -> Fact:
+        return await self._run(namespace, "fact", fact_id)
+
+    @app.post(NS + "/facts/{fact_id}/invalidate")
+    async def invalidate_fact(self, namespace: str, fact_id: str, body: InvalidateBody) -> Fact:
+        """Marks the fact as ended at `invalid_at` (default now); `as_of` before then still
+        reads it."""
+        return await self._run(namespace, "invalidate_fact", fact_id, body.invalid_at)
+
+    @app.delete(NS + "/facts/{fact_id}")
+    async def delete_fact(self, namespace: str, fact_id: str) -> dict[str, Any]:
+        await self._run(namespace, "delete_fact", fact_id)
+        return {"id": fact_id, "object": "fact", "deleted": True}
+
+    # -- entities -------------------------------------------------------------------------
+
+    @app.get(NS + "/entities")
+    async def find_entities(
+        self, namespace: str, name: Annotated[str, Query(min_length=1)], type: str | None = None
+    ) -> dict[str, list[Entity]]:
+        """Entities a name resolves to (exactly or fuzzily, as documents' names do)."""
+        return {"entities": await self._run(namespace, "find_entity", name, type)}
+
+    @app.get(NS + "/entities/{entity_id}")
+    async def get_entity(self, namespace: str, entity_id: str) -> Entity:
+        return await self._run(namespace, "entity", entity_id)
+
+    @app.get(NS + "/entities/{entity_id}/neighbours")
+    async def neighbours(
+        self,
+        namespace: str,
+        entity_id: str,
+        depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 1,
+        predicates: Predicates = None,
+        as_of: AsOf = None,
+    ) -> NeighboursOut:
+        """Entities within `depth` facts of this one, and the facts between."""
+        out = await self._run(namespace, "neighbours", entity_id, depth, as_of, predicates)
+        entities = [EntityHit(**e, namespace=namespace) for e in out["entities"]]
+        return NeighboursOut(entities=entities, facts=out["facts"])
+
+    @app.get(NS + "/entities/{entity_id}/path/{other_id}")
+    async def path(
+        self,
+        namespace: str,
+        entity_id: str,
+        other_id: str,
+        max_depth: Annotated[int, Query(ge=1, le=MAX_PATH)] = 4,
+        predicates: Predicates = None,
+        as_of: AsOf = None,
+    ) -> PathOut:
+        """A shortest chain of facts from one entity to the other, if one is `max_depth` long
+        or shorter."""
+        chain = await self._run(
+            namespace, "path", entity_id, other_id, max_depth, as_of=as_of, predicates=predicates
+        )
+        return PathOut(found=chain is not None, facts=chain or [])
+
+    @app.post(NS + "/entities/{entity_id}/merge")
+    async def merge(self, namespace: str, entity_id: str, body: MergeBody) -> Entity:
+        """A correction: `other` becomes part of this entity (names, mentions, facts)."""
+        return await self._run(namespace, "merge_entities", entity_id, body.other)
+
+    @app.post(NS + "/entities/{entity_id}/split", status_code=201)
+    async def split(self, namespace: str, entity_id: str, body: SplitBody) -> Entity:
+        """A correction: what `documents` say of this entity moves to a new one, `name`."""
+        return await self._run(namespace, "split_entity", entity_id, body.documents, body.name)
+
+    # -- search ---------------------------------------------------------------------------
+
+    @app.post("/v1/search")
+    async def search(self, body: SearchBody) -> SearchOut:
+        """Passages, facts and (graph mode) entities for a query, over the namespaces named,
+        merged by score."""
+        names = list(dict.fromkeys(body.namespaces or self.shards))
+        if unknown := [n for n in names if n not in self.shards]:
+            raise FactsNotFoundError("namespace", unknown[0])
+        args = dict(k=body.k, mode=body.mode, as_of=body.as_of, depth=body.depth, filters=body.filters)
+        results = await asyncio.gather(*(self._run(n, "search", body.query, **args) for n in names))
+        entities = [
+            EntityHit(**e.model_dump(), namespace=n)
+            for n, r in zip(names, results, strict=True)
+            for e in r.entities
+        ]
+        return SearchOut(
+            passages=sorted((p for r in results for p in r.passages), key=lambda h: -h.score)[: body.k],
+            facts=sorted((f for r in results for f in r.facts), key=lambda h: -h.score)[: body.k],
+            entities=entities,
+            seeds=[s for r in results for s in r.seeds],
+        )

@@ -1,0 +1,141 @@
+"""One namespace of the facts service: a Serve deployment of one replica (a Ray actor that Serve
+restarts when it dies) holding the namespace's `FactsBase`, with a background worker that
+indexes stored documents and reads them with the extractor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from typing import Any
+
+from models._private.core.errors import FactsInputError
+from models._private.facts import FactsBase
+from serve._private.facts_config import FactsNamespaceConfig
+
+__all__ = ["FactsShard"]
+
+log = logging.getLogger("swarmray.serve.facts")
+_INDEX_BATCH = 64  # passages embedded per background step
+_RETRY_S = 5.0  # pause after a background step failed, before trying again
+
+
+def _extractor(config: FactsNamespaceConfig, llm: dict[str, Any]) -> Any:
+    if config.extractor == "spacy":
+        from models._private.facts_extract import SpacyExtractor
+
+        return SpacyExtractor()
+    if config.extractor == "llm":
+        from models._private.facts_llm import LLMExtractor
+
+        if not llm.get("base_url"):
+            raise FactsInputError("ai_url", "extractor llm needs the AI service's URL")
+        key = os.environ.get(llm["api_key_env"]) if llm.get("api_key_env") else None
+        return LLMExtractor(llm["base_url"], config.llm_model or "", api_key=key)
+    return None
+
+
+class FactsShard:
+    """The facts of one namespace, behind `run(operation, ...)`.
+
+    Args:
+        namespace: The facts namespace.
+        config: Its FactsNamespaceConfig, dumped.
+        path: Directory of its SQLite store and memory log.
+        llm: base_url and api_key_env of the AI service, for extractor llm.
+    """
+
+    def __init__(self, namespace: str, config: dict[str, Any], path: str, llm: dict[str, Any]):
+        self.config = FactsNamespaceConfig.model_validate(config)
+        self.base = FactsBase(
+            path,
+            namespace,
+            config=self.config,
+            memory=self.config.memory,
+            extractor=_extractor(self.config, llm),
+            graph_weight=self.config.graph_weight,
+            graph_rerank=self.config.graph_rerank,
+        )
+        store = self.base.store
+        # What the ingress may ask; every call runs in a thread (the base serialises what must be).
+        self._operations = {
+            "add_documents": self._add_documents,
+            "job": self.base.job_progress,
+            "document": store.document,
+            "delete_document": self.base.delete_document,
+            "add_facts": self._add_facts,
+            "fact": store.fact,
+            "facts": store.facts,
+            "invalidate_fact": self.base.invalidate_fact,
+            "delete_fact": self.base.delete_fact,
+            "entity": store.entity,
+            "find_entity": store.find_entity,
+            "neighbours": self._neighbours,
+            "path": store.path,
+            "merge_entities": self.base.merge_entities,
+            "split_entity": self.base.split_entity,
+            "search": self.base.search,
+            "stats": self.base.stats,
+        }
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._failure: BaseException | None = None
+        self._worker = threading.Thread(target=self._work, name=f"facts-{namespace}", daemon=True)
+        self._worker.start()  # documents left waiting by an earlier replica go first
+
+    async def run(self, operation: str, *args: Any, **kwargs: Any) -> Any:
+        """`operation` (a key of the table above) with its arguments, off the event loop."""
+        return await asyncio.to_thread(self._operations[operation], *args, **kwargs)
+
+    async def check_health(self) -> None:
+        # Serve restarts a replica whose check raises; a dead worker would strand documents.
+        if not self._worker.is_alive():
+            raise RuntimeError(f"the facts worker stopped: {self._failure!r}")
+
+    def __del__(self) -> None:
+        # Serve calls this on a graceful shutdown: finish the step under way, then close.
+        stop = getattr(self, "_stop", None)
+        if stop is None:
+            return
+        stop.set()
+        self._wake.set()
+        self._worker.join(timeout=60)
+        self.base.close()
+
+    # -- operations that do more than one call -----------------------------------------------
+
+    def _add_documents(self, docs: list[Any], job: str | None, index: bool) -> list[Any]:
+        stored = self.base.add_documents(docs, job=job, index=index)
+        self._wake.set()
+        return stored
+
+    def _add_facts(self, facts: list[Any]) -> list[Any]:
+        ids = self.base.add_facts(facts)
+        return [self.base.store.fact(i) for i in ids]
+
+    def _neighbours(
+        self, entity_id: str, depth: int, as_of: Any = None, predicates: list[str] | None = None
+    ) -> dict[str, Any]:
+        store = self.base.store
+        store.entity(entity_id)  # unknown: FactsNotFoundError
+        distance, facts = store.neighbourhood([entity_id], depth, as_of=as_of, predicates=predicates)
+        entities = [{**store.entity(e).model_dump(), "distance": d} for e, d in distance.items()]
+        return {"entities": entities, "facts": facts}
+
+    # -- the background worker ------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()  # before looking: a document stored from now on wakes it again
+            try:
+                done = self.base.index_pending(_INDEX_BATCH)
+                done += self.base.extract_pending(self.config.extract_batch)
+            except Exception as e:  # the documents stay waiting in the store: try again later
+                log.exception("facts background step failed", exc_info=e)
+                self._stop.wait(_RETRY_S)
+                continue
+            except BaseException as e:
+                self._failure = e
+                raise
+            if not done:
+                self._wake.wait()
