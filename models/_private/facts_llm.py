@@ -104,14 +104,14 @@ class LLMExtractor:
         retries: int = 1,
     ):
         problems = [
-            (field, f"must be at least {least}, got {value}")
-            for field, value, least in (
-                ("timeout_s", timeout_s, 0.001),
-                ("max_tokens", max_tokens, 1),
-                ("max_concurrency", max_concurrency, 1),
-                ("retries", retries, 0),
+            (field, f"must be {bound}, got {value}")
+            for field, value, bound, ok in (
+                ("timeout_s", timeout_s, "> 0", timeout_s > 0),
+                ("max_tokens", max_tokens, ">= 1", max_tokens >= 1),
+                ("max_concurrency", max_concurrency, ">= 1", max_concurrency >= 1),
+                ("retries", retries, ">= 0", retries >= 0),
             )
-            if value < least
+            if not ok
         ]
         if problems:
             raise ConfigError("LLMExtractor", problems)
@@ -320,20 +320,24 @@ def _when(v: Any) -> datetime | None:
 
 
 def _parse(content: str) -> _Answer:
-    """The first JSON object in `content`, validated.
+    """The answer's JSON object, validated: the first outermost object in `content` with
+    "entities" or "facts", else its first outermost object (prose around it may hold braces).
 
     Raises:
         ValueError: no JSON object, or one the schema refuses (the message lists the fields).
     """
     decoder = json.JSONDecoder()
-    found = None
+    objects, end = [], 0
     for start in (m.start() for m in re.finditer(r"\{", content)):
+        if start < end:  # inside an object read already
+            continue
         try:
-            found, _ = decoder.raw_decode(content, start)
+            found, end = decoder.raw_decode(content, start)
         except ValueError:
             continue
-        break
-    if not isinstance(found, dict):
+        objects.append(found)
+    found = next((o for o in objects if "entities" in o or "facts" in o), objects[0] if objects else None)
+    if found is None:
         raise ValueError(f"it holds no JSON object: {content[:200]!r}")
     try:
         return _Answer.model_validate(found)

@@ -135,7 +135,8 @@ class AIServiceConfig(ConfigModel):
     models: dict[str, ModelConfig] = Field(
         default_factory=dict,
         validate_default=True,
-        description="Models by name; empty serves the offline default, SmolLM2-135M-Instruct.",
+        description="Models by name; with no models and no providers the service serves the "
+        "offline default, SmolLM2-135M-Instruct.",
     )
     providers: dict[str, ProviderConfig] = Field(
         default_factory=dict, description="Remote providers by name."
@@ -158,13 +159,14 @@ class AIServiceConfig(ConfigModel):
     def _names(cls, v: Any) -> Any:
         return named(v)
 
-    @field_validator("models", mode="after")
-    @classmethod
-    def _default_model(cls, v: dict[str, ModelConfig]) -> dict[str, ModelConfig]:
-        # Colocated: one process less per request (benchmarks/README.md, ai_service).
-        return v or {
-            DEFAULT_MODEL: ModelConfig(name=DEFAULT_MODEL, source=DEFAULT_MODEL_SOURCE, colocate=True)
-        }
+    @model_validator(mode="after")
+    def _default_model(self) -> AIServiceConfig:
+        # Nothing to route to: serve the offline default, colocated (one process less per
+        # request; benchmarks/README.md, ai_service). A service of providers only loads no model.
+        if not self.models and not self.providers:
+            default = ModelConfig(name=DEFAULT_MODEL, source=DEFAULT_MODEL_SOURCE, colocate=True)
+            object.__setattr__(self, "models", {DEFAULT_MODEL: default})
+        return self
 
     @model_validator(mode="after")
     def _routes(self) -> AIServiceConfig:

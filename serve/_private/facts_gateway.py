@@ -22,6 +22,7 @@ from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
 
 from models._private.core.errors import FactsInputError, FactsNotFoundError
 from models._private.core.retry import unwrap_error
@@ -62,6 +63,15 @@ async def _bad_input(_: Request, exc: FactsInputError) -> JSONResponse:
 @app.exception_handler(FactsNotFoundError)
 async def _not_found(_: Request, exc: FactsNotFoundError) -> JSONResponse:
     return error_response(404, str(exc), "invalid_request_error", exc.kind, f"{exc.kind}_not_found")
+
+
+class _Unavailable(Exception):
+    """A shard that cannot answer now (its replica died and Serve is starting another)."""
+
+
+@app.exception_handler(_Unavailable)
+async def _unavailable(_: Request, exc: _Unavailable) -> JSONResponse:
+    return error_response(503, str(exc), "service_unavailable", "namespace", "shard_unavailable")
 
 
 def _job(namespace: str, job: str, progress: dict[str, int], ids: list[str] | None = None) -> JobOut:
@@ -108,6 +118,8 @@ class FactsGateway:
             raise FactsNotFoundError("namespace", namespace)
         try:
             return await shard.run.remote(operation, *args, **kwargs)
+        except (RayActorError, ActorUnavailableError) as e:
+            raise _Unavailable(f"namespace {namespace!r} is restarting; retry shortly") from e
         except Exception as e:  # the shard's own error (a 4xx), not Ray's wrapper of it
             raise unwrap_error(e) from None
 

@@ -16,6 +16,11 @@ def test_no_models_means_smollm2_from_its_package():
     assert AIServiceConfig().models["smollm2-135m-instruct"].colocate  # inside the gateway
 
 
+def test_a_service_of_providers_only_loads_no_model():
+    remote = {"remote": {"base_url": "http://127.0.0.1:1/v1", "model": "m"}}
+    assert AIServiceConfig(providers=remote).models == {}
+
+
 @pytest.mark.parametrize(
     ("ai", "field", "reason"),
     [

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from models import FactsBase, LLMExtractor
-from models._private.core.errors import ExtractionError
+from models._private.core.errors import ConfigError, ExtractionError
 from models._private.embedder import Embedder
 from models._private.facts_llm import SYSTEM_PROMPT
 from models._private.facts_schema import DocumentIn
@@ -212,7 +212,7 @@ def test_a_known_answer_becomes_its_entities_and_facts(provider, extractor):
 
 def test_json_in_a_fence_with_prose_around_it_is_read(provider, extractor):
     provider.script = [
-        "Here is what the text says {as asked}:\n```json\n"
+        "Here is what the text says {as asked}, not an empty {}:\n```json\n"
         + json.dumps(ANSWER, indent=2)
         + "\n```\nI hope this helps. {}"
     ]
@@ -262,6 +262,12 @@ def test_an_http_error_raises_an_extraction_error_with_its_status_and_message(
     with pytest.raises(ExtractionError, match=f"answered {status}: {message}") as e:
         extractor.extract(TEXT)
     assert e.value.status == status and len(provider.requests) == 1  # an error status is not retried
+
+
+def test_bad_settings_are_refused_naming_each():
+    with pytest.raises(ConfigError) as e:
+        LLMExtractor("http://127.0.0.1:1/v1", "m", timeout_s=0, max_concurrency=0)
+    assert [field for field, _ in e.value.problems] == ["timeout_s", "max_concurrency"]
 
 
 def test_a_service_nobody_answers_at_raises_an_extraction_error():
