@@ -123,6 +123,8 @@ class FactsBase:
         with self._lock:
             self.store.close()
             self.memory.close()
+            if hasattr(self.extractor, "close"):
+                self.extractor.close()
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -183,7 +185,9 @@ class FactsBase:
             return 0
         try:
             extractions = self.extractor.extract_many([d.text for d in docs])
-        except Exception:  # one document the extractor cannot read: find it, read the rest
+        except Exception as e:  # one document the extractor cannot read: find it, read the rest
+            if getattr(e, "transient", False):  # the extractor's service fails: all wait
+                raise
             extractions = [self._extract_one(d) for d in docs]
         fact_ids: list[str] = []
         with self._lock:
@@ -203,6 +207,8 @@ class FactsBase:
         try:
             return self.extractor.extract(doc.text)
         except Exception as e:
+            if getattr(e, "transient", False):  # the document waits; the caller tries again later
+                raise
             log.warning("extraction of document %r failed: %r", doc.id, e)
             self.store.extraction_failed(doc.id, repr(e))
             return None
@@ -324,7 +330,7 @@ class FactsBase:
 
     def _seeds(self, query: str) -> list[str]:
         seeds = dict.fromkeys(self.store.match_names(query))
-        if self.extractor is not None:
+        if self.extractor is not None and getattr(self.extractor, "reads_queries", True):
             for mention in self.extractor.extract(query).entities:
                 for entity in self.store.find_entity(mention.name, mention.type):
                     seeds.setdefault(entity.id)

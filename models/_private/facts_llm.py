@@ -91,6 +91,7 @@ class LLMExtractor:
     """
 
     name = "llm"
+    reads_queries = False  # graph search seeds from names alone: no model call per search
 
     def __init__(
         self,
@@ -191,12 +192,15 @@ class LLMExtractor:
         try:
             response = self._client.post("chat/completions", json=body)
         except httpx.HTTPError as e:
-            raise ExtractionError(self.model, f"cannot reach the AI service at {self.base_url}: {e!r}") from e
-        if response.status_code >= 400:
+            reason = f"cannot reach the AI service at {self.base_url}: {e!r}"
+            raise ExtractionError(self.model, reason, transient=True) from e
+        status = response.status_code
+        if status >= 400:
             raise ExtractionError(
                 self.model,
-                f"the AI service answered {response.status_code}: {_error_message(response)}",
-                response.status_code,
+                f"the AI service answered {status}: {_error_message(response)}",
+                status,
+                transient=status in (408, 429) or status >= 500,
             )
         try:
             choice = response.json()["choices"][0]

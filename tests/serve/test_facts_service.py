@@ -1,11 +1,14 @@
 """The facts service over real HTTP (httpx) on the real Serve application: spaCy extraction in
 the background, SQLite, the memory's FAISS and tantivy indexes, and one shard per namespace."""
 
+import json
+
 import httpx
 import pytest
 import ray
 
-from serve import FactsServiceConfig, deploy
+from serve import AIServiceConfig, FactsServiceConfig, deploy
+from tests.scripted_provider import ScriptedProvider
 from tests.waiting import wait_until
 
 APP = "facts-test"
@@ -376,3 +379,57 @@ def test_the_openapi_schema_describes_every_route(http, config):
     assert {"/v1/search", "/v1/namespaces", "/v1/namespaces/{namespace}/documents/batch"} <= set(paths)
     assert {"get", "delete"} <= set(paths["/v1/namespaces/{namespace}/documents/{document_id}"])
     assert "SearchBody" in schema["components"]["schemas"] and "Fact" in schema["components"]["schemas"]
+
+
+def test_the_llm_extractor_reads_through_the_ai_service_from_a_scripted_provider(serve_port, tmp_path):
+    from ray import serve
+
+    text = "Grace Hopper worked for the US Navy. She was born in New York."
+    answer = {
+        "entities": [{"name": "Grace Hopper", "type": "PERSON"}, {"name": "US Navy", "type": "ORG"}],
+        "facts": [
+            {
+                "subject": "Grace Hopper",
+                "subject_type": "PERSON",
+                "predicate": "works for",
+                "object": "US Navy",
+                "object_type": "ORG",
+            },
+            {
+                "subject": "Grace Hopper",
+                "subject_type": "PERSON",
+                "predicate": "born_in",
+                "object": "New York",
+                "object_type": "GPE",
+            },
+        ],
+    }
+    provider = ScriptedProvider()
+    provider.respond = lambda body: json.dumps(answer) if text in body["messages"][-1]["content"] else "{}"
+    remote = {"scripted": {"base_url": provider.url, "model": "extractor-v1"}}
+    ai = AIServiceConfig(port=serve_port, route_prefix="/facts-llm-ai", providers=remote, embeddings=None)
+    facts = FactsServiceConfig(
+        port=serve_port,
+        route_prefix="/facts-llm",
+        path=str(tmp_path),
+        ai_url=deploy(ai, app_name="facts-llm-ai"),
+        namespaces={"notes": {"extractor": "llm", "llm_model": "scripted", "num_cpus": 0}},
+    )
+    try:
+        with httpx.Client(base_url=deploy(facts, app_name="facts-llm"), timeout=60) as http:
+            http.post(ns("notes", "/documents"), json={"id": "hopper", "text": text}).raise_for_status()
+            assert wait_until(lambda: extracted(http, "notes", "hopper"), 60)["extraction"] == "done"
+            (hopper,) = http.get(ns("notes", "/entities"), params={"name": "Grace Hopper"}).json()["entities"]
+            found = http.get(ns("notes", "/facts"), params={"subject": hopper["id"]}).json()["facts"]
+            assert {(f["predicate"], f["object"], f["extractor"]) for f in found} == {
+                ("works_for", "US Navy", "llm"),
+                ("born_in", "New York", "llm"),
+            }
+            graph = search(http, "Where was Grace Hopper born?", mode="graph")
+            assert graph["seeds"] == [hopper["id"]]  # from the names it holds: no model call
+        # The AI service routed the extractor's model name to the provider's own.
+        assert [r["model"] for r in provider.requests] == ["extractor-v1"]
+    finally:
+        serve.delete("facts-llm")
+        serve.delete("facts-llm-ai")
+        provider.close()

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -18,85 +16,9 @@ from models._private.embedder import Embedder
 from models._private.facts_llm import SYSTEM_PROMPT
 from models._private.facts_schema import DocumentIn
 from tests.conftest import free_port
+from tests.scripted_provider import Reply, ScriptedProvider
 
-Reply = str | tuple[int, str]  # a message content, or an HTTP error status and its message
 WAIT_S = 10.0  # longest a scripted reply waits for another request (a missing one fails the test)
-
-
-class ScriptedProvider:
-    """An OpenAI-compatible chat service on a free port of 127.0.0.1. Each POST to
-    /v1/chat/completions gets the next reply of `script`, or `respond(body)` when that is set;
-    every request body is kept in `requests`, and `peak` is the most answered at once."""
-
-    def __init__(self) -> None:
-        self.script: list[Reply] = []
-        self.respond: Callable[[dict[str, Any]], Reply] | None = None
-        self.requests: list[dict[str, Any]] = []
-        self.authorizations: list[str | None] = []
-        self.peak = 0
-        self._in_flight = 0
-        self._lock = threading.Lock()
-        provider = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                provider._answer(self)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
-        body = json.loads(handler.rfile.read(int(handler.headers["Content-Length"])))
-        with self._lock:
-            self.requests.append(body)
-            self.authorizations.append(handler.headers.get("Authorization"))
-            self._in_flight += 1
-            self.peak = max(self.peak, self._in_flight)
-            scripted = None if self.respond else self.script.pop(0) if self.script else (500, "script ended")
-        try:
-            reply = self.respond(body) if self.respond else scripted
-        finally:
-            with self._lock:  # before the answer is sent: the client's next request may follow at once
-                self._in_flight -= 1
-        if handler.path != "/v1/chat/completions":
-            reply = (404, f"no route {handler.path}")
-        if isinstance(reply, str):
-            status, payload = 200, completion(body["model"], reply)
-        else:
-            status = reply[0]
-            payload = {"error": {"message": reply[1], "type": "server_error", "param": None, "code": None}}
-        data = json.dumps(payload).encode()
-        handler.send_response(status)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
-        handler.wfile.write(data)
-
-
-def completion(model: str, content: str) -> dict[str, Any]:
-    """An OpenAI chat.completion with one choice and usage."""
-    return {
-        "id": "chatcmpl-scripted",
-        "object": "chat.completion",
-        "created": 0,
-        "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        ],
-        "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
-    }
 
 
 @pytest.fixture
@@ -262,6 +184,7 @@ def test_an_http_error_raises_an_extraction_error_with_its_status_and_message(
     with pytest.raises(ExtractionError, match=f"answered {status}: {message}") as e:
         extractor.extract(TEXT)
     assert e.value.status == status and len(provider.requests) == 1  # an error status is not retried
+    assert e.value.transient == (status == 500)  # a failing service, not a refused request
 
 
 def test_bad_settings_are_refused_naming_each():
@@ -272,9 +195,24 @@ def test_bad_settings_are_refused_naming_each():
 
 def test_a_service_nobody_answers_at_raises_an_extraction_error():
     ex = LLMExtractor(f"http://127.0.0.1:{free_port()}/v1", "m", timeout_s=5)
-    with pytest.raises(ExtractionError, match="cannot reach the AI service"):
+    with pytest.raises(ExtractionError, match="cannot reach the AI service") as e:
         ex.extract(TEXT)
+    assert e.value.transient
     ex.close()
+
+
+def test_a_document_waits_while_the_service_fails_and_is_read_when_it_answers(
+    tmp_path, embedder, provider, extractor
+):
+    kb = FactsBase(str(tmp_path), embedder=embedder, extractor=extractor)
+    kb.add_document(DocumentIn(id="curie", text=TEXT))
+    provider.script = [(503, "overloaded")]
+    with pytest.raises(ExtractionError, match="503"):
+        kb.extract_pending()
+    assert kb.store.document("curie").extraction == "pending"  # not failed for good
+    provider.script = [json.dumps(ANSWER)]
+    assert kb.extract_pending() == 1 and kb.store.document("curie").extraction == "done"
+    kb.close()
 
 
 def answer_naming(text: str) -> str:

@@ -219,12 +219,15 @@ class FactsNotFoundError(SwarmrayError, LookupError):
 class ExtractionError(SwarmrayError):
     """Raised when a model-backed extractor gets no usable entities and facts for a text: the
     AI service failed (its HTTP status and message) or kept answering what the schema refuses.
-    The facts store marks the document failed with this message."""
+    The facts store marks the document failed with this message, unless the failure is
+    `transient` (the service unreachable, overloaded or failing: 408, 429, 5xx), when the
+    document waits and is tried again."""
 
-    def __init__(self, model: str, reason: str, status: int | None = None):
+    def __init__(self, model: str, reason: str, status: int | None = None, transient: bool = False):
         self.model = model
         self.reason = reason
         self.status = status
+        self.transient = transient
         super().__init__(f"extraction with model {model!r} failed: {reason}")
 
 

@@ -1,0 +1,90 @@
+"""A scripted OpenAI-compatible provider: a real HTTP server on 127.0.0.1 that answers chat
+completions from a script (or a function of the request) and records every request."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+__all__ = ["Reply", "ScriptedProvider", "completion"]
+
+Reply = str | tuple[int, str]  # a message content, or an HTTP error status and its message
+
+
+class ScriptedProvider:
+    """An OpenAI-compatible chat service on a free port of 127.0.0.1. Each POST to
+    /v1/chat/completions gets the next reply of `script`, or `respond(body)` when that is set;
+    every request body is kept in `requests`, and `peak` is the most answered at once."""
+
+    def __init__(self) -> None:
+        self.script: list[Reply] = []
+        self.respond: Callable[[dict[str, Any]], Reply] | None = None
+        self.requests: list[dict[str, Any]] = []
+        self.authorizations: list[str | None] = []
+        self.peak = 0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                provider._answer(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _answer(self, handler: BaseHTTPRequestHandler) -> None:
+        body = json.loads(handler.rfile.read(int(handler.headers["Content-Length"])))
+        with self._lock:
+            self.requests.append(body)
+            self.authorizations.append(handler.headers.get("Authorization"))
+            self._in_flight += 1
+            self.peak = max(self.peak, self._in_flight)
+            scripted = None if self.respond else self.script.pop(0) if self.script else (500, "script ended")
+        try:
+            reply = self.respond(body) if self.respond else scripted
+        finally:
+            with self._lock:  # before the answer is sent: the client's next request may follow at once
+                self._in_flight -= 1
+        if handler.path != "/v1/chat/completions":
+            reply = (404, f"no route {handler.path}")
+        if isinstance(reply, str):
+            status, payload = 200, completion(body["model"], reply)
+        else:
+            status = reply[0]
+            payload = {"error": {"message": reply[1], "type": "server_error", "param": None, "code": None}}
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
+def completion(model: str, content: str) -> dict[str, Any]:
+    """An OpenAI chat.completion with one choice and usage."""
+    return {
+        "id": "chatcmpl-scripted",
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
+    }
