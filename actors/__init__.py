@@ -31,6 +31,7 @@ from actors._private.config import (
     SupervisionConfig,
     SwarmConfig,
 )
+from actors._private.facts_agent import FactsAgent
 from actors._private.llm_agent import LLMAgent
 from actors._private.memory_store import MemoryClient
 from actors._private.task import Task, TaskResult, TaskStatus, Timings
@@ -47,6 +48,7 @@ __all__ = [
     "ChecksumAgent",
     "DeduplicateAgent",
     "FactorizeAgent",
+    "FactsAgent",
     "HealthConfig",
     "InvoiceAgent",
     "JournalConfig",

@@ -1,21 +1,17 @@
-"""The LLM agent kind: a prompt template run against the AI service, with memory recall first."""
+"""The LLM agent kind: a prompt template run against the AI service, grounded first on what
+the memory recalls and what the facts service finds."""
 
 from __future__ import annotations
 
 import string
-from typing import Any
+from typing import Any, Literal
 
-import httpx
-import ray
-
-from actors._private import names
 from actors._private.agent import Agent
+from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, ServiceClient
 from actors._private.task import Task
 from models._private.core.errors import PayloadError
 
-__all__ = ["AI_URL_KEY", "LLMAgent"]
-
-AI_URL_KEY = "ai.url"  # registry KV key under which `swarm up` publishes the AI service's URL
+__all__ = ["LLMAgent"]
 
 
 class LLMAgent(Agent):
@@ -24,17 +20,22 @@ class LLMAgent(Agent):
     Params (from the pool's `agent.params`):
         model: The model (or alias) to ask.
         template: A `str.format` template over the payload's fields; `{memories}` is the
-            recalled records' texts, one per line.
+            recalled records' texts, one per line; `{facts}` what the facts service found:
+            the facts' sentences, then the passages (title: text), one per line.
         system: An optional system message.
         recall_k: Records to recall from memory before asking (0: none).
         recall_scope: swarm, global or both.
+        facts_k: Facts and passages (each) to ask the facts service for (0: none).
+        facts_mode: The facts search's mode (graph follows the query's entities a hop).
+        facts_namespaces: Facts namespaces searched; None: every one.
         max_tokens, temperature: Sampling.
-        base_url: The service's /v1 URL; None reads it from the registry, where `swarm up`
-            puts it.
+        base_url, facts_url: The services' /v1 URLs; None reads them from the registry, where
+            `swarm up` puts them.
 
     Payload: the template's fields, e.g. {"input": "..."}, and optionally "namespaces", the
-    memory namespaces to recall from (default: the memory's own). Output: {"text", "model",
-    "usage", "recalled"}.
+    memory namespaces to recall from (default: the memory's own), and "facts_namespaces",
+    the facts namespaces to search (default: the `facts_namespaces` param). Output: {"text", "model",
+    "usage", "recalled", "grounding"} (grounding: the ids of the facts and documents used).
     """
 
     capabilities = ("llm.generate",)
@@ -46,48 +47,54 @@ class LLMAgent(Agent):
         system: str | None = None,
         recall_k: int = 0,
         recall_scope: str = "both",
+        facts_k: int = 0,
+        facts_mode: Literal["passages", "facts", "hybrid", "graph"] = "graph",
+        facts_namespaces: list[str] | None = None,
         max_tokens: int = 64,
         temperature: float = 0.7,
         base_url: str | None = None,
+        facts_url: str | None = None,
         timeout_s: float = 120.0,
     ):
         fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
         self.model, self.template, self.system = model, template, system
-        self.fields = fields - {"memories"}
+        self.fields = fields - {"memories", "facts"}
         self.recall_k, self.recall_scope = recall_k, recall_scope
+        self.facts_k, self.facts_mode, self.facts_namespaces = facts_k, facts_mode, facts_namespaces
         self.max_tokens, self.temperature = max_tokens, temperature
-        self.base_url, self.timeout_s = base_url, timeout_s
-        self._client: httpx.AsyncClient | None = None
-
-    async def _url(self) -> str:
-        if self.base_url:
-            return self.base_url
-        registry = ray.get_actor(names.REGISTRY, namespace=self.context.memory.ray_namespace)
-        url = await registry.kv_get.remote(AI_URL_KEY)
-        if not url:
-            raise RuntimeError("no AI service is registered; configure `ai:` and run `swarm up`")
-        return url
+        self.ai = ServiceClient(AI_URL_KEY, base_url, timeout_s)
+        self.facts = ServiceClient(FACTS_URL_KEY, facts_url, timeout_s)
 
     async def handle(self, task: Task) -> Any:
         payload = dict(task.payload)
         namespaces = payload.pop("namespaces", None)  # where to recall from; not a template field
+        facts_namespaces = payload.pop("facts_namespaces", None) or self.facts_namespaces
         if missing := sorted(self.fields - set(payload)):
             raise PayloadError("llm.generate", [(f, "required by the prompt template") for f in missing])
+        query = " ".join(str(payload[f]) for f in sorted(self.fields))
         recalled: list[dict] = []
         if self.recall_k:
-            query = " ".join(str(payload[f]) for f in sorted(self.fields))
             recalled = await self.context.memory.search(
                 query, self.recall_k, scope=self.recall_scope, namespaces=namespaces
             )
-        prompt = self.template.format(**payload, memories="\n".join(h["record"]["text"] for h in recalled))
+        found: dict[str, Any] = {"facts": [], "passages": []}
+        if self.facts_k:
+            body = {"query": query, "k": self.facts_k, "mode": self.facts_mode}
+            body["namespaces"] = facts_namespaces
+            found = await self.facts.post(self.context, "search", body)
+        lines = [h["fact"]["sentence"] for h in found["facts"]] + [
+            f"{p['title']}: {p['text']}" if p["title"] else p["text"] for p in found["passages"]
+        ]
+        prompt = self.template.format(
+            **payload, memories="\n".join(h["record"]["text"] for h in recalled), facts="\n".join(lines)
+        )
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
             {"role": "user", "content": prompt}
         ]
-        if self._client is None:
-            self._client = httpx.AsyncClient(base_url=await self._url(), timeout=self.timeout_s)
-        response = await self._client.post(
+        data = await self.ai.post(
+            self.context,
             "chat/completions",
-            json={
+            {
                 "model": self.model,
                 "messages": messages,
                 "max_tokens": self.max_tokens,
@@ -95,12 +102,13 @@ class LLMAgent(Agent):
                 "user": f"{self.context.swarm}/{self.context.agent_id}",
             },
         )
-        if response.status_code >= 400:
-            raise RuntimeError(f"AI service answered {response.status_code}: {response.text[:300]}")
-        data = response.json()
         return {
             "text": data["choices"][0]["message"]["content"],
             "model": data["model"],
             "usage": data["usage"],
             "recalled": [h["record"]["id"] for h in recalled],
+            "grounding": {
+                "facts": [h["fact"]["id"] for h in found["facts"]],
+                "passages": [p["document_id"] for p in found["passages"]],
+            },
         }

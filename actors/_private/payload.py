@@ -14,12 +14,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from models._private.core.config import import_object
-from models._private.core.errors import MemoryInputError, PayloadError
+from models._private.core.errors import MemoryInputError, PayloadError, RequestError
 
 __all__ = ["PERMANENT", "check_payload", "payload_error", "payload_models"]
 
-# Errors that say the input is wrong, not the agent: retrying cannot help.
-PERMANENT = (PayloadError, MemoryInputError)
+# Errors that say the input is wrong, not the agent: retrying cannot help. RequestError: a
+# service (AI, facts) refused the request with a 4xx.
+PERMANENT = (PayloadError, MemoryInputError, RequestError)
 
 
 def payload_models(class_paths: Iterable[tuple[str, Iterable[str]]]) -> dict[str, type[BaseModel]]:

@@ -20,6 +20,7 @@ from models._private.core.config import ConfigModel, Name, named
 from models._private.core.errors import ConfigError
 from models._private.core.journal import journal_location, nested_in
 from serve._private.config import AIServiceConfig
+from serve._private.facts_config import FactsServiceConfig
 
 __all__ = ["SystemConfig", "config_changes", "load_config"]
 
@@ -41,6 +42,11 @@ class SystemConfig(ConfigModel):
     ai: AIServiceConfig | None = Field(
         None, description="The OpenAI-compatible AI service `up` deploys on Ray Serve; None: no service."
     )
+    facts: FactsServiceConfig | None = Field(
+        None,
+        description="The facts service `up` deploys on Ray Serve (documents, a temporal knowledge "
+        "graph, hybrid and graph search); None: no service.",
+    )
 
     @field_validator("swarms", mode="before")
     @classmethod
@@ -52,7 +58,7 @@ class SystemConfig(ConfigModel):
         if not self.swarms:
             raise ValueError("a system needs at least one swarm")
         # Checks across sections carry their own field paths, which a ValueError here cannot.
-        if problems := self._journal_problems() + self._heartbeat_problems():
+        if problems := self._journal_problems() + self._heartbeat_problems() + self._service_problems():
             raise ConfigError("<config>", problems)
         return self
 
@@ -87,6 +93,24 @@ class SystemConfig(ConfigModel):
                         f"period_s + ping_timeout_s {sum_s} must be below {limit}, {why}",
                     )
                 )
+        return problems
+
+    def _service_problems(self) -> list[tuple[str, str]]:
+        facts, ai = self.facts, self.ai
+        if facts is None:
+            return []
+        problems = []
+        if facts.needs_ai() and ai is None and not facts.ai_url:
+            (name,) = [n for n, c in facts.namespaces.items() if c.extractor == "llm"][:1]
+            why = "extractor llm asks the AI service: configure `ai:` or set facts.ai_url"
+            problems.append((f"facts.namespaces.{name}.extractor", why))
+        if ai is not None:
+            # Serve has one HTTP proxy per cluster: both services sit on it, at different prefixes.
+            if (facts.host, facts.port) != (ai.host, ai.port):
+                why = f"must equal ai's ({ai.host}:{ai.port}): Serve has one HTTP endpoint per cluster"
+                problems.append(("facts.port", why))
+            if facts.route_prefix.rstrip("/") == ai.route_prefix.rstrip("/"):
+                problems.append(("facts.route_prefix", f"is ai's too ({ai.route_prefix!r})"))
         return problems
 
     def _journal_problems(self) -> list[tuple[str, str]]:

@@ -13,13 +13,14 @@ from actors._private.task import TaskResult
 from cluster._private.client import Client
 from cluster._private.config import load_config
 from cluster._private.connection import connect
+from cluster._private.facts_client import FactsClient
 from cluster._private.format import format_status
 from cluster._private.lifecycle import down, up
 from cluster._private.status import status
 
-__all__ = ["DEMO", "DEMO_TASKS", "FOLLOW_UP", "format_results", "run_demo"]
+__all__ = ["DEMO", "DEMO_DOCUMENTS", "DEMO_TASKS", "FOLLOW_UP", "QUESTION", "format_results", "run_demo"]
 
-DEMO = "demo"  # the memory namespace of the demo's notes
+DEMO = "demo"  # the memory namespace of the demo's notes, and the facts namespace of its documents
 
 _TEXT = (
     "Ray schedules tasks and actors across a cluster. Swarms of agents run on Ray actors. "
@@ -92,6 +93,34 @@ DEMO_TASKS: list[tuple[str, str, dict[str, Any]]] = [
     ),
 ]
 
+# Facts about a person and two cities: who was born where is in one document, which river runs
+# through that city in another. Fixed ids make a second run's ingest a retry that changes nothing.
+DEMO_DOCUMENTS = [
+    {
+        "id": "demo-marie-curie",
+        "title": "Marie Curie",
+        "text": "Marie Curie was a physicist and chemist who studied radioactivity. "
+        "She was born in Warsaw in 1867. Pierre Curie married Marie Curie in 1895.",
+    },
+    {
+        "id": "demo-warsaw",
+        "title": "Warsaw",
+        "text": "Warsaw is the capital of Poland. The city lies on the Vistula river.",
+    },
+    {
+        "id": "demo-berlin",
+        "title": "Berlin",
+        "text": "Berlin is the capital of Germany. The city lies on the Spree river.",
+    },
+    {
+        "id": "demo-paris",
+        "title": "Paris",
+        "text": "Paris is the capital of France. The city lies on the Seine river.",
+    },
+]
+QUESTION = "Which river flows through the city where Marie Curie was born?"
+DEMO_TASKS.append(("facts", "facts.ingest", {"namespace": DEMO, "documents": DEMO_DOCUMENTS}))
+
 # Run after the tasks above have finished, so that they find what was stored.
 FOLLOW_UP: list[tuple[str, str, dict[str, Any]]] = [
     (
@@ -102,7 +131,12 @@ FOLLOW_UP: list[tuple[str, str, dict[str, Any]]] = [
     ("ai", "memory.search", {"query": "keyword matching", "k": 1, "scope": "global", "namespaces": [DEMO]}),
     # The LLM agent recalls the demo's note from the global memory and answers from it.
     ("ai", "llm.generate", {"input": "In swarmray, what matches words?", "namespaces": [DEMO]}),
+    # Two hops: the question names Marie Curie; her document names Warsaw; Warsaw's names the river.
+    ("facts", "facts.search", {"query": QUESTION, "namespaces": [DEMO], "k": 2}),
+    ("facts", "facts.answer", {"input": QUESTION, "facts_namespaces": [DEMO]}),
 ]
+_NEEDS = {"llm.generate": ("ai",), "facts.ingest": ("facts",), "facts.search": ("facts",)}
+_NEEDS["facts.answer"] = ("ai", "facts")
 
 
 def format_results(wanted: list[tuple[str, str, dict[str, Any]]], results: list[TaskResult]) -> str:
@@ -117,6 +151,20 @@ def format_results(wanted: list[tuple[str, str, dict[str, Any]]], results: list[
         body = json.dumps(res.output if res.ok else res.error, ensure_ascii=False, default=str)
         blocks.append(head + "\n" + textwrap.fill(body, 100, initial_indent="    ", subsequent_indent="    "))
     return "\n".join(blocks)
+
+
+def _wait_for_extraction(namespace: str, tasks: list[Any], results: list[TaskResult]) -> None:
+    """Waits until the facts service has read the documents the demo ingested (the searches
+    that follow need their entities), at most two minutes."""
+    jobs = [
+        r.output["id"]
+        for (_, c, _), r in zip(tasks, results[-len(tasks) :], strict=True)
+        if c == "facts.ingest" and r.ok
+    ]
+    if jobs:
+        facts = FactsClient.of_system(namespace)
+        facts.wait(jobs, DEMO, timeout_s=120)
+        facts.close()
 
 
 def run_demo(config_path: str | None = None, address: str | None = None) -> int:
@@ -138,11 +186,13 @@ def run_demo(config_path: str | None = None, address: str | None = None) -> int:
         tasks = [
             (s, c, p)
             for s, c, p in phase
-            if s in config.swarms and (c != "llm.generate" or config.ai is not None)
+            if s in config.swarms and all(getattr(config, n) is not None for n in _NEEDS.get(c, ()))
         ]
         ids = [client.submit(cap, payload, swarm=swarm) for swarm, cap, payload in tasks]
         wanted += tasks
-        results += [client.result(task_id, timeout_s=120) for task_id in ids]
+        ended = [client.result(task_id, timeout_s=120) for task_id in ids]
+        results += ended
+        _wait_for_extraction(config.namespace, tasks, ended)
     print("\n" + format_results(wanted, results))
     print("\n" + format_status(status(config.namespace)))
     ok = all(r.ok for r in results)

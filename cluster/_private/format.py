@@ -66,12 +66,56 @@ def format_status(state: dict[str, Any]) -> str:
             agents, ["agent", "swarm", "state", "node", "inflight", "done", "failed", "restarts", "reason"]
         )
         + (_format_ai(state["ai"]) if state.get("ai") else "")
+        + (_format_facts(state["facts"]) if state.get("facts") else "")
     )
 
 
 def _format_ai(ai: dict[str, Any]) -> str:
     line = f"\n\nAI service (OpenAI-compatible): {ai['url']}"
     return line + "".join(f"\n  {name}: {source}" for name, source in ai.get("models", {}).items())
+
+
+def _format_facts(facts: dict[str, Any]) -> str:
+    line = f"\n\nFacts service: {facts['url']}"
+    if facts.get("error"):
+        return f"{line}\n  {facts['error']}"
+    rows = [
+        {
+            **n,
+            "pending": n["extraction"]["pending"] + n["unindexed"],
+            "failed": n["extraction"]["failed"],
+        }
+        for n in facts["namespaces"]
+    ]
+    table = format_table(rows, ["namespace", "documents", "entities", "facts", "pending", "failed"])
+    return f"{line}\n{table}"
+
+
+def format_search(found: dict[str, Any]) -> str:
+    """A facts search's answer: its facts with when they held, then its passages."""
+    facts = [
+        {
+            "score": f"{h['score']:.3f}",
+            "fact": h["fact"]["sentence"],
+            "held": f"{(h['fact']['valid_at'] or '?')[:10]} .. {(h['fact']['invalid_at'] or 'now')[:10]}",
+            "documents": ", ".join(sorted({p["document_id"] for p in h["fact"]["provenance"]})),
+        }
+        for h in found["facts"]
+    ]
+    passages = [
+        {
+            "score": f"{h['score']:.3f}",
+            "document": h["document_id"],
+            "title": h["title"],
+            "text": h["text"][:80].replace("\n", " ") + ("…" if len(h["text"]) > 80 else ""),
+        }
+        for h in found["passages"]
+    ]
+    return (
+        format_table(facts, ["score", "fact", "held", "documents"])
+        + "\n\n"
+        + format_table(passages, ["score", "document", "title", "text"])
+    )
 
 
 def format_capabilities(entries: list[dict[str, Any]], fields: bool) -> str:

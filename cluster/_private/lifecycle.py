@@ -10,13 +10,13 @@ from ray.experimental import internal_kv  # the GCS key-value store, as Ray's ow
 
 from actors._private import names
 from actors._private.health import HealthMonitor
-from actors._private.llm_agent import AI_URL_KEY
 from actors._private.memory_store import MemoryStore
 from actors._private.queen import SwarmQueen
 from actors._private.registry import MetaRegistry
+from actors._private.services import AI_URL_KEY, FACTS_URL_KEY
 from cluster._private.config import SystemConfig, config_changes
 from cluster._private.connection import call, existing, get, quiet_serve, registry_of, stop_head
-from cluster._private.status import ai_app_name, status
+from cluster._private.status import ai_app_name, facts_app_name, status
 from models._private.core.errors import SystemConfigChangedError
 from models._private.core.journal import journal_location
 
@@ -89,12 +89,18 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
         for name, store in _memory_stores(config)
     ]
     get([m.stats.remote() for m in memories], timeout_s=300)  # loaded before agents use them
-    if config.ai is not None:
+    if config.ai is not None or config.facts is not None:
         from serve import deploy  # Serve's imports are heavy: only for systems with a service
 
         quiet_serve()
-        url = deploy(config.ai, app_name=ai_app_name(ns))
-        get(registry.kv_put.remote(AI_URL_KEY, url))
+        ai_url = None
+        if config.ai is not None:
+            ai_url = deploy(config.ai, app_name=ai_app_name(ns))
+            get(registry.kv_put.remote(AI_URL_KEY, ai_url))
+        if config.facts is not None:
+            facts = config.facts.with_ai(ai_url) if ai_url else config.facts
+            url = deploy(facts, app_name=facts_app_name(ns), system=ns)
+            get(registry.kv_put.remote(FACTS_URL_KEY, url))
     get([q.start.remote() for q in queens])
     get([m.start.remote() for m in monitors])
     ready_s = max(p.ready_timeout_s for s in config.swarms.values() for p in s.pools.values())
@@ -174,12 +180,15 @@ def down(namespace: str = "swarmray") -> list[str]:
             continue
         ray.kill(store, no_restart=True)  # its data stays on disk: memory outlives `down`
         removed.append(names.memory(name))
-    if config.get("ai") is not None:
+    services = (("ai", ai_app_name), ("facts", facts_app_name))
+    apps = [app(namespace) for key, app in services if config.get(key)]
+    if apps:
         from ray import serve
 
         quiet_serve()
-        serve.delete(ai_app_name(namespace))
-        removed.append(f"Serve application {ai_app_name(namespace)}")
+        for app in apps:  # the facts service's data stays on disk, as the memories' do
+            serve.delete(app)
+            removed.append(f"Serve application {app}")
     call(lambda: registry.purge.remote(), retry_s=30)
     ray.kill(registry, no_restart=True)
     removed.append(names.REGISTRY)

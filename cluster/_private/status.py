@@ -4,16 +4,35 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from actors._private import names
-from actors._private.llm_agent import AI_URL_KEY
+from actors._private.services import AI_URL_KEY, FACTS_URL_KEY
 from cluster._private.connection import call, existing, registry_of
 
-__all__ = ["ai_app_name", "status"]
+__all__ = ["ai_app_name", "facts_app_name", "status"]
 
 
 def ai_app_name(namespace: str) -> str:
     """The Serve application name of a system's AI service."""
     return f"{namespace}-ai"
+
+
+def facts_app_name(namespace: str) -> str:
+    """The Serve application name of a system's facts service."""
+    return f"{namespace}-facts"
+
+
+def _facts_status(url: str | None, namespace: str) -> dict[str, Any]:
+    """The facts service's URL and what each of its namespaces holds (asked over HTTP)."""
+    out: dict[str, Any] = {"url": url, "app": facts_app_name(namespace), "namespaces": []}
+    try:
+        answer = httpx.get(f"{url}/namespaces", timeout=10)
+        answer.raise_for_status()
+        out["namespaces"] = answer.json()["data"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+        out["error"] = f"not answering: {e!r}"
+    return out
 
 
 def status(namespace: str = "swarmray") -> dict[str, Any]:
@@ -47,4 +66,14 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
             "app": ai_app_name(namespace),
             "models": {n: m["source"] for n, m in config["ai"]["models"].items()},
         }
-    return {"namespace": namespace, "swarms": swarms, "missing": missing, "memory": memories, "ai": ai}
+    facts = None
+    if config.get("facts") is not None:
+        facts = _facts_status(call(lambda: registry.kv_get.remote(FACTS_URL_KEY)), namespace)
+    return {
+        "namespace": namespace,
+        "swarms": swarms,
+        "missing": missing,
+        "memory": memories,
+        "ai": ai,
+        "facts": facts,
+    }

@@ -219,7 +219,7 @@ class FactStore:
             self._check_spans(extraction, len(doc.text))
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM documents WHERE id = ?", (stored.id,)).fetchone():
-                raise FactsInputError("id", f"a document {stored.id!r} exists already")
+                return self._again(db, stored, job)
             db.execute(
                 "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
                 (
@@ -238,6 +238,18 @@ class FactStore:
             if extraction is not None:
                 self._apply(db, extraction, stored.id, to_epoch(stored.reference_time), now)
         return stored
+
+    def _again(self, db: sqlite3.Connection, doc: Document, job: str | None) -> Document:
+        """A document posted again under its id: the same one is a retry (it joins `job` and
+        nothing else changes); another under that id is refused."""
+        old = self.document(doc.id)
+        fields = {"title", "text", "source", "metadata", "reference_time"}
+        if old.model_dump(include=fields) != doc.model_dump(include=fields):
+            raise FactsInputError("id", f"another document {doc.id!r} exists already; delete it first")
+        if job is not None:
+            db.execute("UPDATE documents SET job = ? WHERE id = ?", (job, doc.id))
+            return old.model_copy(update={"job": job})
+        return old
 
     def add_extraction(self, document_id: str, extraction: Extraction) -> list[str]:
         """Adds what an extractor read from a stored document (extraction runs after a document

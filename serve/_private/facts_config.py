@@ -39,7 +39,11 @@ class FactsNamespaceConfig(FactsConfig):
         "hop", description="How graph search lifts passages (benchmarks/README.md, facts)."
     )
     extract_batch: PositiveInt = Field(32, description="Documents the extractor reads at once.")
-    num_cpus: NonNegativeFloat = Field(1.0, description="Logical CPUs its shard actor reserves.")
+    num_cpus: NonNegativeFloat = Field(
+        0.0,
+        description="Logical CPUs its shard actor reserves (it embeds and extracts; 0 lets it "
+        "share, as memory stores do, so that a 2-core machine runs the whole system).",
+    )
 
     @model_validator(mode="after")
     def _llm(self) -> FactsNamespaceConfig:

@@ -1,10 +1,14 @@
-"""The LLM agent kind in a running system: `swarm up` deploys the AI service, the agent finds it
-through the registry, recalls from memory, fills its template and asks the service."""
+"""The LLM agent kind in a running system: `swarm up` deploys the AI service and the facts
+service, the agents find them through the registry, recall from memory or search the facts,
+fill their template and ask the AI service."""
 
 import pytest
 from openai import OpenAI
+from ray import serve
 
-from cluster import load_config
+from cluster import load_config, status
+from cluster._private.demo import DEMO_DOCUMENTS, QUESTION
+from cluster._private.facts_client import FactsClient
 from models import EngineConfig
 from models._private.hf_engine import TransformersEngine
 from serve._private.config import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
@@ -12,6 +16,7 @@ from tests.conftest import running_system
 
 TEMPLATE = "Notes:\n{memories}\n\nQuestion: {input}\nAnswer:"
 NOTE = "Ray restarts a detached actor after a crash."
+FACTS_TEMPLATE = "Context:\n{facts}\n\nQuestion: {input}\nAnswer in a few words:"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +31,32 @@ def config(serve_port, tiny_model, tmp_path_factory):
                 "embeddings": None,
             },
             "global_memory": {"memory": {"path": str(tmp_path_factory.mktemp("global"))}},
+            "facts": {
+                "port": serve_port,
+                "route_prefix": "/llm-tests-facts",
+                "path": str(tmp_path_factory.mktemp("facts")),
+                "namespaces": {"kb": {}},
+            },
             "swarms": {
+                "facts": {
+                    "pools": {
+                        "facts": {"colocate": True, "agent": {"class": "actors:FactsAgent"}},
+                        "answer": {
+                            "colocate": True,
+                            "agent": {
+                                "class": "actors:LLMAgent",
+                                "capabilities": ["facts.answer"],
+                                "params": {
+                                    "model": DEFAULT_MODEL,
+                                    "template": FACTS_TEMPLATE,
+                                    "facts_k": 2,
+                                    "max_tokens": 24,
+                                    "temperature": 0,
+                                },
+                            },
+                        },
+                    }
+                },
                 "ai": {
                     "pools": {
                         "llm": {
@@ -60,7 +90,7 @@ def config(serve_port, tiny_model, tmp_path_factory):
                         },
                         "mem": {"agent": {"class": "actors:MemoryAgent"}},
                     }
-                }
+                },
             },
         }
     )
@@ -68,8 +98,11 @@ def config(serve_port, tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(config):
+    apps = {f"{config.namespace}-ai", f"{config.namespace}-facts"}
     with running_system(config) as c:
+        assert apps <= set(serve.status().applications)
         yield c
+    assert not apps & set(serve.status().applications), "down removes both services"
 
 
 def test_the_agent_recalls_then_asks_the_service(client, tiny_model):
@@ -123,3 +156,31 @@ def test_the_default_model_answers_from_the_note_it_recalled(client, serve_port)
         temperature=0,
     )
     assert "Paris" in reply.choices[0].message.content
+
+
+def test_the_facts_swarm_ingests_and_answers_a_two_hop_question_from_what_it_found(client):
+    ingest = client.run("facts.ingest", {"namespace": "kb", "documents": DEMO_DOCUMENTS}, swarm="facts")
+    assert ingest.ok, ingest.error
+    facts = FactsClient.of_system(client.namespace)
+    done = facts.wait([ingest.output["id"]], "kb", timeout_s=120)
+    assert done["done"] == len(DEMO_DOCUMENTS) and done["indexed"] == len(DEMO_DOCUMENTS)
+
+    found = client.run("facts.search", {"query": QUESTION, "namespaces": ["kb"], "k": 2}, swarm="facts")
+    assert found.ok, found.error
+    # The question names Marie Curie; her document names Warsaw, whose document names the river.
+    assert {p["document_id"] for p in found.output["passages"]} == {"demo-marie-curie", "demo-warsaw"}
+    assert any(f["predicate"] == "born_in" and f["object"] == "Warsaw" for f in found.output["facts"])
+
+    answer = client.run("facts.answer", {"input": QUESTION, "facts_namespaces": ["kb"]}, swarm="facts")
+    assert answer.ok, answer.error
+    assert "demo-warsaw" in answer.output["grounding"]["passages"]
+    assert "Vistula" in answer.output["text"]  # SmolLM2, greedy, reading the passages it was given
+
+    (kb,) = status(client.namespace)["facts"]["namespaces"]
+    assert kb["namespace"] == "kb" and kb["documents"] == len(DEMO_DOCUMENTS) and kb["facts"] > 0
+
+
+def test_a_request_the_facts_service_refuses_fails_at_once_naming_why(client):
+    res = client.run("facts.search", {"query": "anything", "namespaces": ["nowhere"]}, swarm="facts")
+    assert not res.ok and res.attempts == 1  # a 4xx is the input's fault: no retry
+    assert "404" in res.error and "nowhere" in res.error

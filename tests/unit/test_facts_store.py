@@ -379,3 +379,12 @@ def test_a_jobs_documents_report_indexing_and_extraction(store):
     assert store.document("d2").job == "j" and store.document_ids(indexed=False) == {"d2"}
     with pytest.raises(FactsNotFoundError):
         store.job_progress("nope")
+
+
+def test_the_same_document_posted_again_is_a_retry_and_another_under_its_id_is_refused(store):
+    first = store.add_document(DocumentIn(id="d", title="T", text="Ada.", metadata={"k": 1}), job="j1")
+    again = store.add_documents([DocumentIn(id="d", title="T", text="Ada.", metadata={"k": 1})], job="j2")
+    assert again[0].ingested_at == first.ingested_at and again[0].job == "j2"
+    assert store.stats()["documents"] == 1 and store.job_progress("j2")["documents"] == 1
+    with pytest.raises(FactsInputError, match="another document 'd'"):
+        store.add_document(DocumentIn(id="d", title="T", text="Ada!"))

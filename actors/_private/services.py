@@ -1,0 +1,65 @@
+"""How agents reach the system's HTTP services (the AI service, the facts service): the URL
+`swarm up` publishes in the registry, and answers turned into task outcomes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import ray
+from pydantic_core import to_jsonable_python
+
+from actors._private import names
+from models._private.core.errors import RequestError
+
+__all__ = ["AI_URL_KEY", "FACTS_URL_KEY", "ServiceClient"]
+
+AI_URL_KEY = "ai.url"  # registry KV keys under which `swarm up` publishes each service's URL
+FACTS_URL_KEY = "facts.url"
+_KEYS = {AI_URL_KEY: ("AI service", "ai:"), FACTS_URL_KEY: ("facts service", "facts:")}
+
+
+class ServiceClient:
+    """One agent's connection to one service, opened on first use.
+
+    Args:
+        key: The registry key of the service's URL (AI_URL_KEY or FACTS_URL_KEY).
+        base_url: The service's …/v1 root; None reads it from the registry.
+        timeout_s: Longest wait for an answer.
+    """
+
+    def __init__(self, key: str, base_url: str | None, timeout_s: float):
+        self.key, self.base_url, self.timeout_s = key, base_url, timeout_s
+        self._client: httpx.AsyncClient | None = None
+
+    async def post(self, context: Any, path: str, body: dict[str, Any]) -> Any:
+        """POSTs `body` to `path` under the service's root and returns the JSON answer.
+
+        Raises:
+            RequestError: the service refused the request (4xx): a retry would be refused too.
+            RuntimeError: no such service is registered, or it failed (5xx): worth a retry.
+        """
+        if self._client is None:
+            url = self.base_url or await self._registered(context)
+            self._client = httpx.AsyncClient(base_url=url.rstrip("/") + "/", timeout=self.timeout_s)
+        # Checked payloads hold datetimes and decimals: JSON them as pydantic would.
+        response = await self._client.post(path, json=to_jsonable_python(body))
+        if response.status_code < 400:
+            return response.json()
+        what = _KEYS[self.key][0]
+        try:
+            error = response.json()["error"]
+            param, message = error.get("param"), error.get("message", "")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            param, message = None, response.text[:300]
+        if response.status_code < 500:
+            raise RequestError(param, f"the {what} refused it ({response.status_code}): {message}")
+        raise RuntimeError(f"the {what} answered {response.status_code}: {message}")
+
+    async def _registered(self, context: Any) -> str:
+        registry = ray.get_actor(names.REGISTRY, namespace=context.memory.ray_namespace)
+        url = await registry.kv_get.remote(self.key)
+        if not url:
+            what, section = _KEYS[self.key]
+            raise RuntimeError(f"no {what} is registered; configure `{section}` and run `swarm up`")
+        return url
