@@ -50,8 +50,6 @@ CREATE TABLE IF NOT EXISTS documents (
     indexed INTEGER NOT NULL   -- 1 once its passage is in the search index
 );
 CREATE INDEX IF NOT EXISTS documents_by_extraction ON documents(extraction);
-CREATE INDEX IF NOT EXISTS documents_by_job ON documents(job);
-CREATE INDEX IF NOT EXISTS documents_by_indexed ON documents(indexed);
 CREATE TABLE IF NOT EXISTS entities (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, created_at REAL NOT NULL
 );
@@ -151,6 +149,7 @@ class FactStore:
         for column, spec in (("job", "TEXT"), ("indexed", "INTEGER NOT NULL DEFAULT 1")):
             if column not in have:
                 self._db.execute(f"ALTER TABLE documents ADD COLUMN {column} {spec}")
+            self._db.execute(f"CREATE INDEX IF NOT EXISTS documents_by_{column} ON documents({column})")
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -388,3 +388,22 @@ def test_the_same_document_posted_again_is_a_retry_and_another_under_its_id_is_r
     assert store.stats()["documents"] == 1 and store.job_progress("j2")["documents"] == 1
     with pytest.raises(FactsInputError, match="another document 'd'"):
         store.add_document(DocumentIn(id="d", title="T", text="Ada!"))
+
+
+def test_a_store_made_before_jobs_existed_opens_and_gains_them(path):
+    import sqlite3
+
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE documents (id TEXT PRIMARY KEY, title TEXT NOT NULL, text TEXT NOT NULL, "
+        "source TEXT NOT NULL, metadata TEXT NOT NULL, reference_time REAL, ingested_at REAL NOT NULL, "
+        "extraction TEXT NOT NULL, extraction_error TEXT)"
+    )
+    old.execute("INSERT INTO documents VALUES ('d', '', 'Ada.', '', '{}', NULL, 0, 'none', NULL)")
+    old.commit()
+    old.close()
+    store = FactStore(path)
+    assert store.document("d").job is None and store.document_ids(indexed=True) == {"d"}
+    store.add_documents([DocumentIn(id="e", text="Bo.")], job="j", indexed=False)
+    assert store.job_progress("j")["documents"] == 1 and store.document_ids(indexed=False) == {"e"}
+    store.close()
