@@ -1,26 +1,37 @@
-"""Multi-hop retrieval with the facts library on a BEIR-format dataset (default: HotpotQA).
+"""Multi-hop retrieval through the facts service over HTTP, on a BEIR-format dataset (default:
+HotpotQA's pooled paragraphs).
 
-The corpus goes in through `FactsBase.add_documents` and the spaCy extractor; questions go
-through `FactsBase.search` in each mode. The baselines run in the same process on the same
-indexes: BM25 alone and the dense encoder alone, over passages. Recall@2 and @5 of the
-supporting paragraphs and nDCG@10 come from pytrec_eval. Tune on `--split dev`; report `test`.
-
-In-process for now: the HTTP facts service, which the issue measures through, comes next.
+The run starts a local Ray and the facts service, ingests the corpus through
+POST …/documents/batch (spaCy extraction in the background) and waits for its jobs, then asks
+every question through POST /v1/search in each mode, one request at a time. In the same run,
+in this process: the raw encoder over the corpus (the ingest's yardstick), and BM25 alone and
+the dense encoder alone over passages (the baselines), in the memory's own indexes. Recall@2
+and @5 of the supporting paragraphs and nDCG@10 come from pytrec_eval. Tune on `--split dev`;
+report `test`. The resolution check reads the store's SQLite file (read-only) after ingest.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import sqlite3
+import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from benchmarks._beir import load_beir
 from benchmarks._common import emit, percentile
-from models import DocumentIn, Embedder, FactsBase, SpacyExtractor
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hotpotqa"
 MODES = ("passages", "facts", "hybrid", "graph")
+NAMESPACE = "bench"
+_QUALIFIER = re.compile(r"\s*\([^)]*\)\s*$")
 
 
 def metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) -> dict[str, float]:
@@ -35,83 +46,148 @@ def metrics(run: dict[str, dict[str, float]], qrels: dict[str, dict[str, int]]) 
     }
 
 
+def ranking(found: dict[str, Any]) -> dict[str, float]:
+    """Documents by score: passages' own, or in facts mode the documents its facts came from,
+    in the facts' order."""
+    if found["passages"]:
+        return {h["document_id"]: h["score"] for h in found["passages"]}
+    run: dict[str, float] = {}
+    for rank, h in enumerate(found["facts"]):
+        for p in h["fact"]["provenance"]:
+            run.setdefault(p["document_id"], 1.0 / (1 + rank))
+    return run
+
+
+def baselines(texts: list[str], ids: list[str], vectors: Any, queries: dict[str, str]) -> dict[str, dict]:
+    """BM25 alone and the dense encoder alone over the passages, in the memory's indexes."""
+    from models import HybridMemory
+
+    memory = HybridMemory(["passages"])
+    records = [{"id": i, "namespace": "passages", "text": t} for i, t in zip(ids, texts, strict=True)]
+    memory.upsert(records, vectors=vectors)
+    return {
+        name: {
+            qid: {h.record.id: h.score for h in memory.search(text, 10, mode=index)}
+            for qid, text in queries.items()
+        }
+        for name, index in (("bm25", "lexical"), ("dense", "dense"))
+    }
+
+
+def resolution(db_path: str, titles: list[str]) -> dict[str, Any]:
+    """How entity resolution fared on the corpus: exact-name duplicates missed (two entities of
+    one type and one normalised name), names merged fuzzily, and of those the merges of two
+    distinct article titles (two different things made one), with a sample for reading."""
+    from models._private.facts_resolution import normalise
+
+    db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    entities = db.execute("SELECT id, name, type FROM entities").fetchall()
+    groups = Counter((t, normalise(n)) for _, n, t in entities)
+    aliases = db.execute(
+        "SELECT e.name, e.type, a.alias FROM aliases a JOIN entities e ON e.id = a.entity_id"
+    ).fetchall()
+    fuzzy = [(n, t, a) for n, t, a in aliases if normalise(a) != normalise(n)]
+    title_names = {normalise(_QUALIFIER.sub("", t)) for t in titles}
+    two_titles = [(n, t, a) for n, t, a in fuzzy if {normalise(n), normalise(a)} <= title_names]
+    # Titles named by more than one document: each must be one entity per type.
+    mentioned = db.execute(
+        "SELECT e.name, e.type, count(DISTINCT m.document_id) FROM entities e "
+        "JOIN mentions m ON m.entity_id = e.id GROUP BY e.id"
+    ).fetchall()
+    shared_titles = sum(1 for n, _, docs in mentioned if docs > 1 and normalise(n) in title_names)
+    db.close()
+    for n, t, a in fuzzy[:25]:
+        print(f"fuzzy merge ({t}): {a!r} -> {n!r}", file=sys.stderr)
+    return {
+        "same_name_duplicates": sum(c - 1 for c in groups.values() if c > 1),
+        "titles_merged": shared_titles,
+        "fuzzy_merges": len(fuzzy),
+        "fuzzy_merges_two_titles": len(two_titles),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=str(DEFAULT), help="a BEIR-format directory")
     parser.add_argument("--split", default="dev", help="qrels split (tune on dev, report test)")
     parser.add_argument("--depth", type=int, default=1)
     parser.add_argument("--limit", type=int, default=0, help="only the first N documents (a smoke run)")
+    parser.add_argument("--batch", type=int, default=256, help="documents per ingest request")
     parser.add_argument(
         "--keep",
         default=None,
-        help="a directory for the ingested base: made on the first run, reopened by later ones "
+        help="a directory for the service's data: made on the first run, reopened by later ones "
         "(which then measure search only: the ingest figures are left out)",
     )
     parser.add_argument("--graph-weight", type=float, default=0.6)
     parser.add_argument("--rerank", choices=["distance", "hop"], default="hop")
+    parser.add_argument("--port", type=int, default=8797)
     args = parser.parse_args()
 
     data = load_beir(args.dataset)
     queries, qrels = data.split(args.split)
     docs = list(data.corpus.items())[: args.limit or None]
+    ids, titles = [i for i, _ in docs], [d["title"] for _, d in docs]
     texts = [f"{d['title']}\n{d['text']}" for _, d in docs]
-    embedder = Embedder()
     path = args.keep or tempfile.mkdtemp(prefix="facts-bench-")
-    reused = Path(path, "facts.sqlite").exists()
-    kb = FactsBase(
-        path,
-        embedder=embedder,
-        extractor=SpacyExtractor(),
-        graph_weight=args.graph_weight,
-        graph_rerank=args.rerank,
-    )
-    if not reused:
-        embedder.encode(texts[:64])  # warm
-        t = time.perf_counter()
-        embedder.encode(texts)
-        raw_encoder = len(texts) / (time.perf_counter() - t)
-        t = time.perf_counter()
-        for at in range(0, len(docs), 256):
-            batch = docs[at : at + 256]
-            kb.add_documents([DocumentIn(id=i, title=d["title"], text=d["text"]) for i, d in batch])
-        stored = time.perf_counter() - t
-        while kb.extract_pending(256):
-            pass
-        ingest = time.perf_counter() - t
+    reused = Path(path, NAMESPACE, "facts.sqlite").exists()
 
-    runs: dict[str, dict[str, dict[str, float]]] = {}
+    # The raw encoder first, with the machine to itself; its vectors serve the dense baseline.
+    from models import Embedder
+
+    embedder = Embedder()
+    embedder.encode(texts[:64])  # warm
+    t = time.perf_counter()
+    vectors = embedder.encode(texts)
+    raw_encoder = len(texts) / (time.perf_counter() - t)
+    runs = baselines(texts, ids, vectors, queries)
+    del embedder, vectors
+
+    import ray
+
+    from cluster._private.connection import HEAD_ENV
+    from cluster._private.facts_client import FactsClient
+    from serve import FactsServiceConfig, deploy
+
+    for key, value in HEAD_ENV.items():  # the one-hop ingress `swarm up` runs with
+        os.environ.setdefault(key, value)
+    ray.init(namespace="bench-facts", logging_level="WARNING", log_to_driver=False)
+    namespace = {"graph_weight": args.graph_weight, "graph_rerank": args.rerank}
+    config = FactsServiceConfig(port=args.port, path=path, namespaces={NAMESPACE: namespace})
+    facts = FactsClient(deploy(config, app_name="bench-facts"))
+    out: dict[str, Any] = {"split": args.split, "depth": args.depth, **namespace}
+    if not reused:
+        documents = [{"id": i, "title": d["title"], "text": d["text"]} for i, d in docs]
+        t = time.perf_counter()
+        jobs = facts.ingest(documents, NAMESPACE, args.batch)
+        stored = time.perf_counter() - t
+        progress = facts.wait(jobs, NAMESPACE, poll_s=1.0)
+        ingest = time.perf_counter() - t
+        out.update(
+            raw_encoder_docs_per_s=raw_encoder,
+            store_docs_per_s=len(docs) / stored,
+            ingest_docs_per_s=len(docs) / ingest,
+            ingest_to_raw_encoder=len(docs) / ingest / raw_encoder,
+            extraction_failed=progress.get("failed", 0),
+        )
+
     latency: list[float] = []
-    for mode in MODES:
-        run = runs[mode] = {}
-        for qid, text in queries.items():
-            t = time.perf_counter()
-            result = kb.search(text, 10, mode, depth=args.depth)
-            latency.append((time.perf_counter() - t) * 1000)
-            if result.passages:
-                run[qid] = {h.document_id: h.score for h in result.passages}
-            else:  # facts mode: the documents its facts came from, in the facts' order
-                run[qid] = {}
-                for rank, h in enumerate(result.facts):
-                    for p in h.fact.provenance:
-                        run[qid].setdefault(p["document_id"], 1.0 / (1 + rank))
-    for baseline, index in (("bm25", "lexical"), ("dense", "dense")):
-        runs[baseline] = {
-            qid: {
-                h.record.metadata["document_id"]: h.score
-                for h in kb.memory.search(text, 10, mode=index, filter={"kind": "passage"})
-            }
-            for qid, text in queries.items()
-        }
-    out: dict[str, object] = {
-        "split": args.split,
-        "depth": args.depth,
-        "graph_weight": args.graph_weight,
-        "rerank": args.rerank,
-    }
+    with httpx.Client(base_url=facts.url + "/", timeout=60) as http:
+        for text in list(queries.values())[:10]:  # warm the service's caches and connections
+            http.post("search", json={"query": text, "mode": "graph"}).raise_for_status()
+        for mode in MODES:
+            run = runs[mode] = {}
+            for qid, text in queries.items():
+                body = {"query": text, "k": 10, "mode": mode, "depth": args.depth}
+                t = time.perf_counter()
+                r = http.post("search", json=body)
+                latency.append((time.perf_counter() - t) * 1000)
+                r.raise_for_status()
+                run[qid] = ranking(r.json())
+        stats = http.get(f"namespaces/{NAMESPACE}").json()
     for name, run in runs.items():
         for metric, value in metrics(run, qrels).items():
             out[f"{metric}_{name}"] = value
-    stats = kb.store.stats()
     out.update(
         docs=len(docs),
         queries=len(queries),
@@ -119,15 +195,10 @@ def main() -> None:
         facts=stats["facts"],
         search_p50_ms=percentile(latency, 50),
         search_p99_ms=percentile(latency, 99),
+        **resolution(str(Path(path, NAMESPACE, "facts.sqlite")), titles),
     )
-    if not reused:
-        out.update(
-            raw_encoder_docs_per_s=raw_encoder,
-            store_docs_per_s=len(docs) / stored,
-            ingest_docs_per_s=len(docs) / ingest,
-            ingest_to_raw_encoder=len(docs) / ingest / raw_encoder,
-        )
-    kb.close()
+    facts.close()
+    ray.shutdown()
     emit(out)
 
 

@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, Literal, NamedTuple
 
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 SearchMode = Literal["passages", "facts", "hybrid", "graph"]
 _DOC, _FACT = "doc:", "fact:"
-_META = "meta."  # a document's metadata keys in its passage record (apart from kind, document_id)
+_FACTS_SPACE = "/facts"  # suffix of the memory namespace of fact sentences
+_META = "meta."  # a document's metadata keys in its passage record (beside document_id, source)
 MAX_K = 100
 HOP_FROM = 3  # the best passages whose entities graph mode ("hop") follows
 _QUALIFIER = re.compile(r"\s*\([^)]*\)\s*$")  # "Kiss and Tell (1945 film)" is about "Kiss and Tell"
@@ -113,10 +115,14 @@ class FactsBase:
         # not see a document the store has and the memory lost); extraction reads text outside it.
         self._lock = threading.RLock()
         self._extracting = threading.Lock()
+        self._encoder = ThreadPoolExecutor(1, thread_name_prefix="facts-query")
         self._titles: dict[str, list[str]] | None = None  # built on the first hop search
         self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock)
         memory = (memory or MemoryConfig()).model_copy(update={"path": os.path.join(path, "memory")})
-        self.memory = HybridMemory([namespace], memory, embedder, clock)
+        # Passages and fact sentences in memory namespaces of their own: each search asks one
+        # index of one kind, with no filter to over-fetch through.
+        self._spaces = {"passage": namespace, "fact": namespace + _FACTS_SPACE}
+        self.memory = HybridMemory(list(self._spaces.values()), memory, embedder, clock)
         self._reconcile()
 
     def close(self) -> None:
@@ -125,6 +131,7 @@ class FactsBase:
             self.memory.close()
             if hasattr(self.extractor, "close"):
                 self.extractor.close()
+        self._encoder.shutdown()
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -310,13 +317,16 @@ class FactsBase:
     def _search(
         self, query: str, k: int, mode: str, as_of: datetime | None, depth: int, where: Filter | None
     ) -> SearchResult:
+        # One encoding for passages and facts, in a thread: the model releases the GIL, so the
+        # graph's seeds and neighbourhood are read meanwhile.
+        encoding = self._encoder.submit(self.memory.embedder.encode, [query])
         distance: dict[str, int] = {}
         seeds: list[str] = []
         if mode == "graph":
             seeds = self._seeds(query)
-            distance, _ = self.store.neighbourhood(seeds, depth, as_of=as_of)
+            distance, _ = self.store.neighbourhood(seeds, depth, as_of=as_of, with_facts=False)
         result = SearchResult(seeds=seeds)
-        vector = self.memory.embedder.encode([query])[0]  # one encoding for passages and facts
+        vector = encoding.result()[0]
         if mode in ("passages", "hybrid", "graph"):
             result.passages = self._passages(query, vector, k, as_of, distance, mode == "graph", where)
         if mode in ("facts", "hybrid", "graph"):
@@ -330,14 +340,16 @@ class FactsBase:
 
     def _seeds(self, query: str) -> list[str]:
         seeds = dict.fromkeys(self.store.match_names(query))
-        if self.extractor is not None and getattr(self.extractor, "reads_queries", True):
-            for mention in self.extractor.extract(query).entities:
+        if hasattr(self.extractor, "mentions"):  # an offline reader of names (not a model call)
+            for mention in self.extractor.mentions(query):
                 for entity in self.store.find_entity(mention.name, mention.type):
                     seeds.setdefault(entity.id)
         return list(seeds)
 
     def _candidates(self, query: str, vector: Any, kind: str, k: int, where: dict[str, Any]) -> list[Any]:
-        return self.memory.search(query, max(5 * k, 50), filter={**where, "kind": kind}, vector=vector)
+        return self.memory.search(
+            query, max(5 * k, 50), filter=where or None, namespaces=[self._spaces[kind]], vector=vector
+        )
 
     def _passages(
         self,
@@ -359,8 +371,8 @@ class FactsBase:
                 d = min(distance[e] for e in entities)
                 near[document_id] = (d, self.graph_weight / (1 + d))
         hits = []
-        for document_id in set(base) | set(near):
-            doc = self.store.document(document_id)
+        for doc in self.store.documents(list(set(base) | set(near))):
+            document_id = doc.id
             if as_of is not None and doc.reference_time is not None and doc.reference_time > as_of:
                 continue
             if where is not None and not where.keep(_filterable(doc)):  # a lifted document
@@ -417,8 +429,10 @@ class FactsBase:
     ) -> list[FactHit]:
         when = as_of or datetime.fromtimestamp(self.store.clock(), tz=timezone.utc)
         hits = []
-        for h in self._candidates(query, vector, "fact", k, {}):
-            fact = self.store.fact(h.record.id.removeprefix(_FACT))
+        candidates = {
+            h.record.id.removeprefix(_FACT): h.score for h in self._candidates(query, vector, "fact", k, {})
+        }
+        for fact in self.store.facts_by_id(list(candidates)):
             if not _held(fact, when):
                 continue
             if where is not None and not any(
@@ -428,12 +442,13 @@ class FactsBase:
             ends = [distance[e] for e in (fact.subject_id, fact.object_id) if e in distance]
             d = min(ends) if ends else None
             bonus = self.graph_weight / (1 + d) if d is not None else 0.0
+            fused = candidates[fact.id]
             hits.append(
                 FactHit(
                     namespace=self.namespace,
                     fact=fact,
-                    score=h.score + bonus,
-                    scores={"fused": h.score, "graph": bonus},
+                    score=fused + bonus,
+                    scores={"fused": fused, "graph": bonus},
                     distance=d,
                 )
             )
@@ -447,7 +462,7 @@ class FactsBase:
             id=_DOC + doc.id,
             namespace=self.namespace,
             text=text,
-            metadata={"kind": "passage", "document_id": doc.id, **_filterable(doc)},
+            metadata={"document_id": doc.id, **_filterable(doc)},
         )
 
     def _index_facts(self, fact_ids: Any) -> None:
@@ -459,9 +474,9 @@ class FactsBase:
             records.append(
                 Record(
                     id=_FACT + fact.id,
-                    namespace=self.namespace,
+                    namespace=self._spaces["fact"],
                     text=fact.sentence,
-                    metadata={"kind": "fact", "fact_id": fact.id},
+                    metadata={"fact_id": fact.id},
                 )
             )
         if records:
@@ -473,14 +488,21 @@ class FactsBase:
         indexed = set(self.memory.records)
         # Co-mention facts are never indexed: they are neither stale records nor gaps.
         documents, facts = self.store.document_ids(), self.store.fact_ids(except_predicate=CO_MENTION)
-        stale = [
+        kept = {_DOC: documents, _FACT: facts}
+        stale = {
             rid
             for rid in indexed
-            if (rid.startswith(_DOC) and rid.removeprefix(_DOC) not in documents)
-            or (rid.startswith(_FACT) and rid.removeprefix(_FACT) not in facts)
-        ]
+            for prefix, space in ((_DOC, "passage"), (_FACT, "fact"))
+            if rid.startswith(prefix)
+            # gone from the store, or indexed where an earlier version kept it
+            and (
+                rid.removeprefix(prefix) not in kept[prefix]
+                or self.memory.records[rid].namespace != self._spaces[space]
+            )
+        }
         if stale:
             self.memory.delete(stale)
+            indexed -= stale
         waiting = self.store.document_ids(indexed=False)  # index_pending's work, not a gap
         missing = [d for d in documents - waiting if _DOC + d not in indexed]
         if missing:

@@ -74,9 +74,19 @@ class SpacyExtractor:
         """`extract` for several texts, through spaCy's batched `pipe`."""
         return [_read(doc) for doc in _nlp(self.model).pipe(texts)]
 
+    def mentions(self, text: str) -> list[EntityMention]:
+        """The entities `text` names, by NER alone (no parse): what a search reads of a query."""
+        nlp = _nlp(self.model)
+        doc = nlp(text, disable=[p for p in nlp.pipe_names if p not in _NER_NEEDS])
+        return list(_mentions(doc, {}).values())
 
-def _read(doc: Any) -> Extraction:
-    entity_of: dict[int, Any] = {}  # token index -> its entity span
+
+_NER_NEEDS = {"tok2vec", "ner"}  # en_core_web_sm's NER listens to no other component
+
+
+def _mentions(doc: Any, entity_of: dict[int, Any]) -> dict[tuple[str, str], EntityMention]:
+    """The document's entity mentions by (folded name, type); fills `entity_of` (token index ->
+    its entity span) on the way."""
     mentions: dict[tuple[str, str], EntityMention] = {}
     for ent in doc.ents:
         name = _name(ent)
@@ -88,6 +98,12 @@ def _read(doc: Any) -> Extraction:
         key = (name.casefold(), ent.label_)
         mention = mentions.setdefault(key, EntityMention(name=name, type=ent.label_))
         mention.spans.append(Span(start=ent.start_char, end=ent.end_char))
+    return mentions
+
+
+def _read(doc: Any) -> Extraction:
+    entity_of: dict[int, Any] = {}  # token index -> its entity span
+    mentions = _mentions(doc, entity_of)
     facts: list[FactIn] = []
     last_person = None
     for sent in doc.sents:

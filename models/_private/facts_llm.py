@@ -91,7 +91,6 @@ class LLMExtractor:
     """
 
     name = "llm"
-    reads_queries = False  # graph search seeds from names alone: no model call per search
 
     def __init__(
         self,

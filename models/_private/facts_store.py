@@ -111,6 +111,31 @@ _FACT_FROM = "facts f JOIN entities s ON s.id = f.subject_id LEFT JOIN entities 
 _FOREVER = float("inf")
 
 
+def _span(document_id: str, start: int, end: int) -> dict[str, Any]:
+    """A provenance entry; -1, -1 in the table is a span not known."""
+    return {
+        "document_id": document_id,
+        "start": start if start >= 0 else None,
+        "end": end if end >= 0 else None,
+    }
+
+
+def _document(row: tuple) -> Document:
+    id_, title, text, source, metadata, reference_time, ingested_at, state, error, job = row[:10]
+    return Document(
+        id=id_,
+        title=title,
+        text=text,
+        source=source,
+        metadata=json.loads(metadata),
+        reference_time=from_epoch(reference_time),
+        ingested_at=from_epoch(ingested_at),
+        extraction=state,
+        extraction_error=error,
+        job=job,
+    )
+
+
 def _new_id() -> str:
     return uuid.uuid4().hex
 
@@ -478,19 +503,7 @@ class FactStore:
             row = self._db.execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone()
         if row is None:
             raise FactsNotFoundError("document", document_id)
-        id_, title, text, source, metadata, reference_time, ingested_at, state, error, job = row[:10]
-        return Document(
-            id=id_,
-            title=title,
-            text=text,
-            source=source,
-            metadata=json.loads(metadata),
-            reference_time=from_epoch(reference_time),
-            ingested_at=from_epoch(ingested_at),
-            extraction=state,
-            extraction_error=error,
-            job=job,
-        )
+        return _document(row)
 
     def entity(self, entity_id: str) -> Entity:
         with self._lock:
@@ -577,24 +590,72 @@ class FactStore:
         *,
         as_of: datetime | None = None,
         predicates: list[str] | None = None,
+        with_facts: bool = True,
     ) -> tuple[dict[str, int], list[Fact]]:
-        """Entities within `depth` facts of `seeds` (id -> distance) and the facts on the way,
-        over facts that held at `as_of` (default now), optionally of some predicates only."""
+        """Entities within `depth` facts of `seeds` (id -> distance) and the facts on the way
+        (unless `with_facts` is False: a search needs the distances only), over facts that held
+        at `as_of` (default now), optionally of some predicates only."""
+        t = to_epoch(as_of) if as_of is not None else self.clock()
         distance = {s: 0 for s in seeds}
         frontier, edges = list(seeds), {}
-        for d in range(1, depth + 1):
-            reached = []
-            for entity_id in frontier:
-                for f in self.facts(entity_id=entity_id, as_of=as_of):
-                    if predicates is not None and f.predicate not in predicates:
-                        continue
-                    edges.setdefault(f.id, f)
-                    for other in (f.subject_id, f.object_id):
-                        if other is not None and other not in distance:
-                            distance[other] = d
-                            reached.append(other)
-            frontier = reached
-        return distance, list(edges.values())
+        with self._lock:
+            for d in range(1, depth + 1):
+                reached = []
+                for entity_id in frontier:
+                    for fact_id, ends in self._edges(entity_id, t, predicates):
+                        edges.setdefault(fact_id, None)
+                        for other in ends:
+                            if other is not None and other not in distance:
+                                distance[other] = d
+                                reached.append(other)
+                frontier = reached
+        return distance, self.facts_by_id(list(edges)) if with_facts else []
+
+    def _edges(
+        self, entity_id: str, t: float, predicates: list[str] | None
+    ) -> list[tuple[str, tuple[str, str | None]]]:
+        """(fact id, (subject id, object id)) of the facts at `entity_id` that held at `t`."""
+        rows = self._db.execute(
+            "SELECT id, subject_id, object_id, predicate FROM facts WHERE (subject_id = ? OR object_id = ?) "
+            "AND valid_at <= ? AND (invalid_at IS NULL OR invalid_at > ?) ORDER BY valid_at, created_at",
+            (entity_id, entity_id, t, t),
+        )
+        return [(f, (s, o)) for f, s, o, p in rows if predicates is None or p in predicates]
+
+    def facts_by_id(self, fact_ids: list[str]) -> list[Fact]:
+        """The facts with these ids that exist, in the order given; two reads in all."""
+        found: dict[str, tuple] = {}
+        spans: dict[str, list[dict[str, Any]]] = {}
+        with self._lock:
+            for i in range(0, len(fact_ids), 500):  # SQLite's bound on parameters
+                part = fact_ids[i : i + 500]
+                marks = ",".join("?" * len(part))
+                for row in self._db.execute(
+                    f"SELECT {_FACT_COLUMNS} FROM {_FACT_FROM} WHERE f.id IN ({marks})", part
+                ):
+                    found[row[0]] = row
+                for fact_id, d, a, b in self._db.execute(
+                    f"SELECT fact_id, document_id, start, end FROM provenance WHERE fact_id IN ({marks}) "
+                    "ORDER BY document_id, start",
+                    part,
+                ):
+                    spans.setdefault(fact_id, []).append(_span(d, a, b))
+        return [
+            Fact(**dict(zip(_FACT_FIELDS, found[f], strict=True)), provenance=spans.get(f, []))
+            for f in fact_ids
+            if f in found
+        ]
+
+    def documents(self, document_ids: list[str]) -> list[Document]:
+        """The documents with these ids that exist, in the order given; one read in all."""
+        rows: dict[str, tuple] = {}
+        with self._lock:
+            for i in range(0, len(document_ids), 500):
+                part = document_ids[i : i + 500]
+                marks = ",".join("?" * len(part))
+                for row in self._db.execute(f"SELECT * FROM documents WHERE id IN ({marks})", part):
+                    rows[row[0]] = row
+        return [_document(rows[d]) for d in document_ids if d in rows]
 
     def path(
         self,
@@ -613,28 +674,28 @@ class FactStore:
             FactsNotFoundError: either entity does not exist.
         """
         self.entity(source_id), self.entity(target_id)
-        came: dict[str, Fact | None] = {source_id: None}  # entity -> the fact that reached it
+        t = to_epoch(as_of) if as_of is not None else self.clock()
+        came: dict[str, tuple[str, str] | None] = {source_id: None}  # entity -> (fact, from entity)
         frontier = [source_id]
-        for _ in range(max_depth):
-            if target_id in came:
-                break
-            reached = []
-            for entity_id in frontier:
-                for f in self.facts(entity_id=entity_id, as_of=as_of):
-                    if predicates is not None and f.predicate not in predicates:
-                        continue
-                    other = f.object_id if f.subject_id == entity_id else f.subject_id
-                    if other is not None and other not in came:
-                        came[other] = f
-                        reached.append(other)
-            frontier = reached
+        with self._lock:
+            for _ in range(max_depth):
+                if target_id in came:
+                    break
+                reached = []
+                for entity_id in frontier:
+                    for fact_id, (subject, obj) in self._edges(entity_id, t, predicates):
+                        other = obj if subject == entity_id else subject
+                        if other is not None and other not in came:
+                            came[other] = (fact_id, entity_id)
+                            reached.append(other)
+                frontier = reached
         if target_id not in came:
             return None
         chain, at = [], target_id
-        while (f := came[at]) is not None:
-            chain.append(f)
-            at = f.subject_id if f.object_id == at else f.object_id
-        return chain[::-1]
+        while (step := came[at]) is not None:
+            chain.append(step[0])
+            at = step[1]
+        return self.facts_by_id(chain[::-1])
 
     def documents_mentioning(self, entity_ids: list[str]) -> dict[str, list[str]]:
         """Document id -> the given entities it mentions."""
@@ -905,8 +966,5 @@ class FactStore:
             "SELECT document_id, start, end FROM provenance WHERE fact_id = ? ORDER BY document_id, start",
             (row[0],),
         )
-        provenance = [
-            {"document_id": d, "start": s if s >= 0 else None, "end": e if e >= 0 else None}
-            for d, s, e in spans
-        ]
+        provenance = [_span(d, s, e) for d, s, e in spans]
         return Fact(**dict(zip(_FACT_FIELDS, row, strict=True)), provenance=provenance)

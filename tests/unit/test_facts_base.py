@@ -239,3 +239,16 @@ def test_a_merge_that_makes_two_facts_one_drops_the_duplicate_from_the_index(tmp
     hits = kb.search("Who works for Acme?", 5, "facts").facts  # a dangling index entry would raise
     assert len(hits) == 1 and len([r for r in kb.memory.records if r.startswith("fact:")]) == 1
     kb.close()
+
+
+def test_reopening_moves_fact_sentences_an_earlier_version_indexed_beside_the_passages(tmp_path, embedder):
+    from models._private.memory_schema import Record
+
+    kb = base(tmp_path, embedder, None)
+    (fact_id,) = kb.add_facts([FactIn(subject="Ada", predicate="works_for", object="Acme")])
+    kb.memory.upsert([Record(id=f"fact:{fact_id}", namespace=kb.namespace, text="Ada works for Acme")])
+    kb.close()
+    reopened = base(tmp_path, embedder, None)
+    assert reopened.memory.records[f"fact:{fact_id}"].namespace == reopened.namespace + "/facts"
+    assert [h.fact.id for h in reopened.search("Ada Acme", 5, "facts").facts] == [fact_id]
+    reopened.close()

@@ -87,3 +87,11 @@ def test_extracted_documents_resolve_into_one_graph(tmp_path, extractor):
     )
     assert before.object == "University of Paris"
     store.close()
+
+
+def test_mentions_read_the_same_entities_as_extraction_without_the_parse(extractor):
+    for text in (
+        "Which river flows through the city where Marie Curie was born?",
+        "Did Pierre Curie work for the University of Paris before 1906?",
+    ):
+        assert extractor.mentions(text) == extractor.extract(text).entities
