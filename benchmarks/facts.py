@@ -120,7 +120,8 @@ def main() -> None:
         "(which then measure search only: the ingest figures are left out)",
     )
     parser.add_argument("--graph-weight", type=float, default=0.6)
-    parser.add_argument("--rerank", choices=["distance", "hop"], default="hop")
+    parser.add_argument("--rerank", choices=["distance", "hop", "pagerank"], default="hop")
+    parser.add_argument("--torch-threads", type=int, default=None, help="the shard's (default: its cores)")
     parser.add_argument("--port", type=int, default=8797)
     args = parser.parse_args()
 
@@ -152,7 +153,11 @@ def main() -> None:
     for key, value in HEAD_ENV.items():  # the one-hop ingress `swarm up` runs with
         os.environ.setdefault(key, value)
     ray.init(namespace="bench-facts", logging_level="WARNING", log_to_driver=False)
-    namespace = {"graph_weight": args.graph_weight, "graph_rerank": args.rerank}
+    namespace = {
+        "graph_weight": args.graph_weight,
+        "graph_rerank": args.rerank,
+        "torch_threads": args.torch_threads,
+    }
     config = FactsServiceConfig(port=args.port, path=path, namespaces={NAMESPACE: namespace})
     facts = FactsClient(deploy(config, app_name="bench-facts"))
     out: dict[str, Any] = {"split": args.split, "depth": args.depth, **namespace}

@@ -33,7 +33,11 @@ class EmbedderConfig(ConfigModel):
         "offline all-MiniLM-L6-v2 (384 dimensions).",
     )
     device: str | None = Field(None, description="'cpu', 'cuda', 'cuda:1', ...; None picks a GPU if visible.")
-    batch_size: PositiveInt = Field(64, description="Texts per forward pass.")
+    batch_size: PositiveInt | None = Field(
+        None,
+        description="Texts per forward pass; None: 8 on a CPU (a batch is padded to its longest "
+        "text; 8 embedded HotpotQA paragraphs 1.2x as fast as 64 on 2 cores), 64 on a GPU.",
+    )
     normalize: bool = Field(True, description="Unit-length vectors, so inner product is cosine.")
 
 
@@ -51,7 +55,9 @@ class Embedder:
         source = self.config.model or default_model_path()
         if os.path.isdir(source):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no hub
-        self.model = SentenceTransformer(source, device=self.config.device or _default_device())
+        device = self.config.device or _default_device()
+        self.model = SentenceTransformer(source, device=device)
+        self.batch_size = self.config.batch_size or (8 if device == "cpu" else 64)
         dim = (
             getattr(self.model, "get_embedding_dimension", None)
             or self.model.get_sentence_embedding_dimension
@@ -75,7 +81,7 @@ class Embedder:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = self.model.encode(
             texts,
-            batch_size=self.config.batch_size,
+            batch_size=self.batch_size,
             normalize_embeddings=self.config.normalize,
             convert_to_numpy=True,
             show_progress_bar=False,

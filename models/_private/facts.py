@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from models._private.core.errors import FactsInputError, FactsNotFoundError, MemoryInputError
 from models._private.embedder import Embedder
 from models._private.facts_extract import CO_MENTION
+from models._private.facts_graph import DocumentGraph
 from models._private.facts_resolution import normalise
 from models._private.facts_schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
 from models._private.facts_store import FactStore
@@ -39,7 +40,8 @@ _DOC, _FACT = "doc:", "fact:"
 _FACTS_SPACE = "/facts"  # suffix of the memory namespace of fact sentences
 _META = "meta."  # a document's metadata keys in its passage record (beside document_id, source)
 MAX_K = 100
-HOP_FROM = 3  # the best passages whose entities graph mode ("hop") follows
+HOP_FROM = 3  # the best passages whose entities graph mode ("hop", "pagerank") follows
+PAGERANK_DOCUMENTS = 50  # documents the pagerank rerank lifts, by rank
 _QUALIFIER = re.compile(r"\s*\([^)]*\)\s*$")  # "Kiss and Tell (1945 film)" is about "Kiss and Tell"
 MAX_DEPTH = 3
 
@@ -91,7 +93,10 @@ class FactsBase:
         graph_rerank: How graph mode lifts passages: "distance", every document that mentions
             an entity d facts from the query's gains graph_weight / (1 + d); "hop", a document
             about an entity (its title names it) that the query or one of the best
-            `HOP_FROM` passages names gains graph_weight (times that passage's fused score).
+            `HOP_FROM` passages names gains graph_weight (times that passage's fused score);
+            "pagerank", personalised PageRank over documents and entities from the query's
+            entities and the best `HOP_FROM` passages lifts each document by graph_weight
+            times its rank relative to the best one (`benchmarks/README.md` compares them).
     """
 
     def __init__(
@@ -103,7 +108,7 @@ class FactsBase:
         embedder: Embedder | None = None,
         extractor: Any = None,
         graph_weight: float = 0.6,
-        graph_rerank: Literal["distance", "hop"] = "hop",
+        graph_rerank: Literal["distance", "hop", "pagerank"] = "hop",
         clock: Any = time.time,
     ):
         os.makedirs(path, exist_ok=True)
@@ -117,6 +122,7 @@ class FactsBase:
         self._extracting = threading.Lock()
         self._encoder = ThreadPoolExecutor(1, thread_name_prefix="facts-query")
         self._titles: dict[str, list[str]] | None = None  # built on the first hop search
+        self._graph: DocumentGraph | None = None  # built on the first pagerank search
         self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock)
         memory = (memory or MemoryConfig()).model_copy(update={"path": os.path.join(path, "memory")})
         # Passages and fact sentences in memory namespaces of their own: each search asks one
@@ -161,18 +167,28 @@ class FactsBase:
         with self._lock:
             pending = self.extractor is not None
             stored = self.store.add_documents(docs, pending=pending, job=job, indexed=index)
-            self._titles = None
+            self._changed()
             if index:
                 self.memory.upsert([self._passage(d) for d in stored])
         return stored
 
-    def index_pending(self, limit: int = 64) -> int:
-        """Indexes up to `limit` documents stored with `index=False`; returns how many."""
+    def index_pending(self, limit: int = 256) -> int:
+        """Indexes up to `limit` documents stored with `index=False`; returns how many.
+
+        The passages are embedded outside the lock (the model releases the GIL, so searches
+        and the extractor go on meanwhile); a document deleted by then is not indexed.
+        """
         with self._lock:
             docs = self.store.unindexed_documents(limit)
-            if docs:
-                self.memory.upsert([self._passage(d) for d in docs])
-                self.store.mark_indexed([d.id for d in docs])
+        if not docs:
+            return 0
+        records = [self._passage(d) for d in docs]
+        vectors = self.memory.embed([r.text for r in records])
+        with self._lock:
+            alive = {d.id for d in self.store.documents([d.id for d in docs])}
+            keep = [i for i, d in enumerate(docs) if d.id in alive]
+            self.memory.upsert([records[i] for i in keep], embedded=[vectors[i] for i in keep])
+            self.store.mark_indexed([docs[i].id for i in keep])
         return len(docs)
 
     def job_progress(self, job: str) -> dict[str, int]:
@@ -207,7 +223,16 @@ class FactsBase:
                     continue  # deleted while it was read
                 except FactsInputError as e:
                     self.store.extraction_failed(doc.id, str(e))
-            self._index_facts(fact_ids)  # one embedding batch and one log write for the lot
+            self._changed()
+            records = self._fact_records(fact_ids)
+        # One embedding batch for the lot, outside the lock; a crash before the upsert below
+        # leaves facts the next opening indexes (`_reconcile`).
+        vectors = self.memory.embed([r.text for r in records])
+        with self._lock:
+            alive = {f.id for f in self.store.facts_by_id([r.metadata["fact_id"] for r in records])}
+            keep = [i for i, r in enumerate(records) if r.metadata["fact_id"] in alive]
+            if keep:
+                self.memory.upsert([records[i] for i in keep], embedded=[vectors[i] for i in keep])
         return len(docs)
 
     def _extract_one(self, doc: Document) -> Any:
@@ -225,13 +250,14 @@ class FactsBase:
         with self._lock:
             ids = self.store.add_facts(facts)
             self._index_facts(ids)
+            self._changed()
         return ids
 
     def delete_document(self, document_id: str) -> dict[str, Any]:
         """Deletes a document, its passage, and the facts and entities only it supported."""
         with self._lock:
             out = self.store.delete_document(document_id)
-            self._titles = None
+            self._changed()
             self.memory.delete([_DOC + document_id, *(_FACT + f for f in out["facts_removed"])])
         return out
 
@@ -239,6 +265,7 @@ class FactsBase:
         with self._lock:
             self.store.delete_fact(fact_id)
             self.memory.delete([_FACT + fact_id])
+            self._changed()
 
     def merge_entities(self, keep_id: str, other_id: str) -> Entity:
         """Makes `other_id` part of `keep_id` (`FactStore.merge_entities`); facts that became
@@ -249,16 +276,19 @@ class FactsBase:
             }
             entity = self.store.merge_entities(keep_id, other_id)
             self.memory.delete([_FACT + f for f in before - self.store.fact_ids()])
+            self._changed()
         return entity
 
     def split_entity(self, entity_id: str, document_ids: list[str], name: str | None) -> Entity:
         """Moves what `document_ids` say of an entity to a new one (`FactStore.split_entity`)."""
         with self._lock:
+            self._changed()
             return self.store.split_entity(entity_id, document_ids, name)
 
     def invalidate_fact(self, fact_id: str, invalid_at: datetime | None = None) -> Fact:
         """Marks a fact as no longer holding from `invalid_at` (default now); it stays in history."""
         with self._lock:
+            self._changed()
             return self.store.invalidate_fact(fact_id, invalid_at)
 
     def stats(self) -> dict[str, Any]:
@@ -366,6 +396,8 @@ class FactsBase:
         near: dict[str, tuple[int, float]] = {}  # document -> (distance, bonus)
         if graph and self.graph_rerank == "hop":
             near = self._hops(base, [e for e, d in distance.items() if d == 0])
+        elif graph and self.graph_rerank == "pagerank":
+            near = self._pagerank(base, [e for e, d in distance.items() if d == 0])
         elif graph and distance:
             for document_id, entities in self.store.documents_mentioning(list(distance)).items():
                 d = min(distance[e] for e in entities)
@@ -409,6 +441,20 @@ class FactsBase:
             for _, name in self.store.entities_mentioned(source):
                 lift(name, 1, self.graph_weight * base[source], source)
         return near
+
+    def _pagerank(self, base: dict[str, float], seeds: list[str]) -> dict[str, tuple[int | None, float]]:
+        """Documents the walk from the query's entities and the best passages reaches most,
+        with a bonus of `graph_weight` times their share of the best document's rank."""
+        if self._graph is None:
+            self._graph = DocumentGraph(*self.store.graph_edges())
+        best = {d: base[d] for d in sorted(base, key=lambda d: -base[d])[:HOP_FROM]}
+        ranks = self._graph.rank(dict.fromkeys(seeds, 1.0), best)
+        top = sorted(ranks, key=lambda d: -ranks[d])[:PAGERANK_DOCUMENTS]
+        return {d: (None, self.graph_weight * ranks[d] / ranks[top[0]]) for d in top}
+
+    def _changed(self) -> None:
+        """Forgets what graph search built from the store (a write changed it)."""
+        self._titles = self._graph = None
 
     def _about(self) -> dict[str, list[str]]:
         """Normalised title (without a parenthesised qualifier) -> ids of documents with it."""
@@ -465,21 +511,22 @@ class FactsBase:
             metadata={"document_id": doc.id, **_filterable(doc)},
         )
 
-    def _index_facts(self, fact_ids: Any) -> None:
-        records = []
-        for fact_id in dict.fromkeys(fact_ids):
-            fact = self.store.fact(fact_id)
-            if fact.predicate == CO_MENTION:  # an edge for the graph, not a statement to find
-                continue
-            records.append(
-                Record(
-                    id=_FACT + fact.id,
-                    namespace=self._spaces["fact"],
-                    text=fact.sentence,
-                    metadata={"fact_id": fact.id},
-                )
+    def _fact_records(self, fact_ids: Any) -> list[Record]:
+        """The index records of facts' sentences; co-mention facts have none (graph edges only)."""
+        facts = self.store.facts_by_id(list(dict.fromkeys(fact_ids)))
+        return [
+            Record(
+                id=_FACT + f.id,
+                namespace=self._spaces["fact"],
+                text=f.sentence,
+                metadata={"fact_id": f.id},
             )
-        if records:
+            for f in facts
+            if f.predicate != CO_MENTION
+        ]
+
+    def _index_facts(self, fact_ids: Any) -> None:
+        if records := self._fact_records(fact_ids):
             self.memory.upsert(records)
 
     def _reconcile(self) -> None:

@@ -26,7 +26,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Any
 
-from models._private.facts_resolution import normalise
+from models._private.facts_resolution import normalise, strip_possessive
 from models._private.facts_schema import EntityMention, Extraction, FactIn, Span
 
 __all__ = ["CO_MENTION", "SPACY_MODEL", "SpacyExtractor"]
@@ -188,7 +188,7 @@ def _year(verb: Any) -> int | None:
 
 
 def _name(ent: Any) -> str:
-    text = ent.text.strip()
+    text = strip_possessive(ent.text.strip())  # NER sometimes keeps "'s": "Nancy Sinatra's"
     return text[4:] if text.lower().startswith("the ") else text
 
 

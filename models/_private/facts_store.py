@@ -719,6 +719,16 @@ class FactStore:
                 (document_id,),
             ).fetchall()
 
+    def graph_edges(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """(document, entity) of every mention and (subject, object) of every fact between two
+        entities that holds now: the graph personalised PageRank walks."""
+        with self._lock:
+            mentions = self._db.execute("SELECT document_id, entity_id FROM mentions").fetchall()
+            edges = self._db.execute(
+                "SELECT subject_id, object_id FROM facts WHERE object_id IS NOT NULL AND invalid_at IS NULL"
+            ).fetchall()
+        return mentions, edges
+
     def titles(self) -> list[tuple[str, str]]:
         """(id, title) of every document."""
         with self._lock:

@@ -123,12 +123,19 @@ class HybridMemory:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def upsert(self, records: Iterable[Record | dict], vectors: np.ndarray | None = None) -> list[str]:
-        """Adds or replaces records; embeds their texts unless `vectors` are given.
+    def upsert(
+        self,
+        records: Iterable[Record | dict],
+        vectors: np.ndarray | None = None,
+        *,
+        embedded: list[np.ndarray] | None = None,
+    ) -> list[str]:
+        """Adds or replaces records; embeds their texts unless `vectors` or `embedded` are given.
 
         Long texts are embedded chunk by chunk (see `MemoryConfig.chunk_tokens`); given
-        `vectors`, one per record, are taken as they are. All records are checked first; on
-        any error nothing is written.
+        `vectors`, one per record, are taken as they are; `embedded` is what `embed` returned
+        for the records' texts (so that a caller can embed outside its own lock). All records
+        are checked first; on any error nothing is written.
 
         Raises:
             MemoryInputError: empty or oversized text, unknown namespace, tier or field,
@@ -137,7 +144,13 @@ class HybridMemory:
         batch = [self._validate(r, i) for i, r in enumerate(records)]
         if not batch:
             return []
-        if vectors is None:
+        if embedded is not None:
+            if len(embedded) != len(batch) or any(v.ndim != 2 or v.shape[1] != self.dim for v in embedded):
+                raise MemoryInputError(
+                    "embedded", f"expected {len(batch)} arrays of shape (chunks, {self.dim})"
+                )
+            per_record = embedded
+        elif vectors is None:
             per_record = self._embed([r.text for r in batch])
         else:
             vectors = np.asarray(vectors, dtype=np.float32)
@@ -155,6 +168,10 @@ class HybridMemory:
         self._log(upsert_entry(batch, per_record))
         self._apply_upsert(batch, per_record)
         return [r.id for r in batch]
+
+    def embed(self, texts: list[str]) -> list[np.ndarray]:
+        """Each text's vectors, (chunks, dim), as `upsert` would make them; for `embedded`."""
+        return self._embed(texts)
 
     def _embed(self, texts: list[str]) -> list[np.ndarray]:
         """Each text's vectors, (chunks, dim): one encode call for every chunk of the batch."""

@@ -35,10 +35,15 @@ class FactsNamespaceConfig(FactsConfig):
     graph_weight: NonNegativeFloat = Field(
         0.6, description="Score graph search adds to a passage about an entity at distance 0."
     )
-    graph_rerank: Literal["hop", "distance"] = Field(
+    graph_rerank: Literal["hop", "distance", "pagerank"] = Field(
         "hop", description="How graph search lifts passages (benchmarks/README.md, facts)."
     )
     extract_batch: PositiveInt = Field(32, description="Documents the extractor reads at once.")
+    torch_threads: PositiveInt | None = Field(
+        None,
+        description="Threads its embedder computes with; None: the node's cores (Ray would "
+        "otherwise cap an actor of num_cpus 0 or 1 at one).",
+    )
     num_cpus: NonNegativeFloat = Field(
         0.0,
         description="Logical CPUs its shard actor reserves (it embeds and extracts; 0 lets it "

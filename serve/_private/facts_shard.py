@@ -1,6 +1,6 @@
 """One namespace of the facts service: a Serve deployment of one replica (a Ray actor that Serve
-restarts when it dies) holding the namespace's `FactsBase`, with a background worker that
-indexes stored documents and reads them with the extractor."""
+restarts when it dies) holding the namespace's `FactsBase`, with background workers that index
+stored documents and read them with the extractor."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from serve._private.facts_config import FactsNamespaceConfig
 __all__ = ["FactsShard"]
 
 log = logging.getLogger("swarmray.serve.facts")
-_INDEX_BATCH = 64  # passages embedded per background step
+_INDEX_BATCH = 256  # passages embedded per background step (fewer, longer batches pad less)
 _RETRY_S = 5.0  # pause after a background step failed, before trying again
 
 
@@ -47,7 +47,11 @@ class FactsShard:
     """
 
     def __init__(self, namespace: str, config: dict[str, Any], path: str, llm: dict[str, Any]):
+        import torch
+
         self.config = FactsNamespaceConfig.model_validate(config)
+        # Ray sets OMP_NUM_THREADS to the actor's num_cpus (1 for 0): the embedder would crawl.
+        torch.set_num_threads(self.config.torch_threads or os.cpu_count() or 1)
         self.base = FactsBase(
             path,
             namespace,
@@ -78,10 +82,19 @@ class FactsShard:
             "search": self.base.search,
             "stats": self.base.stats,
         }
-        self._wake, self._stop = threading.Event(), threading.Event()
+        # Two workers, so that the embedder (which releases the GIL) indexes while spaCy parses.
+        self._stop = threading.Event()
         self._failure: BaseException | None = None
-        self._worker = threading.Thread(target=self._work, name=f"facts-{namespace}", daemon=True)
-        self._worker.start()  # documents left waiting by an earlier replica go first
+        self._workers = {
+            name: (threading.Event(), threading.Thread(target=self._work, args=(name, step), daemon=True))
+            for name, step in (
+                ("index", lambda: self.base.index_pending(_INDEX_BATCH)),
+                ("extract", lambda: self.base.extract_pending(self.config.extract_batch)),
+            )
+        }
+        for wake, worker in self._workers.values():
+            wake.set()  # documents left waiting by an earlier replica go first
+            worker.start()
 
     async def run(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         """`operation` (a key of the table above) with its arguments, off the event loop."""
@@ -89,8 +102,8 @@ class FactsShard:
 
     async def check_health(self) -> None:
         # Serve restarts a replica whose check raises; a dead worker would strand documents.
-        if not self._worker.is_alive():
-            raise RuntimeError(f"the facts worker stopped: {self._failure!r}")
+        if not all(worker.is_alive() for _, worker in self._workers.values()):
+            raise RuntimeError(f"a facts worker stopped: {self._failure!r}")
 
     def __del__(self) -> None:
         # Serve calls this on a graceful shutdown: finish the step under way, then close.
@@ -98,15 +111,17 @@ class FactsShard:
         if stop is None:
             return
         stop.set()
-        self._wake.set()
-        self._worker.join(timeout=60)
+        for wake, worker in self._workers.values():
+            wake.set()
+            worker.join(timeout=60)
         self.base.close()
 
     # -- operations that do more than one call -----------------------------------------------
 
     def _add_documents(self, docs: list[Any], job: str | None, index: bool) -> list[Any]:
         stored = self.base.add_documents(docs, job=job, index=index)
-        self._wake.set()
+        for wake, _ in self._workers.values():
+            wake.set()
         return stored
 
     def _add_facts(self, facts: list[Any]) -> list[Any]:
@@ -124,18 +139,18 @@ class FactsShard:
 
     # -- the background worker ------------------------------------------------------------
 
-    def _work(self) -> None:
+    def _work(self, name: str, step: Any) -> None:
+        wake = self._workers[name][0]
         while not self._stop.is_set():
-            self._wake.clear()  # before looking: a document stored from now on wakes it again
+            wake.clear()  # before looking: a document stored from now on wakes it again
             try:
-                done = self.base.index_pending(_INDEX_BATCH)
-                done += self.base.extract_pending(self.config.extract_batch)
+                done = step()
             except Exception as e:  # the documents stay waiting in the store: try again later
-                log.exception("facts background step failed", exc_info=e)
+                log.exception("facts %s step failed", name, exc_info=e)
                 self._stop.wait(_RETRY_S)
                 continue
             except BaseException as e:
                 self._failure = e
                 raise
             if not done:
-                self._wake.wait()
+                wake.wait()

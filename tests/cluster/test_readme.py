@@ -44,7 +44,10 @@ def test_the_ray_job_submit_section_runs_as_written(tmp_path):
         current = Path("/tmp/ray/ray_current_cluster")
         stop_head(session, current.read_text().strip() if current.exists() else None)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    assert "17/17 tasks succeeded" in proc.stdout
+    assert "20/20 tasks succeeded" in proc.stdout
+    assert "facts.answer: succeeded" in proc.stdout
+    answer = proc.stdout.split("facts.answer: succeeded", 1)[1].split('"grounding"', 1)[0]
+    assert "Vistula" in answer  # two hops: the answer, not just a passage, names the river
     assert "llm.generate: succeeded" in proc.stdout and "on ai.llm.0" in proc.stdout  # the AI service
     assert "(sent to business, delegated to ai;" in proc.stdout  # sent to a swarm that lacks it
     assert "(raylet)" not in proc.stdout and "Deleting app" not in proc.stdout  # Ray's logs stay in its files

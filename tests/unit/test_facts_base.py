@@ -252,3 +252,26 @@ def test_reopening_moves_fact_sentences_an_earlier_version_indexed_beside_the_pa
     assert reopened.memory.records[f"fact:{fact_id}"].namespace == reopened.namespace + "/facts"
     assert [h.fact.id for h in reopened.search("Ada Acme", 5, "facts").facts] == [fact_id]
     reopened.close()
+
+
+def test_pagerank_rerank_lifts_the_document_beside_the_querys_entity(tmp_path, embedder, extractor):
+    kb = base(tmp_path, embedder, extractor, graph_rerank="pagerank")
+    kb.add_documents(
+        [
+            DocumentIn(id="curie", title="Marie Curie", text="Marie Curie was born in Warsaw."),
+            DocumentIn(id="warsaw", title="Warsaw (city)", text="Warsaw lies on the Vistula river."),
+            DocumentIn(id="berlin", title="Berlin", text="Berlin lies on the Spree river."),
+        ]
+    )
+    kb.extract_pending()
+    query = "Which river flows through the city where Marie Curie was born?"
+    hits = {h.document_id: h for h in kb.search(query, 3, "graph").passages}
+    # Every passage of three is a start; Warsaw's also gets the walk from Marie Curie's.
+    assert hits["warsaw"].scores["graph"] > hits["berlin"].scores["graph"]
+    assert hits["warsaw"].score > hits["berlin"].score
+    kb.add_document(DocumentIn(id="spree", title="Spree", text="The Spree flows through Berlin."))
+    kb.extract_pending()  # the graph is built anew after a write
+    assert kb._graph is None and "spree" in {
+        h.document_id for h in kb.search("Spree Berlin", 3, "graph").passages
+    }
+    kb.close()
