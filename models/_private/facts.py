@@ -223,16 +223,10 @@ class FactsBase:
                     continue  # deleted while it was read
                 except FactsInputError as e:
                     self.store.extraction_failed(doc.id, str(e))
+            # In the lock, so that a document read is one whose facts are found: a short
+            # batch of sentences (passages, the long texts, are embedded outside it).
+            self._index_facts(fact_ids)
             self._changed()
-            records = self._fact_records(fact_ids)
-        # One embedding batch for the lot, outside the lock; a crash before the upsert below
-        # leaves facts the next opening indexes (`_reconcile`).
-        vectors = self.memory.embed([r.text for r in records])
-        with self._lock:
-            alive = {f.id for f in self.store.facts_by_id([r.metadata["fact_id"] for r in records])}
-            keep = [i for i, r in enumerate(records) if r.metadata["fact_id"] in alive]
-            if keep:
-                self.memory.upsert([records[i] for i in keep], embedded=[vectors[i] for i in keep])
         return len(docs)
 
     def _extract_one(self, doc: Document) -> Any:

@@ -91,6 +91,12 @@ class FactsServiceConfig(ConfigModel):
     )
     max_batch_documents: PositiveInt = Field(10_000, description="Most documents one request may post.")
     ingress_replicas: PositiveInt = Field(1, description="Replicas of the stateless HTTP ingress.")
+    extractor_replicas: PositiveInt = Field(
+        1,
+        description="Replicas of the spaCy extractor deployment, which every spacy namespace "
+        "shares (each reads a batch at a time: more replicas read more at once, on any node).",
+    )
+    extractor_num_cpus: NonNegativeFloat = Field(0.0, description="Logical CPUs each extractor reserves.")
 
     @field_validator("path")
     @classmethod

@@ -10,22 +10,81 @@ import os
 import threading
 from typing import Any
 
+from ray.exceptions import RayTaskError
+
 from models._private.core.errors import FactsInputError
+from models._private.core.retry import unwrap_error
 from models._private.facts import FactsBase
 from serve._private.facts_config import FactsNamespaceConfig
 
-__all__ = ["FactsShard"]
+__all__ = ["ExtractorServer", "FactsShard", "RemoteExtractor"]
 
 log = logging.getLogger("swarmray.serve.facts")
 _INDEX_BATCH = 256  # passages embedded per background step (fewer, longer batches pad less)
 _RETRY_S = 5.0  # pause after a background step failed, before trying again
 
 
-def _extractor(config: FactsNamespaceConfig, llm: dict[str, Any]) -> Any:
-    if config.extractor == "spacy":
+class ExtractorServer:
+    """spaCy's reading of documents in processes of its own (the `facts-extractor` deployment):
+    the parse holds the GIL, so in the shard's process it would slow the embedder, and here it
+    scales out with replicas."""
+
+    def __init__(self) -> None:
         from models._private.facts_extract import SpacyExtractor
 
-        return SpacyExtractor()
+        self.extractor = SpacyExtractor()
+        self.extractor.extract("Load the pipeline.")
+
+    async def extract_many(self, texts: list[str]) -> list[Any]:
+        return await asyncio.to_thread(self.extractor.extract_many, texts)
+
+
+class _Unreachable(Exception):
+    """The extractor deployment did not answer (a replica restarting): the documents wait."""
+
+    transient = True
+
+
+class RemoteExtractor:
+    """The shard's side of `ExtractorServer`: the interface `FactsBase` expects, called from the
+    shard's worker thread. The handle's calls run on an event loop of its own (a handle needs a
+    running loop, and with Serve's throughput-optimised routing, the caller's). A query's names
+    are read in-process (NER only, a few milliseconds: not worth a hop)."""
+
+    name = "spacy"
+
+    def __init__(self, handle: Any):
+        from models._private.facts_extract import SpacyExtractor
+
+        self.handle, self.local = handle, SpacyExtractor()
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="facts-extractor-calls", daemon=True).start()
+
+    def extract_many(self, texts: list[str]) -> list[Any]:
+        call = asyncio.run_coroutine_threadsafe(self._extract_many(texts), self._loop)
+        try:
+            return call.result()
+        except RayTaskError as e:  # the extractor raised: the document's fault, it fails
+            raise unwrap_error(e) from None
+        except Exception as e:  # the way there failed (a replica restarting): the documents wait
+            raise _Unreachable(repr(e)) from e
+
+    async def _extract_many(self, texts: list[str]) -> list[Any]:
+        return await self.handle.extract_many.remote(texts)
+
+    def extract(self, text: str) -> Any:
+        return self.extract_many([text])[0]
+
+    def mentions(self, text: str) -> list[Any]:
+        return self.local.mentions(text)
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+def _extractor(config: FactsNamespaceConfig, llm: dict[str, Any], reader: Any) -> Any:
+    if config.extractor == "spacy":
+        return RemoteExtractor(reader)
     if config.extractor == "llm":
         from models._private.facts_llm import LLMExtractor
 
@@ -44,9 +103,12 @@ class FactsShard:
         config: Its FactsNamespaceConfig, dumped.
         path: Directory of its SQLite store and memory log.
         llm: base_url and api_key_env of the AI service, for extractor llm.
+        reader: DeploymentHandle of the ExtractorServer, for extractor spacy.
     """
 
-    def __init__(self, namespace: str, config: dict[str, Any], path: str, llm: dict[str, Any]):
+    def __init__(
+        self, namespace: str, config: dict[str, Any], path: str, llm: dict[str, Any], reader: Any = None
+    ):
         import torch
 
         self.config = FactsNamespaceConfig.model_validate(config)
@@ -57,7 +119,7 @@ class FactsShard:
             namespace,
             config=self.config,
             memory=self.config.memory,
-            extractor=_extractor(self.config, llm),
+            extractor=_extractor(self.config, llm, reader),
             graph_weight=self.config.graph_weight,
             graph_rerank=self.config.graph_rerank,
         )

@@ -34,9 +34,20 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
     from ray import serve
 
     from serve._private.facts_gateway import FactsGateway
-    from serve._private.facts_shard import FactsShard
+    from serve._private.facts_shard import ExtractorServer, FactsShard
 
     llm = {"base_url": config.ai_url, "api_key_env": config.api_key_env}
+    reader = None
+    if any(ns.extractor == "spacy" for ns in config.namespaces.values()):
+        reader = (
+            serve.deployment(ExtractorServer)
+            .options(
+                name="facts-extractor",
+                num_replicas=config.extractor_replicas,
+                ray_actor_options={"num_cpus": config.extractor_num_cpus},
+            )
+            .bind()
+        )
     shards = {
         name: serve.deployment(FactsShard)
         .options(
@@ -46,7 +57,7 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
             graceful_shutdown_timeout_s=60,
             ray_actor_options={"num_cpus": ns.num_cpus},
         )
-        .bind(name, ns.model_dump(), config.namespace_path(system, name), llm)
+        .bind(name, ns.model_dump(), config.namespace_path(system, name), llm, reader)
         for name, ns in config.namespaces.items()
     }
     return FactsGateway.options(num_replicas=config.ingress_replicas).bind(config.model_dump(), shards)

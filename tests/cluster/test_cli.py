@@ -28,6 +28,8 @@ def config_file(tmp_path, namespace):
     data = yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
     data["namespace"] = namespace
     data.pop("ai")  # the AI service is deployed by the job test below and tests/serve
+    # Its data in the test's directory; Serve's port is whichever runs, else a free one.
+    data["facts"] = {**data["facts"], "path": str(tmp_path / "facts"), "port": free_port()}
     path = tmp_path / "system.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -42,7 +44,7 @@ def test_up_status_submit_down(head, namespace, config_file):
     assert again.stdout.count("alive") == up.stdout.count("alive")
 
     state = json.loads(swarm("status", "--json", *ns).stdout)
-    assert sorted(s["swarm"] for s in state["swarms"]) == ["ai", "business", "storage"]
+    assert sorted(s["swarm"] for s in state["swarms"]) == ["ai", "business", "facts", "storage"]
     assert all(a["state"] == "alive" for s in state["swarms"] for a in s["agents"])
     table = swarm("status", *ns).stdout
     assert "STRATEGY" in table and "one_for_one" in table and "0/10 in 60s" in table  # supervision shown
@@ -118,6 +120,37 @@ def test_up_status_submit_down(head, namespace, config_file):
     for task_id in blockers:  # no need to burn the CPU on them any longer
         client.cancel(task_id)
 
+    # `swarm facts`: documents from a JSONL stream and a text file, then a search.
+    jsonl = "\n".join(
+        json.dumps({"id": i, "title": t, "text": x})
+        for i, t, x in [
+            ("curie", "Marie Curie", "Marie Curie was born in Warsaw."),
+            ("warsaw", "Warsaw", "Warsaw lies on the Vistula river."),
+        ]
+    )
+    ingested = subprocess.run(
+        [sys.executable, "-m", "cluster", "facts", "ingest", "-", "--in", "default", *ns],
+        input=jsonl,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ingested.returncode == 0, ingested.stderr
+    progress = json.loads(ingested.stdout)
+    assert progress["documents"] == 2 and progress["indexed"] == 2 and progress["done"] == 2, json.dumps(progress)
+    assert "stored" in ingested.stderr and "extracted" in ingested.stderr  # the progress bars
+    note = config_file.parent / "berlin.txt"
+    note.write_text("Berlin lies on the Spree river.")
+    assert json.loads(swarm("facts", "ingest", str(note), *ns).stdout)["done"] == 1
+    question = "Which river flows through the city where Marie Curie was born?"
+    found = json.loads(swarm("facts", "search", question, "--json", "-k", "2", *ns).stdout)
+    assert {p["document_id"] for p in found["passages"]} == {"curie", "warsaw"}
+    table = swarm("facts", "search", question, *ns).stdout
+    assert "Marie Curie born in Warsaw" in table and "DOCUMENT" in table
+    assert "Facts service: http://" in swarm("status", *ns).stdout
+    empty = swarm("facts", "ingest", str(config_file.parent / "missing.jsonl"), *ns, check=False)
+    assert empty.returncode == 2 and "no such file" in empty.stderr
+
     # A swarm whose queen is gone is reported, not a traceback.
     ray.kill(ray.get_actor("queen:business", namespace=namespace), no_restart=True)
     table = swarm("status", *ns).stdout
@@ -128,6 +161,7 @@ def test_up_status_submit_down(head, namespace, config_file):
     assert by_config["namespace"] == namespace
     removed = swarm("down", "--config", str(config_file), *addr).stdout
     assert "removed queen:ai" in removed and "removed registry" in removed
+    assert f"removed Serve application {namespace}-facts" in removed
     gone = swarm("status", *ns, check=False)
     assert gone.returncode == 2 and "run `swarm up` first" in gone.stderr
 
