@@ -137,7 +137,9 @@ def test_up_status_submit_down(head, namespace, config_file):
     )
     assert ingested.returncode == 0, ingested.stderr
     progress = json.loads(ingested.stdout)
-    assert progress["documents"] == 2 and progress["indexed"] == 2 and progress["done"] == 2, json.dumps(progress)
+    assert progress["documents"] == 2 and progress["indexed"] == 2 and progress["done"] == 2, json.dumps(
+        progress
+    )
     assert "stored" in ingested.stderr and "extracted" in ingested.stderr  # the progress bars
     note = config_file.parent / "berlin.txt"
     note.write_text("Berlin lies on the Spree river.")
