@@ -21,7 +21,7 @@ def problems_of(data):
     return dict(info.value.problems), str(info.value)
 
 
-def test_local_config_has_three_swarms_of_three_to_five_distinct_agents():
+def test_local_config_swarms_have_three_to_five_distinct_agents():
     config = load_config(ROOT / "configs" / "local.yaml")
     assert {"ai", "storage", "business"} <= set(config.swarms)
     for swarm in config.swarms.values():
