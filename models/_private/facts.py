@@ -431,8 +431,12 @@ class FactsBase:
 
         for entity_id in seeds:
             lift(self.store.entity(entity_id).name, 0, self.graph_weight, None)
-        for source in sorted(base, key=lambda d: -base[d])[:HOP_FROM]:
-            for _, name in self.store.entities_mentioned(source):
+        best = sorted(base, key=lambda d: -base[d])[:HOP_FROM]
+        for doc in self.store.documents(best):
+            source = doc.id
+            names = [name for _, name in self.store.entities_mentioned(source)]
+            # Titles the passage writes out, capitalised, whether or not NER caught them.
+            for name in dict.fromkeys([*names, *_titled(doc.text, about)]):
                 lift(name, 1, self.graph_weight * base[source], source)
         return near
 
@@ -564,6 +568,24 @@ def _filterable(doc: Document) -> dict[str, Any]:
     """What filters see of a document: its source and its scalar metadata (under `_META`)."""
     scalars = {_META + k: v for k, v in doc.metadata.items() if isinstance(v, (str, int, float, bool))}
     return {"source": doc.source, **scalars}
+
+
+def _titled(text: str, about: dict[str, list[str]], max_words: int = 6) -> list[str]:
+    """The runs of words in `text` that start with a capital and normalise to a title in
+    `about`: the longest at each place, not overlapping."""
+    words = text.split()
+    found, i = [], 0
+    while i < len(words):
+        step = 1
+        if words[i][:1].isupper():
+            for n in range(min(max_words, len(words) - i), 0, -1):
+                name = normalise(" ".join(words[i : i + n]))
+                if name in about:
+                    found.append(name)
+                    step = n  # runs do not overlap: "York" in "New York City" is no title
+                    break
+        i += step
+    return found
 
 
 def _held(fact: Fact, when: datetime) -> bool:

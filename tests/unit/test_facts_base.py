@@ -275,3 +275,11 @@ def test_pagerank_rerank_lifts_the_document_beside_the_querys_entity(tmp_path, e
         h.document_id for h in kb.search("Spree Berlin", 3, "graph").passages
     }
     kb.close()
+
+
+def test_a_passage_names_a_title_when_it_writes_it_out_capitalised():
+    from models._private.facts import _titled
+
+    about = {"new york city": ["nyc"], "it": ["it-film"], "york": ["york"]}
+    text = "He moved to New York City in 1990. It rained; it was cold in york."
+    assert _titled(text, about) == ["new york city", "it"]  # the longest run; lower case is no name
