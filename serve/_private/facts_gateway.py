@@ -24,7 +24,7 @@ from pydantic import AwareDatetime
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 
-from models._private.core.errors import FactsInputError, FactsNotFoundError
+from models._private.core.errors import FactsInputError, FactsNotFoundError, SwarmrayError
 from models._private.core.retry import unwrap_error
 from models._private.facts import MAX_DEPTH
 from models._private.facts_schema import Document, DocumentIn, Entity, Fact
@@ -65,7 +65,7 @@ async def _not_found(_: Request, exc: FactsNotFoundError) -> JSONResponse:
     return error_response(404, str(exc), "invalid_request_error", exc.kind, f"{exc.kind}_not_found")
 
 
-class _Unavailable(Exception):
+class _Unavailable(SwarmrayError):
     """A shard that cannot answer now (its replica died and Serve is starting another)."""
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ray.exceptions import RayTaskError
 
-from models._private.core.errors import FactsInputError
+from models._private.core.errors import FactsInputError, SwarmrayError
 from models._private.core.retry import unwrap_error
 from models._private.facts import FactsBase
 from serve._private.facts_config import FactsNamespaceConfig
@@ -39,7 +39,7 @@ class ExtractorServer:
         return await asyncio.to_thread(self.extractor.extract_many, texts)
 
 
-class _Unreachable(Exception):
+class _Unreachable(SwarmrayError):
     """The extractor deployment did not answer (a replica restarting): the documents wait."""
 
     transient = True
