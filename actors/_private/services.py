@@ -12,7 +12,7 @@ from pydantic_core import to_jsonable_python
 from actors._private import names
 from models._private.core.errors import RequestError
 
-__all__ = ["AI_URL_KEY", "FACTS_URL_KEY", "ServiceClient"]
+__all__ = ["AI_URL_KEY", "FACTS_URL_KEY", "ServiceClient", "error_of"]
 
 AI_URL_KEY = "ai.url"  # registry KV keys under which `swarm up` publishes each service's URL
 FACTS_URL_KEY = "facts.url"
@@ -47,11 +47,7 @@ class ServiceClient:
         if response.status_code < 400:
             return response.json()
         what = _KEYS[self.key][0]
-        try:
-            error = response.json()["error"]
-            param, message = error.get("param"), error.get("message", "")
-        except (ValueError, KeyError, TypeError, AttributeError):
-            param, message = None, response.text[:300]
+        param, message = error_of(response)
         if response.status_code < 500:
             raise RequestError(param, f"the {what} refused it ({response.status_code}): {message}")
         raise RuntimeError(f"the {what} answered {response.status_code}: {message}")
@@ -63,3 +59,12 @@ class ServiceClient:
             what, section = _KEYS[self.key]
             raise RuntimeError(f"no {what} is registered; configure `{section}` and run `swarm up`")
         return url
+
+
+def error_of(response: httpx.Response) -> tuple[str | None, str]:
+    """(param, message) of a service's OpenAI-style error body, else (None, the body's start)."""
+    try:
+        error = response.json()["error"]
+        return error.get("param"), error["message"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None, response.text[:300]

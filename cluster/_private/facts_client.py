@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from actors._private.services import FACTS_URL_KEY
+from actors._private.services import FACTS_URL_KEY, error_of
 from cluster._private.connection import call, registry_of
 from models._private.core.errors import RequestError
 
@@ -51,11 +51,7 @@ class FactsClient:
     def _ask(self, method: str, path: str, **kw: Any) -> Any:
         r = self._http.request(method, path, **kw)
         if r.status_code >= 400:
-            try:
-                error = r.json()["error"]
-                param, message = error.get("param"), error["message"]
-            except (ValueError, KeyError, TypeError):
-                param, message = None, r.text[:300]
+            param, message = error_of(r)
             raise RequestError(param, f"the facts service answered {r.status_code}: {message}")
         return r.json()
 

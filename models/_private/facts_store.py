@@ -111,6 +111,13 @@ _FACT_FROM = "facts f JOIN entities s ON s.id = f.subject_id LEFT JOIN entities 
 _FOREVER = float("inf")
 
 
+def _chunks(ids: list[str], size: int = 500) -> Iterator[tuple[list[str], str]]:
+    """`ids` in parts SQLite takes as parameters at once, each with its `?,?,…` placeholders."""
+    for i in range(0, len(ids), size):
+        part = ids[i : i + size]
+        yield part, ",".join("?" * len(part))
+
+
 def _span(document_id: str, start: int, end: int) -> dict[str, Any]:
     """A provenance entry; -1, -1 in the table is a span not known."""
     return {
@@ -627,9 +634,7 @@ class FactStore:
         found: dict[str, tuple] = {}
         spans: dict[str, list[dict[str, Any]]] = {}
         with self._lock:
-            for i in range(0, len(fact_ids), 500):  # SQLite's bound on parameters
-                part = fact_ids[i : i + 500]
-                marks = ",".join("?" * len(part))
+            for part, marks in _chunks(fact_ids):
                 for row in self._db.execute(
                     f"SELECT {_FACT_COLUMNS} FROM {_FACT_FROM} WHERE f.id IN ({marks})", part
                 ):
@@ -650,9 +655,7 @@ class FactStore:
         """The documents with these ids that exist, in the order given; one read in all."""
         rows: dict[str, tuple] = {}
         with self._lock:
-            for i in range(0, len(document_ids), 500):
-                part = document_ids[i : i + 500]
-                marks = ",".join("?" * len(part))
+            for part, marks in _chunks(document_ids):
                 for row in self._db.execute(f"SELECT * FROM documents WHERE id IN ({marks})", part):
                     rows[row[0]] = row
         return [_document(rows[d]) for d in document_ids if d in rows]
@@ -701,9 +704,7 @@ class FactStore:
         """Document id -> the given entities it mentions."""
         out: dict[str, list[str]] = {}
         with self._lock:
-            for i in range(0, len(entity_ids), 500):  # SQLite's bound on parameters
-                part = entity_ids[i : i + 500]
-                marks = ",".join("?" * len(part))
+            for part, marks in _chunks(entity_ids):
                 query = f"SELECT document_id, entity_id FROM mentions WHERE entity_id IN ({marks})"
                 rows = self._db.execute(query, part)
                 for document_id, entity_id in rows:
