@@ -163,14 +163,23 @@ class DenseIndex:
         k = min(k, len(self._pos))
         if k == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        if self.kind == "hnsw" and self._dead:
-            params = faiss.SearchParametersHNSW(
-                sel=faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._dead, dtype=np.int64))),
-                efSearch=max(self.ef_search, k),
-            )
-            scores, labels = self._index.search(q, k, params=params)
-        else:
-            scores, labels = self._index.search(q, k)
+        # One query runs on one thread. FAISS's OpenMP team splits a single query badly (a flat
+        # scan of 100,000 vectors: 8.4 ms on one thread, 14.1 on two, here) and, right after an
+        # encode, waits for the cores torch's own OpenMP runtime keeps spinning on (5 ms of a
+        # 17 ms facts search; benchmarks/README.md, facts).
+        threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        try:
+            if self.kind == "hnsw" and self._dead:
+                params = faiss.SearchParametersHNSW(
+                    sel=faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self._dead, dtype=np.int64))),
+                    efSearch=max(self.ef_search, k),
+                )
+                scores, labels = self._index.search(q, k, params=params)
+            else:
+                scores, labels = self._index.search(q, k)
+        finally:
+            faiss.omp_set_num_threads(threads)
         keep = labels[0] >= 0
         labels, scores = labels[0][keep], scores[0][keep]
         ids = self._ids[labels] if self.kind == "hnsw" else labels

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, PositiveInt
@@ -39,6 +39,14 @@ class EmbedderConfig(ConfigModel):
         "text; 8 embedded HotpotQA paragraphs 1.2x as fast as 64 on 2 cores), 64 on a GPU.",
     )
     normalize: bool = Field(True, description="Unit-length vectors, so inner product is cosine.")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="Number format of the model's linear layers on a CPU (a GPU keeps float32). "
+        "bfloat16 multiplies in bfloat16 and keeps the rest in float32: on a CPU with native "
+        "bfloat16 (AVX512-BF16 or AMX) MiniLM embeds HotpotQA paragraphs 1.55x as fast and a "
+        "query in 8 ms instead of 11, at a cosine of 0.99997 or more to float32 vectors. auto: "
+        "bfloat16 where the CPU has it natively (emulated, it is slower), else float32.",
+    )
 
 
 class Embedder:
@@ -57,6 +65,11 @@ class Embedder:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local model needs no hub
         device = self.config.device or _default_device()
         self.model = SentenceTransformer(source, device=device)
+        self.precision = self.config.precision
+        if self.precision == "auto":
+            self.precision = "bfloat16" if device == "cpu" and _native_bfloat16() else "float32"
+        if self.precision == "bfloat16" and device == "cpu":
+            _linear_in_bfloat16(self.model)
         self.batch_size = self.config.batch_size or (8 if device == "cpu" else 64)
         dim = (
             getattr(self.model, "get_embedding_dimension", None)
@@ -113,6 +126,27 @@ class Embedder:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def _native_bfloat16() -> bool:
+    import torch
+
+    try:  # oneDNN's own check for AVX512-BF16 / AMX
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _linear_in_bfloat16(model: Any) -> None:
+    """Stores every linear layer's weights in bfloat16 and runs it there, with float32 in and
+    out, as CPU autocast would, but without casting the weights again on every call."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.to(torch.bfloat16)
+            module.register_forward_pre_hook(lambda _, args: (args[0].to(torch.bfloat16), *args[1:]))
+            module.register_forward_hook(lambda _, __, out: out.float())
 
 
 def _default_device() -> str:

@@ -7,7 +7,7 @@ import pytest
 
 from models._private.core.errors import FactsInputError
 from models._private.embedder import Embedder
-from models._private.facts import FactsBase
+from models._private.facts import CHAIN_SHARE, FactsBase
 from models._private.facts_extract import SpacyExtractor
 from models._private.facts_schema import DocumentIn, FactIn, FactsConfig
 
@@ -194,6 +194,31 @@ def test_hop_rerank_lifts_the_document_about_an_entity_the_best_passage_names(tm
     assert hops["warsaw"].distance == 1 and hops["warsaw"].scores["graph"] > 0  # named by curie
     assert hops["berlin"].scores["graph"] == 0 and plain["warsaw"].scores.get("graph", 0) == 0
     assert hops["warsaw"].score > hops["berlin"].score
+    kb.close()
+
+
+def test_hop_rerank_lifts_a_best_passage_that_names_another_found_one(tmp_path, embedder, extractor):
+    """A chain's first hop: a passage the query does not name, which names a found passage,
+    gains CHAIN_SHARE of the hop weight times that passage's fused score."""
+    kb = base(tmp_path, embedder, extractor, graph_rerank="hop")
+    kb.add_documents(
+        [
+            DocumentIn(
+                id="curie", title="Marie Curie", text="The discoverer of polonium was born in Warsaw."
+            ),
+            DocumentIn(id="warsaw", title="Warsaw", text="Warsaw lies on the Vistula river."),
+            DocumentIn(id="berlin", title="Berlin", text="Berlin lies on the Spree river."),
+            # The least similar passage scores 0 after min-max fusion: others, below Warsaw.
+            DocumentIn(id="bananas", title="Bananas", text="Bananas are rich in potassium."),
+            DocumentIn(id="chess", title="Chess", text="Chess is played on a board of 64 squares."),
+        ]
+    )
+    kb.extract_pending()
+    query = "Which river flows through the birthplace of the discoverer of polonium?"
+    hops = {h.document_id: h for h in kb.search(query, 5, "graph").passages}
+    assert hops["curie"].distance == 1
+    assert hops["curie"].scores["graph"] == pytest.approx(0.6 * CHAIN_SHARE * hops["warsaw"].scores["fused"])
+    assert hops["warsaw"].scores["graph"] > 0 and hops["berlin"].scores["graph"] == 0
     kb.close()
 
 
