@@ -1,0 +1,272 @@
+"""A tamper-evident audit log: one SHA-256 hash chain per writer, with Ed25519-signed checkpoints.
+
+Each writer (a gateway replica, the key authority) appends to a file of its own,
+`<directory>/<writer>.jsonl`, so that appending never waits on another process. A line is either
+a record or a checkpoint, as JSON:
+
+- a record: `{"seq": n, "time": t, "prev": <hash of record n-1>, ...fields, "hash": h}`, where
+  `h` is the SHA-256 of the record's canonical JSON without `hash` (sorted keys, no spaces), so
+  it covers the sequence number, the previous hash and every field. The first record's `prev` is
+  64 zeros.
+- a checkpoint: `{"checkpoint": {"writer", "seq", "head", "time"}, "signature": hex}`, the
+  Ed25519 signature of the checkpoint's canonical JSON. One is written every `checkpoint_every`
+  records or `checkpoint_s` seconds (whichever first), and on close.
+
+`verify` re-hashes every record and checks the sequence, the links and each checkpoint's
+signature and head. An edited, deleted, reordered or inserted record breaks the chain where it
+happened; a checkpoint signed with another key fails its signature. A tail cut off after the
+last checkpoint leaves a shorter, valid chain; it is found against a head the live writer signs
+now (`witness`), which is why `swarm audit verify` asks the running service for one.
+
+Durability: `append(..., durable=True)` returns after the line is fsync'ed (admin and write
+actions); other appends are group-committed: fsync'ed by the first append, `flush` or
+checkpoint `commit_window_s` after them. The owner calls `flush` every `commit_window_s`, so a
+crash loses at most that window of inference records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+__all__ = ["AuditLog", "Verdict", "signed_head", "verify", "verify_directory"]
+
+GENESIS = "0" * 64
+
+
+def canonical(obj: dict[str, Any]) -> bytes:
+    """The one byte form a record or checkpoint is hashed and signed in."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _digest(record: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical({k: v for k, v in record.items() if k != "hash"})).hexdigest()
+
+
+def signed_head(key: Ed25519PrivateKey, writer: str, seq: int, head: str, at: float) -> dict[str, Any]:
+    """A checkpoint: the writer's sequence number and head hash at time `at`, signed."""
+    body = {"writer": writer, "seq": seq, "head": head, "time": at}
+    return {"checkpoint": body, "signature": key.sign(canonical(body)).hex()}
+
+
+class AuditLog:
+    """The append side of one writer's chain.
+
+    Args:
+        directory: Where the writer's file lives (made if missing).
+        writer: The writer's name; its file is `<writer>.jsonl`.
+        key: The Ed25519 key checkpoints are signed with.
+        checkpoint_every: Records between checkpoints.
+        checkpoint_s: Seconds between checkpoints while records arrive.
+        commit_window_s: Longest a record that was not asked to be durable waits for its fsync.
+    """
+
+    def __init__(
+        self,
+        directory: str,
+        writer: str,
+        key: Ed25519PrivateKey,
+        checkpoint_every: int = 1000,
+        checkpoint_s: float = 10.0,
+        commit_window_s: float = 0.05,
+        clock: Callable[[], float] = time.time,
+    ):
+        os.makedirs(directory, exist_ok=True)
+        self.path = os.path.join(directory, f"{writer}.jsonl")
+        self.writer, self._key, self._clock = writer, key, clock
+        self.checkpoint_every, self.checkpoint_s = checkpoint_every, checkpoint_s
+        self.commit_window_s = commit_window_s
+        self._lock = threading.Lock()
+        self.seq, self.head = self._recover()
+        self._since_checkpoint = 0
+        self._last_checkpoint = clock()
+        self._unsynced_since: float | None = None
+        self._file = open(self.path, "ab")  # noqa: SIM115 - held open for appends until close
+
+    def _recover(self) -> tuple[int, str]:
+        """The chain's last sequence number and hash; a line torn by a crash is cut off."""
+        if not os.path.exists(self.path):
+            return 0, GENESIS
+        seq, head, good = 0, GENESIS, 0
+        with open(self.path, "rb") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    break  # torn: written in part before a crash
+                if not line.endswith(b"\n"):
+                    break
+                good += len(line)
+                if "checkpoint" not in entry:
+                    seq, head = entry["seq"], entry["hash"]
+        if good < os.path.getsize(self.path):
+            os.truncate(self.path, good)
+        return seq, head
+
+    def append(self, fields: dict[str, Any], durable: bool = False) -> dict[str, Any]:
+        """Adds a record of `fields` (JSON values; no `seq`, `time`, `prev` or `hash`) and
+        returns it. With `durable`, returns only once it is on disk."""
+        with self._lock:
+            now = self._clock()
+            record = {**fields, "seq": self.seq + 1, "time": now, "prev": self.head}
+            record["hash"] = _digest(record)
+            self._write(record)
+            self.seq, self.head = record["seq"], record["hash"]
+            self._since_checkpoint += 1
+            if (
+                self._since_checkpoint >= self.checkpoint_every
+                or now - self._last_checkpoint >= self.checkpoint_s
+            ):
+                self._checkpoint(now)
+            elif durable or (
+                self._unsynced_since is not None and now - self._unsynced_since >= self.commit_window_s
+            ):
+                self._sync()
+            elif self._unsynced_since is None:
+                self._unsynced_since = now
+            return record
+
+    def flush(self) -> None:
+        """Makes every record appended so far durable."""
+        with self._lock:
+            self._sync()
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Signs the current head now (and makes the log durable up to it)."""
+        with self._lock:
+            return self._checkpoint(self._clock())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._since_checkpoint:
+                self._checkpoint(self._clock())
+            self._file.close()
+
+    def _checkpoint(self, now: float) -> dict[str, Any]:
+        line = signed_head(self._key, self.writer, self.seq, self.head, now)
+        self._write(line)
+        self._sync()
+        self._since_checkpoint, self._last_checkpoint = 0, now
+        return line
+
+    def _write(self, entry: dict[str, Any]) -> None:
+        self._file.write(canonical(entry) + b"\n")
+
+    def _sync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._unsynced_since = None
+
+
+@dataclass
+class Verdict:
+    """What `verify` found in one writer's file.
+
+    `first_bad` is the 1-based line of the first problem (None when the chain holds) and `reason`
+    says what it is. `unwitnessed` counts the records after the last checkpoint (or witness)
+    that no signature covers yet.
+    """
+
+    writer: str
+    records: int
+    checkpoints: int
+    first_bad: int | None = None
+    reason: str = ""
+    unwitnessed: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad is None
+
+
+def _lines(path: str) -> Iterator[tuple[int, Any]]:
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                yield number, json.loads(line)
+            except ValueError:
+                yield number, None
+
+
+def verify(path: str, public_key: Ed25519PublicKey, witness: dict[str, Any] | None = None) -> Verdict:
+    """Checks one writer's file; `witness` is a checkpoint the live writer signed just now.
+
+    A chain rebuilt after an edit (every later hash recomputed) holds together, but not with the
+    next checkpoint: that checkpoint is then the first bad line, and the edit lies after the one
+    before it.
+    """
+    writer = os.path.basename(path).removesuffix(".jsonl")
+    verdict = Verdict(writer, 0, 0)
+    seq, head = 0, GENESIS
+    hashes: dict[int, str] = {0: GENESIS}
+    last_signed = 0  # the highest seq a valid signature covers
+
+    def bad(line: int, reason: str) -> Verdict:
+        verdict.first_bad, verdict.reason = line, reason
+        return verdict
+
+    def signed(line: int, entry: dict[str, Any], what: str) -> str | None:
+        body = entry.get("checkpoint")
+        try:
+            public_key.verify(bytes.fromhex(entry.get("signature", "")), canonical(body))
+        except (InvalidSignature, ValueError, TypeError):
+            return f"{what} at line {line} is not signed by this key"
+        if body.get("writer") != writer:
+            return f"{what} names writer {body.get('writer')!r}, not {writer!r}"
+        if hashes.get(body.get("seq")) != body.get("head"):
+            return (
+                f"{what} signs seq {body.get('seq')} with a head this file does not have there "
+                f"(records after seq {last_signed} were changed)"
+            )
+        return None
+
+    line = 0
+    for line, entry in _lines(path):
+        if not isinstance(entry, dict):
+            return bad(line, "not a JSON object")
+        if "checkpoint" in entry:
+            if problem := signed(line, entry, "checkpoint"):
+                return bad(line, problem)
+            verdict.checkpoints += 1
+            last_signed = max(last_signed, entry["checkpoint"]["seq"])
+            continue
+        if entry.get("seq") != seq + 1:
+            return bad(line, f"expected seq {seq + 1}, found {entry.get('seq')}")
+        if entry.get("prev") != head:
+            return bad(line, f"seq {seq + 1} does not link to the record before it")
+        if _digest(entry) != entry.get("hash"):
+            return bad(line, f"seq {seq + 1} does not match its hash (edited)")
+        seq, head = entry["seq"], entry["hash"]
+        hashes[seq] = head
+        verdict.records += 1
+    if witness is not None:
+        body = witness.get("checkpoint", {})
+        end = line + 1  # where the missing lines would begin
+        if body.get("seq", 0) > seq:
+            return bad(end, f"the writer's signed head is at seq {body['seq']}; the file ends at {seq} (cut)")
+        if problem := signed(end, witness, "the writer's signed head"):
+            return bad(end, problem)
+        last_signed = max(last_signed, body["seq"])
+    verdict.unwitnessed = seq - last_signed
+    return verdict
+
+
+def verify_directory(
+    directory: str, public_key: Ed25519PublicKey, witnesses: dict[str, dict[str, Any]] | None = None
+) -> list[Verdict]:
+    """`verify` over every writer's file in `directory`; a witnessed writer with no file fails."""
+    witnesses = witnesses or {}
+    names = sorted(n.removesuffix(".jsonl") for n in os.listdir(directory) if n.endswith(".jsonl"))
+    verdicts = [verify(os.path.join(directory, f"{n}.jsonl"), public_key, witnesses.get(n)) for n in names]
+    for missing in sorted(set(witnesses) - set(names)):
+        verdicts.append(Verdict(missing, 0, 0, 1, f"the log of writer {missing!r} is missing"))
+    return verdicts

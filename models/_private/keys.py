@@ -1,0 +1,75 @@
+"""API keys: how they are made, stored (as hashes only) and checked against a request.
+
+A key is `sr-` followed by 43 URL-safe characters of `secrets.token_urlsafe(32)` (256 random
+bits), so that it is recognisable in a leak scan and cannot be guessed. What is stored is its
+SHA-256: a slow password hash (bcrypt, argon2) protects low-entropy secrets from guessing,
+which a 256-bit random key does not need, and a fast hash keeps the check off the request's
+critical path (GitHub and Stripe store tokens the same way). The record keeps the key's first
+eight characters after the prefix for people to tell keys apart in lists and logs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from typing import Literal
+
+from pydantic import Field
+
+from models._private.core.config import ConfigModel
+
+__all__ = ["PREFIX", "SCOPES", "KeyRecord", "denial", "hash_key", "new_key"]
+
+PREFIX = "sr-"
+Scope = Literal["ai:invoke", "ai:embed", "facts:read", "facts:write", "usage:read", "admin"]
+SCOPES: tuple[str, ...] = Scope.__args__
+
+
+def new_key() -> str:
+    """A fresh secret key."""
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    """What is stored of a key, and what a presented key is looked up by."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyRecord(ConfigModel):
+    """One key as stored: never the secret itself."""
+
+    id: str = Field(description="Stable id, shown in lists, usage and the audit log.")
+    name: str = Field(description="What the key is for, given at creation.")
+    hash: str = Field(description="SHA-256 of the secret, hex.")
+    hint: str = Field(description="The secret's first characters after the prefix.")
+    scopes: list[Scope] = Field(description="What the key may do; admin may do everything.")
+    models: list[str] | None = Field(None, description="Models it may use; None: all.")
+    namespaces: list[str] | None = Field(None, description="Facts namespaces it may use; None: all.")
+    rpm: int | None = Field(None, ge=1, description="Requests per minute; None: unlimited.")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute; None: unlimited.")
+    budget_tokens: int | None = Field(None, ge=1, description="Tokens per budget period; None: no budget.")
+    budget_period_s: float | None = Field(None, gt=0, description="Length of a budget period in seconds.")
+    created_at: float = Field(description="Unix time of creation.")
+    expires_at: float | None = Field(None, description="Unix time after which it stops working.")
+    revoked_at: float | None = Field(None, description="Unix time it was revoked, if it was.")
+
+    def matches(self, key: str) -> bool:
+        """Whether `key` is this key's secret (in constant time)."""
+        return hmac.compare_digest(self.hash, hash_key(key))
+
+    def live(self, now: float) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+def denial(
+    record: KeyRecord, scope: str, *, model: str | None = None, namespace: str | None = None
+) -> str | None:
+    """Why `record` may not act in `scope` on `model` / `namespace`, or None when it may."""
+    if "admin" not in record.scopes and scope not in record.scopes:
+        return f"this key lacks the scope {scope}"
+    if model is not None and record.models is not None and model not in record.models:
+        return f"this key may not use the model {model!r}"
+    if namespace is not None and record.namespaces is not None and namespace not in record.namespaces:
+        return f"this key may not use the namespace {namespace!r}"
+    return None

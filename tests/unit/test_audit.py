@@ -1,0 +1,160 @@
+"""The audit chain: every kind of tampering is found at its place; an untouched log verifies."""
+
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from models._private.audit import AuditLog, verify, verify_directory
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_000.0
+
+    def __call__(self):
+        self.now += 0.001
+        return self.now
+
+
+@pytest.fixture
+def key():
+    return Ed25519PrivateKey.generate()
+
+
+def write(tmp_path, key, n=10, every=4):
+    log = AuditLog(str(tmp_path), "gw-1", key, checkpoint_every=every, checkpoint_s=1e9, clock=Clock())
+    for i in range(n):
+        log.append({"kind": "request", "key_id": f"k{i % 3}", "route": "/v1/chat/completions", "status": 200})
+    log.close()
+    return log.path
+
+
+def lines(path):
+    return [json.loads(x) for x in open(path)]
+
+
+def rewrite(path, entries):
+    with open(path, "w") as f:
+        f.writelines(json.dumps(e) + "\n" for e in entries)
+
+
+def test_an_untouched_log_verifies_and_every_record_is_signed_by_a_checkpoint(tmp_path, key):
+    path = write(tmp_path, key)
+    verdict = verify(path, key.public_key())
+    assert verdict.ok and verdict.records == 10 and verdict.checkpoints == 3  # at 4, 8 and close
+    assert verdict.unwitnessed == 0
+
+
+def test_an_edited_field_is_found_at_its_line(tmp_path, key):
+    path = write(tmp_path, key)
+    entries = lines(path)
+    entries[5]["status"] = 403  # line 6: seq 5 (line 5 is the first checkpoint)
+    rewrite(path, entries)
+    verdict = verify(path, key.public_key())
+    assert (verdict.first_bad, verdict.reason) == (6, "seq 5 does not match its hash (edited)")
+
+
+def test_a_deleted_record_is_found_where_the_sequence_breaks(tmp_path, key):
+    path = write(tmp_path, key)
+    entries = lines(path)
+    del entries[1]  # seq 2
+    rewrite(path, entries)
+    verdict = verify(path, key.public_key())
+    assert verdict.first_bad == 2 and "expected seq 2, found 3" in verdict.reason
+
+
+def test_two_swapped_records_are_found_at_the_first(tmp_path, key):
+    path = write(tmp_path, key)
+    entries = lines(path)
+    entries[1], entries[2] = entries[2], entries[1]
+    rewrite(path, entries)
+    verdict = verify(path, key.public_key())
+    assert verdict.first_bad == 2 and "expected seq 2, found 3" in verdict.reason
+
+
+def test_an_inserted_record_is_found_even_with_a_plausible_seq(tmp_path, key):
+    path = write(tmp_path, key)
+    entries = lines(path)
+    forged = {**entries[1], "key_id": "intruder"}  # claims seq 2, links to seq 1
+    entries.insert(2, forged)
+    rewrite(path, entries)
+    verdict = verify(path, key.public_key())
+    assert verdict.first_bad == 3  # the forgery's hash no longer matches its fields
+
+
+def test_a_chain_rebuilt_after_an_edit_fails_at_the_next_checkpoint(tmp_path, key):
+    """Recomputing every later hash hides an edit from the links, not from the signatures."""
+    from models._private.audit import _digest
+
+    path = write(tmp_path, key)
+    entries = lines(path)
+    entries[6]["status"] = 500  # seq 6, between the checkpoints at seq 4 and 8
+    prev = entries[6]["prev"]
+    for e in entries[6:]:
+        if "checkpoint" in e:
+            break
+        e["prev"] = prev
+        e["hash"] = prev = _digest(e)
+    rewrite(path, entries)
+    verdict = verify(path, key.public_key())
+    assert verdict.first_bad == 10 and "after seq 4 were changed" in verdict.reason
+
+
+def test_a_cut_tail_is_found_against_the_writers_signed_head(tmp_path, key):
+    log = AuditLog(str(tmp_path), "gw-1", key, checkpoint_every=4, checkpoint_s=1e9, clock=Clock())
+    for i in range(6):
+        log.append({"kind": "request", "n": i})
+    witness = log.checkpoint()  # what the live writer signs when asked: seq 6
+    log.close()
+    rewrite(log.path, lines(log.path)[:5])  # back to the checkpoint at seq 4: a valid, shorter chain
+    assert verify(log.path, key.public_key()).ok  # offline, nothing signed says more existed
+    verdict = verify(log.path, key.public_key(), witness=witness)
+    assert verdict.first_bad == 6 and "is at seq 6; the file ends at 4 (cut)" in verdict.reason
+
+
+def test_a_log_signed_with_another_key_fails_at_its_first_checkpoint(tmp_path, key):
+    other = Ed25519PrivateKey.generate()
+    path = write(tmp_path, other)
+    verdict = verify(path, key.public_key())
+    assert verdict.first_bad == 5 and "not signed by this key" in verdict.reason
+
+
+def test_records_after_the_last_checkpoint_are_counted_as_unwitnessed(tmp_path, key):
+    log = AuditLog(str(tmp_path), "gw-1", key, checkpoint_every=4, checkpoint_s=1e9, clock=Clock())
+    for i in range(6):
+        log.append({"n": i})
+    log.flush()
+    assert verify(log.path, key.public_key()).unwitnessed == 2
+
+
+def test_a_reopened_log_continues_its_chain_and_cuts_a_torn_line(tmp_path, key):
+    log = AuditLog(str(tmp_path), "gw-1", key, clock=Clock())
+    log.append({"n": 1}, durable=True)
+    log.close()
+    with open(log.path, "ab") as f:
+        f.write(b'{"seq": 3, "torn')  # a crash in the middle of a write
+    again = AuditLog(str(tmp_path), "gw-1", key, clock=Clock())
+    assert again.append({"n": 2})["seq"] == 2
+    again.close()
+    assert verify(again.path, key.public_key()).ok
+
+
+def test_a_directory_verifies_every_writer_and_misses_none(tmp_path, key):
+    for writer in ("gw-1", "gw-2"):
+        log = AuditLog(str(tmp_path), writer, key, clock=Clock())
+        log.append({"n": 1})
+        log.close()
+    witnesses = {"gw-3": {"checkpoint": {"writer": "gw-3", "seq": 1}}}
+    verdicts = {v.writer: v for v in verify_directory(str(tmp_path), key.public_key(), witnesses)}
+    assert verdicts["gw-1"].ok and verdicts["gw-2"].ok
+    assert not verdicts["gw-3"].ok and "missing" in verdicts["gw-3"].reason
+
+
+def test_durable_appends_are_on_disk_when_they_return(tmp_path, key):
+    log = AuditLog(str(tmp_path), "gw-1", key, commit_window_s=60, clock=Clock())
+    log.append({"kind": "admin", "action": "keys.create"}, durable=True)
+    assert len(lines(log.path)) == 1  # written through, not left in the buffer
+    log.append({"kind": "request"})  # group-committed: may wait in the buffer
+    log.close()
+    assert len(lines(log.path)) == 3  # the record and the closing checkpoint

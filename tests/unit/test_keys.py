@@ -1,0 +1,41 @@
+"""API keys: secret never stored, scopes and object limits checked."""
+
+import pytest
+from pydantic import ValidationError
+
+from models._private.keys import PREFIX, SCOPES, KeyRecord, denial, hash_key, new_key
+
+
+def record(**kw):
+    key = kw.pop("key", new_key())
+    base = dict(id="k1", name="ci", hash=hash_key(key), hint=key[3:11], scopes=["ai:invoke"], created_at=0.0)
+    return KeyRecord(**{**base, **kw}), key
+
+
+def test_keys_are_recognisable_random_and_stored_as_hashes_only():
+    a, b = new_key(), new_key()
+    assert a.startswith(PREFIX) and len(a) == len(PREFIX) + 43 and a != b
+    rec, _ = record(key=a)
+    assert rec.matches(a) and not rec.matches(b)
+    assert a not in rec.model_dump_json()  # the secret is nowhere in what is stored
+
+
+def test_scopes_models_and_namespaces_are_each_enforced():
+    rec, _ = record(scopes=["ai:invoke", "facts:read"], models=["smollm2"], namespaces=["default"])
+    assert denial(rec, "ai:invoke", model="smollm2") is None
+    assert denial(rec, "ai:embed") == "this key lacks the scope ai:embed"
+    assert denial(rec, "ai:invoke", model="gpt-4o") == "this key may not use the model 'gpt-4o'"
+    assert denial(rec, "facts:read", namespace="demo") == "this key may not use the namespace 'demo'"
+    admin, _ = record(scopes=["admin"])
+    assert all(denial(admin, s, model="any", namespace="any") is None for s in SCOPES)
+
+
+def test_revoked_and_expired_keys_are_not_live():
+    rec, _ = record(expires_at=100.0)
+    assert rec.live(99.0) and not rec.live(100.0)
+    assert not rec.model_copy(update={"revoked_at": 50.0}).live(10.0)
+
+
+def test_an_unknown_scope_is_refused_by_name():
+    with pytest.raises(ValidationError, match="scopes"):
+        record(scopes=["ai:everything"])
