@@ -63,10 +63,13 @@ class KeyRecord(ConfigModel):
 
 
 def denial(
-    record: KeyRecord, scope: str, *, model: str | None = None, namespace: str | None = None
+    record: KeyRecord, scope: str | None, *, model: str | None = None, namespace: str | None = None
 ) -> str | None:
-    """Why `record` may not act in `scope` on `model` / `namespace`, or None when it may."""
-    if "admin" not in record.scopes and scope not in record.scopes:
+    """Why `record` may not act in `scope` (None: any) on `model` / `namespace`, or None when
+    it may. An admin key may do everything."""
+    if "admin" in record.scopes:
+        return None
+    if scope is not None and scope not in record.scopes:
         return f"this key lacks the scope {scope}"
     if model is not None and record.models is not None and model not in record.models:
         return f"this key may not use the model {model!r}"

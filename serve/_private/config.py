@@ -18,6 +18,7 @@ from models._private.core.config import ConfigModel, named
 from models._private.core.resources import ResourcesConfig
 from models._private.embedder import EmbedderConfig
 from models._private.engine import EngineConfig
+from serve._private.auth_config import AuthConfig
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -150,6 +151,9 @@ class AIServiceConfig(ConfigModel):
         default_factory=CircuitBreakerConfig, description="Each backend's circuit breaker."
     )
     ingress_replicas: PositiveInt = Field(1, description="Replicas of the HTTP ingress.")
+    auth: AuthConfig = Field(
+        default_factory=AuthConfig, description="API keys, scopes and the audit trail (off by default)."
+    )
     ingress_max_ongoing_requests: PositiveInt = Field(
         256, description="Requests one ingress replica handles at once (it only waits on backends)."
     )

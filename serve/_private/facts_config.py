@@ -12,6 +12,7 @@ from models._private.core.config import ConfigModel, Name
 from models._private.core.journal import journal_location
 from models._private.facts_schema import FactsConfig
 from models._private.memory_schema import MemoryConfig
+from serve._private.auth_config import AuthConfig
 
 __all__ = ["FactsNamespaceConfig", "FactsServiceConfig"]
 
@@ -91,6 +92,9 @@ class FactsServiceConfig(ConfigModel):
     )
     max_batch_documents: PositiveInt = Field(10_000, description="Most documents one request may post.")
     ingress_replicas: PositiveInt = Field(1, description="Replicas of the stateless HTTP ingress.")
+    auth: AuthConfig = Field(
+        default_factory=AuthConfig, description="API keys, scopes and the audit trail (off by default)."
+    )
     extractor_replicas: PositiveInt = Field(
         1,
         description="Replicas of the spaCy extractor deployment, which every spacy namespace "

@@ -28,6 +28,7 @@ from models._private.core.errors import FactsInputError, FactsNotFoundError, Swa
 from models._private.core.retry import unwrap_error
 from models._private.facts import MAX_DEPTH
 from models._private.facts_schema import Document, DocumentIn, Entity, Fact
+from models._private.keys import denial
 from serve._private.facts_config import FactsServiceConfig
 from serve._private.facts_protocol import (
     DocumentsBody,
@@ -42,6 +43,7 @@ from serve._private.facts_protocol import (
     SearchOut,
     SplitBody,
 )
+from serve._private.guard import GuardMiddleware, allow, facts_rule, install_guard
 from serve._private.http_errors import install_error_handlers
 from serve._private.protocol import error_response
 
@@ -94,6 +96,9 @@ def _job(namespace: str, job: str, progress: dict[str, int], ids: list[str] | No
     )
 
 
+app.add_middleware(GuardMiddleware, rule=facts_rule, service="facts")
+
+
 # Everything the routes use is defined above this line: `serve.ingress` pickles the app when
 # the class is decorated, so later module globals would be missing in the replica.
 
@@ -106,11 +111,18 @@ class FactsGateway:
     Args:
         config: The FactsServiceConfig, dumped.
         shards: Namespace -> DeploymentHandle of its FactsShard.
+        system: The system (Ray namespace) whose key authority checks requests (auth on).
     """
 
-    def __init__(self, config: dict[str, Any], shards: dict[str, Any]):
+    def __init__(self, config: dict[str, Any], shards: dict[str, Any], system: str = "facts"):
         self.config = FactsServiceConfig.model_validate(config)
         self.shards = shards
+        install_guard(self.config.auth, system, "facts")
+
+    @staticmethod
+    def _visible(request: Request, names: list[str]) -> list[str]:
+        key = getattr(request.state, "key", None)
+        return [n for n in names if key is None or not denial(key, None, namespace=n)]
 
     async def _run(self, namespace: str, operation: str, *args: Any, **kwargs: Any) -> Any:
         shard = self.shards.get(namespace)
@@ -126,8 +138,9 @@ class FactsGateway:
     # -- namespaces -----------------------------------------------------------------------
 
     @app.get("/v1/namespaces")
-    async def list_namespaces(self) -> dict[str, Any]:
-        stats = await asyncio.gather(*(self._run(ns, "stats") for ns in self.shards))
+    async def list_namespaces(self, request: Request) -> dict[str, Any]:
+        names = self._visible(request, list(self.shards))  # a key sees the namespaces it may use
+        stats = await asyncio.gather(*(self._run(ns, "stats") for ns in names))
         return {"object": "list", "data": stats}
 
     @app.get(NS)
@@ -279,12 +292,14 @@ class FactsGateway:
     # -- search ---------------------------------------------------------------------------
 
     @app.post("/v1/search")
-    async def search(self, body: SearchBody) -> SearchOut:
-        """Passages, facts and (graph mode) entities for a query, over the namespaces named,
-        merged by score."""
-        names = list(dict.fromkeys(body.namespaces or self.shards))
+    async def search(self, body: SearchBody, request: Request) -> SearchOut:
+        """Passages, facts and (graph mode) entities for a query, over the namespaces named
+        (default: every one the key may use), merged by score."""
+        names = list(dict.fromkeys(body.namespaces or self._visible(request, list(self.shards))))
         if unknown := [n for n in names if n not in self.shards]:
             raise FactsNotFoundError("namespace", unknown[0])
+        for name in names:
+            allow(request, namespace=name)
         args = dict(k=body.k, mode=body.mode, as_of=body.as_of, depth=body.depth, filters=body.filters)
         results = await asyncio.gather(*(self._run(n, "search", body.query, **args) for n in names))
         entities = [

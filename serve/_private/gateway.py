@@ -23,9 +23,11 @@ from ray import serve
 from models._private.core.breaker import CircuitBreaker
 from models._private.core.errors import BackendsUnavailableError, ModelNotFoundError, RequestError
 from models._private.core.retry import unwrap_error
+from models._private.keys import denial
 from serve._private.backends import InProcessBackend, LocalBackend, RemoteBackend
 from serve._private.config import AIServiceConfig
 from serve._private.deployments import ModelServer
+from serve._private.guard import GuardMiddleware, ai_rule, allow, install_guard
 from serve._private.http_errors import install_error_handlers
 from serve._private.protocol import (
     ChatBody,
@@ -64,6 +66,9 @@ async def _unavailable(_: Request, exc: BackendsUnavailableError) -> JSONRespons
     return error_response(503, str(exc), "service_unavailable", "model", "backends_unavailable")
 
 
+app.add_middleware(GuardMiddleware, rule=ai_rule, service="ai")
+
+
 # Everything the routes use is defined above this line: `serve.ingress` pickles the app when
 # the class is decorated, so later module globals would be missing in the replica.
 # -- the ingress deployment -----------------------------------------------------------------
@@ -78,10 +83,14 @@ class Gateway:
         config: The AIServiceConfig, dumped.
         models: Model name -> DeploymentHandle of its ModelServer.
         embedder: DeploymentHandle of the EmbeddingServer, or None.
+        system: The system (Ray namespace) whose key authority checks requests (auth on).
     """
 
-    def __init__(self, config: dict[str, Any], models: dict[str, Any], embedder: Any = None):
+    def __init__(
+        self, config: dict[str, Any], models: dict[str, Any], embedder: Any = None, system: str = "ai"
+    ):
         self.config = AIServiceConfig.model_validate(config)
+        install_guard(self.config.auth, system, "ai")
         colocated = [m for m in self.config.models.values() if m.colocate]
         self.backends: dict[str, LocalBackend | InProcessBackend | RemoteBackend] = {
             **{name: LocalBackend(name, h) for name, h in models.items()},
@@ -158,6 +167,7 @@ class Gateway:
             key = auth.removeprefix("Bearer ").strip()
             caller = "key-" + hashlib.sha256(key.encode()).hexdigest()[:12] if key else "anonymous"
         counters = self.usage[caller][model]
+        request.state.tokens = prompt + completion  # for the audit record
         counters["requests"] += 1
         counters["prompt_tokens"] += prompt
         counters["completion_tokens"] += completion
@@ -165,10 +175,12 @@ class Gateway:
     # -- endpoints ------------------------------------------------------------------------
 
     @app.get("/v1/models")
-    async def list_models(self) -> dict[str, Any]:
+    async def list_models(self, request: Request) -> dict[str, Any]:
         ids = [*self.backends, *self.aliases]
         if self.embedder is not None:
             ids.append(self.config.embeddings_model)
+        key = getattr(request.state, "key", None)
+        ids = [i for i in ids if key is None or not denial(key, None, model=i)]  # what it may use
         return {
             "object": "list",
             "data": [
@@ -192,6 +204,7 @@ class Gateway:
         return await self._answer(request, body, payload, chat=False)
 
     async def _answer(self, request: Request, body: SamplingBody, payload: dict[str, Any], chat: bool) -> Any:
+        allow(request, model=body.model)
         rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
             return await self._sse(request, body, payload, chat, rid, created)
@@ -258,6 +271,7 @@ class Gateway:
 
     @app.post("/v1/embeddings")
     async def embeddings(self, body: EmbeddingBody, request: Request) -> dict[str, Any]:
+        allow(request, model=body.model)
         if self.embedder is None or body.model != self.config.embeddings_model:
             known = [self.config.embeddings_model] if self.embedder is not None else []
             raise ModelNotFoundError(body.model, known)

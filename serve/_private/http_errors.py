@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from models._private.core.errors import RequestError
+from serve._private.guard import AccessDenied
 from serve._private.protocol import error_response
 
 __all__ = ["install_error_handlers"]
@@ -42,13 +43,19 @@ async def _refused(_: Request, exc: RequestError) -> JSONResponse:
     return error_response(400, str(exc), "invalid_request_error", exc.param, exc.code)
 
 
+async def _denied(_: Request, exc: AccessDenied) -> JSONResponse:
+    return error_response(403, str(exc), "permission_error", None, "insufficient_permissions")
+
+
 async def _internal(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error", exc_info=exc)
     return error_response(500, "internal error; the service log has the details", "server_error")
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Bad bodies and parameters (400), `RequestError` (400), and the last resort (500)."""
+    """Bad bodies and parameters (400), `RequestError` (400), a key's object limits (403), and
+    the last resort (500)."""
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(RequestError, _refused)
+    app.add_exception_handler(AccessDenied, _denied)
     app.add_exception_handler(Exception, _internal)

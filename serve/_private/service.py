@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from serve._private.authority import get_authority
 from serve._private.config import AIServiceConfig
 from serve._private.facts_config import FactsServiceConfig
 
@@ -12,7 +13,7 @@ __all__ = ["build_app", "build_facts_app", "deploy", "service_url"]
 ServiceConfig = AIServiceConfig | FactsServiceConfig
 
 
-def build_app(config: AIServiceConfig) -> Any:
+def build_app(config: AIServiceConfig, system: str = "ai") -> Any:
     """The Serve application: a gateway bound to one deployment per model and the embedder."""
     from serve._private.deployments import embedding_app, model_app
     from serve._private.gateway import Gateway
@@ -25,7 +26,7 @@ def build_app(config: AIServiceConfig) -> Any:
         num_replicas=config.ingress_replicas,
         max_ongoing_requests=config.ingress_max_ongoing_requests,
         ray_actor_options={"num_cpus": cpus},
-    ).bind(config.model_dump(), models, embedder)
+    ).bind(config.model_dump(), models, embedder, system)
 
 
 def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
@@ -60,7 +61,9 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
         .bind(name, ns.model_dump(), config.namespace_path(system, name), llm, reader)
         for name, ns in config.namespaces.items()
     }
-    return FactsGateway.options(num_replicas=config.ingress_replicas).bind(config.model_dump(), shards)
+    return FactsGateway.options(num_replicas=config.ingress_replicas).bind(
+        config.model_dump(), shards, system
+    )
 
 
 def deploy(config: ServiceConfig, app_name: str | None = None, system: str | None = None) -> str:
@@ -86,7 +89,11 @@ def deploy(config: ServiceConfig, app_name: str | None = None, system: str | Non
     # Like the system's actors, a running service is kept (no replica restarts on a second
     # `up`); change it with `down` then `up`.
     if running is None or running.status not in ("RUNNING", "DEPLOYING"):
-        app = build_facts_app(config, system or app_name) if facts else build_app(config)
+        if config.auth.enabled:
+            import ray
+
+            ray.get(get_authority(system or app_name, config.auth).list.remote())  # up before the gateways
+        app = build_facts_app(config, system or app_name) if facts else build_app(config, system or app_name)
         serve.run(app, name=app_name, route_prefix=config.route_prefix)
     return service_url(config)
 

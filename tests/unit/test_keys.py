@@ -24,6 +24,7 @@ def test_scopes_models_and_namespaces_are_each_enforced():
     rec, _ = record(scopes=["ai:invoke", "facts:read"], models=["smollm2"], namespaces=["default"])
     assert denial(rec, "ai:invoke", model="smollm2") is None
     assert denial(rec, "ai:embed") == "this key lacks the scope ai:embed"
+    assert denial(rec, None, model="gpt-4o") == "this key may not use the model 'gpt-4o'"
     assert denial(rec, "ai:invoke", model="gpt-4o") == "this key may not use the model 'gpt-4o'"
     assert denial(rec, "facts:read", namespace="demo") == "this key may not use the namespace 'demo'"
     admin, _ = record(scopes=["admin"])

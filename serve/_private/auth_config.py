@@ -1,0 +1,51 @@
+"""Configuration of API keys and the audit trail, shared by the AI service and the facts service."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field, PositiveFloat, PositiveInt
+
+from models._private.core.config import ConfigModel
+from models._private.core.journal import journal_location
+
+__all__ = ["AuthConfig"]
+
+
+class AuthConfig(ConfigModel):
+    """Who may call a service, and the audit log of what they did.
+
+    Keys and their limits live in one Ray actor per system (the key authority), which every
+    gateway replica follows; each replica appends its own chain to the audit log.
+    """
+
+    enabled: bool = Field(
+        False,
+        description="Every route but the health check demands a key (Authorization: Bearer).",
+    )
+    path: str | None = Field(
+        None,
+        description="Local directory of the keys' journal, the signing key and the audit logs; "
+        "None: ~/.swarmray/journal/<system namespace>/_auth.",
+    )
+    audit_checkpoint_every: PositiveInt = Field(
+        1000, description="Audit records a writer appends between two signed checkpoints."
+    )
+    audit_checkpoint_s: PositiveFloat = Field(
+        10.0, description="Longest time between two signed checkpoints while records arrive."
+    )
+    audit_commit_window_s: PositiveFloat = Field(
+        0.05,
+        description="Longest an inference request's audit record waits for its fsync (group "
+        "commit); admin and write actions wait for theirs before they are answered.",
+    )
+    sync_timeout_s: PositiveFloat = Field(
+        0.5,
+        description="How long a replica's long poll for key changes waits; a revoked key stops "
+        "working on every replica within about this long after the authority acknowledges.",
+    )
+
+    def directory(self, system: str) -> str:
+        """The directory of the system's keys, signing key and audit logs."""
+        root = journal_location(None, system, "_auth") if self.path is None else self.path
+        return os.path.abspath(os.path.expanduser(root))

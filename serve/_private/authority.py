@@ -1,0 +1,205 @@
+"""The key authority: one Ray actor per system that owns the API keys and the audit signing key.
+
+It is the single place keys change. Every change is journaled (fsync'ed) and audited (a
+durable record in the authority's own chain) before it is acknowledged, then published: gateway
+replicas hold a long poll (`changes`) open, so a revoked key stops working on each of them
+within about `sync_timeout_s` of `revoke` returning. Secrets are returned once, at creation or
+rotation, and never stored.
+
+The actor is detached and restarted by Ray; it rebuilds its state from the journal. Its
+directory also holds the Ed25519 signing key (mode 0600), which replicas fetch to sign their
+own audit checkpoints, and `audit/`, the writers' chains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from models._private.audit import AuditLog
+from models._private.core.errors import SwarmrayError
+from models._private.core.journal import Journal
+from models._private.keys import KeyRecord, hash_key, new_key
+from serve._private.auth_config import AuthConfig
+
+__all__ = [
+    "KeyAuthority",
+    "KeyNotFoundError",
+    "KeyStateError",
+    "authority_name",
+    "get_authority",
+    "load_signing_key",
+]
+
+SIGNING_KEY = "signing.key"
+
+
+class KeyNotFoundError(SwarmrayError, LookupError):
+    """No key has this id."""
+
+    def __init__(self, key_id: str):
+        super().__init__(f"no key has the id {key_id!r}")
+        self.key_id = key_id
+
+
+class KeyStateError(SwarmrayError, ValueError):
+    """The key cannot take this change (rotating a revoked key)."""
+
+
+def authority_name(system: str) -> str:
+    return f"{system}-keys"
+
+
+def load_signing_key(directory: str) -> Ed25519PrivateKey:
+    """The system's audit signing key, made on first use (readable by its owner only)."""
+    path = os.path.join(directory, SIGNING_KEY)
+    if not os.path.exists(path):
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(Ed25519PrivateKey.generate().private_bytes_raw())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(path + ".tmp", path)
+    with open(path, "rb") as f:
+        return Ed25519PrivateKey.from_private_bytes(f.read())
+
+
+class KeyAuthority:
+    """Keys of one system: create, list, revoke, rotate, and the feed replicas follow.
+
+    Args:
+        directory: Where the journal, the signing key and the audit logs live.
+        config: The AuthConfig, dumped.
+    """
+
+    def __init__(self, directory: str, config: dict[str, Any]):
+        self.config = AuthConfig.model_validate(config)
+        self.directory = directory
+        self._signing = load_signing_key(directory)
+        self.journal = Journal(os.path.join(directory, "keys"))
+        self.keys: dict[str, KeyRecord] = {}
+        entries = self.journal.read()
+        for entry in entries:
+            record = KeyRecord.model_validate(entry["record"])
+            self.keys[record.id] = record
+        self.version = len(entries)  # one per change, so it only grows, also across restarts
+        self._changed = asyncio.Event()
+        self.audit = AuditLog(
+            self.audit_directory(),
+            "authority",
+            self._signing,
+            self.config.audit_checkpoint_every,
+            self.config.audit_checkpoint_s,
+            self.config.audit_commit_window_s,
+        )
+
+    def audit_directory(self) -> str:
+        return os.path.join(self.directory, "audit")
+
+    # -- changes (each durable and audited before it is answered) --------------------------
+
+    def create(self, spec: dict[str, Any], actor: str = "cli") -> dict[str, Any]:
+        """A new key from `spec` (KeyRecord's fields but id, hash, hint and times, plus
+        `expires_in_s`); returns {"record", "key"}: the secret, shown this once."""
+        spec = dict(spec)
+        expires_in = spec.pop("expires_in_s", None)
+        key, now = new_key(), time.time()
+        record = KeyRecord(
+            **spec,
+            id="key_" + secrets.token_hex(6),
+            hash=hash_key(key),
+            hint=key[3:11],
+            created_at=now,
+            expires_at=now + expires_in if expires_in else None,
+        )
+        self._store(record, actor, "keys.create")
+        return {"record": record.model_dump(exclude={"hash"}), "key": key}
+
+    def revoke(self, key_id: str, actor: str = "cli") -> dict[str, Any]:
+        """Stops the key at once on every replica; its record stays, marked revoked."""
+        record = self._get(key_id)
+        if record.revoked_at is None:
+            record = record.model_copy(update={"revoked_at": time.time()})
+            self._store(record, actor, "keys.revoke")
+        return record.model_dump(exclude={"hash"})
+
+    def rotate(self, key_id: str, actor: str = "cli") -> dict[str, Any]:
+        """A new secret for the key (same id, scopes and limits); the old secret stops."""
+        record = self._get(key_id)
+        if not record.live(time.time()):
+            raise KeyStateError(f"key {key_id} is revoked or expired; create a new one")
+        key = new_key()
+        record = record.model_copy(update={"hash": hash_key(key), "hint": key[3:11]})
+        self._store(record, actor, "keys.rotate")
+        return {"record": record.model_dump(exclude={"hash"}), "key": key}
+
+    def _store(self, record: KeyRecord, actor: str, action: str) -> None:
+        self.journal.write_now({"record": record.model_dump()})
+        self.audit.append(
+            {"kind": "admin", "action": action, "key_id": record.id, "actor": actor}, durable=True
+        )
+        self.keys[record.id] = record
+        self.version += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _get(self, key_id: str) -> KeyRecord:
+        if key_id not in self.keys:
+            raise KeyNotFoundError(key_id)
+        return self.keys[key_id]
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every key's record, without its hash."""
+        return [r.model_dump(exclude={"hash"}) for r in self.keys.values()]
+
+    async def changes(self, version: int, timeout_s: float) -> dict[str, Any]:
+        """The key table once it is newer than `version` (or after `timeout_s` as it is):
+        {"version", "keys": [records with hashes]}. Replicas call it in a loop."""
+        if version >= self.version:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout_s)
+            except asyncio.TimeoutError:
+                pass
+        return {"version": self.version, "keys": [r.model_dump() for r in self.keys.values()]}
+
+    def signing_key(self) -> bytes:
+        """The audit signing key, for a gateway replica's own chain (never leaves Ray)."""
+        return self._signing.private_bytes_raw()
+
+    def public_key(self) -> str:
+        """The audit log's Ed25519 public key, PEM."""
+        return (
+            self._signing.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+        )
+
+    def witness(self) -> dict[str, Any]:
+        """A checkpoint of the authority's own chain, signed now."""
+        return self.audit.checkpoint()
+
+
+def get_authority(system: str, config: AuthConfig) -> Any:
+    """The system's key authority actor, started (detached, restarted by Ray) if none runs."""
+    import ray
+
+    return (
+        ray.remote(KeyAuthority)
+        .options(
+            name=authority_name(system),
+            namespace=system,
+            lifetime="detached",
+            get_if_exists=True,
+            max_restarts=-1,
+            max_task_retries=-1,
+            num_cpus=0,
+        )
+        .remote(config.directory(system), config.model_dump())
+    )

@@ -1,0 +1,268 @@
+"""The check every request of both services passes: key, scope, namespace or model, and the
+audit record of what happened.
+
+`GuardMiddleware` is an ASGI middleware on each service's FastAPI app. Per request it:
+1. takes the request's id from Serve (its `x-request-id`, also in the response) for the audit;
+2. finds the route's scope in the service's rule (`None`: open, the health check);
+3. authenticates the bearer key against this replica's copy of the key table (401
+   `invalid_api_key` when missing, unknown, revoked or expired) and checks the scope and a
+   namespace in the path (403 `insufficient_permissions`);
+4. hands the key to the route (`request.state.key`) for the checks that need the body (a
+   model, the namespaces of a search), which call `allow`;
+5. appends the audit record when the response starts: before the response goes out for a write
+   (durable), group-committed for a read or an inference.
+
+The key table is a copy of the authority's, kept by a long poll (`KeyAuthority.changes`), so a
+request asks nobody: the lookup is one dict access by the key's SHA-256.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from models._private.audit import AuditLog
+from models._private.core.errors import SwarmrayError
+from models._private.keys import KeyRecord, denial, hash_key
+from serve._private.auth_config import AuthConfig
+from serve._private.protocol import error_body
+
+__all__ = [
+    "AccessDenied",
+    "Guard",
+    "GuardMiddleware",
+    "Rule",
+    "ai_rule",
+    "allow",
+    "facts_rule",
+    "install_guard",
+]
+
+log = logging.getLogger("swarmray.serve")
+
+# (method, path below the route prefix) -> (scope or None when open, durable audit, namespace)
+Rule = Callable[[str, str], tuple[str | None, bool, str | None]]
+_NAMESPACE = re.compile(r"^/v1/namespaces/([^/]+)")
+
+
+class AccessDenied(SwarmrayError):
+    """A key that may not do this (403)."""
+
+
+class Guard:
+    """One replica's view of the keys, and its audit chain.
+
+    Args:
+        system: The system (Ray namespace) whose key authority to follow.
+        config: The services' AuthConfig.
+        writer: This replica's name in the audit log.
+    """
+
+    def __init__(self, system: str, config: AuthConfig, writer: str):
+        self.system, self.config, self.writer = system, config, writer
+        self.keys: dict[str, KeyRecord] = {}  # by hash of the secret
+        self.version = -1
+        self.audit: AuditLog | None = None
+        self._ready: asyncio.Lock | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    async def ready(self) -> None:
+        """Loads the key table and the signing key once, then follows the authority."""
+        if self.audit is not None:
+            return
+        self._ready = self._ready or asyncio.Lock()
+        async with self._ready:
+            if self.audit is not None:
+                return
+            import ray
+
+            from serve._private.authority import authority_name
+
+            authority = ray.get_actor(authority_name(self.system), namespace=self.system)
+            self._apply(await authority.changes.remote(-1, 0))
+            key = Ed25519PrivateKey.from_private_bytes(await authority.signing_key.remote())
+            directory = await authority.audit_directory.remote()
+            self.audit = AuditLog(
+                directory,
+                self.writer,
+                key,
+                self.config.audit_checkpoint_every,
+                self.config.audit_checkpoint_s,
+                self.config.audit_commit_window_s,
+            )
+            self._tasks = [
+                asyncio.create_task(self._follow(authority)),
+                asyncio.create_task(self._flush()),
+            ]
+
+    def _apply(self, table: dict[str, Any]) -> None:
+        self.version = table["version"]
+        self.keys = {r["hash"]: KeyRecord.model_validate(r) for r in table["keys"]}
+
+    async def _follow(self, authority: Any) -> None:
+        while True:
+            try:
+                self._apply(await authority.changes.remote(self.version, self.config.sync_timeout_s))
+            except Exception as e:  # the authority restarting: keep the last table, ask again
+                log.warning("key table sync failed: %r", e)
+                await asyncio.sleep(self.config.sync_timeout_s)
+
+    async def _flush(self) -> None:
+        while True:  # group commit: nothing waits longer than the window for its fsync
+            await asyncio.sleep(self.config.audit_commit_window_s)
+            await asyncio.to_thread(self.audit.flush)
+
+    def authenticate(self, authorization: str | None) -> KeyRecord | None:
+        """The live key a bearer header carries, or None."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return None
+        record = self.keys.get(hash_key(authorization[7:].strip()))
+        return record if record is not None and record.live(time.time()) else None
+
+
+def allow(request: Any, *, model: str | None = None, namespace: str | None = None) -> None:
+    """Raises AccessDenied if the request's key may not use `model` / `namespace` (no-op when
+    auth is off). For the routes whose object is in the body."""
+    record: KeyRecord | None = getattr(request.state, "key", None)
+    request.state.target = model or namespace
+    if record is not None and (why := denial(record, None, model=model, namespace=namespace)):
+        raise AccessDenied(why)
+
+
+_GUARDS: dict[str, Guard] = {}  # service -> this process's guard (a replica is a process)
+
+
+class GuardMiddleware:
+    """See the module doc. The guard is looked up by service name in this module (the replica
+    installs it), because the app is pickled into the replica before any guard exists."""
+
+    def __init__(self, app: Any, rule: Rule, service: str):
+        self.app, self.rule, self.service = app, rule, service
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        # Serve's own request id (it answers it in x-request-id and logs under it).
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        guard = _GUARDS.get(self.service)
+        path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
+        needed, durable, namespace = self.rule(scope["method"], path)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        record = None
+        if guard is not None and needed is not None:
+            await guard.ready()
+            record = guard.authenticate(headers.get(b"authorization", b"").decode("latin-1"))
+            refusal = None
+            if record is None:
+                refusal = (401, "a valid API key is required (Authorization: Bearer sr-…)", "invalid_api_key")
+            elif why := denial(record, needed, namespace=namespace):
+                refusal = (403, why, "insufficient_permissions")
+            if refusal is not None:
+                status, message, code = refusal
+                kind = "authentication_error" if status == 401 else "permission_error"
+                guard.audit.append(
+                    _entry("refused", record, scope, path, status, request_id, namespace, code=code)
+                )
+                return await _respond(send, status, error_body(message, kind, None, code))
+            state["key"] = record
+
+        async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start" and guard is not None and record is not None:
+                entry = _entry(
+                    "request",
+                    record,
+                    scope,
+                    path,
+                    message["status"],
+                    request_id,
+                    state.get("target", namespace),
+                    tokens=state.get("tokens"),
+                )
+                if durable and message["status"] < 400:
+                    await asyncio.to_thread(guard.audit.append, entry, True)
+                else:
+                    guard.audit.append(entry)
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+def _entry(
+    kind: str,
+    record: KeyRecord | None,
+    scope: dict,
+    path: str,
+    status: int,
+    request_id: str,
+    target: str | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    # Never a body or a secret: who, what, on what, how it ended.
+    return {
+        "kind": kind,
+        "key_id": record.id if record else None,
+        "method": scope["method"],
+        "route": path,
+        "target": target,
+        "status": status,
+        "request_id": request_id,
+        **{k: v for k, v in extra.items() if v is not None},
+    }
+
+
+async def _respond(send: Any, status: int, body: dict) -> None:
+    data = json.dumps(body).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+    ]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
+
+
+def facts_rule(method: str, path: str) -> tuple[str | None, bool, str | None]:
+    """The facts service: reads (and search) need facts:read, everything else facts:write and is
+    audited durably; a namespace in the path is checked here."""
+    match = _NAMESPACE.match(path)
+    namespace = match.group(1) if match else None
+    if method in ("GET", "HEAD") or path == "/v1/search":
+        return "facts:read", False, namespace
+    return "facts:write", True, namespace
+
+
+AI_SCOPES = {
+    "/v1/chat/completions": "ai:invoke",
+    "/v1/completions": "ai:invoke",
+    "/v1/models": "ai:invoke",
+    "/v1/embeddings": "ai:embed",
+    "/v1/usage": "usage:read",
+    "/v1/backends": "admin",
+}
+
+
+def ai_rule(method: str, path: str) -> tuple[str | None, bool, str | None]:
+    """The AI service: each route's scope by the table above; anything else needs admin (an
+    unknown route is answered 404 only to a key that may see everything)."""
+    return AI_SCOPES.get(path.rstrip("/"), "admin"), False, None
+
+
+def install_guard(config: AuthConfig, system: str, service: str) -> None:
+    """Turns the guard on in this replica (the middleware is on the app from import on)."""
+    if config.enabled:
+        from ray import serve
+
+        context = serve.get_replica_context()
+        replica = getattr(getattr(context, "replica_id", None), "unique_id", None) or context.replica_tag
+        _GUARDS[service] = Guard(system, config, writer=f"{service}-{replica}")

@@ -1,0 +1,177 @@
+"""Keys, scopes and the audit trail on both services, over real HTTP: the key authority is a
+real Ray actor, the gateways real Serve replicas, the audit log real files verified with the
+authority's public key."""
+
+from pathlib import Path
+
+import httpx
+import pytest
+import ray
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from models._private.audit import verify_directory
+from serve import AIServiceConfig, FactsServiceConfig, deploy
+from serve._private.auth_config import AuthConfig
+from serve._private.authority import get_authority
+from tests.scripted_provider import ScriptedProvider
+from tests.waiting import wait_until
+
+SYSTEM = "auth-test"
+
+
+@pytest.fixture(scope="module")
+def auth(tmp_path_factory):
+    return AuthConfig(enabled=True, path=str(tmp_path_factory.mktemp("auth")), sync_timeout_s=0.2)
+
+
+@pytest.fixture(scope="module")
+def authority(ray_head, auth):
+    handle = get_authority(SYSTEM, auth)
+    yield handle
+    ray.kill(handle)
+
+
+@pytest.fixture(scope="module")
+def keys(authority):
+    """name -> secret, one key per kind of caller."""
+    specs = {
+        "admin": {"scopes": ["admin"]},
+        "reader": {"scopes": ["facts:read"]},
+        "writer": {"scopes": ["facts:read", "facts:write"], "namespaces": ["open"]},
+        "invoker": {"scopes": ["ai:invoke"], "models": ["scripted"]},
+        "usage": {"scopes": ["usage:read"]},
+    }
+    return {
+        name: ray.get(authority.create.remote({"name": name, **spec}))["key"] for name, spec in specs.items()
+    }
+
+
+@pytest.fixture(scope="module")
+def facts(serve_port, auth, authority, tmp_path_factory):
+    config = FactsServiceConfig(
+        port=serve_port,
+        route_prefix="/facts-auth",
+        path=str(tmp_path_factory.mktemp("facts")),
+        namespaces={"open": {"extractor": "none"}, "secret": {"extractor": "none"}},
+        auth=auth,
+    )
+    url = deploy(config, app_name="facts-auth", system=SYSTEM)
+    yield url
+    from ray import serve
+
+    serve.delete("facts-auth")
+
+
+@pytest.fixture(scope="module")
+def ai(serve_port, auth, authority):
+    provider = ScriptedProvider()
+    provider.respond = lambda body: "hello"
+    config = AIServiceConfig(
+        port=serve_port,
+        route_prefix="/ai-auth",
+        providers={
+            "scripted": {"base_url": provider.url, "model": "m"},
+            "other": {"base_url": provider.url, "model": "m"},
+        },
+        embeddings=None,
+        auth=auth,
+    )
+    url = deploy(config, app_name="ai-auth", system=SYSTEM)
+    yield url
+    from ray import serve
+
+    serve.delete("ai-auth")
+    provider.close()
+
+
+def call(url, method, path, key=None, body=None):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.request(method, url + path, headers=headers, json=body, timeout=60)
+
+
+DOC = {"id": "d1", "title": "Ada", "text": "Ada Lovelace wrote the first program."}
+FACT = [{"subject": "Ada Lovelace", "predicate": "wrote", "object": "the first program"}]
+# Every facts route: method, path (in namespace "open"), body, the scope it needs.
+FACTS_ROUTES = [
+    ("GET", "/namespaces", None, "facts:read"),
+    ("GET", "/namespaces/open", None, "facts:read"),
+    ("POST", "/namespaces/open/documents", DOC, "facts:write"),
+    ("POST", "/namespaces/open/documents/batch", {"documents": [{**DOC, "id": "d2"}]}, "facts:write"),
+    ("GET", "/namespaces/open/documents/d1", None, "facts:read"),
+    ("POST", "/namespaces/open/facts", {"facts": FACT}, "facts:write"),
+    ("GET", "/namespaces/open/facts?predicate=wrote", None, "facts:read"),
+    ("GET", "/namespaces/open/entities?name=Ada%20Lovelace", None, "facts:read"),
+    ("POST", "/search", {"query": "Who wrote the first program?", "namespaces": ["open"]}, "facts:read"),
+    ("DELETE", "/namespaces/open/documents/d2", None, "facts:write"),
+]
+
+
+@pytest.mark.parametrize("method, path, body, scope", FACTS_ROUTES)
+def test_every_facts_route_demands_a_key_with_its_scope(facts, keys, method, path, body, scope):
+    for key, status, code in ((None, 401, "invalid_api_key"), ("sr-not-a-key", 401, "invalid_api_key")):
+        r = call(facts, method, path, key, body)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code)
+        assert r.headers["x-request-id"] and r.headers["www-authenticate"] == "Bearer"
+    if scope == "facts:write":  # a reader may not write
+        r = call(facts, method, path, keys["reader"], body)
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "insufficient_permissions")
+    r = call(facts, method, path, keys["writer"], body)
+    assert r.status_code in (200, 201), r.text
+
+
+def test_a_key_limited_to_a_namespace_gets_403_for_another_and_sees_only_its_own(facts, keys):
+    r = call(facts, "GET", "/namespaces/secret", keys["writer"])
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "insufficient_permissions")
+    assert "secret" in r.json()["error"]["message"]
+    listed = call(facts, "GET", "/namespaces", keys["writer"]).json()["data"]
+    assert [n["namespace"] for n in listed] == ["open"]
+    r = call(facts, "POST", "/search", keys["writer"], {"query": "x", "namespaces": ["secret"]})
+    assert r.status_code == 403
+    admin = call(facts, "GET", "/namespaces", keys["admin"]).json()["data"]
+    assert sorted(n["namespace"] for n in admin) == ["open", "secret"]
+
+
+def test_ai_routes_check_scope_and_model(ai, keys):
+    chat = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}
+    assert call(ai, "POST", "/chat/completions", None, chat).status_code == 401
+    r = call(ai, "POST", "/chat/completions", keys["invoker"], chat)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "hello"
+    r = call(ai, "POST", "/chat/completions", keys["invoker"], {**chat, "model": "other"})
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "insufficient_permissions")
+    assert [m["id"] for m in call(ai, "GET", "/models", keys["invoker"]).json()["data"]] == ["scripted"]
+    assert call(ai, "GET", "/usage", keys["invoker"]).status_code == 403
+    assert call(ai, "GET", "/usage", keys["usage"]).status_code == 200
+    assert call(ai, "GET", "/backends", keys["usage"]).status_code == 403  # admin only
+    assert call(ai, "GET", "/backends", keys["admin"]).status_code == 200
+
+
+def test_a_revoked_key_stops_working_on_every_replica_within_a_second(facts, authority):
+    made = ray.get(authority.create.remote({"name": "short-lived", "scopes": ["facts:read"]}))
+    assert call(facts, "GET", "/namespaces", made["key"]).status_code == 200
+    ray.get(authority.revoke.remote(made["record"]["id"]))
+    wait_until(lambda: call(facts, "GET", "/namespaces", made["key"]).status_code == 401, 1.0, "revocation")
+
+
+def test_a_rotated_key_replaces_the_old_secret(facts, authority):
+    made = ray.get(authority.create.remote({"name": "rotating", "scopes": ["facts:read"]}))
+    new = ray.get(authority.rotate.remote(made["record"]["id"]))
+    wait_until(
+        lambda: call(facts, "GET", "/namespaces", new["key"]).status_code == 200, 1.0, "the new secret"
+    )
+    assert call(facts, "GET", "/namespaces", made["key"]).status_code == 401
+
+
+def test_the_audit_trail_verifies_and_holds_no_secret(facts, ai, keys, authority, auth):
+    r = call(facts, "POST", "/namespaces/open/documents", keys["writer"], {**DOC, "id": "audited"})
+    assert r.status_code == 201
+    request_id = r.headers["x-request-id"]
+    call(facts, "GET", "/namespaces/secret", keys["writer"])  # refused: audited too
+    directory = ray.get(authority.audit_directory.remote())
+    public = load_pem_public_key(ray.get(authority.public_key.remote()).encode())
+    verdicts = verify_directory(directory, public)
+    assert verdicts and all(v.ok for v in verdicts), [v for v in verdicts if not v.ok]
+    text = "".join(Path(directory, f"{v.writer}.jsonl").read_text() for v in verdicts)
+    assert request_id in text  # the write's record was durable before its answer
+    assert '"status":403' in text and '"kind":"refused"' in text
+    assert not any(secret in text for secret in keys.values())
+    assert '"action":"keys.create"' in text  # admin changes, in the authority's own chain
