@@ -13,16 +13,18 @@ import click
 from actors._private.task import TaskResult
 from cluster._private.client import Client
 from cluster._private.config import load_config
-from cluster._private.connection import connect, connect_or_start
+from cluster._private.connection import call, connect, connect_or_start, get
 from cluster._private.demo import run_demo
 from cluster._private.facts_client import FactsClient, read_documents
 from cluster._private.format import format_capabilities, format_search, format_status
 from cluster._private.lifecycle import down as down_system
 from cluster._private.lifecycle import last_namespace, mark_local_head
 from cluster._private.lifecycle import up as up_system
+from cluster._private.security import authority_of, format_keys, parse_duration, verify_audit
 from cluster._private.status import status as system_status
 from models._private.core import env
 from models._private.core.errors import SwarmrayError
+from models._private.keys import SCOPES
 
 __all__ = ["main"]
 
@@ -285,6 +287,114 @@ def facts_search(
         click.echo(json.dumps(found, indent=2))
         return
     click.echo(format_search(found))
+
+
+@cli.group()
+def keys() -> None:
+    """API keys of the system's services (auth on): create, list, revoke, rotate."""
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@keys.command(name="create")
+@click.option("--name", required=True, help="What the key is for.")
+@click.option("--scopes", required=True, help=f"Comma-separated, of: {', '.join(SCOPES)}.")
+@click.option("--models", default=None, help="Comma-separated models it may use (default: all).")
+@click.option("--namespaces", default=None, help="Comma-separated facts namespaces (default: all).")
+@click.option("--rpm", type=click.IntRange(1), default=None, help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(1), default=None, help="Tokens per minute.")
+@click.option("--budget-tokens", type=click.IntRange(1), default=None, help="Tokens per budget period.")
+@click.option("--budget-period", default=None, help="The budget's period: 1d, 30d, 12h …")
+@click.option("--expires-in", default=None, help="Lifetime: 90s, 12h, 30d, 2w …")
+@_address_option
+@_namespace_option
+def keys_create(name: str, scopes: str, models: str | None, namespaces: str | None, **kw: Any) -> None:
+    """Creates a key and prints its secret: this is the only time it is shown."""
+    if unknown := [x for x in _csv(scopes) or [] if x not in SCOPES]:
+        raise click.BadParameter(
+            f"unknown scope {unknown[0]!r}; scopes are {', '.join(SCOPES)}", param_hint="--scopes"
+        )
+    spec = {
+        "name": name,
+        "scopes": _csv(scopes),
+        "models": _csv(models),
+        "namespaces": _csv(namespaces),
+        "rpm": kw["rpm"],
+        "tpm": kw["tpm"],
+        "budget_tokens": kw["budget_tokens"],
+        "budget_period_s": parse_duration(kw["budget_period"]) if kw["budget_period"] else None,
+        "expires_in_s": parse_duration(kw["expires_in"]) if kw["expires_in"] else None,
+    }
+    authority = authority_of(_connect(kw["namespace"], kw["address"]))
+    made = get(authority.create.remote(spec, "cli"))  # not retried: a retry could make two
+    click.echo(made["key"])
+    click.echo(f"key {made['record']['id']} ({name}): store the secret above now; it is not kept", err=True)
+
+
+@keys.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_address_option
+@_namespace_option
+def keys_list(as_json: bool, namespace: str | None, address: str | None) -> None:
+    """Every key, with a hint of its secret (never the secret)."""
+    records = call(lambda: authority_of(_connect(namespace, address)).list.remote())
+    click.echo(json.dumps(records, indent=2) if as_json else format_keys(records))
+
+
+@keys.command(name="revoke")
+@click.argument("key_id")
+@_address_option
+@_namespace_option
+def keys_revoke(key_id: str, namespace: str | None, address: str | None) -> None:
+    """Stops a key on every replica (within about a second)."""
+    call(lambda: authority_of(_connect(namespace, address)).revoke.remote(key_id, "cli"))
+    click.echo(f"key {key_id} revoked")
+
+
+@keys.command(name="rotate")
+@click.argument("key_id")
+@_address_option
+@_namespace_option
+def keys_rotate(key_id: str, namespace: str | None, address: str | None) -> None:
+    """Gives a key a new secret (printed once); the old one stops working."""
+    made = get(authority_of(_connect(namespace, address)).rotate.remote(key_id, "cli"))
+    click.echo(made["key"])
+
+
+@cli.group()
+def audit() -> None:
+    """The tamper-evident audit log of both services."""
+
+
+@audit.command(name="pubkey")
+@_address_option
+@_namespace_option
+def audit_pubkey(namespace: str | None, address: str | None) -> None:
+    """Prints the public key (PEM) the log's checkpoints are signed with."""
+    click.echo(call(lambda: authority_of(_connect(namespace, address)).public_key.remote()), nl=False)
+
+
+@audit.command(name="verify")
+@click.option("--pubkey", type=click.File(), default=None, help="A PEM public key to check against.")
+@click.option(
+    "--dir", "directory", default=None, help="Verify this copy of the log offline (needs --pubkey)."
+)
+@_address_option
+@_namespace_option
+def audit_verify(pubkey: Any, directory: str | None, namespace: str | None, address: str | None) -> None:
+    """Re-hashes every writer's chain and checks its links, sequence and signed checkpoints;
+    exits 1 at the first bad line of any writer."""
+    system = None if directory else _connect(namespace, address)
+    verdicts = verify_audit(system, pubkey.read() if pubkey else None, directory)
+    for v in verdicts:
+        where = "ok" if v.ok else f"BAD at line {v.first_bad}: {v.reason}"
+        click.echo(
+            f"{v.writer}: {v.records} records, {v.checkpoints} checkpoints, {v.unwitnessed} unsigned; {where}"
+        )
+    if not verdicts or not all(v.ok for v in verdicts):
+        sys.exit(1)
 
 
 def main() -> None:

@@ -189,3 +189,41 @@ def test_down_leaves_running_a_ray_head_it_did_not_start(head, namespace):
     removed = swarm("down", "--namespace", namespace, "--address", head["address"]).stdout
     assert "removed registry" in removed and "local Ray head" not in removed
     assert subprocess.run([RAY, "status", "--address", head["address"]], capture_output=True).returncode == 0
+
+
+def test_keys_and_audit_commands(head, namespace, tmp_path):
+    """`swarm keys` against a running key authority, and `swarm audit verify` finding an edit."""
+    from serve._private.auth_config import AuthConfig
+    from serve._private.authority import get_authority
+
+    authority = get_authority(namespace, AuthConfig(enabled=True, path=str(tmp_path / "auth")))
+    ns = ["--namespace", namespace, "--address", head["address"]]
+    try:
+        made = swarm(
+            "keys", "create", "--name", "ci", "--scopes", "facts:read,ai:invoke", "--models", "m1",
+            "--expires-in", "30d", *ns,
+        )  # fmt: skip
+        secret = made.stdout.strip()
+        assert secret.startswith("sr-") and "not kept" in made.stderr
+        listed = json.loads(swarm("keys", "list", "--json", *ns).stdout)
+        (record,) = listed
+        assert record["scopes"] == ["facts:read", "ai:invoke"] and record["models"] == ["m1"]
+        assert secret not in json.dumps(listed) and secret[3:11] == record["hint"]
+        assert record["expires_at"] - record["created_at"] == 30 * 86400
+        rotated = swarm("keys", "rotate", record["id"], *ns).stdout.strip()
+        assert rotated.startswith("sr-") and rotated != secret
+        swarm("keys", "revoke", record["id"], *ns)
+        assert json.loads(swarm("keys", "list", "--json", *ns).stdout)[0]["revoked_at"] is not None
+        bad = swarm("keys", "create", "--name", "x", "--scopes", "everything", *ns, check=False)
+        assert bad.returncode == 2 and "scopes" in bad.stderr
+
+        verified = swarm("audit", "verify", *ns)
+        assert "authority: 3 records" in verified.stdout and "ok" in verified.stdout
+        pem = tmp_path / "audit.pem"
+        pem.write_text(swarm("audit", "pubkey", *ns).stdout)
+        log = tmp_path / "auth" / "audit" / "authority.jsonl"
+        log.write_text(log.read_text().replace('"keys.rotate"', '"keys.create"'))
+        offline = swarm("audit", "verify", "--dir", str(log.parent), "--pubkey", str(pem), check=False)
+        assert offline.returncode == 1 and "BAD at line 2" in offline.stdout and "edited" in offline.stdout
+    finally:
+        ray.kill(authority)

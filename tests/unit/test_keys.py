@@ -40,3 +40,17 @@ def test_revoked_and_expired_keys_are_not_live():
 def test_an_unknown_scope_is_refused_by_name():
     with pytest.raises(ValidationError, match="scopes"):
         record(scopes=["ai:everything"])
+
+
+def test_durations_and_the_key_table_for_the_cli():
+    from cluster._private.security import format_keys, parse_duration
+    from models._private.core.errors import SwarmrayError
+
+    assert (
+        parse_duration("30d") == 30 * 86400 and parse_duration("90s") == 90 and parse_duration("1.5h") == 5400
+    )
+    with pytest.raises(SwarmrayError, match="not a duration"):
+        parse_duration("soon")
+    rec, key = record(namespaces=["open"], rpm=5)
+    table = format_keys([rec.model_dump(exclude={"hash"})])
+    assert key not in table and f"sr-{key[3:11]}…" in table and "open" in table and "live" in table

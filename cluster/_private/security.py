@@ -1,0 +1,79 @@
+"""What `swarm keys` and `swarm audit` do: reach the system's key authority, show keys, and
+verify the audit log with the authority's public key."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from models._private.audit import Verdict, verify_directory
+from models._private.core.errors import SwarmrayError
+from serve._private.authority import authority_name
+
+__all__ = ["authority_of", "format_keys", "parse_duration", "verify_audit"]
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90s', '15m', '12h', '30d' or '2w'."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if not match:
+        raise SwarmrayError(f"{text!r} is not a duration like 90s, 15m, 12h, 30d or 2w")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def authority_of(system: str) -> Any:
+    """The running key authority of `system` (Ray must be connected)."""
+    import ray
+
+    try:
+        return ray.get_actor(authority_name(system), namespace=system)
+    except ValueError:
+        raise SwarmrayError(
+            f"no key authority runs for system {system!r}: turn auth on (auth: {{enabled: true}} "
+            "under ai: or facts:) and run `swarm up`"
+        ) from None
+
+
+def format_keys(records: list[dict[str, Any]]) -> str:
+    """A table of keys, never their secrets (only a hint of each)."""
+    rows = [["ID", "NAME", "KEY", "SCOPES", "MODELS", "NAMESPACES", "RPM", "TPM", "STATE"]]
+    for r in sorted(records, key=lambda r: r["created_at"]):
+        state = "revoked" if r.get("revoked_at") else "live"
+        rows.append(
+            [
+                r["id"],
+                r["name"],
+                f"sr-{r['hint']}…",
+                ",".join(r["scopes"]),
+                ",".join(r["models"]) if r.get("models") is not None else "*",
+                ",".join(r["namespaces"]) if r.get("namespaces") is not None else "*",
+                str(r.get("rpm") or "-"),
+                str(r.get("tpm") or "-"),
+                state,
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def verify_audit(
+    system: str, public_key_pem: str | None = None, directory: str | None = None
+) -> list[Verdict]:
+    """Verifies every writer's chain. Online (no `directory`), the authority gives the directory,
+    its public key (unless one is given) and a head it signs now, so that a cut in its own
+    chain shows; offline, pass the directory and the public key (`swarm audit pubkey`)."""
+    import ray
+
+    witnesses: dict[str, Any] = {}
+    if directory is None:
+        authority = authority_of(system)
+        directory = ray.get(authority.audit_directory.remote())
+        public_key_pem = public_key_pem or ray.get(authority.public_key.remote())
+        witnesses["authority"] = ray.get(authority.witness.remote())
+    if public_key_pem is None:
+        raise SwarmrayError("verifying a directory offline needs --pubkey (from `swarm audit pubkey`)")
+    return verify_directory(directory, load_pem_public_key(public_key_pem.encode()), witnesses)
