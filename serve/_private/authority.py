@@ -26,6 +26,7 @@ from models._private.audit import AuditLog
 from models._private.core.errors import SwarmrayError
 from models._private.core.journal import Journal
 from models._private.keys import KeyRecord, hash_key, new_key
+from models._private.quota import COUNTERS, Ledger
 from serve._private.auth_config import AuthConfig
 
 __all__ = [
@@ -85,11 +86,17 @@ class KeyAuthority:
         self._signing = load_signing_key(directory)
         self.journal = Journal(os.path.join(directory, "keys"))
         self.keys: dict[str, KeyRecord] = {}
+        self.ledger = Ledger()
         entries = self.journal.read()
         for entry in entries:
+            if "budget" in entry:  # units of a budget window granted before a restart
+                key_id, window, used = entry["budget"]
+                self.ledger.restore(key_id, "budget", window, used)
+                continue
             record = KeyRecord.model_validate(entry["record"])
             self.keys[record.id] = record
-        self.version = len(entries)  # one per change, so it only grows, also across restarts
+        # One per key change, so it only grows, also across restarts.
+        self.version = sum(1 for e in entries if "record" in e)
         self._changed = asyncio.Event()
         self.audit = AuditLog(
             self.audit_directory(),
@@ -154,6 +161,28 @@ class KeyAuthority:
         if key_id not in self.keys:
             raise KeyNotFoundError(key_id)
         return self.keys[key_id]
+
+    # -- limits (the one ledger every replica's leases come from) ---------------------------
+
+    def acquire(self, key_id: str, counter: str, n: int) -> dict[str, Any]:
+        """Grants `n` or more units of `counter` in the current window (see models.quota), or
+        none ({"units": 0, "retry_after_s"}) when fewer than `n` are left."""
+        record = self._get(key_id)
+        field, period = COUNTERS[counter]
+        limit = getattr(record, field)
+        period_s = period if isinstance(period, float) else getattr(record, period) or 86400.0
+        if limit is None:
+            return {"units": n, "window": 0, "tight": False, "retry_after_s": 0.0, "unlimited": True}
+        grant = self.ledger.acquire(key_id, counter, limit, period_s, n, time.time())
+        if counter == "budget" and grant.units:  # a budget outlives a restart: journal it
+            self.journal.write_now(
+                {"budget": [key_id, grant.window, self.ledger.used(key_id, counter, grant.window)]}
+            )
+        return vars(grant)
+
+    def release(self, key_id: str, counter: str, window: int, n: int) -> None:
+        """Units of `window` a replica did not spend."""
+        self.ledger.release(key_id, counter, window, n)
 
     # -- reads ------------------------------------------------------------------------------
 

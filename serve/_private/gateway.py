@@ -27,7 +27,16 @@ from models._private.keys import denial
 from serve._private.backends import InProcessBackend, LocalBackend, RemoteBackend
 from serve._private.config import AIServiceConfig
 from serve._private.deployments import ModelServer
-from serve._private.guard import GuardMiddleware, ai_rule, allow, install_guard
+from serve._private.guard import (
+    GuardMiddleware,
+    Taken,
+    ai_rule,
+    allow,
+    install_guard,
+    reserve,
+    settle,
+    token_limited,
+)
 from serve._private.http_errors import install_error_handlers
 from serve._private.protocol import (
     ChatBody,
@@ -67,6 +76,21 @@ async def _unavailable(_: Request, exc: BackendsUnavailableError) -> JSONRespons
 
 
 app.add_middleware(GuardMiddleware, rule=ai_rule, service="ai")
+RESERVED_COMPLETION_TOKENS = 1024  # max_tokens of a token-limited key's request that names none
+_PER_MESSAGE = 8  # tokens a chat template adds around a message, at most, in the models we serve
+
+
+def _worst_case(payload: dict[str, Any]) -> int:
+    """The most tokens a request can cost: a byte-level tokenizer makes at most one token of a
+    byte, plus the template's tokens around each message, plus the completion's limit."""
+    if "messages" in payload:
+        prompt = sum(
+            len(json.dumps(m.get("content", "")).encode()) + _PER_MESSAGE for m in payload["messages"]
+        )
+    else:
+        prompts = payload["prompt"] if isinstance(payload["prompt"], list) else [payload["prompt"]]
+        prompt = sum(len(str(p).encode()) for p in prompts)
+    return prompt + (payload["params"]["max_tokens"] or 0)
 
 
 # Everything the routes use is defined above this line: `serve.ingress` pickles the app when
@@ -205,10 +229,19 @@ class Gateway:
 
     async def _answer(self, request: Request, body: SamplingBody, payload: dict[str, Any], chat: bool) -> Any:
         allow(request, model=body.model)
+        if token_limited(request) and payload["params"]["max_tokens"] is None:
+            # A worst case needs an end: a token-limited key's open-ended request gets one.
+            payload["params"]["max_tokens"] = RESERVED_COMPLETION_TOKENS
+        taken = await reserve(request, "ai", _worst_case(payload))
         rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
-            return await self._sse(request, body, payload, chat, rid, created)
-        name, out = await self._failover(body.model, lambda b: self.backends[b].complete(payload))
+            return await self._sse(request, body, payload, chat, rid, created, taken)
+        try:
+            name, out = await self._failover(body.model, lambda b: self.backends[b].complete(payload))
+        except BaseException:
+            await settle(request, "ai", taken, 0)
+            raise
+        await settle(request, "ai", taken, out["prompt_tokens"] + out["completion_tokens"])
         self._account(request, body, name, out["prompt_tokens"], out["completion_tokens"])
         return JSONResponse(
             {
@@ -230,8 +263,13 @@ class Gateway:
         chat: bool,
         rid: str,
         created: int,
+        taken: Taken,
     ) -> StreamingResponse:
-        name, (first, stream) = await self._open_stream(body.model, payload)
+        try:
+            name, (first, stream) = await self._open_stream(body.model, payload)
+        except BaseException:
+            await settle(request, "ai", taken, 0)
+            raise
         kind = "chat.completion.chunk" if chat else "text_completion"
         include_usage = bool((body.stream_options or {}).get("include_usage"))
 
@@ -251,6 +289,8 @@ class Gateway:
                 self.breakers[name].failure()  # no failover now, but the backend did fail
                 yield sse_event(error_body(f"{name}: {err!r}", "server_error", None, "stream_interrupted"))
                 return
+            finally:  # what the stream cost by its last piece; the rest goes back
+                await settle(request, "ai", taken, last["prompt_tokens"] + last["completion_tokens"])
             self._account(request, body, name, last["prompt_tokens"], last["completion_tokens"])
             if include_usage:
                 yield sse_event(
@@ -278,7 +318,14 @@ class Gateway:
         texts = [body.input] if isinstance(body.input, str) else body.input
         if bad := [i for i, t in enumerate(texts) if not t.strip()]:
             raise RequestError(f"input.{bad[0]}", "is empty")
-        out = await self.embedder.embed.remote(texts)
+        worst = sum(len(t.encode()) + 2 for t in texts)  # a token is a byte at least, plus CLS/SEP
+        taken = await reserve(request, "ai", worst)
+        try:
+            out = await self.embedder.embed.remote(texts)
+        except BaseException:
+            await settle(request, "ai", taken, 0)
+            raise
+        await settle(request, "ai", taken, 0 if out.get("too_long") else sum(out["tokens"]))
         if out.get("too_long"):  # refused, as OpenAI does, rather than cut and counted whole
             i, n = out["too_long"][0]
             raise RequestError(

@@ -5,8 +5,9 @@ audit record of what happened.
 1. takes the request's id from Serve (its `x-request-id`, also in the response) for the audit;
 2. finds the route's scope in the service's rule (`None`: open, the health check);
 3. authenticates the bearer key against this replica's copy of the key table (401
-   `invalid_api_key` when missing, unknown, revoked or expired) and checks the scope and a
-   namespace in the path (403 `insufficient_permissions`);
+   `invalid_api_key` when missing, unknown, revoked or expired), checks the scope and a
+   namespace in the path (403 `insufficient_permissions`), and spends one of the key's requests
+   per minute (429 `rate_limit_exceeded` with Retry-After);
 4. hands the key to the route (`request.state.key`) for the checks that need the body (a
    model, the namespaces of a search), which call `allow`;
 5. appends the audit record when the response starts: before the response goes out for a write
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -32,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from models._private.audit import AuditLog
 from models._private.core.errors import SwarmrayError
 from models._private.keys import KeyRecord, denial, hash_key
+from models._private.quota import COUNTERS
 from serve._private.auth_config import AuthConfig
 from serve._private.protocol import error_body
 
@@ -39,11 +42,17 @@ __all__ = [
     "AccessDenied",
     "Guard",
     "GuardMiddleware",
+    "Limited",
     "Rule",
+    "Spender",
+    "Taken",
     "ai_rule",
     "allow",
     "facts_rule",
     "install_guard",
+    "reserve",
+    "settle",
+    "token_limited",
 ]
 
 log = logging.getLogger("swarmray.serve")
@@ -55,6 +64,69 @@ _NAMESPACE = re.compile(r"^/v1/namespaces/([^/]+)")
 
 class AccessDenied(SwarmrayError):
     """A key that may not do this (403)."""
+
+
+class Limited(SwarmrayError):
+    """A key over one of its limits (429): `code` is rate_limit_exceeded for a per-minute
+    limit, insufficient_quota for a budget."""
+
+    def __init__(self, counter: str, retry_after_s: float):
+        what = {"requests": "requests per minute", "tokens": "tokens per minute", "budget": "token budget"}
+        super().__init__(f"this key is over its {what[counter]}; retry after {math.ceil(retry_after_s)} s")
+        self.code = "insufficient_quota" if counter == "budget" else "rate_limit_exceeded"
+        self.retry_after_s = retry_after_s
+
+
+_SKEW_S = 0.25  # a local lease is spent only until this long before its window ends
+
+
+class _Lease:
+    def __init__(self, window: int, end: float, free: int, tight: bool):
+        self.window, self.end, self.free, self.tight = window, end, free, tight
+
+
+class Spender:
+    """This replica's leases of each key's limits (models.quota has the scheme).
+
+    `take` returns the window its units came from, for `give_back` after the request.
+    """
+
+    def __init__(self, authority: Any):
+        self.authority = authority
+        self.leases: dict[tuple[str, str], _Lease] = {}
+
+    async def take(self, record: KeyRecord, counter: str, n: int) -> int | None:
+        """Spends `n` units, from the local lease or the authority; raises Limited."""
+        if getattr(record, COUNTERS[counter][0]) is None:
+            return None  # no such limit on this key
+        lease = self.leases.get((record.id, counter))
+        if lease is not None and not lease.tight and lease.free >= n and time.time() < lease.end:
+            lease.free -= n
+            return lease.window
+        grant = await self.authority.acquire.remote(record.id, counter, n)
+        if not grant["units"]:
+            raise Limited(counter, grant["retry_after_s"])
+        end = time.time() + grant["retry_after_s"] - _SKEW_S
+        free = grant["units"] - n
+        if grant["tight"]:  # exact from now on: hand back what this replica holds
+            held = free + (lease.free if lease is not None and lease.window == grant["window"] else 0)
+            if held:
+                await self.authority.release.remote(record.id, counter, grant["window"], held)
+            free = 0
+        elif lease is not None and lease.window == grant["window"]:
+            free += lease.free
+        self.leases[(record.id, counter)] = _Lease(grant["window"], end, free, grant["tight"])
+        return grant["window"]
+
+    async def give_back(self, record: KeyRecord, counter: str, window: int | None, n: int) -> None:
+        """Units taken for a worst case and not used (or a request that failed)."""
+        if window is None or n <= 0:
+            return
+        lease = self.leases.get((record.id, counter))
+        if lease is not None and lease.window == window and not lease.tight and time.time() < lease.end:
+            lease.free += n
+        else:
+            await self.authority.release.remote(record.id, counter, window, n)
 
 
 class Guard:
@@ -73,6 +145,7 @@ class Guard:
         self.audit: AuditLog | None = None
         self._ready: asyncio.Lock | None = None
         self._tasks: list[asyncio.Task] = []
+        self.spender: Spender | None = None
 
     async def ready(self) -> None:
         """Loads the key table and the signing key once, then follows the authority."""
@@ -87,6 +160,7 @@ class Guard:
             from serve._private.authority import authority_name
 
             authority = ray.get_actor(authority_name(self.system), namespace=self.system)
+            self.spender = Spender(authority)
             self._apply(await authority.changes.remote(-1, 0))
             key = Ed25519PrivateKey.from_private_bytes(await authority.signing_key.remote())
             directory = await authority.audit_directory.remote()
@@ -140,6 +214,38 @@ def allow(request: Any, *, model: str | None = None, namespace: str | None = Non
 _GUARDS: dict[str, Guard] = {}  # service -> this process's guard (a replica is a process)
 
 
+Taken = list[tuple[str, int | None, int]]  # (counter, window, units) a request holds
+
+
+async def reserve(request: Any, service: str, worst: int) -> Taken:
+    """Takes a request's worst case of tokens from its key's per-minute tokens and budget
+    (nothing when auth is off or the key has no token limits); raises Limited."""
+    record: KeyRecord | None = getattr(request.state, "key", None)
+    guard = _GUARDS.get(service)
+    taken: Taken = []
+    if record is None or guard is None:
+        return taken
+    try:
+        for counter in ("tokens", "budget"):
+            taken.append((counter, await guard.spender.take(record, counter, worst), worst))
+    except Limited:
+        await settle(request, service, taken, 0)
+        raise
+    return taken
+
+
+async def settle(request: Any, service: str, taken: Taken, used: int) -> None:
+    """Gives back what a request took beyond the `used` tokens it really cost."""
+    record: KeyRecord | None = getattr(request.state, "key", None)
+    for counter, window, units in taken:
+        await _GUARDS[service].spender.give_back(record, counter, window, units - min(used, units))
+
+
+def token_limited(request: Any) -> bool:
+    record: KeyRecord | None = getattr(request.state, "key", None)
+    return record is not None and (record.tpm is not None or record.budget_tokens is not None)
+
+
 class GuardMiddleware:
     """See the module doc. The guard is looked up by service name in this module (the replica
     installs it), because the app is pickled into the replica before any guard exists."""
@@ -162,18 +268,23 @@ class GuardMiddleware:
         if guard is not None and needed is not None:
             await guard.ready()
             record = guard.authenticate(headers.get(b"authorization", b"").decode("latin-1"))
-            refusal = None
+            refusal, retry_after = None, None
             if record is None:
                 refusal = (401, "a valid API key is required (Authorization: Bearer sr-…)", "invalid_api_key")
             elif why := denial(record, needed, namespace=namespace):
                 refusal = (403, why, "insufficient_permissions")
+            else:
+                try:
+                    await guard.spender.take(record, "requests", 1)
+                except Limited as e:
+                    refusal, retry_after = (429, str(e), e.code), e.retry_after_s
             if refusal is not None:
                 status, message, code = refusal
-                kind = "authentication_error" if status == 401 else "permission_error"
+                kind = {401: "authentication_error", 403: "permission_error"}.get(status, "rate_limit_error")
                 guard.audit.append(
                     _entry("refused", record, scope, path, status, request_id, namespace, code=code)
                 )
-                return await _respond(send, status, error_body(message, kind, None, code))
+                return await _respond(send, status, error_body(message, kind, None, code), retry_after)
             state["key"] = record
 
         async def sending(message: dict) -> None:
@@ -220,7 +331,7 @@ def _entry(
     }
 
 
-async def _respond(send: Any, status: int, body: dict) -> None:
+async def _respond(send: Any, status: int, body: dict, retry_after_s: float | None = None) -> None:
     data = json.dumps(body).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -228,6 +339,8 @@ async def _respond(send: Any, status: int, body: dict) -> None:
     ]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
+    if retry_after_s is not None:
+        headers.append((b"retry-after", str(math.ceil(retry_after_s)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
 

@@ -4,13 +4,14 @@ for bad bodies, refused requests and anything unexpected (a 500 that names no in
 # No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from models._private.core.errors import RequestError
-from serve._private.guard import AccessDenied
+from serve._private.guard import AccessDenied, Limited
 from serve._private.protocol import error_response
 
 __all__ = ["install_error_handlers"]
@@ -47,15 +48,22 @@ async def _denied(_: Request, exc: AccessDenied) -> JSONResponse:
     return error_response(403, str(exc), "permission_error", None, "insufficient_permissions")
 
 
+async def _limited(_: Request, exc: Limited) -> JSONResponse:
+    response = error_response(429, str(exc), "rate_limit_error", None, exc.code)
+    response.headers["retry-after"] = str(math.ceil(exc.retry_after_s))
+    return response
+
+
 async def _internal(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error", exc_info=exc)
     return error_response(500, "internal error; the service log has the details", "server_error")
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Bad bodies and parameters (400), `RequestError` (400), a key's object limits (403), and
-    the last resort (500)."""
+    """Bad bodies and parameters (400), `RequestError` (400), a key's object limits (403), its
+    token limits (429), and the last resort (500)."""
     app.add_exception_handler(RequestValidationError, _invalid)
     app.add_exception_handler(RequestError, _refused)
     app.add_exception_handler(AccessDenied, _denied)
+    app.add_exception_handler(Limited, _limited)
     app.add_exception_handler(Exception, _internal)

@@ -2,6 +2,8 @@
 real Ray actor, the gateways real Serve replicas, the audit log real files verified with the
 authority's public key."""
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -40,6 +42,9 @@ def keys(authority):
         "writer": {"scopes": ["facts:read", "facts:write"], "namespaces": ["open"]},
         "invoker": {"scopes": ["ai:invoke"], "models": ["scripted"]},
         "usage": {"scopes": ["usage:read"]},
+        # Made before the services start, so that every replica knows them from its first request.
+        "rpm": {"scopes": ["facts:read"], "rpm": 7},
+        "budget": {"scopes": ["ai:invoke"], "budget_tokens": 850, "budget_period_s": 86400.0},
     }
     return {
         name: ray.get(authority.create.remote({"name": name, **spec}))["key"] for name, spec in specs.items()
@@ -53,6 +58,7 @@ def facts(serve_port, auth, authority, tmp_path_factory):
         route_prefix="/facts-auth",
         path=str(tmp_path_factory.mktemp("facts")),
         namespaces={"open": {"extractor": "none"}, "secret": {"extractor": "none"}},
+        ingress_replicas=2,  # limits must hold across replicas
         auth=auth,
     )
     url = deploy(config, app_name="facts-auth", system=SYSTEM)
@@ -74,6 +80,7 @@ def ai(serve_port, auth, authority):
             "other": {"base_url": provider.url, "model": "m"},
         },
         embeddings=None,
+        ingress_replicas=2,
         auth=auth,
     )
     url = deploy(config, app_name="ai-auth", system=SYSTEM)
@@ -175,3 +182,42 @@ def test_the_audit_trail_verifies_and_holds_no_secret(facts, ai, keys, authority
     assert '"status":403' in text and '"kind":"refused"' in text
     assert not any(secret in text for secret in keys.values())
     assert '"action":"keys.create"' in text  # admin changes, in the authority's own chain
+
+
+def clear_of_a_minute_boundary():
+    """Per-minute limits count in fixed windows: a burst must not straddle two."""
+    wait_until(lambda: 2 < time.time() % 60 < 50, 60, "a point well inside a minute")
+
+
+def burst(n, send):
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: send(), range(n)))
+
+
+def replicas_heard(authority, service):
+    """The gateway replicas of `service` that have audited a request (one chain each)."""
+    directory = Path(ray.get(authority.audit_directory.remote()))
+    return len(list(directory.glob(f"{service}-*.jsonl")))
+
+
+def test_requests_per_minute_hold_exactly_across_two_replicas(facts, keys, authority):
+    clear_of_a_minute_boundary()
+    answers = burst(15, lambda: call(facts, "GET", "/namespaces", keys["rpm"]))
+    assert sorted(r.status_code for r in answers) == [200] * 7 + [429] * 8
+    refused = next(r for r in answers if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 0 < int(refused.headers["retry-after"]) <= 60
+    assert replicas_heard(authority, "facts") == 2
+
+
+def test_a_token_budget_admits_exactly_what_it_holds_across_two_replicas(ai, keys, authority):
+    """Each request's worst case is exactly what the provider bills (150 tokens), so a budget
+    of 5 such requests and 100 tokens admits 5 of 12 sent at once, however they interleave."""
+    # '"hi"' is 4 bytes, 8 for the template, 138 for the completion: 150, as billed.
+    chat = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 138}
+    answers = burst(12, lambda: call(ai, "POST", "/chat/completions", keys["budget"], chat))
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [200] * 5 + [429] * 7, [r.text for r in answers if r.status_code not in (200, 429)]
+    refused = next(r for r in answers if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "insufficient_quota" and "retry-after" in refused.headers
+    assert replicas_heard(authority, "ai") == 2

@@ -140,6 +140,9 @@ def test_the_cluster_launcher_config_parses_with_cpu_and_gpu_workers():
     types = cluster["available_node_types"]
     assert cluster["head_node_type"] in types and {"cpu_worker", "gpu_worker"} <= set(types)
     assert sum(t.get("max_workers", 0) for t in types.values()) <= cluster["max_workers"]
+    # The dashboard's Jobs API runs any code: never published beyond the head's loopback.
+    start = " ".join(cluster["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in start and "0.0.0.0" not in start
 
 
 def test_journals_nested_in_one_another_are_refused(tmp_path):

@@ -1,0 +1,89 @@
+"""Exact per-key limits across gateway replicas: one ledger decides, replicas spend leases.
+
+A key's limits are counters over fixed windows: `requests` (rpm, 60 s), `tokens` (tpm, 60 s)
+and `budget` (budget_tokens, budget_period_s). The `Ledger` (held by the key authority) is the
+one place that grants units of a window; a unit granted is spent or given back, never granted
+twice, so the sum spent over all replicas never exceeds the limit.
+
+So that the common request asks nobody, a replica asks for more than it needs (a lease of
+`lease_share` of the limit) and spends the rest locally. Leases would let one replica hold
+units another needs; so once a window is tight (less than `tight_share` of the limit left),
+the ledger grants only what is asked, and tells the replica, which gives its unspent lease back:
+from then on every request of that key asks the ledger, and exactly the limit is admitted
+whatever replicas the requests land on. A window's units expire with it (fixed windows: a
+burst at a window's end and the next one's start can reach twice the per-minute rate).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["COUNTERS", "Grant", "Ledger", "window_of"]
+
+# counter -> (the KeyRecord field of its limit, its window in seconds or the field of it)
+COUNTERS: dict[str, tuple[str, float | str]] = {
+    "requests": ("rpm", 60.0),
+    "tokens": ("tpm", 60.0),
+    "budget": ("budget_tokens", "budget_period_s"),
+}
+
+
+def window_of(now: float, period_s: float) -> int:
+    return int(now // period_s)
+
+
+@dataclass
+class Grant:
+    """What the ledger granted: `units` (0: refused), the window they belong to, whether the
+    window is tight (give leases back, ask exactly), and when it ends."""
+
+    units: int
+    window: int
+    tight: bool
+    retry_after_s: float
+
+
+class Ledger:
+    """Units granted per (key, counter, window).
+
+    Args:
+        lease_share: A lease's size, as a share of the limit (at least what is asked).
+        tight_share: Below this share of the limit left, grant only what is asked.
+    """
+
+    def __init__(self, lease_share: float = 0.05, tight_share: float = 0.2):
+        self.lease_share, self.tight_share = lease_share, tight_share
+        self._granted: dict[tuple[str, str, int], int] = {}
+
+    def acquire(self, key_id: str, counter: str, limit: int, period_s: float, n: int, now: float) -> Grant:
+        window = window_of(now, period_s)
+        retry = (window + 1) * period_s - now
+        slot = (key_id, counter, window)
+        granted = self._granted.get(slot, 0)
+        left = limit - granted
+        if n > left:
+            return Grant(0, window, True, retry)
+        tight = left - n < self.tight_share * limit
+        units = n if tight else min(left, max(n, math.ceil(self.lease_share * limit)))
+        self._granted[slot] = granted + units
+        self._forget(window, counter, key_id)
+        return Grant(units, window, tight or left - units < self.tight_share * limit, retry)
+
+    def release(self, key_id: str, counter: str, window: int, n: int) -> None:
+        """Units granted in `window` and not spent; ignored once the window has passed."""
+        slot = (key_id, counter, window)
+        if slot in self._granted:
+            self._granted[slot] = max(0, self._granted[slot] - n)
+
+    def restore(self, key_id: str, counter: str, window: int, used: int) -> None:
+        """Units granted in `window` before a restart (a budget's journal)."""
+        self._granted[(key_id, counter, window)] = used
+
+    def used(self, key_id: str, counter: str, window: int) -> int:
+        return self._granted.get((key_id, counter, window), 0)
+
+    def _forget(self, window: int, counter: str, key_id: str) -> None:
+        # Older windows of this key and counter can no longer be granted from.
+        for slot in [s for s in self._granted if s[:2] == (key_id, counter) and s[2] < window]:
+            del self._granted[slot]
