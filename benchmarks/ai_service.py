@@ -6,6 +6,8 @@ requests in flight. The overhead is the HTTP p50 minus the direct p50. The model
 random-weight one built by the run, or with `--model default` the service's default
 (SmolLM2-135M-Instruct). `--colocate` runs the engine inside the gateway replica; `--haproxy`
 puts Serve's HAProxy ingress in front; `listener` names the process that holds the port.
+`auth_overhead_p50_ms` is what keys, limits and the audit add: the same requests to a second
+deployment of the service with auth on, against the first's HTTP p50.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from models import EngineConfig, SamplingParams, build_tiny_model
 from models._private.gguf import dequantized, resolve_source
 from models._private.hf_engine import TransformersEngine
 from serve import AIServiceConfig, deploy
+from serve._private.auth_config import AuthConfig
+from serve._private.authority import get_authority
 from serve._private.config import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
 
 PROMPT = "the quick brown fox"
@@ -55,7 +59,9 @@ async def throughput(fn, n: int, concurrency: int) -> tuple[float, float]:
     return n / elapsed, tokens / elapsed
 
 
-async def measure(engine: TransformersEngine, url: str, model: str, args: argparse.Namespace) -> dict:
+async def measure(
+    engine: TransformersEngine, url: str, model: str, args: argparse.Namespace, secure: tuple[str, str]
+) -> dict:
     params = SamplingParams(max_tokens=args.max_tokens, temperature=0)
     body = {"model": model, "prompt": PROMPT, "max_tokens": args.max_tokens, "temperature": 0}
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
@@ -69,9 +75,19 @@ async def measure(engine: TransformersEngine, url: str, model: str, args: argpar
             r.raise_for_status()
             return r.json()["usage"]["completion_tokens"]
 
-        for fn in (direct, over_http):
+        secure_url, key = secure
+
+        async def with_auth() -> int:  # key, scope, limits (leases) and the audit record
+            r = await http.post(
+                secure_url + "/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+            )
+            r.raise_for_status()
+            return r.json()["usage"]["completion_tokens"]
+
+        for fn in (direct, over_http, with_auth):
             await timed(fn, 20)  # warm-up
         direct_ms, http_ms = await timed(direct, args.requests), await timed(over_http, args.requests)
+        auth_ms = await timed(with_auth, args.requests)
         direct_rps, direct_tps = await throughput(direct, args.requests, args.concurrency)
         http_rps, http_tps = await throughput(over_http, args.requests, args.concurrency)
     return {
@@ -79,6 +95,8 @@ async def measure(engine: TransformersEngine, url: str, model: str, args: argpar
         "direct_p50_ms": percentile(direct_ms, 50),
         "http_p50_ms": percentile(http_ms, 50),
         "overhead_p50_ms": percentile(http_ms, 50) - percentile(direct_ms, 50),
+        "auth_http_p50_ms": percentile(auth_ms, 50),
+        "auth_overhead_p50_ms": percentile(auth_ms, 50) - percentile(http_ms, 50),
         "direct_p99_ms": percentile(direct_ms, 99),
         "http_p99_ms": percentile(http_ms, 99),
         "direct_rps": direct_rps,
@@ -139,7 +157,13 @@ def main() -> None:
     models = {name: {"source": source, "colocate": args.colocate}}
     config = AIServiceConfig(port=args.port, models=models, embeddings=None)
     url = deploy(config, app_name="bench-ai")
-    emit(asyncio.run(measure(engine, url, name, args)))
+    # The same service again with auth on, and a key whose limits are all set (never reached).
+    auth = AuthConfig(enabled=True, path=tempfile.mkdtemp(prefix="bench-auth-"))
+    secure = config.model_copy(update={"route_prefix": "/secure", "auth": auth})
+    secure_url = deploy(secure, app_name="bench-ai-auth", system="bench-ai")
+    limits = {"rpm": 10**6, "tpm": 10**9, "budget_tokens": 10**12, "budget_period_s": 86400.0}
+    made = get_authority("bench-ai", auth).create.remote({"name": "bench", "scopes": ["ai:invoke"], **limits})
+    emit(asyncio.run(measure(engine, url, name, args, (secure_url, ray.get(made)["key"]))))
 
 
 if __name__ == "__main__":

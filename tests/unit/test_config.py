@@ -189,3 +189,14 @@ def test_params_that_do_not_fit_the_agent_constructor_are_refused_at_load():
     assert "params do not fit actors:KeywordsAgent(top_n: int = 5): unexpected keyword 'top'" in message
     data["swarms"]["s"]["pools"]["p"]["agent"]["params"] = {"top_n": 3}
     assert load_config(data).swarms["s"].pools["p"].agent.params == {"top_n": 3}
+
+
+def test_the_readme_security_snippet_turns_auth_on():
+    import yaml
+
+    from serve import AIServiceConfig, FactsServiceConfig
+    from tests.readme import blocks
+
+    snippet = yaml.safe_load(blocks("Security", "yaml")[0])
+    assert AIServiceConfig(**snippet["ai"]).auth.enabled
+    assert not FactsServiceConfig().auth.enabled  # off unless turned on, in this version
