@@ -155,7 +155,7 @@ def main() -> None:
     engine = TransformersEngine(path, EngineConfig())
     ray.init(namespace="bench-ai", logging_level="WARNING", log_to_driver=False)
     models = {name: {"source": source, "colocate": args.colocate}}
-    config = AIServiceConfig(port=args.port, models=models, embeddings=None)
+    config = AIServiceConfig(port=args.port, models=models, embeddings=None, auth={"enabled": False})
     url = deploy(config, app_name="bench-ai")
     # The same service again with auth on, and a key whose limits are all set (never reached).
     auth = AuthConfig(enabled=True, path=tempfile.mkdtemp(prefix="bench-auth-"))

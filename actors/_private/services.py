@@ -12,10 +12,11 @@ from pydantic_core import to_jsonable_python
 from actors._private import names
 from models._private.core.errors import RequestError
 
-__all__ = ["AI_URL_KEY", "FACTS_URL_KEY", "ServiceClient", "error_of"]
+__all__ = ["AI_URL_KEY", "FACTS_URL_KEY", "SERVICE_KEY_KEY", "ServiceClient", "error_of"]
 
 AI_URL_KEY = "ai.url"  # registry KV keys under which `swarm up` publishes each service's URL
 FACTS_URL_KEY = "facts.url"
+SERVICE_KEY_KEY = "services.key"  # registry KV key of the API key agents send to both services
 _KEYS = {AI_URL_KEY: ("AI service", "ai:"), FACTS_URL_KEY: ("facts service", "facts:")}
 
 
@@ -41,7 +42,12 @@ class ServiceClient:
         """
         if self._client is None:
             url = self.base_url or await self._registered(context)
-            self._client = httpx.AsyncClient(base_url=url.rstrip("/") + "/", timeout=self.timeout_s)
+            registry = ray.get_actor(names.REGISTRY, namespace=context.memory.ray_namespace)
+            key = await registry.kv_get.remote(SERVICE_KEY_KEY)  # set by `swarm up` when auth is on
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            self._client = httpx.AsyncClient(
+                base_url=url.rstrip("/") + "/", timeout=self.timeout_s, headers=headers
+            )
         # Checked payloads hold datetimes and decimals: JSON them as pydantic would.
         response = await self._client.post(path, json=to_jsonable_python(body))
         if response.status_code < 400:

@@ -211,7 +211,9 @@ def facts() -> None:
 
 
 def _facts_client(url: str | None, namespace: str | None, address: str | None) -> FactsClient:
-    return FactsClient(url) if url else FactsClient.of_system(_connect(namespace, address))
+    if url:  # a service named by URL: the key from $SWARMRAY_API_KEY, if any
+        return FactsClient(url, api_key=os.environ.get("SWARMRAY_API_KEY"))
+    return FactsClient.of_system(_connect(namespace, address))
 
 
 def _facts_options(f: Any) -> Any:

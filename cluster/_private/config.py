@@ -111,6 +111,9 @@ class SystemConfig(ConfigModel):
                 problems.append(("facts.port", why))
             if facts.route_prefix.rstrip("/") == ai.route_prefix.rstrip("/"):
                 problems.append(("facts.route_prefix", f"is ai's too ({ai.route_prefix!r})"))
+            if facts.auth.path != ai.auth.path:
+                why = f"must equal ai's ({ai.auth.path!r}): one key authority serves the system"
+                problems.append(("facts.auth.path", why))
         return problems
 
     def _journal_problems(self) -> list[tuple[str, str]]:

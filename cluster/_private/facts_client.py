@@ -14,6 +14,7 @@ import httpx
 
 from actors._private.services import FACTS_URL_KEY, error_of
 from cluster._private.connection import call, registry_of
+from cluster._private.credentials import user_key
 from models._private.core.errors import RequestError
 
 __all__ = ["FactsClient", "read_documents"]
@@ -31,19 +32,20 @@ class FactsClient:
         print(facts.search("Where was Marie Curie born?", mode="graph")["facts"])
     """
 
-    def __init__(self, url: str, timeout_s: float = 300.0):
+    def __init__(self, url: str, timeout_s: float = 300.0, api_key: str | None = None):
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url + "/", timeout=timeout_s)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.url + "/", timeout=timeout_s, headers=headers)
 
     @classmethod
     def of_system(cls, namespace: str) -> FactsClient:
         """The client of the facts service `swarm up` deployed for the system in `namespace`
-        (Ray must be connected)."""
+        (Ray must be connected), with the user's key (`user_key`) when there is one."""
         url = call(lambda: registry_of(namespace).kv_get.remote(FACTS_URL_KEY))
         if not url:
             why = "configure `facts:` and `swarm up`"
             raise RuntimeError(f"system {namespace!r} has no facts service; {why}")
-        return cls(url)
+        return cls(url, api_key=user_key(namespace))
 
     def close(self) -> None:
         self._http.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -34,6 +35,22 @@ _Registry = ray.remote(MetaRegistry)
 _Queen = ray.remote(SwarmQueen)
 _Monitor = ray.remote(HealthMonitor)
 _Memory = ray.remote(MemoryStore)
+
+
+def _keys(config: SystemConfig, ns: str, registry: Any) -> None:
+    """Keys for the user and the agents when auth is on; a loud notice when it is off."""
+    from cluster._private.credentials import provision
+
+    services = [(name, c) for name, c in (("ai", config.ai), ("facts", config.facts)) if c is not None]
+    if any(c.auth.enabled for _, c in services):
+        provision(ns, next(c.auth for _, c in services if c.auth.enabled), registry)
+    for name, c in services:
+        if not c.auth.enabled:
+            print(
+                f"WARNING: auth is off for the {name} service: anyone who reaches "
+                f"{c.host}:{c.port} can use it (allowed on loopback only)",
+                file=sys.stderr,
+            )
 
 
 def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
@@ -101,6 +118,7 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
             facts = config.facts.with_ai(ai_url) if ai_url else config.facts
             url = deploy(facts, app_name=facts_app_name(ns), system=ns)
             get(registry.kv_put.remote(FACTS_URL_KEY, url))
+        _keys(config, ns, registry)
     get([q.start.remote() for q in queens])
     get([m.start.remote() for m in monitors])
     ready_s = max(p.ready_timeout_s for s in config.swarms.values() for p in s.pools.values())
@@ -189,6 +207,11 @@ def down(namespace: str = "swarmray") -> list[str]:
         for app in apps:  # the facts service's data stays on disk, as the memories' do
             serve.delete(app)
             removed.append(f"Serve application {app}")
+    from serve._private.authority import authority_name
+
+    if apps and (authority := existing(authority_name(namespace), namespace)) is not None:
+        ray.kill(authority, no_restart=True)  # keys stay in its journal, for the next `up`
+        removed.append(authority_name(namespace))
     call(lambda: registry.purge.remote(), retry_s=30)
     ray.kill(registry, no_restart=True)
     removed.append(names.REGISTRY)

@@ -7,8 +7,9 @@ from typing import Any
 import httpx
 
 from actors._private import names
-from actors._private.services import AI_URL_KEY, FACTS_URL_KEY
+from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, SERVICE_KEY_KEY
 from cluster._private.connection import call, existing, registry_of
+from cluster._private.credentials import user_key
 
 __all__ = ["ai_app_name", "facts_app_name", "status"]
 
@@ -23,11 +24,12 @@ def facts_app_name(namespace: str) -> str:
     return f"{namespace}-facts"
 
 
-def _facts_status(url: str | None, namespace: str) -> dict[str, Any]:
+def _facts_status(url: str | None, namespace: str, key: str | None) -> dict[str, Any]:
     """The facts service's URL and what each of its namespaces holds (asked over HTTP)."""
     out: dict[str, Any] = {"url": url, "app": facts_app_name(namespace), "namespaces": []}
     try:
-        answer = httpx.get(f"{url}/namespaces", timeout=10)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        answer = httpx.get(f"{url}/namespaces", timeout=10, headers=headers)
         answer.raise_for_status()
         out["namespaces"] = answer.json()["data"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
@@ -68,7 +70,9 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
         }
     facts = None
     if config.get("facts") is not None:
-        facts = _facts_status(call(lambda: registry.kv_get.remote(FACTS_URL_KEY)), namespace)
+        # The user's key, else the agents' (status also runs where no user file is).
+        key = user_key(namespace) or call(lambda: registry.kv_get.remote(SERVICE_KEY_KEY))
+        facts = _facts_status(call(lambda: registry.kv_get.remote(FACTS_URL_KEY)), namespace, key)
     return {
         "namespace": namespace,
         "swarms": swarms,

@@ -9,7 +9,9 @@ from pydantic import Field, PositiveFloat, PositiveInt
 from models._private.core.config import ConfigModel
 from models._private.core.journal import journal_location
 
-__all__ = ["AuthConfig"]
+__all__ = ["LOOPBACK", "AuthConfig", "check_auth_host"]
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class AuthConfig(ConfigModel):
@@ -20,8 +22,9 @@ class AuthConfig(ConfigModel):
     """
 
     enabled: bool = Field(
-        False,
-        description="Every route but the health check demands a key (Authorization: Bearer).",
+        True,
+        description="Every route demands a key (Authorization: Bearer); false is allowed only "
+        "while Serve listens on loopback.",
     )
     path: str | None = Field(
         None,
@@ -49,3 +52,12 @@ class AuthConfig(ConfigModel):
         """The directory of the system's keys, signing key and audit logs."""
         root = journal_location(None, system, "_auth") if self.path is None else self.path
         return os.path.abspath(os.path.expanduser(root))
+
+
+def check_auth_host(auth: AuthConfig, host: str) -> None:
+    """Auth may be off only where nobody but this machine reaches the service."""
+    if not auth.enabled and host not in LOOPBACK:
+        raise ValueError(
+            f"auth.enabled false is allowed only while Serve listens on loopback, not {host!r}: "
+            "anyone who reaches the port could use the service"
+        )

@@ -186,6 +186,11 @@ class KeyAuthority:
 
     # -- reads ------------------------------------------------------------------------------
 
+    def live(self, key_hash: str) -> str | None:
+        """The id of the live key with this hash, if there is one."""
+        now = time.time()
+        return next((r.id for r in self.keys.values() if r.hash == key_hash and r.live(now)), None)
+
     def list(self) -> list[dict[str, Any]]:
         """Every key's record, without its hash."""
         return [r.model_dump(exclude={"hash"}) for r in self.keys.values()]

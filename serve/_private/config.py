@@ -18,7 +18,7 @@ from models._private.core.config import ConfigModel, named
 from models._private.core.resources import ResourcesConfig
 from models._private.embedder import EmbedderConfig
 from models._private.engine import EngineConfig
-from serve._private.auth_config import AuthConfig
+from serve._private.auth_config import AuthConfig, check_auth_host
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -152,8 +152,14 @@ class AIServiceConfig(ConfigModel):
     )
     ingress_replicas: PositiveInt = Field(1, description="Replicas of the HTTP ingress.")
     auth: AuthConfig = Field(
-        default_factory=AuthConfig, description="API keys, scopes and the audit trail (off by default)."
+        default_factory=AuthConfig, description="API keys, scopes, limits and the audit trail."
     )
+
+    @model_validator(mode="after")
+    def _auth_off_on_loopback_only(self) -> AIServiceConfig:
+        check_auth_host(self.auth, self.host)
+        return self
+
     ingress_max_ongoing_requests: PositiveInt = Field(
         256, description="Requests one ingress replica handles at once (it only waits on backends)."
     )

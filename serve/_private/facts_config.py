@@ -12,7 +12,7 @@ from models._private.core.config import ConfigModel, Name
 from models._private.core.journal import journal_location
 from models._private.facts_schema import FactsConfig
 from models._private.memory_schema import MemoryConfig
-from serve._private.auth_config import AuthConfig
+from serve._private.auth_config import AuthConfig, check_auth_host
 
 __all__ = ["FactsNamespaceConfig", "FactsServiceConfig"]
 
@@ -93,8 +93,14 @@ class FactsServiceConfig(ConfigModel):
     max_batch_documents: PositiveInt = Field(10_000, description="Most documents one request may post.")
     ingress_replicas: PositiveInt = Field(1, description="Replicas of the stateless HTTP ingress.")
     auth: AuthConfig = Field(
-        default_factory=AuthConfig, description="API keys, scopes and the audit trail (off by default)."
+        default_factory=AuthConfig, description="API keys, scopes, limits and the audit trail."
     )
+
+    @model_validator(mode="after")
+    def _auth_off_on_loopback_only(self) -> FactsServiceConfig:
+        check_auth_host(self.auth, self.host)
+        return self
+
     extractor_replicas: PositiveInt = Field(
         1,
         description="Replicas of the spaCy extractor deployment, which every spacy namespace "

@@ -27,7 +27,9 @@ def one_app(serve_port):
     apps = []
 
     def run(name: str, models: dict) -> None:
-        config = AIServiceConfig(port=serve_port, route_prefix=f"/{name}", models=models, embeddings=None)
+        config = AIServiceConfig(
+            port=serve_port, route_prefix=f"/{name}", models=models, embeddings=None, auth={"enabled": False}
+        )
         deploy(config, app_name=name)
         apps.append(name)
 

@@ -62,6 +62,7 @@ def half_stream_url():
 def service(serve_port, tiny_model, half_stream_url):
     url = f"http://127.0.0.1:{serve_port}/v1"
     config = AIServiceConfig(
+        auth={"enabled": False},  # tests/serve/test_auth.py covers keys
         port=serve_port,
         models={
             "tiny": {

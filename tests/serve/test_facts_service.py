@@ -23,6 +23,7 @@ DOCS = [
 @pytest.fixture(scope="module")
 def config(serve_port, tmp_path_factory):
     return FactsServiceConfig(
+        auth={"enabled": False},  # tests/serve/test_auth.py covers keys
         port=serve_port,
         route_prefix=PREFIX,
         path=str(tmp_path_factory.mktemp("facts")),
@@ -407,8 +408,15 @@ def test_the_llm_extractor_reads_through_the_ai_service_from_a_scripted_provider
     provider = ScriptedProvider()
     provider.respond = lambda body: json.dumps(answer) if text in body["messages"][-1]["content"] else "{}"
     remote = {"scripted": {"base_url": provider.url, "model": "extractor-v1"}}
-    ai = AIServiceConfig(port=serve_port, route_prefix="/facts-llm-ai", providers=remote, embeddings=None)
+    ai = AIServiceConfig(
+        port=serve_port,
+        route_prefix="/facts-llm-ai",
+        providers=remote,
+        embeddings=None,
+        auth={"enabled": False},
+    )
     facts = FactsServiceConfig(
+        auth={"enabled": False},
         port=serve_port,
         route_prefix="/facts-llm",
         path=str(tmp_path),

@@ -7,6 +7,7 @@ from openai import OpenAI
 from ray import serve
 
 from cluster import load_config, status
+from cluster._private.credentials import user_key
 from cluster._private.demo import DEMO_DOCUMENTS, QUESTION
 from cluster._private.facts_client import FactsClient
 from models import EngineConfig
@@ -148,7 +149,8 @@ def test_the_default_model_answers_from_the_note_it_recalled(client, serve_port)
     assert res.output["recalled"] == ["z1"] and res.output["model"] == DEFAULT_MODEL
     assert "4417" in res.output["text"]
     # Over HTTP with the OpenAI client, as the README shows it.
-    ai = OpenAI(base_url=f"http://127.0.0.1:{serve_port}/llm-tests/v1", api_key="unused")
+    key = user_key("llm-agent-tests")  # the key `swarm up` stored for its user
+    ai = OpenAI(base_url=f"http://127.0.0.1:{serve_port}/llm-tests/v1", api_key=key)
     reply = ai.chat.completions.create(
         model=DEFAULT_MODEL,
         messages=[{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],

@@ -191,12 +191,15 @@ def test_params_that_do_not_fit_the_agent_constructor_are_refused_at_load():
     assert load_config(data).swarms["s"].pools["p"].agent.params == {"top_n": 3}
 
 
-def test_the_readme_security_snippet_turns_auth_on():
+def test_auth_is_on_by_default_and_off_only_on_loopback():
     import yaml
+    from pydantic import ValidationError
 
     from serve import AIServiceConfig, FactsServiceConfig
     from tests.readme import blocks
 
-    snippet = yaml.safe_load(blocks("Security", "yaml")[0])
-    assert AIServiceConfig(**snippet["ai"]).auth.enabled
-    assert not FactsServiceConfig().auth.enabled  # off unless turned on, in this version
+    assert AIServiceConfig().auth.enabled and FactsServiceConfig().auth.enabled
+    snippet = yaml.safe_load(blocks("Security", "yaml")[0])  # the README's way to turn it off
+    assert not AIServiceConfig(**snippet["ai"]).auth.enabled  # on 127.0.0.1, the default host
+    with pytest.raises(ValidationError, match="allowed only while Serve listens on loopback"):
+        FactsServiceConfig(host="0.0.0.0", **snippet["ai"])

@@ -1,0 +1,73 @@
+"""The API keys `swarm up` provisions when auth is on: one for the user (a file only they can
+read, which the CLI and the demo use) and one for the system's agents (in the registry)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from typing import Any
+
+from actors._private.services import SERVICE_KEY_KEY
+from cluster._private.connection import get
+from models._private.keys import hash_key
+from serve._private.auth_config import AuthConfig
+from serve._private.authority import get_authority
+
+__all__ = ["AGENT_SCOPES", "credentials_path", "provision", "user_key"]
+
+AGENT_SCOPES = ["ai:invoke", "ai:embed", "facts:read", "facts:write"]
+KEY_ENV = "SWARMRAY_API_KEY"
+
+
+def credentials_path(system: str) -> str:
+    """Where the user's key for `system` is kept: ~/.swarmray/credentials/<system>.key."""
+    return os.path.join(os.path.expanduser("~"), ".swarmray", "credentials", f"{system}.key")
+
+
+def user_key(system: str) -> str | None:
+    """The user's key for `system`: $SWARMRAY_API_KEY, else the file `swarm up` wrote."""
+    if key := os.environ.get(KEY_ENV):
+        return key
+    try:
+        with open(credentials_path(system)) as f:
+            return f.read().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _write_private(path: str, secret: str) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
+
+
+def provision(system: str, auth: AuthConfig, registry: Any) -> dict[str, str]:
+    """Makes sure the user and the agents hold live keys; returns {"user_key_path", "agents"}.
+
+    The user's key (scope admin) is reused while it is live, else a new one is written to
+    `credentials_path` (mode 0600). The agents' key is rotated when the registry has lost it
+    (`swarm down` clears the registry), so that one `agents` key serves each system.
+    """
+    authority = get_authority(system, auth)
+    path = credentials_path(system)
+    existing = user_key(system) if not os.environ.get(KEY_ENV) else None
+    if existing is None or get(authority.live.remote(hash_key(existing))) is None:
+        made = get(
+            authority.create.remote({"name": f"{getpass.getuser()} (swarm up)", "scopes": ["admin"]}, "up")
+        )
+        _write_private(path, made["key"])
+    secret = get(registry.kv_get.remote(SERVICE_KEY_KEY))
+    agents = secret and get(authority.live.remote(hash_key(secret)))
+    if not agents:
+        live = [r for r in get(authority.list.remote()) if r["name"] == "agents" and not r.get("revoked_at")]
+        spec = {"name": "agents", "scopes": AGENT_SCOPES}
+        made = get(
+            authority.rotate.remote(live[0]["id"], "up") if live else authority.create.remote(spec, "up")
+        )
+        get(registry.kv_put.remote(SERVICE_KEY_KEY, made["key"]))
+        agents = made["record"]["id"]
+    return {"user_key_path": path, "agents": agents}
