@@ -7,6 +7,7 @@ same shapes as the engine: a Generation dict, or a stream of Delta dicts.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -17,6 +18,8 @@ import httpx
 from models._private.core.errors import EngineError, RequestError
 from models._private.engine import Delta, Generation
 from serve._private.config import ProviderConfig
+
+log = logging.getLogger("swarmray.serve")
 
 __all__ = ["InProcessBackend", "LocalBackend", "RemoteBackend"]
 
@@ -119,7 +122,10 @@ def _raise_for_status(response: httpx.Response) -> None:
     except ValueError:
         error = {}
     message = error.get("message") or response.text[:200]
-    # The caller's mistake is not the provider's failure: no fallback, no breaker.
+    # The caller's mistake is not the provider's failure: no fallback, no breaker. Its text is
+    # the provider's: it goes to the log, and the client gets the code and parameter only.
     if response.status_code in (400, 422):
-        raise RequestError(error.get("param"), message, error.get("code") or "invalid_request")
+        code = error.get("code") or "invalid_request"
+        log.warning("a provider refused a request (%s): %s", code, message)
+        raise RequestError(error.get("param"), f"the provider refused the request ({code})", code)
     raise EngineError(f"provider answered {response.status_code}: {message}")

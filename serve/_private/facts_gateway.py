@@ -58,13 +58,13 @@ Predicates = Annotated[list[str] | None, Query(alias="predicate", description="F
 
 
 @app.exception_handler(FactsInputError)
-async def _bad_input(_: Request, exc: FactsInputError) -> JSONResponse:
-    return error_response(400, str(exc), "invalid_request_error", exc.field, "invalid_value")
+async def _bad_input(request: Request, exc: FactsInputError) -> JSONResponse:
+    return error_response(400, str(exc), "invalid_request_error", exc.field, "invalid_value", request)
 
 
 @app.exception_handler(FactsNotFoundError)
-async def _not_found(_: Request, exc: FactsNotFoundError) -> JSONResponse:
-    return error_response(404, str(exc), "invalid_request_error", exc.kind, f"{exc.kind}_not_found")
+async def _not_found(request: Request, exc: FactsNotFoundError) -> JSONResponse:
+    return error_response(404, str(exc), "invalid_request_error", exc.kind, f"{exc.kind}_not_found", request)
 
 
 class _Unavailable(SwarmrayError):
@@ -72,8 +72,8 @@ class _Unavailable(SwarmrayError):
 
 
 @app.exception_handler(_Unavailable)
-async def _unavailable(_: Request, exc: _Unavailable) -> JSONResponse:
-    return error_response(503, str(exc), "service_unavailable", "namespace", "shard_unavailable")
+async def _unavailable(request: Request, exc: _Unavailable) -> JSONResponse:
+    return error_response(503, str(exc), "service_unavailable", "namespace", "shard_unavailable", request)
 
 
 def _job(namespace: str, job: str, progress: dict[str, int], ids: list[str] | None = None) -> JobOut:

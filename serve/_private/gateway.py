@@ -48,6 +48,7 @@ from serve._private.protocol import (
     encode_vector,
     error_body,
     error_response,
+    request_id_of,
     sse_event,
     usage_of,
 )
@@ -66,13 +67,16 @@ install_error_handlers(app)
 
 
 @app.exception_handler(ModelNotFoundError)
-async def _no_model(_: Request, exc: ModelNotFoundError) -> JSONResponse:
-    return error_response(404, str(exc), "invalid_request_error", "model", "model_not_found")
+async def _no_model(request: Request, exc: ModelNotFoundError) -> JSONResponse:
+    return error_response(404, str(exc), "invalid_request_error", "model", "model_not_found", request)
 
 
 @app.exception_handler(BackendsUnavailableError)
-async def _unavailable(_: Request, exc: BackendsUnavailableError) -> JSONResponse:
-    return error_response(503, str(exc), "service_unavailable", "model", "backends_unavailable")
+async def _unavailable(request: Request, exc: BackendsUnavailableError) -> JSONResponse:
+    # The backends' own errors (a provider's text, a Ray error) stay in the log.
+    log.warning("request %s: %s", request_id_of(request), exc)
+    message = f"no backend could serve {exc.model!r} (tried {', '.join(exc.tried) or 'none'})"
+    return error_response(503, message, "service_unavailable", "model", "backends_unavailable", request)
 
 
 app.add_middleware(GuardMiddleware, rule=ai_rule, service="ai")
@@ -285,9 +289,11 @@ class Gateway:
                     last = piece
                     yield chunk(piece)
             except Exception as e:  # committed: report in-band, as OpenAI does
-                err = unwrap_error(e)
+                request_id = request_id_of(request)
+                log.warning("request %s: stream from %s broke: %r", request_id, name, unwrap_error(e))
                 self.breakers[name].failure()  # no failover now, but the backend did fail
-                yield sse_event(error_body(f"{name}: {err!r}", "server_error", None, "stream_interrupted"))
+                message = f"the stream from {name} broke; the service log has the details"
+                yield sse_event(error_body(message, "server_error", None, "stream_interrupted", request_id))
                 return
             finally:  # what the stream cost by its last piece; the rest goes back
                 await settle(request, "ai", taken, last["prompt_tokens"] + last["completion_tokens"])

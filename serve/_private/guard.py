@@ -284,7 +284,8 @@ class GuardMiddleware:
                 guard.audit.append(
                     _entry("refused", record, scope, path, status, request_id, namespace, code=code)
                 )
-                return await _respond(send, status, error_body(message, kind, None, code), retry_after)
+                body = error_body(message, kind, None, code, request_id)
+                return await _respond(send, status, body, retry_after)
             state["key"] = record
 
         async def sending(message: dict) -> None:

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from models._private.core.errors import RequestError
 from serve._private.guard import AccessDenied, Limited
-from serve._private.protocol import error_response
+from serve._private.protocol import error_response, request_id_of
 
 __all__ = ["install_error_handlers"]
 
@@ -20,13 +20,13 @@ log = logging.getLogger("swarmray.serve")
 _PLACES = {"body", "query", "path", "header"}  # where FastAPI found a parameter, not its name
 
 
-async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
     first = exc.errors()[0] if exc.errors() else {}
     if first.get("type") == "json_invalid":  # its loc is a character offset, not a parameter
         where = first.get("loc", ("body", "?"))[-1]
         why = first.get("ctx", {}).get("error", "JSON decode error")
         message = f"the request body is not valid JSON: {why} (at character {where})"
-        return error_response(400, message, "invalid_request_error", "body", "invalid_json")
+        return error_response(400, message, "invalid_request_error", "body", "invalid_json", request)
     loc = list(first.get("loc", ()))
     if loc and loc[0] in _PLACES:
         loc = loc[1:]
@@ -37,26 +37,29 @@ async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         "invalid_request_error",
         param,
         "invalid_value",
+        request,
     )
 
 
-async def _refused(_: Request, exc: RequestError) -> JSONResponse:
-    return error_response(400, str(exc), "invalid_request_error", exc.param, exc.code)
+async def _refused(request: Request, exc: RequestError) -> JSONResponse:
+    return error_response(400, str(exc), "invalid_request_error", exc.param, exc.code, request)
 
 
-async def _denied(_: Request, exc: AccessDenied) -> JSONResponse:
-    return error_response(403, str(exc), "permission_error", None, "insufficient_permissions")
+async def _denied(request: Request, exc: AccessDenied) -> JSONResponse:
+    return error_response(403, str(exc), "permission_error", None, "insufficient_permissions", request)
 
 
-async def _limited(_: Request, exc: Limited) -> JSONResponse:
-    response = error_response(429, str(exc), "rate_limit_error", None, exc.code)
+async def _limited(request: Request, exc: Limited) -> JSONResponse:
+    response = error_response(429, str(exc), "rate_limit_error", None, exc.code, request)
     response.headers["retry-after"] = str(math.ceil(exc.retry_after_s))
     return response
 
 
-async def _internal(_: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error", exc_info=exc)
-    return error_response(500, "internal error; the service log has the details", "server_error")
+async def _internal(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("request %s: unexpected error", request_id_of(request), exc_info=exc)
+    return error_response(
+        500, "internal error; the service log has the details", "server_error", None, None, request
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -88,15 +88,30 @@ class EmbeddingBody(RequestBody):
     encoding_format: Literal["float", "base64"] = "float"  # the openai client asks for base64
 
 
-def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> dict:
-    """OpenAI's error object, as a response body or an in-band stream event."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+def error_body(
+    message: str, kind: str, param: str | None = None, code: str | None = None, request_id: str | None = None
+) -> dict:
+    """OpenAI's error object, as a response body or an in-band stream event, with the request's
+    id (the service log has the details under it)."""
+    error = {"message": message, "type": kind, "param": param, "code": code}
+    return {"error": {**error, "request_id": request_id} if request_id else error}
+
+
+def request_id_of(request: Any) -> str | None:
+    """Serve's id of the request (its x-request-id, in the response and the log too)."""
+    return request.headers.get("x-request-id") if request is not None else None
 
 
 def error_response(
-    status: int, message: str, kind: str, param: str | None = None, code: str | None = None
+    status: int,
+    message: str,
+    kind: str,
+    param: str | None = None,
+    code: str | None = None,
+    request: Any = None,
 ) -> JSONResponse:
-    return JSONResponse(error_body(message, kind, param, code), status_code=status)
+    body = error_body(message, kind, param, code, request_id_of(request))
+    return JSONResponse(body, status_code=status)
 
 
 def choice(chat: bool, text: str, finish: str | None, *, stream: bool = False, first: bool = False) -> dict:

@@ -368,10 +368,11 @@ def test_a_stream_that_breaks_after_its_first_chunk_counts_against_the_backend(s
         model="remote-half", messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True
     )
     chunks = []
-    with pytest.raises(openai.APIError, match="remote-half"):
+    with pytest.raises(openai.APIError, match="remote-half") as broke:
         for chunk in stream:  # the first chunk arrives; then the error comes in-band
             chunks.append(chunk.choices[0].delta.content)
     assert chunks == ["half"]
+    assert "Error" not in str(broke.value) and broke.value.body["request_id"]  # no repr leaks
     state = httpx.get(f"{service}/backends").json()["remote-half"]
     assert state["failures"] == 1 and state["breaker"] in ("open", "half_open")
 
@@ -387,6 +388,10 @@ def test_a_model_with_every_backend_down_gets_a_503_not_a_hang(service):
         error = r.json()["error"]
         assert error["code"] == "backends_unavailable" and error["param"] == "model"
         assert "remote-dead" in error["message"]
+        # The backends' own errors (here a refused connection) stay in the service log, found
+        # there by the request id the body and the header both carry.
+        assert error["request_id"] == r.headers["x-request-id"]
+        assert "connect" not in r.text.lower() and "Error" not in error["message"]
 
 
 def test_killed_primary_fails_over_then_its_breaker_half_opens_and_closes(service):
