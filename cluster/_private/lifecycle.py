@@ -112,7 +112,7 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
         quiet_serve()
         ai_url = None
         if config.ai is not None:
-            ai_url = deploy(config.ai, app_name=ai_app_name(ns))
+            ai_url = deploy(config.ai, app_name=ai_app_name(ns), system=ns)
             get(registry.kv_put.remote(AI_URL_KEY, ai_url))
         if config.facts is not None:
             facts = config.facts.with_ai(ai_url) if ai_url else config.facts

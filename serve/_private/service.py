@@ -73,8 +73,8 @@ def deploy(config: ServiceConfig, app_name: str | None = None, system: str | Non
 
     Args:
         app_name: The Serve application's name; default "ai" or "facts".
-        system: The system (Ray namespace) the facts service keeps its data under; default
-            the application's name.
+        system: The system (Ray namespace) whose key authority checks requests (auth on) and
+            under which the facts service keeps its data; default the application's name.
 
     Returns the service's base URL. Ray must be initialised (`ray.init` or `cluster.connect`).
     """
