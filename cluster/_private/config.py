@@ -22,7 +22,7 @@ from models._private.core.journal import journal_location, nested_in
 from serve._private.config import AIServiceConfig
 from serve._private.facts_config import FactsServiceConfig
 
-__all__ = ["SystemConfig", "config_changes", "load_config"]
+__all__ = ["SystemConfig", "config_changes", "load_config", "unset_secrets"]
 
 
 class SystemConfig(ConfigModel):
@@ -132,6 +132,20 @@ class SystemConfig(ConfigModel):
                     problems.append((field, f"its journal {where} is inside {owner}'s journal {other}"))
                     break
         return problems
+
+
+def unset_secrets(config: SystemConfig, environ: dict[str, str]) -> list[tuple[str, str]]:
+    """Keys the services will read from the environment and that `environ` lacks: a provider's
+    `api_key_env`, the facts service's for the AI service. Found at `swarm up`, not at the first
+    request."""
+    wanted = []
+    if config.ai is not None:
+        wanted += [
+            (f"ai.providers.{p.name}.api_key_env", p.api_key_env) for p in config.ai.providers.values()
+        ]
+    if config.facts is not None:
+        wanted.append(("facts.api_key_env", config.facts.api_key_env))
+    return [(field, f"${var} is not set here") for field, var in wanted if var and var not in environ]
 
 
 def _problems(err: ValidationError) -> list[tuple[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -15,10 +16,10 @@ from actors._private.memory_store import MemoryStore
 from actors._private.queen import SwarmQueen
 from actors._private.registry import MetaRegistry
 from actors._private.services import AI_URL_KEY, FACTS_URL_KEY
-from cluster._private.config import SystemConfig, config_changes
+from cluster._private.config import SystemConfig, config_changes, unset_secrets
 from cluster._private.connection import call, existing, get, quiet_serve, registry_of, stop_head
 from cluster._private.status import ai_app_name, facts_app_name, status
-from models._private.core.errors import SystemConfigChangedError
+from models._private.core.errors import ConfigError, SystemConfigChangedError
 from models._private.core.journal import journal_location
 
 __all__ = ["down", "last_namespace", "mark_local_head", "up"]
@@ -67,7 +68,10 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
 
     Raises:
         SystemConfigChangedError: the namespace runs a system of another configuration.
+        ConfigError: a key the services read from the environment is not set.
     """
+    if unset := unset_secrets(config, dict(os.environ)):  # before anything is started
+        raise ConfigError("<config>", unset)
     ns = config.namespace
     wanted = config.model_dump(mode="json", by_alias=True)
     if (running := existing(names.REGISTRY, ns)) is not None:

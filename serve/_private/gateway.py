@@ -7,7 +7,6 @@ POST /v1/embeddings, and two of our own: GET /v1/usage and GET /v1/backends.
 # No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 
 import asyncio
-import hashlib
 import json
 import logging
 import time
@@ -80,6 +79,7 @@ async def _unavailable(request: Request, exc: BackendsUnavailableError) -> JSONR
 
 
 app.add_middleware(GuardMiddleware, rule=ai_rule, service="ai")
+MAX_CALLERS = 10_000  # rows of the usage table before new callers share one, "others"
 RESERVED_COMPLETION_TOKENS = 1024  # max_tokens of a token-limited key's request that names none
 _PER_MESSAGE = 8  # tokens a chat template adds around a message, at most, in the models we serve
 
@@ -189,11 +189,12 @@ class Gateway:
         return await self._failover(model, first_piece)
 
     def _account(self, request: Request, body: RequestBody, model: str, prompt: int, completion: int) -> None:
-        caller = body.user
-        if not caller:
-            auth = request.headers.get("authorization", "")
-            key = auth.removeprefix("Bearer ").strip()
-            caller = "key-" + hashlib.sha256(key.encode()).hexdigest()[:12] if key else "anonymous"
+        # Per key with auth on; with it off (loopback only), per `user` up to MAX_CALLERS, so
+        # that no caller can grow the table without bound.
+        key = getattr(request.state, "key", None)
+        caller = key.id if key is not None else (body.user or "anonymous")
+        if caller not in self.usage and len(self.usage) >= MAX_CALLERS:
+            caller = "others"
         counters = self.usage[caller][model]
         request.state.tokens = prompt + completion  # for the audit record
         counters["requests"] += 1
@@ -353,8 +354,11 @@ class Gateway:
         }
 
     @app.get("/v1/usage")
-    async def get_usage(self) -> dict[str, Any]:
-        return {"callers": json.loads(json.dumps(self.usage))}
+    async def get_usage(self, request: Request) -> dict[str, Any]:
+        """Tokens per caller and model on this replica; a key without admin sees its own."""
+        key = getattr(request.state, "key", None)
+        callers = self.usage if key is None or "admin" in key.scopes else {key.id: self.usage.get(key.id, {})}
+        return {"callers": json.loads(json.dumps(callers))}
 
     @app.get("/v1/backends")
     async def get_backends(self) -> dict[str, Any]:

@@ -138,7 +138,12 @@ def test_a_key_limited_to_a_namespace_gets_403_for_another_and_sees_only_its_own
     assert sorted(n["namespace"] for n in admin) == ["open", "secret"]
 
 
-def test_ai_routes_check_scope_and_model(ai, keys):
+@pytest.fixture(scope="module")
+def key_ids(keys, authority):
+    return {r["name"]: r["id"] for r in ray.get(authority.list.remote())}
+
+
+def test_ai_routes_check_scope_and_model(ai, keys, key_ids):
     chat = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}]}
     assert call(ai, "POST", "/chat/completions", None, chat).status_code == 401
     r = call(ai, "POST", "/chat/completions", keys["invoker"], chat)
@@ -147,7 +152,8 @@ def test_ai_routes_check_scope_and_model(ai, keys):
     assert (r.status_code, r.json()["error"]["code"]) == (403, "insufficient_permissions")
     assert [m["id"] for m in call(ai, "GET", "/models", keys["invoker"]).json()["data"]] == ["scripted"]
     assert call(ai, "GET", "/usage", keys["invoker"]).status_code == 403
-    assert call(ai, "GET", "/usage", keys["usage"]).status_code == 200
+    usage = call(ai, "GET", "/usage", keys["usage"])  # a key without admin sees its own row only
+    assert usage.status_code == 200 and list(usage.json()["callers"]) == [key_ids["usage"]]
     assert call(ai, "GET", "/backends", keys["usage"]).status_code == 403  # admin only
     assert call(ai, "GET", "/backends", keys["admin"]).status_code == 200
 

@@ -203,3 +203,23 @@ def test_auth_is_on_by_default_and_off_only_on_loopback():
     assert not AIServiceConfig(**snippet["ai"]).auth.enabled  # on 127.0.0.1, the default host
     with pytest.raises(ValidationError, match="allowed only while Serve listens on loopback"):
         FactsServiceConfig(host="0.0.0.0", **snippet["ai"])
+
+
+def test_a_provider_key_missing_from_the_environment_is_found_before_anything_starts():
+    from cluster._private.config import unset_secrets
+
+    data = {
+        "swarms": minimal()["swarms"],
+        "ai": {
+            "providers": {
+                "vendor": {
+                    "base_url": "https://api.example.com/v1",
+                    "model": "m",
+                    "api_key_env": "VENDOR_KEY",
+                }
+            }
+        },
+    }
+    config = load_config(data)
+    assert unset_secrets(config, {}) == [("ai.providers.vendor.api_key_env", "$VENDOR_KEY is not set here")]
+    assert unset_secrets(config, {"VENDOR_KEY": "k"}) == []
