@@ -2,7 +2,8 @@
 audit record of what happened.
 
 `GuardMiddleware` is an ASGI middleware on each service's FastAPI app. Per request it:
-1. takes the request's id from Serve (its `x-request-id`, also in the response) for the audit;
+1. takes the request's id from Serve (its `x-request-id`, also in the response) for the audit,
+   and refuses a body over MAX_BODY_BYTES by its Content-Length, unread (413);
 2. finds the route's scope in the service's rule (`None`: open, the health check);
 3. authenticates the bearer key against this replica's copy of the key table (401
    `invalid_api_key` when missing, unknown, revoked or expired), checks the scope and a
@@ -39,6 +40,7 @@ from serve._private.auth_config import AuthConfig
 from serve._private.protocol import error_body
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "AccessDenied",
     "Guard",
     "GuardMiddleware",
@@ -60,6 +62,9 @@ log = logging.getLogger("swarmray.serve")
 # (method, path below the route prefix) -> (scope or None when open, durable audit, namespace)
 Rule = Callable[[str, str], tuple[str | None, bool, str | None]]
 _NAMESPACE = re.compile(r"^/v1/namespaces/([^/]+)")
+# Largest request body either service reads: a facts batch of max_batch_documents (10,000 by
+# default) paragraphs of about a kilobyte each fits with room to spare.
+MAX_BODY_BYTES = 32 * 2**20
 
 
 class AccessDenied(SwarmrayError):
@@ -259,6 +264,10 @@ class GuardMiddleware:
         headers = dict(scope["headers"])
         # Serve's own request id (it answers it in x-request-id and logs under it).
         request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        if int(headers.get(b"content-length", b"0") or 0) > MAX_BODY_BYTES:  # refused unread
+            message = f"the request body is over {MAX_BODY_BYTES} bytes"
+            body = error_body(message, "invalid_request_error", "body", "request_too_large", request_id)
+            return await _respond(send, 413, body)
         guard = _GUARDS.get(self.service)
         path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
         needed, durable, namespace = self.rule(scope["method"], path)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models._private.engine import SamplingParams
 
@@ -29,13 +29,24 @@ __all__ = [
 ]
 
 
+# Input limits, checked when a body is read, before anything is tokenized. OpenAI documents
+# 4 stop sequences and 2,048 embedding inputs; the others bound what one request may ask.
+MAX_MESSAGES = 1000
+MAX_PROMPT_CHARS = 1_000_000  # a prompt, or all of a chat's messages together
+MAX_STOP = 4
+MAX_STOP_CHARS = 500
+MAX_USER_CHARS = 256
+MAX_EMBEDDING_INPUTS = 2048
+MAX_EMBEDDING_CHARS = 100_000  # one input; the embedder reads far fewer tokens and refuses more
+
+
 class RequestBody(BaseModel):
     """Fields every request has."""
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str
-    user: str | None = None
+    model: str = Field(max_length=256)
+    user: str | None = Field(None, max_length=MAX_USER_CHARS)
 
 
 class SamplingBody(RequestBody):
@@ -47,6 +58,16 @@ class SamplingBody(RequestBody):
     n: int = Field(1, ge=1, le=1, description="One choice per request.")
     stream: bool = False
     stream_options: dict[str, Any] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_size(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        many = [stop] if isinstance(stop, str) else stop or []
+        if len(many) > MAX_STOP:
+            raise ValueError(f"{len(many)} stop sequences; at most {MAX_STOP}")
+        if any(len(x) > MAX_STOP_CHARS for x in many):
+            raise ValueError(f"a stop sequence is longer than {MAX_STOP_CHARS} characters")
+        return stop
 
     def params(self, default_max_tokens: int | None) -> dict[str, Any]:
         """Sampling parameters; `default_max_tokens` None leaves the length to the context."""
@@ -75,17 +96,36 @@ class Message(BaseModel):
 
 
 class ChatBody(SamplingBody):
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+
+    @field_validator("messages")
+    @classmethod
+    def _prompt_size(cls, messages: list[Message]) -> list[Message]:
+        size = sum(len(m.plain()["content"]) for m in messages)
+        if size > MAX_PROMPT_CHARS:
+            raise ValueError(f"the messages hold {size} characters; at most {MAX_PROMPT_CHARS}")
+        return messages
+
     max_completion_tokens: int | None = Field(None, gt=0)
 
 
 class CompletionBody(SamplingBody):
-    prompt: str = Field(min_length=1)
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
 
 
 class EmbeddingBody(RequestBody):
     input: str | list[str] = Field(min_length=1)
     encoding_format: Literal["float", "base64"] = "float"  # the openai client asks for base64
+
+    @field_validator("input")
+    @classmethod
+    def _input_size(cls, value: str | list[str]) -> str | list[str]:
+        texts = [value] if isinstance(value, str) else value
+        if len(texts) > MAX_EMBEDDING_INPUTS:
+            raise ValueError(f"{len(texts)} inputs; at most {MAX_EMBEDDING_INPUTS}")
+        if any(len(t) > MAX_EMBEDDING_CHARS for t in texts):
+            raise ValueError(f"an input is longer than {MAX_EMBEDDING_CHARS} characters")
+        return value
 
 
 def error_body(

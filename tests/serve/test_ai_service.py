@@ -295,6 +295,18 @@ def test_embeddings_are_the_memory_embedder(client):
             "input.1",
             "invalid_request",
         ),
+        # Input limits, before anything is tokenized.
+        ("completions", {"model": "tiny", "prompt": "x", "stop": ["a"] * 5}, 400, "stop", "invalid_value"),
+        ("completions", {"model": "tiny", "prompt": "x", "user": "u" * 257}, 400, "user", "invalid_value"),
+        ("completions", {"model": "tiny", "prompt": "x" * 1_000_001}, 400, "prompt", "invalid_value"),
+        (
+            "chat/completions",
+            {"model": "tiny", "messages": [{"role": "user", "content": "x"}] * 1001},
+            400,
+            "messages",
+            "invalid_value",
+        ),
+        ("embeddings", {"model": "all-MiniLM-L6-v2", "input": ["x"] * 2049}, 400, "input", "invalid_value"),
     ],
 )
 def test_bad_requests_get_openai_shaped_errors(service, path, body, status, param, code):
@@ -302,6 +314,18 @@ def test_bad_requests_get_openai_shaped_errors(service, path, body, status, para
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert error["param"] == param and error["code"] == code and error["message"], error
+
+
+def test_a_body_over_the_size_limit_is_a_413_before_it_is_read(service):
+    from serve._private.guard import MAX_BODY_BYTES
+
+    r = httpx.post(
+        f"{service}/completions",
+        content=b" " * (MAX_BODY_BYTES + 1),
+        headers={"content-type": "application/json"},
+        timeout=60,
+    )
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
 
 
 def test_bad_json_and_the_openai_client_error_types(service, client):
