@@ -20,7 +20,15 @@ from cluster._private.format import format_capabilities, format_search, format_s
 from cluster._private.lifecycle import down as down_system
 from cluster._private.lifecycle import last_namespace, mark_local_head
 from cluster._private.lifecycle import up as up_system
-from cluster._private.security import authority_of, format_keys, parse_duration, verify_audit
+from cluster._private.security import (
+    audit_records,
+    authority_of,
+    format_audit,
+    format_keys,
+    parse_duration,
+    parse_since,
+    verify_audit,
+)
 from cluster._private.status import status as system_status
 from models._private.core import env
 from models._private.core.errors import SwarmrayError
@@ -376,6 +384,42 @@ def audit() -> None:
 def audit_pubkey(namespace: str | None, address: str | None) -> None:
     """Prints the public key (PEM) the log's checkpoints are signed with."""
     click.echo(call(lambda: authority_of(_connect(namespace, address)).public_key.remote()), nl=False)
+
+
+def _audit_directory(namespace: str | None, address: str | None) -> str:
+    return call(lambda: authority_of(_connect(namespace, address)).audit_directory.remote())
+
+
+@audit.command(name="tail")
+@click.option("-n", "count", default=20, show_default=True, type=click.IntRange(1), help="Records shown.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@_address_option
+@_namespace_option
+def audit_tail(count: int, as_json: bool, namespace: str | None, address: str | None) -> None:
+    """The latest records of every writer, merged by time."""
+    records = audit_records(_audit_directory(namespace, address))[-count:]
+    click.echo("\n".join(json.dumps(r) for r in records) if as_json else format_audit(records))
+
+
+@audit.command(name="search")
+@click.option("--key", "key_id", default=None, help="Only this key's records (its id).")
+@click.option("--since", default=None, help="Only records since: 15m, 2h, 1d, or an ISO 8601 time.")
+@click.option("--route", default=None, help="Only routes that start so, e.g. /v1/namespaces/default.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
+@_address_option
+@_namespace_option
+def audit_search(
+    key_id: str | None,
+    since: str | None,
+    route: str | None,
+    as_json: bool,
+    namespace: str | None,
+    address: str | None,
+) -> None:
+    """Records of one key, a time range or a route, from every writer, merged by time."""
+    directory = _audit_directory(namespace, address)
+    records = audit_records(directory, key_id, parse_since(since) if since else None, route)
+    click.echo("\n".join(json.dumps(r) for r in records) if as_json else format_audit(records))
 
 
 @audit.command(name="verify")

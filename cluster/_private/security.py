@@ -3,7 +3,11 @@ verify the audit log with the authority's public key."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -12,7 +16,15 @@ from models._private.audit import Verdict, verify_directory
 from models._private.core.errors import SwarmrayError
 from serve._private.authority import authority_name
 
-__all__ = ["authority_of", "format_keys", "parse_duration", "verify_audit"]
+__all__ = [
+    "audit_records",
+    "authority_of",
+    "format_audit",
+    "format_keys",
+    "parse_duration",
+    "parse_since",
+    "verify_audit",
+]
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -77,3 +89,54 @@ def verify_audit(
     if public_key_pem is None:
         raise SwarmrayError("verifying a directory offline needs --pubkey (from `swarm audit pubkey`)")
     return verify_directory(directory, load_pem_public_key(public_key_pem.encode()), witnesses)
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """A Unix time from '15m' (that long ago) or an ISO 8601 time ('2026-11-30T12:00:00Z')."""
+    if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*[smhdw]\s*", text):
+        return (time.time() if now is None else now) - parse_duration(text)
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise SwarmrayError(f"{text!r} is neither a duration (15m, 2h) nor an ISO 8601 time") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def audit_records(
+    directory: str, key_id: str | None = None, since: float | None = None, route: str | None = None
+) -> list[dict[str, Any]]:
+    """Every writer's records (not checkpoints), oldest first, each with its `writer`;
+    filtered by key id, time and route prefix. Read only: `verify` checks them."""
+    found = []
+    for path in sorted(Path(directory).glob("*.jsonl")):
+        with path.open() as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line, which the writer cuts on reopening
+                if "checkpoint" in entry:
+                    continue
+                if key_id is not None and entry.get("key_id") != key_id:
+                    continue
+                if since is not None and entry["time"] < since:
+                    continue
+                if route is not None and not str(entry.get("route", "")).startswith(route):
+                    continue
+                found.append({**entry, "writer": path.stem})
+    return sorted(found, key=lambda e: (e["time"], e["writer"], e["seq"]))
+
+
+def format_audit(records: list[dict[str, Any]]) -> str:
+    """One line a record: when, who, what, how it ended."""
+    lines = []
+    for e in records:
+        when = datetime.fromtimestamp(e["time"], tz=timezone.utc).isoformat(timespec="milliseconds")
+        if e.get("kind") == "admin":
+            what = f"{e.get('action')} {e.get('key_id')} by {e.get('actor')}"
+        else:
+            target = f" [{e['target']}]" if e.get("target") else ""
+            what = f"{e.get('method')} {e.get('route')}{target} -> {e.get('status')} key={e.get('key_id')}"
+            what += f" id={e.get('request_id')}"
+        lines.append(f"{when}  {e['writer']}#{e['seq']}  {e.get('kind')}  {what}")
+    return "\n".join(lines)

@@ -99,28 +99,43 @@ class Spender:
     def __init__(self, authority: Any):
         self.authority = authority
         self.leases: dict[tuple[str, str], _Lease] = {}
+        self._asking: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def _local(self, slot: tuple[str, str], n: int) -> int | None:
+        lease = self.leases.get(slot)
+        if lease is not None and not lease.tight and lease.free >= n and time.time() < lease.end:
+            lease.free -= n
+            return lease.window
+        return None
 
     async def take(self, record: KeyRecord, counter: str, n: int) -> int | None:
         """Spends `n` units, from the local lease or the authority; raises Limited."""
         if getattr(record, COUNTERS[counter][0]) is None:
             return None  # no such limit on this key
-        lease = self.leases.get((record.id, counter))
-        if lease is not None and not lease.tight and lease.free >= n and time.time() < lease.end:
-            lease.free -= n
-            return lease.window
+        slot = (record.id, counter)
+        if (window := self._local(slot, n)) is not None:
+            return window
+        # One request of this key asks the authority at a time; the others wait and spend the
+        # lease it brings. Otherwise a burst would lease once per request, and the surplus it
+        # strands on one replica could be refused on another.
+        async with self._asking.setdefault(slot, asyncio.Lock()):
+            if (window := self._local(slot, n)) is not None:
+                return window
+            return await self._ask(record, counter, n)
+
+    async def _ask(self, record: KeyRecord, counter: str, n: int) -> int:
         grant = await self.authority.acquire.remote(record.id, counter, n)
         if not grant["units"]:
             raise Limited(counter, grant["retry_after_s"])
         end = time.time() + grant["retry_after_s"] - _SKEW_S
-        free = grant["units"] - n
-        if grant["tight"]:  # exact from now on: hand back what this replica holds
-            held = free + (lease.free if lease is not None and lease.window == grant["window"] else 0)
-            if held:
-                await self.authority.release.remote(record.id, counter, grant["window"], held)
-            free = 0
-        elif lease is not None and lease.window == grant["window"]:
-            free += lease.free
-        self.leases[(record.id, counter)] = _Lease(grant["window"], end, free, grant["tight"])
+        # Re-read after the await: other requests may have spent from or replaced the lease.
+        current = self.leases.get((record.id, counter))
+        carried = current.free if current is not None and current.window == grant["window"] else 0
+        free = grant["units"] - n + carried
+        tight = grant["tight"]
+        self.leases[(record.id, counter)] = _Lease(grant["window"], end, 0 if tight else free, tight)
+        if tight and free:  # exact from now on: hand back what this replica holds
+            await self.authority.release.remote(record.id, counter, grant["window"], free)
         return grant["window"]
 
     async def give_back(self, record: KeyRecord, counter: str, window: int | None, n: int) -> None:

@@ -158,3 +158,27 @@ def test_durable_appends_are_on_disk_when_they_return(tmp_path, key):
     log.append({"kind": "request"})  # group-committed: may wait in the buffer
     log.close()
     assert len(lines(log.path)) == 3  # the record and the closing checkpoint
+
+
+def test_tail_and_search_merge_every_writer_by_time(tmp_path, key):
+    from cluster._private.security import audit_records, format_audit, parse_since
+
+    clock = Clock()
+    for writer, key_id in (("ai-1", "key_a"), ("facts-1", "key_b"), ("ai-1", "key_b")):
+        log = AuditLog(str(tmp_path), writer, key, clock=clock)
+        log.append(
+            {"kind": "request", "key_id": key_id, "method": "GET", "route": f"/v1/{writer}", "status": 200}
+        )
+        log.close()
+    records = audit_records(str(tmp_path))
+    assert [(r["writer"], r["key_id"]) for r in records] == [
+        ("ai-1", "key_a"),
+        ("facts-1", "key_b"),
+        ("ai-1", "key_b"),
+    ]
+    assert [r["key_id"] for r in audit_records(str(tmp_path), key_id="key_b")] == ["key_b", "key_b"]
+    assert [r["writer"] for r in audit_records(str(tmp_path), route="/v1/facts")] == ["facts-1"]
+    assert audit_records(str(tmp_path), since=records[1]["time"]) == records[1:]
+    assert "GET /v1/facts-1 -> 200 key=key_b" in format_audit(records)
+    assert parse_since("15m", now=1000.0) == 100.0
+    assert parse_since("2026-11-30T12:00:00Z") == 1796040000.0
