@@ -426,10 +426,12 @@ class FactsBase:
         about = self._about()
         near: dict[str, tuple[int, float]] = {}
 
-        def lift(name: str, distance: int, bonus: float, source: str | None) -> None:
-            for document_id in about.get(normalise(name), ()):
-                if document_id != source and bonus > near.get(document_id, (0, 0.0))[1]:
+        def lift(name: str, distance: int, bonus: float, source: str | None) -> list[str]:
+            named = [d for d in about.get(normalise(name), ()) if d != source]
+            for document_id in named:
+                if bonus > near.get(document_id, (0, 0.0))[1]:
                     near[document_id] = (distance, bonus)
+            return named
 
         for entity_id in seeds:
             lift(self.store.entity(entity_id).name, 0, self.graph_weight, None)
@@ -440,10 +442,8 @@ class FactsBase:
             names = [name for _, name in self.store.entities_mentioned(source)]
             # Titles the passage writes out, capitalised, whether or not NER caught them.
             for name in dict.fromkeys([*names, *_titled(doc.text, about)]):
-                lift(name, 1, self.graph_weight * base[source], source)
-                for target in about.get(normalise(name), ()):
-                    if target != source:
-                        chains[source] = max(chains.get(source, 0.0), base.get(target, 0.0))
+                for target in lift(name, 1, self.graph_weight * base[source], source):
+                    chains[source] = max(chains.get(source, 0.0), base.get(target, 0.0))
         # The first hop of a chain gains too: a best passage that names another found passage
         # is likelier the question's first hop (dev R@2 0.715 -> 0.735; benchmarks/README.md).
         for source, score in chains.items():
