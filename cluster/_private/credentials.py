@@ -9,6 +9,7 @@ from typing import Any
 
 from actors._private.services import SERVICE_KEY_KEY
 from cluster._private.connection import get
+from models._private.core.files import atomic_write
 from models._private.keys import hash_key
 from serve._private.auth_config import AuthConfig
 from serve._private.authority import get_authority
@@ -35,16 +36,6 @@ def user_key(system: str) -> str | None:
         return None
 
 
-def _write_private(path: str, secret: str) -> None:
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secret + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
-
-
 def provision(system: str, auth: AuthConfig, registry: Any) -> dict[str, str]:
     """Makes sure the user and the agents hold live keys; returns {"user_key_path", "agents"}.
 
@@ -59,7 +50,8 @@ def provision(system: str, auth: AuthConfig, registry: Any) -> dict[str, str]:
         made = get(
             authority.create.remote({"name": f"{getpass.getuser()} (swarm up)", "scopes": ["admin"]}, "up")
         )
-        _write_private(path, made["key"])
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        atomic_write(path, made["key"] + "\n", mode=0o600)  # readable by the user only
     secret = get(registry.kv_get.remote(SERVICE_KEY_KEY))
     agents = secret and get(authority.live.remote(hash_key(secret)))
     if not agents:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from models._private.audit import AuditLog
 from models._private.core.errors import SwarmrayError
+from models._private.core.files import atomic_write
 from models._private.core.journal import Journal
 from models._private.keys import KeyRecord, hash_key, new_key
 from models._private.quota import COUNTERS, Ledger
@@ -62,12 +63,7 @@ def load_signing_key(directory: str) -> Ed25519PrivateKey:
     path = os.path.join(directory, SIGNING_KEY)
     if not os.path.exists(path):
         os.makedirs(directory, exist_ok=True)
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(Ed25519PrivateKey.generate().private_bytes_raw())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(path + ".tmp", path)
+        atomic_write(path, Ed25519PrivateKey.generate().private_bytes_raw(), mode=0o600)
     with open(path, "rb") as f:
         return Ed25519PrivateKey.from_private_bytes(f.read())
 

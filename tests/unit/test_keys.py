@@ -54,3 +54,14 @@ def test_durations_and_the_key_table_for_the_cli():
     rec, key = record(namespaces=["open"], rpm=5)
     table = format_keys([rec.model_dump(exclude={"hash"})])
     assert key not in table and f"sr-{key[3:11]}…" in table and "open" in table and "live" in table
+
+
+def test_the_signing_key_is_made_once_and_readable_by_its_owner_only(tmp_path):
+    import os
+    import stat
+
+    from serve._private.authority import SIGNING_KEY, load_signing_key
+
+    first, again = load_signing_key(str(tmp_path / "auth")), load_signing_key(str(tmp_path / "auth"))
+    assert first.private_bytes_raw() == again.private_bytes_raw()
+    assert stat.S_IMODE(os.stat(tmp_path / "auth" / SIGNING_KEY).st_mode) == 0o600

@@ -19,10 +19,15 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str, data: bytes | str) -> None:
-    """Replaces `path` with `data` so that a crash leaves the old file or the new, never a mix."""
+def atomic_write(path: str, data: bytes | str, mode: int = 0o666) -> None:
+    """Replaces `path` with `data` so that a crash leaves the old file or the new, never a mix.
+
+    `mode` (less the umask) is the new file's from its creation on: 0o600 keeps a secret
+    unreadable by others at every moment.
+    """
     tmp = path + ".tmp"
-    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
