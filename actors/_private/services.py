@@ -11,6 +11,7 @@ from pydantic_core import to_jsonable_python
 
 from actors._private import names
 from models._private.core.errors import RequestError
+from models._private.keys import bearer
 
 __all__ = ["AI_URL_KEY", "FACTS_URL_KEY", "SERVICE_KEY_KEY", "ServiceClient", "error_of"]
 
@@ -44,9 +45,8 @@ class ServiceClient:
             url = self.base_url or await self._registered(context)
             registry = ray.get_actor(names.REGISTRY, namespace=context.memory.ray_namespace)
             key = await registry.kv_get.remote(SERVICE_KEY_KEY)  # set by `swarm up` when auth is on
-            headers = {"Authorization": f"Bearer {key}"} if key else {}
             self._client = httpx.AsyncClient(
-                base_url=url.rstrip("/") + "/", timeout=self.timeout_s, headers=headers
+                base_url=url.rstrip("/") + "/", timeout=self.timeout_s, headers=bearer(key)
             )
         # Checked payloads hold datetimes and decimals: JSON them as pydantic would.
         response = await self._client.post(path, json=to_jsonable_python(body))

@@ -16,6 +16,7 @@ from actors._private.services import FACTS_URL_KEY, error_of
 from cluster._private.connection import call, registry_of
 from cluster._private.credentials import user_key
 from models._private.core.errors import RequestError
+from models._private.keys import bearer
 
 __all__ = ["FactsClient", "read_documents"]
 
@@ -34,8 +35,7 @@ class FactsClient:
 
     def __init__(self, url: str, timeout_s: float = 300.0, api_key: str | None = None):
         self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(base_url=self.url + "/", timeout=timeout_s, headers=headers)
+        self._http = httpx.Client(base_url=self.url + "/", timeout=timeout_s, headers=bearer(api_key))
 
     @classmethod
     def of_system(cls, namespace: str) -> FactsClient:

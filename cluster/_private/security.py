@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from models._private.audit import Verdict, verify_directory
 from models._private.core.errors import SwarmrayError
+from models._private.keys import PREFIX
 from serve._private.authority import authority_name
 
 __all__ = [
@@ -59,7 +60,7 @@ def format_keys(records: list[dict[str, Any]]) -> str:
             [
                 r["id"],
                 r["name"],
-                f"sr-{r['hint']}…",
+                f"{PREFIX}{r['hint']}…",
                 ",".join(r["scopes"]),
                 ",".join(r["models"]) if r.get("models") is not None else "*",
                 ",".join(r["namespaces"]) if r.get("namespaces") is not None else "*",

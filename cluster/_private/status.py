@@ -10,6 +10,7 @@ from actors._private import names
 from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, SERVICE_KEY_KEY
 from cluster._private.connection import call, existing, registry_of
 from cluster._private.credentials import user_key
+from models._private.keys import bearer
 
 __all__ = ["ai_app_name", "facts_app_name", "status"]
 
@@ -28,8 +29,7 @@ def _facts_status(url: str | None, namespace: str, key: str | None) -> dict[str,
     """The facts service's URL and what each of its namespaces holds (asked over HTTP)."""
     out: dict[str, Any] = {"url": url, "app": facts_app_name(namespace), "namespaces": []}
     try:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        answer = httpx.get(f"{url}/namespaces", timeout=10, headers=headers)
+        answer = httpx.get(f"{url}/namespaces", timeout=10, headers=bearer(key))
         answer.raise_for_status()
         out["namespaces"] = answer.json()["data"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:

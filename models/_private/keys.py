@@ -19,7 +19,7 @@ from pydantic import Field
 
 from models._private.core.config import ConfigModel
 
-__all__ = ["PREFIX", "SCOPES", "KeyRecord", "denial", "hash_key", "new_key"]
+__all__ = ["PREFIX", "SCOPES", "KeyRecord", "bearer", "denial", "hash_key", "hint_of", "new_key"]
 
 PREFIX = "sr-"
 Scope = Literal["ai:invoke", "ai:embed", "facts:read", "facts:write", "usage:read", "admin"]
@@ -29,6 +29,16 @@ SCOPES: tuple[str, ...] = Scope.__args__
 def new_key() -> str:
     """A fresh secret key."""
     return PREFIX + secrets.token_urlsafe(32)
+
+
+def hint_of(key: str) -> str:
+    """What lists and logs show of a key: its first eight characters after the prefix."""
+    return key[len(PREFIX) : len(PREFIX) + 8]
+
+
+def bearer(key: str | None) -> dict[str, str]:
+    """The HTTP headers that present `key` (none without one)."""
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def hash_key(key: str) -> str:

@@ -26,7 +26,7 @@ from models._private.audit import AuditLog
 from models._private.core.errors import SwarmrayError
 from models._private.core.files import atomic_write
 from models._private.core.journal import Journal
-from models._private.keys import KeyRecord, hash_key, new_key
+from models._private.keys import KeyRecord, hash_key, hint_of, new_key
 from models._private.quota import COUNTERS, Ledger
 from serve._private.auth_config import AuthConfig
 
@@ -118,7 +118,7 @@ class KeyAuthority:
             **spec,
             id="key_" + secrets.token_hex(6),
             hash=hash_key(key),
-            hint=key[3:11],
+            hint=hint_of(key),
             created_at=now,
             expires_at=now + expires_in if expires_in else None,
         )
@@ -139,7 +139,7 @@ class KeyAuthority:
         if not record.live(time.time()):
             raise KeyStateError(f"key {key_id} is revoked or expired; create a new one")
         key = new_key()
-        record = record.model_copy(update={"hash": hash_key(key), "hint": key[3:11]})
+        record = record.model_copy(update={"hash": hash_key(key), "hint": hint_of(key)})
         self._store(record, actor, "keys.rotate")
         return {"record": record.model_dump(exclude={"hash"}), "key": key}
 

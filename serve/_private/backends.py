@@ -17,6 +17,7 @@ import httpx
 
 from models._private.core.errors import EngineError, RequestError
 from models._private.engine import Delta, Generation
+from models._private.keys import bearer
 from serve._private.config import ProviderConfig
 
 log = logging.getLogger("swarmray.serve")
@@ -63,7 +64,7 @@ class RemoteBackend:
         key = os.environ.get(config.api_key_env, "") if config.api_key_env else ""
         self.client = httpx.AsyncClient(
             base_url=config.base_url.rstrip("/") + "/",
-            headers={"Authorization": f"Bearer {key}"} if key else {},
+            headers=bearer(key),
             timeout=httpx.Timeout(config.timeout_s),
         )
 

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from models._private.keys import PREFIX, SCOPES, KeyRecord, denial, hash_key, new_key
+from models._private.keys import PREFIX, SCOPES, KeyRecord, bearer, denial, hash_key, hint_of, new_key
 
 
 def record(**kw):
@@ -18,6 +18,7 @@ def test_keys_are_recognisable_random_and_stored_as_hashes_only():
     rec, _ = record(key=a)
     assert rec.matches(a) and not rec.matches(b)
     assert a not in rec.model_dump_json()  # the secret is nowhere in what is stored
+    assert hint_of(a) == a[3:11] and bearer(a) == {"Authorization": f"Bearer {a}"} and bearer(None) == {}
 
 
 def test_scopes_models_and_namespaces_are_each_enforced():
