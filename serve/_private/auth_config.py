@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field, PositiveFloat, PositiveInt
 
+from models._private.audit import AuditLog
 from models._private.core.config import ConfigModel
 from models._private.core.journal import journal_location
 
@@ -47,6 +49,17 @@ class AuthConfig(ConfigModel):
         description="How long a replica's long poll for key changes waits; a revoked key stops "
         "working on every replica within about this long after the authority acknowledges.",
     )
+
+    def audit_log(self, directory: str, writer: str, key: Ed25519PrivateKey) -> AuditLog:
+        """`writer`'s chain in the audit `directory`, checkpointed and committed as configured."""
+        return AuditLog(
+            directory,
+            writer,
+            key,
+            self.audit_checkpoint_every,
+            self.audit_checkpoint_s,
+            self.audit_commit_window_s,
+        )
 
     def directory(self, system: str) -> str:
         """The directory of the system's keys, signing key and audit logs."""

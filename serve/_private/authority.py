@@ -22,7 +22,6 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from models._private.audit import AuditLog
 from models._private.core.errors import SwarmrayError
 from models._private.core.files import atomic_write
 from models._private.core.journal import Journal
@@ -94,14 +93,7 @@ class KeyAuthority:
         # One per key change, so it only grows, also across restarts.
         self.version = sum(1 for e in entries if "record" in e)
         self._changed = asyncio.Event()
-        self.audit = AuditLog(
-            self.audit_directory(),
-            "authority",
-            self._signing,
-            self.config.audit_checkpoint_every,
-            self.config.audit_checkpoint_s,
-            self.config.audit_commit_window_s,
-        )
+        self.audit = self.config.audit_log(self.audit_directory(), "authority", self._signing)
 
     def audit_directory(self) -> str:
         return os.path.join(self.directory, "audit")

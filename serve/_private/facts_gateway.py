@@ -28,7 +28,6 @@ from models._private.core.errors import FactsInputError, FactsNotFoundError, Swa
 from models._private.core.retry import unwrap_error
 from models._private.facts import MAX_DEPTH
 from models._private.facts_schema import Document, DocumentIn, Entity, Fact
-from models._private.keys import denial
 from serve._private.facts_config import FactsServiceConfig
 from serve._private.facts_protocol import (
     DocumentsBody,
@@ -43,7 +42,7 @@ from serve._private.facts_protocol import (
     SearchOut,
     SplitBody,
 )
-from serve._private.guard import GuardMiddleware, allow, facts_rule, install_guard
+from serve._private.guard import GuardMiddleware, allow, facts_rule, install_guard, usable
 from serve._private.http_errors import install_error_handlers
 from serve._private.protocol import error_response
 
@@ -119,11 +118,6 @@ class FactsGateway:
         self.shards = shards
         install_guard(self.config.auth, system, "facts")
 
-    @staticmethod
-    def _visible(request: Request, names: list[str]) -> list[str]:
-        key = getattr(request.state, "key", None)
-        return [n for n in names if key is None or not denial(key, None, namespace=n)]
-
     async def _run(self, namespace: str, operation: str, *args: Any, **kwargs: Any) -> Any:
         shard = self.shards.get(namespace)
         if shard is None:
@@ -139,7 +133,7 @@ class FactsGateway:
 
     @app.get("/v1/namespaces")
     async def list_namespaces(self, request: Request) -> dict[str, Any]:
-        names = self._visible(request, list(self.shards))  # a key sees the namespaces it may use
+        names = usable(request, list(self.shards), "namespace")  # a key sees the namespaces it may use
         stats = await asyncio.gather(*(self._run(ns, "stats") for ns in names))
         return {"object": "list", "data": stats}
 
@@ -295,7 +289,7 @@ class FactsGateway:
     async def search(self, body: SearchBody, request: Request) -> SearchOut:
         """Passages, facts and (graph mode) entities for a query, over the namespaces named
         (default: every one the key may use), merged by score."""
-        names = list(dict.fromkeys(body.namespaces or self._visible(request, list(self.shards))))
+        names = list(dict.fromkeys(body.namespaces or usable(request, list(self.shards), "namespace")))
         if unknown := [n for n in names if n not in self.shards]:
             raise FactsNotFoundError("namespace", unknown[0])
         for name in names:

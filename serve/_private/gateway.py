@@ -22,7 +22,6 @@ from ray import serve
 from models._private.core.breaker import CircuitBreaker
 from models._private.core.errors import BackendsUnavailableError, ModelNotFoundError, RequestError
 from models._private.core.retry import unwrap_error
-from models._private.keys import denial
 from serve._private.backends import InProcessBackend, LocalBackend, RemoteBackend
 from serve._private.config import AIServiceConfig
 from serve._private.deployments import ModelServer
@@ -32,9 +31,12 @@ from serve._private.guard import (
     ai_rule,
     allow,
     install_guard,
+    key_of,
+    refunded_on_failure,
     reserve,
     settle,
     token_limited,
+    usable,
 )
 from serve._private.http_errors import install_error_handlers
 from serve._private.protocol import (
@@ -191,7 +193,7 @@ class Gateway:
     def _account(self, request: Request, body: RequestBody, model: str, prompt: int, completion: int) -> None:
         # Per key with auth on; with it off (loopback only), per `user` up to MAX_CALLERS, so
         # that no caller can grow the table without bound.
-        key = getattr(request.state, "key", None)
+        key = key_of(request)
         caller = key.id if key is not None else (body.user or "anonymous")
         if caller not in self.usage and len(self.usage) >= MAX_CALLERS:
             caller = "others"
@@ -208,8 +210,7 @@ class Gateway:
         ids = [*self.backends, *self.aliases]
         if self.embedder is not None:
             ids.append(self.config.embeddings_model)
-        key = getattr(request.state, "key", None)
-        ids = [i for i in ids if key is None or not denial(key, None, model=i)]  # what it may use
+        ids = usable(request, ids, "model")  # a key sees the models it may use
         return {
             "object": "list",
             "data": [
@@ -241,11 +242,8 @@ class Gateway:
         rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
             return await self._sse(request, body, payload, chat, rid, created, taken)
-        try:
-            name, out = await self._failover(body.model, lambda b: self.backends[b].complete(payload))
-        except BaseException:
-            await settle(request, "ai", taken, 0)
-            raise
+        complete = self._failover(body.model, lambda b: self.backends[b].complete(payload))
+        name, out = await refunded_on_failure(request, "ai", taken, complete)
         await settle(request, "ai", taken, out["prompt_tokens"] + out["completion_tokens"])
         self._account(request, body, name, out["prompt_tokens"], out["completion_tokens"])
         return JSONResponse(
@@ -270,11 +268,8 @@ class Gateway:
         created: int,
         taken: Taken,
     ) -> StreamingResponse:
-        try:
-            name, (first, stream) = await self._open_stream(body.model, payload)
-        except BaseException:
-            await settle(request, "ai", taken, 0)
-            raise
+        opening = self._open_stream(body.model, payload)
+        name, (first, stream) = await refunded_on_failure(request, "ai", taken, opening)
         kind = "chat.completion.chunk" if chat else "text_completion"
         include_usage = bool((body.stream_options or {}).get("include_usage"))
 
@@ -327,11 +322,7 @@ class Gateway:
             raise RequestError(f"input.{bad[0]}", "is empty")
         worst = sum(len(t.encode()) + 2 for t in texts)  # a token is a byte at least, plus CLS/SEP
         taken = await reserve(request, "ai", worst)
-        try:
-            out = await self.embedder.embed.remote(texts)
-        except BaseException:
-            await settle(request, "ai", taken, 0)
-            raise
+        out = await refunded_on_failure(request, "ai", taken, self.embedder.embed.remote(texts))
         await settle(request, "ai", taken, 0 if out.get("too_long") else sum(out["tokens"]))
         if out.get("too_long"):  # refused, as OpenAI does, rather than cut and counted whole
             i, n = out["too_long"][0]
@@ -356,7 +347,7 @@ class Gateway:
     @app.get("/v1/usage")
     async def get_usage(self, request: Request) -> dict[str, Any]:
         """Tokens per caller and model on this replica; a key without admin sees its own."""
-        key = getattr(request.state, "key", None)
+        key = key_of(request)
         callers = self.usage if key is None or "admin" in key.scopes else {key.id: self.usage.get(key.id, {})}
         return {"callers": json.loads(json.dumps(callers))}
 

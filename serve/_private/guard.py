@@ -27,8 +27,8 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -52,12 +52,16 @@ __all__ = [
     "allow",
     "facts_rule",
     "install_guard",
+    "key_of",
+    "refunded_on_failure",
     "reserve",
     "settle",
     "token_limited",
+    "usable",
 ]
 
 log = logging.getLogger("swarmray.serve")
+T = TypeVar("T")
 
 # (method, path below the route prefix) -> (scope or None when open, durable audit, namespace)
 Rule = Callable[[str, str], tuple[str | None, bool, str | None]]
@@ -184,14 +188,7 @@ class Guard:
             self._apply(await authority.changes.remote(-1, 0))
             key = Ed25519PrivateKey.from_private_bytes(await authority.signing_key.remote())
             directory = await authority.audit_directory.remote()
-            self.audit = AuditLog(
-                directory,
-                self.writer,
-                key,
-                self.config.audit_checkpoint_every,
-                self.config.audit_checkpoint_s,
-                self.config.audit_commit_window_s,
-            )
+            self.audit = self.config.audit_log(directory, self.writer, key)
             self._tasks = [
                 asyncio.create_task(self._follow(authority)),
                 asyncio.create_task(self._flush()),
@@ -222,13 +219,24 @@ class Guard:
         return record if record is not None and record.live(time.time()) else None
 
 
+def key_of(request: Any) -> KeyRecord | None:
+    """The key a request came with (None when auth is off)."""
+    return getattr(request.state, "key", None)
+
+
 def allow(request: Any, *, model: str | None = None, namespace: str | None = None) -> None:
     """Raises AccessDenied if the request's key may not use `model` / `namespace` (no-op when
     auth is off). For the routes whose object is in the body."""
-    record: KeyRecord | None = getattr(request.state, "key", None)
+    record = key_of(request)
     request.state.target = model or namespace
     if record is not None and (why := denial(record, None, model=model, namespace=namespace)):
         raise AccessDenied(why)
+
+
+def usable(request: Any, names: list[str], kind: Literal["model", "namespace"]) -> list[str]:
+    """The models or namespaces of `names` the request's key may use (all when auth is off)."""
+    record = key_of(request)
+    return [n for n in names if record is None or not denial(record, None, **{kind: n})]
 
 
 _GUARDS: dict[str, Guard] = {}  # service -> this process's guard (a replica is a process)
@@ -240,7 +248,7 @@ Taken = list[tuple[str, int | None, int]]  # (counter, window, units) a request 
 async def reserve(request: Any, service: str, worst: int) -> Taken:
     """Takes a request's worst case of tokens from its key's per-minute tokens and budget
     (nothing when auth is off or the key has no token limits); raises Limited."""
-    record: KeyRecord | None = getattr(request.state, "key", None)
+    record = key_of(request)
     guard = _GUARDS.get(service)
     taken: Taken = []
     if record is None or guard is None:
@@ -256,13 +264,22 @@ async def reserve(request: Any, service: str, worst: int) -> Taken:
 
 async def settle(request: Any, service: str, taken: Taken, used: int) -> None:
     """Gives back what a request took beyond the `used` tokens it really cost."""
-    record: KeyRecord | None = getattr(request.state, "key", None)
+    record = key_of(request)
     for counter, window, units in taken:
         await _GUARDS[service].spender.give_back(record, counter, window, units - min(used, units))
 
 
+async def refunded_on_failure(request: Any, service: str, taken: Taken, work: Awaitable[T]) -> T:
+    """`work`'s result; if it raises, everything `taken` goes back first."""
+    try:
+        return await work
+    except BaseException:
+        await settle(request, service, taken, 0)
+        raise
+
+
 def token_limited(request: Any) -> bool:
-    record: KeyRecord | None = getattr(request.state, "key", None)
+    record = key_of(request)
     return record is not None and (record.tpm is not None or record.budget_tokens is not None)
 
 
@@ -287,7 +304,6 @@ class GuardMiddleware:
         path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
         needed, durable, namespace = self.rule(scope["method"], path)
         state = scope.setdefault("state", {})
-        state["request_id"] = request_id
         record = None
         if guard is not None and needed is not None:
             await guard.ready()
