@@ -55,19 +55,19 @@ def test_an_edited_field_is_found_at_its_line(tmp_path, key):
     assert (verdict.first_bad, verdict.reason) == (6, "seq 5 does not match its hash (edited)")
 
 
-def test_a_deleted_record_is_found_where_the_sequence_breaks(tmp_path, key):
-    path = write(tmp_path, key)
-    entries = lines(path)
+def _delete_second(entries):
     del entries[1]  # seq 2
-    rewrite(path, entries)
-    verdict = verify(path, key.public_key())
-    assert verdict.first_bad == 2 and "expected seq 2, found 3" in verdict.reason
 
 
-def test_two_swapped_records_are_found_at_the_first(tmp_path, key):
+def _swap_second_and_third(entries):
+    entries[1], entries[2] = entries[2], entries[1]
+
+
+@pytest.mark.parametrize("tamper", [_delete_second, _swap_second_and_third], ids=["delete", "swap"])
+def test_a_deleted_or_reordered_record_is_found_where_the_sequence_breaks(tmp_path, key, tamper):
     path = write(tmp_path, key)
     entries = lines(path)
-    entries[1], entries[2] = entries[2], entries[1]
+    tamper(entries)
     rewrite(path, entries)
     verdict = verify(path, key.public_key())
     assert verdict.first_bad == 2 and "expected seq 2, found 3" in verdict.reason
