@@ -27,8 +27,10 @@ def credentials_path(system: str) -> str:
 
 def user_key(system: str) -> str | None:
     """The user's key for `system`: $SWARMRAY_API_KEY, else the file `swarm up` wrote."""
-    if key := os.environ.get(KEY_ENV):
-        return key
+    return os.environ.get(KEY_ENV) or _stored_key(system)
+
+
+def _stored_key(system: str) -> str | None:
     try:
         with open(credentials_path(system)) as f:
             return f.read().strip() or None
@@ -45,7 +47,7 @@ def provision(system: str, auth: AuthConfig, registry: Any) -> dict[str, str]:
     """
     authority = get_authority(system, auth)
     path = credentials_path(system)
-    existing = user_key(system) if not os.environ.get(KEY_ENV) else None
+    existing = _stored_key(system)  # the file's, whatever $SWARMRAY_API_KEY says
     if existing is None or get(authority.live.remote(hash_key(existing))) is None:
         made = get(
             authority.create.remote({"name": f"{getpass.getuser()} (swarm up)", "scopes": ["admin"]}, "up")
