@@ -4,6 +4,7 @@ must go down the layers below and never close a circle."""
 from __future__ import annotations
 
 import ast
+import gc
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,11 +41,24 @@ def project_modules(root: Path) -> dict[str, Path]:
     return modules
 
 
+def parse(path: Path) -> ast.Module:
+    """The syntax tree of `path`, built with the collector paused: CPython 3.11 shares one AST
+    depth counter per interpreter (python/cpython#106905), so a finalizer that parses while this
+    tree is built makes the parse fail."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(path.read_text(), str(path))
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def imports_of(path: Path, module: str, modules: dict[str, Path]) -> set[str]:
     """The project modules that `path` imports anywhere in it (also inside functions)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parse(path)):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -194,3 +208,28 @@ def test_a_circle_within_one_package_is_reported(tmp_path):
         "models/_private/engine.py imports models/_private/hf.py, which leads back to it; "
         "the circle: models/_private/engine.py, models/_private/hf.py"
     ]
+
+
+class _ParsesWhenCollected:
+    """Garbage whose finalizer parses Python, as some libraries' objects do when collected."""
+
+    def __del__(self):
+        ast.parse("x = 1")
+
+
+def test_reading_imports_survives_a_collection_that_parses_in_the_middle():
+    # CPython 3.11 keeps one AST depth counter per interpreter (python/cpython#106905): a parse
+    # run by a finalizer while another parse builds its tree resets it, and the outer parse
+    # raised "AST constructor recursion depth mismatch" (CI, 2026-11-30).
+    path = ROOT / "actors" / "_private" / "queen.py"
+    modules = project_modules(ROOT)
+    threshold = gc.get_threshold()
+    gc.set_threshold(50)
+    try:
+        for _ in range(5):
+            a, b = _ParsesWhenCollected(), _ParsesWhenCollected()
+            a.other, b.other = b, a
+            del a, b
+            assert "models._private.core.errors" in imports_of(path, "actors._private.queen", modules)
+    finally:
+        gc.set_threshold(*threshold)
