@@ -19,7 +19,7 @@ from typing import Any
 from tokenizers.decoders import DecodeStream
 
 from models._private.core.errors import EngineError
-from models._private.engine import Delta, Engine, EngineConfig, SamplingParams
+from models._private.engine import Delta, Engine, EngineConfig, SamplingParams, off_the_loop_if_long
 
 __all__ = ["TransformersEngine"]
 
@@ -91,7 +91,7 @@ class TransformersEngine(Engine):
     async def stream(
         self, prompt: str, params: SamplingParams, *, chat: bool = False
     ) -> AsyncIterator[Delta]:
-        ids = self._encode(prompt, chat)
+        ids = await off_the_loop_if_long(len(prompt), self._encode, prompt, chat)
         params = self.fit(len(ids), params, "messages" if chat else "prompt")
         loop = asyncio.get_running_loop()
         if self._worker is not None and self._worker.get_loop() is loop:

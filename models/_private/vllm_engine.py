@@ -12,7 +12,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from models._private.core.errors import EngineError
-from models._private.engine import Delta, Engine, EngineConfig, SamplingParams, resolve_engine_kind
+from models._private.engine import (
+    Delta,
+    Engine,
+    EngineConfig,
+    SamplingParams,
+    off_the_loop_if_long,
+    resolve_engine_kind,
+)
 
 __all__ = ["VLLMEngine", "vllm_engine_args", "vllm_sampling_args"]
 
@@ -76,7 +83,11 @@ class VLLMEngine(Engine):
         self._ids = itertools.count()
 
     def count_tokens(self, prompt: str, *, chat: bool = False) -> int:
-        return len(self.tokenizer(prompt, add_special_tokens=not chat)["input_ids"])
+        return len(self._encode(prompt, chat))
+
+    def _encode(self, prompt: str, chat: bool) -> list[int]:
+        # A chat prompt carries its special tokens from the template already.
+        return self.tokenizer(prompt, add_special_tokens=not chat)["input_ids"]
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -86,7 +97,7 @@ class VLLMEngine(Engine):
     ) -> AsyncIterator[Delta]:
         from vllm import SamplingParams as VSamplingParams
 
-        ids = self.tokenizer(prompt, add_special_tokens=not chat)["input_ids"]
+        ids = await off_the_loop_if_long(len(prompt), self._encode, prompt, chat)
         params = self.fit(len(ids), params, "messages" if chat else "prompt")
         request_id = f"swarmray-{os.getpid()}-{next(self._ids)}"
         sent = ""

@@ -11,7 +11,7 @@ from typing import Any
 
 from ray import serve
 
-from models._private.engine import SamplingParams
+from models._private.engine import SamplingParams, off_the_loop_if_long
 from serve._private.config import ModelConfig
 
 __all__ = ["EmbeddingServer", "ModelServer", "model_deployment_options"]
@@ -29,17 +29,18 @@ class ModelServer:
         self.config = ModelConfig.model_validate(config)
         self.engine = create_engine(self.config.source, self.config.engine)
 
-    def _prompt(self, request: dict[str, Any]) -> tuple[str, bool]:
+    async def _prompt(self, request: dict[str, Any]) -> tuple[str, bool]:
         if "messages" in request:
-            return self.engine.chat_prompt(request["messages"]), True
+            chars = sum(len(str(m.get("content", ""))) for m in request["messages"])
+            return await off_the_loop_if_long(chars, self.engine.chat_prompt, request["messages"]), True
         return request["prompt"], False
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
-        prompt, chat = self._prompt(request)
+        prompt, chat = await self._prompt(request)
         return asdict(await self.engine.generate(prompt, SamplingParams(**request["params"]), chat=chat))
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        prompt, chat = self._prompt(request)
+        prompt, chat = await self._prompt(request)
         async for delta in self.engine.stream(prompt, SamplingParams(**request["params"]), chat=chat):
             yield asdict(delta)
 

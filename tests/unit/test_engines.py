@@ -3,6 +3,7 @@ argument mapping (real vLLM only in the `gpu`-marked test)."""
 
 import asyncio
 import importlib.util
+import threading
 
 import pytest
 
@@ -249,3 +250,37 @@ def test_callers_answered_by_a_batch_who_come_back_one_by_one_share_the_next_bat
         return engine.batches - before
 
     assert run(scenario()) == (1 if refill else 2)
+
+
+def test_templating_and_tokenizing_run_off_the_event_loop(tiny_path, monkeypatch):
+    # A prompt may be a million characters: rendering and tokenizing it on the replica's event
+    # loop would stall every other request the replica holds.
+    from serve._private.config import ModelConfig
+    from serve._private.deployments import ModelServer
+
+    config = ModelConfig(name="tiny", source=tiny_path, engine=EngineConfig(batch_wait_ms=5))
+    server = ModelServer(config.model_dump())
+    ran_on: dict[str, set[int]] = {"chat_prompt": set(), "_encode": set()}
+    for name, threads in ran_on.items():
+        real = getattr(server.engine, name)
+
+        def recording(*args, _real=real, _threads=threads):
+            _threads.add(threading.get_ident())
+            return _real(*args)
+
+        monkeypatch.setattr(server.engine, name, recording)
+    request = {
+        "messages": [{"role": "user", "content": "hello " * 400}],
+        "params": GREEDY.model_dump(),
+    }
+
+    async def main():
+        loop_thread = threading.get_ident()
+        out = await server.complete(request)
+        assert out["completion_tokens"] >= 1
+        pieces = [p async for p in server.stream(request)]
+        assert pieces and pieces[-1]["completion_tokens"] >= 1
+        return loop_thread
+
+    loop_thread = run(main())
+    assert all(ran_on.values()) and not any(loop_thread in threads for threads in ran_on.values())
