@@ -9,7 +9,13 @@
 so when the system config has `ai:` or `facts:`.
 """
 
-from serve._private.config import AIServiceConfig, AutoscalingConfig, ModelConfig, ProviderConfig
+from serve._private.config import (
+    AIServiceConfig,
+    AutoscalingConfig,
+    ModelConfig,
+    PriceConfig,
+    ProviderConfig,
+)
 from serve._private.facts_config import FactsNamespaceConfig, FactsServiceConfig
 from serve._private.service import build_app, build_facts_app, deploy, service_url
 
@@ -19,6 +25,7 @@ __all__ = [
     "FactsNamespaceConfig",
     "FactsServiceConfig",
     "ModelConfig",
+    "PriceConfig",
     "ProviderConfig",
     "build_app",
     "build_facts_app",

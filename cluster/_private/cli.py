@@ -316,7 +316,13 @@ def _csv(value: str | None) -> list[str] | None:
 @click.option("--rpm", type=click.IntRange(1), default=None, help="Requests per minute.")
 @click.option("--tpm", type=click.IntRange(1), default=None, help="Tokens per minute.")
 @click.option("--budget-tokens", type=click.IntRange(1), default=None, help="Tokens per budget period.")
-@click.option("--budget-period", default=None, help="The budget's period: 1d, 30d, 12h …")
+@click.option(
+    "--budget-usd",
+    type=click.FloatRange(0, min_open=True),
+    default=None,
+    help="US dollars per budget period, priced by the AI service's `prices`.",
+)
+@click.option("--budget-period", default=None, help="Both budgets' period: 1d, 30d, 12h … (default 1d).")
 @click.option("--expires-in", default=None, help="Lifetime: 90s, 12h, 30d, 2w …")
 @_address_option
 @_namespace_option
@@ -334,6 +340,7 @@ def keys_create(name: str, scopes: str, models: str | None, namespaces: str | No
         "rpm": kw["rpm"],
         "tpm": kw["tpm"],
         "budget_tokens": kw["budget_tokens"],
+        "budget_usd": kw["budget_usd"],
         "budget_period_s": parse_duration(kw["budget_period"]) if kw["budget_period"] else None,
         "expires_in_s": parse_duration(kw["expires_in"]) if kw["expires_in"] else None,
     }

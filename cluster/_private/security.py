@@ -53,7 +53,7 @@ def authority_of(system: str) -> Any:
 
 def format_keys(records: list[dict[str, Any]]) -> str:
     """A table of keys, never their secrets (only a hint of each)."""
-    rows = [["ID", "NAME", "KEY", "SCOPES", "MODELS", "NAMESPACES", "RPM", "TPM", "STATE"]]
+    rows = [["ID", "NAME", "KEY", "SCOPES", "MODELS", "NAMESPACES", "RPM", "TPM", "BUDGET", "STATE"]]
     for r in sorted(records, key=lambda r: r["created_at"]):
         state = "revoked" if r.get("revoked_at") else "live"
         rows.append(
@@ -66,11 +66,30 @@ def format_keys(records: list[dict[str, Any]]) -> str:
                 ",".join(r["namespaces"]) if r.get("namespaces") is not None else "*",
                 str(r.get("rpm") or "-"),
                 str(r.get("tpm") or "-"),
+                _budget(r),
                 state,
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _budget(record: dict[str, Any]) -> str:
+    parts = []
+    if record.get("budget_tokens"):
+        parts.append(f"{record['budget_tokens']} tokens")
+    if record.get("budget_usd"):
+        parts.append(f"${record['budget_usd']:g}")
+    if not parts:
+        return "-"
+    return " + ".join(parts) + f"/{_period(record.get('budget_period_s') or 86400.0)}"
+
+
+def _period(seconds: float) -> str:
+    for unit in ("w", "d", "h", "m"):
+        if seconds % _UNITS[unit] == 0:
+            return f"{int(seconds // _UNITS[unit])}{unit}"
+    return f"{seconds:g}s"
 
 
 def verify_audit(

@@ -59,7 +59,12 @@ class KeyRecord(ConfigModel):
     rpm: int | None = Field(None, ge=1, description="Requests per minute; None: unlimited.")
     tpm: int | None = Field(None, ge=1, description="Tokens per minute; None: unlimited.")
     budget_tokens: int | None = Field(None, ge=1, description="Tokens per budget period; None: no budget.")
-    budget_period_s: float | None = Field(None, gt=0, description="Length of a budget period in seconds.")
+    budget_usd: float | None = Field(
+        None, gt=0, description="US dollars per budget period, priced by the AI service's `prices`."
+    )
+    budget_period_s: float | None = Field(
+        None, gt=0, description="Length of a budget period in seconds (both budgets; default a day)."
+    )
     created_at: float = Field(description="Unix time of creation.")
     expires_at: float | None = Field(None, description="Unix time after which it stops working.")
     revoked_at: float | None = Field(None, description="Unix time it was revoked, if it was.")

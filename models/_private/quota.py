@@ -1,7 +1,8 @@
 """Exact per-key limits across gateway replicas: one ledger decides, replicas spend leases.
 
-A key's limits are counters over fixed windows: `requests` (rpm, 60 s), `tokens` (tpm, 60 s)
-and `budget` (budget_tokens, budget_period_s). The `Ledger` (held by the key authority) is the
+A key's limits are counters over fixed windows: `requests` (rpm, 60 s), `tokens` (tpm, 60 s),
+`budget` (budget_tokens, budget_period_s) and `cost` (budget_usd, budget_period_s, counted in
+micro-dollars so that every counter is whole units). The `Ledger` (held by the key authority) is the
 one place that grants units of a window; a unit granted is spent or given back, never granted
 twice, so the sum spent over all replicas never exceeds the limit.
 
@@ -23,15 +24,35 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["COUNTERS", "Grant", "Ledger", "window_of"]
+__all__ = ["COUNTERS", "PERSISTED", "Grant", "Ledger", "limit_of", "period_of", "window_of"]
 
 # counter -> (the KeyRecord field of its limit, its window in seconds or the field of it)
 COUNTERS: dict[str, tuple[str, float | str]] = {
     "requests": ("rpm", 60.0),
     "tokens": ("tpm", 60.0),
     "budget": ("budget_tokens", "budget_period_s"),
+    "cost": ("budget_usd", "budget_period_s"),
 }
+# Counters whose windows are long enough to outlive a restart of the ledger's holder.
+PERSISTED = frozenset({"budget", "cost"})
+_MICRO = 1_000_000  # the cost counter's units in a dollar
+_DEFAULT_PERIOD_S = 86400.0  # a budget without a period counts over one day
+
+
+def limit_of(record: Any, counter: str) -> int | None:
+    """The key's limit of `counter` in the counter's units, or None when it has none."""
+    value = getattr(record, COUNTERS[counter][0])
+    if value is None:
+        return None
+    return round(value * _MICRO) if counter == "cost" else int(value)
+
+
+def period_of(record: Any, counter: str) -> float:
+    """The length of `counter`'s window for this key, in seconds."""
+    period = COUNTERS[counter][1]
+    return period if isinstance(period, float) else getattr(record, period) or _DEFAULT_PERIOD_S
 
 
 def window_of(now: float, period_s: float) -> int:

@@ -26,7 +26,7 @@ from models._private.core.errors import SwarmrayError
 from models._private.core.files import atomic_write
 from models._private.core.journal import Journal
 from models._private.keys import KeyRecord, hash_key, hint_of, new_key
-from models._private.quota import COUNTERS, Ledger
+from models._private.quota import PERSISTED, Ledger, limit_of, period_of
 from serve._private.auth_config import AuthConfig
 
 __all__ = [
@@ -84,9 +84,8 @@ class KeyAuthority:
         self.ledger = Ledger()
         entries = self.journal.read()
         for entry in entries:
-            if "budget" in entry:  # units of a budget window granted before a restart
-                key_id, window, used = entry["budget"]
-                self.ledger.restore(key_id, "budget", window, used)
+            if "spent" in entry:  # units of a budget window granted before a restart
+                self.ledger.restore(*entry["spent"])
                 continue
             record = KeyRecord.model_validate(entry["record"])
             self.keys[record.id] = record
@@ -156,16 +155,13 @@ class KeyAuthority:
         """Grants `n` or more units of `counter` in the current window (see models.quota), or
         none ({"units": 0, "retry_after_s"}) when fewer than `n` are left."""
         record = self._get(key_id)
-        field, period = COUNTERS[counter]
-        limit = getattr(record, field)
-        period_s = period if isinstance(period, float) else getattr(record, period) or 86400.0
+        limit = limit_of(record, counter)
         if limit is None:
             return {"units": n, "window": 0, "tight": False, "retry_after_s": 0.0, "unlimited": True}
-        grant = self.ledger.acquire(key_id, counter, limit, period_s, n, time.time())
-        if counter == "budget" and grant.units:  # a budget outlives a restart: journal it
-            self.journal.write_now(
-                {"budget": [key_id, grant.window, self.ledger.used(key_id, counter, grant.window)]}
-            )
+        grant = self.ledger.acquire(key_id, counter, limit, period_of(record, counter), n, time.time())
+        if counter in PERSISTED and grant.units:  # a budget outlives a restart: journal it
+            used = self.ledger.used(key_id, counter, grant.window)
+            self.journal.write_now({"spent": [key_id, counter, grant.window, used]})
         return vars(grant)
 
     def release(self, key_id: str, counter: str, window: int, n: int) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import (
     Field,
+    NonNegativeFloat,
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
@@ -26,6 +28,7 @@ __all__ = [
     "AIServiceConfig",
     "AutoscalingConfig",
     "ModelConfig",
+    "PriceConfig",
     "ProviderConfig",
 ]
 
@@ -127,6 +130,21 @@ class ProviderConfig(_Backend):
     )
 
 
+class PriceConfig(ConfigModel):
+    """What a model's tokens cost, charged to keys with a cost budget (`budget_usd`)."""
+
+    input_usd_per_million_tokens: NonNegativeFloat = Field(0.0, description="Prompt tokens, USD per million.")
+    output_usd_per_million_tokens: NonNegativeFloat = Field(
+        0.0, description="Completion tokens, USD per million."
+    )
+
+    def cost_microusd(self, prompt_tokens: int, completion_tokens: int) -> int:
+        """The cost in micro-dollars, rounded up (a dollar per million tokens is a micro-dollar
+        per token; the rounding before it drops float noise such as 3 x 0.1)."""
+        cost = prompt_tokens * self.input_usd_per_million_tokens
+        return math.ceil(round(cost + completion_tokens * self.output_usd_per_million_tokens, 6))
+
+
 class AIServiceConfig(ConfigModel):
     """The OpenAI-compatible AI service on Ray Serve."""
 
@@ -153,6 +171,11 @@ class AIServiceConfig(ConfigModel):
     ingress_replicas: PositiveInt = Field(1, description="Replicas of the HTTP ingress.")
     auth: AuthConfig = Field(
         default_factory=AuthConfig, description="API keys, scopes, limits and the audit trail."
+    )
+    prices: dict[str, PriceConfig] = Field(
+        default_factory=dict,
+        description="Price per model, provider or the embeddings model, by name, for keys with a "
+        "cost budget; a name not listed costs nothing (a local model on your own hardware).",
     )
 
     @model_validator(mode="after")
@@ -191,7 +214,14 @@ class AIServiceConfig(ConfigModel):
                 taken.add(alias)
             if bad := [f for f in backend.fallbacks if f not in names]:
                 raise ValueError(f"{backend.name!r} falls back to unknown backend(s) {bad}; known: {names}")
+        priced = [*names, self.embeddings_model]
+        if bad := sorted(set(self.prices) - set(priced)):
+            raise ValueError(f"prices name unknown model(s) {bad}; known: {priced}")
         return self
+
+    def price(self, name: str) -> PriceConfig:
+        """The price of a backend or the embeddings model (free when not listed)."""
+        return self.prices.get(name) or PriceConfig()
 
     def backends(self) -> list[ModelConfig | ProviderConfig]:
         """Every model and provider."""

@@ -86,9 +86,10 @@ RESERVED_COMPLETION_TOKENS = 1024  # max_tokens of a token-limited key's request
 _PER_MESSAGE = 8  # tokens a chat template adds around a message, at most, in the models we serve
 
 
-def _worst_case(payload: dict[str, Any]) -> int:
-    """The most tokens a request can cost: a byte-level tokenizer makes at most one token of a
-    byte, plus the template's tokens around each message, plus the completion's limit."""
+def _worst_case(payload: dict[str, Any]) -> tuple[int, int]:
+    """The most prompt and completion tokens a request can cost: a byte-level tokenizer makes
+    at most one token of a byte, plus the template's tokens around each message; and the
+    completion's limit."""
     if "messages" in payload:
         prompt = sum(
             len(json.dumps(m.get("content", "")).encode()) + _PER_MESSAGE for m in payload["messages"]
@@ -96,7 +97,7 @@ def _worst_case(payload: dict[str, Any]) -> int:
     else:
         prompts = payload["prompt"] if isinstance(payload["prompt"], list) else [payload["prompt"]]
         prompt = sum(len(str(p).encode()) for p in prompts)
-    return prompt + (payload["params"]["max_tokens"] or 0)
+    return prompt, payload["params"]["max_tokens"] or 0
 
 
 # Everything the routes use is defined above this line: `serve.ingress` pickles the app when
@@ -133,8 +134,10 @@ class Gateway:
         self.embedder = embedder
         self.created = int(time.time())
         # caller -> model -> counters; this replica's share (see README: usage accounting)
-        self.usage: dict[str, dict[str, dict[str, int]]] = defaultdict(
-            lambda: defaultdict(lambda: {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0})
+        self.usage: dict[str, dict[str, dict[str, float]]] = defaultdict(
+            lambda: defaultdict(
+                lambda: {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
+            )
         )
 
     async def check_health(self) -> None:
@@ -190,6 +193,13 @@ class Gateway:
 
         return await self._failover(model, first_piece)
 
+    def _worst_cost(self, model: str, prompt: int, completion: int) -> int:
+        # Failover may land on any backend of the chain: reserve for the dearest.
+        return max(self.config.price(name).cost_microusd(prompt, completion) for name in self._chain(model))
+
+    def _cost(self, name: str, usage: dict[str, Any]) -> int:
+        return self.config.price(name).cost_microusd(usage["prompt_tokens"], usage["completion_tokens"])
+
     def _account(self, request: Request, body: RequestBody, model: str, prompt: int, completion: int) -> None:
         # Per key with auth on; with it off (loopback only), per `user` up to MAX_CALLERS, so
         # that no caller can grow the table without bound.
@@ -198,10 +208,12 @@ class Gateway:
         if caller not in self.usage and len(self.usage) >= MAX_CALLERS:
             caller = "others"
         counters = self.usage[caller][model]
-        request.state.tokens = prompt + completion  # for the audit record
+        cost_usd = self.config.price(model).cost_microusd(prompt, completion) / 1e6
+        request.state.tokens, request.state.cost_usd = prompt + completion, cost_usd  # for the audit
         counters["requests"] += 1
         counters["prompt_tokens"] += prompt
         counters["completion_tokens"] += completion
+        counters["cost_usd"] = round(counters["cost_usd"] + cost_usd, 6)
 
     # -- endpoints ------------------------------------------------------------------------
 
@@ -238,13 +250,17 @@ class Gateway:
         if token_limited(request) and payload["params"]["max_tokens"] is None:
             # A worst case needs an end: a token-limited key's open-ended request gets one.
             payload["params"]["max_tokens"] = RESERVED_COMPLETION_TOKENS
-        taken = await reserve(request, "ai", _worst_case(payload))
+        prompt, completion = _worst_case(payload)
+        worst_cost = self._worst_cost(body.model, prompt, completion)
+        taken = await reserve(request, "ai", prompt + completion, worst_cost)
         rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
             return await self._sse(request, body, payload, chat, rid, created, taken)
         complete = self._failover(body.model, lambda b: self.backends[b].complete(payload))
         name, out = await refunded_on_failure(request, "ai", taken, complete)
-        await settle(request, "ai", taken, out["prompt_tokens"] + out["completion_tokens"])
+        await settle(
+            request, "ai", taken, out["prompt_tokens"] + out["completion_tokens"], self._cost(name, out)
+        )
         self._account(request, body, name, out["prompt_tokens"], out["completion_tokens"])
         return JSONResponse(
             {
@@ -292,7 +308,8 @@ class Gateway:
                 yield sse_event(error_body(message, "server_error", None, "stream_interrupted", request_id))
                 return
             finally:  # what the stream cost by its last piece; the rest goes back
-                await settle(request, "ai", taken, last["prompt_tokens"] + last["completion_tokens"])
+                used = last["prompt_tokens"] + last["completion_tokens"]
+                await settle(request, "ai", taken, used, self._cost(name, last))
             self._account(request, body, name, last["prompt_tokens"], last["completion_tokens"])
             if include_usage:
                 yield sse_event(
@@ -321,9 +338,11 @@ class Gateway:
         if bad := [i for i, t in enumerate(texts) if not t.strip()]:
             raise RequestError(f"input.{bad[0]}", "is empty")
         worst = sum(len(t.encode()) + 2 for t in texts)  # a token is a byte at least, plus CLS/SEP
-        taken = await reserve(request, "ai", worst)
+        price = self.config.price(body.model)
+        taken = await reserve(request, "ai", worst, price.cost_microusd(worst, 0))
         out = await refunded_on_failure(request, "ai", taken, self.embedder.embed.remote(texts))
-        await settle(request, "ai", taken, 0 if out.get("too_long") else sum(out["tokens"]))
+        used = 0 if out.get("too_long") else sum(out["tokens"])
+        await settle(request, "ai", taken, used, price.cost_microusd(used, 0))
         if out.get("too_long"):  # refused, as OpenAI does, rather than cut and counted whole
             i, n = out["too_long"][0]
             raise RequestError(

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from models._private.audit import AuditLog
 from models._private.core.errors import SwarmrayError
 from models._private.keys import KeyRecord, denial, hash_key
-from models._private.quota import COUNTERS
+from models._private.quota import limit_of
 from serve._private.auth_config import AuthConfig
 from serve._private.protocol import error_body
 
@@ -79,10 +79,17 @@ class Limited(SwarmrayError):
     """A key over one of its limits (429): `code` is rate_limit_exceeded for a per-minute
     limit, insufficient_quota for a budget."""
 
+    _WHAT = {
+        "requests": "requests per minute",
+        "tokens": "tokens per minute",
+        "budget": "token budget",
+        "cost": "cost budget",
+    }
+
     def __init__(self, counter: str, retry_after_s: float):
-        what = {"requests": "requests per minute", "tokens": "tokens per minute", "budget": "token budget"}
-        super().__init__(f"this key is over its {what[counter]}; retry after {math.ceil(retry_after_s)} s")
-        self.code = "insufficient_quota" if counter == "budget" else "rate_limit_exceeded"
+        what = self._WHAT[counter]
+        super().__init__(f"this key is over its {what}; retry after {math.ceil(retry_after_s)} s")
+        self.code = "insufficient_quota" if "budget" in what else "rate_limit_exceeded"
         self.retry_after_s = retry_after_s
 
 
@@ -114,8 +121,8 @@ class Spender:
 
     async def take(self, record: KeyRecord, counter: str, n: int) -> int | None:
         """Spends `n` units, from the local lease or the authority; raises Limited."""
-        if getattr(record, COUNTERS[counter][0]) is None:
-            return None  # no such limit on this key
+        if n <= 0 or limit_of(record, counter) is None:
+            return None  # no such limit on this key, or nothing to spend
         slot = (record.id, counter)
         if (window := self._local(slot, n)) is not None:
             return window
@@ -245,27 +252,34 @@ _GUARDS: dict[str, Guard] = {}  # service -> this process's guard (a replica is 
 Taken = list[tuple[str, int | None, int]]  # (counter, window, units) a request holds
 
 
-async def reserve(request: Any, service: str, worst: int) -> Taken:
-    """Takes a request's worst case of tokens from its key's per-minute tokens and budget
-    (nothing when auth is off or the key has no token limits); raises Limited."""
+def _units(counter: str, tokens: int, cost_microusd: int) -> int:
+    return cost_microusd if counter == "cost" else tokens
+
+
+async def reserve(request: Any, service: str, tokens: int, cost_microusd: int = 0) -> Taken:
+    """Takes a request's worst case, `tokens` from its key's tokens per minute and token
+    budget and `cost_microusd` from its cost budget (nothing when auth is off or the key has no
+    such limits); raises Limited."""
     record = key_of(request)
     guard = _GUARDS.get(service)
     taken: Taken = []
     if record is None or guard is None:
         return taken
     try:
-        for counter in ("tokens", "budget"):
-            taken.append((counter, await guard.spender.take(record, counter, worst), worst))
+        for counter in ("tokens", "budget", "cost"):
+            n = _units(counter, tokens, cost_microusd)
+            taken.append((counter, await guard.spender.take(record, counter, n), n))
     except Limited:
-        await settle(request, service, taken, 0)
+        await settle(request, service, taken)
         raise
     return taken
 
 
-async def settle(request: Any, service: str, taken: Taken, used: int) -> None:
-    """Gives back what a request took beyond the `used` tokens it really cost."""
+async def settle(request: Any, service: str, taken: Taken, tokens: int = 0, cost_microusd: int = 0) -> None:
+    """Gives back what a request took beyond the `tokens` and cost it really used."""
     record = key_of(request)
     for counter, window, units in taken:
+        used = _units(counter, tokens, cost_microusd)
         await _GUARDS[service].spender.give_back(record, counter, window, units - min(used, units))
 
 
@@ -274,13 +288,16 @@ async def refunded_on_failure(request: Any, service: str, taken: Taken, work: Aw
     try:
         return await work
     except BaseException:
-        await settle(request, service, taken, 0)
+        await settle(request, service, taken)
         raise
 
 
 def token_limited(request: Any) -> bool:
+    """Whether the request's key limits tokens or cost, so a request needs a worst case."""
     record = key_of(request)
-    return record is not None and (record.tpm is not None or record.budget_tokens is not None)
+    return record is not None and any(
+        v is not None for v in (record.tpm, record.budget_tokens, record.budget_usd)
+    )
 
 
 class GuardMiddleware:
@@ -339,6 +356,7 @@ class GuardMiddleware:
                     request_id,
                     state.get("target", namespace),
                     tokens=state.get("tokens"),
+                    cost_usd=state.get("cost_usd") or None,
                 )
                 if durable and message["status"] < 400:
                     await asyncio.to_thread(guard.audit.append, entry, True)

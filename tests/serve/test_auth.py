@@ -45,6 +45,7 @@ def keys(authority):
         # Made before the services start, so that every replica knows them from its first request.
         "rpm": {"scopes": ["facts:read"], "rpm": 7},
         "budget": {"scopes": ["ai:invoke"], "budget_tokens": 850, "budget_period_s": 86400.0},
+        "dollars": {"scopes": ["ai:invoke"], "budget_usd": 1.6},
     }
     return {
         name: ray.get(authority.create.remote({"name": name, **spec}))["key"] for name, spec in specs.items()
@@ -82,6 +83,8 @@ def ai(serve_port, auth, authority):
         embeddings=None,
         ingress_replicas=2,
         auth=auth,
+        # A token of "scripted" costs 2,000 micro-dollars either way (the cost test's unit).
+        prices={"scripted": {"input_usd_per_million_tokens": 2000, "output_usd_per_million_tokens": 2000}},
     )
     url = deploy(config, app_name="ai-auth", system=SYSTEM)
     yield url
@@ -216,14 +219,26 @@ def test_requests_per_minute_hold_exactly_across_two_replicas(facts, keys, autho
     assert replicas_heard(authority, "facts") == 2
 
 
+# '"hi"' is 4 bytes, 8 for the template, 138 for the completion: 150, as the provider bills.
+CHAT_150 = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 138}
+
+
 def test_a_token_budget_admits_exactly_what_it_holds_across_two_replicas(ai, keys, authority):
     """Each request's worst case is exactly what the provider bills (150 tokens), so a budget
     of 5 such requests and 100 tokens admits 5 of 12 sent at once, however they interleave."""
-    # '"hi"' is 4 bytes, 8 for the template, 138 for the completion: 150, as billed.
-    chat = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 138}
-    answers = burst(12, lambda: call(ai, "POST", "/chat/completions", keys["budget"], chat))
+    answers = burst(12, lambda: call(ai, "POST", "/chat/completions", keys["budget"], CHAT_150))
     statuses = sorted(r.status_code for r in answers)
     assert statuses == [200] * 5 + [429] * 7, [r.text for r in answers if r.status_code not in (200, 429)]
     refused = next(r for r in answers if r.status_code == 429)
     assert refused.json()["error"]["code"] == "insufficient_quota" and "retry-after" in refused.headers
     assert replicas_heard(authority, "ai") == 2
+
+
+def test_a_cost_budget_admits_exactly_what_it_holds_across_two_replicas(ai, keys):
+    """By the price table a request costs $0.30 at worst and as billed, so $1.60 admits 5 of 12."""
+    answers = burst(12, lambda: call(ai, "POST", "/chat/completions", keys["dollars"], CHAT_150))
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [200] * 5 + [429] * 7, [r.text for r in answers if r.status_code not in (200, 429)]
+    refused = next(r for r in answers if r.status_code == 429)
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    assert "cost budget" in refused.json()["error"]["message"]

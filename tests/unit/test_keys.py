@@ -55,6 +55,8 @@ def test_durations_and_the_key_table_for_the_cli():
     rec, key = record(namespaces=["open"], rpm=5)
     table = format_keys([rec.model_dump(exclude={"hash"})])
     assert key not in table and f"sr-{key[3:11]}…" in table and "open" in table and "live" in table
+    budgeted, _ = record(budget_tokens=1000, budget_usd=2.5, budget_period_s=30 * 86400)
+    assert "1000 tokens + $2.5/30d" in format_keys([budgeted.model_dump(exclude={"hash"})])
 
 
 def test_the_signing_key_is_made_once_and_readable_by_its_owner_only(tmp_path):

@@ -1,6 +1,11 @@
 """The ledger behind per-key limits: never more than the limit, leases while there is room."""
 
-from models._private.quota import Ledger
+import pytest
+from pydantic import ValidationError
+
+from models._private.keys import KeyRecord
+from models._private.quota import Ledger, limit_of, period_of
+from serve import AIServiceConfig, PriceConfig
 
 
 def test_the_ledger_never_grants_more_than_the_limit_and_leases_while_far_from_it():
@@ -32,3 +37,45 @@ def test_keys_and_counters_are_counted_apart():
     assert ledger.acquire("b", "requests", 1, 60.0, 1, now=0.0).units == 1
     assert ledger.acquire("a", "tokens", 5, 60.0, 5, now=0.0).units == 5
     assert ledger.acquire("a", "requests", 1, 60.0, 1, now=0.0).units == 0
+
+
+def test_a_cost_budget_counts_micro_dollars_over_its_period_a_day_by_default():
+    record = KeyRecord(
+        id="k", name="t", hash="0" * 64, hint="x", scopes=["ai:invoke"], created_at=0.0, budget_usd=1.25
+    )
+    assert limit_of(record, "cost") == 1_250_000 and limit_of(record, "budget") is None
+    assert period_of(record, "cost") == 86400.0 and period_of(record, "requests") == 60.0
+
+
+def test_prices_charge_micro_dollars_rounded_up_without_float_noise():
+    price = PriceConfig(input_usd_per_million_tokens=0.1, output_usd_per_million_tokens=2.5)
+    assert price.cost_microusd(10, 0) == 1  # 10 x 0.1 is 1.0000000000000002 in floats
+    assert price.cost_microusd(3, 0) == 1  # a third of a micro-dollar is charged as one
+    assert price.cost_microusd(1000, 400) == 100 + 1000
+    assert PriceConfig().cost_microusd(10**6, 10**6) == 0
+
+
+def test_prices_may_name_only_models_the_service_has():
+    with pytest.raises(ValidationError, match="prices name unknown model"):
+        AIServiceConfig(providers={"p": {"base_url": "http://x", "model": "m"}}, prices={"gpt-9": {}})
+    config = AIServiceConfig(
+        providers={"p": {"base_url": "http://x", "model": "m"}},
+        prices={"p": {"output_usd_per_million_tokens": 4}, "all-MiniLM-L6-v2": {}},
+    )
+    assert config.price("p").output_usd_per_million_tokens == 4 and config.price("nothing") == PriceConfig()
+
+
+def test_budgets_the_authority_granted_outlive_its_restart(tmp_path):
+    from serve._private.auth_config import AuthConfig
+    from serve._private.authority import KeyAuthority
+
+    config = AuthConfig(path=str(tmp_path)).model_dump()
+    authority = KeyAuthority(str(tmp_path / "auth"), config)
+    spec = {"name": "b", "scopes": ["ai:invoke"], "budget_usd": 1.0, "budget_tokens": 100}
+    key_id = authority.create(spec)["record"]["id"]
+    assert authority.acquire(key_id, "cost", 600_000)["units"] >= 600_000
+    assert authority.acquire(key_id, "budget", 60)["units"] >= 60
+    again = KeyAuthority(str(tmp_path / "auth"), config)
+    assert again.acquire(key_id, "cost", 600_000)["units"] == 0
+    assert again.acquire(key_id, "budget", 60)["units"] == 0
+    assert again.acquire(key_id, "cost", 400_000)["units"] == 400_000

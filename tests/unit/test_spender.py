@@ -8,7 +8,7 @@ import random
 import pytest
 
 from models._private.keys import KeyRecord
-from models._private.quota import Ledger
+from models._private.quota import Ledger, limit_of, period_of
 from serve._private.guard import Limited, Spender
 
 
@@ -31,8 +31,7 @@ class FakeAuthority:
         self.release = _Method(self.ledger.release)
 
     def _acquire(self, key_id, counter, n):
-        limit = {"requests": self.record.rpm, "budget": self.record.budget_tokens}[counter]
-        period = 60.0 if counter == "requests" else self.record.budget_period_s
+        limit, period = limit_of(self.record, counter), period_of(self.record, counter)
         return vars(self.ledger.acquire(key_id, counter, limit, period, n, self.clock()))
 
 
