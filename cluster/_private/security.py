@@ -96,8 +96,9 @@ def verify_audit(
     system: str, public_key_pem: str | None = None, directory: str | None = None
 ) -> list[Verdict]:
     """Verifies every writer's chain. Online (no `directory`), the authority gives the directory,
-    its public key (unless one is given) and a head it signs now, so that a cut in its own
-    chain shows; offline, pass the directory and the public key (`swarm audit pubkey`)."""
+    its public key (unless one is given) and every writer's latest signed head (its own signed
+    now), so that a chain cut short shows; offline, pass the directory and the public key
+    (`swarm audit pubkey`)."""
     import ray
 
     witnesses: dict[str, Any] = {}
@@ -105,7 +106,7 @@ def verify_audit(
         authority = authority_of(system)
         directory = ray.get(authority.audit_directory.remote())
         public_key_pem = public_key_pem or ray.get(authority.public_key.remote())
-        witnesses["authority"] = ray.get(authority.witness.remote())
+        witnesses = ray.get(authority.witnesses.remote())
     if public_key_pem is None:
         raise SwarmrayError("verifying a directory offline needs --pubkey (from `swarm audit pubkey`)")
     return verify_directory(directory, load_pem_public_key(public_key_pem.encode()), witnesses)

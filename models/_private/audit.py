@@ -15,8 +15,10 @@ a record or a checkpoint, as JSON:
 `verify` re-hashes every record and checks the sequence, the links and each checkpoint's
 signature and head. An edited, deleted, reordered or inserted record breaks the chain where it
 happened; a checkpoint signed with another key fails its signature. A tail cut off after the
-last checkpoint leaves a shorter, valid chain; it is found against a head the live writer signs
-now (`witness`), which is why `swarm audit verify` asks the running service for one.
+last checkpoint leaves a shorter, valid chain; it is found against a head signed elsewhere (a
+`witness`): the key authority keeps the latest checkpoint of every writer (replicas send theirs,
+and sign their head every `checkpoint_s` while records arrive) and signs its own head on demand,
+and `swarm audit verify` checks every file against them.
 
 Durability: `append(..., durable=True)` returns after the line is fsync'ed (admin and write
 actions); other appends are group-committed: fsync'ed by the first append, `flush` or
@@ -90,6 +92,7 @@ class AuditLog:
         self._since_checkpoint = 0
         self._last_checkpoint = clock()
         self._unsynced_since: float | None = None
+        self.last_checkpoint: dict[str, Any] | None = None  # the latest one written
         self._file = open(self.path, "ab")  # noqa: SIM115 - held open for appends until close
 
     def _recover(self) -> tuple[int, str]:
@@ -145,6 +148,13 @@ class AuditLog:
         with self._lock:
             return self._checkpoint(self._clock())
 
+    def checkpoint_if_new(self) -> dict[str, Any] | None:
+        """Signs the head if records came after the last checkpoint; returns the latest one."""
+        with self._lock:
+            if self._since_checkpoint:
+                self._checkpoint(self._clock())
+            return self.last_checkpoint
+
     def close(self) -> None:
         with self._lock:
             if self._since_checkpoint:
@@ -156,6 +166,7 @@ class AuditLog:
         self._write(line)
         self._sync()
         self._since_checkpoint, self._last_checkpoint = 0, now
+        self.last_checkpoint = line
         return line
 
     def _write(self, entry: dict[str, Any]) -> None:

@@ -8,12 +8,14 @@ rotation, and never stored.
 
 The actor is detached and restarted by Ray; it rebuilds its state from the journal. Its
 directory also holds the Ed25519 signing key (mode 0600), which replicas fetch to sign their
-own audit checkpoints, and `audit/`, the writers' chains.
+own audit checkpoints, `audit/`, the writers' chains, and `heads.json`, the latest checkpoint
+each writer sent here: the witnesses a chain cut short is found against.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import time
@@ -39,6 +41,7 @@ __all__ = [
 ]
 
 SIGNING_KEY = "signing.key"
+HEADS = "heads.json"
 
 
 class KeyNotFoundError(SwarmrayError, LookupError):
@@ -93,6 +96,11 @@ class KeyAuthority:
         self.version = sum(1 for e in entries if "record" in e)
         self._changed = asyncio.Event()
         self.audit = self.config.audit_log(self.audit_directory(), "authority", self._signing)
+        heads = os.path.join(directory, HEADS)
+        self.heads: dict[str, dict[str, Any]] = {}  # writer -> its latest signed checkpoint
+        if os.path.exists(heads):
+            with open(heads) as f:
+                self.heads = json.load(f)
 
     def audit_directory(self) -> str:
         return os.path.join(self.directory, "audit")
@@ -199,9 +207,16 @@ class KeyAuthority:
             self._signing.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
         )
 
-    def witness(self) -> dict[str, Any]:
-        """A checkpoint of the authority's own chain, signed now."""
-        return self.audit.checkpoint()
+    def witnessed(self, checkpoint: dict[str, Any]) -> None:
+        """Keeps a writer's latest signed checkpoint, away from the writer's own file."""
+        writer, seq = checkpoint["checkpoint"]["writer"], checkpoint["checkpoint"]["seq"]
+        if seq >= self.heads.get(writer, {}).get("checkpoint", {}).get("seq", -1):
+            self.heads[writer] = checkpoint
+            atomic_write(os.path.join(self.directory, HEADS), json.dumps(self.heads))
+
+    def witnesses(self) -> dict[str, dict[str, Any]]:
+        """Every writer's latest checkpoint, and the authority's own head signed now."""
+        return {**self.heads, "authority": self.audit.checkpoint()}
 
 
 def get_authority(system: str, config: AuthConfig) -> Any:

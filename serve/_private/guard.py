@@ -199,6 +199,7 @@ class Guard:
             self._tasks = [
                 asyncio.create_task(self._follow(authority)),
                 asyncio.create_task(self._flush()),
+                asyncio.create_task(self._witness(authority)),
             ]
 
     def _apply(self, table: dict[str, Any]) -> None:
@@ -217,6 +218,19 @@ class Guard:
         while True:  # group commit: nothing waits longer than the window for its fsync
             await asyncio.sleep(self.config.audit_commit_window_s)
             await asyncio.to_thread(self.audit.flush)
+
+    async def _witness(self, authority: Any) -> None:
+        # The authority keeps this chain's latest signed head, so that a cut in the file shows.
+        reported = None
+        while True:
+            await asyncio.sleep(self.config.audit_checkpoint_s)
+            head = await asyncio.to_thread(self.audit.checkpoint_if_new)
+            if head is not None and head is not reported:
+                try:
+                    await authority.witnessed.remote(head)
+                    reported = head
+                except Exception as e:  # the authority restarting: send the next one
+                    log.warning("audit head not witnessed: %r", e)
 
     def authenticate(self, authorization: str | None) -> KeyRecord | None:
         """The live key a bearer header carries, or None."""

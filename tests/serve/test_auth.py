@@ -2,6 +2,8 @@
 real Ray actor, the gateways real Serve replicas, the audit log real files verified with the
 authority's public key."""
 
+import json
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +25,9 @@ SYSTEM = "auth-test"
 
 @pytest.fixture(scope="module")
 def auth(tmp_path_factory):
-    return AuthConfig(enabled=True, path=str(tmp_path_factory.mktemp("auth")), sync_timeout_s=0.2)
+    return AuthConfig(
+        enabled=True, path=str(tmp_path_factory.mktemp("auth")), sync_timeout_s=0.2, audit_checkpoint_s=1.0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -191,6 +195,40 @@ def test_the_audit_trail_verifies_and_holds_no_secret(facts, ai, keys, authority
     assert '"status":403' in text and '"kind":"refused"' in text
     assert not any(secret in text for secret in keys.values())
     assert '"action":"keys.create"' in text  # admin changes, in the authority's own chain
+
+
+def last_seq(path):
+    return max((e["seq"] for e in map(json.loads, open(path)) if "seq" in e), default=0)
+
+
+def test_a_replica_chain_cut_short_or_deleted_is_found_against_the_heads_the_authority_holds(
+    facts, keys, authority, tmp_path
+):
+    for _ in range(6):  # over both replicas
+        assert call(facts, "GET", "/namespaces", keys["reader"]).status_code == 200
+    directory = Path(ray.get(authority.audit_directory.remote()))
+    writers = [p.stem for p in directory.glob("facts-*.jsonl")]
+
+    def all_witnessed():
+        heads = ray.get(authority.witnesses.remote())
+        return all(
+            heads.get(w, {}).get("checkpoint", {}).get("seq") == last_seq(directory / f"{w}.jsonl")
+            for w in writers
+        )
+
+    wait_until(all_witnessed, 30, "the authority holding every replica's latest head")
+    witnesses = ray.get(authority.witnesses.remote())
+    copy = tmp_path / "audit"
+    shutil.copytree(directory, copy)
+    public = load_pem_public_key(ray.get(authority.public_key.remote()).encode())
+    assert all(v.ok for v in verify_directory(str(copy), public, witnesses))
+    cut, gone = writers[0], writers[1]
+    entries = (copy / f"{cut}.jsonl").read_text().splitlines(keepends=True)
+    (copy / f"{cut}.jsonl").write_text(entries[0])  # one record left: a valid, shorter chain
+    (copy / f"{gone}.jsonl").unlink()
+    verdicts = {v.writer: v for v in verify_directory(str(copy), public, witnesses)}
+    assert not verdicts[cut].ok and "(cut)" in verdicts[cut].reason
+    assert not verdicts[gone].ok and "missing" in verdicts[gone].reason
 
 
 def clear_of_a_minute_boundary():

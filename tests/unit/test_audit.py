@@ -182,3 +182,15 @@ def test_tail_and_search_merge_every_writer_by_time(tmp_path, key):
     assert "GET /v1/facts-1 -> 200 key=key_b" in format_audit(records)
     assert parse_since("15m", now=1000.0) == 100.0
     assert parse_since("2026-11-30T12:00:00Z") == 1796040000.0
+
+
+def test_a_writer_signs_its_head_only_when_records_came_since_the_last_checkpoint(tmp_path, key):
+    log = AuditLog(str(tmp_path), "gw-1", key, checkpoint_every=100, checkpoint_s=1e9, clock=Clock())
+    assert log.checkpoint_if_new() is None  # nothing to sign yet
+    log.append({"n": 1})
+    log.append({"n": 2})
+    head = log.checkpoint_if_new()
+    assert head["checkpoint"]["seq"] == 2 and log.checkpoint_if_new() is head  # no second line
+    log.close()
+    assert sum("checkpoint" in e for e in lines(log.path)) == 1
+    assert verify(log.path, key.public_key(), witness=head).ok
