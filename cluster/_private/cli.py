@@ -14,6 +14,7 @@ from actors._private.task import TaskResult
 from cluster._private.client import Client
 from cluster._private.config import load_config
 from cluster._private.connection import call, connect, connect_or_start, get
+from cluster._private.credentials import user_key
 from cluster._private.demo import run_demo
 from cluster._private.facts_client import FactsClient, read_documents
 from cluster._private.format import format_capabilities, format_search, format_status
@@ -21,7 +22,8 @@ from cluster._private.lifecycle import down as down_system
 from cluster._private.lifecycle import last_namespace, mark_local_head
 from cluster._private.lifecycle import up as up_system
 from cluster._private.security import (
-    audit_records,
+    audit_over_http,
+    audit_url,
     authority_of,
     format_audit,
     format_keys,
@@ -30,6 +32,7 @@ from cluster._private.security import (
     verify_audit,
 )
 from cluster._private.status import status as system_status
+from models._private.audit import read_records
 from models._private.core import env
 from models._private.core.errors import SwarmrayError
 from models._private.keys import SCOPES
@@ -393,40 +396,58 @@ def audit_pubkey(namespace: str | None, address: str | None) -> None:
     click.echo(call(lambda: authority_of(_connect(namespace, address)).public_key.remote()), nl=False)
 
 
-def _audit_directory(namespace: str | None, address: str | None) -> str:
-    return call(lambda: authority_of(_connect(namespace, address)).audit_directory.remote())
+def _audit_options(f: Any) -> Any:
+    f = click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")(f)
+    f = click.option(
+        "--dir", "directory", default=None, help="Read this copy of the log's directory instead."
+    )(f)
+    f = click.option("--url", default=None, help="A service's …/v1 root (default: the system's).")(f)
+    return _address_option(_namespace_option(f))
+
+
+def _audit(
+    opts: dict[str, Any],
+    count: int,
+    key_id: str | None = None,
+    since: str | None = None,
+    route: str | None = None,
+) -> None:
+    """Prints the latest `count` records: over HTTP with the user's key (scope admin; a key
+    with model or namespace lists sees only records about them), or from a copy (--dir)."""
+    after = parse_since(since) if since else None
+    if opts["directory"]:
+        records = read_records(opts["directory"], key_id, after, route)[-count:]
+    else:
+        if opts["url"]:  # a service named by URL: the key from $SWARMRAY_API_KEY, if any
+            url, key = opts["url"], os.environ.get("SWARMRAY_API_KEY")
+        else:
+            system = _connect(opts["namespace"], opts["address"])
+            url, key = audit_url(system), user_key(system)
+        records = audit_over_http(url, key, key_id, after, route, count)
+    click.echo("\n".join(json.dumps(r) for r in records) if opts["as_json"] else format_audit(records))
 
 
 @audit.command(name="tail")
-@click.option("-n", "count", default=20, show_default=True, type=click.IntRange(1), help="Records shown.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
-@_address_option
-@_namespace_option
-def audit_tail(count: int, as_json: bool, namespace: str | None, address: str | None) -> None:
+@click.option(
+    "-c", "--count", default=20, show_default=True, type=click.IntRange(1, 1000), help="Records shown."
+)
+@_audit_options
+def audit_tail(count: int, **opts: Any) -> None:
     """The latest records of every writer, merged by time."""
-    records = audit_records(_audit_directory(namespace, address))[-count:]
-    click.echo("\n".join(json.dumps(r) for r in records) if as_json else format_audit(records))
+    _audit(opts, count)
 
 
 @audit.command(name="search")
 @click.option("--key", "key_id", default=None, help="Only this key's records (its id).")
 @click.option("--since", default=None, help="Only records since: 15m, 2h, 1d, or an ISO 8601 time.")
 @click.option("--route", default=None, help="Only routes that start so, e.g. /v1/namespaces/default.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object a line.")
-@_address_option
-@_namespace_option
-def audit_search(
-    key_id: str | None,
-    since: str | None,
-    route: str | None,
-    as_json: bool,
-    namespace: str | None,
-    address: str | None,
-) -> None:
+@click.option(
+    "-c", "--count", default=1000, show_default=True, type=click.IntRange(1, 1000), help="Most shown."
+)
+@_audit_options
+def audit_search(key_id: str | None, since: str | None, route: str | None, count: int, **opts: Any) -> None:
     """Records of one key, a time range or a route, from every writer, merged by time."""
-    directory = _audit_directory(namespace, address)
-    records = audit_records(directory, key_id, parse_since(since) if since else None, route)
-    click.echo("\n".join(json.dumps(r) for r in records) if as_json else format_audit(records))
+    _audit(opts, count, key_id, since, route)
 
 
 @audit.command(name="verify")

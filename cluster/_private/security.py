@@ -3,22 +3,22 @@ verify the audit log with the authority's public key."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
+import httpx
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from models._private.audit import Verdict, verify_directory
 from models._private.core.errors import SwarmrayError
-from models._private.keys import PREFIX
+from models._private.keys import PREFIX, bearer
 from serve._private.authority import authority_name
 
 __all__ = [
-    "audit_records",
+    "audit_over_http",
+    "audit_url",
     "authority_of",
     "format_audit",
     "format_keys",
@@ -123,29 +123,40 @@ def parse_since(text: str, now: float | None = None) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def audit_records(
-    directory: str, key_id: str | None = None, since: float | None = None, route: str | None = None
+def audit_url(system: str) -> str:
+    """The …/v1 root of a service of `system` that answers /v1/audit: the AI service's, else
+    the facts service's (Ray must be connected)."""
+    from actors._private.services import AI_URL_KEY, FACTS_URL_KEY
+    from cluster._private.connection import call, registry_of
+
+    registry = registry_of(system)
+    for name in (AI_URL_KEY, FACTS_URL_KEY):
+        if url := call(lambda name=name: registry.kv_get.remote(name)):
+            return url
+    raise SwarmrayError(f"system {system!r} runs no service; run `swarm up`")
+
+
+def audit_over_http(
+    url: str,
+    api_key: str | None,
+    key_id: str | None = None,
+    since: float | None = None,
+    route: str | None = None,
+    limit: int = 100,
 ) -> list[dict[str, Any]]:
-    """Every writer's records (not checkpoints), oldest first, each with its `writer`;
-    filtered by key id, time and route prefix. Read only: `verify` checks them."""
-    found = []
-    for path in sorted(Path(directory).glob("*.jsonl")):
-        with path.open() as f:
-            for line in f:
-                try:
-                    entry = json.loads(line)
-                except ValueError:
-                    continue  # a torn last line, which the writer cuts on reopening
-                if "checkpoint" in entry:
-                    continue
-                if key_id is not None and entry.get("key_id") != key_id:
-                    continue
-                if since is not None and entry["time"] < since:
-                    continue
-                if route is not None and not str(entry.get("route", "")).startswith(route):
-                    continue
-                found.append({**entry, "writer": path.stem})
-    return sorted(found, key=lambda e: (e["time"], e["writer"], e["seq"]))
+    """The latest `limit` records a service's GET /v1/audit shows this key (admin scope)."""
+    from actors._private.services import error_of
+
+    params = {"key": key_id, "since": since, "route": route, "limit": limit}
+    r = httpx.get(
+        url.rstrip("/") + "/audit",
+        params={k: v for k, v in params.items() if v is not None},
+        headers=bearer(api_key),
+        timeout=60,
+    )
+    if r.status_code >= 400:
+        raise SwarmrayError(f"the service answered {r.status_code}: {error_of(r)[1]}")
+    return r.json()["data"]
 
 
 def format_audit(records: list[dict[str, Any]]) -> str:

@@ -35,12 +35,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["AuditLog", "Verdict", "signed_head", "verify", "verify_directory"]
+__all__ = ["AuditLog", "Verdict", "read_records", "signed_head", "verify", "verify_directory"]
 
 GENESIS = "0" * 64
 
@@ -281,3 +282,28 @@ def verify_directory(
     for missing in sorted(set(witnesses) - set(names)):
         verdicts.append(Verdict(missing, 0, 0, 1, f"the log of writer {missing!r} is missing"))
     return verdicts
+
+
+def read_records(
+    directory: str, key_id: str | None = None, since: float | None = None, route: str | None = None
+) -> list[dict[str, Any]]:
+    """Every writer's records (not checkpoints), oldest first, each with its `writer`;
+    filtered by key id, time and route prefix. Read only: `verify` checks them."""
+    found = []
+    for path in sorted(Path(directory).glob("*.jsonl")):
+        with path.open() as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue  # a torn last line, which the writer cuts on reopening
+                if "checkpoint" in entry:
+                    continue
+                if key_id is not None and entry.get("key_id") != key_id:
+                    continue
+                if since is not None and entry["time"] < since:
+                    continue
+                if route is not None and not str(entry.get("route", "")).startswith(route):
+                    continue
+                found.append({**entry, "writer": path.stem})
+    return sorted(found, key=lambda e: (e["time"], e["writer"], e["seq"]))

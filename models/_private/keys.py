@@ -53,9 +53,17 @@ class KeyRecord(ConfigModel):
     name: str = Field(description="What the key is for, given at creation.")
     hash: str = Field(description="SHA-256 of the secret, hex.")
     hint: str = Field(description="The secret's first characters after the prefix.")
-    scopes: list[Scope] = Field(description="What the key may do; admin may do everything.")
-    models: list[str] | None = Field(None, description="Models it may use; None: all.")
-    namespaces: list[str] | None = Field(None, description="Facts namespaces it may use; None: all.")
+    scopes: list[Scope] = Field(description="What the key may do; admin has every scope.")
+    models: list[str] | None = Field(None, description="Models it may use, whatever its scopes; None: all.")
+    namespaces: list[str] | None = Field(
+        None, description="Facts namespaces it may use, whatever its scopes; None: all."
+    )
+
+    @property
+    def limited(self) -> bool:
+        """Whether a model or namespace list narrows what the key sees."""
+        return self.models is not None or self.namespaces is not None
+
     rpm: int | None = Field(None, ge=1, description="Requests per minute; None: unlimited.")
     tpm: int | None = Field(None, ge=1, description="Tokens per minute; None: unlimited.")
     budget_tokens: int | None = Field(None, ge=1, description="Tokens per budget period; None: no budget.")
@@ -81,10 +89,9 @@ def denial(
     record: KeyRecord, scope: str | None, *, model: str | None = None, namespace: str | None = None
 ) -> str | None:
     """Why `record` may not act in `scope` (None: any) on `model` / `namespace`, or None when
-    it may. An admin key may do everything."""
-    if "admin" in record.scopes:
-        return None
-    if scope is not None and scope not in record.scopes:
+    it may. An admin key has every scope; its model and namespace lists, if it has them, bind
+    it as they bind any key (an admin of a tenant's namespaces)."""
+    if scope is not None and scope not in record.scopes and "admin" not in record.scopes:
         return f"this key lacks the scope {scope}"
     if model is not None and record.models is not None and model not in record.models:
         return f"this key may not use the model {model!r}"

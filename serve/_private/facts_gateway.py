@@ -28,6 +28,7 @@ from models._private.core.errors import FactsInputError, FactsNotFoundError, Swa
 from models._private.core.retry import unwrap_error
 from models._private.facts import MAX_DEPTH
 from models._private.facts_schema import Document, DocumentIn, Entity, Fact
+from serve._private.audit_route import install_audit_route
 from serve._private.facts_config import FactsServiceConfig
 from serve._private.facts_protocol import (
     DocumentsBody,
@@ -50,6 +51,7 @@ __all__ = ["FactsGateway", "app"]
 
 app = FastAPI(title="swarmray facts service")
 install_error_handlers(app)
+install_audit_route(app, "facts")
 MAX_PATH = 6  # longest chain `path` looks for
 NS = "/v1/namespaces/{namespace}"
 AsOf = Annotated[AwareDatetime | None, Query(description="Read the world as it was then.")]

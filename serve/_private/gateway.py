@@ -22,6 +22,7 @@ from ray import serve
 from models._private.core.breaker import CircuitBreaker
 from models._private.core.errors import BackendsUnavailableError, ModelNotFoundError, RequestError
 from models._private.core.retry import unwrap_error
+from serve._private.audit_route import install_audit_route
 from serve._private.backends import InProcessBackend, LocalBackend, RemoteBackend
 from serve._private.config import AIServiceConfig
 from serve._private.deployments import ModelServer
@@ -65,6 +66,7 @@ app = FastAPI(title="swarmray AI service")
 
 
 install_error_handlers(app)
+install_audit_route(app, "ai")
 
 
 @app.exception_handler(ModelNotFoundError)
@@ -365,10 +367,14 @@ class Gateway:
 
     @app.get("/v1/usage")
     async def get_usage(self, request: Request) -> dict[str, Any]:
-        """Tokens per caller and model on this replica; a key without admin sees its own."""
+        """Tokens per caller and model on this replica; a key without admin sees its own row, a
+        key with a model list only those models."""
         key = key_of(request)
         callers = self.usage if key is None or "admin" in key.scopes else {key.id: self.usage.get(key.id, {})}
-        return {"callers": json.loads(json.dumps(callers))}
+        seen = {
+            c: {m: n for m, n in rows.items() if usable(request, [m], "model")} for c, rows in callers.items()
+        }
+        return {"callers": json.loads(json.dumps(seen))}
 
     @app.get("/v1/backends")
     async def get_backends(self) -> dict[str, Any]:

@@ -51,6 +51,7 @@ __all__ = [
     "ai_rule",
     "allow",
     "facts_rule",
+    "guard_of",
     "install_guard",
     "key_of",
     "refunded_on_failure",
@@ -263,6 +264,11 @@ def usable(request: Any, names: list[str], kind: Literal["model", "namespace"]) 
 _GUARDS: dict[str, Guard] = {}  # service -> this process's guard (a replica is a process)
 
 
+def guard_of(service: str) -> Guard | None:
+    """This replica's guard of `service`, or None when auth is off."""
+    return _GUARDS.get(service)
+
+
 Taken = list[tuple[str, int | None, int]]  # (counter, window, units) a request holds
 
 
@@ -423,6 +429,8 @@ def facts_rule(method: str, path: str) -> tuple[str | None, bool, str | None]:
     audited durably; a namespace in the path is checked here."""
     match = _NAMESPACE.match(path)
     namespace = match.group(1) if match else None
+    if path.rstrip("/") == "/v1/audit":
+        return "admin", False, None
     if method in ("GET", "HEAD") or path == "/v1/search":
         return "facts:read", False, namespace
     return "facts:write", True, namespace
@@ -435,6 +443,7 @@ AI_SCOPES = {
     "/v1/embeddings": "ai:embed",
     "/v1/usage": "usage:read",
     "/v1/backends": "admin",
+    "/v1/audit": "admin",
 }
 
 

@@ -219,7 +219,7 @@ def test_keys_and_audit_commands(head, namespace, tmp_path):
 
         verified = swarm("audit", "verify", *ns)
         assert "authority: 3 records" in verified.stdout and "ok" in verified.stdout
-        tail = swarm("audit", "tail", *ns).stdout.splitlines()
+        tail = swarm("audit", "tail", "--dir", str(tmp_path / "auth" / "audit")).stdout.splitlines()
         assert [line.split()[3] for line in tail] == ["keys.create", "keys.rotate", "keys.revoke"]
         pem = tmp_path / "audit.pem"
         pem.write_text(swarm("audit", "pubkey", *ns).stdout)

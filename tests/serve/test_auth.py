@@ -46,6 +46,7 @@ def keys(authority):
         "writer": {"scopes": ["facts:read", "facts:write"], "namespaces": ["open"]},
         "invoker": {"scopes": ["ai:invoke"], "models": ["scripted"]},
         "usage": {"scopes": ["usage:read"]},
+        "tenant": {"scopes": ["admin"], "namespaces": ["open"], "models": ["scripted"]},
         # Made before the services start, so that every replica knows them from its first request.
         "rpm": {"scopes": ["facts:read"], "rpm": 7},
         "budget": {"scopes": ["ai:invoke"], "budget_tokens": 850, "budget_period_s": 86400.0},
@@ -163,6 +164,33 @@ def test_ai_routes_check_scope_and_model(ai, keys, key_ids):
     assert usage.status_code == 200 and list(usage.json()["callers"]) == [key_ids["usage"]]
     assert call(ai, "GET", "/backends", keys["usage"]).status_code == 403  # admin only
     assert call(ai, "GET", "/backends", keys["admin"]).status_code == 200
+
+
+def test_audit_reads_need_admin_and_show_a_listed_key_only_its_own_objects(facts, ai, keys, key_ids):
+    from cluster._private.security import audit_over_http
+
+    for namespace in ("open", "secret"):
+        assert call(facts, "GET", f"/namespaces/{namespace}", keys["admin"]).status_code == 200
+    chat = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    assert call(ai, "POST", "/chat/completions", keys["tenant"], chat).status_code == 200
+    everything = audit_over_http(facts, keys["admin"], limit=1000)
+    targets = {e.get("target") for e in everything}
+    assert {"open", "secret", None} <= targets and any(e["writer"] == "authority" for e in everything)
+    assert {e.get("target") for e in audit_over_http(facts, keys["tenant"], limit=1000)} == {
+        "open",
+        "scripted",
+    }
+    mine = audit_over_http(ai, keys["admin"], key_id=key_ids["tenant"], route="/v1/chat")
+    assert mine and {(e["key_id"], e["target"], e["status"]) for e in mine} == {
+        (key_ids["tenant"], "scripted", 200)
+    }
+    for path in ("/audit", "/audit?limit=0"):
+        r = call(facts, "GET", path, keys["reader"])  # out of scope before any parameter is read
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "insufficient_permissions")
+    assert call(ai, "GET", "/audit?limit=0", keys["admin"]).status_code == 400
+    assert call(ai, "GET", "/audit", None).status_code == 401
+    usage = call(ai, "GET", "/usage", keys["tenant"]).json()["callers"]  # an admin of one model
+    assert usage and all(set(rows) <= {"scripted"} for rows in usage.values())
 
 
 def test_a_revoked_key_stops_working_on_every_replica_within_a_second(facts, authority):

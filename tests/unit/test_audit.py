@@ -161,7 +161,8 @@ def test_durable_appends_are_on_disk_when_they_return(tmp_path, key):
 
 
 def test_tail_and_search_merge_every_writer_by_time(tmp_path, key):
-    from cluster._private.security import audit_records, format_audit, parse_since
+    from cluster._private.security import format_audit, parse_since
+    from models._private.audit import read_records as audit_records
 
     clock = Clock()
     for writer, key_id in (("ai-1", "key_a"), ("facts-1", "key_b"), ("ai-1", "key_b")):

@@ -30,6 +30,10 @@ def test_scopes_models_and_namespaces_are_each_enforced():
     assert denial(rec, "facts:read", namespace="demo") == "this key may not use the namespace 'demo'"
     admin, _ = record(scopes=["admin"])
     assert all(denial(admin, s, model="any", namespace="any") is None for s in SCOPES)
+    # Lists bind every key: an admin of one namespace (a tenant's admin) may not use another.
+    tenant, _ = record(scopes=["admin"], namespaces=["team-a"])
+    assert denial(tenant, "facts:write", namespace="team-a") is None and denial(tenant, "usage:read") is None
+    assert denial(tenant, "facts:read", namespace="team-b") == "this key may not use the namespace 'team-b'"
 
 
 def test_revoked_and_expired_keys_are_not_live():

@@ -1,0 +1,55 @@
+"""GET /v1/audit on both services: the audit trail read over HTTP, by an admin key, showing a
+key whose models or namespaces are listed only the records about those."""
+
+# No `from __future__ import annotations`: FastAPI reads these annotations at run time.
+
+import asyncio
+import os
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+
+from models._private.audit import read_records
+from models._private.keys import KeyRecord, denial
+from serve._private.guard import guard_of, key_of
+from serve._private.protocol import error_response
+
+__all__ = ["MAX_AUDIT_PAGE", "install_audit_route", "visible"]
+
+MAX_AUDIT_PAGE = 1000  # records one answer holds at most
+
+
+def visible(record: KeyRecord | None, entry: dict[str, Any]) -> bool:
+    """Whether a key may read an audit record: any with no model or namespace list; a listed
+    one only records about its own models (the AI service's) or namespaces (the facts
+    service's), so not key changes or listings, which name neither."""
+    if record is None or not record.limited:
+        return True
+    target = entry.get("target")
+    if target is None:
+        return False
+    kind = "namespace" if entry.get("writer", "").startswith("facts") else "model"
+    return denial(record, None, **{kind: target}) is None
+
+
+def install_audit_route(app: FastAPI, service: str) -> None:
+    """Adds GET /v1/audit to `service`'s app (the guard's rule gives it scope admin)."""
+
+    @app.get("/v1/audit")
+    async def read_audit(
+        request: Request,
+        key: str | None = Query(None, max_length=64, description="Only this key id's records."),
+        since: float | None = Query(None, description="Only records at or after this Unix time."),
+        route: str | None = Query(None, max_length=512, description="Only routes that start so."),
+        limit: int = Query(100, ge=1, le=MAX_AUDIT_PAGE, description="The latest this many records."),
+    ) -> Any:
+        guard = guard_of(service)
+        if guard is None:
+            message = "auth is off for this service, so it keeps no audit trail"
+            return error_response(404, message, "invalid_request_error", None, "no_audit_trail", request)
+        await guard.ready()
+        directory = os.path.dirname(guard.audit.path)
+        found = await asyncio.to_thread(read_records, directory, key, since, route)
+        viewer = key_of(request)
+        found = [e for e in found if visible(viewer, e)]
+        return {"object": "list", "data": found[-limit:], "has_more": len(found) > limit}
