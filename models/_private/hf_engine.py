@@ -266,15 +266,21 @@ def _generator(params: SamplingParams, device: str) -> Any:
     return g
 
 
+# A temperature this low samples the top token anyway, and a lower one makes the scaled logits
+# overflow (vLLM's _SAMPLING_EPS is the same).
+_GREEDY_BELOW = 1e-5
+
+
 def _sample(logits: Any, params: SamplingParams, generator: Any) -> int:
     import torch
 
-    if params.temperature == 0:
+    if params.temperature < _GREEDY_BELOW:
         return int(torch.argmax(logits))
     probs = torch.softmax(logits / params.temperature, dim=-1)
     if params.top_p < 1:
         sorted_p, order = torch.sort(probs, descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < params.top_p  # always keeps the top token
+        keep = sorted_p.cumsum(-1) - sorted_p < params.top_p
+        keep[0] = True  # the top token, also when top_p is below float32's smallest number
         probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_p[keep])
     return int(torch.multinomial(probs, 1, generator=generator))
 

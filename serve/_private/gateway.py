@@ -102,6 +102,12 @@ def _worst_case(payload: dict[str, Any]) -> tuple[int, int]:
     return prompt, payload["params"]["max_tokens"] or 0
 
 
+# With `stream: true` a completion comes as server-sent events, one JSON chunk a `data:` line.
+_STREAMED: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+}
+
+
 # Everything the routes use is defined above this line: `serve.ingress` pickles the app when
 # the class is decorated, so later module globals would be missing in the replica.
 # -- the ingress deployment -----------------------------------------------------------------
@@ -232,7 +238,7 @@ class Gateway:
             ],
         }
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=_STREAMED)
     async def chat(self, body: ChatBody, request: Request) -> Any:
         max_tokens = body.max_completion_tokens or body.max_tokens
         payload = {
@@ -242,7 +248,7 @@ class Gateway:
         }
         return await self._answer(request, body, payload, chat=True)
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=_STREAMED)
     async def completions(self, body: CompletionBody, request: Request) -> Any:
         payload = {"prompt": body.prompt, "params": body.params(16)}
         return await self._answer(request, body, payload, chat=False)

@@ -1,5 +1,6 @@
 """Errors as both services answer them: OpenAI's error body, with the parameter at fault named,
-for bad bodies, refused requests and anything unexpected (a 500 that names no internals)."""
+for bad bodies, refused requests and anything unexpected (a 500 that names no internals); and
+the OpenAPI schema that says so, with the bearer key every route but the health check needs."""
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 
@@ -9,15 +10,44 @@ import math
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from models._private.core.errors import RequestError
 from serve._private.guard import AccessDenied, Limited
 from serve._private.protocol import error_response, request_id_of
 
-__all__ = ["install_error_handlers"]
+__all__ = ["ErrorResponse", "install_error_handlers"]
 
 log = logging.getLogger("swarmray.serve")
 _PLACES = {"body", "query", "path", "header"}  # where FastAPI found a parameter, not its name
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+    request_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error body, which every error of both services has."""
+
+    error: ErrorDetail
+
+
+# What any route may answer besides its own success (the middleware refuses before routing).
+_ERRORS = {
+    "400": "A body or parameter is invalid; `param` names it.",
+    "401": "No API key, or one that is unknown, revoked or expired.",
+    "403": "Out of the key's scopes, models or namespaces.",
+    "404": "No such model, namespace or object.",
+    "413": "The body is over 32 MiB.",
+    "429": "Over one of the key's limits; see Retry-After.",
+    "500": "Unexpected; the service log has it under the request id.",
+    "503": "No backend or shard could answer.",
+}
 
 
 async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -39,6 +69,15 @@ async def _invalid(request: Request, exc: RequestValidationError) -> JSONRespons
         "invalid_value",
         request,
     )
+
+
+async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+    # Starlette's own: a body it could not parse (not UTF-8, say), an unknown route or method.
+    if exc.status_code == 400:
+        message = "the request body is not valid JSON (it could not be parsed as UTF-8 JSON text)"
+        return error_response(400, message, "invalid_request_error", "body", "invalid_json", request)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    return error_response(exc.status_code, str(exc.detail), "invalid_request_error", None, code, request)
 
 
 async def _refused(request: Request, exc: RequestError) -> JSONResponse:
@@ -66,7 +105,43 @@ def install_error_handlers(app: FastAPI) -> None:
     """Bad bodies and parameters (400), `RequestError` (400), a key's object limits (403), its
     token limits (429), and the last resort (500)."""
     app.add_exception_handler(RequestValidationError, _invalid)
+    app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(RequestError, _refused)
     app.add_exception_handler(AccessDenied, _denied)
     app.add_exception_handler(Limited, _limited)
     app.add_exception_handler(Exception, _internal)
+    _document(app)
+
+
+def _document(app: FastAPI) -> None:
+    """The schema lists the errors above on every route instead of FastAPI's 422 (a bad body is
+    a 400 here), and the bearer key as the security scheme."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None or "securitySchemes" not in app.openapi_schema.get("components", {}):
+            schema = build()
+            components = schema.setdefault("components", {})
+            schemas = components.setdefault("schemas", {})
+            error = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(error.pop("$defs", {}), ErrorResponse=error)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+            body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation["responses"].pop("422", None)
+                    for status, what in _ERRORS.items():
+                        operation["responses"].setdefault(status, {"description": what, "content": body})
+            components["securitySchemes"] = {
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "sr-…, from `swarm keys create`.",
+                }
+            }
+            schema["security"] = [{"apiKey": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi

@@ -369,8 +369,9 @@ def test_bad_input_is_a_4xx_naming_the_field_and_changes_nothing(wiki, method, p
     }
 
 
-def test_a_body_that_is_not_json_is_a_400(http):
-    r = http.post("/search", content=b"{not json", headers={"content-type": "application/json"})
+@pytest.mark.parametrize("body", [b"{not json", b"\x85\xd9\xad\xf3F"])  # the second is not UTF-8
+def test_a_body_that_is_not_json_is_a_400_in_the_openai_shape(http, body):
+    r = http.post("/search", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
 
 

@@ -284,3 +284,12 @@ def test_templating_and_tokenizing_run_off_the_event_loop(tiny_path, monkeypatch
 
     loop_thread = run(main())
     assert all(ran_on.values()) and not any(loop_thread in threads for threads in ran_on.values())
+
+
+@pytest.mark.parametrize("params", [{"top_p": 5e-324}, {"temperature": 1e-300}, {"temperature": 1e-6}])
+def test_vanishing_top_p_or_temperature_samples_the_top_token(engine, params):
+    # Found by fuzzing: 5e-324 is 0 in float32, so top-p kept no token at all; 1e-300 made
+    # the logits infinite. Like vLLM, a temperature under 1e-5 is greedy.
+    sampled = run(engine.generate("hello", SamplingParams(max_tokens=8, seed=1, **params)))
+    greedy = run(engine.generate("hello", GREEDY.model_copy(update={"max_tokens": 8})))
+    assert sampled.completion_tokens >= 1 and sampled.text == greedy.text
