@@ -34,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 
 from models._private.keys import bearer
 
-__all__ = ["Tally", "Target", "fuzz"]
+__all__ = ["Tally", "Target", "deploy_targets", "fuzz", "remove_targets"]
 
 _CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
 _KEEP = 10  # problems kept with their requests
@@ -51,13 +51,14 @@ class Tally:
     auth_bypasses: int = 0
     hangs: int = 0
     operations: int = 0
+    accepted: int = 0  # requests with the admin key that got a 2xx: how far past validation it got
     examples: list[str] = field(default_factory=list)
 
     def problem(self, kind: str, case: Any, detail: str) -> None:
         setattr(self, kind, getattr(self, kind) + 1)
         if len(self.examples) < _KEEP:
             body = repr(case.body)[:300] if case.body is not None else ""
-            self.examples.append(f"{kind}: {case.method} {case.formatted_path} {body} -> {detail[:300]}")
+            self.examples.append(f"{kind}: {case.method} {case.formatted_path} {body} -> {detail[:1500]}")
 
     @property
     def problems(self) -> int:
@@ -66,6 +67,7 @@ class Tally:
     def figures(self) -> dict[str, int]:
         return {
             "operations": self.operations,
+            "accepted": self.accepted,
             "requests": self.requests,
             "server_errors": self.server_errors,
             "schema_violations": self.schema_violations,
@@ -111,6 +113,7 @@ def _send(tally: Tally, case: Any, root: str, key: str | None, timeout_s: float)
 def _probe(tally: Tally, case: Any, target: Target, rng: random.Random, timeout_s: float) -> None:
     response = _send(tally, case, target.root, target.admin_key, timeout_s)
     if response is not None:
+        tally.accepted += response.status_code < 300
         if response.status_code >= 500:
             tally.problem("server_errors", case, f"{response.status_code} {response.text}")
         else:
@@ -164,3 +167,87 @@ def fuzz(target: Target, examples: int, timeout_s: float = 30.0, seed_value: int
                 if "Unsatisfiable" not in type(e).__name__ and "negative" not in str(e).lower():
                     raise
     return tally
+
+
+_APPS = ("fuzz-ai", "fuzz-facts")
+
+
+def deploy_targets(system: str, port: int, directory: str) -> dict[str, Target]:
+    """Both services of `system`, auth on, on `port` (Ray connected): the AI service with a tiny
+    random-weight model (built in `directory`) and the embedder, the facts service with two
+    namespaces holding a document and a fact; and keys for `fuzz`: an admin, and for each
+    service a key of one scope it does not use (`usage:read` is one the AI service does)."""
+    import ray
+    import requests as http
+
+    from models import build_tiny_model
+    from serve import AIServiceConfig, FactsServiceConfig, deploy
+    from serve._private.auth_config import AuthConfig
+    from serve._private.authority import get_authority
+
+    auth = AuthConfig(enabled=True, path=f"{directory}/auth", sync_timeout_s=0.5)
+    authority = get_authority(system, auth)
+
+    def key(name: str, scopes: list[str]) -> str:
+        return ray.get(authority.create.remote({"name": name, "scopes": scopes}))["key"]
+
+    admin, usage, embed = key("admin", ["admin"]), key("usage", ["usage:read"]), key("embed", ["ai:embed"])
+    tiny = {
+        "source": build_tiny_model(f"{directory}/tiny"),
+        "colocate": True,
+        "engine": {"max_model_len": 64},
+    }
+    ai = AIServiceConfig(port=port, route_prefix="/fuzz-ai", models={"tiny": tiny}, auth=auth)
+    facts = FactsServiceConfig(
+        port=port,
+        route_prefix="/fuzz-facts",
+        path=f"{directory}/facts",
+        namespaces={"open": {"extractor": "none"}, "closed": {"extractor": "none"}},
+        auth=auth,
+    )
+    ai_url = deploy(ai, app_name=_APPS[0], system=system)
+    facts_url = deploy(facts, app_name=_APPS[1], system=system)
+    headers = bearer(admin)
+    document = {"id": "d1", "title": "Ada", "text": "Ada Lovelace wrote the first program."}
+    http.post(f"{facts_url}/namespaces/open/documents", json=document, headers=headers).raise_for_status()
+    fact = {"subject": "Ada Lovelace", "predicate": "wrote", "object": "the first program"}
+    made = http.post(f"{facts_url}/namespaces/open/facts", json={"facts": [fact]}, headers=headers)
+    made.raise_for_status()
+    (stored,) = made.json()["facts"]
+    return {
+        "ai": Target(
+            ai_url.removesuffix("/v1"),
+            admin,
+            usage,
+            {"/v1/usage"},
+            {"model": ["tiny", ai.embeddings_model]},
+        ),
+        "facts": Target(
+            facts_url.removesuffix("/v1"),
+            admin,
+            embed,
+            set(),
+            {
+                "namespace": ["open", "closed"],
+                "namespaces": [["open"], ["open", "closed"]],
+                "document_id": ["d1"],
+                "fact_id": [stored["id"]],
+                "entity_id": [stored["subject_id"], stored["object_id"]],
+                "other_id": [stored["object_id"]],
+                "other": [stored["object_id"]],
+                "documents": [["d1"]],
+            },
+        ),
+    }
+
+
+def remove_targets(system: str) -> None:
+    """Deletes what `deploy_targets` started."""
+    import ray
+    from ray import serve
+
+    from serve._private.authority import authority_name
+
+    for app in _APPS:
+        serve.delete(app)
+    ray.kill(ray.get_actor(authority_name(system), namespace=system))

@@ -102,10 +102,17 @@ def _worst_case(payload: dict[str, Any]) -> tuple[int, int]:
     return prompt, payload["params"]["max_tokens"] or 0
 
 
-# With `stream: true` a completion comes as server-sent events, one JSON chunk a `data:` line.
-_STREAMED: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+# With `stream: true` a completion comes as server-sent events; before OpenAPI 3.2 the schema of
+# an event stream describes one event.
+_EVENT = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string", "description": "A JSON chunk, an error object, or [DONE] at the end."},
+        "event": {"type": "string"},
+    },
+    "required": ["data"],
 }
+_STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {"schema": _EVENT}}}}
 
 
 # Everything the routes use is defined above this line: `serve.ingress` pickles the app when
