@@ -21,6 +21,8 @@ from models._private.core.errors import EngineUnavailableError, RequestError
 
 __all__ = [
     "INLINE_PROMPT_CHARS",
+    "SEED_MAX",
+    "SEED_MIN",
     "Delta",
     "Engine",
     "EngineConfig",
@@ -31,6 +33,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed accepts
 
 
 class EngineConfig(ConfigModel):
@@ -96,7 +99,9 @@ class SamplingParams(BaseModel):
     temperature: float = Field(1.0, ge=0, le=2, description="0 is greedy.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     stop: list[str] = Field(default_factory=list, description="Strings that end the completion.")
-    seed: int | None = Field(None, description="Makes sampling repeatable.")
+    seed: int | None = Field(
+        None, ge=SEED_MIN, le=SEED_MAX, description="Makes sampling repeatable (64 bits, as torch takes)."
+    )
 
 
 @dataclass

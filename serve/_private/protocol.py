@@ -11,7 +11,7 @@ import numpy as np
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from models._private.engine import SamplingParams
+from models._private.engine import SEED_MAX, SEED_MIN, SamplingParams
 
 __all__ = [
     "ChatBody",
@@ -54,7 +54,7 @@ class SamplingBody(RequestBody):
     temperature: float = Field(1.0, ge=0, le=2)
     top_p: float = Field(1.0, gt=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     n: int = Field(1, ge=1, le=1, description="One choice per request.")
     stream: bool = False
     stream_options: dict[str, Any] | None = None
