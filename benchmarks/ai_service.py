@@ -25,7 +25,7 @@ from benchmarks._common import emit, percentile
 from models import EngineConfig, SamplingParams, build_tiny_model
 from models._private.gguf import dequantized, resolve_source
 from models._private.hf_engine import TransformersEngine
-from serve import AIServiceConfig, deploy
+from serve import AIServiceConfig, PriceConfig, deploy
 from serve._private.auth_config import AuthConfig
 from serve._private.authority import get_authority
 from serve._private.config import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
@@ -157,11 +157,19 @@ def main() -> None:
     models = {name: {"source": source, "colocate": args.colocate}}
     config = AIServiceConfig(port=args.port, models=models, embeddings=None, auth={"enabled": False})
     url = deploy(config, app_name="bench-ai")
-    # The same service again with auth on, and a key whose limits are all set (never reached).
+    # The same service again with auth on, the model priced, and a key whose limits are all set
+    # (never reached).
     auth = AuthConfig(enabled=True, path=tempfile.mkdtemp(prefix="bench-auth-"))
-    secure = config.model_copy(update={"route_prefix": "/secure", "auth": auth})
+    prices = {name: PriceConfig(input_usd_per_million_tokens=0.15, output_usd_per_million_tokens=0.6)}
+    secure = config.model_copy(update={"route_prefix": "/secure", "auth": auth, "prices": prices})
     secure_url = deploy(secure, app_name="bench-ai-auth", system="bench-ai")
-    limits = {"rpm": 10**6, "tpm": 10**9, "budget_tokens": 10**12, "budget_period_s": 86400.0}
+    limits = {
+        "rpm": 10**6,
+        "tpm": 10**9,
+        "budget_tokens": 10**12,
+        "budget_usd": 10**6,
+        "budget_period_s": 86400.0,
+    }
     made = get_authority("bench-ai", auth).create.remote({"name": "bench", "scopes": ["ai:invoke"], **limits})
     emit(asyncio.run(measure(engine, url, name, args, (secure_url, ray.get(made)["key"]))))
 
