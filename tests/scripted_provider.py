@@ -9,14 +9,14 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["Reply", "ScriptedProvider", "completion"]
+__all__ = ["Reply", "ScriptedProvider", "completion", "text_completion"]
 
 Reply = str | tuple[int, str]  # a message content, or an HTTP error status and its message
 
 
 class ScriptedProvider:
-    """An OpenAI-compatible chat service on a free port of 127.0.0.1. Each POST to
-    /v1/chat/completions gets the next reply of `script`, or `respond(body)` when that is set;
+    """An OpenAI-compatible service on a free port of 127.0.0.1. Each POST to
+    /v1/chat/completions or /v1/completions gets the next reply of `script`, or `respond(body)` when that is set;
     every request body is kept in `requests`, and `peak` is the most answered at once."""
 
     def __init__(self) -> None:
@@ -61,10 +61,11 @@ class ScriptedProvider:
         finally:
             with self._lock:  # before the answer is sent: the client's next request may follow at once
                 self._in_flight -= 1
-        if handler.path != "/v1/chat/completions":
+        if handler.path not in ("/v1/chat/completions", "/v1/completions"):
             reply = (404, f"no route {handler.path}")
         if isinstance(reply, str):
-            status, payload = 200, completion(body["model"], reply)
+            chat = handler.path == "/v1/chat/completions"
+            status, payload = 200, (completion if chat else text_completion)(body["model"], reply)
         else:
             status = reply[0]
             payload = {"error": {"message": reply[1], "type": "server_error", "param": None, "code": None}}
@@ -86,5 +87,17 @@ def completion(model: str, content: str) -> dict[str, Any]:
         "choices": [
             {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
         ],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
+    }
+
+
+def text_completion(model: str, text: str) -> dict[str, Any]:
+    """An OpenAI text_completion with one choice and the same usage as `completion`."""
+    return {
+        "id": "cmpl-scripted",
+        "object": "text_completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
         "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
     }

@@ -14,6 +14,7 @@ import ray
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from models._private.audit import verify_directory
+from models._private.keys import SCOPES
 from serve import AIServiceConfig, FactsServiceConfig, deploy
 from serve._private.auth_config import AuthConfig
 from serve._private.authority import get_authority
@@ -21,6 +22,7 @@ from tests.scripted_provider import ScriptedProvider
 from tests.waiting import wait_until
 
 SYSTEM = "auth-test"
+PLAIN = [s for s in SCOPES if s != "admin"]
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +49,19 @@ def keys(authority):
         "invoker": {"scopes": ["ai:invoke"], "models": ["scripted"]},
         "usage": {"scopes": ["usage:read"]},
         "tenant": {"scopes": ["admin"], "namespaces": ["open"], "models": ["scripted"]},
+        "revoked": {"scopes": ["admin"]},
+        # Every scope but admin, on one namespace and two models: what a route's object check
+        # lets through, and refuses for any other.
+        "limited": {"scopes": PLAIN, "namespaces": ["open"], "models": ["scripted", "all-MiniLM-L6-v2"]},
+        **{f"lacks {s}": {"scopes": [p for p in PLAIN if p != s]} for s in SCOPES},
         # Made before the services start, so that every replica knows them from its first request.
         "rpm": {"scopes": ["facts:read"], "rpm": 7},
         "budget": {"scopes": ["ai:invoke"], "budget_tokens": 850, "budget_period_s": 86400.0},
         "dollars": {"scopes": ["ai:invoke"], "budget_usd": 1.6},
     }
-    return {
-        name: ray.get(authority.create.remote({"name": name, **spec}))["key"] for name, spec in specs.items()
-    }
+    made = {name: ray.get(authority.create.remote({"name": name, **spec})) for name, spec in specs.items()}
+    ray.get(authority.revoke.remote(made["revoked"]["record"]["id"]))
+    return {name: m["key"] for name, m in made.items()}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +70,7 @@ def facts(serve_port, auth, authority, tmp_path_factory):
         port=serve_port,
         route_prefix="/facts-auth",
         path=str(tmp_path_factory.mktemp("facts")),
-        namespaces={"open": {"extractor": "none"}, "secret": {"extractor": "none"}},
+        namespaces={"open": {"extractor": "spacy"}, "secret": {"extractor": "none"}},
         ingress_replicas=2,  # limits must hold across replicas
         auth=auth,
     )
@@ -85,7 +92,6 @@ def ai(serve_port, auth, authority):
             "scripted": {"base_url": provider.url, "model": "m"},
             "other": {"base_url": provider.url, "model": "m"},
         },
-        embeddings=None,
         ingress_replicas=2,
         auth=auth,
         # A token of "scripted" costs 2,000 micro-dollars either way (the cost test's unit).
@@ -106,32 +112,134 @@ def call(url, method, path, key=None, body=None):
 
 DOC = {"id": "d1", "title": "Ada", "text": "Ada Lovelace wrote the first program."}
 FACT = [{"subject": "Ada Lovelace", "predicate": "wrote", "object": "the first program"}]
-# Every facts route: method, path (in namespace "open"), body, the scope it needs.
-FACTS_ROUTES = [
-    ("GET", "/namespaces", None, "facts:read"),
-    ("GET", "/namespaces/open", None, "facts:read"),
-    ("POST", "/namespaces/open/documents", DOC, "facts:write"),
-    ("POST", "/namespaces/open/documents/batch", {"documents": [{**DOC, "id": "d2"}]}, "facts:write"),
-    ("GET", "/namespaces/open/documents/d1", None, "facts:read"),
-    ("POST", "/namespaces/open/facts", {"facts": FACT}, "facts:write"),
-    ("GET", "/namespaces/open/facts?predicate=wrote", None, "facts:read"),
-    ("GET", "/namespaces/open/entities?name=Ada%20Lovelace", None, "facts:read"),
-    ("POST", "/search", {"query": "Who wrote the first program?", "namespaces": ["open"]}, "facts:read"),
-    ("DELETE", "/namespaces/open/documents/d2", None, "facts:write"),
+# Every route of both services: service, method, path, body, the scope it needs. `{ns}` is the
+# namespace and `{model}` the model the request is about (None: the route names neither);
+# `{doc}`, `{fact}`, … are objects made for it by `objects`.
+ROUTES = [
+    ("facts", "GET", "/namespaces", None, "facts:read"),
+    ("facts", "GET", "/namespaces/{ns}", None, "facts:read"),
+    ("facts", "POST", "/namespaces/{ns}/documents", {"id": "posted", "text": "Posted."}, "facts:write"),
+    (
+        "facts",
+        "POST",
+        "/namespaces/{ns}/documents/batch",
+        {"documents": [{"text": "Batched."}]},
+        "facts:write",
+    ),
+    ("facts", "GET", "/namespaces/{ns}/documents/{doc}", None, "facts:read"),
+    ("facts", "DELETE", "/namespaces/{ns}/documents/{doomed_doc}", None, "facts:write"),
+    ("facts", "GET", "/namespaces/{ns}/jobs/{job}", None, "facts:read"),
+    ("facts", "POST", "/namespaces/{ns}/facts", {"facts": FACT}, "facts:write"),
+    ("facts", "GET", "/namespaces/{ns}/facts?predicate=wrote", None, "facts:read"),
+    ("facts", "GET", "/namespaces/{ns}/facts/{fact}", None, "facts:read"),
+    ("facts", "DELETE", "/namespaces/{ns}/facts/{doomed_fact}", None, "facts:write"),
+    ("facts", "POST", "/namespaces/{ns}/facts/{fact}/invalidate", {}, "facts:write"),
+    ("facts", "GET", "/namespaces/{ns}/entities?name=Ada%20Lovelace", None, "facts:read"),
+    ("facts", "GET", "/namespaces/{ns}/entities/{ada}", None, "facts:read"),
+    ("facts", "GET", "/namespaces/{ns}/entities/{ada}/neighbours", None, "facts:read"),
+    ("facts", "GET", "/namespaces/{ns}/entities/{ada}/path/{program}", None, "facts:read"),
+    ("facts", "POST", "/namespaces/{ns}/entities/{fan}/merge", {"other": "{fan2}"}, "facts:write"),
+    (
+        "facts",
+        "POST",
+        "/namespaces/{ns}/entities/{ada}/split",
+        {"documents": ["{doc}"], "name": "A. L."},
+        "facts:write",
+    ),
+    (
+        "facts",
+        "POST",
+        "/search",
+        {"query": "Who wrote the first program?", "namespaces": ["{ns}"]},
+        "facts:read",
+    ),
+    ("facts", "GET", "/audit", None, "admin"),
+    ("ai", "GET", "/models", None, "ai:invoke"),
+    (
+        "ai",
+        "POST",
+        "/chat/completions",
+        {"model": "{model}", "messages": [{"role": "user", "content": "hi"}]},
+        "ai:invoke",
+    ),
+    ("ai", "POST", "/completions", {"model": "{model}", "prompt": "hi", "max_tokens": 5}, "ai:invoke"),
+    ("ai", "POST", "/embeddings", {"model": "{embedder}", "input": "hi"}, "ai:embed"),
+    ("ai", "GET", "/usage", None, "usage:read"),
+    ("ai", "GET", "/backends", None, "admin"),
+    ("ai", "GET", "/audit", None, "admin"),
 ]
+OURS = {"ns": "open", "model": "scripted", "embedder": "all-MiniLM-L6-v2"}
+THEIRS = {"ns": "secret", "model": "other", "embedder": "other"}
 
 
-@pytest.mark.parametrize("method, path, body, scope", FACTS_ROUTES)
-def test_every_facts_route_demands_a_key_with_its_scope(facts, keys, method, path, body, scope):
-    for key, status, code in ((None, 401, "invalid_api_key"), ("sr-not-a-key", 401, "invalid_api_key")):
-        r = call(facts, method, path, key, body)
-        assert (r.status_code, r.json()["error"]["code"]) == (status, code)
+def fill(template, values):
+    """`template` (a path or a JSON body) with its {placeholders} replaced."""
+    text = json.dumps(template)
+    for name, value in values.items():
+        text = text.replace("{" + name + "}", value)
+    return json.loads(text)
+
+
+@pytest.fixture(scope="module")
+def objects(facts, keys):
+    """Ids of what the routes act on, in namespace `open`: a document whose entities were
+    extracted (so that a split has mentions to move), facts, entities and a job."""
+    admin = keys["admin"]
+    doc = {"id": "ada", "text": "Ada Lovelace wrote the first program in London."}
+    assert call(facts, "POST", "/namespaces/open/documents", admin, doc).status_code == 201
+    wait_until(
+        lambda: call(facts, "GET", "/namespaces/open/documents/ada", admin).json()["extraction"] == "done",
+        120,
+        "the document's entities extracted",
+    )
+    assert (
+        call(
+            facts, "POST", "/namespaces/open/documents", admin, {"id": "doomed", "text": "Gone."}
+        ).status_code
+        == 201
+    )
+    job = call(facts, "POST", "/namespaces/open/documents/batch", admin, {"documents": [{"text": "A job."}]})
+    posted = [
+        {"subject": "Ada Lovelace", "predicate": "wrote", "object": "the first program"},
+        {"subject": "Doomed", "predicate": "is", "object": "deleted"},
+        {"subject": "A fan", "predicate": "likes", "object": "tea"},
+        {"subject": "The fan", "predicate": "likes", "object": "coffee"},
+    ]
+    made = call(facts, "POST", "/namespaces/open/facts", admin, {"facts": posted}).json()["facts"]
+    found = call(facts, "GET", "/namespaces/open/entities?name=Ada%20Lovelace", admin).json()["entities"]
+    (mentioned,) = [e for e in found if "ada" in e["documents"]]  # spaCy's, with the mention
+    return {
+        "doc": "ada",
+        "doomed_doc": "doomed",
+        "job": job.json()["id"],
+        "fact": made[0]["id"],
+        "doomed_fact": made[1]["id"],
+        "ada": mentioned["id"],
+        "program": made[0]["object_id"],
+        "fan": made[2]["subject_id"],
+        "fan2": made[3]["subject_id"],
+    }
+
+
+@pytest.mark.parametrize("service, method, path, body, scope", ROUTES)
+def test_every_route_demands_a_live_key_with_its_scope_and_objects(
+    facts, ai, keys, objects, service, method, path, body, scope
+):
+    url = {"facts": facts, "ai": ai}[service]
+    ours = {**objects, **OURS}
+    send = lambda key, values=ours: call(url, method, fill(path, values), key, fill(body, values))  # noqa: E731
+    for key in (None, "sr-not-a-key", keys["revoked"]):
+        r = send(key)
+        assert (r.status_code, r.json()["error"]["code"]) == (401, "invalid_api_key"), key
         assert r.headers["x-request-id"] and r.headers["www-authenticate"] == "Bearer"
-    if scope == "facts:write":  # a reader may not write
-        r = call(facts, method, path, keys["reader"], body)
+    r = send(keys[f"lacks {scope}"])
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "insufficient_permissions")
+    limited = keys["admin" if scope == "admin" else "limited"]
+    if any("{" + name + "}" in json.dumps([path, body]) for name in THEIRS):  # names a namespace or model
+        r = send(limited, {**objects, **THEIRS})
         assert (r.status_code, r.json()["error"]["code"]) == (403, "insufficient_permissions")
-    r = call(facts, method, path, keys["writer"], body)
-    assert r.status_code in (200, 201), r.text
+    r = send(limited)
+    assert 200 <= r.status_code < 300, r.text
 
 
 def test_a_key_limited_to_a_namespace_gets_403_for_another_and_sees_only_its_own(facts, keys):
