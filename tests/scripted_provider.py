@@ -16,8 +16,9 @@ Reply = str | tuple[int, str]  # a message content, or an HTTP error status and 
 
 class ScriptedProvider:
     """An OpenAI-compatible service on a free port of 127.0.0.1. Each POST to
-    /v1/chat/completions or /v1/completions gets the next reply of `script`, or `respond(body)` when that is set;
-    every request body is kept in `requests`, and `peak` is the most answered at once."""
+    /v1/chat/completions or /v1/completions gets the next reply of `script`, or `respond(body)`
+    when that is set; every request body is kept in `requests`, and `peak` is the most answered
+    at once."""
 
     def __init__(self) -> None:
         self.script: list[Reply] = []

@@ -455,17 +455,28 @@ def audit_search(key_id: str | None, since: str | None, route: str | None, count
 @click.option(
     "--dir", "directory", default=None, help="Verify this copy of the log offline (needs --pubkey)."
 )
+@click.option(
+    "--since",
+    default=None,
+    help="Check only from each chain's last checkpoint signed before this: 15m, 2h, 1d, or an ISO 8601 time.",
+)
 @_address_option
 @_namespace_option
-def audit_verify(pubkey: Any, directory: str | None, namespace: str | None, address: str | None) -> None:
+def audit_verify(
+    pubkey: Any, directory: str | None, since: str | None, namespace: str | None, address: str | None
+) -> None:
     """Re-hashes every writer's chain and checks its links, sequence and signed checkpoints;
     exits 1 at the first bad line of any writer."""
     system = None if directory else _connect(namespace, address)
-    verdicts = verify_audit(system, pubkey.read() if pubkey else None, directory)
+    verdicts = verify_audit(
+        system, pubkey.read() if pubkey else None, directory, parse_since(since) if since else None
+    )
     for v in verdicts:
         where = "ok" if v.ok else f"BAD at line {v.first_bad}: {v.reason}"
+        start = f" (from seq {v.skipped + 1})" if v.skipped else ""
         click.echo(
-            f"{v.writer}: {v.records} records, {v.checkpoints} checkpoints, {v.unwitnessed} unsigned; {where}"
+            f"{v.writer}: {v.records} records{start}, {v.checkpoints} checkpoints, {v.unwitnessed} unsigned; "
+            f"{where}"
         )
     if not verdicts or not all(v.ok for v in verdicts):
         sys.exit(1)

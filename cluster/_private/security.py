@@ -93,12 +93,16 @@ def _period(seconds: float) -> str:
 
 
 def verify_audit(
-    system: str, public_key_pem: str | None = None, directory: str | None = None
+    system: str | None,
+    public_key_pem: str | None = None,
+    directory: str | None = None,
+    since: float | None = None,
 ) -> list[Verdict]:
     """Verifies every writer's chain. Online (no `directory`), the authority gives the directory,
     its public key (unless one is given) and every writer's latest signed head (its own signed
     now), so that a chain cut short shows; offline, pass the directory and the public key
-    (`swarm audit pubkey`)."""
+    (`swarm audit pubkey`). With `since`, each chain is checked from its last checkpoint signed
+    before then."""
     import ray
 
     witnesses: dict[str, Any] = {}
@@ -109,7 +113,7 @@ def verify_audit(
         witnesses = ray.get(authority.witnesses.remote())
     if public_key_pem is None:
         raise SwarmrayError("verifying a directory offline needs --pubkey (from `swarm audit pubkey`)")
-    return verify_directory(directory, load_pem_public_key(public_key_pem.encode()), witnesses)
+    return verify_directory(directory, load_pem_public_key(public_key_pem.encode()), witnesses, since)
 
 
 def parse_since(text: str, now: float | None = None) -> float:

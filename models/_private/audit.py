@@ -185,7 +185,8 @@ class Verdict:
 
     `first_bad` is the 1-based line of the first problem (None when the chain holds) and `reason`
     says what it is. `unwitnessed` counts the records after the last checkpoint (or witness)
-    that no signature covers yet.
+    that no signature covers yet; `skipped` the records before the checkpoint a `since` check
+    started from, which it took on that checkpoint's signature.
     """
 
     writer: str
@@ -194,6 +195,7 @@ class Verdict:
     first_bad: int | None = None
     reason: str = ""
     unwitnessed: int = 0
+    skipped: int = 0
 
     @property
     def ok(self) -> bool:
@@ -209,18 +211,40 @@ def _lines(path: str) -> Iterator[tuple[int, Any]]:
                 yield number, None
 
 
-def verify(path: str, public_key: Ed25519PublicKey, witness: dict[str, Any] | None = None) -> Verdict:
+def _anchor(path: str, since: float) -> int:
+    """The line of the last checkpoint signed at or before `since` (0: none)."""
+    anchor = 0
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            if line.startswith(b'{"checkpoint"'):  # canonical JSON: keys sorted
+                try:
+                    if json.loads(line)["checkpoint"]["time"] <= since:
+                        anchor = number
+                except (ValueError, KeyError, TypeError):
+                    continue
+    return anchor
+
+
+def verify(
+    path: str,
+    public_key: Ed25519PublicKey,
+    witness: dict[str, Any] | None = None,
+    since: float | None = None,
+) -> Verdict:
     """Checks one writer's file; `witness` is a checkpoint the live writer signed just now.
 
     A chain rebuilt after an edit (every later hash recomputed) holds together, but not with the
     next checkpoint: that checkpoint is then the first bad line, and the edit lies after the one
-    before it.
+    before it. With `since` (a Unix time), the check starts at the last checkpoint signed at or
+    before it, whose signature vouches for everything before: a long log is checked in the
+    time its recent part takes.
     """
     writer = os.path.basename(path).removesuffix(".jsonl")
     verdict = Verdict(writer, 0, 0)
     seq, head = 0, GENESIS
     hashes: dict[int, str] = {0: GENESIS}
     last_signed = 0  # the highest seq a valid signature covers
+    start = _anchor(path, since) if since is not None else 0
 
     def bad(line: int, reason: str) -> Verdict:
         verdict.first_bad, verdict.reason = line, reason
@@ -243,8 +267,18 @@ def verify(path: str, public_key: Ed25519PublicKey, witness: dict[str, Any] | No
 
     line = 0
     for line, entry in _lines(path):
+        if line < start:
+            continue
         if not isinstance(entry, dict):
             return bad(line, "not a JSON object")
+        if line == start:  # where a `since` check starts: the chain continues from this head
+            body = entry["checkpoint"]
+            hashes = {body.get("seq"): body.get("head")}
+            if problem := signed(line, entry, "checkpoint"):
+                return bad(line, problem)
+            seq, head = body["seq"], body["head"]
+            verdict.checkpoints, verdict.skipped, last_signed = 1, seq, seq
+            continue
         if "checkpoint" in entry:
             if problem := signed(line, entry, "checkpoint"):
                 return bad(line, problem)
@@ -260,7 +294,7 @@ def verify(path: str, public_key: Ed25519PublicKey, witness: dict[str, Any] | No
         seq, head = entry["seq"], entry["hash"]
         hashes[seq] = head
         verdict.records += 1
-    if witness is not None:
+    if witness is not None and witness.get("checkpoint", {}).get("seq", 0) >= verdict.skipped:
         body = witness.get("checkpoint", {})
         end = line + 1  # where the missing lines would begin
         if body.get("seq", 0) > seq:
@@ -273,12 +307,17 @@ def verify(path: str, public_key: Ed25519PublicKey, witness: dict[str, Any] | No
 
 
 def verify_directory(
-    directory: str, public_key: Ed25519PublicKey, witnesses: dict[str, dict[str, Any]] | None = None
+    directory: str,
+    public_key: Ed25519PublicKey,
+    witnesses: dict[str, dict[str, Any]] | None = None,
+    since: float | None = None,
 ) -> list[Verdict]:
     """`verify` over every writer's file in `directory`; a witnessed writer with no file fails."""
     witnesses = witnesses or {}
     names = sorted(n.removesuffix(".jsonl") for n in os.listdir(directory) if n.endswith(".jsonl"))
-    verdicts = [verify(os.path.join(directory, f"{n}.jsonl"), public_key, witnesses.get(n)) for n in names]
+    verdicts = [
+        verify(os.path.join(directory, f"{n}.jsonl"), public_key, witnesses.get(n), since) for n in names
+    ]
     for missing in sorted(set(witnesses) - set(names)):
         verdicts.append(Verdict(missing, 0, 0, 1, f"the log of writer {missing!r} is missing"))
     return verdicts

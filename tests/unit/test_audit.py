@@ -195,3 +195,25 @@ def test_a_writer_signs_its_head_only_when_records_came_since_the_last_checkpoin
     log.close()
     assert sum("checkpoint" in e for e in lines(log.path)) == 1
     assert verify(log.path, key.public_key(), witness=head).ok
+
+
+def test_a_check_since_a_time_starts_at_the_checkpoint_before_it(tmp_path, key):
+    clock = Clock()
+    log = AuditLog(str(tmp_path), "gw-1", key, checkpoint_every=4, checkpoint_s=1e9, clock=clock)
+    for i in range(10):
+        log.append({"kind": "request", "n": i})
+    log.close()  # checkpoints at seq 4 (line 5), 8 (line 10) and 10 (line 13)
+    entries = lines(log.path)
+    since = entries[9]["checkpoint"]["time"] + 0.0001  # just after the checkpoint at seq 8
+    entries[1]["n"] = 99  # seq 2, before it: vouched for by that checkpoint's signature
+    rewrite(log.path, entries)
+    assert not verify(log.path, key.public_key()).ok
+    recent = verify(log.path, key.public_key(), since=since)
+    assert recent.ok and recent.skipped == 8 and recent.records == 2 and recent.unwitnessed == 0
+    entries[10]["n"] = 99  # seq 9, after it
+    rewrite(log.path, entries)
+    verdict = verify(log.path, key.public_key(), since=since)
+    assert verdict.first_bad == 11 and "edited" in verdict.reason
+    entries[9]["signature"] = entries[4]["signature"]  # the starting checkpoint itself forged
+    rewrite(log.path, entries)
+    assert verify(log.path, key.public_key(), since=since).first_bad == 10
