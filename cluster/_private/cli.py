@@ -423,7 +423,10 @@ def _audit(
         else:
             system = _connect(opts["namespace"], opts["address"])
             url, key = audit_url(system), user_key(system)
-        records = audit_over_http(url, key, key_id, after, route, count)
+        page = audit_over_http(url, key, key_id, after, route, count)
+        records = page["data"]
+        if page["has_more"]:
+            click.echo(f"(the latest {count} shown; older records match too: --since or --count)", err=True)
     click.echo("\n".join(json.dumps(r) for r in records) if opts["as_json"] else format_audit(records))
 
 

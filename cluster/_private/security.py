@@ -147,8 +147,9 @@ def audit_over_http(
     since: float | None = None,
     route: str | None = None,
     limit: int = 100,
-) -> list[dict[str, Any]]:
-    """The latest `limit` records a service's GET /v1/audit shows this key (admin scope)."""
+) -> dict[str, Any]:
+    """The page of a service's GET /v1/audit for this key (admin scope): {"data": the latest
+    `limit` matching records, oldest first, "has_more": whether older ones matched too}."""
     from actors._private.services import error_of
 
     params = {"key": key_id, "since": since, "route": route, "limit": limit}
@@ -160,7 +161,7 @@ def audit_over_http(
     )
     if r.status_code >= 400:
         raise SwarmrayError(f"the service answered {r.status_code}: {error_of(r)[1]}")
-    return r.json()["data"]
+    return r.json()
 
 
 def format_audit(records: list[dict[str, Any]]) -> str:

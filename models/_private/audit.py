@@ -41,7 +41,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["AuditLog", "Verdict", "read_records", "signed_head", "verify", "verify_directory"]
+__all__ = ["AuditLog", "Verdict", "canonical", "read_records", "signed_head", "verify", "verify_directory"]
 
 GENESIS = "0" * 64
 
@@ -297,10 +297,13 @@ def verify(
     if witness is not None and witness.get("checkpoint", {}).get("seq", 0) >= verdict.skipped:
         body = witness.get("checkpoint", {})
         end = line + 1  # where the missing lines would begin
-        if body.get("seq", 0) > seq:
-            return bad(end, f"the writer's signed head is at seq {body['seq']}; the file ends at {seq} (cut)")
+        cut = body.get("seq", 0) > seq
+        if cut:  # the head's own hash cannot be in the file; its signature still must hold
+            hashes[body["seq"]] = body.get("head")
         if problem := signed(end, witness, "the writer's signed head"):
             return bad(end, problem)
+        if cut:
+            return bad(end, f"the writer's signed head is at seq {body['seq']}; the file ends at {seq} (cut)")
         last_signed = max(last_signed, body["seq"])
     verdict.unwitnessed = seq - last_signed
     return verdict
@@ -336,8 +339,8 @@ def read_records(
                     entry = json.loads(line)
                 except ValueError:
                     continue  # a torn last line, which the writer cuts on reopening
-                if "checkpoint" in entry:
-                    continue
+                if not isinstance(entry, dict) or "checkpoint" in entry or "time" not in entry:
+                    continue  # a checkpoint, or a line `verify` reports
                 if key_id is not None and entry.get("key_id") != key_id:
                     continue
                 if since is not None and entry["time"] < since:

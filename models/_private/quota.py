@@ -82,14 +82,22 @@ class Ledger:
         self.lease_share, self.tight_share = lease_share, tight_share
         self._granted: dict[tuple[str, str, int], int] = {}
 
-    def acquire(self, key_id: str, counter: str, limit: int, period_s: float, n: int, now: float) -> Grant:
+    def acquire(
+        self, key_id: str, counter: str, limit: int, period_s: float, n: int, now: float, force: bool = False
+    ) -> Grant:
+        """Grants `n` units or more (a lease), or none when fewer are left: then `retry_after_s`
+        says when the window ends, or is infinite when `n` exceeds the whole limit. `force`
+        grants exactly `n` whatever is left: usage found after the fact, beyond a reservation."""
         window = window_of(now, period_s)
         retry = (window + 1) * period_s - now
         slot = (key_id, counter, window)
         granted = self._granted.get(slot, 0)
         left = limit - granted
+        if force:
+            self._granted[slot] = granted + n
+            return Grant(n, window, True, retry)
         if n > left:
-            return Grant(0, window, True, retry)
+            return Grant(0, window, True, math.inf if n > limit else retry)
         tight = left - n < self.tight_share * limit
         units = n if tight else min(left, max(n, math.ceil(self.lease_share * limit)))
         self._granted[slot] = granted + units

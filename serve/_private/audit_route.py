@@ -20,16 +20,19 @@ MAX_AUDIT_PAGE = 1000  # records one answer holds at most
 
 
 def visible(record: KeyRecord | None, entry: dict[str, Any]) -> bool:
-    """Whether a key may read an audit record: any with no model or namespace list; a listed
-    one only records about its own models (the AI service's) or namespaces (the facts
-    service's), so not key changes or listings, which name neither."""
+    """Whether a key may read an audit record. A key with no lists reads all. A key with a
+    namespace list reads the facts service's records about one of its namespaces, one with a
+    model list the AI service's about one of its models; neither reads key changes or listings,
+    which name neither. A list the key does not have does not narrow (a key with only a
+    namespace list reads every AI record, as it may use every model)."""
     if record is None or not record.limited:
         return True
     target = entry.get("target")
     if target is None:
         return False
     kind = "namespace" if entry.get("writer", "").startswith("facts") else "model"
-    return denial(record, None, **{kind: target}) is None
+    targets = target if isinstance(target, list) else [target]  # a search of several
+    return any(denial(record, None, **{kind: t}) is None for t in targets)
 
 
 def install_audit_route(app: FastAPI, service: str) -> None:

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
 import time
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from models._private.audit import canonical
 from models._private.core.errors import SwarmrayError
 from models._private.core.files import atomic_write
 from models._private.core.journal import Journal
@@ -40,6 +43,7 @@ __all__ = [
     "load_signing_key",
 ]
 
+log = logging.getLogger("swarmray.serve")
 SIGNING_KEY = "signing.key"
 HEADS = "heads.json"
 
@@ -159,14 +163,16 @@ class KeyAuthority:
 
     # -- limits (the one ledger every replica's leases come from) ---------------------------
 
-    def acquire(self, key_id: str, counter: str, n: int) -> dict[str, Any]:
+    def acquire(self, key_id: str, counter: str, n: int, force: bool = False) -> dict[str, Any]:
         """Grants `n` or more units of `counter` in the current window (see models.quota), or
-        none ({"units": 0, "retry_after_s"}) when fewer than `n` are left."""
+        none ({"units": 0, "retry_after_s"}) when fewer than `n` are left; `force` grants `n`
+        over the limit (usage beyond what a request reserved)."""
         record = self._get(key_id)
         limit = limit_of(record, counter)
         if limit is None:
             return {"units": n, "window": 0, "tight": False, "retry_after_s": 0.0, "unlimited": True}
-        grant = self.ledger.acquire(key_id, counter, limit, period_of(record, counter), n, time.time())
+        period_s = period_of(record, counter)
+        grant = self.ledger.acquire(key_id, counter, limit, period_s, n, time.time(), force)
         if counter in PERSISTED and grant.units:  # a budget outlives a restart: journal it
             used = self.ledger.used(key_id, counter, grant.window)
             self.journal.write_now({"spent": [key_id, counter, grant.window, used]})
@@ -208,8 +214,15 @@ class KeyAuthority:
         )
 
     def witnessed(self, checkpoint: dict[str, Any]) -> None:
-        """Keeps a writer's latest signed checkpoint, away from the writer's own file."""
-        writer, seq = checkpoint["checkpoint"]["writer"], checkpoint["checkpoint"]["seq"]
+        """Keeps a writer's latest signed checkpoint, away from the writer's own file (one not
+        signed with the system's key is ignored, so that it cannot hide later real heads)."""
+        try:
+            body = checkpoint["checkpoint"]
+            self._signing.public_key().verify(bytes.fromhex(checkpoint["signature"]), canonical(body))
+        except (InvalidSignature, KeyError, ValueError, TypeError):
+            log.warning("an audit head not signed with the system's key was ignored")
+            return
+        writer, seq = body["writer"], body["seq"]
         if seq >= self.heads.get(writer, {}).get("checkpoint", {}).get("seq", -1):
             self.heads[writer] = checkpoint
             atomic_write(os.path.join(self.directory, HEADS), json.dumps(self.heads))

@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP ingress: routing, aliases, failover, breakers, usage.
 
 Routes: GET /v1/models, POST /v1/chat/completions (SSE when `stream`), POST /v1/completions,
-POST /v1/embeddings, and two of our own: GET /v1/usage and GET /v1/backends.
+POST /v1/embeddings, and three of our own: GET /v1/usage, GET /v1/backends and GET /v1/audit.
 """
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at run time.
@@ -86,20 +86,32 @@ app.add_middleware(GuardMiddleware, rule=ai_rule, service="ai")
 MAX_CALLERS = 10_000  # rows of the usage table before new callers share one, "others"
 RESERVED_COMPLETION_TOKENS = 1024  # max_tokens of a token-limited key's request that names none
 _PER_MESSAGE = 8  # tokens a chat template adds around a message, at most, in the models we serve
+# Tokens a chat template adds once: a default system prompt (SmolLM2's makes a one-word chat 31
+# tokens long, 19 more than its message) and the assistant's opening.
+_PER_CHAT = 64
+_PER_PROMPT = 2  # the tokenizer's BOS (and EOS) around a plain prompt
 
 
 def _worst_case(payload: dict[str, Any]) -> tuple[int, int]:
     """The most prompt and completion tokens a request can cost: a byte-level tokenizer makes
-    at most one token of a byte, plus the template's tokens around each message; and the
-    completion's limit."""
+    at most one token of a byte, plus the template's tokens; and the completion's limit. A
+    template that adds more is charged its excess after (`settle`)."""
     if "messages" in payload:
-        prompt = sum(
+        prompt = _PER_CHAT + sum(
             len(json.dumps(m.get("content", "")).encode()) + _PER_MESSAGE for m in payload["messages"]
         )
     else:
         prompts = payload["prompt"] if isinstance(payload["prompt"], list) else [payload["prompt"]]
-        prompt = sum(len(str(p).encode()) for p in prompts)
+        prompt = sum(len(str(p).encode()) + _PER_PROMPT for p in prompts)
     return prompt, payload["params"]["max_tokens"] or 0
+
+
+def _billed(usage: dict[str, Any], worst: tuple[int, int]) -> tuple[int, int]:
+    """The prompt and completion tokens a result is charged: what it reports, or its worst case
+    when it reports none (a provider that sends no usage, a stream cut before its last chunk)."""
+    if usage["prompt_tokens"] or usage["completion_tokens"]:
+        return usage["prompt_tokens"], usage["completion_tokens"]
+    return worst
 
 
 # With `stream: true` a completion comes as server-sent events; before OpenAPI 3.2 the schema of
@@ -212,8 +224,14 @@ class Gateway:
         # Failover may land on any backend of the chain: reserve for the dearest.
         return max(self.config.price(name).cost_microusd(prompt, completion) for name in self._chain(model))
 
-    def _cost(self, name: str, usage: dict[str, Any]) -> int:
-        return self.config.price(name).cost_microusd(usage["prompt_tokens"], usage["completion_tokens"])
+    async def _charge(
+        self, request: Request, taken: Taken, name: str, usage: dict[str, Any], worst: tuple[int, int]
+    ) -> tuple[int, int]:
+        """Settles what `name`'s answer cost (`_billed`); returns its prompt and completion tokens."""
+        prompt, completion = _billed(usage, worst)
+        cost = self.config.price(name).cost_microusd(prompt, completion)
+        await settle(request, "ai", taken, prompt + completion, cost)
+        return prompt, completion
 
     def _account(self, request: Request, body: RequestBody, model: str, prompt: int, completion: int) -> None:
         # Per key with auth on; with it off (loopback only), per `user` up to MAX_CALLERS, so
@@ -265,18 +283,14 @@ class Gateway:
         if token_limited(request) and payload["params"]["max_tokens"] is None:
             # A worst case needs an end: a token-limited key's open-ended request gets one.
             payload["params"]["max_tokens"] = RESERVED_COMPLETION_TOKENS
-        prompt, completion = _worst_case(payload)
-        worst_cost = self._worst_cost(body.model, prompt, completion)
-        taken = await reserve(request, "ai", prompt + completion, worst_cost)
+        worst = _worst_case(payload)
+        taken = await reserve(request, "ai", sum(worst), self._worst_cost(body.model, *worst))
         rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
-            return await self._sse(request, body, payload, chat, rid, created, taken)
+            return await self._sse(request, body, payload, chat, rid, created, (taken, worst))
         complete = self._failover(body.model, lambda b: self.backends[b].complete(payload))
         name, out = await refunded_on_failure(request, "ai", taken, complete)
-        await settle(
-            request, "ai", taken, out["prompt_tokens"] + out["completion_tokens"], self._cost(name, out)
-        )
-        self._account(request, body, name, out["prompt_tokens"], out["completion_tokens"])
+        self._account(request, body, name, *await self._charge(request, taken, name, out, worst))
         return JSONResponse(
             {
                 "id": rid,
@@ -297,8 +311,9 @@ class Gateway:
         chat: bool,
         rid: str,
         created: int,
-        taken: Taken,
+        reserved: tuple[Taken, tuple[int, int]],
     ) -> StreamingResponse:
+        taken, worst = reserved
         opening = self._open_stream(body.model, payload)
         name, (first, stream) = await refunded_on_failure(request, "ai", taken, opening)
         kind = "chat.completion.chunk" if chat else "text_completion"
@@ -323,9 +338,8 @@ class Gateway:
                 yield sse_event(error_body(message, "server_error", None, "stream_interrupted", request_id))
                 return
             finally:  # what the stream cost by its last piece; the rest goes back
-                used = last["prompt_tokens"] + last["completion_tokens"]
-                await settle(request, "ai", taken, used, self._cost(name, last))
-            self._account(request, body, name, last["prompt_tokens"], last["completion_tokens"])
+                billed = await self._charge(request, taken, name, last, worst)
+            self._account(request, body, name, *billed)
             if include_usage:
                 yield sse_event(
                     {
@@ -380,17 +394,24 @@ class Gateway:
 
     @app.get("/v1/usage")
     async def get_usage(self, request: Request) -> dict[str, Any]:
-        """Tokens per caller and model on this replica; a key without admin sees its own row, a
-        key with a model list only those models."""
+        """Tokens and cost per caller and model on this replica: a key without admin sees its
+        own row; an admin key with a model list sees the others' rows of those models only."""
         key = key_of(request)
-        callers = self.usage if key is None or "admin" in key.scopes else {key.id: self.usage.get(key.id, {})}
+        if key is not None and "admin" not in key.scopes:
+            return {"callers": json.loads(json.dumps({key.id: self.usage.get(key.id, {})}))}
         seen = {
-            c: {m: n for m, n in rows.items() if usable(request, [m], "model")} for c, rows in callers.items()
+            caller: {
+                m: n
+                for m, n in rows.items()
+                if caller == getattr(key, "id", None) or usable(request, [m], "model")
+            }
+            for caller, rows in self.usage.items()
         }
-        return {"callers": json.loads(json.dumps(seen))}
+        return {"callers": json.loads(json.dumps({c: rows for c, rows in seen.items() if rows}))}
 
     @app.get("/v1/backends")
-    async def get_backends(self) -> dict[str, Any]:
+    async def get_backends(self, request: Request) -> dict[str, Any]:
+        """Each backend's kind, breaker and routes (those an admin key with a model list may use)."""
         return {
             name: {
                 "kind": "provider" if isinstance(b, RemoteBackend) else "model",
@@ -400,4 +421,5 @@ class Gateway:
                 "aliases": self.settings[name].aliases,
             }
             for name, b in self.backends.items()
+            if usable(request, [name], "model")
         }

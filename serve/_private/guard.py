@@ -89,9 +89,13 @@ class Limited(SwarmrayError):
 
     def __init__(self, counter: str, retry_after_s: float):
         what = self._WHAT[counter]
-        super().__init__(f"this key is over its {what}; retry after {math.ceil(retry_after_s)} s")
+        if math.isinf(retry_after_s):  # asks for more than the whole limit: retrying cannot help
+            super().__init__(f"this request's worst case is more than the key's whole {what}")
+            self.retry_after_s: float | None = None
+        else:
+            super().__init__(f"this key is over its {what}; retry after {math.ceil(retry_after_s)} s")
+            self.retry_after_s = retry_after_s
         self.code = "insufficient_quota" if "budget" in what else "rate_limit_exceeded"
-        self.retry_after_s = retry_after_s
 
 
 _SKEW_S = 0.25  # a local lease is spent only until this long before its window ends
@@ -149,6 +153,14 @@ class Spender:
         if tight and free:  # exact from now on: hand back what this replica holds
             await self.authority.release.remote(record.id, counter, grant["window"], free)
         return grant["window"]
+
+    async def overrun(self, record: KeyRecord, counter: str, n: int) -> None:
+        """Spends `n` units a request used beyond its reservation, over the limit if need be:
+        what was used is charged, never forgiven."""
+        if n <= 0 or limit_of(record, counter) is None or self._local((record.id, counter), n) is not None:
+            return
+        log.warning("key %s used %d %s units beyond its reservation", record.id, n, counter)
+        await self.authority.acquire.remote(record.id, counter, n, True)
 
     async def give_back(self, record: KeyRecord, counter: str, window: int | None, n: int) -> None:
         """Units taken for a worst case and not used (or a request that failed)."""
@@ -250,7 +262,11 @@ def allow(request: Any, *, model: str | None = None, namespace: str | None = Non
     """Raises AccessDenied if the request's key may not use `model` / `namespace` (no-op when
     auth is off). For the routes whose object is in the body."""
     record = key_of(request)
-    request.state.target = model or namespace
+    # The audit record names what the request was about: a list when it was about several.
+    target, before = model or namespace, getattr(request.state, "target", None)
+    if before is not None and before != target:
+        target = [*(before if isinstance(before, list) else [before]), target]
+    request.state.target = target
     if record is not None and (why := denial(record, None, model=model, namespace=namespace)):
         raise AccessDenied(why)
 
@@ -296,11 +312,14 @@ async def reserve(request: Any, service: str, tokens: int, cost_microusd: int = 
 
 
 async def settle(request: Any, service: str, taken: Taken, tokens: int = 0, cost_microusd: int = 0) -> None:
-    """Gives back what a request took beyond the `tokens` and cost it really used."""
+    """Gives back what a request took beyond the `tokens` and cost it really used, and charges
+    what it used beyond them."""
     record = key_of(request)
+    spender = _GUARDS[service].spender
     for counter, window, units in taken:
         used = _units(counter, tokens, cost_microusd)
-        await _GUARDS[service].spender.give_back(record, counter, window, units - min(used, units))
+        await spender.give_back(record, counter, window, units - min(used, units))
+        await spender.overrun(record, counter, used - units)
 
 
 async def refunded_on_failure(request: Any, service: str, taken: Taken, work: Awaitable[T]) -> T:

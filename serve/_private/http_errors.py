@@ -77,7 +77,9 @@ async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         message = "the request body is not valid JSON (it could not be parsed as UTF-8 JSON text)"
         return error_response(400, message, "invalid_request_error", "body", "invalid_json", request)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-    return error_response(exc.status_code, str(exc.detail), "invalid_request_error", None, code, request)
+    response = error_response(exc.status_code, str(exc.detail), "invalid_request_error", None, code, request)
+    response.headers.update(exc.headers or {})  # a 405's Allow
+    return response
 
 
 async def _refused(request: Request, exc: RequestError) -> JSONResponse:
@@ -90,7 +92,8 @@ async def _denied(request: Request, exc: AccessDenied) -> JSONResponse:
 
 async def _limited(request: Request, exc: Limited) -> JSONResponse:
     response = error_response(429, str(exc), "rate_limit_error", None, exc.code, request)
-    response.headers["retry-after"] = str(math.ceil(exc.retry_after_s))
+    if exc.retry_after_s is not None:
+        response.headers["retry-after"] = str(math.ceil(exc.retry_after_s))
     return response
 
 

@@ -58,6 +58,8 @@ def keys(authority):
         "rpm": {"scopes": ["facts:read"], "rpm": 7},
         "budget": {"scopes": ["ai:invoke"], "budget_tokens": 850, "budget_period_s": 86400.0},
         "dollars": {"scopes": ["ai:invoke"], "budget_usd": 1.6},
+        "three streams": {"scopes": ["ai:invoke"], "budget_tokens": 450},
+        "small budget": {"scopes": ["ai:invoke"], "budget_tokens": 100},
     }
     made = {name: ray.get(authority.create.remote({"name": name, **spec})) for name, spec in specs.items()}
     ray.get(authority.revoke.remote(made["revoked"]["record"]["id"]))
@@ -274,6 +276,15 @@ def test_ai_routes_check_scope_and_model(ai, keys, key_ids):
     assert call(ai, "GET", "/backends", keys["admin"]).status_code == 200
 
 
+def targets(records):
+    """What audit records were about (a search of several namespaces names a list)."""
+    return {
+        t
+        for e in records
+        for t in (e.get("target") if isinstance(e.get("target"), list) else [e.get("target")])
+    }
+
+
 def test_audit_reads_need_admin_and_show_a_listed_key_only_its_own_objects(facts, ai, keys, key_ids):
     from cluster._private.security import audit_over_http
 
@@ -281,14 +292,12 @@ def test_audit_reads_need_admin_and_show_a_listed_key_only_its_own_objects(facts
         assert call(facts, "GET", f"/namespaces/{namespace}", keys["admin"]).status_code == 200
     chat = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
     assert call(ai, "POST", "/chat/completions", keys["tenant"], chat).status_code == 200
-    everything = audit_over_http(facts, keys["admin"], limit=1000)
-    targets = {e.get("target") for e in everything}
-    assert {"open", "secret", None} <= targets and any(e["writer"] == "authority" for e in everything)
-    assert {e.get("target") for e in audit_over_http(facts, keys["tenant"], limit=1000)} == {
-        "open",
-        "scripted",
-    }
-    mine = audit_over_http(ai, keys["admin"], key_id=key_ids["tenant"], route="/v1/chat")
+    everything = audit_over_http(facts, keys["admin"], limit=1000)["data"]
+    assert {"open", "secret", None} <= targets(everything)
+    created = audit_over_http(facts, keys["admin"], key_id=key_ids["tenant"])["data"]
+    assert any(e["writer"] == "authority" and e["action"] == "keys.create" for e in created)
+    assert targets(audit_over_http(facts, keys["tenant"], limit=1000)["data"]) == {"open", "scripted"}
+    mine = audit_over_http(ai, keys["admin"], key_id=key_ids["tenant"], route="/v1/chat")["data"]
     assert mine and {(e["key_id"], e["target"], e["status"]) for e in mine} == {
         (key_ids["tenant"], "scripted", 200)
     }
@@ -297,8 +306,20 @@ def test_audit_reads_need_admin_and_show_a_listed_key_only_its_own_objects(facts
         assert (r.status_code, r.json()["error"]["code"]) == (403, "insufficient_permissions")
     assert call(ai, "GET", "/audit?limit=0", keys["admin"]).status_code == 400
     assert call(ai, "GET", "/audit", None).status_code == 401
-    usage = call(ai, "GET", "/usage", keys["tenant"]).json()["callers"]  # an admin of one model
-    assert usage and all(set(rows) <= {"scripted"} for rows in usage.values())
+    for _ in range(4):  # on both replicas, most likely
+        r = call(ai, "POST", "/chat/completions", keys["admin"], {**chat, "model": "other"})
+        assert r.status_code == 200
+    for _ in range(4):  # an admin of one model sees no caller's other models, on either replica
+        usage = call(ai, "GET", "/usage", keys["tenant"]).json()["callers"]
+        assert usage and all(rows and set(rows) <= {"scripted"} for rows in usage.values()), usage
+    wait_until(
+        lambda: (
+            "other" in call(ai, "GET", "/usage", keys["admin"]).json()["callers"].get(key_ids["admin"], {})
+        ),
+        10,
+        "the admin's own usage of model other, on some replica",
+    )
+    assert list(call(ai, "GET", "/backends", keys["tenant"]).json()) == ["scripted"]
 
 
 def test_a_revoked_key_stops_working_on_every_replica_within_a_second(facts, authority):
@@ -393,8 +414,9 @@ def test_requests_per_minute_hold_exactly_across_two_replicas(facts, keys, autho
     assert replicas_heard(authority, "facts") == 2
 
 
-# '"hi"' is 4 bytes, 8 for the template, 138 for the completion: 150, as the provider bills.
-CHAT_150 = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 138}
+# '"hi"' is 4 bytes, 8 for the message's template, 64 for the chat's, 74 for the completion: 150,
+# as the provider bills.
+CHAT_150 = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 74}
 
 
 def test_a_token_budget_admits_exactly_what_it_holds_across_two_replicas(ai, keys, authority):
@@ -416,3 +438,21 @@ def test_a_cost_budget_admits_exactly_what_it_holds_across_two_replicas(ai, keys
     refused = next(r for r in answers if r.status_code == 429)
     assert refused.json()["error"]["code"] == "insufficient_quota"
     assert "cost budget" in refused.json()["error"]["message"]
+
+
+def test_a_stream_whose_provider_reports_no_usage_is_charged_its_worst_case(ai, keys):
+    """The scripted provider answers a stream with no usage at all: each stream is charged its
+    reservation (150 tokens), so a budget of three admits three."""
+    streamed = {**CHAT_150, "stream": True}
+    for _ in range(3):
+        r = call(ai, "POST", "/chat/completions", keys["three streams"], streamed)
+        assert r.status_code == 200 and "[DONE]" in r.text
+    r = call(ai, "POST", "/chat/completions", keys["three streams"], streamed)
+    assert (r.status_code, r.json()["error"]["code"]) == (429, "insufficient_quota")
+
+
+def test_a_request_larger_than_the_whole_budget_is_not_told_to_retry(ai, keys):
+    r = call(ai, "POST", "/chat/completions", keys["small budget"], CHAT_150)
+    assert (r.status_code, r.json()["error"]["code"]) == (429, "insufficient_quota")
+    assert "more than the key's whole token budget" in r.json()["error"]["message"]
+    assert "retry-after" not in r.headers

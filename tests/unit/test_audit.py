@@ -217,3 +217,21 @@ def test_a_check_since_a_time_starts_at_the_checkpoint_before_it(tmp_path, key):
     entries[9]["signature"] = entries[4]["signature"]  # the starting checkpoint itself forged
     rewrite(log.path, entries)
     assert verify(log.path, key.public_key(), since=since).first_bad == 10
+
+
+def test_the_authority_keeps_only_heads_signed_with_the_systems_key(tmp_path):
+    from serve._private.auth_config import AuthConfig
+    from serve._private.authority import KeyAuthority
+
+    authority = KeyAuthority(str(tmp_path / "auth"), AuthConfig(path=str(tmp_path)).model_dump())
+    log = AuditLog(str(tmp_path / "logs"), "gw-1", authority._signing, clock=Clock())
+    log.append({"n": 1})
+    real = log.checkpoint()
+    forged = {"checkpoint": {**real["checkpoint"], "seq": 10**9}, "signature": real["signature"]}
+    authority.witnessed(forged)  # would hide every later real head
+    assert "gw-1" not in authority.witnesses()
+    authority.witnessed(real)
+    assert authority.witnesses()["gw-1"] == real
+    # A forged head handed to verify is reported as unsigned, not as a cut.
+    verdict = verify(log.path, authority._signing.public_key(), witness=forged)
+    assert not verdict.ok and "not signed by this key" in verdict.reason

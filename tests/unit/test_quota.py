@@ -79,3 +79,13 @@ def test_budgets_the_authority_granted_outlive_its_restart(tmp_path):
     assert again.acquire(key_id, "cost", 600_000)["units"] == 0
     assert again.acquire(key_id, "budget", 60)["units"] == 0
     assert again.acquire(key_id, "cost", 400_000)["units"] == 400_000
+
+
+def test_a_request_larger_than_the_whole_limit_is_told_so_and_usage_found_later_is_charged():
+    ledger = Ledger(lease_share=0.0)
+    refused = ledger.acquire("k", "budget", 10, 60.0, 11, now=0.0)
+    assert refused.units == 0 and refused.retry_after_s == float("inf")  # waiting cannot help
+    assert ledger.acquire("k", "budget", 10, 60.0, 8, now=0.0).units == 8
+    forced = ledger.acquire("k", "budget", 10, 60.0, 5, now=0.0, force=True)  # used beyond a reservation
+    assert forced.units == 5 and ledger.used("k", "budget", 0) == 13
+    assert ledger.acquire("k", "budget", 10, 60.0, 1, now=0.0).units == 0  # over: nothing more
