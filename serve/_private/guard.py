@@ -314,6 +314,8 @@ async def reserve(request: Any, service: str, tokens: int, cost_microusd: int = 
 async def settle(request: Any, service: str, taken: Taken, tokens: int = 0, cost_microusd: int = 0) -> None:
     """Gives back what a request took beyond the `tokens` and cost it really used, and charges
     what it used beyond them."""
+    if not taken:  # auth off, or a key without token or cost limits
+        return
     record = key_of(request)
     spender = _GUARDS[service].spender
     for counter, window, units in taken:
