@@ -18,7 +18,7 @@ What breaks a rule is counted in a `Tally` (`server_errors`, `schema_violations`
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import requests
@@ -65,15 +65,7 @@ class Tally:
         return self.server_errors + self.schema_violations + self.auth_bypasses + self.hangs
 
     def figures(self) -> dict[str, int]:
-        return {
-            "operations": self.operations,
-            "accepted": self.accepted,
-            "requests": self.requests,
-            "server_errors": self.server_errors,
-            "schema_violations": self.schema_violations,
-            "auth_bypasses": self.auth_bypasses,
-            "hangs": self.hangs,
-        }
+        return {k: v for k, v in asdict(self).items() if k != "examples"}
 
 
 @dataclass

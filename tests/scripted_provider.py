@@ -78,6 +78,9 @@ class ScriptedProvider:
         handler.wfile.write(data)
 
 
+USAGE = {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}  # what every answer bills
+
+
 def completion(model: str, content: str) -> dict[str, Any]:
     """An OpenAI chat.completion with one choice and usage."""
     return {
@@ -88,7 +91,7 @@ def completion(model: str, content: str) -> dict[str, Any]:
         "choices": [
             {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
         ],
-        "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
+        "usage": dict(USAGE),
     }
 
 
@@ -100,5 +103,5 @@ def text_completion(model: str, text: str) -> dict[str, Any]:
         "created": 0,
         "model": model,
         "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
-        "usage": {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150},
+        "usage": dict(USAGE),
     }

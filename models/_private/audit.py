@@ -41,7 +41,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["AuditLog", "Verdict", "canonical", "read_records", "signed_head", "verify", "verify_directory"]
+__all__ = ["AuditLog", "Verdict", "read_records", "signed_by", "signed_head", "verify", "verify_directory"]
 
 GENESIS = "0" * 64
 
@@ -59,6 +59,17 @@ def signed_head(key: Ed25519PrivateKey, writer: str, seq: int, head: str, at: fl
     """A checkpoint: the writer's sequence number and head hash at time `at`, signed."""
     body = {"writer": writer, "seq": seq, "head": head, "time": at}
     return {"checkpoint": body, "signature": key.sign(canonical(body)).hex()}
+
+
+def signed_by(public_key: Ed25519PublicKey, checkpoint: dict[str, Any]) -> bool:
+    """Whether a checkpoint's signature is `public_key`'s over its body."""
+    try:
+        public_key.verify(
+            bytes.fromhex(checkpoint.get("signature", "")), canonical(checkpoint.get("checkpoint"))
+        )
+    except (InvalidSignature, ValueError, TypeError, AttributeError):
+        return False
+    return True
 
 
 class AuditLog:
@@ -252,9 +263,7 @@ def verify(
 
     def signed(line: int, entry: dict[str, Any], what: str) -> str | None:
         body = entry.get("checkpoint")
-        try:
-            public_key.verify(bytes.fromhex(entry.get("signature", "")), canonical(body))
-        except (InvalidSignature, ValueError, TypeError):
+        if not signed_by(public_key, entry):
             return f"{what} at line {line} is not signed by this key"
         if body.get("writer") != writer:
             return f"{what} names writer {body.get('writer')!r}, not {writer!r}"

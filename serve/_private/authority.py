@@ -22,11 +22,10 @@ import secrets
 import time
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from models._private.audit import canonical
+from models._private.audit import signed_by
 from models._private.core.errors import SwarmrayError
 from models._private.core.files import atomic_write
 from models._private.core.journal import Journal
@@ -216,13 +215,10 @@ class KeyAuthority:
     def witnessed(self, checkpoint: dict[str, Any]) -> None:
         """Keeps a writer's latest signed checkpoint, away from the writer's own file (one not
         signed with the system's key is ignored, so that it cannot hide later real heads)."""
-        try:
-            body = checkpoint["checkpoint"]
-            self._signing.public_key().verify(bytes.fromhex(checkpoint["signature"]), canonical(body))
-        except (InvalidSignature, KeyError, ValueError, TypeError):
+        if not signed_by(self._signing.public_key(), checkpoint):
             log.warning("an audit head not signed with the system's key was ignored")
             return
-        writer, seq = body["writer"], body["seq"]
+        writer, seq = checkpoint["checkpoint"]["writer"], checkpoint["checkpoint"]["seq"]
         if seq >= self.heads.get(writer, {}).get("checkpoint", {}).get("seq", -1):
             self.heads[writer] = checkpoint
             atomic_write(os.path.join(self.directory, HEADS), json.dumps(self.heads))

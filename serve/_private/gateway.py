@@ -226,14 +226,23 @@ class Gateway:
 
     async def _charge(
         self, request: Request, taken: Taken, name: str, usage: dict[str, Any], worst: tuple[int, int]
-    ) -> tuple[int, int]:
-        """Settles what `name`'s answer cost (`_billed`); returns its prompt and completion tokens."""
+    ) -> tuple[int, int, int]:
+        """Settles what `name`'s answer cost (`_billed`); returns its prompt and completion
+        tokens and its cost in micro-dollars."""
         prompt, completion = _billed(usage, worst)
         cost = self.config.price(name).cost_microusd(prompt, completion)
         await settle(request, "ai", taken, prompt + completion, cost)
-        return prompt, completion
+        return prompt, completion, cost
 
-    def _account(self, request: Request, body: RequestBody, model: str, prompt: int, completion: int) -> None:
+    def _account(
+        self,
+        request: Request,
+        body: RequestBody,
+        model: str,
+        prompt: int,
+        completion: int,
+        cost_microusd: int,
+    ) -> None:
         # Per key with auth on; with it off (loopback only), per `user` up to MAX_CALLERS, so
         # that no caller can grow the table without bound.
         key = key_of(request)
@@ -241,7 +250,7 @@ class Gateway:
         if caller not in self.usage and len(self.usage) >= MAX_CALLERS:
             caller = "others"
         counters = self.usage[caller][model]
-        cost_usd = self.config.price(model).cost_microusd(prompt, completion) / 1e6
+        cost_usd = cost_microusd / 1e6
         request.state.tokens, request.state.cost_usd = prompt + completion, cost_usd  # for the audit
         counters["requests"] += 1
         counters["prompt_tokens"] += prompt
@@ -371,7 +380,8 @@ class Gateway:
         taken = await reserve(request, "ai", worst, price.cost_microusd(worst, 0))
         out = await refunded_on_failure(request, "ai", taken, self.embedder.embed.remote(texts))
         used = 0 if out.get("too_long") else sum(out["tokens"])
-        await settle(request, "ai", taken, used, price.cost_microusd(used, 0))
+        cost = price.cost_microusd(used, 0)
+        await settle(request, "ai", taken, used, cost)
         if out.get("too_long"):  # refused, as OpenAI does, rather than cut and counted whole
             i, n = out["too_long"][0]
             raise RequestError(
@@ -381,7 +391,7 @@ class Gateway:
                 code="context_length_exceeded",
             )
         tokens = sum(out["tokens"])
-        self._account(request, body, body.model, tokens, 0)
+        self._account(request, body, body.model, tokens, 0, cost)
         return {
             "object": "list",
             "model": body.model,
