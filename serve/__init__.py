@@ -6,9 +6,11 @@
   one shard per namespace.
 
 `deploy(AIServiceConfig(...))` or `deploy(FactsServiceConfig(...))` runs one; `swarm up` does
-so when the system config has `ai:` or `facts:`.
+so when the system config has `ai:` or `facts:`. `ai_app` and `facts_app` are the application
+builders a Serve config file names (`serve deploy configs/serve.yaml`).
 """
 
+from serve._private.apps import AIAppArgs, FactsAppArgs, ai_app, facts_app
 from serve._private.config import (
     AIServiceConfig,
     AutoscalingConfig,
@@ -20,15 +22,19 @@ from serve._private.facts_config import FactsNamespaceConfig, FactsServiceConfig
 from serve._private.service import build_app, build_facts_app, deploy, service_url
 
 __all__ = [
+    "AIAppArgs",
     "AIServiceConfig",
     "AutoscalingConfig",
+    "FactsAppArgs",
     "FactsNamespaceConfig",
     "FactsServiceConfig",
     "ModelConfig",
     "PriceConfig",
     "ProviderConfig",
+    "ai_app",
     "build_app",
     "build_facts_app",
     "deploy",
+    "facts_app",
     "service_url",
 ]

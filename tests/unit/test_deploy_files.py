@@ -1,0 +1,118 @@
+"""The cluster files a user deploys with: ray-cluster.yaml against the autoscaler's own checks,
+and the KubeRay RayService against Serve's schema and the resources its models ask for."""
+
+import copy
+
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.serve.schema import ServeDeploySchema
+
+from serve import AIAppArgs, FactsAppArgs
+from tests.conftest import ROOT
+
+CLUSTER = ROOT / "ray-cluster.yaml"
+RAYSERVICE = ROOT / "deploy" / "kuberay" / "rayservice.yaml"
+
+
+def _cluster() -> dict:
+    return yaml.safe_load(CLUSTER.read_text())
+
+
+def test_the_cluster_launcher_config_passes_the_autoscalers_own_validation():
+    validate_config(prepare_config(_cluster()))  # as `ray up` does, without reaching AWS
+    broken = _cluster()
+    broken["available_node_types"]["gpu_worker"]["resources"] = {"GPU": 0.5}  # whole numbers only
+    with pytest.raises(Exception, match=r"0\.5 is not of type 'integer'"):
+        validate_config(prepare_config(broken))
+
+
+def test_the_cluster_launcher_config_declares_what_each_node_type_offers():
+    types = _cluster()["available_node_types"]
+    # Declared rather than looked up in EC2, so the autoscaler can place GPU replicas offline.
+    assert types["gpu_worker"]["resources"]["GPU"] == 1
+    assert types["gpu_worker"]["resources"]["accelerator_type:A10G"] == 1
+    # Only the head offers `control`: control_resources keep the state-holding actors there.
+    assert [name for name, t in types.items() if "control" in t["resources"]] == [
+        _cluster()["head_node_type"]
+    ]
+    # The dashboard's Jobs API runs any code: never published beyond the head's loopback.
+    start = " ".join(_cluster()["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in start and "0.0.0.0" not in start
+
+
+def _rayservice() -> dict:
+    (service, _volume) = yaml.safe_load_all(RAYSERVICE.read_text())
+    return service
+
+
+def _apps() -> dict:
+    serve_config = yaml.safe_load(_rayservice()["spec"]["serveConfigV2"])
+    ServeDeploySchema.model_validate(serve_config)
+    return {a["name"]: a for a in serve_config["applications"]}
+
+
+def test_the_rayservice_runs_the_serve_config_files_applications_with_token_auth():
+    service = _rayservice()
+    assert (service["apiVersion"], service["kind"]) == ("ray.io/v1", "RayService")
+    assert service["spec"]["rayClusterConfig"]["authOptions"] == {"mode": "token"}
+    file_apps = {
+        a["name"]: a for a in yaml.safe_load((ROOT / "configs" / "serve.yaml").read_text())["applications"]
+    }
+    apps = _apps()
+    assert {n: (a["import_path"], a["route_prefix"]) for n, a in apps.items()} == {
+        n: (a["import_path"], a["route_prefix"]) for n, a in file_apps.items()
+    }
+    assert apps["swarmray-facts"]["args"] == file_apps["swarmray-facts"]["args"]
+    FactsAppArgs.model_validate(apps["swarmray-facts"]["args"])
+
+
+def _quantity(text: str | int) -> float:
+    """A Kubernetes quantity: 8, 500m, 32Gi."""
+    text = str(text)
+    for suffix, scale in (("m", 1e-3), ("Ki", 2**10), ("Mi", 2**20), ("Gi", 2**30), ("Ti", 2**40)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * scale
+    return float(text)
+
+
+def _offers(group: dict) -> dict[str, float]:
+    """What Ray sees on a pod of the group: its container's limits, overridden by rayStartParams."""
+    (container,) = group["template"]["spec"]["containers"]
+    limits = container["resources"]["limits"]
+    params = group["rayStartParams"]
+    return {
+        "CPU": _quantity(params.get("num-cpus", limits.get("cpu", 0))),
+        "GPU": _quantity(params.get("num-gpus", limits.get("nvidia.com/gpu", 0))),
+        "memory": _quantity(limits.get("memory", 0)),
+    }
+
+
+def _fits(cluster: dict) -> dict[str, list[str]]:
+    """Model -> the worker groups one of its replicas fits on."""
+    groups = {g["groupName"]: _offers(g) for g in cluster["workerGroupSpecs"]}
+    ai = AIAppArgs.model_validate(_apps()["swarmray-ai"]["args"]).service()
+    out = {}
+    for name, model in ai.models.items():
+        r = model.resources
+        gpus = (r.num_gpus or 0) * model.engine.tensor_parallel_size
+        need = {"CPU": r.num_cpus or 0, "GPU": gpus, "memory": (r.memory_mb or 0) * 2**20}
+        out[name] = [g for g, offer in groups.items() if all(offer[k] >= v for k, v in need.items())]
+    return out
+
+
+def test_every_model_replica_fits_a_worker_group_and_gpu_models_only_the_gpu_group():
+    cluster = _rayservice()["spec"]["rayClusterConfig"]
+    assert _fits(cluster) == {"qwen2.5-7b-instruct": ["gpu"], "smollm2-135m-instruct": ["cpu", "gpu"]}
+    assert _offers(cluster["headGroupSpec"])["CPU"] == 0  # nothing but control and state there
+    assert "control" in cluster["headGroupSpec"]["rayStartParams"]["resources"]
+    for g in cluster["workerGroupSpecs"]:
+        assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
+
+
+def test_the_fit_check_finds_a_gpu_model_that_no_group_can_hold():
+    cluster = copy.deepcopy(_rayservice()["spec"]["rayClusterConfig"])
+    cluster["workerGroupSpecs"] = [g for g in cluster["workerGroupSpecs"] if g["groupName"] != "gpu"]
+    assert _fits(cluster)["qwen2.5-7b-instruct"] == []
+    cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "500m"
+    assert _fits(cluster)["smollm2-135m-instruct"] == []
