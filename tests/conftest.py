@@ -48,20 +48,23 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def ray_head():
-    """A `ray start --head` cluster with 8 logical CPUs and 2 logical GPUs.
+    """A `ray start --head` cluster with 8 logical CPUs and 2 logical GPUs, exporting Prometheus
+    metrics.
 
     Started as a separate head (not `ray.init()` in this process) so that CLI and
     `ray job submit` tests reach the same cluster the in-process tests use.
     """
     import ray
 
-    port, dashboard = free_port(), free_port()
+    port, dashboard, metrics = free_port(), free_port(), free_port()
     # Workers import test agents from tests/, and jobs find this Python first on PATH.
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         **HEAD_ENV,
+        # Workers report metrics every second (not 10), so a test finds them soon after the fact.
+        "RAY_metrics_report_interval_ms": "1000",
     }
     subprocess.run(
         [
@@ -70,6 +73,7 @@ def ray_head():
             "--head",
             f"--port={port}",
             f"--dashboard-port={dashboard}",
+            f"--metrics-export-port={metrics}",
             "--num-cpus=8",
             "--num-gpus=2",
             "--disable-usage-stats",
@@ -81,7 +85,12 @@ def ray_head():
     address = f"127.0.0.1:{port}"
     ray.init(address=address, namespace="tests", log_to_driver=False)
     session, gcs_address = ray.get_runtime_context().get_session_name(), ray.get_runtime_context().gcs_address
-    yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard}", "env": env}
+    yield {
+        "address": address,
+        "dashboard": f"http://127.0.0.1:{dashboard}",
+        "metrics": f"http://127.0.0.1:{metrics}/metrics",
+        "env": env,
+    }
     ray.shutdown()
     from cluster._private.connection import stop_head
 

@@ -15,6 +15,7 @@ from aiorwlock import RWLock
 from actors._private import names
 from actors._private.agent import call_maybe_async
 from actors._private.config import MemoryStoreConfig
+from actors._private.metrics import MemoryMetrics
 from models._private.core.journal import journal_location
 from models._private.core.retry import retrying
 
@@ -54,6 +55,8 @@ class MemoryStore:
         # holds off new readers), and a waiter that is cancelled leaves no trace.
         self._lock = RWLock()
         self._loop: asyncio.Task | None = None
+        self.metrics = MemoryMetrics(namespace, name)
+        self.metrics.records(len(self.memory.records))
 
     def _ensure_loop(self) -> None:
         if self._loop is None:
@@ -62,16 +65,16 @@ class MemoryStore:
     async def upsert(self, records: list[dict], vectors: Any = None) -> list[str]:
         """Adds or replaces records (see `HybridMemory.upsert`); returns once durable."""
         self._ensure_loop()
-        return await self._locked(self._lock.writer_lock, self.memory.upsert, records, vectors)
+        return await self._locked("upsert", self._lock.writer_lock, self.memory.upsert, records, vectors)
 
     async def delete(self, ids: list[str]) -> int:
         """Deletes records by id."""
         self._ensure_loop()
-        return await self._locked(self._lock.writer_lock, self.memory.delete, ids)
+        return await self._locked("delete", self._lock.writer_lock, self.memory.delete, ids)
 
     async def get(self, ids: list[str]) -> list[dict]:
         """The records with these ids."""
-        records = await self._locked(self._lock.reader_lock, self.memory.get, ids)
+        records = await self._locked("get", self._lock.reader_lock, self.memory.get, ids)
         return [r.model_dump() for r in records]
 
     async def search(self, query: str | None = None, k: int = 10, **kwargs: Any) -> list[dict]:
@@ -80,20 +83,22 @@ class MemoryStore:
         self._ensure_loop()
         if kwargs.get("namespaces") is None:
             kwargs["namespaces"] = self.own_namespaces
-        hits = await self._locked(self._lock.reader_lock, lambda: self.memory.search(query, k, **kwargs))
+        hits = await self._locked(
+            "search", self._lock.reader_lock, lambda: self.memory.search(query, k, **kwargs)
+        )
         return [h.model_dump() for h in hits]
 
     async def sweep(self) -> dict[str, int]:
         """Expiry, promotion and consolidation now."""
-        return await self._locked(self._lock.writer_lock, self.memory.sweep)
+        return await self._locked("sweep", self._lock.writer_lock, self.memory.sweep)
 
     async def snapshot(self) -> str:
         """A snapshot now (also empties the log)."""
-        return await self._locked(self._lock.writer_lock, self.memory.snapshot)
+        return await self._locked("snapshot", self._lock.writer_lock, self.memory.snapshot)
 
     async def stats(self) -> dict[str, Any]:
         """Records per namespace and tier, the embedder and index kind."""
-        return await self._locked(self._lock.reader_lock, self._stats)
+        return await self._locked("stats", self._lock.reader_lock, self._stats)
 
     def _stats(self) -> dict[str, Any]:
         counts: dict[str, dict[str, int]] = {}
@@ -110,12 +115,17 @@ class MemoryStore:
             "pid": os.getpid(),
         }
 
-    async def _locked(self, lock: Any, fn: Callable[..., T], *args: Any) -> T:
-        """`fn(*args)` in a worker thread while holding `lock`. A caller cancelled while it
-        waits for the lock leaves at once; one cancelled once the thread has begun gives the
-        lock back only when the thread ends (`call_maybe_async`), so nothing runs beside it."""
-        async with lock:
-            return await call_maybe_async(fn, *args)
+    async def _locked(self, operation: str, lock: Any, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(*args)` in a worker thread while holding `lock`, timed as `operation`. A caller
+        cancelled while it waits for the lock leaves at once; one cancelled once the thread has
+        begun gives the lock back only when the thread ends (`call_maybe_async`), so nothing
+        runs beside it."""
+        with self.metrics.timed(operation):
+            async with lock:
+                out = await call_maybe_async(fn, *args)
+                if lock is self._lock.writer_lock:
+                    self.metrics.records(len(self.memory.records))
+                return out
 
     async def _maintain(self) -> None:
         last_snapshot = time.monotonic()

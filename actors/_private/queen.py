@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import time
+from collections import Counter
 from typing import Any
 
 import ray
@@ -22,8 +23,9 @@ from actors._private import names
 from actors._private.config import RegistryConfig, SwarmConfig
 from actors._private.delegator import ActorPeers, DelegationLost, Delegator
 from actors._private.dispatch import Dispatcher
+from actors._private.metrics import SwarmMetrics
 from actors._private.payload import PERMANENT, check_payload, payload_models
-from actors._private.pool import ALIVE, DEAD, AgentPool, AgentSlot, HostSlot
+from actors._private.pool import ALIVE, DEAD, PENDING, RESTARTING, AgentPool, AgentSlot, HostSlot
 from actors._private.recovery import (
     TaskBook,
     TaskRecord,
@@ -49,6 +51,7 @@ from models._private.core.retry import TRANSIENT, backoff_s, unwrap_error
 
 __all__ = ["SwarmQueen"]
 
+AGENT_STATES = (ALIVE, PENDING, RESTARTING, DEAD)
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
@@ -93,6 +96,7 @@ class SwarmQueen:
         self._background: set[asyncio.Task] = set()
         self._handles: dict[str, Any] = {}
         self._admitting: dict[str, asyncio.Event] = {}  # task ids whose admission is under way
+        self.metrics = SwarmMetrics(namespace, swarm.name)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -384,10 +388,13 @@ class SwarmQueen:
                 raise BackpressureError(self.name, len(self.queue), limit)
             rec = self.book.accept(task, TaskStatus.QUEUED)
             self.journal.append_nowait(acc_entry(rec.task), wake=False)
+            self.metrics.submitted(task.capability)
             self._enqueue(rec)
             return rec
         rec = self.book.accept(task, TaskStatus.DELEGATED)
         rec.delegated_to = target
+        self.metrics.submitted(task.capability)
+        self.metrics.delegated(task.capability, target[0])
         self.journal.append_nowait(acc_entry(rec.task), del_entry(rec.task.id, target), wake=False)
         rec.attempt = self._spawn(self._follow(rec))
         return rec
@@ -539,6 +546,7 @@ class SwarmQueen:
         delay = backoff_s(task.attempt, q.retry_backoff_s, q.max_retry_backoff_s)
         rec.result.status, rec.result.error, rec.result.error_type = TaskStatus.RETRYING, message, error_type
         self.counts["retried"] += 1
+        self.metrics.retried(task.capability)
         rec.attempt = None
         rec.timer = asyncio.get_running_loop().call_later(delay, self._retry, rec)
 
@@ -578,6 +586,7 @@ class SwarmQueen:
                 log.error("swarm %s could not journal the result of %s: %r", self.name, final.task_id, e)
                 await asyncio.sleep(backoff_s(failures, q.retry_backoff_s, q.max_retry_backoff_s))
         self.book.settle(rec, final)
+        self.metrics.ended(final, ran_here=rec.delegated_to is None)
 
     def _unrunnable(self, cap: str) -> str:
         """Why no agent of this swarm can ever run `cap` ("" if one may): each pool offering it
@@ -637,9 +646,11 @@ class SwarmQueen:
             victim_pool = self._pool_of(victim)
             why = reason if victim is host else f"{strategy} restart after {host.id} failed"
             victim_pool.restart(victim, why)
+            self.metrics.restarted(victim_pool.config.name)
 
     def _escalate(self, reason: str) -> None:
         log.error("swarm %s failed: %s", self.name, reason)
+        self.metrics.escalated()
         for pool in self.pools.values():
             pool.stop()
         self._actor(names.REGISTRY).mark.remote(self.name, SWARM_FAILED, reason)  # no need to wait
@@ -672,6 +683,7 @@ class SwarmQueen:
             self._enqueue(rec)
             return
         rec.delegated_to = target
+        self.metrics.delegated(rec.task.capability, target[0])
         self.journal.append_nowait(del_entry(rec.task.id, target))
         rec.attempt = self._spawn(self._follow(rec))
 
@@ -692,6 +704,15 @@ class SwarmQueen:
         self._finish(
             rec, remote.status, output=remote.output, error=remote.error, error_type=remote.error_type
         )
+
+    def _gauges(self) -> None:
+        agents: Counter[tuple[str, str]] = Counter({(p, s): 0 for p in self.pools for s in AGENT_STATES})
+        for pool in self.pools.values():
+            for host in pool.hosts.values():
+                agents[(pool.config.name, host.state)] += len(host.agents)
+        running = sum(a.inflight for p in self.pools.values() for a in p.agents)
+        depths = {cap: self.queue.depth(cap) for cap in sorted(self.local_caps)}
+        self.metrics.gauges(depths, running, dict(agents), self.delegator.breaker_states())
 
     async def _journal_moved(self, rec: TaskRecord) -> None:
         await self.journal.append(del_entry(rec.task.id, rec.delegated_to))
@@ -728,5 +749,6 @@ class SwarmQueen:
                 idle = compaction is None or compaction.done()
                 if idle and self.journal.size_bytes() > max(limit, 2 * base):
                     compaction = self._spawn(compact())
+                self._gauges()
             except Exception:
                 log.exception("background round failed in swarm %s", self.name)

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from typing import Any
 
 from ray.exceptions import RayTaskError
@@ -16,12 +17,22 @@ from models._private.core.errors import FactsInputError, SwarmrayError
 from models._private.core.retry import unwrap_error
 from models._private.facts import FactsBase
 from serve._private.facts_config import FactsNamespaceConfig
+from serve._private.metrics import service_metrics
 
 __all__ = ["ExtractorServer", "FactsShard", "RemoteExtractor"]
 
 log = logging.getLogger("swarmray.serve.facts")
 _INDEX_BATCH = 256  # passages embedded per background step (fewer, longer batches pad less)
 _RETRY_S = 5.0  # pause after a background step failed, before trying again
+_WRITES = {
+    "add_documents",
+    "delete_document",
+    "add_facts",
+    "invalidate_fact",
+    "delete_fact",
+    "merge_entities",
+    "split_entity",
+}
 
 
 class ExtractorServer:
@@ -104,10 +115,17 @@ class FactsShard:
         path: Directory of its SQLite store and memory log.
         llm: base_url and api_key_env of the AI service, for extractor llm.
         reader: DeploymentHandle of the ExtractorServer, for extractor spacy.
+        system: The system (Ray namespace) it belongs to, for its metrics.
     """
 
     def __init__(
-        self, namespace: str, config: dict[str, Any], path: str, llm: dict[str, Any], reader: Any = None
+        self,
+        namespace: str,
+        config: dict[str, Any],
+        path: str,
+        llm: dict[str, Any],
+        reader: Any = None,
+        system: str = "facts",
     ):
         import torch
 
@@ -124,6 +142,8 @@ class FactsShard:
             graph_rerank=self.config.graph_rerank,
         )
         store = self.base.store
+        self.namespace, self.metrics, self._counted = namespace, service_metrics(system, "facts"), 0.0
+        self._count(force=True)
         # What the ingress may ask; every call runs in a thread (the base serialises what must be).
         self._operations = {
             "add_documents": self._add_documents,
@@ -160,7 +180,17 @@ class FactsShard:
 
     async def run(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         """`operation` (a key of the table above) with its arguments, off the event loop."""
-        return await asyncio.to_thread(self._operations[operation], *args, **kwargs)
+        with self.metrics.facts_operation(self.namespace, operation):
+            out = await asyncio.to_thread(self._operations[operation], *args, **kwargs)
+        if operation in _WRITES:
+            await asyncio.to_thread(self._count)
+        return out
+
+    def _count(self, force: bool = False) -> None:
+        # What the namespace holds, for its gauge: at most once a second (three COUNTs).
+        if force or time.monotonic() - self._counted >= 1.0:
+            self._counted = time.monotonic()
+            self.metrics.facts_held(self.namespace, self.base.store.stats())
 
     async def check_health(self) -> None:
         # Serve restarts a replica whose check raises; a dead worker would strand documents.
@@ -214,5 +244,8 @@ class FactsShard:
             except BaseException as e:
                 self._failure = e
                 raise
-            if not done:
+            if done:
+                self._count()  # extraction adds entities and facts
+            else:
+                self._count(force=True)
                 wake.wait()

@@ -40,6 +40,7 @@ from serve._private.guard import (
     usable,
 )
 from serve._private.http_errors import install_error_handlers
+from serve._private.metrics import service_metrics
 from serve._private.protocol import (
     ChatBody,
     CompletionBody,
@@ -160,6 +161,8 @@ class Gateway:
         self.breakers = {name: CircuitBreaker(self.config.breaker) for name in self.backends}
         self.embedder = embedder
         self.created = int(time.time())
+        self.metrics = service_metrics(system, "ai")
+        self.metrics.breakers({name: b.state for name, b in self.breakers.items()})
         # caller -> model -> counters; this replica's share (see README: usage accounting)
         self.usage: dict[str, dict[str, dict[str, float]]] = defaultdict(
             lambda: defaultdict(
@@ -203,10 +206,12 @@ class Gateway:
                     breaker.success(since)  # the backend answered; the request was at fault
                     raise err from None
                 breaker.failure()
+                self.metrics.breakers({name: breaker.state})
                 last = f"{name}: {err!r}"
                 log.warning("backend %s failed (%r); falling back", name, err)
                 continue
             breaker.success(since)  # unless the breaker opened while this call was out
+            self.metrics.breakers({name: breaker.state})
             return name, result
         raise BackendsUnavailableError(model, tried, last)
 
@@ -256,6 +261,7 @@ class Gateway:
         counters["prompt_tokens"] += prompt
         counters["completion_tokens"] += completion
         counters["cost_usd"] = round(counters["cost_usd"] + cost_usd, 6)
+        self.metrics.charged(model, caller, prompt, completion, cost_usd)
 
     # -- endpoints ------------------------------------------------------------------------
 
@@ -343,6 +349,7 @@ class Gateway:
                 request_id = request_id_of(request)
                 log.warning("request %s: stream from %s broke: %r", request_id, name, unwrap_error(e))
                 self.breakers[name].failure()  # no failover now, but the backend did fail
+                self.metrics.breakers({name: self.breakers[name].state})
                 message = f"the stream from {name} broke; the service log has the details"
                 yield sse_event(error_body(message, "server_error", None, "stream_interrupted", request_id))
                 return

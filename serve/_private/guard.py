@@ -37,6 +37,7 @@ from models._private.core.errors import SwarmrayError
 from models._private.keys import KeyRecord, denial, hash_key
 from models._private.quota import limit_of
 from serve._private.auth_config import AuthConfig
+from serve._private.metrics import ServiceMetrics, service_metrics
 from serve._private.protocol import error_body
 
 __all__ = [
@@ -278,6 +279,7 @@ def usable(request: Any, names: list[str], kind: Literal["model", "namespace"]) 
 
 
 _GUARDS: dict[str, Guard] = {}  # service -> this process's guard (a replica is a process)
+_METRICS: dict[str, ServiceMetrics] = {}  # service -> this replica's metrics
 
 
 def guard_of(service: str) -> Guard | None:
@@ -351,6 +353,7 @@ class GuardMiddleware:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        began, metrics = time.perf_counter(), _METRICS.get(self.service)
         headers = dict(scope["headers"])
         # Serve's own request id (it answers it in x-request-id and logs under it).
         request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
@@ -378,6 +381,8 @@ class GuardMiddleware:
                     refusal, retry_after = (429, str(e), e.code), e.retry_after_s
             if refusal is not None:
                 status, message, code = refusal
+                if metrics is not None:
+                    metrics.refused(record.id if record else None, code)
                 kind = {401: "authentication_error", 403: "permission_error"}.get(status, "rate_limit_error")
                 guard.audit.append(
                     _entry("refused", record, scope, path, status, request_id, namespace, code=code)
@@ -387,6 +392,12 @@ class GuardMiddleware:
             state["key"] = record
 
         async def sending(message: dict) -> None:
+            if message["type"] == "http.response.start" and metrics is not None:
+                # The route's template (the router put it in the scope), not the path with ids.
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                metrics.answered(route, scope["method"], message["status"], time.perf_counter() - began)
+                if message["status"] == 429:  # a route's own limit check: tokens or cost
+                    metrics.refused(getattr(record, "id", None), state.get("refusal", "rate_limit_exceeded"))
             if message["type"] == "http.response.start" and guard is not None and record is not None:
                 entry = _entry(
                     "request",
@@ -475,7 +486,9 @@ def ai_rule(method: str, path: str) -> tuple[str | None, bool, str | None]:
 
 
 def install_guard(config: AuthConfig, system: str, service: str) -> None:
-    """Turns the guard on in this replica (the middleware is on the app from import on)."""
+    """Turns the guard (and the requests' metrics) on in this replica (the middleware is on the
+    app from import on)."""
+    _METRICS[service] = service_metrics(system, service)
     if config.enabled:
         from ray import serve
 

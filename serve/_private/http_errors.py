@@ -91,6 +91,7 @@ async def _denied(request: Request, exc: AccessDenied) -> JSONResponse:
 
 
 async def _limited(request: Request, exc: Limited) -> JSONResponse:
+    request.state.refusal = exc.code  # for the refusals metric
     response = error_response(429, str(exc), "rate_limit_error", None, exc.code, request)
     if exc.retry_after_s is not None:
         response.headers["retry-after"] = str(math.ceil(exc.retry_after_s))

@@ -58,7 +58,7 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
             graceful_shutdown_timeout_s=60,
             ray_actor_options={"num_cpus": ns.num_cpus},
         )
-        .bind(name, ns.model_dump(), config.namespace_path(system, name), llm, reader)
+        .bind(name, ns.model_dump(), config.namespace_path(system, name), llm, reader, system)
         for name, ns in config.namespaces.items()
     }
     return FactsGateway.options(num_replicas=config.ingress_replicas).bind(

@@ -26,11 +26,13 @@ import asyncio
 import json
 import os
 import struct
+import time
 import zlib
 from collections.abc import Callable
 from typing import Any
 
 from models._private.core.files import atomic_write
+from models._private.core.metrics import journal_metrics, keep
 
 __all__ = ["Journal", "decode", "encode", "journal_location", "nested_in"]
 
@@ -233,6 +235,7 @@ class Journal:
 
     def __init__(self, uri: str, sync: bool = True):
         self.uri = uri
+        self._label = uri.replace(os.path.expanduser("~"), "~", 1)  # its `journal` metric tag
         local = "://" not in uri or uri.startswith("file://")
         self._log = _LocalLog(uri.removeprefix("file://"), sync) if local else _ObjectLog(uri)
         self._pending: list[bytes] = []
@@ -258,7 +261,14 @@ class Journal:
 
     def write_now(self, *records: dict[str, Any]) -> None:
         """Stores `records` at once, without group commit (for callers with no event loop)."""
-        self._log.write(b"".join(encode(r) for r in records))
+        self._write(b"".join(encode(r) for r in records))
+
+    def _write(self, data: bytes) -> None:
+        began = time.perf_counter()
+        self._log.write(data)
+        metrics = journal_metrics()
+        metrics.sync_s.observe(time.perf_counter() - began, {"journal": self._label})
+        keep(metrics.bytes, self._log.size(), journal=self._label)
 
     def reset(self) -> None:
         """Empties the journal at once (a new, empty generation), for callers with no event loop."""
@@ -310,7 +320,7 @@ class Journal:
             waiters, self._waiters = self._waiters, []
             try:
                 if data:
-                    await asyncio.to_thread(self._log.write, data)
+                    await asyncio.to_thread(self._write, data)
             except BaseException as e:
                 _settle(waiters, e)
                 raise
@@ -327,6 +337,8 @@ class Journal:
                     _settle([fut], e)
                     raise
                 _settle([fut])
+                journal_metrics().compactions.inc(1, {"journal": self._label})
+                keep(journal_metrics().bytes, len(base), journal=self._label)
 
 
 def _settle(waiters: list[asyncio.Future], error: BaseException | None = None) -> None:

@@ -1,0 +1,120 @@
+"""The services' Prometheus metrics (`ray.serve.metrics`, made inside a replica so that Serve
+tags them with its application, deployment and replica): HTTP requests and refusals, AI tokens,
+cost and breakers, facts operations and record counts.
+
+Every metric carries `system` (the Ray namespace) and `service` (ai or facts) or what it is of.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from models._private.core.metrics import LATENCY_BUCKETS_S, PREFIX, keep, tag_values
+
+__all__ = ["BREAKER_VALUES", "ServiceMetrics", "service_metrics"]
+
+BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class ServiceMetrics:
+    """One replica's metrics of one service."""
+
+    def __init__(self, system: str, service: str):
+        from ray.serve.metrics import Counter, Gauge, Histogram
+
+        self.system, self.service = system, service
+        http = ("system", "service", "route")
+        self.requests = Counter(
+            PREFIX + "http_requests",
+            "Requests answered, by route template, method and status.",
+            (*http, "method", "status"),
+        )
+        self.request_s = Histogram(
+            PREFIX + "http_request_seconds",
+            "From the request's arrival to its response's start (a stream's first byte).",
+            LATENCY_BUCKETS_S,
+            http,
+        )
+        self.refusals = Counter(
+            PREFIX + "refusals",
+            "Requests refused for their key: invalid_api_key, insufficient_permissions, "
+            "rate_limit_exceeded, insufficient_quota.",
+            ("system", "service", "key", "reason"),
+        )
+        ai = ("system", "model", "key")
+        self.tokens = Counter(
+            PREFIX + "ai_tokens", "Tokens charged, by kind: prompt or completion.", (*ai, "kind")
+        )
+        self.cost = Counter(
+            PREFIX + "ai_cost_usd", "Cost charged by the price table (ai.prices), in USD.", ai
+        )
+        self.breaker = Gauge(
+            PREFIX + "ai_breaker_state",
+            "A backend's circuit breaker in this gateway replica: 0 closed, 1 half open, 2 open.",
+            ("system", "backend"),
+        )
+        facts = ("system", "namespace", "operation")
+        self.facts_s = Histogram(
+            PREFIX + "facts_operation_seconds",
+            "A facts shard's operations, in its thread.",
+            LATENCY_BUCKETS_S,
+            facts,
+        )
+        self.facts_errors = Counter(
+            PREFIX + "facts_operation_errors", "Facts shard operations that raised.", facts
+        )
+        self.facts_records = Gauge(
+            PREFIX + "facts_records",
+            "What a facts namespace holds, by kind: documents, entities, facts.",
+            ("system", "namespace", "kind"),
+        )
+
+    def answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        tags = tag_values(system=self.system, service=self.service, route=route)
+        self.requests.inc(1, {**tags, **tag_values(method=method, status=status)})
+        self.request_s.observe(seconds, tags)
+
+    def refused(self, key_id: str | None, reason: str) -> None:
+        tags = tag_values(system=self.system, service=self.service, key=key_id or "none", reason=reason)
+        self.refusals.inc(1, tags)
+
+    def charged(self, model: str, key_id: str, prompt: int, completion: int, cost_usd: float) -> None:
+        tags = tag_values(system=self.system, model=model, key=key_id)
+        for kind, n in (("prompt", prompt), ("completion", completion)):
+            if n > 0:  # Ray's counters refuse 0
+                self.tokens.inc(n, {**tags, "kind": kind})
+        if cost_usd > 0:
+            self.cost.inc(cost_usd, tags)
+
+    def breakers(self, states: dict[str, str]) -> None:
+        for backend, state in states.items():
+            keep(self.breaker, BREAKER_VALUES.get(state, 0), system=self.system, backend=backend)
+
+    @contextmanager
+    def facts_operation(self, namespace: str, operation: str) -> Iterator[None]:
+        """Times a shard's operation; one that raises is also counted as an error."""
+        tags = tag_values(system=self.system, namespace=namespace, operation=operation)
+        began = time.perf_counter()
+        try:
+            yield
+        except BaseException:
+            self.facts_errors.inc(1, tags)
+            raise
+        finally:
+            self.facts_s.observe(time.perf_counter() - began, tags)
+
+    def facts_held(self, namespace: str, counts: dict[str, Any]) -> None:
+        for kind in ("documents", "entities", "facts"):
+            if isinstance(counts.get(kind), int):
+                keep(self.facts_records, counts[kind], system=self.system, namespace=namespace, kind=kind)
+
+
+@functools.cache
+def service_metrics(system: str, service: str) -> ServiceMetrics:
+    """This replica's metrics of `service`, made on first use (inside the replica, for Serve's
+    tags)."""
+    return ServiceMetrics(system, service)

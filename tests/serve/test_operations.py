@@ -1,0 +1,251 @@
+"""Operating a running system like Ray: its Prometheus metrics, scraped over HTTP from the
+session head's metrics export port after real work (swarms, delegation, retries, a timeout, a
+restart, memory, the AI service over a scripted provider, the facts service)."""
+
+import time
+from collections import defaultdict
+
+import httpx
+import pytest
+import ray
+from prometheus_client.parser import text_string_to_metric_families
+
+from cluster import load_config
+from cluster._private.credentials import user_key
+from serve._private.authority import authority_name
+from tests.conftest import running_system
+from tests.scripted_provider import USAGE, ScriptedProvider
+from tests.waiting import wait_until
+
+SYSTEM = "ops-tests"
+LLM_TASKS = 3
+
+
+@pytest.fixture(scope="module")
+def provider():
+    p = ScriptedProvider()
+    p.respond = lambda body: "scripted answer"
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def system(serve_port, provider, tmp_path_factory):
+    config = load_config(
+        {
+            "namespace": SYSTEM,
+            "ai": {
+                "port": serve_port,
+                "route_prefix": "/ops-tests",
+                "providers": {"scripted": {"base_url": provider.url, "model": "m"}},
+                "prices": {
+                    "scripted": {"input_usd_per_million_tokens": 2, "output_usd_per_million_tokens": 10}
+                },
+                "embeddings": None,
+            },
+            "facts": {
+                "port": serve_port,
+                "route_prefix": "/ops-tests-facts",
+                "path": str(tmp_path_factory.mktemp("facts")),
+                "namespaces": {"kb": {"extractor": "none"}},
+            },
+            "swarms": {
+                "work": {
+                    "queen": {"max_retries": 1, "retry_backoff_s": 0.01},
+                    "memory": {"memory": {"path": str(tmp_path_factory.mktemp("memory"))}},
+                    "pools": {
+                        "flaky": {"agent": {"class": "tests.agents:FlakyAgent"}},
+                        "sleep": {"colocate": True, "agent": {"class": "tests.agents:SleepAgent"}},
+                        "memory": {"colocate": True, "agent": {"class": "actors:MemoryAgent"}},
+                        "llm": {
+                            "colocate": True,
+                            "agent": {
+                                "class": "actors:LLMAgent",
+                                "params": {"model": "scripted", "max_tokens": 8, "temperature": 0},
+                            },
+                        },
+                    },
+                },
+                "other": {"pools": {"count": {"agent": {"class": "tests.agents:CounterAgent"}}}},
+            },
+        }
+    )
+    with running_system(config) as client:
+        yield client
+
+
+def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """Sample name -> [(labels, value)] of the node's metrics export."""
+    samples = defaultdict(list)
+    for family in text_string_to_metric_families(httpx.get(url, timeout=10).text):
+        for s in family.samples:
+            samples[s.name].append((s.labels, s.value))
+    return samples
+
+
+def total(samples, name: str, **labels: str) -> float:
+    """The sum of `name` over every series whose labels include `labels` (whatever their
+    WorkerId or replica)."""
+    rows = samples.get(name, [])
+    return sum(v for lbl, v in rows if all(lbl.get(k) == want for k, want in labels.items()))
+
+
+def series(samples, name: str, **labels: str) -> list[dict[str, str]]:
+    return [lbl for lbl, _ in samples.get(name, []) if all(lbl.get(k) == v for k, v in labels.items())]
+
+
+def test_metrics_of_swarms_services_memory_and_journals_after_real_work(ray_head, system, serve_port):
+    work = {"system": SYSTEM, "swarm": "work"}
+    flaky = [system.submit("test.flaky", {"fail_times": 1}, swarm="work") for _ in range(2)]
+    failing = system.submit("test.flaky", {"fail_times": 5}, swarm="work")
+    timing_out = system.submit("test.sleep", {"s": 30}, swarm="work", timeout_s=0.3, max_retries=0)
+    handed = system.submit("test.count", {}, swarm="work")  # only `other` offers it
+    stored = system.submit(
+        "memory.store", {"text": "Ray restarts detached actors.", "id": "n1"}, swarm="work"
+    )
+    asked = [
+        system.submit("llm.generate", {"input": f"question {i}"}, swarm="work") for i in range(LLM_TASKS)
+    ]
+    results = {
+        t: system.result(t, timeout_s=120) for t in [*flaky, failing, timing_out, handed, stored, *asked]
+    }
+    statuses = [r.status.value for r in results.values()]
+    assert statuses == ["succeeded"] * 2 + ["failed", "timed_out"] + ["succeeded"] * (2 + LLM_TASKS)
+
+    # A host killed under the `other` swarm is restarted by its supervisor.
+    queen = ray.get_actor("queen:other", namespace=SYSTEM)
+    (host_id, host, _), *_ = ray.get(queen.hosts.remote())
+    ray.kill(host, no_restart=True)
+    ray.get(queen.replace_hosts.remote([host_id], "killed by the test"))
+
+    # The facts service: a document in, and requests refused at the door.
+    key = user_key(SYSTEM)
+    facts = f"http://127.0.0.1:{serve_port}/ops-tests-facts/v1/namespaces/kb"
+    doc = {"id": "d1", "title": "Ray", "text": "Ray restarts detached actors."}
+    assert (
+        httpx.post(f"{facts}/documents", json=doc, headers={"Authorization": f"Bearer {key}"}).status_code
+        == 201
+    )
+    assert httpx.get(facts).status_code == 401
+
+    authority = ray.get_actor(authority_name(SYSTEM), namespace=SYSTEM)
+    agents_key = next(r["id"] for r in ray.get(authority.list.remote()) if r["name"] == "agents")
+
+    def scraped():
+        s = scrape(ray_head["metrics"])
+        done = (
+            total(s, "ray_swarmray_tasks_completed_total", **work, capability="llm.generate") == LLM_TASKS
+            and total(s, "ray_swarmray_supervisor_restarts_total", system=SYSTEM, swarm="other") >= 1
+            and total(s, "ray_swarmray_refusals_total", system=SYSTEM, service="facts") >= 1
+            and total(s, "ray_swarmray_facts_records", system=SYSTEM, namespace="kb", kind="documents") == 1
+        )
+        return s if done else None
+
+    s = wait_until(scraped, timeout_s=60, what="the work's metrics in the scrape")
+
+    # Tasks per swarm and capability, by outcome.
+    def tasks(name, capability, swarm="work", **more):
+        return total(
+            s, f"ray_swarmray_{name}_total", system=SYSTEM, swarm=swarm, capability=capability, **more
+        )
+
+    assert tasks("tasks_submitted", "test.flaky") == 3
+    assert tasks("tasks_retried", "test.flaky") == 2 + 1  # one retry each; the failing one's only retry
+    assert tasks("tasks_completed", "test.flaky", status="succeeded") == 2
+    assert tasks("tasks_completed", "test.flaky", status="failed") == 1
+    assert tasks("tasks_completed", "test.sleep", status="timed_out") == 1
+    assert tasks("tasks_delegated", "test.count", to="other") == 1
+    assert tasks("tasks_completed", "test.count", swarm="other", status="succeeded") == 1
+    assert tasks("tasks_completed", "test.count", status="succeeded") == 0  # counted where it ran
+
+    # Latency histograms: every finished task once; the retried ones ran twice but are timed once.
+    assert total(s, "ray_swarmray_task_latency_seconds_count", **work, capability="test.flaky") == 3
+    assert total(s, "ray_swarmray_task_run_seconds_count", **work, capability="test.sleep") == 1
+    assert (
+        total(s, "ray_swarmray_task_queue_wait_seconds_count", **work, capability="llm.generate") == LLM_TASKS
+    )
+    run_s = total(s, "ray_swarmray_task_run_seconds_sum", **work, capability="test.sleep")
+    assert run_s > 0.2  # the timed-out sleep ran its 0.3 s before it was cut
+    below = [
+        v for lbl, v in s["ray_swarmray_task_run_seconds_bucket"] if lbl.get("capability") == "test.sleep"
+    ]
+    assert below and max(below) == 1  # cumulative buckets up to +Inf
+
+    # Gauges: queues drained, agents alive per pool, the delegation breaker closed.
+    assert series(s, "ray_swarmray_queue_depth", **work, capability="test.sleep")
+    assert total(s, "ray_swarmray_queue_depth", **work) == 0
+    assert total(s, "ray_swarmray_agents", **work, pool="flaky", state="alive") == 1
+    assert total(s, "ray_swarmray_agents", **work, state="dead") == 0
+    assert total(s, "ray_swarmray_delegation_breaker_state", **work, target="other") == 0
+    assert series(s, "ray_swarmray_delegation_breaker_state", **work, target="other")
+
+    # Journals and the swarm's memory.
+    journals = {
+        lbl["journal"] for lbl in series(s, "ray_swarmray_journal_bytes") if f"/{SYSTEM}/" in lbl["journal"]
+    }
+    assert any(j.endswith(f"{SYSTEM}/work") for j in journals), journals
+    assert total(s, "ray_swarmray_journal_sync_seconds_count") > 0
+    assert (
+        total(
+            s, "ray_swarmray_memory_operation_seconds_count", system=SYSTEM, store="work", operation="upsert"
+        )
+        == 1
+    )
+    assert total(s, "ray_swarmray_memory_records", system=SYSTEM, store="work") == 1
+
+    # The AI service: tokens and cost per model and key, requests by route, Serve's own tags.
+    ai = {"system": SYSTEM, "model": "scripted", "key": agents_key}
+    assert total(s, "ray_swarmray_ai_tokens_total", **ai, kind="prompt") == LLM_TASKS * USAGE["prompt_tokens"]
+    assert (
+        total(s, "ray_swarmray_ai_tokens_total", **ai, kind="completion")
+        == LLM_TASKS * USAGE["completion_tokens"]
+    )
+    cost = LLM_TASKS * (100 * 2 + 50 * 10) / 1e6
+    assert total(s, "ray_swarmray_ai_cost_usd_total", **ai) == pytest.approx(cost)
+    (chat,) = series(s, "ray_swarmray_http_requests_total", system=SYSTEM, route="/v1/chat/completions")
+    assert (chat["service"], chat["method"], chat["status"]) == ("ai", "POST", "200")
+    assert (chat["application"], chat["deployment"]) == (f"{SYSTEM}-ai", "gateway") and chat["replica"]
+    assert (
+        total(s, "ray_swarmray_http_requests_total", system=SYSTEM, route="/v1/chat/completions") == LLM_TASKS
+    )
+    assert total(s, "ray_swarmray_ai_breaker_state", system=SYSTEM, backend="scripted") == 0
+
+    # The facts service: the shard's operation, what it holds, the refusal at the door.
+    assert (
+        total(
+            s,
+            "ray_swarmray_facts_operation_seconds_count",
+            system=SYSTEM,
+            namespace="kb",
+            operation="add_documents",
+        )
+        == 1
+    )
+    assert (
+        total(
+            s,
+            "ray_swarmray_refusals_total",
+            system=SYSTEM,
+            service="facts",
+            key="none",
+            reason="invalid_api_key",
+        )
+        == 1
+    )
+    assert series(
+        s, "ray_swarmray_http_requests_total", system=SYSTEM, route="/v1/namespaces/{namespace}/documents"
+    )
+
+
+def test_gauges_stay_in_the_scrape_while_nothing_changes(ray_head, system):
+    # Ray drops a gauge not reported within two report intervals (here 2 s). A memory store
+    # sets its record count only when it writes: the count must still be there well after that.
+    system.run("memory.store", {"text": "Serve restarts replicas.", "id": "n2"}, swarm="work")
+    held = ray.get(ray.get_actor("memory:work", namespace=SYSTEM).stats.remote())["records"]
+    labels = {"system": SYSTEM, "store": "work"}
+    wait_until(
+        lambda: total(scrape(ray_head["metrics"]), "ray_swarmray_memory_records", **labels) == held, 30
+    )
+    seen = time.monotonic()
+    while time.monotonic() - seen < 6:  # three report intervals and more, with no write
+        assert total(scrape(ray_head["metrics"]), "ray_swarmray_memory_records", **labels) == held
