@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 from collections.abc import Mapping
@@ -81,7 +82,9 @@ async def call_maybe_async(fn: Any, *args: Any, executor: Executor | None = None
     """
     if inspect.iscoroutinefunction(fn):
         return await fn(*args)
-    work = asyncio.get_running_loop().run_in_executor(executor, functools.partial(fn, *args))
+    # In the caller's context, as asyncio.to_thread does: what the agent spends is counted there.
+    call = functools.partial(contextvars.copy_context().run, fn, *args)
+    work = asyncio.get_running_loop().run_in_executor(executor, call)
     try:
         return await asyncio.shield(work)
     except asyncio.CancelledError:

@@ -15,8 +15,10 @@ from actors._private.agent import AgentContext, call_maybe_async
 from actors._private.config import AgentConfig
 from actors._private.memory_store import MemoryClient
 from actors._private.payload import check_payload, payload_error, payload_models
+from actors._private.services import spending
 from actors._private.task import Task
 from models._private.core.config import import_object
+from models._private.usage import Spent
 
 __all__ = ["AgentHost"]
 
@@ -68,19 +70,35 @@ class AgentHost:
         """Health probe: answers at once unless the process is stuck."""
         return time.time()
 
-    async def handle(self, agent_id: str, task: Task) -> tuple[Any, Any]:
-        """Runs `task` on agent `agent_id`; returns its output and the agent's checkpoint."""
+    async def handle(self, agent_id: str, task: Task) -> tuple[Any, Any, dict[str, int] | None]:
+        """Runs `task` on agent `agent_id`; returns its output, the agent's checkpoint and what
+        it spent through the AI service (None: nothing). An error raised carries what it spent
+        as its `spent` attribute."""
         agent = self.agents[agent_id]
         if (model := self.payloads.get(task.capability)) is not None:
             payload = check_payload(model, task.capability, task.payload)
             task = task.model_copy(update={"payload": payload})
-        try:
-            output = await call_maybe_async(agent.handle, task, executor=self._threads)
-        except ValidationError as e:  # the input's fault, like a payload that does not fit
-            raise payload_error(task.capability, e) from None
-        return _as_journaled(output, agent_id, "an output"), _as_journaled(
-            agent.snapshot(), agent_id, "a checkpoint"
+        with spending() as spent:
+            try:
+                output = await call_maybe_async(agent.handle, task, executor=self._threads)
+            except ValidationError as e:  # the input's fault, like a payload that does not fit
+                error = payload_error(task.capability, e)
+                _note_spent(error, spent)
+                raise error from None
+            except Exception as e:
+                _note_spent(e, spent)
+                raise
+        return (
+            _as_journaled(output, agent_id, "an output"),
+            _as_journaled(agent.snapshot(), agent_id, "a checkpoint"),
+            None if spent.empty else spent.model_dump(),
         )
+
+
+def _note_spent(error: Exception, spent: Spent) -> None:
+    # A failed attempt may have paid for answers already: the queen counts them too.
+    if not spent.empty:
+        error.spent = spent.model_dump()  # type: ignore[attr-defined]
 
 
 def _as_journaled(value: Any, agent_id: str, what: str) -> Any:

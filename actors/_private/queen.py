@@ -48,6 +48,7 @@ from models._private.core.errors import (
 )
 from models._private.core.journal import Journal, journal_location
 from models._private.core.retry import TRANSIENT, backoff_s, unwrap_error
+from models._private.usage import Spent
 
 __all__ = ["SwarmQueen"]
 
@@ -271,6 +272,14 @@ class SwarmQueen:
             "agents": agents,
         }
 
+    def usage(self, by: list[str] | None = None, since: float | None = None) -> list[dict[str, Any]]:
+        """What the tasks run here spent through the AI service (`TaskResult.usage`, journaled),
+        one row per capability (`by=["capability"]`, the default) or one in all (`by=[]`),
+        since a Unix time."""
+        self._ensure_started()
+        rows = self.book.usage.totals(["capability"] if by is None else by, since)
+        return [{"swarm": self.name, **row} for row in rows]
+
     def catalog(self) -> list[dict[str, Any]]:
         """Each capability the swarm offers: its description, pools and payload JSON Schema
         (None where the agent declares no payload model), for `swarm capabilities`."""
@@ -449,7 +458,8 @@ class SwarmQueen:
         error: tuple[str, str, TaskStatus] | None = None
         host_lost = permanent = False
         try:
-            output, state = await waiting
+            output, state, spent = await waiting
+            self._spent(res, spent)
         except asyncio.CancelledError:
             # Ask the work to stop; its agent stays taken until it has (see _hold).
             if host.local:
@@ -468,6 +478,7 @@ class SwarmQueen:
             cause = unwrap_error(e)
             error = (str(cause), type(cause).__name__, TaskStatus.FAILED)
             permanent = isinstance(cause, PERMANENT)
+            self._spent(res, getattr(cause, "spent", None))
         except TRANSIENT as e:
             error = (f"agent {agent.id} was lost: {type(e).__name__}", type(e).__name__, TaskStatus.FAILED)
             host_lost = True
@@ -475,6 +486,7 @@ class SwarmQueen:
         except Exception as e:  # raised in this process by a co-located agent
             error = (str(e), type(e).__name__, TaskStatus.FAILED)
             permanent = isinstance(e, PERMANENT)
+            self._spent(res, getattr(e, "spent", None))
         finally:
             timer.cancel()
             if held:
@@ -490,6 +502,14 @@ class SwarmQueen:
             return
         agent.failed += 1
         self._retry_or_fail(rec, *error, host_lost=host_lost, permanent=permanent)
+
+    @staticmethod
+    def _spent(res: TaskResult, spent: dict[str, int] | None) -> None:
+        # A task's usage sums its attempts that ended with an answer or an error; what a
+        # timed-out or lost attempt spent only the AI service's own ledger knows.
+        if spent:
+            res.usage = res.usage or Spent()
+            res.usage.add(Spent.model_validate(spent))
 
     def _free(self, agent: AgentSlot) -> None:
         agent.last_active = time.monotonic()
@@ -579,7 +599,7 @@ class SwarmQueen:
         q = self.config.queen
         for failures in itertools.count(1):
             try:
-                await self.journal.append(fin_entry(final))
+                await self.journal.append(fin_entry(final, ledger=rec.delegated_to is None))
                 break
             except Exception as e:
                 self.counts["journal_errors"] += 1
@@ -700,7 +720,7 @@ class SwarmQueen:
             return
         res = rec.result
         res.agent_id, res.swarm, res.attempts = remote.agent_id, remote.swarm, remote.attempts
-        res.timings.started_at = remote.timings.started_at
+        res.timings.started_at, res.usage = remote.timings.started_at, remote.usage  # counted there
         self._finish(
             rec, remote.status, output=remote.output, error=remote.error, error_type=remote.error_type
         )

@@ -1,13 +1,15 @@
 """A queen's task records: rebuilt from its journal after a restart, written back compacted.
 
-The journal holds five kinds of entry. Their format is durable (a queen must replay journals
+The journal holds six kinds of entry. Their format is durable (a queen must replay journals
 that older queens wrote), so it is spelled out here and built only by the `*_entry` functions:
 
     {"k": "acc", "task": <Task>}                          a task was accepted
     {"k": "att", "id": <task id>, "n": <attempt>}         an attempt started
     {"k": "del", "id": <task id>, "to": <swarm>, "rid": <task id there>}   handed over
-    {"k": "fin", "id": <task id>, "res": <TaskResult>}    its final result
+    {"k": "fin", "id": <task id>, "res": <TaskResult>, "led": <bool>}   its final result; led:
+                                                          its usage goes into the ledger
     {"k": "snap", "agent": <agent id>, "state": <any>}    an agent's last checkpoint
+    {"k": "led", "rows": <UsageLedger.dump()>}            the usage ledger (compaction)
 
 `TaskBook` keeps the records of a running queen, and `TaskBook.replay` folds a journal into
 one with the very `accept` and `settle` steps the running queen takes, so a replayed queen
@@ -27,6 +29,7 @@ from typing import Any
 
 from actors._private.task import Task, TaskResult, TaskStatus, Timings
 from models._private.core.errors import TaskNotFoundError
+from models._private.usage import UsageLedger
 
 __all__ = [
     "TaskBook",
@@ -35,6 +38,7 @@ __all__ = [
     "att_entry",
     "del_entry",
     "fin_entry",
+    "led_entry",
     "snap_entry",
 ]
 
@@ -55,9 +59,15 @@ def del_entry(task_id: str, delegated_to: tuple[str, str]) -> dict[str, Any]:
     return {"k": "del", "id": task_id, "to": swarm, "rid": remote_id}
 
 
-def fin_entry(final: TaskResult) -> dict[str, Any]:
-    """The entry holding a task's final result."""
-    return {"k": "fin", "id": final.task_id, "res": final.model_dump(mode="json")}
+def fin_entry(final: TaskResult, ledger: bool = True) -> dict[str, Any]:
+    """The entry holding a task's final result; `ledger`: its usage counts in this swarm's
+    ledger when replayed (it ran here, and no ledger entry holds it yet)."""
+    return {"k": "fin", "id": final.task_id, "res": final.model_dump(mode="json"), "led": ledger}
+
+
+def led_entry(ledger: UsageLedger) -> dict[str, Any]:
+    """The entry holding the whole usage ledger."""
+    return {"k": "led", "rows": ledger.dump()}
 
 
 def snap_entry(agent_id: str, state: Any) -> dict[str, Any]:
@@ -93,6 +103,7 @@ class TaskBook:
         self.finished: OrderedDict[str, None] = OrderedDict()  # final ids, oldest first
         self.counts: Counter[str] = Counter()
         self.snapshots: dict[str, Any] = {}  # agent id -> last checkpoint
+        self.usage = UsageLedger(("capability",))  # what tasks run here spent, by capability
 
     def get(self, task_id: str) -> TaskRecord:
         """The record of a task.
@@ -122,12 +133,17 @@ class TaskBook:
         self.counts["accepted"] += 1
         return rec
 
-    def settle(self, rec: TaskRecord, final: TaskResult) -> None:
-        """Makes a journaled final result visible, and drops the oldest past `keep_results`."""
+    def settle(self, rec: TaskRecord, final: TaskResult, ledger: bool | None = None) -> None:
+        """Makes a journaled final result visible, counts its usage in the ledger (`ledger`;
+        None: when it ran here), and drops the oldest results past `keep_results`."""
         rec.result, rec.final = final, None
         rec.done.set()
         # Delegated tasks are counted where they run; here only as handed over.
         self.counts["delegated" if rec.delegated_to else final.status.value] += 1
+        if (rec.delegated_to is None if ledger is None else ledger) and final.usage is not None:
+            self.usage.add(
+                final.timings.finished_at or final.timings.submitted_at, (final.capability,), final.usage
+            )
         self.finished[final.task_id] = None
         while len(self.finished) > self.keep_results:
             old, _ = self.finished.popitem(last=False)
@@ -157,7 +173,7 @@ class TaskBook:
                 if rec is None:  # compacted: the task itself is no longer journaled
                     rec = self.accept(Task(id=final.task_id, capability=final.capability), final.status)
                 if not rec.done.is_set():
-                    self.settle(rec, final)
+                    self.settle(rec, final, ledger=entry.get("led"))
             elif (rec := self.records.get(entry.get("id", ""))) is not None:
                 if kind == "att":
                     rec.task.attempt = max(rec.task.attempt, entry["n"])
@@ -167,17 +183,21 @@ class TaskBook:
                         rec.result.status = TaskStatus.DELEGATED
             elif kind == "snap":
                 self.snapshots[entry["agent"]] = entry["state"]
+            elif kind == "led":
+                self.usage.load(entry["rows"])
         pending = self.pending()
         self.counts["replayed"] = len(pending)
         return pending
 
     def live_entries(self) -> list[dict[str, Any]]:
         """The journal, compacted: what replay needs to rebuild the current state."""
-        out: list[dict[str, Any]] = []
+        out: list[dict[str, Any]] = [led_entry(self.usage)]
         for rec in self.records.values():
-            final = rec.final or (rec.result if rec.done.is_set() else None)
-            if final is not None:  # a final result still being journaled counts as final here
-                out.append(fin_entry(final))
+            if rec.done.is_set():  # settled: its usage is in the ledger entry above
+                out.append(fin_entry(rec.result, ledger=False))
+                continue
+            if rec.final is not None:  # still being journaled: counts as final, not yet counted
+                out.append(fin_entry(rec.final, ledger=rec.delegated_to is None))
                 continue
             out.append(acc_entry(rec.task))
             if rec.delegated_to:

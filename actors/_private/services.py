@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -11,14 +14,46 @@ from pydantic_core import to_jsonable_python
 
 from actors._private import names
 from models._private.core.errors import RequestError
-from models._private.keys import bearer
+from models._private.keys import COST_HEADER, bearer
+from models._private.usage import Spent
 
-__all__ = ["AI_URL_KEY", "FACTS_URL_KEY", "SERVICE_KEY_KEY", "ServiceClient", "error_of"]
+__all__ = ["AI_URL_KEY", "FACTS_URL_KEY", "SERVICE_KEY_KEY", "ServiceClient", "error_of", "spending"]
 
 AI_URL_KEY = "ai.url"  # registry KV keys under which `swarm up` publishes each service's URL
 FACTS_URL_KEY = "facts.url"
 SERVICE_KEY_KEY = "services.key"  # registry KV key of the API key agents send to both services
 _KEYS = {AI_URL_KEY: ("AI service", "ai:"), FACTS_URL_KEY: ("facts service", "facts:")}
+_SPENDING: ContextVar[Spent | None] = ContextVar("swarmray_spending", default=None)
+
+
+@contextmanager
+def spending() -> Iterator[Spent]:
+    """What the AI service answers within the block (a task's run, on its host) is added to the
+    Spent it yields: the task's tokens and cost."""
+    spent = Spent()
+    token = _SPENDING.set(spent)
+    try:
+        yield spent
+    finally:
+        _SPENDING.reset(token)
+
+
+def _count(response: httpx.Response) -> None:
+    spent = _SPENDING.get()
+    if spent is None:
+        return
+    try:
+        usage = response.json().get("usage") or {}
+    except (ValueError, AttributeError):
+        usage = {}
+    spent.add(
+        Spent(
+            requests=1,
+            prompt_tokens=usage.get("prompt_tokens") or 0,
+            completion_tokens=usage.get("completion_tokens") or 0,
+            cost_microusd=int(response.headers.get(COST_HEADER, 0)),
+        )
+    )
 
 
 class ServiceClient:
@@ -51,6 +86,8 @@ class ServiceClient:
         # Checked payloads hold datetimes and decimals: JSON them as pydantic would.
         response = await self._client.post(path, json=to_jsonable_python(body))
         if response.status_code < 400:
+            if self.key == AI_URL_KEY:
+                _count(response)
             return response.json()
         what = _KEYS[self.key][0]
         param, message = error_of(response)

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 
 from models._private.core.config import CapabilityName
+from models._private.usage import Spent
 
 __all__ = ["Task", "TaskResult", "TaskStatus", "Timings"]
 
@@ -93,6 +94,9 @@ class TaskResult(BaseModel):
     swarm: str | None = Field(None, description="Swarm whose agent ran the last attempt.")
     attempts: int = 0
     timings: Timings = Field(default_factory=Timings)
+    usage: Spent | None = Field(
+        None, description="Tokens and cost the last attempt spent through the AI service."
+    )
 
     @property
     def ok(self) -> bool:

@@ -32,6 +32,8 @@ from cluster._private.security import (
     verify_audit,
 )
 from cluster._private.status import status as system_status
+from cluster._private.usage import BY, format_usage
+from cluster._private.usage import usage as usage_of
 from models._private.audit import read_records
 from models._private.core import env
 from models._private.core.errors import SwarmrayError
@@ -154,6 +156,20 @@ def submit(
 def _print_result(result: TaskResult) -> None:
     click.echo(result.model_dump_json(indent=2))
     sys.exit(0 if result.ok else 1 if result.status.final else 3)
+
+
+@cli.command()
+@click.option(
+    "--by", type=click.Choice(BY), default="swarm", show_default=True, help="Rows per swarm, key or model."
+)
+@click.option("--since", default=None, help="Only what was spent since: 15m, 2h, 1d, or an ISO 8601 time.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON rows instead of a table.")
+@_address_option
+@_namespace_option
+def usage(by: str, since: str | None, as_json: bool, namespace: str | None, address: str | None) -> None:
+    """Tokens and cost spent through the AI service: by swarm (the tasks' own), key or model."""
+    rows = usage_of(_connect(namespace, address), by, parse_since(since) if since else None)
+    click.echo(json.dumps(rows, indent=2) if as_json else format_usage(rows, by))
 
 
 @cli.command()

@@ -12,6 +12,7 @@ from actors._private import names
 from actors._private.task import Task, TaskResult
 from cluster._private.connection import call, connect, registry_of
 from cluster._private.status import status
+from cluster._private.usage import usage
 from models._private.core.errors import (
     SwarmNotFoundError,
     TaskCancelledError,
@@ -150,6 +151,11 @@ class Client:
     def status(self) -> dict[str, Any]:
         """The system's status (see `status`)."""
         return status(self.namespace)
+
+    def usage(self, by: str = "swarm", since: float | None = None) -> list[dict[str, Any]]:
+        """Tokens and cost spent through the AI service, one row per swarm and capability
+        (`by="swarm"`), key or model, since a Unix time; the last row is the total."""
+        return usage(self.namespace, by, since)  # type: ignore[arg-type]
 
 
 def unwrap(result: TaskResult) -> Any:

@@ -19,9 +19,21 @@ from pydantic import Field
 
 from models._private.core.config import ConfigModel
 
-__all__ = ["PREFIX", "SCOPES", "KeyRecord", "bearer", "denial", "hash_key", "hint_of", "new_key"]
+__all__ = [
+    "COST_HEADER",
+    "PREFIX",
+    "SCOPES",
+    "KeyRecord",
+    "bearer",
+    "denial",
+    "hash_key",
+    "hint_of",
+    "new_key",
+]
 
 PREFIX = "sr-"
+COST_HEADER = "x-swarmray-cost-microusd"
+"""The AI service's answer header with what the request cost, by its price table."""
 Scope = Literal["ai:invoke", "ai:embed", "facts:read", "facts:write", "usage:read", "admin"]
 SCOPES: tuple[str, ...] = Scope.__args__
 

@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import time
+from collections import OrderedDict
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -31,6 +32,7 @@ from models._private.core.files import atomic_write
 from models._private.core.journal import Journal
 from models._private.keys import KeyRecord, hash_key, hint_of, new_key
 from models._private.quota import PERSISTED, Ledger, limit_of, period_of
+from models._private.usage import Spent, UsageLedger
 from serve._private.auth_config import AuthConfig
 
 __all__ = [
@@ -45,6 +47,8 @@ __all__ = [
 log = logging.getLogger("swarmray.serve")
 SIGNING_KEY = "signing.key"
 HEADS = "heads.json"
+USAGE_COMPACT_BYTES = 4 * 2**20  # the usage journal is rewritten as its ledger past this size
+KEPT_BATCH_IDS = 100_000  # usage batch ids remembered against duplicates (~a day of one replica)
 
 
 class KeyNotFoundError(SwarmrayError, LookupError):
@@ -104,6 +108,18 @@ class KeyAuthority:
         if os.path.exists(heads):
             with open(heads) as f:
                 self.heads = json.load(f)
+        # What the gateways' replicas charged, by key and model; batches they sent, by id, so a
+        # batch Ray delivers twice (a retried call) counts once.
+        self.usage = UsageLedger(("key", "model"))
+        self.batches: OrderedDict[str, None] = OrderedDict()
+        self.usage_journal = Journal(os.path.join(directory, "usage"))
+        self._usage_base = 0  # the usage journal's size after its last compaction
+        for entry in self.usage_journal.read():
+            if entry["k"] == "led":
+                self.usage.load(entry["rows"])
+                self.batches = OrderedDict.fromkeys(entry["batches"])
+            else:
+                self._count_batch(entry)
 
     def audit_directory(self) -> str:
         return os.path.join(self.directory, "audit")
@@ -211,6 +227,40 @@ class KeyAuthority:
         return (
             self._signing.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
         )
+
+    # -- the usage ledger -------------------------------------------------------------------
+
+    async def record_usage(self, batch: dict[str, Any]) -> None:
+        """Counts a replica's batch {"id", "at", "rows": [[key id, model, Spent fields]]},
+        durably before it returns; a batch id seen before is ignored."""
+        if batch["id"] in self.batches:
+            return
+        entry = {"k": "use", **batch}
+        await self.usage_journal.append(entry)
+        self._count_batch(entry)
+        # Rewritten as its ledger once past the limit and doubled since the last time.
+        if self.usage_journal.size_bytes() > max(USAGE_COMPACT_BYTES, 2 * self._usage_base):
+            await self.usage_journal.rewrite(
+                lambda: [{"k": "led", "rows": self.usage.dump(), "batches": list(self.batches)}]
+            )
+            self._usage_base = self.usage_journal.size_bytes()
+
+    def _count_batch(self, entry: dict[str, Any]) -> None:
+        if entry["id"] in self.batches:
+            return
+        for key_id, model, spent in entry["rows"]:
+            self.usage.add(entry["at"], (key_id, model), Spent.model_validate(spent))
+        self.batches[entry["id"]] = None
+        while len(self.batches) > KEPT_BATCH_IDS:
+            self.batches.popitem(last=False)
+
+    def usage_totals(self, by: list[str], since: float | None = None) -> list[dict[str, Any]]:
+        """What the AI service charged, grouped by `by` (of key, model), since a time."""
+        rows = self.usage.totals(by, since)
+        if "key" in by:  # the key's name beside its id
+            for row in rows:
+                row["name"] = self.keys[row["key"]].name if row["key"] in self.keys else None
+        return rows
 
     def witnessed(self, checkpoint: dict[str, Any]) -> None:
         """Keeps a writer's latest signed checkpoint, away from the writer's own file (one not

@@ -15,13 +15,15 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
 from models._private.core.breaker import CircuitBreaker
 from models._private.core.errors import BackendsUnavailableError, ModelNotFoundError, RequestError
 from models._private.core.retry import unwrap_error
+from models._private.keys import COST_HEADER
+from models._private.usage import Spent
 from serve._private.audit_route import install_audit_route
 from serve._private.backends import InProcessBackend, LocalBackend, RemoteBackend
 from serve._private.config import AIServiceConfig
@@ -84,6 +86,7 @@ async def _unavailable(request: Request, exc: BackendsUnavailableError) -> JSONR
 
 
 app.add_middleware(GuardMiddleware, rule=ai_rule, service="ai")
+USAGE_FLUSH_S = 1.0  # how often a replica sends what it charged to the system's ledger
 MAX_CALLERS = 10_000  # rows of the usage table before new callers share one, "others"
 RESERVED_COMPLETION_TOKENS = 1024  # max_tokens of a token-limited key's request that names none
 _PER_MESSAGE = 8  # tokens a chat template adds around a message, at most, in the models we serve
@@ -162,6 +165,9 @@ class Gateway:
         self.embedder = embedder
         self.created = int(time.time())
         self.metrics = service_metrics(system, "ai")
+        self.system = system
+        self._unsent: dict[tuple[str, str], Spent] = {}  # (caller, model) -> charged, not yet sent
+        self._flusher: asyncio.Task | None = None
         self.metrics.breakers({name: b.state for name, b in self.breakers.items()})
         # caller -> model -> counters; this replica's share (see README: usage accounting)
         self.usage: dict[str, dict[str, dict[str, float]]] = defaultdict(
@@ -262,6 +268,32 @@ class Gateway:
         counters["completion_tokens"] += completion
         counters["cost_usd"] = round(counters["cost_usd"] + cost_usd, 6)
         self.metrics.charged(model, caller, prompt, completion, cost_usd)
+        spent = Spent(
+            requests=1, prompt_tokens=prompt, completion_tokens=completion, cost_microusd=cost_microusd
+        )
+        self._unsent.setdefault((caller, model), Spent()).add(spent)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_usage())
+
+    async def _flush_usage(self) -> None:
+        """Sends what this replica charged to the system's ledger (the key authority) every
+        USAGE_FLUSH_S while there is any; a batch that did not arrive is sent again, under its
+        id, so that it counts once."""
+        from ray import get_actor
+
+        from serve._private.authority import authority_name
+
+        batch = None
+        while self._unsent or batch is not None:
+            await asyncio.sleep(USAGE_FLUSH_S)
+            if batch is None:
+                rows = [[k, m, s.model_dump()] for (k, m), s in self._unsent.items()]
+                batch, self._unsent = {"id": uuid.uuid4().hex, "at": time.time(), "rows": rows}, {}
+            try:
+                await get_actor(authority_name(self.system), namespace=self.system).record_usage.remote(batch)
+                batch = None
+            except Exception as e:
+                log.warning("the usage ledger did not take a batch (%r); sending it again", unwrap_error(e))
 
     # -- endpoints ------------------------------------------------------------------------
 
@@ -305,7 +337,8 @@ class Gateway:
             return await self._sse(request, body, payload, chat, rid, created, (taken, worst))
         complete = self._failover(body.model, lambda b: self.backends[b].complete(payload))
         name, out = await refunded_on_failure(request, "ai", taken, complete)
-        self._account(request, body, name, *await self._charge(request, taken, name, out, worst))
+        prompt, completion, cost = await self._charge(request, taken, name, out, worst)
+        self._account(request, body, name, prompt, completion, cost)
         return JSONResponse(
             {
                 "id": rid,
@@ -315,7 +348,7 @@ class Gateway:
                 "choices": [choice(chat, out["text"], out["finish_reason"])],
                 "usage": usage_of(out),
             },
-            headers={"x-swarmray-backend": name},
+            headers={"x-swarmray-backend": name, COST_HEADER: str(cost)},
         )
 
     async def _sse(
@@ -374,7 +407,7 @@ class Gateway:
         )
 
     @app.post("/v1/embeddings")
-    async def embeddings(self, body: EmbeddingBody, request: Request) -> dict[str, Any]:
+    async def embeddings(self, body: EmbeddingBody, request: Request, response: Response) -> dict[str, Any]:
         allow(request, model=body.model)
         if self.embedder is None or body.model != self.config.embeddings_model:
             known = [self.config.embeddings_model] if self.embedder is not None else []
@@ -399,6 +432,7 @@ class Gateway:
             )
         tokens = sum(out["tokens"])
         self._account(request, body, body.model, tokens, 0, cost)
+        response.headers[COST_HEADER] = str(cost)
         return {
             "object": "list",
             "model": body.model,

@@ -89,10 +89,10 @@ def deploy(config: ServiceConfig, app_name: str | None = None, system: str | Non
     # Like the system's actors, a running service is kept (no replica restarts on a second
     # `up`); change it with `down` then `up`.
     if running is None or running.status not in ("RUNNING", "DEPLOYING"):
-        if config.auth.enabled:
-            import ray
+        import ray
 
-            ray.get(get_authority(system or app_name, config.auth).list.remote())  # up before the gateways
+        # Up before the gateways: it checks keys (auth on) and keeps the usage ledger (always).
+        ray.get(get_authority(system or app_name, config.auth).list.remote())
         app = build_facts_app(config, system or app_name) if facts else build_app(config, system or app_name)
         serve.run(app, name=app_name, route_prefix=config.route_prefix)
     return service_url(config)

@@ -2,6 +2,9 @@
 session head's metrics export port after real work (swarms, delegation, retries, a timeout, a
 restart, memory, the AI service over a scripted provider, the facts service)."""
 
+import json
+import subprocess
+import sys
 import time
 from collections import defaultdict
 
@@ -249,3 +252,82 @@ def test_gauges_stay_in_the_scrape_while_nothing_changes(ray_head, system):
     seen = time.monotonic()
     while time.monotonic() - seen < 6:  # three report intervals and more, with no write
         assert total(scrape(ray_head["metrics"]), "ray_swarmray_memory_records", **labels) == held
+
+
+FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost_microusd")
+
+
+def test_the_ledger_adds_up_per_swarm_and_per_key_and_survives_restarts(ray_head, system):
+    ids = [system.submit("llm.generate", {"input": f"more {i}"}, swarm="work") for i in range(2)]
+    for task_id in ids:
+        usage = system.result(task_id, timeout_s=60).usage
+        # One request, billed as the provider reported it, at the price table's rates.
+        assert usage.model_dump() == {
+            "requests": 1,
+            "prompt_tokens": USAGE["prompt_tokens"],
+            "completion_tokens": USAGE["completion_tokens"],
+            "cost_microusd": 100 * 2 + 50 * 10,
+        }
+    authority = ray.get_actor(authority_name(SYSTEM), namespace=SYSTEM)
+    agents_key = next(r["id"] for r in ray.get(authority.list.remote()) if r["name"] == "agents")
+
+    def sums():
+        swarms = {f: sum(r[f] for r in system.usage("swarm")[:-1]) for f in FIELDS}
+        (key_row,) = [r for r in system.usage("key") if r["key"] == agents_key]
+        return swarms, {f: key_row[f] for f in FIELDS}
+
+    # The agents' key is spent only by tasks here: the gateway's sum for it is the swarms' sum
+    # (the replicas send theirs within a second).
+    swarms, keys = wait_until(lambda: (lambda s, k: (s, k) if s == k else None)(*sums()), 30)
+    assert swarms["requests"] >= 2 and swarms["prompt_tokens"] == swarms["requests"] * USAGE["prompt_tokens"]
+    by_model = system.usage("model")
+    assert [r["model"] for r in by_model] == ["scripted", "total"]
+    assert by_model[-1]["cost_usd"] == pytest.approx(swarms["cost_microusd"] / 1e6)
+
+    # Both ledgers are journaled: a queen and the authority killed (Ray restarts them) keep them.
+    ray.kill(ray.get_actor("queen:work", namespace=SYSTEM), no_restart=False)
+    ray.kill(authority, no_restart=False)
+    assert wait_until(lambda: sums() == (swarms, keys), 60, "the ledgers after the restarts")
+
+    # The CLI prints the same rows.
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cluster",
+            "usage",
+            "--by",
+            "key",
+            "--json",
+            "--namespace",
+            SYSTEM,
+            "--address",
+            ray_head["address"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ray_head["env"],
+    )
+    assert cli.returncode == 0, cli.stderr
+    (row,) = [r for r in json.loads(cli.stdout) if r["key"] == agents_key]
+    assert {f: row[f] for f in FIELDS} == keys and row["name"] == "agents"
+    since = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cluster",
+            "usage",
+            "--since",
+            "1s",
+            "--namespace",
+            SYSTEM,
+            "--address",
+            ray_head["address"],
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ray_head["env"],
+    )
+    assert since.returncode == 0 and "SWARM" in since.stdout and "total" in since.stdout

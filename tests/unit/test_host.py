@@ -53,8 +53,8 @@ def test_an_output_that_is_not_json_is_refused_with_a_clear_error(make):
 
 
 def test_an_output_comes_back_as_the_journal_will_replay_it():
-    output, _ = handle(host_of(Returns), "tuple")
-    assert output == {"pair": [1, 2], "3": "int key"}
+    output, _, spent = handle(host_of(Returns), "tuple")
+    assert output == {"pair": [1, 2], "3": "int key"} and spent is None  # no AI service asked
 
 
 def test_a_checkpoint_that_is_not_json_is_refused_with_a_clear_error():

@@ -41,7 +41,7 @@ def test_entries_keep_their_durable_format():
     assert att_entry("s:1", 2) == {"k": "att", "id": "s:1", "n": 2}
     assert del_entry("s:1", ("b", "b:9")) == {"k": "del", "id": "s:1", "to": "b", "rid": "b:9"}
     f = final(1, output={"x": 1})
-    assert fin_entry(f) == {"k": "fin", "id": "s:1", "res": f.model_dump(mode="json")}
+    assert fin_entry(f) == {"k": "fin", "id": "s:1", "res": f.model_dump(mode="json"), "led": True}
     assert snap_entry("s.a.0", {"n": 3}) == {"k": "snap", "agent": "s.a.0", "state": {"n": 3}}
 
 
