@@ -13,12 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from models._private.core.metrics import LATENCY_BUCKETS_S, PREFIX, keep, tag_values
+from models._private.core.metrics import BREAKER_VALUES, LATENCY_BUCKETS_S, PREFIX, keep, tag_values
 
-__all__ = ["BREAKER_VALUES", "MemoryMetrics", "SwarmMetrics"]
-
-BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
-"""A breaker's state as the value of its gauge."""
+__all__ = ["MemoryMetrics", "SwarmMetrics"]
 
 _TASK = ("system", "swarm", "capability")
 

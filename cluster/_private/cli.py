@@ -17,7 +17,7 @@ from cluster._private.connection import call, connect, connect_or_start, get
 from cluster._private.credentials import user_key
 from cluster._private.demo import run_demo
 from cluster._private.facts_client import FactsClient, read_documents
-from cluster._private.format import format_capabilities, format_search, format_status
+from cluster._private.format import format_capabilities, format_search, format_status, progress_bars
 from cluster._private.lifecycle import down as down_system
 from cluster._private.lifecycle import last_namespace, mark_local_head
 from cluster._private.lifecycle import up as up_system
@@ -99,7 +99,8 @@ def up(config_path: str | None, address: str | None) -> None:
     """Bring the system up; start a local Ray head if none runs and no address is given."""
     config = load_config(config_path)  # fails before Ray starts
     started = connect_or_start(address, config.namespace)
-    state = up_system(config)
+    with progress_bars() as progress:
+        state = up_system(config, progress=progress)
     if started:
         mark_local_head(config.namespace)
     click.echo(format_status(state))
@@ -111,9 +112,30 @@ def up(config_path: str | None, address: str | None) -> None:
 @_namespace_option
 @_address_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
-def status(config_path: str | None, namespace: str | None, address: str | None, as_json: bool) -> None:
+@click.option(
+    "--watch", is_flag=True, help="A live view, read again every --interval seconds (Ctrl-C ends it)."
+)
+@click.option(
+    "--interval", default=2.0, show_default=True, type=click.FloatRange(0.2), help="Seconds between reads."
+)
+def status(
+    config_path: str | None,
+    namespace: str | None,
+    address: str | None,
+    as_json: bool,
+    watch: bool,
+    interval: float,
+) -> None:
     """Show swarms, agents, queue depths and task counts."""
     namespace = _connect(namespace, address, config_path)
+    if watch:
+        from cluster._private.watch import watch as watch_system
+
+        try:
+            watch_system(namespace, interval)
+        except KeyboardInterrupt:
+            pass
+        return
     state = system_status(namespace)
     click.echo(json.dumps(state, indent=2, default=str) if as_json else format_status(state))
 

@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["format_capabilities", "format_status", "format_table"]
+__all__ = ["format_capabilities", "format_status", "format_table", "progress_bars"]
+
+
+@contextmanager
+def progress_bars(transient: bool = True) -> Iterator[Callable[[str, int, int], None]]:
+    """Progress bars on standard error, one per `what`, moved by calling the yielded
+    `progress(what, done, total)` (a total of 0 is not known yet)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    bars: dict[str, Any] = {}
+    with Progress(*columns, console=Console(stderr=True), transient=transient) as shown:
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in bars:
+                bars[what] = shown.add_task(what, total=total or None)
+            shown.update(bars[what], completed=done, total=total or None)
+
+        yield progress
 
 
 def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:

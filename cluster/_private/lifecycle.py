@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import ray
@@ -54,14 +57,19 @@ def _keys(config: SystemConfig, ns: str, registry: Any) -> None:
             )
 
 
-def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
+Progress = Callable[[str, int, int], None]
+"""`up`'s progress: (what, done, of how many), called again as `done` grows."""
+
+
+def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Creates the registry, queens and health monitors of `config`; idempotent.
 
     Actors that already exist under their names are kept. A namespace that runs a system of a
     different configuration is left as it is: `up` refuses with the difference (change a
     running system with `down` then `up`). Waits until every pool's first agents answer or their
     `ready_timeout_s` passes (at most `wait_s`), so a pool asking for resources the cluster
-    lacks is reported as pending instead of hanging the call.
+    lacks is reported as pending instead of hanging the call. `progress`, if given, hears how
+    far the memory stores' loading, each service's replicas and the agents' start have come.
 
     Returns:
         The system status, as `status` reports it.
@@ -109,18 +117,22 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
         ).remote(ns, name, store)
         for name, store in _memory_stores(config)
     ]
-    get([m.stats.remote() for m in memories], timeout_s=300)  # loaded before agents use them
+    _loaded(memories, progress or _silent)  # before agents use them
     if config.ai is not None or config.facts is not None:
         from serve import deploy  # Serve's imports are heavy: only for systems with a service
 
         quiet_serve()
         ai_url = None
         if config.ai is not None:
-            ai_url = deploy(config.ai, app_name=ai_app_name(ns), system=ns)
+            ai_url = _watched(
+                lambda: deploy(config.ai, app_name=ai_app_name(ns), system=ns), ai_app_name(ns), progress
+            )
             get(registry.kv_put.remote(AI_URL_KEY, ai_url))
         if config.facts is not None:
             facts = config.facts.with_ai(ai_url) if ai_url else config.facts
-            url = deploy(facts, app_name=facts_app_name(ns), system=ns)
+            url = _watched(
+                lambda: deploy(facts, app_name=facts_app_name(ns), system=ns), facts_app_name(ns), progress
+            )
             get(registry.kv_put.remote(FACTS_URL_KEY, url))
         _keys(config, ns, registry)
     get([q.start.remote() for q in queens])
@@ -129,12 +141,51 @@ def up(config: SystemConfig, wait_s: float | None = None) -> dict[str, Any]:
     deadline = time.monotonic() + min(ready_s, wait_s if wait_s is not None else ready_s)
     while time.monotonic() < deadline:
         rows = [a for q in get([q.status.remote() for q in queens]) for a in q["agents"]]
+        (progress or _silent)("agents started", sum(a["state"] != "pending" for a in rows), len(rows))
         if all(a["state"] != "pending" for a in rows):
             break
         time.sleep(0.2)
     get([m.check.remote() for m in monitors])  # report health as of now, not of start-up
     internal_kv._internal_kv_put(_LAST_NAMESPACE_KEY, ns.encode(), overwrite=True)
     return status(ns)
+
+
+def _silent(what: str, done: int, total: int) -> None:
+    pass
+
+
+def _loaded(memories: list[Any], progress: Progress) -> None:
+    """Waits for each memory store to have loaded its data (at most 300 s)."""
+    waiting, deadline = [m.stats.remote() for m in memories], time.monotonic() + 300
+    if memories:
+        progress("memory stores loaded", 0, len(memories))
+    while waiting:
+        done, waiting = ray.wait(waiting, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+        if not done:
+            raise TimeoutError(f"{len(waiting)} memory stores did not load within 300 s")
+        get(done)  # a store that failed to load raises here
+        progress("memory stores loaded", len(memories) - len(waiting), len(memories))
+
+
+def _watched(deploy: Callable[[], str], app: str, progress: Progress | None) -> str:
+    """`deploy()`, telling `progress` how many of the application's replicas run meanwhile."""
+    if progress is None:
+        return deploy()
+    from ray import serve
+
+    with ThreadPoolExecutor(1) as pool:
+        deploying = pool.submit(deploy)
+        while True:
+            try:
+                url = deploying.result(timeout=0.5)
+            except FutureTimeout:
+                url = None
+            running = serve.status().applications.get(app)
+            states = [d.replica_states for d in running.deployments.values()] if running else []
+            total = sum(sum(s.values()) for s in states)
+            progress(f"replicas of {app}", sum(s.get("RUNNING", 0) for s in states), total)
+            if url is not None:
+                return url
 
 
 def last_namespace() -> str | None:

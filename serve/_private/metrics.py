@@ -2,7 +2,8 @@
 tags them with its application, deployment and replica): HTTP requests and refusals, AI tokens,
 cost and breakers, facts operations and record counts.
 
-Every metric carries `system` (the Ray namespace) and `service` (ai or facts) or what it is of.
+Every metric carries `system` (the Ray namespace); those of requests carry `service` (ai or
+facts), the others what they are of (a model, a key, a backend, a facts namespace).
 """
 
 from __future__ import annotations
@@ -13,11 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from models._private.core.metrics import LATENCY_BUCKETS_S, PREFIX, keep, tag_values
+from models._private.core.metrics import BREAKER_VALUES, LATENCY_BUCKETS_S, PREFIX, keep, tag_values
 
-__all__ = ["BREAKER_VALUES", "ServiceMetrics", "service_metrics"]
-
-BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+__all__ = ["ServiceMetrics", "service_metrics"]
 
 
 class ServiceMetrics:

@@ -2,6 +2,7 @@
 session head's metrics export port after real work (swarms, delegation, retries, a timeout, a
 restart, memory, the AI service over a scripted provider, the facts service)."""
 
+import io
 import json
 import subprocess
 import sys
@@ -12,11 +13,12 @@ import httpx
 import pytest
 import ray
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 
 from cluster import load_config
 from cluster._private.credentials import user_key
+from cluster._private.watch import watch
 from serve._private.authority import authority_name
-from tests.conftest import running_system
 from tests.scripted_provider import USAGE, ScriptedProvider
 from tests.waiting import wait_until
 
@@ -34,6 +36,7 @@ def provider():
 
 @pytest.fixture(scope="module")
 def system(serve_port, provider, tmp_path_factory):
+    auth = {"path": str(tmp_path_factory.mktemp("auth"))}  # keys and ledgers of this run only
     config = load_config(
         {
             "namespace": SYSTEM,
@@ -45,12 +48,14 @@ def system(serve_port, provider, tmp_path_factory):
                     "scripted": {"input_usd_per_million_tokens": 2, "output_usd_per_million_tokens": 10}
                 },
                 "embeddings": None,
+                "auth": auth,
             },
             "facts": {
                 "port": serve_port,
                 "route_prefix": "/ops-tests-facts",
                 "path": str(tmp_path_factory.mktemp("facts")),
                 "namespaces": {"kb": {"extractor": "none"}},
+                "auth": auth,
             },
             "swarms": {
                 "work": {
@@ -73,8 +78,16 @@ def system(serve_port, provider, tmp_path_factory):
             },
         }
     )
-    with running_system(config) as client:
+    from cluster import Client, down, up
+
+    progress: list[tuple[str, int, int]] = []
+    up(config, progress=lambda what, done, total: progress.append((what, done, total)))
+    try:
+        client = Client(SYSTEM)
+        client.progress = progress  # what `up` reported, for the test of its progress bars
         yield client
+    finally:
+        down(SYSTEM)
 
 
 def scrape(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -331,3 +344,23 @@ def test_the_ledger_adds_up_per_swarm_and_per_key_and_survives_restarts(ray_head
         env=ray_head["env"],
     )
     assert since.returncode == 0 and "SWARM" in since.stdout and "total" in since.stdout
+
+
+def test_status_watch_shows_live_frames_of_the_running_system(system):
+    out = io.StringIO()
+    watch(SYSTEM, interval_s=0.2, rounds=3, console=Console(file=out, width=200))
+    frames = out.getvalue()
+    for seen in ("system ops-tests", "work", "other", "llm.generate", "test.count", "AI service", "kb"):
+        assert seen in frames, seen
+
+
+def test_up_reports_its_progress_until_each_stage_is_complete(system):
+    last = {}
+    for what, done, total in system.progress:
+        assert 0 <= done <= total or total == 0, (what, done, total)
+        last[what] = (done, total)
+    assert last["memory stores loaded"] == (1, 1)
+    assert last["agents started"][0] == last["agents started"][1] >= 5
+    for app in (f"{SYSTEM}-ai", f"{SYSTEM}-facts"):
+        done, total = last[f"replicas of {app}"]
+        assert done == total >= 1, (app, done, total)

@@ -14,13 +14,44 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["LATENCY_BUCKETS_S", "PREFIX", "JournalMetrics", "journal_metrics", "keep", "label", "tag_values"]
+__all__ = [
+    "BREAKER_VALUES",
+    "LATENCY_BUCKETS_S",
+    "PREFIX",
+    "JournalMetrics",
+    "journal_metrics",
+    "keep",
+    "label",
+    "tag_values",
+]
 
 PREFIX = "swarmray_"
 
-LATENCY_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]
-"""Histogram boundaries of every latency, in seconds: a millisecond journal sync to a five
-minute task."""
+LATENCY_BUCKETS_S = [
+    0.001,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    900,
+    3600,
+]
+"""Histogram boundaries of every latency, in seconds: a millisecond journal sync to an hour-long
+task."""
+
+BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+"""A circuit breaker's state as the value of its gauge."""
 
 
 def label(value: Any) -> str:
