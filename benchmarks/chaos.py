@@ -10,6 +10,10 @@ Scenarios, one run:
             `journal_bytes_max` stays bounded however long it runs;
   node      a 3-node `ray.cluster_utils.Cluster` (logical CPUs and GPUs): the node holding the
             queen is removed mid-run; queen, monitor, registry and agents re-form on the others.
+  worker    the cluster recipe (README "Operations"): a control node and two workers, the
+            system's state pinned to the control node by `control_resources`; a worker is
+            removed mid-run, as an autoscaler does: agents re-form, every state-holding actor
+            stays where it was, and the memory store keeps every record.
 Each scenario counts `lost` (accepted tasks without a succeeded result) and `duplicate_results`
 (results that changed between two reads). The last line sums them as JSON, with the steady
 scenario's `journal_bytes_max` and `compactions`.
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -150,12 +156,53 @@ def multi_node(tasks: int) -> ChaosReport:
     return report
 
 
+def worker_removed(tasks: int) -> ChaosReport:
+    """Removes a worker node (no `control`) mid-run, as the autoscaler does when it scales down."""
+    from ray.cluster_utils import Cluster
+    from ray.util.state import list_actors
+
+    ns = "chaos-workers"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": {"control": 1}})
+    workers = [cluster.add_node(num_cpus=4) for _ in range(2)]
+    ray.init(address=cluster.address, namespace=ns, logging_level="WARNING", log_to_driver=False)
+    data = tempfile.mkdtemp(prefix="chaos-workers-")
+    swarm = chaos_swarm(agents=4, memory={"namespaces": ["work"], "memory": {"path": data}})
+    config = load_config({"namespace": ns, "control_resources": {"control": 0.01}, "swarms": {"work": swarm}})
+    up(config)
+    client = Client(ns)
+    store = ray.get_actor("memory:work", namespace=ns)
+    notes = [{"id": f"n{i}", "namespace": "work", "text": f"note {i}"} for i in range(100)]
+    ray.get(store.upsert.remote(notes))
+    removed: list[str] = []
+
+    def remove_a_worker():
+        if not removed:
+            cluster.remove_node(workers[0])
+            removed.append(workers[0].node_id)
+
+    report = run_tasks(client, "work", tasks, work_s=0.05, chaos=remove_a_worker, chaos_every_s=1.0)
+    report.node_kills = len(removed)
+    alive = list_actors(filters=[("ray_namespace", "=", ns), ("state", "=", "ALIVE")], limit=10_000)
+    where = {a.name: a.node_id for a in alive if a.name}
+    control = cluster.head_node.node_id
+    held = {name: node == control for name, node in where.items()}
+    assert held and all(held.values()), f"state-holding actors off the control node: {held}"
+    kept = ray.get(store.stats.remote())["records"]
+    assert kept == len(notes), f"the memory store holds {kept} of {len(notes)} records"
+    print(f"worker:   {report.as_dict()}; {sorted(held)} stayed on the control node, {kept} records kept")
+    down(ns)
+    ray.shutdown()
+    cluster.shutdown()
+    shutil.rmtree(data, ignore_errors=True)
+    return report
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2000, help="tasks per scenario")
     parser.add_argument("--kill-every-s", type=float, default=0.2)
     parser.add_argument("--steady-s", type=float, default=180.0, help="length of the steady scenario")
-    parser.add_argument("--scenario", choices=["all", "single", "steady", "node"], default="all")
+    parser.add_argument("--scenario", choices=["all", "single", "steady", "node", "worker"], default="all")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     total = ChaosReport()
@@ -165,6 +212,8 @@ def main() -> None:
         total = total.add(steady(args.steady_s, args.seed))
     if args.scenario in ("all", "node"):
         total = total.add(multi_node(args.tasks))
+    if args.scenario in ("all", "worker"):
+        total = total.add(worker_removed(args.tasks))
     result = total.as_dict()
     del result["registry_kills"]
     emit(result)

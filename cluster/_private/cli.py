@@ -21,6 +21,7 @@ from cluster._private.format import format_capabilities, format_search, format_s
 from cluster._private.lifecycle import down as down_system
 from cluster._private.lifecycle import last_namespace, mark_local_head
 from cluster._private.lifecycle import up as up_system
+from cluster._private.memory_load import load_records, records_of_file
 from cluster._private.security import (
     audit_over_http,
     audit_url,
@@ -338,6 +339,32 @@ def facts_search(
         click.echo(json.dumps(found, indent=2))
         return
     click.echo(format_search(found))
+
+
+@cli.group()
+def memory() -> None:
+    """The swarms' memory stores."""
+
+
+@memory.command(name="load")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--store", required=True, help="The memory store: a swarm's name, or global.")
+@click.option(
+    "--in", "into", default=None, help="The namespace of records that name none (default: the store's)."
+)
+@click.option("--batch", default=256, show_default=True, type=click.IntRange(1), help="Records a write.")
+@_address_option
+@_namespace_option
+def memory_load(
+    path: str, store: str, into: str | None, batch: int, namespace: str | None, address: str | None
+) -> None:
+    """Load PATH, a JSONL file of records (text, and optionally id, namespace, metadata, tier,
+    importance, ttl_s), into a memory store; every line is checked before anything is written."""
+    system = _connect(namespace, address)
+    records = records_of_file(path, into or store)
+    with progress_bars(transient=False) as progress:
+        stored = load_records(system, store, records, batch, progress)
+    click.echo(f"{stored} records stored in memory:{store}")
 
 
 @cli.group()

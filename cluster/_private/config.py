@@ -32,8 +32,10 @@ class SystemConfig(ConfigModel):
     registry: RegistryConfig = Field(default_factory=RegistryConfig, description="Meta registry.")
     control_resources: dict[str, PositiveFloat] = Field(
         default_factory=dict,
-        description="Custom Ray resources the registry, queens and monitors ask for, e.g. "
-        "{'control': 0.001}, to keep them on the nodes that offer it.",
+        description="Custom Ray resources every actor that holds the system's state asks for "
+        "(the registry, queens, monitors, memory stores, and the services' key authority and "
+        "facts shards unless they set their own), e.g. {'control': 0.001}, to keep them on the "
+        "nodes that offer it: a worker the autoscaler removes then holds none of it.",
     )
     swarms: dict[Name, SwarmConfig] = Field(description="Swarms by name.")
     global_memory: MemoryStoreConfig | None = Field(
@@ -52,6 +54,19 @@ class SystemConfig(ConfigModel):
     @classmethod
     def _swarm_names(cls, v: Any) -> Any:
         return named(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _services_stay_with_control(cls, data: Any) -> Any:
+        # The services' state (keys, the ledger, facts shards) goes where the system's does,
+        # unless a service names resources of its own.
+        if not isinstance(data, dict) or not data.get("control_resources"):
+            return data
+        data = dict(data)
+        for service in ("ai", "facts"):
+            if isinstance(data.get(service), dict) and not data[service].get("control_resources"):
+                data[service] = {**data[service], "control_resources": data["control_resources"]}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> SystemConfig:

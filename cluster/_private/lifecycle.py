@@ -114,6 +114,7 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
             max_concurrency=1000,
             num_cpus=store.num_cpus,
             num_gpus=store.num_gpus or None,
+            resources=dict(config.control_resources),
         ).remote(ns, name, store)
         for name, store in _memory_stores(config)
     ]

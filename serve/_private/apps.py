@@ -77,24 +77,24 @@ class FactsAppArgs(FactsServiceConfig):
         return FactsServiceConfig.model_validate(self.model_dump(exclude={"system"}))
 
 
-def _authority(system: str, auth: AuthConfig) -> None:
+def _authority(system: str, auth: AuthConfig, resources: dict[str, float]) -> None:
     import ray
 
     from serve._private.authority import get_authority
 
     # Serve builds the application in a Ray task: the authority is up before any gateway asks.
-    ray.get(get_authority(system, auth).list.remote())
+    ray.get(get_authority(system, auth, resources).list.remote())
 
 
 def ai_app(args: AIAppArgs) -> Any:
     """The AI service as a Serve application, for `import_path: serve:ai_app` in a Serve config
     file; `args` are checked against `AIAppArgs`."""
-    _authority(args.system, args.auth)
+    _authority(args.system, args.auth, args.control_resources)
     return build_app(args.service(), args.system)
 
 
 def facts_app(args: FactsAppArgs) -> Any:
     """The facts service as a Serve application, for `import_path: serve:facts_app` in a Serve
     config file; `args` are checked against `FactsAppArgs`."""
-    _authority(args.system, args.auth)
+    _authority(args.system, args.auth, args.control_resources)
     return build_facts_app(args.service(), args.system)

@@ -278,8 +278,9 @@ class KeyAuthority:
         return {**self.heads, "authority": self.audit.checkpoint()}
 
 
-def get_authority(system: str, config: AuthConfig) -> Any:
-    """The system's key authority actor, started (detached, restarted by Ray) if none runs."""
+def get_authority(system: str, config: AuthConfig, resources: dict[str, float] | None = None) -> Any:
+    """The system's key authority actor, started (detached, restarted by Ray) if none runs;
+    `resources`: custom Ray resources it asks for (control_resources), to stay where they are."""
     import ray
 
     return (
@@ -292,6 +293,7 @@ def get_authority(system: str, config: AuthConfig) -> Any:
             max_restarts=-1,
             max_task_retries=-1,
             num_cpus=0,
+            resources=dict(resources or {}),
         )
         .remote(config.directory(system), config.model_dump())
     )

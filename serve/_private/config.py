@@ -177,6 +177,12 @@ class AIServiceConfig(ConfigModel):
         description="Price per model, provider or the embeddings model, by name, for keys with a "
         "cost budget; a name not listed costs nothing (a local model on your own hardware).",
     )
+    control_resources: dict[str, PositiveFloat] = Field(
+        default_factory=dict,
+        description="Custom Ray resources the service's state-holding actors ask for (the key "
+        "authority), e.g. {control: 0.001}, to keep them on the nodes that offer it; in a system "
+        "config, the system's `control_resources` unless set here.",
+    )
 
     @model_validator(mode="after")
     def _auth_off_on_loopback_only(self) -> AIServiceConfig:

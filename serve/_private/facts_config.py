@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
+from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from models._private.core.config import ConfigModel, Name
 from models._private.core.journal import journal_location
@@ -94,6 +94,12 @@ class FactsServiceConfig(ConfigModel):
     ingress_replicas: PositiveInt = Field(1, description="Replicas of the stateless HTTP ingress.")
     auth: AuthConfig = Field(
         default_factory=AuthConfig, description="API keys, scopes, limits and the audit trail."
+    )
+    control_resources: dict[str, PositiveFloat] = Field(
+        default_factory=dict,
+        description="Custom Ray resources the service's state-holding actors ask for (the key "
+        "authority and every namespace's shard), e.g. {control: 0.001}, to keep them on the "
+        "nodes that offer it; in a system config, the system's `control_resources` unless set here.",
     )
 
     @model_validator(mode="after")

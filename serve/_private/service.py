@@ -56,7 +56,7 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
             num_replicas=1,  # one writer per store: the shard is the namespace's single owner
             max_ongoing_requests=1000,
             graceful_shutdown_timeout_s=60,
-            ray_actor_options={"num_cpus": ns.num_cpus},
+            ray_actor_options={"num_cpus": ns.num_cpus, "resources": dict(config.control_resources)},
         )
         .bind(name, ns.model_dump(), config.namespace_path(system, name), llm, reader, system)
         for name, ns in config.namespaces.items()
@@ -92,7 +92,7 @@ def deploy(config: ServiceConfig, app_name: str | None = None, system: str | Non
         import ray
 
         # Up before the gateways: it checks keys (auth on) and keeps the usage ledger (always).
-        ray.get(get_authority(system or app_name, config.auth).list.remote())
+        ray.get(get_authority(system or app_name, config.auth, config.control_resources).list.remote())
         app = build_facts_app(config, system or app_name) if facts else build_app(config, system or app_name)
         serve.run(app, name=app_name, route_prefix=config.route_prefix)
     return service_url(config)

@@ -162,3 +162,25 @@ def test_removing_the_queens_node_loses_nothing(head):
         "journal_bytes_max": 0,
         "compactions": 0,
     }
+
+
+def test_removing_a_worker_keeps_the_state_on_the_control_node_and_loses_nothing(head):
+    """The cluster recipe's promise (README "Operations"): with control_resources, an autoscaler
+    removing a worker takes agents only; `benchmarks.chaos` asserts every state-holding actor
+    stayed on the control node and the memory store kept its records."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.chaos", "--scenario", "worker", "--tasks", "300"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "stayed on the control node, 100 records kept" in proc.stdout
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (report["submitted"], report["completed"], report["lost"], report["node_kills"]) == (
+        300,
+        300,
+        0,
+        1,
+    )

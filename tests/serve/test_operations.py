@@ -17,6 +17,7 @@ from rich.console import Console
 
 from cluster import load_config
 from cluster._private.credentials import user_key
+from cluster._private.memory_load import load_records, records_of_file
 from cluster._private.watch import watch
 from serve._private.authority import authority_name
 from tests.scripted_provider import USAGE, ScriptedProvider
@@ -364,3 +365,21 @@ def test_up_reports_its_progress_until_each_stage_is_complete(system):
     for app in (f"{SYSTEM}-ai", f"{SYSTEM}-facts"):
         done, total = last[f"replicas of {app}"]
         assert done == total >= 1, (app, done, total)
+
+
+def test_a_bulk_memory_load_reports_its_progress_and_lands_whole(system, tmp_path):
+    store = ray.get_actor("memory:work", namespace=SYSTEM)
+    before = ray.get(store.stats.remote())["records"]
+    path = tmp_path / "bulk.jsonl"
+    path.write_text(
+        "\n".join(json.dumps({"text": f"bulk note number {i} about topic {i % 7}"}) for i in range(300))
+    )
+    progress = []
+    stored = load_records(
+        SYSTEM, "work", records_of_file(str(path), "work"), 128, lambda *p: progress.append(p)
+    )
+    assert stored == 300 and progress == [("records stored", n, 300) for n in (128, 256, 300)]
+    assert ray.get(store.stats.remote())["records"] == before + 300
+    # Loading the file again replaces the same ids: nothing is repeated.
+    load_records(SYSTEM, "work", records_of_file(str(path), "work"))
+    assert ray.get(store.stats.remote())["records"] == before + 300

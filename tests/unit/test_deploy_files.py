@@ -8,6 +8,7 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.serve.schema import ServeDeploySchema
 
+from cluster import load_config
 from serve import AIAppArgs, FactsAppArgs
 from tests.conftest import ROOT
 
@@ -116,3 +117,28 @@ def test_the_fit_check_finds_a_gpu_model_that_no_group_can_hold():
     assert _fits(cluster)["qwen2.5-7b-instruct"] == []
     cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "500m"
     assert _fits(cluster)["smollm2-135m-instruct"] == []
+
+
+def test_the_cluster_recipe_pins_all_state_to_what_only_the_head_offers_and_journals_remotely():
+    config = load_config(ROOT / "configs" / "cluster.yaml")
+    wanted = config.control_resources
+    assert wanted and config.ai.control_resources == wanted and config.facts.control_resources == wanted
+    head = _cluster()["available_node_types"][_cluster()["head_node_type"]]["resources"]
+    assert all(head.get(name, 0) >= amount for name, amount in wanted.items())
+    kuberay_head = _rayservice()["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]
+    assert all(name in kuberay_head["resources"] for name in wanted)
+    assert all(uri.startswith("s3://") for uri in config.journal_locations().values())
+    # Every GPU model asks for what the launcher's GPU nodes offer.
+    gpu_node = _cluster()["available_node_types"]["gpu_worker"]["resources"]
+    for model in config.ai.models.values():
+        if model.resources.num_gpus:
+            assert gpu_node["GPU"] >= model.resources.num_gpus
+            assert gpu_node.get(f"accelerator_type:{model.resources.accelerator_type}") == 1
+
+
+def test_a_services_own_control_resources_win_over_the_systems():
+    data = yaml.safe_load((ROOT / "configs" / "cluster.yaml").read_text())
+    data["facts"]["control_resources"] = {"facts": 1}
+    config = load_config(data)
+    assert config.facts.control_resources == {"facts": 1}
+    assert config.ai.control_resources == config.control_resources
