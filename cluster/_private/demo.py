@@ -17,6 +17,7 @@ from cluster._private.facts_client import FactsClient
 from cluster._private.format import format_status
 from cluster._private.lifecycle import down, up
 from cluster._private.status import status
+from cluster._private.usage import format_usage, usage
 
 __all__ = ["DEMO", "DEMO_DOCUMENTS", "DEMO_TASKS", "FOLLOW_UP", "QUESTION", "format_results", "run_demo"]
 
@@ -195,6 +196,8 @@ def run_demo(config_path: str | None = None, address: str | None = None) -> int:
         _wait_for_extraction(config.namespace, tasks, ended)
     print("\n" + format_results(wanted, results))
     print("\n" + format_status(status(config.namespace)))
+    if config.ai is not None:  # what the tasks spent through the AI service (`swarm usage`)
+        print("\n" + format_usage(usage(config.namespace, "swarm"), "swarm"))
     ok = all(r.ok for r in results)
     if created:
         down(config.namespace)

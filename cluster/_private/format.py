@@ -12,13 +12,18 @@ __all__ = ["format_capabilities", "format_status", "format_table", "progress_bar
 @contextmanager
 def progress_bars(transient: bool = True) -> Iterator[Callable[[str, int, int], None]]:
     """Progress bars on standard error, one per `what`, moved by calling the yielded
-    `progress(what, done, total)` (a total of 0 is not known yet)."""
+    `progress(what, done, total)` (a total of 0 is not known yet); none where standard error is
+    not a terminal (a log file, a pipe), which only the outcome should reach."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield lambda what, done, total: None
+        return
     columns = (TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     bars: dict[str, Any] = {}
-    with Progress(*columns, console=Console(stderr=True), transient=transient) as shown:
+    with Progress(*columns, console=console, transient=transient) as shown:
 
         def progress(what: str, done: int, total: int) -> None:
             if what not in bars:

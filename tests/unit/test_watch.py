@@ -52,3 +52,11 @@ def test_the_first_frame_has_no_rates_yet():
     frame = text(render(state(50)))
     row = next(line for line in frame.splitlines() if line.strip().startswith("│ ai"))
     assert [c.strip() for c in row.strip("│ ").split("│")][6:8] == ["-", "-"]
+
+
+def test_progress_bars_stay_off_a_stream_that_is_not_a_terminal(capsys):
+    from cluster._private.format import progress_bars
+
+    with progress_bars() as progress:
+        progress("agents started", 1, 2)
+    assert capsys.readouterr().err == ""  # a log or a pipe gets the outcome only
