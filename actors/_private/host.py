@@ -98,7 +98,10 @@ class AgentHost:
 def _note_spent(error: Exception, spent: Spent) -> None:
     # A failed attempt may have paid for answers already: the queen counts them too.
     if not spent.empty:
-        error.spent = spent.model_dump()  # type: ignore[attr-defined]
+        try:
+            error.spent = spent.model_dump()  # type: ignore[attr-defined]
+        except AttributeError:  # an exception class with __slots__: its spend goes uncounted
+            pass
 
 
 def _as_journaled(value: Any, agent_id: str, what: str) -> Any:

@@ -112,6 +112,7 @@ class MemoryStore:
             "embedder": self.memory.embedder.name,
             "dim": self.memory.dim,
             "dense_kind": self.memory.config.dense_kind,
+            "namespaces": list(self.memory.namespaces),
             "pid": os.getpid(),
         }
 

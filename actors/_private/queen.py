@@ -720,7 +720,8 @@ class SwarmQueen:
             return
         res = rec.result
         res.agent_id, res.swarm, res.attempts = remote.agent_id, remote.swarm, remote.attempts
-        res.timings.started_at, res.usage = remote.timings.started_at, remote.usage  # counted there
+        res.timings.started_at = remote.timings.started_at
+        self._spent(res, remote.usage.model_dump() if remote.usage else None)  # counted there
         self._finish(
             rec, remote.status, output=remote.output, error=remote.error, error_type=remote.error_type
         )

@@ -192,15 +192,18 @@ class TaskBook:
     def live_entries(self) -> list[dict[str, Any]]:
         """The journal, compacted: what replay needs to rebuild the current state."""
         out: list[dict[str, Any]] = [led_entry(self.usage)]
+        # Results still being journaled go last: their own fin entry follows the compacted
+        # base, and must find their record still kept (not dropped as the oldest) to be a no-op.
+        writing = []
         for rec in self.records.values():
             if rec.done.is_set():  # settled: its usage is in the ledger entry above
                 out.append(fin_entry(rec.result, ledger=False))
                 continue
-            if rec.final is not None:  # still being journaled: counts as final, not yet counted
-                out.append(fin_entry(rec.final, ledger=rec.delegated_to is None))
+            if rec.final is not None:  # counts as final, its usage not yet in the ledger
+                writing.append(fin_entry(rec.final, ledger=rec.delegated_to is None))
                 continue
             out.append(acc_entry(rec.task))
             if rec.delegated_to:
                 out.append(del_entry(rec.task.id, rec.delegated_to))
         out += [snap_entry(a, s) for a, s in self.snapshots.items()]
-        return out
+        return out + writing

@@ -95,7 +95,9 @@ class TaskResult(BaseModel):
     attempts: int = 0
     timings: Timings = Field(default_factory=Timings)
     usage: Spent | None = Field(
-        None, description="Tokens and cost the last attempt spent through the AI service."
+        None,
+        description="Tokens and cost its attempts spent through the AI service (those that "
+        "ended with an answer or an error; a delegated task's include the other swarm's).",
     )
 
     @property

@@ -62,10 +62,13 @@ class SystemConfig(ConfigModel):
         # unless a service names resources of its own.
         if not isinstance(data, dict) or not data.get("control_resources"):
             return data
-        data = dict(data)
+        data, wanted = dict(data), data["control_resources"]
         for service in ("ai", "facts"):
-            if isinstance(data.get(service), dict) and not data[service].get("control_resources"):
-                data[service] = {**data[service], "control_resources": data["control_resources"]}
+            given = data.get(service)
+            if isinstance(given, dict) and not given.get("control_resources"):
+                data[service] = {**given, "control_resources": wanted}
+            elif isinstance(given, (AIServiceConfig, FactsServiceConfig)) and not given.control_resources:
+                data[service] = given.model_copy(update={"control_resources": dict(wanted)})
         return data
 
     @model_validator(mode="after")

@@ -181,7 +181,10 @@ def _watched(deploy: Callable[[], str], app: str, progress: Progress | None) -> 
                 url = deploying.result(timeout=0.5)
             except FutureTimeout:
                 url = None
-            running = serve.status().applications.get(app)
+            try:
+                running = serve.status().applications.get(app)
+            except Exception:  # the progress is a view: it never fails the deploy
+                running = None
             states = [d.replica_states for d in running.deployments.values()] if running else []
             total = sum(sum(s.values()) for s in states)
             progress(f"replicas of {app}", sum(s.get("RUNNING", 0) for s in states), total)

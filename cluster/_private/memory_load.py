@@ -71,6 +71,9 @@ def load_records(
         raise SwarmrayError(
             f"system {system!r} has no memory store {store!r} (a swarm's `memory:`, or global)"
         )
+    held = set(call(handle.stats.remote).get("namespaces") or [])
+    if bad := sorted({r["namespace"] for r in records} - held):  # before the first write
+        raise MemoryInputError("namespace", f"memory:{store} holds {sorted(held)}, not {bad}")
     done = 0
     for start in range(0, len(records), batch):
         chunk = records[start : start + batch]

@@ -114,6 +114,7 @@ class KeyAuthority:
         self.batches: OrderedDict[str, None] = OrderedDict()
         self.usage_journal = Journal(os.path.join(directory, "usage"))
         self._usage_base = 0  # the usage journal's size after its last compaction
+        self._writing: dict[str, dict[str, Any]] = {}  # batch id -> its entry, being appended
         for entry in self.usage_journal.read():
             if entry["k"] == "led":
                 self.usage.load(entry["rows"])
@@ -233,17 +234,25 @@ class KeyAuthority:
     async def record_usage(self, batch: dict[str, Any]) -> None:
         """Counts a replica's batch {"id", "at", "rows": [[key id, model, Spent fields]]},
         durably before it returns; a batch id seen before is ignored."""
-        if batch["id"] in self.batches:
-            return
+        if batch["id"] in self.batches or batch["id"] in self._writing:
+            return  # counted, or being written for a call Ray delivered before
         entry = {"k": "use", **batch}
-        await self.usage_journal.append(entry)
+        self._writing[batch["id"]] = entry
+        try:
+            await self.usage_journal.append(entry)
+        finally:
+            del self._writing[batch["id"]]
         self._count_batch(entry)
         # Rewritten as its ledger once past the limit and doubled since the last time.
         if self.usage_journal.size_bytes() > max(USAGE_COMPACT_BYTES, 2 * self._usage_base):
-            await self.usage_journal.rewrite(
-                lambda: [{"k": "led", "rows": self.usage.dump(), "batches": list(self.batches)}]
-            )
+            await self.usage_journal.rewrite(self._usage_base_entries)
             self._usage_base = self.usage_journal.size_bytes()
+
+    def _usage_base_entries(self) -> list[dict[str, Any]]:
+        # A compaction runs right after a write, before that write's callers count their
+        # batches: those are carried over whole, to be counted on replay.
+        led = {"k": "led", "rows": self.usage.dump(), "batches": list(self.batches)}
+        return [led, *self._writing.values()]
 
     def _count_batch(self, entry: dict[str, Any]) -> None:
         if entry["id"] in self.batches:

@@ -14,6 +14,7 @@ from typing import Any
 from ray.exceptions import RayTaskError
 
 from models._private.core.errors import FactsInputError, SwarmrayError
+from models._private.core.metrics import safely
 from models._private.core.retry import unwrap_error
 from models._private.facts import FactsBase
 from serve._private.facts_config import FactsNamespaceConfig
@@ -190,7 +191,7 @@ class FactsShard:
         # What the namespace holds, for its gauge: at most once a second (three COUNTs).
         if force or time.monotonic() - self._counted >= 1.0:
             self._counted = time.monotonic()
-            self.metrics.facts_held(self.namespace, self.base.store.stats())
+            safely(lambda: self.metrics.facts_held(self.namespace, self.base.store.stats()))
 
     async def check_health(self) -> None:
         # Serve restarts a replica whose check raises; a dead worker would strand documents.

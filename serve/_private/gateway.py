@@ -87,6 +87,7 @@ async def _unavailable(request: Request, exc: BackendsUnavailableError) -> JSONR
 
 app.add_middleware(GuardMiddleware, rule=ai_rule, service="ai")
 USAGE_FLUSH_S = 1.0  # how often a replica sends what it charged to the system's ledger
+USAGE_SHUTDOWN_S = 5.0  # how long a stopping replica tries to send what it has not
 MAX_CALLERS = 10_000  # rows of the usage table before new callers share one, "others"
 RESERVED_COMPLETION_TOKENS = 1024  # max_tokens of a token-limited key's request that names none
 _PER_MESSAGE = 8  # tokens a chat template adds around a message, at most, in the models we serve
@@ -167,6 +168,8 @@ class Gateway:
         self.metrics = service_metrics(system, "ai")
         self.system = system
         self._unsent: dict[tuple[str, str], Spent] = {}  # (caller, model) -> charged, not yet sent
+        self._outgoing: dict[str, Any] | None = None  # the batch being sent (and resent)
+        self._ledger: Any = None  # the key authority's handle
         self._flusher: asyncio.Task | None = None
         self.metrics.breakers({name: b.state for name, b in self.breakers.items()})
         # caller -> model -> counters; this replica's share (see README: usage accounting)
@@ -267,7 +270,8 @@ class Gateway:
         counters["prompt_tokens"] += prompt
         counters["completion_tokens"] += completion
         counters["cost_usd"] = round(counters["cost_usd"] + cost_usd, 6)
-        self.metrics.charged(model, caller, prompt, completion, cost_usd)
+        # A key's id, or none with auth off (a caller's `user` is theirs to choose: unbounded).
+        self.metrics.charged(model, key.id if key is not None else "none", prompt, completion, cost_usd)
         spent = Spent(
             requests=1, prompt_tokens=prompt, completion_tokens=completion, cost_microusd=cost_microusd
         )
@@ -279,21 +283,38 @@ class Gateway:
         """Sends what this replica charged to the system's ledger (the key authority) every
         USAGE_FLUSH_S while there is any; a batch that did not arrive is sent again, under its
         id, so that it counts once."""
-        from ray import get_actor
-
-        from serve._private.authority import authority_name
-
-        batch = None
-        while self._unsent or batch is not None:
+        while self._unsent or self._outgoing is not None:
             await asyncio.sleep(USAGE_FLUSH_S)
-            if batch is None:
-                rows = [[k, m, s.model_dump()] for (k, m), s in self._unsent.items()]
-                batch, self._unsent = {"id": uuid.uuid4().hex, "at": time.time(), "rows": rows}, {}
+            await self._send_usage()
+
+    async def _send_usage(self) -> None:
+        if self._outgoing is None:
+            rows = [[k, m, s.model_dump()] for (k, m), s in self._unsent.items()]
+            self._outgoing, self._unsent = {"id": uuid.uuid4().hex, "at": time.time(), "rows": rows}, {}
+        try:
+            if self._ledger is None:  # looked up once, off the loop (it asks Ray's control store)
+                from ray import get_actor
+
+                from serve._private.authority import authority_name
+
+                where = authority_name(self.system)
+                self._ledger = await asyncio.to_thread(get_actor, where, namespace=self.system)
+            await self._ledger.record_usage.remote(self._outgoing)
+            self._outgoing = None
+        except Exception as e:
+            self._ledger = None
+            log.warning("the usage ledger did not take a batch (%r); sending it again", unwrap_error(e))
+
+    async def __del__(self) -> None:
+        # Serve's graceful shutdown (a scale-down, `swarm down`): what this replica charged
+        # and has not sent goes now, with one try.
+        if getattr(self, "_unsent", None) or getattr(self, "_outgoing", None) is not None:
+            if self._flusher is not None:
+                self._flusher.cancel()  # a batch it was sending keeps its id: counted once
             try:
-                await get_actor(authority_name(self.system), namespace=self.system).record_usage.remote(batch)
-                batch = None
+                await asyncio.wait_for(self._send_usage(), USAGE_SHUTDOWN_S)
             except Exception as e:
-                log.warning("the usage ledger did not take a batch (%r); sending it again", unwrap_error(e))
+                log.warning("usage not sent at shutdown: %r", e)
 
     # -- endpoints ------------------------------------------------------------------------
 

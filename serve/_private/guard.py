@@ -280,6 +280,7 @@ def usable(request: Any, names: list[str], kind: Literal["model", "namespace"]) 
 
 _GUARDS: dict[str, Guard] = {}  # service -> this process's guard (a replica is a process)
 _METRICS: dict[str, ServiceMetrics] = {}  # service -> this replica's metrics
+UNROUTED = "-"  # the route label of a request refused before routing, or matching no route
 
 
 def guard_of(service: str) -> Guard | None:
@@ -358,6 +359,8 @@ class GuardMiddleware:
         # Serve's own request id (it answers it in x-request-id and logs under it).
         request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
         if int(headers.get(b"content-length", b"0") or 0) > MAX_BODY_BYTES:  # refused unread
+            if metrics is not None:
+                metrics.answered(UNROUTED, scope["method"], 413, time.perf_counter() - began)
             message = f"the request body is over {MAX_BODY_BYTES} bytes"
             body = error_body(message, "invalid_request_error", "body", "request_too_large", request_id)
             return await _respond(send, 413, body)
@@ -383,6 +386,7 @@ class GuardMiddleware:
                 status, message, code = refusal
                 if metrics is not None:
                     metrics.refused(record.id if record else None, code)
+                    metrics.answered(UNROUTED, scope["method"], status, time.perf_counter() - began)
                 kind = {401: "authentication_error", 403: "permission_error"}.get(status, "rate_limit_error")
                 guard.audit.append(
                     _entry("refused", record, scope, path, status, request_id, namespace, code=code)
@@ -394,7 +398,7 @@ class GuardMiddleware:
         async def sending(message: dict) -> None:
             if message["type"] == "http.response.start" and metrics is not None:
                 # The route's template (the router put it in the scope), not the path with ids.
-                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                route = getattr(scope.get("route"), "path", None) or UNROUTED
                 metrics.answered(route, scope["method"], message["status"], time.perf_counter() - began)
                 if message["status"] == 429:  # a route's own limit check: tokens or cost
                     metrics.refused(getattr(record, "id", None), state.get("refusal", "rate_limit_exceeded"))

@@ -19,6 +19,9 @@ from models._private.core.metrics import BREAKER_VALUES, LATENCY_BUCKETS_S, PREF
 __all__ = ["ServiceMetrics", "service_metrics"]
 
 
+_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
 class ServiceMetrics:
     """One replica's metrics of one service."""
 
@@ -74,6 +77,7 @@ class ServiceMetrics:
 
     def answered(self, route: str, method: str, status: int, seconds: float) -> None:
         tags = tag_values(system=self.system, service=self.service, route=route)
+        method = method if method in _METHODS else "other"  # the client's to choose: bounded
         self.requests.inc(1, {**tags, **tag_values(method=method, status=status)})
         self.request_s.observe(seconds, tags)
 

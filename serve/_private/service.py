@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from models._private.core.errors import SchedulingError
 from serve._private.authority import get_authority
 from serve._private.config import AIServiceConfig
 from serve._private.facts_config import FactsServiceConfig
@@ -11,6 +12,7 @@ from serve._private.facts_config import FactsServiceConfig
 __all__ = ["build_app", "build_facts_app", "deploy", "service_url"]
 
 ServiceConfig = AIServiceConfig | FactsServiceConfig
+AUTHORITY_START_S = 120.0  # a key authority that cannot be placed (its resources) fails `deploy`
 
 
 def build_app(config: AIServiceConfig, system: str = "ai") -> Any:
@@ -92,7 +94,14 @@ def deploy(config: ServiceConfig, app_name: str | None = None, system: str | Non
         import ray
 
         # Up before the gateways: it checks keys (auth on) and keeps the usage ledger (always).
-        ray.get(get_authority(system or app_name, config.auth, config.control_resources).list.remote())
+        authority = get_authority(system or app_name, config.auth, config.control_resources)
+        try:
+            ray.get(authority.list.remote(), timeout=AUTHORITY_START_S)
+        except ray.exceptions.GetTimeoutError:
+            raise SchedulingError(
+                f"the key authority did not start within {AUTHORITY_START_S:g} s; it needs "
+                f"{dict(config.control_resources) or 'no custom resources'} on some node"
+            ) from None
         app = build_facts_app(config, system or app_name) if facts else build_app(config, system or app_name)
         serve.run(app, name=app_name, route_prefix=config.route_prefix)
     return service_url(config)

@@ -139,18 +139,23 @@ def test_routing_resumes_after_the_registry_is_killed(head, namespace):
         assert client._call(lambda: client.registry.kv_get.remote("leader")) == "work"  # from its journal
 
 
-def test_removing_the_queens_node_loses_nothing(head):
-    """A 3-node `ray.cluster_utils.Cluster` of its own, in a child process (one driver per
-    process): the node holding the queen is removed mid-run."""
+def chaos(scenario: str) -> tuple[str, dict]:
+    """`benchmarks.chaos` with 300 tasks on a 3-node `ray.cluster_utils.Cluster` of its own, in a
+    child process (one driver per process): what it printed, and its report."""
     proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.chaos", "--scenario", "node", "--tasks", "300"],
+        [sys.executable, "-m", "benchmarks.chaos", "--scenario", scenario, "--tasks", "300"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    return proc.stdout, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_removing_the_queens_node_loses_nothing(head):
+    """The node holding the queen is removed mid-run."""
+    report = chaos("node")[1]
     assert report == {
         "submitted": 300,
         "completed": 300,
@@ -168,16 +173,8 @@ def test_removing_a_worker_keeps_the_state_on_the_control_node_and_loses_nothing
     """The cluster recipe's promise (README "Operations"): with control_resources, an autoscaler
     removing a worker takes agents only; `benchmarks.chaos` asserts every state-holding actor
     stayed on the control node and the memory store kept its records."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.chaos", "--scenario", "worker", "--tasks", "300"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "stayed on the control node, 100 records kept" in proc.stdout
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    printed, report = chaos("worker")
+    assert "stayed on the control node, 100 records kept" in printed
     assert (report["submitted"], report["completed"], report["lost"], report["node_kills"]) == (
         300,
         300,

@@ -271,6 +271,18 @@ def test_gauges_stay_in_the_scrape_while_nothing_changes(ray_head, system):
 FIELDS = ("requests", "prompt_tokens", "completion_tokens", "cost_microusd")
 
 
+def swarm_cli(ray_head, *args: str) -> subprocess.CompletedProcess:
+    """`swarm ARGS` on the test's system, as a user runs it."""
+    where = ["--namespace", SYSTEM, "--address", ray_head["address"]]
+    return subprocess.run(
+        [sys.executable, "-m", "cluster", *args, *where],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ray_head["env"],
+    )
+
+
 def test_the_ledger_adds_up_per_swarm_and_per_key_and_survives_restarts(ray_head, system):
     ids = [system.submit("llm.generate", {"input": f"more {i}"}, swarm="work") for i in range(2)]
     for task_id in ids:
@@ -304,46 +316,11 @@ def test_the_ledger_adds_up_per_swarm_and_per_key_and_survives_restarts(ray_head
     assert wait_until(lambda: sums() == (swarms, keys), 60, "the ledgers after the restarts")
 
     # The CLI prints the same rows.
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cluster",
-            "usage",
-            "--by",
-            "key",
-            "--json",
-            "--namespace",
-            SYSTEM,
-            "--address",
-            ray_head["address"],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=ray_head["env"],
-    )
+    cli = swarm_cli(ray_head, "usage", "--by", "key", "--json")
     assert cli.returncode == 0, cli.stderr
     (row,) = [r for r in json.loads(cli.stdout) if r["key"] == agents_key]
     assert {f: row[f] for f in FIELDS} == keys and row["name"] == "agents"
-    since = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cluster",
-            "usage",
-            "--since",
-            "1s",
-            "--namespace",
-            SYSTEM,
-            "--address",
-            ray_head["address"],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=ray_head["env"],
-    )
+    since = swarm_cli(ray_head, "usage", "--since", "1s")
     assert since.returncode == 0 and "SWARM" in since.stdout and "total" in since.stdout
 
 

@@ -64,8 +64,15 @@ def test_the_rayservice_runs_the_serve_config_files_applications_with_token_auth
     assert {n: (a["import_path"], a["route_prefix"]) for n, a in apps.items()} == {
         n: (a["import_path"], a["route_prefix"]) for n, a in file_apps.items()
     }
-    assert apps["swarmray-facts"]["args"] == file_apps["swarmray-facts"]["args"]
-    FactsAppArgs.model_validate(apps["swarmray-facts"]["args"])
+    # The same facts service, its state pinned to the head, which alone offers `control`.
+    facts = dict(apps["swarmray-facts"]["args"])
+    assert facts.pop("control_resources") == {"control": 0.001}
+    assert facts == file_apps["swarmray-facts"]["args"]
+    ai = AIAppArgs.model_validate(apps["swarmray-ai"]["args"])
+    assert ai.control_resources == {"control": 0.001}
+    assert (
+        FactsAppArgs.model_validate(apps["swarmray-facts"]["args"]).control_resources == ai.control_resources
+    )
 
 
 def _quantity(text: str | int) -> float:

@@ -103,3 +103,17 @@ def test_a_queens_ledger_counts_each_task_once_across_replay_and_compaction():
     assert again.usage.totals()[0]["prompt_tokens"] == 30 + 40
     # The next compaction keeps the sums, and its settled results are not counted again.
     assert book_of(again.live_entries()).usage.totals() == again.usage.totals()
+
+
+def test_a_result_being_journaled_during_compaction_is_counted_once_even_with_few_results_kept():
+    # keep_results 2: the compacted base holds two settled results and the one being written;
+    # its own fin entry, after the base, must still find its record.
+    book = TaskBook("s", keep_results=2)
+    tasks = [Task(id=f"s:{n}", capability="llm.generate") for n in range(3)]
+    book.records["s:0"] = book.accept(tasks[0], TaskStatus.RUNNING)
+    book.records["s:0"].final = result(0, 40)  # accepted first, still being written
+    for n in (1, 2):
+        book.settle(book.accept(tasks[n], TaskStatus.RUNNING), result(n, 10))
+    again = TaskBook("s", keep_results=2)
+    again.replay([*book.live_entries(), fin_entry(result(0, 40))], {"llm.generate"})
+    assert again.usage.totals()[0]["prompt_tokens"] == 10 + 10 + 40

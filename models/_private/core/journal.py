@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from models._private.core.files import atomic_write
-from models._private.core.metrics import journal_metrics, keep
+from models._private.core.metrics import journal_metrics, keep, safely
 
 __all__ = ["Journal", "decode", "encode", "journal_location", "nested_in"]
 
@@ -266,9 +266,15 @@ class Journal:
     def _write(self, data: bytes) -> None:
         began = time.perf_counter()
         self._log.write(data)
+        safely(self._measured, time.perf_counter() - began, self._log.size(), False)
+
+    def _measured(self, seconds: float | None, size: int, compacted: bool) -> None:
         metrics = journal_metrics()
-        metrics.sync_s.observe(time.perf_counter() - began, {"journal": self._label})
-        keep(metrics.bytes, self._log.size(), journal=self._label)
+        if seconds is not None:
+            metrics.sync_s.observe(seconds, {"journal": self._label})
+        if compacted:
+            metrics.compactions.inc(1, {"journal": self._label})
+        keep(metrics.bytes, size, journal=self._label)
 
     def reset(self) -> None:
         """Empties the journal at once (a new, empty generation), for callers with no event loop."""
@@ -337,8 +343,7 @@ class Journal:
                     _settle([fut], e)
                     raise
                 _settle([fut])
-                journal_metrics().compactions.inc(1, {"journal": self._label})
-                keep(journal_metrics().bytes, len(base), journal=self._label)
+                safely(self._measured, None, len(base), True)
 
 
 def _settle(waiters: list[asyncio.Future], error: BaseException | None = None) -> None:

@@ -10,8 +10,10 @@ spelled once, in each layer's `metrics` module; README "Operations" lists them.
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 __all__ = [
@@ -22,9 +24,11 @@ __all__ = [
     "journal_metrics",
     "keep",
     "label",
+    "safely",
     "tag_values",
 ]
 
+log = logging.getLogger(__name__)
 PREFIX = "swarmray_"
 
 LATENCY_BUCKETS_S = [
@@ -108,6 +112,15 @@ def _period_s() -> float:
 
 
 _refresher = _Refresher()
+
+
+def safely(record: Callable[..., None], *args: Any) -> None:
+    """`record(*args)`, where a failure to record a metric must not fail what it measures (a
+    durable write, a stored document): it is logged instead."""
+    try:
+        record(*args)
+    except Exception:
+        log.warning("a metric could not be recorded", exc_info=True)
 
 
 def keep(gauge: Any, value: float, **tags: Any) -> None:
