@@ -54,8 +54,12 @@ from models._private.memory_filters import compile_filter
 from models._private.memory_persistence import (
     access_entry,
     delete_entry,
+    is_remote,
     load_dense,
+    local_copy,
     prune_snapshots,
+    pull_snapshot,
+    push_snapshot,
     read_snapshot,
     read_upsert,
     upsert_entry,
@@ -112,7 +116,10 @@ class HybridMemory:
         self._labels = itertools.count(1)
         self.dense = {ns: DenseIndex(self.dim, self.config.dense_kind) for ns in self.namespaces}
         self.working: dict[str, OrderedDict[str, None]] = {ns: OrderedDict() for ns in self.namespaces}
-        self._lexical_dir = os.path.join(self.config.path, "lexical-live") if self.config.path else None
+        # A memory on an fsspec URI works in a local copy and keeps its log and snapshots there.
+        self._remote = self.config.path if self.config.path and is_remote(self.config.path) else None
+        self._root = local_copy(self._remote) if self._remote else self.config.path
+        self._lexical_dir = os.path.join(self._root, "lexical-live") if self._root else None
         self.lexical = LexicalIndex(self._lexical_dir)
         self.wal: Journal | None = None
         self._pending_access: dict[str, tuple[int, str]] = {}
@@ -443,17 +450,21 @@ class HybridMemory:
         self._flush_access()
         if self.lexical.stale:
             self.lexical.rebuild(self._lexical_docs())
-        root = self.config.path
+        root = self._root
         final = write_snapshot(
             root, self.records, self.vectors, self._label, self.dense, self._lexical_dir, self.dim
         )
+        if self._remote:
+            push_snapshot(final, self._remote)
         self.wal.reset()  # everything in it is in the snapshot now
         prune_snapshots(root, keep=final)
         return final
 
     def _restore(self) -> None:
-        root = self.config.path
+        root = self._root
         os.makedirs(root, exist_ok=True)
+        if self._remote:
+            pull_snapshot(self._remote, root)
         snap = read_snapshot(root)
         if snap is not None:
             for r in snap.records:
@@ -470,7 +481,8 @@ class HybridMemory:
             self.dense.update(load_dense(snap, self.namespaces, self.dim, self.config.dense_kind))
         elif self.lexical.num_docs:  # a lexical index with no snapshot: start it afresh
             self.lexical.rebuild([])
-        self.wal = Journal(os.path.join(root, "wal"), sync=self.config.sync)
+        wal = f"{self._remote.rstrip('/')}/wal" if self._remote else os.path.join(root, "wal")
+        self.wal = Journal(wal, sync=self.config.sync)
         for entry in self.wal.read():
             self._replay(entry)
 

@@ -14,11 +14,17 @@ and a copy of the tantivy index (`lexical/`). It is written as `snapshot-NNNNNN.
 renamed into place, and then named by the `CURRENT` pointer, replaced atomically; the memory
 empties its log after that. Opening a memory loads the current snapshot and replays the log.
 Nothing stored is pickled. Existing memories depend on every name and shape here.
+
+A memory whose path is an fsspec URI (`s3://bucket/memory/x`) keeps the same layout there: its
+log is a journal on that URI, and each snapshot, written into a local working copy first, is
+uploaded whole before the remote `CURRENT` names it (`push_snapshot`), so any node can open the
+memory from the URI alone (`pull_snapshot`).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import os
@@ -38,8 +44,12 @@ __all__ = [
     "Snapshot",
     "access_entry",
     "delete_entry",
+    "is_remote",
     "load_dense",
+    "local_copy",
     "prune_snapshots",
+    "pull_snapshot",
+    "push_snapshot",
     "read_snapshot",
     "read_upsert",
     "upsert_entry",
@@ -175,3 +185,50 @@ def load_dense(snap: Snapshot, namespaces: list[str], dim: int, kind: str) -> di
         vecs = np.concatenate([snap.vectors[j] for j in mine])
         dense[ns] = DenseIndex.load(snap.path, ns, ids, vecs, dim, kind)
     return dense
+
+
+# -- a memory on an fsspec URI ------------------------------------------------------------------
+
+
+def is_remote(path: str) -> bool:
+    """Whether a memory's path is an fsspec URI other than a local file."""
+    return "://" in path and not path.startswith("file://")
+
+
+def local_copy(uri: str) -> str:
+    """The local working directory of the memory at `uri` (its lexical index, snapshots being
+    written and read), under $SWARMRAY_CACHE or ~/.cache/swarmray."""
+    base = os.environ.get("SWARMRAY_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "swarmray")
+    return os.path.join(base, "memory", hashlib.sha256(uri.encode()).hexdigest()[:16])
+
+
+def push_snapshot(local_snapshot: str, uri: str) -> None:
+    """Uploads a snapshot directory whole, then points the remote `CURRENT` at it, then removes
+    the remote snapshots it replaces: `CURRENT` only ever names a whole snapshot."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(uri)
+    name = os.path.basename(local_snapshot)
+    fs.put(local_snapshot, f"{root}/{name}", recursive=True)
+    fs.pipe_file(f"{root}/CURRENT", name.encode())
+    for other in fs.ls(root, detail=False):
+        base = other.rstrip("/").rsplit("/", 1)[-1]
+        if base.startswith("snapshot-") and base != name:
+            fs.rm(other, recursive=True)
+
+
+def pull_snapshot(uri: str, local_root: str) -> None:
+    """Makes `local_root` hold the snapshot the remote `CURRENT` names (downloaded unless it is
+    there already) and point its own `CURRENT` at it; nothing when the URI has no snapshot."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(uri)
+    if not fs.exists(f"{root}/CURRENT"):
+        return
+    name = fs.cat_file(f"{root}/CURRENT").decode().strip()
+    target = os.path.join(local_root, name)
+    if not os.path.exists(target):
+        shutil.rmtree(target + ".tmp", ignore_errors=True)
+        fs.get(f"{root}/{name}", target + ".tmp", recursive=True)
+        os.replace(target + ".tmp", target)
+    atomic_write(os.path.join(local_root, "CURRENT"), name)

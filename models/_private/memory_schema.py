@@ -43,7 +43,11 @@ class MemoryConfig(ConfigModel):
         "chunk, and its dense score is its best chunk's; None embeds the whole text once (the "
         "embedder reads only its first 256 tokens).",
     )
-    path: str | None = Field(None, description="Directory for the log and snapshots; None keeps nothing.")
+    path: str | None = Field(
+        None,
+        description="Directory, or fsspec URI (s3://…, with the s3 extra), of the log and snapshots; "
+        "a URI is worked on in a local copy and any node can open it. None keeps nothing.",
+    )
     sync: bool = Field(True, description="fdatasync each logged write.")
 
 

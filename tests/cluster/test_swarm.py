@@ -120,7 +120,9 @@ def test_load_is_balanced_across_swarms_offering_a_capability(client):
 
 
 def test_higher_priority_runs_first(client):
-    blockers = [client.submit("test.sleep", {"s": 1.0, "label": "block"}, swarm="alpha") for _ in range(2)]
+    # Both agents busy; the first frees a second before the other, so everything queued runs on
+    # it one after another (on two agents freed together, start times need not follow dispatch).
+    blockers = [client.submit("test.sleep", {"s": s, "label": "block"}, swarm="alpha") for s in (1.0, 2.0)]
     low = [client.submit("test.sleep", {"label": f"low{i}"}, swarm="alpha", priority=0) for i in range(3)]
     high = client.submit("test.sleep", {"label": "high"}, swarm="alpha", priority=5)
     starts = {r.output["label"]: r.output["started"] for r in map(client.result, blockers + low + [high])}

@@ -61,6 +61,7 @@ def system(serve_port, provider, tmp_path_factory):
             "swarms": {
                 "work": {
                     "queen": {"max_retries": 1, "retry_backoff_s": 0.01},
+                    "journal": {"compact_after_mb": 0.002},  # compacts within the test's work
                     "memory": {"memory": {"path": str(tmp_path_factory.mktemp("memory"))}},
                     "pools": {
                         "flaky": {"agent": {"class": "tests.agents:FlakyAgent"}},
@@ -76,6 +77,10 @@ def system(serve_port, provider, tmp_path_factory):
                     },
                 },
                 "other": {"pools": {"count": {"agent": {"class": "tests.agents:CounterAgent"}}}},
+                "brittle": {  # escalates at its first restart, and stays failed
+                    "supervision": {"max_restarts": 0, "recover_after_s": None},
+                    "pools": {"sleep": {"agent": {"class": "tests.agents:SleepAgent"}}},
+                },
             },
         }
     )
@@ -117,43 +122,46 @@ def test_metrics_of_swarms_services_memory_and_journals_after_real_work(ray_head
     failing = system.submit("test.flaky", {"fail_times": 5}, swarm="work")
     timing_out = system.submit("test.sleep", {"s": 30}, swarm="work", timeout_s=0.3, max_retries=0)
     handed = system.submit("test.count", {}, swarm="work")  # only `other` offers it
-    stored = system.submit(
-        "memory.store", {"text": "Ray restarts detached actors.", "id": "n1"}, swarm="work"
-    )
-    asked = [
-        system.submit("llm.generate", {"input": f"question {i}"}, swarm="work") for i in range(LLM_TASKS)
-    ]
-    results = {
-        t: system.result(t, timeout_s=120) for t in [*flaky, failing, timing_out, handed, stored, *asked]
-    }
-    statuses = [r.status.value for r in results.values()]
+    note = {"text": "Ray restarts detached actors.", "id": "n1"}
+    stored = system.submit("memory.store", note, swarm="work")
+    asked = [system.submit("llm.generate", {"input": f"q {i}"}, swarm="work") for i in range(LLM_TASKS)]
+    ids = [*flaky, failing, timing_out, handed, stored, *asked]
+    statuses = [system.result(t, timeout_s=120).status.value for t in ids]
     assert statuses == ["succeeded"] * 2 + ["failed", "timed_out"] + ["succeeded"] * (2 + LLM_TASKS)
 
-    # A host killed under the `other` swarm is restarted by its supervisor.
-    queen = ray.get_actor("queen:other", namespace=SYSTEM)
-    (host_id, host, _), *_ = ray.get(queen.hosts.remote())
-    ray.kill(host, no_restart=True)
-    ray.get(queen.replace_hosts.remote([host_id], "killed by the test"))
+    # A host killed under `other` is restarted by its supervisor; under `brittle`, whose
+    # intensity allows no restart, the swarm escalates.
+    for swarm in ("other", "brittle"):
+        queen = ray.get_actor(f"queen:{swarm}", namespace=SYSTEM)
+        (host_id, host, _), *_ = ray.get(queen.hosts.remote())
+        ray.kill(host, no_restart=True)
+        ray.get(queen.replace_hosts.remote([host_id], "killed by the test"))
+    # A memory write the store refuses (a namespace it does not hold) is an operation error.
+    store = ray.get_actor("memory:work", namespace=SYSTEM)
+    with pytest.raises(ray.exceptions.RayTaskError):
+        ray.get(store.upsert.remote([{"id": "x", "namespace": "elsewhere", "text": "t"}]))
 
-    # The facts service: a document in, and requests refused at the door.
-    key = user_key(SYSTEM)
+    # The facts service: a document in, one not found, and requests refused.
+    key = {"Authorization": f"Bearer {user_key(SYSTEM)}"}
     facts = f"http://127.0.0.1:{serve_port}/ops-tests-facts/v1/namespaces/kb"
     doc = {"id": "d1", "title": "Ray", "text": "Ray restarts detached actors."}
-    assert (
-        httpx.post(f"{facts}/documents", json=doc, headers={"Authorization": f"Bearer {key}"}).status_code
-        == 201
-    )
+    assert httpx.post(f"{facts}/documents", json=doc, headers=key).status_code == 201
+    assert httpx.get(f"{facts}/documents/nope", headers=key).status_code == 404
     assert httpx.get(facts).status_code == 401
-
     authority = ray.get_actor(authority_name(SYSTEM), namespace=SYSTEM)
     agents_key = next(r["id"] for r in ray.get(authority.list.remote()) if r["name"] == "agents")
+    slow = ray.get(authority.create.remote({"name": "one a minute", "scopes": ["facts:read"], "rpm": 1}))
+    one = {"Authorization": f"Bearer {slow['key']}"}
+    wait_until(lambda: httpx.get(facts, headers=one).status_code == 200, 30, "the new key on the replica")
+    assert httpx.get(facts, headers=one).status_code == 429
 
     def scraped():
         s = scrape(ray_head["metrics"])
         done = (
             total(s, "ray_swarmray_tasks_completed_total", **work, capability="llm.generate") == LLM_TASKS
             and total(s, "ray_swarmray_supervisor_restarts_total", system=SYSTEM, swarm="other") >= 1
-            and total(s, "ray_swarmray_refusals_total", system=SYSTEM, service="facts") >= 1
+            and total(s, "ray_swarmray_supervisor_escalations_total", system=SYSTEM, swarm="brittle") == 1
+            and total(s, "ray_swarmray_refusals_total", system=SYSTEM, reason="rate_limit_exceeded") == 1
             and total(s, "ray_swarmray_facts_records", system=SYSTEM, namespace="kb", kind="documents") == 1
         )
         return s if done else None
@@ -176,82 +184,67 @@ def test_metrics_of_swarms_services_memory_and_journals_after_real_work(ray_head
     assert tasks("tasks_completed", "test.count", status="succeeded") == 0  # counted where it ran
 
     # Latency histograms: every finished task once; the retried ones ran twice but are timed once.
-    assert total(s, "ray_swarmray_task_latency_seconds_count", **work, capability="test.flaky") == 3
-    assert total(s, "ray_swarmray_task_run_seconds_count", **work, capability="test.sleep") == 1
-    assert (
-        total(s, "ray_swarmray_task_queue_wait_seconds_count", **work, capability="llm.generate") == LLM_TASKS
-    )
-    run_s = total(s, "ray_swarmray_task_run_seconds_sum", **work, capability="test.sleep")
-    assert run_s > 0.2  # the timed-out sleep ran its 0.3 s before it was cut
-    below = [
-        v for lbl, v in s["ray_swarmray_task_run_seconds_bucket"] if lbl.get("capability") == "test.sleep"
-    ]
-    assert below and max(below) == 1  # cumulative buckets up to +Inf
+    def timed(name, capability):
+        return total(s, f"ray_swarmray_{name}", **work, capability=capability)
 
-    # Gauges: queues drained, agents alive per pool, the delegation breaker closed.
+    assert timed("task_latency_seconds_count", "test.flaky") == 3
+    assert timed("task_run_seconds_count", "test.sleep") == 1
+    assert timed("task_queue_wait_seconds_count", "llm.generate") == LLM_TASKS
+    assert timed("task_run_seconds_sum", "test.sleep") > 0.2  # the timed-out sleep ran its 0.3 s
+    sleeps = {**work, "capability": "test.sleep"}  # this system's: other tests' sleeps are there too
+    buckets = [v for lbl, v in s["ray_swarmray_task_run_seconds_bucket"] if sleeps.items() <= lbl.items()]
+    assert buckets and max(buckets) == 1  # cumulative buckets up to +Inf
+
+    # Gauges: queues drained, agents per pool and state, the delegation breaker closed.
     assert series(s, "ray_swarmray_queue_depth", **work, capability="test.sleep")
     assert total(s, "ray_swarmray_queue_depth", **work) == 0
     assert total(s, "ray_swarmray_agents", **work, pool="flaky", state="alive") == 1
     assert total(s, "ray_swarmray_agents", **work, state="dead") == 0
-    assert total(s, "ray_swarmray_delegation_breaker_state", **work, target="other") == 0
+    assert total(s, "ray_swarmray_agents", system=SYSTEM, swarm="brittle", state="alive") == 0  # stopped
     assert series(s, "ray_swarmray_delegation_breaker_state", **work, target="other")
+    assert total(s, "ray_swarmray_delegation_breaker_state", **work, target="other") == 0
 
-    # Journals and the swarm's memory.
+    # Journals (the work swarm's compacts past 2 KB) and the swarm's memory.
     journals = {
         lbl["journal"] for lbl in series(s, "ray_swarmray_journal_bytes") if f"/{SYSTEM}/" in lbl["journal"]
     }
-    assert any(j.endswith(f"{SYSTEM}/work") for j in journals), journals
-    assert total(s, "ray_swarmray_journal_sync_seconds_count") > 0
-    assert (
-        total(
-            s, "ray_swarmray_memory_operation_seconds_count", system=SYSTEM, store="work", operation="upsert"
-        )
-        == 1
-    )
+    work_journal = next(j for j in journals if j.endswith(f"{SYSTEM}/work"))
+    assert total(s, "ray_swarmray_journal_sync_seconds_count", journal=work_journal) > 0
+    assert total(s, "ray_swarmray_journal_compactions_total", journal=work_journal) >= 1
+    memory = {"system": SYSTEM, "store": "work", "operation": "upsert"}
+    assert total(s, "ray_swarmray_memory_operation_seconds_count", **memory) == 2  # the refused one too
+    assert total(s, "ray_swarmray_memory_operation_errors_total", **memory) == 1
     assert total(s, "ray_swarmray_memory_records", system=SYSTEM, store="work") == 1
 
     # The AI service: tokens and cost per model and key, requests by route, Serve's own tags.
     ai = {"system": SYSTEM, "model": "scripted", "key": agents_key}
     assert total(s, "ray_swarmray_ai_tokens_total", **ai, kind="prompt") == LLM_TASKS * USAGE["prompt_tokens"]
-    assert (
-        total(s, "ray_swarmray_ai_tokens_total", **ai, kind="completion")
-        == LLM_TASKS * USAGE["completion_tokens"]
-    )
+    completion = total(s, "ray_swarmray_ai_tokens_total", **ai, kind="completion")
+    assert completion == LLM_TASKS * USAGE["completion_tokens"]
     cost = LLM_TASKS * (100 * 2 + 50 * 10) / 1e6
     assert total(s, "ray_swarmray_ai_cost_usd_total", **ai) == pytest.approx(cost)
-    (chat,) = series(s, "ray_swarmray_http_requests_total", system=SYSTEM, route="/v1/chat/completions")
+    chat_route = {"system": SYSTEM, "route": "/v1/chat/completions"}
+    (chat,) = series(s, "ray_swarmray_http_requests_total", **chat_route)
     assert (chat["service"], chat["method"], chat["status"]) == ("ai", "POST", "200")
     assert (chat["application"], chat["deployment"]) == (f"{SYSTEM}-ai", "gateway") and chat["replica"]
-    assert (
-        total(s, "ray_swarmray_http_requests_total", system=SYSTEM, route="/v1/chat/completions") == LLM_TASKS
-    )
+    assert total(s, "ray_swarmray_http_requests_total", **chat_route) == LLM_TASKS
+    assert total(s, "ray_swarmray_http_request_seconds_count", **chat_route) == LLM_TASKS
     assert total(s, "ray_swarmray_ai_breaker_state", system=SYSTEM, backend="scripted") == 0
 
-    # The facts service: the shard's operation, what it holds, the refusal at the door.
-    assert (
-        total(
-            s,
-            "ray_swarmray_facts_operation_seconds_count",
-            system=SYSTEM,
-            namespace="kb",
-            operation="add_documents",
-        )
-        == 1
-    )
-    assert (
-        total(
-            s,
-            "ray_swarmray_refusals_total",
-            system=SYSTEM,
-            service="facts",
-            key="none",
-            reason="invalid_api_key",
-        )
-        == 1
-    )
+    # The facts service: the shard's operations, what it holds, refusals with their reasons.
+    def shard(name, operation):
+        return total(s, f"ray_swarmray_{name}", system=SYSTEM, namespace="kb", operation=operation)
+
+    assert shard("facts_operation_seconds_count", "add_documents") == 1
+    assert shard("facts_operation_errors_total", "document") == 1  # the 404
+    door = {"system": SYSTEM, "service": "facts"}
+    assert total(s, "ray_swarmray_refusals_total", **door, key="none", reason="invalid_api_key") == 1
+    limited = {"key": slow["record"]["id"], "reason": "rate_limit_exceeded"}
+    assert total(s, "ray_swarmray_refusals_total", **door, **limited) == 1
+    assert series(s, "ray_swarmray_http_requests_total", **door, route="/v1/namespaces/{namespace}/documents")
     assert series(
-        s, "ray_swarmray_http_requests_total", system=SYSTEM, route="/v1/namespaces/{namespace}/documents"
-    )
+        s, "ray_swarmray_http_requests_total", **door, route="-", status="401"
+    )  # refused at the door
 
 
 def test_gauges_stay_in_the_scrape_while_nothing_changes(ray_head, system):

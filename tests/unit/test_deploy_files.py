@@ -135,6 +135,8 @@ def test_the_cluster_recipe_pins_all_state_to_what_only_the_head_offers_and_jour
     kuberay_head = _rayservice()["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]
     assert all(name in kuberay_head["resources"] for name in wanted)
     assert all(uri.startswith("s3://") for uri in config.journal_locations().values())
+    stores = [config.global_memory, *(s.memory for s in config.swarms.values() if s.memory)]
+    assert len(stores) == 2 and all(m.memory.path.startswith("s3://") for m in stores)
     # Every GPU model asks for what the launcher's GPU nodes offer.
     gpu_node = _cluster()["available_node_types"]["gpu_worker"]["resources"]
     for model in config.ai.models.values():

@@ -1,5 +1,6 @@
 """HybridMemory with the real embedder, FAISS and tantivy, on small data."""
 
+import fsspec
 import numpy as np
 import pytest
 
@@ -286,3 +287,27 @@ def test_a_record_moved_to_another_namespace_leaves_the_first_entirely(embedder)
     # Filling s1's working tier must not touch the record that left it.
     mem.upsert([{"id": f"w{i}", "namespace": "s1", "text": TEXTS["b"], "tier": "working"} for i in range(3)])
     assert mem.get(["m"])[0].tier == "working"
+
+
+def test_a_memory_on_an_fsspec_uri_opens_on_another_node_from_the_uri_alone(embedder, tmp_path, monkeypatch):
+    # fsspec's in-memory file system stands for object storage every node reaches; each
+    # "node" has a local working copy of its own.
+    uri = f"memory://swarmray-tests/{tmp_path.name}/mem"
+    monkeypatch.setenv("SWARMRAY_CACHE", str(tmp_path / "node-a"))
+    mem = HybridMemory(["s1", "s2", "global"], MemoryConfig(path=uri), embedder=embedder)
+    fill(mem)
+    mem.snapshot()
+    mem.delete(["a"])  # after the snapshot: only in the log on the URI
+    mem.upsert([{"id": "e", "namespace": "s2", "text": "Deficiency of iron causes anemia."}])
+    mem.close()
+
+    monkeypatch.setenv("SWARMRAY_CACHE", str(tmp_path / "node-b"))
+    again = HybridMemory(["s1", "s2", "global"], MemoryConfig(path=uri), embedder=embedder)
+    assert set(again.records) == {"b", "c", "d", "e"}
+    assert ids(again.search("iron anemia", 1, namespaces=["s2"])) == ["e"]
+    for mode in ("dense", "lexical", "hybrid"):
+        assert "a" not in ids(again.search("vitamin D fractures", 10, mode=mode))
+    again.snapshot()  # the newer snapshot replaces the older one on the URI
+    fs = fsspec.filesystem("memory")
+    names = [p.rsplit("/", 1)[-1] for p in fs.ls(f"/swarmray-tests/{tmp_path.name}/mem", detail=False)]
+    assert sorted(n for n in names if n.startswith("snapshot-")) == ["snapshot-000002"]
