@@ -8,12 +8,10 @@ counted by the live process only, never again when a restarted queen replays its
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
-from models._private.core.metrics import BREAKER_VALUES, LATENCY_BUCKETS_S, PREFIX, keep, tag_values
+from models._private.core.metrics import BREAKER_VALUES, LATENCY_BUCKETS_S, PREFIX, keep, tag_values, timed
 
 __all__ = ["MemoryMetrics", "SwarmMetrics"]
 
@@ -151,18 +149,10 @@ class MemoryMetrics:
         self.system, self.store = system, store
         self.defs = _defs()
 
-    @contextmanager
-    def timed(self, operation: str) -> Iterator[None]:
+    def timed(self, operation: str) -> AbstractContextManager[None]:
         """Times an operation; one that raises is also counted as an error."""
         tags = tag_values(system=self.system, store=self.store, operation=operation)
-        began = time.perf_counter()
-        try:
-            yield
-        except BaseException:
-            self.defs.memory_errors.inc(1, tags)
-            raise
-        finally:
-            self.defs.memory_s.observe(time.perf_counter() - began, tags)
+        return timed(self.defs.memory_s, self.defs.memory_errors, tags)
 
     def records(self, n: int) -> None:
         keep(self.defs.memory_records, n, system=self.system, store=self.store)

@@ -504,7 +504,7 @@ class SwarmQueen:
         self._retry_or_fail(rec, *error, host_lost=host_lost, permanent=permanent)
 
     @staticmethod
-    def _spent(res: TaskResult, spent: dict[str, int] | None) -> None:
+    def _spent(res: TaskResult, spent: Spent | dict[str, int] | None) -> None:
         # A task's usage sums its attempts that ended with an answer or an error; what a
         # timed-out or lost attempt spent only the AI service's own ledger knows.
         if spent:
@@ -721,7 +721,7 @@ class SwarmQueen:
         res = rec.result
         res.agent_id, res.swarm, res.attempts = remote.agent_id, remote.swarm, remote.attempts
         res.timings.started_at = remote.timings.started_at
-        self._spent(res, remote.usage.model_dump() if remote.usage else None)  # counted there
+        self._spent(res, remote.usage)  # counted there
         self._finish(
             rec, remote.status, output=remote.output, error=remote.error, error_type=remote.error_type
         )

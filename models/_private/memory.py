@@ -45,7 +45,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models._private.core.errors import MemoryInputError
-from models._private.core.journal import Journal
+from models._private.core.journal import Journal, is_local
 from models._private.dense import DenseIndex
 from models._private.embedder import Embedder
 from models._private.fusion import fuse
@@ -54,7 +54,6 @@ from models._private.memory_filters import compile_filter
 from models._private.memory_persistence import (
     access_entry,
     delete_entry,
-    is_remote,
     load_dense,
     local_copy,
     prune_snapshots,
@@ -117,7 +116,7 @@ class HybridMemory:
         self.dense = {ns: DenseIndex(self.dim, self.config.dense_kind) for ns in self.namespaces}
         self.working: dict[str, OrderedDict[str, None]] = {ns: OrderedDict() for ns in self.namespaces}
         # A memory on an fsspec URI works in a local copy and keeps its log and snapshots there.
-        self._remote = self.config.path if self.config.path and is_remote(self.config.path) else None
+        self._remote = self.config.path if self.config.path and not is_local(self.config.path) else None
         self._root = local_copy(self._remote) if self._remote else self.config.path
         self._lexical_dir = os.path.join(self._root, "lexical-live") if self._root else None
         self.lexical = LexicalIndex(self._lexical_dir)

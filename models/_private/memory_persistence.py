@@ -44,7 +44,6 @@ __all__ = [
     "Snapshot",
     "access_entry",
     "delete_entry",
-    "is_remote",
     "load_dense",
     "local_copy",
     "prune_snapshots",
@@ -188,11 +187,6 @@ def load_dense(snap: Snapshot, namespaces: list[str], dim: int, kind: str) -> di
 
 
 # -- a memory on an fsspec URI ------------------------------------------------------------------
-
-
-def is_remote(path: str) -> bool:
-    """Whether a memory's path is an fsspec URI other than a local file."""
-    return "://" in path and not path.startswith("file://")
 
 
 def local_copy(uri: str) -> str:

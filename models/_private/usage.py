@@ -40,6 +40,12 @@ class Spent(BaseModel):
         return not any(getattr(self, name) for name in FIELDS)
 
 
+def _sum_into(table: dict[Any, list[int]], key: Any, values: Sequence[int]) -> None:
+    row = table.setdefault(key, [0] * len(FIELDS))
+    for i, n in enumerate(values):
+        row[i] += n
+
+
 def _width_s(age_s: float) -> int:
     return _MINUTE if age_s < _DAY else _HOUR if age_s < 31 * _DAY else _DAY
 
@@ -63,9 +69,7 @@ class UsageLedger:
         if spent.empty:
             return
         start = int(at) - int(at) % _MINUTE
-        row = self.buckets.setdefault((start, tuple(dims)), [0] * len(FIELDS))
-        for i, name in enumerate(FIELDS):
-            row[i] += getattr(spent, name)
+        _sum_into(self.buckets, (start, tuple(dims)), [getattr(spent, name) for name in FIELDS])
         self._adds += 1
         if self._adds % _ROLL_EVERY == 0:
             self.roll(time.time())
@@ -75,9 +79,7 @@ class UsageLedger:
         merged: dict[tuple[int, tuple[str, ...]], list[int]] = {}
         for (start, dims), row in self.buckets.items():
             width = _width_s(now - start)
-            into = merged.setdefault((start - start % width, dims), [0] * len(FIELDS))
-            for i, n in enumerate(row):
-                into[i] += n
+            _sum_into(merged, (start - start % width, dims), row)
         self.buckets = merged
 
     def totals(self, by: Sequence[str] = (), since: float | None = None) -> list[dict[str, Any]]:
@@ -88,10 +90,7 @@ class UsageLedger:
         for (start, dims), row in self.buckets.items():
             if since is not None and start + _width_s(time.time() - start) <= since:
                 continue
-            key = tuple(dims[i] for i in index)
-            into = groups.setdefault(key, [0] * len(FIELDS))
-            for i, n in enumerate(row):
-                into[i] += n
+            _sum_into(groups, tuple(dims[i] for i in index), row)
         return [
             {**dict(zip(by, key, strict=True)), **dict(zip(FIELDS, row, strict=True))}
             for key, row in sorted(groups.items())

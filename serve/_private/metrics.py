@@ -9,12 +9,10 @@ facts), the others what they are of (a model, a key, a backend, a facts namespac
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
-from models._private.core.metrics import BREAKER_VALUES, LATENCY_BUCKETS_S, PREFIX, keep, tag_values
+from models._private.core.metrics import BREAKER_VALUES, LATENCY_BUCKETS_S, PREFIX, keep, tag_values, timed
 
 __all__ = ["ServiceMetrics", "service_metrics"]
 
@@ -97,18 +95,10 @@ class ServiceMetrics:
         for backend, state in states.items():
             keep(self.breaker, BREAKER_VALUES.get(state, 0), system=self.system, backend=backend)
 
-    @contextmanager
-    def facts_operation(self, namespace: str, operation: str) -> Iterator[None]:
+    def facts_operation(self, namespace: str, operation: str) -> AbstractContextManager[None]:
         """Times a shard's operation; one that raises is also counted as an error."""
         tags = tag_values(system=self.system, namespace=namespace, operation=operation)
-        began = time.perf_counter()
-        try:
-            yield
-        except BaseException:
-            self.facts_errors.inc(1, tags)
-            raise
-        finally:
-            self.facts_s.observe(time.perf_counter() - began, tags)
+        return timed(self.facts_s, self.facts_errors, tags)
 
     def facts_held(self, namespace: str, counts: dict[str, Any]) -> None:
         for kind in ("documents", "entities", "facts"):

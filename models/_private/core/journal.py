@@ -34,7 +34,7 @@ from typing import Any
 from models._private.core.files import atomic_write
 from models._private.core.metrics import journal_metrics, keep, safely
 
-__all__ = ["Journal", "decode", "encode", "journal_location", "nested_in"]
+__all__ = ["Journal", "decode", "encode", "is_local", "journal_location", "nested_in"]
 
 _FRAME = struct.Struct("<II")
 
@@ -60,6 +60,11 @@ def decode(data: bytes) -> tuple[list[dict[str, Any]], int]:
             break
         pos = end
     return records, pos
+
+
+def is_local(uri: str) -> bool:
+    """Whether `uri` is a local path (or a file:// URI) rather than another fsspec URI."""
+    return "://" not in uri or uri.startswith("file://")
 
 
 def journal_location(base: str | None, namespace: str, owner: str) -> str:
@@ -236,8 +241,7 @@ class Journal:
     def __init__(self, uri: str, sync: bool = True):
         self.uri = uri
         self._label = uri.replace(os.path.expanduser("~"), "~", 1)  # its `journal` metric tag
-        local = "://" not in uri or uri.startswith("file://")
-        self._log = _LocalLog(uri.removeprefix("file://"), sync) if local else _ObjectLog(uri)
+        self._log = _LocalLog(uri.removeprefix("file://"), sync) if is_local(uri) else _ObjectLog(uri)
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future] = []
         self._writer: asyncio.Task | None = None

@@ -13,7 +13,8 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "label",
     "safely",
     "tag_values",
+    "timed",
 ]
 
 log = logging.getLogger(__name__)
@@ -81,7 +83,7 @@ class _Refresher:
     def set(self, gauge: Any, value: float, tags: dict[str, str]) -> None:
         gauge.set(value, tags)
         with self._lock:
-            self._values[(id(gauge), tuple(sorted(tags.items())))] = (gauge, value, tags)
+            self._values[_key(gauge, tags)] = (gauge, value, tags)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="swarmray-gauges", daemon=True)
                 self._thread.start()
@@ -96,7 +98,11 @@ class _Refresher:
                     gauge.set(value, tags)
                 except Exception:  # a metric that can no longer be recorded is dropped
                     with self._lock:
-                        self._values.pop((id(gauge), tuple(sorted(tags.items()))), None)
+                        self._values.pop(_key(gauge, tags), None)
+
+
+def _key(gauge: Any, tags: dict[str, str]) -> tuple[int, tuple[tuple[str, str], ...]]:
+    return id(gauge), tuple(sorted(tags.items()))
 
 
 def _period_s() -> float:
@@ -121,6 +127,19 @@ def safely(record: Callable[..., None], *args: Any) -> None:
         record(*args)
     except Exception:
         log.warning("a metric could not be recorded", exc_info=True)
+
+
+@contextmanager
+def timed(histogram: Any, errors: Any, tags: dict[str, str]) -> Iterator[None]:
+    """Observes the block's duration in `histogram`; a block that raises also counts in `errors`."""
+    began = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        errors.inc(1, tags)
+        raise
+    finally:
+        histogram.observe(time.perf_counter() - began, tags)
 
 
 def keep(gauge: Any, value: float, **tags: Any) -> None:
