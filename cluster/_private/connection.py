@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray._private.services import get_ray_address_from_environment
 from ray.exceptions import RayTaskError
 
 from actors._private import names
@@ -64,18 +65,22 @@ def connect(address: str | None = None, namespace: str = "swarmray") -> None:
     """Connects this process to Ray in `namespace`.
 
     Args:
-        address: 'auto', 'ray://host:10001', 'host:6379', or None to start a private local Ray
-            for this process (SWARMRAY_ADDRESS / RAY_ADDRESS are used when set).
+        address: 'auto', 'ray://host:10001', 'host:6379', or None (SWARMRAY_ADDRESS /
+            RAY_ADDRESS when set, else the Ray the last `ray start` here left running, else a
+            private local Ray for this process). An address found, not given, is checked too: one
+            left by a Ray that has since died fails 'auto' at once, and None starts a new Ray.
         namespace: The Ray namespace of the system.
     """
     if ray.is_initialized():
         return
     address = address or env.ray_address()
-    if address and address != "auto":
-        _check_reachable(address)
-    if not address:  # ray.init starts a private local Ray in this process's environment
+    if address in (None, "auto"):
+        address = _resolve(address)
+    if address in (None, "local"):  # ray.init starts a private local Ray in this process's environment
         for key, value in HEAD_ENV.items():
             os.environ.setdefault(key, value)
+    else:
+        _check_reachable(address)
     verbose = env.verbose()
     # A user sees what the command says; Ray's own notices stay in Ray's log files unless
     # --verbose: the token-auth notice (Python logging, on every connection)...
@@ -104,6 +109,23 @@ def quiet_serve() -> None:
     import ray.serve  # noqa: F401
 
     logging.getLogger("ray.serve").setLevel(logging.INFO if env.verbose() else logging.WARNING)
+
+
+def _resolve(address: str | None) -> str | None:
+    # Ray's own resolution of None and "auto" (the address the last `ray start` left in its temp
+    # directory; for "auto", else a GCS running here), done first so that the address found is
+    # checked like any other: a Ray killed without `ray stop` leaves its address behind, and
+    # ray.init waits on it for minutes where nothing answers.
+    try:
+        found = get_ray_address_from_environment(address, None)
+    except ConnectionError as e:  # "auto", and no Ray found
+        raise ClusterUnreachableError("auto", str(e).strip().splitlines()[0]) from None
+    if address is None and found is not None:
+        try:
+            _check_reachable(found)
+        except ClusterUnreachableError:
+            return "local"  # what None means when no address is left behind: a new Ray
+    return found
 
 
 def _check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:

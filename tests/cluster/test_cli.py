@@ -14,9 +14,9 @@ from cluster import Client, load_config, up
 from tests.conftest import RAY, ROOT, free_port
 
 
-def swarm(*args, env=None, check=True):
+def swarm(*args, env=None, check=True, timeout_s=300):
     proc = subprocess.run(
-        [sys.executable, "-m", "cluster", *args], capture_output=True, text=True, timeout=300, env=env
+        [sys.executable, "-m", "cluster", *args], capture_output=True, text=True, timeout=timeout_s, env=env
     )
     if check and proc.returncode != 0:
         pytest.fail(f"swarm {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")

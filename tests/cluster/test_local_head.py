@@ -1,15 +1,26 @@
 """`swarm up` with no address and no Ray running: it starts a head that outlives it."""
 
 import os
+import socket
 import subprocess
+import sys
+from pathlib import Path
 
 import psutil
 import pytest
+from ray._common.utils import get_ray_address_file
 
 from tests.cluster.test_cli import swarm
-from tests.conftest import RAY
+from tests.conftest import RAY, free_port
 
 pytestmark = pytest.mark.before_head
+
+PRIVATE_RAY = """
+import ray
+from cluster._private.connection import connect
+connect(None, "stale-address")
+print(ray.get_runtime_context().gcs_address)
+"""
 
 
 def test_up_starts_a_local_head_that_outlives_it_and_down_stops_it(tmp_path):
@@ -23,7 +34,19 @@ def test_up_starts_a_local_head_that_outlives_it_and_down_stops_it(tmp_path):
     if "RAY_AUTH_TOKEN" not in env and os.path.exists(token):
         env["RAY_AUTH_TOKEN_PATH"] = token
     journals = tmp_path / ".swarmray" / "journal" / "swarmray"
+    # A Ray that died without `ray stop` leaves its address behind, where nothing answers now;
+    # Ray's own "auto" would wait on it for minutes.
+    stale, current = free_port(), Path(get_ray_address_file(None))
+    current.parent.mkdir(parents=True, exist_ok=True)
+    current.write_text(f"{socket.gethostbyname(socket.gethostname())}:{stale}")
     try:
+        status = swarm("status", check=False, env=env, timeout_s=60)
+        assert status.returncode != 0 and f":{stale}: nothing answers there" in status.stderr
+        # With no address at all (the demo, a Client()), a private Ray starts instead.
+        private = subprocess.run(
+            [sys.executable, "-c", PRIVATE_RAY], capture_output=True, text=True, timeout=60, env=env
+        )
+        assert private.returncode == 0 and not private.stdout.strip().endswith(f":{stale}"), private.stderr
         up = swarm("up", env=env)
         assert "is up" in up.stdout
         assert up.stderr == ""  # `ray start`'s output and Ray's notices stay in Ray's logs
@@ -33,6 +56,8 @@ def test_up_starts_a_local_head_that_outlives_it_and_down_stops_it(tmp_path):
         assert list((journals / "ai").glob("gen-*.log"))  # the default journal, in this home
     finally:
         removed = swarm("down", check=False, env=env).stdout
+        if current.exists() and current.read_text().endswith(f":{stale}"):
+            current.unlink()  # not left for the next Ray user on this machine
     assert "removed local Ray head" in removed
     assert not list(journals.glob("*/gen-*.log"))  # down purged the journals
     assert subprocess.run([RAY, "status"], capture_output=True).returncode != 0
