@@ -236,17 +236,29 @@ def stop_head(session: str, address: str | None = None, timeout_s: float = 30.0)
         except psutil.NoSuchProcess:
             pass
     procs = list(found.values())
-    for proc in procs:
+
+    # In `ray stop`'s order: the raylet (and the workers it started), then the rest, the GCS last.
+    # Stopped all at once, the GCS and the raylet each wait out the other, and the timeout passes.
+    def rank(proc: psutil.Process) -> int:
         try:
-            proc.terminate()
+            name = proc.name()
         except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
+            return 1
+        return 0 if name == "raylet" else 2 if name == "gcs_server" else 1
+
+    for step in range(3):
+        stopping = [p for p in procs if rank(p) == step]
+        for proc in stopping:
+            try:
+                proc.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(stopping, timeout=timeout_s / 3)
+        for proc in alive:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
     # As `ray stop` does: a later `auto` must not find the address of this head, now gone (but
     # the file is left alone when it names another head, started since).
     current = os.path.join(temp_dir or "", "ray_current_cluster")
