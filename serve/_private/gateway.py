@@ -11,7 +11,6 @@ import json
 import logging
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -88,7 +87,7 @@ async def _unavailable(request: Request, exc: BackendsUnavailableError) -> JSONR
 app.add_middleware(GuardMiddleware, rule=ai_rule, service="ai")
 USAGE_FLUSH_S = 1.0  # how often a replica sends what it charged to the system's ledger
 USAGE_SHUTDOWN_S = 5.0  # how long a stopping replica tries to send what it has not
-MAX_CALLERS = 10_000  # rows of the usage table before new callers share one, "others"
+MAX_CALLERS = 10_000  # `user`s a replica charges apart (auth off) before new ones share "others"
 RESERVED_COMPLETION_TOKENS = 1024  # max_tokens of a token-limited key's request that names none
 _PER_MESSAGE = 8  # tokens a chat template adds around a message, at most, in the models we serve
 # Tokens a chat template adds once: a default system prompt (SmolLM2's makes a one-word chat 31
@@ -171,13 +170,9 @@ class Gateway:
         self._outgoing: dict[str, Any] | None = None  # the batch being sent (and resent)
         self._ledger: Any = None  # the key authority's handle
         self._flusher: asyncio.Task | None = None
+        self._sending = asyncio.Lock()  # one batch in flight: a reader of /v1/usage sends too
+        self._callers: set[str] = set()  # with auth off, the `user`s seen (bounded)
         self.metrics.breakers({name: b.state for name, b in self.breakers.items()})
-        # caller -> model -> counters; this replica's share (see README: usage accounting)
-        self.usage: dict[str, dict[str, dict[str, float]]] = defaultdict(
-            lambda: defaultdict(
-                lambda: {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0}
-            )
-        )
 
     async def check_health(self) -> None:
         """Serve's health check: a colocated model's engine must be alive, as its own
@@ -258,18 +253,16 @@ class Gateway:
         cost_microusd: int,
     ) -> None:
         # Per key with auth on; with it off (loopback only), per `user` up to MAX_CALLERS, so
-        # that no caller can grow the table without bound.
+        # that no caller can grow the ledger without bound.
         key = key_of(request)
         caller = key.id if key is not None else (body.user or "anonymous")
-        if caller not in self.usage and len(self.usage) >= MAX_CALLERS:
-            caller = "others"
-        counters = self.usage[caller][model]
+        if key is None and caller not in self._callers:
+            if len(self._callers) >= MAX_CALLERS:
+                caller = "others"
+            else:
+                self._callers.add(caller)
         cost_usd = cost_microusd / 1e6
         request.state.tokens, request.state.cost_usd = prompt + completion, cost_usd  # for the audit
-        counters["requests"] += 1
-        counters["prompt_tokens"] += prompt
-        counters["completion_tokens"] += completion
-        counters["cost_usd"] = round(counters["cost_usd"] + cost_usd, 6)
         # A key's id, or none with auth off (a caller's `user` is theirs to choose: unbounded).
         self.metrics.charged(model, key.id if key is not None else "none", prompt, completion, cost_usd)
         spent = Spent(
@@ -287,23 +280,33 @@ class Gateway:
             await asyncio.sleep(USAGE_FLUSH_S)
             await self._send_usage()
 
-    async def _send_usage(self) -> None:
-        if self._outgoing is None:
-            rows = [[k, m, s.model_dump()] for (k, m), s in self._unsent.items()]
-            self._outgoing, self._unsent = {"id": uuid.uuid4().hex, "at": time.time(), "rows": rows}, {}
-        try:
-            if self._ledger is None:  # looked up once, off the loop (it asks Ray's control store)
-                from ray import get_actor
+    async def _send_usage(self) -> bool:
+        """Sends what is unsent as one batch (or the batch that did not arrive, again); returns
+        whether nothing is left unsent."""
+        async with self._sending:
+            if self._outgoing is None and self._unsent:
+                rows = [[k, m, s.model_dump()] for (k, m), s in self._unsent.items()]
+                self._outgoing, self._unsent = {"id": uuid.uuid4().hex, "at": time.time(), "rows": rows}, {}
+            if self._outgoing is None:
+                return True
+            try:
+                await (await self._the_ledger()).record_usage.remote(self._outgoing)
+                self._outgoing = None
+                return True
+            except Exception as e:
+                self._ledger = None
+                log.warning("the usage ledger did not take a batch (%r); sending it again", unwrap_error(e))
+                return False
 
-                from serve._private.authority import authority_name
+    async def _the_ledger(self) -> Any:
+        if self._ledger is None:  # looked up once, off the loop (it asks Ray's control store)
+            from ray import get_actor
 
-                where = authority_name(self.system)
-                self._ledger = await asyncio.to_thread(get_actor, where, namespace=self.system)
-            await self._ledger.record_usage.remote(self._outgoing)
-            self._outgoing = None
-        except Exception as e:
-            self._ledger = None
-            log.warning("the usage ledger did not take a batch (%r); sending it again", unwrap_error(e))
+            from serve._private.authority import authority_name
+
+            where = authority_name(self.system)
+            self._ledger = await asyncio.to_thread(get_actor, where, namespace=self.system)
+        return self._ledger
 
     async def __del__(self) -> None:
         # Serve's graceful shutdown (a scale-down, `swarm down`): what this replica charged
@@ -465,21 +468,42 @@ class Gateway:
         }
 
     @app.get("/v1/usage")
-    async def get_usage(self, request: Request) -> dict[str, Any]:
-        """Tokens and cost per caller and model on this replica: a key without admin sees its
+    async def get_usage(self, request: Request, since: float | None = None) -> Any:
+        """Tokens and cost per caller and model for the whole AI service, since a UNIX time if
+        given, from the system's ledger (the key authority). What this replica charged is sent
+        first; another replica's last second may not be there yet. A key without admin sees its
         own row; an admin key with a model list sees the others' rows of those models only."""
+        await self._send_usage()
+        try:
+            ledger = await self._the_ledger()
+            rows = await ledger.usage_totals.remote(["key", "model"], since)
+        except Exception as e:
+            self._ledger = None
+            log.warning(
+                "request %s: the usage ledger did not answer: %r", request_id_of(request), unwrap_error(e)
+            )
+            message = "the usage ledger is not answering; try again shortly"
+            return error_response(503, message, "service_unavailable", None, "ledger_unavailable", request)
+        callers: dict[str, dict[str, dict[str, Any]]] = {}
+        for row in rows:
+            callers.setdefault(row["key"], {})[row["model"]] = {
+                "requests": row["requests"],
+                "prompt_tokens": row["prompt_tokens"],
+                "completion_tokens": row["completion_tokens"],
+                "cost_usd": row["cost_microusd"] / 1e6,
+            }
         key = key_of(request)
         if key is not None and "admin" not in key.scopes:
-            return {"callers": json.loads(json.dumps({key.id: self.usage.get(key.id, {})}))}
+            return {"callers": {key.id: callers.get(key.id, {})}}
         seen = {
             caller: {
                 m: n
                 for m, n in rows.items()
                 if caller == getattr(key, "id", None) or usable(request, [m], "model")
             }
-            for caller, rows in self.usage.items()
+            for caller, rows in callers.items()
         }
-        return {"callers": json.loads(json.dumps({c: rows for c, rows in seen.items() if rows}))}
+        return {"callers": {c: rows for c, rows in seen.items() if rows}}
 
     @app.get("/v1/backends")
     async def get_backends(self, request: Request) -> dict[str, Any]:

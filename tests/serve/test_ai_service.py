@@ -5,6 +5,7 @@ import asyncio
 import socketserver
 import threading
 import time
+import uuid
 
 import httpx
 import numpy as np
@@ -348,11 +349,12 @@ def test_bad_json_and_the_openai_client_error_types(service, client):
 
 
 def test_usage_is_summed_per_caller_and_model(service, client):
+    user = f"alice-{uuid.uuid4().hex[:8]}"  # the ledger outlives the service: a caller of this run
     for _ in range(2):
         out = client.chat.completions.create(
-            model="tiny", messages=[{"role": "user", "content": "count me"}], max_tokens=3, user="alice"
+            model="tiny", messages=[{"role": "user", "content": "count me"}], max_tokens=3, user=user
         )
-    usage = httpx.get(f"{service}/usage").json()["callers"]["alice"]["tiny"]
+    usage = httpx.get(f"{service}/usage").json()["callers"][user]["tiny"]
     assert usage["requests"] == 2
     assert usage["prompt_tokens"] == 2 * out.usage.prompt_tokens
     assert 2 <= usage["completion_tokens"] <= 6

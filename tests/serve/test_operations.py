@@ -277,7 +277,7 @@ def swarm_cli(ray_head, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_the_ledger_adds_up_per_swarm_and_per_key_and_survives_restarts(ray_head, system):
+def test_the_ledger_adds_up_per_swarm_and_per_key_and_survives_restarts(ray_head, system, serve_port):
     ids = [system.submit("llm.generate", {"input": f"more {i}"}, swarm="work") for i in range(2)]
     for task_id in ids:
         usage = system.result(task_id, timeout_s=60).usage
@@ -308,6 +308,28 @@ def test_the_ledger_adds_up_per_swarm_and_per_key_and_survives_restarts(ray_head
     ray.kill(ray.get_actor("queen:work", namespace=SYSTEM), no_restart=False)
     ray.kill(authority, no_restart=False)
     assert wait_until(lambda: sums() == (swarms, keys), 60, "the ledgers after the restarts")
+
+    # /v1/usage reads that ledger too: the whole service's, and a replica replaced by Serve
+    # (here the gateway, killed) loses none of it.
+    gateways = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == "serve" and a["name"].startswith(f"SERVE_REPLICA::{SYSTEM}-ai#gateway#")
+    ]
+    assert gateways
+    for name in gateways:
+        ray.kill(ray.get_actor(name, namespace="serve"), no_restart=True)
+    admin = ray.get(authority.create.remote({"name": "ledger reader", "scopes": ["admin"]}))
+    url = f"http://127.0.0.1:{serve_port}/ops-tests/v1/usage"
+
+    def served():
+        r = httpx.get(url, headers={"Authorization": f"Bearer {admin['key']}"}, timeout=10)
+        return r.json()["callers"].get(agents_key, {}).get("scripted") if r.status_code == 200 else None
+
+    assert wait_until(served, 60, "/v1/usage from a new gateway replica") == {
+        **{f: keys[f] for f in FIELDS if f != "cost_microusd"},
+        "cost_usd": keys["cost_microusd"] / 1e6,
+    }
 
     # The CLI prints the same rows.
     cli = swarm_cli(ray_head, "usage", "--by", "key", "--json")
