@@ -46,7 +46,7 @@ class MemoryStore:
                 memory_cfg = memory_cfg.model_copy(
                     update={"path": journal_location(None, namespace, f"_memory/{name}")}
                 )
-            memory = HybridMemory(config.namespaces or [name], memory_cfg)
+            memory = HybridMemory(config.namespaces or [name], memory_cfg, system=namespace)
         self.memory = memory
         # A search that names no namespace looks in the store's own (the one agents write to
         # by default), so that records kept apart in another (the demo's) stay out of it.

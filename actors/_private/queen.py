@@ -90,7 +90,9 @@ class SwarmQueen:
             swarm.name, peers, registry.max_hops, swarm.delegation_breaker, swarm.queen
         )
         self.journal = Journal(
-            journal_location(swarm.journal.uri, namespace, swarm.name), sync=swarm.journal.sync
+            journal_location(swarm.journal.uri, namespace, swarm.name),
+            sync=swarm.journal.sync,
+            system=namespace,
         )
         self._start_order = itertools.count()
         self._started = False

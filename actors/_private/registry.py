@@ -62,7 +62,7 @@ class MetaRegistry:
         self._turn: dict[str, int] = {}
         self.started_at = time.time()
         # The key-value store is the one thing heartbeats cannot rebuild: journal it.
-        self.journal = Journal(journal_uri) if journal_uri else None
+        self.journal = Journal(journal_uri, system=self.system.get("namespace", "-")) if journal_uri else None
         for entry in self.journal.read() if self.journal else ():
             if entry["k"] == "put":
                 self.kv[entry["key"]] = (entry["value"], entry["version"])

@@ -92,6 +92,7 @@ class HybridMemory:
         config: See `MemoryConfig`.
         embedder: A shared `Embedder`; built from `config.embedder` when None.
         clock: Seconds since the epoch (injectable for tests of expiry).
+        system: The system (Ray namespace) it belongs to, a tag of its log's metrics.
     """
 
     def __init__(
@@ -100,12 +101,14 @@ class HybridMemory:
         config: MemoryConfig | None = None,
         embedder: Embedder | None = None,
         clock: Callable[[], float] = time.time,
+        system: str = "-",
     ):
         self.config = config or MemoryConfig()
         self.namespaces = list(dict.fromkeys(namespaces))
         if not self.namespaces:
             raise MemoryInputError("namespaces", "at least one namespace is needed")
         self.clock = clock
+        self.system = system
         self.embedder = embedder or Embedder(self.config.embedder)
         self.dim = self.embedder.dim
         self.records: dict[str, Record] = {}
@@ -481,7 +484,7 @@ class HybridMemory:
         elif self.lexical.num_docs:  # a lexical index with no snapshot: start it afresh
             self.lexical.rebuild([])
         wal = f"{self._remote.rstrip('/')}/wal" if self._remote else os.path.join(root, "wal")
-        self.wal = Journal(wal, sync=self.config.sync)
+        self.wal = Journal(wal, sync=self.config.sync, system=self.system)
         for entry in self.wal.read():
             self._replay(entry)
 

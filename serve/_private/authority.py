@@ -83,13 +83,14 @@ class KeyAuthority:
     Args:
         directory: Where the journal, the signing key and the audit logs live.
         config: The AuthConfig, dumped.
+        system: The system (Ray namespace) it serves, a tag of its journals' metrics.
     """
 
-    def __init__(self, directory: str, config: dict[str, Any]):
+    def __init__(self, directory: str, config: dict[str, Any], system: str = "-"):
         self.config = AuthConfig.model_validate(config)
         self.directory = directory
         self._signing = load_signing_key(directory)
-        self.journal = Journal(os.path.join(directory, "keys"))
+        self.journal = Journal(os.path.join(directory, "keys"), system=system)
         self.keys: dict[str, KeyRecord] = {}
         self.ledger = Ledger()
         entries = self.journal.read()
@@ -112,7 +113,7 @@ class KeyAuthority:
         # batch Ray delivers twice (a retried call) counts once.
         self.usage = UsageLedger(("key", "model"))
         self.batches: OrderedDict[str, None] = OrderedDict()
-        self.usage_journal = Journal(os.path.join(directory, "usage"))
+        self.usage_journal = Journal(os.path.join(directory, "usage"), system=system)
         self._usage_base = 0  # the usage journal's size after its last compaction
         self._writing: dict[str, dict[str, Any]] = {}  # batch id -> its entry, being appended
         for entry in self.usage_journal.read():
@@ -304,5 +305,5 @@ def get_authority(system: str, config: AuthConfig, resources: dict[str, float] |
             num_cpus=0,
             resources=dict(resources or {}),
         )
-        .remote(config.directory(system), config.model_dump())
+        .remote(config.directory(system), config.model_dump(), system)
     )

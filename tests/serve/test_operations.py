@@ -206,10 +206,11 @@ def test_metrics_of_swarms_services_memory_and_journals_after_real_work(ray_head
     assert total(s, "ray_swarmray_delegation_breaker_state", **work, target="other") == 0
 
     # Journals (the work swarm's compacts past 2 KB) and the swarm's memory.
-    journals = {
-        lbl["journal"] for lbl in series(s, "ray_swarmray_journal_bytes") if f"/{SYSTEM}/" in lbl["journal"]
-    }
+    # Every journal of the system carries its name: queens', the key authority's, the memory's log.
+    journals = {lbl["journal"] for lbl in series(s, "ray_swarmray_journal_bytes", system=SYSTEM)}
     work_journal = next(j for j in journals if j.endswith(f"{SYSTEM}/work"))
+    assert any(j.endswith("/keys") for j in journals) and any(j.endswith("/usage") for j in journals)
+    assert any(j.endswith("/wal") for j in journals), journals
     assert total(s, "ray_swarmray_journal_sync_seconds_count", journal=work_journal) > 0
     assert total(s, "ray_swarmray_journal_compactions_total", journal=work_journal) >= 1
     memory = {"system": SYSTEM, "store": "work", "operation": "upsert"}

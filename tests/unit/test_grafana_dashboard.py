@@ -293,10 +293,8 @@ def filter_problems(dashboard: dict[str, Any], metrics: dict[str, Metric]) -> li
                 problems.append(f'{title}: {name} is not filtered on SessionName=~"$SessionName"')
             if "system" in tags and found.get("system") != ("=~", "$system"):
                 problems.append(f'{title}: {name} is not filtered on system=~"$system"')
-            # A metric without `system` (the journals') must still follow $system, on a label it has.
-            on_system = [label for label, (_, value) in found.items() if label in tags and "$system" in value]
-            if "system" not in tags and not on_system:
-                problems.append(f"{title}: {name} has no `system` tag nor filters {sorted(tags)} on it")
+            if "system" not in tags:
+                problems.append(f"{title}: {name} has no `system` tag to follow $system")
             if "swarm" in tags and found.get("swarm") != ("=~", "$swarm"):
                 problems.append(f'{title}: {name} is not filtered on swarm=~"$swarm"')
             for label in found.keys() - tags - ADDED_LABELS:
@@ -317,7 +315,7 @@ def test_the_metric_definitions_are_read_with_their_kinds_and_tags():
     assert metrics["swarmray_tasks_submitted"] == Metric("Counter", task)
     assert metrics["swarmray_task_run_seconds"] == Metric("Histogram", task)  # via latency(...)
     assert metrics["swarmray_queue_depth"] == Metric("Gauge", task)
-    assert metrics["swarmray_journal_bytes"] == Metric("Gauge", frozenset({"journal"}))
+    assert metrics["swarmray_journal_bytes"] == Metric("Gauge", frozenset({"system", "journal"}))
     # The services' constructors take their tag keys by position.
     assert metrics["swarmray_http_request_seconds"] == Metric(
         "Histogram", frozenset({"system", "service", "route"})

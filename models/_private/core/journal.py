@@ -238,9 +238,10 @@ class Journal:
     without waiting for it.
     """
 
-    def __init__(self, uri: str, sync: bool = True):
+    def __init__(self, uri: str, sync: bool = True, system: str = "-"):
         self.uri = uri
-        self._label = uri.replace(os.path.expanduser("~"), "~", 1)  # its `journal` metric tag
+        # Its metrics' tags: the system it belongs to ("-" for none) and where it is.
+        self._tags = {"system": system, "journal": uri.replace(os.path.expanduser("~"), "~", 1)}
         self._log = _LocalLog(uri.removeprefix("file://"), sync) if is_local(uri) else _ObjectLog(uri)
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future] = []
@@ -275,10 +276,10 @@ class Journal:
     def _measured(self, seconds: float | None, size: int, compacted: bool) -> None:
         metrics = journal_metrics()
         if seconds is not None:
-            metrics.sync_s.observe(seconds, {"journal": self._label})
+            metrics.sync_s.observe(seconds, self._tags)
         if compacted:
-            metrics.compactions.inc(1, {"journal": self._label})
-        keep(metrics.bytes, size, journal=self._label)
+            metrics.compactions.inc(1, self._tags)
+        keep(metrics.bytes, size, **self._tags)
 
     def reset(self) -> None:
         """Empties the journal at once (a new, empty generation), for callers with no event loop."""

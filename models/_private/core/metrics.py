@@ -149,12 +149,12 @@ def keep(gauge: Any, value: float, **tags: Any) -> None:
 
 class JournalMetrics:
     """Every journal's (queens', the registry's, memory logs', the key authority's): the time
-    of each group commit, its size, its compactions. Tag `journal`: its location."""
+    of each group commit, its size, its compactions. Tags `system` and `journal`, its location."""
 
     def __init__(self) -> None:
         from ray.util.metrics import Counter, Gauge, Histogram
 
-        tags = ("journal",)
+        tags = ("system", "journal")
         self.sync_s = Histogram(
             PREFIX + "journal_sync_seconds",
             "One group commit: the write and its fdatasync (or the object's upload).",
