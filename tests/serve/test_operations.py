@@ -25,6 +25,7 @@ from tests.waiting import wait_until
 
 SYSTEM = "ops-tests"
 LLM_TASKS = 3
+CHAT = "/v1/chat/completions"
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +155,7 @@ def test_metrics_of_swarms_services_memory_and_journals_after_real_work(ray_head
     one = {"Authorization": f"Bearer {slow['key']}"}
     wait_until(lambda: httpx.get(facts, headers=one).status_code == 200, 30, "the new key on the replica")
     assert httpx.get(facts, headers=one).status_code == 429
+    memory = {"system": SYSTEM, "store": "work", "operation": "upsert"}
 
     def scraped():
         s = scrape(ray_head["metrics"])
@@ -165,6 +167,14 @@ def test_metrics_of_swarms_services_memory_and_journals_after_real_work(ray_head
             and total(s, "ray_swarmray_agents", system=SYSTEM, swarm="brittle", state="alive") == 0
             and total(s, "ray_swarmray_refusals_total", system=SYSTEM, reason="rate_limit_exceeded") == 1
             and total(s, "ray_swarmray_facts_records", system=SYSTEM, namespace="kb", kind="documents") == 1
+            # Each process reports on its own clock: the last event of each of the others.
+            and total(s, "ray_swarmray_facts_operation_errors_total", system=SYSTEM, namespace="kb") == 1
+            and total(s, "ray_swarmray_memory_operation_seconds_count", **memory) == 2
+            and total(s, "ray_swarmray_http_request_seconds_count", system=SYSTEM, route=CHAT) == LLM_TASKS
+            and any(
+                lbl["journal"].endswith(f"{SYSTEM}/work")
+                for lbl in series(s, "ray_swarmray_journal_compactions_total", system=SYSTEM)
+            )
         )
         return s if done else None
 
@@ -213,7 +223,6 @@ def test_metrics_of_swarms_services_memory_and_journals_after_real_work(ray_head
     assert any(j.endswith("/wal") for j in journals), journals
     assert total(s, "ray_swarmray_journal_sync_seconds_count", journal=work_journal) > 0
     assert total(s, "ray_swarmray_journal_compactions_total", journal=work_journal) >= 1
-    memory = {"system": SYSTEM, "store": "work", "operation": "upsert"}
     assert total(s, "ray_swarmray_memory_operation_seconds_count", **memory) == 2  # the refused one too
     assert total(s, "ray_swarmray_memory_operation_errors_total", **memory) == 1
     assert total(s, "ray_swarmray_memory_records", system=SYSTEM, store="work") == 1
@@ -225,7 +234,7 @@ def test_metrics_of_swarms_services_memory_and_journals_after_real_work(ray_head
     assert completion == LLM_TASKS * USAGE["completion_tokens"]
     cost = LLM_TASKS * (100 * 2 + 50 * 10) / 1e6
     assert total(s, "ray_swarmray_ai_cost_usd_total", **ai) == pytest.approx(cost)
-    chat_route = {"system": SYSTEM, "route": "/v1/chat/completions"}
+    chat_route = {"system": SYSTEM, "route": CHAT}
     (chat,) = series(s, "ray_swarmray_http_requests_total", **chat_route)
     assert (chat["service"], chat["method"], chat["status"]) == ("ai", "POST", "200")
     assert (chat["application"], chat["deployment"]) == (f"{SYSTEM}-ai", "gateway") and chat["replica"]
