@@ -10,7 +10,7 @@ order agree to the last digit.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field, NonNegativeInt
@@ -82,13 +82,19 @@ class UsageLedger:
             _sum_into(merged, (start - start % width, dims), row)
         self.buckets = merged
 
-    def totals(self, by: Sequence[str] = (), since: float | None = None) -> list[dict[str, Any]]:
+    def totals(
+        self, by: Sequence[str] = (), since: float | None = None, where: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         """Sums grouped by the dimensions `by` (none: one grand total), over buckets that start
-        at or after `since` (or that `since` falls in); sorted by the group."""
+        at or after `since` (or that `since` falls in) and whose dimensions match `where`;
+        sorted by the group."""
         index = [self.dimensions.index(d) for d in by]  # ValueError for an unknown dimension
+        match = [(self.dimensions.index(d), value) for d, value in (where or {}).items()]
         groups: dict[tuple[str, ...], list[int]] = {}
         for (start, dims), row in self.buckets.items():
             if since is not None and start + _width_s(time.time() - start) <= since:
+                continue
+            if any(dims[i] != value for i, value in match):
                 continue
             _sum_into(groups, tuple(dims[i] for i in index), row)
         return [

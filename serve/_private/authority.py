@@ -264,9 +264,12 @@ class KeyAuthority:
         while len(self.batches) > KEPT_BATCH_IDS:
             self.batches.popitem(last=False)
 
-    def usage_totals(self, by: list[str], since: float | None = None) -> list[dict[str, Any]]:
-        """What the AI service charged, grouped by `by` (of key, model), since a time."""
-        rows = self.usage.totals(by, since)
+    def usage_totals(
+        self, by: list[str], since: float | None = None, key: str | None = None
+    ) -> list[dict[str, Any]]:
+        """What the AI service charged, grouped by `by` (of key, model), since a time, of one
+        key (its id) if given."""
+        rows = self.usage.totals(by, since, None if key is None else {"key": key})
         if "key" in by:  # the key's name beside its id
             for row in rows:
                 row["name"] = self.keys[row["key"]].name if row["key"] in self.keys else None

@@ -280,23 +280,20 @@ class Gateway:
             await asyncio.sleep(USAGE_FLUSH_S)
             await self._send_usage()
 
-    async def _send_usage(self) -> bool:
-        """Sends what is unsent as one batch (or the batch that did not arrive, again); returns
-        whether nothing is left unsent."""
+    async def _send_usage(self) -> None:
+        """Sends what is unsent as one batch (or the batch that did not arrive, again)."""
         async with self._sending:
             if self._outgoing is None and self._unsent:
                 rows = [[k, m, s.model_dump()] for (k, m), s in self._unsent.items()]
                 self._outgoing, self._unsent = {"id": uuid.uuid4().hex, "at": time.time(), "rows": rows}, {}
             if self._outgoing is None:
-                return True
+                return
             try:
                 await (await self._the_ledger()).record_usage.remote(self._outgoing)
                 self._outgoing = None
-                return True
             except Exception as e:
                 self._ledger = None
                 log.warning("the usage ledger did not take a batch (%r); sending it again", unwrap_error(e))
-                return False
 
     async def _the_ledger(self) -> Any:
         if self._ledger is None:  # looked up once, off the loop (it asks Ray's control store)
@@ -474,9 +471,11 @@ class Gateway:
         first; another replica's last second may not be there yet. A key without admin sees its
         own row; an admin key with a model list sees the others' rows of those models only."""
         await self._send_usage()
+        key = key_of(request)
+        own = key.id if key is not None and "admin" not in key.scopes else None  # its row only
         try:
             ledger = await self._the_ledger()
-            rows = await ledger.usage_totals.remote(["key", "model"], since)
+            rows = await ledger.usage_totals.remote(["key", "model"], since, own)
         except Exception as e:
             self._ledger = None
             log.warning(
@@ -492,9 +491,8 @@ class Gateway:
                 "completion_tokens": row["completion_tokens"],
                 "cost_usd": row["cost_microusd"] / 1e6,
             }
-        key = key_of(request)
-        if key is not None and "admin" not in key.scopes:
-            return {"callers": {key.id: callers.get(key.id, {})}}
+        if own is not None:
+            return {"callers": {own: callers.get(own, {})}}
         seen = {
             caller: {
                 m: n

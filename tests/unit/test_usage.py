@@ -25,8 +25,16 @@ def test_totals_group_by_any_dimension_and_sum_exactly():
     ]
     assert [r["model"] for r in ledger.totals(["model"])] == ["m1", "m2"]
     assert ledger.totals()[0]["prompt_tokens"] == 70
+    # One key's rows only (a key without admin reading /v1/usage).
+    assert [(r["model"], r["prompt_tokens"]) for r in ledger.totals(["model"], where={"key": "k1"})] == [
+        ("m1", 10),
+        ("m2", 20),
+    ]
+    assert ledger.totals(["model"], where={"key": "k3"}) == []
     with pytest.raises(ValueError):
         ledger.totals(["swarm"])
+    with pytest.raises(ValueError):
+        ledger.totals(["key"], where={"swarm": "s"})
     with pytest.raises(ValueError, match="expected values for"):
         ledger.add(1.0, ("k1",), spent(1))
 
