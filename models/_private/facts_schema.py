@@ -146,7 +146,9 @@ class Entity(_Model):
 class Fact(_Model):
     """A stored fact: an edge from a subject entity to an object entity or value, with when it
     held in the world (`valid_at`/`invalid_at`) and when the store recorded and retired it
-    (`created_at`/`expired_at`), and the documents it was read from."""
+    (`created_at`/`expired_at`), and the documents it was read from. `valid_at` is None when
+    neither the fact, its text nor its document's reference time said when it began: reads
+    `as_of` then count it from `created_at`, when it was learnt."""
 
     id: str
     subject_id: str

@@ -73,7 +73,8 @@ CREATE TABLE IF NOT EXISTS facts (
     valid_at REAL NOT NULL, invalid_at REAL, created_at REAL NOT NULL, expired_at REAL,
     stated_invalid_at REAL,   -- the end it was posted with; invalid_at may be earlier (ended_by)
     ended_by TEXT,            -- the later fact on a functional predicate that ended it
-    asserted INTEGER NOT NULL -- 1: posted directly, so no document delete removes it
+    asserted INTEGER NOT NULL, -- 1: posted directly, so no document delete removes it
+    valid_stated INTEGER NOT NULL DEFAULT 1 -- 0: no start said; valid_at is when it was learnt
 );
 CREATE INDEX IF NOT EXISTS facts_by_subject ON facts(subject_id, predicate);
 CREATE INDEX IF NOT EXISTS facts_by_object ON facts(object_id);
@@ -88,7 +89,8 @@ CREATE INDEX IF NOT EXISTS provenance_by_document ON provenance(document_id);
 
 _FACT_COLUMNS = (
     "f.id, f.subject_id, s.name, f.predicate, f.object_id, COALESCE(o.name, f.object_value), "
-    "f.sentence, f.confidence, f.extractor, f.valid_at, f.invalid_at, f.created_at, f.expired_at"
+    "f.sentence, f.confidence, f.extractor, CASE WHEN f.valid_stated THEN f.valid_at END, f.invalid_at, "
+    "f.created_at, f.expired_at"
 )
 _FACT_FIELDS = [
     "id",
@@ -182,6 +184,10 @@ class FactStore:
             if column not in have:
                 self._db.execute(f"ALTER TABLE documents ADD COLUMN {column} {spec}")
             self._db.execute(f"CREATE INDEX IF NOT EXISTS documents_by_{column} ON documents({column})")
+        if "valid_stated" not in {r[1] for r in self._db.execute("PRAGMA table_info(facts)")}:
+            self._db.execute("ALTER TABLE facts ADD COLUMN valid_stated INTEGER NOT NULL DEFAULT 1")
+            # An earlier version started a fact that said no time when it stored it.
+            self._db.execute("UPDATE facts SET valid_stated = 0 WHERE valid_at = created_at")
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -314,8 +320,9 @@ class FactStore:
         with self._transaction() as db:
             fact = self._fact_row(db, fact_id)
             at = to_epoch(invalid_at) if invalid_at is not None else now
-            if fact.valid_at is not None and at < fact.valid_at.timestamp():
-                raise FactsInputError("invalid_at", "is before the fact's valid_at")
+            if at < (fact.valid_at or fact.created_at).timestamp():
+                said = "valid_at" if fact.valid_at is not None else "created_at (it states no valid_at)"
+                raise FactsInputError("invalid_at", f"is before the fact's {said}")
             db.execute(
                 "UPDATE facts SET invalid_at = ?, stated_invalid_at = ?, expired_at = ?, ended_by = NULL "
                 "WHERE id = ?",
@@ -825,6 +832,9 @@ class FactStore:
         subject = self._resolve(db, f.subject, f.subject_type, now)
         object_id = self._resolve(db, f.object, f.object_type, now) if f.object_type else None
         object_value = None if object_id else f.object
+        # A start the fact or its document's reference time states; else it counts from now,
+        # when it is learnt, and reads show no start (valid_at None; created_at is that time).
+        stated_valid = f.valid_at is not None or reference is not None
         valid = (
             to_epoch(f.valid_at) if f.valid_at is not None else (reference if reference is not None else now)
         )
@@ -847,12 +857,19 @@ class FactStore:
                 their_invalid if their_invalid is not None else _FOREVER
             ):
                 same = fact_id
-                db.execute("UPDATE facts SET valid_at = min(valid_at, ?) WHERE id = ?", (valid, fact_id))
+                # A stated start moves it to the earlier of the stated ones; a time learnt never
+                # moves it (so a fact of no stated start keeps valid_at = created_at).
+                db.execute(
+                    "UPDATE facts SET valid_at = CASE WHEN NOT ? THEN valid_at "
+                    "WHEN valid_stated THEN min(valid_at, ?) ELSE ? END, "
+                    "valid_stated = max(valid_stated, ?) WHERE id = ?",
+                    (stated_valid, valid, valid, stated_valid, fact_id),
+                )
                 break
         fact_id = same or _new_id()
         if same is None:
             db.execute(
-                "INSERT INTO facts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, 0)",
+                "INSERT INTO facts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, 0, ?)",
                 (
                     fact_id,
                     subject,
@@ -866,6 +883,7 @@ class FactStore:
                     stated,
                     now,
                     stated,
+                    stated_valid,
                 ),
             )
         if document_id is None:

@@ -95,3 +95,65 @@ def test_mentions_read_the_same_entities_as_extraction_without_the_parse(extract
         "Did Pierre Curie work for the University of Paris before 1906?",
     ):
         assert extractor.mentions(text) == extractor.extract(text).entities
+
+
+# A user's note: a person, another named in a clause about her, then "She".
+ADA = "Ada Lovelace is a mathematician who worked with Charles Babbage. She was born in London."
+
+
+def test_she_stands_for_the_person_the_last_sentence_is_about_not_one_named_in_its_clause(extractor):
+    ex = extractor.extract(ADA)
+    born = [f for f in ex.facts if f.predicate == "born_in"]
+    assert [(f.subject, f.object, f.confidence) for f in born] == [("Ada Lovelace", "London", 0.6)]
+
+
+def test_a_pronoun_either_of_two_people_could_stand_for_credits_neither(extractor):
+    # No gender is known of a name: "She" could be either, so no fact rather than a wrong one.
+    ex = extractor.extract("Ada Lovelace wrote to Charles Babbage. She was born in London.")
+    assert [f for f in ex.facts if f.predicate == "born_in"] == []
+    assert ("Ada Lovelace", "write_to", "Charles Babbage") in triples(ex)
+
+
+def test_a_fact_reads_as_a_whole_phrase_never_cut_after_a_preposition(extractor):
+    from cluster._private.demo import DEMO_DOCUMENTS
+
+    ex = extractor.extract(ADA)
+    (what,) = [f for f in ex.facts if f.predicate == "is_a"]
+    assert what.text() == "Ada Lovelace is a mathematician who worked with Charles Babbage"
+    assert ("Ada Lovelace", "work_with", "Charles Babbage") in triples(ex)  # the clause, as an edge
+    dangling = {"a", "an", "the", "of", "with", "in", "on", "at", "by", "for", "to", "from", "and", "who"}
+    texts = [ADA, PARAGRAPH, *(d["text"] for d in DEMO_DOCUMENTS)]
+    for ex in extractor.extract_many(texts):
+        for f in ex.facts:
+            assert f.text().split()[-1].lower() not in dangling, f.text()
+            assert "  " not in f.text() and f.object.strip() == f.object
+
+
+def test_a_fact_whose_text_names_no_time_has_no_start_and_shows_when_it_was_learnt(tmp_path, extractor):
+    from cluster._private.format import format_search
+
+    learnt = datetime(2026, 12, 6, 19, 0, tzinfo=timezone.utc)
+    store = FactStore(str(tmp_path / "f.sqlite"), clock=lambda: learnt.timestamp())
+    for document_id, text in (
+        ("ada.txt", "Ada Lovelace was born in London."),
+        ("curie.txt", "Marie Curie married Pierre Curie in 1895."),
+    ):
+        store.add_document(DocumentIn(id=document_id, text=text), extractor.extract(text))
+    by_triple = {(f.subject, f.predicate, f.object): f for f in store.facts()}
+    born = by_triple[("Ada Lovelace", "born_in", "London")]
+    assert born.valid_at is None and born.created_at == learnt
+    assert [p["document_id"] for p in born.provenance] == ["ada.txt"]
+    married = by_triple[("Marie Curie", "marry", "Pierre Curie")]
+    assert married.valid_at == datetime(1895, 1, 1, tzinfo=timezone.utc)
+    # `as_of` reads still count a fact of no stated start from when it was learnt.
+    before = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert born.id not in {f.id for f in store.facts(as_of=before)}
+    assert married.id in {f.id for f in store.facts(as_of=before)}
+    found = {
+        "facts": [{"score": 1.0, "fact": f.model_dump(mode="json")} for f in (born, married)],
+        "passages": [],
+    }
+    born_row, married_row = format_search(found).splitlines()[1:3]
+    assert "learnt 2026-12-06" in born_row and ".." not in born_row
+    assert "1895-01-01 .. now" in married_row
+    store.close()

@@ -274,6 +274,23 @@ def test_a_restatement_that_overlaps_is_more_support_and_may_start_the_fact_earl
     assert again == first and store.fact(first).valid_at == at(2018)
 
 
+def test_a_fact_that_states_no_start_counts_from_when_it_was_learnt_until_a_start_is_said(store):
+    (first,) = store.add_facts([fact("Ada", "lives_in", "Paris")])
+    learnt = store.fact(first)
+    assert learnt.valid_at is None and learnt.created_at == at(2030)
+    assert store.facts(predicate="lives_in", as_of=at(2029)) == []
+    with pytest.raises(FactsInputError, match="created_at"):
+        store.invalidate_fact(first, at(2029))
+    store.clock.now = at(2031).timestamp()
+    (again,) = store.add_facts([fact("Ada", "lives_in", "Paris")])  # learnt again: no start
+    assert again == first and store.fact(first).valid_at is None
+    (said,) = store.add_facts([fact("Ada", "lives_in", "Paris", valid_at=at(2018))])
+    assert said == first and store.fact(first).valid_at == at(2018)
+    store.add_facts([fact("Ada", "lives_in", "Paris")])  # a time learnt never moves a stated start
+    assert store.fact(first).valid_at == at(2018)
+    assert [f.id for f in store.facts(predicate="lives_in", as_of=at(2019))] == [first]
+
+
 def test_the_first_retirement_time_is_kept(store):
     clock = store.clock
     store.add_facts([fact("Ada", "works_for", "Acme", valid_at=at(2020))])
@@ -406,6 +423,36 @@ def test_a_store_made_before_jobs_existed_opens_and_gains_them(path):
     assert store.document("d").job is None and store.document_ids(indexed=True) == {"d"}
     store.add_documents([DocumentIn(id="e", text="Bo.")], job="j", indexed=False)
     assert store.job_progress("j")["documents"] == 1 and store.document_ids(indexed=False) == {"e"}
+    store.close()
+
+
+def test_a_store_made_before_unstated_starts_existed_shows_none_where_the_start_was_when_stored(path):
+    import sqlite3
+
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE entities (id TEXT PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL, "
+        "created_at REAL NOT NULL);"
+        "CREATE TABLE facts (id TEXT PRIMARY KEY, subject_id TEXT NOT NULL REFERENCES entities(id), "
+        "predicate TEXT NOT NULL, object_id TEXT REFERENCES entities(id), object_value TEXT, "
+        "sentence TEXT NOT NULL, confidence REAL NOT NULL, extractor TEXT NOT NULL, valid_at REAL NOT NULL, "
+        "invalid_at REAL, created_at REAL NOT NULL, expired_at REAL, stated_invalid_at REAL, ended_by TEXT, "
+        "asserted INTEGER NOT NULL);"
+        "INSERT INTO entities VALUES ('ada', 'Ada', 'thing', 0);"
+    )
+    stored = at(2025).timestamp()
+    for fact_id, valid in (("tea", at(2020).timestamp()), ("jam", stored)):  # jam: no start was said
+        old.execute(
+            "INSERT INTO facts VALUES (?, 'ada', 'likes', NULL, ?, 's', 1, 'explicit', ?, NULL, ?, "
+            "NULL, NULL, NULL, 1)",
+            (fact_id, fact_id, valid, stored),
+        )
+    old.commit()
+    old.close()
+    store = FactStore(path)
+    assert store.fact("tea").valid_at == at(2020) and store.fact("jam").valid_at is None
+    store.add_facts([fact("Ada", "likes", "coffee")])
+    assert {f.object: f.valid_at for f in store.facts()}["coffee"] is None
     store.close()
 
 
