@@ -36,7 +36,9 @@ class Agent:
     Subclass it, list `capabilities`, and implement `handle`. Declare each capability's payload
     as a pydantic model in `payloads`: the queen then refuses a task whose payload does not fit
     when it is submitted, naming the field, `swarm capabilities` shows the model's schema, and
-    `handle` gets the checked payload with its defaults filled in. Raise `PayloadError` (or let a
+    `handle` gets the checked payload with its defaults filled in. Say what each capability does
+    in `descriptions` (`swarm capabilities` shows it; a pool's config may override it; without
+    either, the first line of the class docstring stands in). Raise `PayloadError` (or let a
     pydantic `ValidationError` out) for input that can never work: the task fails at once,
     without retries. Any other exception fails the attempt, which the queen retries. Constructor
     keyword arguments
@@ -51,6 +53,7 @@ class Agent:
         class Shout(Agent):
             capabilities = ("text.shout",)
             payloads = {"text.shout": ShoutInput}
+            descriptions = {"text.shout": "The text in capitals."}
 
             async def handle(self, task):
                 return task.payload["text"].upper()
@@ -58,6 +61,7 @@ class Agent:
 
     capabilities: ClassVar[tuple[str, ...]] = ()
     payloads: ClassVar[Mapping[str, type[BaseModel]]] = {}
+    descriptions: ClassVar[Mapping[str, str]] = {}
     context: AgentContext
 
     async def handle(self, task: Task) -> Any:

@@ -167,6 +167,9 @@ class TextStatsAgent(Agent):
 
     capabilities = ("text.stats",)
     payloads = {"text.stats": TextInput}
+    descriptions = {
+        "text.stats": "Characters, words, sentences, unique words and the most frequent words of a text."
+    }
 
     def __init__(self, top_n: int = 5):
         self.top_n = top_n
@@ -189,6 +192,7 @@ class KeywordsAgent(Agent):
 
     capabilities = ("text.keywords",)
     payloads = {"text.keywords": KeywordsInput}
+    descriptions = {"text.keywords": "The most frequent words of a text that are not English stop words."}
 
     def __init__(self, top_n: int = 5):
         # scikit-learn comes with sentence-transformers; its list is the usual one.
@@ -207,6 +211,9 @@ class ReadabilityAgent(Agent):
 
     capabilities = ("text.readability",)
     payloads = {"text.readability": TextInput}
+    descriptions = {
+        "text.readability": "Flesch reading ease of a text (higher is easier; 60-70 is plain English)."
+    }
 
     @staticmethod
     def syllables(word: str) -> int:
@@ -236,6 +243,7 @@ class ChecksumAgent(Agent):
 
     capabilities = ("data.checksum",)
     payloads = {"data.checksum": TextInput}
+    descriptions = {"data.checksum": "SHA-256, CRC-32, size and zlib-compressed size of a text."}
 
     def handle(self, task: Task) -> dict:
         data = task.payload["text"].encode()
@@ -252,6 +260,7 @@ class ValidateAgent(Agent):
 
     capabilities = ("data.validate",)
     payloads = {"data.validate": ValidateInput}
+    descriptions = {"data.validate": "Checks a JSON document against a JSON Schema, listing each error."}
 
     def handle(self, task: Task) -> dict:
         import jsonschema  # a Ray dependency; the reference validator
@@ -277,6 +286,9 @@ class DeduplicateAgent(Agent):
 
     capabilities = ("data.deduplicate",)
     payloads = {"data.deduplicate": DeduplicateInput}
+    descriptions = {
+        "data.deduplicate": "Drops the records whose key field repeats, keeping the first of each."
+    }
 
     async def handle(self, task: Task) -> dict:
         records, key = task.payload["records"], task.payload["key"]
@@ -295,6 +307,9 @@ class NumberStatsAgent(Agent):
 
     capabilities = ("math.stats",)
     payloads = {"math.stats": NumbersInput}
+    descriptions = {
+        "math.stats": "Count, mean, median, standard deviation, extremes and quartiles of numbers."
+    }
 
     async def handle(self, task: Task) -> dict:
         xs = task.payload["numbers"]
@@ -315,6 +330,7 @@ class FactorizeAgent(Agent):
 
     capabilities = ("math.factorize",)
     payloads = {"math.factorize": FactorizeInput}
+    descriptions = {"math.factorize": "Prime factors of an integer up to 10**15, by trial division."}
 
     def handle(self, task: Task) -> dict:
         n = task.payload["n"]
@@ -337,6 +353,9 @@ class InvoiceAgent(Agent):
 
     capabilities = ("finance.invoice",)
     payloads = {"finance.invoice": InvoiceInput}
+    descriptions = {
+        "finance.invoice": "Line totals, subtotal, tax and total of an invoice, rounded half-up to cents."
+    }
 
     async def handle(self, task: Task) -> dict:
         lines, subtotal = [], Decimal(0)
@@ -353,6 +372,7 @@ class AmortizeAgent(Agent):
 
     capabilities = ("finance.amortize",)
     payloads = {"finance.amortize": AmortizeInput}
+    descriptions = {"finance.amortize": "Monthly payment and total interest of a fixed-rate loan."}
 
     async def handle(self, task: Task) -> dict:
         principal, months = task.payload["principal"], task.payload["months"]
@@ -376,6 +396,14 @@ class MemoryAgent(Agent):
         "memory.store": MemoryStoreInput,
         "memory.search": MemorySearchInput,
         "memory.delete": MemoryDeleteInput,
+    }
+    descriptions = {
+        "memory.store": "Stores a record in the swarm's memory or the global one, replacing one "
+        "with the same id; returns the id.",
+        "memory.search": "Searches the swarm's memory, the global one or both (hybrid, dense or "
+        "lexical); returns the hits, best first.",
+        "memory.delete": "Deletes records by id from the swarm's memory or the global one; "
+        "returns how many there were.",
     }
 
     async def handle(self, task: Task) -> Any:

@@ -44,7 +44,9 @@ class CapabilityConfig(ConfigModel):
     """A capability an agent offers: a dotted name tasks ask for."""
 
     name: CapabilityName = Field(description="Dotted capability name, e.g. 'text.stats'.")
-    description: str = Field("", description="What the capability does, shown by `swarm status`.")
+    description: str = Field(
+        "", description="What the capability does, shown by `swarm capabilities`; default the agent's own."
+    )
     timeout_s: PositiveFloat | None = Field(
         None, description="Default per-attempt timeout for tasks of this capability."
     )

@@ -61,6 +61,12 @@ class FactsAgent(Agent):
 
     capabilities = ("facts.ingest", "facts.search")
     payloads = {"facts.ingest": FactsIngestInput, "facts.search": FactsSearchInput}
+    descriptions = {
+        "facts.ingest": "Stores documents in a facts namespace; returns the batch's job (facts "
+        "follow as extraction runs).",
+        "facts.search": "Finds passages and facts in the facts service (graph mode follows the "
+        "query's entities).",
+    }
 
     def __init__(self, base_url: str | None = None, timeout_s: float = 300.0):
         self.service = ServiceClient(FACTS_URL_KEY, base_url, timeout_s)

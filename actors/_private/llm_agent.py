@@ -6,12 +6,32 @@ from __future__ import annotations
 import string
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from actors._private.agent import Agent
 from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, ServiceClient
 from actors._private.task import Task
 from models._private.core.errors import PayloadError
 
-__all__ = ["LLMAgent"]
+__all__ = ["LLMAgent", "LLMGenerateInput"]
+
+
+class LLMGenerateInput(BaseModel):
+    """The prompt template's fields (`input` for the default template), and where to recall from."""
+
+    model_config = ConfigDict(extra="allow")  # any other field the agent's template names
+
+    input: str | None = Field(
+        None,
+        description="The text for the template's {input} (the whole prompt by default); "
+        "required when the template has it.",
+    )
+    namespaces: list[str] | None = Field(
+        None, description="Memory namespaces to recall from; default the memory's own."
+    )
+    facts_namespaces: list[str] | None = Field(
+        None, description="Facts namespaces to search; default the agent's `facts_namespaces` param."
+    )
 
 
 class LLMAgent(Agent):
@@ -32,13 +52,19 @@ class LLMAgent(Agent):
         base_url, facts_url: The services' /v1 URLs; None reads them from the registry, where
             `swarm up` puts them.
 
-    Payload: the template's fields, e.g. {"input": "..."}, and optionally "namespaces", the
-    memory namespaces to recall from (default: the memory's own), and "facts_namespaces",
-    the facts namespaces to search (default: the `facts_namespaces` param). Output: {"text", "model",
-    "usage", "recalled", "grounding"} (grounding: the ids of the facts and documents used).
+    Payload (`LLMGenerateInput`): the template's fields, e.g. {"input": "..."}, and optionally
+    "namespaces", the memory namespaces to recall from (default: the memory's own), and
+    "facts_namespaces", the facts namespaces to search (default: the `facts_namespaces` param).
+    Output: {"text", "model", "usage", "recalled", "grounding"} (grounding: the ids of the facts
+    and documents used).
     """
 
     capabilities = ("llm.generate",)
+    payloads = {"llm.generate": LLMGenerateInput}
+    descriptions = {
+        "llm.generate": "Fills the agent's prompt template (with recalled memories and facts, if "
+        "set), asks the AI service, returns the reply."
+    }
 
     def __init__(
         self,
@@ -69,7 +95,7 @@ class LLMAgent(Agent):
         payload = dict(task.payload)
         namespaces = payload.pop("namespaces", None)  # where to recall from; not a template field
         facts_namespaces = payload.pop("facts_namespaces", None) or self.facts_namespaces
-        if missing := sorted(self.fields - set(payload)):
+        if missing := sorted(f for f in self.fields if payload.get(f) is None):
             raise PayloadError("llm.generate", [(f, "required by the prompt template") for f in missing])
         query = " ".join(str(payload[f]) for f in sorted(self.fields))
         recalled: list[dict] = []

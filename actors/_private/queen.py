@@ -287,14 +287,20 @@ class SwarmQueen:
         (None where the agent declares no payload model), for `swarm capabilities`."""
         entries: dict[str, dict[str, Any]] = {}
         for pool in self.config.pools.values():
-            doc = (import_object(pool.agent.class_path).__doc__ or "").strip().splitlines()
+            cls = import_object(pool.agent.class_path)
+            doc = (cls.__doc__ or "").strip().splitlines()
             described = {c.name: c.description for c in pool.agent.capabilities}
             for cap in pool.agent.capability_names:
                 entry = entries.setdefault(
                     cap, {"capability": cap, "swarm": self.name, "description": "", "pools": []}
                 )
                 entry["pools"].append(pool.name)
-                entry["description"] = entry["description"] or described.get(cap) or (doc[0] if doc else "")
+                entry["description"] = (
+                    entry["description"]
+                    or described.get(cap)
+                    or cls.descriptions.get(cap)
+                    or (doc[0] if doc else "")
+                )
                 model = self.payloads.get(cap)
                 entry["schema"] = model.model_json_schema() if model is not None else None
         return sorted(entries.values(), key=lambda e: e["capability"])

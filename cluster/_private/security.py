@@ -22,6 +22,7 @@ __all__ = [
     "authority_of",
     "format_audit",
     "format_keys",
+    "format_verdicts",
     "parse_duration",
     "parse_since",
     "verify_audit",
@@ -116,6 +117,32 @@ def verify_audit(
     return verify_directory(directory, load_pem_public_key(public_key_pem.encode()), witnesses, since)
 
 
+UNSIGNED_NOTE = (
+    "Records after a writer's last signed head are linked by the hash chain, but no signature "
+    "covers them yet: a rewrite of them all, or a cut of them, would not show. A running writer "
+    "signs its head within auth.audit_checkpoint_s (10 s by default) of a record; one that stopped "
+    "sooner (a replica shut down or crashed) leaves them unsigned for good."
+)
+
+
+def format_verdicts(verdicts: list[Verdict]) -> str:
+    """`swarm audit verify`'s report: a line per writer, then what unsigned records mean if any
+    writer has some."""
+    if not verdicts:
+        return "no writer's log found"
+    lines = []
+    for v in verdicts:
+        start = f" (from seq {v.skipped + 1})" if v.skipped else ""
+        line = f"{v.writer}: {v.records} records{start}, {v.checkpoints} checkpoints; "
+        line += "ok" if v.ok else f"BAD at line {v.first_bad}: {v.reason}"
+        if v.unwitnessed:
+            line += f" ({v.unwitnessed} after its last signed head: chained, not yet signed)"
+        lines.append(line)
+    if any(v.unwitnessed for v in verdicts):
+        lines.append(UNSIGNED_NOTE)
+    return "\n".join(lines)
+
+
 def parse_since(text: str, now: float | None = None) -> float:
     """A Unix time from '15m' (that long ago) or an ISO 8601 time ('2026-11-30T12:00:00Z')."""
     if re.fullmatch(r"\s*\d+(?:\.\d+)?\s*[smhdw]\s*", text):
@@ -172,8 +199,16 @@ def format_audit(records: list[dict[str, Any]]) -> str:
         if e.get("kind") == "admin":
             what = f"{e.get('action')} {e.get('key_id')} by {e.get('actor')}"
         else:
-            target = f" [{e['target']}]" if e.get("target") else ""
-            what = f"{e.get('method')} {e.get('route')}{target} -> {e.get('status')} key={e.get('key_id')}"
-            what += f" id={e.get('request_id')}"
+            target = e.get("target")
+            target = ", ".join(target) if isinstance(target, list) else target
+            code = f" {e['code']}" if e.get("code") else ""
+            # A revoked or expired key by its id and state; a missing or unknown one by its state.
+            key = e.get("key_id") or e.get("key_state") or "-"
+            if e.get("key_id") and e.get("key_state"):
+                key += f" ({e['key_state']})"
+            what = (
+                f"{e.get('method')} {e.get('route')}{f' [{target}]' if target else ''} -> {e.get('status')}"
+            )
+            what += f"{code} key={key} id={e.get('request_id')}"
         lines.append(f"{when}  {e['writer']}#{e['seq']}  {e.get('kind')}  {what}")
     return "\n".join(lines)

@@ -77,20 +77,26 @@ class FactsAppArgs(FactsServiceConfig):
         return FactsServiceConfig.model_validate(self.model_dump(exclude={"system"}))
 
 
-def _authority(system: str, auth: AuthConfig, resources: dict[str, float]) -> None:
+def _authority(
+    system: str, auth: AuthConfig, resources: dict[str, float], models: list[str] | None = None
+) -> None:
     import ray
 
     from serve._private.authority import get_authority
 
     # Serve builds the application in a Ray task: the authority is up before any gateway asks.
-    ray.get(get_authority(system, auth, resources).list.remote())
+    authority = get_authority(system, auth, resources)
+    ray.get(authority.list.remote())
+    if models is not None:  # the AI service's: what a new key's model list may name
+        ray.get(authority.set_served_models.remote(models))
 
 
 def ai_app(args: AIAppArgs) -> Any:
     """The AI service as a Serve application, for `import_path: serve:ai_app` in a Serve config
     file; `args` are checked against `AIAppArgs`."""
-    _authority(args.system, args.auth, args.control_resources)
-    return build_app(args.service(), args.system)
+    config = args.service()
+    _authority(args.system, args.auth, args.control_resources, config.model_names())
+    return build_app(config, args.system)
 
 
 def facts_app(args: FactsAppArgs) -> Any:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from models._private.audit import signed_by
-from models._private.core.errors import SwarmrayError
+from models._private.core.errors import ModelNotFoundError, SwarmrayError
 from models._private.core.files import atomic_write
 from models._private.core.journal import Journal
 from models._private.keys import KeyRecord, hash_key, hint_of, new_key
@@ -47,6 +47,7 @@ __all__ = [
 log = logging.getLogger("swarmray.serve")
 SIGNING_KEY = "signing.key"
 HEADS = "heads.json"
+SERVED_MODELS = "models.json"  # the names the system's AI service answers to, as it last said
 USAGE_COMPACT_BYTES = 4 * 2**20  # the usage journal is rewritten as its ledger past this size
 KEPT_BATCH_IDS = 100_000  # usage batch ids remembered against duplicates (~a day of one replica)
 
@@ -109,6 +110,11 @@ class KeyAuthority:
         if os.path.exists(heads):
             with open(heads) as f:
                 self.heads = json.load(f)
+        served = os.path.join(directory, SERVED_MODELS)
+        self.served_models: list[str] | None = None  # None: no AI service has said yet
+        if os.path.exists(served):
+            with open(served) as f:
+                self.served_models = json.load(f)
         # What the gateways' replicas charged, by key and model; batches they sent, by id, so a
         # batch Ray delivers twice (a retried call) counts once.
         self.usage = UsageLedger(("key", "model"))
@@ -130,8 +136,17 @@ class KeyAuthority:
 
     def create(self, spec: dict[str, Any], actor: str = "cli") -> dict[str, Any]:
         """A new key from `spec` (KeyRecord's fields but id, hash, hint and times, plus
-        `expires_in_s`); returns {"record", "key"}: the secret, shown this once."""
+        `expires_in_s`); returns {"record", "key"}: the secret, shown this once.
+
+        Raises:
+            ModelNotFoundError: `models` names one the system's AI service does not serve
+                (checked once an AI service has said what it serves: `set_served_models`).
+                Namespaces are not checked: a facts namespace is made by its first write.
+        """
         spec = dict(spec)
+        served = self.served_models
+        if served is not None and (unknown := [m for m in spec.get("models") or [] if m not in served]):
+            raise ModelNotFoundError(unknown[0], served)
         expires_in = spec.pop("expires_in_s", None)
         key, now = new_key(), time.time()
         record = KeyRecord(
@@ -162,6 +177,12 @@ class KeyAuthority:
         record = record.model_copy(update={"hash": hash_key(key), "hint": hint_of(key)})
         self._store(record, actor, "keys.rotate")
         return {"record": record.model_dump(exclude={"hash"}), "key": key}
+
+    def set_served_models(self, names: list[str]) -> None:
+        """Keeps the names the system's AI service answers to (`AIServiceConfig.model_names`),
+        which a new key's model list must come from; the service's deployment calls it."""
+        self.served_models = sorted(names)
+        atomic_write(os.path.join(self.directory, SERVED_MODELS), json.dumps(self.served_models))
 
     def _store(self, record: KeyRecord, actor: str, action: str) -> None:
         self.journal.write_now({"record": record.model_dump()})

@@ -232,3 +232,11 @@ class AIServiceConfig(ConfigModel):
     def backends(self) -> list[ModelConfig | ProviderConfig]:
         """Every model and provider."""
         return [*self.models.values(), *self.providers.values()]
+
+    def model_names(self) -> list[str]:
+        """Every name a request's `model` may give, sorted: the models, the providers, their
+        aliases, and the embeddings model (when embeddings are on)."""
+        names = {name for b in self.backends() for name in (b.name, *b.aliases)}
+        if self.embeddings is not None:
+            names.add(self.embeddings_model)
+        return sorted(names)

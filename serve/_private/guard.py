@@ -12,7 +12,9 @@ audit record of what happened.
 4. hands the key to the route (`request.state.key`) for the checks that need the body (a
    model, the namespaces of a search), which call `allow`;
 5. appends the audit record when the response starts: before the response goes out for a write
-   (durable), group-committed for a read or an inference.
+   (durable), group-committed for a read or an inference. Its `kind` is "refused" for every
+   refusal of the key (401, 403 and 429, here or in the route, with the error's `code`; a
+   revoked or expired key named by its id, with its `key_state`), "request" for the rest.
 
 The key table is a copy of the authority's, kept by a long poll (`KeyAuthority.changes`), so a
 request asks nobody: the lookup is one dict access by the key's SHA-256.
@@ -67,6 +69,7 @@ T = TypeVar("T")
 
 # (method, path below the route prefix) -> (scope or None when open, durable audit, namespace)
 Rule = Callable[[str, str], tuple[str | None, bool, str | None]]
+KeyState = Literal["live", "revoked", "expired", "missing", "unknown"]
 _NAMESPACE = re.compile(r"^/v1/namespaces/([^/]+)")
 # Largest request body either service reads: a facts batch of max_batch_documents (10,000 by
 # default) paragraphs of about a kilobyte each fits with room to spare.
@@ -246,12 +249,23 @@ class Guard:
                 except Exception as e:  # the authority restarting: send the next one
                     log.warning("audit head not witnessed: %r", e)
 
+    def identify(self, authorization: str | None) -> tuple[KeyRecord | None, KeyState]:
+        """The key a bearer header carries, live or not, and its state: "live", "revoked" or
+        "expired" with its record; "missing" (no bearer header) or "unknown" (a secret no key
+        has) with None. The table keeps revoked keys, so that their requests are audited by id."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return None, "missing"
+        record = self.keys.get(hash_key(authorization[7:].strip()))
+        if record is None:
+            return None, "unknown"
+        if record.revoked_at is not None:
+            return record, "revoked"
+        return record, "live" if record.live(time.time()) else "expired"
+
     def authenticate(self, authorization: str | None) -> KeyRecord | None:
         """The live key a bearer header carries, or None."""
-        if not authorization or not authorization.lower().startswith("bearer "):
-            return None
-        record = self.keys.get(hash_key(authorization[7:].strip()))
-        return record if record is not None and record.live(time.time()) else None
+        record, state = self.identify(authorization)
+        return record if state == "live" else None
 
 
 def key_of(request: Any) -> KeyRecord | None:
@@ -371,7 +385,8 @@ class GuardMiddleware:
         record = None
         if guard is not None and needed is not None:
             await guard.ready()
-            record = guard.authenticate(headers.get(b"authorization", b"").decode("latin-1"))
+            presented, key_state = guard.identify(headers.get(b"authorization", b"").decode("latin-1"))
+            record = presented if key_state == "live" else None
             refusal, retry_after = None, None
             if record is None:
                 refusal = (401, "a valid API key is required (Authorization: Bearer sr-…)", "invalid_api_key")
@@ -388,9 +403,9 @@ class GuardMiddleware:
                     metrics.refused(record.id if record else None, code)
                     metrics.answered(UNROUTED, scope["method"], status, time.perf_counter() - began)
                 kind = {401: "authentication_error", 403: "permission_error"}.get(status, "rate_limit_error")
-                guard.audit.append(
-                    _entry("refused", record, scope, path, status, request_id, namespace, code=code)
-                )
+                # A revoked or expired key is named by its id; an unknown one stays unknown.
+                entry = _entry("refused", presented, scope, path, status, request_id, namespace, code=code)
+                guard.audit.append({**entry, "key_state": key_state} if key_state != "live" else entry)
                 body = error_body(message, kind, None, code, request_id)
                 return await _respond(send, status, body, retry_after)
             state["key"] = record
@@ -403,14 +418,16 @@ class GuardMiddleware:
                 if message["status"] == 429:  # a route's own limit check: tokens or cost
                     metrics.refused(getattr(record, "id", None), state.get("refusal", "rate_limit_exceeded"))
             if message["type"] == "http.response.start" and guard is not None and record is not None:
+                refused = state.get("refusal")  # the route refused the key: a model, a limit
                 entry = _entry(
-                    "request",
+                    "refused" if refused else "request",
                     record,
                     scope,
                     path,
                     message["status"],
                     request_id,
                     state.get("target", namespace),
+                    code=refused,
                     tokens=state.get("tokens"),
                     cost_usd=state.get("cost_usd") or None,
                 )

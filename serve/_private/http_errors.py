@@ -87,11 +87,12 @@ async def _refused(request: Request, exc: RequestError) -> JSONResponse:
 
 
 async def _denied(request: Request, exc: AccessDenied) -> JSONResponse:
+    request.state.refusal = "insufficient_permissions"  # for the audit record
     return error_response(403, str(exc), "permission_error", None, "insufficient_permissions", request)
 
 
 async def _limited(request: Request, exc: Limited) -> JSONResponse:
-    request.state.refusal = exc.code  # for the refusals metric
+    request.state.refusal = exc.code  # for the audit record and the refusals metric
     response = error_response(429, str(exc), "rate_limit_error", None, exc.code, request)
     if exc.retry_after_s is not None:
         response.headers["retry-after"] = str(math.ceil(exc.retry_after_s))

@@ -102,6 +102,8 @@ def deploy(config: ServiceConfig, app_name: str | None = None, system: str | Non
                 f"the key authority did not start within {AUTHORITY_START_S:g} s; it needs "
                 f"{dict(config.control_resources) or 'no custom resources'} on some node"
             ) from None
+        if not facts:  # what a new key's model list may name
+            ray.get(authority.set_served_models.remote(config.model_names()))
         app = build_facts_app(config, system or app_name) if facts else build_app(config, system or app_name)
         serve.run(app, name=app_name, route_prefix=config.route_prefix)
     return service_url(config)

@@ -276,6 +276,19 @@ def test_ai_routes_check_scope_and_model(ai, keys, key_ids):
     assert call(ai, "GET", "/backends", keys["admin"]).status_code == 200
 
 
+def test_a_key_may_name_only_the_models_the_deployed_ai_service_serves(ai, authority):
+    from cluster._private.connection import get
+    from models._private.core.errors import ModelNotFoundError
+
+    spec = {"name": "typo", "scopes": ["ai:invoke"], "models": ["scripted", "scriptd"]}
+    with pytest.raises(ModelNotFoundError) as refused:
+        get(authority.create.remote(spec))
+    assert str(refused.value) == (
+        "the model 'scriptd' does not exist; served models: ['all-MiniLM-L6-v2', 'other', 'scripted']"
+    )
+    assert "typo" not in {r["name"] for r in ray.get(authority.list.remote())}
+
+
 def targets(records):
     """What audit records were about (a search of several namespaces names a list)."""
     return {
@@ -338,12 +351,22 @@ def test_a_rotated_key_replaces_the_old_secret(facts, authority):
     assert call(facts, "GET", "/namespaces", made["key"]).status_code == 401
 
 
-def test_the_audit_trail_verifies_and_holds_no_secret(facts, ai, keys, authority, auth):
+def test_the_audit_trail_verifies_and_holds_no_secret(facts, ai, keys, key_ids, authority, auth):
+    from models._private.audit import read_records
+
     r = call(facts, "POST", "/namespaces/open/documents", keys["writer"], {**DOC, "id": "audited"})
     assert r.status_code == 201
     request_id = r.headers["x-request-id"]
     call(facts, "GET", "/namespaces/secret", keys["writer"])  # refused: audited too
+    revoked = call(facts, "GET", "/namespaces", keys["revoked"]).headers["x-request-id"]
+    chat = {"model": "other", "messages": [{"role": "user", "content": "hi"}]}
+    other = call(ai, "POST", "/chat/completions", keys["invoker"], chat).headers["x-request-id"]
     directory = ray.get(authority.audit_directory.remote())
+    wait_until(  # a refusal's record is group-committed: on disk within the commit window
+        lambda: {revoked, other} <= {e.get("request_id") for e in read_records(directory)},
+        5,
+        "the refusals' audit records",
+    )
     public = load_pem_public_key(ray.get(authority.public_key.remote()).encode())
     verdicts = verify_directory(directory, public)
     assert verdicts and all(v.ok for v in verdicts), [v for v in verdicts if not v.ok]
@@ -351,6 +374,22 @@ def test_the_audit_trail_verifies_and_holds_no_secret(facts, ai, keys, authority
     assert request_id in text  # the write's record was durable before its answer
     assert '"status":403' in text and '"kind":"refused"' in text
     assert not any(secret in text for secret in keys.values())
+    by_request = {e.get("request_id"): e for e in read_records(directory)}
+    # A revoked key's request names the key; a model refused in the route is "refused" too.
+    assert {k: by_request[revoked].get(k) for k in ("kind", "status", "code", "key_id", "key_state")} == {
+        "kind": "refused",
+        "status": 401,
+        "code": "invalid_api_key",
+        "key_id": key_ids["revoked"],
+        "key_state": "revoked",
+    }
+    assert {k: by_request[other].get(k) for k in ("kind", "status", "code", "key_id", "target")} == {
+        "kind": "refused",
+        "status": 403,
+        "code": "insufficient_permissions",
+        "key_id": key_ids["invoker"],
+        "target": "other",
+    }
     assert '"action":"keys.create"' in text  # admin changes, in the authority's own chain
 
 

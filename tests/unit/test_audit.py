@@ -1,6 +1,7 @@
 """The audit chain: every kind of tampering is found at its place; an untouched log verifies."""
 
 import json
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -235,3 +236,138 @@ def test_the_authority_keeps_only_heads_signed_with_the_systems_key(tmp_path):
     # A forged head handed to verify is reported as unsigned, not as a cut.
     verdict = verify(log.path, authority._signing.public_key(), witness=forged)
     assert not verdict.ok and "not signed by this key" in verdict.reason
+
+
+def test_the_audit_line_names_the_key_its_state_the_refusal_and_each_target(tmp_path, key):
+    from cluster._private.security import format_audit
+
+    base = {"writer": "ai-1", "time": 0.0, "method": "POST", "route": "/v1/search", "request_id": "r1"}
+    refused = {**base, "kind": "refused", "target": None, "status": 401, "code": "invalid_api_key"}
+    records = [
+        {
+            **base,
+            "seq": 1,
+            "kind": "request",
+            "key_id": "key_a",
+            "target": ["default", "demo"],
+            "status": 200,
+        },
+        {**refused, "seq": 2, "key_id": "key_b", "key_state": "revoked"},
+        {**refused, "seq": 3, "key_id": None, "key_state": "unknown"},
+        {
+            **refused,
+            "seq": 4,
+            "key_id": "key_a",
+            "target": "secret",
+            "status": 403,
+            "code": "insufficient_permissions",
+        },
+    ]
+    lines_ = [line.split("  ", 2)[2] for line in format_audit(records).splitlines()]  # after when, where
+    assert lines_ == [
+        "request  POST /v1/search [default, demo] -> 200 key=key_a id=r1",
+        "refused  POST /v1/search -> 401 invalid_api_key key=key_b (revoked) id=r1",
+        "refused  POST /v1/search -> 401 invalid_api_key key=unknown id=r1",
+        "refused  POST /v1/search [secret] -> 403 insufficient_permissions key=key_a id=r1",
+    ]
+
+
+def _guarded_app(tmp_path, key, records):
+    """A FastAPI app behind the guard as a gateway has it (no Ray): a route that checks the
+    model in its body as the AI gateway's do."""
+    from fastapi import FastAPI, Request
+
+    from models._private.keys import KeyRecord, hash_key
+    from serve._private import guard as guard_module
+    from serve._private.auth_config import AuthConfig
+    from serve._private.guard import Guard, GuardMiddleware, Spender, ai_rule, allow
+    from serve._private.http_errors import install_error_handlers
+
+    app = FastAPI()
+    app.add_middleware(GuardMiddleware, rule=ai_rule, service="unit-ai")
+    install_error_handlers(app)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> dict:
+        allow(request, model=(await request.json())["model"])
+        return {}
+
+    guard = Guard("unit", AuthConfig(enabled=True, path=str(tmp_path)), "unit-ai-1")
+    guard.audit = AuditLog(str(tmp_path / "audit"), "unit-ai-1", key, clock=Clock())
+    guard.spender = Spender(None)  # no key here has limits: the authority is never asked
+    guard.keys = {}
+    for secret, fields in records.items():
+        record = KeyRecord(hash=hash_key(secret), hint="x", created_at=0.0, **fields)
+        guard.keys[record.hash] = record
+    guard_module._GUARDS["unit-ai"] = guard
+    return app, guard
+
+
+def test_the_guard_audits_a_refused_key_by_its_id_and_every_refusal_alike(tmp_path, key):
+    from fastapi.testclient import TestClient
+
+    from serve._private import guard as guard_module
+
+    keys = {
+        "sr-live": {"id": "key_live", "name": "l", "scopes": ["ai:invoke"], "models": ["m1"]},
+        "sr-revoked": {"id": "key_gone", "name": "r", "scopes": ["ai:invoke"], "revoked_at": 1.0},
+        "sr-expired": {"id": "key_old", "name": "e", "scopes": ["ai:invoke"], "expires_at": 1.0},
+        "sr-embedder": {"id": "key_emb", "name": "x", "scopes": ["ai:embed"]},
+    }
+    app, guard = _guarded_app(tmp_path, key, keys)
+    chat = {"model": "m2", "messages": []}
+    try:
+        with TestClient(app) as client:
+            for secret in ("sr-revoked", "sr-expired", "sr-nobody", None):
+                headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+                assert client.post("/v1/chat/completions", json=chat, headers=headers).status_code == 401
+            bad_scope = client.post(
+                "/v1/chat/completions", json=chat, headers={"Authorization": "Bearer sr-embedder"}
+            )
+            bad_model = client.post(
+                "/v1/chat/completions", json=chat, headers={"Authorization": "Bearer sr-live"}
+            )
+            ok = client.post(
+                "/v1/chat/completions",
+                json={**chat, "model": "m1"},
+                headers={"Authorization": "Bearer sr-live"},
+            )
+        assert (bad_scope.status_code, bad_model.status_code, ok.status_code) == (403, 403, 200)
+    finally:
+        guard_module._GUARDS.pop("unit-ai", None)
+        guard.audit.close()
+    got = [
+        (e["kind"], e["status"], e.get("code"), e["key_id"], e.get("key_state"), e["target"])
+        for e in lines(guard.audit.path)
+        if "seq" in e
+    ]
+    assert got == [
+        ("refused", 401, "invalid_api_key", "key_gone", "revoked", None),
+        ("refused", 401, "invalid_api_key", "key_old", "expired", None),
+        ("refused", 401, "invalid_api_key", None, "unknown", None),  # never the secret
+        ("refused", 401, "invalid_api_key", None, "missing", None),
+        ("refused", 403, "insufficient_permissions", "key_emb", None, None),  # the scope, in the guard
+        ("refused", 403, "insufficient_permissions", "key_live", None, "m2"),  # the model, in the route
+        ("request", 200, None, "key_live", None, "m1"),
+    ]
+    assert "sr-nobody" not in Path(guard.audit.path).read_text()
+
+
+def test_verify_says_which_records_no_signature_covers_yet_and_what_that_means(tmp_path, key):
+    from cluster._private.security import UNSIGNED_NOTE, format_verdicts
+
+    log = AuditLog(str(tmp_path), "gw-1", key, checkpoint_every=4, checkpoint_s=1e9, clock=Clock())
+    for i in range(6):
+        log.append({"n": i})
+    log.flush()
+    (verdict,) = verify_directory(str(tmp_path), key.public_key())
+    assert format_verdicts([verdict]).splitlines() == [
+        "gw-1: 6 records, 1 checkpoints; ok (2 after its last signed head: chained, not yet signed)",
+        UNSIGNED_NOTE,
+    ]
+    log.close()  # signs its head
+    assert (
+        format_verdicts(verify_directory(str(tmp_path), key.public_key()))
+        == "gw-1: 6 records, 2 checkpoints; ok"
+    )
+    assert format_verdicts([]) == "no writer's log found"

@@ -72,3 +72,35 @@ def test_the_signing_key_is_made_once_and_readable_by_its_owner_only(tmp_path):
     first, again = load_signing_key(str(tmp_path / "auth")), load_signing_key(str(tmp_path / "auth"))
     assert first.private_bytes_raw() == again.private_bytes_raw()
     assert stat.S_IMODE(os.stat(tmp_path / "auth" / SIGNING_KEY).st_mode) == 0o600
+
+
+def test_a_key_may_name_only_models_the_systems_ai_service_serves(tmp_path):
+    from models._private.core.errors import ModelNotFoundError
+    from serve._private.auth_config import AuthConfig
+    from serve._private.authority import KeyAuthority
+    from serve._private.config import AIServiceConfig
+
+    ai = AIServiceConfig(
+        providers={"p": {"base_url": "http://x", "model": "m", "aliases": ["fast"]}},
+        models={"local": {"source": "/weights", "fallbacks": ["p"]}},
+    )
+    assert ai.model_names() == ["all-MiniLM-L6-v2", "fast", "local", "p"]  # and the embeddings model
+    config = AuthConfig(path=str(tmp_path)).model_dump()
+    authority = KeyAuthority(str(tmp_path / "auth"), config)
+    # Before an AI service has said what it serves, a model list is taken as given.
+    authority.create({"name": "before", "scopes": ["ai:invoke"], "models": ["any"]})
+    authority.set_served_models(ai.model_names())
+    with pytest.raises(ModelNotFoundError) as refused:
+        authority.create({"name": "x", "scopes": ["ai:invoke"], "models": ["fast", "other-model"]})
+    assert refused.value.model == "other-model"
+    assert str(refused.value) == (
+        "the model 'other-model' does not exist; served models: ['all-MiniLM-L6-v2', 'fast', 'local', 'p']"
+    )
+    assert [r["name"] for r in authority.list()] == ["before"]  # nothing made
+    made = authority.create({"name": "ok", "scopes": ["ai:invoke"], "models": ["fast", "all-MiniLM-L6-v2"]})
+    assert made["record"]["models"] == ["fast", "all-MiniLM-L6-v2"]
+    # Namespaces stay open: a facts namespace is made by its first write.
+    authority.create({"name": "ns", "scopes": ["facts:write"], "namespaces": ["not-yet"]})
+    again = KeyAuthority(str(tmp_path / "auth"), config)  # restarted by Ray: it still knows
+    with pytest.raises(ModelNotFoundError):
+        again.create({"name": "y", "scopes": ["ai:invoke"], "models": ["other-model"]})

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from actors import MemoryAgent, PayloadError, Task, TaskStatus
+from actors import MemoryAgent, PayloadError, Task, TaskStatus, TextStatsAgent
 from actors._private.agent import AgentContext
 from actors._private.builtin_agents import MemoryDeleteInput, MemorySearchInput
 from actors._private.payload import check_payload
@@ -91,6 +91,51 @@ def test_the_catalog_lists_each_capability_with_its_schema(tmp_path):
     assert sorted(catalog) == ["math.stats", "test.picky", "text.stats"]
     text = catalog["text.stats"]
     assert text["swarm"] == "front" and text["pools"] == ["text"]
-    assert text["description"].startswith("`text.stats`: characters, words")
+    assert text["description"] == TextStatsAgent.descriptions["text.stats"]
     assert text["schema"]["required"] == ["text"] and text["schema"]["additionalProperties"] is False
     assert catalog["test.picky"]["schema"] is None  # declares no model
+
+
+def _builtin_agent_classes():
+    import actors
+
+    return [
+        cls
+        for name in actors.__all__
+        if isinstance(cls := getattr(actors, name), type)
+        and issubclass(cls, actors.Agent)
+        and cls.capabilities
+    ]
+
+
+def test_every_builtin_capability_declares_its_payload_and_a_description_of_its_own():
+    classes = _builtin_agent_classes()
+    assert {"LLMAgent", "FactsAgent", "MemoryAgent", "TextStatsAgent"} <= {c.__name__ for c in classes}
+    seen: dict[str, str] = {}
+    for cls in classes:
+        for cap in cls.capabilities:
+            assert cap in cls.payloads, f"{cls.__name__} declares no payload model for {cap}"
+            description = cls.descriptions.get(cap, "")
+            assert description, f"{cls.__name__} describes no {cap}"
+            assert cap not in description, f"{cap}'s description repeats its name: {description!r}"
+            assert description not in seen, f"{cap} and {seen.get(description)} share {description!r}"
+            seen[description] = cap
+
+
+def test_a_capability_without_a_declared_description_falls_back_to_its_agents_docstring(tmp_path):
+    queen = make_queen(tmp_path, BUILTIN)
+    catalog = {e["capability"]: e for e in queen.catalog()}
+    assert catalog["test.picky"]["description"] == (PickyAgent.__doc__ or "").strip().splitlines()[0]
+
+
+def test_an_llm_payload_lacking_its_template_field_is_refused_by_the_agent():
+    from actors import LLMAgent
+    from actors._private.llm_agent import LLMGenerateInput
+
+    agent = LLMAgent(model="m", template="Q: {input} ({lang})")
+    payload = check_payload(LLMGenerateInput, "llm.generate", {"lang": "en"})  # other fields allowed
+    with pytest.raises(PayloadError) as missing:
+        asyncio.run(agent.handle(Task(capability="llm.generate", payload=payload)))
+    assert str(missing.value) == "invalid payload for 'llm.generate': input: required by the prompt template"
+    with pytest.raises(PayloadError, match=r"namespaces\.0: Input should be a valid string"):
+        check_payload(LLMGenerateInput, "llm.generate", {"input": "q", "namespaces": [1]})
