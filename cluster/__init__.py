@@ -5,13 +5,21 @@ command (`python -m cluster`) does the same from a shell. Every exception swarmr
 purpose is importable from here too (the tree is drawn in `models/_private/core/errors.py`).
 """
 
-from cluster._private.client import Client, unwrap
-from cluster._private.config import SystemConfig, load_config
-from cluster._private.connection import connect
-from cluster._private.lifecycle import down, up
-from cluster._private.status import status
 from models._private.core import errors as _errors
-from models._private.core.errors import *  # noqa: F403  the exception tree, under its own __all__
+from models._private.core.lazy import lazy_exports
+
+# Imported on first use: `python -m cluster --help` imports this package and must not wait for Ray.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "models._private.core.errors": tuple(_errors.__all__),  # the exception tree, under its own __all__
+        "cluster._private.client": ("Client", "unwrap"),
+        "cluster._private.config": ("SystemConfig", "load_config"),
+        "cluster._private.connection": ("connect",),
+        "cluster._private.lifecycle": ("down", "up"),
+        "cluster._private.status": ("status",),
+    },
+)
 
 __all__ = [
     "Client",

@@ -4,32 +4,41 @@ entities and bi-temporal facts in SQLite), and the inference engines (vLLM on GP
 transformers on CPUs) behind one interface.
 """
 
-from models._private.core.breaker import CircuitBreakerConfig
-from models._private.core.resources import ResourcesConfig
-from models._private.dense import DenseIndex
-from models._private.embedder import Embedder, EmbedderConfig, default_model_path
-from models._private.engine import Delta, Engine, EngineConfig, Generation, SamplingParams
-from models._private.engines import create_engine
-from models._private.facts import FactHit, FactsBase, PassageHit, SearchResult
-from models._private.facts_extract import SpacyExtractor
-from models._private.facts_llm import LLMExtractor
-from models._private.facts_schema import (
-    Document,
-    DocumentIn,
-    Entity,
-    EntityMention,
-    Extraction,
-    Fact,
-    FactIn,
-    FactsConfig,
-    Span,
+from models._private.core.lazy import lazy_exports
+
+# Imported on first use: the exception tree and env getters under `models._private.core` are
+# imported by every process (the `swarm` CLI too), which must not pay for FAISS and torch.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "models._private.core.breaker": ("CircuitBreakerConfig",),
+        "models._private.core.resources": ("ResourcesConfig",),
+        "models._private.dense": ("DenseIndex",),
+        "models._private.embedder": ("Embedder", "EmbedderConfig", "default_model_path"),
+        "models._private.engine": ("Delta", "Engine", "EngineConfig", "Generation", "SamplingParams"),
+        "models._private.engines": ("create_engine",),
+        "models._private.facts": ("FactHit", "FactsBase", "PassageHit", "SearchResult"),
+        "models._private.facts_extract": ("SpacyExtractor",),
+        "models._private.facts_llm": ("LLMExtractor",),
+        "models._private.facts_schema": (
+            "Document",
+            "DocumentIn",
+            "Entity",
+            "EntityMention",
+            "Extraction",
+            "Fact",
+            "FactIn",
+            "FactsConfig",
+            "Span",
+        ),
+        "models._private.facts_store": ("FactStore",),
+        "models._private.fusion": ("Fused", "fuse"),
+        "models._private.lexical": ("LexicalIndex",),
+        "models._private.memory": ("HybridMemory",),
+        "models._private.memory_schema": ("TIERS", "Hit", "MemoryConfig", "Record"),
+        "models._private.smoke": ("build_tiny_model",),
+    },
 )
-from models._private.facts_store import FactStore
-from models._private.fusion import Fused, fuse
-from models._private.lexical import LexicalIndex
-from models._private.memory import HybridMemory
-from models._private.memory_schema import TIERS, Hit, MemoryConfig, Record
-from models._private.smoke import build_tiny_model
 
 __all__ = [
     "TIERS",

@@ -1,12 +1,24 @@
-"""Plain-text tables for the `swarm status` command and the demo."""
+"""Plain text for people: the `swarm` commands' tables and task results, and the demo's."""
 
 from __future__ import annotations
 
+import json
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["format_capabilities", "format_status", "format_table", "progress_bars"]
+if TYPE_CHECKING:
+    from actors._private.task import TaskResult
+
+__all__ = [
+    "format_capabilities",
+    "format_result",
+    "format_search",
+    "format_status",
+    "format_table",
+    "progress_bars",
+]
 
 
 @contextmanager
@@ -39,6 +51,25 @@ def format_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = ("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells)
     return "\n".join(line.rstrip() for line in lines)
+
+
+def format_result(result: TaskResult) -> str:
+    """A task's outcome as `swarm result`, `swarm submit --wait` and the demo print it: a line of
+    how it ended, in how long, on which agent of which swarm (and whether the swarm it was sent
+    to, its id's prefix, delegated it), then its output, or its error, as JSON, wrapped."""
+    t = result.timings
+    took = f"{(t.finished_at - t.submitted_at) * 1000:.1f} ms" if t.finished_at else "-"
+    sent_to = result.task_id.partition(":")[0]
+    moved = f", delegated to {result.swarm}" if result.swarm and result.swarm != sent_to else ""
+    head = (
+        f"{result.capability}: {result.status.value} in {took} on {result.agent_id or '-'} "
+        f"(sent to {sent_to}{moved}; {result.task_id})"
+    )
+    shown = result.output if result.ok else result.error
+    if shown is None and not result.ok:  # not ended yet: nothing to show below
+        return head
+    body = json.dumps(shown, ensure_ascii=False, default=str)
+    return head + "\n" + textwrap.fill(body, 100, initial_indent="    ", subsequent_indent="    ")
 
 
 def format_status(state: dict[str, Any]) -> str:
@@ -118,12 +149,13 @@ def _format_facts(facts: dict[str, Any]) -> str:
 
 
 def format_search(found: dict[str, Any]) -> str:
-    """A facts search's answer: its facts with when they held, then its passages."""
+    """A facts search's answer: its facts with when they held (or, of one that states no start,
+    when it was learnt), then its passages."""
     facts = [
         {
             "score": f"{h['score']:.3f}",
             "fact": h["fact"]["sentence"],
-            "held": f"{(h['fact']['valid_at'] or '?')[:10]} .. {(h['fact']['invalid_at'] or 'now')[:10]}",
+            "when": _held(h["fact"]),
             "documents": ", ".join(sorted({p["document_id"] for p in h["fact"]["provenance"]})),
         }
         for h in found["facts"]
@@ -138,10 +170,20 @@ def format_search(found: dict[str, Any]) -> str:
         for h in found["passages"]
     ]
     return (
-        format_table(facts, ["score", "fact", "held", "documents"])
+        format_table(facts, ["score", "fact", "when", "documents"])
         + "\n\n"
         + format_table(passages, ["score", "document", "title", "text"])
     )
+
+
+def _held(fact: dict[str, Any]) -> str:
+    """'1867-01-01 .. now', '2020-01-01 .. 2024-01-01'; of a fact that states no start, when it
+    was learnt ('learnt 2026-12-06'), and its end if it has one."""
+    end = (fact["invalid_at"] or "now")[:10]
+    if fact["valid_at"] is not None:
+        return f"{fact['valid_at'][:10]} .. {end}"
+    learnt = f"learnt {fact['created_at'][:10]}"
+    return learnt if fact["invalid_at"] is None else f"? .. {end}, {learnt}"
 
 
 def format_capabilities(entries: list[dict[str, Any]], fields: bool) -> str:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from typing import Literal
 
 from pydantic import Field
 
 from models._private.core.config import ConfigModel
+from models._private.key_scopes import SCOPES, Scope
 
 __all__ = [
     "COST_HEADER",
@@ -34,8 +34,6 @@ __all__ = [
 PREFIX = "sr-"
 COST_HEADER = "x-swarmray-cost-microusd"
 """The AI service's answer header with what the request cost, by its price table."""
-Scope = Literal["ai:invoke", "ai:embed", "facts:read", "facts:write", "usage:read", "admin"]
-SCOPES: tuple[str, ...] = Scope.__args__
 
 
 def new_key() -> str:
