@@ -35,5 +35,16 @@ def blocks(section: str, lang: str) -> list[str]:
 
 
 def commands(block: str) -> list[str]:
-    """A shell block's command lines, each without its trailing comment."""
-    return [re.sub(r"\s+#\s.*$", "", line) for line in block.splitlines() if line.strip()]
+    """A shell block's commands, each without its trailing comment; a line ending in a
+    backslash goes on in the next, as in a shell."""
+    found, pending = [], ""
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        line = re.sub(r"\s+#\s.*$", "", line)
+        if line.endswith("\\"):
+            pending += line[:-1]
+            continue
+        found.append(pending + line)
+        pending = ""
+    return found

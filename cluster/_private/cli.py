@@ -6,41 +6,46 @@ import json
 import os
 import sys
 import traceback
-from typing import Any
+from collections.abc import Callable
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from actors._private.task import TaskResult
-from cluster._private.client import Client
-from cluster._private.config import load_config
-from cluster._private.connection import call, connect, connect_or_start, get
-from cluster._private.credentials import user_key
-from cluster._private.demo import run_demo
-from cluster._private.facts_client import FactsClient, read_documents
-from cluster._private.format import format_capabilities, format_search, format_status, progress_bars
-from cluster._private.lifecycle import down as down_system
-from cluster._private.lifecycle import last_namespace, mark_local_head
-from cluster._private.lifecycle import up as up_system
-from cluster._private.memory_load import load_records, records_of_file
-from cluster._private.security import (
-    audit_over_http,
-    audit_url,
-    authority_of,
-    format_audit,
-    format_keys,
-    parse_duration,
-    parse_since,
-    verify_audit,
-)
-from cluster._private.status import status as system_status
-from cluster._private.usage import BY, format_usage
-from cluster._private.usage import usage as usage_of
-from models._private.audit import read_records
+from cluster._private.format import format_result, format_status, progress_bars
+from cluster._private.usage import BY
 from models._private.core import env
 from models._private.core.errors import SwarmrayError
-from models._private.keys import SCOPES
+from models._private.key_scopes import SCOPES
+
+if TYPE_CHECKING:
+    from actors._private.task import TaskResult
+    from cluster._private.facts_client import FactsClient
 
 __all__ = ["main"]
+
+
+# This module loads with click and light modules only, so that `swarm --help` and a usage error
+# answer at once; what a command needs (Ray first) is imported when it runs, inside its body, or
+# for these functions, on their first call.
+def _on_call(module: str, name: str) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+load_config = _on_call("cluster._private.config", "load_config")
+connect = _on_call("cluster._private.connection", "connect")
+connect_or_start = _on_call("cluster._private.connection", "connect_or_start")
+get = _on_call("cluster._private.connection", "get")
+check_secrets = _on_call("cluster._private.lifecycle", "check_secrets")
+last_namespace = _on_call("cluster._private.lifecycle", "last_namespace")
+mark_local_head = _on_call("cluster._private.lifecycle", "mark_local_head")
+up_system = _on_call("cluster._private.lifecycle", "up")
+authority_of = _on_call("cluster._private.security", "authority_of")
+parse_duration = _on_call("cluster._private.security", "parse_duration")
 
 
 def _namespace_option(f: Any) -> Any:
@@ -99,11 +104,18 @@ def cli(verbose: bool) -> None:
 def up(config_path: str | None, address: str | None) -> None:
     """Bring the system up; start a local Ray head if none runs and no address is given."""
     config = load_config(config_path)  # fails before Ray starts
-    started = connect_or_start(address, config.namespace)
-    with progress_bars() as progress:
-        state = up_system(config, progress=progress)
-    if started:
-        mark_local_head(config.namespace)
+    check_secrets(config)
+    head = connect_or_start(address, config.namespace)
+    try:
+        with progress_bars() as progress:
+            state = up_system(config, progress=progress)
+        if head is not None:
+            mark_local_head(config.namespace)
+    except BaseException:
+        if head is not None:  # nothing of a failed `up` keeps holding the ports
+            head.stop()
+            click.echo("stopped the local Ray head this `up` had started", err=True)
+        raise
     click.echo(format_status(state))
     click.echo(f"\nsystem {config.namespace!r} is up; `swarm status`, `swarm submit`, `swarm down`")
 
@@ -128,6 +140,8 @@ def status(
     interval: float,
 ) -> None:
     """Show swarms, agents, queue depths and task counts."""
+    from cluster._private.status import status as system_status
+
     namespace = _connect(namespace, address, config_path)
     if watch:
         from cluster._private.watch import watch as watch_system
@@ -148,6 +162,7 @@ def status(
 @click.option("--priority", default=0, show_default=True, help="Higher runs first.")
 @click.option("--timeout-s", default=None, type=float, help="Per-attempt timeout.")
 @click.option("--wait", is_flag=True, help="Wait for the result and print it.")
+@click.option("--json", "as_json", is_flag=True, help="With --wait, print the whole result as JSON.")
 @_namespace_option
 @_address_option
 def submit(
@@ -157,6 +172,7 @@ def submit(
     priority: int,
     timeout_s: float | None,
     wait: bool,
+    as_json: bool,
     namespace: str | None,
     address: str | None,
 ) -> None:
@@ -168,16 +184,19 @@ def submit(
         raise click.BadParameter(f"not JSON: {e}", param_hint="--input") from None
     if not isinstance(data, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--input")
+    from cluster._private.client import Client  # after the checks above, which answer at once
+
     client = Client(_connect(namespace, address))
     task_id = client.submit(capability, data, swarm=swarm, priority=priority, timeout_s=timeout_s)
     if not wait:
         click.echo(task_id)
         return
-    _print_result(client.result(task_id))
+    _print_result(client.result(task_id), as_json)
 
 
-def _print_result(result: TaskResult) -> None:
-    click.echo(result.model_dump_json(indent=2))
+def _print_result(result: TaskResult, as_json: bool) -> None:
+    """How it ended, in how long, where, then its output; with `as_json` the whole TaskResult."""
+    click.echo(result.model_dump_json(indent=2) if as_json else format_result(result))
     sys.exit(0 if result.ok else 1 if result.status.final else 3)
 
 
@@ -191,6 +210,10 @@ def _print_result(result: TaskResult) -> None:
 @_namespace_option
 def usage(by: str, since: str | None, as_json: bool, namespace: str | None, address: str | None) -> None:
     """Tokens and cost spent through the AI service: by swarm (the tasks' own), key or model."""
+    from cluster._private.security import parse_since
+    from cluster._private.usage import format_usage
+    from cluster._private.usage import usage as usage_of
+
     rows = usage_of(_connect(namespace, address), by, parse_since(since) if since else None)
     click.echo(json.dumps(rows, indent=2) if as_json else format_usage(rows, by))
 
@@ -198,14 +221,20 @@ def usage(by: str, since: str | None, as_json: bool, namespace: str | None, addr
 @cli.command()
 @click.argument("task_id")
 @click.option("--timeout-s", default=None, type=float, help="Seconds to wait (default: no limit).")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
 @_namespace_option
 @_address_option
-def result(task_id: str, timeout_s: float | None, namespace: str | None, address: str | None) -> None:
-    """Print the result of TASK_ID, waiting for it to end.
+def result(
+    task_id: str, timeout_s: float | None, as_json: bool, namespace: str | None, address: str | None
+) -> None:
+    """Print the result of TASK_ID, waiting for it to end: how it ended, in how long and where,
+    then its output (or error).
 
     Exit status: 0 succeeded, 1 failed, timed out or cancelled, 3 not ended within --timeout-s.
     """
-    _print_result(Client(_connect(namespace, address)).result(task_id, timeout_s))
+    from cluster._private.client import Client
+
+    _print_result(Client(_connect(namespace, address)).result(task_id, timeout_s), as_json)
 
 
 @cli.command()
@@ -216,6 +245,9 @@ def result(task_id: str, timeout_s: float | None, namespace: str | None, address
 def capabilities(name: str | None, as_json: bool, namespace: str | None, address: str | None) -> None:
     """List the capabilities tasks can ask for; with NAME (or a family such as `memory.`), what
     its payload takes: each field's type, whether it is required, and what it means."""
+    from cluster._private.client import Client
+    from cluster._private.format import format_capabilities
+
     entries = Client(_connect(namespace, address)).capabilities(name)
     click.echo(
         json.dumps(entries, indent=2) if as_json else format_capabilities(entries, fields=name is not None)
@@ -228,6 +260,8 @@ def capabilities(name: str | None, as_json: bool, namespace: str | None, address
 @_address_option
 def cancel(task_id: str, namespace: str | None, address: str | None) -> None:
     """Cancel TASK_ID if it has not ended (exit status 1 when it already had)."""
+    from cluster._private.client import Client
+
     client = Client(_connect(namespace, address))
     if client.cancel(task_id):
         click.echo(f"cancelled {task_id}")
@@ -242,6 +276,8 @@ def cancel(task_id: str, namespace: str | None, address: str | None) -> None:
 @_address_option
 def down(config_path: str | None, namespace: str | None, address: str | None) -> None:
     """Remove everything `up` created in the namespace, including a local head it started."""
+    from cluster._private.lifecycle import down as down_system
+
     namespace = _connect(namespace, address, config_path)
     for name in down_system(namespace):
         click.echo(f"removed {name}")
@@ -252,6 +288,8 @@ def down(config_path: str | None, namespace: str | None, address: str | None) ->
 @_address_option
 def demo(config_path: str | None, address: str | None) -> None:
     """The main job: bring the system up, run a demo workload, print results, shut down."""
+    from cluster._private.demo import run_demo
+
     sys.exit(run_demo(config_path, address))
 
 
@@ -261,6 +299,8 @@ def facts() -> None:
 
 
 def _facts_client(url: str | None, namespace: str | None, address: str | None) -> FactsClient:
+    from cluster._private.facts_client import FactsClient
+
     if url:  # a service named by URL: the key from $SWARMRAY_API_KEY, if any
         return FactsClient(url, api_key=os.environ.get("SWARMRAY_API_KEY"))
     return FactsClient.of_system(_connect(namespace, address))
@@ -288,6 +328,8 @@ def ingest(
 ) -> None:
     """Ingest SOURCE: a JSONL file (one document a line: text, and optionally id, title, source,
     metadata, reference_time), a text file, a directory of them, or - for standard input."""
+    from cluster._private.facts_client import read_documents
+
     try:
         docs = list(read_documents(source))
     except ValueError as e:
@@ -333,6 +375,8 @@ def facts_search(
     address: str | None,
 ) -> None:
     """Search the facts service for QUERY: facts (with when they held) and passages."""
+    from cluster._private.format import format_search
+
     options: dict[str, Any] = {"mode": mode, "k": k, "namespaces": list(into) or None, "as_of": as_of}
     found = _facts_client(url, namespace, address).search(query, **options)
     if as_json:
@@ -360,6 +404,8 @@ def memory_load(
 ) -> None:
     """Load PATH, a JSONL file of records (text, and optionally id, namespace, metadata, tier,
     importance, ttl_s), into a memory store; every line is checked before anything is written."""
+    from cluster._private.memory_load import load_records, records_of_file
+
     system = _connect(namespace, address)
     records = records_of_file(path, into or store)
     with progress_bars(transient=False) as progress:
@@ -379,8 +425,16 @@ def _csv(value: str | None) -> list[str] | None:
 @keys.command(name="create")
 @click.option("--name", required=True, help="What the key is for.")
 @click.option("--scopes", required=True, help=f"Comma-separated, of: {', '.join(SCOPES)}.")
-@click.option("--models", default=None, help="Comma-separated models it may use (default: all).")
-@click.option("--namespaces", default=None, help="Comma-separated facts namespaces (default: all).")
+@click.option(
+    "--models",
+    default=None,
+    help="Comma-separated models it may use, of those the AI service serves (names, aliases; default: all).",
+)
+@click.option(
+    "--namespaces",
+    default=None,
+    help="Comma-separated facts namespaces it may use, existing or not yet written (default: all).",
+)
 @click.option("--rpm", type=click.IntRange(1), default=None, help="Requests per minute.")
 @click.option("--tpm", type=click.IntRange(1), default=None, help="Tokens per minute.")
 @click.option("--budget-tokens", type=click.IntRange(1), default=None, help="Tokens per budget period.")
@@ -424,6 +478,9 @@ def keys_create(name: str, scopes: str, models: str | None, namespaces: str | No
 @_namespace_option
 def keys_list(as_json: bool, namespace: str | None, address: str | None) -> None:
     """Every key, with a hint of its secret (never the secret)."""
+    from cluster._private.connection import call
+    from cluster._private.security import format_keys
+
     records = call(lambda: authority_of(_connect(namespace, address)).list.remote())
     click.echo(json.dumps(records, indent=2) if as_json else format_keys(records))
 
@@ -434,6 +491,8 @@ def keys_list(as_json: bool, namespace: str | None, address: str | None) -> None
 @_namespace_option
 def keys_revoke(key_id: str, namespace: str | None, address: str | None) -> None:
     """Stops a key on every replica (within about a second)."""
+    from cluster._private.connection import call
+
     call(lambda: authority_of(_connect(namespace, address)).revoke.remote(key_id, "cli"))
     click.echo(f"key {key_id} revoked")
 
@@ -458,6 +517,8 @@ def audit() -> None:
 @_namespace_option
 def audit_pubkey(namespace: str | None, address: str | None) -> None:
     """Prints the public key (PEM) the log's checkpoints are signed with."""
+    from cluster._private.connection import call
+
     click.echo(call(lambda: authority_of(_connect(namespace, address)).public_key.remote()), nl=False)
 
 
@@ -479,6 +540,10 @@ def _audit(
 ) -> None:
     """Prints the latest `count` records: over HTTP with the user's key (scope admin; a key
     with model or namespace lists sees only records about them), or from a copy (--dir)."""
+    from cluster._private.credentials import user_key
+    from cluster._private.security import audit_over_http, audit_url, format_audit, parse_since
+    from models._private.audit import read_records
+
     after = parse_since(since) if since else None
     if opts["directory"]:
         records = read_records(opts["directory"], key_id, after, route)[-count:]
@@ -535,17 +600,13 @@ def audit_verify(
 ) -> None:
     """Re-hashes every writer's chain and checks its links, sequence and signed checkpoints;
     exits 1 at the first bad line of any writer."""
+    from cluster._private.security import format_verdicts, parse_since, verify_audit
+
     system = None if directory else _connect(namespace, address)
     verdicts = verify_audit(
         system, pubkey.read() if pubkey else None, directory, parse_since(since) if since else None
     )
-    for v in verdicts:
-        where = "ok" if v.ok else f"BAD at line {v.first_bad}: {v.reason}"
-        start = f" (from seq {v.skipped + 1})" if v.skipped else ""
-        click.echo(
-            f"{v.writer}: {v.records} records{start}, {v.checkpoints} checkpoints, {v.unwitnessed} unsigned; "
-            f"{where}"
-        )
+    click.echo(format_verdicts(verdicts))
     if not verdicts or not all(v.ok for v in verdicts):
         sys.exit(1)
 
@@ -570,6 +631,14 @@ def main() -> None:
     except Exception as e:  # one line for the user; the traceback when debugging
         if env.log_level() == "DEBUG":
             traceback.print_exc()
-        first = (str(e).strip().splitlines() or [""])[0]
-        click.echo(f"error: {type(e).__name__}: {first} (SWARMRAY_LOG_LEVEL=DEBUG shows more)", err=True)
+        click.echo(f"error: {_one_line(e)} (SWARMRAY_LOG_LEVEL=DEBUG shows more)", err=True)
         sys.exit(2)
+
+
+def _one_line(e: Exception) -> str:
+    """An unexpected error in one line: its type and first line, or, for an actor whose
+    constructor raised, that error (the last line of the traceback Ray puts in its text)."""
+    lines = str(e).strip().splitlines() or [""]
+    if getattr(e, "_actor_init_failed", False):  # Ray's ActorDiedError keeps no cause but text
+        return f"an actor failed to start: {lines[-1].strip()}"
+    return f"{type(e).__name__}: {lines[0]}"

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from ray.exceptions import RayTaskError
 from actors._private import names
 from models._private.core import env
 from models._private.core.errors import (
+    ClusterAuthError,
     ClusterUnreachableError,
     SchedulingError,
     SwarmrayError,
@@ -29,6 +31,7 @@ from models._private.core.retry import retrying, unwrap_error
 __all__ = [
     "CONNECT_TIMEOUT_S",
     "HEAD_ENV",
+    "LocalHead",
     "call",
     "connect",
     "connect_or_start",
@@ -73,6 +76,11 @@ def connect(address: str | None = None, namespace: str = "swarmray") -> None:
     """
     if ray.is_initialized():
         return
+    verbose = env.verbose()
+    # A user sees what the command says; Ray's own notices stay in Ray's log files unless
+    # --verbose: the token-auth notice (Python logging, on every connection)...
+    logging.getLogger(_AUTH_NOTICE_LOGGER).setLevel(logging.NOTSET if verbose else logging.ERROR)
+    use_ray_token()
     address = address or env.ray_address()
     if address in (None, "auto"):
         address = _resolve(address)
@@ -81,10 +89,6 @@ def connect(address: str | None = None, namespace: str = "swarmray") -> None:
             os.environ.setdefault(key, value)
     else:
         _check_reachable(address)
-    verbose = env.verbose()
-    # A user sees what the command says; Ray's own notices stay in Ray's log files unless
-    # --verbose: the token-auth notice (Python logging, on every connection)...
-    logging.getLogger(_AUTH_NOTICE_LOGGER).setLevel(logging.NOTSET if verbose else logging.ERROR)
     try:
         ray.init(
             address=address,
@@ -101,6 +105,38 @@ def connect(address: str | None = None, namespace: str = "swarmray") -> None:
 
 
 _AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+def use_ray_token() -> None:
+    """Sends Ray's token on this process's connections (and its children's) wherever one is set
+    up and RAY_AUTH_MODE does not say otherwise.
+
+    Ray >= 2.59 does this itself only for a cluster it finds (`ray.init()`, "auto") and for
+    `ray start --head`, which turns token auth on for the head whenever ~/.ray/auth_token exists
+    (any earlier `ray.init()` writes it). swarmray resolves "auto" to the address first, which
+    Ray then treats as explicit and connects without the token: every `swarm up` after the
+    demo was turned away. So this applies Ray's own rule to every address: the mode is Ray's
+    environment variable, read by its config, which Ray refreshes when it sets it.
+    """
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available,
+    )
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def _token_source() -> str | None:
+    """Where the token this process sends comes from, in Ray's order; None when it sends none."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    if not is_token_auth_enabled():
+        return None
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    if path := os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return f"RAY_AUTH_TOKEN_PATH ({path})"
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.exists() else None
 
 
 def quiet_serve() -> None:
@@ -129,16 +165,41 @@ def _resolve(address: str | None) -> str | None:
 
 
 def _check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    # ray.init keeps retrying an address where nothing listens for a minute or more; a plain
-    # TCP connect tells within seconds.
+    """Asks the cluster's GCS for its id, as a driver's first call does, within `timeout_s`.
+
+    ray.init keeps retrying an address where nothing listens for a minute or more, and one
+    that turns its token away twenty times, printing a raw line each time; this call tells
+    either at once. A Ray Client address (ray://) is checked by a TCP connect alone.
+    """
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
-            pass
+        port_number = int(port)
     except ValueError:
         raise ClusterUnreachableError(address, "not an address of the form host:port") from None
-    except OSError as e:
-        raise ClusterUnreachableError(address, f"nothing answers there ({e.strerror or e})") from None
+    if address.startswith("ray://"):
+        try:
+            with socket.create_connection((host or "127.0.0.1", port_number), timeout=timeout_s):
+                return
+        except OSError as e:
+            raise ClusterUnreachableError(address, f"nothing answers there ({e.strerror or e})") from None
+    import grpc
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    channel = init_grpc_channel(f"{host or '127.0.0.1'}:{port_number}")  # with the token, if sent
+    try:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s)
+    except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+            raise ClusterAuthError(address, _token_source()) from None
+        if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise ClusterUnreachableError(address, f"nothing answers there ({e.details()})") from None
+        raise ClusterUnreachableError(
+            address, f"not a Ray cluster ({e.code().name}: {e.details()})"
+        ) from None
+    finally:
+        channel.close()
 
 
 def get(refs: Any, timeout_s: float | None = None) -> Any:
@@ -162,23 +223,45 @@ def call(
     return retrying(retry_s, on_retry)(lambda: get(make_ref(), timeout_s))
 
 
-def connect_or_start(address: str | None, namespace: str) -> bool:
+@dataclass(frozen=True)
+class LocalHead:
+    """A Ray head this process started with `ray start --head`: its session and GCS address."""
+
+    session: str
+    address: str
+
+    def stop(self) -> int:
+        """Disconnects this process from it and stops that head alone (`stop_head`)."""
+        if ray.is_initialized():
+            ray.shutdown()
+        return stop_head(self.session, self.address)
+
+
+def connect_or_start(address: str | None, namespace: str) -> LocalHead | None:
     """Connects to `address`, else to a running local Ray, else starts a local head.
 
     Returns:
-        Whether a local head was started.
+        The local head started, or None. A head that started but cannot be joined is stopped
+        again before the error is raised: nothing is left holding the ports.
     """
     address = address or env.ray_address()
     if address:
         connect(address, namespace)
-        return False
+        return None
     try:
         connect("auto", namespace)
-        return False
+        return None
     except ClusterUnreachableError:
-        start_local_head()
-        connect("auto", namespace)
-        return True
+        head = start_local_head()
+    try:
+        connect(head.address, namespace)
+    except BaseException as e:
+        head.stop()
+        if isinstance(e, ClusterUnreachableError):  # "start one with `swarm up`" would not help
+            why = "the head just started there did not answer, and was stopped again"
+            raise ClusterUnreachableError(head.address, e.reason, hint=why) from None
+        raise
+    return head
 
 
 def ray_cli() -> str:
@@ -189,12 +272,17 @@ def ray_cli() -> str:
     return ray_cli
 
 
-def start_local_head() -> None:
+def start_local_head() -> LocalHead:
     """Starts a local Ray head that outlives this process, as `ray start --head` does.
 
     Its PATH starts with this Python's directory, so `python` in a job submitted to it (`ray
     job submit ... -- python -m cluster demo`) is the one swarmray is installed in.
+
+    Returns:
+        The head started, read from what `ray start` leaves in Ray's temp directory.
     """
+    from ray._common.utils import get_default_ray_temp_dir, get_ray_address_file
+
     bin_dir = str(Path(sys.executable).parent)
     head_env = {**os.environ, **HEAD_ENV, "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")])}
     quiet = not env.verbose()
@@ -207,7 +295,12 @@ def start_local_head() -> None:
     )
     if proc.returncode != 0:
         why = f"`ray start --head` failed: {(proc.stderr or '').strip()[-2000:]}"
-        raise ClusterUnreachableError("a new local head", why)
+        raise ClusterUnreachableError(
+            "a new local head", why, hint="Ray's logs are in /tmp/ray/session_latest/logs"
+        )
+    session = Path(os.path.realpath(os.path.join(get_default_ray_temp_dir(), "session_latest"))).name
+    with open(get_ray_address_file(None)) as f:
+        return LocalHead(session=session, address=f.read().strip())
 
 
 def stop_head(session: str, address: str | None = None, timeout_s: float = 30.0) -> int:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import textwrap
+import contextlib
+import os
+import shutil
 import time
 from typing import Any
 
@@ -11,15 +12,18 @@ import ray
 
 from actors._private.task import TaskResult
 from cluster._private.client import Client
-from cluster._private.config import load_config
+from cluster._private.config import SystemConfig, load_config
 from cluster._private.connection import connect
+from cluster._private.credentials import credentials_path
 from cluster._private.facts_client import FactsClient
-from cluster._private.format import format_status
+from cluster._private.format import format_result, format_status
 from cluster._private.lifecycle import down, up
 from cluster._private.status import status
 from cluster._private.usage import format_usage, usage
+from models._private.core.errors import SystemNotFoundError
+from models._private.core.journal import journal_location
 
-__all__ = ["DEMO", "DEMO_DOCUMENTS", "DEMO_TASKS", "FOLLOW_UP", "QUESTION", "format_results", "run_demo"]
+__all__ = ["DEMO", "DEMO_DOCUMENTS", "DEMO_TASKS", "FOLLOW_UP", "QUESTION", "run_demo"]
 
 DEMO = "demo"  # the memory namespace of the demo's notes, and the facts namespace of its documents
 
@@ -140,20 +144,6 @@ _NEEDS = {"llm.generate": ("ai",), "facts.ingest": ("facts",), "facts.search": (
 _NEEDS["facts.answer"] = ("ai", "facts")
 
 
-def format_results(wanted: list[tuple[str, str, dict[str, Any]]], results: list[TaskResult]) -> str:
-    """One block per task: what ran where and how it ended, then its whole output, wrapped."""
-    blocks = []
-    for (swarm, cap, _), res in zip(wanted, results, strict=True):
-        t = res.timings
-        took = f"{(t.finished_at - t.submitted_at) * 1000:.1f} ms" if t.finished_at else "-"
-        moved = f", delegated to {res.swarm}" if res.swarm and res.swarm != swarm else ""
-        where = f"sent to {swarm}{moved}; {res.task_id}"
-        head = f"{cap}: {res.status.value} in {took} on {res.agent_id or '-'} ({where})"
-        body = json.dumps(res.output if res.ok else res.error, ensure_ascii=False, default=str)
-        blocks.append(head + "\n" + textwrap.fill(body, 100, initial_indent="    ", subsequent_indent="    "))
-    return "\n".join(blocks)
-
-
 def _wait_for_extraction(namespace: str, tasks: list[Any], results: list[TaskResult]) -> None:
     """Waits until the facts service has read the documents the demo ingested (the searches
     that follow need their entities), at most two minutes."""
@@ -169,20 +159,52 @@ def _wait_for_extraction(namespace: str, tasks: list[Any], results: list[TaskRes
 
 
 def run_demo(config_path: str | None = None, address: str | None = None) -> int:
-    """Runs the demo workload; returns 0 when every task succeeded, else 1."""
+    """Runs the demo workload; returns 0 when every task succeeded, else 1.
+
+    A system already running in the config's namespace (after `swarm up`) is used and left
+    running, with the demo's notes and documents in its `demo` namespaces. Otherwise the demo
+    brings up a system of its own, `<namespace>-demo`, and removes it and its data at the end:
+    the user's own system never sees the demo's documents, keys or ledger.
+    """
     config = load_config(config_path)  # fails before Ray starts
     started = time.monotonic()
     connect(address, config.namespace)
-    try:
-        status(config.namespace)
-        created = False  # a running system (e.g. after `swarm up`) is used and left running
-    except Exception:
+    created = not _runs(config.namespace)
+    if created:
+        config = _private_system(config)
+        _remove_data(config.namespace)  # what an interrupted demo left behind
         up(config)
-        created = True
-    print(f"system {config.namespace!r} up in {time.monotonic() - started:.1f} s")
+    try:
+        print(f"system {config.namespace!r} up in {time.monotonic() - started:.1f} s")
+        results = _run_workload(config)
+        print("\n" + "\n".join(format_result(r) for r in results))
+        print("\n" + format_status(status(config.namespace)))
+        if config.ai is not None:  # what the tasks spent through the AI service (`swarm usage`)
+            print("\n" + format_usage(usage(config.namespace, "swarm"), "swarm"))
+    finally:
+        if created:
+            down(config.namespace)
+            _remove_data(config.namespace)
+        if address is None:
+            ray.shutdown()
+    print(
+        f"\n{sum(r.ok for r in results)}/{len(results)} tasks succeeded; "
+        f"done in {time.monotonic() - started:.1f} s"
+    )
+    return 0 if all(r.ok for r in results) else 1
 
+
+def _runs(namespace: str) -> bool:
+    try:
+        status(namespace)
+        return True
+    except SystemNotFoundError:
+        return False
+
+
+def _run_workload(config: SystemConfig) -> list[TaskResult]:
     client = Client(config.namespace)
-    wanted, results = [], []
+    results: list[TaskResult] = []
     for phase in (DEMO_TASKS, FOLLOW_UP):
         tasks = [
             (s, c, p)
@@ -190,21 +212,30 @@ def run_demo(config_path: str | None = None, address: str | None = None) -> int:
             if s in config.swarms and all(getattr(config, n) is not None for n in _NEEDS.get(c, ()))
         ]
         ids = [client.submit(cap, payload, swarm=swarm) for swarm, cap, payload in tasks]
-        wanted += tasks
         ended = [client.result(task_id, timeout_s=120) for task_id in ids]
         results += ended
         _wait_for_extraction(config.namespace, tasks, ended)
-    print("\n" + format_results(wanted, results))
-    print("\n" + format_status(status(config.namespace)))
-    if config.ai is not None:  # what the tasks spent through the AI service (`swarm usage`)
-        print("\n" + format_usage(usage(config.namespace, "swarm"), "swarm"))
-    ok = all(r.ok for r in results)
-    if created:
-        down(config.namespace)
-    if address is None:
-        ray.shutdown()
-    print(
-        f"\n{sum(r.ok for r in results)}/{len(results)} tasks succeeded; "
-        f"done in {time.monotonic() - started:.1f} s"
-    )
-    return 0 if ok else 1
+    return results
+
+
+def _private_system(config: SystemConfig) -> SystemConfig:
+    """`config` as a system of the demo's own: namespace `<namespace>-demo`, with the memories'
+    and services' local data at their defaults, below that namespace's own directory."""
+    data = config.model_dump(mode="json", by_alias=True)
+    data["namespace"] = f"{config.namespace}-demo"
+    stores = [s["memory"] for s in data["swarms"].values() if s.get("memory")] + [data.get("global_memory")]
+    for store in filter(None, stores):
+        store["memory"]["path"] = None
+    for service in filter(None, (data.get("ai"), data.get("facts"))):
+        service["auth"]["path"] = None
+        if "path" in service:  # the facts service's data
+            service["path"] = None
+    return SystemConfig.model_validate(data)
+
+
+def _remove_data(namespace: str) -> None:
+    """Removes what a system of the demo's own keeps on disk: its default data directory (the
+    journals, memories, facts, keys, ledger and audit log) and the user's key for it."""
+    shutil.rmtree(os.path.dirname(journal_location(None, namespace, "_")), ignore_errors=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(credentials_path(namespace))

@@ -25,7 +25,7 @@ from cluster._private.status import ai_app_name, facts_app_name, status
 from models._private.core.errors import ConfigError, SystemConfigChangedError
 from models._private.core.journal import journal_location
 
-__all__ = ["down", "last_namespace", "mark_local_head", "up"]
+__all__ = ["check_secrets", "down", "last_namespace", "mark_local_head", "up"]
 
 LOCAL_HEAD_KEY = "_swarmray/started_local_head"
 # In the cluster's own key-value store (the GCS): the namespace of the last `up`, which later
@@ -61,6 +61,12 @@ Progress = Callable[[str, int, int], None]
 """`up`'s progress: (what, done, of how many), called again as `done` grows."""
 
 
+def check_secrets(config: SystemConfig) -> None:
+    """Raises ConfigError naming each key the services read from the environment that is unset."""
+    if unset := unset_secrets(config, dict(os.environ)):
+        raise ConfigError("<config>", unset)
+
+
 def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Creates the registry, queens and health monitors of `config`; idempotent.
 
@@ -78,8 +84,7 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
         SystemConfigChangedError: the namespace runs a system of another configuration.
         ConfigError: a key the services read from the environment is not set.
     """
-    if unset := unset_secrets(config, dict(os.environ)):  # before anything is started
-        raise ConfigError("<config>", unset)
+    check_secrets(config)  # before anything is started
     ns = config.namespace
     wanted = config.model_dump(mode="json", by_alias=True)
     if (running := existing(names.REGISTRY, ns)) is not None:

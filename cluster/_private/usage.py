@@ -5,35 +5,47 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from actors._private import names
-from cluster._private.connection import call, existing, registry_of
 from cluster._private.format import format_table
 from models._private.core.errors import SwarmrayError
-from models._private.usage import FIELDS
-from serve._private.authority import authority_name
 
-__all__ = ["BY", "format_usage", "usage"]
+__all__ = ["BY", "OUTSIDE_TASKS", "format_usage", "usage"]
 
 BY = ("swarm", "key", "model")
+# The row of the per-swarm view for what the AI service charged outside the running swarms'
+# tasks: requests made with a user's key, the facts service's own extraction, attempts that
+# timed out, and the tasks of queens taken down since (`down` purges their journals).
+OUTSIDE_TASKS = "(outside tasks)"
 By = Literal["swarm", "key", "model"]
 
 
 def usage(namespace: str, by: By = "swarm", since: float | None = None) -> list[dict[str, Any]]:
     """Rows of requests, prompt and completion tokens and cost (micro-dollars and USD), one per
     swarm and capability (`by="swarm"`), key or model, since a Unix time; the last row, `total`,
-    sums them.
+    sums them. Per swarm, a row `(outside tasks)` holds what the AI service charged besides the
+    running swarms' tasks, so that every view's total is the service's.
 
     Raises:
         SystemNotFoundError: nothing runs in `namespace`.
         SwarmrayError: `by` is key or model and the system runs no AI service.
     """
+    # Here, not above: the `swarm` CLI reads BY at load, which must not import Ray.
+    from actors._private import names
+    from cluster._private.connection import call, existing, registry_of
+    from models._private.usage import FIELDS
+    from serve._private.authority import authority_name
+
+    authority = existing(authority_name(namespace), namespace)
     if by == "swarm":
         registry = registry_of(namespace)
         swarms = sorted(call(registry.system_config.remote).get("swarms", {}))
         queens = [q for s in swarms if (q := existing(names.queen(s), namespace)) is not None]
         rows = [row for q in queens for row in call(lambda q=q: q.usage.remote(["capability"], since))]
+        if authority is not None:  # so that the views add up: what the service counted besides
+            service = call(lambda: authority.usage_totals.remote([], since))
+            rest = {n: max(0, sum(r[n] for r in service) - sum(r[n] for r in rows)) for n in FIELDS}
+            if any(rest.values()):
+                rows.append({"swarm": OUTSIDE_TASKS, "capability": None, **rest})
     else:
-        authority = existing(authority_name(namespace), namespace)
         if authority is None:
             raise SwarmrayError(f"system {namespace!r} runs no AI service, so it keeps no ledger by {by}")
         rows = call(lambda: authority.usage_totals.remote([by], since))

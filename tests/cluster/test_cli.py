@@ -9,14 +9,20 @@ import pytest
 import ray
 import yaml
 
+from actors import MemoryAgent
 from benchmarks._chaos import chaos_swarm
 from cluster import Client, load_config, up
-from tests.conftest import RAY, ROOT, free_port
+from tests.conftest import RAY, ROOT, free_port, user_env
 
 
 def swarm(*args, env=None, check=True, timeout_s=300):
+    """`swarm ARGS` as a user runs it: in the environment of a user's shell, unless `env`."""
     proc = subprocess.run(
-        [sys.executable, "-m", "cluster", *args], capture_output=True, text=True, timeout=timeout_s, env=env
+        [sys.executable, "-m", "cluster", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=env or user_env(),
     )
     if check and proc.returncode != 0:
         pytest.fail(f"swarm {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
@@ -52,18 +58,22 @@ def test_up_status_submit_down(head, namespace, config_file):
     assert state["swarms"][0]["supervision"]["strategy"] == "one_for_one"
 
     done = swarm("submit", "text.stats", "--input", '{"text": "Three words here."}', "--wait", *ns)
-    result = json.loads(done.stdout)
-    assert result["status"] == "succeeded" and result["output"]["words"] == 3
+    head, *output = done.stdout.splitlines()  # how it ended and where, then the output, wrapped
+    assert head.startswith("text.stats: succeeded in ") and " on ai.stats." in head
+    assert json.loads(" ".join(line.strip() for line in output))["words"] == 3
 
     delegated = swarm(
-        "submit", "math.stats", "--input", '{"numbers": [1, 2, 3]}', "--swarm", "ai", "--wait", *ns
+        "submit", "math.stats", "--input", '{"numbers": [1, 2, 3]}', "--swarm", "ai", "--wait", "--json", *ns
     )
     result = json.loads(delegated.stdout)
     assert result["task_id"].startswith("ai:") and result["swarm"] == "business"
     assert result["output"]["mean"] == 2.0
+    shown = swarm("result", result["task_id"], *ns).stdout  # without --json: for people
+    assert shown.startswith("math.stats: succeeded in ")
+    assert "(sent to ai, delegated to business; ai:" in shown
 
     task_id = swarm("submit", "data.checksum", "--input", '{"text": "abc"}', *ns).stdout.strip()
-    fetched = json.loads(swarm("result", task_id, *ns).stdout)
+    fetched = json.loads(swarm("result", task_id, "--json", *ns).stdout)
     assert fetched["output"]["crc32"] == 891568578
 
     unknown = swarm("submit", "no.such", *ns, check=False)
@@ -89,14 +99,14 @@ def test_up_status_submit_down(head, namespace, config_file):
     # only the agent can judge (a schema that is no JSON Schema) fails after one attempt.
     bad_schema = '{"schema": {"type": 5}, "document": 1}'
     failed_id = swarm("submit", "data.validate", "--input", bad_schema, *ns).stdout.strip()
-    failed = json.loads(swarm("result", failed_id, *ns, check=False).stdout)
+    failed = json.loads(swarm("result", failed_id, "--json", *ns, check=False).stdout)
     assert failed["status"] == "failed" and failed["attempts"] == 1 and failed["error_type"] == "PayloadError"
     assert swarm("result", failed_id, *ns, check=False).returncode == 1
 
     # memory.delete takes one `id` as well as `ids`.
     store = '{"id": "n1", "text": "Ray restarts detached actors."}'
     swarm("submit", "memory.store", "--input", store, "--wait", *ns)
-    deleted = swarm("submit", "memory.delete", "--input", '{"id": "n1"}', "--wait", *ns)
+    deleted = swarm("submit", "memory.delete", "--input", '{"id": "n1"}', "--wait", "--json", *ns)
     assert json.loads(deleted.stdout)["output"] == {"deleted": 1}
 
     # `capabilities` lists what tasks can ask for, and with a name what its payload takes.
@@ -106,6 +116,10 @@ def test_up_status_submit_down(head, namespace, config_file):
     memory = swarm("capabilities", "memory.", *ns).stdout
     assert "memory.delete  (swarm storage, pools memory)" in memory
     assert "  ids    list[string]" in memory and "  query       string | null" in memory
+    for cap in ("memory.store", "memory.search", "memory.delete"):  # each says what it does
+        assert f"{cap}  (swarm storage, pools memory)\n  {MemoryAgent.descriptions[cap]}\n" in memory
+    answer = swarm("capabilities", "llm.generate", *ns).stdout  # declared: no "not declared"
+    assert "  input " in answer and "not declared" not in answer
     schema = json.loads(swarm("capabilities", "text.stats", "--json", *ns).stdout)
     assert schema[0]["schema"]["required"] == ["text"]
     # `cancel`: a task still queued behind slow ones is cancelled; an ended one is not.
@@ -134,6 +148,7 @@ def test_up_status_submit_down(head, namespace, config_file):
         capture_output=True,
         text=True,
         timeout=300,
+        env=user_env(),
     )
     assert ingested.returncode == 0, ingested.stderr
     progress = json.loads(ingested.stdout)
@@ -177,6 +192,28 @@ def test_an_unreachable_cluster_is_reported_in_one_line_within_seconds(head):
     assert time.monotonic() - started < 30  # ray.init alone keeps trying for over a minute
 
 
+def test_a_cluster_that_wants_a_token_this_user_lacks_is_reported_in_one_line(head, tmp_path):
+    """The session head runs Ray's token auth (its home has Ray's token); a user whose home has
+    none, or whose RAY_AUTH_TOKEN is another, is told so at once, not after ray.init's retries."""
+    (tmp_path / "empty-home").mkdir()
+    stranger = user_env(HOME=str(tmp_path / "empty-home"))
+    started = time.monotonic()
+    none = swarm("status", "--address", head["address"], env=stranger, check=False)
+    assert none.returncode == 2
+    assert none.stderr.splitlines() == [
+        f"error: the Ray cluster at {head['address']} wants its authentication token and none is set "
+        "(RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token); "
+        "`ray get-auth-token` on its head prints it"
+    ]
+    other = swarm(
+        "status", "--address", head["address"], env={**stranger, "RAY_AUTH_TOKEN": "0" * 64}, check=False
+    )
+    assert other.returncode == 2
+    assert "and the token from RAY_AUTH_TOKEN is not its token" in other.stderr
+    assert len(other.stderr.splitlines()) == 1  # none of Ray's raw retry lines
+    assert time.monotonic() - started < 30  # ray.init alone retries a refused token for ~30 s
+
+
 def test_down_leaves_running_a_ray_head_it_did_not_start(head, namespace):
     # What an `up` that started a head left in the registry, before a reboot (or any other
     # head): this head is not that one, so `down` must not stop it, or every Ray on the machine.
@@ -188,7 +225,11 @@ def test_down_leaves_running_a_ray_head_it_did_not_start(head, namespace):
     ray.get(registry.kv_put.remote(LOCAL_HEAD_KEY, True))
     removed = swarm("down", "--namespace", namespace, "--address", head["address"]).stdout
     assert "removed registry" in removed and "local Ray head" not in removed
-    assert subprocess.run([RAY, "status", "--address", head["address"]], capture_output=True).returncode == 0
+    ray_status = [RAY, "status", "--address", head["address"]]
+    # Ray's own CLI sends the token only when told to (README, "Under `ray job submit`").
+    assert (
+        subprocess.run(ray_status, capture_output=True, env=user_env(RAY_AUTH_MODE="token")).returncode == 0
+    )
 
 
 def test_keys_and_audit_commands(head, namespace, tmp_path):
@@ -216,6 +257,12 @@ def test_keys_and_audit_commands(head, namespace, tmp_path):
         assert json.loads(swarm("keys", "list", "--json", *ns).stdout)[0]["revoked_at"] is not None
         bad = swarm("keys", "create", "--name", "x", "--scopes", "everything", *ns, check=False)
         assert bad.returncode == 2 and "scopes" in bad.stderr
+        ray.get(authority.set_served_models.remote(["m1", "m1-alias"]))  # as deploying an AI service does
+        unserved = swarm(
+            "keys", "create", "--name", "x", "--scopes", "ai:invoke", "--models", "other", *ns, check=False
+        )
+        assert unserved.returncode == 2 and unserved.stdout == ""  # no key made
+        assert "error: the model 'other' does not exist; served models: ['m1', 'm1-alias']" in unserved.stderr
 
         verified = swarm("audit", "verify", *ns)
         assert "authority: 3 records" in verified.stdout and "ok" in verified.stdout

@@ -18,7 +18,7 @@ from benchmarks._chaos import (
     run_tasks,
 )
 from cluster import load_config
-from tests.conftest import ROOT, running_system
+from tests.conftest import ROOT, running_system, user_env
 from tests.waiting import wait_until
 
 
@@ -148,6 +148,7 @@ def chaos(scenario: str) -> tuple[str, dict]:
         capture_output=True,
         text=True,
         timeout=600,
+        env=user_env(),
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc.stdout, json.loads(proc.stdout.strip().splitlines()[-1])

@@ -3,6 +3,7 @@ written, each in a home directory of its own, as a new user would run them."""
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +11,12 @@ from pathlib import Path
 import pytest
 
 from cluster._private.connection import stop_head
-from tests.conftest import RAY, ROOT
+from tests.conftest import RAY_TOKEN, ROOT
 from tests.readme import blocks, commands
 
 
 def _fresh_home(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A user's environment with nothing of this session in it but Ray's token, if any."""
+    """A user's environment with nothing of this session in it."""
     home = tmp_path / "home"
     home.mkdir()
     env = {"HOME": str(home), "PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", **extra}
@@ -29,11 +30,7 @@ def _run(line: str, cwd: Path, env: dict[str, str], timeout: int = 600) -> subpr
 
 
 @pytest.mark.before_head
-def test_the_ray_job_submit_section_runs_as_written(tmp_path):
-    if Path(sys.executable).parent != ROOT / ".venv" / "bin":
-        pytest.skip("the README's lines use the checkout's .venv, which is not this Python")
-    if subprocess.run([RAY, "status"], capture_output=True).returncode == 0:
-        pytest.skip("a Ray instance is already running on this machine")
+def test_the_ray_job_submit_section_runs_as_written(machine, tmp_path):
     (block,) = blocks("Under `ray job submit`", "bash")
     env = _fresh_home(tmp_path)  # no RAY_* variables, no ~/.ray/auth_token
     script = "set -e\n" + block  # `source` and `export` carry from line to line, as in a shell
@@ -64,12 +61,10 @@ def test_the_own_agents_section_runs_as_written(head, tmp_path):
     venv_bin = str(Path(sys.executable).parent)
     env = _fresh_home(tmp_path, SWARMRAY_ADDRESS=head["address"])
     env["PATH"] = f"{venv_bin}:{env['PATH']}"  # `swarm` is the console script, as after `activate`
-    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
-        if key in os.environ:
-            env[key] = os.environ[key]
-    token = Path.home() / ".ray" / "auth_token"
-    if "RAY_AUTH_TOKEN" not in env and token.exists():
-        env["RAY_AUTH_TOKEN_PATH"] = str(token)
+    # A user of the session head has its token where Ray keeps it, and no RAY_* variable.
+    token = Path(env["HOME"]) / ".ray" / "auth_token"
+    token.parent.mkdir()
+    shutil.copy(RAY_TOKEN, token)
     up, capabilities, submit, down = commands(shell)
     assert shlex.split(up)[:2] == ["swarm", "up"]
     try:
@@ -81,14 +76,16 @@ def test_the_own_agents_section_runs_as_written(head, tmp_path):
         proc = _run(capabilities, work, env)
         assert proc.returncode == 0, proc.stderr
         assert "text.shout  (swarm loud, pools shout)" in proc.stdout
-        assert "`text.shout`: the text in capitals." in proc.stdout
+        assert "text.shout  (swarm loud, pools shout)\n  The text in capitals.\n" in proc.stdout
         assert "text  string  required  What to shout." in " ".join(proc.stdout.split("\n")).replace(
             "  ", "  "
         )
 
         proc = _run(submit, work, env)  # no -n: the namespace of the last `up`
         assert proc.returncode == 0, proc.stderr
-        assert '"output": "HELLO!!"' in proc.stdout
+        head, output = proc.stdout.splitlines()  # how it ended and where, then its output
+        assert head.startswith("text.shout: succeeded in ") and " on loud.shout." in head
+        assert output == '    "HELLO!!"'
 
         refused = _run("swarm submit text.shout --input '{\"txt\": 1}' --wait", work, env)
         assert refused.returncode == 2

@@ -18,8 +18,10 @@ from rich.console import Console
 from cluster import load_config
 from cluster._private.credentials import user_key
 from cluster._private.memory_load import load_records, records_of_file
+from cluster._private.usage import OUTSIDE_TASKS
 from cluster._private.watch import watch
 from serve._private.authority import authority_name
+from tests.conftest import user_env
 from tests.scripted_provider import USAGE, ScriptedProvider
 from tests.waiting import wait_until
 
@@ -283,7 +285,7 @@ def swarm_cli(ray_head, *args: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=120,
-        env=ray_head["env"],
+        env=user_env(),
     )
 
 
@@ -302,7 +304,8 @@ def test_the_ledger_adds_up_per_swarm_and_per_key_and_survives_restarts(ray_head
     agents_key = next(r["id"] for r in ray.get(authority.list.remote()) if r["name"] == "agents")
 
     def sums():
-        swarms = {f: sum(r[f] for r in system.usage("swarm")[:-1]) for f in FIELDS}
+        tasks = [r for r in system.usage("swarm")[:-1] if r["swarm"] != OUTSIDE_TASKS]
+        swarms = {f: sum(r[f] for r in tasks) for f in FIELDS}
         (key_row,) = [r for r in system.usage("key") if r["key"] == agents_key]
         return swarms, {f: key_row[f] for f in FIELDS}
 
@@ -348,6 +351,25 @@ def test_the_ledger_adds_up_per_swarm_and_per_key_and_survives_restarts(ray_head
     assert {f: row[f] for f in FIELDS} == keys and row["name"] == "agents"
     since = swarm_cli(ray_head, "usage", "--since", "1s")
     assert since.returncode == 0 and "SWARM" in since.stdout and "total" in since.stdout
+
+    # The views add up: what the service charged besides the tasks (here a request of the admin
+    # key's own) is the per-swarm view's `(outside tasks)` row, so every view's total is the same.
+    asked = httpx.post(
+        f"http://127.0.0.1:{serve_port}/ops-tests/v1/chat/completions",
+        headers={"Authorization": f"Bearer {admin['key']}"},
+        json={"model": "scripted", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4},
+        timeout=30,
+    )
+    assert asked.status_code == 200, asked.text
+
+    def totals():
+        per_swarm, per_key = system.usage("swarm"), system.usage("key")
+        same = all(per_swarm[-1][f] == per_key[-1][f] for f in FIELDS)
+        return per_swarm if same and per_key[-1]["requests"] > keys["requests"] else None
+
+    per_swarm = wait_until(totals, 30, "the per-swarm total to match the per-key total")
+    (outside,) = [r for r in per_swarm if r["swarm"] == OUTSIDE_TASKS]
+    assert outside["requests"] >= 1
 
 
 def test_status_watch_shows_live_frames_of_the_running_system(system):

@@ -15,7 +15,7 @@ from ray import serve
 from models._private.core.journal import journal_location
 from serve._private.auth_config import AuthConfig
 from serve._private.authority import get_authority
-from tests.conftest import RAY, ROOT
+from tests.conftest import RAY, ROOT, user_env
 from tests.waiting import wait_until
 
 
@@ -33,9 +33,9 @@ def deployed(ray_head, serve_port, tmp_path_factory):
     path = tmp_path_factory.mktemp("serve") / "serve.yaml"
     path.write_text(yaml.safe_dump(config))
     serve_cli = os.path.join(os.path.dirname(RAY), "serve")
-    subprocess.run(
-        [serve_cli, "deploy", str(path), "--address", ray_head["dashboard"]], check=True, env=ray_head["env"]
-    )
+    # Ray's own CLI sends the cluster's token only when told to, as the README says.
+    deploy = [serve_cli, "deploy", str(path), "--address", ray_head["dashboard"]]
+    subprocess.run(deploy, check=True, env=user_env(RAY_AUTH_MODE="token"))
     apps = [a["name"] for a in config["applications"]]
 
     def running():

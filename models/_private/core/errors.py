@@ -3,6 +3,7 @@
     SwarmrayError
     ├── ConfigError                 invalid configuration (file, field path, reason)
     ├── ClusterUnreachableError     no Ray cluster answers at the address
+    ├── ClusterAuthError            the cluster wants a Ray token this process lacks
     ├── SystemNotFoundError         no running system in the Ray namespace
     ├── SystemConfigChangedError    `up` of a config that differs from the running system's
     ├── SwarmNotFoundError          a swarm name the registry does not know
@@ -34,6 +35,7 @@ from __future__ import annotations
 __all__ = [
     "BackendsUnavailableError",
     "BackpressureError",
+    "ClusterAuthError",
     "ClusterUnreachableError",
     "ConfigError",
     "DelegationError",
@@ -89,12 +91,29 @@ class ConfigError(SwarmrayError):
 class ClusterUnreachableError(SwarmrayError):
     """Raised when no Ray cluster answers at the address given (or found)."""
 
-    def __init__(self, address: str, reason: str):
+    START_ONE = "start one with `swarm up` (or `ray start --head`), or pass --address"
+
+    def __init__(self, address: str, reason: str, hint: str = START_ONE):
         self.address = address
         self.reason = reason
+        super().__init__(f"cannot reach a Ray cluster at {address}: {reason}; {hint}")
+
+
+class ClusterAuthError(SwarmrayError):
+    """Raised when a Ray cluster turns this process away for its token (Ray's token auth): it
+    has none, or not the cluster's. `token_source` says where the one it sent came from."""
+
+    def __init__(self, address: str, token_source: str | None):
+        self.address = address
+        self.token_source = token_source
+        why = (
+            f"the token from {token_source} is not its token"
+            if token_source
+            else "none is set (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)"
+        )
         super().__init__(
-            f"cannot reach a Ray cluster at {address}: {reason}; start one with `swarm up` "
-            "(or `ray start --head`), or pass --address"
+            f"the Ray cluster at {address} wants its authentication token and {why}; "
+            "`ray get-auth-token` on its head prints it"
         )
 
 
