@@ -177,6 +177,11 @@ def test_metrics_of_swarms_services_memory_and_journals_after_real_work(ray_head
                 lbl["journal"].endswith(f"{SYSTEM}/work")
                 for lbl in series(s, "ray_swarmray_journal_compactions_total", system=SYSTEM)
             )
+            # The key authority journals the replicas' usage batches (sent every second).
+            and any(
+                lbl["journal"].endswith("/usage")
+                for lbl in series(s, "ray_swarmray_journal_bytes", system=SYSTEM)
+            )
         )
         return s if done else None
 
