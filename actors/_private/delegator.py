@@ -16,10 +16,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from actors._private import names
 from actors._private.config import QueenConfig
 from actors._private.recovery import TaskRecord
 from actors._private.task import Task, TaskResult
+from models._private.core import names
 from models._private.core.breaker import OPEN, CircuitBreaker, CircuitBreakerConfig
 from models._private.core.errors import (
     BackpressureError,

@@ -30,6 +30,7 @@ from models._private.audit import signed_by
 from models._private.core.errors import ModelNotFoundError, SwarmrayError
 from models._private.core.files import atomic_write
 from models._private.core.journal import Journal
+from models._private.core.names import authority_name
 from models._private.keys import KeyRecord, hash_key, hint_of, new_key
 from models._private.quota import PERSISTED, Ledger, limit_of, period_of
 from models._private.usage import Spent, UsageLedger
@@ -39,7 +40,6 @@ __all__ = [
     "KeyAuthority",
     "KeyNotFoundError",
     "KeyStateError",
-    "authority_name",
     "get_authority",
     "load_signing_key",
 ]
@@ -62,10 +62,6 @@ class KeyNotFoundError(SwarmrayError, LookupError):
 
 class KeyStateError(SwarmrayError, ValueError):
     """The key cannot take this change (rotating a revoked key)."""
-
-
-def authority_name(system: str) -> str:
-    return f"{system}-keys"
 
 
 def load_signing_key(directory: str) -> Ed25519PrivateKey:

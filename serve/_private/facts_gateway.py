@@ -25,6 +25,7 @@ from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from models._private.core.errors import FactsInputError, FactsNotFoundError, SwarmrayError
+from models._private.core.names import FACTS_INGRESS_DEPLOYMENT
 from models._private.core.retry import unwrap_error
 from models._private.facts import MAX_DEPTH
 from models._private.facts_schema import Document, DocumentIn, Entity, Fact
@@ -104,7 +105,7 @@ app.add_middleware(GuardMiddleware, rule=facts_rule, service="facts")
 # the class is decorated, so later module globals would be missing in the replica.
 
 
-@serve.deployment(name="facts-ingress", ray_actor_options={"num_cpus": 0})
+@serve.deployment(name=FACTS_INGRESS_DEPLOYMENT, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class FactsGateway:
     """Validates requests and hands them to the shard of their namespace.

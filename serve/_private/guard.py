@@ -205,7 +205,7 @@ class Guard:
                 return
             import ray
 
-            from serve._private.authority import authority_name
+            from models._private.core.names import authority_name
 
             authority = ray.get_actor(authority_name(self.system), namespace=self.system)
             self.spender = Spender(authority)
