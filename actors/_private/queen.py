@@ -20,7 +20,7 @@ import ray
 from ray.exceptions import RayTaskError
 
 from actors._private.config import RegistryConfig, SwarmConfig
-from actors._private.delegator import ActorPeers, DelegationLost, Delegator
+from actors._private.delegator import ActorPeers, Delegator
 from actors._private.dispatch import Dispatcher
 from actors._private.metrics import SwarmMetrics
 from actors._private.payload import PERMANENT, check_payload, payload_models
@@ -43,6 +43,7 @@ from models._private.core.config import import_object
 from models._private.core.errors import (
     BackpressureError,
     DelegationError,
+    DelegationLost,
     SchedulingError,
     UnknownCapabilityError,
 )
