@@ -21,8 +21,8 @@ from typing import Any
 
 import ray
 
-from actors._private import names
 from actors._private.task import TaskResult, TaskStatus
+from models._private.core import names
 
 __all__ = [
     "ChaosReport",

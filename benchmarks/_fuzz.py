@@ -238,7 +238,7 @@ def remove_targets(system: str) -> None:
     import ray
     from ray import serve
 
-    from serve._private.authority import authority_name
+    from models._private.core.names import authority_name
 
     for app in _APPS:
         serve.delete(app)

@@ -16,20 +16,21 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from actors._private import names
 from actors._private.config import QueenConfig
 from actors._private.recovery import TaskRecord
 from actors._private.task import Task, TaskResult
+from models._private.core import names
 from models._private.core.breaker import OPEN, CircuitBreaker, CircuitBreakerConfig
 from models._private.core.errors import (
     BackpressureError,
     DelegationError,
+    DelegationLost,
     SwarmrayError,
     TaskNotFoundError,
 )
 from models._private.core.retry import TRANSIENT, backoff_s, unwrap_error
 
-__all__ = ["ActorPeers", "DelegationLost", "Delegator", "Peers"]
+__all__ = ["ActorPeers", "Delegator", "Peers"]
 
 
 class Peers(Protocol):
@@ -86,16 +87,6 @@ class ActorPeers:
         except TRANSIENT:
             self.forget(name)  # a queen made anew has a new handle
             raise
-
-
-class DelegationLost(SwarmrayError):
-    """A followed task cannot end where it went: its swarm lost it (or was lost) and no other
-    swarm could take it, or its swarm failed to report it."""
-
-    def __init__(self, reason: str, cause: BaseException):
-        detail = f"; {cause}" if isinstance(cause, SwarmrayError) else f": {type(cause).__name__}: {cause}"
-        super().__init__(reason + detail)
-        self.error_type = type(cause).__name__
 
 
 class Delegator:

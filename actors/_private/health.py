@@ -9,10 +9,10 @@ from typing import Any
 
 import ray
 
-from actors._private import names
 from actors._private.config import SwarmConfig
 from actors._private.pool import ALIVE
 from actors._private.registry import DEGRADED, FAILED, HEALTHY, UNREACHABLE
+from models._private.core import names
 
 __all__ = ["HealthMonitor"]
 

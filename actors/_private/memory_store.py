@@ -12,10 +12,10 @@ from typing import Any, TypeVar
 import ray
 from aiorwlock import RWLock
 
-from actors._private import names
 from actors._private.agent import call_maybe_async
 from actors._private.config import MemoryStoreConfig
 from actors._private.metrics import MemoryMetrics
+from models._private.core import names
 from models._private.core.journal import journal_location
 from models._private.core.retry import retrying
 

@@ -19,9 +19,8 @@ from typing import Any
 import ray
 from ray.exceptions import RayTaskError
 
-from actors._private import names
 from actors._private.config import RegistryConfig, SwarmConfig
-from actors._private.delegator import ActorPeers, DelegationLost, Delegator
+from actors._private.delegator import ActorPeers, Delegator
 from actors._private.dispatch import Dispatcher
 from actors._private.metrics import SwarmMetrics
 from actors._private.payload import PERMANENT, check_payload, payload_models
@@ -39,10 +38,12 @@ from actors._private.registry import FAILED as SWARM_FAILED
 from actors._private.supervisor import FAILED, Supervisor
 from actors._private.task import Task, TaskResult, TaskStatus, now
 from actors._private.task_queue import TaskQueue
+from models._private.core import names
 from models._private.core.config import import_object
 from models._private.core.errors import (
     BackpressureError,
     DelegationError,
+    DelegationLost,
     SchedulingError,
     UnknownCapabilityError,
 )

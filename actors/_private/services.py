@@ -12,9 +12,9 @@ import httpx
 import ray
 from pydantic_core import to_jsonable_python
 
-from actors._private import names
+from models._private.core import names
 from models._private.core.errors import RequestError
-from models._private.keys import COST_HEADER, bearer
+from models._private.keys import bearer
 from models._private.usage import Spent
 
 __all__ = ["AI_URL_KEY", "FACTS_URL_KEY", "SERVICE_KEY_KEY", "ServiceClient", "error_of", "spending"]
@@ -51,7 +51,7 @@ def _count(response: httpx.Response) -> None:
             requests=1,
             prompt_tokens=usage.get("prompt_tokens") or 0,
             completion_tokens=usage.get("completion_tokens") or 0,
-            cost_microusd=int(response.headers.get(COST_HEADER, 0)),
+            cost_microusd=int(response.headers.get(names.COST_HEADER, 0)),
         )
     )
 

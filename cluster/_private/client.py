@@ -8,11 +8,11 @@ from typing import Any
 
 import ray
 
-from actors._private import names
 from actors._private.task import Task, TaskResult
 from cluster._private.connection import call, connect, registry_of
 from cluster._private.status import status
 from cluster._private.usage import usage
+from models._private.core import names
 from models._private.core.errors import (
     SwarmNotFoundError,
     TaskCancelledError,

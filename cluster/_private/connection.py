@@ -17,8 +17,7 @@ import ray
 from ray._private.services import get_ray_address_from_environment
 from ray.exceptions import RayTaskError
 
-from actors._private import names
-from models._private.core import env
+from models._private.core import env, names
 from models._private.core.errors import (
     ClusterAuthError,
     ClusterUnreachableError,

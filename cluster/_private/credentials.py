@@ -9,6 +9,7 @@ from typing import Any
 
 from actors._private.services import SERVICE_KEY_KEY
 from cluster._private.connection import get
+from models._private.core import env
 from models._private.core.files import atomic_write
 from models._private.keys import hash_key
 from serve._private.auth_config import AuthConfig
@@ -17,7 +18,6 @@ from serve._private.authority import get_authority
 __all__ = ["AGENT_SCOPES", "credentials_path", "provision", "user_key"]
 
 AGENT_SCOPES = ["ai:invoke", "ai:embed", "facts:read", "facts:write"]
-KEY_ENV = "SWARMRAY_API_KEY"
 
 
 def credentials_path(system: str) -> str:
@@ -27,7 +27,7 @@ def credentials_path(system: str) -> str:
 
 def user_key(system: str) -> str | None:
     """The user's key for `system`: $SWARMRAY_API_KEY, else the file `swarm up` wrote."""
-    return os.environ.get(KEY_ENV) or _stored_key(system)
+    return env.api_key() or _stored_key(system)
 
 
 def _stored_key(system: str) -> str | None:

@@ -12,13 +12,57 @@ if TYPE_CHECKING:
     from actors._private.task import TaskResult
 
 __all__ = [
+    "FACTS_COLUMNS",
+    "SWARM_COLUMNS",
+    "agents_by_state",
+    "facts_rows",
     "format_capabilities",
     "format_result",
     "format_search",
     "format_status",
     "format_table",
     "progress_bars",
+    "swarm_row",
 ]
+
+# The columns both status views (`swarm status` and its --watch) show first of a swarm, and of
+# each facts namespace; each view adds its own after them.
+SWARM_COLUMNS = ["swarm", "health", "queued", "running", "done", "failed"]
+FACTS_COLUMNS = ["namespace", "documents", "entities", "facts", "pending", "failed"]
+
+
+def swarm_row(swarm: dict[str, Any]) -> dict[str, Any]:
+    """The SWARM_COLUMNS of one swarm of `status`: failed counts the timed out too."""
+    tasks = swarm["tasks"]
+    return {
+        "swarm": swarm["swarm"],
+        "health": swarm["health"].get("health", "?"),
+        "queued": swarm["queued"],
+        "running": swarm["running"],
+        "done": tasks["succeeded"],
+        "failed": tasks["failed"] + tasks["timed_out"],
+    }
+
+
+def agents_by_state(swarm: dict[str, Any]) -> dict[str, int]:
+    """How many of a swarm's agents are in each state, by state name."""
+    by_state: dict[str, int] = {}
+    for a in swarm["agents"]:
+        by_state[a["state"]] = by_state.get(a["state"], 0) + 1
+    return dict(sorted(by_state.items()))
+
+
+def facts_rows(facts: dict[str, Any]) -> list[dict[str, Any]]:
+    """The FACTS_COLUMNS of each namespace of the facts service's status: pending counts the
+    documents not yet indexed too."""
+    return [
+        {
+            **n,
+            "pending": n["extraction"]["pending"] + n["unindexed"],
+            "failed": n["extraction"]["failed"],
+        }
+        for n in facts["namespaces"]
+    ]
 
 
 @contextmanager
@@ -76,19 +120,11 @@ def format_status(state: dict[str, Any]) -> str:
     """The `swarm status` tables: one row per swarm, then one per agent."""
     swarms, agents = [], []
     for s in state["swarms"]:
-        by_state: dict[str, int] = {}
-        for a in s["agents"]:
-            by_state[a["state"]] = by_state.get(a["state"], 0) + 1
-            agents.append({**a, "swarm": s["swarm"]})
+        agents += [{**a, "swarm": s["swarm"]} for a in s["agents"]]
         swarms.append(
             {
-                "swarm": s["swarm"],
-                "health": s["health"].get("health", "?"),
-                "queued": s["queued"],
-                "running": s["running"],
-                "done": s["tasks"]["succeeded"],
-                "failed": s["tasks"]["failed"] + s["tasks"]["timed_out"],
-                "agents": " ".join(f"{n} {k}" for k, n in sorted(by_state.items())),
+                **swarm_row(s),
+                "agents": " ".join(f"{n} {k}" for k, n in agents_by_state(s).items()),
                 "strategy": s["supervision"]["strategy"],
                 "restarts": "{restarts_in_window}/{max_restarts} in {period_s:g}s".format(**s["supervision"]),
                 "capabilities": ", ".join(s["capabilities"]),
@@ -102,21 +138,7 @@ def format_status(state: dict[str, Any]) -> str:
     notes += [f"{m['swarm']}: {m['reason']}" for m in state.get("missing", [])]
     return (
         f"namespace {state['namespace']}\n\n"
-        + format_table(
-            swarms,
-            [
-                "swarm",
-                "health",
-                "queued",
-                "running",
-                "done",
-                "failed",
-                "agents",
-                "strategy",
-                "restarts",
-                "capabilities",
-            ],
-        )
+        + format_table(swarms, [*SWARM_COLUMNS, "agents", "strategy", "restarts", "capabilities"])
         + "".join(f"\n  {note}" for note in notes)
         + "\n\n"
         + format_table(
@@ -136,15 +158,7 @@ def _format_facts(facts: dict[str, Any]) -> str:
     line = f"\n\nFacts service: {facts['url']}"
     if facts.get("error"):
         return f"{line}\n  {facts['error']}"
-    rows = [
-        {
-            **n,
-            "pending": n["extraction"]["pending"] + n["unindexed"],
-            "failed": n["extraction"]["failed"],
-        }
-        for n in facts["namespaces"]
-    ]
-    table = format_table(rows, ["namespace", "documents", "entities", "facts", "pending", "failed"])
+    table = format_table(facts_rows(facts), FACTS_COLUMNS)
     return f"{line}\n{table}"
 
 

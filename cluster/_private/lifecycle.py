@@ -13,7 +13,6 @@ from typing import Any
 import ray
 from ray.experimental import internal_kv  # the GCS key-value store, as Ray's own tools use it
 
-from actors._private import names
 from actors._private.health import HealthMonitor
 from actors._private.memory_store import MemoryStore
 from actors._private.queen import SwarmQueen
@@ -21,9 +20,11 @@ from actors._private.registry import MetaRegistry
 from actors._private.services import AI_URL_KEY, FACTS_URL_KEY
 from cluster._private.config import SystemConfig, config_changes, unset_secrets
 from cluster._private.connection import call, existing, get, quiet_serve, registry_of, stop_head
-from cluster._private.status import ai_app_name, facts_app_name, status
+from cluster._private.status import status
+from models._private.core import names
 from models._private.core.errors import ConfigError, SystemConfigChangedError
 from models._private.core.journal import journal_location
+from serve import deploy
 
 __all__ = ["check_secrets", "down", "last_namespace", "mark_local_head", "up"]
 
@@ -125,20 +126,16 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
     ]
     _loaded(memories, progress or _silent)  # before agents use them
     if config.ai is not None or config.facts is not None:
-        from serve import deploy  # Serve's imports are heavy: only for systems with a service
-
         quiet_serve()
         ai_url = None
         if config.ai is not None:
-            ai_url = _watched(
-                lambda: deploy(config.ai, app_name=ai_app_name(ns), system=ns), ai_app_name(ns), progress
-            )
+            ai_app = names.ai_app_name(ns)
+            ai_url = _watched(lambda: deploy(config.ai, app_name=ai_app, system=ns), ai_app, progress)
             get(registry.kv_put.remote(AI_URL_KEY, ai_url))
         if config.facts is not None:
+            facts_app = names.facts_app_name(ns)
             facts = config.facts.with_ai(ai_url) if ai_url else config.facts
-            url = _watched(
-                lambda: deploy(facts, app_name=facts_app_name(ns), system=ns), facts_app_name(ns), progress
-            )
+            url = _watched(lambda: deploy(facts, app_name=facts_app, system=ns), facts_app, progress)
             get(registry.kv_put.remote(FACTS_URL_KEY, url))
         _keys(config, ns, registry)
     get([q.start.remote() for q in queens])
@@ -262,7 +259,7 @@ def down(namespace: str = "swarmray") -> list[str]:
             continue
         ray.kill(store, no_restart=True)  # its data stays on disk: memory outlives `down`
         removed.append(names.memory(name))
-    services = (("ai", ai_app_name), ("facts", facts_app_name))
+    services = (("ai", names.ai_app_name), ("facts", names.facts_app_name))
     apps = [app(namespace) for key, app in services if config.get(key)]
     if apps:
         from ray import serve
@@ -271,11 +268,9 @@ def down(namespace: str = "swarmray") -> list[str]:
         for app in apps:  # the facts service's data stays on disk, as the memories' do
             serve.delete(app)
             removed.append(f"Serve application {app}")
-    from serve._private.authority import authority_name
-
-    if apps and (authority := existing(authority_name(namespace), namespace)) is not None:
+    if apps and (authority := existing(names.authority_name(namespace), namespace)) is not None:
         ray.kill(authority, no_restart=True)  # keys stay in its journal, for the next `up`
-        removed.append(authority_name(namespace))
+        removed.append(names.authority_name(namespace))
     call(lambda: registry.purge.remote(), retry_s=30)
     ray.kill(registry, no_restart=True)
     removed.append(names.REGISTRY)

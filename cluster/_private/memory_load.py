@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from actors._private import names
 from cluster._private.connection import call, existing
+from models._private.core import names
 from models._private.core.errors import MemoryInputError, SwarmrayError
 from models._private.memory_schema import Record
 

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from models._private.audit import Verdict, verify_directory
 from models._private.core.errors import SwarmrayError
+from models._private.core.names import authority_name
 from models._private.keys import PREFIX, bearer
-from serve._private.authority import authority_name
 
 __all__ = [
     "audit_over_http",

@@ -6,28 +6,18 @@ from typing import Any
 
 import httpx
 
-from actors._private import names
 from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, SERVICE_KEY_KEY
 from cluster._private.connection import call, existing, registry_of
 from cluster._private.credentials import user_key
+from models._private.core import names
 from models._private.keys import bearer
 
-__all__ = ["ai_app_name", "facts_app_name", "status"]
-
-
-def ai_app_name(namespace: str) -> str:
-    """The Serve application name of a system's AI service."""
-    return f"{namespace}-ai"
-
-
-def facts_app_name(namespace: str) -> str:
-    """The Serve application name of a system's facts service."""
-    return f"{namespace}-facts"
+__all__ = ["status"]
 
 
 def _facts_status(url: str | None, namespace: str, key: str | None) -> dict[str, Any]:
     """The facts service's URL and what each of its namespaces holds (asked over HTTP)."""
-    out: dict[str, Any] = {"url": url, "app": facts_app_name(namespace), "namespaces": []}
+    out: dict[str, Any] = {"url": url, "app": names.facts_app_name(namespace), "namespaces": []}
     try:
         answer = httpx.get(f"{url}/namespaces", timeout=10, headers=bearer(key))
         answer.raise_for_status()
@@ -65,7 +55,7 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
     if config.get("ai") is not None:
         ai = {
             "url": call(lambda: registry.kv_get.remote(AI_URL_KEY)),
-            "app": ai_app_name(namespace),
+            "app": names.ai_app_name(namespace),
             "models": {n: m["source"] for n, m in config["ai"]["models"].items()},
         }
     facts = None

@@ -29,10 +29,10 @@ def usage(namespace: str, by: By = "swarm", since: float | None = None) -> list[
         SwarmrayError: `by` is key or model and the system runs no AI service.
     """
     # Here, not above: the `swarm` CLI reads BY at load, which must not import Ray.
-    from actors._private import names
     from cluster._private.connection import call, existing, registry_of
+    from models._private.core import names
+    from models._private.core.names import authority_name
     from models._private.usage import FIELDS
-    from serve._private.authority import authority_name
 
     authority = existing(authority_name(namespace), namespace)
     if by == "swarm":

@@ -4,7 +4,6 @@ services, read from `status` every few seconds."""
 from __future__ import annotations
 
 import time
-from collections import Counter
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -12,6 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from cluster._private.format import FACTS_COLUMNS, SWARM_COLUMNS, agents_by_state, facts_rows, swarm_row
 from cluster._private.status import status
 
 __all__ = ["render", "watch"]
@@ -25,37 +25,19 @@ def _rate(now: int, before: int | None, seconds: float) -> str:
 
 
 def _swarms(state: dict[str, Any], previous: dict[str, Any] | None, seconds: float) -> Table:
-    before = {s["swarm"]: s["tasks"] for s in (previous or {}).get("swarms", [])}
+    before = {s["swarm"]: swarm_row(s) for s in (previous or {}).get("swarms", [])}
     table = Table(title="swarms", title_justify="left", expand=True)
-    for column in (
-        "swarm",
-        "health",
-        "queued",
-        "running",
-        "done",
-        "failed",
-        "done/s",
-        "failed/s",
-        "agents",
-        "restarts",
-    ):
+    for column in [*SWARM_COLUMNS, "done/s", "failed/s", "agents", "restarts"]:
         table.add_column(column, justify="left" if column in ("swarm", "health", "agents") else "right")
     for s in state["swarms"]:
-        tasks, old = s["tasks"], before.get(s["swarm"])
-        failed = tasks["failed"] + tasks["timed_out"]
-        old_failed = None if old is None else old["failed"] + old["timed_out"]
-        health = s["health"].get("health", "?")
-        agents = Counter(a["state"] for a in s["agents"])
+        row, old = swarm_row(s), before.get(s["swarm"])
+        cells: list[RenderableType] = [str(row[c]) for c in SWARM_COLUMNS]
+        cells[SWARM_COLUMNS.index("health")] = Text(row["health"], style=_HEALTH.get(row["health"], ""))
         table.add_row(
-            s["swarm"],
-            Text(health, style=_HEALTH.get(health, "")),
-            str(s["queued"]),
-            str(s["running"]),
-            str(tasks["succeeded"]),
-            str(failed),
-            _rate(tasks["succeeded"], None if old is None else old["succeeded"], seconds),
-            _rate(failed, old_failed, seconds),
-            Text(" ").join(Text(f"{n} {k}", style=_AGENTS.get(k, "")) for k, n in sorted(agents.items())),
+            *cells,
+            _rate(row["done"], None if old is None else old["done"], seconds),
+            _rate(row["failed"], None if old is None else old["failed"], seconds),
+            Text(" ").join(Text(f"{n} {k}", style=_AGENTS.get(k, "")) for k, n in agents_by_state(s).items()),
             "{restarts_in_window}/{max_restarts}".format(**s["supervision"]),
         )
     return table
@@ -88,19 +70,10 @@ def _services(state: dict[str, Any]) -> RenderableType | None:
             parts.append(Text(facts["error"], style="red"))
         else:
             table = Table(expand=True)
-            for column in ("namespace", "documents", "entities", "facts", "pending", "failed"):
+            for column in FACTS_COLUMNS:
                 table.add_column(column, justify="left" if column == "namespace" else "right")
-            for n in facts["namespaces"]:
-                pending = n["extraction"]["pending"] + n["unindexed"]
-                row = [
-                    n["namespace"],
-                    n["documents"],
-                    n["entities"],
-                    n["facts"],
-                    pending,
-                    n["extraction"]["failed"],
-                ]
-                table.add_row(*map(str, row))
+            for row in facts_rows(facts):
+                table.add_row(*(str(row[c]) for c in FACTS_COLUMNS))
             parts.append(table)
     return Group(*parts) if parts else None
 

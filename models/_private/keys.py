@@ -20,7 +20,6 @@ from models._private.core.config import ConfigModel
 from models._private.key_scopes import SCOPES, Scope
 
 __all__ = [
-    "COST_HEADER",
     "PREFIX",
     "SCOPES",
     "KeyRecord",
@@ -32,8 +31,6 @@ __all__ = [
 ]
 
 PREFIX = "sr-"
-COST_HEADER = "x-swarmray-cost-microusd"
-"""The AI service's answer header with what the request cost, by its price table."""
 
 
 def new_key() -> str:

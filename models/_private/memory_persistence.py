@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from models._private.core import env
 from models._private.core.files import atomic_write, fsync_tree
 from models._private.dense import DenseIndex
 from models._private.memory_schema import Record
@@ -191,9 +192,8 @@ def load_dense(snap: Snapshot, namespaces: list[str], dim: int, kind: str) -> di
 
 def local_copy(uri: str) -> str:
     """The local working directory of the memory at `uri` (its lexical index, snapshots being
-    written and read), under $SWARMRAY_CACHE or ~/.cache/swarmray."""
-    base = os.environ.get("SWARMRAY_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "swarmray")
-    return os.path.join(base, "memory", hashlib.sha256(uri.encode()).hexdigest()[:16])
+    written and read), under swarmray's cache (`env.cache_dir`)."""
+    return env.cache_dir("memory", hashlib.sha256(uri.encode()).hexdigest()[:16])
 
 
 def push_snapshot(local_snapshot: str, uri: str) -> None:

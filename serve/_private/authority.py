@@ -27,9 +27,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from models._private.audit import signed_by
-from models._private.core.errors import ModelNotFoundError, SwarmrayError
+from models._private.core.errors import KeyNotFoundError, KeyStateError, ModelNotFoundError
 from models._private.core.files import atomic_write
 from models._private.core.journal import Journal
+from models._private.core.names import authority_name
 from models._private.keys import KeyRecord, hash_key, hint_of, new_key
 from models._private.quota import PERSISTED, Ledger, limit_of, period_of
 from models._private.usage import Spent, UsageLedger
@@ -37,9 +38,6 @@ from serve._private.auth_config import AuthConfig
 
 __all__ = [
     "KeyAuthority",
-    "KeyNotFoundError",
-    "KeyStateError",
-    "authority_name",
     "get_authority",
     "load_signing_key",
 ]
@@ -50,22 +48,6 @@ HEADS = "heads.json"
 SERVED_MODELS = "models.json"  # the names the system's AI service answers to, as it last said
 USAGE_COMPACT_BYTES = 4 * 2**20  # the usage journal is rewritten as its ledger past this size
 KEPT_BATCH_IDS = 100_000  # usage batch ids remembered against duplicates (~a day of one replica)
-
-
-class KeyNotFoundError(SwarmrayError, LookupError):
-    """No key has this id."""
-
-    def __init__(self, key_id: str):
-        super().__init__(f"no key has the id {key_id!r}")
-        self.key_id = key_id
-
-
-class KeyStateError(SwarmrayError, ValueError):
-    """The key cannot take this change (rotating a revoked key)."""
-
-
-def authority_name(system: str) -> str:
-    return f"{system}-keys"
 
 
 def load_signing_key(directory: str) -> Ed25519PrivateKey:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
 
 from ray import serve
 
+from models._private.core import names
 from models._private.engine import SamplingParams, off_the_loop_if_long
 from serve._private.config import ModelConfig
 
@@ -88,11 +88,6 @@ class EmbeddingServer:
         return {"vectors": self.embedder.encode(texts).tolist(), "tokens": counts}
 
 
-def deployment_name(model: str) -> str:
-    """A Serve deployment name for a model name (which may hold '/' or ':')."""
-    return "model-" + re.sub(r"[^A-Za-z0-9_-]", "_", model)
-
-
 def model_deployment_options(config: ModelConfig) -> dict[str, Any]:
     """`serve.deployment(...).options(...)` arguments for one model (no Ray needed).
 
@@ -104,7 +99,7 @@ def model_deployment_options(config: ModelConfig) -> dict[str, Any]:
     r, tp = config.resources, config.engine.tensor_parallel_size
     actor = {"num_cpus": 1, **r.ray_options()}
     options: dict[str, Any] = {
-        "name": deployment_name(config.name),
+        "name": names.deployment_name(config.name),
         "max_ongoing_requests": config.max_ongoing_requests,
         "health_check_period_s": config.health_check_period_s,
         "health_check_timeout_s": config.health_check_timeout_s,
@@ -146,6 +141,6 @@ def embedding_app(config: Any) -> Any:
     """A bound embedder deployment."""
     return (
         serve.deployment(EmbeddingServer)
-        .options(name="embeddings", ray_actor_options={"num_cpus": 1})
+        .options(name=names.EMBEDDINGS_DEPLOYMENT, ray_actor_options={"num_cpus": 1})
         .bind(config.model_dump())
     )

@@ -24,7 +24,8 @@ from pydantic import AwareDatetime
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 
-from models._private.core.errors import FactsInputError, FactsNotFoundError, SwarmrayError
+from models._private.core.errors import FactsInputError, FactsNotFoundError, ShardUnavailableError
+from models._private.core.names import FACTS_INGRESS_DEPLOYMENT
 from models._private.core.retry import unwrap_error
 from models._private.facts import MAX_DEPTH
 from models._private.facts_schema import Document, DocumentIn, Entity, Fact
@@ -68,12 +69,8 @@ async def _not_found(request: Request, exc: FactsNotFoundError) -> JSONResponse:
     return error_response(404, str(exc), "invalid_request_error", exc.kind, f"{exc.kind}_not_found", request)
 
 
-class _Unavailable(SwarmrayError):
-    """A shard that cannot answer now (its replica died and Serve is starting another)."""
-
-
-@app.exception_handler(_Unavailable)
-async def _unavailable(request: Request, exc: _Unavailable) -> JSONResponse:
+@app.exception_handler(ShardUnavailableError)
+async def _unavailable(request: Request, exc: ShardUnavailableError) -> JSONResponse:
     return error_response(503, str(exc), "service_unavailable", "namespace", "shard_unavailable", request)
 
 
@@ -104,7 +101,7 @@ app.add_middleware(GuardMiddleware, rule=facts_rule, service="facts")
 # the class is decorated, so later module globals would be missing in the replica.
 
 
-@serve.deployment(name="facts-ingress", ray_actor_options={"num_cpus": 0})
+@serve.deployment(name=FACTS_INGRESS_DEPLOYMENT, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class FactsGateway:
     """Validates requests and hands them to the shard of their namespace.
@@ -127,7 +124,7 @@ class FactsGateway:
         try:
             return await shard.run.remote(operation, *args, **kwargs)
         except (RayActorError, ActorUnavailableError) as e:
-            raise _Unavailable(f"namespace {namespace!r} is restarting; retry shortly") from e
+            raise ShardUnavailableError(f"namespace {namespace!r} is restarting; retry shortly") from e
         except Exception as e:  # the shard's own error (a 4xx), not Ray's wrapper of it
             raise unwrap_error(e) from None
 

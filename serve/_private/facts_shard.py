@@ -13,7 +13,7 @@ from typing import Any
 
 from ray.exceptions import RayTaskError
 
-from models._private.core.errors import FactsInputError, SwarmrayError
+from models._private.core.errors import ExtractorUnreachableError, FactsInputError
 from models._private.core.metrics import safely
 from models._private.core.retry import unwrap_error
 from models._private.facts import FactsBase
@@ -51,12 +51,6 @@ class ExtractorServer:
         return await asyncio.to_thread(self.extractor.extract_many, texts)
 
 
-class _Unreachable(SwarmrayError):
-    """The extractor deployment did not answer (a replica restarting): the documents wait."""
-
-    transient = True
-
-
 class RemoteExtractor:
     """The shard's side of `ExtractorServer`: the interface `FactsBase` expects, called from the
     shard's worker thread. The handle's calls run on an event loop of its own (a handle needs a
@@ -79,7 +73,7 @@ class RemoteExtractor:
         except RayTaskError as e:  # the extractor raised: the document's fault, it fails
             raise unwrap_error(e) from None
         except Exception as e:  # the way there failed (a replica restarting): the documents wait
-            raise _Unreachable(repr(e)) from e
+            raise ExtractorUnreachableError(repr(e)) from e
 
     async def _extract_many(self, texts: list[str]) -> list[Any]:
         return await self.handle.extract_many.remote(texts)

@@ -18,10 +18,10 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
+from models._private.core import names
 from models._private.core.breaker import CircuitBreaker
 from models._private.core.errors import BackendsUnavailableError, ModelNotFoundError, RequestError
 from models._private.core.retry import unwrap_error
-from models._private.keys import COST_HEADER
 from models._private.usage import Spent
 from serve._private.audit_route import install_audit_route
 from serve._private.backends import InProcessBackend, LocalBackend, RemoteBackend
@@ -136,7 +136,7 @@ _STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stre
 # -- the ingress deployment -----------------------------------------------------------------
 
 
-@serve.deployment(name="gateway", ray_actor_options={"num_cpus": 0})
+@serve.deployment(name=names.GATEWAY_DEPLOYMENT, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class Gateway:
     """Routes OpenAI-style requests to model deployments and remote providers.
@@ -299,7 +299,7 @@ class Gateway:
         if self._ledger is None:  # looked up once, off the loop (it asks Ray's control store)
             from ray import get_actor
 
-            from serve._private.authority import authority_name
+            from models._private.core.names import authority_name
 
             where = authority_name(self.system)
             self._ledger = await asyncio.to_thread(get_actor, where, namespace=self.system)
@@ -369,7 +369,7 @@ class Gateway:
                 "choices": [choice(chat, out["text"], out["finish_reason"])],
                 "usage": usage_of(out),
             },
-            headers={"x-swarmray-backend": name, COST_HEADER: str(cost)},
+            headers={names.BACKEND_HEADER: name, names.COST_HEADER: str(cost)},
         )
 
     async def _sse(
@@ -424,7 +424,7 @@ class Gateway:
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(
-            events(), media_type="text/event-stream", headers={"x-swarmray-backend": name}
+            events(), media_type="text/event-stream", headers={names.BACKEND_HEADER: name}
         )
 
     @app.post("/v1/embeddings")
@@ -453,7 +453,7 @@ class Gateway:
             )
         tokens = sum(out["tokens"])
         self._account(request, body, body.model, tokens, 0, cost)
-        response.headers[COST_HEADER] = str(cost)
+        response.headers[names.COST_HEADER] = str(cost)
         return {
             "object": "list",
             "model": body.model,

@@ -35,7 +35,7 @@ from typing import Any, Literal, TypeVar
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from models._private.audit import AuditLog
-from models._private.core.errors import SwarmrayError
+from models._private.core.errors import AccessDenied, Limited
 from models._private.keys import KeyRecord, denial, hash_key
 from models._private.quota import limit_of
 from serve._private.auth_config import AuthConfig
@@ -44,10 +44,8 @@ from serve._private.protocol import error_body
 
 __all__ = [
     "MAX_BODY_BYTES",
-    "AccessDenied",
     "Guard",
     "GuardMiddleware",
-    "Limited",
     "Rule",
     "Spender",
     "Taken",
@@ -74,32 +72,6 @@ _NAMESPACE = re.compile(r"^/v1/namespaces/([^/]+)")
 # Largest request body either service reads: a facts batch of max_batch_documents (10,000 by
 # default) paragraphs of about a kilobyte each fits with room to spare.
 MAX_BODY_BYTES = 32 * 2**20
-
-
-class AccessDenied(SwarmrayError):
-    """A key that may not do this (403)."""
-
-
-class Limited(SwarmrayError):
-    """A key over one of its limits (429): `code` is rate_limit_exceeded for a per-minute
-    limit, insufficient_quota for a budget."""
-
-    _WHAT = {
-        "requests": "requests per minute",
-        "tokens": "tokens per minute",
-        "budget": "token budget",
-        "cost": "cost budget",
-    }
-
-    def __init__(self, counter: str, retry_after_s: float):
-        what = self._WHAT[counter]
-        if math.isinf(retry_after_s):  # asks for more than the whole limit: retrying cannot help
-            super().__init__(f"this request's worst case is more than the key's whole {what}")
-            self.retry_after_s: float | None = None
-        else:
-            super().__init__(f"this key is over its {what}; retry after {math.ceil(retry_after_s)} s")
-            self.retry_after_s = retry_after_s
-        self.code = "insufficient_quota" if "budget" in what else "rate_limit_exceeded"
 
 
 _SKEW_S = 0.25  # a local lease is spent only until this long before its window ends
@@ -205,7 +177,7 @@ class Guard:
                 return
             import ray
 
-            from serve._private.authority import authority_name
+            from models._private.core.names import authority_name
 
             authority = ray.get_actor(authority_name(self.system), namespace=self.system)
             self.spender = Spender(authority)

@@ -13,8 +13,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
-from models._private.core.errors import RequestError
-from serve._private.guard import AccessDenied, Limited
+from models._private.core.errors import AccessDenied, Limited, RequestError
 from serve._private.protocol import error_response, request_id_of
 
 __all__ = ["ErrorResponse", "install_error_handlers"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from models._private.core import names
 from models._private.core.errors import SchedulingError
 from serve._private.authority import get_authority
 from serve._private.config import AIServiceConfig
@@ -45,7 +46,7 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
         reader = (
             serve.deployment(ExtractorServer)
             .options(
-                name="facts-extractor",
+                name=names.FACTS_EXTRACTOR_DEPLOYMENT,
                 num_replicas=config.extractor_replicas,
                 ray_actor_options={"num_cpus": config.extractor_num_cpus},
             )
@@ -54,7 +55,7 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
     shards = {
         name: serve.deployment(FactsShard)
         .options(
-            name=f"facts-shard-{name}",
+            name=names.facts_shard_name(name),
             num_replicas=1,  # one writer per store: the shard is the namespace's single owner
             max_ongoing_requests=1000,
             graceful_shutdown_timeout_s=60,

@@ -7,8 +7,8 @@ import pytest
 import ray
 from ray import serve
 
+from models._private.core.names import deployment_name
 from serve import AIServiceConfig, deploy
-from serve._private.deployments import deployment_name
 
 
 def replica_infos(app: str, model: str, replicas: int, timeout_s: float = 60) -> dict[int, dict]:

@@ -130,8 +130,7 @@ def test_a_second_up_keeps_the_running_service(client, config):
     from ray import serve
 
     from cluster import up
-    from cluster._private.status import ai_app_name
-    from serve._private.deployments import deployment_name
+    from models._private.core.names import ai_app_name, deployment_name
 
     handle = serve.get_deployment_handle(deployment_name("tiny"), app_name=ai_app_name(config.namespace))
     before = handle.info.remote().result()["pid"]

@@ -20,7 +20,7 @@ from cluster._private.credentials import user_key
 from cluster._private.memory_load import load_records, records_of_file
 from cluster._private.usage import OUTSIDE_TASKS
 from cluster._private.watch import watch
-from serve._private.authority import authority_name
+from models._private.core.names import authority_name
 from tests.conftest import user_env
 from tests.scripted_provider import USAGE, ScriptedProvider
 from tests.waiting import wait_until

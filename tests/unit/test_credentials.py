@@ -39,6 +39,6 @@ def test_a_live_stored_key_is_kept_even_when_the_environment_names_another(tmp_p
     monkeypatch.setenv("HOME", str(tmp_path))
     credentials.provision("sys", AuthConfig(), registry)
     assert made == [f"{credentials.getpass.getuser()} (swarm up)", "agents"]
-    monkeypatch.setenv(credentials.KEY_ENV, "sr-someone-elses")
+    monkeypatch.setenv("SWARMRAY_API_KEY", "sr-someone-elses")
     credentials.provision("sys", AuthConfig(), registry)
     assert len(made) == 2  # the stored key and the agents' are live: nothing new

@@ -4,11 +4,11 @@ import pytest
 from ray.exceptions import RayActorError, RayTaskError
 
 from actors import QueenConfig
-from actors._private.delegator import ActorPeers, DelegationLost, Delegator
+from actors._private.delegator import ActorPeers, Delegator
 from actors._private.recovery import TaskBook
 from actors._private.task import Task, TaskStatus
 from models import CircuitBreakerConfig
-from models._private.core.errors import BackpressureError, DelegationError, TaskNotFoundError
+from models._private.core.errors import BackpressureError, DelegationError, DelegationLost, TaskNotFoundError
 from tests.unit.fakes import FakePeers
 from tests.waiting import async_wait_until
 

@@ -7,9 +7,10 @@ import random
 
 import pytest
 
+from models._private.core.errors import Limited
 from models._private.keys import KeyRecord
 from models._private.quota import Ledger, limit_of, period_of
-from serve._private.guard import Limited, Spender
+from serve._private.guard import Spender
 
 
 class _Method:

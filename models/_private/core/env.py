@@ -1,10 +1,22 @@
-"""Every environment variable swarmray reads, in one place, as typed getters."""
+"""Every SWARMRAY_* environment variable swarmray reads, in one place, as typed getters, with
+the two they fall back on (RAY_ADDRESS, XDG_CACHE_HOME). Ray's own token variables are read
+where the driver connects (`cluster/_private/connection.py`), and the secrets a config names by
+variable (`api_key_env`, `${VAR}`) where they are used."""
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["cache_dir", "config_path", "log_level", "namespace", "ray_address", "verbose"]
+__all__ = [
+    "api_key",
+    "cache_dir",
+    "config_path",
+    "log_level",
+    "namespace",
+    "ray_address",
+    "set_verbose",
+    "verbose",
+]
 
 DEFAULT_CONFIG = "configs/local.yaml"
 
@@ -39,7 +51,22 @@ def verbose() -> bool:
     return os.environ.get("SWARMRAY_VERBOSE", "").strip().lower() in {"1", "true", "yes"}
 
 
+def set_verbose() -> None:
+    """Sets SWARMRAY_VERBOSE for this process and those it starts (`swarm --verbose`)."""
+    os.environ["SWARMRAY_VERBOSE"] = "1"
+
+
+def api_key() -> str | None:
+    """SWARMRAY_API_KEY: the user's key for the system's services (overrides the stored one)."""
+    return os.environ.get("SWARMRAY_API_KEY") or None
+
+
 def cache_dir(*parts: str) -> str:
-    """XDG_CACHE_HOME (default ~/.cache) + /swarmray/<parts>: built models, cached embeddings."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "swarmray", *parts)
+    """<root>/<parts>, the one rule for swarmray's local cache (built models, cached embeddings,
+    the working copies of memories on a URI): the root is SWARMRAY_CACHE if set, else
+    XDG_CACHE_HOME/swarmray, else ~/.cache/swarmray."""
+    root = os.environ.get("SWARMRAY_CACHE")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "swarmray")
+    return os.path.join(root, *parts)

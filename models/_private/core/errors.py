@@ -1,54 +1,84 @@
-"""The one exception tree of swarmray.
+"""The one exception tree of swarmray: every error it raises on purpose, in families a caller
+can catch as one (as httpx groups its exceptions).
 
     SwarmrayError
-    ├── ConfigError                 invalid configuration (file, field path, reason)
-    ├── ClusterUnreachableError     no Ray cluster answers at the address
-    ├── ClusterAuthError            the cluster wants a Ray token this process lacks
-    ├── SystemNotFoundError         no running system in the Ray namespace
-    ├── SystemConfigChangedError    `up` of a config that differs from the running system's
-    ├── SwarmNotFoundError          a swarm name the registry does not know
-    ├── UnknownCapabilityError      no swarm offers a capability
-    ├── BackpressureError           a queen's queue is full
-    ├── TaskNotFoundError           a task id the queen never accepted
-    ├── DelegationError             a task cannot be routed further (hop limit, loop)
-    ├── SchedulingError             agents cannot be placed (e.g. infeasible resources)
-    ├── MemoryInputError            a memory write or search was refused (field, reason)
-    ├── FactsInputError             a facts write or query was refused (field, reason)
-    ├── FactsNotFoundError          a document, entity or fact id the facts store lacks
-    ├── ExtractionError             a model could not read entities and facts from a text
-    ├── PayloadError                a task's payload does not fit its capability (never retried)
-    ├── RequestError                an AI-service request was refused (param, reason, code)
-    ├── ModelNotFoundError          a model name the AI service does not serve
-    ├── BackendsUnavailableError    every backend of a model failed or has its breaker open
-    ├── EngineError                 an inference engine cannot serve (dead, failed)
-    │   └── EngineUnavailableError  the chosen engine cannot run here (no vLLM, no GPU)
-    └── TaskError                   a task ended without a result
-        ├── TaskFailedError         the agent raised on every attempt
-        ├── TaskTimeoutError        the last attempt ran past its timeout
-        └── TaskCancelledError      the task was cancelled
+    ├── InputError                      bad input: fix it and ask again
+    │   ├── ConfigError                 invalid configuration (file, field path, reason)
+    │   ├── PayloadError                a task's payload does not fit its capability (never retried)
+    │   ├── MemoryInputError            a memory write or search was refused (field, reason)
+    │   ├── FactsInputError             a facts write or query was refused (field, reason)
+    │   └── RequestError                an AI-service request was refused (param, reason, code)
+    ├── NotFoundError                   something named does not exist
+    │   ├── SystemNotFoundError         no running system in the Ray namespace
+    │   ├── SwarmNotFoundError          a swarm name the registry does not know
+    │   ├── UnknownCapabilityError      no swarm offers a capability
+    │   ├── TaskNotFoundError           a task id the queen never accepted
+    │   ├── FactsNotFoundError          a document, entity or fact id the facts store lacks
+    │   ├── ModelNotFoundError          a model name the AI service does not serve
+    │   └── KeyNotFoundError            an API key id the key authority does not know
+    ├── ConflictError                   what is running or stored cannot take the change
+    │   ├── SystemConfigChangedError    `up` of a config that differs from the running system's
+    │   └── KeyStateError               a change a key's state forbids (rotating a revoked key)
+    ├── RefusedError                    the caller may not do this (now)
+    │   ├── ClusterAuthError            the cluster wants a Ray token this process lacks
+    │   ├── AccessDenied                a key that may not use this model or namespace (403)
+    │   └── Limited                     a key over a rate limit or budget (429)
+    ├── UnavailableError                cannot answer or take work now; later may do
+    │   ├── ClusterUnreachableError     no Ray cluster answers at the address
+    │   ├── BackpressureError           a queen's queue is full
+    │   ├── BackendsUnavailableError    every backend of a model failed or has its breaker open
+    │   ├── ShardUnavailableError       a facts namespace's shard is restarting (503)
+    │   ├── ExtractorUnreachableError   the facts extractor deployment did not answer
+    │   └── EngineError                 an inference engine cannot serve (dead, failed)
+    │       └── EngineUnavailableError  the chosen engine cannot run here (no vLLM, no GPU)
+    └── ExecutionError                  work the system took on could not be done
+        ├── SchedulingError             agents cannot be placed (e.g. infeasible resources)
+        ├── DelegationError             a task cannot be routed further (hop limit, loop)
+        ├── DelegationLost              a followed task was lost where it went, none took it
+        ├── ExtractionError             a model could not read entities and facts from a text
+        └── TaskError                   a task ended without a result
+            ├── TaskFailedError         the agent raised on every attempt
+            ├── TaskTimeoutError        the last attempt ran past its timeout
+            └── TaskCancelledError      the task was cancelled
 
-Every class carries the values that explain it, so handlers need not parse messages.
+Every class carries the values that explain it, so handlers need not parse messages. The
+families add no behaviour: a class that is also a ValueError or LookupError stays one, and the
+families themselves are neither.
 """
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
+    "AccessDenied",
     "BackendsUnavailableError",
     "BackpressureError",
     "ClusterAuthError",
     "ClusterUnreachableError",
     "ConfigError",
+    "ConflictError",
     "DelegationError",
+    "DelegationLost",
     "EngineError",
     "EngineUnavailableError",
+    "ExecutionError",
     "ExtractionError",
+    "ExtractorUnreachableError",
     "FactsInputError",
     "FactsNotFoundError",
+    "InputError",
+    "KeyNotFoundError",
+    "KeyStateError",
+    "Limited",
     "MemoryInputError",
     "ModelNotFoundError",
+    "NotFoundError",
     "PayloadError",
+    "RefusedError",
     "RequestError",
     "SchedulingError",
+    "ShardUnavailableError",
     "SwarmNotFoundError",
     "SwarmrayError",
     "SystemConfigChangedError",
@@ -58,6 +88,7 @@ __all__ = [
     "TaskFailedError",
     "TaskNotFoundError",
     "TaskTimeoutError",
+    "UnavailableError",
     "UnknownCapabilityError",
 ]
 
@@ -77,7 +108,14 @@ def _rebuild(cls, state, args):
     return err
 
 
-class ConfigError(SwarmrayError):
+# -- bad input ------------------------------------------------------------------------------------
+
+
+class InputError(SwarmrayError):
+    """Raised for bad input: a configuration, payload or request to fix before asking again."""
+
+
+class ConfigError(InputError):
     """Raised when a configuration file or object is invalid."""
 
     def __init__(self, source: str, problems: list[tuple[str, str]]):
@@ -88,20 +126,156 @@ class ConfigError(SwarmrayError):
         super().__init__("\n".join(lines))
 
 
-class ClusterUnreachableError(SwarmrayError):
-    """Raised when no Ray cluster answers at the address given (or found)."""
+class PayloadError(InputError, ValueError):
+    """Raised when a task's payload does not fit its capability.
 
-    START_ONE = "start one with `swarm up` (or `ray start --head`), or pass --address"
+    A permanent failure: the queen refuses the task at submit or fails it after one attempt,
+    never retrying it."""
 
-    def __init__(self, address: str, reason: str, hint: str = START_ONE):
-        self.address = address
+    def __init__(self, capability: str, problems: list[tuple[str, str]]):
+        self.capability = capability
+        self.problems = problems
+        where = "; ".join(f"{field}: {reason}" if field else reason for field, reason in problems)
+        super().__init__(f"invalid payload for {capability!r}: {where}")
+
+
+class MemoryInputError(InputError, ValueError):
+    """Raised when a memory operation is refused for bad input; nothing was changed."""
+
+    def __init__(self, field: str, reason: str):
+        self.field = field
         self.reason = reason
-        super().__init__(f"cannot reach a Ray cluster at {address}: {reason}; {hint}")
+        super().__init__(f"{field}: {reason}")
 
 
-class ClusterAuthError(SwarmrayError):
-    """Raised when a Ray cluster turns this process away for its token (Ray's token auth): it
-    has none, or not the cluster's. `token_source` says where the one it sent came from."""
+class FactsInputError(InputError, ValueError):
+    """Raised when a facts-store write or query is refused for bad input; nothing was changed."""
+
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class RequestError(InputError, ValueError):
+    """Raised when an AI-service request is refused for bad input (HTTP 400)."""
+
+    def __init__(self, param: str | None, reason: str, code: str = "invalid_request"):
+        self.param = param
+        self.reason = reason
+        self.code = code
+        super().__init__(f"{param}: {reason}" if param else reason)
+
+
+# -- not found ------------------------------------------------------------------------------------
+
+
+class NotFoundError(SwarmrayError):
+    """Raised when something named (a system, swarm, task, model, key, fact) does not exist."""
+
+
+class SystemNotFoundError(NotFoundError):
+    """Raised when no swarmray system runs in the Ray namespace."""
+
+    def __init__(self, namespace: str):
+        self.namespace = namespace
+        super().__init__(f"no swarmray system in Ray namespace {namespace!r}; run `swarm up` first")
+
+
+class SwarmNotFoundError(NotFoundError):
+    """Raised when a swarm name is not registered."""
+
+    def __init__(self, swarm: str, known: list[str]):
+        self.swarm = swarm
+        self.known = known
+        super().__init__(f"unknown swarm {swarm!r}; known swarms: {sorted(known)}")
+
+
+class UnknownCapabilityError(NotFoundError):
+    """Raised when no swarm offers the capability a task needs."""
+
+    def __init__(self, capability: str, known: list[str]):
+        self.capability = capability
+        self.known = known
+        super().__init__(f"no swarm offers capability {capability!r}; offered: {sorted(known)}")
+
+
+class TaskNotFoundError(NotFoundError):
+    """Raised when a task id is unknown to the queen asked."""
+
+    def __init__(self, task_id: str, swarm: str | None, known: list[str] | None = None):
+        self.task_id = task_id
+        self.swarm = swarm
+        if swarm is not None:
+            super().__init__(f"swarm {swarm!r} has no task {task_id!r}")
+        else:  # no swarm of the system could have accepted it
+            super().__init__(
+                f"{task_id!r} is not a task id of this system: ids look like '<swarm>:<hex>', as "
+                f"`swarm submit` prints them, and its swarms are {sorted(known or [])}"
+            )
+
+
+class FactsNotFoundError(NotFoundError, LookupError):
+    """Raised when a document, entity or fact id is not in the namespace's facts store."""
+
+    def __init__(self, kind: str, id: str):
+        self.kind = kind
+        self.id = id
+        super().__init__(f"no {kind} {id!r} in this namespace")
+
+
+class ModelNotFoundError(NotFoundError, LookupError):
+    """Raised when a request names a model the AI service does not serve (HTTP 404)."""
+
+    def __init__(self, model: str, known: list[str]):
+        self.model = model
+        self.known = known
+        super().__init__(f"the model {model!r} does not exist; served models: {sorted(known)}")
+
+
+class KeyNotFoundError(NotFoundError, LookupError):
+    """Raised when the key authority has no key of this id."""
+
+    def __init__(self, key_id: str):
+        super().__init__(f"no key has the id {key_id!r}")
+        self.key_id = key_id
+
+
+# -- conflicts ------------------------------------------------------------------------------------
+
+
+class ConflictError(SwarmrayError):
+    """Raised when what runs or is stored cannot take the change asked for."""
+
+
+class SystemConfigChangedError(ConflictError):
+    """Raised by `up` when the namespace runs a system of a different configuration."""
+
+    def __init__(self, namespace: str, changes: list[str]):
+        self.namespace = namespace
+        self.changes = changes
+        super().__init__(
+            f"system {namespace!r} already runs with a different configuration ({'; '.join(changes)}); "
+            "to apply the new one, `swarm down` first (tasks in flight are lost with their journals)"
+        )
+
+
+class KeyStateError(ConflictError, ValueError):
+    """Raised when a key cannot take a change in its state (rotating a revoked key)."""
+
+
+# -- refusals -------------------------------------------------------------------------------------
+
+
+class RefusedError(SwarmrayError):
+    """Raised when the caller may not do this: its credentials, permissions or limits."""
+
+
+class ClusterAuthError(RefusedError):
+    """Raised when a Ray cluster turns this process away for its token (Ray's token auth).
+
+    The process has none, or not the cluster's; `token_source` says where the one it sent came
+    from."""
 
     def __init__(self, address: str, token_source: str | None):
         self.address = address
@@ -117,45 +291,52 @@ class ClusterAuthError(SwarmrayError):
         )
 
 
-class SystemNotFoundError(SwarmrayError):
-    """Raised when no swarmray system runs in the Ray namespace."""
-
-    def __init__(self, namespace: str):
-        self.namespace = namespace
-        super().__init__(f"no swarmray system in Ray namespace {namespace!r}; run `swarm up` first")
+class AccessDenied(RefusedError):
+    """Raised when a key may not do what a request asks (403)."""
 
 
-class SystemConfigChangedError(SwarmrayError):
-    """Raised by `up` when the namespace runs a system of a different configuration."""
+class Limited(RefusedError):
+    """Raised when a key is over one of its limits (429).
 
-    def __init__(self, namespace: str, changes: list[str]):
-        self.namespace = namespace
-        self.changes = changes
-        super().__init__(
-            f"system {namespace!r} already runs with a different configuration ({'; '.join(changes)}); "
-            "to apply the new one, `swarm down` first (tasks in flight are lost with their journals)"
-        )
+    `code` is rate_limit_exceeded for a per-minute limit, insufficient_quota for a budget."""
 
+    _WHAT = {
+        "requests": "requests per minute",
+        "tokens": "tokens per minute",
+        "budget": "token budget",
+        "cost": "cost budget",
+    }
 
-class SwarmNotFoundError(SwarmrayError):
-    """Raised when a swarm name is not registered."""
-
-    def __init__(self, swarm: str, known: list[str]):
-        self.swarm = swarm
-        self.known = known
-        super().__init__(f"unknown swarm {swarm!r}; known swarms: {sorted(known)}")
-
-
-class UnknownCapabilityError(SwarmrayError):
-    """Raised when no swarm offers the capability a task needs."""
-
-    def __init__(self, capability: str, known: list[str]):
-        self.capability = capability
-        self.known = known
-        super().__init__(f"no swarm offers capability {capability!r}; offered: {sorted(known)}")
+    def __init__(self, counter: str, retry_after_s: float):
+        what = self._WHAT[counter]
+        if math.isinf(retry_after_s):  # asks for more than the whole limit: retrying cannot help
+            super().__init__(f"this request's worst case is more than the key's whole {what}")
+            self.retry_after_s: float | None = None
+        else:
+            super().__init__(f"this key is over its {what}; retry after {math.ceil(retry_after_s)} s")
+            self.retry_after_s = retry_after_s
+        self.code = "insufficient_quota" if "budget" in what else "rate_limit_exceeded"
 
 
-class BackpressureError(SwarmrayError):
+# -- unavailable ----------------------------------------------------------------------------------
+
+
+class UnavailableError(SwarmrayError):
+    """Raised when something cannot answer or take work now; later it may."""
+
+
+class ClusterUnreachableError(UnavailableError):
+    """Raised when no Ray cluster answers at the address given (or found)."""
+
+    START_ONE = "start one with `swarm up` (or `ray start --head`), or pass --address"
+
+    def __init__(self, address: str, reason: str, hint: str = START_ONE):
+        self.address = address
+        self.reason = reason
+        super().__init__(f"cannot reach a Ray cluster at {address}: {reason}; {hint}")
+
+
+class BackpressureError(UnavailableError):
     """Raised by `submit` when a queen's queue is full; retry later."""
 
     def __init__(self, swarm: str, queued: int, max_queued: int):
@@ -168,22 +349,48 @@ class BackpressureError(SwarmrayError):
         )
 
 
-class TaskNotFoundError(SwarmrayError):
-    """Raised when a task id is unknown to the queen asked."""
+class BackendsUnavailableError(UnavailableError):
+    """Raised when no backend of a model could serve a request (HTTP 503)."""
 
-    def __init__(self, task_id: str, swarm: str | None, known: list[str] | None = None):
-        self.task_id = task_id
-        self.swarm = swarm
-        if swarm is not None:
-            super().__init__(f"swarm {swarm!r} has no task {task_id!r}")
-        else:  # no swarm of the system could have accepted it
-            super().__init__(
-                f"{task_id!r} is not a task id of this system: ids look like '<swarm>:<hex>', as "
-                f"`swarm submit` prints them, and its swarms are {sorted(known or [])}"
-            )
+    def __init__(self, model: str, tried: list[str], last: str):
+        self.model = model
+        self.tried = tried
+        self.last = last
+        super().__init__(f"no backend could serve {model!r}: tried {tried}; last error: {last}")
 
 
-class DelegationError(SwarmrayError):
+class ShardUnavailableError(UnavailableError):
+    """Raised when a facts namespace's shard cannot answer now (its replica died and Serve is
+    starting another): HTTP 503."""
+
+
+class ExtractorUnreachableError(UnavailableError):
+    """Raised when the facts extractor deployment did not answer (a replica restarting): the
+    documents wait."""
+
+    transient = True
+
+
+class EngineError(UnavailableError):
+    """Raised when an inference engine cannot serve: it failed or is dead."""
+
+
+class EngineUnavailableError(EngineError):
+    """Raised when the configured engine cannot run on this machine."""
+
+
+# -- work that could not be done ------------------------------------------------------------------
+
+
+class ExecutionError(SwarmrayError):
+    """Raised when work the system took on could not be done: placing, routing, reading, a task."""
+
+
+class SchedulingError(ExecutionError):
+    """Raised when agents cannot be placed on the cluster."""
+
+
+class DelegationError(ExecutionError):
     """Raised when a task cannot be delegated further."""
 
     def __init__(self, capability: str, reason: str, visited: list[str]):
@@ -193,52 +400,21 @@ class DelegationError(SwarmrayError):
         super().__init__(f"cannot delegate capability {capability!r}: {reason} (visited: {visited})")
 
 
-class SchedulingError(SwarmrayError):
-    """Raised when agents cannot be placed on the cluster."""
+class DelegationLost(ExecutionError):
+    """Raised when a followed task cannot end where it went: its swarm lost it (or was lost) and
+    no other swarm could take it, or its swarm failed to report it."""
+
+    def __init__(self, reason: str, cause: BaseException):
+        detail = f"; {cause}" if isinstance(cause, SwarmrayError) else f": {type(cause).__name__}: {cause}"
+        super().__init__(reason + detail)
+        self.error_type = type(cause).__name__
 
 
-class PayloadError(SwarmrayError, ValueError):
-    """Raised when a task's payload does not fit its capability: a permanent failure, so the
-    queen refuses the task at submit or fails it after one attempt, never retrying it."""
+class ExtractionError(ExecutionError):
+    """Raised when a model-backed extractor gets no usable entities and facts for a text.
 
-    def __init__(self, capability: str, problems: list[tuple[str, str]]):
-        self.capability = capability
-        self.problems = problems
-        where = "; ".join(f"{field}: {reason}" if field else reason for field, reason in problems)
-        super().__init__(f"invalid payload for {capability!r}: {where}")
-
-
-class MemoryInputError(SwarmrayError, ValueError):
-    """Raised when a memory operation is refused for bad input; nothing was changed."""
-
-    def __init__(self, field: str, reason: str):
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
-
-
-class FactsInputError(SwarmrayError, ValueError):
-    """Raised when a facts-store write or query is refused for bad input; nothing was changed."""
-
-    def __init__(self, field: str, reason: str):
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
-
-
-class FactsNotFoundError(SwarmrayError, LookupError):
-    """Raised when a document, entity or fact id is not in the namespace's facts store."""
-
-    def __init__(self, kind: str, id: str):
-        self.kind = kind
-        self.id = id
-        super().__init__(f"no {kind} {id!r} in this namespace")
-
-
-class ExtractionError(SwarmrayError):
-    """Raised when a model-backed extractor gets no usable entities and facts for a text: the
-    AI service failed (its HTTP status and message) or kept answering what the schema refuses.
-    The facts store marks the document failed with this message, unless the failure is
+    The AI service failed (its HTTP status and message) or kept answering what the schema
+    refuses. The facts store marks the document failed with this message, unless the failure is
     `transient` (the service unreachable, overloaded or failing: 408, 429, 5xx), when the
     document waits and is tried again."""
 
@@ -250,44 +426,7 @@ class ExtractionError(SwarmrayError):
         super().__init__(f"extraction with model {model!r} failed: {reason}")
 
 
-class RequestError(SwarmrayError, ValueError):
-    """Raised when an AI-service request is refused for bad input (HTTP 400)."""
-
-    def __init__(self, param: str | None, reason: str, code: str = "invalid_request"):
-        self.param = param
-        self.reason = reason
-        self.code = code
-        super().__init__(f"{param}: {reason}" if param else reason)
-
-
-class ModelNotFoundError(SwarmrayError, LookupError):
-    """Raised when a request names a model the AI service does not serve (HTTP 404)."""
-
-    def __init__(self, model: str, known: list[str]):
-        self.model = model
-        self.known = known
-        super().__init__(f"the model {model!r} does not exist; served models: {sorted(known)}")
-
-
-class BackendsUnavailableError(SwarmrayError):
-    """Raised when no backend of a model could serve a request (HTTP 503)."""
-
-    def __init__(self, model: str, tried: list[str], last: str):
-        self.model = model
-        self.tried = tried
-        self.last = last
-        super().__init__(f"no backend could serve {model!r}: tried {tried}; last error: {last}")
-
-
-class EngineError(SwarmrayError):
-    """Raised when an inference engine cannot serve: it failed or is dead."""
-
-
-class EngineUnavailableError(EngineError):
-    """Raised when the configured engine cannot run on this machine."""
-
-
-class TaskError(SwarmrayError):
+class TaskError(ExecutionError):
     """Raised when a task ended without a result."""
 
     def __init__(self, task_id: str, message: str):
