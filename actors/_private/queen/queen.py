@@ -3,7 +3,7 @@ agents, and supervises those agents.
 
 The parts that need no actor live beside it: `task_queue.TaskQueue` (the priority queues and
 their counts), `delegator.Delegator` (hand-over to other swarms, following results there, a
-breaker per target swarm) and `recovery.TaskBook` (task records, journal replay, compaction).
+breaker per target swarm) and `task_book.TaskBook` (task records, journal replay, compaction).
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import ray
 from ray.exceptions import RayTaskError
 
 from actors._private import names
+from actors._private.agents.payload import PERMANENT, check_payload, payload_models
 from actors._private.config import RegistryConfig, SwarmConfig
-from actors._private.delegator import ActorPeers, DelegationLost, Delegator
-from actors._private.dispatch import Dispatcher
 from actors._private.metrics import SwarmMetrics
-from actors._private.payload import PERMANENT, check_payload, payload_models
 from actors._private.pool import ALIVE, DEAD, PENDING, RESTARTING, AgentPool, AgentSlot, HostSlot
-from actors._private.recovery import (
+from actors._private.queen.delegator import ActorPeers, DelegationLost, Delegator
+from actors._private.queen.dispatch import Dispatcher
+from actors._private.queen.supervisor import FAILED, Supervisor
+from actors._private.queen.task_book import (
     TaskBook,
     TaskRecord,
     acc_entry,
@@ -35,10 +36,9 @@ from actors._private.recovery import (
     fin_entry,
     snap_entry,
 )
+from actors._private.queen.task_queue import TaskQueue
 from actors._private.registry import FAILED as SWARM_FAILED
-from actors._private.supervisor import FAILED, Supervisor
 from actors._private.task import Task, TaskResult, TaskStatus, now
-from actors._private.task_queue import TaskQueue
 from models._private.core.config import import_object
 from models._private.core.errors import (
     BackpressureError,

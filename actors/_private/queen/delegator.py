@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from actors._private import names
 from actors._private.config import QueenConfig
-from actors._private.recovery import TaskRecord
+from actors._private.queen.task_book import TaskRecord
 from actors._private.task import Task, TaskResult
 from models._private.core.breaker import OPEN, CircuitBreaker, CircuitBreakerConfig
 from models._private.core.errors import (
