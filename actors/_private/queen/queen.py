@@ -3,7 +3,8 @@ agents, and supervises those agents.
 
 The parts that need no actor live beside it: `task_queue.TaskQueue` (the priority queues and
 their counts), `delegator.Delegator` (hand-over to other swarms, following results there, a
-breaker per target swarm) and `task_book.TaskBook` (task records, journal replay, compaction).
+breaker per target swarm) and `task_book.TaskBook` (task records and their transitions, each
+journaled and counted in one call; journal replay, compaction).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -27,15 +29,7 @@ from actors._private.pool import ALIVE, DEAD, PENDING, RESTARTING, AgentPool, Ag
 from actors._private.queen.delegator import ActorPeers, DelegationLost, Delegator
 from actors._private.queen.dispatch import Dispatcher
 from actors._private.queen.supervisor import FAILED, Supervisor
-from actors._private.queen.task_book import (
-    TaskBook,
-    TaskRecord,
-    acc_entry,
-    att_entry,
-    del_entry,
-    fin_entry,
-    snap_entry,
-)
+from actors._private.queen.task_book import TaskBook, TaskRecord
 from actors._private.queen.task_queue import TaskQueue
 from actors._private.registry import FAILED as SWARM_FAILED
 from actors._private.task import Task, TaskResult, TaskStatus, now
@@ -79,7 +73,13 @@ class SwarmQueen:
         self.cap_timeouts_s = swarm.capability_timeouts_s()
         pools = swarm.pools.values()
         self.payloads = payload_models((p.agent.class_path, p.agent.capability_names) for p in pools)
-        self.book = TaskBook(swarm.name, swarm.queen.keep_results)
+        self.metrics = SwarmMetrics(namespace, swarm.name)
+        self.journal = Journal(
+            journal_location(swarm.journal.uri, namespace, swarm.name),
+            sync=swarm.journal.sync,
+            system=namespace,
+        )
+        self.book = TaskBook(swarm.name, swarm.queen.keep_results, self.journal, self.metrics, swarm.queen)
         self.counts = self.book.counts  # one Counter: replayed, then live
         self.queue = TaskQueue()
         self.dispatcher = Dispatcher()
@@ -89,17 +89,11 @@ class SwarmQueen:
         self.delegator = Delegator(
             swarm.name, peers, registry.max_hops, swarm.delegation_breaker, swarm.queen
         )
-        self.journal = Journal(
-            journal_location(swarm.journal.uri, namespace, swarm.name),
-            sync=swarm.journal.sync,
-            system=namespace,
-        )
         self._start_order = itertools.count()
         self._started = False
         self._background: set[asyncio.Task] = set()
         self._handles: dict[str, Any] = {}
         self._admitting: dict[str, asyncio.Event] = {}  # task ids whose admission is under way
-        self.metrics = SwarmMetrics(namespace, swarm.name)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -235,7 +229,9 @@ class SwarmQueen:
         self.queue.remove(rec.task.id)  # a no-op unless it still waits for an agent
         if rec.attempt is not None:
             rec.attempt.cancel()
-        self._finish(rec, TaskStatus.CANCELLED, error="cancelled by request", error_type="TaskCancelledError")
+        self.book.finish(
+            rec, TaskStatus.CANCELLED, error="cancelled by request", error_type="TaskCancelledError"
+        )
         await rec.done.wait()
         return True
 
@@ -403,16 +399,10 @@ class SwarmQueen:
             limit = self.config.queen.max_queued_tasks
             if len(self.queue) >= limit:
                 raise BackpressureError(self.name, len(self.queue), limit)
-            rec = self.book.accept(task, TaskStatus.QUEUED)
-            self.journal.append_nowait(acc_entry(rec.task), wake=False)
-            self.metrics.submitted(task.capability)
+            rec = self.book.admit(task)
             self._enqueue(rec)
             return rec
-        rec = self.book.accept(task, TaskStatus.DELEGATED)
-        rec.delegated_to = target
-        self.metrics.submitted(task.capability)
-        self.metrics.delegated(task.capability, target[0])
-        self.journal.append_nowait(acc_entry(rec.task), del_entry(rec.task.id, target), wake=False)
+        rec = self.book.admit(task, delegated_to=target)
         rec.attempt = self._spawn(self._follow(rec))
         return rec
 
@@ -443,12 +433,7 @@ class SwarmQueen:
 
     async def _run_attempt(self, rec: TaskRecord, agent: AgentSlot) -> None:
         task, res = rec.task, rec.result
-        task.attempt += 1
-        res.status, res.attempts = TaskStatus.RUNNING, task.attempt
-        res.agent_id, res.swarm = agent.id, self.name
-        res.timings.started_at, res.timings.finished_at = now(), None
-        # Attempt counts need no sync of their own: they ride along with the next write.
-        self.journal.append_nowait(att_entry(task.id, task.attempt), wake=False)
+        self.book.start_attempt(rec, agent.id)
         timeout_s = self._timeout_s(task)
         host = agent.host
         call = host.handle.handle.remote(agent.id, task)
@@ -504,9 +489,8 @@ class SwarmQueen:
         if error is None:
             agent.done += 1
             if state is not None:
-                self.book.snapshots[agent.id] = state
-                self.journal.append_nowait(snap_entry(agent.id, state), wake=False)
-            self._finish(rec, TaskStatus.SUCCEEDED, output=output)
+                self.book.checkpoint(agent.id, state)
+            self.book.finish(rec, TaskStatus.SUCCEEDED, output=output)
             return
         agent.failed += 1
         self._retry_or_fail(rec, *error, host_lost=host_lost, permanent=permanent)
@@ -567,54 +551,18 @@ class SwarmQueen:
         else:  # bad input fails the same way on every agent: no retries
             exhausted = permanent or task.attempt > max_retries
         if exhausted:
-            self._finish(rec, status, error=message, error_type=error_type)
+            self.book.finish(rec, status, error=message, error_type=error_type)
             return
         # Retries go back through the queue so another agent can take them; a decorator
         # style retry library (tenacity) would pin them to the call that failed.
         delay = backoff_s(task.attempt, q.retry_backoff_s, q.max_retry_backoff_s)
-        rec.result.status, rec.result.error, rec.result.error_type = TaskStatus.RETRYING, message, error_type
-        self.counts["retried"] += 1
-        self.metrics.retried(task.capability)
-        rec.attempt = None
+        self.book.retry(rec, message, error_type)
         rec.timer = asyncio.get_running_loop().call_later(delay, self._retry, rec)
 
     def _retry(self, rec: TaskRecord) -> None:
         rec.timer = None
         if rec.result.status is TaskStatus.RETRYING:
             self._enqueue(rec)  # already accepted: a retry is never refused for a full queue
-
-    def _finish(
-        self,
-        rec: TaskRecord,
-        status: TaskStatus,
-        output: Any = None,
-        error: str | None = None,
-        error_type: str | None = None,
-    ) -> None:
-        if rec.final is not None or rec.result.status.final:
-            self.counts["duplicates_ignored"] += 1  # results are recorded once per task id
-            return
-        final = rec.result.model_copy(deep=True)
-        final.status, final.output, final.error, final.error_type = status, output, error, error_type
-        final.timings.finished_at = now()
-        rec.final, rec.attempt = final, None
-        self._spawn(self._commit(rec, final))
-
-    async def _commit(self, rec: TaskRecord, final: TaskResult) -> None:
-        # The result becomes visible only once journaled, so no caller ever sees a result that
-        # a crash could take back. A failed write (a full disk) is tried again until the disk
-        # takes it. Settling counts it and may drop the oldest results.
-        q = self.config.queen
-        for failures in itertools.count(1):
-            try:
-                await self.journal.append(fin_entry(final, ledger=rec.delegated_to is None))
-                break
-            except Exception as e:
-                self.counts["journal_errors"] += 1
-                log.error("swarm %s could not journal the result of %s: %r", self.name, final.task_id, e)
-                await asyncio.sleep(backoff_s(failures, q.retry_backoff_s, q.max_retry_backoff_s))
-        self.book.settle(rec, final)
-        self.metrics.ended(final, ran_here=rec.delegated_to is None)
 
     def _unrunnable(self, cap: str) -> str:
         """Why no agent of this swarm can ever run `cap` ("" if one may): each pool offering it
@@ -627,23 +575,18 @@ class SwarmQueen:
     async def _give_up_queued(self, cap: str, reason: str) -> None:
         """Queued tasks of a capability no agent here can ever run go to another swarm that
         offers it, or fail with the reason, instead of waiting for ever."""
+
+        def fail(rec: TaskRecord) -> None:
+            error = f"no agent can run {cap!r}: {reason}"
+            self.book.finish(rec, TaskStatus.FAILED, error=error, error_type="SchedulingError")
+
         while (task_id := self.queue.pop(cap)) is not None:
             rec = self.book.records.get(task_id)
             if rec is None or rec.result.status is not TaskStatus.QUEUED:
                 continue
-            rec.result.status = TaskStatus.DELEGATED  # out of the queue while it is handed over
-            target = await self.delegator.reroute(rec.task)
-            if rec.final is not None:  # cancelled meanwhile
-                if target is not None:
-                    await self.delegator.cancel(target)
-                continue
-            if target is None:
-                error = f"no agent can run {cap!r}: {reason}"
-                self._finish(rec, TaskStatus.FAILED, error=error, error_type="SchedulingError")
-                continue
-            rec.delegated_to = target
-            self.journal.append_nowait(del_entry(rec.task.id, target))
-            rec.attempt = self._spawn(self._follow(rec))
+            # counted=False keeps what this path always did: its hand-overs were never counted
+            # in tasks_delegated, unlike _reroute's (a drift reported as a bug, not fixed here).
+            await self._hand_over_queued(rec, unplaced=fail, counted=False)
 
     # -- internals: supervision and delegation ----------------------------------------------
 
@@ -697,9 +640,18 @@ class SwarmQueen:
             pool.start()
 
     async def _reroute(self, rec: TaskRecord) -> None:
-        """Sends a queued task of a failed swarm to another swarm offering its capability."""
+        """Sends a queued task of a failed swarm to another swarm offering its capability; if
+        nobody else offers it, it waits here for the agents to come back."""
         if not self.queue.remove(rec.task.id):
             return  # no longer waiting here: cancelled, or taken by an agent
+        await self._hand_over_queued(rec, unplaced=self._enqueue)
+
+    async def _hand_over_queued(
+        self, rec: TaskRecord, unplaced: Callable[[TaskRecord], None], counted: bool = True
+    ) -> None:
+        """Hands a task just taken off the queue to another swarm and follows it there;
+        `unplaced(rec)` when no other swarm takes it. A task cancelled meanwhile stays cancelled
+        (and is cancelled where it went)."""
         # Out of the queue while it is handed over, so that nothing else takes or moves it.
         rec.result.status = TaskStatus.DELEGATED
         target = await self.delegator.reroute(rec.task)
@@ -707,30 +659,28 @@ class SwarmQueen:
             if target is not None:
                 await self.delegator.cancel(target)
             return
-        if target is None:  # nobody else offers it: it waits here for the agents to come back
-            self._enqueue(rec)
+        if target is None:
+            unplaced(rec)
             return
-        rec.delegated_to = target
-        self.metrics.delegated(rec.task.capability, target[0])
-        self.journal.append_nowait(del_entry(rec.task.id, target))
+        self.book.delegate(rec, target, counted=counted)
         rec.attempt = self._spawn(self._follow(rec))
 
     async def _follow(self, rec: TaskRecord) -> None:
         """Waits for a delegated task's result where it runs, and finishes the task with it."""
         try:
-            remote = await self.delegator.follow(rec, self._journal_moved)
+            remote = await self.delegator.follow(rec, self.book.move)
         except DelegationLost as e:
-            self._finish(rec, TaskStatus.FAILED, error=str(e), error_type=e.error_type)
+            self.book.finish(rec, TaskStatus.FAILED, error=str(e), error_type=e.error_type)
             return
         except Exception as e:  # e.g. the journal refused the move: the task still ends
             error = f"following the task at {rec.delegated_to[0]!r} failed: {type(e).__name__}: {e}"
-            self._finish(rec, TaskStatus.FAILED, error=error, error_type=type(e).__name__)
+            self.book.finish(rec, TaskStatus.FAILED, error=error, error_type=type(e).__name__)
             return
         res = rec.result
         res.agent_id, res.swarm, res.attempts = remote.agent_id, remote.swarm, remote.attempts
         res.timings.started_at = remote.timings.started_at
         self._spent(res, remote.usage)  # counted there
-        self._finish(
+        self.book.finish(
             rec, remote.status, output=remote.output, error=remote.error, error_type=remote.error_type
         )
 
@@ -743,9 +693,6 @@ class SwarmQueen:
         depths = {cap: self.queue.depth(cap) for cap in sorted(self.local_caps)}
         self.metrics.gauges(depths, running, dict(agents), self.delegator.breaker_states())
 
-    async def _journal_moved(self, rec: TaskRecord) -> None:
-        await self.journal.append(del_entry(rec.task.id, rec.delegated_to))
-
     # -- background -----------------------------------------------------------------------
 
     async def _tick_loop(self) -> None:
@@ -756,12 +703,11 @@ class SwarmQueen:
         async def compact() -> None:
             nonlocal base
             try:
-                await self.journal.rewrite(self.book.live_entries)
+                await self.book.compact()
             except Exception:
                 log.exception("compaction failed in swarm %s", self.name)
                 return
             base = self.journal.size_bytes()
-            self.counts["compactions"] += 1
 
         while True:
             await asyncio.sleep(TICK_S)
