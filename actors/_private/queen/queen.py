@@ -1,10 +1,17 @@
 """SwarmQueen: takes a swarm's tasks, journals them, queues them by priority, runs them on its
 agents, and supervises those agents.
 
-The parts that need no actor live beside it: `task_queue.TaskQueue` (the priority queues and
-their counts), `delegator.Delegator` (hand-over to other swarms, following results there, a
-breaker per target swarm) and `task_book.TaskBook` (task records and their transitions, each
-journaled and counted in one call; journal replay, compaction).
+This module holds the actor: its state, its lifecycle and every method Ray callers use. The
+queen's concerns live beside it, each a part of the one class: `admission.Admission` (taking
+tasks in, the queue), `attempts.Attempts` (running an attempt on an agent, retries),
+`rerouting.Rerouting` (queued tasks handed to other swarms, delegated tasks followed) and
+`supervision.Supervision` (failed hosts, escalation, the background round). The parts that
+need no actor are classes of their own: `task_book.TaskBook` (task records and their
+transitions, each journaled and counted in one call; replay, compaction),
+`task_queue.TaskQueue` (the priority queues and their counts), `dispatch.Dispatcher` (the
+least-loaded agent), `delegator.Delegator` (hand-over to other swarms, following results
+there, a breaker per target swarm) and `supervisor.Supervisor` (restart strategies and
+intensity).
 """
 
 from __future__ import annotations
@@ -13,46 +20,34 @@ import asyncio
 import itertools
 import logging
 import os
-import time
-from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import ray
-from ray.exceptions import RayTaskError
 
 from actors._private import names
-from actors._private.agents.payload import PERMANENT, check_payload, payload_models
+from actors._private.agents.payload import payload_models
 from actors._private.config import RegistryConfig, SwarmConfig
 from actors._private.metrics import SwarmMetrics
-from actors._private.pool import ALIVE, DEAD, PENDING, RESTARTING, AgentPool, AgentSlot, HostSlot
-from actors._private.queen.delegator import ActorPeers, DelegationLost, Delegator
+from actors._private.pool import ALIVE, AgentPool
+from actors._private.queen.admission import Admission
+from actors._private.queen.attempts import Attempts
+from actors._private.queen.delegator import ActorPeers, Delegator
 from actors._private.queen.dispatch import Dispatcher
+from actors._private.queen.rerouting import Rerouting
+from actors._private.queen.supervision import Supervision
 from actors._private.queen.supervisor import FAILED, Supervisor
 from actors._private.queen.task_book import TaskBook, TaskRecord
 from actors._private.queen.task_queue import TaskQueue
-from actors._private.registry import FAILED as SWARM_FAILED
-from actors._private.task import Task, TaskResult, TaskStatus, now
+from actors._private.task import Task, TaskResult, TaskStatus
 from models._private.core.config import import_object
-from models._private.core.errors import (
-    BackpressureError,
-    DelegationError,
-    SchedulingError,
-    UnknownCapabilityError,
-)
 from models._private.core.journal import Journal, journal_location
-from models._private.core.retry import TRANSIENT, backoff_s, unwrap_error
-from models._private.usage import Spent
 
 __all__ = ["SwarmQueen"]
 
-AGENT_STATES = (ALIVE, PENDING, RESTARTING, DEAD)
 log = logging.getLogger(__name__)
 
-TICK_S = 0.5
 
-
-class SwarmQueen:
+class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
     """The coordinator of one swarm; a named, detached Ray actor `queen:<swarm>`.
 
     Every accepted task is journaled before `submit` returns. A task whose capability the swarm
@@ -338,7 +333,7 @@ class SwarmQueen:
             self._child_failed(host, reason)
         return len(failed)
 
-    # -- internals: admission and the queue ------------------------------------------------
+    # -- internals shared by the parts ------------------------------------------------------
 
     def _actor(self, name: str) -> Any:
         handle = self._handles.get(name)
@@ -355,375 +350,3 @@ class SwarmQueen:
     def _record(self, task_id: str) -> TaskRecord:
         self._ensure_started()
         return self.book.get(task_id)
-
-    async def _admit(self, task: Task | dict) -> TaskRecord:
-        """Accepts a task in memory and queues the journal records that make it durable (the
-        caller flushes them, or lets them ride with a later write)."""
-        self._ensure_started()
-        # A copy: the queen fills in fields, and one object may stand for several tasks in a batch.
-        task = task.model_copy() if isinstance(task, Task) else Task.model_validate(task)
-        if not task.id:
-            return await self._admit_new(task)
-        if not task.id.startswith(f"{self.name}:"):
-            raise ValueError(f"task id {task.id!r} must start with '{self.name}:'")
-        # A retried submit is accepted once, also while the first is still being admitted
-        # (a hand-over awaits another queen): the second waits for the first's outcome.
-        while (admitting := self._admitting.get(task.id)) is not None:
-            await admitting.wait()
-        if task.id in self.book.records:
-            return self.book.records[task.id]
-        self._admitting[task.id] = admitting = asyncio.Event()
-        try:
-            return await self._admit_new(task)
-        finally:
-            del self._admitting[task.id]
-            admitting.set()
-
-    async def _admit_new(self, task: Task) -> TaskRecord:
-        task.submitted_at = task.submitted_at or now()
-        local = task.capability in self.local_caps
-        if local:  # a payload that cannot work is refused now, not failed after retries
-            check_payload(self.payloads.get(task.capability), task.capability, task.payload)
-        target = None
-        failed = self.supervisor.state == FAILED
-        if local and (failed or (never := self._unrunnable(task.capability))):
-            try:  # no agent here (for now, or ever): another swarm that offers it takes it
-                target = await self.delegator.hand_over(task)
-            except (UnknownCapabilityError, DelegationError):
-                if not failed:  # refused now rather than queued for ever
-                    raise SchedulingError(f"no agent can run {task.capability!r}: {never}") from None
-                # the swarm's agents come back after escalation: keep it here until then
-        elif not local:
-            target = await self.delegator.hand_over(task)
-        if target is None:
-            limit = self.config.queen.max_queued_tasks
-            if len(self.queue) >= limit:
-                raise BackpressureError(self.name, len(self.queue), limit)
-            rec = self.book.admit(task)
-            self._enqueue(rec)
-            return rec
-        rec = self.book.admit(task, delegated_to=target)
-        rec.attempt = self._spawn(self._follow(rec))
-        return rec
-
-    def _enqueue(self, rec: TaskRecord) -> None:
-        rec.result.status = TaskStatus.QUEUED
-        self.queue.push(rec.task.id, rec.task.capability, rec.task.priority)
-        self._pump(rec.task.capability)
-
-    def _pump(self, cap: str) -> None:
-        while self.dispatcher.has_free(cap) and (task_id := self.queue.pop(cap)) is not None:
-            rec = self.book.records.get(task_id)
-            if rec is None or rec.result.status is not TaskStatus.QUEUED:
-                continue  # cannot happen while every status change off QUEUED leaves the queue
-            agent = self.dispatcher.acquire(cap)
-            rec.attempt = self._spawn(self._run_attempt(rec, agent))
-
-    def _agents_ready(self, agents: list[AgentSlot]) -> None:
-        self.dispatcher.add(agents)
-        for cap in {c for a in agents for c in a.capabilities}:
-            self._pump(cap)
-
-    def _timeout_s(self, task: Task) -> float:
-        return (
-            task.timeout_s or self.cap_timeouts_s.get(task.capability) or self.config.queen.default_timeout_s
-        )
-
-    # -- internals: running an attempt -----------------------------------------------------
-
-    async def _run_attempt(self, rec: TaskRecord, agent: AgentSlot) -> None:
-        task, res = rec.task, rec.result
-        self.book.start_attempt(rec, agent.id)
-        timeout_s = self._timeout_s(task)
-        host = agent.host
-        call = host.handle.handle.remote(agent.id, task)
-        # A timer that cancels the wait is cheaper than asyncio.wait_for's extra task per call.
-        # Locally the wait is shielded, so that cancelling it does not wait for the work.
-        waiting = asyncio.shield(call) if host.local else asyncio.wrap_future(call.future())
-        expired = held = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            waiting.cancel()
-
-        timer = asyncio.get_running_loop().call_later(timeout_s, expire)
-        error: tuple[str, str, TaskStatus] | None = None
-        host_lost = permanent = False
-        try:
-            output, state, spent = await waiting
-            self._spent(res, spent)
-        except asyncio.CancelledError:
-            # Ask the work to stop; its agent stays taken until it has (see _hold).
-            if host.local:
-                call.cancel()
-            else:
-                ray.cancel(call)
-            held = True
-            if not expired:
-                raise  # cancelled by `cancel`, not by the timer
-            error = (
-                f"attempt {task.attempt} ran past {timeout_s} s",
-                "TaskTimeoutError",
-                TaskStatus.TIMED_OUT,
-            )
-        except RayTaskError as e:
-            cause = unwrap_error(e)
-            error = (str(cause), type(cause).__name__, TaskStatus.FAILED)
-            permanent = isinstance(cause, PERMANENT)
-            self._spent(res, getattr(cause, "spent", None))
-        except TRANSIENT as e:
-            error = (f"agent {agent.id} was lost: {type(e).__name__}", type(e).__name__, TaskStatus.FAILED)
-            host_lost = True
-            self._child_failed(host, error[0])
-        except Exception as e:  # raised in this process by a co-located agent
-            error = (str(e), type(e).__name__, TaskStatus.FAILED)
-            permanent = isinstance(e, PERMANENT)
-            self._spent(res, getattr(e, "spent", None))
-        finally:
-            timer.cancel()
-            if held:
-                self._hold(agent, call)
-            else:
-                self._free(agent)
-        if error is None:
-            agent.done += 1
-            if state is not None:
-                self.book.checkpoint(agent.id, state)
-            self.book.finish(rec, TaskStatus.SUCCEEDED, output=output)
-            return
-        agent.failed += 1
-        self._retry_or_fail(rec, *error, host_lost=host_lost, permanent=permanent)
-
-    @staticmethod
-    def _spent(res: TaskResult, spent: Spent | dict[str, int] | None) -> None:
-        # A task's usage sums its attempts that ended with an answer or an error; what a
-        # timed-out or lost attempt spent only the AI service's own ledger knows.
-        if spent:
-            res.usage = res.usage or Spent()
-            res.usage.add(Spent.model_validate(spent))
-
-    def _free(self, agent: AgentSlot) -> None:
-        agent.last_active = time.monotonic()
-        self.dispatcher.release(agent)
-        for cap in agent.capabilities:
-            self._pump(cap)
-
-    def _hold(self, agent: AgentSlot, call: Any) -> None:
-        """Frees `agent`'s slot once a cancelled call has really ended: a sync agent's thread
-        runs on until its function returns. A host whose work outlives `stuck_after_s` is a
-        failed child, replaced (its process, and so the thread, goes with it)."""
-        host = agent.host
-        end = call if host.local else asyncio.wrap_future(call.future())
-        stuck_s = self.config.queen.stuck_after_s
-
-        def stuck() -> None:
-            if not end.done() and not host.local:
-                self._child_failed(host, f"a cancelled task still ran {stuck_s:g} s later (stuck)")
-
-        watchdog = asyncio.get_running_loop().call_later(stuck_s, stuck)
-
-        def ended(done: asyncio.Future) -> None:
-            watchdog.cancel()
-            if not done.cancelled():
-                done.exception()  # retrieved: the outcome was settled when the call was cancelled
-            self._free(agent)
-
-        end.add_done_callback(ended)
-
-    def _retry_or_fail(
-        self,
-        rec: TaskRecord,
-        message: str,
-        error_type: str,
-        status: TaskStatus,
-        host_lost: bool = False,
-        permanent: bool = False,
-    ) -> None:
-        task, q = rec.task, self.config.queen
-        max_retries = q.max_retries if task.max_retries is None else task.max_retries
-        if host_lost:
-            # The agent's process died under the task: not the task's fault, so it does not use
-            # up max_retries, within a bound that stops a task that kills every agent it meets.
-            rec.host_failures += 1
-            task.attempt -= 1
-            exhausted = rec.host_failures > q.max_host_failures
-        else:  # bad input fails the same way on every agent: no retries
-            exhausted = permanent or task.attempt > max_retries
-        if exhausted:
-            self.book.finish(rec, status, error=message, error_type=error_type)
-            return
-        # Retries go back through the queue so another agent can take them; a decorator
-        # style retry library (tenacity) would pin them to the call that failed.
-        delay = backoff_s(task.attempt, q.retry_backoff_s, q.max_retry_backoff_s)
-        self.book.retry(rec, message, error_type)
-        rec.timer = asyncio.get_running_loop().call_later(delay, self._retry, rec)
-
-    def _retry(self, rec: TaskRecord) -> None:
-        rec.timer = None
-        if rec.result.status is TaskStatus.RETRYING:
-            self._enqueue(rec)  # already accepted: a retry is never refused for a full queue
-
-    def _unrunnable(self, cap: str) -> str:
-        """Why no agent of this swarm can ever run `cap` ("" if one may): each pool offering it
-        gave up starting, or asks for resources the cluster cannot offer."""
-        reasons = [(p.config.name, p.unrunnable()) for p in self.pools.values() if cap in p.capabilities]
-        if not reasons or not all(why for _, why in reasons):
-            return ""
-        return "; ".join(f"pool {name!r}: {why}" for name, why in reasons)
-
-    async def _give_up_queued(self, cap: str, reason: str) -> None:
-        """Queued tasks of a capability no agent here can ever run go to another swarm that
-        offers it, or fail with the reason, instead of waiting for ever."""
-
-        def fail(rec: TaskRecord) -> None:
-            error = f"no agent can run {cap!r}: {reason}"
-            self.book.finish(rec, TaskStatus.FAILED, error=error, error_type="SchedulingError")
-
-        while (task_id := self.queue.pop(cap)) is not None:
-            rec = self.book.records.get(task_id)
-            if rec is None or rec.result.status is not TaskStatus.QUEUED:
-                continue
-            # counted=False keeps what this path always did: its hand-overs were never counted
-            # in tasks_delegated, unlike _reroute's (a drift reported as a bug, not fixed here).
-            await self._hand_over_queued(rec, unplaced=fail, counted=False)
-
-    # -- internals: supervision and delegation ----------------------------------------------
-
-    def _hosts(self) -> list[HostSlot]:
-        """Every host of the swarm in the order it started, but those that could not start."""
-        hosts = (h for p in self.pools.values() for h in p.hosts.values() if h.state != DEAD)
-        return sorted(hosts, key=lambda h: h.seq)
-
-    def _pool_of(self, host: HostSlot) -> AgentPool | None:
-        for pool in self.pools.values():
-            if pool.hosts.get(host.id) is host:
-                return pool
-        return None
-
-    def _child_failed(self, host: HostSlot, reason: str) -> None:
-        """A host died, hung or failed to start: restart per strategy, or escalate."""
-        pool = self._pool_of(host)
-        if pool is None:
-            return  # already restarted or removed
-        if self.supervisor.state == FAILED:
-            pool.remove(host, reason)
-            return
-        if not self.supervisor.allow_restart():
-            self._escalate(self.supervisor.escalate(f"{host.id}: {reason}"))
-            return
-        strategy = self.supervisor.config.strategy
-        for victim in self.supervisor.victims(host, self._hosts()):
-            victim_pool = self._pool_of(victim)
-            why = reason if victim is host else f"{strategy} restart after {host.id} failed"
-            victim_pool.restart(victim, why)
-            self.metrics.restarted(victim_pool.config.name)
-
-    def _escalate(self, reason: str) -> None:
-        log.error("swarm %s failed: %s", self.name, reason)
-        self.metrics.escalated()
-        for pool in self.pools.values():
-            pool.stop()
-        self._actor(names.REGISTRY).mark.remote(self.name, SWARM_FAILED, reason)  # no need to wait
-        for rec in list(self.book.records.values()):
-            if rec.result.status is TaskStatus.QUEUED:
-                self._spawn(self._reroute(rec))
-        if self.supervisor.config.recover_after_s is not None:
-            asyncio.get_running_loop().call_later(self.supervisor.config.recover_after_s, self._recover)
-
-    def _recover(self) -> None:
-        if self.supervisor.state != FAILED:
-            return
-        log.warning("swarm %s rebuilds its agents after escalation", self.name)
-        self.supervisor.recover()
-        for pool in self.pools.values():
-            pool.start()
-
-    async def _reroute(self, rec: TaskRecord) -> None:
-        """Sends a queued task of a failed swarm to another swarm offering its capability; if
-        nobody else offers it, it waits here for the agents to come back."""
-        if not self.queue.remove(rec.task.id):
-            return  # no longer waiting here: cancelled, or taken by an agent
-        await self._hand_over_queued(rec, unplaced=self._enqueue)
-
-    async def _hand_over_queued(
-        self, rec: TaskRecord, unplaced: Callable[[TaskRecord], None], counted: bool = True
-    ) -> None:
-        """Hands a task just taken off the queue to another swarm and follows it there;
-        `unplaced(rec)` when no other swarm takes it. A task cancelled meanwhile stays cancelled
-        (and is cancelled where it went)."""
-        # Out of the queue while it is handed over, so that nothing else takes or moves it.
-        rec.result.status = TaskStatus.DELEGATED
-        target = await self.delegator.reroute(rec.task)
-        if rec.final is not None:  # cancelled meanwhile
-            if target is not None:
-                await self.delegator.cancel(target)
-            return
-        if target is None:
-            unplaced(rec)
-            return
-        self.book.delegate(rec, target, counted=counted)
-        rec.attempt = self._spawn(self._follow(rec))
-
-    async def _follow(self, rec: TaskRecord) -> None:
-        """Waits for a delegated task's result where it runs, and finishes the task with it."""
-        try:
-            remote = await self.delegator.follow(rec, self.book.move)
-        except DelegationLost as e:
-            self.book.finish(rec, TaskStatus.FAILED, error=str(e), error_type=e.error_type)
-            return
-        except Exception as e:  # e.g. the journal refused the move: the task still ends
-            error = f"following the task at {rec.delegated_to[0]!r} failed: {type(e).__name__}: {e}"
-            self.book.finish(rec, TaskStatus.FAILED, error=error, error_type=type(e).__name__)
-            return
-        res = rec.result
-        res.agent_id, res.swarm, res.attempts = remote.agent_id, remote.swarm, remote.attempts
-        res.timings.started_at = remote.timings.started_at
-        self._spent(res, remote.usage)  # counted there
-        self.book.finish(
-            rec, remote.status, output=remote.output, error=remote.error, error_type=remote.error_type
-        )
-
-    def _gauges(self) -> None:
-        agents: Counter[tuple[str, str]] = Counter({(p, s): 0 for p in self.pools for s in AGENT_STATES})
-        for pool in self.pools.values():
-            for host in pool.hosts.values():
-                agents[(pool.config.name, host.state)] += len(host.agents)
-        running = sum(a.inflight for p in self.pools.values() for a in p.agents)
-        depths = {cap: self.queue.depth(cap) for cap in sorted(self.local_caps)}
-        self.metrics.gauges(depths, running, dict(agents), self.delegator.breaker_states())
-
-    # -- background -----------------------------------------------------------------------
-
-    async def _tick_loop(self) -> None:
-        limit = self.config.journal.compact_after_mb * 2**20
-        base = 0  # size right after the last compaction
-        compaction: asyncio.Task | None = None
-
-        async def compact() -> None:
-            nonlocal base
-            try:
-                await self.book.compact()
-            except Exception:
-                log.exception("compaction failed in swarm %s", self.name)
-                return
-            base = self.journal.size_bytes()
-
-        while True:
-            await asyncio.sleep(TICK_S)
-            try:
-                if self.supervisor.state != FAILED:
-                    for pool in self.pools.values():
-                        pool.autoscale(sum(self.queue.depth(c) for c in pool.capabilities))
-                    for cap, depth in self.queue.depths().items():
-                        if depth and (reason := self._unrunnable(cap)):
-                            self._spawn(self._give_up_queued(cap, reason))
-                # Compact past the limit, and only once the journal has doubled since the last
-                # compaction, so that live state above the limit is not rewritten every tick.
-                # In the background: a tick never waits on the disk.
-                idle = compaction is None or compaction.done()
-                if idle and self.journal.size_bytes() > max(limit, 2 * base):
-                    compaction = self._spawn(compact())
-                self._gauges()
-            except Exception:
-                log.exception("background round failed in swarm %s", self.name)
