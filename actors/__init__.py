@@ -5,8 +5,8 @@ the meta registry, the queens, the agent pools and the health monitors for you (
 classes live in `actors._private`). A task is a `Task`; its outcome a `TaskResult`.
 """
 
-from actors._private.agent import Agent, AgentContext, CallableAgent
-from actors._private.builtin_agents import (
+from actors._private.agents.agent import Agent, AgentContext, CallableAgent
+from actors._private.agents.builtin import (
     AmortizeAgent,
     ChecksumAgent,
     DeduplicateAgent,
@@ -19,6 +19,8 @@ from actors._private.builtin_agents import (
     TextStatsAgent,
     ValidateAgent,
 )
+from actors._private.agents.facts import FactsAgent
+from actors._private.agents.llm import LLMAgent
 from actors._private.config import (
     AgentConfig,
     AgentPoolConfig,
@@ -31,8 +33,6 @@ from actors._private.config import (
     SupervisionConfig,
     SwarmConfig,
 )
-from actors._private.facts_agent import FactsAgent
-from actors._private.llm_agent import LLMAgent
 from actors._private.memory_store import MemoryClient
 from actors._private.task import Task, TaskResult, TaskStatus, Timings
 from models._private.core.errors import PayloadError

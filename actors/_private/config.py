@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from actors._private.agent import Agent
+from actors._private.agents.agent import Agent
 from models._private.core.breaker import CircuitBreakerConfig
 from models._private.core.config import CapabilityName, ConfigModel, Name, import_object, named
 from models._private.core.resources import ResourcesConfig

@@ -11,10 +11,10 @@ from typing import Any
 import ray
 from pydantic import ValidationError
 
-from actors._private.agent import AgentContext, call_maybe_async
+from actors._private.agents.agent import AgentContext, call_maybe_async
+from actors._private.agents.payload import check_payload, payload_error, payload_models
 from actors._private.config import AgentConfig
 from actors._private.memory_store import MemoryClient
-from actors._private.payload import check_payload, payload_error, payload_models
 from actors._private.services import spending
 from actors._private.task import Task
 from models._private.core.config import import_object

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import ray
 from aiorwlock import RWLock
 
-from actors._private.agent import call_maybe_async
+from actors._private.agents.agent import call_maybe_async
 from actors._private.config import MemoryStoreConfig
 from actors._private.metrics import MemoryMetrics
 from models._private.core import names

@@ -15,7 +15,7 @@ from ray.experimental import internal_kv  # the GCS key-value store, as Ray's ow
 
 from actors._private.health import HealthMonitor
 from actors._private.memory_store import MemoryStore
-from actors._private.queen import SwarmQueen
+from actors._private.queen.queen import SwarmQueen
 from actors._private.registry import MetaRegistry
 from actors._private.services import AI_URL_KEY, FACTS_URL_KEY
 from cluster._private.config import SystemConfig, config_changes, unset_secrets

@@ -4,8 +4,8 @@ import pytest
 from ray.exceptions import RayActorError, RayTaskError
 
 from actors import QueenConfig
-from actors._private.delegator import ActorPeers, Delegator
-from actors._private.recovery import TaskBook
+from actors._private.queen.delegator import ActorPeers, Delegator
+from actors._private.queen.task_book import TaskBook
 from actors._private.task import Task, TaskStatus
 from models import CircuitBreakerConfig
 from models._private.core.errors import BackpressureError, DelegationError, DelegationLost, TaskNotFoundError

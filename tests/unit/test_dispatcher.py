@@ -1,5 +1,5 @@
-from actors._private.dispatch import Dispatcher
 from actors._private.pool import ALIVE, AgentSlot, HostSlot
+from actors._private.queen.dispatch import Dispatcher
 
 
 def agents(n, caps=("x",), max_concurrent=1):

@@ -5,9 +5,9 @@ import asyncio
 import pytest
 
 from actors import MemoryAgent, PayloadError, Task, TaskStatus, TextStatsAgent
-from actors._private.agent import AgentContext
-from actors._private.builtin_agents import MemoryDeleteInput, MemorySearchInput
-from actors._private.payload import check_payload
+from actors._private.agents.agent import AgentContext
+from actors._private.agents.builtin import MemoryDeleteInput, MemorySearchInput
+from actors._private.agents.payload import check_payload
 from tests.agents import PickyAgent
 from tests.unit.test_queen import make_queen, pool, run
 
@@ -130,7 +130,7 @@ def test_a_capability_without_a_declared_description_falls_back_to_its_agents_do
 
 def test_an_llm_payload_lacking_its_template_field_is_refused_by_the_agent():
     from actors import LLMAgent
-    from actors._private.llm_agent import LLMGenerateInput
+    from actors._private.agents.llm import LLMGenerateInput
 
     agent = LLMAgent(model="m", template="Q: {input} ({lang})")
     payload = check_payload(LLMGenerateInput, "llm.generate", {"lang": "en"})  # other fields allowed

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from actors import RegistryConfig, SwarmConfig, Task, TaskStatus
-from actors._private.queen import SwarmQueen
+from actors._private.queen.queen import SwarmQueen
 from models._private.core.errors import SchedulingError
 from models._private.core.journal import Journal, journal_location
 from tests.unit.fakes import FakePeers

@@ -1,5 +1,5 @@
 from actors import SupervisionConfig
-from actors._private.supervisor import FAILED, RUNNING, Supervisor
+from actors._private.queen.supervisor import FAILED, RUNNING, Supervisor
 from models import CircuitBreakerConfig
 from models._private.core.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 

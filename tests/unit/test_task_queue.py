@@ -1,6 +1,6 @@
 import random
 
-from actors._private.task_queue import TaskQueue
+from actors._private.queen.task_queue import TaskQueue
 
 
 def drain(q, cap):

@@ -3,7 +3,7 @@ time, and a queen's ledger across replay and compaction (each task's usage count
 
 import pytest
 
-from actors._private.recovery import TaskBook, acc_entry, del_entry, fin_entry
+from actors._private.queen.task_book import TaskBook, acc_entry, del_entry, fin_entry
 from actors._private.task import Task, TaskResult, TaskStatus, Timings
 from models._private.usage import Spent, UsageLedger
 

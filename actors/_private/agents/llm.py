@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from actors._private.agent import Agent
+from actors._private.agents.agent import Agent
 from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, ServiceClient
 from actors._private.task import Task
 from models._private.core.errors import PayloadError

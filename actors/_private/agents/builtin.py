@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
-from actors._private.agent import Agent
+from actors._private.agents.agent import Agent
 from actors._private.task import Task
 from models._private.core.errors import PayloadError
 from models._private.memory_schema import TIERS

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from actors._private.agent import Agent
+from actors._private.agents.agent import Agent
 from actors._private.services import FACTS_URL_KEY, ServiceClient
 from actors._private.task import Task
 

@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from actors._private.recovery import (
+from actors._private.queen.task_book import (
     TaskBook,
     acc_entry,
     att_entry,

@@ -1,4 +1,5 @@
-"""A queen's task records: rebuilt from its journal after a restart, written back compacted.
+"""TaskBook: a queen's tasks, the transitions of each, and the journal entries that make them
+durable.
 
 The journal holds six kinds of entry. Their format is durable (a queen must replay journals
 that older queens wrote), so it is spelled out here and built only by the `*_entry` functions:
@@ -11,25 +12,37 @@ that older queens wrote), so it is spelled out here and built only by the `*_ent
     {"k": "snap", "agent": <agent id>, "state": <any>}    an agent's last checkpoint
     {"k": "led", "rows": <UsageLedger.dump()>}            the usage ledger (compaction)
 
-`TaskBook` keeps the records of a running queen, and `TaskBook.replay` folds a journal into
-one with the very `accept` and `settle` steps the running queen takes, so a replayed queen
-counts, and forgets old results, exactly as the queen that wrote the journal did.
+`TaskBook` keeps the records of a running queen and owns their transitions: each of `admit`,
+`start_attempt`, `checkpoint`, `retry`, `delegate`, `move` and `finish` changes the record,
+writes its journal entry and counts its metric in one call, so the queen makes one call per
+transition. `TaskBook.replay` folds a journal into a book with the very `accept` and `settle`
+steps those transitions take, so a replayed queen counts, and forgets old results, exactly as
+the queen that wrote the journal did (metrics count the live process only, never a replay).
 `TaskBook.live_entries` is the inverse: the fewest entries that replay to the same state.
-Nothing here touches Ray or starts an asyncio task; the queen restarts the work itself.
+Nothing here touches Ray; the only asyncio tasks started here write final results (`finish`),
+and the queen starts attempts and follows delegations itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from actors._private.task import Task, TaskResult, TaskStatus, Timings
+from actors._private.task import Task, TaskResult, TaskStatus, Timings, now
 from models._private.core.errors import TaskNotFoundError
+from models._private.core.retry import backoff_s
 from models._private.usage import UsageLedger
+
+if TYPE_CHECKING:
+    from actors._private.config import QueenConfig
+    from actors._private.metrics import SwarmMetrics
+    from models._private.core.journal import Journal
 
 __all__ = [
     "TaskBook",
@@ -41,6 +54,8 @@ __all__ = [
     "led_entry",
     "snap_entry",
 ]
+
+log = logging.getLogger(__name__)
 
 
 def acc_entry(task: Task) -> dict[str, Any]:
@@ -93,17 +108,30 @@ class TaskBook:
     """Every task a queen knows by id, the ids of its final results, counts and checkpoints.
 
     Final results are kept for `result` up to `keep_results`; past that the oldest records
-    are dropped.
+    are dropped. The transitions of a running queen write to `journal`, count in `metrics` and
+    retry a failed write of a result with `policy`'s backoff; a book made without them can only
+    replay and compact (`accept`, `settle`, `replay`, `live_entries`).
     """
 
-    def __init__(self, swarm: str, keep_results: int):
+    def __init__(
+        self,
+        swarm: str,
+        keep_results: int,
+        journal: Journal | None = None,
+        metrics: SwarmMetrics | None = None,
+        policy: QueenConfig | None = None,
+    ):
         self.swarm = swarm
         self.keep_results = keep_results
+        self.journal = journal
+        self.metrics = metrics
+        self.policy = policy
         self.records: dict[str, TaskRecord] = {}
         self.finished: OrderedDict[str, None] = OrderedDict()  # final ids, oldest first
         self.counts: Counter[str] = Counter()
         self.snapshots: dict[str, Any] = {}  # agent id -> last checkpoint
         self.usage = UsageLedger(("capability",))  # what tasks run here spent, by capability
+        self._writing: set[asyncio.Task] = set()  # final results being journaled
 
     def get(self, task_id: str) -> TaskRecord:
         """The record of a task.
@@ -115,6 +143,110 @@ class TaskBook:
         if rec is None:
             raise TaskNotFoundError(task_id, self.swarm)
         return rec
+
+    # -- the transitions of a running queen -----------------------------------------------
+
+    def admit(self, task: Task, delegated_to: tuple[str, str] | None = None) -> TaskRecord:
+        """Accepts a task: queued here, or handed over to `delegated_to` (swarm, task id there).
+
+        Its journal entries are queued without a sync of their own (the caller flushes them, or
+        lets them ride with a later write); the metrics count it submitted (and delegated).
+        """
+        if delegated_to is None:
+            rec = self.accept(task, TaskStatus.QUEUED)
+            self.journal.append_nowait(acc_entry(rec.task), wake=False)
+            self.metrics.submitted(task.capability)
+            return rec
+        rec = self.accept(task, TaskStatus.DELEGATED)
+        rec.delegated_to = delegated_to
+        self.metrics.submitted(task.capability)
+        self.metrics.delegated(task.capability, delegated_to[0])
+        self.journal.append_nowait(acc_entry(rec.task), del_entry(rec.task.id, delegated_to), wake=False)
+        return rec
+
+    def start_attempt(self, rec: TaskRecord, agent_id: str) -> None:
+        """The next attempt of a task starts on `agent_id`, timed from now; its journal entry
+        needs no sync of its own: it rides along with the next write."""
+        task, res = rec.task, rec.result
+        task.attempt += 1
+        res.status, res.attempts = TaskStatus.RUNNING, task.attempt
+        res.agent_id, res.swarm = agent_id, self.swarm
+        res.timings.started_at, res.timings.finished_at = now(), None
+        self.journal.append_nowait(att_entry(task.id, task.attempt), wake=False)
+
+    def checkpoint(self, agent_id: str, state: Any) -> None:
+        """An agent's last checkpoint, kept for its restart and journaled (riding along)."""
+        self.snapshots[agent_id] = state
+        self.journal.append_nowait(snap_entry(agent_id, state), wake=False)
+
+    def retry(self, rec: TaskRecord, error: str, error_type: str) -> None:
+        """A failed attempt is to be tried again: the task is retrying with the attempt's error,
+        counted; nothing is journaled (a replay queues an unfinished task again anyway)."""
+        res = rec.result
+        res.status, res.error, res.error_type = TaskStatus.RETRYING, error, error_type
+        self.counts["retried"] += 1
+        self.metrics.retried(rec.task.capability)
+        rec.attempt = None
+
+    def delegate(self, rec: TaskRecord, delegated_to: tuple[str, str], counted: bool = True) -> None:
+        """A task taken off this queen's queue was handed over to `delegated_to` (swarm, task id
+        there): recorded, journaled and, when `counted`, counted as delegated."""
+        rec.delegated_to = delegated_to
+        if counted:
+            self.metrics.delegated(rec.task.capability, delegated_to[0])
+        self.journal.append_nowait(del_entry(rec.task.id, delegated_to))
+
+    async def move(self, rec: TaskRecord) -> None:
+        """A delegated task was handed on to another swarm (the delegator set `delegated_to`):
+        journaled, and synced before it is followed there."""
+        await self.journal.append(del_entry(rec.task.id, rec.delegated_to))
+
+    def finish(
+        self,
+        rec: TaskRecord,
+        status: TaskStatus,
+        output: Any = None,
+        error: str | None = None,
+        error_type: str | None = None,
+    ) -> None:
+        """Ends a task with its final result, once per task id (a second end is counted as a
+        duplicate and ignored).
+
+        The result becomes visible (`done`, `result`) only once journaled, so no caller ever
+        sees a result that a crash could take back; a failed write (a full disk) is tried again
+        until the disk takes it. Then it is counted and timed, and the oldest results past
+        `keep_results` are dropped.
+        """
+        if rec.final is not None or rec.result.status.final:
+            self.counts["duplicates_ignored"] += 1  # results are recorded once per task id
+            return
+        final = rec.result.model_copy(deep=True)
+        final.status, final.output, final.error, final.error_type = status, output, error, error_type
+        final.timings.finished_at = now()
+        rec.final, rec.attempt = final, None
+        write = asyncio.get_running_loop().create_task(self._commit(rec, final))
+        self._writing.add(write)
+        write.add_done_callback(self._writing.discard)
+
+    async def _commit(self, rec: TaskRecord, final: TaskResult) -> None:
+        q = self.policy
+        for failures in itertools.count(1):
+            try:
+                await self.journal.append(fin_entry(final, ledger=rec.delegated_to is None))
+                break
+            except Exception as e:
+                self.counts["journal_errors"] += 1
+                log.error("swarm %s could not journal the result of %s: %r", self.swarm, final.task_id, e)
+                await asyncio.sleep(backoff_s(failures, q.retry_backoff_s, q.max_retry_backoff_s))
+        self.settle(rec, final)
+        self.metrics.ended(final, ran_here=rec.delegated_to is None)
+
+    async def compact(self) -> None:
+        """Rewrites the journal as `live_entries`, and counts the compaction."""
+        await self.journal.rewrite(self.live_entries)
+        self.counts["compactions"] += 1
+
+    # -- the steps replay shares with them -------------------------------------------------
 
     def accept(self, task: Task, status: TaskStatus) -> TaskRecord:
         """Records a task as accepted, naming it `<swarm>:<hex>` unless it has an id."""
@@ -152,6 +284,8 @@ class TaskBook:
     def pending(self) -> list[TaskRecord]:
         """The records whose result is not final yet, oldest accepted first."""
         return [r for r in self.records.values() if not r.done.is_set()]
+
+    # -- recovery ---------------------------------------------------------------------------
 
     def replay(self, entries: Iterable[dict[str, Any]], local_caps: Collection[str]) -> list[TaskRecord]:
         """Rebuilds tasks and results from journal entries; returns the records still to finish.

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from actors._private.config import QueenConfig
-from actors._private.recovery import TaskRecord
+from actors._private.queen.task_book import TaskRecord
 from actors._private.task import Task, TaskResult
 from models._private.core import names
 from models._private.core.breaker import OPEN, CircuitBreaker, CircuitBreakerConfig

@@ -1,0 +1,103 @@
+"""How a queen takes tasks in: admission (a payload that fits, a task id accepted once, a hand-over
+when no agent here can run it, backpressure), and the queue that hands tasks to free agents."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from actors._private.agents.payload import check_payload
+from actors._private.queen.supervisor import FAILED
+from actors._private.task import Task, TaskStatus, now
+from models._private.core.errors import (
+    BackpressureError,
+    DelegationError,
+    SchedulingError,
+    UnknownCapabilityError,
+)
+
+if TYPE_CHECKING:
+    from actors._private.pool import AgentSlot
+    from actors._private.queen.task_book import TaskRecord
+
+__all__ = ["Admission"]
+
+
+class Admission:
+    """`SwarmQueen`'s admission and queue (a part of the queen, not an actor of its own)."""
+
+    async def _admit(self, task: Task | dict) -> TaskRecord:
+        """Accepts a task in memory and queues the journal records that make it durable (the
+        caller flushes them, or lets them ride with a later write)."""
+        self._ensure_started()
+        # A copy: the queen fills in fields, and one object may stand for several tasks in a batch.
+        task = task.model_copy() if isinstance(task, Task) else Task.model_validate(task)
+        if not task.id:
+            return await self._admit_new(task)
+        if not task.id.startswith(f"{self.name}:"):
+            raise ValueError(f"task id {task.id!r} must start with '{self.name}:'")
+        # A retried submit is accepted once, also while the first is still being admitted
+        # (a hand-over awaits another queen): the second waits for the first's outcome.
+        while (admitting := self._admitting.get(task.id)) is not None:
+            await admitting.wait()
+        if task.id in self.book.records:
+            return self.book.records[task.id]
+        self._admitting[task.id] = admitting = asyncio.Event()
+        try:
+            return await self._admit_new(task)
+        finally:
+            del self._admitting[task.id]
+            admitting.set()
+
+    async def _admit_new(self, task: Task) -> TaskRecord:
+        task.submitted_at = task.submitted_at or now()
+        local = task.capability in self.local_caps
+        if local:  # a payload that cannot work is refused now, not failed after retries
+            check_payload(self.payloads.get(task.capability), task.capability, task.payload)
+        target = None
+        failed = self.supervisor.state == FAILED
+        if local and (failed or (never := self._unrunnable(task.capability))):
+            try:  # no agent here (for now, or ever): another swarm that offers it takes it
+                target = await self.delegator.hand_over(task)
+            except (UnknownCapabilityError, DelegationError):
+                if not failed:  # refused now rather than queued for ever
+                    raise SchedulingError(f"no agent can run {task.capability!r}: {never}") from None
+                # the swarm's agents come back after escalation: keep it here until then
+        elif not local:
+            target = await self.delegator.hand_over(task)
+        if target is None:
+            limit = self.config.queen.max_queued_tasks
+            if len(self.queue) >= limit:
+                raise BackpressureError(self.name, len(self.queue), limit)
+            rec = self.book.admit(task)
+            self._enqueue(rec)
+            return rec
+        rec = self.book.admit(task, delegated_to=target)
+        rec.attempt = self._spawn(self._follow(rec))
+        return rec
+
+    def _unrunnable(self, cap: str) -> str:
+        """Why no agent of this swarm can ever run `cap` ("" if one may): each pool offering it
+        gave up starting, or asks for resources the cluster cannot offer."""
+        reasons = [(p.config.name, p.unrunnable()) for p in self.pools.values() if cap in p.capabilities]
+        if not reasons or not all(why for _, why in reasons):
+            return ""
+        return "; ".join(f"pool {name!r}: {why}" for name, why in reasons)
+
+    def _enqueue(self, rec: TaskRecord) -> None:
+        rec.result.status = TaskStatus.QUEUED
+        self.queue.push(rec.task.id, rec.task.capability, rec.task.priority)
+        self._pump(rec.task.capability)
+
+    def _pump(self, cap: str) -> None:
+        while self.dispatcher.has_free(cap) and (task_id := self.queue.pop(cap)) is not None:
+            rec = self.book.records.get(task_id)
+            if rec is None or rec.result.status is not TaskStatus.QUEUED:
+                continue  # cannot happen while every status change off QUEUED leaves the queue
+            agent = self.dispatcher.acquire(cap)
+            rec.attempt = self._spawn(self._run_attempt(rec, agent))
+
+    def _agents_ready(self, agents: list[AgentSlot]) -> None:
+        self.dispatcher.add(agents)
+        for cap in {c for a in agents for c in a.capabilities}:
+            self._pump(cap)
