@@ -20,11 +20,11 @@ Tier policy (the one place it is written down):
   that changes records is a write.
 
 This module is the facade; the parts live beside it:
-- `memory_schema`: `MemoryConfig`, `Record`, `Hit` and the tiers;
-- `memory_filters`: metadata filters for search;
-- `memory_tiers`: the decisions of the tier policy above (working LRU, expiry, promotion,
+- `schema`: `MemoryConfig`, `Record`, `Hit` and the tiers;
+- `filters`: metadata filters for search;
+- `tiers`: the decisions of the tier policy above (working LRU, expiry, promotion,
   consolidation);
-- `memory_persistence`: the write-ahead log's entries and the snapshots (their layout is
+- `persistence`: the write-ahead log's entries and the snapshots (their layout is
   described there).
 
 Long texts: a text longer than `chunk_tokens` is cut at sentence ends and each piece gets its
@@ -46,12 +46,8 @@ import numpy as np
 
 from models._private.core.errors import MemoryInputError
 from models._private.core.journal import Journal, is_local
-from models._private.dense import DenseIndex
-from models._private.embedder import Embedder
-from models._private.fusion import fuse
-from models._private.lexical import LexicalIndex
-from models._private.memory_filters import compile_filter
-from models._private.memory_persistence import (
+from models._private.memory.filters import compile_filter
+from models._private.memory.persistence import (
     access_entry,
     delete_entry,
     load_dense,
@@ -64,8 +60,8 @@ from models._private.memory_persistence import (
     upsert_entry,
     write_snapshot,
 )
-from models._private.memory_schema import TIERS, Hit, MemoryConfig, Record
-from models._private.memory_tiers import (
+from models._private.memory.schema import TIERS, Hit, MemoryConfig, Record
+from models._private.memory.tiers import (
     due_for_promotion,
     expired,
     merge_into,
@@ -73,6 +69,10 @@ from models._private.memory_tiers import (
     promote_on_write,
     touch_working,
 )
+from models._private.retrieval.dense import DenseIndex
+from models._private.retrieval.embedder import Embedder
+from models._private.retrieval.fusion import fuse
+from models._private.retrieval.lexical import LexicalIndex
 
 # The schema names are re-exported: callers import them from here.
 __all__ = ["TIERS", "Hit", "HybridMemory", "MemoryConfig", "Record"]

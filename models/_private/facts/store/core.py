@@ -24,8 +24,8 @@ from datetime import datetime
 from typing import Any
 
 from models._private.core.errors import FactsInputError, FactsNotFoundError
-from models._private.facts_resolution import NameIndex, normalise
-from models._private.facts_schema import (
+from models._private.facts.resolution import NameIndex, normalise
+from models._private.facts.schema import (
     Document,
     DocumentIn,
     Entity,

@@ -20,15 +20,15 @@ from typing import Any, Literal, NamedTuple
 from pydantic import BaseModel, Field
 
 from models._private.core.errors import FactsInputError, FactsNotFoundError, MemoryInputError
-from models._private.embedder import Embedder
-from models._private.facts_extract import CO_MENTION
-from models._private.facts_graph import DocumentGraph
-from models._private.facts_resolution import normalise
-from models._private.facts_schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
-from models._private.facts_store import FactStore
-from models._private.memory import HybridMemory
-from models._private.memory_filters import compile_filter
-from models._private.memory_schema import MemoryConfig, Record
+from models._private.facts.pagerank import DocumentGraph
+from models._private.facts.resolution import normalise
+from models._private.facts.schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
+from models._private.facts.spacy_extractor import CO_MENTION
+from models._private.facts.store.core import FactStore
+from models._private.memory.filters import compile_filter
+from models._private.memory.hybrid import HybridMemory
+from models._private.memory.schema import MemoryConfig, Record
+from models._private.retrieval.embedder import Embedder
 
 __all__ = ["FactHit", "FactsBase", "PassageHit", "SearchResult"]
 
