@@ -13,13 +13,17 @@ __getattr__, __dir__ = lazy_exports(
     {
         "models._private.core.breaker": ("CircuitBreakerConfig",),
         "models._private.core.resources": ("ResourcesConfig",),
-        "models._private.retrieval.dense": ("DenseIndex",),
+        # retrieval
         "models._private.retrieval.embedder": ("Embedder", "EmbedderConfig", "default_model_path"),
-        "models._private.engines.base": ("Delta", "Engine", "EngineConfig", "Generation", "SamplingParams"),
-        "models._private.engines.factory": ("create_engine",),
-        "models._private.facts.base": ("FactHit", "FactsBase", "PassageHit", "SearchResult"),
-        "models._private.facts.spacy_extractor": ("SpacyExtractor",),
-        "models._private.facts.llm_extractor": ("LLMExtractor",),
+        "models._private.retrieval.dense": ("DenseIndex",),
+        "models._private.retrieval.lexical": ("LexicalIndex",),
+        "models._private.retrieval.fusion": ("Fused", "fuse"),
+        # memory
+        "models._private.memory.hybrid": ("HybridMemory",),
+        "models._private.memory.schema": ("TIERS", "Hit", "MemoryConfig", "Record"),
+        # facts
+        "models._private.facts.base": ("FactsBase",),
+        "models._private.facts.search": ("FactHit", "PassageHit", "SearchResult"),
         "models._private.facts.schema": (
             "Document",
             "DocumentIn",
@@ -32,10 +36,11 @@ __getattr__, __dir__ = lazy_exports(
             "Span",
         ),
         "models._private.facts.store.core": ("FactStore",),
-        "models._private.retrieval.fusion": ("Fused", "fuse"),
-        "models._private.retrieval.lexical": ("LexicalIndex",),
-        "models._private.memory.hybrid": ("HybridMemory",),
-        "models._private.memory.schema": ("TIERS", "Hit", "MemoryConfig", "Record"),
+        "models._private.facts.spacy_extractor": ("SpacyExtractor",),
+        "models._private.facts.llm_extractor": ("LLMExtractor",),
+        # engines
+        "models._private.engines.base": ("Delta", "Engine", "EngineConfig", "Generation", "SamplingParams"),
+        "models._private.engines.factory": ("create_engine",),
         "models._private.engines.tiny_model": ("build_tiny_model",),
     },
 )

@@ -26,8 +26,8 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 
 from models._private.core.errors import FactsInputError, FactsNotFoundError, SwarmrayError
 from models._private.core.retry import unwrap_error
-from models._private.facts.base import MAX_DEPTH
 from models._private.facts.schema import Document, DocumentIn, Entity, Fact
+from models._private.facts.search import MAX_DEPTH
 from serve._private.audit_route import install_audit_route
 from serve._private.facts_config import FactsServiceConfig
 from serve._private.facts_protocol import (

@@ -6,8 +6,9 @@ from datetime import datetime, timezone
 import pytest
 
 from models._private.core.errors import FactsInputError
-from models._private.facts.base import CHAIN_SHARE, FactsBase
+from models._private.facts.base import FactsBase
 from models._private.facts.schema import DocumentIn, FactIn, FactsConfig
+from models._private.facts.search import CHAIN_SHARE
 from models._private.facts.spacy_extractor import SpacyExtractor
 from models._private.retrieval.embedder import Embedder
 
@@ -303,7 +304,7 @@ def test_pagerank_rerank_lifts_the_document_beside_the_querys_entity(tmp_path, e
 
 
 def test_a_passage_names_a_title_when_it_writes_it_out_capitalised():
-    from models._private.facts.base import _titled
+    from models._private.facts.search import _titled
 
     about = {"new york city": ["nyc"], "it": ["it-film"], "york": ["york"]}
     text = "He moved to New York City in 1990. It rained; it was cold in york."
