@@ -23,8 +23,8 @@ import ray
 
 from benchmarks._common import emit, percentile
 from models import EngineConfig, SamplingParams, build_tiny_model
-from models._private.gguf import dequantized, resolve_source
-from models._private.hf_engine import TransformersEngine
+from models._private.engines.gguf_sources import dequantized, resolve_source
+from models._private.engines.transformers_engine import TransformersEngine
 from serve import AIServiceConfig, PriceConfig, deploy
 from serve._private.auth_config import AuthConfig
 from serve._private.authority import get_authority

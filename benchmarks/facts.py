@@ -78,7 +78,7 @@ def resolution(db_path: str, titles: list[str]) -> dict[str, Any]:
     """How entity resolution fared on the corpus: exact-name duplicates missed (two entities of
     one type and one normalised name), names merged fuzzily, and of those the merges of two
     distinct article titles (two different things made one), with a sample for reading."""
-    from models._private.facts_resolution import normalise
+    from models._private.facts.resolution import normalise
 
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     entities = db.execute("SELECT id, name, type FROM entities").fetchall()

@@ -13,14 +13,18 @@ __getattr__, __dir__ = lazy_exports(
     {
         "models._private.core.breaker": ("CircuitBreakerConfig",),
         "models._private.core.resources": ("ResourcesConfig",),
-        "models._private.dense": ("DenseIndex",),
-        "models._private.embedder": ("Embedder", "EmbedderConfig", "default_model_path"),
-        "models._private.engine": ("Delta", "Engine", "EngineConfig", "Generation", "SamplingParams"),
-        "models._private.engines": ("create_engine",),
-        "models._private.facts": ("FactHit", "FactsBase", "PassageHit", "SearchResult"),
-        "models._private.facts_extract": ("SpacyExtractor",),
-        "models._private.facts_llm": ("LLMExtractor",),
-        "models._private.facts_schema": (
+        # retrieval
+        "models._private.retrieval.embedder": ("Embedder", "EmbedderConfig", "default_model_path"),
+        "models._private.retrieval.dense": ("DenseIndex",),
+        "models._private.retrieval.lexical": ("LexicalIndex",),
+        "models._private.retrieval.fusion": ("Fused", "fuse"),
+        # memory
+        "models._private.memory.hybrid": ("HybridMemory",),
+        "models._private.memory.schema": ("TIERS", "Hit", "MemoryConfig", "Record"),
+        # facts
+        "models._private.facts.base": ("FactsBase",),
+        "models._private.facts.search": ("FactHit", "PassageHit", "SearchResult"),
+        "models._private.facts.schema": (
             "Document",
             "DocumentIn",
             "Entity",
@@ -31,12 +35,13 @@ __getattr__, __dir__ = lazy_exports(
             "FactsConfig",
             "Span",
         ),
-        "models._private.facts_store": ("FactStore",),
-        "models._private.fusion": ("Fused", "fuse"),
-        "models._private.lexical": ("LexicalIndex",),
-        "models._private.memory": ("HybridMemory",),
-        "models._private.memory_schema": ("TIERS", "Hit", "MemoryConfig", "Record"),
-        "models._private.smoke": ("build_tiny_model",),
+        "models._private.facts.store.core": ("FactStore",),
+        "models._private.facts.spacy_extractor": ("SpacyExtractor",),
+        "models._private.facts.llm_extractor": ("LLMExtractor",),
+        # engines
+        "models._private.engines.base": ("Delta", "Engine", "EngineConfig", "Generation", "SamplingParams"),
+        "models._private.engines.factory": ("create_engine",),
+        "models._private.engines.tiny_model": ("build_tiny_model",),
     },
 )
 

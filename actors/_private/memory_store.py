@@ -39,7 +39,7 @@ class MemoryStore:
         self.name = name
         self.config = config
         if memory is None:
-            from models._private.memory import HybridMemory
+            from models._private.memory.hybrid import HybridMemory
 
             memory_cfg = config.memory
             if memory_cfg.path is None:

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from cluster._private.connection import call, existing
 from models._private.core import names
 from models._private.core.errors import MemoryInputError, SwarmrayError
-from models._private.memory_schema import Record
+from models._private.memory.schema import Record
 
 __all__ = ["load_records", "records_of_file"]
 

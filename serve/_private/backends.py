@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from models._private.core.errors import EngineError, RequestError
-from models._private.engine import Delta, Generation
+from models._private.engines.base import Delta, Generation
 from models._private.keys import bearer
 from serve._private.config import ProviderConfig
 

@@ -18,8 +18,8 @@ from pydantic import (
 from models._private.core.breaker import CircuitBreakerConfig
 from models._private.core.config import ConfigModel, named
 from models._private.core.resources import ResourcesConfig
-from models._private.embedder import EmbedderConfig
-from models._private.engine import EngineConfig
+from models._private.engines.base import EngineConfig
+from models._private.retrieval.embedder import EmbedderConfig
 from serve._private.auth_config import AuthConfig, check_auth_host
 
 __all__ = [

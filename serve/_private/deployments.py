@@ -11,7 +11,7 @@ from typing import Any
 from ray import serve
 
 from models._private.core import names
-from models._private.engine import SamplingParams, off_the_loop_if_long
+from models._private.engines.base import SamplingParams, off_the_loop_if_long
 from serve._private.config import ModelConfig
 
 __all__ = ["EmbeddingServer", "ModelServer", "model_deployment_options"]
@@ -24,7 +24,7 @@ class ModelServer:
     """
 
     def __init__(self, config: dict[str, Any]):
-        from models._private.engines import create_engine
+        from models._private.engines.factory import create_engine
 
         self.config = ModelConfig.model_validate(config)
         self.engine = create_engine(self.config.source, self.config.engine)
@@ -68,7 +68,7 @@ class EmbeddingServer:
     """The memory's embedder behind /v1/embeddings."""
 
     def __init__(self, config: dict[str, Any]):
-        from models._private.embedder import Embedder, EmbedderConfig
+        from models._private.retrieval.embedder import Embedder, EmbedderConfig
 
         self.embedder = Embedder(EmbedderConfig.model_validate(config))
         self.max_tokens = self.embedder.max_tokens

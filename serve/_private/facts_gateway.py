@@ -27,8 +27,8 @@ from ray.exceptions import ActorUnavailableError, RayActorError
 from models._private.core.errors import FactsInputError, FactsNotFoundError, ShardUnavailableError
 from models._private.core.names import FACTS_INGRESS_DEPLOYMENT
 from models._private.core.retry import unwrap_error
-from models._private.facts import MAX_DEPTH
-from models._private.facts_schema import Document, DocumentIn, Entity, Fact
+from models._private.facts.schema import Document, DocumentIn, Entity, Fact
+from models._private.facts.search import MAX_DEPTH
 from serve._private.audit_route import install_audit_route
 from serve._private.facts_config import FactsServiceConfig
 from serve._private.facts_protocol import (

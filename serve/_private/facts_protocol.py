@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from models._private.facts import MAX_DEPTH, MAX_K, FactHit, PassageHit
-from models._private.facts_schema import DocumentIn, Entity, Fact, FactIn
+from models._private.facts.schema import DocumentIn, Entity, Fact, FactIn
+from models._private.facts.search import MAX_DEPTH, MAX_K, FactHit, PassageHit
 
 __all__ = [
     "DocumentsBody",

@@ -16,7 +16,7 @@ from ray.exceptions import RayTaskError
 from models._private.core.errors import ExtractorUnreachableError, FactsInputError
 from models._private.core.metrics import safely
 from models._private.core.retry import unwrap_error
-from models._private.facts import FactsBase
+from models._private.facts.base import FactsBase
 from serve._private.facts_config import FactsNamespaceConfig
 from serve._private.metrics import service_metrics
 
@@ -42,7 +42,7 @@ class ExtractorServer:
     scales out with replicas."""
 
     def __init__(self) -> None:
-        from models._private.facts_extract import SpacyExtractor
+        from models._private.facts.spacy_extractor import SpacyExtractor
 
         self.extractor = SpacyExtractor()
         self.extractor.extract("Load the pipeline.")
@@ -60,7 +60,7 @@ class RemoteExtractor:
     name = "spacy"
 
     def __init__(self, handle: Any):
-        from models._private.facts_extract import SpacyExtractor
+        from models._private.facts.spacy_extractor import SpacyExtractor
 
         self.handle, self.local = handle, SpacyExtractor()
         self._loop = asyncio.new_event_loop()
@@ -92,7 +92,7 @@ def _extractor(config: FactsNamespaceConfig, llm: dict[str, Any], reader: Any) -
     if config.extractor == "spacy":
         return RemoteExtractor(reader)
     if config.extractor == "llm":
-        from models._private.facts_llm import LLMExtractor
+        from models._private.facts.llm_extractor import LLMExtractor
 
         if not llm.get("base_url"):
             raise FactsInputError("ai_url", "extractor llm needs the AI service's URL")

@@ -11,7 +11,7 @@ import numpy as np
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from models._private.engine import SEED_MAX, SEED_MIN, SamplingParams
+from models._private.engines.base import SEED_MAX, SEED_MIN, SamplingParams
 
 __all__ = [
     "ChatBody",

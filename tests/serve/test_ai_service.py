@@ -14,7 +14,7 @@ import pytest
 import ray
 
 from models import EngineConfig, SamplingParams
-from models._private.hf_engine import TransformersEngine
+from models._private.engines.transformers_engine import TransformersEngine
 from serve import AIServiceConfig, deploy
 from tests.conftest import free_port
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models._private.dense import DenseIndex
+from models._private.retrieval.dense import DenseIndex
 
 
 def unit(n, dim=16, seed=0):

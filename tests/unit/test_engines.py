@@ -9,10 +9,10 @@ import pytest
 
 from cluster import EngineError, EngineUnavailableError, RequestError
 from models import EngineConfig, SamplingParams, create_engine
-from models._private.engine import resolve_engine_kind
-from models._private.hf_engine import TransformersEngine
-from models._private.smoke import build_tiny_model
-from models._private.vllm_engine import vllm_engine_args, vllm_sampling_args
+from models._private.engines.base import resolve_engine_kind
+from models._private.engines.tiny_model import build_tiny_model
+from models._private.engines.transformers_engine import TransformersEngine
+from models._private.engines.vllm_engine import vllm_engine_args, vllm_sampling_args
 from tests.waiting import async_wait_until
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0)
@@ -175,7 +175,7 @@ def test_a_batch_wait_that_runs_out_ends_the_wait_on_python_3_10_too(tiny_path, 
         raise Py310Timeout
 
     monkeypatch.setattr(asyncio, "TimeoutError", Py310Timeout)
-    monkeypatch.setattr("models._private.hf_engine.asyncio.wait_for", wait_for)
+    monkeypatch.setattr("models._private.engines.transformers_engine.asyncio.wait_for", wait_for)
     engine = TransformersEngine(tiny_path, EngineConfig(batch_wait_ms=50, max_batch_size=8))
     assert run(bounded(engine.generate("hello", GREEDY), 60)).completion_tokens >= 1
 
@@ -187,7 +187,7 @@ def test_a_request_the_dying_batch_loop_holds_fails_instead_of_waiting_for_ever(
         aw.close()
         raise RuntimeError("the loop breaks while it gathers a batch")
 
-    monkeypatch.setattr("models._private.hf_engine.asyncio.wait_for", broken_wait_for)
+    monkeypatch.setattr("models._private.engines.transformers_engine.asyncio.wait_for", broken_wait_for)
     engine = TransformersEngine(tiny_path, EngineConfig(batch_wait_ms=50, max_batch_size=8))
     with pytest.raises(EngineError, match="the batch loop stopped"):
         run(bounded(engine.generate("hello", GREEDY), 60))

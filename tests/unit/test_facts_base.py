@@ -6,10 +6,11 @@ from datetime import datetime, timezone
 import pytest
 
 from models._private.core.errors import FactsInputError
-from models._private.embedder import Embedder
-from models._private.facts import CHAIN_SHARE, FactsBase
-from models._private.facts_extract import SpacyExtractor
-from models._private.facts_schema import DocumentIn, FactIn, FactsConfig
+from models._private.facts.base import FactsBase
+from models._private.facts.schema import DocumentIn, FactIn, FactsConfig
+from models._private.facts.search import CHAIN_SHARE
+from models._private.facts.spacy_extractor import SpacyExtractor
+from models._private.retrieval.embedder import Embedder
 
 DOCS = {
     "curie": "Marie Curie was born in Warsaw. She studied physics in France.",
@@ -267,7 +268,7 @@ def test_a_merge_that_makes_two_facts_one_drops_the_duplicate_from_the_index(tmp
 
 
 def test_reopening_moves_fact_sentences_an_earlier_version_indexed_beside_the_passages(tmp_path, embedder):
-    from models._private.memory_schema import Record
+    from models._private.memory.schema import Record
 
     kb = base(tmp_path, embedder, None)
     (fact_id,) = kb.add_facts([FactIn(subject="Ada", predicate="works_for", object="Acme")])
@@ -303,7 +304,7 @@ def test_pagerank_rerank_lifts_the_document_beside_the_querys_entity(tmp_path, e
 
 
 def test_a_passage_names_a_title_when_it_writes_it_out_capitalised():
-    from models._private.facts import _titled
+    from models._private.facts.search import _titled
 
     about = {"new york city": ["nyc"], "it": ["it-film"], "york": ["york"]}
     text = "He moved to New York City in 1990. It rained; it was cold in york."

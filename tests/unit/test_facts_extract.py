@@ -4,9 +4,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from models._private.facts_extract import SpacyExtractor
-from models._private.facts_schema import DocumentIn, FactsConfig
-from models._private.facts_store import FactStore
+from models._private.facts.schema import DocumentIn, FactsConfig
+from models._private.facts.spacy_extractor import SpacyExtractor
+from models._private.facts.store.core import FactStore
 
 PARAGRAPH = (
     "Marie Curie worked for the University of Paris. She was born in Warsaw, the capital of Poland. "

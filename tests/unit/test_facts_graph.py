@@ -2,7 +2,7 @@
 
 import pytest
 
-from models._private.facts_graph import DocumentGraph
+from models._private.facts.pagerank import DocumentGraph
 
 
 def test_the_walk_stays_near_where_it_starts():

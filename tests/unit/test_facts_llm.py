@@ -12,9 +12,9 @@ import pytest
 
 from models import FactsBase, LLMExtractor
 from models._private.core.errors import ConfigError, ExtractionError
-from models._private.embedder import Embedder
-from models._private.facts_llm import SYSTEM_PROMPT
-from models._private.facts_schema import DocumentIn
+from models._private.facts.llm_extractor import SYSTEM_PROMPT
+from models._private.facts.schema import DocumentIn
+from models._private.retrieval.embedder import Embedder
 from tests.conftest import free_port
 from tests.scripted_provider import Reply, ScriptedProvider
 

@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 import pytest
 
 from models._private.core.errors import FactsInputError, FactsNotFoundError
-from models._private.facts_schema import DocumentIn, EntityMention, Extraction, FactIn, FactsConfig, Span
-from models._private.facts_store import FactStore
+from models._private.facts.schema import DocumentIn, EntityMention, Extraction, FactIn, FactsConfig, Span
+from models._private.facts.store.core import FactStore
 
 
 def at(year: int) -> datetime:

@@ -1,6 +1,6 @@
 import pytest
 
-from models._private.fusion import fuse
+from models._private.retrieval.fusion import fuse
 
 DENSE = [("a", 0.9), ("b", 0.8), ("c", 0.1)]
 LEXICAL = [("c", 12.0), ("a", 6.0), ("d", 3.0)]

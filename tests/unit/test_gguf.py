@@ -8,7 +8,7 @@ import pytest
 
 from models._private.core.errors import EngineError
 from models._private.core.files import build_once
-from models._private.gguf import is_gguf, resolve_source
+from models._private.engines.gguf_sources import is_gguf, resolve_source
 from serve._private.config import DEFAULT_MODEL_SOURCE
 
 

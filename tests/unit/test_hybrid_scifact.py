@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks._beir import evaluate, load_beir
 from models import Embedder
-from models._private.memory import HybridMemory, MemoryConfig
+from models._private.memory.hybrid import HybridMemory, MemoryConfig
 
 SCIFACT = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "scifact"
 

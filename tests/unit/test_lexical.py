@@ -1,6 +1,6 @@
 import pytest
 
-from models._private.lexical import LexicalIndex
+from models._private.retrieval.lexical import LexicalIndex
 
 DOCS = [
     ("a", "s1", "long", "Vitamin D deficiency is linked to bone fractures in older adults."),

@@ -6,7 +6,7 @@ import pytest
 
 from cluster import MemoryInputError
 from models import Embedder
-from models._private.memory import HybridMemory, MemoryConfig
+from models._private.memory.hybrid import HybridMemory, MemoryConfig
 
 TEXTS = {
     "a": "Vitamin D deficiency is linked to bone fractures in older adults.",
@@ -181,7 +181,7 @@ def test_near_duplicates_are_consolidated_into_the_older_record(embedder):
 
 
 def test_a_sweep_compares_only_what_changed_and_a_merge_logs_only_the_keeper(embedder, tmp_path, monkeypatch):
-    import models._private.memory as memory_module
+    import models._private.memory.sweeps as sweeps
 
     mem, clock = memory(embedder, tmp_path, consolidate_cosine=0.95)
     fill(mem)
@@ -193,9 +193,9 @@ def test_a_sweep_compares_only_what_changed_and_a_merge_logs_only_the_keeper(emb
     )
     mem.sweep()
     compared = []
-    real = memory_module.near_duplicates
+    real = sweeps.near_duplicates
     monkeypatch.setattr(
-        memory_module, "near_duplicates", lambda heads, c: compared.append(len(heads)) or real(heads, c)
+        sweeps, "near_duplicates", lambda heads, c: compared.append(len(heads)) or real(heads, c)
     )
     assert mem.sweep()["consolidated"] == 0 and compared == []  # nothing new: nothing compared
     clock.t += 1

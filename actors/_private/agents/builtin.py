@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model
 from actors._private.agents.agent import Agent
 from actors._private.task import Task
 from models._private.core.errors import PayloadError
-from models._private.memory_schema import TIERS
+from models._private.memory.schema import TIERS
 
 __all__ = [
     "AmortizeAgent",

@@ -30,8 +30,8 @@ import threading
 from datetime import datetime, timezone
 from typing import Any
 
-from models._private.facts_resolution import normalise, strip_possessive
-from models._private.facts_schema import EntityMention, Extraction, FactIn, Span
+from models._private.facts.resolution import normalise, strip_possessive
+from models._private.facts.schema import EntityMention, Extraction, FactIn, Span
 
 __all__ = ["CO_MENTION", "SPACY_MODEL", "SpacyExtractor"]
 

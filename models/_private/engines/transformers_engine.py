@@ -19,7 +19,7 @@ from typing import Any
 from tokenizers.decoders import DecodeStream
 
 from models._private.core.errors import EngineError
-from models._private.engine import Delta, Engine, EngineConfig, SamplingParams, off_the_loop_if_long
+from models._private.engines.base import Delta, Engine, EngineConfig, SamplingParams, off_the_loop_if_long
 
 __all__ = ["TransformersEngine"]
 

@@ -1,14 +1,14 @@
 """`create_engine`: the one place that knows every engine implementation and picks one.
 
-It lives apart from `engine.py` because the implementations import their base from there; a
+It lives apart from `base.py` because the implementations import their base from there; a
 factory beside the base would close an import circle.
 """
 
 from __future__ import annotations
 
-from models._private.engine import Engine, EngineConfig, resolve_engine_kind
-from models._private.gguf import dequantized, gguf_tokenizer, is_gguf, resolve_source
-from models._private.hf_engine import TransformersEngine
+from models._private.engines.base import Engine, EngineConfig, resolve_engine_kind
+from models._private.engines.gguf_sources import dequantized, gguf_tokenizer, is_gguf, resolve_source
+from models._private.engines.transformers_engine import TransformersEngine
 
 __all__ = ["create_engine"]
 
@@ -28,7 +28,7 @@ def create_engine(source: str, config: EngineConfig | None = None) -> Engine:
     path = resolve_source(source)
     if resolve_engine_kind(config.kind) == "vllm":
         # Imported only when asked for, as vLLM itself is optional (the `gpu` extra).
-        from models._private.vllm_engine import VLLMEngine
+        from models._private.engines.vllm_engine import VLLMEngine
 
         return VLLMEngine(path, config, tokenizer=gguf_tokenizer(path) if is_gguf(path) else None)
     return TransformersEngine(dequantized(path) if is_gguf(path) else path, config)

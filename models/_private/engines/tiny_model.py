@@ -1,6 +1,6 @@
 """The smoke-test model: a tiny random-weight causal LM built from a seed, for fast tests of
 the real path (tokenizer, chat template, engine, Serve, HTTP). Its text is noise; the service's
-default model is a real one (`models._private.gguf`).
+default model is a real one (`models._private.engines.gguf_sources`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 LRU pushes out, expiry removes, access promotes and consolidation merges. `HybridMemory` carries
 them out (logs them, updates its indexes); nothing here touches an index or the log.
 
-The policy itself is written down once, at the top of `memory.py` (the README points there).
+The policy itself is written down once, at the top of `hybrid.py` (the README points there).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import faiss
 import numpy as np
 
-from models._private.memory_schema import Record
+from models._private.memory.schema import Record
 
 __all__ = [
     "due_for_promotion",

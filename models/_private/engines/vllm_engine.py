@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from models._private.core.errors import EngineError
-from models._private.engine import (
+from models._private.engines.base import (
     Delta,
     Engine,
     EngineConfig,
@@ -26,7 +26,7 @@ __all__ = ["VLLMEngine", "vllm_engine_args", "vllm_sampling_args"]
 
 def vllm_engine_args(source: str, config: EngineConfig, tokenizer: str | None = None) -> dict[str, Any]:
     """Keyword arguments for `vllm.AsyncEngineArgs` from our config (no vLLM needed);
-    `tokenizer` defaults to `source` (a GGUF file's comes from `gguf.gguf_tokenizer`)."""
+    `tokenizer` defaults to `source` (a GGUF file's comes from `gguf_sources.gguf_tokenizer`)."""
     args: dict[str, Any] = {
         "model": source,
         "tokenizer": tokenizer or source,

@@ -37,8 +37,8 @@ from pydantic import (
 )
 
 from models._private.core.errors import ConfigError, ExtractionError
-from models._private.facts_resolution import normalise
-from models._private.facts_schema import EntityMention, Extraction, FactIn, Span
+from models._private.facts.resolution import normalise
+from models._private.facts.schema import EntityMention, Extraction, FactIn, Span
 
 __all__ = ["SYSTEM_PROMPT", "LLMExtractor"]
 

@@ -20,11 +20,13 @@ Tier policy (the one place it is written down):
   that changes records is a write.
 
 This module is the facade; the parts live beside it:
-- `memory_schema`: `MemoryConfig`, `Record`, `Hit` and the tiers;
-- `memory_filters`: metadata filters for search;
-- `memory_tiers`: the decisions of the tier policy above (working LRU, expiry, promotion,
+- `schema`: `MemoryConfig`, `Record`, `Hit` and the tiers;
+- `filters`: metadata filters for search;
+- `tiers`: the decisions of the tier policy above (working LRU, expiry, promotion,
   consolidation);
-- `memory_persistence`: the write-ahead log's entries and the snapshots (their layout is
+- `sweeps`: `sweep()` (expiry, promotion by access, consolidation), a part of the class;
+- `durability`: the log of every write, snapshots and restoring on open, a part of the class;
+- `persistence`: the write-ahead log's entries and the snapshots (their layout is
   described there).
 
 Long texts: a text longer than `chunk_tokens` is cut at sentence ends and each piece gets its
@@ -36,7 +38,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -46,44 +47,22 @@ import numpy as np
 
 from models._private.core.errors import MemoryInputError
 from models._private.core.journal import Journal, is_local
-from models._private.dense import DenseIndex
-from models._private.embedder import Embedder
-from models._private.fusion import fuse
-from models._private.lexical import LexicalIndex
-from models._private.memory_filters import compile_filter
-from models._private.memory_persistence import (
-    access_entry,
-    delete_entry,
-    load_dense,
-    local_copy,
-    prune_snapshots,
-    pull_snapshot,
-    push_snapshot,
-    read_snapshot,
-    read_upsert,
-    upsert_entry,
-    write_snapshot,
-)
-from models._private.memory_schema import TIERS, Hit, MemoryConfig, Record
-from models._private.memory_tiers import (
-    due_for_promotion,
-    expired,
-    merge_into,
-    near_duplicates,
-    promote_on_write,
-    touch_working,
-)
+from models._private.memory.durability import DurabilityMixin
+from models._private.memory.filters import compile_filter
+from models._private.memory.persistence import delete_entry, local_copy, upsert_entry
+from models._private.memory.schema import TIERS, Hit, MemoryConfig, Record
+from models._private.memory.sweeps import SweepMixin
+from models._private.memory.tiers import promote_on_write, touch_working
+from models._private.retrieval.dense import DenseIndex
+from models._private.retrieval.embedder import Embedder
+from models._private.retrieval.fusion import fuse
+from models._private.retrieval.lexical import LexicalIndex
 
 # The schema names are re-exported: callers import them from here.
 __all__ = ["TIERS", "Hit", "HybridMemory", "MemoryConfig", "Record"]
 
 
-# Nearest records a new long-term record is compared with for consolidation: duplicates of it
-# sit at the very top of a search by its own head vector.
-NEIGHBOURS = 8
-
-
-class HybridMemory:
+class HybridMemory(SweepMixin, DurabilityMixin):
     """Records in namespaces and tiers, with dense, lexical and hybrid search.
 
     Args:
@@ -370,137 +349,6 @@ class HybridMemory:
                 self.working[r.namespace].move_to_end(r.id)  # one C-level step: safe beside other reads
         # Access counts ride along with the next logged write; they need no sync of their own.
         self._pending_access.update({r.id: (r.access_count, r.tier) for r in records})
-
-    # -- tier maintenance ---------------------------------------------------------------------
-
-    def sweep(self) -> dict[str, int]:
-        """Expires, promotes and consolidates; returns how many records each step touched.
-
-        Not safe to run beside a search: `MemoryStore` runs it as a write.
-        """
-        gone = expired(self.records.values(), self.clock(), self.config.short_term_ttl_s)
-        self.delete(gone)
-        promoted = due_for_promotion(self.records.values(), self.config.promote_after_accesses)
-        for r in promoted:
-            self.working[r.namespace].pop(r.id, None)
-            self._set_tier(r, "long_term")
-            self._pending_access[r.id] = (r.access_count, r.tier)
-        merged = self._consolidate()
-        self._flush_access()
-        return {"expired": len(gone), "promoted": len(promoted), "consolidated": merged}
-
-    def _consolidate(self) -> int:
-        # Only what changed since the last sweep is compared, each with its nearest long-term
-        # neighbours, so a sweep costs a few searches per new record, not n² comparisons.
-        fresh, self._unconsolidated = self._unconsolidated, set()
-        merged = 0
-        for ns in self.namespaces:
-            new = [
-                i for i in fresh if (r := self.records.get(i)) and r.namespace == ns and r.tier == "long_term"
-            ]
-            if not new:
-                continue
-            involved = set(new)
-            for i in new:
-                involved.update(self._near_duplicates_of(ns, self.vectors[i][0]))
-            ids = sorted(involved, key=lambda i: (self.records[i].created_at, i))
-            if len(ids) < 2:
-                continue
-            heads = np.stack([self.vectors[i][0] for i in ids])  # each text's head
-            pairs = near_duplicates(heads, self.config.consolidate_cosine)
-            for a, b in pairs:
-                merge_into(self.records[ids[a]], self.records[ids[b]])
-            if pairs:
-                keepers = list(dict.fromkeys(ids[a] for a, _ in pairs))  # only they changed
-                self._log(
-                    upsert_entry([self.records[i] for i in keepers], [self.vectors[i] for i in keepers])
-                )
-                self.delete(sorted({ids[b] for _, b in pairs}))
-                merged += len(pairs)
-        return merged
-
-    def _near_duplicates_of(self, ns: str, head: np.ndarray) -> set[str]:
-        """Long-term records of `ns` whose head vector is within the consolidation cosine."""
-        labels, _ = self.dense[ns].search(head, NEIGHBOURS * self._chunks_per_record())
-        near = {self._by_label[int(lb)] for lb in labels}
-        return {
-            i
-            for i in near
-            if self.records[i].tier == "long_term"
-            and float(self.vectors[i][0] @ head) >= self.config.consolidate_cosine
-        }
-
-    # -- persistence ------------------------------------------------------------------------
-
-    def _log(self, entry: dict[str, Any]) -> None:
-        if self.wal is not None:
-            entries = [entry]
-            if self._pending_access:
-                entries.insert(0, access_entry(self._pending_access))
-                self._pending_access = {}
-            self.wal.write_now(*entries)
-
-    def _flush_access(self) -> None:
-        if self.wal is not None and self._pending_access:
-            self.wal.write_now(access_entry(self._pending_access))
-            self._pending_access = {}
-
-    def snapshot(self) -> str:
-        """Writes a snapshot atomically and empties the log; returns the snapshot directory."""
-        if not self.config.path:
-            raise MemoryInputError("path", "this memory has no path to snapshot to")
-        self._flush_access()
-        if self.lexical.stale:
-            self.lexical.rebuild(self._lexical_docs())
-        root = self._root
-        final = write_snapshot(
-            root, self.records, self.vectors, self._label, self.dense, self._lexical_dir, self.dim
-        )
-        if self._remote:
-            push_snapshot(final, self._remote)
-        self.wal.reset()  # everything in it is in the snapshot now
-        prune_snapshots(root, keep=final)
-        return final
-
-    def _restore(self) -> None:
-        root = self._root
-        os.makedirs(root, exist_ok=True)
-        if self._remote:
-            pull_snapshot(self._remote, root)
-        snap = read_snapshot(root)
-        if snap is not None:
-            for r in snap.records:
-                self._label[r.id] = snap.labels[r.id]
-                self._by_label.update(dict.fromkeys(snap.labels[r.id], r.id))
-            self._labels = itertools.count(max((max(v) for v in snap.labels.values()), default=0) + 1)
-            self.lexical.close()
-            shutil.rmtree(self._lexical_dir, ignore_errors=True)
-            shutil.copytree(snap.lexical, self._lexical_dir)
-            self.lexical = LexicalIndex(self._lexical_dir)
-            for r, vecs in zip(snap.records, snap.vectors, strict=True):
-                self.records[r.id], self.vectors[r.id] = r, vecs
-                self._touch_working(r)
-            self.dense.update(load_dense(snap, self.namespaces, self.dim, self.config.dense_kind))
-        elif self.lexical.num_docs:  # a lexical index with no snapshot: start it afresh
-            self.lexical.rebuild([])
-        wal = f"{self._remote.rstrip('/')}/wal" if self._remote else os.path.join(root, "wal")
-        self.wal = Journal(wal, sync=self.config.sync, system=self.system)
-        for entry in self.wal.read():
-            self._replay(entry)
-
-    def _replay(self, entry: dict[str, Any]) -> None:
-        if entry["op"] == "upsert":
-            batch, vecs = read_upsert(entry, self.dim)
-            known = [j for j, r in enumerate(batch) if r.namespace in self.dense]
-            self._apply_upsert([batch[j] for j in known], [vecs[j] for j in known])
-        elif entry["op"] == "delete":
-            self._apply_delete([i for i in entry["ids"] if i in self.records])
-        elif entry["op"] == "access":
-            for i, (count, tier) in entry["counts"].items():
-                if i in self.records:
-                    self.records[i].access_count = count
-                    if self.records[i].tier != tier:
-                        self._set_tier(self.records[i], tier)
 
     def close(self) -> None:
         """Flushes access counts and releases files."""

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
 
 from models._private.core.config import ConfigModel
-from models._private.embedder import EmbedderConfig
+from models._private.retrieval.embedder import EmbedderConfig
 
 __all__ = ["TIERS", "Hit", "MemoryConfig", "Record", "Scalar", "Tier"]
 

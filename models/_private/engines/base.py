@@ -1,7 +1,7 @@
 """The inference-engine interface, its configuration, and `resolve_engine_kind` (engine: auto).
 
 The implementations (the transformers and the vLLM engine) build on this module, and
-`create_engine` in `engines.py` picks one of them; this module imports neither, so that imports
+`create_engine` in `factory.py` picks one of them; this module imports neither, so that imports
 run one way.
 """
 

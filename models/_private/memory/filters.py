@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from models._private.core.errors import MemoryInputError
-from models._private.memory_schema import Scalar
+from models._private.memory.schema import Scalar
 
 __all__ = ["compile_filter"]
 

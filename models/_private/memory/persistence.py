@@ -38,8 +38,8 @@ import numpy as np
 
 from models._private.core import env
 from models._private.core.files import atomic_write, fsync_tree
-from models._private.dense import DenseIndex
-from models._private.memory_schema import Record
+from models._private.memory.schema import Record
+from models._private.retrieval.dense import DenseIndex
 
 __all__ = [
     "Snapshot",

@@ -1,0 +1,84 @@
+"""How the memory indexes what the facts store holds (a part of `FactsBase`, `base`): a
+document's passage record, fact sentences' records, and the reconcile that brings the index back
+in line with the store when it is opened."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models._private.facts.schema import Document
+from models._private.facts.spacy_extractor import CO_MENTION
+from models._private.memory.schema import Record
+
+__all__ = ["DOC_PREFIX", "FACTS_SPACE", "FACT_PREFIX", "META_PREFIX", "IndexMixin", "filterable_fields"]
+
+DOC_PREFIX, FACT_PREFIX = "doc:", "fact:"  # of the memory record ids of passages and fact sentences
+FACTS_SPACE = "/facts"  # suffix of the memory namespace of fact sentences
+META_PREFIX = "meta."  # a document's metadata keys in its passage record (beside document_id, source)
+
+
+class IndexMixin:
+    """The index part of `FactsBase` (`base`), which supplies `store`, `memory`, `namespace` and
+    `_spaces`."""
+
+    def _passage(self, doc: Document) -> Record:
+        text = f"{doc.title}\n{doc.text}" if doc.title else doc.text
+        return Record(
+            id=DOC_PREFIX + doc.id,
+            namespace=self.namespace,
+            text=text,
+            metadata={"document_id": doc.id, **filterable_fields(doc)},
+        )
+
+    def _fact_records(self, fact_ids: Any) -> list[Record]:
+        """The index records of facts' sentences; co-mention facts have none (graph edges only)."""
+        facts = self.store.facts_by_id(list(dict.fromkeys(fact_ids)))
+        return [
+            Record(
+                id=FACT_PREFIX + f.id,
+                namespace=self._spaces["fact"],
+                text=f.sentence,
+                metadata={"fact_id": f.id},
+            )
+            for f in facts
+            if f.predicate != CO_MENTION
+        ]
+
+    def _index_facts(self, fact_ids: Any) -> None:
+        if records := self._fact_records(fact_ids):
+            self.memory.upsert(records)
+
+    def _reconcile(self) -> None:
+        """Indexes what the store holds and the memory lacks, and drops what the store no
+        longer holds (a crash may have come between the two writes)."""
+        indexed = set(self.memory.records)
+        # Co-mention facts are never indexed: they are neither stale records nor gaps.
+        documents, facts = self.store.document_ids(), self.store.fact_ids(except_predicate=CO_MENTION)
+        kept = {DOC_PREFIX: documents, FACT_PREFIX: facts}
+        stale = {
+            rid
+            for rid in indexed
+            for prefix, space in ((DOC_PREFIX, "passage"), (FACT_PREFIX, "fact"))
+            if rid.startswith(prefix)
+            # gone from the store, or indexed where an earlier version kept it
+            and (
+                rid.removeprefix(prefix) not in kept[prefix]
+                or self.memory.records[rid].namespace != self._spaces[space]
+            )
+        }
+        if stale:
+            self.memory.delete(stale)
+            indexed -= stale
+        waiting = self.store.document_ids(indexed=False)  # index_pending's work, not a gap
+        missing = [d for d in documents - waiting if DOC_PREFIX + d not in indexed]
+        if missing:
+            self.memory.upsert([self._passage(self.store.document(d)) for d in missing])
+        if done := [d for d in waiting if DOC_PREFIX + d in indexed]:  # indexed, then a crash
+            self.store.mark_indexed(done)
+        self._index_facts(f for f in facts if FACT_PREFIX + f not in indexed)
+
+
+def filterable_fields(doc: Document) -> dict[str, Any]:
+    """What filters see of a document: its source and its scalar metadata (under `META_PREFIX`)."""
+    scalars = {META_PREFIX + k: v for k, v in doc.metadata.items() if isinstance(v, (str, int, float, bool))}
+    return {"source": doc.source, **scalars}

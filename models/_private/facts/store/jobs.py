@@ -1,0 +1,70 @@
+"""Ingest jobs in the facts store: documents waiting for an extractor or for the search index,
+marking them done or failed, and how far a job (or the whole store) is."""
+
+from __future__ import annotations
+
+from models._private.core.errors import FactsNotFoundError
+from models._private.facts.schema import Document
+
+__all__ = ["IngestJobsMixin"]
+
+
+class IngestJobsMixin:
+    """The ingest-job part of `FactStore` (`core`), which supplies `_db`, `_lock` and
+    `_transaction`."""
+
+    def pending_documents(self, limit: int) -> list[Document]:
+        """Up to `limit` documents waiting for an extractor, oldest first."""
+        with self._lock:
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT id FROM documents WHERE extraction = 'pending' ORDER BY ingested_at LIMIT ?",
+                    (limit,),
+                )
+            ]
+        return [self.document(i) for i in ids]
+
+    def unindexed_documents(self, limit: int) -> list[Document]:
+        """Up to `limit` documents stored with `indexed` False and not marked since, oldest first."""
+        with self._lock:
+            query = "SELECT id FROM documents WHERE indexed = 0 ORDER BY ingested_at LIMIT ?"
+            ids = [r[0] for r in self._db.execute(query, (limit,))]
+        return [self.document(i) for i in ids]
+
+    def mark_indexed(self, document_ids: list[str]) -> None:
+        """Records that these documents' passages are in the search index."""
+        with self._transaction() as db:
+            db.executemany("UPDATE documents SET indexed = 1 WHERE id = ?", [(d,) for d in document_ids])
+
+    def job_progress(self, job: str) -> dict[str, int]:
+        """How far an ingest job's documents are: how many it holds now (deleted ones drop
+        out), are indexed, and are in each extraction state.
+
+        Raises:
+            FactsNotFoundError: no document of the job remains.
+        """
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT extraction, count(*), sum(indexed) FROM documents WHERE job = ? GROUP BY extraction",
+                (job,),
+            ).fetchall()
+        if not rows:
+            raise FactsNotFoundError("job", job)
+        states = {"pending": 0, "done": 0, "failed": 0, "none": 0, **{r[0]: r[1] for r in rows}}
+        return {"documents": sum(r[1] for r in rows), "indexed": sum(r[2] for r in rows), **states}
+
+    def extraction_failed(self, document_id: str, reason: str) -> None:
+        """Marks a document whose extraction failed: it stays searchable as a passage, and is
+        not tried again by `pending_documents`."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE documents SET extraction = 'failed', extraction_error = ? WHERE id = ?",
+                (reason[:1000], document_id),
+            )
+
+    def extraction_progress(self) -> dict[str, int]:
+        """Documents per extraction state: pending, done, failed, none."""
+        with self._lock:
+            rows = self._db.execute("SELECT extraction, count(*) FROM documents GROUP BY extraction")
+            return {"pending": 0, "done": 0, "failed": 0, "none": 0, **dict(rows.fetchall())}

@@ -1,0 +1,101 @@
+"""How a `HybridMemory` keeps itself: every write logged (access counts riding along),
+snapshots, and restoring on open (the current snapshot, then the log replayed). The log's
+entries and the snapshots' layout are in `persistence`."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from typing import Any
+
+from models._private.core.errors import MemoryInputError
+from models._private.core.journal import Journal
+from models._private.memory.persistence import (
+    access_entry,
+    load_dense,
+    prune_snapshots,
+    pull_snapshot,
+    push_snapshot,
+    read_snapshot,
+    read_upsert,
+    write_snapshot,
+)
+from models._private.retrieval.lexical import LexicalIndex
+
+__all__ = ["DurabilityMixin"]
+
+
+class DurabilityMixin:
+    """The log, snapshots and restore of `HybridMemory` (`hybrid`), which supplies its records,
+    vectors, labels, indexes, `wal` and paths, and the `_apply_*` steps a replay repeats."""
+
+    def _log(self, entry: dict[str, Any]) -> None:
+        if self.wal is not None:
+            entries = [entry]
+            if self._pending_access:
+                entries.insert(0, access_entry(self._pending_access))
+                self._pending_access = {}
+            self.wal.write_now(*entries)
+
+    def _flush_access(self) -> None:
+        if self.wal is not None and self._pending_access:
+            self.wal.write_now(access_entry(self._pending_access))
+            self._pending_access = {}
+
+    def snapshot(self) -> str:
+        """Writes a snapshot atomically and empties the log; returns the snapshot directory."""
+        if not self.config.path:
+            raise MemoryInputError("path", "this memory has no path to snapshot to")
+        self._flush_access()
+        if self.lexical.stale:
+            self.lexical.rebuild(self._lexical_docs())
+        root = self._root
+        final = write_snapshot(
+            root, self.records, self.vectors, self._label, self.dense, self._lexical_dir, self.dim
+        )
+        if self._remote:
+            push_snapshot(final, self._remote)
+        self.wal.reset()  # everything in it is in the snapshot now
+        prune_snapshots(root, keep=final)
+        return final
+
+    def _restore(self) -> None:
+        root = self._root
+        os.makedirs(root, exist_ok=True)
+        if self._remote:
+            pull_snapshot(self._remote, root)
+        snap = read_snapshot(root)
+        if snap is not None:
+            for r in snap.records:
+                self._label[r.id] = snap.labels[r.id]
+                self._by_label.update(dict.fromkeys(snap.labels[r.id], r.id))
+            self._labels = itertools.count(max((max(v) for v in snap.labels.values()), default=0) + 1)
+            self.lexical.close()
+            shutil.rmtree(self._lexical_dir, ignore_errors=True)
+            shutil.copytree(snap.lexical, self._lexical_dir)
+            self.lexical = LexicalIndex(self._lexical_dir)
+            for r, vecs in zip(snap.records, snap.vectors, strict=True):
+                self.records[r.id], self.vectors[r.id] = r, vecs
+                self._touch_working(r)
+            self.dense.update(load_dense(snap, self.namespaces, self.dim, self.config.dense_kind))
+        elif self.lexical.num_docs:  # a lexical index with no snapshot: start it afresh
+            self.lexical.rebuild([])
+        wal = f"{self._remote.rstrip('/')}/wal" if self._remote else os.path.join(root, "wal")
+        self.wal = Journal(wal, sync=self.config.sync, system=self.system)
+        for entry in self.wal.read():
+            self._replay(entry)
+
+    def _replay(self, entry: dict[str, Any]) -> None:
+        if entry["op"] == "upsert":
+            batch, vecs = read_upsert(entry, self.dim)
+            known = [j for j, r in enumerate(batch) if r.namespace in self.dense]
+            self._apply_upsert([batch[j] for j in known], [vecs[j] for j in known])
+        elif entry["op"] == "delete":
+            self._apply_delete([i for i in entry["ids"] if i in self.records])
+        elif entry["op"] == "access":
+            for i, (count, tier) in entry["counts"].items():
+                if i in self.records:
+                    self.records[i].access_count = count
+                    if self.records[i].tier != tier:
+                        self._set_tier(self.records[i], tier)
