@@ -189,3 +189,23 @@ def test_tasks_for_a_pool_that_gave_up_fail_with_its_reason_and_later_ones_are_r
     assert result.status is TaskStatus.FAILED and result.error_type == "SchedulingError"
     assert result.error.startswith("no agent can run 'test.broken': pool 'bad': failed to start (3 times")
     assert str(refused).startswith("no agent can run 'test.broken': pool 'bad': failed to start")
+
+
+def test_a_queued_task_handed_over_when_its_pool_gave_up_counts_as_delegated(tmp_path):
+    # Handed over when the swarm fails or when its pool can never run the task: one path, one
+    # count in tasks_delegated (the second way was once not counted).
+    queen = make_queen(tmp_path, {"bad": pool("tests.agents:BrokenAgent")}, peers=FakePeers(["elsewhere"]))
+    counted = []
+    queen.metrics.delegated = lambda capability, to: counted.append((capability, to))
+
+    async def scenario():
+        await queen.start()
+        early = await queen.submit(Task(capability="test.broken"))  # while the pool still tries
+        assert queen.book.get(early).result.status is TaskStatus.QUEUED
+        rec = queen.book.get(early)
+        await async_wait_until(lambda: rec.delegated_to is not None, 20, "the hand-over")
+        return rec.delegated_to
+
+    swarm, _ = run(scenario())
+    assert swarm == "elsewhere"
+    assert counted == [("test.broken", "elsewhere")]

@@ -37,13 +37,9 @@ class Rerouting:
             rec = self.book.records.get(task_id)
             if rec is None or rec.result.status is not TaskStatus.QUEUED:
                 continue
-            # counted=False keeps what this path always did: its hand-overs were never counted
-            # in tasks_delegated, unlike _reroute's (a drift reported as a bug, not fixed here).
-            await self._hand_over_queued(rec, unplaced=fail, counted=False)
+            await self._hand_over_queued(rec, unplaced=fail)
 
-    async def _hand_over_queued(
-        self, rec: TaskRecord, unplaced: Callable[[TaskRecord], None], counted: bool = True
-    ) -> None:
+    async def _hand_over_queued(self, rec: TaskRecord, unplaced: Callable[[TaskRecord], None]) -> None:
         """Hands a task just taken off the queue to another swarm and follows it there;
         `unplaced(rec)` when no other swarm takes it. A task cancelled meanwhile stays cancelled
         (and is cancelled where it went)."""
@@ -57,7 +53,7 @@ class Rerouting:
         if target is None:
             unplaced(rec)
             return
-        self.book.delegate(rec, target, counted=counted)
+        self.book.delegate(rec, target)
         rec.attempt = self._spawn(self._follow(rec))
 
     async def _follow(self, rec: TaskRecord) -> None:

@@ -188,12 +188,11 @@ class TaskBook:
         self.metrics.retried(rec.task.capability)
         rec.attempt = None
 
-    def delegate(self, rec: TaskRecord, delegated_to: tuple[str, str], counted: bool = True) -> None:
+    def delegate(self, rec: TaskRecord, delegated_to: tuple[str, str]) -> None:
         """A task taken off this queen's queue was handed over to `delegated_to` (swarm, task id
-        there): recorded, journaled and, when `counted`, counted as delegated."""
+        there): recorded, journaled and counted as delegated."""
         rec.delegated_to = delegated_to
-        if counted:
-            self.metrics.delegated(rec.task.capability, delegated_to[0])
+        self.metrics.delegated(rec.task.capability, delegated_to[0])
         self.journal.append_nowait(del_entry(rec.task.id, delegated_to))
 
     async def move(self, rec: TaskRecord) -> None:
