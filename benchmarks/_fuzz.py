@@ -32,7 +32,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from models._private.keys import bearer
+from models._private.core.names import bearer
 
 __all__ = ["Tally", "Target", "deploy_targets", "fuzz", "remove_targets"]
 
@@ -174,8 +174,8 @@ def deploy_targets(system: str, port: int, directory: str) -> dict[str, Target]:
 
     from models import build_tiny_model
     from serve import AIServiceConfig, FactsServiceConfig, deploy
-    from serve._private.auth_config import AuthConfig
-    from serve._private.authority import get_authority
+    from serve._private.auth.authority import get_authority
+    from serve._private.auth.config import AuthConfig
 
     auth = AuthConfig(enabled=True, path=f"{directory}/auth", sync_timeout_s=0.5)
     authority = get_authority(system, auth)

@@ -26,9 +26,9 @@ from models import EngineConfig, SamplingParams, build_tiny_model
 from models._private.engines.gguf_sources import dequantized, resolve_source
 from models._private.engines.transformers_engine import TransformersEngine
 from serve import AIServiceConfig, PriceConfig, deploy
-from serve._private.auth_config import AuthConfig
-from serve._private.authority import get_authority
-from serve._private.config import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
+from serve._private.ai.config import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
+from serve._private.auth.authority import get_authority
+from serve._private.auth.config import AuthConfig
 
 PROMPT = "the quick brown fox"
 

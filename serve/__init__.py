@@ -10,15 +10,15 @@ so when the system config has `ai:` or `facts:`. `ai_app` and `facts_app` are th
 builders a Serve config file names (`serve deploy configs/serve.yaml`).
 """
 
-from serve._private.apps import AIAppArgs, FactsAppArgs, ai_app, facts_app
-from serve._private.config import (
+from serve._private.ai.config import (
     AIServiceConfig,
     AutoscalingConfig,
     ModelConfig,
     PriceConfig,
     ProviderConfig,
 )
-from serve._private.facts_config import FactsNamespaceConfig, FactsServiceConfig
+from serve._private.apps import AIAppArgs, FactsAppArgs, ai_app, facts_app
+from serve._private.facts.config import FactsNamespaceConfig, FactsServiceConfig
 from serve._private.service import build_app, build_facts_app, deploy, service_url
 
 __all__ = [

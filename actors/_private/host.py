@@ -18,7 +18,7 @@ from actors._private.memory_store import MemoryClient
 from actors._private.services import spending
 from actors._private.task import Task
 from models._private.core.config import import_object
-from models._private.usage import Spent
+from models._private.core.usage import Spent
 
 __all__ = ["AgentHost"]
 

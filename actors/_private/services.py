@@ -14,8 +14,8 @@ from pydantic_core import to_jsonable_python
 
 from models._private.core import names
 from models._private.core.errors import RequestError
-from models._private.keys import bearer
-from models._private.usage import Spent
+from models._private.core.names import bearer
+from models._private.core.usage import Spent
 
 __all__ = ["AI_URL_KEY", "FACTS_URL_KEY", "SERVICE_KEY_KEY", "ServiceClient", "error_of", "spending"]
 

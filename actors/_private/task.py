@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat
 
 from models._private.core.config import CapabilityName
-from models._private.usage import Spent
+from models._private.core.usage import Spent
 
 __all__ = ["Task", "TaskResult", "TaskStatus", "Timings"]
 

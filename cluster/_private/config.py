@@ -19,8 +19,8 @@ from models._private.core import env
 from models._private.core.config import ConfigModel, Name, named
 from models._private.core.errors import ConfigError
 from models._private.core.journal import journal_location, nested_in
-from serve._private.config import AIServiceConfig
-from serve._private.facts_config import FactsServiceConfig
+from serve._private.ai.config import AIServiceConfig
+from serve._private.facts.config import FactsServiceConfig
 
 __all__ = ["SystemConfig", "config_changes", "load_config", "unset_secrets"]
 

@@ -11,9 +11,9 @@ from actors._private.services import SERVICE_KEY_KEY
 from cluster._private.connection import get
 from models._private.core import env
 from models._private.core.files import atomic_write
-from models._private.keys import hash_key
-from serve._private.auth_config import AuthConfig
-from serve._private.authority import get_authority
+from serve._private.auth.authority import get_authority
+from serve._private.auth.config import AuthConfig
+from serve._private.auth.keys import hash_key
 
 __all__ = ["AGENT_SCOPES", "credentials_path", "provision", "user_key"]
 

@@ -16,7 +16,7 @@ from actors._private.services import FACTS_URL_KEY, error_of
 from cluster._private.connection import call, registry_of
 from cluster._private.credentials import user_key
 from models._private.core.errors import RequestError
-from models._private.keys import bearer
+from models._private.core.names import bearer
 
 __all__ = ["FactsClient", "read_documents"]
 

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from models._private.audit import Verdict, verify_directory
 from models._private.core.errors import SwarmrayError
-from models._private.core.names import authority_name
-from models._private.keys import PREFIX, bearer
+from models._private.core.names import authority_name, bearer
+from serve._private.auth.audit import Verdict, verify_directory
+from serve._private.auth.keys import PREFIX
 
 __all__ = [
     "audit_over_http",

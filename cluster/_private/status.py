@@ -10,7 +10,7 @@ from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, SERVICE_KEY_KEY
 from cluster._private.connection import call, existing, registry_of
 from cluster._private.credentials import user_key
 from models._private.core import names
-from models._private.keys import bearer
+from models._private.core.names import bearer
 
 __all__ = ["status"]
 

@@ -32,7 +32,7 @@ def usage(namespace: str, by: By = "swarm", since: float | None = None) -> list[
     from cluster._private.connection import call, existing, registry_of
     from models._private.core import names
     from models._private.core.names import authority_name
-    from models._private.usage import FIELDS
+    from models._private.core.usage import FIELDS
 
     authority = existing(authority_name(namespace), namespace)
     if by == "swarm":

@@ -14,9 +14,9 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from models._private.core.config import Name
-from serve._private.auth_config import AuthConfig
-from serve._private.config import AIServiceConfig
-from serve._private.facts_config import FactsServiceConfig
+from serve._private.ai.config import AIServiceConfig
+from serve._private.auth.config import AuthConfig
+from serve._private.facts.config import FactsServiceConfig
 from serve._private.service import build_app, build_facts_app
 
 __all__ = ["AIAppArgs", "FactsAppArgs", "ai_app", "facts_app"]
@@ -82,7 +82,7 @@ def _authority(
 ) -> None:
     import ray
 
-    from serve._private.authority import get_authority
+    from serve._private.auth.authority import get_authority
 
     # Serve builds the application in a Ray task: the authority is up before any gateway asks.
     authority = get_authority(system, auth, resources)

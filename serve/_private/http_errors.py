@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from models._private.core.errors import AccessDenied, Limited, RequestError
-from serve._private.protocol import error_response, request_id_of
+from serve._private.ai.protocol import error_response, request_id_of
 
 __all__ = ["ErrorResponse", "install_error_handlers"]
 

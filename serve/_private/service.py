@@ -6,9 +6,9 @@ from typing import Any
 
 from models._private.core import names
 from models._private.core.errors import SchedulingError
-from serve._private.authority import get_authority
-from serve._private.config import AIServiceConfig
-from serve._private.facts_config import FactsServiceConfig
+from serve._private.ai.config import AIServiceConfig
+from serve._private.auth.authority import get_authority
+from serve._private.facts.config import FactsServiceConfig
 
 __all__ = ["build_app", "build_facts_app", "deploy", "service_url"]
 
@@ -18,8 +18,8 @@ AUTHORITY_START_S = 120.0  # a key authority that cannot be placed (its resource
 
 def build_app(config: AIServiceConfig, system: str = "ai") -> Any:
     """The Serve application: a gateway bound to one deployment per model and the embedder."""
-    from serve._private.deployments import embedding_app, model_app
-    from serve._private.gateway import Gateway
+    from serve._private.ai.deployments import embedding_app, model_app
+    from serve._private.ai.routes import Gateway
 
     models = {name: model_app(m) for name, m in config.models.items() if not m.colocate}
     embedder = embedding_app(config.embeddings) if config.embeddings is not None else None
@@ -37,8 +37,8 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
     data lives under `config.namespace_path(system, namespace)`."""
     from ray import serve
 
-    from serve._private.facts_gateway import FactsGateway
-    from serve._private.facts_shard import ExtractorServer, FactsShard
+    from serve._private.facts.routes import FactsGateway
+    from serve._private.facts.shard import ExtractorServer, FactsShard
 
     llm = {"base_url": config.ai_url, "api_key_env": config.api_key_env}
     reader = None

@@ -234,8 +234,8 @@ def test_down_leaves_running_a_ray_head_it_did_not_start(head, namespace):
 
 def test_keys_and_audit_commands(head, namespace, tmp_path):
     """`swarm keys` against a running key authority, and `swarm audit verify` finding an edit."""
-    from serve._private.auth_config import AuthConfig
-    from serve._private.authority import get_authority
+    from serve._private.auth.authority import get_authority
+    from serve._private.auth.config import AuthConfig
 
     authority = get_authority(namespace, AuthConfig(enabled=True, path=str(tmp_path / "auth")))
     ns = ["--namespace", namespace, "--address", head["address"]]

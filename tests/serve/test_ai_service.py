@@ -320,7 +320,7 @@ def test_bad_requests_get_openai_shaped_errors(service, path, body, status, para
 
 
 def test_a_body_over_the_size_limit_is_a_413_before_it_is_read(service):
-    from serve._private.guard import MAX_BODY_BYTES
+    from serve._private.auth.middleware import MAX_BODY_BYTES
 
     r = httpx.post(
         f"{service}/completions",

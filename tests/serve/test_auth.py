@@ -13,11 +13,11 @@ import pytest
 import ray
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from models._private.audit import verify_directory
-from models._private.keys import SCOPES
 from serve import AIServiceConfig, FactsServiceConfig, deploy
-from serve._private.auth_config import AuthConfig
-from serve._private.authority import get_authority
+from serve._private.auth.audit import verify_directory
+from serve._private.auth.authority import get_authority
+from serve._private.auth.config import AuthConfig
+from serve._private.auth.keys import SCOPES
 from tests.scripted_provider import ScriptedProvider
 from tests.waiting import wait_until
 
@@ -352,7 +352,7 @@ def test_a_rotated_key_replaces_the_old_secret(facts, authority):
 
 
 def test_the_audit_trail_verifies_and_holds_no_secret(facts, ai, keys, key_ids, authority, auth):
-    from models._private.audit import read_records
+    from serve._private.auth.audit import read_records
 
     r = call(facts, "POST", "/namespaces/open/documents", keys["writer"], {**DOC, "id": "audited"})
     assert r.status_code == 201

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from benchmarks._fuzz import deploy_targets, fuzz, remove_targets
-from models._private.keys import bearer
+from models._private.core.names import bearer
 
 SYSTEM = "fuzz-test"
 EXAMPLES = 12  # positive cases per operation, and 6 negative ones

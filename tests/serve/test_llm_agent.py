@@ -12,7 +12,7 @@ from cluster._private.demo import DEMO_DOCUMENTS, QUESTION
 from cluster._private.facts_client import FactsClient
 from models import EngineConfig
 from models._private.engines.transformers_engine import TransformersEngine
-from serve._private.config import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
+from serve._private.ai.config import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
 from tests.conftest import running_system
 
 TEMPLATE = "Notes:\n{memories}\n\nQuestion: {input}\nAnswer:"

@@ -13,8 +13,8 @@ import yaml
 from ray import serve
 
 from models._private.core.journal import journal_location
-from serve._private.auth_config import AuthConfig
-from serve._private.authority import get_authority
+from serve._private.auth.authority import get_authority
+from serve._private.auth.config import AuthConfig
 from tests.conftest import RAY, ROOT, user_env
 from tests.waiting import wait_until
 

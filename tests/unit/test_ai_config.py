@@ -4,7 +4,7 @@ import pytest
 
 from cluster import ConfigError, load_config
 from serve import AIServiceConfig, ModelConfig
-from serve._private.deployments import model_deployment_options
+from serve._private.ai.deployments import model_deployment_options
 
 SWARMS = {"s": {"pools": {"p": {"agent": {"class": "actors:TextStatsAgent"}}}}}
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from models._private.audit import AuditLog, verify, verify_directory
+from serve._private.auth.audit import AuditLog, verify, verify_directory
 
 
 class Clock:
@@ -86,7 +86,7 @@ def test_an_inserted_record_is_found_even_with_a_plausible_seq(tmp_path, key):
 
 def test_a_chain_rebuilt_after_an_edit_fails_at_the_next_checkpoint(tmp_path, key):
     """Recomputing every later hash hides an edit from the links, not from the signatures."""
-    from models._private.audit import _digest
+    from serve._private.auth.audit import _digest
 
     path = write(tmp_path, key)
     entries = lines(path)
@@ -163,7 +163,7 @@ def test_durable_appends_are_on_disk_when_they_return(tmp_path, key):
 
 def test_tail_and_search_merge_every_writer_by_time(tmp_path, key):
     from cluster._private.security import format_audit, parse_since
-    from models._private.audit import read_records as audit_records
+    from serve._private.auth.audit import read_records as audit_records
 
     clock = Clock()
     for writer, key_id in (("ai-1", "key_a"), ("facts-1", "key_b"), ("ai-1", "key_b")):
@@ -221,8 +221,8 @@ def test_a_check_since_a_time_starts_at_the_checkpoint_before_it(tmp_path, key):
 
 
 def test_the_authority_keeps_only_heads_signed_with_the_systems_key(tmp_path):
-    from serve._private.auth_config import AuthConfig
-    from serve._private.authority import KeyAuthority
+    from serve._private.auth.authority import KeyAuthority
+    from serve._private.auth.config import AuthConfig
 
     authority = KeyAuthority(str(tmp_path / "auth"), AuthConfig(path=str(tmp_path)).model_dump())
     log = AuditLog(str(tmp_path / "logs"), "gw-1", authority._signing, clock=Clock())
@@ -277,10 +277,10 @@ def _guarded_app(tmp_path, key, records):
     model in its body as the AI gateway's do."""
     from fastapi import FastAPI, Request
 
-    from models._private.keys import KeyRecord, hash_key
-    from serve._private import guard as guard_module
-    from serve._private.auth_config import AuthConfig
-    from serve._private.guard import Guard, GuardMiddleware, Spender, ai_rule, allow
+    from serve._private.auth import middleware as guard_module
+    from serve._private.auth.config import AuthConfig
+    from serve._private.auth.keys import KeyRecord, hash_key
+    from serve._private.auth.middleware import Guard, GuardMiddleware, Spender, ai_rule, allow
     from serve._private.http_errors import install_error_handlers
 
     app = FastAPI()
@@ -306,7 +306,7 @@ def _guarded_app(tmp_path, key, records):
 def test_the_guard_audits_a_refused_key_by_its_id_and_every_refusal_alike(tmp_path, key):
     from fastapi.testclient import TestClient
 
-    from serve._private import guard as guard_module
+    from serve._private.auth import middleware as guard_module
 
     keys = {
         "sr-live": {"id": "key_live", "name": "l", "scopes": ["ai:invoke"], "models": ["m1"]},

@@ -4,8 +4,8 @@ the demo and CLI tests): a live stored key is kept, whatever $SWARMRAY_API_KEY s
 from types import SimpleNamespace
 
 from cluster._private import credentials
-from models._private.keys import hash_key
-from serve._private.auth_config import AuthConfig
+from serve._private.auth.config import AuthConfig
+from serve._private.auth.keys import hash_key
 
 
 class _Remote:

@@ -255,8 +255,8 @@ def test_callers_answered_by_a_batch_who_come_back_one_by_one_share_the_next_bat
 def test_templating_and_tokenizing_run_off_the_event_loop(tiny_path, monkeypatch):
     # A prompt may be a million characters: rendering and tokenizing it on the replica's event
     # loop would stall every other request the replica holds.
-    from serve._private.config import ModelConfig
-    from serve._private.deployments import ModelServer
+    from serve._private.ai.config import ModelConfig
+    from serve._private.ai.deployments import ModelServer
 
     config = ModelConfig(name="tiny", source=tiny_path, engine=EngineConfig(batch_wait_ms=5))
     server = ModelServer(config.model_dump())

@@ -9,7 +9,7 @@ import pytest
 from models._private.core.errors import EngineError
 from models._private.core.files import build_once
 from models._private.engines.gguf_sources import is_gguf, resolve_source
-from serve._private.config import DEFAULT_MODEL_SOURCE
+from serve._private.ai.config import DEFAULT_MODEL_SOURCE
 
 
 def test_the_default_source_is_a_gguf_file_inside_its_package():

@@ -3,7 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from models._private.keys import PREFIX, SCOPES, KeyRecord, bearer, denial, hash_key, hint_of, new_key
+from models._private.core.names import bearer
+from serve._private.auth.keys import PREFIX, SCOPES, KeyRecord, denial, hash_key, hint_of, new_key
 
 
 def record(**kw):
@@ -67,7 +68,7 @@ def test_the_signing_key_is_made_once_and_readable_by_its_owner_only(tmp_path):
     import os
     import stat
 
-    from serve._private.authority import SIGNING_KEY, load_signing_key
+    from serve._private.auth.authority import SIGNING_KEY, load_signing_key
 
     first, again = load_signing_key(str(tmp_path / "auth")), load_signing_key(str(tmp_path / "auth"))
     assert first.private_bytes_raw() == again.private_bytes_raw()
@@ -76,9 +77,9 @@ def test_the_signing_key_is_made_once_and_readable_by_its_owner_only(tmp_path):
 
 def test_a_key_may_name_only_models_the_systems_ai_service_serves(tmp_path):
     from models._private.core.errors import ModelNotFoundError
-    from serve._private.auth_config import AuthConfig
-    from serve._private.authority import KeyAuthority
-    from serve._private.config import AIServiceConfig
+    from serve._private.ai.config import AIServiceConfig
+    from serve._private.auth.authority import KeyAuthority
+    from serve._private.auth.config import AuthConfig
 
     ai = AIServiceConfig(
         providers={"p": {"base_url": "http://x", "model": "m", "aliases": ["fast"]}},

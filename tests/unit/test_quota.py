@@ -3,9 +3,9 @@
 import pytest
 from pydantic import ValidationError
 
-from models._private.keys import KeyRecord
-from models._private.quota import Ledger, limit_of, period_of
 from serve import AIServiceConfig, PriceConfig
+from serve._private.auth.keys import KeyRecord
+from serve._private.auth.quota import Ledger, limit_of, period_of
 
 
 def test_the_ledger_never_grants_more_than_the_limit_and_leases_while_far_from_it():
@@ -66,8 +66,8 @@ def test_prices_may_name_only_models_the_service_has():
 
 
 def test_budgets_the_authority_granted_outlive_its_restart(tmp_path):
-    from serve._private.auth_config import AuthConfig
-    from serve._private.authority import KeyAuthority
+    from serve._private.auth.authority import KeyAuthority
+    from serve._private.auth.config import AuthConfig
 
     config = AuthConfig(path=str(tmp_path)).model_dump()
     authority = KeyAuthority(str(tmp_path / "auth"), config)

@@ -8,9 +8,9 @@ import random
 import pytest
 
 from models._private.core.errors import Limited
-from models._private.keys import KeyRecord
-from models._private.quota import Ledger, limit_of, period_of
-from serve._private.guard import Spender
+from serve._private.auth.keys import KeyRecord
+from serve._private.auth.middleware import Spender
+from serve._private.auth.quota import Ledger, limit_of, period_of
 
 
 class _Method:

@@ -5,7 +5,7 @@ import pytest
 
 from actors._private.queen.task_book import TaskBook, acc_entry, del_entry, fin_entry
 from actors._private.task import Task, TaskResult, TaskStatus, Timings
-from models._private.usage import Spent, UsageLedger
+from models._private.core.usage import Spent, UsageLedger
 
 DAY = 86400
 
@@ -41,7 +41,7 @@ def test_totals_group_by_any_dimension_and_sum_exactly():
 
 def test_since_counts_the_bucket_it_falls_in_and_later_ones(monkeypatch):
     now = 100 * DAY
-    monkeypatch.setattr("models._private.usage.time.time", lambda: now)
+    monkeypatch.setattr("models._private.core.usage.time.time", lambda: now)
     ledger = UsageLedger(("model",))
     ledger.add(now - 3600, ("m",), spent(1))
     ledger.add(now - 90, ("m",), spent(2))

@@ -13,7 +13,7 @@ from ray.exceptions import RayTaskError
 from actors._private.agents.payload import PERMANENT
 from actors._private.task import Task, TaskResult, TaskStatus
 from models._private.core.retry import TRANSIENT, backoff_s, unwrap_error
-from models._private.usage import Spent
+from models._private.core.usage import Spent
 
 if TYPE_CHECKING:
     from actors._private.pool import AgentSlot

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from actors._private.task import Task, TaskResult, TaskStatus, Timings, now
 from models._private.core.errors import TaskNotFoundError
 from models._private.core.retry import backoff_s
-from models._private.usage import UsageLedger
+from models._private.core.usage import UsageLedger
 
 if TYPE_CHECKING:
     from actors._private.config import QueenConfig

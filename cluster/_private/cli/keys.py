@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from cluster._private.cli.options import address_option, connect_system, namespace_option
-from models._private.key_scopes import SCOPES
+from models._private.core.scopes import SCOPES
 
 __all__ = ["keys"]
 

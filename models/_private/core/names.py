@@ -1,5 +1,6 @@
 """Every name the system spells, in one place: its actors' names inside its Ray namespace, its
-Serve applications' and deployments' names, and the HTTP headers its services add. Both
+Serve applications' and deployments' names, and the HTTP headers its services add (and the one
+that presents a key to them). Both
 `actors` and `serve` build names here, as neither may import the other."""
 
 import re
@@ -14,6 +15,7 @@ __all__ = [
     "REGISTRY",
     "ai_app_name",
     "authority_name",
+    "bearer",
     "deployment_name",
     "facts_app_name",
     "facts_shard_name",
@@ -87,3 +89,8 @@ def facts_shard_name(namespace: str) -> str:
 
 COST_HEADER = "x-swarmray-cost-microusd"  # what an AI-service request cost, by its price table
 BACKEND_HEADER = "x-swarmray-backend"  # the AI-service backend that answered
+
+
+def bearer(key: str | None) -> dict[str, str]:
+    """The HTTP headers that present `key` (none without one)."""
+    return {"Authorization": f"Bearer {key}"} if key else {}

@@ -22,12 +22,26 @@ from models._private.core import names
 from models._private.core.breaker import CircuitBreaker
 from models._private.core.errors import BackendsUnavailableError, ModelNotFoundError, RequestError
 from models._private.core.retry import unwrap_error
-from models._private.usage import Spent
-from serve._private.audit_route import install_audit_route
-from serve._private.backends import InProcessBackend, LocalBackend, RemoteBackend
-from serve._private.config import AIServiceConfig
-from serve._private.deployments import ModelServer
-from serve._private.guard import (
+from models._private.core.usage import Spent
+from serve._private.ai.backends import InProcessBackend, LocalBackend, RemoteBackend
+from serve._private.ai.config import AIServiceConfig
+from serve._private.ai.deployments import ModelServer
+from serve._private.ai.protocol import (
+    ChatBody,
+    CompletionBody,
+    EmbeddingBody,
+    RequestBody,
+    SamplingBody,
+    choice,
+    encode_vector,
+    error_body,
+    error_response,
+    request_id_of,
+    sse_event,
+    usage_of,
+)
+from serve._private.auth.audit_route import install_audit_route
+from serve._private.auth.middleware import (
     GuardMiddleware,
     Taken,
     ai_rule,
@@ -42,20 +56,6 @@ from serve._private.guard import (
 )
 from serve._private.http_errors import install_error_handlers
 from serve._private.metrics import service_metrics
-from serve._private.protocol import (
-    ChatBody,
-    CompletionBody,
-    EmbeddingBody,
-    RequestBody,
-    SamplingBody,
-    choice,
-    encode_vector,
-    error_body,
-    error_response,
-    request_id_of,
-    sse_event,
-    usage_of,
-)
 
 __all__ = ["Gateway", "app"]
 

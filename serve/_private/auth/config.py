@@ -7,9 +7,9 @@ import os
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import Field, PositiveFloat, PositiveInt
 
-from models._private.audit import AuditLog
 from models._private.core.config import ConfigModel
 from models._private.core.journal import journal_location
+from serve._private.auth.audit import AuditLog
 
 __all__ = ["LOOPBACK", "AuthConfig", "check_auth_host"]
 

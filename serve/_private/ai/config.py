@@ -20,7 +20,7 @@ from models._private.core.config import ConfigModel, named
 from models._private.core.resources import ResourcesConfig
 from models._private.engines.base import EngineConfig
 from models._private.retrieval.embedder import EmbedderConfig
-from serve._private.auth_config import AuthConfig, check_auth_host
+from serve._private.auth.config import AuthConfig, check_auth_host
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -9,10 +9,10 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 
-from models._private.audit import read_records
-from models._private.keys import KeyRecord, denial
-from serve._private.guard import guard_of, key_of
-from serve._private.protocol import error_response
+from serve._private.ai.protocol import error_response
+from serve._private.auth.audit import read_records
+from serve._private.auth.keys import KeyRecord, denial
+from serve._private.auth.middleware import guard_of, key_of
 
 __all__ = ["MAX_AUDIT_PAGE", "install_audit_route", "visible"]
 

@@ -29,9 +29,11 @@ from models._private.core.names import FACTS_INGRESS_DEPLOYMENT
 from models._private.core.retry import unwrap_error
 from models._private.facts.schema import Document, DocumentIn, Entity, Fact
 from models._private.facts.search import MAX_DEPTH
-from serve._private.audit_route import install_audit_route
-from serve._private.facts_config import FactsServiceConfig
-from serve._private.facts_protocol import (
+from serve._private.ai.protocol import error_response
+from serve._private.auth.audit_route import install_audit_route
+from serve._private.auth.middleware import GuardMiddleware, allow, facts_rule, install_guard, usable
+from serve._private.facts.config import FactsServiceConfig
+from serve._private.facts.protocol import (
     DocumentsBody,
     EntityHit,
     FactsBody,
@@ -44,9 +46,7 @@ from serve._private.facts_protocol import (
     SearchOut,
     SplitBody,
 )
-from serve._private.guard import GuardMiddleware, allow, facts_rule, install_guard, usable
 from serve._private.http_errors import install_error_handlers
-from serve._private.protocol import error_response
 
 __all__ = ["FactsGateway", "app"]
 

@@ -12,7 +12,7 @@ from ray import serve
 
 from models._private.core import names
 from models._private.engines.base import SamplingParams, off_the_loop_if_long
-from serve._private.config import ModelConfig
+from serve._private.ai.config import ModelConfig
 
 __all__ = ["EmbeddingServer", "ModelServer", "model_deployment_options"]
 

@@ -34,13 +34,13 @@ from typing import Any, Literal, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from models._private.audit import AuditLog
 from models._private.core.errors import AccessDenied, Limited
-from models._private.keys import KeyRecord, denial, hash_key
-from models._private.quota import limit_of
-from serve._private.auth_config import AuthConfig
+from serve._private.ai.protocol import error_body
+from serve._private.auth.audit import AuditLog
+from serve._private.auth.config import AuthConfig
+from serve._private.auth.keys import KeyRecord, denial, hash_key
+from serve._private.auth.quota import limit_of
 from serve._private.metrics import ServiceMetrics, service_metrics
-from serve._private.protocol import error_body
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -83,7 +83,7 @@ class _Lease:
 
 
 class Spender:
-    """This replica's leases of each key's limits (models.quota has the scheme).
+    """This replica's leases of each key's limits (`quota` has the scheme).
 
     `take` returns the window its units came from, for `give_back` after the request.
     """

@@ -17,13 +17,12 @@ import secrets
 from pydantic import Field
 
 from models._private.core.config import ConfigModel
-from models._private.key_scopes import SCOPES, Scope
+from models._private.core.scopes import SCOPES, Scope
 
 __all__ = [
     "PREFIX",
     "SCOPES",
     "KeyRecord",
-    "bearer",
     "denial",
     "hash_key",
     "hint_of",
@@ -41,11 +40,6 @@ def new_key() -> str:
 def hint_of(key: str) -> str:
     """What lists and logs show of a key: its first eight characters after the prefix."""
     return key[len(PREFIX) : len(PREFIX) + 8]
-
-
-def bearer(key: str | None) -> dict[str, str]:
-    """The HTTP headers that present `key` (none without one)."""
-    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 def hash_key(key: str) -> str:

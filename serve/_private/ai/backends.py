@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 
 from models._private.core.errors import EngineError, RequestError
+from models._private.core.names import bearer
 from models._private.engines.base import Delta, Generation
-from models._private.keys import bearer
-from serve._private.config import ProviderConfig
+from serve._private.ai.config import ProviderConfig
 
 log = logging.getLogger("swarmray.serve")
 

@@ -26,15 +26,15 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from models._private.audit import signed_by
 from models._private.core.errors import KeyNotFoundError, KeyStateError, ModelNotFoundError
 from models._private.core.files import atomic_write
 from models._private.core.journal import Journal
 from models._private.core.names import authority_name
-from models._private.keys import KeyRecord, hash_key, hint_of, new_key
-from models._private.quota import PERSISTED, Ledger, limit_of, period_of
-from models._private.usage import Spent, UsageLedger
-from serve._private.auth_config import AuthConfig
+from models._private.core.usage import Spent, UsageLedger
+from serve._private.auth.audit import signed_by
+from serve._private.auth.config import AuthConfig
+from serve._private.auth.keys import KeyRecord, hash_key, hint_of, new_key
+from serve._private.auth.quota import PERSISTED, Ledger, limit_of, period_of
 
 __all__ = [
     "KeyAuthority",
@@ -184,7 +184,7 @@ class KeyAuthority:
     # -- limits (the one ledger every replica's leases come from) ---------------------------
 
     def acquire(self, key_id: str, counter: str, n: int, force: bool = False) -> dict[str, Any]:
-        """Grants `n` or more units of `counter` in the current window (see models.quota), or
+        """Grants `n` or more units of `counter` in the current window (see `quota`), or
         none ({"units": 0, "retry_after_s"}) when fewer than `n` are left; `force` grants `n`
         over the limit (usage beyond what a request reserved)."""
         record = self._get(key_id)

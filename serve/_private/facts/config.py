@@ -12,7 +12,7 @@ from models._private.core.config import ConfigModel, Name
 from models._private.core.journal import journal_location
 from models._private.facts.schema import FactsConfig
 from models._private.memory.schema import MemoryConfig
-from serve._private.auth_config import AuthConfig, check_auth_host
+from serve._private.auth.config import AuthConfig, check_auth_host
 
 __all__ = ["FactsNamespaceConfig", "FactsServiceConfig"]
 

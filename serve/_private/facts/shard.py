@@ -17,7 +17,7 @@ from models._private.core.errors import ExtractorUnreachableError, FactsInputErr
 from models._private.core.metrics import safely
 from models._private.core.retry import unwrap_error
 from models._private.facts.base import FactsBase
-from serve._private.facts_config import FactsNamespaceConfig
+from serve._private.facts.config import FactsNamespaceConfig
 from serve._private.metrics import service_metrics
 
 __all__ = ["ExtractorServer", "FactsShard", "RemoteExtractor"]
