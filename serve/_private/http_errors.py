@@ -6,6 +6,7 @@ the OpenAPI schema that says so, with the bearer key every route but the health 
 
 import logging
 import math
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,9 +15,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from models._private.core.errors import AccessDenied, Limited, RequestError
-from serve._private.ai.protocol import error_response, request_id_of
 
-__all__ = ["ErrorResponse", "install_error_handlers"]
+__all__ = ["ErrorResponse", "error_body", "error_response", "install_error_handlers", "request_id_of"]
 
 log = logging.getLogger("swarmray.serve")
 _PLACES = {"body", "query", "path", "header"}  # where FastAPI found a parameter, not its name
@@ -34,6 +34,32 @@ class ErrorResponse(BaseModel):
     """OpenAI's error body, which every error of both services has."""
 
     error: ErrorDetail
+
+
+def error_body(
+    message: str, kind: str, param: str | None = None, code: str | None = None, request_id: str | None = None
+) -> dict:
+    """OpenAI's error object (`ErrorResponse`), as a response body or an in-band stream event,
+    with the request's id when there is one (the service log has the details under it)."""
+    detail = ErrorDetail(message=message, type=kind, param=param, code=code, request_id=request_id)
+    return ErrorResponse(error=detail).model_dump(exclude=None if request_id else {"error": {"request_id"}})
+
+
+def request_id_of(request: Any) -> str | None:
+    """Serve's id of the request (its x-request-id, in the response and the log too)."""
+    return request.headers.get("x-request-id") if request is not None else None
+
+
+def error_response(
+    status: int,
+    message: str,
+    kind: str,
+    param: str | None = None,
+    code: str | None = None,
+    request: Any = None,
+) -> JSONResponse:
+    body = error_body(message, kind, param, code, request_id_of(request))
+    return JSONResponse(body, status_code=status)
 
 
 # What any route may answer besides its own success (the middleware refuses before routing).

@@ -277,10 +277,12 @@ def _guarded_app(tmp_path, key, records):
     model in its body as the AI gateway's do."""
     from fastapi import FastAPI, Request
 
-    from serve._private.auth import middleware as guard_module
+    from serve._private.auth import key_table
     from serve._private.auth.config import AuthConfig
+    from serve._private.auth.key_table import KeyTableReplica
     from serve._private.auth.keys import KeyRecord, hash_key
-    from serve._private.auth.middleware import Guard, GuardMiddleware, Spender, ai_rule, allow
+    from serve._private.auth.leases import Spender
+    from serve._private.auth.middleware import GuardMiddleware, ai_rule, allow
     from serve._private.http_errors import install_error_handlers
 
     app = FastAPI()
@@ -292,21 +294,21 @@ def _guarded_app(tmp_path, key, records):
         allow(request, model=(await request.json())["model"])
         return {}
 
-    guard = Guard("unit", AuthConfig(enabled=True, path=str(tmp_path)), "unit-ai-1")
+    guard = KeyTableReplica("unit", AuthConfig(enabled=True, path=str(tmp_path)), "unit-ai-1")
     guard.audit = AuditLog(str(tmp_path / "audit"), "unit-ai-1", key, clock=Clock())
     guard.spender = Spender(None)  # no key here has limits: the authority is never asked
     guard.keys = {}
     for secret, fields in records.items():
         record = KeyRecord(hash=hash_key(secret), hint="x", created_at=0.0, **fields)
         guard.keys[record.hash] = record
-    guard_module._GUARDS["unit-ai"] = guard
+    key_table._TABLES["unit-ai"] = guard
     return app, guard
 
 
 def test_the_guard_audits_a_refused_key_by_its_id_and_every_refusal_alike(tmp_path, key):
     from fastapi.testclient import TestClient
 
-    from serve._private.auth import middleware as guard_module
+    from serve._private.auth import key_table
 
     keys = {
         "sr-live": {"id": "key_live", "name": "l", "scopes": ["ai:invoke"], "models": ["m1"]},
@@ -334,7 +336,7 @@ def test_the_guard_audits_a_refused_key_by_its_id_and_every_refusal_alike(tmp_pa
             )
         assert (bad_scope.status_code, bad_model.status_code, ok.status_code) == (403, 403, 200)
     finally:
-        guard_module._GUARDS.pop("unit-ai", None)
+        key_table._TABLES.pop("unit-ai", None)
         guard.audit.close()
     got = [
         (e["kind"], e["status"], e.get("code"), e["key_id"], e.get("key_state"), e["target"])

@@ -9,7 +9,7 @@ import pytest
 
 from models._private.core.errors import Limited
 from serve._private.auth.keys import KeyRecord
-from serve._private.auth.middleware import Spender
+from serve._private.auth.leases import Spender
 from serve._private.auth.quota import Ledger, limit_of, period_of
 
 

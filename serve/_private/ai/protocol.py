@@ -1,5 +1,6 @@
 """The OpenAI API's shapes as the gateway speaks them: request bodies (fields the API defines;
-unknown ones are ignored, as vLLM does), the error body, and the pieces of responses."""
+unknown ones are ignored, as vLLM does) and the pieces of responses (the error body is in
+`serve/_private/http_errors.py`, both services'.)"""
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 
@@ -8,7 +9,6 @@ import json
 from typing import Any, Literal
 
 import numpy as np
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models._private.engines.base import SEED_MAX, SEED_MIN, SamplingParams
@@ -22,8 +22,6 @@ __all__ = [
     "SamplingBody",
     "choice",
     "encode_vector",
-    "error_body",
-    "error_response",
     "sse_event",
     "usage_of",
 ]
@@ -126,32 +124,6 @@ class EmbeddingBody(RequestBody):
         if any(len(t) > MAX_EMBEDDING_CHARS for t in texts):
             raise ValueError(f"an input is longer than {MAX_EMBEDDING_CHARS} characters")
         return value
-
-
-def error_body(
-    message: str, kind: str, param: str | None = None, code: str | None = None, request_id: str | None = None
-) -> dict:
-    """OpenAI's error object, as a response body or an in-band stream event, with the request's
-    id (the service log has the details under it)."""
-    error = {"message": message, "type": kind, "param": param, "code": code}
-    return {"error": {**error, "request_id": request_id} if request_id else error}
-
-
-def request_id_of(request: Any) -> str | None:
-    """Serve's id of the request (its x-request-id, in the response and the log too)."""
-    return request.headers.get("x-request-id") if request is not None else None
-
-
-def error_response(
-    status: int,
-    message: str,
-    kind: str,
-    param: str | None = None,
-    code: str | None = None,
-    request: Any = None,
-) -> JSONResponse:
-    body = error_body(message, kind, param, code, request_id_of(request))
-    return JSONResponse(body, status_code=status)
 
 
 def choice(chat: bool, text: str, finish: str | None, *, stream: bool = False, first: bool = False) -> dict:

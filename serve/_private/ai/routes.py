@@ -34,27 +34,14 @@ from serve._private.ai.protocol import (
     SamplingBody,
     choice,
     encode_vector,
-    error_body,
-    error_response,
-    request_id_of,
     sse_event,
     usage_of,
 )
 from serve._private.auth.audit_route import install_audit_route
-from serve._private.auth.middleware import (
-    GuardMiddleware,
-    Taken,
-    ai_rule,
-    allow,
-    install_guard,
-    key_of,
-    refunded_on_failure,
-    reserve,
-    settle,
-    token_limited,
-    usable,
-)
-from serve._private.http_errors import install_error_handlers
+from serve._private.auth.key_table import key_of
+from serve._private.auth.middleware import GuardMiddleware, ai_rule, allow, install_guard, usable
+from serve._private.auth.spending import Taken, refunded_on_failure, reserve, settle, token_limited
+from serve._private.http_errors import error_body, error_response, install_error_handlers, request_id_of
 from serve._private.metrics import service_metrics
 
 __all__ = ["Gateway", "app"]

@@ -9,10 +9,10 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 
-from serve._private.ai.protocol import error_response
 from serve._private.auth.audit import read_records
+from serve._private.auth.key_table import key_of, key_table_of
 from serve._private.auth.keys import KeyRecord, denial
-from serve._private.auth.middleware import guard_of, key_of
+from serve._private.http_errors import error_response
 
 __all__ = ["MAX_AUDIT_PAGE", "install_audit_route", "visible"]
 
@@ -36,7 +36,7 @@ def visible(record: KeyRecord | None, entry: dict[str, Any]) -> bool:
 
 
 def install_audit_route(app: FastAPI, service: str) -> None:
-    """Adds GET /v1/audit to `service`'s app (the guard's rule gives it scope admin)."""
+    """Adds GET /v1/audit to `service`'s app (the middleware's rule gives it scope admin)."""
 
     @app.get("/v1/audit")
     async def read_audit(
@@ -46,12 +46,12 @@ def install_audit_route(app: FastAPI, service: str) -> None:
         route: str | None = Query(None, max_length=512, description="Only routes that start so."),
         limit: int = Query(100, ge=1, le=MAX_AUDIT_PAGE, description="The latest this many records."),
     ) -> Any:
-        guard = guard_of(service)
-        if guard is None:
+        table = key_table_of(service)
+        if table is None:
             message = "auth is off for this service, so it keeps no audit trail"
             return error_response(404, message, "invalid_request_error", None, "no_audit_trail", request)
-        await guard.ready()
-        directory = os.path.dirname(guard.audit.path)
+        await table.ready()
+        directory = os.path.dirname(table.audit.path)
         found = await asyncio.to_thread(read_records, directory, key, since, route)
         viewer = key_of(request)
         found = [e for e in found if visible(viewer, e)]

@@ -16,233 +16,47 @@ audit record of what happened.
    refusal of the key (401, 403 and 429, here or in the route, with the error's `code`; a
    revoked or expired key named by its id, with its `key_state`), "request" for the rest.
 
-The key table is a copy of the authority's, kept by a long poll (`KeyAuthority.changes`), so a
-request asks nobody: the lookup is one dict access by the key's SHA-256.
+The key table is a copy of the authority's (`key_table`), so a request asks nobody.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from collections.abc import Callable
+from typing import Any, Literal
 
 from models._private.core.errors import AccessDenied, Limited
-from serve._private.ai.protocol import error_body
-from serve._private.auth.audit import AuditLog
 from serve._private.auth.config import AuthConfig
-from serve._private.auth.keys import KeyRecord, denial, hash_key
-from serve._private.auth.quota import limit_of
+from serve._private.auth.key_table import KeyTableReplica, install_key_table, key_of, key_table_of
+from serve._private.auth.keys import KeyRecord, denial
+from serve._private.http_errors import error_body
 from serve._private.metrics import ServiceMetrics, service_metrics
 
 __all__ = [
     "MAX_BODY_BYTES",
-    "Guard",
+    "UNROUTED",
     "GuardMiddleware",
     "Rule",
-    "Spender",
-    "Taken",
     "ai_rule",
     "allow",
     "facts_rule",
-    "guard_of",
     "install_guard",
-    "key_of",
-    "refunded_on_failure",
-    "reserve",
-    "settle",
-    "token_limited",
     "usable",
 ]
 
-log = logging.getLogger("swarmray.serve")
-T = TypeVar("T")
-
 # (method, path below the route prefix) -> (scope or None when open, durable audit, namespace)
 Rule = Callable[[str, str], tuple[str | None, bool, str | None]]
-KeyState = Literal["live", "revoked", "expired", "missing", "unknown"]
 _NAMESPACE = re.compile(r"^/v1/namespaces/([^/]+)")
 # Largest request body either service reads: a facts batch of max_batch_documents (10,000 by
 # default) paragraphs of about a kilobyte each fits with room to spare.
 MAX_BODY_BYTES = 32 * 2**20
-
-
-_SKEW_S = 0.25  # a local lease is spent only until this long before its window ends
-
-
-class _Lease:
-    def __init__(self, window: int, end: float, free: int, tight: bool):
-        self.window, self.end, self.free, self.tight = window, end, free, tight
-
-
-class Spender:
-    """This replica's leases of each key's limits (`quota` has the scheme).
-
-    `take` returns the window its units came from, for `give_back` after the request.
-    """
-
-    def __init__(self, authority: Any):
-        self.authority = authority
-        self.leases: dict[tuple[str, str], _Lease] = {}
-        self._asking: dict[tuple[str, str], asyncio.Lock] = {}
-
-    def _local(self, slot: tuple[str, str], n: int) -> int | None:
-        lease = self.leases.get(slot)
-        if lease is not None and not lease.tight and lease.free >= n and time.time() < lease.end:
-            lease.free -= n
-            return lease.window
-        return None
-
-    async def take(self, record: KeyRecord, counter: str, n: int) -> int | None:
-        """Spends `n` units, from the local lease or the authority; raises Limited."""
-        if n <= 0 or limit_of(record, counter) is None:
-            return None  # no such limit on this key, or nothing to spend
-        slot = (record.id, counter)
-        if (window := self._local(slot, n)) is not None:
-            return window
-        # One request of this key asks the authority at a time; the others wait and spend the
-        # lease it brings. Otherwise a burst would lease once per request, and the surplus it
-        # strands on one replica could be refused on another.
-        async with self._asking.setdefault(slot, asyncio.Lock()):
-            if (window := self._local(slot, n)) is not None:
-                return window
-            return await self._ask(record, counter, n)
-
-    async def _ask(self, record: KeyRecord, counter: str, n: int) -> int:
-        grant = await self.authority.acquire.remote(record.id, counter, n)
-        if not grant["units"]:
-            raise Limited(counter, grant["retry_after_s"])
-        end = time.time() + grant["retry_after_s"] - _SKEW_S
-        # Re-read after the await: other requests may have spent from or replaced the lease.
-        current = self.leases.get((record.id, counter))
-        carried = current.free if current is not None and current.window == grant["window"] else 0
-        free = grant["units"] - n + carried
-        tight = grant["tight"]
-        self.leases[(record.id, counter)] = _Lease(grant["window"], end, 0 if tight else free, tight)
-        if tight and free:  # exact from now on: hand back what this replica holds
-            await self.authority.release.remote(record.id, counter, grant["window"], free)
-        return grant["window"]
-
-    async def overrun(self, record: KeyRecord, counter: str, n: int) -> None:
-        """Spends `n` units a request used beyond its reservation, over the limit if need be:
-        what was used is charged, never forgiven."""
-        if n <= 0 or limit_of(record, counter) is None or self._local((record.id, counter), n) is not None:
-            return
-        log.warning("key %s used %d %s units beyond its reservation", record.id, n, counter)
-        await self.authority.acquire.remote(record.id, counter, n, True)
-
-    async def give_back(self, record: KeyRecord, counter: str, window: int | None, n: int) -> None:
-        """Units taken for a worst case and not used (or a request that failed)."""
-        if window is None or n <= 0:
-            return
-        lease = self.leases.get((record.id, counter))
-        if lease is not None and lease.window == window and not lease.tight and time.time() < lease.end:
-            lease.free += n
-        else:
-            await self.authority.release.remote(record.id, counter, window, n)
-
-
-class Guard:
-    """One replica's view of the keys, and its audit chain.
-
-    Args:
-        system: The system (Ray namespace) whose key authority to follow.
-        config: The services' AuthConfig.
-        writer: This replica's name in the audit log.
-    """
-
-    def __init__(self, system: str, config: AuthConfig, writer: str):
-        self.system, self.config, self.writer = system, config, writer
-        self.keys: dict[str, KeyRecord] = {}  # by hash of the secret
-        self.version = -1
-        self.audit: AuditLog | None = None
-        self._ready: asyncio.Lock | None = None
-        self._tasks: list[asyncio.Task] = []
-        self.spender: Spender | None = None
-
-    async def ready(self) -> None:
-        """Loads the key table and the signing key once, then follows the authority."""
-        if self.audit is not None:
-            return
-        self._ready = self._ready or asyncio.Lock()
-        async with self._ready:
-            if self.audit is not None:
-                return
-            import ray
-
-            from models._private.core.names import authority_name
-
-            authority = ray.get_actor(authority_name(self.system), namespace=self.system)
-            self.spender = Spender(authority)
-            self._apply(await authority.changes.remote(-1, 0))
-            key = Ed25519PrivateKey.from_private_bytes(await authority.signing_key.remote())
-            directory = await authority.audit_directory.remote()
-            self.audit = self.config.audit_log(directory, self.writer, key)
-            self._tasks = [
-                asyncio.create_task(self._follow(authority)),
-                asyncio.create_task(self._flush()),
-                asyncio.create_task(self._witness(authority)),
-            ]
-
-    def _apply(self, table: dict[str, Any]) -> None:
-        self.version = table["version"]
-        self.keys = {r["hash"]: KeyRecord.model_validate(r) for r in table["keys"]}
-
-    async def _follow(self, authority: Any) -> None:
-        while True:
-            try:
-                self._apply(await authority.changes.remote(self.version, self.config.sync_timeout_s))
-            except Exception as e:  # the authority restarting: keep the last table, ask again
-                log.warning("key table sync failed: %r", e)
-                await asyncio.sleep(self.config.sync_timeout_s)
-
-    async def _flush(self) -> None:
-        while True:  # group commit: nothing waits longer than the window for its fsync
-            await asyncio.sleep(self.config.audit_commit_window_s)
-            await asyncio.to_thread(self.audit.flush)
-
-    async def _witness(self, authority: Any) -> None:
-        # The authority keeps this chain's latest signed head, so that a cut in the file shows.
-        reported = None
-        while True:
-            await asyncio.sleep(self.config.audit_checkpoint_s)
-            head = await asyncio.to_thread(self.audit.checkpoint_if_new)
-            if head is not None and head is not reported:
-                try:
-                    await authority.witnessed.remote(head)
-                    reported = head
-                except Exception as e:  # the authority restarting: send the next one
-                    log.warning("audit head not witnessed: %r", e)
-
-    def identify(self, authorization: str | None) -> tuple[KeyRecord | None, KeyState]:
-        """The key a bearer header carries, live or not, and its state: "live", "revoked" or
-        "expired" with its record; "missing" (no bearer header) or "unknown" (a secret no key
-        has) with None. The table keeps revoked keys, so that their requests are audited by id."""
-        if not authorization or not authorization.lower().startswith("bearer "):
-            return None, "missing"
-        record = self.keys.get(hash_key(authorization[7:].strip()))
-        if record is None:
-            return None, "unknown"
-        if record.revoked_at is not None:
-            return record, "revoked"
-        return record, "live" if record.live(time.time()) else "expired"
-
-    def authenticate(self, authorization: str | None) -> KeyRecord | None:
-        """The live key a bearer header carries, or None."""
-        record, state = self.identify(authorization)
-        return record if state == "live" else None
-
-
-def key_of(request: Any) -> KeyRecord | None:
-    """The key a request came with (None when auth is off)."""
-    return getattr(request.state, "key", None)
+_METRICS: dict[str, ServiceMetrics] = {}  # service -> this replica's metrics
+UNROUTED = "-"  # the route label of a request refused before routing, or matching no route
 
 
 def allow(request: Any, *, model: str | None = None, namespace: str | None = None) -> None:
@@ -264,75 +78,9 @@ def usable(request: Any, names: list[str], kind: Literal["model", "namespace"]) 
     return [n for n in names if record is None or not denial(record, None, **{kind: n})]
 
 
-_GUARDS: dict[str, Guard] = {}  # service -> this process's guard (a replica is a process)
-_METRICS: dict[str, ServiceMetrics] = {}  # service -> this replica's metrics
-UNROUTED = "-"  # the route label of a request refused before routing, or matching no route
-
-
-def guard_of(service: str) -> Guard | None:
-    """This replica's guard of `service`, or None when auth is off."""
-    return _GUARDS.get(service)
-
-
-Taken = list[tuple[str, int | None, int]]  # (counter, window, units) a request holds
-
-
-def _units(counter: str, tokens: int, cost_microusd: int) -> int:
-    return cost_microusd if counter == "cost" else tokens
-
-
-async def reserve(request: Any, service: str, tokens: int, cost_microusd: int = 0) -> Taken:
-    """Takes a request's worst case, `tokens` from its key's tokens per minute and token
-    budget and `cost_microusd` from its cost budget (nothing when auth is off or the key has no
-    such limits); raises Limited."""
-    record = key_of(request)
-    guard = _GUARDS.get(service)
-    taken: Taken = []
-    if record is None or guard is None:
-        return taken
-    try:
-        for counter in ("tokens", "budget", "cost"):
-            n = _units(counter, tokens, cost_microusd)
-            taken.append((counter, await guard.spender.take(record, counter, n), n))
-    except Limited:
-        await settle(request, service, taken)
-        raise
-    return taken
-
-
-async def settle(request: Any, service: str, taken: Taken, tokens: int = 0, cost_microusd: int = 0) -> None:
-    """Gives back what a request took beyond the `tokens` and cost it really used, and charges
-    what it used beyond them."""
-    if not taken:  # auth off, or a key without token or cost limits
-        return
-    record = key_of(request)
-    spender = _GUARDS[service].spender
-    for counter, window, units in taken:
-        used = _units(counter, tokens, cost_microusd)
-        await spender.give_back(record, counter, window, units - min(used, units))
-        await spender.overrun(record, counter, used - units)
-
-
-async def refunded_on_failure(request: Any, service: str, taken: Taken, work: Awaitable[T]) -> T:
-    """`work`'s result; if it raises, everything `taken` goes back first."""
-    try:
-        return await work
-    except BaseException:
-        await settle(request, service, taken)
-        raise
-
-
-def token_limited(request: Any) -> bool:
-    """Whether the request's key limits tokens or cost, so a request needs a worst case."""
-    record = key_of(request)
-    return record is not None and any(
-        v is not None for v in (record.tpm, record.budget_tokens, record.budget_usd)
-    )
-
-
 class GuardMiddleware:
-    """See the module doc. The guard is looked up by service name in this module (the replica
-    installs it), because the app is pickled into the replica before any guard exists."""
+    """See the module doc. The key table is looked up by service name (the replica installs it,
+    `install_guard`), because the app is pickled into the replica before any table exists."""
 
     def __init__(self, app: Any, rule: Rule, service: str):
         self.app, self.rule, self.service = app, rule, service
@@ -350,7 +98,7 @@ class GuardMiddleware:
             message = f"the request body is over {MAX_BODY_BYTES} bytes"
             body = error_body(message, "invalid_request_error", "body", "request_too_large", request_id)
             return await _respond(send, 413, body)
-        guard = _GUARDS.get(self.service)
+        guard = key_table_of(self.service)
         path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
         needed, durable, namespace = self.rule(scope["method"], path)
         state = scope.setdefault("state", {})
@@ -487,4 +235,4 @@ def install_guard(config: AuthConfig, system: str, service: str) -> None:
 
         context = serve.get_replica_context()
         replica = getattr(getattr(context, "replica_id", None), "unique_id", None) or context.replica_tag
-        _GUARDS[service] = Guard(system, config, writer=f"{service}-{replica}")
+        install_key_table(service, KeyTableReplica(system, config, writer=f"{service}-{replica}"))

@@ -29,7 +29,6 @@ from models._private.core.names import FACTS_INGRESS_DEPLOYMENT
 from models._private.core.retry import unwrap_error
 from models._private.facts.schema import Document, DocumentIn, Entity, Fact
 from models._private.facts.search import MAX_DEPTH
-from serve._private.ai.protocol import error_response
 from serve._private.auth.audit_route import install_audit_route
 from serve._private.auth.middleware import GuardMiddleware, allow, facts_rule, install_guard, usable
 from serve._private.facts.config import FactsServiceConfig
@@ -46,7 +45,7 @@ from serve._private.facts.protocol import (
     SearchOut,
     SplitBody,
 )
-from serve._private.http_errors import install_error_handlers
+from serve._private.http_errors import error_response, install_error_handlers
 
 __all__ = ["FactsGateway", "app"]
 
