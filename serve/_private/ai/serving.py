@@ -1,0 +1,333 @@
+"""The AI service's serving logic behind its routes: routing a model to its backends with
+failover and circuit breakers, the worst case a request reserves and what its answer is charged
+(by the price table), streaming as server-sent events, and sending what a replica charged to the
+system's usage ledger (the key authority)."""
+
+# No `from __future__ import annotations`: FastAPI reads the routes' annotations at run time,
+# and the routes' class is built on this one.
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from models._private.core import names
+from models._private.core.breaker import CircuitBreaker
+from models._private.core.errors import BackendsUnavailableError, ModelNotFoundError, RequestError
+from models._private.core.retry import unwrap_error
+from models._private.core.usage import Spent
+from serve._private.ai.backends import InProcessBackend, LocalBackend, RemoteBackend
+from serve._private.ai.config import AIServiceConfig
+from serve._private.ai.deployments import ModelServer
+from serve._private.ai.protocol import RequestBody, SamplingBody, choice, sse_event, usage_of
+from serve._private.auth.key_table import key_of
+from serve._private.auth.middleware import allow, install_guard
+from serve._private.auth.spending import Taken, refunded_on_failure, reserve, settle, token_limited
+from serve._private.http_errors import error_body, request_id_of
+from serve._private.metrics import service_metrics
+
+__all__ = ["MAX_CALLERS", "RESERVED_COMPLETION_TOKENS", "USAGE_FLUSH_S", "USAGE_SHUTDOWN_S", "AIServing"]
+
+log = logging.getLogger("swarmray.serve")
+T = TypeVar("T")
+
+USAGE_FLUSH_S = 1.0  # how often a replica sends what it charged to the system's ledger
+USAGE_SHUTDOWN_S = 5.0  # how long a stopping replica tries to send what it has not
+MAX_CALLERS = 10_000  # `user`s a replica charges apart (auth off) before new ones share "others"
+RESERVED_COMPLETION_TOKENS = 1024  # max_tokens of a token-limited key's request that names none
+_PER_MESSAGE = 8  # tokens a chat template adds around a message, at most, in the models we serve
+# Tokens a chat template adds once: a default system prompt (SmolLM2's makes a one-word chat 31
+# tokens long, 19 more than its message) and the assistant's opening.
+_PER_CHAT = 64
+_PER_PROMPT = 2  # the tokenizer's BOS (and EOS) around a plain prompt
+
+
+def _worst_case(payload: dict[str, Any]) -> tuple[int, int]:
+    """The most prompt and completion tokens a request can cost: a byte-level tokenizer makes
+    at most one token of a byte, plus the template's tokens; and the completion's limit. A
+    template that adds more is charged its excess after (`settle`)."""
+    if "messages" in payload:
+        prompt = _PER_CHAT + sum(
+            len(json.dumps(m.get("content", "")).encode()) + _PER_MESSAGE for m in payload["messages"]
+        )
+    else:
+        prompts = payload["prompt"] if isinstance(payload["prompt"], list) else [payload["prompt"]]
+        prompt = sum(len(str(p).encode()) + _PER_PROMPT for p in prompts)
+    return prompt, payload["params"]["max_tokens"] or 0
+
+
+def _billed(usage: dict[str, Any], worst: tuple[int, int]) -> tuple[int, int]:
+    """The prompt and completion tokens a result is charged: what it reports, or its worst case
+    when it reports none (a provider that sends no usage, a stream cut before its last chunk)."""
+    if usage["prompt_tokens"] or usage["completion_tokens"]:
+        return usage["prompt_tokens"], usage["completion_tokens"]
+    return worst
+
+
+class AIServing:
+    """What the AI service's ingress does for its routes (`routes.Gateway` is this class with
+    the routes on it).
+
+    Args:
+        config: The AIServiceConfig, dumped.
+        models: Model name -> DeploymentHandle of its ModelServer.
+        embedder: DeploymentHandle of the EmbeddingServer, or None.
+        system: The system (Ray namespace) whose key authority checks requests (auth on).
+    """
+
+    def __init__(
+        self, config: dict[str, Any], models: dict[str, Any], embedder: Any = None, system: str = "ai"
+    ):
+        self.config = AIServiceConfig.model_validate(config)
+        install_guard(self.config.auth, system, "ai")
+        colocated = [m for m in self.config.models.values() if m.colocate]
+        self.backends: dict[str, LocalBackend | InProcessBackend | RemoteBackend] = {
+            **{name: LocalBackend(name, h) for name, h in models.items()},
+            **{m.name: InProcessBackend(m.name, ModelServer(m.model_dump())) for m in colocated},
+            **{p.name: RemoteBackend(p) for p in self.config.providers.values()},
+        }
+        self.settings = {b.name: b for b in self.config.backends()}
+        self.aliases = {a: b.name for b in self.config.backends() for a in b.aliases}
+        self.breakers = {name: CircuitBreaker(self.config.breaker) for name in self.backends}
+        self.embedder = embedder
+        self.created = int(time.time())
+        self.metrics = service_metrics(system, "ai")
+        self.system = system
+        self._unsent: dict[tuple[str, str], Spent] = {}  # (caller, model) -> charged, not yet sent
+        self._outgoing: dict[str, Any] | None = None  # the batch being sent (and resent)
+        self._ledger: Any = None  # the key authority's handle
+        self._flusher: asyncio.Task | None = None
+        self._sending = asyncio.Lock()  # one batch in flight: a reader of /v1/usage sends too
+        self._callers: set[str] = set()  # with auth off, the `user`s seen (bounded)
+        self.metrics.breakers({name: b.state for name, b in self.breakers.items()})
+
+    async def check_health(self) -> None:
+        """Serve's health check: a colocated model's engine must be alive, as its own
+        deployment's would have to be (raising restarts this replica)."""
+        for backend in self.backends.values():
+            if isinstance(backend, InProcessBackend):
+                await backend.server.check_health()
+
+    # -- routing --------------------------------------------------------------------------
+
+    def _chain(self, model: str) -> list[str]:
+        name = self.aliases.get(model, model)
+        if name not in self.backends:
+            raise ModelNotFoundError(model, [*self.backends, *self.aliases])
+        return list(dict.fromkeys([name, *self.settings[name].fallbacks]))
+
+    async def _failover(self, model: str, attempt: Callable[[str], Awaitable[T]]) -> tuple[str, T]:
+        """`attempt(backend)` on the model's backends in order, skipping open breakers, until one
+        succeeds; a refused request goes straight back to the client."""
+        tried, last = [], "breaker open"
+        for name in self._chain(model):
+            breaker = self.breakers[name]
+            if not breaker.allow():
+                continue
+            tried.append(name)
+            since = breaker.clock()
+            try:
+                result = await asyncio.wait_for(attempt(name), self.settings[name].timeout_s)
+            except asyncio.CancelledError:
+                breaker.abandon()  # the client left; a probe must not stay in flight forever
+                raise
+            except Exception as e:
+                err = unwrap_error(e)
+                if isinstance(err, RequestError):
+                    breaker.success(since)  # the backend answered; the request was at fault
+                    raise err from None
+                breaker.failure()
+                self.metrics.breakers({name: breaker.state})
+                last = f"{name}: {err!r}"
+                log.warning("backend %s failed (%r); falling back", name, err)
+                continue
+            breaker.success(since)  # unless the breaker opened while this call was out
+            self.metrics.breakers({name: breaker.state})
+            return name, result
+        raise BackendsUnavailableError(model, tried, last)
+
+    async def _open_stream(
+        self, model: str, request: dict[str, Any]
+    ) -> tuple[str, tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]]:
+        # Failover is possible until the first piece arrives; after that the stream is committed.
+        async def first_piece(name: str) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
+            stream = aiter(self.backends[name].stream(request))
+            return await anext(stream), stream
+
+        return await self._failover(model, first_piece)
+
+    def _worst_cost(self, model: str, prompt: int, completion: int) -> int:
+        # Failover may land on any backend of the chain: reserve for the dearest.
+        return max(self.config.price(name).cost_microusd(prompt, completion) for name in self._chain(model))
+
+    async def _charge(
+        self, request: Request, taken: Taken, name: str, usage: dict[str, Any], worst: tuple[int, int]
+    ) -> tuple[int, int, int]:
+        """Settles what `name`'s answer cost (`_billed`); returns its prompt and completion
+        tokens and its cost in micro-dollars."""
+        prompt, completion = _billed(usage, worst)
+        cost = self.config.price(name).cost_microusd(prompt, completion)
+        await settle(request, "ai", taken, prompt + completion, cost)
+        return prompt, completion, cost
+
+    def _account(
+        self,
+        request: Request,
+        body: RequestBody,
+        model: str,
+        prompt: int,
+        completion: int,
+        cost_microusd: int,
+    ) -> None:
+        # Per key with auth on; with it off (loopback only), per `user` up to MAX_CALLERS, so
+        # that no caller can grow the ledger without bound.
+        key = key_of(request)
+        caller = key.id if key is not None else (body.user or "anonymous")
+        if key is None and caller not in self._callers:
+            if len(self._callers) >= MAX_CALLERS:
+                caller = "others"
+            else:
+                self._callers.add(caller)
+        cost_usd = cost_microusd / 1e6
+        request.state.tokens, request.state.cost_usd = prompt + completion, cost_usd  # for the audit
+        # A key's id, or none with auth off (a caller's `user` is theirs to choose: unbounded).
+        self.metrics.charged(model, key.id if key is not None else "none", prompt, completion, cost_usd)
+        spent = Spent(
+            requests=1, prompt_tokens=prompt, completion_tokens=completion, cost_microusd=cost_microusd
+        )
+        self._unsent.setdefault((caller, model), Spent()).add(spent)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_usage())
+
+    async def _flush_usage(self) -> None:
+        """Sends what this replica charged to the system's ledger (the key authority) every
+        USAGE_FLUSH_S while there is any; a batch that did not arrive is sent again, under its
+        id, so that it counts once."""
+        while self._unsent or self._outgoing is not None:
+            await asyncio.sleep(USAGE_FLUSH_S)
+            await self._send_usage()
+
+    async def _send_usage(self) -> None:
+        """Sends what is unsent as one batch (or the batch that did not arrive, again)."""
+        async with self._sending:
+            if self._outgoing is None and self._unsent:
+                rows = [[k, m, s.model_dump()] for (k, m), s in self._unsent.items()]
+                self._outgoing, self._unsent = {"id": uuid.uuid4().hex, "at": time.time(), "rows": rows}, {}
+            if self._outgoing is None:
+                return
+            try:
+                await (await self._the_ledger()).record_usage.remote(self._outgoing)
+                self._outgoing = None
+            except Exception as e:
+                self._ledger = None
+                log.warning("the usage ledger did not take a batch (%r); sending it again", unwrap_error(e))
+
+    async def _the_ledger(self) -> Any:
+        if self._ledger is None:  # looked up once, off the loop (it asks Ray's control store)
+            from ray import get_actor
+
+            from models._private.core.names import authority_name
+
+            where = authority_name(self.system)
+            self._ledger = await asyncio.to_thread(get_actor, where, namespace=self.system)
+        return self._ledger
+
+    async def __del__(self) -> None:
+        # Serve's graceful shutdown (a scale-down, `swarm down`): what this replica charged
+        # and has not sent goes now, with one try.
+        if getattr(self, "_unsent", None) or getattr(self, "_outgoing", None) is not None:
+            if self._flusher is not None:
+                self._flusher.cancel()  # a batch it was sending keeps its id: counted once
+            try:
+                await asyncio.wait_for(self._send_usage(), USAGE_SHUTDOWN_S)
+            except Exception as e:
+                log.warning("usage not sent at shutdown: %r", e)
+
+    # -- completions ----------------------------------------------------------------------
+
+    async def _answer(self, request: Request, body: SamplingBody, payload: dict[str, Any], chat: bool) -> Any:
+        allow(request, model=body.model)
+        if token_limited(request) and payload["params"]["max_tokens"] is None:
+            # A worst case needs an end: a token-limited key's open-ended request gets one.
+            payload["params"]["max_tokens"] = RESERVED_COMPLETION_TOKENS
+        worst = _worst_case(payload)
+        taken = await reserve(request, "ai", sum(worst), self._worst_cost(body.model, *worst))
+        rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", int(time.time())
+        if body.stream:
+            return await self._sse(request, body, payload, chat, rid, created, (taken, worst))
+        complete = self._failover(body.model, lambda b: self.backends[b].complete(payload))
+        name, out = await refunded_on_failure(request, "ai", taken, complete)
+        prompt, completion, cost = await self._charge(request, taken, name, out, worst)
+        self._account(request, body, name, prompt, completion, cost)
+        return JSONResponse(
+            {
+                "id": rid,
+                "object": "chat.completion" if chat else "text_completion",
+                "created": created,
+                "model": name,
+                "choices": [choice(chat, out["text"], out["finish_reason"])],
+                "usage": usage_of(out),
+            },
+            headers={names.BACKEND_HEADER: name, names.COST_HEADER: str(cost)},
+        )
+
+    async def _sse(
+        self,
+        request: Request,
+        body: SamplingBody,
+        payload: dict[str, Any],
+        chat: bool,
+        rid: str,
+        created: int,
+        reserved: tuple[Taken, tuple[int, int]],
+    ) -> StreamingResponse:
+        taken, worst = reserved
+        opening = self._open_stream(body.model, payload)
+        name, (first, stream) = await refunded_on_failure(request, "ai", taken, opening)
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        include_usage = bool((body.stream_options or {}).get("include_usage"))
+
+        def chunk(piece: dict[str, Any], opening: bool = False) -> str:
+            c = choice(chat, piece["text"], piece["finish_reason"], stream=True, first=opening)
+            return sse_event({"id": rid, "object": kind, "created": created, "model": name, "choices": [c]})
+
+        async def events() -> AsyncIterator[str]:
+            last = first
+            try:
+                yield chunk(first, opening=True)
+                async for piece in stream:
+                    last = piece
+                    yield chunk(piece)
+            except Exception as e:  # committed: report in-band, as OpenAI does
+                request_id = request_id_of(request)
+                log.warning("request %s: stream from %s broke: %r", request_id, name, unwrap_error(e))
+                self.breakers[name].failure()  # no failover now, but the backend did fail
+                self.metrics.breakers({name: self.breakers[name].state})
+                message = f"the stream from {name} broke; the service log has the details"
+                yield sse_event(error_body(message, "server_error", None, "stream_interrupted", request_id))
+                return
+            finally:  # what the stream cost by its last piece; the rest goes back
+                billed = await self._charge(request, taken, name, last, worst)
+            self._account(request, body, name, *billed)
+            if include_usage:
+                yield sse_event(
+                    {
+                        "id": rid,
+                        "object": kind,
+                        "created": created,
+                        "model": name,
+                        "choices": [],
+                        "usage": usage_of(last),
+                    }
+                )
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(
+            events(), media_type="text/event-stream", headers={names.BACKEND_HEADER: name}
+        )
