@@ -16,7 +16,8 @@ Routes (under the service's prefix, /facts by default):
 
 import asyncio
 import uuid
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -49,6 +50,7 @@ from serve._private.http_errors import error_response, install_error_handlers
 
 __all__ = ["FactsGateway", "app"]
 
+T = TypeVar("T")
 app = FastAPI(title="swarmray facts service")
 install_error_handlers(app)
 install_audit_route(app, "facts")
@@ -116,12 +118,14 @@ class FactsGateway:
         self.shards = shards
         install_guard(self.config.auth, system, "facts")
 
-    async def _run(self, namespace: str, operation: str, *args: Any, **kwargs: Any) -> Any:
+    async def _ask(self, namespace: str, call: Callable[[Any], Awaitable[T]]) -> T:
+        """`call(shard)` on the shard of `namespace` (a typed method of its FactsShard), with the
+        shard's errors as the service answers them."""
         shard = self.shards.get(namespace)
         if shard is None:
             raise FactsNotFoundError("namespace", namespace)
         try:
-            return await shard.run.remote(operation, *args, **kwargs)
+            return await call(shard)
         except (RayActorError, ActorUnavailableError) as e:
             raise ShardUnavailableError(f"namespace {namespace!r} is restarting; retry shortly") from e
         except Exception as e:  # the shard's own error (a 4xx), not Ray's wrapper of it
@@ -132,12 +136,12 @@ class FactsGateway:
     @app.get("/v1/namespaces")
     async def list_namespaces(self, request: Request) -> dict[str, Any]:
         names = usable(request, list(self.shards), "namespace")  # a key sees the namespaces it may use
-        stats = await asyncio.gather(*(self._run(ns, "stats") for ns in names))
+        stats = await asyncio.gather(*(self._ask(ns, lambda shard: shard.stats.remote()) for ns in names))
         return {"object": "list", "data": stats}
 
     @app.get(NS)
     async def namespace_stats(self, namespace: str) -> dict[str, Any]:
-        return await self._run(namespace, "stats")
+        return await self._ask(namespace, lambda shard: shard.stats.remote())
 
     # -- documents ------------------------------------------------------------------------
 
@@ -146,9 +150,10 @@ class FactsGateway:
         """One document, searchable as a passage when this returns; its entities and facts
         follow in the background (its `extraction` says how far)."""
         try:
-            return (await self._run(namespace, "add_documents", [body], None, True))[0]
+            stored = await self._ask(namespace, lambda shard: shard.add_documents.remote([body], None, True))
         except FactsInputError as e:
             raise FactsInputError(e.field.removeprefix("documents.0."), e.reason) from None
+        return stored[0]
 
     @app.post(NS + "/documents/batch", status_code=201)
     async def create_documents(self, namespace: str, body: DocumentsBody, response: Response) -> JobOut:
@@ -160,24 +165,28 @@ class FactsGateway:
             raise FactsInputError("documents", f"{len(body.documents)} documents; at most {limit} a request")
         job = "job-" + uuid.uuid4().hex
         now = len(body.documents) <= self.config.sync_max_documents
-        stored = await self._run(namespace, "add_documents", body.documents, job, now)
+        stored = await self._ask(
+            namespace, lambda shard: shard.add_documents.remote(body.documents, job, now)
+        )
         if not now:
             response.status_code = 202
-        return _job(namespace, job, await self._run(namespace, "job", job), [d.id for d in stored])
+        progress = await self._ask(namespace, lambda shard: shard.job_progress.remote(job))
+        return _job(namespace, job, progress, [d.id for d in stored])
 
     @app.get(NS + "/documents/{document_id}")
     async def get_document(self, namespace: str, document_id: str) -> Document:
-        return await self._run(namespace, "document", document_id)
+        return await self._ask(namespace, lambda shard: shard.get_document.remote(document_id))
 
     @app.delete(NS + "/documents/{document_id}")
     async def delete_document(self, namespace: str, document_id: str) -> dict[str, Any]:
         """Removes the document, its passage, and the facts and entities only it supported."""
-        out = await self._run(namespace, "delete_document", document_id)
+        out = await self._ask(namespace, lambda shard: shard.delete_document.remote(document_id))
         return {"id": document_id, "object": "document", "deleted": True, **out}
 
     @app.get(NS + "/jobs/{job_id}")
     async def get_job(self, namespace: str, job_id: str) -> JobOut:
-        return _job(namespace, job_id, await self._run(namespace, "job", job_id))
+        progress = await self._ask(namespace, lambda shard: shard.job_progress.remote(job_id))
+        return _job(namespace, job_id, progress)
 
     # -- facts ----------------------------------------------------------------------------
 
@@ -185,7 +194,7 @@ class FactsGateway:
     async def create_facts(self, namespace: str, body: FactsBody) -> dict[str, list[Fact]]:
         """Facts posted as they are, with no model; one that says what a stored fact says
         over overlapping times returns that fact."""
-        return {"facts": await self._run(namespace, "add_facts", body.facts)}
+        return {"facts": await self._ask(namespace, lambda shard: shard.add_facts.remote(body.facts))}
 
     @app.get(NS + "/facts")
     async def list_facts(
@@ -201,30 +210,33 @@ class FactsGateway:
         by subject id, predicate, or an entity id at either end."""
         if subject is None and predicate is None and entity is None:
             raise FactsInputError("subject", "give a subject, predicate or entity to list facts by")
-        facts = await self._run(
+        facts = await self._ask(
             namespace,
-            "facts",
-            subject_id=subject,
-            predicate=predicate,
-            entity_id=entity,
-            as_of=as_of,
-            include_history=history,
+            lambda shard: shard.list_facts.remote(
+                subject_id=subject,
+                predicate=predicate,
+                entity_id=entity,
+                as_of=as_of,
+                include_history=history,
+            ),
         )
         return {"facts": facts}
 
     @app.get(NS + "/facts/{fact_id}")
     async def get_fact(self, namespace: str, fact_id: str) -> Fact:
-        return await self._run(namespace, "fact", fact_id)
+        return await self._ask(namespace, lambda shard: shard.get_fact.remote(fact_id))
 
     @app.post(NS + "/facts/{fact_id}/invalidate")
     async def invalidate_fact(self, namespace: str, fact_id: str, body: InvalidateBody) -> Fact:
         """Marks the fact as ended at `invalid_at` (default now); `as_of` before then still
         reads it."""
-        return await self._run(namespace, "invalidate_fact", fact_id, body.invalid_at)
+        return await self._ask(
+            namespace, lambda shard: shard.invalidate_fact.remote(fact_id, body.invalid_at)
+        )
 
     @app.delete(NS + "/facts/{fact_id}")
     async def delete_fact(self, namespace: str, fact_id: str) -> dict[str, Any]:
-        await self._run(namespace, "delete_fact", fact_id)
+        await self._ask(namespace, lambda shard: shard.delete_fact.remote(fact_id))
         return {"id": fact_id, "object": "fact", "deleted": True}
 
     # -- entities -------------------------------------------------------------------------
@@ -234,11 +246,11 @@ class FactsGateway:
         self, namespace: str, name: Annotated[str, Query(min_length=1)], type: str | None = None
     ) -> dict[str, list[Entity]]:
         """Entities a name resolves to (exactly or fuzzily, as documents' names do)."""
-        return {"entities": await self._run(namespace, "find_entity", name, type)}
+        return {"entities": await self._ask(namespace, lambda shard: shard.find_entity.remote(name, type))}
 
     @app.get(NS + "/entities/{entity_id}")
     async def get_entity(self, namespace: str, entity_id: str) -> Entity:
-        return await self._run(namespace, "entity", entity_id)
+        return await self._ask(namespace, lambda shard: shard.get_entity.remote(entity_id))
 
     @app.get(NS + "/entities/{entity_id}/neighbours")
     async def neighbours(
@@ -250,7 +262,9 @@ class FactsGateway:
         as_of: AsOf = None,
     ) -> NeighboursOut:
         """Entities within `depth` facts of this one, and the facts between."""
-        out = await self._run(namespace, "neighbours", entity_id, depth, as_of, predicates)
+        out = await self._ask(
+            namespace, lambda shard: shard.neighbours.remote(entity_id, depth, as_of, predicates)
+        )
         entities = [EntityHit(**e, namespace=namespace) for e in out["entities"]]
         return NeighboursOut(entities=entities, facts=out["facts"])
 
@@ -266,20 +280,25 @@ class FactsGateway:
     ) -> PathOut:
         """A shortest chain of facts from one entity to the other, if one is `max_depth` long
         or shorter."""
-        chain = await self._run(
-            namespace, "path", entity_id, other_id, max_depth, as_of=as_of, predicates=predicates
+        chain = await self._ask(
+            namespace,
+            lambda shard: shard.find_path.remote(
+                entity_id, other_id, max_depth, as_of=as_of, predicates=predicates
+            ),
         )
         return PathOut(found=chain is not None, facts=chain or [])
 
     @app.post(NS + "/entities/{entity_id}/merge")
     async def merge(self, namespace: str, entity_id: str, body: MergeBody) -> Entity:
         """A correction: `other` becomes part of this entity (names, mentions, facts)."""
-        return await self._run(namespace, "merge_entities", entity_id, body.other)
+        return await self._ask(namespace, lambda shard: shard.merge_entities.remote(entity_id, body.other))
 
     @app.post(NS + "/entities/{entity_id}/split", status_code=201)
     async def split(self, namespace: str, entity_id: str, body: SplitBody) -> Entity:
         """A correction: what `documents` say of this entity moves to a new one, `name`."""
-        return await self._run(namespace, "split_entity", entity_id, body.documents, body.name)
+        return await self._ask(
+            namespace, lambda shard: shard.split_entity.remote(entity_id, body.documents, body.name)
+        )
 
     # -- search ---------------------------------------------------------------------------
 
@@ -293,7 +312,9 @@ class FactsGateway:
         for name in names:
             allow(request, namespace=name)
         args = dict(k=body.k, mode=body.mode, as_of=body.as_of, depth=body.depth, filters=body.filters)
-        results = await asyncio.gather(*(self._run(n, "search", body.query, **args) for n in names))
+        results = await asyncio.gather(
+            *(self._ask(n, lambda shard: shard.search.remote(body.query, **args)) for n in names)
+        )
         entities = [
             EntityHit(**e.model_dump(), namespace=n)
             for n, r in zip(names, results, strict=True)

@@ -9,7 +9,9 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
 
 from ray.exceptions import RayTaskError
 
@@ -17,15 +19,18 @@ from models._private.core.errors import ExtractorUnreachableError, FactsInputErr
 from models._private.core.metrics import safely
 from models._private.core.retry import unwrap_error
 from models._private.facts.base import FactsBase
+from models._private.facts.schema import Document, DocumentIn, Entity, Fact, FactIn
+from models._private.facts.search import SearchMode, SearchResult
 from serve._private.facts.config import FactsNamespaceConfig
 from serve._private.metrics import service_metrics
 
 __all__ = ["ExtractorServer", "FactsShard", "RemoteExtractor"]
 
 log = logging.getLogger("swarmray.serve.facts")
+T = TypeVar("T")
 _INDEX_BATCH = 256  # passages embedded per background step (fewer, longer batches pad less)
 _RETRY_S = 5.0  # pause after a background step failed, before trying again
-_WRITES = {
+_WRITES = {  # operations (the metrics' labels) after which the namespace's counts change
     "add_documents",
     "delete_document",
     "add_facts",
@@ -102,7 +107,7 @@ def _extractor(config: FactsNamespaceConfig, llm: dict[str, Any], reader: Any) -
 
 
 class FactsShard:
-    """The facts of one namespace, behind `run(operation, ...)`.
+    """The facts of one namespace, behind one method per operation the ingress asks for.
 
     Args:
         namespace: The facts namespace.
@@ -136,29 +141,8 @@ class FactsShard:
             graph_weight=self.config.graph_weight,
             graph_rerank=self.config.graph_rerank,
         )
-        store = self.base.store
         self.namespace, self.metrics, self._counted = namespace, service_metrics(system, "facts"), 0.0
         self._count(force=True)
-        # What the ingress may ask; every call runs in a thread (the base serialises what must be).
-        self._operations = {
-            "add_documents": self._add_documents,
-            "job": self.base.job_progress,
-            "document": store.document,
-            "delete_document": self.base.delete_document,
-            "add_facts": self._add_facts,
-            "fact": store.fact,
-            "facts": store.facts,
-            "invalidate_fact": self.base.invalidate_fact,
-            "delete_fact": self.base.delete_fact,
-            "entity": store.entity,
-            "find_entity": store.find_entity,
-            "neighbours": self._neighbours,
-            "path": store.path,
-            "merge_entities": self.base.merge_entities,
-            "split_entity": self.base.split_entity,
-            "search": self.base.search,
-            "stats": self.base.stats,
-        }
         # Two workers, so that the embedder (which releases the GIL) indexes while spaCy parses.
         self._stop = threading.Event()
         self._failure: BaseException | None = None
@@ -173,10 +157,103 @@ class FactsShard:
             wake.set()  # documents left waiting by an earlier replica go first
             worker.start()
 
-    async def run(self, operation: str, *args: Any, **kwargs: Any) -> Any:
-        """`operation` (a key of the table above) with its arguments, off the event loop."""
+    # -- what the ingress asks: every call runs in a thread (the base serialises what must be) --
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._run("stats", self.base.stats)
+
+    async def add_documents(self, docs: list[DocumentIn], job: str | None, index: bool) -> list[Document]:
+        return await self._run("add_documents", self._add_documents, docs, job, index)
+
+    async def job_progress(self, job: str) -> dict[str, int]:
+        return await self._run("job", self.base.job_progress, job)
+
+    async def get_document(self, document_id: str) -> Document:
+        return await self._run("document", self.base.store.document, document_id)
+
+    async def delete_document(self, document_id: str) -> dict[str, Any]:
+        return await self._run("delete_document", self.base.delete_document, document_id)
+
+    async def add_facts(self, facts: list[FactIn]) -> list[Fact]:
+        return await self._run("add_facts", self._add_facts, facts)
+
+    async def get_fact(self, fact_id: str) -> Fact:
+        return await self._run("fact", self.base.store.fact, fact_id)
+
+    async def list_facts(
+        self,
+        *,
+        subject_id: str | None = None,
+        predicate: str | None = None,
+        entity_id: str | None = None,
+        as_of: datetime | None = None,
+        include_history: bool = False,
+    ) -> list[Fact]:
+        return await self._run(
+            "facts",
+            self.base.store.facts,
+            subject_id=subject_id,
+            predicate=predicate,
+            entity_id=entity_id,
+            as_of=as_of,
+            include_history=include_history,
+        )
+
+    async def invalidate_fact(self, fact_id: str, invalid_at: datetime | None) -> Fact:
+        return await self._run("invalidate_fact", self.base.invalidate_fact, fact_id, invalid_at)
+
+    async def delete_fact(self, fact_id: str) -> None:
+        return await self._run("delete_fact", self.base.delete_fact, fact_id)
+
+    async def get_entity(self, entity_id: str) -> Entity:
+        return await self._run("entity", self.base.store.entity, entity_id)
+
+    async def find_entity(self, name: str, type_: str | None) -> list[Entity]:
+        return await self._run("find_entity", self.base.store.find_entity, name, type_)
+
+    async def neighbours(
+        self, entity_id: str, depth: int, as_of: datetime | None, predicates: list[str] | None
+    ) -> dict[str, Any]:
+        return await self._run("neighbours", self._neighbours, entity_id, depth, as_of, predicates)
+
+    async def find_path(
+        self,
+        entity_id: str,
+        other_id: str,
+        max_depth: int,
+        *,
+        as_of: datetime | None = None,
+        predicates: list[str] | None = None,
+    ) -> list[Fact] | None:
+        return await self._run(
+            "path", self.base.store.path, entity_id, other_id, max_depth, as_of=as_of, predicates=predicates
+        )
+
+    async def merge_entities(self, entity_id: str, other_id: str) -> Entity:
+        return await self._run("merge_entities", self.base.merge_entities, entity_id, other_id)
+
+    async def split_entity(self, entity_id: str, document_ids: list[str], name: str | None) -> Entity:
+        return await self._run("split_entity", self.base.split_entity, entity_id, document_ids, name)
+
+    async def search(
+        self,
+        query: str,
+        *,
+        k: int,
+        mode: SearchMode,
+        as_of: datetime | None,
+        depth: int,
+        filters: dict[str, Any] | None,
+    ) -> SearchResult:
+        return await self._run(
+            "search", self.base.search, query, k=k, mode=mode, as_of=as_of, depth=depth, filters=filters
+        )
+
+    async def _run(self, operation: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """`call` off the event loop, timed under `operation` (the metrics' label); a write
+        recounts what the namespace holds."""
         with self.metrics.facts_operation(self.namespace, operation):
-            out = await asyncio.to_thread(self._operations[operation], *args, **kwargs)
+            out = await asyncio.to_thread(call, *args, **kwargs)
         if operation in _WRITES:
             await asyncio.to_thread(self._count)
         return out
