@@ -20,7 +20,8 @@ from models._private.core.config import ConfigModel, named
 from models._private.core.resources import ResourcesConfig
 from models._private.engines.base import EngineConfig
 from models._private.retrieval.embedder import EmbedderConfig
-from serve._private.auth.config import AuthConfig, check_auth_host
+from serve._private.auth.config import AuthConfig
+from serve._private.service_config import ServiceConfig, auth_field, control_resources_field
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -145,12 +146,9 @@ class PriceConfig(ConfigModel):
         return math.ceil(round(cost + completion_tokens * self.output_usd_per_million_tokens, 6))
 
 
-class AIServiceConfig(ConfigModel):
+class AIServiceConfig(ServiceConfig):
     """The OpenAI-compatible AI service on Ray Serve."""
 
-    host: str = Field("127.0.0.1", description="Serve's HTTP host; 0.0.0.0 to listen on every interface.")
-    port: PositiveInt = Field(8000, description="Serve's HTTP port.")
-    route_prefix: str = Field("/", description="Where the API sits under Serve's HTTP root.")
     models: dict[str, ModelConfig] = Field(
         default_factory=dict,
         validate_default=True,
@@ -169,25 +167,13 @@ class AIServiceConfig(ConfigModel):
         default_factory=CircuitBreakerConfig, description="Each backend's circuit breaker."
     )
     ingress_replicas: PositiveInt = Field(1, description="Replicas of the HTTP ingress.")
-    auth: AuthConfig = Field(
-        default_factory=AuthConfig, description="API keys, scopes, limits and the audit trail."
-    )
+    auth: AuthConfig = auth_field()
     prices: dict[str, PriceConfig] = Field(
         default_factory=dict,
         description="Price per model, provider or the embeddings model, by name, for keys with a "
         "cost budget; a name not listed costs nothing (a local model on your own hardware).",
     )
-    control_resources: dict[str, PositiveFloat] = Field(
-        default_factory=dict,
-        description="Custom Ray resources the service's state-holding actors ask for (the key "
-        "authority), e.g. {control: 0.001}, to keep them on the nodes that offer it; in a system "
-        "config, the system's `control_resources` unless set here.",
-    )
-
-    @model_validator(mode="after")
-    def _auth_off_on_loopback_only(self) -> AIServiceConfig:
-        check_auth_host(self.auth, self.host)
-        return self
+    control_resources: dict[str, PositiveFloat] = control_resources_field("the key authority")
 
     ingress_max_ongoing_requests: PositiveInt = Field(
         256, description="Requests one ingress replica handles at once (it only waits on backends)."

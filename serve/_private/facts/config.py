@@ -8,11 +8,12 @@ from typing import Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from models._private.core.config import ConfigModel, Name
+from models._private.core.config import Name
 from models._private.core.journal import journal_location
 from models._private.facts.schema import FactsConfig
 from models._private.memory.schema import MemoryConfig
-from serve._private.auth.config import AuthConfig, check_auth_host
+from serve._private.auth.config import AuthConfig
+from serve._private.service_config import ServiceConfig, auth_field, control_resources_field
 
 __all__ = ["FactsNamespaceConfig", "FactsServiceConfig"]
 
@@ -60,11 +61,10 @@ class FactsNamespaceConfig(FactsConfig):
         return self
 
 
-class FactsServiceConfig(ConfigModel):
+class FactsServiceConfig(ServiceConfig):
     """The facts service on Ray Serve: documents, a temporal knowledge graph, hybrid and graph
     search over HTTP, one shard actor per namespace."""
 
-    host: str = Field("127.0.0.1", description="Serve's HTTP host; 0.0.0.0 to listen on every interface.")
     port: PositiveInt = Field(8000, description="Serve's HTTP port (shared with the AI service).")
     route_prefix: str = Field("/facts", description="Where the API sits under Serve's HTTP root.")
     path: str | None = Field(
@@ -92,20 +92,10 @@ class FactsServiceConfig(ConfigModel):
     )
     max_batch_documents: PositiveInt = Field(10_000, description="Most documents one request may post.")
     ingress_replicas: PositiveInt = Field(1, description="Replicas of the stateless HTTP ingress.")
-    auth: AuthConfig = Field(
-        default_factory=AuthConfig, description="API keys, scopes, limits and the audit trail."
+    auth: AuthConfig = auth_field()
+    control_resources: dict[str, PositiveFloat] = control_resources_field(
+        "the key authority and every namespace's shard"
     )
-    control_resources: dict[str, PositiveFloat] = Field(
-        default_factory=dict,
-        description="Custom Ray resources the service's state-holding actors ask for (the key "
-        "authority and every namespace's shard), e.g. {control: 0.001}, to keep them on the "
-        "nodes that offer it; in a system config, the system's `control_resources` unless set here.",
-    )
-
-    @model_validator(mode="after")
-    def _auth_off_on_loopback_only(self) -> FactsServiceConfig:
-        check_auth_host(self.auth, self.host)
-        return self
 
     extractor_replicas: PositiveInt = Field(
         1,
