@@ -129,13 +129,27 @@ class Engine(abc.ABC):
 
     Attributes:
         max_model_len: Longest prompt plus completion, in tokens.
+        tokenizer: The model's Hugging Face tokenizer.
     """
 
     max_model_len: int
+    tokenizer: Any
 
-    @abc.abstractmethod
     def count_tokens(self, prompt: str, *, chat: bool = False) -> int:
         """Tokens `prompt` takes (a chat prompt already carries its special tokens)."""
+        return len(self._encode(prompt, chat))
+
+    def _encode(self, prompt: str, chat: bool) -> list[int]:
+        # A chat prompt carries its special tokens from the template already.
+        return self.tokenizer(prompt, add_special_tokens=not chat)["input_ids"]
+
+    async def _tokens_and_params(
+        self, prompt: str, params: SamplingParams, chat: bool
+    ) -> tuple[list[int], SamplingParams]:
+        """The start of every `stream`: the prompt's tokens (read off the event loop when it is
+        long) and `params` fitted to the room they leave (`fit`)."""
+        ids = await off_the_loop_if_long(len(prompt), self._encode, prompt, chat)
+        return ids, self.fit(len(ids), params, "messages" if chat else "prompt")
 
     @abc.abstractmethod
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:

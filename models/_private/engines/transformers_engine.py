@@ -19,7 +19,7 @@ from typing import Any
 from tokenizers.decoders import DecodeStream
 
 from models._private.core.errors import EngineError
-from models._private.engines.base import Delta, Engine, EngineConfig, SamplingParams, off_the_loop_if_long
+from models._private.engines.base import Delta, Engine, EngineConfig, SamplingParams
 
 __all__ = ["TransformersEngine"]
 
@@ -79,9 +79,6 @@ class TransformersEngine(Engine):
 
     # -- the interface --------------------------------------------------------------------
 
-    def count_tokens(self, prompt: str, *, chat: bool = False) -> int:
-        return len(self._encode(prompt, chat))
-
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         if self.tokenizer.chat_template:
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -91,8 +88,7 @@ class TransformersEngine(Engine):
     async def stream(
         self, prompt: str, params: SamplingParams, *, chat: bool = False
     ) -> AsyncIterator[Delta]:
-        ids = await off_the_loop_if_long(len(prompt), self._encode, prompt, chat)
-        params = self.fit(len(ids), params, "messages" if chat else "prompt")
+        ids, params = await self._tokens_and_params(prompt, params, chat)
         loop = asyncio.get_running_loop()
         if self._worker is not None and self._worker.get_loop() is loop:
             await self.check_health()
@@ -116,10 +112,6 @@ class TransformersEngine(Engine):
             raise EngineError("the engine's batch loop has stopped")
 
     # -- batching -------------------------------------------------------------------------
-
-    def _encode(self, prompt: str, chat: bool) -> list[int]:
-        # A chat prompt carries its special tokens from the template already.
-        return self.tokenizer(prompt, add_special_tokens=not chat)["input_ids"]
 
     async def _batch_loop(self) -> None:
         assert self._queue is not None

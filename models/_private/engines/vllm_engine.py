@@ -17,7 +17,6 @@ from models._private.engines.base import (
     Engine,
     EngineConfig,
     SamplingParams,
-    off_the_loop_if_long,
     resolve_engine_kind,
 )
 
@@ -82,13 +81,6 @@ class VLLMEngine(Engine):
         self.max_model_len = int(self.config.max_model_len or _engine_max_len(self.engine, self.tokenizer))
         self._ids = itertools.count()
 
-    def count_tokens(self, prompt: str, *, chat: bool = False) -> int:
-        return len(self._encode(prompt, chat))
-
-    def _encode(self, prompt: str, chat: bool) -> list[int]:
-        # A chat prompt carries its special tokens from the template already.
-        return self.tokenizer(prompt, add_special_tokens=not chat)["input_ids"]
-
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -97,8 +89,7 @@ class VLLMEngine(Engine):
     ) -> AsyncIterator[Delta]:
         from vllm import SamplingParams as VSamplingParams
 
-        ids = await off_the_loop_if_long(len(prompt), self._encode, prompt, chat)
-        params = self.fit(len(ids), params, "messages" if chat else "prompt")
+        ids, params = await self._tokens_and_params(prompt, params, chat)
         request_id = f"swarmray-{os.getpid()}-{next(self._ids)}"
         sent = ""
         async for out in self.engine.generate(
