@@ -24,7 +24,7 @@ from actors._private.agents.agent import Agent
 from models._private.core.breaker import CircuitBreakerConfig
 from models._private.core.config import CapabilityName, ConfigModel, Name, import_object, named
 from models._private.core.resources import ResourcesConfig
-from models._private.memory.hybrid import MemoryConfig
+from models._private.memory.schema import MemoryConfig
 
 __all__ = [
     "AgentConfig",
