@@ -19,7 +19,7 @@ from actors._private.queen.queen import SwarmQueen
 from actors._private.registry import MetaRegistry
 from actors._private.services import AI_URL_KEY, FACTS_URL_KEY
 from cluster._private.config import SystemConfig, config_changes, unset_secrets
-from cluster._private.connection import call, existing, get, quiet_serve, registry_of, stop_head
+from cluster._private.connection import LocalHead, call, existing, get, quiet_serve, registry_of
 from cluster._private.status import status
 from models._private.core import names
 from models._private.core.errors import ConfigError, SystemConfigChangedError
@@ -275,7 +275,6 @@ def down(namespace: str = "swarmray") -> list[str]:
     ray.kill(registry, no_restart=True)
     removed.append(names.REGISTRY)
     if ours:
-        ray.shutdown()
-        stop_head(session, started.get("address"))
+        LocalHead(session, started["address"]).stop()
         removed.append("local Ray head")
     return removed
