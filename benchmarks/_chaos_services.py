@@ -1,7 +1,8 @@
 """Chaos for the services: the facts service and the AI service under load, with auth on, while
 their parts are killed in turn; then what they acknowledged is read back and counted.
 
-The load, for `duration_s`, on threads of their own, each with its own HTTP client:
+The load, for `duration_s` (and until the last part killed answers again), on threads of
+their own, each with its own HTTP client:
 - documents: post new documents, delete acknowledged ones, post a deleted id again with new
   content; a write without a definite answer (no answer, a 5xx) is sent again as it was (a
   document posted again with the same content is a retry, a delete of a deleted one a 404);
@@ -17,8 +18,9 @@ the authority). The time to recover is from the kill until the part answers a re
 Counted (`ServicesReport`): every status by kind; 5xx other than 503 (with examples);
 connection errors and timeouts apart. After every part answers again and extraction has
 caught up, every acknowledged write is read back against the client's model of them: a
-document or fact acknowledged and not there (or with other content) is lost; a document,
-passage or fact acknowledged deleted and there is come back. Each key's 2xx are held to its
+document or fact acknowledged and not there (or with other content) is lost; a document or
+fact acknowledged deleted and there, or an extracted fact whose source document no longer says
+it (deleted, or posted again with other content), is come back. Each key's 2xx are held to its
 limit: per fixed minute window for `rpm`, and over the whole run for the budget (shorter than
 its period, so no window edge can excuse a second budget). Each acknowledged write must have
 its audit record (by its `x-request-id`) in the audit files.
@@ -49,6 +51,7 @@ __all__ = [
     "Services",
     "ServicesReport",
     "deploy_services",
+    "directory_for",
     "remove_services",
     "run_services_chaos",
 ]
