@@ -27,6 +27,7 @@ from serve._private.ai.config import AIServiceConfig
 from serve._private.ai.deployments import ModelServer
 from serve._private.ai.protocol import RequestBody, SamplingBody, choice, sse_event, usage_of
 from serve._private.auth.key_table import key_of
+from serve._private.auth.keys import KeyRecord
 from serve._private.auth.middleware import allow, install_guard
 from serve._private.auth.spending import Taken, refunded_on_failure, reserve, settle, token_limited
 from serve._private.http_errors import error_body, request_id_of
@@ -116,17 +117,24 @@ class AIServing:
 
     # -- routing --------------------------------------------------------------------------
 
-    def _chain(self, model: str) -> list[str]:
+    def _chain(self, model: str, key: KeyRecord | None = None) -> list[str]:
+        """The backends that may serve `model`, in order: it, then its fallbacks that `key` may
+        use (a fallback outside a key's model list, by its name or an alias, is skipped)."""
         name = self.aliases.get(model, model)
         if name not in self.backends:
             raise ModelNotFoundError(model, [*self.backends, *self.aliases])
-        return list(dict.fromkeys([name, *self.settings[name].fallbacks]))
+        chain = list(dict.fromkeys([name, *self.settings[name].fallbacks]))
+        if key is None or key.models is None:
+            return chain
+        return [name] + [n for n in chain[1:] if {n, *self.settings[n].aliases} & set(key.models)]
 
-    async def _failover(self, model: str, attempt: Callable[[str], Awaitable[T]]) -> tuple[str, T]:
-        """`attempt(backend)` on the model's backends in order, skipping open breakers, until one
-        succeeds; a refused request goes straight back to the client."""
+    async def _failover(
+        self, model: str, attempt: Callable[[str], Awaitable[T]], key: KeyRecord | None = None
+    ) -> tuple[str, T]:
+        """`attempt(backend)` on the model's backends that `key` may use, in order, skipping open
+        breakers, until one succeeds; a refused request goes straight back to the client."""
         tried, last = [], "breaker open"
-        for name in self._chain(model):
+        for name in self._chain(model, key):
             breaker = self.breakers[name]
             if not breaker.allow():
                 continue
@@ -153,18 +161,19 @@ class AIServing:
         raise BackendsUnavailableError(model, tried, last)
 
     async def _open_stream(
-        self, model: str, request: dict[str, Any]
+        self, model: str, request: dict[str, Any], key: KeyRecord | None = None
     ) -> tuple[str, tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]]:
         # Failover is possible until the first piece arrives; after that the stream is committed.
         async def first_piece(name: str) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
             stream = aiter(self.backends[name].stream(request))
             return await anext(stream), stream
 
-        return await self._failover(model, first_piece)
+        return await self._failover(model, first_piece, key)
 
-    def _worst_cost(self, model: str, prompt: int, completion: int) -> int:
-        # Failover may land on any backend of the chain: reserve for the dearest.
-        return max(self.config.price(name).cost_microusd(prompt, completion) for name in self._chain(model))
+    def _worst_cost(self, model: str, prompt: int, completion: int, key: KeyRecord | None = None) -> int:
+        # Failover may land on any backend of the chain `key` may use: reserve for the dearest.
+        chain = self._chain(model, key)
+        return max(self.config.price(name).cost_microusd(prompt, completion) for name in chain)
 
     async def _charge(
         self, request: Request, taken: Taken, name: str, usage: dict[str, Any], worst: tuple[int, int]
@@ -257,11 +266,12 @@ class AIServing:
             # A worst case needs an end: a token-limited key's open-ended request gets one.
             payload["params"]["max_tokens"] = RESERVED_COMPLETION_TOKENS
         worst = _worst_case(payload)
-        taken = await reserve(request, "ai", sum(worst), self._worst_cost(body.model, *worst))
+        key = key_of(request)
+        taken = await reserve(request, "ai", sum(worst), self._worst_cost(body.model, *worst, key))
         rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
             return await self._sse(request, body, payload, chat, rid, created, (taken, worst))
-        complete = self._failover(body.model, lambda b: self.backends[b].complete(payload))
+        complete = self._failover(body.model, lambda b: self.backends[b].complete(payload), key)
         name, out = await refunded_on_failure(request, "ai", taken, complete)
         prompt, completion, cost = await self._charge(request, taken, name, out, worst)
         self._account(request, body, name, prompt, completion, cost)
@@ -288,7 +298,7 @@ class AIServing:
         reserved: tuple[Taken, tuple[int, int]],
     ) -> StreamingResponse:
         taken, worst = reserved
-        opening = self._open_stream(body.model, payload)
+        opening = self._open_stream(body.model, payload, key_of(request))
         name, (first, stream) = await refunded_on_failure(request, "ai", taken, opening)
         kind = "chat.completion.chunk" if chat else "text_completion"
         include_usage = bool((body.stream_options or {}).get("include_usage"))
