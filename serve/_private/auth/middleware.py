@@ -3,7 +3,8 @@ audit record of what happened.
 
 `GuardMiddleware` is an ASGI middleware on each service's FastAPI app. Per request it:
 1. takes the request's id from Serve (its `x-request-id`, also in the response) for the audit,
-   and refuses a body over MAX_BODY_BYTES by its Content-Length, unread (413);
+   and refuses a body over MAX_BODY_BYTES by its Content-Length, unread, or (chunked) as soon
+   as the bytes received pass it (413);
 2. finds the route's scope in the service's rule (`None`: open, the health check);
 3. authenticates the bearer key against this replica's copy of the key table (401
    `invalid_api_key` when missing, unknown, revoked or expired), checks the scope and a
@@ -92,12 +93,17 @@ class GuardMiddleware:
         headers = dict(scope["headers"])
         # Serve's own request id (it answers it in x-request-id and logs under it).
         request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        too_large = error_body(
+            f"the request body is over {MAX_BODY_BYTES} bytes",
+            "invalid_request_error",
+            "body",
+            "request_too_large",
+            request_id,
+        )
         if int(headers.get(b"content-length", b"0") or 0) > MAX_BODY_BYTES:  # refused unread
             if metrics is not None:
                 metrics.answered(UNROUTED, scope["method"], 413, time.perf_counter() - began)
-            message = f"the request body is over {MAX_BODY_BYTES} bytes"
-            body = error_body(message, "invalid_request_error", "body", "request_too_large", request_id)
-            return await _respond(send, 413, body)
+            return await _respond(send, 413, too_large)
         guard = key_table_of(self.service)
         path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
         needed, durable, namespace = self.rule(scope["method"], path)
@@ -130,7 +136,29 @@ class GuardMiddleware:
                 return await _respond(send, status, body, retry_after)
             state["key"] = record
 
+        # A body without a Content-Length (chunked) is counted as it arrives: past the cap, the
+        # guard answers 413 and the app reads a disconnect, so no more of it is ever read.
+        received, started, cut = 0, False, False
+
+        async def receiving() -> dict:
+            nonlocal received, cut
+            if cut:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    if not started:
+                        await _respond(sending, 413, too_large)
+                    cut = True  # what the app answers to the disconnect goes nowhere
+                    return {"type": "http.disconnect"}
+            return message
+
         async def sending(message: dict) -> None:
+            nonlocal started
+            if cut:
+                return
+            started = True
             if message["type"] == "http.response.start" and metrics is not None:
                 # The route's template (the router put it in the scope), not the path with ids.
                 route = getattr(scope.get("route"), "path", None) or UNROUTED
@@ -157,7 +185,13 @@ class GuardMiddleware:
                     guard.audit.append(entry)
             await send(message)
 
-        await self.app(scope, receive, sending)
+        try:
+            await self.app(scope, receiving, sending)
+        except Exception:
+            if not cut:
+                raise
+            # The app failed on the disconnect it read (Starlette's ClientDisconnect): the 413
+            # has been answered already.
 
 
 def _entry(
