@@ -2,6 +2,7 @@
 backends (httpx) talking to fake providers, small ASGI apps behind httpx's ASGI transport."""
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -13,7 +14,12 @@ from starlette.routing import Route
 from models._private.core.errors import BackendsUnavailableError
 from serve._private.ai.protocol import CompletionBody
 from serve._private.ai.serving import AIServing
+from serve._private.auth import key_table
+from serve._private.auth.config import AuthConfig
+from serve._private.auth.key_table import KeyTableReplica
 from serve._private.auth.keys import KeyRecord
+from serve._private.auth.leases import Spender
+from serve._private.auth.quota import Ledger, limit_of, period_of
 
 
 class FakeProvider:
@@ -89,3 +95,125 @@ def test_a_restricted_key_reserves_only_for_the_fallbacks_it_may_use():
     )
     assert service._worst_cost("a", 10, 10) == 10_000  # any key may land on b
     assert service._worst_cost("a", 10, 10, key(models=["a"])) == 0  # this one never does
+
+
+# -- a client that leaves: what the backend did is charged, to the limits and the ledger ------
+
+
+class _Remote:
+    """A method of a fake Ray actor handle: `.remote(...)` answers in a later turn of the loop."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def remote(self, *args):
+        async def later():
+            await asyncio.sleep(0)
+            return self.fn(*args)
+
+        return later()
+
+
+class LedgerAuthority:
+    """The key authority's limits, as a replica's Spender calls them: the real Ledger."""
+
+    def __init__(self, record: KeyRecord):
+        self.ledger, self.record = Ledger(lease_share=0.0, tight_share=0.0), record
+        self.acquire = _Remote(self._acquire)
+        self.release = _Remote(self.ledger.release)
+
+    def _acquire(self, key_id, counter, n, force=False):
+        limit, period = limit_of(self.record, counter), period_of(self.record, counter)
+        return vars(self.ledger.acquire(key_id, counter, limit, period, n, 30.0, force))
+
+
+@pytest.fixture
+def budgeted(tmp_path):
+    """A key with a token budget, and this process's key table of "ai" spending against it."""
+    record = key(budget_tokens=10_000, budget_period_s=86400.0)
+    authority = LedgerAuthority(record)
+    table = KeyTableReplica("unit", AuthConfig(enabled=True, path=str(tmp_path)), "unit-ai")
+    table.spender = Spender(authority)
+    key_table.install_key_table("ai", table)
+    yield record, authority
+    key_table._TABLES.pop("ai", None)
+
+
+class HangingProvider:
+    """A provider that takes the request and never finishes its answer: a whole completion
+    never comes; a stream sends one piece and then nothing."""
+
+    def __init__(self):
+        self.called = asyncio.Event()
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        self.called.set()
+        if not json.loads(request.content)["stream"]:
+            await asyncio.Event().wait()
+
+        async def events():
+            yield b'data: {"choices":[{"index":0,"delta":{"content":"half"},"finish_reason":null}]}\n\n'
+            await asyncio.Event().wait()
+
+        return httpx.Response(200, content=events(), headers={"content-type": "text/event-stream"})
+
+
+def hanging_serving() -> tuple[AIServing, HangingProvider]:
+    service = serving({"a": FakeProvider()}, {})
+    provider = HangingProvider()
+    transport = httpx.MockTransport(provider.handle)
+    service.backends["a"].client = httpx.AsyncClient(transport=transport, base_url="http://provider/v1/")
+    return service, provider
+
+
+WORST = len(b"hi") + 2 + 4  # the prompt's bytes, BOS and EOS, and max_tokens
+
+
+def spent(authority: LedgerAuthority, record: KeyRecord) -> int:
+    """Units of the budget granted and not held unspent in this replica's lease."""
+    lease = key_table.key_table_of("ai").spender.leases.get((record.id, "budget"))
+    return authority.ledger.used(record.id, "budget", 0) - (lease.free if lease else 0)
+
+
+def test_a_client_that_leaves_during_a_completion_is_charged_its_reservation_in_the_ledger(budgeted):
+    record, authority = budgeted
+    service, provider = hanging_serving()
+
+    async def run():
+        task = asyncio.create_task(complete(service, request_with(record), "a"))
+        await provider.called.wait()  # the backend is at work
+        task.cancel()  # Serve cancels the handler when the client disconnects
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    assert spent(authority, record) == WORST  # the reservation stays charged, not refunded
+    ledger = service._unsent[(record.id, "a")]
+    assert (ledger.requests, ledger.prompt_tokens + ledger.completion_tokens) == (1, WORST)
+
+
+def test_a_stream_cut_by_the_client_is_charged_and_reaches_the_ledger(budgeted):
+    record, authority = budgeted
+    service, _ = hanging_serving()
+
+    async def run():
+        body = CompletionBody(model="a", prompt="hi", max_tokens=4, stream=True)
+        payload = {"prompt": body.prompt, "params": body.params(16)}
+        response = await service._answer(request_with(record), body, payload, chat=False)
+        first_piece = asyncio.Event()
+
+        async def send(message):
+            if message.get("body"):
+                first_piece.set()
+
+        async def receive():  # the client reads the first piece, then hangs up
+            await first_piece.wait()
+            return {"type": "http.disconnect"}
+
+        await response({"type": "http", "method": "POST", "path": "/v1/completions"}, receive, send)
+
+    asyncio.run(run())
+    # A provider's stream reports its usage at its end only: cut before, its worst case.
+    assert spent(authority, record) == WORST
+    ledger = service._unsent[(record.id, "a")]
+    assert (ledger.requests, ledger.prompt_tokens + ledger.completion_tokens) == (1, WORST)

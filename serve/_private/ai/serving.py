@@ -175,15 +175,45 @@ class AIServing:
         chain = self._chain(model, key)
         return max(self.config.price(name).cost_microusd(prompt, completion) for name in chain)
 
-    async def _charge(
-        self, request: Request, taken: Taken, name: str, usage: dict[str, Any], worst: tuple[int, int]
-    ) -> tuple[int, int, int]:
-        """Settles what `name`'s answer cost (`_billed`); returns its prompt and completion
-        tokens and its cost in micro-dollars."""
-        prompt, completion = _billed(usage, worst)
-        cost = self.config.price(name).cost_microusd(prompt, completion)
-        await settle(request, "ai", taken, prompt + completion, cost)
-        return prompt, completion, cost
+    async def _bill(
+        self,
+        request: Request,
+        body: RequestBody,
+        taken: Taken,
+        name: str,
+        usage: dict[str, Any],
+        worst: tuple[int, int],
+    ) -> int:
+        """Settles what `name`'s answer cost (`_billed`) and puts it in the ledger; returns its
+        cost in micro-dollars. It runs to its end even if the request is cancelled meanwhile
+        (the client left): the work was done."""
+
+        async def bill() -> int:
+            prompt, completion = _billed(usage, worst)
+            cost = self.config.price(name).cost_microusd(prompt, completion)
+            await settle(request, "ai", taken, prompt + completion, cost)
+            self._account(request, body, name, prompt, completion, cost)
+            return cost
+
+        return await asyncio.shield(asyncio.ensure_future(bill()))
+
+    async def _reserved(
+        self,
+        request: Request,
+        body: RequestBody,
+        taken: Taken,
+        reservation: tuple[str, int, int, int],
+        work: Awaitable[T],
+    ) -> T:
+        """`work`'s result. If it fails, its reservation goes back; if the request is cancelled
+        while it runs (the client left), the backend may have done the work: the reservation
+        (`reservation`: model, prompt and completion tokens, cost) stays charged, and is put in
+        the ledger."""
+        try:
+            return await refunded_on_failure(request, "ai", taken, work)
+        except asyncio.CancelledError:
+            self._account(request, body, *reservation)
+            raise
 
     def _account(
         self,
@@ -267,14 +297,15 @@ class AIServing:
             payload["params"]["max_tokens"] = RESERVED_COMPLETION_TOKENS
         worst = _worst_case(payload)
         key = key_of(request)
-        taken = await reserve(request, "ai", sum(worst), self._worst_cost(body.model, *worst, key))
+        worst_cost = self._worst_cost(body.model, *worst, key)
+        taken = await reserve(request, "ai", sum(worst), worst_cost)
+        reservation = (self._chain(body.model)[0], *worst, worst_cost)
         rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
-            return await self._sse(request, body, payload, chat, rid, created, (taken, worst))
+            return await self._sse(request, body, payload, chat, rid, created, (taken, worst, reservation))
         complete = self._failover(body.model, lambda b: self.backends[b].complete(payload), key)
-        name, out = await refunded_on_failure(request, "ai", taken, complete)
-        prompt, completion, cost = await self._charge(request, taken, name, out, worst)
-        self._account(request, body, name, prompt, completion, cost)
+        name, out = await self._reserved(request, body, taken, reservation, complete)
+        cost = await self._bill(request, body, taken, name, out, worst)
         return JSONResponse(
             {
                 "id": rid,
@@ -295,11 +326,11 @@ class AIServing:
         chat: bool,
         rid: str,
         created: int,
-        reserved: tuple[Taken, tuple[int, int]],
+        reserved: tuple[Taken, tuple[int, int], tuple[str, int, int, int]],
     ) -> StreamingResponse:
-        taken, worst = reserved
+        taken, worst, reservation = reserved
         opening = self._open_stream(body.model, payload, key_of(request))
-        name, (first, stream) = await refunded_on_failure(request, "ai", taken, opening)
+        name, (first, stream) = await self._reserved(request, body, taken, reservation, opening)
         kind = "chat.completion.chunk" if chat else "text_completion"
         include_usage = bool((body.stream_options or {}).get("include_usage"))
 
@@ -322,9 +353,10 @@ class AIServing:
                 message = f"the stream from {name} broke; the service log has the details"
                 yield sse_event(error_body(message, "server_error", None, "stream_interrupted", request_id))
                 return
-            finally:  # what the stream cost by its last piece; the rest goes back
-                billed = await self._charge(request, taken, name, last, worst)
-            self._account(request, body, name, *billed)
+            finally:
+                # What the stream cost by its last piece (the rest goes back), to the limits and
+                # the ledger, also when it broke or the client left (cancelled here).
+                await self._bill(request, body, taken, name, last, worst)
             if include_usage:
                 yield sse_event(
                     {
