@@ -21,6 +21,7 @@ import os
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -34,7 +35,7 @@ from models._private.core.usage import Spent, UsageLedger
 from serve._private.auth.audit import signed_by
 from serve._private.auth.config import AuthConfig
 from serve._private.auth.keys import KeyRecord, hash_key, hint_of, new_key
-from serve._private.auth.quota import PERSISTED, Ledger, limit_of, period_of
+from serve._private.auth.quota import Grant, Ledger, limit_of, period_of
 
 __all__ = [
     "KeyAuthority",
@@ -67,10 +68,18 @@ class KeyAuthority:
         directory: Where the journal, the signing key and the audit logs live.
         config: The AuthConfig, dumped.
         system: The system (Ray namespace) it serves, a tag of its journals' metrics.
+        clock: The time the limits' windows are counted by (a test's fake clock).
     """
 
-    def __init__(self, directory: str, config: dict[str, Any], system: str = "-"):
+    def __init__(
+        self,
+        directory: str,
+        config: dict[str, Any],
+        system: str = "-",
+        clock: Callable[[], float] = time.time,
+    ):
         self.config = AuthConfig.model_validate(config)
+        self.clock = clock  # of the limits' windows
         self.directory = directory
         self._signing = load_signing_key(directory)
         self.journal = Journal(os.path.join(directory, "keys"), system=system)
@@ -78,7 +87,7 @@ class KeyAuthority:
         self.ledger = Ledger()
         entries = self.journal.read()
         for entry in entries:
-            if "spent" in entry:  # units of a budget window granted before a restart
+            if "spent" in entry:  # units of a limit's slot granted before a restart
                 self.ledger.restore(*entry["spent"])
                 continue
             record = KeyRecord.model_validate(entry["record"])
@@ -183,19 +192,21 @@ class KeyAuthority:
 
     # -- limits (the one ledger every replica's leases come from) ---------------------------
 
-    def acquire(self, key_id: str, counter: str, n: int, force: bool = False) -> dict[str, Any]:
+    async def acquire(self, key_id: str, counter: str, n: int, force: bool = False) -> dict[str, Any]:
         """Grants `n` or more units of `counter` in the current window (see `quota`), or
         none ({"units": 0, "retry_after_s"}) when fewer than `n` are left; `force` grants `n`
-        over the limit (usage beyond what a request reserved)."""
+        over the limit (usage beyond what a request reserved). A grant is journaled before it
+        is answered (group-committed, off the event loop), so that a restart counts the leases
+        replicas still hold."""
         record = self._get(key_id)
         limit = limit_of(record, counter)
         if limit is None:
-            return {"units": n, "window": 0, "tight": False, "retry_after_s": 0.0, "unlimited": True}
+            return {**vars(Grant(n, 0, False, 0.0, 0.0)), "unlimited": True}
         period_s = period_of(record, counter)
-        grant = self.ledger.acquire(key_id, counter, limit, period_s, n, time.time(), force)
-        if counter in PERSISTED and grant.units:  # a budget outlives a restart: journal it
+        grant = self.ledger.acquire(key_id, counter, limit, period_s, n, self.clock(), force)
+        if grant.units:
             used = self.ledger.used(key_id, counter, grant.window)
-            self.journal.write_now({"spent": [key_id, counter, grant.window, used]})
+            await self.journal.append({"spent": [key_id, counter, grant.window, used]})
         return vars(grant)
 
     def release(self, key_id: str, counter: str, window: int, n: int) -> None:
