@@ -285,6 +285,13 @@ class Journal:
         """Empties the journal at once (a new, empty generation), for callers with no event loop."""
         self._log.rewrite(b"")
 
+    def rewrite_now(self, *records: dict[str, Any]) -> None:
+        """Compacts at once: replaces the journal by `records`, for callers with no event loop
+        (and so with no append of their own in flight)."""
+        base = b"".join(encode(r) for r in records)
+        self._log.rewrite(base)
+        safely(self._measured, None, len(base), True)
+
     def append_nowait(self, *records: dict[str, Any], wake: bool = True) -> None:
         """Queues `records` for the next write, in order with every other append.
 

@@ -3,10 +3,15 @@
 It is the single place keys change. Every change is journaled (fsync'ed) and audited (a
 durable record in the authority's own chain) before it is acknowledged, then published: gateway
 replicas hold a long poll (`changes`) open, so a revoked key stops working on each of them
-within about `sync_timeout_s` of `revoke` returning. Secrets are returned once, at creation or
-rotation, and never stored.
+within about `sync_timeout_s` of `revoke` returning. A replica is sent the changes since the
+version it holds (the whole table on its first call, or when it fell further behind than the
+changes kept). Secrets are returned once, at creation or rotation, and never stored. A key
+revoked or expired more than RETIRED_KEPT_S ago is forgotten (audited, dropped from the table and
+the journal): a request with it is then an unknown key's.
 
-The actor is detached and restarted by Ray; it rebuilds its state from the journal. Its
+The actor is detached and restarted by Ray; it rebuilds its state from its journals: `keys` (the
+key records, compacted as keys are forgotten or records pile up) and `limits` (the units each
+limit's slots granted, group-committed, compacted past LIMITS_COMPACT_BYTES). Its
 directory also holds the Ed25519 signing key (mode 0600), which replicas fetch to sign their
 own audit checkpoints, `audit/`, the writers' chains, and `heads.json`, the latest checkpoint
 each writer sent here: the witnesses a chain cut short is found against.
@@ -17,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import secrets
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +54,10 @@ SIGNING_KEY = "signing.key"
 HEADS = "heads.json"
 SERVED_MODELS = "models.json"  # the names the system's AI service answers to, as it last said
 USAGE_COMPACT_BYTES = 4 * 2**20  # the usage journal is rewritten as its ledger past this size
+LIMITS_COMPACT_BYTES = 2**20  # the limits journal is rewritten as the slots that count past this
+KEPT_CHANGES = 1000  # key changes kept for replicas' catch-up; one further behind gets the table
+RETIRED_KEPT_S = 30 * 86400.0  # how long a revoked or expired key is still known (audited by id)
+_SWEEP_S = 3600.0  # how often retired keys are looked for
 KEPT_BATCH_IDS = 100_000  # usage batch ids remembered against duplicates (~a day of one replica)
 
 
@@ -68,7 +78,7 @@ class KeyAuthority:
         directory: Where the journal, the signing key and the audit logs live.
         config: The AuthConfig, dumped.
         system: The system (Ray namespace) it serves, a tag of its journals' metrics.
-        clock: The time the limits' windows are counted by (a test's fake clock).
+        clock: The time limits and keys' lives are counted by (a test's fake clock).
     """
 
     def __init__(
@@ -79,21 +89,39 @@ class KeyAuthority:
         clock: Callable[[], float] = time.time,
     ):
         self.config = AuthConfig.model_validate(config)
-        self.clock = clock  # of the limits' windows
+        self.clock = clock
         self.directory = directory
         self._signing = load_signing_key(directory)
         self.journal = Journal(os.path.join(directory, "keys"), system=system)
         self.keys: dict[str, KeyRecord] = {}
         self.ledger = Ledger()
-        entries = self.journal.read()
-        for entry in entries:
-            if "spent" in entry:  # units of a limit's slot granted before a restart
-                self.ledger.restore(*entry["spent"])
-                continue
-            record = KeyRecord.model_validate(entry["record"])
-            self.keys[record.id] = record
-        # One per key change, so it only grows, also across restarts.
-        self.version = sum(1 for e in entries if "record" in e)
+        # One per key change, so it only grows, also across restarts (a compacted journal
+        # starts with the version it had).
+        self.version = 0
+        self._records = 0  # key records in the keys journal
+        legacy = []  # grants journaled here before the limits journal existed
+        for entry in self.journal.read():
+            if "spent" in entry:
+                legacy.append(entry)
+            elif "version" in entry:
+                self.version = entry["version"]
+            elif "forgot" in entry:
+                self.keys.pop(entry["forgot"], None)
+                self.version += 1
+            else:
+                record = KeyRecord.model_validate(entry["record"])
+                self.keys[record.id] = record
+                self.version += 1
+                self._records += 1
+        self.limits = Journal(os.path.join(directory, "limits"), system=system)
+        if legacy and not self.limits.size_bytes():  # moved, before the keys journal drops them
+            self.limits.write_now(*legacy)
+        for entry in self.limits.read():
+            self.ledger.restore(*entry["spent"])
+        self._limits_base = 0  # the limits journal's size after its last compaction
+        # (version, record or {"forgot": id}) of the latest changes, for replicas' catch-up.
+        self._changes: deque[tuple[int, dict[str, Any]]] = deque(maxlen=KEPT_CHANGES)
+        self._swept = -math.inf
         self._changed = asyncio.Event()
         self.audit = self.config.audit_log(self.audit_directory(), "authority", self._signing)
         heads = os.path.join(directory, HEADS)
@@ -139,7 +167,7 @@ class KeyAuthority:
         if served is not None and (unknown := [m for m in spec.get("models") or [] if m not in served]):
             raise ModelNotFoundError(unknown[0], served)
         expires_in = spec.pop("expires_in_s", None)
-        key, now = new_key(), time.time()
+        key, now = new_key(), self.clock()
         record = KeyRecord(
             **spec,
             id="key_" + secrets.token_hex(6),
@@ -155,7 +183,7 @@ class KeyAuthority:
         """Stops the key at once on every replica; its record stays, marked revoked."""
         record = self._get(key_id)
         if record.revoked_at is None:
-            record = record.model_copy(update={"revoked_at": time.time()})
+            record = record.model_copy(update={"revoked_at": self.clock()})
             self._store(record, actor, "keys.revoke")
         return record.model_dump(exclude={"hash"})
 
@@ -181,9 +209,46 @@ class KeyAuthority:
             {"kind": "admin", "action": action, "key_id": record.id, "actor": actor}, durable=True
         )
         self.keys[record.id] = record
+        self._records += 1
+        self._publish({"record": record.model_dump()})
+        if self._records > max(64, 2 * len(self.keys)):  # mostly superseded records: compact
+            self._compact_keys()
+
+    def _publish(self, change: dict[str, Any]) -> None:
         self.version += 1
+        self._changes.append((self.version, change))
         self._changed.set()
         self._changed = asyncio.Event()
+
+    def _compact_keys(self) -> None:
+        # All the keys journal's writes are synchronous, on this loop: nothing is in flight.
+        records = [{"record": r.model_dump()} for r in self.keys.values()]
+        self.journal.rewrite_now({"version": self.version - len(records)}, *records)
+        self._records = len(records)
+
+    def forget_retired(self) -> list[str]:
+        """Forgets the keys revoked or expired more than RETIRED_KEPT_S ago: each is audited
+        (`keys.forget`), then dropped from the table, its limits' counts and the journal, and
+        replicas are told. Returns their ids. Runs at most hourly from `changes`."""
+        now = self.clock()
+        retired = [
+            r.id
+            for r in self.keys.values()
+            if (r.revoked_at is not None and r.revoked_at < now - RETIRED_KEPT_S)
+            or (r.revoked_at is None and r.expires_at is not None and r.expires_at < now - RETIRED_KEPT_S)
+        ]
+        for key_id in retired:
+            self.journal.write_now({"forgot": key_id})
+            self.audit.append(
+                {"kind": "admin", "action": "keys.forget", "key_id": key_id, "actor": "authority"},
+                durable=True,
+            )
+            del self.keys[key_id]
+            self.ledger.forget(key_id)
+            self._publish({"forgot": key_id})
+        if retired:
+            self._compact_keys()
+        return retired
 
     def _get(self, key_id: str) -> KeyRecord:
         if key_id not in self.keys:
@@ -206,7 +271,11 @@ class KeyAuthority:
         grant = self.ledger.acquire(key_id, counter, limit, period_s, n, self.clock(), force)
         if grant.units:
             used = self.ledger.used(key_id, counter, grant.window)
-            await self.journal.append({"spent": [key_id, counter, grant.window, used]})
+            await self.limits.append({"spent": [key_id, counter, grant.window, used]})
+            # Rewritten as the slots that still count once past the limit and doubled since.
+            if self.limits.size_bytes() > max(LIMITS_COMPACT_BYTES, 2 * self._limits_base):
+                await self.limits.rewrite(lambda: [{"spent": row} for row in self.ledger.dump(self.clock())])
+                self._limits_base = self.limits.size_bytes()
         return vars(grant)
 
     def release(self, key_id: str, counter: str, window: int, n: int) -> None:
@@ -225,14 +294,30 @@ class KeyAuthority:
         return [r.model_dump(exclude={"hash"}) for r in self.keys.values()]
 
     async def changes(self, version: int, timeout_s: float) -> dict[str, Any]:
-        """The key table once it is newer than `version` (or after `timeout_s` as it is):
-        {"version", "keys": [records with hashes]}. Replicas call it in a loop."""
-        if version >= self.version:
+        """What changed in the key table since `version`, once something has (or after
+        `timeout_s`): {"version", "full": False, "keys": [changed records, with hashes],
+        "forgot": [ids]}; or the whole table ({"full": True, "keys"}) for a replica that has
+        none yet (`version` -1), is further behind than the changes kept, or is ahead (an
+        authority that lost its state). Replicas call it in a loop."""
+        if self.clock() - self._swept > _SWEEP_S:
+            self._swept = self.clock()
+            self.forget_retired()
+        if 0 <= version == self.version:
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout_s)
             except asyncio.TimeoutError:
                 pass
-        return {"version": self.version, "keys": [r.model_dump() for r in self.keys.values()]}
+        oldest = self._changes[0][0] if self._changes else self.version + 1
+        if version < 0 or version > self.version or oldest > version + 1:
+            return {
+                "version": self.version,
+                "full": True,
+                "keys": [r.model_dump() for r in self.keys.values()],
+            }
+        changed = [change for v, change in self._changes if v > version]
+        records = {c["record"]["id"]: c["record"] for c in changed if "record" in c}  # the latest of each
+        forgot = [c["forgot"] for c in changed if "forgot" in c]
+        return {"version": self.version, "full": False, "keys": list(records.values()), "forgot": forgot}
 
     def signing_key(self) -> bytes:
         """The audit signing key, for a gateway replica's own chain (never leaves Ray)."""

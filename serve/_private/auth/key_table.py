@@ -37,6 +37,7 @@ class KeyTableReplica:
     def __init__(self, system: str, config: AuthConfig, writer: str):
         self.system, self.config, self.writer = system, config, writer
         self.keys: dict[str, KeyRecord] = {}  # by hash of the secret
+        self._hashes: dict[str, str] = {}  # key id -> its hash in `keys`
         self.version = -1
         self.audit: AuditLog | None = None
         self._ready: asyncio.Lock | None = None
@@ -68,8 +69,17 @@ class KeyTableReplica:
             ]
 
     def _apply(self, table: dict[str, Any]) -> None:
-        self.version = table["version"]
-        self.keys = {r["hash"]: KeyRecord.model_validate(r) for r in table["keys"]}
+        """Takes the authority's answer (`KeyAuthority.changes`): the whole table, or the changes
+        since this replica's version (a rotated key's old hash goes, a forgotten key goes)."""
+        keys = {} if table["full"] else dict(self.keys)
+        hashes = {} if table["full"] else dict(self._hashes)
+        for fields in table["keys"]:
+            record = KeyRecord.model_validate(fields)
+            keys.pop(hashes.get(record.id, ""), None)
+            keys[record.hash], hashes[record.id] = record, record.hash
+        for key_id in table.get("forgot", []):
+            keys.pop(hashes.pop(key_id, ""), None)
+        self.keys, self._hashes, self.version = keys, hashes, table["version"]
 
     async def _follow(self, authority: Any) -> None:
         while True:

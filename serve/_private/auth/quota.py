@@ -89,6 +89,7 @@ class Ledger:
     def __init__(self, lease_share: float = 0.05, tight_share: float = 0.2):
         self.lease_share, self.tight_share = lease_share, tight_share
         self._granted: dict[tuple[str, str], dict[int, int]] = {}  # (key, counter) -> slot -> units
+        self._periods: dict[tuple[str, str], float] = {}  # (key, counter) -> its window, once asked
 
     def acquire(
         self, key_id: str, counter: str, limit: int, period_s: float, n: int, now: float, force: bool = False
@@ -99,6 +100,7 @@ class Ledger:
         width = period_s / SLOTS
         slot = int(now // width)
         slots = self._granted.setdefault((key_id, counter), {})
+        self._periods[(key_id, counter)] = period_s
         for old in [s for s in slots if s < slot - SLOTS]:  # counted a whole period: gone
             del slots[old]
         lease_s = (slot + 1) * width - now
@@ -131,18 +133,28 @@ class Ledger:
             slots[window] = max(0, slots[window] - n)
 
     def restore(self, key_id: str, counter: str, window: int, used: int) -> None:
-        """Units granted in slot `window` before a restart (the authority's journal)."""
-        self._granted.setdefault((key_id, counter), {})[window] = used
+        """Units granted in slot `window` before a restart (the authority's journal). Of several
+        counts of a slot the largest is kept: units given back are not journaled, so a count may
+        be more than was spent (fewer admitted after a restart), never less."""
+        slots = self._granted.setdefault((key_id, counter), {})
+        slots[window] = max(slots.get(window, 0), used)
 
     def used(self, key_id: str, counter: str, window: int) -> int:
         """Units granted in slot `window`."""
         return self._granted.get((key_id, counter), {}).get(window, 0)
 
-    def dump(self) -> list[list[Any]]:
-        """Every slot still held, as [key, counter, slot, units] (a compacted journal's)."""
-        return [[k, c, slot, n] for (k, c), slots in self._granted.items() for slot, n in slots.items() if n]
+    def dump(self, now: float) -> list[list[Any]]:
+        """Every slot that still counts at `now`, as [key, counter, slot, units] (a compacted
+        journal's records)."""
+        rows = []
+        for (key_id, counter), slots in self._granted.items():
+            period_s = self._periods.get((key_id, counter))
+            first = -math.inf if period_s is None else int(now // (period_s / SLOTS)) - SLOTS
+            rows += [[key_id, counter, slot, n] for slot, n in slots.items() if n and slot >= first]
+        return rows
 
     def forget(self, key_id: str) -> None:
         """Drops every count of a key (one that can no longer be used)."""
         for slot in [s for s in self._granted if s[0] == key_id]:
             del self._granted[slot]
+            self._periods.pop(slot, None)
