@@ -373,3 +373,129 @@ def test_verify_says_which_records_no_signature_covers_yet_and_what_that_means(t
         == "gw-1: 6 records, 2 checkpoints; ok"
     )
     assert format_verdicts([]) == "no writer's log found"
+
+
+def _guarded_facts(tmp_path, key, done):
+    """A facts-like app behind the real guard and error handlers (no Ray): a DELETE that
+    commits (sets `done`) and then fails, or waits on `hang` as a slow answer would."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from serve._private.auth import key_table
+    from serve._private.auth.config import AuthConfig
+    from serve._private.auth.key_table import KeyTableReplica
+    from serve._private.auth.keys import KeyRecord, hash_key
+    from serve._private.auth.leases import Spender
+    from serve._private.auth.middleware import GuardMiddleware, facts_rule
+    from serve._private.http_errors import install_error_handlers
+
+    app = FastAPI()
+    app.add_middleware(GuardMiddleware, rule=facts_rule, service="unit-facts")
+    install_error_handlers(app)
+    hang = asyncio.Event()
+
+    @app.delete("/v1/namespaces/{namespace}/documents/{doc}")
+    async def delete(namespace: str, doc: str) -> dict:
+        done.set()  # the delete is committed here
+        if doc == "boom":
+            raise RuntimeError("after the commit")
+        await hang.wait()  # the answer is slow: the client goes away meanwhile
+        return {}
+
+    guard = KeyTableReplica("unit", AuthConfig(enabled=True, path=str(tmp_path)), "unit-facts-1")
+    guard.audit = AuditLog(str(tmp_path / "audit"), "unit-facts-1", key, commit_window_s=60, clock=Clock())
+    guard.spender = Spender(None)
+    record = KeyRecord(
+        id="key_w", name="w", hash=hash_key("sr-w"), hint="x", scopes=["facts:write"], created_at=0.0
+    )
+    guard.keys = {record.hash: record}
+    key_table._TABLES["unit-facts"] = guard
+    return app, guard
+
+
+def _records(path):
+    return [e for e in lines(path) if "seq" in e]
+
+
+def test_a_write_that_fails_after_its_commit_is_audited_before_its_500_goes_out(tmp_path, key):
+    import asyncio
+
+    import httpx
+
+    from serve._private.auth import key_table
+
+    async def run():
+        done = asyncio.Event()
+        app, guard = _guarded_facts(tmp_path, key, done)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                r = await client.delete(
+                    "/v1/namespaces/default/documents/boom", headers={"Authorization": "Bearer sr-w"}
+                )
+            on_disk = _records(guard.audit.path)  # read before close: the record must be fsync'ed
+        finally:
+            key_table._TABLES.pop("unit-facts", None)
+            guard.audit.close()
+        return r.status_code, on_disk
+
+    status, on_disk = asyncio.run(run())
+    assert status == 500
+    assert [(e["method"], e["route"], e["status"], e["key_id"]) for e in on_disk] == [
+        ("DELETE", "/v1/namespaces/default/documents/boom", 500, "key_w")
+    ]
+
+
+def test_a_write_whose_client_went_away_after_the_commit_is_audited(tmp_path, key):
+    """Serve cancels a request's task when its client disconnects; the delete was done."""
+    import asyncio
+
+    from serve._private.auth import key_table
+
+    async def run():
+        done = asyncio.Event()
+        app, guard = _guarded_facts(tmp_path, key, done)
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "DELETE",
+            "scheme": "http",
+            "path": "/v1/namespaces/default/documents/x",
+            "raw_path": b"/v1/namespaces/default/documents/x",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"authorization", b"Bearer sr-w"), (b"x-request-id", b"r-gone")],
+            "server": ("t", 80),
+            "client": ("c", 1),
+        }
+        forever = asyncio.Event()
+
+        async def receive():
+            if not done.is_set():
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await forever.wait()
+
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        request = asyncio.create_task(app(scope, receive, send))
+        try:
+            await done.wait()
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
+            on_disk = _records(guard.audit.path)  # durable: on disk, not in a buffer
+        finally:
+            key_table._TABLES.pop("unit-facts", None)
+            guard.audit.close()
+        return sent, on_disk
+
+    sent, on_disk = asyncio.run(run())
+    assert sent == []  # nothing was answered
+    assert [(e["method"], e["status"], e["key_id"], e["request_id"]) for e in on_disk] == [
+        ("DELETE", 499, "key_w", "r-gone")
+    ]

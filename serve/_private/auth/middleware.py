@@ -12,7 +12,10 @@ audit record of what happened.
 4. hands the key to the route (`request.state.key`) for the checks that need the body (a
    model, the namespaces of a search), which call `allow`;
 5. appends the audit record when the response starts: before the response goes out for a write
-   (durable), group-committed for a read or an inference. Its `kind` is "refused" for every
+   (durable), group-committed for a read or an inference; and, for a request that raised (the
+   500 Starlette's outermost middleware sends past this one) or whose client went away (Serve
+   cancels it: status 499), as the exception passes, durably for a write, whose commit may be
+   done (the append shielded from the cancellation). Its `kind` is "refused" for every
    refusal of the key (401, 403 and 429, here or in the route, with the error's `code`; a
    revoked or expired key named by its id, with its `key_state`), "request" for the rest.
 
@@ -57,6 +60,7 @@ _NAMESPACE = re.compile(r"^/v1/namespaces/([^/]+)")
 MAX_BODY_BYTES = 32 * 2**20
 _METRICS: dict[str, ServiceMetrics] = {}  # service -> this replica's metrics
 UNROUTED = "-"  # the route label of a request refused before routing, or matching no route
+CLIENT_CLOSED = 499  # the status a request's record has when its client went away unanswered
 
 
 def allow(request: Any, *, model: str | None = None, namespace: str | None = None) -> None:
@@ -130,6 +134,35 @@ class GuardMiddleware:
                 return await _respond(send, status, body, retry_after)
             state["key"] = record
 
+        answered: list[int] = []  # the status whose record was appended, once
+        pending: list[asyncio.Future] = []  # a durable append under way
+
+        async def audit(status: int) -> None:
+            # Once per request, whatever the outcome: answered, raised, or cancelled.
+            if answered or guard is None or record is None:
+                return
+            answered.append(status)
+            refused = state.get("refusal")  # the route refused the key: a model, a limit
+            entry = _entry(
+                "refused" if refused else "request",
+                record,
+                scope,
+                path,
+                status,
+                request_id,
+                state.get("target", namespace),
+                code=refused,
+                tokens=state.get("tokens"),
+                cost_usd=state.get("cost_usd") or None,
+            )
+            # A write's record is on disk before its answer, unless nothing was written (a
+            # 4xx); a 5xx or a client gone (499) may follow a commit.
+            if durable and not 400 <= status < 499:
+                pending.append(asyncio.ensure_future(asyncio.to_thread(guard.audit.append, entry, True)))
+                await asyncio.shield(pending[0])
+            else:
+                guard.audit.append(entry)
+
         async def sending(message: dict) -> None:
             if message["type"] == "http.response.start" and metrics is not None:
                 # The route's template (the router put it in the scope), not the path with ids.
@@ -137,27 +170,23 @@ class GuardMiddleware:
                 metrics.answered(route, scope["method"], message["status"], time.perf_counter() - began)
                 if message["status"] == 429:  # a route's own limit check: tokens or cost
                     metrics.refused(getattr(record, "id", None), state.get("refusal", "rate_limit_exceeded"))
-            if message["type"] == "http.response.start" and guard is not None and record is not None:
-                refused = state.get("refusal")  # the route refused the key: a model, a limit
-                entry = _entry(
-                    "refused" if refused else "request",
-                    record,
-                    scope,
-                    path,
-                    message["status"],
-                    request_id,
-                    state.get("target", namespace),
-                    code=refused,
-                    tokens=state.get("tokens"),
-                    cost_usd=state.get("cost_usd") or None,
-                )
-                if durable and message["status"] < 400:
-                    await asyncio.to_thread(guard.audit.append, entry, True)
-                else:
-                    guard.audit.append(entry)
+            if message["type"] == "http.response.start":
+                await audit(message["status"])
             await send(message)
 
-        await self.app(scope, receive, sending)
+        try:
+            await self.app(scope, receive, sending)
+        except asyncio.CancelledError:  # the client went away (Serve cancels): the write may be done
+            if pending:
+                await asyncio.shield(pending[0])
+            await asyncio.shield(audit(CLIENT_CLOSED))
+            raise
+        except Exception:  # answered 500 by Starlette's outermost middleware, past `sending`
+            if not answered and metrics is not None:
+                route = getattr(scope.get("route"), "path", None) or UNROUTED
+                metrics.answered(route, scope["method"], 500, time.perf_counter() - began)
+            await audit(500)
+            raise
 
 
 def _entry(
