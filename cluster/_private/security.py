@@ -3,6 +3,7 @@ verify the audit log with the authority's public key."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from models._private.core.errors import SwarmrayError
 from models._private.core.names import authority_name, bearer
 from serve._private.auth.audit import Verdict, verify_directory
+from serve._private.auth.key_binding import KEYS_JOURNAL, verify_key_table
 from serve._private.auth.keys import PREFIX
 
 __all__ = [
@@ -114,7 +116,11 @@ def verify_audit(
         witnesses = ray.get(authority.witnesses.remote())
     if public_key_pem is None:
         raise SwarmrayError("verifying a directory offline needs --pubkey (from `swarm audit pubkey`)")
-    return verify_directory(directory, load_pem_public_key(public_key_pem.encode()), witnesses, since)
+    verdicts = verify_directory(directory, load_pem_public_key(public_key_pem.encode()), witnesses, since)
+    auth_directory = os.path.dirname(os.path.abspath(directory))
+    if os.path.isdir(os.path.join(auth_directory, KEYS_JOURNAL)):  # a copy may hold the logs only
+        verdicts.append(verify_key_table(auth_directory, directory))
+    return verdicts
 
 
 UNSIGNED_NOTE = (

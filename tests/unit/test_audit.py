@@ -499,3 +499,79 @@ def test_a_write_whose_client_went_away_after_the_commit_is_audited(tmp_path, ke
     assert [(e["method"], e["status"], e["key_id"], e["request_id"]) for e in on_disk] == [
         ("DELETE", 499, "key_w", "r-gone")
     ]
+
+
+def _authority(tmp_path):
+    from serve._private.auth.authority import KeyAuthority
+    from serve._private.auth.config import AuthConfig
+
+    return KeyAuthority(str(tmp_path / "auth"), AuthConfig(path=str(tmp_path)).model_dump())
+
+
+def _public_pem(authority):
+    return authority.public_key()
+
+
+def test_a_cut_of_the_authoritys_own_chain_is_found_after_it_restarts(tmp_path):
+    from cluster._private.security import verify_audit
+
+    authority = _authority(tmp_path)
+    for name in ("a", "b", "c"):
+        authority.create({"name": name, "scopes": ["admin"]})
+    path = authority.audit.path
+    assert all(
+        v.ok
+        for v in verify_directory(
+            authority.audit_directory(), authority._signing.public_key(), authority.witnesses()
+        )
+    )
+    kept = lines(path)[:1]  # only the first key's record: the later two changes cut off
+    rewrite(path, kept)
+    again = _authority(tmp_path)  # restarted by Ray on the cut file
+    verdicts = {
+        v.writer: v
+        for v in verify_directory(again.audit_directory(), again._signing.public_key(), again.witnesses())
+    }
+    assert not verdicts["authority"].ok
+    again.create({"name": "d", "scopes": ["admin"]})  # new changes do not cover the cut up
+    verdicts = {
+        v.writer: v
+        for v in verify_directory(again.audit_directory(), again._signing.public_key(), again.witnesses())
+    }
+    assert not verdicts["authority"].ok
+    assert not all(v.ok for v in verify_audit(None, _public_pem(again), again.audit_directory()))
+
+
+def test_a_key_added_to_the_key_journal_by_hand_is_not_loaded_and_verify_names_it(tmp_path):
+    from cluster._private.security import verify_audit
+    from models._private.core.journal import Journal
+    from serve._private.auth.keys import KeyRecord, hash_key
+
+    authority = _authority(tmp_path)
+    made = authority.create({"name": "real", "scopes": ["facts:read"]})
+    pem = _public_pem(authority)
+    assert all(v.ok for v in verify_audit(None, pem, authority.audit_directory()))
+    forged = KeyRecord(
+        id="key_intruder", name="x", hash=hash_key("sr-mine"), hint="mine", scopes=["admin"], created_at=1.0
+    )
+    journal = Journal(str(tmp_path / "auth" / "keys"))
+    journal.write_now({"record": forged.model_dump()})  # a valid frame: its CRC holds
+    journal.close()
+    again = _authority(tmp_path)
+    assert again.live(hash_key("sr-mine")) is None  # not honoured
+    assert again.live(hash_key(made["key"])) == made["record"]["id"]  # the real key still is
+    verdicts = verify_audit(None, pem, again.audit_directory())
+    bad = [v for v in verdicts if not v.ok]
+    assert bad and "key_intruder" in bad[0].reason
+
+
+def test_a_key_change_whose_audit_record_cannot_be_written_is_not_made(tmp_path):
+    """The audit record goes first: a failure (or a crash) between the two leaves a record of a
+    change not made, never a change without a record."""
+    authority = _authority(tmp_path)
+    authority.create({"name": "first", "scopes": ["admin"]})
+    authority.audit._file.close()  # the audit file can no longer be written
+    with pytest.raises(ValueError):
+        authority.create({"name": "second", "scopes": ["admin"]})
+    names = [e["record"]["name"] for e in authority.journal.read() if "record" in e]
+    assert names == ["first"]
