@@ -400,14 +400,20 @@ def _guarded_facts(tmp_path, key, done):
         done.set()  # the delete is committed here
         if doc == "boom":
             raise RuntimeError("after the commit")
-        await hang.wait()  # the answer is slow: the client goes away meanwhile
+        if doc == "slow":
+            await hang.wait()  # the answer is slow: the client goes away meanwhile
         return {}
 
     guard = KeyTableReplica("unit", AuthConfig(enabled=True, path=str(tmp_path)), "unit-facts-1")
     guard.audit = AuditLog(str(tmp_path / "audit"), "unit-facts-1", key, commit_window_s=60, clock=Clock())
     guard.spender = Spender(None)
     record = KeyRecord(
-        id="key_w", name="w", hash=hash_key("sr-w"), hint="x", scopes=["facts:write"], created_at=0.0
+        id="key_w",
+        name="w",
+        hash=hash_key("sr-w"),
+        hint="x",
+        scopes=["facts:read", "facts:write"],
+        created_at=0.0,
     )
     guard.keys = {record.hash: record}
     key_table._TABLES["unit-facts"] = guard
@@ -462,8 +468,8 @@ def test_a_write_whose_client_went_away_after_the_commit_is_audited(tmp_path, ke
             "http_version": "1.1",
             "method": "DELETE",
             "scheme": "http",
-            "path": "/v1/namespaces/default/documents/x",
-            "raw_path": b"/v1/namespaces/default/documents/x",
+            "path": "/v1/namespaces/default/documents/slow",
+            "raw_path": b"/v1/namespaces/default/documents/slow",
             "root_path": "",
             "query_string": b"",
             "headers": [(b"authorization", b"Bearer sr-w"), (b"x-request-id", b"r-gone")],
@@ -575,3 +581,127 @@ def test_a_key_change_whose_audit_record_cannot_be_written_is_not_made(tmp_path)
         authority.create({"name": "second", "scopes": ["admin"]})
     names = [e["record"]["name"] for e in authority.journal.read() if "record" in e]
     assert names == ["first"]
+
+
+def test_a_flood_of_requests_without_a_key_writes_a_bounded_log_with_the_count_of_the_rest(tmp_path, key):
+    from fastapi.testclient import TestClient
+
+    from serve._private.auth import key_table
+    from serve._private.auth.middleware import MAX_AUDIT_ROUTE
+
+    app, guard = _guarded_app(tmp_path, key, {})
+    guard.audit = AuditLog(
+        str(tmp_path / "audit"), "unit-ai-1", key, clock=Clock(), refusals_per_window=20, refusal_window_s=60
+    )
+    long_path = "/v1/" + "x" * 16_000  # about what a server lets through in a request line
+    try:
+        with TestClient(app) as client:
+            for _ in range(300):
+                assert client.get(long_path).status_code == 401
+    finally:
+        key_table._TABLES.pop("unit-ai", None)
+        guard.audit.close()  # ends the window: its summary is written
+    size = Path(guard.audit.path).stat().st_size
+    assert size < 20 * 2 * MAX_AUDIT_ROUTE + 10_000  # 300 full records were about 4.8 MB
+    records = _records(guard.audit.path)
+    refused = [r for r in records if r["kind"] == "refused"]
+    assert len(refused) == 20 and all(len(r["route"]) <= MAX_AUDIT_ROUTE + 1 for r in refused)
+    assert refused[0]["route_chars"] == len(long_path)
+    (summary,) = [r for r in records if r["kind"] == "refusals_unrecorded"]
+    assert summary["count"] == 280
+    assert summary["counts"] == [{"status": 401, "code": "invalid_api_key", "key_id": None, "count": 280}]
+    assert verify(guard.audit.path, key.public_key()).ok
+
+
+def test_a_log_rotated_into_several_files_verifies_as_one_chain_and_reads_whole(tmp_path, key):
+    from serve._private.auth.audit import read_records
+
+    log = AuditLog(str(tmp_path), "gw-1", key, checkpoint_s=1e9, clock=Clock(), rotate_bytes=2_000)
+    for i in range(60):
+        log.append({"kind": "request", "n": i})
+    witness = log.checkpoint()
+    log.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) > 3 and "gw-1.jsonl" in files
+    (verdict,) = verify_directory(str(tmp_path), key.public_key(), {"gw-1": witness})
+    assert verdict.ok and verdict.records == 60 and verdict.unwitnessed == 0
+    assert [r["n"] for r in read_records(str(tmp_path))] == list(range(60))
+    again = AuditLog(str(tmp_path), "gw-1", key, clock=Clock(), rotate_bytes=2_000)
+    assert again.append({"n": 60})["seq"] == 61  # the chain goes on after a restart
+    again.close()
+    assert verify_directory(str(tmp_path), key.public_key())[0].ok
+    # The oldest files archived away: the rest is checked from the checkpoint it starts with.
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for old in sorted(tmp_path.glob("gw-1.jsonl.*"))[:2]:
+        old.rename(archive / old.name)
+    (recent,) = verify_directory(str(tmp_path), key.public_key())
+    assert recent.ok and recent.skipped > 0 and recent.skipped + recent.records == 61
+    for old in archive.iterdir():
+        old.rename(tmp_path / old.name)
+    # An edit in an older file is found in that file.
+    older = min(tmp_path.glob("gw-1.jsonl.*"))  # the first rotated away: seq 1 on
+    entries = lines(older)
+    entries[3]["n"] = 999
+    rewrite(older, entries)
+    (verdict,) = verify_directory(str(tmp_path), key.public_key())
+    assert not verdict.ok and "edited" in verdict.reason and verdict.file == older.name
+
+
+def test_a_write_is_refused_with_503_while_its_audit_record_cannot_be_written_and_reads_go_on(
+    tmp_path, key, caplog
+):
+    """The audit file on a full disk (/dev/full answers every write with ENOSPC)."""
+    import asyncio
+    import os
+
+    import httpx
+
+    from serve._private.auth import key_table
+
+    directory = tmp_path / "audit"
+    directory.mkdir()
+    os.symlink("/dev/full", directory / "unit-facts-1.jsonl")
+
+    async def run():
+        done = asyncio.Event()
+        app, guard = _guarded_facts(tmp_path, key, done)
+
+        @app.get("/v1/namespaces/{namespace}/documents/{doc}")
+        async def read(namespace: str, doc: str) -> dict:
+            return {}
+
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        auth = {"Authorization": "Bearer sr-w"}
+        got = []
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                url = "/v1/namespaces/default/documents/ok"
+                for method in ("DELETE", "GET", "DELETE"):
+                    done.clear()
+                    r = await client.request(method, url, headers=auth)
+                    got.append((method, r.status_code, r.json().get("error", {}).get("code"), done.is_set()))
+                os.replace(directory / "unit-facts-1.jsonl", directory / "gone")  # the disk has room again
+                (directory / "unit-facts-1.jsonl").touch()
+                done.clear()
+                r = await client.delete(url, headers=auth)
+                got.append(("DELETE", r.status_code, None, done.is_set()))
+        finally:
+            key_table._TABLES.pop("unit-facts", None)
+            guard.audit.close()
+        return got, guard
+
+    got, guard = asyncio.run(run())
+    assert got[:3] == [
+        ("DELETE", 503, "audit_unavailable", True),  # found out after the commit: 503, never a silent 200
+        ("GET", 200, None, False),  # reads go on
+        ("DELETE", 503, "audit_unavailable", False),  # refused before the route
+    ]
+    assert got[3] == ("DELETE", 200, None, True)  # and writes go on once it can be written again
+    records = _records(guard.audit.path)
+    assert [(r["kind"], r.get("method"), r.get("status")) for r in records] == [
+        ("audit_gap", None, None),  # what the chain could not hold meanwhile, said in it
+        ("request", "DELETE", 200),
+    ]
+    assert records[0]["unrecorded"] == 3 and verify(guard.audit.path, key.public_key()).ok
+    assert any("audit" in r.message and r.levelname == "ERROR" for r in caplog.records)
