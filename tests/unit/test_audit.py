@@ -507,11 +507,11 @@ def test_a_write_whose_client_went_away_after_the_commit_is_audited(tmp_path, ke
     ]
 
 
-def _authority(tmp_path):
+def _authority(tmp_path, **config):
     from serve._private.auth.authority import KeyAuthority
     from serve._private.auth.config import AuthConfig
 
-    return KeyAuthority(str(tmp_path / "auth"), AuthConfig(path=str(tmp_path)).model_dump())
+    return KeyAuthority(str(tmp_path / "auth"), AuthConfig(path=str(tmp_path), **config).model_dump())
 
 
 def _public_pem(authority):
@@ -705,3 +705,35 @@ def test_a_write_is_refused_with_503_while_its_audit_record_cannot_be_written_an
     ]
     assert records[0]["unrecorded"] == 3 and verify(guard.audit.path, key.public_key()).ok
     assert any("audit" in r.message and r.levelname == "ERROR" for r in caplog.records)
+
+
+def test_keys_made_before_the_authoritys_chain_rotated_still_work_after_a_restart(tmp_path):
+    from cluster._private.security import verify_audit
+    from serve._private.auth.keys import hash_key
+
+    authority = _authority(tmp_path, audit_rotate_bytes=1_000)
+    made = [authority.create({"name": f"k{i}", "scopes": ["admin"]}) for i in range(6)]
+    assert len(list((tmp_path / "auth" / "audit").glob("authority.jsonl.*"))) >= 2
+    again = _authority(tmp_path, audit_rotate_bytes=1_000)
+    assert [again.live(hash_key(m["key"])) for m in made] == [m["record"]["id"] for m in made]
+    assert all(v.ok for v in verify_audit(None, again.public_key(), again.audit_directory()))
+
+
+def test_a_key_journal_written_before_keys_were_bound_is_bound_once_at_start(tmp_path):
+    """An upgrade: every key as it stands gets a `keys.bind` record, and works as before."""
+    from cluster._private.security import verify_audit
+    from models._private.core.journal import Journal
+    from serve._private.auth.keys import KeyRecord, hash_key
+
+    record = KeyRecord(
+        id="key_old", name="old", hash=hash_key("sr-old"), hint="x", scopes=["admin"], created_at=1.0
+    )
+    journal = Journal(str(tmp_path / "auth" / "keys"))
+    journal.write_now({"record": record.model_dump()})  # as journaled before: no audit record named
+    journal.close()
+    authority = _authority(tmp_path)
+    assert authority.live(hash_key("sr-old")) == "key_old"
+    assert [r["action"] for r in _records(authority.audit.path)] == ["keys.bind"]
+    assert all(v.ok for v in verify_audit(None, authority.public_key(), authority.audit_directory()))
+    _authority(tmp_path)  # and once only
+    assert [r["action"] for r in _records(authority.audit.path)] == ["keys.bind"]

@@ -322,7 +322,7 @@ class KeyAuthority:
         rewrite of its file says why; `verify` then fails on it), and which keys no record of
         the chain vouches for, which are not loaded. A journal written before keys were bound
         (no entry names its record) is bound once, by a record of each key as it stands."""
-        chain = chain_records(self.audit.path)
+        chain = chain_records(self.audit_directory())
         kept, cut = self.heads.get(AUTHORITY, {}).get("checkpoint"), None
         if kept is not None:
             at = next((r for r in chain.values() if r["seq"] == kept["seq"]), None)

@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 from models._private.core.journal import Journal
-from serve._private.auth.audit import Verdict, canonical
+from serve._private.auth.audit import Verdict, canonical, segments
 
 __all__ = ["KEYS_JOURNAL", "chain_records", "record_digest", "unbound_keys", "verify_key_table"]
 
@@ -30,19 +30,21 @@ def record_digest(record: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(record)).hexdigest()
 
 
-def chain_records(path: str) -> dict[str, dict[str, Any]]:
-    """The records of one writer's file by their hash (checkpoints and bad lines left out)."""
+def chain_records(audit_directory: str, writer: str = AUTHORITY) -> dict[str, dict[str, Any]]:
+    """The records of one writer's files (rotated ones too) by their hash (checkpoints and bad
+    lines left out)."""
     found: dict[str, dict[str, Any]] = {}
-    if not os.path.exists(path):
+    if not os.path.isdir(audit_directory):
         return found
-    with open(path, "rb") as f:
-        for line in f:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and "hash" in entry and "checkpoint" not in entry:
-                found[entry["hash"]] = entry
+    for path in segments(audit_directory).get(writer, []):
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(entry, dict) and "hash" in entry and "checkpoint" not in entry:
+                    found[entry["hash"]] = entry
     return found
 
 
@@ -68,7 +70,7 @@ def verify_key_table(auth_directory: str, audit_directory: str) -> Verdict:
     """Checks every key in the journal under `auth_directory` against the authority's chain in
     `audit_directory` (verdict of writer "keys"; `records` counts the keys)."""
     entries = Journal(os.path.join(auth_directory, KEYS_JOURNAL), sync=False).read()
-    chain = chain_records(os.path.join(audit_directory, f"{AUTHORITY}.jsonl"))
+    chain = chain_records(audit_directory)
     keys = {e["record"]["id"] for e in entries if "record" in e}
     verdict = Verdict("keys", len(keys), 0)
     if bad := unbound_keys(entries, chain):
