@@ -140,7 +140,8 @@ def format_verdicts(verdicts: list[Verdict]) -> str:
     for v in verdicts:
         start = f" (from seq {v.skipped + 1})" if v.skipped else ""
         line = f"{v.writer}: {v.records} records{start}, {v.checkpoints} checkpoints; "
-        line += "ok" if v.ok else f"BAD at line {v.first_bad}: {v.reason}"
+        where = f" of {v.file}" if v.file else ""  # a writer's log may be several files (rotated)
+        line += "ok" if v.ok else f"BAD at line {v.first_bad}{where}: {v.reason}"
         if v.unwitnessed:
             line += f" ({v.unwitnessed} after its last signed head: chained, not yet signed)"
         lines.append(line)

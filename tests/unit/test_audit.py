@@ -646,6 +646,9 @@ def test_a_log_rotated_into_several_files_verifies_as_one_chain_and_reads_whole(
     rewrite(older, entries)
     (verdict,) = verify_directory(str(tmp_path), key.public_key())
     assert not verdict.ok and "edited" in verdict.reason and verdict.file == older.name
+    from cluster._private.security import format_verdicts
+
+    assert f"BAD at line 4 of {older.name}: seq" in format_verdicts([verdict])
 
 
 def test_a_write_is_refused_with_503_while_its_audit_record_cannot_be_written_and_reads_go_on(
