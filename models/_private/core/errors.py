@@ -28,6 +28,7 @@ can catch as one (as httpx groups its exceptions).
     │   ├── BackpressureError           a queen's queue is full
     │   ├── BackendsUnavailableError    every backend of a model failed or has its breaker open
     │   ├── ShardUnavailableError       a facts namespace's shard is restarting (503)
+    │   ├── AuditUnavailableError       an audit record cannot be written (a full disk; 503)
     │   ├── ExtractorUnreachableError   the facts extractor deployment did not answer
     │   └── EngineError                 an inference engine cannot serve (dead, failed)
     │       └── EngineUnavailableError  the chosen engine cannot run here (no vLLM, no GPU)
@@ -52,6 +53,7 @@ import math
 
 __all__ = [
     "AccessDenied",
+    "AuditUnavailableError",
     "BackendsUnavailableError",
     "BackpressureError",
     "ClusterAuthError",
@@ -362,6 +364,17 @@ class BackendsUnavailableError(UnavailableError):
 class ShardUnavailableError(UnavailableError):
     """Raised when a facts namespace's shard cannot answer now (its replica died and Serve is
     starting another): HTTP 503."""
+
+
+class AuditUnavailableError(UnavailableError):
+    """Raised when an audit record cannot be written (a full or failing disk): a write that
+    needs its record is refused (HTTP 503); `unrecorded` counts what the chain lost so far."""
+
+    def __init__(self, path: str, unrecorded: int, cause: str):
+        self.path, self.unrecorded = path, unrecorded
+        super().__init__(
+            f"the audit log {path} cannot be written ({cause}); {unrecorded} records lost so far"
+        )
 
 
 class ExtractorUnreachableError(UnavailableError):

@@ -1,7 +1,8 @@
 """The key authority: one Ray actor per system that owns the API keys and the audit signing key.
 
-It is the single place keys change. Every change is journaled (fsync'ed) and audited (a
-durable record in the authority's own chain) before it is acknowledged, then published: gateway
+It is the single place keys change. Every change is audited (a durable record in the
+authority's own chain, first) and journaled (fsync'ed, naming that record: `key_binding`, so a
+key added to the journal by hand is not honoured) before it is acknowledged, then published: gateway
 replicas hold a long poll (`changes`) open, so a revoked key stops working on each of them
 within about `sync_timeout_s` of `revoke` returning. A replica is sent the changes since the
 version it holds (the whole table on its first call, or when it fell further behind than the
@@ -14,7 +15,8 @@ key records, compacted as keys are forgotten or records pile up) and `limits` (t
 limit's slots granted, group-committed, compacted past LIMITS_COMPACT_BYTES). Its
 directory also holds the Ed25519 signing key (mode 0600), which replicas fetch to sign their
 own audit checkpoints, `audit/`, the writers' chains, and `heads.json`, the latest checkpoint
-each writer sent here: the witnesses a chain cut short is found against.
+each writer sent here, and the authority's own, kept after each change: the witnesses a chain
+cut short is found against (the authority's own on its next start, too).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from models._private.core.names import authority_name
 from models._private.core.usage import Spent, UsageLedger
 from serve._private.auth.audit import signed_by
 from serve._private.auth.config import AuthConfig
+from serve._private.auth.key_binding import AUTHORITY, chain_records, record_digest, unbound_keys
 from serve._private.auth.keys import KeyRecord, hash_key, hint_of, new_key
 from serve._private.auth.quota import Grant, Ledger, limit_of, period_of
 
@@ -129,6 +132,7 @@ class KeyAuthority:
         if os.path.exists(heads):
             with open(heads) as f:
                 self.heads = json.load(f)
+        self.chain_cut = self._check_chain(entries)
         served = os.path.join(directory, SERVED_MODELS)
         self.served_models: list[str] | None = None  # None: no AI service has said yet
         if os.path.exists(served):
@@ -204,10 +208,21 @@ class KeyAuthority:
         atomic_write(os.path.join(self.directory, SERVED_MODELS), json.dumps(self.served_models))
 
     def _store(self, record: KeyRecord, actor: str, action: str) -> None:
-        self.journal.write_now({"record": record.model_dump()})
-        self.audit.append(
-            {"kind": "admin", "action": action, "key_id": record.id, "actor": actor}, durable=True
+        # The record first: a crash between the two leaves a record of a change not made, never
+        # a change with no record; the journal entry names it, which binds the key (key_binding).
+        dump = record.model_dump()
+        audit = self.audit.append(
+            {
+                "kind": "admin",
+                "action": action,
+                "key_id": record.id,
+                "actor": actor,
+                "record_sha256": record_digest(dump),
+            },
+            durable=True,
         )
+        self.journal.write_now({"record": dump, "audit": audit["hash"]})
+        self._keep_own_head()
         self.keys[record.id] = record
         self._records += 1
         self._publish({"record": record.model_dump()})
@@ -386,8 +401,47 @@ class KeyAuthority:
             atomic_write(os.path.join(self.directory, HEADS), json.dumps(self.heads))
 
     def witnesses(self) -> dict[str, dict[str, Any]]:
-        """Every writer's latest checkpoint, and the authority's own head signed now."""
-        return {**self.heads, "authority": self.audit.checkpoint()}
+        """Every writer's latest checkpoint, and the authority's own head signed now (or, if its
+        chain was found cut at start, the head it had signed before: `chain_cut`)."""
+        self._keep_own_head()
+        return dict(self.heads)
+
+    def _keep_own_head(self) -> None:
+        # The authority's own head is kept beside the others' (heads.json, outside its file),
+        # so that a cut of its file is found when it starts again; never over a cut found.
+        if self.chain_cut is None:
+            self.heads[AUTHORITY] = self.audit.checkpoint()
+            atomic_write(os.path.join(self.directory, HEADS), json.dumps(self.heads))
+
+    def _check_chain(self, entries: list[dict[str, Any]]) -> str | None:
+        """At start: whether the authority's chain still holds the head it last kept (a cut or
+        rewrite of its file says why; `verify` then fails on it), and which keys no record of
+        the chain vouches for, which are not loaded. A journal written before keys were bound
+        (no entry names its record) is bound once, by a record of each key as it stands."""
+        chain = chain_records(self.audit_directory())
+        kept, cut = self.heads.get(AUTHORITY, {}).get("checkpoint"), None
+        if kept is not None:
+            at = next((r for r in chain.values() if r["seq"] == kept["seq"]), None)
+            if at is None or at["hash"] != kept["head"]:
+                cut = (
+                    f"the authority's audit chain ends at seq {self.audit.seq} but it had signed "
+                    f"seq {kept['seq']} (its file was cut or rewritten)"
+                )
+                log.error("%s; `swarm audit verify` reports it", cut)
+        if not any("audit" in e for e in entries if "record" in e):
+            for record in list(self.keys.values()):
+                self._bind(record)
+            return cut
+        for key_id in unbound_keys(entries, chain):
+            log.error("key %s has no audit record of its latest change; it is not honoured", key_id)
+            self.keys.pop(key_id, None)
+        return cut
+
+    def _bind(self, record: KeyRecord) -> None:
+        dump = record.model_dump()
+        fields = {"kind": "admin", "action": "keys.bind", "key_id": record.id, "actor": "authority"}
+        audit = self.audit.append({**fields, "record_sha256": record_digest(dump)}, durable=True)
+        self.journal.write_now({"record": dump, "audit": audit["hash"]})
 
 
 def get_authority(system: str, config: AuthConfig, resources: dict[str, float] | None = None) -> Any:

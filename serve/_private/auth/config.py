@@ -44,6 +44,19 @@ class AuthConfig(ConfigModel):
         description="Longest an inference request's audit record waits for its fsync (group "
         "commit); admin and write actions wait for theirs before they are answered.",
     )
+    audit_refusals_per_window: PositiveInt = Field(
+        100,
+        description="Refusals (401, 403, 429) a writer records whole per window; the rest are "
+        "counted by status, code and key in one record at the window's end, so that requests "
+        "without a key cannot fill the disk.",
+    )
+    audit_refusal_window_s: PositiveFloat = Field(60.0, description="That window's length.")
+    audit_rotate_bytes: PositiveInt = Field(
+        64 * 2**20,
+        description="A writer's file is renamed <writer>.jsonl.<last seq> at the first checkpoint "
+        "past this size, and the chain goes on in a new one (`swarm audit verify` walks them in "
+        "order; older ones may be archived away).",
+    )
     sync_timeout_s: PositiveFloat = Field(
         0.5,
         description="How long a replica's long poll for key changes waits; a revoked key stops "
@@ -59,6 +72,9 @@ class AuthConfig(ConfigModel):
             self.audit_checkpoint_every,
             self.audit_checkpoint_s,
             self.audit_commit_window_s,
+            refusals_per_window=self.audit_refusals_per_window,
+            refusal_window_s=self.audit_refusal_window_s,
+            rotate_bytes=self.audit_rotate_bytes,
         )
 
     def directory(self, system: str) -> str:

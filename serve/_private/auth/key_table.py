@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from models._private.core.errors import AuditUnavailableError
 from serve._private.auth.audit import AuditLog
 from serve._private.auth.config import AuthConfig
 from serve._private.auth.keys import KeyRecord, hash_key
@@ -90,16 +91,29 @@ class KeyTableReplica:
                 await asyncio.sleep(self.config.sync_timeout_s)
 
     async def _flush(self) -> None:
+        failing = False
         while True:  # group commit: nothing waits longer than the window for its fsync
             await asyncio.sleep(self.config.audit_commit_window_s)
-            await asyncio.to_thread(self.audit.flush)
+            try:
+                await asyncio.to_thread(self.audit.flush)
+            except AuditUnavailableError as e:  # said once; writes are refused until it heals
+                if not failing:
+                    log.error("audit log cannot be written; writes are refused meanwhile: %s", e)
+                failing = True
+                continue
+            if failing:
+                log.warning("audit log written again (its audit_gap record counts what was lost)")
+            failing = False
 
     async def _witness(self, authority: Any) -> None:
         # The authority keeps this chain's latest signed head, so that a cut in the file shows.
         reported = None
         while True:
             await asyncio.sleep(self.config.audit_checkpoint_s)
-            head = await asyncio.to_thread(self.audit.checkpoint_if_new)
+            try:
+                head = await asyncio.to_thread(self.audit.checkpoint_if_new)
+            except AuditUnavailableError:
+                continue  # the flush loop says so
             if head is not None and head is not reported:
                 try:
                     await authority.witnessed.remote(head)
