@@ -1,12 +1,15 @@
 """What the facts store holds and is configured by: documents, entities, facts (bi-temporal
 edges with provenance), and what an extractor hands the store.
 
-Times are timezone-aware UTC datetimes at this boundary and epoch seconds inside SQLite.
+Times are timezone-aware UTC datetimes at this boundary and epoch seconds inside SQLite; they
+cross it through `to_epoch` and `from_epoch` only, never through pydantic's reading of numbers
+(which takes those past 2e10, the years before 1336 and after 2603, for milliseconds).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
@@ -171,6 +174,14 @@ def to_epoch(t: datetime | None) -> float | None:
     return None if t is None else t.timestamp()
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def from_epoch(t: float | None) -> datetime | None:
-    """A UTC datetime of epoch seconds (None stays None)."""
-    return None if t is None else datetime.fromtimestamp(t, tz=timezone.utc)
+    """A UTC datetime of epoch seconds (None stays None), in any year a datetime holds.
+
+    Exact: the microsecond nearest to `t`'s exact value, so `to_epoch(from_epoch(t)) == t` for
+    every `t` that `to_epoch` made, and a time round-trips to the second in any year (to the
+    microsecond where a float holds it, within about 270 years of 1970).
+    """
+    return None if t is None else _EPOCH + timedelta(microseconds=round(Fraction(t) * 1_000_000))

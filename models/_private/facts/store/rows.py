@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from models._private.facts.schema import Document, from_epoch
+from models._private.facts.schema import Document, Fact, from_epoch
 
 __all__ = [
     "FACT_COLUMNS",
@@ -16,6 +16,7 @@ __all__ = [
     "FACT_FROM",
     "FOREVER",
     "document_from_row",
+    "fact_from_row",
     "id_chunks",
     "make_id",
     "provenance_entry",
@@ -41,6 +42,7 @@ FACT_FIELDS = [
     "created_at",
     "expired_at",
 ]
+_FACT_TIMES = ("valid_at", "invalid_at", "created_at", "expired_at")
 FACT_FROM = "facts f JOIN entities s ON s.id = f.subject_id LEFT JOIN entities o ON o.id = f.object_id"
 
 
@@ -77,6 +79,12 @@ def document_from_row(row: tuple) -> Document:
         extraction_error=error,
         job=job,
     )
+
+
+def fact_from_row(row: tuple, provenance: list[dict[str, Any]]) -> Fact:
+    """A fact of a row of `FACT_COLUMNS`, its epoch seconds made datetimes by `from_epoch`."""
+    fields = dict(zip(FACT_FIELDS, row, strict=True))
+    return Fact(**fields | {k: from_epoch(fields[k]) for k in _FACT_TIMES}, provenance=provenance)
 
 
 def make_id() -> str:
