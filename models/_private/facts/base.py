@@ -86,6 +86,7 @@ class FactsBase(SearchMixin, IndexMixin):
         # index of one kind, with no filter to over-fetch through.
         self._spaces = {"passage": namespace, "fact": namespace + FACTS_SPACE}
         self.memory = HybridMemory(list(self._spaces.values()), memory, embedder, clock)
+        self.unindexable: dict[str, str] = {}  # record id -> why the memory refused it (`_index`)
         self._reconcile()
 
     def close(self) -> None:
@@ -248,4 +249,5 @@ class FactsBase(SearchMixin, IndexMixin):
             **self.store.stats(),
             "unindexed": len(self.store.document_ids(indexed=False)),
             "extraction": self.store.extraction_progress(),
+            "unindexable": len(self.unindexable),  # rows the index refused since opening (logged)
         }

@@ -12,7 +12,15 @@ from datetime import datetime, timedelta, timezone
 from fractions import Fraction
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    ValidationInfo,
+    field_validator,
+)
 
 from models._private.core.config import ConfigModel
 
@@ -52,6 +60,12 @@ class FactsConfig(ConfigModel):
     max_text_chars: int = Field(200_000, gt=0, description="Longest document text accepted.")
 
 
+def _not_blank(v: str, field: str) -> str:
+    if not v.strip():
+        raise ValueError(f"{field} is blank")
+    return v
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -78,9 +92,7 @@ class DocumentIn(_Model):
     @field_validator("text")
     @classmethod
     def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("text is blank")
-        return v
+        return _not_blank(v, "text")
 
 
 class Document(DocumentIn):
@@ -121,6 +133,13 @@ class FactIn(_Model):
     invalid_at: AwareDatetime | None = Field(None, description="When it stopped holding, if known.")
     confidence: float = Field(1.0, ge=0, le=1)
     spans: list[Span] = Field(default_factory=list, description="Where the document says it.")
+
+    @field_validator("subject", "predicate", "object", "sentence")
+    @classmethod
+    def _not_blank(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # A blank sentence (or one made of blank names) is stored, then refused by the search
+        # index: refused here, before anything is stored.
+        return None if v is None else _not_blank(v, info.field_name)
 
     def text(self) -> str:
         """The fact as a sentence: the given one, else subject, predicate and object joined."""
