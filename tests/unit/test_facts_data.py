@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from models._private.facts.base import FactsBase
-from models._private.facts.schema import FactIn, FactsConfig
+from models._private.facts.schema import DocumentIn, Extraction, FactIn, FactsConfig
 from models._private.facts.search import _held
 from models._private.facts.store.core import FactStore
 from models._private.retrieval.embedder import Embedder
@@ -104,4 +104,93 @@ def test_a_store_holding_a_blank_fact_still_opens_indexes_the_rest_and_reports_i
     assert "fact:blank" not in reopened.memory.records
     (more,) = reopened.add_facts([FactIn(subject="Bo", predicate="works_for", object="Initech")])
     assert "fact:" + more in reopened.memory.records
+    reopened.close()
+
+
+# -- item 2: a document deleted and posted again while background work reads it ------------------
+
+V1 = DocumentIn(id="x", text="Ada Lovelace wrote the first program.", source="v1")
+V2 = DocumentIn(id="x", text="Grace Hopper wrote the first compiler.", source="v2")
+
+
+class FirstWordExtractor:
+    """Reads one fact a document: its first two words say the rest (enough to tell two texts'
+    facts apart); `before_return` runs between reading and returning, as another caller would."""
+
+    name = "test"
+
+    def __init__(self):
+        self.before_return = None
+
+    def extract_many(self, texts):
+        out = [self.extract(t) for t in texts]
+        if self.before_return is not None:
+            self.before_return()
+        return out
+
+    def extract(self, text):
+        words = text.rstrip(".").split()
+        fact = FactIn(subject=" ".join(words[:2]), predicate="wrote", object=" ".join(words[3:]), spans=[])
+        return Extraction(extractor=self.name, facts=[fact])
+
+
+def repost(kb, index):
+    kb.delete_document("x")
+    kb.add_documents([V2], index=index)
+
+
+@pytest.mark.parametrize("index", [False, True], ids=["reposted_unindexed", "reposted_indexed"])
+def test_a_document_reposted_while_its_old_version_is_embedded_is_indexed_as_the_new_one(
+    tmp_path, embedder, index
+):
+    kb = base(tmp_path, embedder)
+    kb.add_documents([V1], index=False)
+    embed = kb.memory.embed
+
+    def embed_then_repost(texts):  # index_pending took version 1 and embeds it outside the lock
+        vectors = embed(texts)
+        repost(kb, index)
+        return vectors
+
+    kb.memory.embed = embed_then_repost
+    kb.index_pending()
+    kb.memory.embed = embed
+    while kb.index_pending():
+        pass
+    assert kb.memory.records["doc:x"].text == V2.text
+    assert kb.store.document_ids(indexed=False) == set()
+    kb.close()
+    reopened = base(tmp_path, embedder)
+    assert reopened.memory.records["doc:x"].text == V2.text
+    assert [h.document_id for h in reopened.search("Grace Hopper compiler", 1, "passages").passages] == ["x"]
+    reopened.close()
+
+
+def test_a_document_reposted_while_its_old_version_is_extracted_gets_the_new_ones_facts(tmp_path, embedder):
+    extractor = FirstWordExtractor()
+    kb = base(tmp_path, embedder, extractor=extractor)
+    kb.add_documents([V1])
+    extractor.before_return = lambda: repost(kb, True)
+    kb.extract_pending()  # read version 1; version 2 stands under its id when the facts come back
+    extractor.before_return = None
+    assert kb.store.document("x").extraction == "pending"  # version 2 is still to be read
+    kb.extract_pending()
+    facts = kb.store.facts(include_history=True)
+    assert [(f.subject, f.object) for f in facts] == [("Grace Hopper", "the first compiler")]
+    assert [p["document_id"] for p in facts[0].provenance] == ["x"]
+    assert kb.store.find_entity("Ada Lovelace") == []
+    kb.close()
+
+
+def test_reopening_reindexes_a_passage_whose_document_was_replaced_under_its_id(tmp_path, embedder):
+    kb = base(tmp_path, embedder)
+    kb.add_documents([V1, DocumentIn(id="y", text="Alan Turing wrote on computable numbers.")])
+    kb.store.delete_document("x")  # a crash between the store's writes and the memory's
+    kb.store.add_documents([V2])
+    unchanged = kb.memory.records["doc:y"].updated_at
+    kb.close()
+    reopened = base(tmp_path, embedder)  # kept version 1's passage before: it compared ids only
+    assert reopened.memory.records["doc:x"].text == V2.text
+    assert reopened.memory.records["doc:x"].metadata["source"] == "v2"
+    assert reopened.memory.records["doc:y"].updated_at == unchanged  # the same one is left alone
     reopened.close()

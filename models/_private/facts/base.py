@@ -24,6 +24,7 @@ from models._private.facts.pagerank import DocumentGraph
 from models._private.facts.schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
 from models._private.facts.search import SearchMixin
 from models._private.facts.store.core import FactStore
+from models._private.facts.store.rows import same_content
 from models._private.memory.hybrid import HybridMemory
 from models._private.memory.schema import MemoryConfig
 from models._private.retrieval.embedder import Embedder
@@ -133,7 +134,8 @@ class FactsBase(SearchMixin, IndexMixin):
         """Indexes up to `limit` documents stored with `index=False`; returns how many.
 
         The passages are embedded outside the lock (the model releases the GIL, so searches
-        and the extractor go on meanwhile); a document deleted by then is not indexed.
+        and the extractor go on meanwhile); a document deleted by then is not indexed, nor one
+        deleted and posted again with other content (that one waits for the next call).
         """
         with self._lock:
             docs = self.store.unindexed_documents(limit)
@@ -142,9 +144,10 @@ class FactsBase(SearchMixin, IndexMixin):
         records = [self._passage(d) for d in docs]
         vectors = self.memory.embed([r.text for r in records])
         with self._lock:
-            alive = {d.id for d in self.store.documents([d.id for d in docs])}
-            keep = [i for i, d in enumerate(docs) if d.id in alive]
-            self.memory.upsert([records[i] for i in keep], embedded=[vectors[i] for i in keep])
+            now = {d.id: d for d in self.store.documents([d.id for d in docs])}
+            keep = [i for i, d in enumerate(docs) if d.id in now and same_content(now[d.id], d)]
+            # One the memory refuses is reported (`_index`) and marked too: not tried for ever.
+            self._index([records[i] for i in keep], embedded=[vectors[i] for i in keep])
             self.store.mark_indexed([docs[i].id for i in keep])
         return len(docs)
 
@@ -175,9 +178,9 @@ class FactsBase(SearchMixin, IndexMixin):
                 if extraction is None:
                     continue
                 try:
-                    fact_ids += self.store.add_extraction(doc.id, extraction)
+                    fact_ids += self.store.add_extraction(doc.id, extraction, read=doc)
                 except FactsNotFoundError:
-                    continue  # deleted while it was read
+                    continue  # deleted while it was read (another under its id waits its turn)
                 except FactsInputError as e:
                     self.store.extraction_failed(doc.id, str(e))
             # In the lock, so that a document read is one whose facts are found: a short

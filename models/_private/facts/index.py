@@ -78,12 +78,13 @@ class IndexMixin:
 
     def _reconcile(self) -> None:
         """Indexes what the store holds and the memory lacks, and drops what the store no
-        longer holds (a crash may have come between the two writes)."""
+        longer holds (a crash may have come between the two writes), or holds with other
+        content (a document deleted and posted again under its id)."""
         indexed = set(self.memory.records)
         # Co-mention facts are never indexed: they are neither stale records nor gaps.
         documents, facts = self.store.document_ids(), self.store.fact_ids(except_predicate=CO_MENTION)
         kept = {DOC_PREFIX: documents, FACT_PREFIX: facts}
-        stale = {
+        stale = self._replaced([d for d in documents if DOC_PREFIX + d in indexed]) | {
             rid
             for rid in indexed
             for prefix, space in ((DOC_PREFIX, "passage"), (FACT_PREFIX, "fact"))
@@ -103,6 +104,21 @@ class IndexMixin:
         if done := [d for d in waiting if DOC_PREFIX + d in indexed]:  # indexed, then a crash
             self.store.mark_indexed(done)
         self._index_facts(f for f in facts if FACT_PREFIX + f not in indexed)
+
+    def _replaced(self, document_ids: list[str], batch: int = 1000) -> set[str]:
+        """The passage records of these documents that say other than the documents do now (a
+        fact's id is never given again, so only passages can be replaced under theirs)."""
+        replaced = set()
+        for i in range(0, len(document_ids), batch):  # not every text in memory at once
+            for doc in self.store.documents(document_ids[i : i + batch]):
+                record = self._passage(doc)
+                if not _same_record(self.memory.records[record.id], record):
+                    replaced.add(record.id)
+        return replaced
+
+
+def _same_record(a: Record, b: Record) -> bool:
+    return (a.text, a.metadata) == (b.text, b.metadata)
 
 
 def filterable_fields(doc: Document) -> dict[str, Any]:
