@@ -2,6 +2,7 @@
 a namespace from opening, documents deleted and posted again while background work reads them,
 and the memory's log that must not keep deleted text. Real SQLite, FAISS, tantivy and files."""
 
+import os
 import sqlite3
 from datetime import datetime, timedelta, timezone
 
@@ -12,7 +13,9 @@ from models._private.facts.base import FactsBase
 from models._private.facts.schema import DocumentIn, Extraction, FactIn, FactsConfig
 from models._private.facts.search import _held
 from models._private.facts.store.core import FactStore
+from models._private.memory.hybrid import HybridMemory, MemoryConfig, Record
 from models._private.retrieval.embedder import Embedder
+from models._private.retrieval.lexical import LexicalIndex
 from serve._private.facts.protocol import FactsBody
 
 UTC = timezone.utc
@@ -194,3 +197,57 @@ def test_reopening_reindexes_a_passage_whose_document_was_replaced_under_its_id(
     assert reopened.memory.records["doc:x"].metadata["source"] == "v2"
     assert reopened.memory.records["doc:y"].updated_at == unchanged  # the same one is left alone
     reopened.close()
+
+
+# -- item 4: the memory's log is compacted, and deleted text leaves the disk ---------------------
+
+
+def files_holding(root, needle: bytes) -> list[str]:
+    found = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and needle in path.read_bytes().lower():
+            found.append(str(path.relative_to(root)))
+    return found
+
+
+def test_deleted_text_leaves_the_memorys_files_once_deleted_records_outnumber_the_live(tmp_path, embedder):
+    kb = base(tmp_path, embedder)
+    kb.add_documents([DocumentIn(id="keep", text="Ada Lovelace wrote the first program.")])
+    secrets = [DocumentIn(id=f"s{i}", text=f"Zorblaxian vault code {i} is hidden here.") for i in range(2)]
+    kb.add_documents(secrets)
+    assert files_holding(tmp_path / "memory", b"zorblaxian")  # in the log: what the test looks for
+    for doc in secrets:
+        kb.delete_document(doc.id)
+    # Two deleted, one live: compacted (the log kept every deleted text before, for ever).
+    assert files_holding(tmp_path / "memory", b"zorblaxian") == []
+    assert kb.memory.wal.read() == []
+    kb.close()
+    reopened = base(tmp_path, embedder)
+    assert set(reopened.memory.records) == {"doc:keep"}
+    assert [h.document_id for h in reopened.search("Ada program", 2, "passages").passages] == ["keep"]
+    reopened.close()
+
+
+def test_a_growing_log_is_compacted_past_its_size_so_a_start_replays_little(tmp_path, embedder):
+    config = FactsConfig(compact_log_after_mb=0.001)  # about one passage's log entry
+    kb = base(tmp_path, embedder, config=config)
+    for i in range(20):
+        kb.add_documents([DocumentIn(id=f"d{i}", text=f"Document number {i} is about topic {i}.")])
+    # Compacted at doubling sizes: the log holds the last few writes, a snapshot the rest.
+    assert len(kb.memory.wal.read()) < 10
+    kb.close()
+    reopened = base(tmp_path, embedder, config=config)
+    assert set(reopened.memory.records) == {f"doc:d{i}" for i in range(20)}
+    reopened.close()
+
+
+def test_a_snapshot_rebuilds_the_lexical_index_after_any_delete_so_no_deleted_term_stays(tmp_path, embedder):
+    memory = HybridMemory(["ns"], MemoryConfig(path=str(tmp_path / "memory")), embedder)
+    records = [Record(id=f"k{i}", namespace="ns", text=f"ordinary words number {i}") for i in range(60)]
+    memory.upsert([*records, Record(id="s", namespace="ns", text="Zorblaxian vault code")])
+    memory.delete(["s"])  # one delete in 61: too few for the index to call itself stale
+    final = memory.snapshot()
+    assert memory.lexical.index.searcher().terms_with_prefix("text", "zorbl") == []
+    copy = LexicalIndex(os.path.join(final, "lexical"))
+    assert copy.index.searcher().terms_with_prefix("text", "zorbl") == [] and copy.num_docs == 60
+    memory.close()

@@ -89,6 +89,29 @@ class FactsBase(SearchMixin, IndexMixin):
         self.memory = HybridMemory(list(self._spaces.values()), memory, embedder, clock)
         self.unindexable: dict[str, str] = {}  # record id -> why the memory refused it (`_index`)
         self._reconcile()
+        self._live_bytes = self._live_estimate()  # at the last compaction (or opening)
+        self._compact_if_due()
+
+    def _compact_if_due(self) -> None:
+        """Snapshots the memory, which empties its log and leaves no deleted text on disk, once
+        records deleted or replaced since the last snapshot outnumber the live ones, or the
+        log passes `compact_log_after_mb` and the live records' size at the last compaction (so
+        that a memory that only grows compacts at doubling sizes: each write costs O(1) of them
+        in all). Called in the lock after each write."""
+        memory = self.memory
+        threshold = max(self.store.config.compact_log_after_mb * 2**20, self._live_bytes)
+        if memory.superseded > len(memory.records) or memory.wal.size_bytes() >= threshold:
+            try:
+                memory.snapshot()
+            except OSError as e:  # the write is done and the log whole: try after the next one
+                log.warning("facts namespace %r: compacting the memory's log failed: %r", self.namespace, e)
+                return
+            self._live_bytes = self._live_estimate()
+
+    def _live_estimate(self) -> int:
+        """Bytes the live records take in the log: their vectors (base64) and texts."""
+        vectors = sum(v.nbytes for v in self.memory.vectors.values()) * 4 // 3
+        return vectors + sum(len(r.text) for r in self.memory.records.values())
 
     def close(self) -> None:
         with self._lock:
@@ -128,6 +151,7 @@ class FactsBase(SearchMixin, IndexMixin):
             self._changed()
             if index:
                 self.memory.upsert([self._passage(d) for d in stored])
+            self._compact_if_due()
         return stored
 
     def index_pending(self, limit: int = 256) -> int:
@@ -149,6 +173,7 @@ class FactsBase(SearchMixin, IndexMixin):
             # One the memory refuses is reported (`_index`) and marked too: not tried for ever.
             self._index([records[i] for i in keep], embedded=[vectors[i] for i in keep])
             self.store.mark_indexed([docs[i].id for i in keep])
+            self._compact_if_due()
         return len(docs)
 
     def job_progress(self, job: str) -> dict[str, int]:
@@ -187,6 +212,7 @@ class FactsBase(SearchMixin, IndexMixin):
             # batch of sentences (passages, the long texts, are embedded outside it).
             self._index_facts(fact_ids)
             self._changed()
+            self._compact_if_due()
         return len(docs)
 
     def _extract_one(self, doc: Document) -> Any:
@@ -205,6 +231,7 @@ class FactsBase(SearchMixin, IndexMixin):
             ids = self.store.add_facts(facts)
             self._index_facts(ids)
             self._changed()
+            self._compact_if_due()
         return ids
 
     def delete_document(self, document_id: str) -> dict[str, Any]:
@@ -213,6 +240,7 @@ class FactsBase(SearchMixin, IndexMixin):
             out = self.store.delete_document(document_id)
             self._changed()
             self.memory.delete([DOC_PREFIX + document_id, *(FACT_PREFIX + f for f in out["facts_removed"])])
+            self._compact_if_due()
         return out
 
     def delete_fact(self, fact_id: str) -> None:
@@ -220,6 +248,7 @@ class FactsBase(SearchMixin, IndexMixin):
             self.store.delete_fact(fact_id)
             self.memory.delete([FACT_PREFIX + fact_id])
             self._changed()
+            self._compact_if_due()
 
     def merge_entities(self, keep_id: str, other_id: str) -> Entity:
         """Makes `other_id` part of `keep_id` (`FactStore.merge_entities`); facts that became
@@ -231,6 +260,7 @@ class FactsBase(SearchMixin, IndexMixin):
             entity = self.store.merge_entities(keep_id, other_id)
             self.memory.delete([FACT_PREFIX + f for f in before - self.store.fact_ids()])
             self._changed()
+            self._compact_if_due()
         return entity
 
     def split_entity(self, entity_id: str, document_ids: list[str], name: str | None) -> Entity:

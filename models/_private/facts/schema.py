@@ -58,6 +58,13 @@ class FactsConfig(ConfigModel):
         "do not.",
     )
     max_text_chars: int = Field(200_000, gt=0, description="Longest document text accepted.")
+    compact_log_after_mb: float = Field(
+        64.0,
+        gt=0,
+        description="Size of the memory's log past which it is compacted (a snapshot, then an "
+        "empty log) once it is also larger than the live records were at the last compaction; "
+        "it is compacted anyway once records deleted or replaced outnumber the live ones.",
+    )
 
 
 def _not_blank(v: str, field: str) -> str:
