@@ -326,6 +326,13 @@ BAD = [
         400,
         "facts.0.subject",
     ),
+    (  # a blank sentence was stored, answered 500, and stopped the shard from starting again
+        "post",
+        ns("wiki", "/facts"),
+        {"facts": [{"subject": "a", "predicate": "p", "object": "o", "sentence": " "}]},
+        400,
+        "facts.0.sentence",
+    ),
     (
         "post",
         ns("wiki", "/facts"),

@@ -24,6 +24,7 @@ from models._private.facts.pagerank import DocumentGraph
 from models._private.facts.schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
 from models._private.facts.search import SearchMixin
 from models._private.facts.store.core import FactStore
+from models._private.facts.store.rows import same_content
 from models._private.memory.hybrid import HybridMemory
 from models._private.memory.schema import MemoryConfig
 from models._private.retrieval.embedder import Embedder
@@ -86,7 +87,31 @@ class FactsBase(SearchMixin, IndexMixin):
         # index of one kind, with no filter to over-fetch through.
         self._spaces = {"passage": namespace, "fact": namespace + FACTS_SPACE}
         self.memory = HybridMemory(list(self._spaces.values()), memory, embedder, clock)
+        self.unindexable: dict[str, str] = {}  # record id -> why the memory refused it (`_index`)
         self._reconcile()
+        self._live_bytes = self._live_estimate()  # at the last compaction (or opening)
+        self._compact_if_due()
+
+    def _compact_if_due(self) -> None:
+        """Snapshots the memory, which empties its log and leaves no deleted text on disk, once
+        records deleted or replaced since the last snapshot outnumber the live ones, or the
+        log passes `compact_log_after_mb` and the live records' size at the last compaction (so
+        that a memory that only grows compacts at doubling sizes: each write costs O(1) of them
+        in all). Called in the lock after each write."""
+        memory = self.memory
+        threshold = max(self.store.config.compact_log_after_mb * 2**20, self._live_bytes)
+        if memory.superseded > len(memory.records) or memory.wal.size_bytes() >= threshold:
+            try:
+                memory.snapshot()
+            except OSError as e:  # the write is done and the log whole: try after the next one
+                log.warning("facts namespace %r: compacting the memory's log failed: %r", self.namespace, e)
+                return
+            self._live_bytes = self._live_estimate()
+
+    def _live_estimate(self) -> int:
+        """Bytes the live records take in the log: their vectors (base64) and texts."""
+        vectors = sum(v.nbytes for v in self.memory.vectors.values()) * 4 // 3
+        return vectors + sum(len(r.text) for r in self.memory.records.values())
 
     def close(self) -> None:
         with self._lock:
@@ -126,13 +151,15 @@ class FactsBase(SearchMixin, IndexMixin):
             self._changed()
             if index:
                 self.memory.upsert([self._passage(d) for d in stored])
+            self._compact_if_due()
         return stored
 
     def index_pending(self, limit: int = 256) -> int:
         """Indexes up to `limit` documents stored with `index=False`; returns how many.
 
         The passages are embedded outside the lock (the model releases the GIL, so searches
-        and the extractor go on meanwhile); a document deleted by then is not indexed.
+        and the extractor go on meanwhile); a document deleted by then is not indexed, nor one
+        deleted and posted again with other content (that one waits for the next call).
         """
         with self._lock:
             docs = self.store.unindexed_documents(limit)
@@ -141,10 +168,12 @@ class FactsBase(SearchMixin, IndexMixin):
         records = [self._passage(d) for d in docs]
         vectors = self.memory.embed([r.text for r in records])
         with self._lock:
-            alive = {d.id for d in self.store.documents([d.id for d in docs])}
-            keep = [i for i, d in enumerate(docs) if d.id in alive]
-            self.memory.upsert([records[i] for i in keep], embedded=[vectors[i] for i in keep])
+            now = {d.id: d for d in self.store.documents([d.id for d in docs])}
+            keep = [i for i, d in enumerate(docs) if d.id in now and same_content(now[d.id], d)]
+            # One the memory refuses is reported (`_index`) and marked too: not tried for ever.
+            self._index([records[i] for i in keep], embedded=[vectors[i] for i in keep])
             self.store.mark_indexed([docs[i].id for i in keep])
+            self._compact_if_due()
         return len(docs)
 
     def job_progress(self, job: str) -> dict[str, int]:
@@ -174,15 +203,16 @@ class FactsBase(SearchMixin, IndexMixin):
                 if extraction is None:
                     continue
                 try:
-                    fact_ids += self.store.add_extraction(doc.id, extraction)
+                    fact_ids += self.store.add_extraction(doc.id, extraction, read=doc)
                 except FactsNotFoundError:
-                    continue  # deleted while it was read
+                    continue  # deleted while it was read (another under its id waits its turn)
                 except FactsInputError as e:
                     self.store.extraction_failed(doc.id, str(e))
             # In the lock, so that a document read is one whose facts are found: a short
             # batch of sentences (passages, the long texts, are embedded outside it).
             self._index_facts(fact_ids)
             self._changed()
+            self._compact_if_due()
         return len(docs)
 
     def _extract_one(self, doc: Document) -> Any:
@@ -201,6 +231,7 @@ class FactsBase(SearchMixin, IndexMixin):
             ids = self.store.add_facts(facts)
             self._index_facts(ids)
             self._changed()
+            self._compact_if_due()
         return ids
 
     def delete_document(self, document_id: str) -> dict[str, Any]:
@@ -209,6 +240,7 @@ class FactsBase(SearchMixin, IndexMixin):
             out = self.store.delete_document(document_id)
             self._changed()
             self.memory.delete([DOC_PREFIX + document_id, *(FACT_PREFIX + f for f in out["facts_removed"])])
+            self._compact_if_due()
         return out
 
     def delete_fact(self, fact_id: str) -> None:
@@ -216,6 +248,7 @@ class FactsBase(SearchMixin, IndexMixin):
             self.store.delete_fact(fact_id)
             self.memory.delete([FACT_PREFIX + fact_id])
             self._changed()
+            self._compact_if_due()
 
     def merge_entities(self, keep_id: str, other_id: str) -> Entity:
         """Makes `other_id` part of `keep_id` (`FactStore.merge_entities`); facts that became
@@ -227,6 +260,7 @@ class FactsBase(SearchMixin, IndexMixin):
             entity = self.store.merge_entities(keep_id, other_id)
             self.memory.delete([FACT_PREFIX + f for f in before - self.store.fact_ids()])
             self._changed()
+            self._compact_if_due()
         return entity
 
     def split_entity(self, entity_id: str, document_ids: list[str], name: str | None) -> Entity:
@@ -248,4 +282,5 @@ class FactsBase(SearchMixin, IndexMixin):
             **self.store.stats(),
             "unindexed": len(self.store.document_ids(indexed=False)),
             "extraction": self.store.extraction_progress(),
+            "unindexable": len(self.unindexable),  # rows the index refused since opening (logged)
         }

@@ -106,6 +106,9 @@ class HybridMemory(SweepMixin, DurabilityMixin):
         self._pending_access: dict[str, tuple[int, str]] = {}
         # Long-term records not yet compared for consolidation: new, rewritten or just promoted.
         self._unconsolidated: set[str] = set()
+        # Records deleted or replaced since the last snapshot (replays count too): what the log
+        # holds that no live record needs, for an owner deciding when to compact it.
+        self.superseded = 0
         if self.config.path:
             self._restore()
 
@@ -188,7 +191,9 @@ class HybridMemory(SweepMixin, DurabilityMixin):
         return r
 
     def _apply_upsert(self, batch: list[Record], vectors: list[np.ndarray]) -> None:
-        self._drop_vectors([r.id for r in batch if r.id in self.records])  # chunk counts may change
+        replaced = [r.id for r in batch if r.id in self.records]
+        self.superseded += len(replaced)
+        self._drop_vectors(replaced)  # chunk counts may change
         for r in batch:
             if (old := self.records.get(r.id)) is not None and old.namespace != r.namespace:
                 self.working[old.namespace].pop(r.id, None)  # moved: out of the old namespace's LRU
@@ -239,6 +244,7 @@ class HybridMemory(SweepMixin, DurabilityMixin):
 
     def _apply_delete(self, ids: list[str]) -> None:
         ids = [i for i in ids if i in self.records]
+        self.superseded += len(ids)
         self._drop_vectors(ids)
         for i in ids:
             r = self.records.pop(i)

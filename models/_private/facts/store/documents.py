@@ -9,7 +9,7 @@ import sqlite3
 
 from models._private.core.errors import FactsInputError, FactsNotFoundError
 from models._private.facts.schema import Document, DocumentIn, Extraction, FactIn, Span, from_epoch, to_epoch
-from models._private.facts.store.rows import document_from_row, id_chunks, make_id
+from models._private.facts.store.rows import document_from_row, id_chunks, make_id, same_content
 
 __all__ = ["DocumentsMixin"]
 
@@ -90,15 +90,25 @@ class DocumentsMixin:
             return old.model_copy(update={"job": job})
         return old
 
-    def add_extraction(self, document_id: str, extraction: Extraction) -> list[str]:
+    def add_extraction(
+        self, document_id: str, extraction: Extraction, read: Document | None = None
+    ) -> list[str]:
         """Adds what an extractor read from a stored document (extraction runs after a document
-        is accepted); returns the ids of the facts it produced or supported."""
+        is accepted); returns the ids of the facts it produced or supported.
+
+        Args:
+            read: The document as the extractor read it: unless the stored one says the same,
+                the extraction is of a document deleted since (its id taken by another).
+
+        Raises:
+            FactsNotFoundError: no such document, or not the one `read`.
+        """
         with self._transaction() as db:
             row = db.execute(
                 "SELECT reference_time, length(text), extraction FROM documents WHERE id = ?", (document_id,)
             )
             found = row.fetchone()
-            if found is None:
+            if found is None or (read is not None and not same_content(self.document(document_id), read)):
                 raise FactsNotFoundError("document", document_id)
             if found[2] == "done":  # a second reading would count every mention twice
                 raise FactsInputError("document", f"{document_id!r} was extracted already")

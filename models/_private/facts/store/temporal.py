@@ -13,9 +13,9 @@ from models._private.core.errors import FactsInputError, FactsNotFoundError
 from models._private.facts.schema import Fact, FactIn, Span, to_epoch
 from models._private.facts.store.rows import (
     FACT_COLUMNS,
-    FACT_FIELDS,
     FACT_FROM,
     FOREVER,
+    fact_from_row,
     id_chunks,
     make_id,
     provenance_entry,
@@ -108,11 +108,7 @@ class TemporalFactsMixin:
                     part,
                 ):
                     spans.setdefault(fact_id, []).append(provenance_entry(d, a, b))
-        return [
-            Fact(**dict(zip(FACT_FIELDS, found[f], strict=True)), provenance=spans.get(f, []))
-            for f in fact_ids
-            if f in found
-        ]
+        return [fact_from_row(found[f], spans.get(f, [])) for f in fact_ids if f in found]
 
     def fact_ids(self, except_predicate: str | None = None) -> set[str]:
         """The ids of stored facts, but those on `except_predicate` (to reconcile a search
@@ -267,4 +263,4 @@ class TemporalFactsMixin:
             (row[0],),
         )
         provenance = [provenance_entry(d, s, e) for d, s, e in spans]
-        return Fact(**dict(zip(FACT_FIELDS, row, strict=True)), provenance=provenance)
+        return fact_from_row(row, provenance)
