@@ -18,7 +18,8 @@ can catch as one (as httpx groups its exceptions).
     │   └── KeyNotFoundError            an API key id the key authority does not know
     ├── ConflictError                   what is running or stored cannot take the change
     │   ├── SystemConfigChangedError    `up` of a config that differs from the running system's
-    │   └── KeyStateError               a change a key's state forbids (rotating a revoked key)
+    │   ├── KeyStateError               a change a key's state forbids (rotating a revoked key)
+    │   └── ServiceExposedError         auth off, but the Serve that runs listens beyond loopback
     ├── RefusedError                    the caller may not do this (now)
     │   ├── ClusterAuthError            the cluster wants a Ray token this process lacks
     │   ├── AccessDenied                a key that may not use this model or namespace (403)
@@ -78,6 +79,7 @@ __all__ = [
     "RefusedError",
     "RequestError",
     "SchedulingError",
+    "ServiceExposedError",
     "ShardUnavailableError",
     "SwarmNotFoundError",
     "SwarmrayError",
@@ -262,6 +264,22 @@ class SystemConfigChangedError(ConflictError):
 
 class KeyStateError(ConflictError, ValueError):
     """Raised when a key cannot take a change in its state (rotating a revoked key)."""
+
+
+class ServiceExposedError(ConflictError):
+    """Raised by `up` and `deploy` when a service's auth is off but the Serve that runs (started
+    before, by someone else) listens beyond loopback: the service would be open to the network."""
+
+    def __init__(self, service: str, host: str | None, port: int):
+        self.service = service
+        self.host = host
+        self.port = port
+        where = f"{host}:{port}" if host is not None else f"port {port} with its host unset"
+        super().__init__(
+            f"auth is off for the {service} service, but the Serve that runs on this cluster listens "
+            f"on {where}, not on loopback: anyone who reaches it could use the service; turn auth "
+            "on, or run this cluster's Serve on 127.0.0.1"
+        )
 
 
 # -- refusals -------------------------------------------------------------------------------------
