@@ -32,6 +32,7 @@ __all__ = [
     "HEAD_ENV",
     "LocalHead",
     "call",
+    "client_host",
     "connect",
     "connect_or_start",
     "existing",
@@ -61,6 +62,9 @@ HEAD_ENV = {
     # well under that and retries refused connections, and 30 s made every `down` 30 s longer.
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }
+
+
+_joined_through: str | None = None  # the ray:// address `connect` joined through, if it did
 
 
 def connect(address: str | None = None, namespace: str = "swarmray") -> None:
@@ -97,6 +101,8 @@ def connect(address: str | None = None, namespace: str = "swarmray") -> None:
         )
     except ConnectionError as e:
         raise ClusterUnreachableError(address or "auto", str(e).strip().splitlines()[0]) from None
+    global _joined_through
+    _joined_through = address if address and address.startswith("ray://") else None
     # ...and the raylet's and GCS's warnings (e.g. worker start-up concurrency), which Ray
     # prints on every driver, bypassing logging; the flag is internal, hence the guard.
     if hasattr(ray._private.worker, "_worker_logs_enabled"):
@@ -122,6 +128,18 @@ def use_ray_token() -> None:
     )
 
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def client_host() -> str | None:
+    """The host of the ray:// address this process joined the cluster through (Ray Client); ""
+    when it joined so some other way; None when it runs on a node of the cluster."""
+    from ray.util.client import ray as ray_client
+
+    if not ray_client.is_connected():
+        return None
+    if _joined_through is None:
+        return ""
+    return _joined_through.removeprefix("ray://").rpartition(":")[0].strip("[]")
 
 
 def _token_source() -> str | None:

@@ -7,7 +7,8 @@ can catch as one (as httpx groups its exceptions).
     │   ├── PayloadError                a task's payload does not fit its capability (never retried)
     │   ├── MemoryInputError            a memory write or search was refused (field, reason)
     │   ├── FactsInputError             a facts write or query was refused (field, reason)
-    │   └── RequestError                an AI-service request was refused (param, reason, code)
+    │   ├── RequestError                an AI-service request was refused (param, reason, code)
+    │   └── ServiceURLError             a service URL this process must not send its key to
     ├── NotFoundError                   something named does not exist
     │   ├── SystemNotFoundError         no running system in the Ray namespace
     │   ├── SwarmNotFoundError          a swarm name the registry does not know
@@ -80,6 +81,7 @@ __all__ = [
     "RequestError",
     "SchedulingError",
     "ServiceExposedError",
+    "ServiceURLError",
     "ShardUnavailableError",
     "SwarmNotFoundError",
     "SwarmrayError",
@@ -167,6 +169,16 @@ class RequestError(InputError, ValueError):
         self.reason = reason
         self.code = code
         super().__init__(f"{param}: {reason}" if param else reason)
+
+
+class ServiceURLError(InputError):
+    """Raised by a driver before it sends a key to a service URL it must not: the cluster's own
+    loopback seen from outside the cluster, or plain HTTP to another machine."""
+
+    def __init__(self, url: str, reason: str):
+        self.url = url
+        self.reason = reason
+        super().__init__(f"not sending the key to {url}: {reason}")
 
 
 # -- not found ------------------------------------------------------------------------------------
