@@ -233,7 +233,8 @@ def down(namespace: str = "swarmray") -> list[str]:
     config no longer names too.
 
     Returns:
-        The names of the actors removed.
+        The names of what was removed; of a local head, also each of its processes left running
+        (another user's, or one this process may not signal).
     """
     registry = registry_of(namespace)
     config = call(registry.system_config.remote)
@@ -282,6 +283,7 @@ def down(namespace: str = "swarmray") -> list[str]:
     ray.kill(registry, no_restart=True)
     removed.append(names.REGISTRY)
     if ours:
-        LocalHead(session, started["address"]).stop()
-        removed.append("local Ray head")
+        stopped = LocalHead(session, started["address"]).stop()
+        left = f" (left running: {'; '.join(stopped.skipped)})" if stopped.skipped else ""
+        removed.append(f"local Ray head{left}")
     return removed
