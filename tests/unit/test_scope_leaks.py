@@ -67,3 +67,11 @@ def test_a_journal_on_a_uri_with_credentials_labels_its_metrics_without_them():
     labels = json.dumps(journal._tags)  # the tags every journal metric is recorded with
     assert "s3cr3t" not in labels and "abc" not in labels and "AKIAX" not in labels
     assert journal._tags == {"system": "sys", "journal": "memory://***@bucket/j?token=***"}
+
+
+def test_a_refused_up_names_a_changed_uri_without_its_credentials():
+    from cluster._private.config import config_changes
+
+    old = {"swarms": {"s": {"journal": {"uri": "s3://AKIAX:s3cr3t@bucket/j"}}}}
+    new = {"swarms": {"s": {"journal": {"uri": "s3://AKIAX:s3cr3t@bucket/k"}}}}
+    assert config_changes(old, new) == ['swarms.s.journal.uri: "s3://***@bucket/j" -> "s3://***@bucket/k"']
