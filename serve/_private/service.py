@@ -89,6 +89,10 @@ def deploy(config: ServiceConfig, app_name: str | None = None, system: str | Non
             under which the facts service keeps its data; default the application's name.
 
     Returns the service's base URL. Ray must be initialised (`ray.init` or `cluster.connect`).
+
+    Raises:
+        ServiceExposedError: `config` turns auth off and the Serve that runs (perhaps started
+            by someone else) listens beyond loopback; nothing is deployed.
     """
     from ray import serve
 
