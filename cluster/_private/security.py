@@ -163,14 +163,15 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 def audit_url(system: str) -> str:
     """The …/v1 root of a service of `system` that answers /v1/audit: the AI service's, else
-    the facts service's (Ray must be connected)."""
+    the facts service's (Ray must be connected), as this process reaches it (`url_here`)."""
     from actors._private.services import AI_URL_KEY, FACTS_URL_KEY
     from cluster._private.connection import call, registry_of
+    from cluster._private.endpoints import url_here
 
     registry = registry_of(system)
     for name in (AI_URL_KEY, FACTS_URL_KEY):
         if url := call(lambda name=name: registry.kv_get.remote(name)):
-            return url
+            return url_here(url)
     raise SwarmrayError(f"system {system!r} runs no service; run `swarm up`")
 
 
@@ -183,9 +184,15 @@ def audit_over_http(
     limit: int = 100,
 ) -> dict[str, Any]:
     """The page of a service's GET /v1/audit for this key (admin scope): {"data": the latest
-    `limit` matching records, oldest first, "has_more": whether older ones matched too}."""
-    from actors._private.services import error_of
+    `limit` matching records, oldest first, "has_more": whether older ones matched too}.
 
+    Raises:
+        ServiceURLError: the key would go over plain HTTP to another machine (before sending).
+    """
+    from actors._private.services import error_of
+    from cluster._private.endpoints import check_key_transport
+
+    check_key_transport(url, api_key)
     params = {"key": key_id, "since": since, "route": route, "limit": limit}
     r = httpx.get(
         url.rstrip("/") + "/audit",

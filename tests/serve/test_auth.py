@@ -256,6 +256,15 @@ def test_a_key_limited_to_a_namespace_gets_403_for_another_and_sees_only_its_own
     assert sorted(n["namespace"] for n in admin) == ["open", "secret"]
 
 
+def test_a_search_outside_a_keys_namespaces_is_403_whether_the_namespace_exists_or_not(facts, keys):
+    # A 404 for an unknown name and a 403 for another tenant's would tell which names exist.
+    for names in (["secret"], ["no-such-namespace"], ["open", "no-such-namespace"]):
+        r = call(facts, "POST", "/search", keys["writer"], {"query": "x", "namespaces": names})
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "insufficient_permissions"), names
+    r = call(facts, "POST", "/search", keys["admin"], {"query": "x", "namespaces": ["no-such-namespace"]})
+    assert r.status_code == 404  # a key that may use every namespace is told it does not exist
+
+
 @pytest.fixture(scope="module")
 def key_ids(keys, authority):
     return {r["name"]: r["id"] for r in ray.get(authority.list.remote())}

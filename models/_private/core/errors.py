@@ -7,7 +7,8 @@ can catch as one (as httpx groups its exceptions).
     │   ├── PayloadError                a task's payload does not fit its capability (never retried)
     │   ├── MemoryInputError            a memory write or search was refused (field, reason)
     │   ├── FactsInputError             a facts write or query was refused (field, reason)
-    │   └── RequestError                an AI-service request was refused (param, reason, code)
+    │   ├── RequestError                an AI-service request was refused (param, reason, code)
+    │   └── ServiceURLError             a service URL this process must not send its key to
     ├── NotFoundError                   something named does not exist
     │   ├── SystemNotFoundError         no running system in the Ray namespace
     │   ├── SwarmNotFoundError          a swarm name the registry does not know
@@ -18,7 +19,8 @@ can catch as one (as httpx groups its exceptions).
     │   └── KeyNotFoundError            an API key id the key authority does not know
     ├── ConflictError                   what is running or stored cannot take the change
     │   ├── SystemConfigChangedError    `up` of a config that differs from the running system's
-    │   └── KeyStateError               a change a key's state forbids (rotating a revoked key)
+    │   ├── KeyStateError               a change a key's state forbids (rotating a revoked key)
+    │   └── ServiceExposedError         auth off, but the Serve that runs listens beyond loopback
     ├── RefusedError                    the caller may not do this (now)
     │   ├── ClusterAuthError            the cluster wants a Ray token this process lacks
     │   ├── AccessDenied                a key that may not use this model or namespace (403)
@@ -80,6 +82,8 @@ __all__ = [
     "RefusedError",
     "RequestError",
     "SchedulingError",
+    "ServiceExposedError",
+    "ServiceURLError",
     "ShardUnavailableError",
     "SwarmNotFoundError",
     "SwarmrayError",
@@ -167,6 +171,16 @@ class RequestError(InputError, ValueError):
         self.reason = reason
         self.code = code
         super().__init__(f"{param}: {reason}" if param else reason)
+
+
+class ServiceURLError(InputError):
+    """Raised by a driver before it sends a key to a service URL it must not: the cluster's own
+    loopback seen from outside the cluster, or plain HTTP to another machine."""
+
+    def __init__(self, url: str, reason: str):
+        self.url = url
+        self.reason = reason
+        super().__init__(f"not sending the key to {url}: {reason}")
 
 
 # -- not found ------------------------------------------------------------------------------------
@@ -264,6 +278,22 @@ class SystemConfigChangedError(ConflictError):
 
 class KeyStateError(ConflictError, ValueError):
     """Raised when a key cannot take a change in its state (rotating a revoked key)."""
+
+
+class ServiceExposedError(ConflictError):
+    """Raised by `up` and `deploy` when a service's auth is off but the Serve that runs (started
+    before, by someone else) listens beyond loopback: the service would be open to the network."""
+
+    def __init__(self, service: str, host: str | None, port: int):
+        self.service = service
+        self.host = host
+        self.port = port
+        where = f"{host}:{port}" if host is not None else f"port {port} with its host unset"
+        super().__init__(
+            f"auth is off for the {service} service, but the Serve that runs on this cluster listens "
+            f"on {where}, not on loopback: anyone who reaches it could use the service; turn auth "
+            "on, or run this cluster's Serve on 127.0.0.1"
+        )
 
 
 # -- refusals -------------------------------------------------------------------------------------

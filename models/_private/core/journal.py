@@ -33,6 +33,7 @@ from typing import Any
 
 from models._private.core.files import atomic_write
 from models._private.core.metrics import journal_metrics, keep, safely
+from models._private.core.uris import redact_uri
 
 __all__ = ["Journal", "decode", "encode", "is_local", "journal_location", "nested_in"]
 
@@ -241,7 +242,8 @@ class Journal:
     def __init__(self, uri: str, sync: bool = True, system: str = "-"):
         self.uri = uri
         # Its metrics' tags: the system it belongs to ("-" for none) and where it is.
-        self._tags = {"system": system, "journal": uri.replace(os.path.expanduser("~"), "~", 1)}
+        # Never the credentials a URI may carry: the label is scraped by whoever reads metrics.
+        self._tags = {"system": system, "journal": redact_uri(uri).replace(os.path.expanduser("~"), "~", 1)}
         self._log = _LocalLog(uri.removeprefix("file://"), sync) if is_local(uri) else _ObjectLog(uri)
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future] = []

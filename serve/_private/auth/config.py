@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -11,7 +12,7 @@ from models._private.core.config import ConfigModel
 from models._private.core.journal import journal_location
 from serve._private.auth.audit import AuditLog
 
-__all__ = ["LOOPBACK", "AuthConfig", "check_auth_host"]
+__all__ = ["LOOPBACK", "AuthConfig", "check_auth_host", "is_loopback"]
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -83,9 +84,22 @@ class AuthConfig(ConfigModel):
         return os.path.abspath(os.path.expanduser(root))
 
 
+def is_loopback(host: str | None) -> bool:
+    """Whether `host` is a loopback name or address (127.0.0.0/8, ::1, localhost); None (which
+    makes Serve's HAProxy bind every interface) is not."""
+    if host is None:
+        return False
+    if host in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def check_auth_host(auth: AuthConfig, host: str) -> None:
     """Auth may be off only where nobody but this machine reaches the service."""
-    if not auth.enabled and host not in LOOPBACK:
+    if not auth.enabled and not is_loopback(host):
         raise ValueError(
             f"auth.enabled false is allowed only while Serve listens on loopback, not {host!r}: "
             "anyone who reaches the port could use the service"

@@ -307,10 +307,10 @@ class FactsGateway:
         """Passages, facts and (graph mode) entities for a query, over the namespaces named
         (default: every one the key may use), merged by score."""
         names = list(dict.fromkeys(body.namespaces or usable(request, list(self.shards), "namespace")))
+        for name in names:  # first: a 404 here would tell a limited key which names exist
+            allow(request, namespace=name)
         if unknown := [n for n in names if n not in self.shards]:
             raise FactsNotFoundError("namespace", unknown[0])
-        for name in names:
-            allow(request, namespace=name)
         args = dict(k=body.k, mode=body.mode, as_of=body.as_of, depth=body.depth, filters=body.filters)
         results = await asyncio.gather(
             *(self._ask(n, lambda shard: shard.search.remote(body.query, **args)) for n in names)
