@@ -102,8 +102,10 @@ class KeyAuthority:
         # starts with the version it had).
         self.version = 0
         self._records = 0  # key records in the keys journal
+        self._bound: dict[str, str] = {}  # key id -> the audit record its latest state names
         legacy = []  # grants journaled here before the limits journal existed
-        for entry in self.journal.read():
+        entries = self.journal.read()
+        for entry in entries:
             if "spent" in entry:
                 legacy.append(entry)
             elif "version" in entry:
@@ -114,6 +116,8 @@ class KeyAuthority:
             else:
                 record = KeyRecord.model_validate(entry["record"])
                 self.keys[record.id] = record
+                if "audit" in entry:
+                    self._bound[record.id] = entry["audit"]
                 self.version += 1
                 self._records += 1
         self.limits = Journal(os.path.join(directory, "limits"), system=system)
@@ -224,6 +228,7 @@ class KeyAuthority:
         self.journal.write_now({"record": dump, "audit": audit["hash"]})
         self._keep_own_head()
         self.keys[record.id] = record
+        self._bound[record.id] = audit["hash"]
         self._records += 1
         self._publish({"record": record.model_dump()})
         if self._records > max(64, 2 * len(self.keys)):  # mostly superseded records: compact
@@ -237,7 +242,8 @@ class KeyAuthority:
 
     def _compact_keys(self) -> None:
         # All the keys journal's writes are synchronous, on this loop: nothing is in flight.
-        records = [{"record": r.model_dump()} for r in self.keys.values()]
+        # Each keeps the audit record its state names, so it stays bound (key_binding).
+        records = [{"record": r.model_dump(), "audit": self._bound[r.id]} for r in self.keys.values()]
         self.journal.rewrite_now({"version": self.version - len(records)}, *records)
         self._records = len(records)
 
@@ -442,6 +448,8 @@ class KeyAuthority:
         fields = {"kind": "admin", "action": "keys.bind", "key_id": record.id, "actor": "authority"}
         audit = self.audit.append({**fields, "record_sha256": record_digest(dump)}, durable=True)
         self.journal.write_now({"record": dump, "audit": audit["hash"]})
+        self._bound[record.id] = audit["hash"]
+        self._records += 1
 
 
 def get_authority(system: str, config: AuthConfig, resources: dict[str, float] | None = None) -> Any:
