@@ -173,11 +173,12 @@ class FactsGateway:
         progress = await self._ask(namespace, lambda shard: shard.job_progress.remote(job))
         return _job(namespace, job, progress, [d.id for d in stored])
 
-    @app.get(NS + "/documents/{document_id}")
+    # `:path`: an id may hold slashes ("papers/2024/a.txt"); what it may not hold is in DocumentIn.
+    @app.get(NS + "/documents/{document_id:path}")
     async def get_document(self, namespace: str, document_id: str) -> Document:
         return await self._ask(namespace, lambda shard: shard.get_document.remote(document_id))
 
-    @app.delete(NS + "/documents/{document_id}")
+    @app.delete(NS + "/documents/{document_id:path}")
     async def delete_document(self, namespace: str, document_id: str) -> dict[str, Any]:
         """Removes the document, its passage, and the facts and entities only it supported."""
         out = await self._ask(namespace, lambda shard: shard.delete_document.remote(document_id))
