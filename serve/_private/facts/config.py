@@ -41,6 +41,12 @@ class FactsNamespaceConfig(FactsConfig):
         "hop", description="How graph search lifts passages (benchmarks/README.md, facts)."
     )
     extract_batch: PositiveInt = Field(32, description="Documents the extractor reads at once.")
+    extract_max_attempts: PositiveInt = Field(
+        3,
+        description="Times a document is read alone with the extractor failing on it while its "
+        "service answers (a document that kills the spaCy replica, or always gets a 5xx) before "
+        "it is marked failed with the reason; an outage counts against no document.",
+    )
     torch_threads: PositiveInt | None = Field(
         None,
         description="Threads its embedder computes with; None: the node's cores (Ray would "

@@ -140,6 +140,7 @@ class FactsShard:
             extractor=_extractor(self.config, llm, reader),
             graph_weight=self.config.graph_weight,
             graph_rerank=self.config.graph_rerank,
+            extract_max_attempts=self.config.extract_max_attempts,
         )
         self.namespace, self.metrics, self._counted = namespace, service_metrics(system, "facts"), 0.0
         self._count(force=True)

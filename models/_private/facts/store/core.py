@@ -82,6 +82,10 @@ CREATE TABLE IF NOT EXISTS provenance (
     PRIMARY KEY (fact_id, document_id, start, end)
 );
 CREATE INDEX IF NOT EXISTS provenance_by_document ON provenance(document_id);
+CREATE TABLE IF NOT EXISTS extraction_attempts (  -- documents in a batch the extractor failed on
+    document_id TEXT PRIMARY KEY REFERENCES documents(id) ON DELETE CASCADE,
+    failures INTEGER NOT NULL  -- times it failed alone, the extractor having answered before it
+);
 """
 
 
