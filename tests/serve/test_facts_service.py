@@ -310,6 +310,21 @@ def test_a_document_id_with_slashes_is_read_and_deleted_by_its_path(http):
         assert r.status_code == 400 and r.json()["error"]["param"] == "id", (bad, r.text)
 
 
+def test_facts_are_listed_in_pages_of_at_most_the_limit(http):
+    facts = [{"subject": "Pager", "predicate": "counts", "object": f"Number {i}"} for i in range(3)]
+    assert http.post(ns("other", "/facts"), json={"facts": facts}).status_code == 201
+    (pager,) = http.get(ns("other", "/entities"), params={"name": "Pager"}).json()["entities"]
+    first = http.get(ns("other", "/facts"), params={"subject": pager["id"], "limit": 2}).json()
+    assert len(first["facts"]) == 2 and first["next_cursor"]
+    params = {"subject": pager["id"], "limit": 2, "cursor": first["next_cursor"]}
+    last = http.get(ns("other", "/facts"), params=params).json()
+    assert len(last["facts"]) == 1 and last["next_cursor"] is None
+    assert {f["object"] for f in first["facts"] + last["facts"]} == {f["object"] for f in facts}
+    for bad, param in (({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"cursor": "x"}, "cursor")):
+        r = http.get(ns("other", "/facts"), params={"subject": pager["id"], **bad})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
 BAD = [
     ("post", ns("wiki", "/documents"), {"text": ""}, 400, "text"),
     ("post", ns("wiki", "/documents"), {"text": "   "}, 400, "text"),

@@ -28,6 +28,7 @@ can catch as one (as httpx groups its exceptions).
     │   ├── BackpressureError           a queen's queue is full
     │   ├── BackendsUnavailableError    every backend of a model failed or has its breaker open
     │   ├── ShardUnavailableError       a facts namespace's shard is restarting (503)
+    │   ├── FactsReadTimeoutError       a facts read ran past its time bound (503)
     │   ├── ExtractorUnreachableError   the facts extractor deployment did not answer
     │   └── EngineError                 an inference engine cannot serve (dead, failed)
     │       └── EngineUnavailableError  the chosen engine cannot run here (no vLLM, no GPU)
@@ -67,6 +68,7 @@ __all__ = [
     "ExtractorUnreachableError",
     "FactsInputError",
     "FactsNotFoundError",
+    "FactsReadTimeoutError",
     "InputError",
     "KeyNotFoundError",
     "KeyStateError",
@@ -362,6 +364,15 @@ class BackendsUnavailableError(UnavailableError):
 class ShardUnavailableError(UnavailableError):
     """Raised when a facts namespace's shard cannot answer now (its replica died and Serve is
     starting another): HTTP 503."""
+
+
+class FactsReadTimeoutError(UnavailableError):
+    """Raised when a read of a facts store runs past its time bound (`read_timeout_s`): it is
+    stopped so that it holds nothing longer (HTTP 503); a narrower read may succeed."""
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+        super().__init__(f"the read took over {timeout_s} s and was stopped; ask for less (a limit, a depth)")
 
 
 class ExtractorUnreachableError(UnavailableError):

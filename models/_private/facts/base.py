@@ -23,7 +23,7 @@ from models._private.facts.index import DOC_PREFIX, FACT_PREFIX, FACTS_SPACE, In
 from models._private.facts.pagerank import DocumentGraph
 from models._private.facts.schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
 from models._private.facts.search import SearchMixin
-from models._private.facts.store.core import FactStore
+from models._private.facts.store.core import READ_TIMEOUT_S, FactStore
 from models._private.memory.hybrid import HybridMemory
 from models._private.memory.schema import MemoryConfig
 from models._private.retrieval.embedder import Embedder
@@ -58,6 +58,7 @@ class FactsBase(SearchMixin, IndexMixin):
             times its rank relative to the best one (`benchmarks/README.md` compares them).
         extract_max_attempts: Times a document is read alone with the extractor's service
             failing on it (while answering others) before it is marked failed.
+        read_timeout_s: Longest one read of the store may take (`FactStore`).
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class FactsBase(SearchMixin, IndexMixin):
         graph_rerank: Literal["distance", "hop", "pagerank"] = "hop",
         clock: Any = time.time,
         extract_max_attempts: int = 3,
+        read_timeout_s: float = READ_TIMEOUT_S,
     ):
         os.makedirs(path, exist_ok=True)
         self.extract_max_attempts = extract_max_attempts
@@ -85,7 +87,7 @@ class FactsBase(SearchMixin, IndexMixin):
         self._extracting = threading.Lock()
         self._titles: dict[str, list[str]] | None = None  # built on the first hop search
         self._graph: DocumentGraph | None = None  # built on the first pagerank search
-        self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock)
+        self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock, read_timeout_s)
         memory = (memory or MemoryConfig()).model_copy(update={"path": os.path.join(path, "memory")})
         # Passages and fact sentences in memory namespaces of their own: each search asks one
         # index of one kind, with no filter to over-fetch through.

@@ -16,10 +16,10 @@ class IngestJobsMixin:
 
     def pending_documents(self, limit: int) -> list[Document]:
         """Up to `limit` documents waiting for an extractor, oldest first."""
-        with self._lock:
+        with self._reading() as db:
             ids = [
                 r[0]
-                for r in self._db.execute(
+                for r in db.execute(
                     "SELECT id FROM documents WHERE extraction = 'pending' ORDER BY ingested_at LIMIT ?",
                     (limit,),
                 )
@@ -28,9 +28,9 @@ class IngestJobsMixin:
 
     def unindexed_documents(self, limit: int) -> list[Document]:
         """Up to `limit` documents stored with `indexed` False and not marked since, oldest first."""
-        with self._lock:
+        with self._reading() as db:
             query = "SELECT id FROM documents WHERE indexed = 0 ORDER BY ingested_at LIMIT ?"
-            ids = [r[0] for r in self._db.execute(query, (limit,))]
+            ids = [r[0] for r in db.execute(query, (limit,))]
         return [self.document(i) for i in ids]
 
     def mark_indexed(self, document_ids: list[str]) -> None:
@@ -45,8 +45,8 @@ class IngestJobsMixin:
         Raises:
             FactsNotFoundError: no document of the job remains.
         """
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT extraction, count(*), sum(indexed) FROM documents WHERE job = ? GROUP BY extraction",
                 (job,),
             ).fetchall()
@@ -67,10 +67,10 @@ class IngestJobsMixin:
     def extraction_suspects(self, document_ids: list[str]) -> set[str]:
         """Those of `document_ids` that were in a batch the extractor failed on (read alone)."""
         found: set[str] = set()
-        with self._lock:
+        with self._reading() as db:
             for part, marks in id_chunks(document_ids):
                 query = f"SELECT document_id FROM extraction_attempts WHERE document_id IN ({marks})"
-                found |= {r[0] for r in self._db.execute(query, part)}
+                found |= {r[0] for r in db.execute(query, part)}
         return found
 
     def suspect_extraction(self, document_ids: list[str]) -> None:
@@ -110,6 +110,6 @@ class IngestJobsMixin:
 
     def extraction_progress(self) -> dict[str, int]:
         """Documents per extraction state: pending, done, failed, none."""
-        with self._lock:
-            rows = self._db.execute("SELECT extraction, count(*) FROM documents GROUP BY extraction")
+        with self._reading() as db:
+            rows = db.execute("SELECT extraction, count(*) FROM documents GROUP BY extraction")
             return {"pending": 0, "done": 0, "failed": 0, "none": 0, **dict(rows.fetchall())}
