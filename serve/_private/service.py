@@ -73,9 +73,9 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
         .bind(name, ns.model_dump(), config.namespace_path(system, name), llm, reader, system)
         for name, ns in config.namespaces.items()
     }
-    return FactsGateway.options(num_replicas=config.ingress_replicas).bind(
-        config.model_dump(), shards, system
-    )
+    return FactsGateway.options(
+        num_replicas=config.ingress_replicas, max_ongoing_requests=config.ingress_max_ongoing_requests
+    ).bind(config.model_dump(), shards, system)
 
 
 def deploy(config: ServiceConfig, app_name: str | None = None, system: str | None = None) -> str:

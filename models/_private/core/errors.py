@@ -31,6 +31,7 @@ can catch as one (as httpx groups its exceptions).
     │   ├── BackendsUnavailableError    every backend of a model failed or has its breaker open
     │   ├── ShardUnavailableError       a facts namespace's shard is restarting (503)
     │   ├── AuditUnavailableError       an audit record cannot be written (a full disk; 503)
+    │   ├── FactsReadTimeoutError       a facts read ran past its time bound (503)
     │   ├── ExtractorUnreachableError   the facts extractor deployment did not answer
     │   └── EngineError                 an inference engine cannot serve (dead, failed)
     │       └── EngineUnavailableError  the chosen engine cannot run here (no vLLM, no GPU)
@@ -71,6 +72,7 @@ __all__ = [
     "ExtractorUnreachableError",
     "FactsInputError",
     "FactsNotFoundError",
+    "FactsReadTimeoutError",
     "InputError",
     "KeyNotFoundError",
     "KeyStateError",
@@ -405,6 +407,15 @@ class AuditUnavailableError(UnavailableError):
         super().__init__(
             f"the audit log {path} cannot be written ({cause}); {unrecorded} records lost so far"
         )
+
+
+class FactsReadTimeoutError(UnavailableError):
+    """Raised when a read of a facts store runs past its time bound (`read_timeout_s`): it is
+    stopped so that it holds nothing longer (HTTP 503); a narrower read may succeed."""
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+        super().__init__(f"the read took over {timeout_s} s and was stopped; ask for less (a limit, a depth)")
 
 
 class ExtractorUnreachableError(UnavailableError):

@@ -23,7 +23,7 @@ from models._private.facts.index import DOC_PREFIX, FACT_PREFIX, FACTS_SPACE, In
 from models._private.facts.pagerank import DocumentGraph
 from models._private.facts.schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
 from models._private.facts.search import SearchMixin
-from models._private.facts.store.core import FactStore
+from models._private.facts.store.core import READ_TIMEOUT_S, FactStore
 from models._private.facts.store.rows import same_content
 from models._private.memory.hybrid import HybridMemory
 from models._private.memory.schema import MemoryConfig
@@ -32,6 +32,7 @@ from models._private.retrieval.embedder import Embedder
 __all__ = ["FactsBase"]
 
 log = logging.getLogger(__name__)
+_PROBE = "Ada Lovelace was born in London."  # what the extractor reads to show its service is up
 
 
 class FactsBase(SearchMixin, IndexMixin):
@@ -56,6 +57,9 @@ class FactsBase(SearchMixin, IndexMixin):
             "pagerank", personalised PageRank over documents and entities from the query's
             entities and the best `HOP_FROM` passages lifts each document by graph_weight
             times its rank relative to the best one (`benchmarks/README.md` compares them).
+        extract_max_attempts: Times a document is read alone with the extractor's service
+            failing on it (while answering others) before it is marked failed.
+        read_timeout_s: Longest one read of the store may take (`FactStore`).
     """
 
     def __init__(
@@ -69,8 +73,11 @@ class FactsBase(SearchMixin, IndexMixin):
         graph_weight: float = 0.6,
         graph_rerank: Literal["distance", "hop", "pagerank"] = "hop",
         clock: Any = time.time,
+        extract_max_attempts: int = 3,
+        read_timeout_s: float = READ_TIMEOUT_S,
     ):
         os.makedirs(path, exist_ok=True)
+        self.extract_max_attempts = extract_max_attempts
         self.namespace = namespace
         self.extractor = extractor
         self.graph_weight = graph_weight
@@ -81,7 +88,7 @@ class FactsBase(SearchMixin, IndexMixin):
         self._extracting = threading.Lock()
         self._titles: dict[str, list[str]] | None = None  # built on the first hop search
         self._graph: DocumentGraph | None = None  # built on the first pagerank search
-        self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock)
+        self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock, read_timeout_s)
         memory = (memory or MemoryConfig()).model_copy(update={"path": os.path.join(path, "memory")})
         # Passages and fact sentences in memory namespaces of their own: each search asks one
         # index of one kind, with no filter to over-fetch through.
@@ -191,12 +198,7 @@ class FactsBase(SearchMixin, IndexMixin):
         docs = self.store.pending_documents(limit)
         if not docs:
             return 0
-        try:
-            extractions = self.extractor.extract_many([d.text for d in docs])
-        except Exception as e:  # one document the extractor cannot read: find it, read the rest
-            if getattr(e, "transient", False):  # the extractor's service fails: all wait
-                raise
-            extractions = [self._extract_one(d) for d in docs]
+        extractions, outage = self._read(docs)
         fact_ids: list[str] = []
         with self._lock:
             for doc, extraction in zip(docs, extractions, strict=True):
@@ -213,17 +215,56 @@ class FactsBase(SearchMixin, IndexMixin):
             self._index_facts(fact_ids)
             self._changed()
             self._compact_if_due()
+        if outage is not None:  # the rest wait for the service; the caller tries again later
+            raise outage
         return len(docs)
 
-    def _extract_one(self, doc: Document) -> Any:
+    def _read(self, docs: list[Document]) -> tuple[list[Any], Exception | None]:
+        """What the extractor reads in `docs` (None where it read nothing), and the transient
+        error that stopped the reading, if the extractor's service is down.
+
+        Documents are read in one batch, but those of a batch that failed: each of them is read
+        alone, so that one document the extractor cannot read (or that breaks its service: kills
+        the spaCy replica, always gets a 5xx) fails alone and the others are read. A transient
+        failure on a document alone counts against it only when the extractor answered just
+        before (a call or a probe), so that an outage fails no document; at
+        `extract_max_attempts` the document is marked failed with the reason.
+        """
+        out: dict[str, Any] = {}
+        suspects = self.store.extraction_suspects([d.id for d in docs])
+        batch = [d for d in docs if d.id not in suspects]
+        up, failure = False, None  # whether the extractor answered the last call; what it said if not
+        if batch:
+            try:
+                read = self.extractor.extract_many([d.text for d in batch])
+                out, up = dict(zip([d.id for d in batch], read, strict=True)), True
+            except Exception as e:  # one of them cannot be read, or broke the service: read each alone
+                up, failure = not getattr(e, "transient", False), e
+                if not up:
+                    self.store.suspect_extraction([d.id for d in batch])
+                suspects |= {d.id for d in batch}
+        for doc in (d for d in docs if d.id in suspects):
+            if not up and (down := self._probe()) is not None:
+                return [out.get(d.id) for d in docs], failure or down
+            try:
+                out[doc.id], up = self.extractor.extract(doc.text), True
+            except Exception as e:
+                up, failure = not getattr(e, "transient", False), e
+                log.warning("extraction of document %r failed: %r", doc.id, e)
+                if up:  # the extractor answered: the document's fault, it fails
+                    self.store.extraction_failed(doc.id, repr(e))
+                else:
+                    self.store.extraction_attempt_failed(doc.id, repr(e), self.extract_max_attempts)
+        return [out.get(d.id) for d in docs], None
+
+    def _probe(self) -> Exception | None:
+        """The transient error of the extractor reading a known text, if its service is down."""
         try:
-            return self.extractor.extract(doc.text)
+            self.extractor.extract(_PROBE)
         except Exception as e:
-            if getattr(e, "transient", False):  # the document waits; the caller tries again later
-                raise
-            log.warning("extraction of document %r failed: %r", doc.id, e)
-            self.store.extraction_failed(doc.id, repr(e))
-            return None
+            if getattr(e, "transient", False):
+                return e
+        return None
 
     def add_facts(self, facts: list[FactIn]) -> list[str]:
         """Stores facts posted with no document and indexes their sentences."""

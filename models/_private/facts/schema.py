@@ -101,6 +101,15 @@ class DocumentIn(_Model):
     def _not_blank(cls, v: str) -> str:
         return _not_blank(v, "text")
 
+    @field_validator("id")
+    @classmethod
+    def _addressable(cls, v: str | None) -> str | None:
+        # The service reads and deletes a document at …/documents/{id}, slashes and all; a "." or
+        # ".." segment is one that clients and proxies resolve away, so no URL could reach it.
+        if v is not None and any(part in (".", "..") for part in v.split("/")):
+            raise ValueError('has a "." or ".." segment, which no URL can address')
+        return v
+
 
 class Document(DocumentIn):
     """A stored document, and how far the extractor has read it."""

@@ -137,7 +137,7 @@ class SearchMixin:
             linked = set(seeds) | {
                 e for h in result.facts for e in (h.fact.subject_id, h.fact.object_id) if e
             }
-            result.entities = [self.store.entity(e) for e in linked if e in distance]
+            result.entities = self.store.entities([e for e in linked if e in distance])
         return result
 
     def _seeds(self, query: str) -> list[str]:

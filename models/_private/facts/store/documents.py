@@ -168,8 +168,8 @@ class DocumentsMixin:
         return {"facts_removed": removed, "facts_kept": kept, "entities_removed": entities}
 
     def document(self, document_id: str) -> Document:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone()
         if row is None:
             raise FactsNotFoundError("document", document_id)
         return document_from_row(row)
@@ -177,24 +177,24 @@ class DocumentsMixin:
     def documents(self, document_ids: list[str]) -> list[Document]:
         """The documents with these ids that exist, in the order given; one read in all."""
         rows: dict[str, tuple] = {}
-        with self._lock:
+        with self._reading() as db:
             for part, marks in id_chunks(document_ids):
-                for row in self._db.execute(f"SELECT * FROM documents WHERE id IN ({marks})", part):
+                for row in db.execute(f"SELECT * FROM documents WHERE id IN ({marks})", part):
                     rows[row[0]] = row
         return [document_from_row(rows[d]) for d in document_ids if d in rows]
 
     def titles(self) -> list[tuple[str, str]]:
         """(id, title) of every document."""
-        with self._lock:
-            return self._db.execute("SELECT id, title FROM documents").fetchall()
+        with self._reading() as db:
+            return db.execute("SELECT id, title FROM documents").fetchall()
 
     def document_ids(self, indexed: bool | None = None) -> set[str]:
         """Ids of every document, or of those whose passage is (or is not) indexed."""
         query, args = "SELECT id FROM documents", ()
         if indexed is not None:
             query, args = query + " WHERE indexed = ?", (int(indexed),)
-        with self._lock:
-            return {r[0] for r in self._db.execute(query, args)}
+        with self._reading() as db:
+            return {r[0] for r in db.execute(query, args)}
 
     @staticmethod
     def _check_spans(extraction: Extraction, length: int) -> None:
