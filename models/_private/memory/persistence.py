@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from models._private.core import env
-from models._private.core.files import atomic_write, fsync_tree
+from models._private.core.files import fsync_tree
+from models._private.core.private_files import restrict_tree, write_private
 from models._private.memory.schema import Record
 from models._private.retrieval.dense import DenseIndex
 
@@ -150,9 +151,10 @@ def write_snapshot(
     for ns, index in dense.items():
         index.save(tmp, ns)
     shutil.copytree(lexical_dir, os.path.join(tmp, "lexical"))
+    restrict_tree(tmp)
     fsync_tree(tmp)
     os.replace(tmp, final)
-    atomic_write(os.path.join(root, "CURRENT"), os.path.basename(final))
+    write_private(os.path.join(root, "CURRENT"), os.path.basename(final))
     return final
 
 
@@ -234,6 +236,7 @@ def pull_snapshot(uri: str, local_root: str) -> None:
     if not os.path.exists(target):
         shutil.rmtree(target + ".tmp", ignore_errors=True)
         fs.get(f"{root}/{name}", target + ".tmp", recursive=True)
+        restrict_tree(target + ".tmp")
         os.replace(target + ".tmp", target)
-    atomic_write(os.path.join(local_root, "CURRENT"), name)
+    write_private(os.path.join(local_root, "CURRENT"), name)
     prune_snapshots(local_root, keep=name)

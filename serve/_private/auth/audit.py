@@ -41,6 +41,8 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from models._private.core.private_files import open_private, private_dir
+
 __all__ = ["AuditLog", "Verdict", "read_records", "signed_by", "signed_head", "verify", "verify_directory"]
 
 GENESIS = "0" * 64
@@ -94,7 +96,7 @@ class AuditLog:
         commit_window_s: float = 0.05,
         clock: Callable[[], float] = time.time,
     ):
-        os.makedirs(directory, exist_ok=True)
+        private_dir(directory)
         self.path = os.path.join(directory, f"{writer}.jsonl")
         self.writer, self._key, self._clock = writer, key, clock
         self.checkpoint_every, self.checkpoint_s = checkpoint_every, checkpoint_s
@@ -105,7 +107,7 @@ class AuditLog:
         self._last_checkpoint = clock()
         self._unsynced_since: float | None = None
         self.last_checkpoint: dict[str, Any] | None = None  # the latest one written
-        self._file = open(self.path, "ab")  # noqa: SIM115 - held open for appends until close
+        self._file = os.fdopen(open_private(self.path, os.O_WRONLY | os.O_APPEND), "ab")  # held until close
 
     def _recover(self) -> tuple[int, str]:
         """The chain's last sequence number and hash; a line torn by a crash is cut off."""

@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from models._private.core.private_files import private_dir, private_file
 from models._private.facts.resolution import NameIndex, normalise
 from models._private.facts.schema import FactsConfig
 from models._private.facts.store.documents import DocumentsMixin
@@ -100,8 +101,8 @@ class FactStore(DocumentsMixin, IngestJobsMixin, EntitiesMixin, TemporalFactsMix
     def __init__(self, path: str, config: FactsConfig | None = None, clock: Any = time.time):
         self.config = config or FactsConfig()
         self.clock = clock
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        private_dir(os.path.dirname(os.path.abspath(path)))
+        self._db = sqlite3.connect(private_file(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
