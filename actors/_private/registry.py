@@ -73,17 +73,23 @@ class MetaRegistry:
         # its secrets, which Ray's own store keeps.
         self.journal = Journal(journal_uri, system=self.system.get("namespace", "-")) if journal_uri else None
         self._secrets = _Secrets()
-        in_clear = False  # a journal written before secrets were kept out of it
+        in_clear: dict[str, tuple[Any, int]] = {}  # secrets an older version journaled
+        scrub = False
         for entry in self.journal.read() if self.journal else ():
-            if entry["key"] in SECRET_KEYS:
-                in_clear = True
-            elif entry["k"] == "put":
-                self.kv[entry["key"]] = (entry["value"], entry["version"])
+            scrub |= entry["key"] in SECRET_KEYS
+            kv = in_clear if entry["key"] in SECRET_KEYS else self.kv
+            if entry["k"] == "put":
+                kv[entry["key"]] = (entry["value"], entry["version"])
             else:
-                self.kv.pop(entry["key"], None)
-        if in_clear:  # rewritten without them (`swarm up` provisions a new agents' key)
+                kv.pop(entry["key"], None)
+        secrets = self._secrets.read()
+        if scrub:  # moved where they belong, then the journal rewritten without them
+            for key, (value, version) in in_clear.items():
+                if key not in secrets:
+                    self._secrets.put(key, value, version)
+                    secrets[key] = (value, version)
             self.journal.rewrite_now([self._put_entry(k) for k in self.kv])
-        self.kv.update(self._secrets.read())
+        self.kv.update(secrets)
 
     # -- membership -----------------------------------------------------------------------
 

@@ -137,6 +137,7 @@ def test_an_older_journal_holding_the_agents_key_in_clear_is_scrubbed_on_start(t
     old.close()
     reg = MetaRegistry(RegistryConfig(), journal_uri=str(tmp_path))
     assert reg.kv_get(AI_URL_KEY) == "http://127.0.0.1:8000/v1"
+    assert reg.kv_get(SERVICE_KEY_KEY) == AGENTS_SECRET  # moved out of the journal, still served
     assert AGENTS_SECRET.encode() not in _stored(tmp_path)
     again = MetaRegistry(RegistryConfig(), journal_uri=str(tmp_path))
     assert again.kv_get(AI_URL_KEY) == "http://127.0.0.1:8000/v1" and again.kv_version(AI_URL_KEY) == 1
