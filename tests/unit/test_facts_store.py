@@ -508,12 +508,12 @@ def test_a_walk_reads_at_most_its_limit_of_facts(store):
 
 
 def test_a_write_completes_while_a_long_read_is_in_progress(store, monkeypatch):
-    from models._private.facts.store import temporal
+    from models._private.facts.store import rows
 
     ada = hub(store, 5)
     reading, written = threading.Event(), threading.Event()
 
-    class PausedFact(temporal.Fact):
+    class PausedFact(rows.Fact):
         """The read stops at its first fact until the write is done (or the test gives up)."""
 
         def __init__(self, **fields):
@@ -522,7 +522,7 @@ def test_a_write_completes_while_a_long_read_is_in_progress(store, monkeypatch):
                 reading.set()
                 written.wait(WAIT_S)
 
-    monkeypatch.setattr(temporal, "Fact", PausedFact)
+    monkeypatch.setattr(rows, "Fact", PausedFact)  # rows become Facts there (fact_from_row)
     read = []
     reader = threading.Thread(target=lambda: read.append(store.facts(subject_id=ada.id)))
     reader.start()

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from models._private.core.errors import FactsInputError, FactsNotFoundError
+from models._private.core.private_files import private_dir
 from models._private.facts.index import DOC_PREFIX, FACT_PREFIX, FACTS_SPACE, IndexMixin
 from models._private.facts.pagerank import DocumentGraph
 from models._private.facts.schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
@@ -76,7 +77,7 @@ class FactsBase(SearchMixin, IndexMixin):
         extract_max_attempts: int = 3,
         read_timeout_s: float = READ_TIMEOUT_S,
     ):
-        os.makedirs(path, exist_ok=True)
+        private_dir(path)
         self.extract_max_attempts = extract_max_attempts
         self.namespace = namespace
         self.extractor = extractor

@@ -47,6 +47,7 @@ import numpy as np
 
 from models._private.core.errors import MemoryInputError
 from models._private.core.journal import Journal, is_local
+from models._private.core.private_files import private_dir
 from models._private.memory.durability import DurabilityMixin
 from models._private.memory.filters import compile_filter
 from models._private.memory.persistence import delete_entry, local_copy, upsert_entry
@@ -100,6 +101,8 @@ class HybridMemory(SweepMixin, DurabilityMixin):
         # A memory on an fsspec URI works in a local copy and keeps its log and snapshots there.
         self._remote = self.config.path if self.config.path and not is_local(self.config.path) else None
         self._root = local_copy(self._remote) if self._remote else self.config.path
+        if self._root:  # tenant data: the owner's only, made so before the lexical index's folder
+            private_dir(self._root)
         self._lexical_dir = os.path.join(self._root, "lexical-live") if self._root else None
         self.lexical = LexicalIndex(self._lexical_dir)
         self.wal: Journal | None = None

@@ -53,6 +53,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from models._private.core.errors import AuditUnavailableError
+from models._private.core.private_files import open_private, private_dir
 
 __all__ = [
     "AuditLog",
@@ -124,7 +125,7 @@ class AuditLog:
         refusal_window_s: float = 60.0,
         rotate_bytes: int = 64 * 2**20,
     ):
-        os.makedirs(directory, exist_ok=True)
+        private_dir(directory)
         self.path = os.path.join(directory, f"{writer}.jsonl")
         self.writer, self._key, self._clock = writer, key, clock
         self.checkpoint_every, self.checkpoint_s = checkpoint_every, checkpoint_s
@@ -143,7 +144,7 @@ class AuditLog:
         self.error: OSError | None = None  # set while the file cannot be written
         self.unrecorded = 0  # records lost since the chain last said so (an `audit_gap` record)
         self._window = (clock(), 0, {})  # refusals: its start, recorded whole, counts of the rest
-        self._file = open(self.path, "ab")  # noqa: SIM115 - held open for appends until close
+        self._file = os.fdopen(open_private(self.path, os.O_WRONLY | os.O_APPEND), "ab")  # held until close
         self._size = self._file.tell()
 
     def _settle_rotation(self) -> None:
@@ -272,7 +273,7 @@ class AuditLog:
             pass
         self._settle_rotation()
         self.seq, self.head = self._recover()
-        self._file = open(self.path, "ab")  # noqa: SIM115 - held open for appends until close
+        self._file = os.fdopen(open_private(self.path, os.O_WRONLY | os.O_APPEND), "ab")  # held until close
         self._size, self._unsynced, self._unsynced_since = self._file.tell(), 0, None
         self._append(
             {"kind": "audit_gap", "unrecorded": self.unrecorded, "error": repr(self.error)}, True, now
@@ -326,7 +327,7 @@ class AuditLog:
 
     def _rotate(self, checkpoint: dict[str, Any]) -> None:
         fresh, first = self.path + ".new", canonical(checkpoint) + b"\n"
-        with open(fresh, "wb") as f:
+        with os.fdopen(open_private(fresh, os.O_WRONLY | os.O_TRUNC), "wb") as f:
             f.write(first)
             f.flush()
             os.fsync(f.fileno())
@@ -338,7 +339,7 @@ class AuditLog:
             os.fsync(directory)
         finally:
             os.close(directory)
-        self._file = open(self.path, "ab")  # noqa: SIM115 - held open for appends until close
+        self._file = os.fdopen(open_private(self.path, os.O_WRONLY | os.O_APPEND), "ab")  # held until close
         self._size, self._rotated_seq = len(first), self.seq
 
     def _write(self, entry: dict[str, Any]) -> None:

@@ -36,9 +36,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from models._private.core.errors import KeyNotFoundError, KeyStateError, ModelNotFoundError
-from models._private.core.files import atomic_write
 from models._private.core.journal import Journal
 from models._private.core.names import authority_name
+from models._private.core.private_files import private_dir, write_private
 from models._private.core.usage import Spent, UsageLedger
 from serve._private.auth.audit import signed_by
 from serve._private.auth.config import AuthConfig
@@ -66,10 +66,9 @@ KEPT_BATCH_IDS = 100_000  # usage batch ids remembered against duplicates (~a da
 
 def load_signing_key(directory: str) -> Ed25519PrivateKey:
     """The system's audit signing key, made on first use (readable by its owner only)."""
-    path = os.path.join(directory, SIGNING_KEY)
+    path = os.path.join(private_dir(directory), SIGNING_KEY)
     if not os.path.exists(path):
-        os.makedirs(directory, exist_ok=True)
-        atomic_write(path, Ed25519PrivateKey.generate().private_bytes_raw(), mode=0o600)
+        write_private(path, Ed25519PrivateKey.generate().private_bytes_raw())
     with open(path, "rb") as f:
         return Ed25519PrivateKey.from_private_bytes(f.read())
 
@@ -209,7 +208,7 @@ class KeyAuthority:
         """Keeps the names the system's AI service answers to (`AIServiceConfig.model_names`),
         which a new key's model list must come from; the service's deployment calls it."""
         self.served_models = sorted(names)
-        atomic_write(os.path.join(self.directory, SERVED_MODELS), json.dumps(self.served_models))
+        write_private(os.path.join(self.directory, SERVED_MODELS), json.dumps(self.served_models))
 
     def _store(self, record: KeyRecord, actor: str, action: str) -> None:
         # The record first: a crash between the two leaves a record of a change not made, never
@@ -404,7 +403,7 @@ class KeyAuthority:
         writer, seq = checkpoint["checkpoint"]["writer"], checkpoint["checkpoint"]["seq"]
         if seq >= self.heads.get(writer, {}).get("checkpoint", {}).get("seq", -1):
             self.heads[writer] = checkpoint
-            atomic_write(os.path.join(self.directory, HEADS), json.dumps(self.heads))
+            write_private(os.path.join(self.directory, HEADS), json.dumps(self.heads))
 
     def witnesses(self) -> dict[str, dict[str, Any]]:
         """Every writer's latest checkpoint, and the authority's own head signed now (or, if its
@@ -417,7 +416,7 @@ class KeyAuthority:
         # so that a cut of its file is found when it starts again; never over a cut found.
         if self.chain_cut is None:
             self.heads[AUTHORITY] = self.audit.checkpoint()
-            atomic_write(os.path.join(self.directory, HEADS), json.dumps(self.heads))
+            write_private(os.path.join(self.directory, HEADS), json.dumps(self.heads))
 
     def _check_chain(self, entries: list[dict[str, Any]]) -> str | None:
         """At start: whether the authority's chain still holds the head it last kept (a cut or

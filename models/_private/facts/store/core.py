@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from models._private.core.errors import FactsReadTimeoutError
+from models._private.core.private_files import private_dir, private_file
 from models._private.facts.resolution import NameIndex, normalise
 from models._private.facts.schema import FactsConfig
 from models._private.facts.store.documents import DocumentsMixin
@@ -115,12 +116,12 @@ class FactStore(DocumentsMixin, IngestJobsMixin, EntitiesMixin, TemporalFactsMix
         self.config = config or FactsConfig()
         self.clock = clock
         self.read_timeout_s = read_timeout_s
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        private_dir(os.path.dirname(os.path.abspath(path)))
         self._path = path
         self._writer: int | None = None  # the thread in a write transaction, if any
         self._local = threading.local()  # each thread's read connection
         self._readers: list[sqlite3.Connection] = []
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(private_file(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")

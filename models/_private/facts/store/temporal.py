@@ -16,6 +16,7 @@ from models._private.core.errors import FactsInputError, FactsNotFoundError
 from models._private.facts.schema import Fact, FactIn, Span, to_epoch
 from models._private.facts.store.rows import (
     FACT_COLUMNS,
+    FACT_FIELDS,
     FACT_FROM,
     FOREVER,
     fact_from_row,
