@@ -14,7 +14,13 @@ Scenarios, one run:
             system's state pinned to the control node by `control_resources`; a worker is
             removed mid-run, as an autoscaler does: agents re-form, every state-holding actor
             stays where it was, and the memory store keeps every record.
-Each scenario counts `lost` (accepted tasks without a succeeded result) and `duplicate_results`
+  services  (not in `all`) the facts and AI services with auth on under `--duration` seconds of
+            load while a facts shard, the facts ingress, the AI gateway, the key authority and
+            the extractor are killed in turn, after `--baseline-s` of the same load without
+            kills (benchmarks/_chaos_services.py). Its last line holds its own counts: every
+            acknowledged write read back, each key held to its limit, 5xx other than 503, the
+            audit record of each write, and the seconds each part took to answer again.
+Each swarm scenario counts `lost` (accepted tasks without a succeeded result) and `duplicate_results`
 (results that changed between two reads). The last line sums them as JSON, with the steady
 scenario's `journal_bytes_max` and `compactions`.
 """
@@ -197,14 +203,51 @@ def worker_removed(tasks: int) -> ChaosReport:
     return report
 
 
+def services(duration_s: float, baseline_s: float, port: int, seed: int) -> dict:
+    """The services' chaos run (benchmarks/_chaos_services.py) on a local Ray of its own."""
+    import os
+
+    from benchmarks._chaos_services import (
+        deploy_services,
+        directory_for,
+        remove_services,
+        run_services_chaos,
+    )
+    from cluster._private.connection import HEAD_ENV
+
+    for key, value in HEAD_ENV.items():  # the one-hop ingress `swarm up` runs with
+        os.environ.setdefault(key, value)
+    system = "chaos-services"
+    ray.init(namespace=system, logging_level="WARNING", log_to_driver=False)
+    directory = directory_for(system)
+    deployed = deploy_services(system, port, directory)
+    report = run_services_chaos(deployed, duration_s, baseline_s, seed)
+    remove_services(deployed)
+    ray.shutdown()
+    shutil.rmtree(directory, ignore_errors=True)
+    for line in report.examples:
+        print(f"  {line}")
+    print(f"statuses: {dict(sorted(report.statuses.items()))}")
+    print(f"recovery: {report.recover_s}")
+    return report.figures()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=2000, help="tasks per scenario")
     parser.add_argument("--kill-every-s", type=float, default=0.2)
     parser.add_argument("--steady-s", type=float, default=180.0, help="length of the steady scenario")
-    parser.add_argument("--scenario", choices=["all", "single", "steady", "node", "worker"], default="all")
+    parser.add_argument(
+        "--scenario", choices=["all", "single", "steady", "node", "worker", "services"], default="all"
+    )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--duration", type=float, default=180.0, help="services: seconds of load with kills")
+    parser.add_argument("--baseline-s", type=float, default=30.0, help="services: seconds without kills")
+    parser.add_argument("--port", type=int, default=8766, help="services: Serve's HTTP port")
     args = parser.parse_args()
+    if args.scenario == "services":
+        emit(services(args.duration, args.baseline_s, args.port, args.seed))
+        return
     total = ChaosReport()
     if args.scenario in ("all", "single"):
         total = total.add(single_node(args.tasks, args.kill_every_s, args.seed))
