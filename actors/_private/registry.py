@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import ray
+from ray.experimental import internal_kv
+
 from actors._private.config import RegistryConfig
+from actors._private.services import SERVICE_KEY_KEY
 from models._private.core.errors import DelegationError, SwarmNotFoundError, UnknownCapabilityError
 from models._private.core.journal import Journal
 
 __all__ = ["MetaRegistry"]
+
+# Keys whose values are secrets (the agents' API key): never journaled, kept by `_Secrets`.
+SECRET_KEYS = frozenset({SERVICE_KEY_KEY})
 
 HEALTHY, DEGRADED, FAILED, UNREACHABLE = "healthy", "degraded", "failed", "unreachable"
 _HEALTH_RANK = {HEALTHY: 0, DEGRADED: 1}
@@ -61,13 +69,27 @@ class MetaRegistry:
         self.kv: dict[str, tuple[Any, int]] = {}
         self._turn: dict[str, int] = {}
         self.started_at = time.time()
-        # The key-value store is the one thing heartbeats cannot rebuild: journal it.
+        # The key-value store is the one thing heartbeats cannot rebuild: journal it, all but
+        # its secrets, which Ray's own store keeps.
         self.journal = Journal(journal_uri, system=self.system.get("namespace", "-")) if journal_uri else None
+        self._secrets = _Secrets()
+        in_clear: dict[str, tuple[Any, int]] = {}  # secrets an older version journaled
+        scrub = False
         for entry in self.journal.read() if self.journal else ():
+            scrub |= entry["key"] in SECRET_KEYS
+            kv = in_clear if entry["key"] in SECRET_KEYS else self.kv
             if entry["k"] == "put":
-                self.kv[entry["key"]] = (entry["value"], entry["version"])
+                kv[entry["key"]] = (entry["value"], entry["version"])
             else:
-                self.kv.pop(entry["key"], None)
+                kv.pop(entry["key"], None)
+        secrets = self._secrets.read()
+        if scrub:  # moved where they belong, then the journal rewritten without them
+            for key, (value, version) in in_clear.items():
+                if key not in secrets:
+                    self._secrets.put(key, value, version)
+                    secrets[key] = (value, version)
+            self.journal.rewrite_now(*[self._put_entry(k) for k in self.kv])
+        self.kv.update(secrets)
 
     # -- membership -----------------------------------------------------------------------
 
@@ -201,10 +223,16 @@ class MetaRegistry:
         version = self.kv.get(key, (None, 0))[1]
         if expected_version is not None and expected_version != version:
             return None
-        if self.journal:
+        if key in SECRET_KEYS:
+            self._secrets.put(key, value, version + 1)
+        elif self.journal:
             self.journal.write_now({"k": "put", "key": key, "value": value, "version": version + 1})
         self.kv[key] = (value, version + 1)
         return version + 1
+
+    def _put_entry(self, key: str) -> dict[str, Any]:
+        value, version = self.kv[key]
+        return {"k": "put", "key": key, "value": value, "version": version}
 
     def kv_version(self, key: str) -> int:
         """The key's version: 0 when absent, then 1, 2, ... per write."""
@@ -214,16 +242,51 @@ class MetaRegistry:
         """Removes `key`; returns whether it was there."""
         if key not in self.kv:
             return False
-        if self.journal:
+        if key in SECRET_KEYS:
+            self._secrets.delete(key)
+        elif self.journal:
             self.journal.write_now({"k": "del", "key": key})
         del self.kv[key]
         return True
 
     def purge(self) -> None:
-        """Deletes the registry's journal (on `swarm down`)."""
+        """Deletes the registry's journal and its secrets (on `swarm down`)."""
         if self.journal:
             self.journal.purge()
+        for key in SECRET_KEYS:
+            self._secrets.delete(key)
 
     def kv_keys(self, prefix: str = "") -> list[str]:
         """Keys starting with `prefix`, sorted."""
         return sorted(k for k in self.kv if k.startswith(prefix))
+
+
+class _Secrets:
+    """Where the registry keeps the values of `SECRET_KEYS`: Ray's own key-value store (the
+    GCS, held in memory), which outlives a restart of the registry actor, on any node, and is
+    never written to swarmray's journals, disks or URIs. It goes with the Ray cluster, and the
+    next `swarm up` provisions a new agents' key. In a process without Ray (tests), nowhere but
+    the registry's memory."""
+
+    def __init__(self):
+        ns = ray.get_runtime_context().namespace if ray.is_initialized() else None
+        self._prefix = f"swarmray/{ns}/secret/" if ns else None
+
+    def read(self) -> dict[str, tuple[Any, int]]:
+        """Every stored secret: key -> (value, version)."""
+        if self._prefix is None:
+            return {}
+        found = {}
+        for key in SECRET_KEYS:
+            if (raw := internal_kv._internal_kv_get(self._prefix + key)) is not None:
+                stored = json.loads(raw)
+                found[key] = (stored["value"], stored["version"])
+        return found
+
+    def put(self, key: str, value: Any, version: int) -> None:
+        if self._prefix is not None:
+            internal_kv._internal_kv_put(self._prefix + key, json.dumps({"value": value, "version": version}))
+
+    def delete(self, key: str) -> None:
+        if self._prefix is not None:
+            internal_kv._internal_kv_del(self._prefix + key)

@@ -19,6 +19,7 @@ from models._private.core import env
 from models._private.core.config import ConfigModel, Name, named
 from models._private.core.errors import ConfigError
 from models._private.core.journal import journal_location, nested_in
+from models._private.core.uris import redact_uri
 from serve._private.ai.config import AIServiceConfig
 from serve._private.facts.config import FactsServiceConfig
 
@@ -230,7 +231,12 @@ def config_changes(old: dict[str, Any], new: dict[str, Any], limit: int = 8) -> 
                     continue  # whole swarms are listed above
                 walk(a.get(key), b.get(key), f"{path}.{key}" if path else key)
         elif a != b:
-            out.append(f"{path}: {json.dumps(a)} -> {json.dumps(b)}")
+            out.append(f"{path}: {json.dumps(_shown(a))} -> {json.dumps(_shown(b))}")
 
     walk(old, new, "")
     return out[:limit] + ([f"and {len(out) - limit} more"] if len(out) > limit else [])
+
+
+def _shown(value: Any) -> Any:
+    """A config value fit for a message: a URI without its credentials (`redact_uri`)."""
+    return redact_uri(value) if isinstance(value, str) else value

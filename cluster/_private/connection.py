@@ -30,12 +30,15 @@ from models._private.core.retry import retrying, unwrap_error
 __all__ = [
     "CONNECT_TIMEOUT_S",
     "HEAD_ENV",
+    "HeadStopped",
     "LocalHead",
     "call",
+    "client_host",
     "connect",
     "connect_or_start",
     "existing",
     "get",
+    "names_session",
     "quiet_serve",
     "ray_cli",
     "registry_of",
@@ -61,6 +64,9 @@ HEAD_ENV = {
     # well under that and retries refused connections, and 30 s made every `down` 30 s longer.
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }
+
+
+_joined_through: str | None = None  # the ray:// address `connect` joined through, if it did
 
 
 def connect(address: str | None = None, namespace: str = "swarmray") -> None:
@@ -97,6 +103,8 @@ def connect(address: str | None = None, namespace: str = "swarmray") -> None:
         )
     except ConnectionError as e:
         raise ClusterUnreachableError(address or "auto", str(e).strip().splitlines()[0]) from None
+    global _joined_through
+    _joined_through = address if address and address.startswith("ray://") else None
     # ...and the raylet's and GCS's warnings (e.g. worker start-up concurrency), which Ray
     # prints on every driver, bypassing logging; the flag is internal, hence the guard.
     if hasattr(ray._private.worker, "_worker_logs_enabled"):
@@ -122,6 +130,18 @@ def use_ray_token() -> None:
     )
 
     maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
+def client_host() -> str | None:
+    """The host of the ray:// address this process joined the cluster through (Ray Client); ""
+    when it joined so some other way; None when it runs on a node of the cluster."""
+    from ray.util.client import ray as ray_client
+
+    if not ray_client.is_connected():
+        return None
+    if _joined_through is None:
+        return ""
+    return _joined_through.removeprefix("ray://").rpartition(":")[0].strip("[]")
 
 
 def _token_source() -> str | None:
@@ -229,7 +249,7 @@ class LocalHead:
     session: str
     address: str
 
-    def stop(self) -> int:
+    def stop(self) -> HeadStopped:
         """Disconnects this process from it and stops that head alone (`stop_head`)."""
         if ray.is_initialized():
             ray.shutdown()
@@ -302,55 +322,117 @@ def start_local_head() -> LocalHead:
         return LocalHead(session=session, address=f.read().strip())
 
 
-def stop_head(session: str, address: str | None = None, timeout_s: float = 30.0) -> int:
+@dataclass(frozen=True)
+class HeadStopped:
+    """What `stop_head` did: how many processes it stopped, and those it left running, each as
+    'pid N (user U): why' (another user's process, or one it may not signal)."""
+
+    stopped: int
+    skipped: list[str]
+
+
+_ADDRESS_FLAGS = ("--address", "--gcs-address", "--gcs_address")
+
+
+def names_session(args: list[str], session: str, address: str | None) -> bool:
+    """Whether a process's command line `args` belongs to the Ray head of `session` (at GCS
+    `address`): an argument whose value is a path with the session's directory as one of its
+    parts (`--session-dir=/tmp/ray/<session>`, `--log-dir=…/<session>/logs`), a value equal to
+    the session's name (`--session-name=<session>`), or, given the address, an address flag equal
+    to it (`--address=<address>`, the client server's). Exact parts, never substrings: another
+    head's `--address=…:63790` is not `…:6379`, nor `<session>7` `<session>`."""
+    for arg in args:
+        flag, eq, value = arg.partition("=")
+        value = value if eq and flag.startswith("-") else arg
+        if session in value.split("/"):
+            return True
+        if address is not None and eq and flag in _ADDRESS_FLAGS and value == address:
+            return True
+    return False
+
+
+def _temp_dir(args: list[str], session: str) -> str | None:
+    """Ray's temp directory, the parent of the session's directory, from a matched command line."""
+    for arg in args:
+        parts = arg.partition("=")[2].split("/") if arg.startswith("-") else arg.split("/")
+        if session in parts and parts.index(session) > 0:
+            return "/".join(parts[: parts.index(session)])
+    return None
+
+
+def stop_head(session: str, address: str | None = None, timeout_s: float = 30.0) -> HeadStopped:
     """Stops the Ray head of one session and nothing else, where `ray stop` would stop every Ray
-    on the machine: the processes whose command line names the session's directory (GCS,
-    raylet, dashboard, monitors) or, given the head's GCS `address`, that address (the client
-    server), with all their children (agents and workers, which retitle themselves).
+    on the machine: the processes whose command line names the session (`names_session`: its
+    directory, or, given the head's GCS `address`, that address, as the client server's does),
+    with all their children (agents and workers, which retitle themselves).
+
+    A process of another user, or one this process may not signal, is skipped and reported, and
+    the rest are stopped all the same.
 
     Returns:
-        How many processes were stopped.
+        How many processes were stopped, and those skipped.
     """
     import psutil  # a Ray dependency
 
-    marks = [f"/{session}"] + ([f"--address={address}"] if address else [])
     found: dict[int, psutil.Process] = {}
     temp_dir = None
     for proc in psutil.process_iter(["cmdline"]):
         args = proc.info["cmdline"] or []
-        if proc.pid == os.getpid() or not (hits := [a for a in args if any(m in a for m in marks)]):
+        if proc.pid == os.getpid() or not names_session(args, session, address):
             continue
         found[proc.pid] = proc
-        if f"/{session}" in hits[0]:
-            temp_dir = hits[0].split("=")[-1].split(f"/{session}")[0]
+        temp_dir = temp_dir or _temp_dir(args, session)
         try:
             found.update((c.pid, c) for c in proc.children(recursive=True))
         except psutil.NoSuchProcess:
             pass
-    procs = list(found.values())
+    skipped: dict[int, str] = {}
+
+    def skip(proc: psutil.Process, why: str) -> None:
+        try:
+            user = proc.username()
+        except (psutil.Error, KeyError):  # KeyError: a uid with no name
+            user = "?"
+        skipped[proc.pid] = f"pid {proc.pid} (user {user}): {why}"
+
+    me = os.geteuid()
+    procs = []
+    for proc in found.values():
+        try:
+            if proc.uids().real != me:
+                skip(proc, "another user's process")
+                continue
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.AccessDenied:
+            skip(proc, "its owner cannot be read")
+            continue
+        procs.append(proc)
 
     # In `ray stop`'s order: the raylet (and the workers it started), then the rest, the GCS last.
     # Stopped all at once, the GCS and the raylet each wait out the other, and the timeout passes.
     def rank(proc: psutil.Process) -> int:
         try:
             name = proc.name()
-        except psutil.NoSuchProcess:
+        except psutil.Error:
             return 1
         return 0 if name == "raylet" else 2 if name == "gcs_server" else 1
+
+    def signal(proc: psutil.Process, stop: Callable[[], None]) -> None:
+        try:
+            stop()
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.AccessDenied:
+            skip(proc, "not allowed to signal it")
 
     for step in range(3):
         stopping = [p for p in procs if rank(p) == step]
         for proc in stopping:
-            try:
-                proc.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(stopping, timeout=timeout_s / 3)
+            signal(proc, proc.terminate)
+        _, alive = psutil.wait_procs([p for p in stopping if p.pid not in skipped], timeout=timeout_s / 3)
         for proc in alive:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
+            signal(proc, proc.kill)
     # As `ray stop` does: a later `auto` must not find the address of this head, now gone (but
     # the file is left alone when it names another head, started since).
     current = os.path.join(temp_dir or "", "ray_current_cluster")
@@ -358,7 +440,7 @@ def stop_head(session: str, address: str | None = None, timeout_s: float = 30.0)
         with open(current) as f:
             if f.read().strip() == address:
                 os.remove(current)
-    return len(procs)
+    return HeadStopped(sum(p.pid not in skipped for p in procs), list(skipped.values()))
 
 
 def existing(name: str, namespace: str) -> Any | None:

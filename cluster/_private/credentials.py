@@ -10,7 +10,7 @@ from typing import Any
 from actors._private.services import SERVICE_KEY_KEY
 from cluster._private.connection import get
 from models._private.core import env
-from models._private.core.files import atomic_write
+from models._private.core.private_files import private_dir, write_private
 from serve._private.auth.authority import get_authority
 from serve._private.auth.config import AuthConfig
 from serve._private.auth.keys import hash_key
@@ -52,8 +52,8 @@ def provision(system: str, auth: AuthConfig, registry: Any) -> dict[str, str]:
         made = get(
             authority.create.remote({"name": f"{getpass.getuser()} (swarm up)", "scopes": ["admin"]}, "up")
         )
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        atomic_write(path, made["key"] + "\n", mode=0o600)  # readable by the user only
+        private_dir(os.path.dirname(path))
+        write_private(path, made["key"] + "\n")  # readable by the user only
     secret = get(registry.kv_get.remote(SERVICE_KEY_KEY))
     agents = secret and get(authority.live.remote(hash_key(secret)))
     if not agents:

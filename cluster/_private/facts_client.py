@@ -15,6 +15,7 @@ import httpx
 from actors._private.services import FACTS_URL_KEY, error_of
 from cluster._private.connection import call, registry_of
 from cluster._private.credentials import user_key
+from cluster._private.endpoints import check_key_transport, url_here
 from models._private.core.errors import RequestError
 from models._private.core.names import bearer
 
@@ -34,18 +35,22 @@ class FactsClient:
     """
 
     def __init__(self, url: str, timeout_s: float = 300.0, api_key: str | None = None):
+        """Raises ServiceURLError when `api_key` would go over plain HTTP to another machine
+        (unless SWARMRAY_INSECURE_HTTP=1)."""
+        check_key_transport(url, api_key)
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url + "/", timeout=timeout_s, headers=bearer(api_key))
 
     @classmethod
     def of_system(cls, namespace: str) -> FactsClient:
         """The client of the facts service `swarm up` deployed for the system in `namespace`
-        (Ray must be connected), with the user's key (`user_key`) when there is one."""
+        (Ray must be connected), with the user's key (`user_key`) when there is one, at the URL
+        this process reaches it at (`url_here`)."""
         url = call(lambda: registry_of(namespace).kv_get.remote(FACTS_URL_KEY))
         if not url:
             why = "configure `facts:` and `swarm up`"
             raise RuntimeError(f"system {namespace!r} has no facts service; {why}")
-        return cls(url, api_key=user_key(namespace))
+        return cls(url_here(url), api_key=user_key(namespace))
 
     def close(self) -> None:
         self._http.close()

@@ -25,6 +25,7 @@ from models._private.core import names
 from models._private.core.errors import ConfigError, SystemConfigChangedError
 from models._private.core.journal import journal_location
 from serve import deploy
+from serve._private.service import start_serve
 
 __all__ = ["check_secrets", "down", "last_namespace", "mark_local_head", "up"]
 
@@ -84,8 +85,14 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
     Raises:
         SystemConfigChangedError: the namespace runs a system of another configuration.
         ConfigError: a key the services read from the environment is not set.
+        ServiceExposedError: a service's auth is off and the Serve that runs listens beyond
+            loopback (nothing is created then).
     """
     check_secrets(config)  # before anything is started
+    for service, c in (("ai", config.ai), ("facts", config.facts)):
+        if c is not None and not c.auth.enabled:
+            quiet_serve()
+            start_serve(c, service)  # where Serve really listens decides, before anything is created
     ns = config.namespace
     wanted = config.model_dump(mode="json", by_alias=True)
     if (running := existing(names.REGISTRY, ns)) is not None:
@@ -226,7 +233,8 @@ def down(namespace: str = "swarmray") -> list[str]:
     config no longer names too.
 
     Returns:
-        The names of the actors removed.
+        The names of what was removed; of a local head, also each of its processes left running
+        (another user's, or one this process may not signal).
     """
     registry = registry_of(namespace)
     config = call(registry.system_config.remote)
@@ -275,6 +283,7 @@ def down(namespace: str = "swarmray") -> list[str]:
     ray.kill(registry, no_restart=True)
     removed.append(names.REGISTRY)
     if ours:
-        LocalHead(session, started["address"]).stop()
-        removed.append("local Ray head")
+        stopped = LocalHead(session, started["address"]).stop()
+        left = f" (left running: {'; '.join(stopped.skipped)})" if stopped.skipped else ""
+        removed.append(f"local Ray head{left}")
     return removed

@@ -3,6 +3,7 @@ verify the audit log with the authority's public key."""
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from models._private.core.errors import SwarmrayError
 from models._private.core.names import authority_name, bearer
 from serve._private.auth.audit import Verdict, verify_directory
+from serve._private.auth.key_binding import KEYS_JOURNAL, verify_key_table
 from serve._private.auth.keys import PREFIX
 
 __all__ = [
@@ -114,7 +116,11 @@ def verify_audit(
         witnesses = ray.get(authority.witnesses.remote())
     if public_key_pem is None:
         raise SwarmrayError("verifying a directory offline needs --pubkey (from `swarm audit pubkey`)")
-    return verify_directory(directory, load_pem_public_key(public_key_pem.encode()), witnesses, since)
+    verdicts = verify_directory(directory, load_pem_public_key(public_key_pem.encode()), witnesses, since)
+    auth_directory = os.path.dirname(os.path.abspath(directory))
+    if os.path.isdir(os.path.join(auth_directory, KEYS_JOURNAL)):  # a copy may hold the logs only
+        verdicts.append(verify_key_table(auth_directory, directory))
+    return verdicts
 
 
 UNSIGNED_NOTE = (
@@ -134,7 +140,8 @@ def format_verdicts(verdicts: list[Verdict]) -> str:
     for v in verdicts:
         start = f" (from seq {v.skipped + 1})" if v.skipped else ""
         line = f"{v.writer}: {v.records} records{start}, {v.checkpoints} checkpoints; "
-        line += "ok" if v.ok else f"BAD at line {v.first_bad}: {v.reason}"
+        where = f" of {v.file}" if v.file else ""  # a writer's log may be several files (rotated)
+        line += "ok" if v.ok else f"BAD at line {v.first_bad}{where}: {v.reason}"
         if v.unwitnessed:
             line += f" ({v.unwitnessed} after its last signed head: chained, not yet signed)"
         lines.append(line)
@@ -156,14 +163,15 @@ def parse_since(text: str, now: float | None = None) -> float:
 
 def audit_url(system: str) -> str:
     """The …/v1 root of a service of `system` that answers /v1/audit: the AI service's, else
-    the facts service's (Ray must be connected)."""
+    the facts service's (Ray must be connected), as this process reaches it (`url_here`)."""
     from actors._private.services import AI_URL_KEY, FACTS_URL_KEY
     from cluster._private.connection import call, registry_of
+    from cluster._private.endpoints import url_here
 
     registry = registry_of(system)
     for name in (AI_URL_KEY, FACTS_URL_KEY):
         if url := call(lambda name=name: registry.kv_get.remote(name)):
-            return url
+            return url_here(url)
     raise SwarmrayError(f"system {system!r} runs no service; run `swarm up`")
 
 
@@ -176,9 +184,15 @@ def audit_over_http(
     limit: int = 100,
 ) -> dict[str, Any]:
     """The page of a service's GET /v1/audit for this key (admin scope): {"data": the latest
-    `limit` matching records, oldest first, "has_more": whether older ones matched too}."""
-    from actors._private.services import error_of
+    `limit` matching records, oldest first, "has_more": whether older ones matched too}.
 
+    Raises:
+        ServiceURLError: the key would go over plain HTTP to another machine (before sending).
+    """
+    from actors._private.services import error_of
+    from cluster._private.endpoints import check_key_transport
+
+    check_key_transport(url, api_key)
     params = {"key": key_id, "since": since, "route": route, "limit": limit}
     r = httpx.get(
         url.rstrip("/") + "/audit",

@@ -9,17 +9,26 @@ import httpx
 from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, SERVICE_KEY_KEY
 from cluster._private.connection import call, existing, registry_of
 from cluster._private.credentials import user_key
+from cluster._private.endpoints import check_key_transport, url_here
 from models._private.core import names
+from models._private.core.errors import ServiceURLError
 from models._private.core.names import bearer
 
 __all__ = ["status"]
 
 
 def _facts_status(url: str | None, namespace: str, key: str | None) -> dict[str, Any]:
-    """The facts service's URL and what each of its namespaces holds (asked over HTTP)."""
+    """The facts service's URL and what each of its namespaces holds (asked over HTTP, at the
+    URL this process reaches it at, never with the key where it must not go)."""
     out: dict[str, Any] = {"url": url, "app": names.facts_app_name(namespace), "namespaces": []}
     try:
-        answer = httpx.get(f"{url}/namespaces", timeout=10, headers=bearer(key))
+        here = url_here(url or "")
+        check_key_transport(here, key)
+    except ServiceURLError as e:
+        out["error"] = f"not asked: {e}"
+        return out
+    try:
+        answer = httpx.get(f"{here}/namespaces", timeout=10, headers=bearer(key))
         answer.raise_for_status()
         out["namespaces"] = answer.json()["data"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:

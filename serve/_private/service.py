@@ -5,12 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 from models._private.core import names
-from models._private.core.errors import SchedulingError
+from models._private.core.errors import SchedulingError, ServiceExposedError
 from serve._private.ai.config import AIServiceConfig
 from serve._private.auth.authority import get_authority
+from serve._private.auth.config import is_loopback
 from serve._private.facts.config import FactsServiceConfig
 
-__all__ = ["build_app", "build_facts_app", "deploy", "service_url"]
+__all__ = [
+    "build_app",
+    "build_facts_app",
+    "check_serve_listening",
+    "deploy",
+    "serve_http_options",
+    "service_url",
+    "start_serve",
+]
 
 ServiceConfig = AIServiceConfig | FactsServiceConfig
 AUTHORITY_START_S = 120.0  # a key authority that cannot be placed (its resources) fails `deploy`
@@ -64,9 +73,9 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
         .bind(name, ns.model_dump(), config.namespace_path(system, name), llm, reader, system)
         for name, ns in config.namespaces.items()
     }
-    return FactsGateway.options(num_replicas=config.ingress_replicas).bind(
-        config.model_dump(), shards, system
-    )
+    return FactsGateway.options(
+        num_replicas=config.ingress_replicas, max_ongoing_requests=config.ingress_max_ongoing_requests
+    ).bind(config.model_dump(), shards, system)
 
 
 def deploy(config: ServiceConfig, app_name: str | None = None, system: str | None = None) -> str:
@@ -80,6 +89,10 @@ def deploy(config: ServiceConfig, app_name: str | None = None, system: str | Non
             under which the facts service keeps its data; default the application's name.
 
     Returns the service's base URL. Ray must be initialised (`ray.init` or `cluster.connect`).
+
+    Raises:
+        ServiceExposedError: `config` turns auth off and the Serve that runs (perhaps started
+            by someone else) listens beyond loopback; nothing is deployed.
     """
     from ray import serve
 
@@ -87,7 +100,7 @@ def deploy(config: ServiceConfig, app_name: str | None = None, system: str | Non
     app_name = app_name or ("facts" if facts else "ai")
     if facts and config.needs_ai() and not config.ai_url:
         raise ValueError("a facts namespace with extractor llm needs ai_url (the AI service's …/v1)")
-    serve.start(http_options={"host": config.host, "port": config.port})
+    start_serve(config, "facts" if facts else "ai")
     running = serve.status().applications.get(app_name)
     # Like the system's actors, a running service is kept (no replica restarts on a second
     # `up`); change it with `down` then `up`.
@@ -108,6 +121,50 @@ def deploy(config: ServiceConfig, app_name: str | None = None, system: str | Non
         app = build_facts_app(config, system or app_name) if facts else build_app(config, system or app_name)
         serve.run(app, name=app_name, route_prefix=config.route_prefix)
     return service_url(config)
+
+
+def start_serve(config: ServiceConfig, service: str) -> Any:
+    """Starts Serve on `config`'s host and port unless it runs already, and returns the HTTP
+    options it really runs with (Ray's `HTTPOptions`), which are those of whoever started it.
+
+    Raises:
+        ServiceExposedError: `config` turns auth off and that Serve listens beyond loopback.
+    """
+    from ray import serve
+
+    serve.start(http_options={"host": config.host, "port": config.port})
+    http = serve_http_options()
+    check_serve_listening(config, http, service)
+    return http
+
+
+def serve_http_options() -> Any:
+    """Serve's HTTP options (Ray's `HTTPOptions`) as its controller holds them: where its proxies
+    listen on every node; None when Serve does not run. Works through Ray Client too."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        controller = ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return None
+    return ray.get(controller.get_http_config.remote())
+
+
+def check_serve_listening(config: ServiceConfig, http: Any, service: str) -> None:
+    """Auth may be off only while the Serve that runs listens on loopback: a config's own host is
+    not enough, since `serve.start` keeps the options of a Serve already running (another system,
+    a RayService, `serve start`). `http` is Ray's `HTTPOptions`; None (no Serve) is refused too.
+
+    Raises:
+        ServiceExposedError: auth is off and `http.host` is not a loopback host.
+    """
+    if config.auth.enabled:
+        return
+    if http is None:
+        raise ServiceExposedError(service, None, config.port)
+    if not is_loopback(http.host):
+        raise ServiceExposedError(service, http.host, int(http.port))
 
 
 def running_http_options(config: ServiceConfig) -> tuple[str, int]:

@@ -273,7 +273,8 @@ def test_keys_and_audit_commands(head, namespace, tmp_path):
         log = tmp_path / "auth" / "audit" / "authority.jsonl"
         log.write_text(log.read_text().replace('"keys.rotate"', '"keys.create"'))
         offline = swarm("audit", "verify", "--dir", str(log.parent), "--pubkey", str(pem), check=False)
-        assert offline.returncode == 1 and "BAD at line 2" in offline.stdout and "edited" in offline.stdout
+        # Line 3: each key change is followed by the authority's signed head (kept in heads.json).
+        assert offline.returncode == 1 and "BAD at line 3" in offline.stdout and "edited" in offline.stdout
         # From the head the online verify had the authority sign (after seq 3), on: the edit is before.
         recent = swarm("audit", "verify", "--dir", str(log.parent), "--pubkey", str(pem), "--since", "0s")
         assert "authority: 0 records (from seq 4)" in recent.stdout and recent.stdout.rstrip().endswith("ok")

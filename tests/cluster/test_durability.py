@@ -182,3 +182,40 @@ def test_removing_a_worker_keeps_the_state_on_the_control_node_and_loses_nothing
         0,
         1,
     )
+
+
+def test_the_agents_key_outlives_a_registry_restart_without_being_journaled(head, namespace, tmp_path):
+    from actors import RegistryConfig
+    from actors._private.registry import MetaRegistry
+    from actors._private.services import AI_URL_KEY, SERVICE_KEY_KEY
+    from models._private.core import names
+
+    secret = "sr-" + "fedcba9876543210" * 4
+    journal = tmp_path / "_registry"
+
+    def start():
+        control = dict(lifetime="detached", max_restarts=-1, num_cpus=0)
+        return (
+            ray.remote(MetaRegistry)
+            .options(name=names.REGISTRY, namespace=namespace, **control)
+            .remote(RegistryConfig(), {"namespace": namespace}, str(journal))
+        )
+
+    registry = start()
+    try:
+        ray.get(registry.kv_put.remote(AI_URL_KEY, "http://127.0.0.1:8000/v1"))
+        ray.get(registry.kv_put.remote(SERVICE_KEY_KEY, secret))
+        before = ray.get(registry.incarnation.remote())
+        ray.kill(registry, no_restart=False)
+        wait_until(lambda: ray.get(registry.incarnation.remote(), timeout=5) != before, what="a new registry")
+        assert ray.get(registry.kv_get.remote(SERVICE_KEY_KEY)) == secret  # what agents read after it
+        stored = b"".join(p.read_bytes() for p in journal.rglob("*") if p.is_file())
+        assert b"http://127.0.0.1:8000/v1" in stored and secret.encode() not in stored
+        ray.get(registry.purge.remote())  # as `swarm down` does: the key goes with the system
+    finally:
+        ray.kill(registry, no_restart=True)
+    fresh = wait_until(start, what="the registry's name to be free")
+    try:
+        assert ray.get(fresh.kv_get.remote(SERVICE_KEY_KEY, "gone")) == "gone"
+    finally:
+        ray.kill(fresh, no_restart=True)

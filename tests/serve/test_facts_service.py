@@ -296,6 +296,35 @@ def test_namespaces_are_isolated(wiki):
     assert set(listed) == {"wiki", "other"} and listed["other"]["documents"] == 0
 
 
+def test_a_document_id_with_slashes_is_read_and_deleted_by_its_path(http):
+    doc = {"id": "papers/2024/curie.txt", "text": "Pierre Curie studied crystals in Paris."}
+    assert http.post(ns("other", "/documents"), json=doc).status_code == 201
+    got = http.get(ns("other", "/documents/papers/2024/curie.txt"))
+    assert got.status_code == 200 and got.json()["id"] == doc["id"], got.text
+    gone = http.delete(ns("other", "/documents/papers/2024/curie.txt"))
+    assert gone.status_code == 200 and gone.json()["id"] == doc["id"], gone.text
+    assert http.get(ns("other", "/documents/papers/2024/curie.txt")).json()["error"]["param"] == "document"
+    # A dot segment is one no URL can carry (clients and proxies resolve it): refused, naming the field.
+    for bad in ("a/../b", "..", "./a", "a/."):
+        r = http.post(ns("other", "/documents"), json={"id": bad, "text": "Some text."})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "id", (bad, r.text)
+
+
+def test_facts_are_listed_in_pages_of_at_most_the_limit(http):
+    facts = [{"subject": "Pager", "predicate": "counts", "object": f"Number {i}"} for i in range(3)]
+    assert http.post(ns("other", "/facts"), json={"facts": facts}).status_code == 201
+    (pager,) = http.get(ns("other", "/entities"), params={"name": "Pager"}).json()["entities"]
+    first = http.get(ns("other", "/facts"), params={"subject": pager["id"], "limit": 2}).json()
+    assert len(first["facts"]) == 2 and first["next_cursor"]
+    params = {"subject": pager["id"], "limit": 2, "cursor": first["next_cursor"]}
+    last = http.get(ns("other", "/facts"), params=params).json()
+    assert len(last["facts"]) == 1 and last["next_cursor"] is None
+    assert {f["object"] for f in first["facts"] + last["facts"]} == {f["object"] for f in facts}
+    for bad, param in (({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"cursor": "x"}, "cursor")):
+        r = http.get(ns("other", "/facts"), params={"subject": pager["id"], **bad})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
 BAD = [
     ("post", ns("wiki", "/documents"), {"text": ""}, 400, "text"),
     ("post", ns("wiki", "/documents"), {"text": "   "}, 400, "text"),
@@ -325,6 +354,13 @@ BAD = [
         {"facts": [{"subject": "", "predicate": "p", "object": "o"}]},
         400,
         "facts.0.subject",
+    ),
+    (  # a blank sentence was stored, answered 500, and stopped the shard from starting again
+        "post",
+        ns("wiki", "/facts"),
+        {"facts": [{"subject": "a", "predicate": "p", "object": "o", "sentence": " "}]},
+        400,
+        "facts.0.sentence",
     ),
     (
         "post",

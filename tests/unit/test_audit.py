@@ -373,3 +373,370 @@ def test_verify_says_which_records_no_signature_covers_yet_and_what_that_means(t
         == "gw-1: 6 records, 2 checkpoints; ok"
     )
     assert format_verdicts([]) == "no writer's log found"
+
+
+def _guarded_facts(tmp_path, key, done):
+    """A facts-like app behind the real guard and error handlers (no Ray): a DELETE that
+    commits (sets `done`) and then fails, or waits on `hang` as a slow answer would."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from serve._private.auth import key_table
+    from serve._private.auth.config import AuthConfig
+    from serve._private.auth.key_table import KeyTableReplica
+    from serve._private.auth.keys import KeyRecord, hash_key
+    from serve._private.auth.leases import Spender
+    from serve._private.auth.middleware import GuardMiddleware, facts_rule
+    from serve._private.http_errors import install_error_handlers
+
+    app = FastAPI()
+    app.add_middleware(GuardMiddleware, rule=facts_rule, service="unit-facts")
+    install_error_handlers(app)
+    hang = asyncio.Event()
+
+    @app.delete("/v1/namespaces/{namespace}/documents/{doc}")
+    async def delete(namespace: str, doc: str) -> dict:
+        done.set()  # the delete is committed here
+        if doc == "boom":
+            raise RuntimeError("after the commit")
+        if doc == "slow":
+            await hang.wait()  # the answer is slow: the client goes away meanwhile
+        return {}
+
+    guard = KeyTableReplica("unit", AuthConfig(enabled=True, path=str(tmp_path)), "unit-facts-1")
+    guard.audit = AuditLog(str(tmp_path / "audit"), "unit-facts-1", key, commit_window_s=60, clock=Clock())
+    guard.spender = Spender(None)
+    record = KeyRecord(
+        id="key_w",
+        name="w",
+        hash=hash_key("sr-w"),
+        hint="x",
+        scopes=["facts:read", "facts:write"],
+        created_at=0.0,
+    )
+    guard.keys = {record.hash: record}
+    key_table._TABLES["unit-facts"] = guard
+    return app, guard
+
+
+def _records(path):
+    return [e for e in lines(path) if "seq" in e]
+
+
+def test_a_write_that_fails_after_its_commit_is_audited_before_its_500_goes_out(tmp_path, key):
+    import asyncio
+
+    import httpx
+
+    from serve._private.auth import key_table
+
+    async def run():
+        done = asyncio.Event()
+        app, guard = _guarded_facts(tmp_path, key, done)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                r = await client.delete(
+                    "/v1/namespaces/default/documents/boom", headers={"Authorization": "Bearer sr-w"}
+                )
+            on_disk = _records(guard.audit.path)  # read before close: the record must be fsync'ed
+        finally:
+            key_table._TABLES.pop("unit-facts", None)
+            guard.audit.close()
+        return r.status_code, on_disk
+
+    status, on_disk = asyncio.run(run())
+    assert status == 500
+    assert [(e["method"], e["route"], e["status"], e["key_id"]) for e in on_disk] == [
+        ("DELETE", "/v1/namespaces/default/documents/boom", 500, "key_w")
+    ]
+
+
+def test_a_write_whose_client_went_away_after_the_commit_is_audited(tmp_path, key):
+    """Serve cancels a request's task when its client disconnects; the delete was done."""
+    import asyncio
+
+    from serve._private.auth import key_table
+
+    async def run():
+        done = asyncio.Event()
+        app, guard = _guarded_facts(tmp_path, key, done)
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "DELETE",
+            "scheme": "http",
+            "path": "/v1/namespaces/default/documents/slow",
+            "raw_path": b"/v1/namespaces/default/documents/slow",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"authorization", b"Bearer sr-w"), (b"x-request-id", b"r-gone")],
+            "server": ("t", 80),
+            "client": ("c", 1),
+        }
+        forever = asyncio.Event()
+
+        async def receive():
+            if not done.is_set():
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await forever.wait()
+
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        request = asyncio.create_task(app(scope, receive, send))
+        try:
+            await done.wait()
+            request.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await request
+            on_disk = _records(guard.audit.path)  # durable: on disk, not in a buffer
+        finally:
+            key_table._TABLES.pop("unit-facts", None)
+            guard.audit.close()
+        return sent, on_disk
+
+    sent, on_disk = asyncio.run(run())
+    assert sent == []  # nothing was answered
+    assert [(e["method"], e["status"], e["key_id"], e["request_id"]) for e in on_disk] == [
+        ("DELETE", 499, "key_w", "r-gone")
+    ]
+
+
+def _authority(tmp_path, **config):
+    from serve._private.auth.authority import KeyAuthority
+    from serve._private.auth.config import AuthConfig
+
+    return KeyAuthority(str(tmp_path / "auth"), AuthConfig(path=str(tmp_path), **config).model_dump())
+
+
+def _public_pem(authority):
+    return authority.public_key()
+
+
+def test_a_cut_of_the_authoritys_own_chain_is_found_after_it_restarts(tmp_path):
+    from cluster._private.security import verify_audit
+
+    authority = _authority(tmp_path)
+    for name in ("a", "b", "c"):
+        authority.create({"name": name, "scopes": ["admin"]})
+    path = authority.audit.path
+    assert all(
+        v.ok
+        for v in verify_directory(
+            authority.audit_directory(), authority._signing.public_key(), authority.witnesses()
+        )
+    )
+    kept = lines(path)[:1]  # only the first key's record: the later two changes cut off
+    rewrite(path, kept)
+    again = _authority(tmp_path)  # restarted by Ray on the cut file
+    verdicts = {
+        v.writer: v
+        for v in verify_directory(again.audit_directory(), again._signing.public_key(), again.witnesses())
+    }
+    assert not verdicts["authority"].ok
+    again.create({"name": "d", "scopes": ["admin"]})  # new changes do not cover the cut up
+    verdicts = {
+        v.writer: v
+        for v in verify_directory(again.audit_directory(), again._signing.public_key(), again.witnesses())
+    }
+    assert not verdicts["authority"].ok
+    assert not all(v.ok for v in verify_audit(None, _public_pem(again), again.audit_directory()))
+
+
+def test_a_key_added_to_the_key_journal_by_hand_is_not_loaded_and_verify_names_it(tmp_path):
+    from cluster._private.security import verify_audit
+    from models._private.core.journal import Journal
+    from serve._private.auth.keys import KeyRecord, hash_key
+
+    authority = _authority(tmp_path)
+    made = authority.create({"name": "real", "scopes": ["facts:read"]})
+    pem = _public_pem(authority)
+    assert all(v.ok for v in verify_audit(None, pem, authority.audit_directory()))
+    forged = KeyRecord(
+        id="key_intruder", name="x", hash=hash_key("sr-mine"), hint="mine", scopes=["admin"], created_at=1.0
+    )
+    journal = Journal(str(tmp_path / "auth" / "keys"))
+    journal.write_now({"record": forged.model_dump()})  # a valid frame: its CRC holds
+    journal.close()
+    again = _authority(tmp_path)
+    assert again.live(hash_key("sr-mine")) is None  # not honoured
+    assert again.live(hash_key(made["key"])) == made["record"]["id"]  # the real key still is
+    verdicts = verify_audit(None, pem, again.audit_directory())
+    bad = [v for v in verdicts if not v.ok]
+    assert bad and "key_intruder" in bad[0].reason
+
+
+def test_a_key_change_whose_audit_record_cannot_be_written_is_not_made(tmp_path):
+    """The audit record goes first: a failure (or a crash) between the two leaves a record of a
+    change not made, never a change without a record."""
+    authority = _authority(tmp_path)
+    authority.create({"name": "first", "scopes": ["admin"]})
+    authority.audit._file.close()  # the audit file can no longer be written
+    with pytest.raises(ValueError):
+        authority.create({"name": "second", "scopes": ["admin"]})
+    names = [e["record"]["name"] for e in authority.journal.read() if "record" in e]
+    assert names == ["first"]
+
+
+def test_a_flood_of_requests_without_a_key_writes_a_bounded_log_with_the_count_of_the_rest(tmp_path, key):
+    from fastapi.testclient import TestClient
+
+    from serve._private.auth import key_table
+    from serve._private.auth.middleware import MAX_AUDIT_ROUTE
+
+    app, guard = _guarded_app(tmp_path, key, {})
+    guard.audit = AuditLog(
+        str(tmp_path / "audit"), "unit-ai-1", key, clock=Clock(), refusals_per_window=20, refusal_window_s=60
+    )
+    long_path = "/v1/" + "x" * 16_000  # about what a server lets through in a request line
+    try:
+        with TestClient(app) as client:
+            for _ in range(300):
+                assert client.get(long_path).status_code == 401
+    finally:
+        key_table._TABLES.pop("unit-ai", None)
+        guard.audit.close()  # ends the window: its summary is written
+    size = Path(guard.audit.path).stat().st_size
+    assert size < 20 * 2 * MAX_AUDIT_ROUTE + 10_000  # 300 full records were about 4.8 MB
+    records = _records(guard.audit.path)
+    refused = [r for r in records if r["kind"] == "refused"]
+    assert len(refused) == 20 and all(len(r["route"]) <= MAX_AUDIT_ROUTE + 1 for r in refused)
+    assert refused[0]["route_chars"] == len(long_path)
+    (summary,) = [r for r in records if r["kind"] == "refusals_unrecorded"]
+    assert summary["count"] == 280
+    assert summary["counts"] == [{"status": 401, "code": "invalid_api_key", "key_id": None, "count": 280}]
+    assert verify(guard.audit.path, key.public_key()).ok
+
+
+def test_a_log_rotated_into_several_files_verifies_as_one_chain_and_reads_whole(tmp_path, key):
+    from serve._private.auth.audit import read_records
+
+    log = AuditLog(str(tmp_path), "gw-1", key, checkpoint_s=1e9, clock=Clock(), rotate_bytes=2_000)
+    for i in range(60):
+        log.append({"kind": "request", "n": i})
+    witness = log.checkpoint()
+    log.close()
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) > 3 and "gw-1.jsonl" in files
+    (verdict,) = verify_directory(str(tmp_path), key.public_key(), {"gw-1": witness})
+    assert verdict.ok and verdict.records == 60 and verdict.unwitnessed == 0
+    assert [r["n"] for r in read_records(str(tmp_path))] == list(range(60))
+    again = AuditLog(str(tmp_path), "gw-1", key, clock=Clock(), rotate_bytes=2_000)
+    assert again.append({"n": 60})["seq"] == 61  # the chain goes on after a restart
+    again.close()
+    assert verify_directory(str(tmp_path), key.public_key())[0].ok
+    # The oldest files archived away: the rest is checked from the checkpoint it starts with.
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for old in sorted(tmp_path.glob("gw-1.jsonl.*"))[:2]:
+        old.rename(archive / old.name)
+    (recent,) = verify_directory(str(tmp_path), key.public_key())
+    assert recent.ok and recent.skipped > 0 and recent.skipped + recent.records == 61
+    for old in archive.iterdir():
+        old.rename(tmp_path / old.name)
+    # An edit in an older file is found in that file.
+    older = min(tmp_path.glob("gw-1.jsonl.*"))  # the first rotated away: seq 1 on
+    entries = lines(older)
+    entries[3]["n"] = 999
+    rewrite(older, entries)
+    (verdict,) = verify_directory(str(tmp_path), key.public_key())
+    assert not verdict.ok and "edited" in verdict.reason and verdict.file == older.name
+    from cluster._private.security import format_verdicts
+
+    assert f"BAD at line 4 of {older.name}: seq" in format_verdicts([verdict])
+
+
+def test_a_write_is_refused_with_503_while_its_audit_record_cannot_be_written_and_reads_go_on(
+    tmp_path, key, caplog
+):
+    """The audit file on a full disk (/dev/full answers every write with ENOSPC)."""
+    import asyncio
+    import os
+
+    import httpx
+
+    from serve._private.auth import key_table
+
+    directory = tmp_path / "audit"
+    directory.mkdir()
+    os.symlink("/dev/full", directory / "unit-facts-1.jsonl")
+
+    async def run():
+        done = asyncio.Event()
+        app, guard = _guarded_facts(tmp_path, key, done)
+
+        @app.get("/v1/namespaces/{namespace}/documents/{doc}")
+        async def read(namespace: str, doc: str) -> dict:
+            return {}
+
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        auth = {"Authorization": "Bearer sr-w"}
+        got = []
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                url = "/v1/namespaces/default/documents/ok"
+                for method in ("DELETE", "GET", "DELETE"):
+                    done.clear()
+                    r = await client.request(method, url, headers=auth)
+                    got.append((method, r.status_code, r.json().get("error", {}).get("code"), done.is_set()))
+                os.replace(directory / "unit-facts-1.jsonl", directory / "gone")  # the disk has room again
+                (directory / "unit-facts-1.jsonl").touch()
+                done.clear()
+                r = await client.delete(url, headers=auth)
+                got.append(("DELETE", r.status_code, None, done.is_set()))
+        finally:
+            key_table._TABLES.pop("unit-facts", None)
+            guard.audit.close()
+        return got, guard
+
+    got, guard = asyncio.run(run())
+    assert got[:3] == [
+        ("DELETE", 503, "audit_unavailable", True),  # found out after the commit: 503, never a silent 200
+        ("GET", 200, None, False),  # reads go on
+        ("DELETE", 503, "audit_unavailable", False),  # refused before the route
+    ]
+    assert got[3] == ("DELETE", 200, None, True)  # and writes go on once it can be written again
+    records = _records(guard.audit.path)
+    assert [(r["kind"], r.get("method"), r.get("status")) for r in records] == [
+        ("audit_gap", None, None),  # what the chain could not hold meanwhile, said in it
+        ("request", "DELETE", 200),
+    ]
+    assert records[0]["unrecorded"] == 3 and verify(guard.audit.path, key.public_key()).ok
+    assert any("audit" in r.message and r.levelname == "ERROR" for r in caplog.records)
+
+
+def test_keys_made_before_the_authoritys_chain_rotated_still_work_after_a_restart(tmp_path):
+    from cluster._private.security import verify_audit
+    from serve._private.auth.keys import hash_key
+
+    authority = _authority(tmp_path, audit_rotate_bytes=1_000)
+    made = [authority.create({"name": f"k{i}", "scopes": ["admin"]}) for i in range(6)]
+    assert len(list((tmp_path / "auth" / "audit").glob("authority.jsonl.*"))) >= 2
+    again = _authority(tmp_path, audit_rotate_bytes=1_000)
+    assert [again.live(hash_key(m["key"])) for m in made] == [m["record"]["id"] for m in made]
+    assert all(v.ok for v in verify_audit(None, again.public_key(), again.audit_directory()))
+
+
+def test_a_key_journal_written_before_keys_were_bound_is_bound_once_at_start(tmp_path):
+    """An upgrade: every key as it stands gets a `keys.bind` record, and works as before."""
+    from cluster._private.security import verify_audit
+    from models._private.core.journal import Journal
+    from serve._private.auth.keys import KeyRecord, hash_key
+
+    record = KeyRecord(
+        id="key_old", name="old", hash=hash_key("sr-old"), hint="x", scopes=["admin"], created_at=1.0
+    )
+    journal = Journal(str(tmp_path / "auth" / "keys"))
+    journal.write_now({"record": record.model_dump()})  # as journaled before: no audit record named
+    journal.close()
+    authority = _authority(tmp_path)
+    assert authority.live(hash_key("sr-old")) == "key_old"
+    assert [r["action"] for r in _records(authority.audit.path)] == ["keys.bind"]
+    assert all(v.ok for v in verify_audit(None, authority.public_key(), authority.audit_directory()))
+    _authority(tmp_path)  # and once only
+    assert [r["action"] for r in _records(authority.audit.path)] == ["keys.bind"]

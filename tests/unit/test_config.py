@@ -210,3 +210,16 @@ def test_a_provider_key_missing_from_the_environment_is_found_before_anything_st
     config = load_config(data)
     assert unset_secrets(config, {}) == [("ai.providers.vendor.api_key_env", "$VENDOR_KEY is not set here")]
     assert unset_secrets(config, {"VENDOR_KEY": "k"}) == []
+
+
+def test_the_facts_ingress_takes_the_requests_its_config_sizes_it_for():
+    """Serve's default of 5 ongoing requests let five slow reads hold up every namespace."""
+    from serve import FactsServiceConfig
+    from serve._private.service import build_facts_app
+
+    config = FactsServiceConfig(
+        ingress_max_ongoing_requests=64, namespaces={"default": {"extractor": "none"}}, path="/tmp/unused"
+    )
+    ingress = build_facts_app(config, "system")._bound_deployment
+    assert ingress.max_ongoing_requests == 64
+    assert FactsServiceConfig().ingress_max_ongoing_requests > 5

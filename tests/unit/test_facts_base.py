@@ -5,9 +5,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from models._private.core.errors import FactsInputError
+from models._private.core.errors import ExtractorUnreachableError, FactsInputError
 from models._private.facts.base import FactsBase
-from models._private.facts.schema import DocumentIn, FactIn, FactsConfig
+from models._private.facts.schema import DocumentIn, Extraction, FactIn, FactsConfig
 from models._private.facts.search import CHAIN_SHARE
 from models._private.facts.spacy_extractor import SpacyExtractor
 from models._private.retrieval.embedder import Embedder
@@ -167,6 +167,70 @@ def test_one_document_the_extractor_cannot_read_fails_alone(tmp_path, embedder, 
     assert kb.store.extraction_progress() == {"pending": 0, "done": 1, "failed": 1, "none": 0}
     assert kb.search("Marie Curie born", 3, "facts").facts
     assert [h.document_id for h in kb.search("unreadable text", 1, "passages").passages] == ["bad"]
+    kb.close()
+
+
+class Poisoned:
+    """A scripted extractor service that one document breaks: any call whose texts hold
+    "poison" fails as the service does (transiently: the spaCy replica it killed, or a 5xx of
+    the AI service), and with `down_after` the next calls fail too (the replica restarting);
+    `down` calls fail first (an outage). It records every call."""
+
+    def __init__(self, down_after=0, down=0):
+        self.down_after, self.down, self.calls = down_after, down, []
+
+    def extract_many(self, texts):
+        self.calls.append(list(texts))
+        if self.down:
+            self.down -= 1
+            raise ExtractorUnreachableError("the extractor did not answer")
+        if any("poison" in t for t in texts):
+            self.down = self.down_after
+            raise ExtractorUnreachableError("the extractor died reading it")
+        return [Extraction(extractor="scripted", entities=[{"name": t.split()[0]}]) for t in texts]
+
+    def extract(self, text):
+        return self.extract_many([text])[0]
+
+
+def steps(kb, n):
+    """`n` turns of the shard's extraction worker: a transient failure waits for the next."""
+    for _ in range(n):
+        try:
+            kb.extract_pending()
+        except ExtractorUnreachableError:
+            pass
+
+
+@pytest.mark.parametrize("down_after", [0, 1], ids=["5xx", "kills the replica"])
+def test_a_poison_document_fails_after_its_attempts_and_the_rest_of_its_batch_is_read(
+    tmp_path, embedder, down_after
+):
+    poisoned = Poisoned(down_after)
+    kb = base(tmp_path, embedder, poisoned, extract_max_attempts=3)
+    texts = {"alpha": "Alpha is read.", "poison": "A poison document.", "omega": "Omega is read."}
+    kb.add_documents([DocumentIn(id=i, text=t) for i, t in texts.items()])
+    steps(kb, 12)
+    assert kb.store.extraction_progress() == {"pending": 0, "done": 2, "failed": 1, "none": 0}
+    failed = kb.store.document("poison")
+    assert failed.extraction == "failed" and "after 3 attempts" in failed.extraction_error
+    assert "died reading it" in failed.extraction_error
+    # Tried in its first batch, then alone three times: never again, so never billed again.
+    assert sum("A poison document." in c for c in poisoned.calls) == 4
+    assert kb.extract_pending() == 0
+    kb.close()
+
+
+def test_an_extractor_service_that_is_down_fails_no_document(tmp_path, embedder):
+    service = Poisoned(down=10**6)
+    kb = base(tmp_path, embedder, service, extract_max_attempts=2)
+    kb.add_documents([DocumentIn(id=i, text=f"{i} is read.") for i in ("alpha", "beta")])
+    steps(kb, 20)  # every call fails: nothing is the documents' fault
+    assert kb.store.extraction_progress()["pending"] == 2 and len(service.calls) >= 20
+    assert kb.store.document("alpha").extraction_error is None  # no attempt was counted
+    service.down = 0  # the service is back
+    steps(kb, 2)
+    assert kb.store.extraction_progress() == {"pending": 0, "done": 2, "failed": 0, "none": 0}
     kb.close()
 
 

@@ -1,13 +1,16 @@
 """The facts store on real SQLite files: resolution, functional predicates and time, deletes by
 provenance across a reopen, corrections, and bad input that changes nothing."""
 
+import threading
 from datetime import datetime, timezone
 
 import pytest
 
-from models._private.core.errors import FactsInputError, FactsNotFoundError
+from models._private.core.errors import FactsInputError, FactsNotFoundError, FactsReadTimeoutError
 from models._private.facts.schema import DocumentIn, EntityMention, Extraction, FactIn, FactsConfig, Span
 from models._private.facts.store.core import FactStore
+
+WAIT_S = 10  # longest a test waits for another thread before it fails
 
 
 def at(year: int) -> datetime:
@@ -472,3 +475,79 @@ def test_a_fuzzy_match_keeps_sequels_generations_and_subgroups_apart(store, firs
     for name in (first, second):
         store.add_facts([fact(name, "is_a", "thing", object_type=None)])
     assert (len({e.id for n in (first, second) for e in store.find_entity(n)}) == 1) == one
+
+
+def hub(store, n):
+    """Ada knows n people, one a year from 2000 (some on the same day, to tie the order)."""
+    store.add_facts([fact("Ada", "knows", f"Person {i}", valid_at=at(2000 + i // 2)) for i in range(n)])
+    return store.find_entity("Ada")[0]
+
+
+def test_a_page_of_facts_holds_at_most_its_limit_and_the_pages_hold_every_fact_once(store):
+    ada = hub(store, 7)
+    pages, cursor = [], None
+    while True:
+        page, cursor = store.facts_page(subject_id=ada.id, limit=3, cursor=cursor)
+        pages.append(page)
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert [f.id for p in pages for f in p] == [f.id for f in store.facts(subject_id=ada.id)]
+    with pytest.raises(FactsInputError) as e:
+        store.facts_page(subject_id=ada.id, cursor="not-a-cursor")
+    assert e.value.field == "cursor"
+
+
+def test_a_walk_reads_at_most_its_limit_of_facts(store):
+    ada = hub(store, 30)
+    distance, facts = store.neighbourhood([ada.id], 2, max_facts=10)
+    assert len(facts) == 10 and len(distance) == 11  # Ada and the ten she is found to know
+    far = store.find_entity("Person 29")[0]
+    assert store.path(ada.id, far.id, 2, max_facts=10) is None  # beyond what it may read
+    assert len(store.path(ada.id, far.id, 2)) == 1
+
+
+def test_a_write_completes_while_a_long_read_is_in_progress(store, monkeypatch):
+    from models._private.facts.store import rows
+
+    ada = hub(store, 5)
+    reading, written = threading.Event(), threading.Event()
+
+    class PausedFact(rows.Fact):
+        """The read stops at its first fact until the write is done (or the test gives up)."""
+
+        def __init__(self, **fields):
+            super().__init__(**fields)
+            if not reading.is_set():
+                reading.set()
+                written.wait(WAIT_S)
+
+    monkeypatch.setattr(rows, "Fact", PausedFact)  # rows become Facts there (fact_from_row)
+    read = []
+    reader = threading.Thread(target=lambda: read.append(store.facts(subject_id=ada.id)))
+    reader.start()
+    try:
+        assert reading.wait(WAIT_S)
+
+        def write():
+            store.add_facts([fact("Bob", "knows", "Cy")])
+            written.set()
+
+        threading.Thread(target=write).start()
+        assert written.wait(WAIT_S), "the write waited for the read"
+    finally:
+        written.set()
+        reader.join(WAIT_S)
+    (facts,) = read
+    assert len(facts) == 5  # the read saw the store as it was when it began
+    assert store.find_entity("Bob") and len(store.facts_page(subject_id=ada.id)[0]) == 5
+
+
+def test_a_read_past_its_time_bound_is_stopped(path):
+    store = FactStore(path, read_timeout_s=0.0)
+    ada = hub(store, 300)
+    with pytest.raises(FactsReadTimeoutError):
+        store.facts_page(subject_id=ada.id, include_history=True)
+    store.read_timeout_s = 10.0
+    assert len(store.facts_page(subject_id=ada.id, include_history=True)[0]) == 300
+    store.close()

@@ -310,4 +310,76 @@ def test_a_memory_on_an_fsspec_uri_opens_on_another_node_from_the_uri_alone(embe
     again.snapshot()  # the newer snapshot replaces the older one on the URI
     fs = fsspec.filesystem("memory")
     names = [p.rsplit("/", 1)[-1] for p in fs.ls(f"/swarmray-tests/{tmp_path.name}/mem", detail=False)]
-    assert sorted(n for n in names if n.startswith("snapshot-")) == ["snapshot-000002"]
+    snapshots = [n for n in names if n.startswith("snapshot-")]
+    assert len(snapshots) == 1 and snapshots[0].startswith("snapshot-000002-")
+
+
+def _on_node(node, uri, embedder, monkeypatch, tmp_path):
+    """The memory at `uri` opened on `node`: a local working copy of that node's own."""
+    monkeypatch.setenv("SWARMRAY_CACHE", str(tmp_path / node))
+    return HybridMemory(["s1", "s2", "global"], MemoryConfig(path=uri), embedder=embedder)
+
+
+def test_a_memory_on_a_wiped_uri_starts_empty_whatever_the_nodes_cache_holds(embedder, tmp_path, monkeypatch):
+    uri = f"memory://swarmray-tests/{tmp_path.name}/wiped"
+    mem = _on_node("node-a", uri, embedder, monkeypatch, tmp_path)
+    fill(mem)
+    mem.snapshot()
+    mem.close()
+    fsspec.filesystem("memory").rm(f"/swarmray-tests/{tmp_path.name}/wiped", recursive=True)
+
+    again = _on_node("node-a", uri, embedder, monkeypatch, tmp_path)
+    assert again.records == {}, "the URI holds nothing: the node's cache must not bring records back"
+    for mode in ("dense", "lexical", "hybrid"):
+        assert ids(again.search("vitamin D fractures", 10, mode=mode)) == [], mode
+    assert not list((tmp_path / "node-a").rglob("snapshot-*")), "the stale local copy is discarded"
+
+
+def test_a_node_back_on_a_reused_uri_loads_what_the_uri_holds_not_its_own_snapshot(
+    embedder, tmp_path, monkeypatch
+):
+    # Node A snapshots; the URI is wiped and reused by node B, which writes other records and
+    # snapshots as many times: their snapshots must not share a name.
+    uri = f"memory://swarmray-tests/{tmp_path.name}/reused"
+    a = _on_node("node-a", uri, embedder, monkeypatch, tmp_path)
+    fill(a)
+    a.snapshot()
+    a.close()
+    fsspec.filesystem("memory").rm(f"/swarmray-tests/{tmp_path.name}/reused", recursive=True)
+    b = _on_node("node-b", uri, embedder, monkeypatch, tmp_path)
+    b.upsert([{"id": "e", "namespace": "s2", "text": "Deficiency of iron causes anemia."}])
+    b.snapshot()
+    b.close()
+
+    again = _on_node("node-a", uri, embedder, monkeypatch, tmp_path)
+    assert set(again.records) == {"e"}
+
+
+def test_a_snapshot_whose_upload_failed_never_shadows_another_nodes_of_the_same_number(
+    embedder, tmp_path, monkeypatch
+):
+    import models._private.memory.durability as durability
+
+    uri = f"memory://swarmray-tests/{tmp_path.name}/upload"
+    a = _on_node("node-a", uri, embedder, monkeypatch, tmp_path)
+    fill(a)
+    a.snapshot()  # uploaded: the URI's CURRENT names it
+    a.delete(["a"])
+
+    def lost_connection(local_snapshot, uri):
+        raise ConnectionError("the object store went away")  # fault injected: the upload fails
+
+    monkeypatch.setattr(durability, "push_snapshot", lost_connection)
+    with pytest.raises(ConnectionError):
+        a.snapshot()  # written in A's local copy, never uploaded
+    monkeypatch.undo()
+    a.close()
+
+    b = _on_node("node-b", uri, embedder, monkeypatch, tmp_path)
+    assert set(b.records) == {"b", "c", "d"}  # the snapshot and the log on the URI
+    b.upsert([{"id": "e", "namespace": "s2", "text": "Deficiency of iron causes anemia."}])
+    b.snapshot()
+    b.close()
+
+    again = _on_node("node-a", uri, embedder, monkeypatch, tmp_path)
+    assert set(again.records) == {"b", "c", "d", "e"}

@@ -103,3 +103,41 @@ def test_kv_store_survives_a_restart_through_its_journal(tmp_path):
     reg.kv_delete("b")
     again = MetaRegistry(RegistryConfig(), journal_uri=str(tmp_path))
     assert again.kv_get("a") == 2 and again.kv_version("a") == 2 and again.kv_get("b") is None
+
+
+AGENTS_SECRET = "sr-" + "0123456789abcdef" * 4
+
+
+def _stored(root):
+    """Every byte the registry's journal holds on disk."""
+    return b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+
+
+def test_the_agents_key_is_served_but_never_written_to_the_registrys_journal(tmp_path):
+    from actors._private.services import AI_URL_KEY, SERVICE_KEY_KEY
+
+    reg = MetaRegistry(RegistryConfig(), journal_uri=str(tmp_path))
+    reg.kv_put(AI_URL_KEY, "http://127.0.0.1:8000/v1")
+    reg.kv_put(SERVICE_KEY_KEY, AGENTS_SECRET)
+    assert reg.kv_get(SERVICE_KEY_KEY) == AGENTS_SECRET and reg.kv_version(SERVICE_KEY_KEY) == 1
+    assert b"http://127.0.0.1:8000/v1" in _stored(tmp_path)  # what is journaled is there
+    assert AGENTS_SECRET.encode() not in _stored(tmp_path)
+    assert reg.kv_delete(SERVICE_KEY_KEY) and reg.kv_get(SERVICE_KEY_KEY) is None
+
+
+def test_an_older_journal_holding_the_agents_key_in_clear_is_scrubbed_on_start(tmp_path):
+    from actors._private.services import AI_URL_KEY, SERVICE_KEY_KEY
+    from models._private.core.journal import Journal
+
+    old = Journal(str(tmp_path))
+    old.write_now(
+        {"k": "put", "key": SERVICE_KEY_KEY, "value": AGENTS_SECRET, "version": 1},
+        {"k": "put", "key": AI_URL_KEY, "value": "http://127.0.0.1:8000/v1", "version": 1},
+    )
+    old.close()
+    reg = MetaRegistry(RegistryConfig(), journal_uri=str(tmp_path))
+    assert reg.kv_get(AI_URL_KEY) == "http://127.0.0.1:8000/v1"
+    assert reg.kv_get(SERVICE_KEY_KEY) == AGENTS_SECRET  # moved out of the journal, still served
+    assert AGENTS_SECRET.encode() not in _stored(tmp_path)
+    again = MetaRegistry(RegistryConfig(), journal_uri=str(tmp_path))
+    assert again.kv_get(AI_URL_KEY) == "http://127.0.0.1:8000/v1" and again.kv_version(AI_URL_KEY) == 1

@@ -35,7 +35,12 @@ def _audit_options(f: Any) -> Any:
     f = click.option(
         "--dir", "directory", default=None, help="Read this copy of the log's directory instead."
     )(f)
-    f = click.option("--url", default=None, help="A service's …/v1 root (default: the system's).")(f)
+    f = click.option(
+        "--url",
+        default=None,
+        help="A service's …/v1 root (default: the system's); a key goes over plain http to another "
+        "machine only with SWARMRAY_INSECURE_HTTP=1.",
+    )(f)
     return address_option(namespace_option(f))
 
 

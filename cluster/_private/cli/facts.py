@@ -31,7 +31,12 @@ def _facts_client(url: str | None, namespace: str | None, address: str | None) -
 
 
 def _facts_options(f: Any) -> Any:
-    f = click.option("--url", default=None, help="The facts service's …/v1 root (default: the system's).")(f)
+    f = click.option(
+        "--url",
+        default=None,
+        help="The facts service's …/v1 root (default: the system's); a key goes over plain http to "
+        "another machine only with SWARMRAY_INSECURE_HTTP=1.",
+    )(f)
     return address_option(namespace_option(f))
 
 

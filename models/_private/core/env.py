@@ -11,6 +11,7 @@ __all__ = [
     "api_key",
     "cache_dir",
     "config_path",
+    "insecure_http",
     "log_level",
     "namespace",
     "ray_address",
@@ -59,6 +60,12 @@ def set_verbose() -> None:
 def api_key() -> str | None:
     """SWARMRAY_API_KEY: the user's key for the system's services (overrides the stored one)."""
     return os.environ.get("SWARMRAY_API_KEY") or None
+
+
+def insecure_http() -> bool:
+    """SWARMRAY_INSECURE_HTTP=1: the driver may send a key over plain HTTP to another machine
+    (refused otherwise: anyone on the path reads it)."""
+    return os.environ.get("SWARMRAY_INSECURE_HTTP", "").strip().lower() in {"1", "true", "yes"}
 
 
 def cache_dir(*parts: str) -> str:

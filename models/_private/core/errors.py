@@ -7,7 +7,8 @@ can catch as one (as httpx groups its exceptions).
     │   ├── PayloadError                a task's payload does not fit its capability (never retried)
     │   ├── MemoryInputError            a memory write or search was refused (field, reason)
     │   ├── FactsInputError             a facts write or query was refused (field, reason)
-    │   └── RequestError                an AI-service request was refused (param, reason, code)
+    │   ├── RequestError                an AI-service request was refused (param, reason, code)
+    │   └── ServiceURLError             a service URL this process must not send its key to
     ├── NotFoundError                   something named does not exist
     │   ├── SystemNotFoundError         no running system in the Ray namespace
     │   ├── SwarmNotFoundError          a swarm name the registry does not know
@@ -18,7 +19,8 @@ can catch as one (as httpx groups its exceptions).
     │   └── KeyNotFoundError            an API key id the key authority does not know
     ├── ConflictError                   what is running or stored cannot take the change
     │   ├── SystemConfigChangedError    `up` of a config that differs from the running system's
-    │   └── KeyStateError               a change a key's state forbids (rotating a revoked key)
+    │   ├── KeyStateError               a change a key's state forbids (rotating a revoked key)
+    │   └── ServiceExposedError         auth off, but the Serve that runs listens beyond loopback
     ├── RefusedError                    the caller may not do this (now)
     │   ├── ClusterAuthError            the cluster wants a Ray token this process lacks
     │   ├── AccessDenied                a key that may not use this model or namespace (403)
@@ -28,6 +30,8 @@ can catch as one (as httpx groups its exceptions).
     │   ├── BackpressureError           a queen's queue is full
     │   ├── BackendsUnavailableError    every backend of a model failed or has its breaker open
     │   ├── ShardUnavailableError       a facts namespace's shard is restarting (503)
+    │   ├── AuditUnavailableError       an audit record cannot be written (a full disk; 503)
+    │   ├── FactsReadTimeoutError       a facts read ran past its time bound (503)
     │   ├── ExtractorUnreachableError   the facts extractor deployment did not answer
     │   └── EngineError                 an inference engine cannot serve (dead, failed)
     │       └── EngineUnavailableError  the chosen engine cannot run here (no vLLM, no GPU)
@@ -52,6 +56,7 @@ import math
 
 __all__ = [
     "AccessDenied",
+    "AuditUnavailableError",
     "BackendsUnavailableError",
     "BackpressureError",
     "ClusterAuthError",
@@ -67,6 +72,7 @@ __all__ = [
     "ExtractorUnreachableError",
     "FactsInputError",
     "FactsNotFoundError",
+    "FactsReadTimeoutError",
     "InputError",
     "KeyNotFoundError",
     "KeyStateError",
@@ -78,6 +84,8 @@ __all__ = [
     "RefusedError",
     "RequestError",
     "SchedulingError",
+    "ServiceExposedError",
+    "ServiceURLError",
     "ShardUnavailableError",
     "SwarmNotFoundError",
     "SwarmrayError",
@@ -165,6 +173,16 @@ class RequestError(InputError, ValueError):
         self.reason = reason
         self.code = code
         super().__init__(f"{param}: {reason}" if param else reason)
+
+
+class ServiceURLError(InputError):
+    """Raised by a driver before it sends a key to a service URL it must not: the cluster's own
+    loopback seen from outside the cluster, or plain HTTP to another machine."""
+
+    def __init__(self, url: str, reason: str):
+        self.url = url
+        self.reason = reason
+        super().__init__(f"not sending the key to {url}: {reason}")
 
 
 # -- not found ------------------------------------------------------------------------------------
@@ -262,6 +280,22 @@ class SystemConfigChangedError(ConflictError):
 
 class KeyStateError(ConflictError, ValueError):
     """Raised when a key cannot take a change in its state (rotating a revoked key)."""
+
+
+class ServiceExposedError(ConflictError):
+    """Raised by `up` and `deploy` when a service's auth is off but the Serve that runs (started
+    before, by someone else) listens beyond loopback: the service would be open to the network."""
+
+    def __init__(self, service: str, host: str | None, port: int):
+        self.service = service
+        self.host = host
+        self.port = port
+        where = f"{host}:{port}" if host is not None else f"port {port} with its host unset"
+        super().__init__(
+            f"auth is off for the {service} service, but the Serve that runs on this cluster listens "
+            f"on {where}, not on loopback: anyone who reaches it could use the service; turn auth "
+            "on, or run this cluster's Serve on 127.0.0.1"
+        )
 
 
 # -- refusals -------------------------------------------------------------------------------------
@@ -362,6 +396,26 @@ class BackendsUnavailableError(UnavailableError):
 class ShardUnavailableError(UnavailableError):
     """Raised when a facts namespace's shard cannot answer now (its replica died and Serve is
     starting another): HTTP 503."""
+
+
+class AuditUnavailableError(UnavailableError):
+    """Raised when an audit record cannot be written (a full or failing disk): a write that
+    needs its record is refused (HTTP 503); `unrecorded` counts what the chain lost so far."""
+
+    def __init__(self, path: str, unrecorded: int, cause: str):
+        self.path, self.unrecorded = path, unrecorded
+        super().__init__(
+            f"the audit log {path} cannot be written ({cause}); {unrecorded} records lost so far"
+        )
+
+
+class FactsReadTimeoutError(UnavailableError):
+    """Raised when a read of a facts store runs past its time bound (`read_timeout_s`): it is
+    stopped so that it holds nothing longer (HTTP 503); a narrower read may succeed."""
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+        super().__init__(f"the read took over {timeout_s} s and was stopped; ask for less (a limit, a depth)")
 
 
 class ExtractorUnreachableError(UnavailableError):

@@ -31,8 +31,9 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from models._private.core.files import atomic_write
 from models._private.core.metrics import journal_metrics, keep, safely
+from models._private.core.private_files import open_private, private_dir, write_private
+from models._private.core.uris import redact_uri
 
 __all__ = ["Journal", "decode", "encode", "is_local", "journal_location", "nested_in"]
 
@@ -89,7 +90,7 @@ def nested_in(inner: str, outer: str) -> bool:
 class _LocalLog:
     def __init__(self, root: str, sync: bool):
         self.root, self.sync = root, sync
-        os.makedirs(root, exist_ok=True)
+        private_dir(root)
         gens = self._generations()
         self.gen = gens[-1] if gens else 1
         self._fd: int | None = None
@@ -120,7 +121,7 @@ class _LocalLog:
 
     def write(self, data: bytes) -> None:
         if self._fd is None:
-            self._fd = os.open(self._path(self.gen), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._fd = open_private(self._path(self.gen), os.O_WRONLY | os.O_APPEND)
             self._whole = os.fstat(self._fd).st_size  # read() has cut any torn tail already
         if os.fstat(self._fd).st_size != self._whole:
             # A failed write left part of a batch: cut it off before anything follows it, or
@@ -141,7 +142,7 @@ class _LocalLog:
         self._whole += len(data)
 
     def rewrite(self, data: bytes) -> None:
-        atomic_write(self._path(self.gen + 1), data)
+        write_private(self._path(self.gen + 1), data)
         self.close()
         old, self.gen = self.gen, self.gen + 1
         for gen in self._generations():
@@ -241,7 +242,8 @@ class Journal:
     def __init__(self, uri: str, sync: bool = True, system: str = "-"):
         self.uri = uri
         # Its metrics' tags: the system it belongs to ("-" for none) and where it is.
-        self._tags = {"system": system, "journal": uri.replace(os.path.expanduser("~"), "~", 1)}
+        # Never the credentials a URI may carry: the label is scraped by whoever reads metrics.
+        self._tags = {"system": system, "journal": redact_uri(uri).replace(os.path.expanduser("~"), "~", 1)}
         self._log = _LocalLog(uri.removeprefix("file://"), sync) if is_local(uri) else _ObjectLog(uri)
         self._pending: list[bytes] = []
         self._waiters: list[asyncio.Future] = []
@@ -284,6 +286,13 @@ class Journal:
     def reset(self) -> None:
         """Empties the journal at once (a new, empty generation), for callers with no event loop."""
         self._log.rewrite(b"")
+
+    def rewrite_now(self, *records: dict[str, Any]) -> None:
+        """Compacts at once: replaces the journal by `records`, for callers with no event loop
+        (and so with no append of their own in flight)."""
+        base = b"".join(encode(r) for r in records)
+        self._log.rewrite(base)
+        safely(self._measured, None, len(base), True)
 
     def append_nowait(self, *records: dict[str, Any], wake: bool = True) -> None:
         """Queues `records` for the next write, in order with every other append.

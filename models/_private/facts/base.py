@@ -19,11 +19,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from models._private.core.errors import FactsInputError, FactsNotFoundError
+from models._private.core.private_files import private_dir
 from models._private.facts.index import DOC_PREFIX, FACT_PREFIX, FACTS_SPACE, IndexMixin
 from models._private.facts.pagerank import DocumentGraph
 from models._private.facts.schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
 from models._private.facts.search import SearchMixin
-from models._private.facts.store.core import FactStore
+from models._private.facts.store.core import READ_TIMEOUT_S, FactStore
+from models._private.facts.store.rows import same_content
 from models._private.memory.hybrid import HybridMemory
 from models._private.memory.schema import MemoryConfig
 from models._private.retrieval.embedder import Embedder
@@ -31,6 +33,7 @@ from models._private.retrieval.embedder import Embedder
 __all__ = ["FactsBase"]
 
 log = logging.getLogger(__name__)
+_PROBE = "Ada Lovelace was born in London."  # what the extractor reads to show its service is up
 
 
 class FactsBase(SearchMixin, IndexMixin):
@@ -55,6 +58,9 @@ class FactsBase(SearchMixin, IndexMixin):
             "pagerank", personalised PageRank over documents and entities from the query's
             entities and the best `HOP_FROM` passages lifts each document by graph_weight
             times its rank relative to the best one (`benchmarks/README.md` compares them).
+        extract_max_attempts: Times a document is read alone with the extractor's service
+            failing on it (while answering others) before it is marked failed.
+        read_timeout_s: Longest one read of the store may take (`FactStore`).
     """
 
     def __init__(
@@ -68,8 +74,11 @@ class FactsBase(SearchMixin, IndexMixin):
         graph_weight: float = 0.6,
         graph_rerank: Literal["distance", "hop", "pagerank"] = "hop",
         clock: Any = time.time,
+        extract_max_attempts: int = 3,
+        read_timeout_s: float = READ_TIMEOUT_S,
     ):
-        os.makedirs(path, exist_ok=True)
+        private_dir(path)
+        self.extract_max_attempts = extract_max_attempts
         self.namespace = namespace
         self.extractor = extractor
         self.graph_weight = graph_weight
@@ -80,13 +89,37 @@ class FactsBase(SearchMixin, IndexMixin):
         self._extracting = threading.Lock()
         self._titles: dict[str, list[str]] | None = None  # built on the first hop search
         self._graph: DocumentGraph | None = None  # built on the first pagerank search
-        self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock)
+        self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock, read_timeout_s)
         memory = (memory or MemoryConfig()).model_copy(update={"path": os.path.join(path, "memory")})
         # Passages and fact sentences in memory namespaces of their own: each search asks one
         # index of one kind, with no filter to over-fetch through.
         self._spaces = {"passage": namespace, "fact": namespace + FACTS_SPACE}
         self.memory = HybridMemory(list(self._spaces.values()), memory, embedder, clock)
+        self.unindexable: dict[str, str] = {}  # record id -> why the memory refused it (`_index`)
         self._reconcile()
+        self._live_bytes = self._live_estimate()  # at the last compaction (or opening)
+        self._compact_if_due()
+
+    def _compact_if_due(self) -> None:
+        """Snapshots the memory, which empties its log and leaves no deleted text on disk, once
+        records deleted or replaced since the last snapshot outnumber the live ones, or the
+        log passes `compact_log_after_mb` and the live records' size at the last compaction (so
+        that a memory that only grows compacts at doubling sizes: each write costs O(1) of them
+        in all). Called in the lock after each write."""
+        memory = self.memory
+        threshold = max(self.store.config.compact_log_after_mb * 2**20, self._live_bytes)
+        if memory.superseded > len(memory.records) or memory.wal.size_bytes() >= threshold:
+            try:
+                memory.snapshot()
+            except OSError as e:  # the write is done and the log whole: try after the next one
+                log.warning("facts namespace %r: compacting the memory's log failed: %r", self.namespace, e)
+                return
+            self._live_bytes = self._live_estimate()
+
+    def _live_estimate(self) -> int:
+        """Bytes the live records take in the log: their vectors (base64) and texts."""
+        vectors = sum(v.nbytes for v in self.memory.vectors.values()) * 4 // 3
+        return vectors + sum(len(r.text) for r in self.memory.records.values())
 
     def close(self) -> None:
         with self._lock:
@@ -126,13 +159,15 @@ class FactsBase(SearchMixin, IndexMixin):
             self._changed()
             if index:
                 self.memory.upsert([self._passage(d) for d in stored])
+            self._compact_if_due()
         return stored
 
     def index_pending(self, limit: int = 256) -> int:
         """Indexes up to `limit` documents stored with `index=False`; returns how many.
 
         The passages are embedded outside the lock (the model releases the GIL, so searches
-        and the extractor go on meanwhile); a document deleted by then is not indexed.
+        and the extractor go on meanwhile); a document deleted by then is not indexed, nor one
+        deleted and posted again with other content (that one waits for the next call).
         """
         with self._lock:
             docs = self.store.unindexed_documents(limit)
@@ -141,10 +176,12 @@ class FactsBase(SearchMixin, IndexMixin):
         records = [self._passage(d) for d in docs]
         vectors = self.memory.embed([r.text for r in records])
         with self._lock:
-            alive = {d.id for d in self.store.documents([d.id for d in docs])}
-            keep = [i for i, d in enumerate(docs) if d.id in alive]
-            self.memory.upsert([records[i] for i in keep], embedded=[vectors[i] for i in keep])
+            now = {d.id: d for d in self.store.documents([d.id for d in docs])}
+            keep = [i for i, d in enumerate(docs) if d.id in now and same_content(now[d.id], d)]
+            # One the memory refuses is reported (`_index`) and marked too: not tried for ever.
+            self._index([records[i] for i in keep], embedded=[vectors[i] for i in keep])
             self.store.mark_indexed([docs[i].id for i in keep])
+            self._compact_if_due()
         return len(docs)
 
     def job_progress(self, job: str) -> dict[str, int]:
@@ -162,38 +199,73 @@ class FactsBase(SearchMixin, IndexMixin):
         docs = self.store.pending_documents(limit)
         if not docs:
             return 0
-        try:
-            extractions = self.extractor.extract_many([d.text for d in docs])
-        except Exception as e:  # one document the extractor cannot read: find it, read the rest
-            if getattr(e, "transient", False):  # the extractor's service fails: all wait
-                raise
-            extractions = [self._extract_one(d) for d in docs]
+        extractions, outage = self._read(docs)
         fact_ids: list[str] = []
         with self._lock:
             for doc, extraction in zip(docs, extractions, strict=True):
                 if extraction is None:
                     continue
                 try:
-                    fact_ids += self.store.add_extraction(doc.id, extraction)
+                    fact_ids += self.store.add_extraction(doc.id, extraction, read=doc)
                 except FactsNotFoundError:
-                    continue  # deleted while it was read
+                    continue  # deleted while it was read (another under its id waits its turn)
                 except FactsInputError as e:
                     self.store.extraction_failed(doc.id, str(e))
             # In the lock, so that a document read is one whose facts are found: a short
             # batch of sentences (passages, the long texts, are embedded outside it).
             self._index_facts(fact_ids)
             self._changed()
+            self._compact_if_due()
+        if outage is not None:  # the rest wait for the service; the caller tries again later
+            raise outage
         return len(docs)
 
-    def _extract_one(self, doc: Document) -> Any:
+    def _read(self, docs: list[Document]) -> tuple[list[Any], Exception | None]:
+        """What the extractor reads in `docs` (None where it read nothing), and the transient
+        error that stopped the reading, if the extractor's service is down.
+
+        Documents are read in one batch, but those of a batch that failed: each of them is read
+        alone, so that one document the extractor cannot read (or that breaks its service: kills
+        the spaCy replica, always gets a 5xx) fails alone and the others are read. A transient
+        failure on a document alone counts against it only when the extractor answered just
+        before (a call or a probe), so that an outage fails no document; at
+        `extract_max_attempts` the document is marked failed with the reason.
+        """
+        out: dict[str, Any] = {}
+        suspects = self.store.extraction_suspects([d.id for d in docs])
+        batch = [d for d in docs if d.id not in suspects]
+        up, failure = False, None  # whether the extractor answered the last call; what it said if not
+        if batch:
+            try:
+                read = self.extractor.extract_many([d.text for d in batch])
+                out, up = dict(zip([d.id for d in batch], read, strict=True)), True
+            except Exception as e:  # one of them cannot be read, or broke the service: read each alone
+                up, failure = not getattr(e, "transient", False), e
+                if not up:
+                    self.store.suspect_extraction([d.id for d in batch])
+                suspects |= {d.id for d in batch}
+        for doc in (d for d in docs if d.id in suspects):
+            if not up and (down := self._probe()) is not None:
+                return [out.get(d.id) for d in docs], failure or down
+            try:
+                out[doc.id], up = self.extractor.extract(doc.text), True
+            except Exception as e:
+                up, failure = not getattr(e, "transient", False), e
+                log.warning("extraction of document %r failed: %r", doc.id, e)
+                if up:  # the extractor answered: the document's fault, it fails
+                    self.store.extraction_failed(doc.id, repr(e))
+                else:
+                    self.store.extraction_attempt_failed(doc.id, repr(e), self.extract_max_attempts)
+        return [out.get(d.id) for d in docs], None
+
+    def _probe(self) -> Exception | None:
+        """The transient error of the extractor reading a known text, if its service is down."""
         try:
-            return self.extractor.extract(doc.text)
+            self.extractor.extract(_PROBE)
         except Exception as e:
-            if getattr(e, "transient", False):  # the document waits; the caller tries again later
-                raise
-            log.warning("extraction of document %r failed: %r", doc.id, e)
-            self.store.extraction_failed(doc.id, repr(e))
-            return None
+            if getattr(e, "transient", False):
+                return e
+        return None
 
     def add_facts(self, facts: list[FactIn]) -> list[str]:
         """Stores facts posted with no document and indexes their sentences."""
@@ -201,6 +273,7 @@ class FactsBase(SearchMixin, IndexMixin):
             ids = self.store.add_facts(facts)
             self._index_facts(ids)
             self._changed()
+            self._compact_if_due()
         return ids
 
     def delete_document(self, document_id: str) -> dict[str, Any]:
@@ -209,6 +282,7 @@ class FactsBase(SearchMixin, IndexMixin):
             out = self.store.delete_document(document_id)
             self._changed()
             self.memory.delete([DOC_PREFIX + document_id, *(FACT_PREFIX + f for f in out["facts_removed"])])
+            self._compact_if_due()
         return out
 
     def delete_fact(self, fact_id: str) -> None:
@@ -216,6 +290,7 @@ class FactsBase(SearchMixin, IndexMixin):
             self.store.delete_fact(fact_id)
             self.memory.delete([FACT_PREFIX + fact_id])
             self._changed()
+            self._compact_if_due()
 
     def merge_entities(self, keep_id: str, other_id: str) -> Entity:
         """Makes `other_id` part of `keep_id` (`FactStore.merge_entities`); facts that became
@@ -227,6 +302,7 @@ class FactsBase(SearchMixin, IndexMixin):
             entity = self.store.merge_entities(keep_id, other_id)
             self.memory.delete([FACT_PREFIX + f for f in before - self.store.fact_ids()])
             self._changed()
+            self._compact_if_due()
         return entity
 
     def split_entity(self, entity_id: str, document_ids: list[str], name: str | None) -> Entity:
@@ -248,4 +324,5 @@ class FactsBase(SearchMixin, IndexMixin):
             **self.store.stats(),
             "unindexed": len(self.store.document_ids(indexed=False)),
             "extraction": self.store.extraction_progress(),
+            "unindexable": len(self.unindexable),  # rows the index refused since opening (logged)
         }

@@ -4,8 +4,12 @@ in line with the store when it is opened."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import numpy as np
+
+from models._private.core.errors import MemoryInputError
 from models._private.facts.schema import Document
 from models._private.facts.spacy_extractor import CO_MENTION
 from models._private.memory.schema import Record
@@ -16,10 +20,12 @@ DOC_PREFIX, FACT_PREFIX = "doc:", "fact:"  # of the memory record ids of passage
 FACTS_SPACE = "/facts"  # suffix of the memory namespace of fact sentences
 META_PREFIX = "meta."  # a document's metadata keys in its passage record (beside document_id, source)
 
+log = logging.getLogger(__name__)
+
 
 class IndexMixin:
-    """The index part of `FactsBase` (`base`), which supplies `store`, `memory`, `namespace` and
-    `_spaces`."""
+    """The index part of `FactsBase` (`base`), which supplies `store`, `memory`, `namespace`,
+    `_spaces` and `unindexable` (record id -> why the memory refused it)."""
 
     def _passage(self, doc: Document) -> Record:
         text = f"{doc.title}\n{doc.text}" if doc.title else doc.text
@@ -45,17 +51,40 @@ class IndexMixin:
         ]
 
     def _index_facts(self, fact_ids: Any) -> None:
-        if records := self._fact_records(fact_ids):
-            self.memory.upsert(records)
+        self._index(self._fact_records(fact_ids))
+
+    def _index(self, records: list[Record], embedded: list[np.ndarray] | None = None) -> list[str]:
+        """Upserts `records` into the memory; returns the ids it took.
+
+        A record the memory refuses (a blank text an earlier version let into the store, or a
+        text longer than a lowered `max_text_chars`) is skipped, logged and kept in
+        `unindexable`, and the others go in: one bad row never stops the rest, nor a namespace
+        from opening. It stays in the store, unsearchable.
+        """
+        if not records:
+            return []
+        try:
+            return self.memory.upsert(records, embedded=embedded)
+        except MemoryInputError:
+            pass  # find the bad ones: each record alone
+        taken = []
+        for i, r in enumerate(records):
+            try:
+                taken += self.memory.upsert([r], embedded=None if embedded is None else [embedded[i]])
+            except MemoryInputError as e:
+                log.warning("facts namespace %r: %s is not indexed: %s", self.namespace, r.id, e)
+                self.unindexable[r.id] = str(e)
+        return taken
 
     def _reconcile(self) -> None:
         """Indexes what the store holds and the memory lacks, and drops what the store no
-        longer holds (a crash may have come between the two writes)."""
+        longer holds (a crash may have come between the two writes), or holds with other
+        content (a document deleted and posted again under its id)."""
         indexed = set(self.memory.records)
         # Co-mention facts are never indexed: they are neither stale records nor gaps.
         documents, facts = self.store.document_ids(), self.store.fact_ids(except_predicate=CO_MENTION)
         kept = {DOC_PREFIX: documents, FACT_PREFIX: facts}
-        stale = {
+        stale = self._replaced([d for d in documents if DOC_PREFIX + d in indexed]) | {
             rid
             for rid in indexed
             for prefix, space in ((DOC_PREFIX, "passage"), (FACT_PREFIX, "fact"))
@@ -71,11 +100,25 @@ class IndexMixin:
             indexed -= stale
         waiting = self.store.document_ids(indexed=False)  # index_pending's work, not a gap
         missing = [d for d in documents - waiting if DOC_PREFIX + d not in indexed]
-        if missing:
-            self.memory.upsert([self._passage(self.store.document(d)) for d in missing])
+        self._index([self._passage(d) for d in self.store.documents(missing)])
         if done := [d for d in waiting if DOC_PREFIX + d in indexed]:  # indexed, then a crash
             self.store.mark_indexed(done)
         self._index_facts(f for f in facts if FACT_PREFIX + f not in indexed)
+
+    def _replaced(self, document_ids: list[str], batch: int = 1000) -> set[str]:
+        """The passage records of these documents that say other than the documents do now (a
+        fact's id is never given again, so only passages can be replaced under theirs)."""
+        replaced = set()
+        for i in range(0, len(document_ids), batch):  # not every text in memory at once
+            for doc in self.store.documents(document_ids[i : i + batch]):
+                record = self._passage(doc)
+                if not _same_record(self.memory.records[record.id], record):
+                    replaced.add(record.id)
+        return replaced
+
+
+def _same_record(a: Record, b: Record) -> bool:
+    return (a.text, a.metadata) == (b.text, b.metadata)
 
 
 def filterable_fields(doc: Document) -> dict[str, Any]:

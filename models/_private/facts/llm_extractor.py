@@ -292,7 +292,7 @@ class _Fact(_Lenient):
     @field_validator("sentence")
     @classmethod
     def _sentence(cls, v: str | None) -> str | None:
-        return v[:_MAX_SENTENCE] if v else None
+        return v[:_MAX_SENTENCE] if v and v.strip() else None
 
 
 class _Answer(_Lenient):

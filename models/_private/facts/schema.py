@@ -1,15 +1,26 @@
 """What the facts store holds and is configured by: documents, entities, facts (bi-temporal
 edges with provenance), and what an extractor hands the store.
 
-Times are timezone-aware UTC datetimes at this boundary and epoch seconds inside SQLite.
+Times are timezone-aware UTC datetimes at this boundary and epoch seconds inside SQLite; they
+cross it through `to_epoch` and `from_epoch` only, never through pydantic's reading of numbers
+(which takes those past 2e10, the years before 1336 and after 2603, for milliseconds).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    ValidationInfo,
+    field_validator,
+)
 
 from models._private.core.config import ConfigModel
 
@@ -47,6 +58,19 @@ class FactsConfig(ConfigModel):
         "do not.",
     )
     max_text_chars: int = Field(200_000, gt=0, description="Longest document text accepted.")
+    compact_log_after_mb: float = Field(
+        64.0,
+        gt=0,
+        description="Size of the memory's log past which it is compacted (a snapshot, then an "
+        "empty log) once it is also larger than the live records were at the last compaction; "
+        "it is compacted anyway once records deleted or replaced outnumber the live ones.",
+    )
+
+
+def _not_blank(v: str, field: str) -> str:
+    if not v.strip():
+        raise ValueError(f"{field} is blank")
+    return v
 
 
 class _Model(BaseModel):
@@ -75,8 +99,15 @@ class DocumentIn(_Model):
     @field_validator("text")
     @classmethod
     def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("text is blank")
+        return _not_blank(v, "text")
+
+    @field_validator("id")
+    @classmethod
+    def _addressable(cls, v: str | None) -> str | None:
+        # The service reads and deletes a document at …/documents/{id}, slashes and all; a "." or
+        # ".." segment is one that clients and proxies resolve away, so no URL could reach it.
+        if v is not None and any(part in (".", "..") for part in v.split("/")):
+            raise ValueError('has a "." or ".." segment, which no URL can address')
         return v
 
 
@@ -118,6 +149,13 @@ class FactIn(_Model):
     invalid_at: AwareDatetime | None = Field(None, description="When it stopped holding, if known.")
     confidence: float = Field(1.0, ge=0, le=1)
     spans: list[Span] = Field(default_factory=list, description="Where the document says it.")
+
+    @field_validator("subject", "predicate", "object", "sentence")
+    @classmethod
+    def _not_blank(cls, v: str | None, info: ValidationInfo) -> str | None:
+        # A blank sentence (or one made of blank names) is stored, then refused by the search
+        # index: refused here, before anything is stored.
+        return None if v is None else _not_blank(v, info.field_name)
 
     def text(self) -> str:
         """The fact as a sentence: the given one, else subject, predicate and object joined."""
@@ -171,6 +209,14 @@ def to_epoch(t: datetime | None) -> float | None:
     return None if t is None else t.timestamp()
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def from_epoch(t: float | None) -> datetime | None:
-    """A UTC datetime of epoch seconds (None stays None)."""
-    return None if t is None else datetime.fromtimestamp(t, tz=timezone.utc)
+    """A UTC datetime of epoch seconds (None stays None), in any year a datetime holds.
+
+    Exact: the microsecond nearest to `t`'s exact value, so `to_epoch(from_epoch(t)) == t` for
+    every `t` that `to_epoch` made, and a time round-trips to the second in any year (to the
+    microsecond where a float holds it, within about 270 years of 1970).
+    """
+    return None if t is None else _EPOCH + timedelta(microseconds=round(Fraction(t) * 1_000_000))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, Field
@@ -16,7 +16,7 @@ from models._private.core.errors import FactsInputError, MemoryInputError
 from models._private.facts.index import FACT_PREFIX, META_PREFIX, filterable_fields
 from models._private.facts.pagerank import DocumentGraph
 from models._private.facts.resolution import normalise
-from models._private.facts.schema import Entity, Fact
+from models._private.facts.schema import Entity, Fact, from_epoch, to_epoch
 from models._private.memory.filters import compile_filter
 
 __all__ = [
@@ -137,7 +137,7 @@ class SearchMixin:
             linked = set(seeds) | {
                 e for h in result.facts for e in (h.fact.subject_id, h.fact.object_id) if e
             }
-            result.entities = [self.store.entity(e) for e in linked if e in distance]
+            result.entities = self.store.entities([e for e in linked if e in distance])
         return result
 
     def _seeds(self, query: str) -> list[str]:
@@ -264,7 +264,7 @@ class SearchMixin:
         distance: dict[str, int],
         where: Filter | None,
     ) -> list[FactHit]:
-        when = as_of or datetime.fromtimestamp(self.store.clock(), tz=timezone.utc)
+        when = as_of or from_epoch(self.store.clock())
         hits = []
         candidates = {
             h.record.id.removeprefix(FACT_PREFIX): h.score
@@ -319,5 +319,11 @@ def _titled(text: str, about: dict[str, list[str]], max_words: int = 6) -> list[
 
 
 def _held(fact: Fact, when: datetime) -> bool:
-    """Whether `fact` held at `when`; one that states no start counts from when it was learnt."""
-    return (fact.valid_at or fact.created_at) <= when and (fact.invalid_at is None or fact.invalid_at > when)
+    """Whether `fact` held at `when`; one that states no start counts from when it was learnt.
+
+    Compared in epoch seconds, as the store's SQL compares them, so that both agree to the last
+    bit in any year."""
+    t = to_epoch(when)
+    return to_epoch(fact.valid_at or fact.created_at) <= t and (
+        fact.invalid_at is None or to_epoch(fact.invalid_at) > t
+    )

@@ -44,11 +44,16 @@ class DurabilityMixin:
             self._pending_access = {}
 
     def snapshot(self) -> str:
-        """Writes a snapshot atomically and empties the log; returns the snapshot directory."""
+        """Writes a snapshot atomically and empties the log; returns the snapshot directory.
+
+        This is the memory's compaction: afterwards no file of it holds a deleted record's text
+        (the log is emptied, older snapshots removed, and the lexical index, which keeps a
+        deleted document's terms until it is rebuilt, is rebuilt after any delete).
+        """
         if not self.config.path:
             raise MemoryInputError("path", "this memory has no path to snapshot to")
         self._flush_access()
-        if self.lexical.stale:
+        if self.lexical.deleted_since_build:
             self.lexical.rebuild(self._lexical_docs())
         root = self._root
         final = write_snapshot(
@@ -57,6 +62,7 @@ class DurabilityMixin:
         if self._remote:
             push_snapshot(final, self._remote)
         self.wal.reset()  # everything in it is in the snapshot now
+        self.superseded = 0
         prune_snapshots(root, keep=final)
         return final
 

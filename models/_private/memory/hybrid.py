@@ -47,6 +47,7 @@ import numpy as np
 
 from models._private.core.errors import MemoryInputError
 from models._private.core.journal import Journal, is_local
+from models._private.core.private_files import private_dir
 from models._private.memory.durability import DurabilityMixin
 from models._private.memory.filters import compile_filter
 from models._private.memory.persistence import delete_entry, local_copy, upsert_entry
@@ -100,12 +101,17 @@ class HybridMemory(SweepMixin, DurabilityMixin):
         # A memory on an fsspec URI works in a local copy and keeps its log and snapshots there.
         self._remote = self.config.path if self.config.path and not is_local(self.config.path) else None
         self._root = local_copy(self._remote) if self._remote else self.config.path
+        if self._root:  # tenant data: the owner's only, made so before the lexical index's folder
+            private_dir(self._root)
         self._lexical_dir = os.path.join(self._root, "lexical-live") if self._root else None
         self.lexical = LexicalIndex(self._lexical_dir)
         self.wal: Journal | None = None
         self._pending_access: dict[str, tuple[int, str]] = {}
         # Long-term records not yet compared for consolidation: new, rewritten or just promoted.
         self._unconsolidated: set[str] = set()
+        # Records deleted or replaced since the last snapshot (replays count too): what the log
+        # holds that no live record needs, for an owner deciding when to compact it.
+        self.superseded = 0
         if self.config.path:
             self._restore()
 
@@ -188,7 +194,9 @@ class HybridMemory(SweepMixin, DurabilityMixin):
         return r
 
     def _apply_upsert(self, batch: list[Record], vectors: list[np.ndarray]) -> None:
-        self._drop_vectors([r.id for r in batch if r.id in self.records])  # chunk counts may change
+        replaced = [r.id for r in batch if r.id in self.records]
+        self.superseded += len(replaced)
+        self._drop_vectors(replaced)  # chunk counts may change
         for r in batch:
             if (old := self.records.get(r.id)) is not None and old.namespace != r.namespace:
                 self.working[old.namespace].pop(r.id, None)  # moved: out of the old namespace's LRU
@@ -239,6 +247,7 @@ class HybridMemory(SweepMixin, DurabilityMixin):
 
     def _apply_delete(self, ids: list[str]) -> None:
         ids = [i for i in ids if i in self.records]
+        self.superseded += len(ids)
         self._drop_vectors(ids)
         for i in ids:
             r = self.records.pop(i)

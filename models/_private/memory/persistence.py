@@ -7,10 +7,12 @@ fdatasync'ed before it returns. A log entry is one of
 - `{"op": "delete", "ids": [...]}`,
 - `{"op": "access", "counts": {id: [access_count, tier]}}`.
 
-A snapshot is a directory `snapshot-NNNNNN` under the memory's path holding the records
+A snapshot is a directory `snapshot-NNNNNN-<12 hex>` under the memory's path (the number counts
+up, the random suffix keeps two nodes' snapshots of one number apart; older memories' plain
+`snapshot-NNNNNN` still load) holding the records
 (`records.jsonl`, `Record` dicts), their vectors (`vectors.npy`, every record's chunks in
 record order), each record's dense labels (`labels.json`), the files each `DenseIndex` saves,
-and a copy of the tantivy index (`lexical/`). It is written as `snapshot-NNNNNN.tmp`, fsync'ed,
+and a copy of the tantivy index (`lexical/`). It is written as `<name>.tmp`, fsync'ed,
 renamed into place, and then named by the `CURRENT` pointer, replaced atomically; the memory
 empties its log after that. Opening a memory loads the current snapshot and replays the log.
 Nothing stored is pickled. Existing memories depend on every name and shape here.
@@ -18,17 +20,20 @@ Nothing stored is pickled. Existing memories depend on every name and shape here
 A memory whose path is an fsspec URI (`s3://bucket/memory/x`) keeps the same layout there: its
 log is a journal on that URI, and each snapshot, written into a local working copy first, is
 uploaded whole before the remote `CURRENT` names it (`push_snapshot`), so any node can open the
-memory from the URI alone (`pull_snapshot`).
+memory from the URI alone (`pull_snapshot`). The URI is the truth: a node opening it takes the
+snapshot the remote `CURRENT` names, and none when the URI has none, whatever its local copy holds.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import json
 import os
 import shutil
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from models._private.core import env
-from models._private.core.files import atomic_write, fsync_tree
+from models._private.core.files import fsync_tree
+from models._private.core.private_files import restrict_tree, write_private
 from models._private.memory.schema import Record
 from models._private.retrieval.dense import DenseIndex
 
@@ -126,8 +132,8 @@ def write_snapshot(
     an HNSW index with tombstones rebuilds it (see `DenseIndex.save`). Older snapshots stay
     until `prune_snapshots`: the caller empties its log first.
     """
-    taken = [int(n.split("-")[1]) for n in os.listdir(root) if n.startswith("snapshot-") and n[9:].isdigit()]
-    final = os.path.join(root, f"snapshot-{max(taken, default=0) + 1:06d}")
+    taken = [int(n[9:15]) for n in os.listdir(root) if n.startswith("snapshot-") and n[9:15].isdigit()]
+    final = os.path.join(root, f"snapshot-{max(taken, default=0) + 1:06d}-{uuid.uuid4().hex[:12]}")
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
@@ -145,9 +151,10 @@ def write_snapshot(
     for ns, index in dense.items():
         index.save(tmp, ns)
     shutil.copytree(lexical_dir, os.path.join(tmp, "lexical"))
+    restrict_tree(tmp)
     fsync_tree(tmp)
     os.replace(tmp, final)
-    atomic_write(os.path.join(root, "CURRENT"), os.path.basename(final))
+    write_private(os.path.join(root, "CURRENT"), os.path.basename(final))
     return final
 
 
@@ -213,16 +220,23 @@ def push_snapshot(local_snapshot: str, uri: str) -> None:
 
 def pull_snapshot(uri: str, local_root: str) -> None:
     """Makes `local_root` hold the snapshot the remote `CURRENT` names (downloaded unless it is
-    there already) and point its own `CURRENT` at it; nothing when the URI has no snapshot."""
+    there already: names are unique, so one there is that one) and point its own `CURRENT` at
+    it, dropping every other local snapshot. When the URI has no snapshot (new, wiped or
+    reused), the local copy's are dropped too: the memory starts from the URI's log alone."""
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(uri)
     if not fs.exists(f"{root}/CURRENT"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(local_root, "CURRENT"))
+        prune_snapshots(local_root, keep="")
         return
     name = fs.cat_file(f"{root}/CURRENT").decode().strip()
     target = os.path.join(local_root, name)
     if not os.path.exists(target):
         shutil.rmtree(target + ".tmp", ignore_errors=True)
         fs.get(f"{root}/{name}", target + ".tmp", recursive=True)
+        restrict_tree(target + ".tmp")
         os.replace(target + ".tmp", target)
-    atomic_write(os.path.join(local_root, "CURRENT"), name)
+    write_private(os.path.join(local_root, "CURRENT"), name)
+    prune_snapshots(local_root, keep=name)

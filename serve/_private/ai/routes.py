@@ -7,6 +7,7 @@ POST /v1/embeddings, and three of our own: GET /v1/usage, GET /v1/backends and G
 
 # No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 
+import asyncio
 import logging
 from typing import Any, TypeVar
 
@@ -28,7 +29,7 @@ from serve._private.ai.serving import AIServing
 from serve._private.auth.audit_route import install_audit_route
 from serve._private.auth.key_table import key_of
 from serve._private.auth.middleware import GuardMiddleware, ai_rule, allow, usable
-from serve._private.auth.spending import refunded_on_failure, reserve, settle
+from serve._private.auth.spending import reserve, settle
 from serve._private.http_errors import error_response, install_error_handlers, request_id_of
 
 __all__ = ["Gateway", "app"]
@@ -133,10 +134,17 @@ class Gateway(AIServing):
         worst = sum(len(t.encode()) + 2 for t in texts)  # a token is a byte at least, plus CLS/SEP
         price = self.config.price(body.model)
         taken = await reserve(request, "ai", worst, price.cost_microusd(worst, 0))
-        out = await refunded_on_failure(request, "ai", taken, self.embedder.embed.remote(texts))
+        reservation = (body.model, worst, 0, price.cost_microusd(worst, 0))
+        out = await self._reserved(request, body, taken, reservation, self.embedder.embed.remote(texts))
         used = 0 if out.get("too_long") else sum(out["tokens"])
         cost = price.cost_microusd(used, 0)
-        await settle(request, "ai", taken, used, cost)
+
+        async def charge() -> None:  # to its end, even if the client leaves meanwhile
+            await settle(request, "ai", taken, used, cost)
+            if not out.get("too_long"):
+                self._account(request, body, body.model, used, 0, cost)
+
+        await asyncio.shield(asyncio.ensure_future(charge()))
         if out.get("too_long"):  # refused, as OpenAI does, rather than cut and counted whole
             i, n = out["too_long"][0]
             raise RequestError(
@@ -146,7 +154,6 @@ class Gateway(AIServing):
                 code="context_length_exceeded",
             )
         tokens = sum(out["tokens"])
-        self._account(request, body, body.model, tokens, 0, cost)
         response.headers[names.COST_HEADER] = str(cost)
         return {
             "object": "list",

@@ -27,6 +27,7 @@ from serve._private.ai.config import AIServiceConfig
 from serve._private.ai.deployments import ModelServer
 from serve._private.ai.protocol import RequestBody, SamplingBody, choice, sse_event, usage_of
 from serve._private.auth.key_table import key_of
+from serve._private.auth.keys import KeyRecord
 from serve._private.auth.middleware import allow, install_guard
 from serve._private.auth.spending import Taken, refunded_on_failure, reserve, settle, token_limited
 from serve._private.http_errors import error_body, request_id_of
@@ -116,17 +117,24 @@ class AIServing:
 
     # -- routing --------------------------------------------------------------------------
 
-    def _chain(self, model: str) -> list[str]:
+    def _chain(self, model: str, key: KeyRecord | None = None) -> list[str]:
+        """The backends that may serve `model`, in order: it, then its fallbacks that `key` may
+        use (a fallback outside a key's model list, by its name or an alias, is skipped)."""
         name = self.aliases.get(model, model)
         if name not in self.backends:
             raise ModelNotFoundError(model, [*self.backends, *self.aliases])
-        return list(dict.fromkeys([name, *self.settings[name].fallbacks]))
+        chain = list(dict.fromkeys([name, *self.settings[name].fallbacks]))
+        if key is None or key.models is None:
+            return chain
+        return [name] + [n for n in chain[1:] if {n, *self.settings[n].aliases} & set(key.models)]
 
-    async def _failover(self, model: str, attempt: Callable[[str], Awaitable[T]]) -> tuple[str, T]:
-        """`attempt(backend)` on the model's backends in order, skipping open breakers, until one
-        succeeds; a refused request goes straight back to the client."""
+    async def _failover(
+        self, model: str, attempt: Callable[[str], Awaitable[T]], key: KeyRecord | None = None
+    ) -> tuple[str, T]:
+        """`attempt(backend)` on the model's backends that `key` may use, in order, skipping open
+        breakers, until one succeeds; a refused request goes straight back to the client."""
         tried, last = [], "breaker open"
-        for name in self._chain(model):
+        for name in self._chain(model, key):
             breaker = self.breakers[name]
             if not breaker.allow():
                 continue
@@ -153,28 +161,59 @@ class AIServing:
         raise BackendsUnavailableError(model, tried, last)
 
     async def _open_stream(
-        self, model: str, request: dict[str, Any]
+        self, model: str, request: dict[str, Any], key: KeyRecord | None = None
     ) -> tuple[str, tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]]:
         # Failover is possible until the first piece arrives; after that the stream is committed.
         async def first_piece(name: str) -> tuple[dict[str, Any], AsyncIterator[dict[str, Any]]]:
             stream = aiter(self.backends[name].stream(request))
             return await anext(stream), stream
 
-        return await self._failover(model, first_piece)
+        return await self._failover(model, first_piece, key)
 
-    def _worst_cost(self, model: str, prompt: int, completion: int) -> int:
-        # Failover may land on any backend of the chain: reserve for the dearest.
-        return max(self.config.price(name).cost_microusd(prompt, completion) for name in self._chain(model))
+    def _worst_cost(self, model: str, prompt: int, completion: int, key: KeyRecord | None = None) -> int:
+        # Failover may land on any backend of the chain `key` may use: reserve for the dearest.
+        chain = self._chain(model, key)
+        return max(self.config.price(name).cost_microusd(prompt, completion) for name in chain)
 
-    async def _charge(
-        self, request: Request, taken: Taken, name: str, usage: dict[str, Any], worst: tuple[int, int]
-    ) -> tuple[int, int, int]:
-        """Settles what `name`'s answer cost (`_billed`); returns its prompt and completion
-        tokens and its cost in micro-dollars."""
-        prompt, completion = _billed(usage, worst)
-        cost = self.config.price(name).cost_microusd(prompt, completion)
-        await settle(request, "ai", taken, prompt + completion, cost)
-        return prompt, completion, cost
+    async def _bill(
+        self,
+        request: Request,
+        body: RequestBody,
+        taken: Taken,
+        name: str,
+        usage: dict[str, Any],
+        worst: tuple[int, int],
+    ) -> int:
+        """Settles what `name`'s answer cost (`_billed`) and puts it in the ledger; returns its
+        cost in micro-dollars. It runs to its end even if the request is cancelled meanwhile
+        (the client left): the work was done."""
+
+        async def bill() -> int:
+            prompt, completion = _billed(usage, worst)
+            cost = self.config.price(name).cost_microusd(prompt, completion)
+            await settle(request, "ai", taken, prompt + completion, cost)
+            self._account(request, body, name, prompt, completion, cost)
+            return cost
+
+        return await asyncio.shield(asyncio.ensure_future(bill()))
+
+    async def _reserved(
+        self,
+        request: Request,
+        body: RequestBody,
+        taken: Taken,
+        reservation: tuple[str, int, int, int],
+        work: Awaitable[T],
+    ) -> T:
+        """`work`'s result. If it fails, its reservation goes back; if the request is cancelled
+        while it runs (the client left), the backend may have done the work: the reservation
+        (`reservation`: model, prompt and completion tokens, cost) stays charged, and is put in
+        the ledger."""
+        try:
+            return await refunded_on_failure(request, "ai", taken, work)
+        except asyncio.CancelledError:
+            self._account(request, body, *reservation)
+            raise
 
     def _account(
         self,
@@ -257,14 +296,16 @@ class AIServing:
             # A worst case needs an end: a token-limited key's open-ended request gets one.
             payload["params"]["max_tokens"] = RESERVED_COMPLETION_TOKENS
         worst = _worst_case(payload)
-        taken = await reserve(request, "ai", sum(worst), self._worst_cost(body.model, *worst))
+        key = key_of(request)
+        worst_cost = self._worst_cost(body.model, *worst, key)
+        taken = await reserve(request, "ai", sum(worst), worst_cost)
+        reservation = (self._chain(body.model)[0], *worst, worst_cost)
         rid, created = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", int(time.time())
         if body.stream:
-            return await self._sse(request, body, payload, chat, rid, created, (taken, worst))
-        complete = self._failover(body.model, lambda b: self.backends[b].complete(payload))
-        name, out = await refunded_on_failure(request, "ai", taken, complete)
-        prompt, completion, cost = await self._charge(request, taken, name, out, worst)
-        self._account(request, body, name, prompt, completion, cost)
+            return await self._sse(request, body, payload, chat, rid, created, (taken, worst, reservation))
+        complete = self._failover(body.model, lambda b: self.backends[b].complete(payload), key)
+        name, out = await self._reserved(request, body, taken, reservation, complete)
+        cost = await self._bill(request, body, taken, name, out, worst)
         return JSONResponse(
             {
                 "id": rid,
@@ -285,11 +326,11 @@ class AIServing:
         chat: bool,
         rid: str,
         created: int,
-        reserved: tuple[Taken, tuple[int, int]],
+        reserved: tuple[Taken, tuple[int, int], tuple[str, int, int, int]],
     ) -> StreamingResponse:
-        taken, worst = reserved
-        opening = self._open_stream(body.model, payload)
-        name, (first, stream) = await refunded_on_failure(request, "ai", taken, opening)
+        taken, worst, reservation = reserved
+        opening = self._open_stream(body.model, payload, key_of(request))
+        name, (first, stream) = await self._reserved(request, body, taken, reservation, opening)
         kind = "chat.completion.chunk" if chat else "text_completion"
         include_usage = bool((body.stream_options or {}).get("include_usage"))
 
@@ -312,9 +353,10 @@ class AIServing:
                 message = f"the stream from {name} broke; the service log has the details"
                 yield sse_event(error_body(message, "server_error", None, "stream_interrupted", request_id))
                 return
-            finally:  # what the stream cost by its last piece; the rest goes back
-                billed = await self._charge(request, taken, name, last, worst)
-            self._account(request, body, name, *billed)
+            finally:
+                # What the stream cost by its last piece (the rest goes back), to the limits and
+                # the ledger, also when it broke or the client left (cancelled here).
+                await self._bill(request, body, taken, name, last, worst)
             if include_usage:
                 yield sse_event(
                     {

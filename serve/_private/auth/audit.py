@@ -24,6 +24,17 @@ Durability: `append(..., durable=True)` returns after the line is fsync'ed (admi
 actions); other appends are group-committed: fsync'ed by the first append, `flush` or
 checkpoint `commit_window_s` after them. The owner calls `flush` every `commit_window_s`, so a
 crash loses at most that window of inference records.
+
+Bounds: refusals go through `refused`, which records `refusals_per_window` of them whole per
+`refusal_window_s` and counts the rest (by status, code and key) in one `refusals_unrecorded`
+record when the window ends. Past `rotate_bytes`, the file is renamed `<writer>.jsonl.<last
+seq>` at a checkpoint and the chain goes on in a new `<writer>.jsonl` that starts with that
+checkpoint; `verify` walks a writer's files in order (`segments`), and checks the oldest kept
+from its first checkpoint when older ones were archived away.
+
+Failures: a write or fsync that fails (a full disk) raises `AuditUnavailableError`, losing
+what was not fsync'ed; each later call first reopens the file on what it really holds and
+writes an `audit_gap` record counting the records lost (`unrecorded`), then goes on.
 """
 
 from __future__ import annotations
@@ -41,7 +52,19 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["AuditLog", "Verdict", "read_records", "signed_by", "signed_head", "verify", "verify_directory"]
+from models._private.core.errors import AuditUnavailableError
+from models._private.core.private_files import open_private, private_dir
+
+__all__ = [
+    "AuditLog",
+    "Verdict",
+    "read_records",
+    "segments",
+    "signed_by",
+    "signed_head",
+    "verify",
+    "verify_directory",
+]
 
 GENESIS = "0" * 64
 
@@ -82,6 +105,11 @@ class AuditLog:
         checkpoint_every: Records between checkpoints.
         checkpoint_s: Seconds between checkpoints while records arrive.
         commit_window_s: Longest a record that was not asked to be durable waits for its fsync.
+        refusals_per_window: Refusals (`refused`) recorded whole per window; the rest are
+            counted, and the window's counts written as one record when it ends.
+        refusal_window_s: The length of that window.
+        rotate_bytes: Size past which the file is closed at a checkpoint and renamed
+            `<writer>.jsonl.<its last seq>`; the new file starts with that checkpoint.
     """
 
     def __init__(
@@ -93,23 +121,45 @@ class AuditLog:
         checkpoint_s: float = 10.0,
         commit_window_s: float = 0.05,
         clock: Callable[[], float] = time.time,
+        refusals_per_window: int = 100,
+        refusal_window_s: float = 60.0,
+        rotate_bytes: int = 64 * 2**20,
     ):
-        os.makedirs(directory, exist_ok=True)
+        private_dir(directory)
         self.path = os.path.join(directory, f"{writer}.jsonl")
         self.writer, self._key, self._clock = writer, key, clock
         self.checkpoint_every, self.checkpoint_s = checkpoint_every, checkpoint_s
         self.commit_window_s = commit_window_s
+        self.refusals_per_window, self.refusal_window_s = refusals_per_window, refusal_window_s
+        self.rotate_bytes = rotate_bytes
         self._lock = threading.Lock()
+        self._settle_rotation()
         self.seq, self.head = self._recover()
+        self._rotated_seq = self.seq
         self._since_checkpoint = 0
         self._last_checkpoint = clock()
         self._unsynced_since: float | None = None
+        self._unsynced = 0  # records written since the last fsync
         self.last_checkpoint: dict[str, Any] | None = None  # the latest one written
-        self._file = open(self.path, "ab")  # noqa: SIM115 - held open for appends until close
+        self.error: OSError | None = None  # set while the file cannot be written
+        self.unrecorded = 0  # records lost since the chain last said so (an `audit_gap` record)
+        self._window = (clock(), 0, {})  # refusals: its start, recorded whole, counts of the rest
+        self._file = os.fdopen(open_private(self.path, os.O_WRONLY | os.O_APPEND), "ab")  # held until close
+        self._size = self._file.tell()
+
+    def _settle_rotation(self) -> None:
+        # A rotation writes `.new` (the next file, starting with a checkpoint), renames the full
+        # file, then renames `.new` in place: a crash between the two renames leaves `.new`.
+        fresh = self.path + ".new"
+        if os.path.exists(fresh):
+            if os.path.lexists(self.path):
+                os.remove(fresh)  # the rotation had not begun renaming
+            else:
+                os.replace(fresh, self.path)
 
     def _recover(self) -> tuple[int, str]:
         """The chain's last sequence number and hash; a line torn by a crash is cut off."""
-        if not os.path.exists(self.path):
+        if not os.path.exists(self.path) or not os.path.getsize(self.path):
             return 0, GENESIS
         seq, head, good = 0, GENESIS, 0
         with open(self.path, "rb") as f:
@@ -121,7 +171,9 @@ class AuditLog:
                 if not line.endswith(b"\n"):
                     break
                 good += len(line)
-                if "checkpoint" not in entry:
+                if "checkpoint" in entry:  # a rotated file starts with one: the head it goes on from
+                    seq, head = entry["checkpoint"]["seq"], entry["checkpoint"]["head"]
+                else:
                     seq, head = entry["seq"], entry["hash"]
         if good < os.path.getsize(self.path):
             os.truncate(self.path, good)
@@ -129,49 +181,139 @@ class AuditLog:
 
     def append(self, fields: dict[str, Any], durable: bool = False) -> dict[str, Any]:
         """Adds a record of `fields` (JSON values; no `seq`, `time`, `prev` or `hash`) and
-        returns it. With `durable`, returns only once it is on disk."""
+        returns it. With `durable`, returns only once it is on disk.
+
+        Raises:
+            AuditUnavailableError: the file cannot be written (the record is lost, and counted
+                in the `audit_gap` record written once it can be again).
+        """
         with self._lock:
-            now = self._clock()
-            record = {**fields, "seq": self.seq + 1, "time": now, "prev": self.head}
-            record["hash"] = _digest(record)
-            self._write(record)
-            self.seq, self.head = record["seq"], record["hash"]
-            self._since_checkpoint += 1
-            if (
-                self._since_checkpoint >= self.checkpoint_every
-                or now - self._last_checkpoint >= self.checkpoint_s
-            ):
-                self._checkpoint(now)
-            elif durable or (
-                self._unsynced_since is not None and now - self._unsynced_since >= self.commit_window_s
-            ):
-                self._sync()
-            elif self._unsynced_since is None:
-                self._unsynced_since = now
-            return record
+            return self._guarded(lambda now: self._append(fields, durable, now), records=1)
+
+    def refused(self, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Adds a refusal's record while the window has room for it (None: counted instead, by
+        status, code and key, in the window's `refusals_unrecorded` record): a flood of
+        requests without a key writes a bounded log."""
+        with self._lock:
+
+            def sample(now: float) -> dict[str, Any] | None:
+                self._roll(now)
+                start, taken, counts = self._window
+                if taken < self.refusals_per_window:
+                    self._window = (start, taken + 1, counts)
+                    return self._append(fields, False, now)
+                which = (fields.get("status"), fields.get("code"), fields.get("key_id"))
+                counts[which] = counts.get(which, 0) + 1
+                return None
+
+            return self._guarded(sample, records=1)
 
     def flush(self) -> None:
         """Makes every record appended so far durable."""
         with self._lock:
-            self._sync()
+            self._guarded(lambda now: (self._roll(now), self._sync()))
 
     def checkpoint(self) -> dict[str, Any]:
         """Signs the current head now (and makes the log durable up to it)."""
         with self._lock:
-            return self._checkpoint(self._clock())
+            return self._guarded(self._checkpoint)
 
     def checkpoint_if_new(self) -> dict[str, Any] | None:
         """Signs the head if records came after the last checkpoint; returns the latest one."""
         with self._lock:
             if self._since_checkpoint:
-                self._checkpoint(self._clock())
+                self._guarded(self._checkpoint)
             return self.last_checkpoint
+
+    def recover(self) -> bool:
+        """Whether the file can be written (again): after a failure, reopens it and writes the
+        `audit_gap` record of what was lost; a write that needs its record asks first."""
+        with self._lock:
+            try:
+                self._guarded(lambda now: None)
+            except AuditUnavailableError:
+                return False
+            return True
 
     def close(self) -> None:
         with self._lock:
-            if self._since_checkpoint:
-                self._checkpoint(self._clock())
-            self._file.close()
+            try:
+                self._guarded(lambda now: self._roll(now, ended=True))
+                if self._since_checkpoint:
+                    self._guarded(self._checkpoint)
+            finally:
+                try:
+                    self._file.close()
+                except OSError:
+                    pass  # what it held is counted in `unrecorded`, and logged by its owner
+
+    def _guarded(self, action: Callable[[float], Any], records: int = 0) -> Any:
+        # Runs `action` (which adds `records` records) on a writable file: after a failure, first
+        # reopens the file on what it really holds and says in the chain what was lost. A
+        # failure loses what was not fsync'ed.
+        now = self._clock()
+        try:
+            if self.error is not None:
+                self._reopen(now)
+        except OSError as e:
+            self._unsynced, self.error = 0, e
+            self.unrecorded += records
+            raise AuditUnavailableError(self.path, self.unrecorded, repr(e)) from e
+        try:
+            return action(now)
+        except OSError as e:
+            self.unrecorded += self._unsynced  # the action's record among them
+            self._unsynced, self.error = 0, e
+            raise AuditUnavailableError(self.path, self.unrecorded, repr(e)) from e
+
+    def _reopen(self, now: float) -> None:
+        try:
+            self._file.close()  # flushing what it holds fails again; the file is closed anyway
+        except OSError:
+            pass
+        self._settle_rotation()
+        self.seq, self.head = self._recover()
+        self._file = os.fdopen(open_private(self.path, os.O_WRONLY | os.O_APPEND), "ab")  # held until close
+        self._size, self._unsynced, self._unsynced_since = self._file.tell(), 0, None
+        self._append(
+            {"kind": "audit_gap", "unrecorded": self.unrecorded, "error": repr(self.error)}, True, now
+        )
+        self.error, self.unrecorded = None, 0
+
+    def _append(self, fields: dict[str, Any], durable: bool, now: float) -> dict[str, Any]:
+        record = {**fields, "seq": self.seq + 1, "time": now, "prev": self.head}
+        record["hash"] = _digest(record)
+        self._unsynced += 1  # before the write, which may fail
+        self._write(record)
+        self.seq, self.head = record["seq"], record["hash"]
+        self._since_checkpoint += 1
+        if (
+            self._since_checkpoint >= self.checkpoint_every
+            or now - self._last_checkpoint >= self.checkpoint_s
+            or self._size >= self.rotate_bytes
+        ):
+            self._checkpoint(now)
+        elif durable or (
+            self._unsynced_since is not None and now - self._unsynced_since >= self.commit_window_s
+        ):
+            self._sync()
+        elif self._unsynced_since is None:
+            self._unsynced_since = now
+        return record
+
+    def _roll(self, now: float, ended: bool = False) -> None:
+        # Ends the refusals' window once it is over, writing the counts of those not recorded.
+        start, _, counts = self._window
+        if not ended and now - start < self.refusal_window_s:
+            return
+        self._window = (now, 0, {})
+        if counts:
+            rows = [
+                {"status": status, "code": code, "key_id": key_id, "count": n}
+                for (status, code, key_id), n in sorted(counts.items(), key=lambda c: (-c[1], str(c[0])))
+            ]
+            fields = {"kind": "refusals_unrecorded", "from": start, "to": now}
+            self._append({**fields, "count": sum(counts.values()), "counts": rows}, False, now)
 
     def _checkpoint(self, now: float) -> dict[str, Any]:
         line = signed_head(self._key, self.writer, self.seq, self.head, now)
@@ -179,15 +321,49 @@ class AuditLog:
         self._sync()
         self._since_checkpoint, self._last_checkpoint = 0, now
         self.last_checkpoint = line
+        if self._size >= self.rotate_bytes and self.seq > self._rotated_seq:
+            self._rotate(line)
         return line
 
+    def _rotate(self, checkpoint: dict[str, Any]) -> None:
+        fresh, first = self.path + ".new", canonical(checkpoint) + b"\n"
+        with os.fdopen(open_private(fresh, os.O_WRONLY | os.O_TRUNC), "wb") as f:
+            f.write(first)
+            f.flush()
+            os.fsync(f.fileno())
+        self._file.close()
+        os.rename(self.path, f"{self.path}.{self.seq:012d}")
+        os.replace(fresh, self.path)
+        directory = os.open(os.path.dirname(self.path), os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        self._file = os.fdopen(open_private(self.path, os.O_WRONLY | os.O_APPEND), "ab")  # held until close
+        self._size, self._rotated_seq = len(first), self.seq
+
     def _write(self, entry: dict[str, Any]) -> None:
-        self._file.write(canonical(entry) + b"\n")
+        data = canonical(entry) + b"\n"
+        self._file.write(data)
+        self._size += len(data)
 
     def _sync(self) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())
-        self._unsynced_since = None
+        self._unsynced_since, self._unsynced = None, 0
+
+
+def segments(directory: str) -> dict[str, list[str]]:
+    """Every writer's files in `directory`, oldest first: its rotated files
+    (`<writer>.jsonl.<last seq>`) by sequence, then `<writer>.jsonl`."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    for name in os.listdir(directory):
+        writer, dot, rest = name.partition(".jsonl")
+        if not dot or not (rest == "" or (rest.startswith(".") and rest[1:].isdigit())):
+            continue
+        order = int(rest[1:]) if rest else 2**63  # the live file last
+        found.setdefault(writer, []).append((order, os.path.join(directory, name)))
+    return {w: [p for _, p in sorted(files)] for w, files in sorted(found.items())}
 
 
 @dataclass
@@ -207,6 +383,7 @@ class Verdict:
     reason: str = ""
     unwitnessed: int = 0
     skipped: int = 0
+    file: str = ""  # the file of the first bad line
 
     @property
     def ok(self) -> bool:
@@ -222,43 +399,56 @@ def _lines(path: str) -> Iterator[tuple[int, Any]]:
                 yield number, None
 
 
-def _anchor(path: str, since: float) -> int:
-    """The line of the last checkpoint signed at or before `since` (0: none)."""
-    anchor = 0
-    with open(path, "rb") as f:
-        for number, line in enumerate(f, start=1):
-            if line.startswith(b'{"checkpoint"'):  # canonical JSON: keys sorted
-                try:
-                    if json.loads(line)["checkpoint"]["time"] <= since:
-                        anchor = number
-                except (ValueError, KeyError, TypeError):
-                    continue
+def _anchor(paths: list[str], since: float) -> tuple[int, int]:
+    """Where the last checkpoint signed at or before `since` is: (file, line); (0, 0): none."""
+    anchor = (0, 0)
+    for index, path in enumerate(paths):
+        with open(path, "rb") as f:
+            for number, line in enumerate(f, start=1):
+                if line.startswith(b'{"checkpoint"'):  # canonical JSON: keys sorted
+                    try:
+                        if json.loads(line)["checkpoint"]["time"] <= since:
+                            anchor = (index, number)
+                    except (ValueError, KeyError, TypeError):
+                        continue
     return anchor
 
 
+def _starts_with_checkpoint(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.readline().startswith(b'{"checkpoint"')
+
+
 def verify(
-    path: str,
+    path: str | list[str],
     public_key: Ed25519PublicKey,
     witness: dict[str, Any] | None = None,
     since: float | None = None,
 ) -> Verdict:
-    """Checks one writer's file; `witness` is a checkpoint the live writer signed just now.
+    """Checks one writer's file, or its files oldest first (`segments`) as one chain; `witness`
+    is a checkpoint the live writer signed just now.
 
     A chain rebuilt after an edit (every later hash recomputed) holds together, but not with the
     next checkpoint: that checkpoint is then the first bad line, and the edit lies after the one
     before it. With `since` (a Unix time), the check starts at the last checkpoint signed at or
     before it, whose signature vouches for everything before: a long log is checked in the
-    time its recent part takes.
+    time its recent part takes. A rotated file starts with the checkpoint its predecessor ended
+    with, so the oldest file kept (the older ones archived away) is checked from there too,
+    its earlier records counted in `skipped`.
     """
-    writer = os.path.basename(path).removesuffix(".jsonl")
+    paths = [path] if isinstance(path, str) else list(path)
+    writer = os.path.basename(paths[0]).partition(".jsonl")[0]
     verdict = Verdict(writer, 0, 0)
     seq, head = 0, GENESIS
     hashes: dict[int, str] = {0: GENESIS}
     last_signed = 0  # the highest seq a valid signature covers
-    start = _anchor(path, since) if since is not None else 0
+    start = _anchor(paths, since) if since is not None else (0, 0)
+    if start == (0, 0) and _starts_with_checkpoint(paths[0]):
+        start = (0, 1)
+    where = paths[0]
 
     def bad(line: int, reason: str) -> Verdict:
-        verdict.first_bad, verdict.reason = line, reason
+        verdict.first_bad, verdict.reason, verdict.file = line, reason, os.path.basename(where)
         return verdict
 
     def signed(line: int, entry: dict[str, Any], what: str) -> str | None:
@@ -275,34 +465,39 @@ def verify(
         return None
 
     line = 0
-    for line, entry in _lines(path):
-        if line < start:
+    for index, where in enumerate(paths):
+        if index < start[0]:
             continue
-        if not isinstance(entry, dict):
-            return bad(line, "not a JSON object")
-        if line == start:  # where a `since` check starts: the chain continues from this head
-            body = entry["checkpoint"]
-            hashes = {body.get("seq"): body.get("head")}
-            if problem := signed(line, entry, "checkpoint"):
-                return bad(line, problem)
-            seq, head = body["seq"], body["head"]
-            verdict.checkpoints, verdict.skipped, last_signed = 1, seq, seq
-            continue
-        if "checkpoint" in entry:
-            if problem := signed(line, entry, "checkpoint"):
-                return bad(line, problem)
-            verdict.checkpoints += 1
-            last_signed = max(last_signed, entry["checkpoint"]["seq"])
-            continue
-        if entry.get("seq") != seq + 1:
-            return bad(line, f"expected seq {seq + 1}, found {entry.get('seq')}")
-        if entry.get("prev") != head:
-            return bad(line, f"seq {seq + 1} does not link to the record before it")
-        if _digest(entry) != entry.get("hash"):
-            return bad(line, f"seq {seq + 1} does not match its hash (edited)")
-        seq, head = entry["seq"], entry["hash"]
-        hashes[seq] = head
-        verdict.records += 1
+        for line, entry in _lines(where):
+            if (index, line) < start:
+                continue
+            if not isinstance(entry, dict):
+                return bad(line, "not a JSON object")
+            if (index, line) == start:  # where a check starts: the chain continues from this head
+                body = entry.get("checkpoint")
+                if not isinstance(body, dict):
+                    return bad(line, "not a checkpoint")
+                hashes = {body.get("seq"): body.get("head")}
+                if problem := signed(line, entry, "checkpoint"):
+                    return bad(line, problem)
+                seq, head = body["seq"], body["head"]
+                verdict.checkpoints, verdict.skipped, last_signed = 1, seq, seq
+                continue
+            if "checkpoint" in entry:
+                if problem := signed(line, entry, "checkpoint"):
+                    return bad(line, problem)
+                verdict.checkpoints += 1
+                last_signed = max(last_signed, entry["checkpoint"]["seq"])
+                continue
+            if entry.get("seq") != seq + 1:
+                return bad(line, f"expected seq {seq + 1}, found {entry.get('seq')}")
+            if entry.get("prev") != head:
+                return bad(line, f"seq {seq + 1} does not link to the record before it")
+            if _digest(entry) != entry.get("hash"):
+                return bad(line, f"seq {seq + 1} does not match its hash (edited)")
+            seq, head = entry["seq"], entry["hash"]
+            hashes[seq] = head
+            verdict.records += 1
     if witness is not None and witness.get("checkpoint", {}).get("seq", 0) >= verdict.skipped:
         body = witness.get("checkpoint", {})
         end = line + 1  # where the missing lines would begin
@@ -324,13 +519,11 @@ def verify_directory(
     witnesses: dict[str, dict[str, Any]] | None = None,
     since: float | None = None,
 ) -> list[Verdict]:
-    """`verify` over every writer's file in `directory`; a witnessed writer with no file fails."""
+    """`verify` over every writer's files in `directory`; a witnessed writer with no file fails."""
     witnesses = witnesses or {}
-    names = sorted(n.removesuffix(".jsonl") for n in os.listdir(directory) if n.endswith(".jsonl"))
-    verdicts = [
-        verify(os.path.join(directory, f"{n}.jsonl"), public_key, witnesses.get(n), since) for n in names
-    ]
-    for missing in sorted(set(witnesses) - set(names)):
+    files = segments(directory)
+    verdicts = [verify(paths, public_key, witnesses.get(w), since) for w, paths in files.items()]
+    for missing in sorted(set(witnesses) - set(files)):
         verdicts.append(Verdict(missing, 0, 0, 1, f"the log of writer {missing!r} is missing"))
     return verdicts
 
@@ -341,7 +534,7 @@ def read_records(
     """Every writer's records (not checkpoints), oldest first, each with its `writer`;
     filtered by key id, time and route prefix. Read only: `verify` checks them."""
     found = []
-    for path in sorted(Path(directory).glob("*.jsonl")):
+    for writer, path in ((w, Path(p)) for w, paths in segments(directory).items() for p in paths):
         with path.open() as f:
             for line in f:
                 try:
@@ -356,5 +549,5 @@ def read_records(
                     continue
                 if route is not None and not str(entry.get("route", "")).startswith(route):
                     continue
-                found.append({**entry, "writer": path.stem})
+                found.append({**entry, "writer": writer})
     return sorted(found, key=lambda e: (e["time"], e["writer"], e["seq"]))

@@ -14,7 +14,7 @@ from serve._private.auth.key_table import key_of, key_table_of
 from serve._private.auth.keys import KeyRecord, denial
 from serve._private.http_errors import error_response
 
-__all__ = ["MAX_AUDIT_PAGE", "install_audit_route", "visible"]
+__all__ = ["MAX_AUDIT_PAGE", "install_audit_route", "narrowed", "visible"]
 
 MAX_AUDIT_PAGE = 1000  # records one answer holds at most
 
@@ -33,6 +33,16 @@ def visible(record: KeyRecord | None, entry: dict[str, Any]) -> bool:
     kind = "namespace" if entry.get("writer", "").startswith("facts") else "model"
     targets = target if isinstance(target, list) else [target]  # a search of several
     return any(denial(record, None, **{kind: t}) is None for t in targets)
+
+
+def narrowed(record: KeyRecord | None, entry: dict[str, Any]) -> dict[str, Any]:
+    """A visible record as `record` may read it: one about several namespaces (or models) names
+    only those on the key's list, so that a tenant's admin never learns another tenant's names."""
+    target = entry.get("target")
+    if record is None or not record.limited or not isinstance(target, list):
+        return entry
+    kind = "namespace" if entry.get("writer", "").startswith("facts") else "model"
+    return {**entry, "target": [t for t in target if denial(record, None, **{kind: t}) is None]}
 
 
 def install_audit_route(app: FastAPI, service: str) -> None:
@@ -54,5 +64,5 @@ def install_audit_route(app: FastAPI, service: str) -> None:
         directory = os.path.dirname(table.audit.path)
         found = await asyncio.to_thread(read_records, directory, key, since, route)
         viewer = key_of(request)
-        found = [e for e in found if visible(viewer, e)]
+        found = [narrowed(viewer, e) for e in found if visible(viewer, e)]
         return {"object": "list", "data": found[-limit:], "has_more": len(found) > limit}

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from models._private.core.errors import AuditUnavailableError
 from serve._private.auth.audit import AuditLog
 from serve._private.auth.config import AuthConfig
 from serve._private.auth.keys import KeyRecord, hash_key
@@ -37,6 +38,7 @@ class KeyTableReplica:
     def __init__(self, system: str, config: AuthConfig, writer: str):
         self.system, self.config, self.writer = system, config, writer
         self.keys: dict[str, KeyRecord] = {}  # by hash of the secret
+        self._hashes: dict[str, str] = {}  # key id -> its hash in `keys`
         self.version = -1
         self.audit: AuditLog | None = None
         self._ready: asyncio.Lock | None = None
@@ -68,8 +70,17 @@ class KeyTableReplica:
             ]
 
     def _apply(self, table: dict[str, Any]) -> None:
-        self.version = table["version"]
-        self.keys = {r["hash"]: KeyRecord.model_validate(r) for r in table["keys"]}
+        """Takes the authority's answer (`KeyAuthority.changes`): the whole table, or the changes
+        since this replica's version (a rotated key's old hash goes, a forgotten key goes)."""
+        keys = {} if table["full"] else dict(self.keys)
+        hashes = {} if table["full"] else dict(self._hashes)
+        for fields in table["keys"]:
+            record = KeyRecord.model_validate(fields)
+            keys.pop(hashes.get(record.id, ""), None)
+            keys[record.hash], hashes[record.id] = record, record.hash
+        for key_id in table.get("forgot", []):
+            keys.pop(hashes.pop(key_id, ""), None)
+        self.keys, self._hashes, self.version = keys, hashes, table["version"]
 
     async def _follow(self, authority: Any) -> None:
         while True:
@@ -80,16 +91,29 @@ class KeyTableReplica:
                 await asyncio.sleep(self.config.sync_timeout_s)
 
     async def _flush(self) -> None:
+        failing = False
         while True:  # group commit: nothing waits longer than the window for its fsync
             await asyncio.sleep(self.config.audit_commit_window_s)
-            await asyncio.to_thread(self.audit.flush)
+            try:
+                await asyncio.to_thread(self.audit.flush)
+            except AuditUnavailableError as e:  # said once; writes are refused until it heals
+                if not failing:
+                    log.error("audit log cannot be written; writes are refused meanwhile: %s", e)
+                failing = True
+                continue
+            if failing:
+                log.warning("audit log written again (its audit_gap record counts what was lost)")
+            failing = False
 
     async def _witness(self, authority: Any) -> None:
         # The authority keeps this chain's latest signed head, so that a cut in the file shows.
         reported = None
         while True:
             await asyncio.sleep(self.config.audit_checkpoint_s)
-            head = await asyncio.to_thread(self.audit.checkpoint_if_new)
+            try:
+                head = await asyncio.to_thread(self.audit.checkpoint_if_new)
+            except AuditUnavailableError:
+                continue  # the flush loop says so
             if head is not None and head is not reported:
                 try:
                     await authority.witnessed.remote(head)

@@ -17,7 +17,7 @@ __all__ = ["Spender"]
 log = logging.getLogger("swarmray.serve")
 
 
-_SKEW_S = 0.25  # a local lease is spent only until this long before its window ends
+_SKEW_S = 0.25  # a local lease is spent only until this long before its slot ends
 
 
 class _Lease:
@@ -62,7 +62,7 @@ class Spender:
         grant = await self.authority.acquire.remote(record.id, counter, n)
         if not grant["units"]:
             raise Limited(counter, grant["retry_after_s"])
-        end = time.time() + grant["retry_after_s"] - _SKEW_S
+        end = time.time() + grant["lease_s"] - _SKEW_S
         # Re-read after the await: other requests may have spent from or replaced the lease.
         current = self.leases.get((record.id, counter))
         carried = current.free if current is not None and current.window == grant["window"] else 0

@@ -3,7 +3,8 @@ audit record of what happened.
 
 `GuardMiddleware` is an ASGI middleware on each service's FastAPI app. Per request it:
 1. takes the request's id from Serve (its `x-request-id`, also in the response) for the audit,
-   and refuses a body over MAX_BODY_BYTES by its Content-Length, unread (413);
+   and refuses a body over MAX_BODY_BYTES by its Content-Length, unread, or (chunked) as soon
+   as the bytes received pass it (413);
 2. finds the route's scope in the service's rule (`None`: open, the health check);
 3. authenticates the bearer key against this replica's copy of the key table (401
    `invalid_api_key` when missing, unknown, revoked or expired), checks the scope and a
@@ -12,9 +13,17 @@ audit record of what happened.
 4. hands the key to the route (`request.state.key`) for the checks that need the body (a
    model, the namespaces of a search), which call `allow`;
 5. appends the audit record when the response starts: before the response goes out for a write
-   (durable), group-committed for a read or an inference. Its `kind` is "refused" for every
-   refusal of the key (401, 403 and 429, here or in the route, with the error's `code`; a
-   revoked or expired key named by its id, with its `key_state`), "request" for the rest.
+   (durable), group-committed for a read or an inference; and, for a request that raised (the
+   500 Starlette's outermost middleware sends past this one) or whose client went away (Serve
+   cancels it: status 499), as the exception passes, durably for a write, whose commit may be
+   done (the append shielded from the cancellation). A refusal's record is sampled
+   (`AuditLog.refused`) and a path is kept to MAX_AUDIT_ROUTE characters, so that requests
+   without a key write a bounded log. While no record can be written (a full disk), a write is
+   refused with 503 `audit_unavailable` before it is done (one found out after it is done is
+   answered 503 too, never a silent success), and a read goes on, its lost record logged.
+   Its `kind` is "refused" for every refusal of the key (401, 403 and 429, here or in the
+   route, with the error's `code`; a revoked or expired key named by its id, with its
+   `key_state`), "request" for the rest.
 
 The key table is a copy of the authority's (`key_table`), so a request asks nobody.
 """
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
 import time
@@ -30,7 +40,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
-from models._private.core.errors import AccessDenied, Limited
+from models._private.core.errors import AccessDenied, AuditUnavailableError, Limited
 from serve._private.auth.config import AuthConfig
 from serve._private.auth.key_table import KeyTableReplica, install_key_table, key_of, key_table_of
 from serve._private.auth.keys import KeyRecord, denial
@@ -38,6 +48,7 @@ from serve._private.http_errors import error_body
 from serve._private.metrics import ServiceMetrics, service_metrics
 
 __all__ = [
+    "MAX_AUDIT_ROUTE",
     "MAX_BODY_BYTES",
     "UNROUTED",
     "GuardMiddleware",
@@ -49,6 +60,7 @@ __all__ = [
     "usable",
 ]
 
+log = logging.getLogger("swarmray.serve")
 # (method, path below the route prefix) -> (scope or None when open, durable audit, namespace)
 Rule = Callable[[str, str], tuple[str | None, bool, str | None]]
 _NAMESPACE = re.compile(r"^/v1/namespaces/([^/]+)")
@@ -57,6 +69,10 @@ _NAMESPACE = re.compile(r"^/v1/namespaces/([^/]+)")
 MAX_BODY_BYTES = 32 * 2**20
 _METRICS: dict[str, ServiceMetrics] = {}  # service -> this replica's metrics
 UNROUTED = "-"  # the route label of a request refused before routing, or matching no route
+MAX_AUDIT_ROUTE = 256  # characters of a path an audit record keeps (the caller's to choose)
+MAX_REQUEST_ID = 128  # characters of a request id it keeps (the header is the caller's too)
+AUDIT_UNAVAILABLE = "audit_unavailable"  # the code of a write refused while no record can be written
+CLIENT_CLOSED = 499  # the status a request's record has when its client went away unanswered
 
 
 def allow(request: Any, *, model: str | None = None, namespace: str | None = None) -> None:
@@ -91,13 +107,18 @@ class GuardMiddleware:
         began, metrics = time.perf_counter(), _METRICS.get(self.service)
         headers = dict(scope["headers"])
         # Serve's own request id (it answers it in x-request-id and logs under it).
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:MAX_REQUEST_ID] or uuid.uuid4().hex
+        too_large = error_body(
+            f"the request body is over {MAX_BODY_BYTES} bytes",
+            "invalid_request_error",
+            "body",
+            "request_too_large",
+            request_id,
+        )
         if int(headers.get(b"content-length", b"0") or 0) > MAX_BODY_BYTES:  # refused unread
             if metrics is not None:
                 metrics.answered(UNROUTED, scope["method"], 413, time.perf_counter() - began)
-            message = f"the request body is over {MAX_BODY_BYTES} bytes"
-            body = error_body(message, "invalid_request_error", "body", "request_too_large", request_id)
-            return await _respond(send, 413, body)
+            return await _respond(send, 413, too_large)
         guard = key_table_of(self.service)
         path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
         needed, durable, namespace = self.rule(scope["method"], path)
@@ -125,39 +146,142 @@ class GuardMiddleware:
                 kind = {401: "authentication_error", 403: "permission_error"}.get(status, "rate_limit_error")
                 # A revoked or expired key is named by its id; an unknown one stays unknown.
                 entry = _entry("refused", presented, scope, path, status, request_id, namespace, code=code)
-                guard.audit.append({**entry, "key_state": key_state} if key_state != "live" else entry)
+                _refused(guard, {**entry, "key_state": key_state} if key_state != "live" else entry)
                 body = error_body(message, kind, None, code, request_id)
                 return await _respond(send, status, body, retry_after)
             state["key"] = record
+            # A write is answered only after its record is on disk: while none can be written,
+            # it is refused before it is done (reads go on, their records counted as lost).
+            if durable and guard.audit.error is not None and not await asyncio.to_thread(guard.audit.recover):
+                if metrics is not None:
+                    metrics.refused(record.id, AUDIT_UNAVAILABLE)
+                    metrics.answered(UNROUTED, scope["method"], 503, time.perf_counter() - began)
+                entry = _entry(
+                    "refused", record, scope, path, 503, request_id, namespace, code=AUDIT_UNAVAILABLE
+                )
+                _refused(guard, entry)
+                message = "the audit log cannot be written now, and a write is done only with its record"
+                body = error_body(message, "service_unavailable", None, AUDIT_UNAVAILABLE, request_id)
+                return await _respond(send, 503, body)
+
+        answered: list[int] = []  # the status whose record was appended, once
+        pending: list[asyncio.Future] = []  # a durable append under way
+
+        async def audit(status: int) -> None:
+            # Once per request, whatever the outcome: answered, raised, or cancelled.
+            if answered or guard is None or record is None:
+                return
+            answered.append(status)
+            refused = state.get("refusal")  # the route refused the key: a model, a limit
+            entry = _entry(
+                "refused" if refused else "request",
+                record,
+                scope,
+                path,
+                status,
+                request_id,
+                state.get("target", namespace),
+                code=refused,
+                tokens=state.get("tokens"),
+                cost_usd=state.get("cost_usd") or None,
+            )
+            # A write's record is on disk before its answer, unless nothing was written (a
+            # 4xx); a 5xx or a client gone (499) may follow a commit. Raises
+            # AuditUnavailableError for a write only.
+            if durable and not 400 <= status < 499:
+                pending.append(asyncio.ensure_future(asyncio.to_thread(guard.audit.append, entry, True)))
+                await asyncio.shield(pending[0])
+            elif refused:
+                _refused(guard, entry)
+            else:
+                try:
+                    guard.audit.append(entry)
+                except AuditUnavailableError as e:
+                    log.error("request %s: its audit record is lost: %s", request_id, e)
+
+        replaced: list[int] = []  # the route's answer, replaced by a 503: its record is not on disk
+
+        # A body without a Content-Length (chunked) is counted as it arrives: past the cap, the
+        # guard answers 413 and the app reads a disconnect, so no more of it is ever read.
+        received, started, cut = 0, False, False
+
+        async def receiving() -> dict:
+            nonlocal received, cut
+            if cut:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    if not started:
+                        await _respond(sending, 413, too_large)
+                    cut = True  # what the app answers to the disconnect goes nowhere
+                    return {"type": "http.disconnect"}
+            return message
 
         async def sending(message: dict) -> None:
+            nonlocal started
+            if cut or replaced:
+                return
+            started = True
+            status = message.get("status", 0)
+            if message["type"] == "http.response.start":
+                try:
+                    await audit(status)
+                except AuditUnavailableError as e:
+                    log.error(
+                        "request %s: done, but its audit record is lost; answered 503: %s", request_id, e
+                    )
+                    replaced.append(status)
+                    status = 503
+                    why = "the write may be done, but its audit record could not be written"
+                    body = error_body(why, "service_unavailable", None, AUDIT_UNAVAILABLE, request_id)
+                    await _respond(send, 503, body)
             if message["type"] == "http.response.start" and metrics is not None:
                 # The route's template (the router put it in the scope), not the path with ids.
                 route = getattr(scope.get("route"), "path", None) or UNROUTED
-                metrics.answered(route, scope["method"], message["status"], time.perf_counter() - began)
-                if message["status"] == 429:  # a route's own limit check: tokens or cost
+                metrics.answered(route, scope["method"], status, time.perf_counter() - began)
+                if status == 429:  # a route's own limit check: tokens or cost
                     metrics.refused(getattr(record, "id", None), state.get("refusal", "rate_limit_exceeded"))
-            if message["type"] == "http.response.start" and guard is not None and record is not None:
-                refused = state.get("refusal")  # the route refused the key: a model, a limit
-                entry = _entry(
-                    "refused" if refused else "request",
-                    record,
-                    scope,
-                    path,
-                    message["status"],
-                    request_id,
-                    state.get("target", namespace),
-                    code=refused,
-                    tokens=state.get("tokens"),
-                    cost_usd=state.get("cost_usd") or None,
-                )
-                if durable and message["status"] < 400:
-                    await asyncio.to_thread(guard.audit.append, entry, True)
-                else:
-                    guard.audit.append(entry)
-            await send(message)
+                elif replaced:
+                    metrics.refused(getattr(record, "id", None), AUDIT_UNAVAILABLE)
+            if not replaced:
+                await send(message)
 
-        await self.app(scope, receive, sending)
+        try:
+            await self.app(scope, receiving, sending)
+        except asyncio.CancelledError:  # the client went away (Serve cancels): the write may be done
+            await asyncio.shield(_after(audit, pending, CLIENT_CLOSED, request_id))
+            raise
+        except Exception:  # answered 500 by Starlette's outermost middleware, past `sending`
+            if cut:
+                # The app failed on the disconnect it read (Starlette's ClientDisconnect): the 413
+                # has been answered (and audited) already.
+                return
+            if not answered and metrics is not None:
+                route = getattr(scope.get("route"), "path", None) or UNROUTED
+                metrics.answered(route, scope["method"], 500, time.perf_counter() - began)
+            await _after(audit, pending, 500, request_id)
+            raise
+
+
+async def _after(audit: Callable, pending: list[asyncio.Future], status: int, request_id: str) -> None:
+    # The record of a request that raised or was cancelled: the append under way, or this one.
+    try:
+        if pending:
+            await asyncio.shield(pending[0])
+        await audit(status)
+    except AuditUnavailableError as e:
+        log.error("request %s (%d): its audit record is lost: %s", request_id, status, e)
+
+
+def _refused(guard: KeyTableReplica, entry: dict[str, Any]) -> None:
+    # A refusal's record, sampled (`AuditLog.refused`): what a caller without a key can write is
+    # bounded; one that cannot be written is logged, never in the caller's way.
+    try:
+        guard.audit.refused(entry)
+    except AuditUnavailableError as e:
+        log.error("request %s: its refusal's audit record is lost: %s", entry["request_id"], e)
 
 
 def _entry(
@@ -175,10 +299,11 @@ def _entry(
         "kind": kind,
         "key_id": record.id if record else None,
         "method": scope["method"],
-        "route": path,
+        "route": path if len(path) <= MAX_AUDIT_ROUTE else path[:MAX_AUDIT_ROUTE] + "…",
         "target": target,
         "status": status,
         "request_id": request_id,
+        **({"route_chars": len(path)} if len(path) > MAX_AUDIT_ROUTE else {}),
         **{k: v for k, v in extra.items() if v is not None},
     }
 

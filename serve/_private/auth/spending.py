@@ -1,6 +1,7 @@
 """A request's reservation against its key's token and cost limits: the worst case taken
 before the work (`reserve`), the difference given back or charged after (`settle`), everything
-given back when the work fails (`refunded_on_failure`)."""
+given back when the work fails, and kept when the client leaves while it runs
+(`refunded_on_failure`)."""
 
 from __future__ import annotations
 
@@ -55,10 +56,12 @@ async def settle(request: Any, service: str, taken: Taken, tokens: int = 0, cost
 
 
 async def refunded_on_failure(request: Any, service: str, taken: Taken, work: Awaitable[T]) -> T:
-    """`work`'s result; if it raises, everything `taken` goes back first."""
+    """`work`'s result; if it raises, everything `taken` goes back first. If it is cancelled
+    (the client left), what was taken stays charged: the backend may have done the work, and
+    the caller puts it in the usage ledger."""
     try:
         return await work
-    except BaseException:
+    except Exception:
         await settle(request, service, taken)
         raise
 

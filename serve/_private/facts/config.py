@@ -11,6 +11,7 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_
 from models._private.core.config import Name
 from models._private.core.journal import journal_location
 from models._private.facts.schema import FactsConfig
+from models._private.facts.store.core import READ_TIMEOUT_S
 from models._private.memory.schema import MemoryConfig
 from serve._private.auth.config import AuthConfig
 from serve._private.service_config import ServiceConfig, auth_field, control_resources_field
@@ -41,6 +42,17 @@ class FactsNamespaceConfig(FactsConfig):
         "hop", description="How graph search lifts passages (benchmarks/README.md, facts)."
     )
     extract_batch: PositiveInt = Field(32, description="Documents the extractor reads at once.")
+    extract_max_attempts: PositiveInt = Field(
+        3,
+        description="Times a document is read alone with the extractor failing on it while its "
+        "service answers (a document that kills the spaCy replica, or always gets a 5xx) before "
+        "it is marked failed with the reason; an outage counts against no document.",
+    )
+    read_timeout_s: PositiveFloat = Field(
+        READ_TIMEOUT_S,
+        description="Longest one read of its store may take; a read stopped at it is answered 503 "
+        "(ask for less: a limit, a depth). Reads run beside writes, never holding them up.",
+    )
     torch_threads: PositiveInt | None = Field(
         None,
         description="Threads its embedder computes with; None: the node's cores (Ray would "
@@ -92,6 +104,11 @@ class FactsServiceConfig(ServiceConfig):
     )
     max_batch_documents: PositiveInt = Field(10_000, description="Most documents one request may post.")
     ingress_replicas: PositiveInt = Field(1, description="Replicas of the stateless HTTP ingress.")
+    ingress_max_ongoing_requests: PositiveInt = Field(
+        256,
+        description="Requests one ingress replica handles at once (it only waits on the shards; "
+        "Serve's default of 5 would let five slow reads hold up every namespace).",
+    )
     auth: AuthConfig = auth_field()
     control_resources: dict[str, PositiveFloat] = control_resources_field(
         "the key authority and every namespace's shard"

@@ -14,6 +14,7 @@ __all__ = [
     "DocumentsBody",
     "EntityHit",
     "FactsBody",
+    "FactsPage",
     "InvalidateBody",
     "JobOut",
     "MergeBody",
@@ -88,6 +89,14 @@ class EntityHit(Entity):
 class NeighboursOut(BaseModel):
     entities: list[EntityHit]
     facts: list[Fact]
+    truncated: bool = Field(False, description="More facts lay within the depth than `limit`.")
+
+
+class FactsPage(BaseModel):
+    """A page of facts, in the order they began."""
+
+    facts: list[Fact]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null after the last.")
 
 
 class PathOut(BaseModel):

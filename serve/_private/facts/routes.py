@@ -25,11 +25,18 @@ from pydantic import AwareDatetime
 from ray import serve
 from ray.exceptions import ActorUnavailableError, RayActorError
 
-from models._private.core.errors import FactsInputError, FactsNotFoundError, ShardUnavailableError
+from models._private.core.errors import (
+    FactsInputError,
+    FactsNotFoundError,
+    FactsReadTimeoutError,
+    ShardUnavailableError,
+)
 from models._private.core.names import FACTS_INGRESS_DEPLOYMENT
 from models._private.core.retry import unwrap_error
 from models._private.facts.schema import Document, DocumentIn, Entity, Fact
 from models._private.facts.search import MAX_DEPTH
+from models._private.facts.store.graph import MAX_WALK_FACTS
+from models._private.facts.store.temporal import MAX_FACTS_PAGE
 from serve._private.auth.audit_route import install_audit_route
 from serve._private.auth.middleware import GuardMiddleware, allow, facts_rule, install_guard, usable
 from serve._private.facts.config import FactsServiceConfig
@@ -37,6 +44,7 @@ from serve._private.facts.protocol import (
     DocumentsBody,
     EntityHit,
     FactsBody,
+    FactsPage,
     InvalidateBody,
     JobOut,
     MergeBody,
@@ -68,6 +76,11 @@ async def _bad_input(request: Request, exc: FactsInputError) -> JSONResponse:
 @app.exception_handler(FactsNotFoundError)
 async def _not_found(request: Request, exc: FactsNotFoundError) -> JSONResponse:
     return error_response(404, str(exc), "invalid_request_error", exc.kind, f"{exc.kind}_not_found", request)
+
+
+@app.exception_handler(FactsReadTimeoutError)
+async def _read_timeout(request: Request, exc: FactsReadTimeoutError) -> JSONResponse:
+    return error_response(503, str(exc), "service_unavailable", None, "read_timeout", request)
 
 
 @app.exception_handler(ShardUnavailableError)
@@ -173,11 +186,12 @@ class FactsGateway:
         progress = await self._ask(namespace, lambda shard: shard.job_progress.remote(job))
         return _job(namespace, job, progress, [d.id for d in stored])
 
-    @app.get(NS + "/documents/{document_id}")
+    # `:path`: an id may hold slashes ("papers/2024/a.txt"); what it may not hold is in DocumentIn.
+    @app.get(NS + "/documents/{document_id:path}")
     async def get_document(self, namespace: str, document_id: str) -> Document:
         return await self._ask(namespace, lambda shard: shard.get_document.remote(document_id))
 
-    @app.delete(NS + "/documents/{document_id}")
+    @app.delete(NS + "/documents/{document_id:path}")
     async def delete_document(self, namespace: str, document_id: str) -> dict[str, Any]:
         """Removes the document, its passage, and the facts and entities only it supported."""
         out = await self._ask(namespace, lambda shard: shard.delete_document.remote(document_id))
@@ -205,12 +219,15 @@ class FactsGateway:
         entity: str | None = None,
         as_of: AsOf = None,
         history: bool = False,
-    ) -> dict[str, list[Fact]]:
+        limit: Annotated[int, Query(ge=1, le=MAX_FACTS_PAGE, description="Facts a page holds.")] = 100,
+        cursor: Annotated[str | None, Query(description="The last page's `next_cursor`.")] = None,
+    ) -> FactsPage:
         """Facts that held at `as_of` (default now), or all ever recorded with `history`,
-        by subject id, predicate, or an entity id at either end."""
+        by subject id, predicate, or an entity id at either end; a page of at most `limit` in
+        the order they began, and `next_cursor` for the next (null after the last)."""
         if subject is None and predicate is None and entity is None:
             raise FactsInputError("subject", "give a subject, predicate or entity to list facts by")
-        facts = await self._ask(
+        facts, after = await self._ask(
             namespace,
             lambda shard: shard.list_facts.remote(
                 subject_id=subject,
@@ -218,9 +235,11 @@ class FactsGateway:
                 entity_id=entity,
                 as_of=as_of,
                 include_history=history,
+                limit=limit,
+                cursor=cursor,
             ),
         )
-        return {"facts": facts}
+        return FactsPage(facts=facts, next_cursor=after)
 
     @app.get(NS + "/facts/{fact_id}")
     async def get_fact(self, namespace: str, fact_id: str) -> Fact:
@@ -260,13 +279,15 @@ class FactsGateway:
         depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 1,
         predicates: Predicates = None,
         as_of: AsOf = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_WALK_FACTS, description="Facts it holds at most.")] = 1000,
     ) -> NeighboursOut:
-        """Entities within `depth` facts of this one, and the facts between."""
+        """Entities within `depth` facts of this one, and the facts between: the nearest
+        `limit` facts (`truncated` when there were more)."""
         out = await self._ask(
-            namespace, lambda shard: shard.neighbours.remote(entity_id, depth, as_of, predicates)
+            namespace, lambda shard: shard.neighbours.remote(entity_id, depth, as_of, predicates, limit)
         )
         entities = [EntityHit(**e, namespace=namespace) for e in out["entities"]]
-        return NeighboursOut(entities=entities, facts=out["facts"])
+        return NeighboursOut(entities=entities, facts=out["facts"], truncated=out["truncated"])
 
     @app.get(NS + "/entities/{entity_id}/path/{other_id}")
     async def path(
@@ -307,10 +328,10 @@ class FactsGateway:
         """Passages, facts and (graph mode) entities for a query, over the namespaces named
         (default: every one the key may use), merged by score."""
         names = list(dict.fromkeys(body.namespaces or usable(request, list(self.shards), "namespace")))
+        for name in names:  # first: a 404 here would tell a limited key which names exist
+            allow(request, namespace=name)
         if unknown := [n for n in names if n not in self.shards]:
             raise FactsNotFoundError("namespace", unknown[0])
-        for name in names:
-            allow(request, namespace=name)
         args = dict(k=body.k, mode=body.mode, as_of=body.as_of, depth=body.depth, filters=body.filters)
         results = await asyncio.gather(
             *(self._ask(n, lambda shard: shard.search.remote(body.query, **args)) for n in names)

@@ -21,6 +21,8 @@ from models._private.core.retry import unwrap_error
 from models._private.facts.base import FactsBase
 from models._private.facts.schema import Document, DocumentIn, Entity, Fact, FactIn
 from models._private.facts.search import SearchMode, SearchResult
+from models._private.facts.store.graph import MAX_WALK_FACTS
+from models._private.facts.store.temporal import MAX_FACTS_PAGE
 from serve._private.facts.config import FactsNamespaceConfig
 from serve._private.metrics import service_metrics
 
@@ -140,6 +142,8 @@ class FactsShard:
             extractor=_extractor(self.config, llm, reader),
             graph_weight=self.config.graph_weight,
             graph_rerank=self.config.graph_rerank,
+            extract_max_attempts=self.config.extract_max_attempts,
+            read_timeout_s=self.config.read_timeout_s,
         )
         self.namespace, self.metrics, self._counted = namespace, service_metrics(system, "facts"), 0.0
         self._count(force=True)
@@ -188,15 +192,19 @@ class FactsShard:
         entity_id: str | None = None,
         as_of: datetime | None = None,
         include_history: bool = False,
-    ) -> list[Fact]:
+        limit: int = MAX_FACTS_PAGE,
+        cursor: str | None = None,
+    ) -> tuple[list[Fact], str | None]:
         return await self._run(
             "facts",
-            self.base.store.facts,
+            self.base.store.facts_page,
             subject_id=subject_id,
             predicate=predicate,
             entity_id=entity_id,
             as_of=as_of,
             include_history=include_history,
+            limit=limit,
+            cursor=cursor,
         )
 
     async def invalidate_fact(self, fact_id: str, invalid_at: datetime | None) -> Fact:
@@ -212,9 +220,14 @@ class FactsShard:
         return await self._run("find_entity", self.base.store.find_entity, name, type_)
 
     async def neighbours(
-        self, entity_id: str, depth: int, as_of: datetime | None, predicates: list[str] | None
+        self,
+        entity_id: str,
+        depth: int,
+        as_of: datetime | None,
+        predicates: list[str] | None,
+        limit: int = MAX_WALK_FACTS,
     ) -> dict[str, Any]:
-        return await self._run("neighbours", self._neighbours, entity_id, depth, as_of, predicates)
+        return await self._run("neighbours", self._neighbours, entity_id, depth, as_of, predicates, limit)
 
     async def find_path(
         self,
@@ -293,13 +306,26 @@ class FactsShard:
         return [self.base.store.fact(i) for i in ids]
 
     def _neighbours(
-        self, entity_id: str, depth: int, as_of: Any = None, predicates: list[str] | None = None
+        self,
+        entity_id: str,
+        depth: int,
+        as_of: Any = None,
+        predicates: list[str] | None = None,
+        limit: int = MAX_WALK_FACTS,
     ) -> dict[str, Any]:
         store = self.base.store
         store.entity(entity_id)  # unknown: FactsNotFoundError
-        distance, facts = store.neighbourhood([entity_id], depth, as_of=as_of, predicates=predicates)
-        entities = [{**store.entity(e).model_dump(), "distance": d} for e, d in distance.items()]
-        return {"entities": entities, "facts": facts}
+        # One fact more than asked for says whether there were more.
+        distance, facts = store.neighbourhood(
+            [entity_id], depth, as_of=as_of, predicates=predicates, max_facts=limit + 1
+        )
+        truncated = len(facts) > limit
+        if truncated:
+            facts = facts[:limit]
+            ends = {entity_id} | {e for f in facts for e in (f.subject_id, f.object_id) if e}
+            distance = {e: d for e, d in distance.items() if e in ends}
+        entities = [{**e.model_dump(), "distance": distance[e.id]} for e in store.entities(list(distance))]
+        return {"entities": entities, "facts": facts, "truncated": truncated}
 
     # -- the background worker ------------------------------------------------------------
 

@@ -27,6 +27,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from models._private.core.errors import FactsReadTimeoutError
+from models._private.core.private_files import private_dir, private_file
 from models._private.facts.resolution import NameIndex, normalise
 from models._private.facts.schema import FactsConfig
 from models._private.facts.store.documents import DocumentsMixin
@@ -35,7 +37,9 @@ from models._private.facts.store.graph import GraphQueriesMixin
 from models._private.facts.store.jobs import IngestJobsMixin
 from models._private.facts.store.temporal import TemporalFactsMixin
 
-__all__ = ["FactStore"]
+__all__ = ["READ_TIMEOUT_S", "FactStore"]
+
+READ_TIMEOUT_S = 10.0  # default time bound of one read (FactStore's read_timeout_s)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -82,6 +86,10 @@ CREATE TABLE IF NOT EXISTS provenance (
     PRIMARY KEY (fact_id, document_id, start, end)
 );
 CREATE INDEX IF NOT EXISTS provenance_by_document ON provenance(document_id);
+CREATE TABLE IF NOT EXISTS extraction_attempts (  -- documents in a batch the extractor failed on
+    document_id TEXT PRIMARY KEY REFERENCES documents(id) ON DELETE CASCADE,
+    failures INTEGER NOT NULL  -- times it failed alone, the extractor having answered before it
+);
 """
 
 
@@ -95,13 +103,25 @@ class FactStore(DocumentsMixin, IngestJobsMixin, EntitiesMixin, TemporalFactsMix
         path: The database file (made with its directory if missing).
         config: Functional predicates and resolution thresholds.
         clock: Seconds since the epoch; tests pass a fake one.
+        read_timeout_s: Longest a read may take before it is stopped (`FactsReadTimeoutError`).
     """
 
-    def __init__(self, path: str, config: FactsConfig | None = None, clock: Any = time.time):
+    def __init__(
+        self,
+        path: str,
+        config: FactsConfig | None = None,
+        clock: Any = time.time,
+        read_timeout_s: float = READ_TIMEOUT_S,
+    ):
         self.config = config or FactsConfig()
         self.clock = clock
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.read_timeout_s = read_timeout_s
+        private_dir(os.path.dirname(os.path.abspath(path)))
+        self._path = path
+        self._writer: int | None = None  # the thread in a write transaction, if any
+        self._local = threading.local()  # each thread's read connection
+        self._readers: list[sqlite3.Connection] = []
+        self._db = sqlite3.connect(private_file(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -111,7 +131,10 @@ class FactStore(DocumentsMixin, IngestJobsMixin, EntitiesMixin, TemporalFactsMix
         self._reload_names()
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            for reader in self._readers:
+                reader.close()
+            self._db.close()
 
     def _migrate(self) -> None:
         """Adds the columns a store made by an earlier version lacks."""
@@ -132,6 +155,7 @@ class FactStore(DocumentsMixin, IngestJobsMixin, EntitiesMixin, TemporalFactsMix
                 yield self._db
                 return
             self._db.execute("BEGIN IMMEDIATE")
+            self._writer = threading.get_ident()
             try:
                 yield self._db
                 self._db.execute("COMMIT")
@@ -140,6 +164,44 @@ class FactStore(DocumentsMixin, IngestJobsMixin, EntitiesMixin, TemporalFactsMix
                     self._db.execute("ROLLBACK")
                 self._reload_names()  # names added in the rolled-back transaction are gone
                 raise
+            finally:
+                self._writer = None
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """A connection to read from: one snapshot of the store, off the writer's lock (WAL lets
+        readers and the writer go on side by side), stopped after `read_timeout_s`. Inside the
+        calling thread's own write transaction, that transaction (so it sees its own writes).
+
+        Raises:
+            FactsReadTimeoutError: the read ran past `read_timeout_s`.
+        """
+        if self._writer == threading.get_ident():
+            yield self._db
+            return
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA query_only = ON")
+            self._local.db = db
+            with self._lock:
+                self._readers.append(db)
+        if db.in_transaction:  # nested in this thread's read: part of it
+            yield db
+            return
+        deadline = time.monotonic() + self.read_timeout_s
+        db.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+        db.execute("BEGIN")  # one snapshot for every statement of the read
+        try:
+            yield db
+        except sqlite3.OperationalError as e:
+            if "interrupted" in str(e):
+                raise FactsReadTimeoutError(self.read_timeout_s) from None
+            raise
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            db.set_progress_handler(None, 0)
 
     def _reload_names(self) -> None:
         """The in-memory name index, read anew from the database."""
@@ -151,9 +213,7 @@ class FactStore(DocumentsMixin, IngestJobsMixin, EntitiesMixin, TemporalFactsMix
             self._names.add(type_, norm, entity_id)
 
     def stats(self) -> dict[str, int]:
-        with self._lock:
-            count = {
-                t: self._db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-                for t in ("documents", "entities", "facts")
-            }
+        with self._reading() as db:
+            tables = ("documents", "entities", "facts")
+            count = {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
         return count

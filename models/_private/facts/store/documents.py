@@ -9,7 +9,7 @@ import sqlite3
 
 from models._private.core.errors import FactsInputError, FactsNotFoundError
 from models._private.facts.schema import Document, DocumentIn, Extraction, FactIn, Span, from_epoch, to_epoch
-from models._private.facts.store.rows import document_from_row, id_chunks, make_id
+from models._private.facts.store.rows import document_from_row, id_chunks, make_id, same_content
 
 __all__ = ["DocumentsMixin"]
 
@@ -90,15 +90,25 @@ class DocumentsMixin:
             return old.model_copy(update={"job": job})
         return old
 
-    def add_extraction(self, document_id: str, extraction: Extraction) -> list[str]:
+    def add_extraction(
+        self, document_id: str, extraction: Extraction, read: Document | None = None
+    ) -> list[str]:
         """Adds what an extractor read from a stored document (extraction runs after a document
-        is accepted); returns the ids of the facts it produced or supported."""
+        is accepted); returns the ids of the facts it produced or supported.
+
+        Args:
+            read: The document as the extractor read it: unless the stored one says the same,
+                the extraction is of a document deleted since (its id taken by another).
+
+        Raises:
+            FactsNotFoundError: no such document, or not the one `read`.
+        """
         with self._transaction() as db:
             row = db.execute(
                 "SELECT reference_time, length(text), extraction FROM documents WHERE id = ?", (document_id,)
             )
             found = row.fetchone()
-            if found is None:
+            if found is None or (read is not None and not same_content(self.document(document_id), read)):
                 raise FactsNotFoundError("document", document_id)
             if found[2] == "done":  # a second reading would count every mention twice
                 raise FactsInputError("document", f"{document_id!r} was extracted already")
@@ -158,8 +168,8 @@ class DocumentsMixin:
         return {"facts_removed": removed, "facts_kept": kept, "entities_removed": entities}
 
     def document(self, document_id: str) -> Document:
-        with self._lock:
-            row = self._db.execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone()
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM documents WHERE id = ?", (document_id,)).fetchone()
         if row is None:
             raise FactsNotFoundError("document", document_id)
         return document_from_row(row)
@@ -167,24 +177,24 @@ class DocumentsMixin:
     def documents(self, document_ids: list[str]) -> list[Document]:
         """The documents with these ids that exist, in the order given; one read in all."""
         rows: dict[str, tuple] = {}
-        with self._lock:
+        with self._reading() as db:
             for part, marks in id_chunks(document_ids):
-                for row in self._db.execute(f"SELECT * FROM documents WHERE id IN ({marks})", part):
+                for row in db.execute(f"SELECT * FROM documents WHERE id IN ({marks})", part):
                     rows[row[0]] = row
         return [document_from_row(rows[d]) for d in document_ids if d in rows]
 
     def titles(self) -> list[tuple[str, str]]:
         """(id, title) of every document."""
-        with self._lock:
-            return self._db.execute("SELECT id, title FROM documents").fetchall()
+        with self._reading() as db:
+            return db.execute("SELECT id, title FROM documents").fetchall()
 
     def document_ids(self, indexed: bool | None = None) -> set[str]:
         """Ids of every document, or of those whose passage is (or is not) indexed."""
         query, args = "SELECT id FROM documents", ()
         if indexed is not None:
             query, args = query + " WHERE indexed = ?", (int(indexed),)
-        with self._lock:
-            return {r[0] for r in self._db.execute(query, args)}
+        with self._reading() as db:
+            return {r[0] for r in db.execute(query, args)}
 
     @staticmethod
     def _check_spans(extraction: Extraction, length: int) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from models._private.core.errors import FactsInputError, FactsNotFoundError
 from models._private.facts.resolution import normalise
 from models._private.facts.schema import Entity
-from models._private.facts.store.rows import make_id
+from models._private.facts.store.rows import id_chunks, make_id
 
 __all__ = ["EntitiesMixin"]
 
@@ -93,9 +93,9 @@ class EntitiesMixin:
         return self.entity(new_id)
 
     def entity(self, entity_id: str) -> Entity:
-        with self._lock:
-            row = self._entity_row(self._db, entity_id)
-            documents = self._db.execute(
+        with self._reading() as db:
+            row = self._entity_row(db, entity_id)
+            documents = db.execute(
                 "SELECT document_id, count FROM mentions WHERE entity_id = ? ORDER BY document_id",
                 (entity_id,),
             ).fetchall()
@@ -107,6 +107,39 @@ class EntitiesMixin:
             mentions=sum(c for _, c in documents),
             documents=[d for d, _ in documents],
         )
+
+    def entities(self, entity_ids: list[str]) -> list[Entity]:
+        """The entities with these ids that exist, in the order given; three reads a 500 ids."""
+        rows: dict[str, tuple[str, str]] = {}
+        aliases: dict[str, list[str]] = {}
+        documents: dict[str, list[tuple[str, int]]] = {}
+        with self._reading() as db:
+            for part, marks in id_chunks(entity_ids):
+                for entity_id, name, type_ in db.execute(
+                    f"SELECT id, name, type FROM entities WHERE id IN ({marks})", part
+                ):
+                    rows[entity_id] = (name, type_)
+                query = f"SELECT entity_id, alias FROM aliases WHERE entity_id IN ({marks}) ORDER BY alias"
+                for entity_id, alias in db.execute(query, part):
+                    aliases.setdefault(entity_id, []).append(alias)
+                query = (
+                    f"SELECT entity_id, document_id, count FROM mentions WHERE entity_id IN ({marks}) "
+                    "ORDER BY document_id"
+                )
+                for entity_id, document_id, count in db.execute(query, part):
+                    documents.setdefault(entity_id, []).append((document_id, count))
+        return [
+            Entity(
+                id=e,
+                name=rows[e][0],
+                type=rows[e][1],
+                aliases=aliases.get(e, []),
+                mentions=sum(c for _, c in documents.get(e, [])),
+                documents=[d for d, _ in documents.get(e, [])],
+            )
+            for e in entity_ids
+            if e in rows
+        ]
 
     def find_entity(self, name: str, type_: str | None = None) -> list[Entity]:
         """Entities `name` resolves to: of `type_`, or of every type that has one."""

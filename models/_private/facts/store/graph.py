@@ -4,16 +4,19 @@ walks."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime
 
 from models._private.facts.schema import Fact, to_epoch
 from models._private.facts.store.rows import id_chunks
 
-__all__ = ["GraphQueriesMixin"]
+__all__ = ["MAX_WALK_FACTS", "GraphQueriesMixin"]
+
+MAX_WALK_FACTS = 10_000  # facts a neighbourhood or path walk reads at most (nearest first)
 
 
 class GraphQueriesMixin:
-    """The graph part of `FactStore` (`core`), which supplies `_db`, `_lock` and `clock`."""
+    """The graph part of `FactStore` (`core`), which supplies `_reading` and `clock`."""
 
     def neighbourhood(
         self,
@@ -23,36 +26,53 @@ class GraphQueriesMixin:
         as_of: datetime | None = None,
         predicates: list[str] | None = None,
         with_facts: bool = True,
+        max_facts: int = MAX_WALK_FACTS,
     ) -> tuple[dict[str, int], list[Fact]]:
         """Entities within `depth` facts of `seeds` (id -> distance) and the facts on the way
         (unless `with_facts` is False: a search needs the distances only), over facts that held
-        at `as_of` (default now), optionally of some predicates only."""
+        at `as_of` (default now), optionally of some predicates only.
+
+        The walk stops at `max_facts` facts (nearest first): one query per level of depth, never
+        one per entity, however many a level reaches.
+        """
         t = to_epoch(as_of) if as_of is not None else self.clock()
         distance = {s: 0 for s in seeds}
         frontier, edges = list(seeds), {}
-        with self._lock:
+        with self._reading() as db:
             for d in range(1, depth + 1):
                 reached = []
-                for entity_id in frontier:
-                    for fact_id, ends in self._edges(entity_id, t, predicates):
-                        edges.setdefault(fact_id, None)
-                        for other in ends:
-                            if other is not None and other not in distance:
-                                distance[other] = d
-                                reached.append(other)
+                found = self._edges(db, frontier, t, predicates, max_facts - len(edges))
+                for fact_id, other in _from_each(frontier, found):
+                    edges.setdefault(fact_id, None)
+                    if other is not None and other not in distance:
+                        distance[other] = d
+                        reached.append(other)
                 frontier = reached
-        return distance, self.facts_by_id(list(edges)) if with_facts else []
+                if not frontier or len(edges) >= max_facts:
+                    break
+            return distance, self.facts_by_id(list(edges)) if with_facts else []
 
+    @staticmethod
     def _edges(
-        self, entity_id: str, t: float, predicates: list[str] | None
+        db: sqlite3.Connection, entity_ids: list[str], t: float, predicates: list[str] | None, limit: int
     ) -> list[tuple[str, tuple[str, str | None]]]:
-        """(fact id, (subject id, object id)) of the facts at `entity_id` that held at `t`."""
-        rows = self._db.execute(
-            "SELECT id, subject_id, object_id, predicate FROM facts WHERE (subject_id = ? OR object_id = ?) "
-            "AND valid_at <= ? AND (invalid_at IS NULL OR invalid_at > ?) ORDER BY valid_at, created_at",
-            (entity_id, entity_id, t, t),
-        )
-        return [(f, (s, o)) for f, s, o, p in rows if predicates is None or p in predicates]
+        """(fact id, (subject id, object id)) of up to `limit` facts at any of `entity_ids` that
+        held at `t`, in a few queries (one per 500 entities)."""
+        out: list[tuple[str, tuple[str, str | None]]] = []
+        only = ""
+        if predicates is not None:
+            only = f" AND predicate IN ({','.join('?' * len(predicates))})"
+        for part, marks in id_chunks(entity_ids):
+            if len(out) >= limit:
+                break
+            rows = db.execute(
+                f"SELECT id, subject_id, object_id FROM facts WHERE (subject_id IN ({marks}) OR "
+                f"object_id IN ({marks})) AND valid_at <= ? AND (invalid_at IS NULL OR invalid_at > ?)"
+                f"{only} ORDER BY valid_at, created_at LIMIT ?",
+                (*part, *part, t, t, *(predicates or ()), limit - len(out)),
+            )
+            out += [(f, (s, o)) for f, s, o in rows]
+        return out
 
     def path(
         self,
@@ -62,10 +82,12 @@ class GraphQueriesMixin:
         *,
         as_of: datetime | None = None,
         predicates: list[str] | None = None,
+        max_facts: int = MAX_WALK_FACTS,
     ) -> list[Fact] | None:
         """The facts of a shortest chain from one entity to another (either direction along
         each fact), over facts that held at `as_of`; [] from an entity to itself, None when
-        none is at most `max_depth` long.
+        none is at most `max_depth` long among the first `max_facts` facts the search walks
+        (one query per level of depth).
 
         Raises:
             FactsNotFoundError: either entity does not exist.
@@ -73,18 +95,18 @@ class GraphQueriesMixin:
         self.entity(source_id), self.entity(target_id)
         t = to_epoch(as_of) if as_of is not None else self.clock()
         came: dict[str, tuple[str, str] | None] = {source_id: None}  # entity -> (fact, from entity)
-        frontier = [source_id]
-        with self._lock:
+        frontier, walked = [source_id], 0
+        with self._reading() as db:
             for _ in range(max_depth):
-                if target_id in came:
+                if target_id in came or not frontier or walked >= max_facts:
                     break
                 reached = []
-                for entity_id in frontier:
-                    for fact_id, (subject, obj) in self._edges(entity_id, t, predicates):
-                        other = obj if subject == entity_id else subject
-                        if other is not None and other not in came:
-                            came[other] = (fact_id, entity_id)
-                            reached.append(other)
+                found = self._edges(db, frontier, t, predicates, max_facts - walked)
+                walked += len(found)
+                for fact_id, other, entity_id in _from_each(frontier, found, with_start=True):
+                    if other is not None and other not in came:
+                        came[other] = (fact_id, entity_id)
+                        reached.append(other)
                 frontier = reached
         if target_id not in came:
             return None
@@ -97,18 +119,18 @@ class GraphQueriesMixin:
     def documents_mentioning(self, entity_ids: list[str]) -> dict[str, list[str]]:
         """Document id -> the given entities it mentions."""
         out: dict[str, list[str]] = {}
-        with self._lock:
+        with self._reading() as db:
             for part, marks in id_chunks(entity_ids):
                 query = f"SELECT document_id, entity_id FROM mentions WHERE entity_id IN ({marks})"
-                rows = self._db.execute(query, part)
+                rows = db.execute(query, part)
                 for document_id, entity_id in rows:
                     out.setdefault(document_id, []).append(entity_id)
         return out
 
     def entities_mentioned(self, document_id: str) -> list[tuple[str, str]]:
         """(id, name) of the entities a document mentions."""
-        with self._lock:
-            return self._db.execute(
+        with self._reading() as db:
+            return db.execute(
                 "SELECT e.id, e.name FROM mentions m JOIN entities e ON e.id = m.entity_id "
                 "WHERE m.document_id = ?",
                 (document_id,),
@@ -117,9 +139,23 @@ class GraphQueriesMixin:
     def graph_edges(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """(document, entity) of every mention and (subject, object) of every fact between two
         entities that holds now: the graph personalised PageRank walks."""
-        with self._lock:
-            mentions = self._db.execute("SELECT document_id, entity_id FROM mentions").fetchall()
-            edges = self._db.execute(
+        with self._reading() as db:
+            mentions = db.execute("SELECT document_id, entity_id FROM mentions").fetchall()
+            edges = db.execute(
                 "SELECT subject_id, object_id FROM facts WHERE object_id IS NOT NULL AND invalid_at IS NULL"
             ).fetchall()
         return mentions, edges
+
+
+def _from_each(
+    frontier: list[str], found: list[tuple[str, tuple[str, str | None]]], with_start: bool = False
+) -> list[tuple]:
+    """(fact id, the entity at its other end[, the frontier's entity]) of a level's facts, in the
+    frontier's order and each entity's facts in the order they began (as a walk one entity at a
+    time would meet them)."""
+    at: dict[str, list[tuple]] = {e: [] for e in frontier}
+    for fact_id, (subject, obj) in found:
+        for start, other in ((subject, obj), (obj, subject)) if subject != obj else ((subject, obj),):
+            if start in at:
+                at[start].append((fact_id, other, start) if with_start else (fact_id, other))
+    return [step for e in frontier for step in at[e]]

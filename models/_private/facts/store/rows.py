@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from models._private.facts.schema import Document, from_epoch
+from models._private.facts.schema import Document, DocumentIn, Fact, from_epoch
 
 __all__ = [
     "FACT_COLUMNS",
@@ -16,9 +16,11 @@ __all__ = [
     "FACT_FROM",
     "FOREVER",
     "document_from_row",
+    "fact_from_row",
     "id_chunks",
     "make_id",
     "provenance_entry",
+    "same_content",
 ]
 
 FACT_COLUMNS = (
@@ -41,6 +43,7 @@ FACT_FIELDS = [
     "created_at",
     "expired_at",
 ]
+_FACT_TIMES = ("valid_at", "invalid_at", "created_at", "expired_at")
 FACT_FROM = "facts f JOIN entities s ON s.id = f.subject_id LEFT JOIN entities o ON o.id = f.object_id"
 
 
@@ -77,6 +80,19 @@ def document_from_row(row: tuple) -> Document:
         extraction_error=error,
         job=job,
     )
+
+
+def fact_from_row(row: tuple, provenance: list[dict[str, Any]]) -> Fact:
+    """A fact of a row of `FACT_COLUMNS`, its epoch seconds made datetimes by `from_epoch`."""
+    fields = dict(zip(FACT_FIELDS, row, strict=True))
+    return Fact(**fields | {k: from_epoch(fields[k]) for k in _FACT_TIMES}, provenance=provenance)
+
+
+def same_content(a: DocumentIn, b: DocumentIn) -> bool:
+    """Whether two documents say the same (an id may come back, after a delete, with another
+    document: work that read the first must not land on the second)."""
+    fields = {"title", "text", "source", "metadata", "reference_time"}
+    return a.model_dump(include=fields) == b.model_dump(include=fields)
 
 
 def make_id() -> str:

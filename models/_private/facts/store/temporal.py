@@ -5,6 +5,9 @@ invalidating and deleting facts, and reading facts as of a time or with their hi
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import sqlite3
 from datetime import datetime
 from typing import Any
@@ -16,12 +19,15 @@ from models._private.facts.store.rows import (
     FACT_FIELDS,
     FACT_FROM,
     FOREVER,
+    fact_from_row,
     id_chunks,
     make_id,
     provenance_entry,
 )
 
-__all__ = ["TemporalFactsMixin"]
+__all__ = ["MAX_FACTS_PAGE", "TemporalFactsMixin"]
+
+MAX_FACTS_PAGE = 1000  # facts one page of `facts_page` holds at most
 
 
 class TemporalFactsMixin:
@@ -55,8 +61,8 @@ class TemporalFactsMixin:
             self._drop_orphans(db, {fact.subject_id, fact.object_id} - {None})
 
     def fact(self, fact_id: str) -> Fact:
-        with self._lock:
-            return self._fact_row(self._db, fact_id)
+        with self._reading() as db:
+            return self._fact_row(db, fact_id)
 
     def facts(
         self,
@@ -68,7 +74,35 @@ class TemporalFactsMixin:
         include_history: bool = False,
     ) -> list[Fact]:
         """Facts that held at `as_of` (default now), or every recorded one with
-        `include_history`; filtered by subject, predicate, or an entity at either end."""
+        `include_history`; filtered by subject, predicate, or an entity at either end. All of
+        them: a reader that may meet many asks `facts_page`."""
+        return self.facts_page(
+            subject_id=subject_id,
+            predicate=predicate,
+            entity_id=entity_id,
+            as_of=as_of,
+            include_history=include_history,
+            limit=None,
+        )[0]
+
+    def facts_page(
+        self,
+        *,
+        subject_id: str | None = None,
+        predicate: str | None = None,
+        entity_id: str | None = None,
+        as_of: datetime | None = None,
+        include_history: bool = False,
+        limit: int | None = MAX_FACTS_PAGE,
+        cursor: str | None = None,
+    ) -> tuple[list[Fact], str | None]:
+        """`facts`, at most `limit` of them (None: all) in the order they began, after
+        `cursor`; and the cursor of the next page (None: no more). Three queries a page, however
+        long (the facts, then their provenance in parts).
+
+        Raises:
+            FactsInputError: a cursor this store did not give.
+        """
         where, args = [], []
         if subject_id is not None:
             where.append("f.subject_id = ?")
@@ -85,40 +119,56 @@ class TemporalFactsMixin:
                 "(f.valid_at IS NULL OR f.valid_at <= ?) AND (f.invalid_at IS NULL OR f.invalid_at > ?)"
             )
             args += [t, t]
-        sql = f"SELECT {FACT_COLUMNS} FROM {FACT_FROM}"
+        if cursor is not None:
+            where.append("(f.valid_at, f.created_at, f.id) > (?, ?, ?)")
+            args += _read_cursor(cursor)
+        sql = f"SELECT {FACT_COLUMNS}, f.valid_at FROM {FACT_FROM}"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        with self._lock:
-            rows = self._db.execute(sql + " ORDER BY f.valid_at, f.created_at", args).fetchall()
-            return [self._to_fact(self._db, r) for r in rows]
-
-    def facts_by_id(self, fact_ids: list[str]) -> list[Fact]:
-        """The facts with these ids that exist, in the order given; two reads in all."""
-        found: dict[str, tuple] = {}
-        spans: dict[str, list[dict[str, Any]]] = {}
-        with self._lock:
-            for part, marks in id_chunks(fact_ids):
-                for row in self._db.execute(
-                    f"SELECT {FACT_COLUMNS} FROM {FACT_FROM} WHERE f.id IN ({marks})", part
-                ):
-                    found[row[0]] = row
-                for fact_id, d, a, b in self._db.execute(
+        sql += " ORDER BY f.valid_at, f.created_at, f.id"
+        if limit is not None:
+            sql, args = sql + " LIMIT ?", [*args, limit + 1]  # one more: is there a next page?
+        with self._reading() as db:
+            rows = db.execute(sql, args).fetchall()
+            more = limit is not None and len(rows) > limit
+            rows = rows[:limit] if more else rows
+            spans: dict[str, list[dict[str, Any]]] = {}
+            for part, marks in id_chunks([r[0] for r in rows]):
+                for fact_id, d, a, b in db.execute(
                     f"SELECT fact_id, document_id, start, end FROM provenance WHERE fact_id IN ({marks}) "
                     "ORDER BY document_id, start",
                     part,
                 ):
                     spans.setdefault(fact_id, []).append(provenance_entry(d, a, b))
-        return [
-            Fact(**dict(zip(FACT_FIELDS, found[f], strict=True)), provenance=spans.get(f, []))
-            for f in fact_ids
-            if f in found
-        ]
+            facts = [fact_from_row(r[:-1], spans.get(r[0], [])) for r in rows]
+        if not more:
+            return facts, None
+        last = rows[-1]
+        return facts, _write_cursor(last[-1], last[FACT_FIELDS.index("created_at")], last[0])
+
+    def facts_by_id(self, fact_ids: list[str]) -> list[Fact]:
+        """The facts with these ids that exist, in the order given; two reads in all."""
+        found: dict[str, tuple] = {}
+        spans: dict[str, list[dict[str, Any]]] = {}
+        with self._reading() as db:
+            for part, marks in id_chunks(fact_ids):
+                for row in db.execute(
+                    f"SELECT {FACT_COLUMNS} FROM {FACT_FROM} WHERE f.id IN ({marks})", part
+                ):
+                    found[row[0]] = row
+                for fact_id, d, a, b in db.execute(
+                    f"SELECT fact_id, document_id, start, end FROM provenance WHERE fact_id IN ({marks}) "
+                    "ORDER BY document_id, start",
+                    part,
+                ):
+                    spans.setdefault(fact_id, []).append(provenance_entry(d, a, b))
+        return [fact_from_row(found[f], spans.get(f, [])) for f in fact_ids if f in found]
 
     def fact_ids(self, except_predicate: str | None = None) -> set[str]:
         """The ids of stored facts, but those on `except_predicate` (to reconcile a search
         index with the store)."""
-        with self._lock:
-            rows = self._db.execute("SELECT id FROM facts WHERE predicate IS NOT ?", (except_predicate,))
+        with self._reading() as db:
+            rows = db.execute("SELECT id FROM facts WHERE predicate IS NOT ?", (except_predicate,))
             return {r[0] for r in rows}
 
     def _add_fact(
@@ -267,4 +317,20 @@ class TemporalFactsMixin:
             (row[0],),
         )
         provenance = [provenance_entry(d, s, e) for d, s, e in spans]
-        return Fact(**dict(zip(FACT_FIELDS, row, strict=True)), provenance=provenance)
+        return fact_from_row(row, provenance)
+
+
+def _write_cursor(valid_at: float, created_at: float, fact_id: str) -> str:
+    """Where a page of facts ended, as an opaque token (it holds no more than the order's key)."""
+    return base64.urlsafe_b64encode(json.dumps([valid_at, created_at, fact_id]).encode()).decode()
+
+
+def _read_cursor(cursor: str) -> list[Any]:
+    try:
+        valid_at, created_at, fact_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        times = (valid_at, created_at)
+        if all(isinstance(t, float | int) for t in times) and isinstance(fact_id, str):
+            return [*times, fact_id]
+    except (ValueError, TypeError, binascii.Error):
+        pass
+    raise FactsInputError("cursor", "is not a cursor a page of facts ended with")
