@@ -122,7 +122,9 @@ class LedgerAuthority:
         self.acquire = _Remote(self._acquire)
         self.release = _Remote(self.ledger.release)
 
-    def _acquire(self, key_id, counter, n, force=False):
+    def _acquire(self, key_id, counter, n, force=False, stale=None):
+        if stale:
+            self.ledger.release(key_id, counter, *stale)
         limit, period = limit_of(self.record, counter), period_of(self.record, counter)
         return vars(self.ledger.acquire(key_id, counter, limit, period, n, 30.0, force))
 

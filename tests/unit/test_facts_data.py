@@ -185,6 +185,37 @@ def test_a_document_reposted_while_its_old_version_is_extracted_gets_the_new_one
     kb.close()
 
 
+class FailingFirstExtractor(FirstWordExtractor):
+    """Fails on version 1's text, as a document the extractor cannot read (not an outage); the
+    batch call fails, so each document is then read alone (`FactsBase._read`)."""
+
+    def extract_many(self, texts):
+        raise ValueError("cannot read this batch")
+
+    def extract(self, text):
+        if text == V1.text:
+            if self.before_return is not None:
+                self.before_return()
+            raise ValueError("cannot read version 1")
+        return super().extract(text)
+
+
+def test_a_failure_reading_an_old_version_does_not_fail_the_document_posted_again_under_its_id(
+    tmp_path, embedder
+):
+    extractor = FailingFirstExtractor()
+    kb = base(tmp_path, embedder, extractor=extractor)
+    kb.add_documents([V1])
+    extractor.before_return = lambda: repost(kb, True)
+    kb.extract_pending()  # version 1 failed; version 2 stood under its id when it was marked
+    extractor.before_return = None
+    assert kb.store.document("x").extraction == "pending"  # marked failed before: never read
+    kb.extract_pending()
+    assert kb.store.document("x").extraction == "done"
+    assert [(f.subject, f.object) for f in kb.store.facts()] == [("Grace Hopper", "the first compiler")]
+    kb.close()
+
+
 def test_reopening_reindexes_a_passage_whose_document_was_replaced_under_its_id(tmp_path, embedder):
     kb = base(tmp_path, embedder)
     kb.add_documents([V1, DocumentIn(id="y", text="Alan Turing wrote on computable numbers.")])

@@ -83,3 +83,42 @@ def test_on_disk_index_reopens_with_its_documents(tmp_path):
     idx.close()
     again = LexicalIndex(str(tmp_path / "bm25"))
     assert ids(again.search("anemia iron", 3)) == ["e"]
+
+
+class Killed(BaseException):
+    """The process dying where it is raised: nothing after it runs, no cleanup but the OS's."""
+
+
+def dying_after(docs, n):
+    for i, doc in enumerate(docs):
+        if i == n:
+            raise Killed
+        yield doc
+
+
+def test_a_rebuild_that_dies_while_it_writes_leaves_the_old_index_whole(tmp_path):
+    idx = LexicalIndex(str(tmp_path / "bm25"))
+    idx.upsert(DOCS)
+    with pytest.raises(Killed):
+        idx.rebuild(dying_after(DOCS[1:], 2))
+    assert ids(idx.search("anemia iron", 3)) == ["e"]  # this process still searches the old index
+    idx.close()
+    again = LexicalIndex(str(tmp_path / "bm25"))
+    assert again.num_docs == 5 and ids(again.search("vitamin deficiency fractures", 1)) == ["a"]
+    again.rebuild(DOCS[1:])  # the next rebuild completes and leaves one generation behind it
+    again.close()
+    assert LexicalIndex(str(tmp_path / "bm25")).num_docs == 4
+    assert len([p for p in (tmp_path / "bm25").iterdir() if p.is_dir()]) == 1
+
+
+def test_an_index_that_cannot_be_opened_starts_empty_and_says_it_must_be_rebuilt(tmp_path, caplog):
+    idx = LexicalIndex(str(tmp_path / "bm25"))
+    idx.upsert(DOCS)
+    idx.close()
+    for part in (tmp_path / "bm25").rglob("*.fieldnorm"):
+        part.unlink()
+    again = LexicalIndex(str(tmp_path / "bm25"))
+    assert again.damaged and again.num_docs == 0
+    assert "cannot be opened" in caplog.text
+    again.rebuild(DOCS)
+    assert not again.damaged and ids(again.search("anemia iron", 3)) == ["e"]

@@ -1,5 +1,9 @@
 """HybridMemory with the real embedder, FAISS and tantivy, on small data."""
 
+import glob
+import os
+import shutil
+
 import fsspec
 import numpy as np
 import pytest
@@ -383,3 +387,58 @@ def test_a_snapshot_whose_upload_failed_never_shadows_another_nodes_of_the_same_
 
     again = _on_node("node-a", uri, embedder, monkeypatch, tmp_path)
     assert set(again.records) == {"b", "c", "d", "e"}
+
+
+class Killed(BaseException):
+    """The process dying where it is raised: nothing after it runs, no cleanup but the OS's."""
+
+
+def test_a_memory_killed_while_its_keyword_index_was_rebuilt_reopens_and_finds_by_keyword(
+    embedder, tmp_path, monkeypatch
+):
+    mem, _ = memory(embedder, tmp_path)
+    fill(mem)
+    mem.upsert([{"id": f"k{i}", "namespace": "s2", "text": f"ordinary words {i}"} for i in range(60)])
+    mem.delete(["d"])  # one delete in 64: the index is not stale, so the snapshot rebuilds it
+    assert mem.lexical.deleted_since_build == 1
+    rmtree = shutil.rmtree
+
+    def killed_midway(path, ignore_errors=False):  # the kill lands while an index's files go
+        if "lexical-live" not in str(path):
+            return rmtree(path, ignore_errors=ignore_errors)
+        for part in glob.glob(os.path.join(path, "*.fieldnorm")):
+            os.remove(part)
+        raise Killed
+
+    monkeypatch.setattr(shutil, "rmtree", killed_midway)
+    with pytest.raises(Killed):
+        mem.snapshot()  # a delete since the last build: the snapshot rebuilds the keyword index
+    monkeypatch.undo()
+    mem.lexical.close()
+    again, _ = memory(embedder, tmp_path)
+    assert "d" not in again.records and len(again.records) == 63
+    assert ids(again.search("bone density training", 1, mode="lexical")) == ["b"]
+    assert ids(again.search("smoking healing", 1, mode="lexical")) == ["c"]
+
+
+def test_a_keyword_index_that_cannot_be_opened_is_rebuilt_from_the_records(embedder, tmp_path, caplog):
+    mem, _ = memory(embedder, tmp_path)
+    fill(mem)
+    mem.snapshot()
+    mem.upsert([{"id": "e", "namespace": "s2", "text": "Deficiency of iron causes anemia."}])
+    mem.close()
+    broken = list(tmp_path.glob("lexical-live/**/*.fieldnorm"))
+    assert broken
+    for part in broken:
+        part.unlink()
+    again, _ = memory(embedder, tmp_path)
+    assert set(again.records) == {"a", "b", "c", "d", "e"}
+    assert ids(again.search("iron anemia", 1, mode="lexical")) == ["e"]
+    assert ids(again.search("bone density training", 1, mode="lexical")) == ["b"]
+    again.snapshot()  # the snapshot's copy of the rebuilt index is whole too
+    again.close()
+    for part in tmp_path.glob("snapshot-*/lexical/*.fieldnorm"):
+        part.unlink()  # and when the snapshot's copy is the broken one, the records rebuild it too
+    third, _ = memory(embedder, tmp_path)
+    assert ids(third.search("iron anemia", 1, mode="lexical")) == ["e"]
+    assert "cannot be opened" in caplog.text

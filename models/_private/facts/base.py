@@ -210,7 +210,7 @@ class FactsBase(SearchMixin, IndexMixin):
                 except FactsNotFoundError:
                     continue  # deleted while it was read (another under its id waits its turn)
                 except FactsInputError as e:
-                    self.store.extraction_failed(doc.id, str(e))
+                    self.store.extraction_failed(doc.id, str(e), read=doc)
             # In the lock, so that a document read is one whose facts are found: a short
             # batch of sentences (passages, the long texts, are embedded outside it).
             self._index_facts(fact_ids)
@@ -253,9 +253,9 @@ class FactsBase(SearchMixin, IndexMixin):
                 up, failure = not getattr(e, "transient", False), e
                 log.warning("extraction of document %r failed: %r", doc.id, e)
                 if up:  # the extractor answered: the document's fault, it fails
-                    self.store.extraction_failed(doc.id, repr(e))
+                    self.store.extraction_failed(doc.id, repr(e), read=doc)
                 else:
-                    self.store.extraction_attempt_failed(doc.id, repr(e), self.extract_max_attempts)
+                    self.store.extraction_attempt_failed(doc.id, repr(e), self.extract_max_attempts, read=doc)
         return [out.get(d.id) for d in docs], None
 
     def _probe(self) -> Exception | None:

@@ -5,8 +5,8 @@ entries and the snapshots' layout are in `persistence`."""
 from __future__ import annotations
 
 import itertools
+import logging
 import os
-import shutil
 from typing import Any
 
 from models._private.core.errors import MemoryInputError
@@ -21,9 +21,10 @@ from models._private.memory.persistence import (
     read_upsert,
     write_snapshot,
 )
-from models._private.retrieval.lexical import LexicalIndex
 
 __all__ = ["DurabilityMixin"]
+
+log = logging.getLogger(__name__)
 
 
 class DurabilityMixin:
@@ -57,7 +58,7 @@ class DurabilityMixin:
             self.lexical.rebuild(self._lexical_docs())
         root = self._root
         final = write_snapshot(
-            root, self.records, self.vectors, self._label, self.dense, self._lexical_dir, self.dim
+            root, self.records, self.vectors, self._label, self.dense, self.lexical.index_dir, self.dim
         )
         if self._remote:
             push_snapshot(final, self._remote)
@@ -77,10 +78,7 @@ class DurabilityMixin:
                 self._label[r.id] = snap.labels[r.id]
                 self._by_label.update(dict.fromkeys(snap.labels[r.id], r.id))
             self._labels = itertools.count(max((max(v) for v in snap.labels.values()), default=0) + 1)
-            self.lexical.close()
-            shutil.rmtree(self._lexical_dir, ignore_errors=True)
-            shutil.copytree(snap.lexical, self._lexical_dir)
-            self.lexical = LexicalIndex(self._lexical_dir)
+            self.lexical.load(snap.lexical)
             for r, vecs in zip(snap.records, snap.vectors, strict=True):
                 self.records[r.id], self.vectors[r.id] = r, vecs
                 self._touch_working(r)
@@ -91,6 +89,9 @@ class DurabilityMixin:
         self.wal = Journal(wal, sync=self.config.sync, system=self.system)
         for entry in self.wal.read():
             self._replay(entry)
+        if self.lexical.damaged:  # derived from the records: they rebuild it, the memory still opens
+            log.warning("rebuilding the lexical index of %s from its %d records", root, len(self.records))
+            self.lexical.rebuild(self._lexical_docs())
 
     def _replay(self, entry: dict[str, Any]) -> None:
         if entry["op"] == "upsert":

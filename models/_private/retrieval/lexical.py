@@ -15,20 +15,38 @@ deletes since it was last built, and `rebuild` (called by the memory's compactio
 automatically past `stale_ratio`) rewrites it from the live documents, after which scores again
 equal a from-scratch index. Between the two, ranking uses IDF from a corpus a few deleted
 documents larger; no deleted document is ever returned.
+
+On disk the index is a directory of generations: `gen-<n>/` holds one whole tantivy index and
+the file `CURRENT` names the generation in use. A rebuild (or a copy loaded from a snapshot) is
+written into the next generation, committed, and only then named in `CURRENT` (an atomic
+replace), after which the other generations are removed; a process killed at any point leaves
+`CURRENT` naming a whole index, the old or the new. A directory written before generations (a
+tantivy index directly in it) is opened as it is and replaced by the first rebuild. An index
+that cannot be opened all the same (files lost) is logged, started empty and marked `damaged`:
+it is derived data, and its owner rebuilds it from its records.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 
 import tantivy
 
+from models._private.core.files import fsync_tree
+from models._private.core.private_files import write_private
+
 __all__ = ["LexicalIndex"]
 
+log = logging.getLogger(__name__)
+
 ANALYZER = "en_bm25"
+CURRENT = "CURRENT"  # the file naming the generation in use
+GENERATION = "gen-"
 
 
 def _schema() -> tantivy.Schema:
@@ -52,6 +70,20 @@ def _analyzer() -> tantivy.TextAnalyzer:
     )
 
 
+def _is_generation(name: str) -> bool:
+    return name.startswith(GENERATION) and name[len(GENERATION) :].isdigit()
+
+
+def _open(schema: tantivy.Schema, folder: str, reuse: bool):
+    """The index in `folder`, its writer and its analyzer (registered on it), reloaded."""
+    index = tantivy.Index(schema, path=folder, reuse=reuse)
+    analyzer = _analyzer()
+    index.register_tokenizer(ANALYZER, analyzer)
+    writer = index.writer(heap_size=50_000_000, num_threads=1)
+    index.reload()
+    return index, writer, analyzer
+
+
 class LexicalIndex:
     """Documents (id, namespace, tier, text) searched by BM25.
 
@@ -68,16 +100,66 @@ class LexicalIndex:
             self._tmp = path = tempfile.mkdtemp(prefix="swarmray-bm25-")
         self.path = path
         os.makedirs(path, exist_ok=True)
-        self._open(reuse=tantivy.Index.exists(path))
+        self.index = self.writer = None
         self.deleted_since_build = 0
-        self._ids: set[str] = set(self._all_ids())
+        self._ids: set[str] = set()
+        self.damaged = False  # could not be opened: empty until rebuilt from the owner's records
+        pointer = os.path.join(path, CURRENT)
+        if os.path.exists(pointer):
+            self._open_or_start_empty(os.path.join(path, Path(pointer).read_text().strip()))
+        elif tantivy.Index.exists(path):  # written before generations: the index is the directory
+            self._open_or_start_empty(path)
+        else:
+            self.rebuild([])
 
-    def _open(self, reuse: bool) -> None:
-        self.index = tantivy.Index(self.schema, path=self.path, reuse=reuse)
-        self._analyzer = _analyzer()
-        self.index.register_tokenizer(ANALYZER, self._analyzer)
-        self.writer = self.index.writer(heap_size=50_000_000, num_threads=1)
-        self.index.reload()
+    @property
+    def index_dir(self) -> str:
+        """The directory of the whole tantivy index in use (what a snapshot copies)."""
+        return self._dir
+
+    def _open_or_start_empty(self, folder: str) -> None:
+        self._dir = folder
+        try:
+            self.index, self.writer, self._analyzer = _open(self.schema, folder, reuse=True)
+            self._ids = set(self._all_ids())
+        except (ValueError, OSError) as e:  # tantivy reports a lost or unreadable file as ValueError
+            log.warning("lexical index %s cannot be opened (%s); starting it empty to be rebuilt", folder, e)
+            self.rebuild([])
+            self.damaged = True
+        else:
+            self._drop_other_generations()
+
+    def load(self, source: str) -> None:
+        """Replaces the index with a copy of the tantivy index in directory `source` (a snapshot's)."""
+        folder = self._new_generation()
+        shutil.copytree(source, folder)
+        fsync_tree(folder)
+        self._use(folder)
+        self.writer = self.index = None
+        self.deleted_since_build = 0
+        self.damaged = False
+        self._open_or_start_empty(folder)
+
+    def _new_generation(self) -> str:
+        taken = [int(n[len(GENERATION) :]) for n in os.listdir(self.path) if _is_generation(n)]
+        return os.path.join(self.path, f"{GENERATION}{max(taken, default=0) + 1:06d}")
+
+    def _use(self, folder: str) -> None:
+        """Names the whole index in `folder` in `CURRENT`: the atomic step of a swap."""
+        write_private(os.path.join(self.path, CURRENT), os.path.basename(folder))
+        self._dir = folder
+
+    def _drop_other_generations(self) -> None:
+        """Removes every generation but the one in use (left by a swap or a crash) and, once a
+        generation replaces it, the index written before generations."""
+        for name in os.listdir(self.path):
+            entry = os.path.join(self.path, name)
+            if entry == self._dir or name == CURRENT or self._dir == self.path:
+                continue
+            if os.path.isdir(entry):
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                os.remove(entry)
 
     @property
     def num_docs(self) -> int:
@@ -120,18 +202,25 @@ class LexicalIndex:
         return self.deleted_since_build > self.stale_ratio * max(1, self.num_docs)
 
     def rebuild(self, docs: Iterable[tuple[str, str, str, str]]) -> None:
-        """Rewrites the index from the live documents, so term statistics are exact again."""
-        self.writer = None
-        self.index = None
-        shutil.rmtree(self.path, ignore_errors=True)
-        os.makedirs(self.path, exist_ok=True)
-        self._open(reuse=False)
-        self._ids = set()
+        """Rewrites the index from the live documents, so term statistics are exact again.
+
+        The documents are written into a new generation, swapped in once committed; until then
+        (and if writing fails) the index in use is untouched.
+        """
+        folder = self._new_generation()
+        os.makedirs(folder)
+        index, writer, analyzer = _open(self.schema, folder, reuse=False)
+        ids = set()
         for doc_id, ns, tier, text in docs:
-            self.writer.add_document(tantivy.Document(id=doc_id, ns=ns, tier=tier, text=text))
-            self._ids.add(doc_id)
-        self._commit()
+            writer.add_document(tantivy.Document(id=doc_id, ns=ns, tier=tier, text=text))
+            ids.add(doc_id)
+        writer.commit()
+        index.reload()
+        self._use(folder)
+        self.index, self.writer, self._analyzer, self._ids = index, writer, analyzer, ids
         self.deleted_since_build = 0
+        self.damaged = False
+        self._drop_other_generations()
 
     def search(
         self, query: str, k: int, namespaces: list[str] | None = None, tiers: list[str] | None = None

@@ -277,12 +277,17 @@ class KeyAuthority:
 
     # -- limits (the one ledger every replica's leases come from) ---------------------------
 
-    async def acquire(self, key_id: str, counter: str, n: int, force: bool = False) -> dict[str, Any]:
+    async def acquire(
+        self, key_id: str, counter: str, n: int, force: bool = False, stale: list[int] | None = None
+    ) -> dict[str, Any]:
         """Grants `n` or more units of `counter` in the current window (see `quota`), or
         none ({"units": 0, "retry_after_s"}) when fewer than `n` are left; `force` grants `n`
-        over the limit (usage beyond what a request reserved). A grant is journaled before it
-        is answered (group-committed, off the event loop), so that a restart counts the leases
-        replicas still hold."""
+        over the limit (usage beyond what a request reserved). `stale` ([slot, units]) is the
+        unspent rest of the asking replica's lease whose slot ended, released first. A grant is
+        journaled before it is answered (group-committed, off the event loop), so that a restart
+        counts the leases replicas still hold."""
+        if stale:
+            self.ledger.release(key_id, counter, *stale)
         record = self._get(key_id)
         limit = limit_of(record, counter)
         if limit is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from models._private.core.errors import Limited
@@ -31,14 +32,14 @@ class Spender:
     `take` returns the window its units came from, for `give_back` after the request.
     """
 
-    def __init__(self, authority: Any):
-        self.authority = authority
+    def __init__(self, authority: Any, clock: Callable[[], float] = time.time):
+        self.authority, self.clock = authority, clock
         self.leases: dict[tuple[str, str], _Lease] = {}
         self._asking: dict[tuple[str, str], asyncio.Lock] = {}
 
     def _local(self, slot: tuple[str, str], n: int) -> int | None:
         lease = self.leases.get(slot)
-        if lease is not None and not lease.tight and lease.free >= n and time.time() < lease.end:
+        if lease is not None and not lease.tight and lease.free >= n and self.clock() < lease.end:
             lease.free -= n
             return lease.window
         return None
@@ -59,16 +60,26 @@ class Spender:
             return await self._ask(record, counter, n)
 
     async def _ask(self, record: KeyRecord, counter: str, n: int) -> int:
-        grant = await self.authority.acquire.remote(record.id, counter, n)
+        # A lease whose slot has ended can no longer be spent: its unspent units go back with
+        # the ask (released before the grant), or they would count a whole period unspent. Taken
+        # out of the lease first, so they are handed back once; lost with the call, they stay
+        # counted until they age out (fewer admitted, never more).
+        expired, stale = self.leases.get((record.id, counter)), None
+        if expired is not None and expired.free and self.clock() >= expired.end:
+            stale, expired.free = [expired.window, expired.free], 0
+        grant = await self.authority.acquire.remote(record.id, counter, n, False, stale)
         if not grant["units"]:
             raise Limited(counter, grant["retry_after_s"])
-        end = time.time() + grant["lease_s"] - _SKEW_S
+        end = self.clock() + grant["lease_s"] - _SKEW_S
         # Re-read after the await: other requests may have spent from or replaced the lease.
         current = self.leases.get((record.id, counter))
-        carried = current.free if current is not None and current.window == grant["window"] else 0
+        same = current is not None and current.window == grant["window"]
+        carried = current.free if same else 0
         free = grant["units"] - n + carried
         tight = grant["tight"]
         self.leases[(record.id, counter)] = _Lease(grant["window"], end, 0 if tight else free, tight)
+        if current is not None and not same and current.free:  # replaced before it ended: unspendable now
+            await self.authority.release.remote(record.id, counter, current.window, current.free)
         if tight and free:  # exact from now on: hand back what this replica holds
             await self.authority.release.remote(record.id, counter, grant["window"], free)
         return grant["window"]
@@ -86,7 +97,7 @@ class Spender:
         if window is None or n <= 0:
             return
         lease = self.leases.get((record.id, counter))
-        if lease is not None and lease.window == window and not lease.tight and time.time() < lease.end:
+        if lease is not None and lease.window == window and not lease.tight and self.clock() < lease.end:
             lease.free += n
         else:
             await self.authority.release.remote(record.id, counter, window, n)

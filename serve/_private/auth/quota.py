@@ -14,7 +14,10 @@ span one looks at, at most the limit was spent in it: "$5 a day" is $5 in any 24
 before midnight and $5 more after it.
 
 So that the common request asks nobody, a replica asks for more than it needs (a lease of
-`lease_share` of the limit) and spends the rest locally, until its slot ends. Leases would let one
+`lease_share` of the limit) and spends the rest locally, until its slot ends; what is left then goes
+back with its next ask (`release` before the grant), or a steady trickle would strand most of each
+lease, counted for a whole period unspent. A release lost (or a replica that dies holding a lease)
+leaves units counted until they age out: fewer admitted, never more. Leases would let one
 replica hold units another needs; so once a window is tight (less than `tight_share` of the limit
 left), the ledger grants only what is asked, and tells the replica, which gives its unspent lease
 back: from then on every request of that key asks the ledger, and exactly the limit is admitted

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from models._private.core.errors import FactsNotFoundError
 from models._private.facts.schema import Document
-from models._private.facts.store.rows import id_chunks
+from models._private.facts.store.rows import id_chunks, same_content
 
 __all__ = ["IngestJobsMixin"]
 
@@ -55,10 +55,14 @@ class IngestJobsMixin:
         states = {"pending": 0, "done": 0, "failed": 0, "none": 0, **{r[0]: r[1] for r in rows}}
         return {"documents": sum(r[1] for r in rows), "indexed": sum(r[2] for r in rows), **states}
 
-    def extraction_failed(self, document_id: str, reason: str) -> None:
+    def extraction_failed(self, document_id: str, reason: str, read: Document | None = None) -> None:
         """Marks a document whose extraction failed: it stays searchable as a passage, and is
-        not tried again by `pending_documents`."""
+        not tried again by `pending_documents`. `read`: the document as the extractor read it;
+        unless the stored one says the same, another was posted under its id since (deleted and
+        posted again) and waits its own reading, so nothing is marked."""
         with self._transaction() as db:
+            if read is not None and not self._still(document_id, read):
+                return
             db.execute(
                 "UPDATE documents SET extraction = 'failed', extraction_error = ? WHERE id = ?",
                 (reason[:1000], document_id),
@@ -82,11 +86,16 @@ class IngestJobsMixin:
                 [(d,) for d in document_ids],
             )
 
-    def extraction_attempt_failed(self, document_id: str, reason: str, max_attempts: int) -> bool:
+    def extraction_attempt_failed(
+        self, document_id: str, reason: str, max_attempts: int, read: Document | None = None
+    ) -> bool:
         """Counts a failure of the extractor on this document alone (the extractor having
         answered before it); at `max_attempts` the document is marked failed with `reason`.
-        Returns whether it was; until then its `extraction_error` says how many failed."""
+        Returns whether it was; until then its `extraction_error` says how many failed.
+        `read`: as for `extraction_failed` (a document posted again since is not counted)."""
         with self._transaction() as db:
+            if read is not None and not self._still(document_id, read):
+                return False
             db.execute(  # a document deleted meanwhile is not counted
                 "INSERT INTO extraction_attempts SELECT id, 1 FROM documents "
                 "WHERE id = ? AND extraction = 'pending' "
@@ -113,3 +122,10 @@ class IngestJobsMixin:
         with self._reading() as db:
             rows = db.execute("SELECT extraction, count(*) FROM documents GROUP BY extraction")
             return {"pending": 0, "done": 0, "failed": 0, "none": 0, **dict(rows.fetchall())}
+
+    def _still(self, document_id: str, read: Document) -> bool:
+        # In the caller's transaction: whether the stored document is the one that was read.
+        try:
+            return same_content(self.document(document_id), read)
+        except FactsNotFoundError:
+            return False
