@@ -805,7 +805,7 @@ def _read_back(services: Services, model: _Model, report: ServicesReport) -> Non
 
 def _audit(services: Services, model: _Model, report: ServicesReport) -> None:
     """Each acknowledged write's record, by its request id, in the audit files."""
-    from serve._private.auth.audit import read_records
+    from serve._private.auth.audit_verify import read_records
 
     recorded = {e.get("request_id") for e in read_records(services.audit_dir)}
     report.audit_writes_checked = len(model.writes)

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from models._private.core.errors import SwarmrayError
 from models._private.core.names import authority_name, bearer
-from serve._private.auth.audit import Verdict, verify_directory
+from serve._private.auth.audit_verify import Verdict, verify_directory
 from serve._private.auth.key_binding import KEYS_JOURNAL, verify_key_table
 from serve._private.auth.keys import PREFIX
 

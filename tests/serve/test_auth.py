@@ -14,7 +14,7 @@ import ray
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from serve import AIServiceConfig, FactsServiceConfig, deploy
-from serve._private.auth.audit import verify_directory
+from serve._private.auth.audit_verify import verify_directory
 from serve._private.auth.authority import get_authority
 from serve._private.auth.config import AuthConfig
 from serve._private.auth.keys import SCOPES
@@ -361,7 +361,7 @@ def test_a_rotated_key_replaces_the_old_secret(facts, authority):
 
 
 def test_the_audit_trail_verifies_and_holds_no_secret(facts, ai, keys, key_ids, authority, auth):
-    from serve._private.auth.audit import read_records
+    from serve._private.auth.audit_verify import read_records
 
     r = call(facts, "POST", "/namespaces/open/documents", keys["writer"], {**DOC, "id": "audited"})
     assert r.status_code == 201

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from serve._private.auth.audit import AuditLog, verify, verify_directory
+from serve._private.auth.audit import AuditLog
+from serve._private.auth.audit_verify import verify, verify_directory
 
 
 class Clock:
@@ -86,7 +87,7 @@ def test_an_inserted_record_is_found_even_with_a_plausible_seq(tmp_path, key):
 
 def test_a_chain_rebuilt_after_an_edit_fails_at_the_next_checkpoint(tmp_path, key):
     """Recomputing every later hash hides an edit from the links, not from the signatures."""
-    from serve._private.auth.audit import _digest
+    from serve._private.auth.audit import record_hash
 
     path = write(tmp_path, key)
     entries = lines(path)
@@ -96,7 +97,7 @@ def test_a_chain_rebuilt_after_an_edit_fails_at_the_next_checkpoint(tmp_path, ke
         if "checkpoint" in e:
             break
         e["prev"] = prev
-        e["hash"] = prev = _digest(e)
+        e["hash"] = prev = record_hash(e)
     rewrite(path, entries)
     verdict = verify(path, key.public_key())
     assert verdict.first_bad == 10 and "after seq 4 were changed" in verdict.reason
@@ -163,7 +164,7 @@ def test_durable_appends_are_on_disk_when_they_return(tmp_path, key):
 
 def test_tail_and_search_merge_every_writer_by_time(tmp_path, key):
     from cluster._private.security import format_audit, parse_since
-    from serve._private.auth.audit import read_records as audit_records
+    from serve._private.auth.audit_verify import read_records as audit_records
 
     clock = Clock()
     for writer, key_id in (("ai-1", "key_a"), ("facts-1", "key_b"), ("ai-1", "key_b")):
@@ -614,7 +615,7 @@ def test_a_flood_of_requests_without_a_key_writes_a_bounded_log_with_the_count_o
 
 
 def test_a_log_rotated_into_several_files_verifies_as_one_chain_and_reads_whole(tmp_path, key):
-    from serve._private.auth.audit import read_records
+    from serve._private.auth.audit_verify import read_records
 
     log = AuditLog(str(tmp_path), "gw-1", key, checkpoint_s=1e9, clock=Clock(), rotate_bytes=2_000)
     for i in range(60):

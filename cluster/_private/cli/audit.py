@@ -55,7 +55,7 @@ def _audit(
     with model or namespace lists sees only records about them), or from a copy (--dir)."""
     from cluster._private.credentials import user_key
     from cluster._private.security import audit_over_http, audit_url, format_audit, parse_since
-    from serve._private.auth.audit import read_records
+    from serve._private.auth.audit_verify import read_records
 
     after = parse_since(since) if since else None
     if opts["directory"]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 
-from serve._private.auth.audit import read_records
+from serve._private.auth.audit_verify import read_records
 from serve._private.auth.key_table import key_of, key_table_of
 from serve._private.auth.keys import KeyRecord, denial
 from serve._private.http_errors import error_response

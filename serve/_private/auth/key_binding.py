@@ -17,7 +17,8 @@ import os
 from typing import Any
 
 from models._private.core.journal import Journal
-from serve._private.auth.audit import Verdict, canonical, segments
+from serve._private.auth.audit import canonical
+from serve._private.auth.audit_verify import Verdict, segments
 
 __all__ = ["KEYS_JOURNAL", "chain_records", "record_digest", "unbound_keys", "verify_key_table"]
 
