@@ -15,14 +15,16 @@ ingress, the AI gateway replica (with the colocated tiny model), the key authori
 spaCy extractor, each with `ray.kill(no_restart=False)` (Serve replaces a replica, Ray restarts
 the authority). The time to recover is from the kill until the part answers a request again.
 
-Counted (`ServicesReport`): every status by kind; 5xx other than 503 (with examples);
-connection errors and timeouts apart. After every part answers again and extraction has
-caught up, every acknowledged write is read back against the client's model of them: a
-document or fact acknowledged and not there (or with other content) is lost; a document or
-fact acknowledged deleted and there, or an extracted fact whose source document no longer says
-it (deleted, or posted again with other content), is come back. Each key's 2xx are held to its
-limit: per fixed minute window for `rpm`, and over the whole run for the budget (shorter than
-its period, so no window edge can excuse a second budget). Each acknowledged write must have
+Counted (`ServicesReport`): every status by kind; 5xx other than 503 (with examples); connection
+errors, timeouts and the 500s Serve's HAProxy answers itself for a replica it lost mid-request
+(`proxy_lost_backend`: no x-request-id, as no replica sent them) apart. After every part answers
+again and extraction has caught up, every acknowledged write is read back against the client's
+model of them: a document or fact acknowledged and not there (or with other content) is lost; a
+document or fact acknowledged deleted and there, or an extracted fact whose source document no
+longer says it (deleted, or posted again with other content), is come back. Each key's 2xx are
+held to its limit: per fixed minute window for `rpm`, and over the whole run for the budget
+(shorter than its period, so no window edge can excuse a second budget). Each acknowledged write
+must have
 its audit record (by its `x-request-id`) in the audit files.
 """
 
@@ -105,6 +107,10 @@ class ServicesReport:
     server_errors: int = 0  # 5xx other than 503
     unavailable_503: int = 0
     connection_errors: int = 0
+    # A 500 that Serve's HAProxy answered itself for a replica it lost mid-request (Serve's
+    # HAProxy config turns 502/503/504 into "500 Internal Server Error"): no replica sent it, so
+    # it has no x-request-id. Counted apart, like a connection error; never a service's answer.
+    proxy_lost_backend: int = 0
     timeouts: int = 0
     unexpected_4xx: int = 0
     documents_acknowledged: int = 0
@@ -250,6 +256,12 @@ def _chat() -> dict[str, Any]:
 # -- the client's side: requests, counts, and the model of what was acknowledged --------------------
 
 
+def from_proxy(r: httpx.Response) -> bool:
+    """Whether HAProxy answered `r` itself for a backend it lost: Serve's replicas put an
+    x-request-id on every answer (their RequestIdMiddleware), its HAProxy error file does not."""
+    return r.status_code == 500 and "x-request-id" not in r.headers and r.text == "Internal Server Error"
+
+
 class _Tally:
     """Counts every answer, thread-safe; the current kill labels the examples."""
 
@@ -275,6 +287,10 @@ class _Tally:
             if self.report.connection_errors <= 3:
                 self.report.example(f"connection error ({self.killing}): {method} {url}: {e!r}")
             return None, request_id
+        if from_proxy(r):
+            self._count(kind, "proxy")
+            self.report.example(f"proxy 500, its backend lost ({self.killing}): {method} {url}")
+            return r, request_id
         self._count(kind, r.status_code)
         if r.status_code >= 500 and r.status_code != 503:
             self.report.example(f"{r.status_code} ({self.killing}): {method} {url}: {r.text[:300]}")
@@ -289,6 +305,8 @@ class _Tally:
                 report.timeouts += 1
             elif status == "connection":
                 report.connection_errors += 1
+            elif status == "proxy":
+                report.proxy_lost_backend += 1
             elif status == 503:
                 report.unavailable_503 += 1
             elif status >= 500:
