@@ -108,17 +108,15 @@ class GuardMiddleware:
         headers = dict(scope["headers"])
         # Serve's own request id (it answers it in x-request-id and logs under it).
         request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:MAX_REQUEST_ID] or uuid.uuid4().hex
-        too_large = error_body(
-            f"the request body is over {MAX_BODY_BYTES} bytes",
-            "invalid_request_error",
-            "body",
-            "request_too_large",
-            request_id,
-        )
+
+        def too_large() -> dict:  # built only for the rare request that needs it
+            message = f"the request body is over {MAX_BODY_BYTES} bytes"
+            return error_body(message, "invalid_request_error", "body", "request_too_large", request_id)
+
         if int(headers.get(b"content-length", b"0") or 0) > MAX_BODY_BYTES:  # refused unread
             if metrics is not None:
                 metrics.answered(UNROUTED, scope["method"], 413, time.perf_counter() - began)
-            return await _respond(send, 413, too_large)
+            return await _respond(send, 413, too_large())
         guard = key_table_of(self.service)
         path = scope["path"].removeprefix(scope.get("root_path", "")) or "/"
         needed, durable, namespace = self.rule(scope["method"], path)
@@ -214,7 +212,7 @@ class GuardMiddleware:
                 received += len(message.get("body", b""))
                 if received > MAX_BODY_BYTES:
                     if not started:
-                        await _respond(sending, 413, too_large)
+                        await _respond(sending, 413, too_large())
                     cut = True  # what the app answers to the disconnect goes nowhere
                     return {"type": "http.disconnect"}
             return message
