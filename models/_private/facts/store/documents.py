@@ -82,8 +82,7 @@ class DocumentsMixin:
         """A document posted again under its id: the same one is a retry (it joins `job` and
         nothing else changes); another under that id is refused."""
         old = self.document(doc.id)
-        fields = {"title", "text", "source", "metadata", "reference_time"}
-        if old.model_dump(include=fields) != doc.model_dump(include=fields):
+        if not same_content(old, doc):
             raise FactsInputError("id", f"another document {doc.id!r} exists already; delete it first")
         if job is not None:
             db.execute("UPDATE documents SET job = ? WHERE id = ?", (job, doc.id))
