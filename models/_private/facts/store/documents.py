@@ -89,6 +89,14 @@ class DocumentsMixin:
             return old.model_copy(update={"job": job})
         return old
 
+    def _stored_as(self, document_id: str, read: Document) -> bool:
+        # In the caller's transaction: whether the stored document is the one that was read (an
+        # id may come back, after a delete, with another document).
+        try:
+            return same_content(self.document(document_id), read)
+        except FactsNotFoundError:
+            return False
+
     def add_extraction(
         self, document_id: str, extraction: Extraction, read: Document | None = None
     ) -> list[str]:
@@ -107,7 +115,7 @@ class DocumentsMixin:
                 "SELECT reference_time, length(text), extraction FROM documents WHERE id = ?", (document_id,)
             )
             found = row.fetchone()
-            if found is None or (read is not None and not same_content(self.document(document_id), read)):
+            if found is None or (read is not None and not self._stored_as(document_id, read)):
                 raise FactsNotFoundError("document", document_id)
             if found[2] == "done":  # a second reading would count every mention twice
                 raise FactsInputError("document", f"{document_id!r} was extracted already")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from models._private.core.errors import FactsNotFoundError
 from models._private.facts.schema import Document
-from models._private.facts.store.rows import id_chunks, same_content
+from models._private.facts.store.rows import id_chunks
 
 __all__ = ["IngestJobsMixin"]
 
@@ -61,7 +61,7 @@ class IngestJobsMixin:
         unless the stored one says the same, another was posted under its id since (deleted and
         posted again) and waits its own reading, so nothing is marked."""
         with self._transaction() as db:
-            if read is not None and not self._still(document_id, read):
+            if read is not None and not self._stored_as(document_id, read):
                 return
             db.execute(
                 "UPDATE documents SET extraction = 'failed', extraction_error = ? WHERE id = ?",
@@ -94,7 +94,7 @@ class IngestJobsMixin:
         Returns whether it was; until then its `extraction_error` says how many failed.
         `read`: as for `extraction_failed` (a document posted again since is not counted)."""
         with self._transaction() as db:
-            if read is not None and not self._still(document_id, read):
+            if read is not None and not self._stored_as(document_id, read):
                 return False
             db.execute(  # a document deleted meanwhile is not counted
                 "INSERT INTO extraction_attempts SELECT id, 1 FROM documents "
@@ -122,10 +122,3 @@ class IngestJobsMixin:
         with self._reading() as db:
             rows = db.execute("SELECT extraction, count(*) FROM documents GROUP BY extraction")
             return {"pending": 0, "done": 0, "failed": 0, "none": 0, **dict(rows.fetchall())}
-
-    def _still(self, document_id: str, read: Document) -> bool:
-        # In the caller's transaction: whether the stored document is the one that was read.
-        try:
-            return same_content(self.document(document_id), read)
-        except FactsNotFoundError:
-            return False
