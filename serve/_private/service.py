@@ -172,15 +172,15 @@ def running_http_options(config: ServiceConfig) -> tuple[str, int]:
 
     Serve's HTTP options are cluster-wide and set by whoever started Serve first; a later
     `serve.start` with other options does not change them. Serve has no public call for them,
-    so this reads its client's copy, falling back to the configured values.
+    so this asks its controller (`serve_http_options`), falling back to the configured values.
     """
     try:
-        from ray.serve.context import _get_global_client
-
-        http = _get_global_client().http_config
-        return http.host, int(http.port)
-    except Exception:
+        http = serve_http_options()
+    except Exception:  # no Ray to ask: the configured values are all there is
+        http = None
+    if http is None:
         return config.host, config.port
+    return http.host, int(http.port)
 
 
 def service_url(config: ServiceConfig) -> str:
