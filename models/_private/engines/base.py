@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import importlib.util
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_PROBE_TOOL = "swarmray_probe_tool_7f3a"  # a function name no chat template holds
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed accepts
 
 
@@ -102,6 +104,11 @@ class SamplingParams(BaseModel):
     seed: int | None = Field(
         None, ge=SEED_MIN, le=SEED_MAX, description="Makes sampling repeatable (64 bits, as torch takes)."
     )
+    json_schema: dict[str, Any] | None = Field(
+        None,
+        description='The completion is JSON matching this JSON Schema; {"type": "object"} is any JSON '
+        "object. Engines constrain decoding to it (see `grammar.check_schema` for what is refused).",
+    )
 
 
 @dataclass
@@ -151,9 +158,33 @@ class Engine(abc.ABC):
         ids = await off_the_loop_if_long(len(prompt), self._encode, prompt, chat)
         return ids, self.fit(len(ids), params, "messages" if chat else "prompt")
 
-    @abc.abstractmethod
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        """`messages` rendered through the model's chat template, ready for the reply."""
+    def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """`messages` rendered through the model's chat template, ready for the reply; `tools`
+        (OpenAI function tools) go to the template too when given. Messages may carry OpenAI's
+        `tool_calls` / `tool_call_id` keys when `supports_tools`; otherwise the caller turns them
+        into plain {role, content} messages first."""
+        if self.tokenizer.chat_template:
+            extra = {"tools": tools} if tools else {}
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, **extra
+            )
+        # A base model without a template: plain role-prefixed turns.
+        return "".join(f"{m['role']}: {m.get('content') or ''}\n" for m in messages) + "assistant:"
+
+    @functools.cached_property
+    def supports_tools(self) -> bool:
+        """Whether the model's chat template renders `tools` (SmolLM2-135M's does not): a probe
+        tool with a name no template holds must come out in the rendered prompt."""
+        if not self.tokenizer.chat_template:
+            return False
+        probe = {"type": "function", "function": {"name": _PROBE_TOOL, "parameters": {"type": "object"}}}
+        try:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True, tools=[probe]
+            )
+        except Exception:  # a template that refuses tools (raise_exception) does not take them
+            return False
+        return _PROBE_TOOL in text
 
     @abc.abstractmethod
     def stream(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> AsyncIterator[Delta]:

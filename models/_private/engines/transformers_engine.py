@@ -5,6 +5,10 @@ more, and after a batch of n requests `batch_refill` waits a little for n again)
 together: one forward pass per step serves the whole batch, left-padded, with a shared KV cache.
 A request that arrives while a batch runs waits for the next one (static batching; vLLM's
 continuous batching is the engine for throughput on GPUs).
+
+A request with `json_schema` is decoded under a token mask (`grammar.TokenGrammars`): at each
+step its row's logits keep only the tokens its grammar allows, the other rows are untouched,
+and it finishes ("stop") when the grammar is complete.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from tokenizers.decoders import DecodeStream
 
 from models._private.core.errors import EngineError
 from models._private.engines.base import Delta, Engine, EngineConfig, SamplingParams
+from models._private.engines.grammar import TokenGrammars
 
 __all__ = ["TransformersEngine"]
 
@@ -36,6 +41,7 @@ class _Request:
     generated: list[int] = field(default_factory=list)
     held: str = ""  # decoded, not sent yet: what may be the start of a stop string
     cancelled: bool = False
+    matcher: Any = None  # an llguidance matcher when the request has a json_schema
 
 
 class TransformersEngine(Engine):
@@ -75,27 +81,31 @@ class TransformersEngine(Engine):
         self._worker: asyncio.Task | None = None
         self._failure: BaseException | None = None
         self._lock = threading.Lock()
+        self._grammars: TokenGrammars | None = None  # built on the first constrained request
+        self._grammars_lock = threading.Lock()
         self.batches = 0  # forward-pass batches run (visible to tests and benchmarks)
 
     # -- the interface --------------------------------------------------------------------
-
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        # A base model without a template: plain role-prefixed turns.
-        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
 
     async def stream(
         self, prompt: str, params: SamplingParams, *, chat: bool = False
     ) -> AsyncIterator[Delta]:
         ids, params = await self._tokens_and_params(prompt, params, chat)
+        matcher = None
+        if params.json_schema is not None:
+            # A schema seen before is a copy of its compiled matcher (microseconds); a new one
+            # compiles in about a millisecond, and the first one builds the tokenizer's index.
+            grammars = self._grammars or await asyncio.to_thread(self.token_grammars)
+            matcher = grammars.matcher(params.json_schema)
         loop = asyncio.get_running_loop()
         if self._worker is not None and self._worker.get_loop() is loop:
             await self.check_health()
         else:  # first use, or a new event loop (asyncio.run per call in scripts)
             self._queue = asyncio.Queue()
             self._worker = loop.create_task(self._batch_loop())
-        req = _Request(ids, params, loop, asyncio.Queue(), DecodeStream(skip_special_tokens=True))
+        req = _Request(
+            ids, params, loop, asyncio.Queue(), DecodeStream(skip_special_tokens=True), matcher=matcher
+        )
         await self._queue.put(req)
         try:
             while (item := await req.out.get()) is not _DONE:
@@ -104,6 +114,14 @@ class TransformersEngine(Engine):
                 yield item
         finally:
             req.cancelled = True  # a client that went away frees its row at the next step
+
+    def token_grammars(self) -> TokenGrammars:
+        """The compiled-grammar cache of this model's tokenizer (built on first use)."""
+        with self._grammars_lock:
+            if self._grammars is None:
+                width = self.model.get_output_embeddings().weight.shape[0]
+                self._grammars = TokenGrammars(self.tokenizer, width, sorted(self.eos_ids))
+            return self._grammars
 
     async def check_health(self) -> None:
         if self._failure is not None:
@@ -186,6 +204,11 @@ class TransformersEngine(Engine):
         live = [True] * len(batch)
         past: Any = None
         steps = max(r.params.max_tokens for r in batch)
+        constrained = [i for i, r in enumerate(batch) if r.matcher is not None]
+        if constrained:
+            # One bitmask for the batch's constrained rows, filled and applied once a step.
+            grammars = self.token_grammars()
+            bitmask = grammars.allocate_bitmask(len(constrained))
         with torch.inference_mode():
             for _ in range(steps):
                 out = self.model(
@@ -197,6 +220,12 @@ class TransformersEngine(Engine):
                 )
                 past = out.past_key_values
                 logits = out.logits[:, -1, :].float()
+                if constrained:
+                    rows = [i for i in constrained if live[i]]
+                    for k, i in enumerate(rows):
+                        grammars.fill_bitmask(batch[i].matcher, bitmask, k)
+                    if rows:
+                        grammars.apply_bitmask(logits, bitmask, rows)
                 nxt = []
                 for i, r in enumerate(batch):
                     if not live[i]:
@@ -227,6 +256,16 @@ class TransformersEngine(Engine):
         else:
             r.generated.append(token)
             r.held += r.detokenizer.step(self._backend, token) or ""
+            if r.matcher is not None:
+                if not r.matcher.consume_token(token) or r.matcher.is_error():
+                    # Only a grammar past llguidance's step limits gets here (the mask let the
+                    # token through): the output would not match, so the request fails.
+                    error = EngineError(f"the output's grammar failed: {r.matcher.get_error()}")
+                    r.loop.call_soon_threadsafe(r.out.put_nowait, error)
+                    r.loop.call_soon_threadsafe(r.out.put_nowait, _DONE)
+                    return False
+                if r.matcher.is_stopped():  # complete, and nothing may follow but EOS
+                    finish = "stop"
         text = r.held
         for s in r.params.stop:
             if s and (at := text.find(s)) >= 0:

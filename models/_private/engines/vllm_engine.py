@@ -81,9 +81,6 @@ class VLLMEngine(Engine):
         self.max_model_len = int(self.config.max_model_len or _engine_max_len(self.engine, self.tokenizer))
         self._ids = itertools.count()
 
-    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
     async def stream(
         self, prompt: str, params: SamplingParams, *, chat: bool = False
     ) -> AsyncIterator[Delta]:
