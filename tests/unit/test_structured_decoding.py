@@ -182,14 +182,14 @@ def test_every_constrained_output_parses_and_matches_in_a_batch_with_unconstrain
     free = SamplingParams(max_tokens=40, temperature=0)
 
     async def batch(chunk):
-        return await asyncio.gather(*(smol.generate(prompt, p, chat=True) for _, p in chunk + [(None, free)]))
+        return await asyncio.gather(*(smol.generate(prompt, p, chat=True) for _, p in [*chunk, (None, free)]))
 
     for start in range(0, len(requests), 7):  # 7 constrained rows and one free one per batch
         chunk = requests[start : start + 7]
         before = smol.batches
         *outs, plain = run(batch(chunk))
         assert smol.batches - before == 1, "the requests shared one batch"
-        for (name, params), out in zip(chunk, outs):
+        for (name, params), out in zip(chunk, outs, strict=True):
             assert out.finish_reason == "stop", (name, out.text)
             assert_matches(out.text, params.json_schema)
         assert plain.text and plain.finish_reason in {"stop", "length"}
@@ -230,7 +230,9 @@ def test_masks_are_per_request_and_leave_unconstrained_rows_as_they_were(smol):
 
 def test_a_constrained_output_cut_by_max_tokens_finishes_with_length(smol):
     prompt = smol.chat_prompt([{"role": "user", "content": ASK}])
-    out = run(smol.generate(prompt, SamplingParams(max_tokens=3, temperature=0, json_schema=PERSON), chat=True))
+    out = run(
+        smol.generate(prompt, SamplingParams(max_tokens=3, temperature=0, json_schema=PERSON), chat=True)
+    )
     assert out.finish_reason == "length" and out.completion_tokens == 3
     assert out.text == '{"name":'  # the schema's first property, on the grammar's path
 
