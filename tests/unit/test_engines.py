@@ -2,8 +2,11 @@
 argument mapping (real vLLM only in the `gpu`-marked test)."""
 
 import asyncio
+import dataclasses
 import importlib.util
+import json
 import threading
+import types
 
 import pytest
 
@@ -12,7 +15,7 @@ from models import EngineConfig, SamplingParams, create_engine
 from models._private.engines.base import resolve_engine_kind
 from models._private.engines.tiny_model import build_tiny_model
 from models._private.engines.transformers_engine import TransformersEngine
-from models._private.engines.vllm_engine import vllm_engine_args, vllm_sampling_args
+from models._private.engines.vllm_engine import vllm_engine_args, vllm_sampling_args, vllm_sampling_params
 from tests.waiting import async_wait_until
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0)
@@ -140,6 +143,56 @@ def test_vllm_engine_arguments_map_from_config():
     }
 
 
+def test_a_json_schema_maps_to_vllms_structured_outputs():
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    args = vllm_sampling_args(SamplingParams(max_tokens=8, json_schema=schema))
+    assert args["structured_outputs"] == {"json": schema, "disable_any_whitespace": True}
+    assert "structured_outputs" not in vllm_sampling_args(SamplingParams())
+
+
+# The two shapes vLLM's structured-output parameters have had (vllm/sampling_params.py), their
+# fields as vLLM declares them, to check which keyword `vllm_sampling_params` picks without vLLM.
+@dataclasses.dataclass
+class _StructuredOutputsParams:  # vLLM >= 0.10.2
+    json: str | dict | None = None
+    regex: str | None = None
+    disable_any_whitespace: bool = False
+    whitespace_pattern: str | None = None
+
+
+@dataclasses.dataclass
+class _GuidedDecodingParams:  # vLLM 0.6.3 - 0.10.1
+    json: str | dict | None = None
+    regex: str | None = None
+    backend: str | None = None
+    whitespace_pattern: str | None = None
+
+
+class _VSamplingParams:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+
+@pytest.mark.parametrize("recent", [True, False])
+def test_vllm_sampling_params_use_the_structured_output_keyword_of_the_installed_vllm(recent):
+    schema = {"type": "object"}
+    module = types.SimpleNamespace(SamplingParams=_VSamplingParams)
+    if recent:
+        module.StructuredOutputsParams = _StructuredOutputsParams
+    else:
+        module.GuidedDecodingParams = _GuidedDecodingParams
+    built = vllm_sampling_params(SamplingParams(max_tokens=8, temperature=0, json_schema=schema), module)
+    if recent:
+        assert built.kwargs.pop("structured_outputs") == _StructuredOutputsParams(
+            json=schema, disable_any_whitespace=True
+        )
+    else:  # this one has no disable_any_whitespace: left out
+        assert built.kwargs.pop("guided_decoding") == _GuidedDecodingParams(json=schema)
+    assert built.kwargs == {"max_tokens": 8, "temperature": 0, "top_p": 1.0}
+    plain = vllm_sampling_params(SamplingParams(max_tokens=8), module)
+    assert plain.kwargs == {"max_tokens": 8, "temperature": 1.0, "top_p": 1.0}
+
+
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
 def test_choosing_vllm_without_it_is_a_clear_error(tiny_path):
     with pytest.raises(EngineUnavailableError, match=r"swarmray\[gpu\]"):
@@ -160,6 +213,9 @@ def test_real_vllm_generates_on_a_gpu(tmp_path):
     engine = create_engine(path, EngineConfig(kind="vllm", gpu_memory_utilization=0.2))
     out = run(engine.generate("hello", GREEDY))
     assert out.completion_tokens >= 1 and out.prompt_tokens == engine.count_tokens("hello")
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    shaped = run(engine.generate("hello", SamplingParams(max_tokens=32, temperature=0, json_schema=schema)))
+    assert shaped.finish_reason == "stop" and isinstance(json.loads(shaped.text)["n"], int)
 
 
 def test_a_batch_wait_that_runs_out_ends_the_wait_on_python_3_10_too(tiny_path, monkeypatch):

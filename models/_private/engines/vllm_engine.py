@@ -6,6 +6,7 @@ vLLM is imported when an engine is built, never at module import, so CPU machine
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from models._private.engines.base import (
     resolve_engine_kind,
 )
 
-__all__ = ["VLLMEngine", "vllm_engine_args", "vllm_sampling_args"]
+__all__ = ["VLLMEngine", "vllm_engine_args", "vllm_sampling_args", "vllm_sampling_params"]
 
 
 def vllm_engine_args(source: str, config: EngineConfig, tokenizer: str | None = None) -> dict[str, Any]:
@@ -45,7 +46,12 @@ def vllm_engine_args(source: str, config: EngineConfig, tokenizer: str | None = 
 
 
 def vllm_sampling_args(params: SamplingParams) -> dict[str, Any]:
-    """Keyword arguments for `vllm.SamplingParams` from ours (no vLLM needed)."""
+    """Keyword arguments for `vllm.SamplingParams` from ours (no vLLM needed).
+
+    A `json_schema` comes out as `structured_outputs`: the keyword arguments of vLLM's
+    structured-output parameters (`json`, and `disable_any_whitespace` for the compact JSON the
+    transformers engine writes), which `vllm_sampling_params` turns into vLLM's object.
+    """
     args: dict[str, Any] = {
         "max_tokens": params.max_tokens,
         "temperature": params.temperature,
@@ -53,7 +59,29 @@ def vllm_sampling_args(params: SamplingParams) -> dict[str, Any]:
         "stop": list(params.stop) or None,
         "seed": params.seed,
     }
+    if params.json_schema is not None:
+        args["structured_outputs"] = {"json": params.json_schema, "disable_any_whitespace": True}
     return {k: v for k, v in args.items() if v is not None}
+
+
+def vllm_sampling_params(params: SamplingParams, sampling: Any) -> Any:
+    """vLLM's `SamplingParams` for ours, built with the classes of `sampling` (the module
+    `vllm.sampling_params` of the installed vLLM).
+
+    Structured outputs are `structured_outputs=StructuredOutputsParams(...)` from vLLM 0.10.2
+    on, and `guided_decoding=GuidedDecodingParams(...)` before (0.6.3 to 0.10.1, which may lack
+    `disable_any_whitespace`: what the class does not take is left out).
+    """
+    args = vllm_sampling_args(params)
+    structured = args.pop("structured_outputs", None)
+    if structured is not None:
+        if hasattr(sampling, "StructuredOutputsParams"):
+            keyword, cls = "structured_outputs", sampling.StructuredOutputsParams
+        else:
+            keyword, cls = "guided_decoding", sampling.GuidedDecodingParams
+        taken = {f.name for f in dataclasses.fields(cls)}
+        args[keyword] = cls(**{k: v for k, v in structured.items() if k in taken})
+    return sampling.SamplingParams(**args)
 
 
 class VLLMEngine(Engine):
@@ -84,13 +112,13 @@ class VLLMEngine(Engine):
     async def stream(
         self, prompt: str, params: SamplingParams, *, chat: bool = False
     ) -> AsyncIterator[Delta]:
-        from vllm import SamplingParams as VSamplingParams
+        from vllm import sampling_params as vllm_sampling
 
         ids, params = await self._tokens_and_params(prompt, params, chat)
         request_id = f"swarmray-{os.getpid()}-{next(self._ids)}"
         sent = ""
         async for out in self.engine.generate(
-            {"prompt_token_ids": ids}, VSamplingParams(**vllm_sampling_args(params)), request_id
+            {"prompt_token_ids": ids}, vllm_sampling_params(params, vllm_sampling), request_id
         ):
             choice = out.outputs[0]
             piece, sent = choice.text[len(sent) :], choice.text
