@@ -266,3 +266,24 @@ def test_tools_go_through_a_template_that_renders_them_and_smollm2_says_it_canno
     assert tiny.supports_tools is True
     assert tiny.chat_prompt(messages) == without  # tools=None: as before
     assert "Tools: get_weather search_notes" in tiny.chat_prompt(messages, TOOLS)
+
+
+def test_the_bitmask_blocks_exactly_the_tokens_whose_bit_is_clear_in_the_rows_given(smol):
+    import torch
+
+    grammars = smol.token_grammars()
+    words = (grammars.vocab_size + 31) // 32
+    bitmask = torch.randint(
+        -(2**31), 2**31 - 1, (3, words), dtype=torch.int32, generator=torch.Generator().manual_seed(5)
+    )
+    width = 32 * words + 7  # logits wider than the mask: the tail is never allowed
+    logits = torch.randn(5, width)
+    before = logits.clone()
+    grammars.apply_bitmask(logits, bitmask, [4, 1, 2])
+    token = torch.arange(32 * words)
+    for k, row in enumerate([4, 1, 2]):
+        allowed = (bitmask[k].long()[token // 32] >> (token % 32)) & 1 == 1
+        assert torch.equal(logits[row, : 32 * words][allowed], before[row, : 32 * words][allowed])
+        assert torch.isneginf(logits[row, : 32 * words][~allowed]).all()
+        assert torch.isneginf(logits[row, 32 * words :]).all()
+    assert torch.equal(logits[[0, 3]], before[[0, 3]])  # unconstrained rows untouched

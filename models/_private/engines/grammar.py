@@ -143,7 +143,6 @@ class TokenGrammars:
         self.vocab_size = self.ll_tokenizer.vocab_size
         self._lock = threading.Lock()
         self._matchers: OrderedDict[str, Any] = OrderedDict()
-        self._shifts: Any = None  # torch.arange(32), for `apply_bitmask`
 
     def matcher(self, schema: dict[str, Any], param: str = "json_schema") -> Any:
         """A fresh `llguidance.LLMatcher` for `schema`, at the start of the output.
@@ -190,17 +189,20 @@ class TokenGrammars:
         len(rows) rows of `bitmask` (row k for rows[k]) do not allow.
 
         llguidance's own `apply_token_bitmask_inplace` is a `torch.compile` kernel, which on CPU
-        compiles C++ on first use; this unpacks the bits with plain tensor ops (about 0.1 ms for
-        a row of 49k tokens).
+        compiles C++ on first use; numpy unpacks the bits here instead (token t is bit t % 32 of
+        word t // 32, little-endian), about 2 ms of CPU for 8 rows of 49k tokens.
         """
+        import numpy as np
         import torch
 
-        if self._shifts is None:
-            self._shifts = torch.arange(32, dtype=torch.int32)
         n, width = len(rows), logits.shape[1]
-        bits = bitmask[:n].unsqueeze(-1).bitwise_right_shift(self._shifts).bitwise_and_(1)
-        allowed = bits.view(n, -1)[:, :width].bool()
-        if allowed.shape[1] < width:  # logits wider than the mask: the rest is not allowed
-            allowed = torch.cat([allowed, allowed.new_zeros(n, width - allowed.shape[1])], dim=1)
-        index = torch.tensor(rows, device=logits.device)
-        logits[index] = logits[index].masked_fill(~allowed.to(logits.device), float("-inf"))
+        bits = np.unpackbits(bitmask[:n].numpy().view(np.uint8), axis=1, bitorder="little")
+        blocked = torch.from_numpy(bits[:, :width]) == 0
+        if blocked.shape[1] < width:  # logits wider than the mask: the rest is not allowed
+            blocked = torch.cat([blocked, torch.ones(n, width - blocked.shape[1], dtype=torch.bool)], dim=1)
+        blocked = blocked.to(logits.device)
+        if n == logits.shape[0]:  # every row constrained: no copy
+            logits.masked_fill_(blocked, float("-inf"))
+        else:
+            index = torch.tensor(rows, device=logits.device)
+            logits[index] = logits[index].masked_fill(blocked, float("-inf"))
