@@ -102,6 +102,11 @@ class SamplingParams(BaseModel):
     seed: int | None = Field(
         None, ge=SEED_MIN, le=SEED_MAX, description="Makes sampling repeatable (64 bits, as torch takes)."
     )
+    json_schema: dict[str, Any] | None = Field(
+        None,
+        description='The completion is JSON matching this JSON Schema; {"type": "object"} is any JSON '
+        "object. Engines constrain decoding to it.",
+    )
 
 
 @dataclass
@@ -134,6 +139,7 @@ class Engine(abc.ABC):
 
     max_model_len: int
     tokenizer: Any
+    supports_tools: bool = False  # whether the chat template renders `tools`
 
     def count_tokens(self, prompt: str, *, chat: bool = False) -> int:
         """Tokens `prompt` takes (a chat prompt already carries its special tokens)."""
