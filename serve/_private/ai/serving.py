@@ -83,7 +83,7 @@ class _ToolAnswer:
     deltas."""
 
     def __init__(self, body: RequestBody, remote: bool):
-        chat = isinstance(body, ChatBody)
+        self.chat = chat = isinstance(body, ChatBody)
         self.mode = "none" if remote or not chat else body.tool_mode()
         self.names = {t.function.name for t in body.tools or []} if chat else set()
         self.named = body.tool_choice.function.name if self.mode == "named" else None  # type: ignore[union-attr]
@@ -91,6 +91,7 @@ class _ToolAnswer:
         self._stream = ToolCallStream(self.names)
         self._held: list[str] = []
         self._index = 0
+        self._opened = False  # a chunk has been made (the first carries the role)
 
     def message(self, out: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None, str]:
         """A whole completion's content, tool calls and finish reason."""
@@ -149,6 +150,30 @@ class _ToolAnswer:
 
     def finish(self, reason: str) -> str:
         return "tool_calls" if self.mode != "none" and self.calls else reason
+
+    def choices(self, piece: dict[str, Any]) -> list[dict[str, Any]]:
+        """The `choices` entries of the chunks a streamed piece makes: the first carries the
+        role, the last of the last piece the finish reason."""
+        if not self.chat:
+            return [choice(False, piece["text"], piece["finish_reason"], stream=True)]
+        deltas = self.deltas(piece)  # first: the finish reason depends on the calls
+        finish = piece["finish_reason"] and self.finish(piece["finish_reason"])
+        if not deltas and (finish or not self._opened):
+            deltas = [{"content": ""}]  # the role's opening, or the end
+        out = []
+        for i, delta in enumerate(deltas):
+            out.append(
+                choice(
+                    True,
+                    delta.get("content"),
+                    finish if i == len(deltas) - 1 else None,
+                    stream=True,
+                    first=not self._opened,
+                    tool_calls=delta.get("tool_calls"),
+                )
+            )
+            self._opened = True
+        return out
 
 
 def _billed(usage: dict[str, Any], worst: tuple[int, int]) -> tuple[int, int]:
@@ -427,31 +452,12 @@ class AIServing:
         include_usage = bool((body.stream_options or {}).get("include_usage"))
 
         tools = _ToolAnswer(body, isinstance(self.backends[name], RemoteBackend))
-        opened = []
 
         def chunks(piece: dict[str, Any]) -> list[str]:
-            if not chat:
-                deltas: list[dict[str, Any]] = [{"content": piece["text"]}]
-            else:
-                deltas = tools.deltas(piece)  # first: the finish reason depends on the calls
-            finish = piece["finish_reason"] and tools.finish(piece["finish_reason"])
-            if not deltas and (finish or not opened):
-                deltas = [{"content": ""}]  # the role's opening, or the end
-            out = []
-            for i, delta in enumerate(deltas):
-                c = choice(
-                    chat,
-                    delta.get("content"),
-                    finish if i == len(deltas) - 1 else None,
-                    stream=True,
-                    first=not opened,
-                    tool_calls=delta.get("tool_calls"),
-                )
-                opened.append(True)
-                out.append(
-                    sse_event({"id": rid, "object": kind, "created": created, "model": name, "choices": [c]})
-                )
-            return out
+            return [
+                sse_event({"id": rid, "object": kind, "created": created, "model": name, "choices": [c]})
+                for c in tools.choices(piece)
+            ]
 
         async def events() -> AsyncIterator[str]:
             last = first
