@@ -1,7 +1,8 @@
 """A scripted OpenAI-compatible provider: a real HTTP server on 127.0.0.1 that answers chat
 completions from a script (or a function of the request) and records every request. A reply
 is a content string, a whole message (a dict, which may hold `tool_calls`), or an error; a
-request with `stream: true` is answered with OpenAI's server-sent events."""
+request with `stream: true` is answered with OpenAI's server-sent events when `streams` is set
+(else with a JSON body, which a client reads as a stream without chunks or usage)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class ScriptedProvider:
         self.requests: list[dict[str, Any]] = []
         self.authorizations: list[str | None] = []
         self.peak = 0
+        self.streams = False  # answer `stream: true` with server-sent events
         self._in_flight = 0
         self._lock = threading.Lock()
         provider = self
@@ -69,7 +71,7 @@ class ScriptedProvider:
         if handler.path not in ("/v1/chat/completions", "/v1/completions"):
             reply = (404, f"no route {handler.path}")
         chat = handler.path == "/v1/chat/completions"
-        if not isinstance(reply, tuple) and body.get("stream"):
+        if self.streams and not isinstance(reply, tuple) and body.get("stream"):
             data = "".join(f"data: {json.dumps(e)}\n\n" for e in stream_events(body["model"], reply, chat))
             data += "data: [DONE]\n\n"
             handler.send_response(200)

@@ -40,6 +40,7 @@ class Unit(BaseModel):
 @pytest.fixture(scope="module")
 def provider():
     scripted = ScriptedProvider()
+    scripted.streams = True
     yield scripted
     scripted.close()
 

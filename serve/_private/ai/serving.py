@@ -62,7 +62,7 @@ def _worst_case(payload: dict[str, Any]) -> tuple[int, int]:
     if "messages" in payload:
         prompt = _PER_CHAT + sum(
             len(json.dumps(m.get("content", "")).encode())
-            + len(json.dumps(m.get("tool_calls", "")).encode())
+            + (len(json.dumps(m["tool_calls"]).encode()) if m.get("tool_calls") else 0)
             + _PER_MESSAGE
             for m in payload["messages"]
         )
