@@ -133,9 +133,6 @@ class Message(BaseModel):
             return ""
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
-    def plain(self) -> dict[str, str]:
-        return {"role": self.role, "content": self.text()}
-
     def openai(self) -> dict[str, Any]:
         """The message as OpenAI's API and an engine take it: text content, and its tool calls
         or the call it answers."""
