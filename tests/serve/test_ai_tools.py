@@ -11,9 +11,10 @@ from typing import Literal
 import httpx
 import openai
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from serve import AIServiceConfig, deploy
+from serve._private.ai.config import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
 from tests.scripted_provider import ScriptedProvider, tool_call
 
 APP = "ai-tools-test"
@@ -35,6 +36,11 @@ ASK = [{"role": "user", "content": "What is the weather in Oslo?"}]
 
 class Unit(BaseModel):
     unit: Literal["c", "f"]
+
+
+class Capital(BaseModel):
+    city: str = Field(max_length=40)
+    country: str = Field(max_length=40)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +65,10 @@ def service(serve_port, long_tiny_model, provider):
         auth={"enabled": False},  # tests/serve/test_auth.py has the audit of tool calls
         port=serve_port,
         route_prefix="/ai-tools",
-        models={"tiny": {"source": long_tiny_model, "colocate": True, "engine": {"max_model_len": 2048}}},
+        models={
+            "tiny": {"source": long_tiny_model, "colocate": True, "engine": {"max_model_len": 2048}},
+            DEFAULT_MODEL: {"source": DEFAULT_MODEL_SOURCE},  # SmolLM2-135M-Instruct
+        },
         providers={"scripted": {"base_url": provider.url, "model": "m"}},
     )
     url = deploy(config, app_name=APP)
@@ -267,3 +276,33 @@ def test_parse_and_json_object_from_the_local_model(client):
     )
     choice = reply.choices[0]
     assert choice.finish_reason == "length" or isinstance(json.loads(choice.message.content), dict)
+
+
+def test_the_default_model_answers_a_pydantic_format_and_a_required_call_validly(client):
+    # SmolLM2-135M-Instruct, greedy, under the grammar of each schema.
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    parsed = client.chat.completions.parse(
+        model=DEFAULT_MODEL, messages=question, response_format=Capital, max_tokens=64, temperature=0
+    )
+    assert isinstance(parsed.choices[0].message.parsed, Capital)
+    city = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 40}, "unit": {"enum": ["c", "f"]}},
+                "required": ["city", "unit"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    reply = client.chat.completions.create(
+        model=DEFAULT_MODEL, messages=ASK, tools=[city], tool_choice="required", max_tokens=96, temperature=0
+    )
+    choice = reply.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    for call in choice.message.tool_calls:
+        arguments = json.loads(call.function.arguments)
+        assert call.function.name == "get_weather" and set(arguments) == {"city", "unit"}
+        assert arguments["unit"] in ("c", "f") and len(arguments["city"]) <= 40
