@@ -1,5 +1,8 @@
 """A scripted OpenAI-compatible provider: a real HTTP server on 127.0.0.1 that answers chat
-completions from a script (or a function of the request) and records every request."""
+completions from a script (or a function of the request) and records every request. A reply
+is a content string, a whole message (a dict, which may hold `tool_calls`), or an error; a
+request with `stream: true` is answered with OpenAI's server-sent events when `streams` is set
+(else with a JSON body, which a client reads as a stream without chunks or usage)."""
 
 from __future__ import annotations
 
@@ -9,9 +12,11 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["Reply", "ScriptedProvider", "completion", "text_completion"]
+__all__ = ["Reply", "ScriptedProvider", "completion", "stream_events", "text_completion", "tool_call"]
 
-Reply = str | tuple[int, str]  # a message content, or an HTTP error status and its message
+# A message content, a whole assistant message ({"content", "tool_calls"?}), or an HTTP error
+# status and its message.
+Reply = str | dict[str, Any] | tuple[int, str]
 
 
 class ScriptedProvider:
@@ -26,6 +31,7 @@ class ScriptedProvider:
         self.requests: list[dict[str, Any]] = []
         self.authorizations: list[str | None] = []
         self.peak = 0
+        self.streams = False  # answer `stream: true` with server-sent events
         self._in_flight = 0
         self._lock = threading.Lock()
         provider = self
@@ -64,8 +70,17 @@ class ScriptedProvider:
                 self._in_flight -= 1
         if handler.path not in ("/v1/chat/completions", "/v1/completions"):
             reply = (404, f"no route {handler.path}")
-        if isinstance(reply, str):
-            chat = handler.path == "/v1/chat/completions"
+        chat = handler.path == "/v1/chat/completions"
+        if self.streams and not isinstance(reply, tuple) and body.get("stream"):
+            data = "".join(f"data: {json.dumps(e)}\n\n" for e in stream_events(body["model"], reply, chat))
+            data += "data: [DONE]\n\n"
+            handler.send_response(200)
+            handler.send_header("Content-Type", "text/event-stream")
+            handler.send_header("Content-Length", str(len(data.encode())))
+            handler.end_headers()
+            handler.wfile.write(data.encode())
+            return
+        if isinstance(reply, (str, dict)):
             status, payload = 200, (completion if chat else text_completion)(body["model"], reply)
         else:
             status = reply[0]
@@ -81,18 +96,60 @@ class ScriptedProvider:
 USAGE = {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}  # what every answer bills
 
 
-def completion(model: str, content: str) -> dict[str, Any]:
-    """An OpenAI chat.completion with one choice and usage."""
+def tool_call(name: str, arguments: dict[str, Any], id: str = "call_scripted") -> dict[str, Any]:
+    """An OpenAI tool call, for a scripted message's `tool_calls`."""
+    return {"id": id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+def completion(model: str, reply: str | dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat.completion with one choice and usage; `reply` is the content or the message."""
+    message = (
+        {"role": "assistant", "content": reply} if isinstance(reply, str) else {"role": "assistant", **reply}
+    )
+    finish = "tool_calls" if message.get("tool_calls") else "stop"
     return {
         "id": "chatcmpl-scripted",
         "object": "chat.completion",
         "created": 0,
         "model": model,
-        "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": dict(USAGE),
     }
+
+
+def stream_events(model: str, reply: str | dict[str, Any], chat: bool = True) -> list[dict[str, Any]]:
+    """The chunks OpenAI streams for `reply`: the role, the content in two pieces, each tool call
+    (index, id, type and name first, then its arguments in two pieces), the finish reason, and
+    the usage."""
+    message = {"content": reply} if isinstance(reply, str) else reply
+    content, calls = message.get("content") or "", message.get("tool_calls") or []
+    head = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0, "model": model}
+
+    def event(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        if not chat:
+            return {
+                **head,
+                "choices": [{"index": 0, "text": delta.get("content", ""), "finish_reason": finish}],
+            }
+        return {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+    events = [event({"role": "assistant", "content": ""})]
+    half = len(content) // 2
+    events += [event({"content": part}) for part in (content[:half], content[half:]) if part]
+    for i, call in enumerate(calls):
+        fn, cut = call["function"], len(call["function"]["arguments"]) // 2
+        first = {
+            "index": i,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": fn["name"], "arguments": ""},
+        }
+        events.append(event({"tool_calls": [first]}))
+        for part in (fn["arguments"][:cut], fn["arguments"][cut:]):
+            events.append(event({"tool_calls": [{"index": i, "function": {"arguments": part}}]}))
+    events.append(event({}, "tool_calls" if calls else "stop"))
+    events.append({**head, "choices": [], "usage": dict(USAGE)})
+    return events
 
 
 def text_completion(model: str, text: str) -> dict[str, Any]:

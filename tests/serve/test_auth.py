@@ -18,7 +18,7 @@ from serve._private.auth.audit_verify import verify_directory
 from serve._private.auth.authority import get_authority
 from serve._private.auth.config import AuthConfig
 from serve._private.auth.keys import SCOPES
-from tests.scripted_provider import ScriptedProvider
+from tests.scripted_provider import ScriptedProvider, tool_call
 from tests.waiting import wait_until
 
 SYSTEM = "auth-test"
@@ -60,6 +60,7 @@ def keys(authority):
         "dollars": {"scopes": ["ai:invoke"], "budget_usd": 1.6},
         "three streams": {"scopes": ["ai:invoke"], "budget_tokens": 450},
         "small budget": {"scopes": ["ai:invoke"], "budget_tokens": 100},
+        "tool loop": {"scopes": ["ai:invoke"], "rpm": 3},
     }
     made = {name: ray.get(authority.create.remote({"name": name, **spec})) for name, spec in specs.items()}
     ray.get(authority.revoke.remote(made["revoked"]["record"]["id"]))
@@ -83,10 +84,21 @@ def facts(serve_port, auth, authority, tmp_path_factory):
     serve.delete("facts-auth")
 
 
+SECRET_ARGUMENT = "the-argument-nobody-may-log"  # in every tool call the provider makes
+SECRET_RESULT = "a-tool-result-nobody-may-log"
+
+
+def answer(body):
+    """The scripted provider's answer: a tool call when offered tools, else "hello"."""
+    if body.get("tools"):
+        return {"content": None, "tool_calls": [tool_call("lookup", {"query": SECRET_ARGUMENT})]}
+    return "hello"
+
+
 @pytest.fixture(scope="module")
 def ai(serve_port, auth, authority):
     provider = ScriptedProvider()
-    provider.respond = lambda body: "hello"
+    provider.respond = answer
     config = AIServiceConfig(
         port=serve_port,
         route_prefix="/ai-auth",
@@ -162,6 +174,23 @@ ROUTES = [
         "POST",
         "/chat/completions",
         {"model": "{model}", "messages": [{"role": "user", "content": "hi"}]},
+        "ai:invoke",
+    ),
+    (
+        "ai",
+        "POST",
+        "/chat/completions",
+        {
+            "model": "{model}",
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": None, "tool_calls": [tool_call("lookup", {"query": "q"})]},
+                {"role": "tool", "tool_call_id": "call_scripted", "content": "found"},
+            ],
+            "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}],
+            "tool_choice": "required",
+            "parallel_tool_calls": False,
+        },
         "ai:invoke",
     ),
     ("ai", "POST", "/completions", {"model": "{model}", "prompt": "hi", "max_tokens": 5}, "ai:invoke"),
@@ -505,3 +534,61 @@ def test_a_request_larger_than_the_whole_budget_is_not_told_to_retry(ai, keys):
     assert (r.status_code, r.json()["error"]["code"]) == (429, "insufficient_quota")
     assert "more than the key's whole token budget" in r.json()["error"]["message"]
     assert "retry-after" not in r.headers
+
+
+LOOKUP = {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+
+
+def test_a_tool_loop_is_counted_and_limited_call_by_call_and_its_arguments_never_audited(
+    ai, keys, key_ids, authority
+):
+    """Three calls of a loop (a call, its result, the next call) are three requests to the
+    limits, the ledger and the audit; the audit says how many tool calls each answered, and
+    holds neither the calls' arguments nor the tools' results."""
+    from serve._private.auth.audit_verify import read_records
+
+    clear_of_a_minute_boundary()
+    key = keys["tool loop"]  # 3 requests a minute
+    messages, request_ids = [{"role": "user", "content": "look it up"}], []
+    for _ in range(3):
+        r = call(
+            ai,
+            "POST",
+            "/chat/completions",
+            key,
+            {"model": "scripted", "messages": messages, "tools": [LOOKUP]},
+        )
+        assert r.status_code == 200, r.text
+        request_ids.append(r.headers["x-request-id"])
+        message = r.json()["choices"][0]["message"]
+        assert r.json()["choices"][0]["finish_reason"] == "tool_calls"
+        assert json.loads(message["tool_calls"][0]["function"]["arguments"]) == {"query": SECRET_ARGUMENT}
+        tool_result = {
+            "role": "tool",
+            "tool_call_id": message["tool_calls"][0]["id"],
+            "content": SECRET_RESULT,
+        }
+        messages += [message, tool_result]
+    r = call(
+        ai, "POST", "/chat/completions", key, {"model": "scripted", "messages": messages, "tools": [LOOKUP]}
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (429, "rate_limit_exceeded")  # the 4th
+
+    def used():  # the other replica's charges reach the ledger within a second or so
+        return call(ai, "GET", "/usage", keys["admin"]).json()["callers"].get(key_ids["tool loop"], {})
+
+    wait_until(lambda: used().get("scripted", {}).get("requests") == 3, 10, "3 requests in the ledger")
+    usage = used()["scripted"]
+    assert usage["prompt_tokens"] == 300 and usage["completion_tokens"] == 150
+    directory = ray.get(authority.audit_directory.remote())
+    wait_until(
+        lambda: set(request_ids) <= {e.get("request_id") for e in read_records(directory)},
+        5,
+        "the loop's audit records",
+    )
+    records = [e for e in read_records(directory) if e.get("request_id") in request_ids]
+    assert [(e["kind"], e["status"], e["tool_calls"], e["tokens"]) for e in records] == [
+        ("request", 200, 1, 150)
+    ] * 3
+    text = "".join(p.read_text() for p in Path(directory).glob("*.jsonl*"))
+    assert SECRET_ARGUMENT not in text and SECRET_RESULT not in text and "lookup" not in text

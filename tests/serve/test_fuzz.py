@@ -39,3 +39,15 @@ def test_the_schemas_state_the_key_and_the_errors(targets):
                 assert {"400", "401", "403", "429"} <= set(operation["responses"]) and "422" not in operation[
                     "responses"
                 ]
+
+
+def test_the_chat_schema_fuzzed_carries_tools_formats_and_tool_turns(targets):
+    ai = targets["ai"]
+    schemas = httpx.get(ai.root + "/openapi.json", headers=bearer(ai.admin_key)).json()["components"][
+        "schemas"
+    ]
+    assert {"tools", "tool_choice", "parallel_tool_calls", "response_format"} <= set(
+        schemas["ChatBody"]["properties"]
+    )
+    assert {"tool_calls", "tool_call_id"} <= set(schemas["Message"]["properties"])
+    assert schemas["FunctionDefinition"]["properties"]["name"]["pattern"] == "^[a-zA-Z0-9_-]{1,64}$"

@@ -1,7 +1,10 @@
 """Backends the gateway routes to: a local model deployment or a remote OpenAI-compatible API.
 
-Both take the same request dict ({"prompt"} or {"messages"}, plus "params") and return the
-same shapes as the engine: a Generation dict, or a stream of Delta dicts.
+Both take the same request dict ({"prompt"} or {"messages"}, plus "params", and with tools or a
+response format, "tools" for a model server and "openai" for a provider: those fields as the
+client sent them) and return the same shapes as the engine: a Generation dict, or a stream of
+Delta dicts. A provider's answer may add "tool_calls": its message's calls, or in a stream its
+deltas' call fragments, in OpenAI's shape.
 """
 
 from __future__ import annotations
@@ -69,7 +72,10 @@ class RemoteBackend:
         )
 
     def _body(self, request: dict[str, Any], stream: bool) -> tuple[str, dict[str, Any]]:
-        body = {"model": self.model, **request["params"], "stream": stream}
+        # A provider gets the client's own tool and format fields, not the schema our engines
+        # are constrained to.
+        params = {k: v for k, v in request["params"].items() if k != "json_schema"}
+        body = {"model": self.model, **params, **request.get("openai", {}), "stream": stream}
         body = {k: v for k, v in body.items() if v not in (None, [])}
         if stream:
             body["stream_options"] = {"include_usage": True}
@@ -84,7 +90,7 @@ class RemoteBackend:
         data = response.json()
         choice, usage = data["choices"][0], data.get("usage") or {}
         text = choice["message"]["content"] if "message" in choice else choice["text"]
-        return asdict(
+        out = asdict(
             Generation(
                 text or "",
                 usage.get("prompt_tokens", 0),
@@ -92,6 +98,9 @@ class RemoteBackend:
                 choice.get("finish_reason") or "stop",
             )
         )
+        if calls := (choice.get("message") or {}).get("tool_calls"):
+            out["tool_calls"] = calls
+        return out
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         path, body = self._body(request, stream=True)
@@ -106,9 +115,12 @@ class RemoteBackend:
                 chunk = json.loads(data)
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices", []):
-                    piece = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
+                    delta = choice.get("delta") or {}
+                    piece = delta.get("content") or choice.get("text") or ""
                     finish = choice.get("finish_reason") or finish
-                    if piece:
+                    if delta.get("tool_calls"):
+                        yield {**asdict(Delta(piece)), "tool_calls": delta["tool_calls"]}
+                    elif piece:
                         yield asdict(Delta(piece))
         yield asdict(
             Delta("", finish or "stop", usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))

@@ -12,6 +12,7 @@ from ray import serve
 
 from models._private.core import names
 from models._private.engines.base import SamplingParams, off_the_loop_if_long
+from models._private.engines.tool_calls import fallback_messages
 from serve._private.ai.config import ModelConfig
 
 __all__ = ["EmbeddingServer", "ModelServer", "model_deployment_options"]
@@ -20,7 +21,11 @@ __all__ = ["EmbeddingServer", "ModelServer", "model_deployment_options"]
 class ModelServer:
     """One replica of one model: its engine, the chat template, generation and health.
 
-    Requests are dicts: {"prompt": str} or {"messages": [...]}, plus "params" (SamplingParams).
+    Requests are dicts: {"prompt": str} or {"messages": [...], "tools"?: [...]}, plus "params"
+    (SamplingParams). Messages are OpenAI's: they may carry `tool_calls` or a `tool_call_id`.
+    An engine whose chat template renders tools gets them as they are; for one whose template
+    cannot, they are offered in the system message and the calls and results turned into plain
+    messages (`tool_calls.fallback_messages`).
     """
 
     def __init__(self, config: dict[str, Any]):
@@ -31,9 +36,18 @@ class ModelServer:
 
     async def _prompt(self, request: dict[str, Any]) -> tuple[str, bool]:
         if "messages" in request:
-            chars = sum(len(str(m.get("content", ""))) for m in request["messages"])
-            return await off_the_loop_if_long(chars, self.engine.chat_prompt, request["messages"]), True
+            messages, tools = request["messages"], request.get("tools")
+            chars = sum(
+                len(str(m.get("content") or "")) + len(str(m.get("tool_calls") or "")) for m in messages
+            )
+            chars += len(str(tools or ""))
+            return await off_the_loop_if_long(chars, self._chat_prompt, messages, tools), True
         return request["prompt"], False
+
+    def _chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> str:
+        if self.engine.supports_tools:
+            return self.engine.chat_prompt(messages, tools) if tools else self.engine.chat_prompt(messages)
+        return self.engine.chat_prompt(fallback_messages(messages, tools))
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         prompt, chat = await self._prompt(request)

@@ -9,9 +9,12 @@ import json
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from models._private.core.errors import RequestError
+from models._private.engines import grammar
 from models._private.engines.base import SEED_MAX, SEED_MIN, SamplingParams
+from models._private.engines.tool_calls import named_tool_schema, required_tool_schema
 
 __all__ = [
     "ChatBody",
@@ -19,7 +22,10 @@ __all__ = [
     "EmbeddingBody",
     "Message",
     "RequestBody",
+    "ResponseFormat",
     "SamplingBody",
+    "Tool",
+    "ToolCall",
     "choice",
     "encode_vector",
     "sse_event",
@@ -36,6 +42,14 @@ MAX_STOP_CHARS = 500
 MAX_USER_CHARS = 256
 MAX_EMBEDDING_INPUTS = 2048
 MAX_EMBEDDING_CHARS = 100_000  # one input; the embedder reads far fewer tokens and refuses more
+# Tools, as OpenAI bounds them (128 tools, names of 64 characters), and what their schemas may
+# take altogether (each is bounded again when its grammar is checked).
+MAX_TOOLS = 128
+TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
+MAX_DESCRIPTION_CHARS = 10_000
+MAX_TOOLS_CHARS = 1_000_000  # all of a request's tools (or its response format), as JSON
+MAX_TOOL_CALLS = 128  # in one assistant message
+MAX_ID_CHARS = 256  # a tool call's id
 
 
 class RequestBody(BaseModel):
@@ -84,13 +98,99 @@ class TextPart(BaseModel):
     text: str
 
 
+class CalledFunction(BaseModel):
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    arguments: str = Field(description="The arguments, as a JSON string.")
+
+
+class ToolCall(BaseModel):
+    """A tool call of an earlier assistant message."""
+
+    id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class Message(BaseModel):
     role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[TextPart]  # plain text, or OpenAI's list of text parts
+    # Plain text, or OpenAI's list of text parts; null in an assistant message with tool calls.
+    content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCall] | None = Field(None, max_length=MAX_TOOL_CALLS)
+    tool_call_id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS)
 
-    def plain(self) -> dict[str, str]:
-        text = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        return {"role": self.role, "content": text}
+    @model_validator(mode="after")
+    def _fits_its_role(self) -> "Message":
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message has tool_calls")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content is required, unless an assistant message has tool_calls")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("a tool message, and only one, has a tool_call_id")
+        return self
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+    def openai(self) -> dict[str, Any]:
+        """The message as OpenAI's API and an engine take it: text content, and its tool calls
+        or the call it answers."""
+        message: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.tool_calls:
+            message["content"] = self.text() or None
+            message["tool_calls"] = [c.model_dump() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+    def size(self) -> int:
+        """Characters of text it holds: content, and its tool calls' arguments."""
+        return len(self.text()) + sum(len(c.function.arguments) for c in self.tool_calls or [])
+
+
+class FunctionDefinition(BaseModel):
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
+    parameters: dict[str, Any] | None = Field(
+        None, description="A JSON Schema of the arguments; none is an empty object."
+    )
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    """A function the model may call."""
+
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class ChosenFunction(BaseModel):
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: ChosenFunction
+
+
+class JSONSchemaFormat(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    name: str = Field(pattern=TOOL_NAME_PATTERN)
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION_CHARS)
+    json_schema: dict[str, Any] = Field(alias="schema", description="The JSON Schema of the answer.")
+    strict: bool | None = None
+
+
+class ResponseFormat(BaseModel):
+    """What the answer's content is: text, any JSON object, or JSON matching a schema."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = Field(None, description="With type json_schema: the schema.")
+
+
+ToolMode = Literal["none", "auto", "required", "named"]
 
 
 class ChatBody(SamplingBody):
@@ -99,12 +199,101 @@ class ChatBody(SamplingBody):
     @field_validator("messages")
     @classmethod
     def _prompt_size(cls, messages: list[Message]) -> list[Message]:
-        size = sum(len(m.plain()["content"]) for m in messages)
+        size = sum(m.size() for m in messages)
         if size > MAX_PROMPT_CHARS:
             raise ValueError(f"the messages hold {size} characters; at most {MAX_PROMPT_CHARS}")
         return messages
 
     max_completion_tokens: int | None = Field(None, gt=0)
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="none, auto (the default with tools), required, or a named function."
+    )
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat | None = None
+
+    @field_validator("tools", "response_format")
+    @classmethod
+    def _schemas_size(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        size = len(json.dumps(value if isinstance(value, dict) else _dumped(value)))
+        if size > MAX_TOOLS_CHARS:
+            raise ValueError(f"{size} characters of JSON; at most {MAX_TOOLS_CHARS}")
+        return value
+
+    def tool_mode(self) -> ToolMode:
+        """How the tools are used: not at all, at the model's choice, or forced (any or one)."""
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return "named"
+        return self.tool_choice or ("auto" if self.tools else "none")
+
+    def tools_dumped(self) -> list[dict[str, Any]]:
+        return [t.model_dump(exclude_none=True) for t in self.tools or []]
+
+    def checked_json_schema(self) -> dict[str, Any] | None:
+        """What the completion is constrained to (`SamplingParams.json_schema`), after the
+        checks that need more than one field or a schema's meaning; a bad one raises
+        `RequestError` naming the field. A `json_schema` format constrains whether or not it
+        is `strict`: the schema is there to be followed."""
+        tools, mode = self.tools_dumped(), self.tool_mode()
+        seen: set[str] = set()
+        for i, tool in enumerate(tools):
+            name = tool["function"]["name"]
+            if name in seen:
+                raise RequestError(f"tools.{i}.function.name", f"the function {name!r} is declared twice")
+            seen.add(name)
+            if "parameters" in tool["function"]:
+                grammar.check_schema(tool["function"]["parameters"], f"tools.{i}.function.parameters")
+        if mode in ("required", "named") and not tools:
+            raise RequestError("tool_choice", f"tool_choice {mode!r} needs tools")
+        if mode == "named" and self.tool_choice.function.name not in seen:  # type: ignore[union-attr]
+            raise RequestError(
+                "tool_choice",
+                f"the function {self.tool_choice.function.name!r} is not in tools",  # type: ignore[union-attr]
+            )
+        self._check_tool_results()
+        if mode == "required":
+            return required_tool_schema(tools, self.parallel_tool_calls)
+        if mode == "named":
+            return named_tool_schema(tools, self.tool_choice.function.name)  # type: ignore[union-attr]
+        return self._format_schema()
+
+    def _format_schema(self) -> dict[str, Any] | None:
+        form = self.response_format
+        if form is None or form.type == "text":
+            return None
+        if form.type == "json_object":
+            return {"type": "object"}
+        if form.json_schema is None:
+            raise RequestError("response_format.json_schema", "is required with type 'json_schema'")
+        grammar.check_schema(form.json_schema.json_schema, "response_format.json_schema.schema")
+        return form.json_schema.json_schema
+
+    def _check_tool_results(self) -> None:
+        # A tool result answers a call an earlier assistant message made, as OpenAI requires.
+        called: set[str] = set()
+        for i, m in enumerate(self.messages):
+            called.update(c.id for c in m.tool_calls or [])
+            if m.role == "tool" and m.tool_call_id not in called:
+                raise RequestError(
+                    f"messages.{i}.tool_call_id", "answers no tool call of an earlier assistant message"
+                )
+
+    def openai_fields(self) -> dict[str, Any]:
+        """The tool and format fields as the client sent them, for a remote provider."""
+        return self.model_dump(
+            include={"tools", "tool_choice", "parallel_tool_calls", "response_format"},
+            exclude_none=True,
+            by_alias=True,
+            exclude_unset=True,
+        )
+
+
+def _dumped(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_dumped(v) for v in value]
+    return value.model_dump(by_alias=True, exclude_none=True) if isinstance(value, BaseModel) else value
 
 
 class CompletionBody(SamplingBody):
@@ -126,14 +315,24 @@ class EmbeddingBody(RequestBody):
         return value
 
 
-def choice(chat: bool, text: str, finish: str | None, *, stream: bool = False, first: bool = False) -> dict:
+def choice(
+    chat: bool,
+    text: str | None,
+    finish: str | None,
+    *,
+    stream: bool = False,
+    first: bool = False,
+    tool_calls: list[dict[str, Any]] | None = None,
+) -> dict:
     """One entry of `choices`: a chat message (or a stream's delta, with the role on its first
-    piece), or a text completion."""
+    piece; `tool_calls` then are deltas), or a text completion."""
     if not chat:
         return {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
-    content: dict[str, str] = (
+    content: dict[str, Any] = (
         {"role": "assistant", "content": text} if first or not stream else {"content": text}
     )
+    if tool_calls:
+        content["tool_calls"] = tool_calls
     return {"index": 0, "delta" if stream else "message": content, "finish_reason": finish}
 
 

@@ -22,10 +22,16 @@ from models._private.core.breaker import CircuitBreaker
 from models._private.core.errors import BackendsUnavailableError, ModelNotFoundError, RequestError
 from models._private.core.retry import unwrap_error
 from models._private.core.usage import Spent
+from models._private.engines.tool_calls import (
+    ToolCallStream,
+    forced_tool_calls,
+    parse_tool_calls,
+    tool_prompt,
+)
 from serve._private.ai.backends import InProcessBackend, LocalBackend, RemoteBackend
 from serve._private.ai.config import AIServiceConfig
 from serve._private.ai.deployments import ModelServer
-from serve._private.ai.protocol import RequestBody, SamplingBody, choice, sse_event, usage_of
+from serve._private.ai.protocol import ChatBody, RequestBody, SamplingBody, choice, sse_event, usage_of
 from serve._private.auth.key_table import key_of
 from serve._private.auth.keys import KeyRecord
 from serve._private.auth.middleware import allow, install_guard
@@ -55,12 +61,119 @@ def _worst_case(payload: dict[str, Any]) -> tuple[int, int]:
     template that adds more is charged its excess after (`settle`)."""
     if "messages" in payload:
         prompt = _PER_CHAT + sum(
-            len(json.dumps(m.get("content", "")).encode()) + _PER_MESSAGE for m in payload["messages"]
+            len(json.dumps(m.get("content", "")).encode())
+            + (len(json.dumps(m["tool_calls"]).encode()) if m.get("tool_calls") else 0)
+            + _PER_MESSAGE
+            for m in payload["messages"]
         )
+        # The tools, offered in the fallback's system message (a template that renders them
+        # adds about as much; more is charged after).
+        if tools := payload.get("tools") or payload.get("openai", {}).get("tools"):
+            prompt += len(tool_prompt(tools).encode())
     else:
         prompts = payload["prompt"] if isinstance(payload["prompt"], list) else [payload["prompt"]]
         prompt = sum(len(str(p).encode()) + _PER_PROMPT for p in prompts)
     return prompt, payload["params"]["max_tokens"] or 0
+
+
+class _ToolAnswer:
+    """Reads a chat completion's tool calls as its request asked for them: parsed out of the
+    text with `tool_choice: auto`, read from the constrained JSON when required or named, and
+    taken as they are from a remote provider (it parsed them); also over a stream, as OpenAI's
+    deltas."""
+
+    def __init__(self, body: RequestBody, remote: bool):
+        self.chat = chat = isinstance(body, ChatBody)
+        self.mode = "none" if remote or not chat else body.tool_mode()
+        self.names = {t.function.name for t in body.tools or []} if chat else set()
+        self.named = body.tool_choice.function.name if self.mode == "named" else None  # type: ignore[union-attr]
+        self.calls = 0  # tool calls answered, for the audit
+        self._stream = ToolCallStream(self.names)
+        self._held: list[str] = []
+        self._index = 0
+        self._opened = False  # a chunk has been made (the first carries the role)
+
+    def message(self, out: dict[str, Any]) -> tuple[str | None, list[dict[str, Any]] | None, str]:
+        """A whole completion's content, tool calls and finish reason."""
+        text, finish = out["text"], out["finish_reason"]
+        calls: list[dict[str, Any]] | None = out.get("tool_calls")  # a provider's
+        content: str | None = text
+        if self.mode == "auto":
+            content, calls = parse_tool_calls(text, self.names)
+        elif self.mode in ("required", "named"):
+            calls = forced_tool_calls(text, self.named)
+            content = None if calls else text
+        if calls:
+            self.calls = len(calls)
+            content = content or None
+            if "tool_calls" not in out:
+                finish = "tool_calls"
+        return content, calls or None, finish
+
+    def deltas(self, piece: dict[str, Any]) -> list[dict[str, Any]]:
+        """A streamed piece's deltas (none while text is held back); the last piece's include
+        what was held."""
+        text, last = piece["text"], piece["finish_reason"] is not None
+        if self.mode == "none":
+            delta: dict[str, Any] = {"content": text}
+            if piece.get("tool_calls"):  # a provider's fragments, relayed as they come
+                delta["tool_calls"] = piece["tool_calls"]
+                self.calls += sum(1 for c in piece["tool_calls"] if c.get("id"))
+            return [delta]
+        out: list[dict[str, Any]] = []
+        if self.mode == "auto":
+            if safe := self._stream.feed(text):
+                out.append({"content": safe})
+            if last:
+                content, calls = self._stream.finish()
+                out += self._with_calls(content, calls)
+        else:
+            self._held.append(text)
+            if last:
+                held = "".join(self._held)
+                calls = forced_tool_calls(held, self.named)
+                out += self._with_calls(None if calls else held, calls or [])
+        return out
+
+    def _with_calls(self, content: str | None, calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # OpenAI's shape: a call's first delta has its index, id, type and name with empty
+        # arguments; its argument text follows.
+        out: list[dict[str, Any]] = [{"content": content}] if content else []
+        for call in calls:
+            fn = call["function"]
+            head = {"index": self._index, "id": call["id"], "type": "function"}
+            out.append({"tool_calls": [{**head, "function": {"name": fn["name"], "arguments": ""}}]})
+            out.append({"tool_calls": [{"index": self._index, "function": {"arguments": fn["arguments"]}}]})
+            self._index += 1
+        self.calls += len(calls)
+        return out
+
+    def finish(self, reason: str) -> str:
+        return "tool_calls" if self.mode != "none" and self.calls else reason
+
+    def choices(self, piece: dict[str, Any]) -> list[dict[str, Any]]:
+        """The `choices` entries of the chunks a streamed piece makes: the first carries the
+        role, the last of the last piece the finish reason."""
+        if not self.chat:
+            return [choice(False, piece["text"], piece["finish_reason"], stream=True)]
+        deltas = self.deltas(piece)  # first: the finish reason depends on the calls
+        finish = piece["finish_reason"] and self.finish(piece["finish_reason"])
+        if not deltas and (finish or not self._opened):
+            deltas = [{"content": ""}]  # the role's opening, or the end
+        out = []
+        for i, delta in enumerate(deltas):
+            out.append(
+                choice(
+                    True,
+                    delta.get("content"),
+                    finish if i == len(deltas) - 1 else None,
+                    stream=True,
+                    first=not self._opened,
+                    tool_calls=delta.get("tool_calls"),
+                )
+            )
+            self._opened = True
+        return out
 
 
 def _billed(usage: dict[str, Any], worst: tuple[int, int]) -> tuple[int, int]:
@@ -306,13 +419,17 @@ class AIServing:
         complete = self._failover(body.model, lambda b: self.backends[b].complete(payload), key)
         name, out = await self._reserved(request, body, taken, reservation, complete)
         cost = await self._bill(request, body, taken, name, out, worst)
+        tools = _ToolAnswer(body, isinstance(self.backends[name], RemoteBackend))
+        content, calls, finish = tools.message(out)
+        if calls:
+            request.state.tool_calls = len(calls)  # for the audit: how many, never what
         return JSONResponse(
             {
                 "id": rid,
                 "object": "chat.completion" if chat else "text_completion",
                 "created": created,
                 "model": name,
-                "choices": [choice(chat, out["text"], out["finish_reason"])],
+                "choices": [choice(chat, content, finish, tool_calls=calls)],
                 "usage": usage_of(out),
             },
             headers={names.BACKEND_HEADER: name, names.COST_HEADER: str(cost)},
@@ -334,17 +451,23 @@ class AIServing:
         kind = "chat.completion.chunk" if chat else "text_completion"
         include_usage = bool((body.stream_options or {}).get("include_usage"))
 
-        def chunk(piece: dict[str, Any], opening: bool = False) -> str:
-            c = choice(chat, piece["text"], piece["finish_reason"], stream=True, first=opening)
-            return sse_event({"id": rid, "object": kind, "created": created, "model": name, "choices": [c]})
+        tools = _ToolAnswer(body, isinstance(self.backends[name], RemoteBackend))
+
+        def chunks(piece: dict[str, Any]) -> list[str]:
+            return [
+                sse_event({"id": rid, "object": kind, "created": created, "model": name, "choices": [c]})
+                for c in tools.choices(piece)
+            ]
 
         async def events() -> AsyncIterator[str]:
             last = first
             try:
-                yield chunk(first, opening=True)
+                for event in chunks(first):
+                    yield event
                 async for piece in stream:
                     last = piece
-                    yield chunk(piece)
+                    for event in chunks(piece):
+                        yield event
             except Exception as e:  # committed: report in-band, as OpenAI does
                 request_id = request_id_of(request)
                 log.warning("request %s: stream from %s broke: %r", request_id, name, unwrap_error(e))

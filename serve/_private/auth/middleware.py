@@ -182,6 +182,7 @@ class GuardMiddleware:
                 code=refused,
                 tokens=state.get("tokens"),
                 cost_usd=state.get("cost_usd") or None,
+                tool_calls=state.get("tool_calls"),  # how many; never their arguments
             )
             # A write's record is on disk before its answer, unless nothing was written (a
             # 4xx); a 5xx or a client gone (499) may follow a commit. Raises

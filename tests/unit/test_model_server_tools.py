@@ -1,0 +1,51 @@
+"""A model server (serve/_private/ai/deployments.py) offers tools to a model whose chat template
+cannot render them, and turns tool calls and results into plain messages: the real
+ModelServer, the real transformers engine and a tiny model's real template."""
+
+import asyncio
+
+import pytest
+
+from models._private.engines.tiny_model import build_tiny_model
+from models._private.engines.tool_calls import fallback_messages, tool_prompt
+from serve._private.ai.deployments import ModelServer
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+CALL = {
+    "id": "call_1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+}
+MESSAGES = [
+    {"role": "user", "content": "weather in Oslo?"},
+    {"role": "assistant", "content": None, "tool_calls": [CALL]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    path = build_tiny_model(str(tmp_path_factory.mktemp("tiny")))
+    return ModelServer({"name": "tiny", "source": path, "engine": {"max_model_len": 512}})
+
+
+def test_a_template_without_tools_gets_them_in_the_system_message_and_plain_tool_turns(server):
+    assert not server.engine.supports_tools  # the tiny model's template takes role and content only
+    prompt, chat = asyncio.run(server._prompt({"messages": MESSAGES, "tools": TOOLS}))
+    assert chat and prompt == server.engine.chat_prompt(fallback_messages(MESSAGES, TOOLS))
+    assert prompt.startswith("<|system|>\n" + tool_prompt(TOOLS))
+    assert (
+        '<|assistant|>\n<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'
+        in prompt
+    )
+    assert "<|user|>\n<tool_response>\nsunny\n</tool_response>" in prompt
+    # Without tools (tool_choice none) the calls and results are still turned plain.
+    bare, _ = asyncio.run(server._prompt({"messages": MESSAGES}))
+    assert "<tools>" not in bare and "<tool_response>" in bare
+
+
+def test_a_chat_with_tool_turns_completes(server):
+    out = asyncio.run(
+        server.complete({"messages": MESSAGES, "tools": TOOLS, "params": {"max_tokens": 3, "temperature": 0}})
+    )
+    assert out["completion_tokens"] >= 1 and out["prompt_tokens"] > 0
