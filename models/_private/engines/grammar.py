@@ -6,10 +6,12 @@ per schema (`check_schema`: no model or tokenizer needed, so the gateway refuses
 before it routes the request), and, in the engine, turned into a matcher for the model's
 tokenizer (`TokenGrammars.matcher`) that says at each decoding step which tokens may come next.
 
-Why llguidance: a 2.6 MB wheel with no dependencies whose grammars compile lazily (a schema
-costs about a millisecond up front, the lexer is built as the output needs it), with fuel limits
-on every step, and which vLLM runs as its `guidance` structured-output backend; the branch that
-added it measured it against xgrammar (figures in the notes of issue 27).
+Why llguidance rather than xgrammar (vLLM's default), measured on SmolLM2's 49k vocabulary: a
+3 MB wheel with no dependencies (xgrammar needs torch, transformers and triton besides its FFI
+library); its grammars compile lazily, 2 to 6 times faster (1 ms for a small schema, 10 ms for
+30 tools); it checks a schema without any tokenizer, under fuel limits on compile and on every
+step; and vLLM runs it too (its `guidance` backend). xgrammar's per-step mask is faster (1-3 µs
+against 12-23 µs), which is nothing next to a decode step of 100 ms.
 
 Whitespace between JSON tokens is not allowed (`whitespace_flexible` off): the output is compact
 JSON, and a small model cannot loop on blank space until `max_tokens` runs out.
