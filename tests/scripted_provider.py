@@ -9,9 +9,11 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["Reply", "ScriptedProvider", "completion", "text_completion"]
+__all__ = ["Reply", "ScriptedProvider", "completion", "text_completion", "tool_call"]
 
-Reply = str | tuple[int, str]  # a message content, or an HTTP error status and its message
+# A message content, an assistant message (a dict: "content" and/or "tool_calls", as OpenAI
+# answers them), or an HTTP error status and its message.
+Reply = str | dict[str, Any] | tuple[int, str]
 
 
 class ScriptedProvider:
@@ -64,7 +66,7 @@ class ScriptedProvider:
                 self._in_flight -= 1
         if handler.path not in ("/v1/chat/completions", "/v1/completions"):
             reply = (404, f"no route {handler.path}")
-        if isinstance(reply, str):
+        if isinstance(reply, str | dict):
             chat = handler.path == "/v1/chat/completions"
             status, payload = 200, (completion if chat else text_completion)(body["model"], reply)
         else:
@@ -81,8 +83,20 @@ class ScriptedProvider:
 USAGE = {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}  # what every answer bills
 
 
-def completion(model: str, content: str) -> dict[str, Any]:
-    """An OpenAI chat.completion with one choice and usage."""
+def completion(model: str, content: str | dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat.completion with one choice and usage; `content` a dict is the whole
+    assistant message, and with `tool_calls` in it the answer finishes with "tool_calls"."""
+    message = {"role": "assistant", "content": None, **content} if isinstance(content, dict) else None
+    if message is not None:
+        finish = "tool_calls" if message.get("tool_calls") else "stop"
+        return {
+            "id": "chatcmpl-scripted",
+            "object": "chat.completion",
+            "created": 0,
+            "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": dict(USAGE),
+        }
     return {
         "id": "chatcmpl-scripted",
         "object": "chat.completion",
@@ -105,3 +119,9 @@ def text_completion(model: str, text: str) -> dict[str, Any]:
         "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
         "usage": dict(USAGE),
     }
+
+
+def tool_call(call_id: str, name: str, arguments: dict[str, Any] | str) -> dict[str, Any]:
+    """One OpenAI tool call; `arguments` a dict is sent as its JSON, a str as it is."""
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": args}}
