@@ -1,0 +1,89 @@
+"""A tool-using agent whose process dies mid-loop resumes on retry from its last finished step:
+real Ray, its tool a capability of another swarm, its model a scripted OpenAI-compatible
+server, every tool run and model call counted."""
+
+import threading
+
+import pytest
+import ray
+
+from benchmarks._chaos import kill_queen
+from cluster import load_config
+from tests.conftest import running_system
+from tests.scripted_provider import ScriptedProvider, tool_call
+from tests.waiting import wait_until
+
+
+@pytest.fixture
+def provider():
+    p = ScriptedProvider()
+    yield p
+    p.close()
+
+
+def config(namespace, tmp_path, provider):
+    fast = {"retry_backoff_s": 0.05, "max_retries": 2}
+    return load_config(
+        {
+            "namespace": namespace,
+            "swarms": {
+                "agents": {
+                    "queen": fast,
+                    "journal": {"uri": str(tmp_path / "journal")},
+                    "pools": {
+                        "agent": {
+                            "agent": {
+                                "class": "actors:ToolAgent",
+                                "params": {"model": "m", "base_url": provider.url, "tools": ["test.*"]},
+                            },
+                            "min_agents": 1,
+                            "max_agents": 1,
+                        }
+                    },
+                },
+                "tools": {
+                    "queen": fast,
+                    "journal": {"uri": str(tmp_path / "journal")},
+                    "pools": {"tally": {"agent": {"class": "tests.agents:TallyAgent"}}},
+                },
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize("kill", ["host", "queen"])
+def test_an_agent_killed_between_steps_resumes_without_running_a_finished_step_again(
+    head, namespace, tmp_path, provider, kill
+):
+    tally = tmp_path / "tally"
+    gate = threading.Event()
+
+    def respond(body):
+        if len(provider.requests) == 1:
+            return {"tool_calls": [tool_call("c1", "test_tally", {"path": str(tally), "word": "once"})]}
+        if len(provider.requests) == 2:
+            gate.wait(60)  # the killed attempt's second model call: its answer goes nowhere
+        return "ONCE"
+
+    provider.respond = respond
+    with running_system(config(namespace, tmp_path, provider)) as client:
+        task_id = client.submit("agent.run", {"input": "Write once down."}, swarm="agents")
+        # The model answered, the tool ran in the other swarm and its result is journaled:
+        # the loop's second model call has started.
+        wait_until(lambda: len(provider.requests) == 2, 60, "the second model call")
+        if kill == "host":
+            (host,) = [h for _, h, _ in client._call(client.queen("agents").hosts.remote)]
+            ray.kill(host, no_restart=True)
+        else:
+            kill_queen(client, "agents", "process")  # its hosts go with it
+        gate.set()
+        res = client.result(task_id, timeout_s=120)
+        assert res.ok, res.error
+        out = res.output
+        assert out["answer"] == "ONCE" and out["stopped"] == "answer"
+        assert out["resumed"] == 3  # the model's answer, the child's id, the tool's result
+        assert tally.read_text().splitlines() == ["once"]  # the tool ran once
+        assert len(provider.requests) == 3  # the first model call was not made again
+        assert provider.requests[2]["messages"] == provider.requests[1]["messages"]
+        (call,) = out["steps"][0]["tool_calls"]
+        assert call["task_id"].startswith("tools:") and call["result"] == {"word": "ONCE", "lines": 1}
