@@ -2,6 +2,8 @@
 real Ray, its tool a capability of another swarm, its model a scripted OpenAI-compatible
 server, every tool run and model call counted."""
 
+import json
+import re
 import threading
 
 import pytest
@@ -9,6 +11,7 @@ import ray
 
 from benchmarks._chaos import kill_queen
 from cluster import load_config
+from tests.cluster.test_cli import swarm
 from tests.conftest import running_system
 from tests.scripted_provider import ScriptedProvider, tool_call
 from tests.waiting import wait_until
@@ -87,3 +90,28 @@ def test_an_agent_killed_between_steps_resumes_without_running_a_finished_step_a
         assert provider.requests[2]["messages"] == provider.requests[1]["messages"]
         (call,) = out["steps"][0]["tool_calls"]
         assert call["task_id"].startswith("tools:") and call["result"] == {"word": "ONCE", "lines": 1}
+
+
+def test_swarm_submit_wait_shows_the_agents_steps(head, namespace, tmp_path, provider):
+    tally = tmp_path / "tally"
+    provider.script = [
+        {"tool_calls": [tool_call("c1", "test_tally", {"word": "swarm", "path": str(tally)})]},
+        "It wrote SWARM.",
+    ]
+    with running_system(config(namespace, tmp_path, provider)):
+        ns = ["--namespace", namespace, "--address", head["address"]]
+        question = json.dumps({"input": "Write swarm down."})
+        shown = swarm("submit", "agent.run", "--input", question, "--swarm", "agents", "--wait", *ns).stdout
+    head_line, *steps = shown.strip().splitlines()
+    assert head_line.startswith("agent.run: succeeded in ") and "on agents.agent.0" in head_line
+    assert steps[0] == "    step 1 (150 tokens) called 1 tool(s)"
+    assert re.fullmatch(
+        r'      test_tally\(\{"word": "swarm", "path": "/.*\) \[tools:[0-9a-f]{16}\] -> '
+        r'\{"word": "SWARM", "lines": 1\}',
+        steps[1],
+    ), steps[1]
+    assert steps[2:] == [
+        "    step 2 (150 tokens) answered: It wrote SWARM.",
+        "    stopped: answer after 2 model calls and 1 tool calls, 300 tokens",
+        '    answer: "It wrote SWARM."',
+    ]
