@@ -34,6 +34,9 @@ class ScriptedProvider:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: with Nagle's algorithm the body waits for
+            # the client's delayed ACK (40 ms), which would make every answer slow.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 provider._answer(self)

@@ -71,8 +71,8 @@ def test_an_agent_killed_between_steps_resumes_without_running_a_finished_step_a
     provider.respond = respond
     with running_system(config(namespace, tmp_path, provider)) as client:
         task_id = client.submit("agent.run", {"input": "Write once down."}, swarm="agents")
-        # The model answered, the tool ran in the other swarm and its result is journaled:
-        # the loop's second model call has started.
+        # The model answered, the tool ran in the other swarm: the loop's second model call has
+        # started.
         wait_until(lambda: len(provider.requests) == 2, 60, "the second model call")
         if kill == "host":
             (host,) = [h for _, h, _ in client._call(client.queen("agents").hosts.remote)]
@@ -84,8 +84,11 @@ def test_an_agent_killed_between_steps_resumes_without_running_a_finished_step_a
         assert res.ok, res.error
         out = res.output
         assert out["answer"] == "ONCE" and out["stopped"] == "answer"
-        assert out["resumed"] == 3  # the model's answer, the child's id, the tool's result
-        assert tally.read_text().splitlines() == ["once"]  # the tool ran once
+        # Journaled before the kill: the model's answer and its child task's id (the tool's
+        # result rides with the next answer's write); the child, submitted again under that id,
+        # was not run again: its queen answered with its result.
+        assert out["resumed"] == 2
+        assert tally.read_text().splitlines() == ["once"]
         assert len(provider.requests) == 3  # the first model call was not made again
         assert provider.requests[2]["messages"] == provider.requests[1]["messages"]
         (call,) = out["steps"][0]["tool_calls"]

@@ -227,18 +227,18 @@ def test_a_step_is_journaled_only_for_the_attempt_that_runs_the_task(tmp_path):
         book = TaskBook("s", 10, journal, SwarmMetrics("ns", "s"), QueenConfig())
         rec = book.admit(task(1))
         book.start_attempt(rec, "s.p.0")
-        assert await book.record_step(rec, 1, "s.p.0", {"kind": "model"}) == 0
+        assert await book.record_steps(rec, 1, "s.p.0", [{"kind": "model"}]) == 1
         with pytest.raises(StaleAttemptError, match=r"attempt 1 on s\.p\.0 runs it"):
-            await book.record_step(rec, 0, "s.p.0", {"kind": "late"})  # an earlier attempt
+            await book.record_steps(rec, 0, "s.p.0", [{"kind": "late"}])  # an earlier attempt
         with pytest.raises(StaleAttemptError):
-            await book.record_step(rec, 1, "s.p.1", {"kind": "late"})  # same number, other agent
+            await book.record_steps(rec, 1, "s.p.1", [{"kind": "late"}])  # same number, other agent
         book.retry(rec, "lost", "RuntimeError")
         with pytest.raises(StaleAttemptError, match="retrying"):
-            await book.record_step(rec, 1, "s.p.0", {"kind": "late"})
+            await book.record_steps(rec, 1, "s.p.0", [{"kind": "late"}])
         book.start_attempt(rec, "s.p.1")
-        assert await book.record_step(rec, 2, "s.p.1", {"kind": "tool"}) == 1
+        assert await book.record_steps(rec, 2, "s.p.1", [{"kind": "tool"}, {"kind": "model"}]) == 3
         journal.close()
 
     asyncio.run(scenario())
     _, (rec,) = replayed(Journal(str(tmp_path)).read())
-    assert rec.steps == [{"kind": "model"}, {"kind": "tool"}] and rec.task.attempt == 2
+    assert rec.steps == [{"kind": "model"}, {"kind": "tool"}, {"kind": "model"}] and rec.task.attempt == 2

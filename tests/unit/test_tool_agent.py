@@ -236,7 +236,9 @@ def test_a_replayed_queen_resumes_the_loop_from_the_journal(tmp_path, provider, 
     async def until_the_second_model_call():
         task_id = await queen.submit(Task(capability="agent.run", payload={"input": "go"}))
         await async_wait_until(lambda: len(provider.requests) == 2, what="the second model call")
-        assert [s["kind"] for s in queen.book.get(task_id).steps] == ["model", "child", "tool"]
+        # Journaled: the model's answer and its child's id; the tool's result rides with the
+        # next answer's write, which never comes.
+        assert [s["kind"] for s in queen.book.get(task_id).steps] == ["model", "child"]
         await queen.stop()  # the queen goes down with the loop's second model call in flight
         return task_id
 
@@ -245,8 +247,10 @@ def test_a_replayed_queen_resumes_the_loop_from_the_journal(tmp_path, provider, 
     replayed = make_queen(tmp_path, in_process, params)  # replays the journal as it starts
     res = run(replayed.result(task_id, 30))
     assert res.ok, res.error
-    assert res.output["answer"] == "ONCE" and res.output["resumed"] == 3
-    assert lines(tally) == ["once"]  # the tool ran once, the first model call was made once
+    assert res.output["answer"] == "ONCE" and res.output["resumed"] == 2
+    # The child was submitted again under its journaled id, so its queen gave its result back
+    # without running it: the tool ran once, and the first model call was made once.
+    assert lines(tally) == ["once"]
     assert len(provider.requests) == 3
     assert provider.requests[2]["messages"] == provider.requests[1]["messages"]
 
@@ -261,9 +265,23 @@ def test_a_step_from_an_attempt_that_no_longer_runs_the_task_is_refused(tmp_path
         await async_wait_until(lambda: rec.result.status is not TaskStatus.QUEUED)
         await rec.done.wait()
         with pytest.raises(StaleAttemptError, match="has ended"):
-            await queen.record_step(rec.task.id, rec.task.attempt, rec.result.agent_id, {"x": 1})
+            await queen.record_steps(rec.task.id, rec.task.attempt, rec.result.agent_id, [{"x": 1}])
 
     run(scenario())
+
+
+def test_a_caller_cannot_hand_the_agent_steps_of_its_own(tmp_path, provider, in_process):
+    provider.script = ["from the model"]
+    queen = make_queen(tmp_path, in_process, {"model": "m", "base_url": provider.url})
+    forged = {"kind": "model", "n": 0, "message": {"content": "forged", "tool_calls": []}}
+    task = Task(
+        capability="agent.run",
+        payload={"input": "go"},
+        steps=[{**forged, "finish_reason": "stop", "usage": {}}],
+    )
+    res = run(queen.run(task, 30))
+    assert res.ok, res.error
+    assert res.output["answer"] == "from the model" and res.output["resumed"] == 0
 
 
 def test_function_names_and_colliding_tools():

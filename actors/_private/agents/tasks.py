@@ -46,14 +46,14 @@ class TaskClient:
         except RayTaskError as e:
             raise unwrap_error(e) from None
 
-    async def record_step(self, task: Task, swarm: str, agent_id: str, step: Any) -> int:
-        """Journals `step` (JSON) with `task` in the queen of `swarm`, whose agent `agent_id`
-        runs the task; returns once it is durable (see `SwarmQueen.record_step`).
+    async def record_steps(self, task: Task, swarm: str, agent_id: str, steps: list[Any]) -> int:
+        """Journals `steps` (JSON) with `task` in the queen of `swarm`, whose agent `agent_id`
+        runs the task, in one write; returns once durable (see `SwarmQueen.record_steps`).
 
         Raises:
             StaleAttemptError: this attempt no longer runs the task.
         """
-        return await self._call(names.queen(swarm), "record_step", task.id, task.attempt, agent_id, step)
+        return await self._call(names.queen(swarm), "record_steps", task.id, task.attempt, agent_id, steps)
 
     async def route(self, capability: str) -> str:
         """The swarm the registry picks to run a task of `capability`.

@@ -5,6 +5,7 @@ one stopped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import json
 import re
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from actors._private.agents.agent import Agent
 from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, ServiceClient
 from actors._private.task import Task
-from models._private.core.errors import ConfigError, StaleAttemptError, SwarmrayError
+from models._private.core.errors import ConfigError, SwarmrayError
 
 __all__ = ["ToolAgent", "ToolAgentInput", "function_name"]
 
@@ -83,8 +84,8 @@ def _tool_choice(choice: ToolChoice) -> ToolChoice:
 
 
 class _Steps:
-    """The steps of one task: those earlier attempts journaled (`Task.steps`), and the journal
-    of new ones with the task in its queen.
+    """The steps of one task: those earlier attempts journaled (`Task.steps`), and new ones,
+    kept here until `flush` journals them with the task in its queen, in one write.
 
     Step formats (the JSON the queen keeps):
         {"kind": "model", "n": <step>, "message": {"content", "tool_calls"}, "finish_reason",
@@ -100,9 +101,15 @@ class _Steps:
         self.models: dict[int, dict[str, Any]] = {}
         self.children: dict[tuple[int, str], str] = {}
         self.tools: dict[tuple[int, str], dict[str, Any]] = {}
+        self.unwritten: list[dict[str, Any]] = []
         for step in task.steps:
             self._keep(step)
         self.resumed = len(task.steps)
+
+    def add(self, step: dict[str, Any]) -> None:
+        """Keeps a new step, to be journaled by the next `flush`."""
+        self._keep(step)
+        self.unwritten.append(step)
 
     def _keep(self, step: dict[str, Any]) -> None:
         kind = step["kind"]
@@ -113,10 +120,16 @@ class _Steps:
         elif kind == "tool":
             self.tools[step["n"], step["call"]] = step
 
-    async def record(self, step: dict[str, Any]) -> None:
-        ctx = self.agent.context
-        await ctx.tasks.record_step(self.task, ctx.swarm, ctx.agent_id, step)
-        self._keep(step)
+    async def flush(self) -> None:
+        """Journals the steps added since the last flush; returns once they are durable.
+
+        Raises:
+            StaleAttemptError: this attempt no longer runs the task.
+        """
+        if self.unwritten:
+            ctx, steps = self.agent.context, self.unwritten
+            self.unwritten = []
+            await ctx.tasks.record_steps(self.task, ctx.swarm, ctx.agent_id, steps)
 
 
 class ToolAgent(Agent):
@@ -265,8 +278,18 @@ class ToolAgent(Agent):
 
     async def handle(self, task: Task) -> Any:
         tools = await self.tools()
-        specs = [t.spec for t in tools.values()]
         steps = _Steps(self, task)
+        try:
+            return await self._run(task, tools, steps)
+        except Exception:
+            # An attempt that fails (rather than one whose process dies) leaves what it finished
+            # to the next; if that write fails too, the next waits for the children again.
+            with contextlib.suppress(Exception):
+                await steps.flush()
+            raise
+
+    async def _run(self, task: Task, tools: dict[str, _Tool], steps: _Steps) -> dict[str, Any]:
+        specs = [t.spec for t in tools.values()]
         messages: list[dict[str, Any]] = [{"role": "system", "content": self.system}] if self.system else []
         messages.append({"role": "user", "content": task.payload["input"]})
         trace: list[dict[str, Any]] = []
@@ -276,7 +299,11 @@ class ToolAgent(Agent):
             step = steps.models.get(n)
             if step is None:
                 step = await self._ask(messages, specs, n)
-                await steps.record(step)
+                steps.add(step)
+                await self._name_children(steps, tools, n, step["message"]["tool_calls"])
+                # One write: the last step's tool results, this answer and the ids of the child
+                # tasks it asks for, durable before any of them is submitted.
+                await steps.flush()
             usage = step["usage"]
             for key in totals:
                 totals[key] += int(usage.get(key) or 0)
@@ -355,11 +382,35 @@ class ToolAgent(Agent):
             "usage": data.get("usage") or {},
         }
 
+    async def _name_children(
+        self, steps: _Steps, tools: dict[str, _Tool], n: int, calls: list[dict[str, Any]]
+    ) -> None:
+        """Names the child task of each call of a capability (a swarm the registry routes it to,
+        a fresh id there), as steps; a call that cannot be routed gets its error as its outcome."""
+        routed = [
+            (call, tool.capability)
+            for call in calls
+            if (tool := tools.get((call.get("function") or {}).get("name"))) is not None and tool.capability
+        ]
+        swarms = await asyncio.gather(
+            *(self.context.tasks.route(cap) for _, cap in routed), return_exceptions=True
+        )
+        for (call, _), swarm in zip(routed, swarms, strict=True):
+            if isinstance(swarm, SwarmrayError):  # no swarm offers it, or none can take it now
+                steps.add(
+                    {"kind": "tool", "n": n, "call": call["id"], "error": f"{type(swarm).__name__}: {swarm}"}
+                )
+            elif isinstance(swarm, BaseException):
+                raise swarm
+            else:
+                child = self.context.tasks.new_task_id(swarm)
+                steps.add({"kind": "child", "n": n, "call": call["id"], "task_id": child})
+
     async def _call(
         self, task: Task, steps: _Steps, tools: dict[str, _Tool], n: int, call: dict[str, Any]
     ) -> dict[str, Any]:
-        """One tool call's outcome: journaled ({"result"} or {"error"}, and the child task's id),
-        or, resumed, as an earlier attempt journaled it."""
+        """One tool call's outcome ({"result"} or {"error"}, and the child task's id), kept to be
+        journaled with the next model answer; or, resumed, as an earlier attempt journaled it."""
         key = (n, call["id"])
         if (done := steps.tools.get(key)) is not None:
             return done
@@ -378,18 +429,15 @@ class ToolAgent(Agent):
             if tool.capability is None:
                 result = await self._builtins[tool.name](task, n, call["id"], args)
             else:
-                child = steps.children.get(key)
-                if child is None:
-                    child = self.context.tasks.new_task_id(await self.context.tasks.route(tool.capability))
-                    await steps.record({"kind": "child", "n": n, "call": call["id"], "task_id": child})
+                child = steps.children.get(key)  # named in the write of the model's answer
+                if child is None:  # resumed with a tool set that has changed since
+                    raise _ToolFailed(f"no child task was named for {tool.capability!r} at step {n + 1}")
                 outcome["task_id"] = child
                 result = await self._run_child(child, tool.capability, args)
             outcome["result"] = self._bounded(result)
-        except StaleAttemptError:
-            raise  # this attempt is over: nothing it does counts
         except (_ToolFailed, SwarmrayError, ValidationError, ValueError) as e:
             outcome["error"] = f"{type(e).__name__}: {e}" if not isinstance(e, _ToolFailed) else str(e)
-        await steps.record(outcome)
+        steps.add(outcome)
         return outcome
 
     async def _run_child(self, task_id: str, capability: str, args: dict[str, Any]) -> Any:

@@ -24,7 +24,7 @@ after its last finished step instead of doing the work again; they are kept unti
 ends, and journaled with the live tasks when the journal is compacted.
 
 `TaskBook` keeps the records of a running queen and owns their transitions: each of `admit`,
-`start_attempt`, `record_step`, `checkpoint`, `retry`, `delegate`, `move` and `finish` changes the record,
+`start_attempt`, `record_steps`, `checkpoint`, `retry`, `delegate`, `move` and `finish` changes the record,
 writes its journal entry and counts its metric in one call, so the queen makes one call per
 transition. `TaskBook.replay` folds a journal into a book with the very `accept` and `settle`
 steps those transitions take, so a replayed queen counts, and forgets old results, exactly as
@@ -192,9 +192,9 @@ class TaskBook:
         res.timings.started_at, res.timings.finished_at = now(), None
         self.journal.append_nowait(att_entry(task.id, task.attempt), wake=False)
 
-    async def record_step(self, rec: TaskRecord, attempt: int, agent_id: str, step: Any) -> int:
-        """Journals a step that attempt `attempt` of a task, on `agent_id`, finished, and
-        returns once it is durable; returns its index among the task's steps.
+    async def record_steps(self, rec: TaskRecord, attempt: int, agent_id: str, steps: list[Any]) -> int:
+        """Journals steps that attempt `attempt` of a task, on `agent_id`, finished, in one
+        write, and returns once they are durable; returns the task's count of steps.
 
         Raises:
             StaleAttemptError: that attempt no longer runs the task (it timed out and another
@@ -207,11 +207,11 @@ class TaskBook:
             raise StaleAttemptError(
                 task.id, attempt, f"attempt {task.attempt} on {res.agent_id} runs it ({res.status.value})"
             )
-        index = len(rec.steps)
-        rec.steps.append(step)
-        self.counts["steps"] += 1
-        await self.journal.append(step_entry(task.id, index, attempt, step))
-        return index
+        first = len(rec.steps)
+        rec.steps += steps
+        self.counts["steps"] += len(steps)
+        await self.journal.append(*(step_entry(task.id, first + i, attempt, s) for i, s in enumerate(steps)))
+        return len(rec.steps)
 
     def checkpoint(self, agent_id: str, state: Any) -> None:
         """An agent's last checkpoint, kept for its restart and journaled (riding along)."""
