@@ -270,6 +270,21 @@ def test_a_step_from_an_attempt_that_no_longer_runs_the_task_is_refused(tmp_path
     run(scenario())
 
 
+def test_calls_with_one_id_or_none_are_each_answered(tmp_path, provider, in_process):
+    tally = tmp_path / "tally"
+    twice = tool_call("same", "test_tally", {"path": str(tally), "word": "a"})
+    anonymous = {**tool_call("", "test_tally", {"path": str(tally), "word": "b"}), "id": None}
+    provider.script = [{"tool_calls": [twice, twice, anonymous]}, "ok"]
+    queen = make_queen(tmp_path, in_process, {"model": "m", "base_url": provider.url, "tools": ["test.*"]})
+    res = run(queen.run(Task(capability="agent.run", payload={"input": "go"}), 30))
+    assert res.ok, res.error
+    calls = res.output["steps"][0]["tool_calls"]
+    assert [c["id"] for c in calls] == ["same", "same_1", "call_0_2"]
+    assert sorted(lines(tally)) == ["a", "a", "b"]
+    replies = [m["tool_call_id"] for m in provider.requests[1]["messages"] if m["role"] == "tool"]
+    assert replies == ["same", "same_1", "call_0_2"]
+
+
 def test_a_caller_cannot_hand_the_agent_steps_of_its_own(tmp_path, provider, in_process):
     provider.script = ["from the model"]
     queen = make_queen(tmp_path, in_process, {"model": "m", "base_url": provider.url})

@@ -4,6 +4,7 @@ journals with the task it runs."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -86,9 +87,10 @@ class TaskClient:
         return await self._call(names.REGISTRY, "kv_get", key)
 
     async def catalog(self) -> list[dict[str, Any]]:
-        """Every capability of every registered swarm (`SwarmQueen.catalog` entries)."""
+        """Every capability of every registered swarm whose queen answers (`SwarmQueen.catalog`
+        entries); a swarm whose queen does not (restarting, gone) is left out."""
         swarms = [row["name"] for row in await self._call(names.REGISTRY, "table")]
-        entries: list[dict[str, Any]] = []
-        for swarm in swarms:
-            entries += await self._call(names.queen(swarm), "catalog")
-        return entries
+        found = await asyncio.gather(
+            *(self._call(names.queen(s), "catalog") for s in swarms), return_exceptions=True
+        )
+        return [e for entries in found if not isinstance(entries, BaseException) for e in entries]

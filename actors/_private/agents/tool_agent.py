@@ -370,10 +370,14 @@ class ToolAgent(Agent):
         data = await self.ai.post(self.context, "chat/completions", body)
         choice = data["choices"][0]
         message = choice["message"]
-        calls = []
+        calls, ids = [], set()
         for i, call in enumerate(message.get("tool_calls") or []):
-            # An id is what ties a result to its call; one missing is made up, stable on replay.
-            calls.append({"type": "function", **call, "id": call.get("id") or f"call_{n}_{i}"})
+            # An id is what ties a result to its call: one missing or repeated is made unique
+            # here, before it is journaled, so a replay ties the same results to the same calls.
+            call_id = call.get("id") or f"call_{n}_{i}"
+            call_id = call_id if call_id not in ids else f"{call_id}_{i}"
+            ids.add(call_id)
+            calls.append({"type": "function", **call, "id": call_id})
         return {
             "kind": "model",
             "n": n,
