@@ -143,6 +143,11 @@ class ToolAgent(Agent):
     submitted: a retried attempt (its host died) replays them and resumes after the last
     finished step, waiting for a child task already submitted rather than submitting another.
 
+    No deadlock on itself: the agent's own capabilities are never its tools, so a child never
+    waits for a slot its parent holds. Two tool-using pools whose tools name each other's
+    capability could still hold every slot of both while their children queue: each wait ends
+    after `tool_timeout_s` with an error the model sees, and the loop, and its slot, goes on.
+
     Params (from the pool's `agent.params`):
         model: The model (or alias) to ask.
         tools: Capability names or fnmatch patterns (`text.*`) of any swarm, and built-in tools
@@ -160,6 +165,8 @@ class ToolAgent(Agent):
             no more tools run; None: no budget.
         max_tokens, temperature: Sampling, per model call.
         tool_timeout_s: Longest wait for a child task's result (then an error for the model).
+            The whole loop runs in one attempt: give `agent.run` a capability `timeout_s` that
+            covers `max_steps` model calls and their tools (the queen's default is 60 s).
         max_result_chars: A tool result longer than this, as JSON, is cut (with a note) before it
             is journaled and shown to the model.
         memory_scope: swarm or global: where `recall_memory` and `store_memory` go.
@@ -193,7 +200,7 @@ class ToolAgent(Agent):
         max_tokens_per_task: int | None = None,
         max_tokens: int = 256,
         temperature: float = 0.0,
-        tool_timeout_s: float = 120.0,
+        tool_timeout_s: float = 30.0,
         max_result_chars: int = 4000,
         memory_scope: Literal["swarm", "global"] = "swarm",
         facts_mode: Literal["passages", "facts", "hybrid", "graph"] = "hybrid",
