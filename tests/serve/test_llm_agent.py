@@ -90,6 +90,18 @@ def config(serve_port, tiny_model, tmp_path_factory):
                             },
                         },
                         "mem": {"agent": {"class": "actors:MemoryAgent"}},
+                        "act": {
+                            "colocate": True,
+                            "agent": {
+                                "class": "actors:ToolAgent",
+                                "params": {
+                                    "model": "tiny",
+                                    "tools": ["memory.search", "recall_memory"],
+                                    "tool_choice": "none",  # an answer at once, whatever the model
+                                    "max_tokens": 6,
+                                },
+                            },
+                        },
                     }
                 },
             },
@@ -118,6 +130,18 @@ def test_the_agent_recalls_then_asks_the_service(client, tiny_model):
     chat = engine.chat_prompt([{"role": "user", "content": prompt}])
     assert res.output["usage"]["prompt_tokens"] == engine.count_tokens(chat, chat=True)
     assert 1 <= res.output["usage"]["completion_tokens"] <= 6
+
+
+def test_the_tool_agent_finds_the_service_and_its_tools_through_the_registry(client):
+    res = client.run("agent.run", {"input": "Say hello."}, swarm="ai")
+    assert res.ok, res.error
+    out = res.output
+    assert out["tools"] == ["recall_memory", "memory_search"]  # the built-in, then the catalog's
+    (step,) = out["steps"]
+    assert out["stopped"] == "answer" and out["answer"] == step["content"] and step["tool_calls"] == []
+    # What the service billed the task (its ledger, through the queen) is what the trace counts.
+    assert res.usage.requests == 1
+    assert out["usage"]["total_tokens"] == res.usage.prompt_tokens + res.usage.completion_tokens > 0
 
 
 def test_a_payload_missing_a_template_field_fails_clearly(client):
