@@ -14,6 +14,7 @@ from models import EngineConfig
 from models._private.engines.transformers_engine import TransformersEngine
 from serve._private.ai.config import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
 from tests.conftest import running_system
+from tests.scripted_provider import ScriptedProvider, tool_call
 
 TEMPLATE = "Notes:\n{memories}\n\nQuestion: {input}\nAnswer:"
 NOTE = "Ray restarts a detached actor after a crash."
@@ -21,7 +22,15 @@ FACTS_TEMPLATE = "Context:\n{facts}\n\nQuestion: {input}\nAnswer in a few words:
 
 
 @pytest.fixture(scope="module")
-def config(serve_port, tiny_model, tmp_path_factory):
+def scripted():
+    """A model that asks for the tool-using agent's built-in tools (see the last test)."""
+    provider = ScriptedProvider()
+    yield provider
+    provider.close()
+
+
+@pytest.fixture(scope="module")
+def config(serve_port, tiny_model, tmp_path_factory, scripted):
     return load_config(
         {
             "namespace": "llm-agent-tests",
@@ -90,6 +99,20 @@ def config(serve_port, tiny_model, tmp_path_factory):
                             },
                         },
                         "mem": {"agent": {"class": "actors:MemoryAgent"}},
+                        "builtins": {
+                            "colocate": True,
+                            "agent": {
+                                "class": "actors:ToolAgent",
+                                "capabilities": ["agent.builtins"],
+                                "params": {
+                                    "model": "scripted",
+                                    "base_url": scripted.url,
+                                    "tools": ["store_memory", "recall_memory", "search_facts"],
+                                    "memory_scope": "global",
+                                    "facts_namespaces": ["kb"],
+                                },
+                            },
+                        },
                         "act": {
                             "colocate": True,
                             "agent": {
@@ -209,3 +232,28 @@ def test_a_request_the_facts_service_refuses_fails_at_once_naming_why(client):
     res = client.run("facts.search", {"query": "anything", "namespaces": ["nowhere"]}, swarm="facts")
     assert not res.ok and res.attempts == 1  # a 4xx is the input's fault: no retry
     assert "404" in res.error and "nowhere" in res.error
+
+
+def test_the_built_in_tools_store_and_recall_memories_and_search_the_facts(client, scripted):
+    # After the facts swarm's test above, which ingested the demo's documents into `kb`.
+    note = "The Zephyr probe was built in Toulouse."
+    scripted.script = [
+        {"tool_calls": [tool_call("s", "store_memory", {"text": note})]},
+        {
+            "tool_calls": [
+                tool_call("r", "recall_memory", {"query": "Where was the Zephyr probe built?", "k": 1}),
+                tool_call("f", "search_facts", {"query": QUESTION, "k": 2}),
+            ]
+        },
+        "Toulouse; the Vistula.",
+    ]
+    res = client.run("agent.builtins", {"input": "Remember the note, then answer."}, swarm="ai")
+    assert res.ok, res.error
+    first, second, _ = res.output["steps"]
+    (stored,) = first["tool_calls"]
+    assert stored["result"] == {"id": f"{res.task_id}/0/s"}  # named after the call: idempotent
+    recalled, searched = second["tool_calls"]
+    assert recalled["result"] == [{"id": f"{res.task_id}/0/s", "text": note}]
+    assert {p["title"] for p in searched["result"]["passages"]} == {"Marie Curie", "Warsaw"}
+    assert any("Warsaw" in fact for fact in searched["result"]["facts"])
+    assert res.output["answer"] == "Toulouse; the Vistula."

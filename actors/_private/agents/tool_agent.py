@@ -203,7 +203,7 @@ class ToolAgent(Agent):
         tool_timeout_s: float = 30.0,
         max_result_chars: int = 4000,
         memory_scope: Literal["swarm", "global"] = "swarm",
-        facts_mode: Literal["passages", "facts", "hybrid", "graph"] = "hybrid",
+        facts_mode: Literal["passages", "facts", "hybrid", "graph"] = "graph",
         facts_namespaces: list[str] | None = None,
         catalog_ttl_s: float = 30.0,
         base_url: str | None = None,
