@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -108,6 +109,7 @@ class PickyAgent(Agent):
 class TallyInput(BaseModel):
     path: str = Field(description="A file that gets one line per run.")
     word: str = Field(description="The word to write.")
+    wait_for: str | None = Field(None, description="A file to wait for, after writing, before returning.")
 
 
 class TallyAgent(Agent):
@@ -123,4 +125,6 @@ class TallyAgent(Agent):
             f.write(task.payload["word"] + "\n")
         with open(task.payload["path"]) as f:
             lines = sum(1 for _ in f)
+        while task.payload["wait_for"] and not os.path.exists(task.payload["wait_for"]):
+            time.sleep(0.02)  # a test's gate: the run stays in flight until the test opens it
         return {"word": task.payload["word"].upper(), "lines": lines}

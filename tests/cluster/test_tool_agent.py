@@ -95,6 +95,30 @@ def test_an_agent_killed_between_steps_resumes_without_running_a_finished_step_a
         assert call["task_id"].startswith("tools:") and call["result"] == {"word": "ONCE", "lines": 1}
 
 
+def test_an_agent_killed_while_its_tool_runs_waits_for_that_tool_instead_of_running_it_again(
+    head, namespace, tmp_path, provider
+):
+    tally, gate = tmp_path / "tally", tmp_path / "gate"
+    args = {"path": str(tally), "word": "once", "wait_for": str(gate)}
+    provider.script = [{"tool_calls": [tool_call("c1", "test_tally", args)]}, "ONCE"]
+    with running_system(config(namespace, tmp_path, provider)) as client:
+        task_id = client.submit("agent.run", {"input": "Write once down."}, swarm="agents")
+        # The child task runs (its line is written) and waits at the gate; its id is journaled.
+        wait_until(lambda: tally.exists() and tally.read_text() == "once\n", 60, "the tool to start")
+        (host,) = [h for _, h, _ in client._call(client.queen("agents").hosts.remote)]
+        ray.kill(host, no_restart=True)
+        gate.touch()
+        res = client.result(task_id, timeout_s=120)
+        assert res.ok, res.error
+        assert res.output["resumed"] == 2  # the model's answer and the child's id
+        (call,) = res.output["steps"][0]["tool_calls"]
+        assert call["result"] == {"word": "ONCE", "lines": 1}
+        assert tally.read_text().splitlines() == ["once"]  # the resumed loop waited for that child
+        assert len(provider.requests) == 2  # each model call made once
+        child = client.result(call["task_id"])
+        assert child.ok and child.attempts == 1
+
+
 def test_swarm_submit_wait_shows_the_agents_steps(head, namespace, tmp_path, provider):
     tally = tmp_path / "tally"
     provider.script = [
