@@ -142,7 +142,9 @@ def test_the_agent_calls_tools_in_parallel_as_child_tasks_and_answers_from_their
     assert sent["tool_choice"] == "required" and provider.requests[1]["tool_choice"] == "auto"
     (tool,) = sent["tools"]
     assert tool["function"]["name"] == "test_tally"
-    assert set(tool["function"]["parameters"]["properties"]) == {"path", "word"}
+    parameters = tool["function"]["parameters"]
+    assert set(parameters["properties"]) == {"path", "word", "wait_for"}
+    assert parameters["required"] == ["path", "word"]
     assert tool["function"]["description"] == "Writes the word down; returns it in capitals."
     replies = [m for m in provider.requests[1]["messages"] if m["role"] == "tool"]
     assert [m["tool_call_id"] for m in replies] == ["call_a", "call_b"]
