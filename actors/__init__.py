@@ -21,6 +21,8 @@ from actors._private.agents.builtin import (
 )
 from actors._private.agents.facts import FactsAgent
 from actors._private.agents.llm import LLMAgent
+from actors._private.agents.tasks import TaskClient
+from actors._private.agents.tool_agent import ToolAgent, ToolAgentInput
 from actors._private.config import (
     AgentConfig,
     AgentPoolConfig,
@@ -65,9 +67,12 @@ __all__ = [
     "SupervisionConfig",
     "SwarmConfig",
     "Task",
+    "TaskClient",
     "TaskResult",
     "TaskStatus",
     "TextStatsAgent",
     "Timings",
+    "ToolAgent",
+    "ToolAgentInput",
     "ValidateAgent",
 ]

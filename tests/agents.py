@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter
 
 from actors import Agent, PayloadError, Task
 
@@ -103,3 +104,27 @@ class PickyAgent(Agent):
         if "x" not in task.payload:
             raise PayloadError("test.picky", [("x", "required")])
         return TypeAdapter(float).validate_python(task.payload["x"]) * 2
+
+
+class TallyInput(BaseModel):
+    path: str = Field(description="A file that gets one line per run.")
+    word: str = Field(description="The word to write.")
+    wait_for: str | None = Field(None, description="A file to wait for, after writing, before returning.")
+
+
+class TallyAgent(Agent):
+    """`test.tally`: appends `word` to the file at `path`, one line per run, so a test counts how
+    often it ran, across processes; returns the word in capitals and the lines so far."""
+
+    capabilities = ("test.tally",)
+    payloads = {"test.tally": TallyInput}
+    descriptions = {"test.tally": "Writes the word down; returns it in capitals."}
+
+    def handle(self, task: Task) -> dict:
+        with open(task.payload["path"], "a") as f:
+            f.write(task.payload["word"] + "\n")
+        with open(task.payload["path"]) as f:
+            lines = sum(1 for _ in f)
+        while task.payload["wait_for"] and not os.path.exists(task.payload["wait_for"]):
+            time.sleep(0.02)  # a test's gate: the run stays in flight until the test opens it
+        return {"word": task.payload["word"].upper(), "lines": lines}

@@ -7,6 +7,7 @@ request with `stream: true` is answered with OpenAI's server-sent events when `s
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +39,9 @@ class ScriptedProvider:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in two writes: with Nagle's algorithm the body waits for
+            # the client's delayed ACK (40 ms), which would make every answer slow.
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 provider._answer(self)
@@ -45,7 +49,7 @@ class ScriptedProvider:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -93,18 +97,29 @@ class ScriptedProvider:
         handler.wfile.write(data)
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (a test killed it mid-request) is not the server's error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 USAGE = {"prompt_tokens": 100, "completion_tokens": 50, "total_tokens": 150}  # what every answer bills
 
 
-def tool_call(name: str, arguments: dict[str, Any], id: str = "call_scripted") -> dict[str, Any]:
-    """An OpenAI tool call, for a scripted message's `tool_calls`."""
-    return {"id": id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+def tool_call(name: str, arguments: dict[str, Any] | str, id: str = "call_scripted") -> dict[str, Any]:
+    """An OpenAI tool call, for a scripted message's `tool_calls`; `arguments` a dict is sent as
+    its JSON, a str as it is (a malformed call, say)."""
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"id": id, "type": "function", "function": {"name": name, "arguments": args}}
 
 
 def completion(model: str, reply: str | dict[str, Any]) -> dict[str, Any]:
     """An OpenAI chat.completion with one choice and usage; `reply` is the content or the message."""
     message = (
-        {"role": "assistant", "content": reply} if isinstance(reply, str) else {"role": "assistant", **reply}
+        {"role": "assistant", "content": reply}
+        if isinstance(reply, str)
+        else {"role": "assistant", "content": None, **reply}
     )
     finish = "tool_calls" if message.get("tool_calls") else "stop"
     return {

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from actors._private.agents.agent import AgentContext, call_maybe_async
 from actors._private.agents.payload import check_payload, payload_error, payload_models
+from actors._private.agents.tasks import TaskClient
 from actors._private.config import AgentConfig
 from actors._private.memory_store import MemoryClient
 from actors._private.services import spending
@@ -48,10 +49,11 @@ class AgentHost:
         caps = tuple(agent.capability_names)
         self.payloads = payload_models([(agent.class_path, caps)])
         memory = MemoryClient(namespace, swarm)  # the system's namespace, not this job's
+        tasks = TaskClient(namespace)
         self.agents = {}
         for agent_id in agent_ids:
             instance = cls(**agent.params)
-            instance.context = AgentContext(agent_id, swarm, pool, caps, memory)
+            instance.context = AgentContext(agent_id, swarm, pool, caps, memory, tasks)
             if states and agent_id in states:
                 instance.restore(states[agent_id])
             self.agents[agent_id] = instance

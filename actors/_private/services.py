@@ -78,8 +78,7 @@ class ServiceClient:
         """
         if self._client is None:
             url = self.base_url or await self._registered(context)
-            registry = ray.get_actor(names.REGISTRY, namespace=context.memory.ray_namespace)
-            key = await registry.kv_get.remote(SERVICE_KEY_KEY)  # set by `swarm up` when auth is on
+            key = await _kv_get(context, SERVICE_KEY_KEY)  # set by `swarm up` when auth is on
             self._client = httpx.AsyncClient(
                 base_url=url.rstrip("/") + "/", timeout=self.timeout_s, headers=bearer(key)
             )
@@ -96,12 +95,19 @@ class ServiceClient:
         raise RuntimeError(f"the {what} answered {response.status_code}: {message}")
 
     async def _registered(self, context: Any) -> str:
-        registry = ray.get_actor(names.REGISTRY, namespace=context.memory.ray_namespace)
-        url = await registry.kv_get.remote(self.key)
+        url = await _kv_get(context, self.key)
         if not url:
             what, section = _KEYS[self.key]
             raise RuntimeError(f"no {what} is registered; configure `{section}` and run `swarm up`")
         return url
+
+
+async def _kv_get(context: Any, key: str) -> Any:
+    # Through the agent's TaskClient when it has one (the registry it reaches), else Ray's.
+    if (tasks := getattr(context, "tasks", None)) is not None:
+        return await tasks.kv_get(key)
+    registry = ray.get_actor(names.REGISTRY, namespace=context.memory.ray_namespace)
+    return await registry.kv_get.remote(key)
 
 
 def error_of(response: httpx.Response) -> tuple[str | None, str]:

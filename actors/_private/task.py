@@ -59,6 +59,12 @@ class Task(BaseModel):
     hops: NonNegativeInt = Field(0, description="Times the task was delegated between swarms.")
     visited: list[str] = Field(default_factory=list, description="Swarms the task passed through.")
     submitted_at: float = Field(0.0, description="Unix time the first queen accepted it.")
+    steps: list[Any] = Field(
+        default_factory=list,
+        description="What earlier attempts journaled (`SwarmQueen.record_steps`), oldest first, "
+        "filled by the queen when it starts an attempt, so that a resumed agent skips work "
+        "that had finished; never journaled as part of the task itself.",
+    )
 
 
 class Timings(BaseModel):

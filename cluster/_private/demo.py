@@ -139,9 +139,13 @@ FOLLOW_UP: list[tuple[str, str, dict[str, Any]]] = [
     # Two hops: the question names Marie Curie; her document names Warsaw; Warsaw's names the river.
     ("facts", "facts.search", {"query": QUESTION, "namespaces": [DEMO], "k": 2}),
     ("facts", "facts.answer", {"input": QUESTION, "facts_namespaces": [DEMO]}),
+    # A model that acts: its first step calls math.factorize, which business runs, as a child
+    # task; its next answers from the result (the output shows each step).
+    ("ai", "agent.run", {"input": "What are the prime factors of 360?"}),
 ]
 _NEEDS = {"llm.generate": ("ai",), "facts.ingest": ("facts",), "facts.search": ("facts",)}
 _NEEDS["facts.answer"] = ("ai", "facts")
+_NEEDS["agent.run"] = ("ai",)
 
 
 def _wait_for_extraction(namespace: str, tasks: list[Any], results: list[TaskResult]) -> None:

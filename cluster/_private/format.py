@@ -21,6 +21,7 @@ __all__ = [
     "format_search",
     "format_status",
     "format_table",
+    "format_trace",
     "progress_bars",
     "swarm_row",
 ]
@@ -112,8 +113,47 @@ def format_result(result: TaskResult) -> str:
     shown = result.output if result.ok else result.error
     if shown is None and not result.ok:  # not ended yet: nothing to show below
         return head
+    if result.ok and _is_trace(shown):
+        return head + "\n" + format_trace(shown)
     body = json.dumps(shown, ensure_ascii=False, default=str)
     return head + "\n" + textwrap.fill(body, 100, initial_indent="    ", subsequent_indent="    ")
+
+
+def _is_trace(output: Any) -> bool:
+    return isinstance(output, dict) and {"answer", "stopped", "steps", "usage"} <= output.keys()
+
+
+def _clip(value: Any, width: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_trace(output: dict[str, Any]) -> str:
+    """A tool-using agent's output (`ToolAgent`): each step, its tool calls (the function, its
+    arguments, the child task that ran it, the result or error), then the answer and totals."""
+    lines = []
+    calls = 0
+    for step in output["steps"]:
+        tokens = (step.get("usage") or {}).get("total_tokens", "?")
+        if not step["tool_calls"]:
+            said = "" if step["content"] is None else f": {_clip(step['content'], 80)}"
+            lines.append(f"step {step['n'] + 1} ({tokens} tokens) answered{said}")
+            continue
+        lines.append(f"step {step['n'] + 1} ({tokens} tokens) called {len(step['tool_calls'])} tool(s)")
+        for call in step["tool_calls"]:
+            calls += 1
+            ran = f" [{call['task_id']}]" if call.get("task_id") else ""
+            got = f"error: {_clip(call['error'], 80)}" if "error" in call else _clip(call.get("result"), 80)
+            lines.append(f"  {call['name']}({_clip(call.get('arguments') or '', 60)}){ran} -> {got}")
+    usage = output["usage"]
+    resumed = f", {output['resumed']} steps resumed from earlier attempts" if output.get("resumed") else ""
+    lines.append(
+        f"stopped: {output['stopped']} after {len(output['steps'])} model calls and {calls} tool calls, "
+        f"{usage.get('total_tokens', 0)} tokens{resumed}"
+    )
+    answer = json.dumps(output["answer"], ensure_ascii=False)
+    lines.append(textwrap.fill(f"answer: {answer}", 100, subsequent_indent="  "))
+    return "\n".join("    " + line for line in "\n".join(lines).splitlines())
 
 
 def format_status(state: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from models import EngineConfig
 from models._private.engines.transformers_engine import TransformersEngine
 from serve._private.ai.config import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
 from tests.conftest import running_system
+from tests.scripted_provider import ScriptedProvider, tool_call
 
 TEMPLATE = "Notes:\n{memories}\n\nQuestion: {input}\nAnswer:"
 NOTE = "Ray restarts a detached actor after a crash."
@@ -21,7 +22,15 @@ FACTS_TEMPLATE = "Context:\n{facts}\n\nQuestion: {input}\nAnswer in a few words:
 
 
 @pytest.fixture(scope="module")
-def config(serve_port, tiny_model, tmp_path_factory):
+def scripted():
+    """A model that asks for the tool-using agent's built-in tools (see the last test)."""
+    provider = ScriptedProvider()
+    yield provider
+    provider.close()
+
+
+@pytest.fixture(scope="module")
+def config(serve_port, tiny_model, tmp_path_factory, scripted):
     return load_config(
         {
             "namespace": "llm-agent-tests",
@@ -90,6 +99,32 @@ def config(serve_port, tiny_model, tmp_path_factory):
                             },
                         },
                         "mem": {"agent": {"class": "actors:MemoryAgent"}},
+                        "builtins": {
+                            "colocate": True,
+                            "agent": {
+                                "class": "actors:ToolAgent",
+                                "capabilities": ["agent.builtins"],
+                                "params": {
+                                    "model": "scripted",
+                                    "base_url": scripted.url,
+                                    "tools": ["store_memory", "recall_memory", "search_facts"],
+                                    "memory_scope": "global",
+                                    "facts_namespaces": ["kb"],
+                                },
+                            },
+                        },
+                        "act": {
+                            "colocate": True,
+                            "agent": {
+                                "class": "actors:ToolAgent",
+                                "params": {
+                                    "model": "tiny",
+                                    "tools": ["memory.search", "recall_memory"],
+                                    "tool_choice": "none",  # an answer at once, whatever the model
+                                    "max_tokens": 6,
+                                },
+                            },
+                        },
                     }
                 },
             },
@@ -118,6 +153,18 @@ def test_the_agent_recalls_then_asks_the_service(client, tiny_model):
     chat = engine.chat_prompt([{"role": "user", "content": prompt}])
     assert res.output["usage"]["prompt_tokens"] == engine.count_tokens(chat, chat=True)
     assert 1 <= res.output["usage"]["completion_tokens"] <= 6
+
+
+def test_the_tool_agent_finds_the_service_and_its_tools_through_the_registry(client):
+    res = client.run("agent.run", {"input": "Say hello."}, swarm="ai")
+    assert res.ok, res.error
+    out = res.output
+    assert out["tools"] == ["recall_memory", "memory_search"]  # the built-in, then the catalog's
+    (step,) = out["steps"]
+    assert out["stopped"] == "answer" and out["answer"] == step["content"] and step["tool_calls"] == []
+    # What the service billed the task (its ledger, through the queen) is what the trace counts.
+    assert res.usage.requests == 1
+    assert out["usage"]["total_tokens"] == res.usage.prompt_tokens + res.usage.completion_tokens > 0
 
 
 def test_a_payload_missing_a_template_field_fails_clearly(client):
@@ -185,3 +232,28 @@ def test_a_request_the_facts_service_refuses_fails_at_once_naming_why(client):
     res = client.run("facts.search", {"query": "anything", "namespaces": ["nowhere"]}, swarm="facts")
     assert not res.ok and res.attempts == 1  # a 4xx is the input's fault: no retry
     assert "404" in res.error and "nowhere" in res.error
+
+
+def test_the_built_in_tools_store_and_recall_memories_and_search_the_facts(client, scripted):
+    # After the facts swarm's test above, which ingested the demo's documents into `kb`.
+    note = "The Zephyr probe was built in Toulouse."
+    scripted.script = [
+        {"tool_calls": [tool_call("store_memory", {"text": note}, "s")]},
+        {
+            "tool_calls": [
+                tool_call("recall_memory", {"query": "Where was the Zephyr probe built?", "k": 1}, "r"),
+                tool_call("search_facts", {"query": QUESTION, "k": 2}, "f"),
+            ]
+        },
+        "Toulouse; the Vistula.",
+    ]
+    res = client.run("agent.builtins", {"input": "Remember the note, then answer."}, swarm="ai")
+    assert res.ok, res.error
+    first, second, _ = res.output["steps"]
+    (stored,) = first["tool_calls"]
+    assert stored["result"] == {"id": f"{res.task_id}/0/s"}  # named after the call: idempotent
+    recalled, searched = second["tool_calls"]
+    assert recalled["result"] == [{"id": f"{res.task_id}/0/s", "text": note}]
+    assert {p["title"] for p in searched["result"]["passages"]} == {"Marie Curie", "Warsaw"}
+    assert any("Warsaw" in fact for fact in searched["result"]["facts"])
+    assert res.output["answer"] == "Toulouse; the Vistula."

@@ -55,3 +55,49 @@ def test_a_long_output_is_wrapped_and_indented_whole():
     assert head.startswith("text.keywords: succeeded in - on - (sent to ai; ai:5)")
     assert len(body) > 1 and all(line.startswith("    ") and len(line) <= 100 for line in body)
     assert " ".join(line.strip() for line in body) == json.dumps({"keywords": words})
+
+
+def test_a_tool_using_agents_output_reads_as_its_steps():
+    output = {
+        "answer": "360 = 2^3 * 3^2 * 5",
+        "stopped": "answer",
+        "steps": [
+            {
+                "n": 0,
+                "content": None,
+                "finish_reason": "tool_calls",
+                "usage": {"total_tokens": 150},
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "name": "math_factorize",
+                        "arguments": '{"n": 360}',
+                        "task_id": "business:7f",
+                        "result": {"n": 360, "factors": [2, 2, 2, 3, 3, 5]},
+                    },
+                    {"id": "call_2", "name": "nope", "arguments": "{}", "error": "no tool is named 'nope'"},
+                ],
+            },
+            {
+                "n": 1,
+                "content": "360 = 2^3 * 3^2 * 5",
+                "finish_reason": "stop",
+                "usage": {"total_tokens": 90},
+                "tool_calls": [],
+            },
+        ],
+        "usage": {"prompt_tokens": 200, "completion_tokens": 40, "total_tokens": 240},
+        "resumed": 3,
+        "tools": ["math_factorize"],
+    }
+    result = TaskResult(task_id="ai:5", capability="agent.run", status=TaskStatus.SUCCEEDED, output=output)
+    assert format_result(result).splitlines() == [
+        "agent.run: succeeded in - on - (sent to ai; ai:5)",
+        "    step 1 (150 tokens) called 2 tool(s)",
+        '      math_factorize({"n": 360}) [business:7f] -> {"n": 360, "factors": [2, 2, 2, 3, 3, 5]}',
+        "      nope({}) -> error: no tool is named 'nope'",
+        "    step 2 (90 tokens) answered: 360 = 2^3 * 3^2 * 5",
+        "    stopped: answer after 2 model calls and 2 tool calls, 240 tokens, 3 steps resumed from earlier "
+        "attempts",
+        '    answer: "360 = 2^3 * 3^2 * 5"',
+    ]

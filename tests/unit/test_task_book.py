@@ -9,6 +9,7 @@ from actors._private.queen.task_book import (
     del_entry,
     fin_entry,
     snap_entry,
+    step_entry,
 )
 from actors._private.task import Task, TaskResult, TaskStatus
 from models._private.core.errors import TaskNotFoundError
@@ -37,12 +38,15 @@ def ids(records):
 
 def test_entries_keep_their_durable_format():
     t = task(1)
-    assert acc_entry(t) == {"k": "acc", "task": t.model_dump(mode="json")}
+    assert acc_entry(t) == {"k": "acc", "task": t.model_dump(mode="json", exclude={"steps"})}
     assert att_entry("s:1", 2) == {"k": "att", "id": "s:1", "n": 2}
     assert del_entry("s:1", ("b", "b:9")) == {"k": "del", "id": "s:1", "to": "b", "rid": "b:9"}
     f = final(1, output={"x": 1})
     assert fin_entry(f) == {"k": "fin", "id": "s:1", "res": f.model_dump(mode="json"), "led": True}
     assert snap_entry("s.a.0", {"n": 3}) == {"k": "snap", "agent": "s.a.0", "state": {"n": 3}}
+    assert step_entry("s:1", 0, 2, {"x": 1}) == {"k": "step", "id": "s:1", "i": 0, "n": 2, "step": {"x": 1}}
+    # A task's steps are entries of their own, never part of its acc entry.
+    assert "steps" not in acc_entry(task(1, steps=[{"x": 1}]))["task"]
 
 
 def test_replay_queues_unfinished_local_tasks_and_follows_delegated_ones():
@@ -180,3 +184,61 @@ def test_a_rerouted_local_task_comes_back_delegated_not_queued():
     _, pending = replayed([acc_entry(task(1)), del_entry("s:1", ("b", "b:3"))])
     (rec,) = pending
     assert rec.delegated_to == ("b", "b:3") and rec.result.status is TaskStatus.DELEGATED
+
+
+def test_steps_replay_once_each_in_order_and_are_dropped_when_the_task_ends():
+    entries = [
+        acc_entry(task(1)),
+        step_entry("s:1", 0, 1, "model"),
+        step_entry("s:1", 1, 1, "tool"),
+        step_entry("s:1", 1, 1, "tool"),  # an append that raced a compaction: kept once
+        acc_entry(task(2)),
+        step_entry("s:2", 0, 1, "model"),
+        fin_entry(final(2)),
+        step_entry("s:9", 0, 1, "of a task compacted away"),
+    ]
+    book, pending = replayed(entries)
+    assert ids(pending) == ["s:1"] and book.get("s:1").steps == ["model", "tool"]
+    assert book.get("s:2").steps == []  # ended: no attempt will resume from them
+
+
+def test_compaction_keeps_the_steps_of_live_tasks_only():
+    entries = [
+        acc_entry(task(1)),
+        step_entry("s:1", 0, 1, {"kind": "model"}),
+        acc_entry(task(2)),
+        step_entry("s:2", 0, 1, {"kind": "model"}),
+        fin_entry(final(2)),
+    ]
+    book, _ = replayed(entries)
+    live = book.live_entries()
+    assert [e["id"] for e in live if e["k"] == "step"] == ["s:1"]
+    again, _ = replayed([*live, step_entry("s:1", 0, 1, {"kind": "model"})])
+    assert again.get("s:1").steps == [{"kind": "model"}]
+
+
+def test_a_step_is_journaled_only_for_the_attempt_that_runs_the_task(tmp_path):
+    from actors._private.config import QueenConfig
+    from actors._private.metrics import SwarmMetrics
+    from models._private.core.errors import StaleAttemptError
+
+    async def scenario():
+        journal = Journal(str(tmp_path))
+        book = TaskBook("s", 10, journal, SwarmMetrics("ns", "s"), QueenConfig())
+        rec = book.admit(task(1))
+        book.start_attempt(rec, "s.p.0")
+        assert await book.record_steps(rec, 1, "s.p.0", [{"kind": "model"}]) == 1
+        with pytest.raises(StaleAttemptError, match=r"attempt 1 on s\.p\.0 runs it"):
+            await book.record_steps(rec, 0, "s.p.0", [{"kind": "late"}])  # an earlier attempt
+        with pytest.raises(StaleAttemptError):
+            await book.record_steps(rec, 1, "s.p.1", [{"kind": "late"}])  # same number, other agent
+        book.retry(rec, "lost", "RuntimeError")
+        with pytest.raises(StaleAttemptError, match="retrying"):
+            await book.record_steps(rec, 1, "s.p.0", [{"kind": "late"}])
+        book.start_attempt(rec, "s.p.1")
+        assert await book.record_steps(rec, 2, "s.p.1", [{"kind": "tool"}, {"kind": "model"}]) == 3
+        journal.close()
+
+    asyncio.run(scenario())
+    _, (rec,) = replayed(Journal(str(tmp_path)).read())
+    assert rec.steps == [{"kind": "model"}, {"kind": "tool"}, {"kind": "model"}] and rec.task.attempt == 2

@@ -28,6 +28,7 @@ class AgentContext:
     pool: str
     capabilities: tuple[str, ...]
     memory: Any = None  # a MemoryClient: the swarm's memory store and the global one
+    tasks: Any = None  # a TaskClient: child tasks, the capability catalog, the task's steps
 
 
 class Agent:

@@ -51,6 +51,7 @@ class Admission:
 
     async def _admit_new(self, task: Task) -> TaskRecord:
         task.submitted_at = task.submitted_at or now()
+        task.steps = []  # what an attempt finished only this queen's journal says, never a caller
         local = task.capability in self.local_caps
         if local:  # a payload that cannot work is refused now, not failed after retries
             check_payload(self.payloads.get(task.capability), task.capability, task.payload)

@@ -35,7 +35,10 @@ class Attempts:
         self.book.start_attempt(rec, agent.id)
         timeout_s = self._timeout_s(task)
         host = agent.host
-        call = host.handle.handle.remote(agent.id, task)
+        # The steps earlier attempts journaled, for an agent that resumes (not kept on the task:
+        # the journal holds them as entries of their own).
+        sent = task.model_copy(update={"steps": list(rec.steps)}) if rec.steps else task
+        call = host.handle.handle.remote(agent.id, sent)
         # A timer that cancels the wait is cheaper than asyncio.wait_for's extra task per call.
         # Locally the wait is shielded, so that cancelling it does not wait for the work.
         waiting = asyncio.shield(call) if host.local else asyncio.wrap_future(call.future())

@@ -212,6 +212,17 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
         admitted = [await self._admit(t) for t in tasks]
         return [await self.result(rec.task.id, timeout_s) for rec in admitted]
 
+    async def record_steps(self, task_id: str, attempt: int, agent_id: str, steps: list[Any]) -> int:
+        """Journals steps (JSON) that attempt `attempt` of a task, running on `agent_id`,
+        finished, in one write; returns once they are durable, with the task's count of steps.
+        A later attempt of the task gets every step in `Task.steps`.
+
+        Raises:
+            TaskNotFoundError: the queen does not know the task.
+            StaleAttemptError: the attempt no longer runs the task.
+        """
+        return await self.book.record_steps(self._record(task_id), attempt, agent_id, steps)
+
     async def cancel(self, task_id: str) -> bool:
         """Cancels a task that has not ended; returns whether it was cancelled."""
         rec = self._record(task_id)

@@ -1,7 +1,7 @@
 """TaskBook: a queen's tasks, the transitions of each, and the journal entries that make them
 durable.
 
-The journal holds six kinds of entry. Their format is durable (a queen must replay journals
+The journal holds seven kinds of entry. Their format is durable (a queen must replay journals
 that older queens wrote), so it is spelled out here and built only by the `*_entry` functions:
 
     {"k": "acc", "task": <Task>}                          a task was accepted
@@ -11,9 +11,20 @@ that older queens wrote), so it is spelled out here and built only by the `*_ent
                                                           its usage goes into the ledger
     {"k": "snap", "agent": <agent id>, "state": <any>}    an agent's last checkpoint
     {"k": "led", "rows": <UsageLedger.dump()>}            the usage ledger (compaction)
+    {"k": "step", "id": <task id>, "i": <index>, "n": <attempt>, "step": <any>}   a step an
+                                                          attempt finished (an agent's model
+                                                          call, a tool's result); i: its place
+                                                          among the task's steps, so a step
+                                                          replayed twice is kept once; n: the
+                                                          attempt (after a compaction, the
+                                                          task's attempts then)
+
+A task's steps go to every later attempt (`Task.steps`), so an agent whose host died resumes
+after its last finished step instead of doing the work again; they are kept until the task
+ends, and journaled with the live tasks when the journal is compacted.
 
 `TaskBook` keeps the records of a running queen and owns their transitions: each of `admit`,
-`start_attempt`, `checkpoint`, `retry`, `delegate`, `move` and `finish` changes the record,
+`start_attempt`, `record_steps`, `checkpoint`, `retry`, `delegate`, `move` and `finish` changes the record,
 writes its journal entry and counts its metric in one call, so the queen makes one call per
 transition. `TaskBook.replay` folds a journal into a book with the very `accept` and `settle`
 steps those transitions take, so a replayed queen counts, and forgets old results, exactly as
@@ -35,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from actors._private.task import Task, TaskResult, TaskStatus, Timings, now
-from models._private.core.errors import TaskNotFoundError
+from models._private.core.errors import StaleAttemptError, TaskNotFoundError
 from models._private.core.retry import backoff_s
 from models._private.core.usage import UsageLedger
 
@@ -53,14 +64,15 @@ __all__ = [
     "fin_entry",
     "led_entry",
     "snap_entry",
+    "step_entry",
 ]
 
 log = logging.getLogger(__name__)
 
 
 def acc_entry(task: Task) -> dict[str, Any]:
-    """The entry that makes an accepted task durable."""
-    return {"k": "acc", "task": task.model_dump(mode="json")}
+    """The entry that makes an accepted task durable (its steps are entries of their own)."""
+    return {"k": "acc", "task": task.model_dump(mode="json", exclude={"steps"})}
 
 
 def att_entry(task_id: str, attempt: int) -> dict[str, Any]:
@@ -85,6 +97,11 @@ def led_entry(ledger: UsageLedger) -> dict[str, Any]:
     return {"k": "led", "rows": ledger.dump()}
 
 
+def step_entry(task_id: str, index: int, attempt: int, step: Any) -> dict[str, Any]:
+    """The entry holding step number `index` of a task, which attempt `attempt` finished."""
+    return {"k": "step", "id": task_id, "i": index, "n": attempt, "step": step}
+
+
 def snap_entry(agent_id: str, state: Any) -> dict[str, Any]:
     """The entry holding an agent's last checkpoint."""
     return {"k": "snap", "agent": agent_id, "state": state}
@@ -102,6 +119,7 @@ class TaskRecord:
     delegated_to: tuple[str, str] | None = None  # (swarm, task id there)
     host_failures: int = 0
     final: TaskResult | None = None  # the final result while it is being journaled
+    steps: list[Any] = field(default_factory=list)  # what its attempts journaled, until it ends
 
 
 class TaskBook:
@@ -173,6 +191,27 @@ class TaskBook:
         res.agent_id, res.swarm = agent_id, self.swarm
         res.timings.started_at, res.timings.finished_at = now(), None
         self.journal.append_nowait(att_entry(task.id, task.attempt), wake=False)
+
+    async def record_steps(self, rec: TaskRecord, attempt: int, agent_id: str, steps: list[Any]) -> int:
+        """Journals steps that attempt `attempt` of a task, on `agent_id`, finished, in one
+        write, and returns once they are durable; returns the task's count of steps.
+
+        Raises:
+            StaleAttemptError: that attempt no longer runs the task (it timed out and another
+                started, or the task ended): its work must not be taken for the task's.
+        """
+        task, res = rec.task, rec.result
+        if rec.final is not None or res.status.final:
+            raise StaleAttemptError(task.id, attempt, f"the task has ended ({res.status.value})")
+        if res.status is not TaskStatus.RUNNING or task.attempt != attempt or res.agent_id != agent_id:
+            raise StaleAttemptError(
+                task.id, attempt, f"attempt {task.attempt} on {res.agent_id} runs it ({res.status.value})"
+            )
+        first = len(rec.steps)
+        rec.steps += steps
+        self.counts["steps"] += len(steps)
+        await self.journal.append(*(step_entry(task.id, first + i, attempt, s) for i, s in enumerate(steps)))
+        return len(rec.steps)
 
     def checkpoint(self, agent_id: str, state: Any) -> None:
         """An agent's last checkpoint, kept for its restart and journaled (riding along)."""
@@ -268,6 +307,7 @@ class TaskBook:
         """Makes a journaled final result visible, counts its usage in the ledger (`ledger`;
         None: when it ran here), and drops the oldest results past `keep_results`."""
         rec.result, rec.final = final, None
+        rec.steps = []  # no attempt will resume from them
         rec.done.set()
         # Delegated tasks are counted where they run; here only as handed over.
         self.counts["delegated" if rec.delegated_to else final.status.value] += 1
@@ -310,6 +350,9 @@ class TaskBook:
             elif (rec := self.records.get(entry.get("id", ""))) is not None:
                 if kind == "att":
                     rec.task.attempt = max(rec.task.attempt, entry["n"])
+                elif kind == "step":
+                    if entry["i"] == len(rec.steps) and not rec.done.is_set():
+                        rec.steps.append(entry["step"])  # an index already kept: replayed twice
                 elif kind == "del":  # also a local task that a failed swarm rerouted
                     rec.delegated_to = (entry["to"], entry["rid"])
                     if not rec.done.is_set():
@@ -336,6 +379,7 @@ class TaskBook:
                 writing.append(fin_entry(rec.final, ledger=rec.delegated_to is None))
                 continue
             out.append(acc_entry(rec.task))
+            out += [step_entry(rec.task.id, i, rec.task.attempt, s) for i, s in enumerate(rec.steps)]
             if rec.delegated_to:
                 out.append(del_entry(rec.task.id, rec.delegated_to))
         out += [snap_entry(a, s) for a, s in self.snapshots.items()]

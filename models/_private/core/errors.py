@@ -20,6 +20,7 @@ can catch as one (as httpx groups its exceptions).
     ├── ConflictError                   what is running or stored cannot take the change
     │   ├── SystemConfigChangedError    `up` of a config that differs from the running system's
     │   ├── KeyStateError               a change a key's state forbids (rotating a revoked key)
+    │   ├── StaleAttemptError           a step journaled by an attempt that no longer runs its task
     │   └── ServiceExposedError         auth off, but the Serve that runs listens beyond loopback
     ├── RefusedError                    the caller may not do this (now)
     │   ├── ClusterAuthError            the cluster wants a Ray token this process lacks
@@ -87,6 +88,7 @@ __all__ = [
     "ServiceExposedError",
     "ServiceURLError",
     "ShardUnavailableError",
+    "StaleAttemptError",
     "SwarmNotFoundError",
     "SwarmrayError",
     "SystemConfigChangedError",
@@ -280,6 +282,17 @@ class SystemConfigChangedError(ConflictError):
 
 class KeyStateError(ConflictError, ValueError):
     """Raised when a key cannot take a change in its state (rotating a revoked key)."""
+
+
+class StaleAttemptError(ConflictError):
+    """Raised by a queen asked to journal a step for an attempt of a task that is not the one
+    running it now (it timed out, was retried, or the task ended)."""
+
+    def __init__(self, task_id: str, attempt: int, reason: str):
+        self.task_id = task_id
+        self.attempt = attempt
+        self.reason = reason
+        super().__init__(f"attempt {attempt} of task {task_id!r} may not journal steps: {reason}")
 
 
 class ServiceExposedError(ConflictError):
