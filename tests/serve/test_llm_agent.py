@@ -2,6 +2,9 @@
 service, the agents find them through the registry, recall from memory or search the facts,
 fill their template and ask the AI service."""
 
+import json
+import math
+
 import pytest
 from openai import OpenAI
 from ray import serve
@@ -51,6 +54,7 @@ def config(serve_port, tiny_model, tmp_path_factory, scripted):
                 "facts": {
                     "pools": {
                         "facts": {"colocate": True, "agent": {"class": "actors:FactsAgent"}},
+                        "factor": {"colocate": True, "agent": {"class": "actors:FactorizeAgent"}},
                         "answer": {
                             "colocate": True,
                             "agent": {
@@ -113,6 +117,22 @@ def config(serve_port, tiny_model, tmp_path_factory, scripted):
                                 },
                             },
                         },
+                        "solve": {
+                            "colocate": True,
+                            "agent": {
+                                "class": "actors:ToolAgent",
+                                "capabilities": ["agent.solve"],
+                                "params": {
+                                    "model": DEFAULT_MODEL,
+                                    "tools": ["math.factorize"],
+                                    "first_tool_choice": "required",
+                                    "tool_choice": "none",
+                                    "max_steps": 3,
+                                    "max_tokens": 48,
+                                    "temperature": 0,
+                                },
+                            },
+                        },
                         "act": {
                             "colocate": True,
                             "agent": {
@@ -165,6 +185,25 @@ def test_the_tool_agent_finds_the_service_and_its_tools_through_the_registry(cli
     # What the service billed the task (its ledger, through the queen) is what the trace counts.
     assert res.usage.requests == 1
     assert out["usage"]["total_tokens"] == res.usage.prompt_tokens + res.usage.completion_tokens > 0
+
+
+def test_the_default_model_calls_another_swarms_capability_as_a_tool_and_answers(client):
+    # The real path end to end: SmolLM2-135M behind the AI service, its first step forced to a
+    # tool call (valid by construction), the call run as a task of the facts swarm.
+    res = client.run("agent.solve", {"input": "What are the prime factors of 360?"}, swarm="ai")
+    assert res.ok, res.error
+    out = res.output
+    first, second = out["steps"]
+    assert first["finish_reason"] == "tool_calls"
+    (call,) = first["tool_calls"]
+    assert call["name"] == "math_factorize" and call["task_id"].startswith("facts:")
+    n = json.loads(call["arguments"])["n"]
+    assert isinstance(n, int) and "error" not in call, call
+    child = client.result(call["task_id"])
+    assert child.ok and child.swarm == "facts" and call["result"] == child.output
+    assert math.prod(child.output["factors"]) == n
+    assert second["tool_calls"] == [] and out["stopped"] == "answer" and out["answer"] == second["content"]
+    assert res.usage.requests == 2
 
 
 def test_a_payload_missing_a_template_field_fails_clearly(client):
