@@ -135,6 +135,11 @@ def format_trace(output: dict[str, Any]) -> str:
     calls = 0
     for step in output["steps"]:
         tokens = (step.get("usage") or {}).get("total_tokens", "?")
+        if not step["tool_calls"] and step.get("finish_reason") == "tool_calls":
+            # The answer asked for tools, and a limit kept them from running.
+            stopped = output["stopped"]
+            lines.append(f"step {step['n'] + 1} ({tokens} tokens) asked for tools, not run ({stopped})")
+            continue
         if not step["tool_calls"]:
             said = "" if step["content"] is None else f": {_clip(step['content'], 80)}"
             lines.append(f"step {step['n'] + 1} ({tokens} tokens) answered{said}")

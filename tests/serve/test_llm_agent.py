@@ -127,6 +127,7 @@ def config(serve_port, tiny_model, tmp_path_factory, scripted):
                                     "tools": ["math.factorize"],
                                     "first_tool_choice": "required",
                                     "tool_choice": "none",
+                                    "parallel_tool_calls": False,
                                     "max_steps": 3,
                                     "max_tokens": 48,
                                     "temperature": 0,

@@ -101,3 +101,20 @@ def test_a_tool_using_agents_output_reads_as_its_steps():
         "attempts",
         '    answer: "360 = 2^3 * 3^2 * 5"',
     ]
+
+
+def test_a_step_whose_tool_calls_a_limit_kept_from_running_does_not_read_as_an_answer():
+    # The loop stopped at max_steps: the last answer asked for tools, none ran.
+    step = {"n": 0, "content": None, "finish_reason": "tool_calls", "usage": {"total_tokens": 70}}
+    output = {
+        "answer": None,
+        "stopped": "max_steps",
+        "steps": [{**step, "tool_calls": []}],
+        "usage": {"total_tokens": 70},
+        "resumed": 0,
+        "tools": ["math_factorize"],
+    }
+    result = TaskResult(task_id="ai:6", capability="agent.run", status=TaskStatus.SUCCEEDED, output=output)
+    assert format_result(result).splitlines()[1] == (
+        "    step 1 (70 tokens) asked for tools, not run (max_steps)"
+    )

@@ -204,6 +204,18 @@ def test_the_loop_stops_at_its_limits(tmp_path, provider, in_process, params, st
     assert len(lines(tally)) == 1  # the tools of the last step asked for never ran
 
 
+@pytest.mark.parametrize("parallel", [None, False, True])
+def test_parallel_tool_calls_is_sent_when_set_and_left_to_the_service_otherwise(
+    tmp_path, provider, in_process, parallel
+):
+    provider.respond = lambda body: "done"
+    params = {"model": "m", "base_url": provider.url, "tools": ["test.*"], "parallel_tool_calls": parallel}
+    queen = make_queen(tmp_path, in_process, params)
+    assert run(queen.run(Task(capability="agent.run", payload={"input": "go"}), 30)).ok
+    (body,) = provider.requests
+    assert body.get("parallel_tool_calls", "unset") == ("unset" if parallel is None else parallel)
+
+
 def test_a_retried_attempt_resumes_after_its_last_finished_step(tmp_path, provider, in_process):
     tally = tmp_path / "tally"
     provider.script = [

@@ -159,6 +159,9 @@ class ToolAgent(Agent):
         first_tool_choice: tool_choice for the first step (`required` makes a small model call a
             tool first); None: `tool_choice`.
         tool_choice: tool_choice for the other steps: none, auto, required or a function name.
+        parallel_tool_calls: Whether one answer may call several tools (sent as OpenAI's
+            `parallel_tool_calls`); None leaves it to the service (which allows it). False keeps
+            a forced call of a small model to one call of known size.
         max_steps: Model calls at most; a tool call asked for at the last step is not run.
         max_tool_calls: Tool calls at most; a step whose calls would pass it is not run.
         max_tokens_per_task: Tokens (prompt + completion, from each answer's usage) after which
@@ -195,6 +198,7 @@ class ToolAgent(Agent):
         system: str | None = None,
         first_tool_choice: ToolChoice | None = None,
         tool_choice: ToolChoice = "auto",
+        parallel_tool_calls: bool | None = None,
         max_steps: int = 6,
         max_tool_calls: int = 12,
         max_tokens_per_task: int | None = None,
@@ -225,6 +229,7 @@ class ToolAgent(Agent):
         self.model, self.system = model, system
         self.first_tool_choice = _tool_choice(first_tool_choice or tool_choice)
         self.tool_choice = _tool_choice(tool_choice)
+        self.parallel_tool_calls = parallel_tool_calls
         self.max_steps, self.max_tool_calls = max_steps, max_tool_calls
         self.max_tokens_per_task = max_tokens_per_task
         self.max_tokens, self.temperature = max_tokens, temperature
@@ -374,6 +379,8 @@ class ToolAgent(Agent):
         if specs:
             body["tools"] = specs
             body["tool_choice"] = self.first_tool_choice if n == 0 else self.tool_choice
+            if self.parallel_tool_calls is not None:
+                body["parallel_tool_calls"] = self.parallel_tool_calls
         data = await self.ai.post(self.context, "chat/completions", body)
         choice = data["choices"][0]
         message = choice["message"]
