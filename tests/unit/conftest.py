@@ -1,5 +1,7 @@
 import pytest
 
+from tests.scripted_provider import ScriptedProvider
+
 
 @pytest.fixture(autouse=True)
 def _no_ray():
@@ -9,3 +11,11 @@ def _no_ray():
     before = ray.is_initialized()
     yield
     assert before or not ray.is_initialized(), "a unit test started Ray"
+
+
+@pytest.fixture
+def provider():
+    """A scripted OpenAI-compatible service on 127.0.0.1 (tests/scripted_provider.py)."""
+    p = ScriptedProvider()
+    yield p
+    p.close()

@@ -16,16 +16,9 @@ from models._private.facts.llm_extractor import SYSTEM_PROMPT
 from models._private.facts.schema import DocumentIn
 from models._private.retrieval.embedder import Embedder
 from tests.conftest import free_port
-from tests.scripted_provider import Reply, ScriptedProvider
+from tests.scripted_provider import Reply
 
 WAIT_S = 10.0  # longest a scripted reply waits for another request (a missing one fails the test)
-
-
-@pytest.fixture
-def provider():
-    p = ScriptedProvider()
-    yield p
-    p.close()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import time
 import jsonschema
 import pytest
 
+from benchmarks.structured import TOOLS
 from models import EngineConfig, SamplingParams, build_tiny_model, create_engine
 from models._private.core.errors import RequestError
 from models._private.engines import grammar
@@ -35,36 +36,6 @@ PERSON = {
     "required": ["name", "age", "role", "address"],
     "additionalProperties": False,
 }
-TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "The weather in a city.",
-            "parameters": {
-                "type": "object",
-                "properties": {
-                    "city": {"type": "string", "maxLength": 30},
-                    "unit": {"enum": ["celsius", "fahrenheit"]},
-                },
-                "required": ["city", "unit"],
-                "additionalProperties": False,
-            },
-        },
-    },
-    {
-        "type": "function",
-        "function": {
-            "name": "search_notes",
-            "parameters": {
-                "type": "object",
-                "properties": {"query": {"type": "string", "maxLength": 40}, "k": {"type": "integer"}},
-                "required": ["query"],
-                "additionalProperties": False,
-            },
-        },
-    },
-]
 SCHEMAS = {
     "person": PERSON,
     "any_object": {"type": "object"},

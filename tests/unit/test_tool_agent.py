@@ -15,7 +15,7 @@ from actors._private.agents.tool_agent import function_name
 from actors._private.queen.queen import SwarmQueen
 from models._private.core import names
 from models._private.core.errors import StaleAttemptError
-from tests.scripted_provider import ScriptedProvider, tool_call
+from tests.scripted_provider import tool_call
 from tests.unit.fakes import FakePeers
 from tests.waiting import async_wait_until
 
@@ -53,13 +53,6 @@ class Registry:
 
     def kv_get(self, key):
         return None  # no service key: auth is off
-
-
-@pytest.fixture
-def provider():
-    p = ScriptedProvider()
-    yield p
-    p.close()
 
 
 @pytest.fixture
