@@ -36,14 +36,14 @@ from serve._private.ai.config import DEFAULT_MODEL_SOURCE
 PERSON = {
     "type": "object",
     "properties": {
-        "name": {"type": "string", "maxLength": 40},
+        "name": {"type": "string", "maxLength": 24},
         "age": {"type": "integer", "minimum": 0, "maximum": 130},
         "role": {"enum": ["admin", "user", "guest"]},
         "address": {
             "type": "object",
             "properties": {
-                "city": {"type": "string", "maxLength": 40},
-                "country": {"type": "string", "maxLength": 40},
+                "city": {"type": "string", "maxLength": 24},
+                "country": {"type": "string", "maxLength": 24},
             },
             "required": ["city", "country"],
             "additionalProperties": False,
@@ -82,7 +82,7 @@ TOOLS = [
             "parameters": {
                 "type": "object",
                 "properties": {
-                    "city": {"type": "string", "maxLength": 40},
+                    "city": {"type": "string", "maxLength": 24},
                     "unit": {"enum": ["celsius", "fahrenheit"]},
                 },
                 "required": ["city", "unit"],
@@ -98,7 +98,7 @@ TOOLS = [
             "parameters": {
                 "type": "object",
                 "properties": {
-                    "query": {"type": "string", "maxLength": 60},
+                    "query": {"type": "string", "maxLength": 40},
                     "k": {"type": "integer", "minimum": 1, "maximum": 20},
                 },
                 "required": ["query", "k"],
@@ -271,7 +271,7 @@ async def measure_engine(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--max-tokens", type=int, default=64, help="per completion in the validity runs")
+    parser.add_argument("--max-tokens", type=int, default=96, help="per completion in the validity runs")
     parser.add_argument("--speed-tokens", type=int, default=48, help="per row in the speed runs")
     parser.add_argument("--speed-runs", type=int, default=3)
     parser.add_argument(
