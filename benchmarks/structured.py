@@ -290,7 +290,7 @@ async def measure_engine(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--max-tokens", type=int, default=96, help="per completion in the validity runs")
+    parser.add_argument("--max-tokens", type=int, default=128, help="per completion in the validity runs")
     parser.add_argument("--speed-tokens", type=int, default=48, help="per row in the speed runs")
     parser.add_argument("--speed-runs", type=int, default=3)
     parser.add_argument(
