@@ -141,7 +141,7 @@ FOLLOW_UP: list[tuple[str, str, dict[str, Any]]] = [
     ("facts", "facts.answer", {"input": QUESTION, "facts_namespaces": [DEMO]}),
     # A model that acts: its first step calls math.factorize, which business runs, as a child
     # task; its next answers from the result (the output shows each step).
-    ("ai", "agent.run", {"input": "What are the prime factors of 360?"}),
+    ("ai", "agent.run", {"input": "Factorize n = 360."}),
 ]
 _NEEDS = {"llm.generate": ("ai",), "facts.ingest": ("facts",), "facts.search": ("facts",)}
 _NEEDS["facts.answer"] = ("ai", "facts")

@@ -21,6 +21,7 @@ from tests.scripted_provider import ScriptedProvider, tool_call
 
 TEMPLATE = "Notes:\n{memories}\n\nQuestion: {input}\nAnswer:"
 NOTE = "Ray restarts a detached actor after a crash."
+SOLVE_SYSTEM = "Use the tool to factorize the number, then give its prime factors."  # the demo's
 FACTS_TEMPLATE = "Context:\n{facts}\n\nQuestion: {input}\nAnswer in a few words:"
 
 
@@ -125,6 +126,7 @@ def config(serve_port, tiny_model, tmp_path_factory, scripted):
                                 "params": {
                                     "model": DEFAULT_MODEL,
                                     "tools": ["math.factorize"],
+                                    "system": SOLVE_SYSTEM,
                                     "first_tool_choice": "required",
                                     "tool_choice": "none",
                                     "parallel_tool_calls": False,
@@ -191,7 +193,7 @@ def test_the_tool_agent_finds_the_service_and_its_tools_through_the_registry(cli
 def test_the_default_model_calls_another_swarms_capability_as_a_tool_and_answers(client):
     # The real path end to end: SmolLM2-135M behind the AI service, its first step forced to a
     # tool call (valid by construction), the call run as a task of the facts swarm.
-    res = client.run("agent.solve", {"input": "What are the prime factors of 360?"}, swarm="ai")
+    res = client.run("agent.solve", {"input": "Factorize n = 360."}, swarm="ai")
     assert res.ok, res.error
     out = res.output
     first, second = out["steps"]
@@ -199,7 +201,7 @@ def test_the_default_model_calls_another_swarms_capability_as_a_tool_and_answers
     (call,) = first["tool_calls"]
     assert call["name"] == "math_factorize" and call["task_id"].startswith("facts:")
     n = json.loads(call["arguments"])["n"]
-    assert isinstance(n, int) and "error" not in call, call
+    assert n == 360 and "error" not in call, call  # greedy: the question's number reaches the tool
     child = client.result(call["task_id"])
     assert child.ok and child.swarm == "facts" and call["result"] == child.output
     assert math.prod(child.output["factors"]) == n
