@@ -128,3 +128,35 @@ class TallyAgent(Agent):
         while task.payload["wait_for"] and not os.path.exists(task.payload["wait_for"]):
             time.sleep(0.02)  # a test's gate: the run stays in flight until the test opens it
         return {"word": task.payload["word"].upper(), "lines": lines}
+
+
+class EchoFamilyAgent(Agent):
+    """`echo.*`: a family; answers any capability under it with that name and the payload,
+    after `payload.s` seconds."""
+
+    capabilities = ("echo.*",)
+
+    def __init__(self, listed: tuple[str, ...] = ("a", "b"), listing_fails: bool = False):
+        self.listed = listed
+
+    async def handle(self, task: Task) -> dict:
+        await asyncio.sleep(float(task.payload.get("s", 0)))
+        return {"capability": task.capability, "payload": task.payload}
+
+    @classmethod
+    async def catalog_entries(cls, params: dict, family: str) -> list[dict]:
+        """The members `params["listed"]` names, and one outside the family (to be dropped)."""
+        if params.get("listing_fails"):
+            raise ConnectionError("the listing is down")
+        prefix = family.removesuffix("*")
+        listed = params.get("listed", ("a", "b"))
+        return [
+            {
+                "capability": prefix + name,
+                "description": f"echoes as {name}",
+                "payload_schema": {"type": "object", "properties": {"text": {"type": "string"}}},
+                "output_schema": {"type": "object"},
+                "annotations": {"readOnlyHint": True},
+            }
+            for name in listed
+        ] + [{"capability": "other.thing", "description": "not in the family"}]

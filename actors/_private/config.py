@@ -22,7 +22,14 @@ from pydantic import (
 
 from actors._private.agents.agent import Agent
 from models._private.core.breaker import CircuitBreakerConfig
-from models._private.core.config import CapabilityName, ConfigModel, Name, import_object, named
+from models._private.core.config import (
+    CapabilityFamily,
+    CapabilityName,
+    ConfigModel,
+    Name,
+    import_object,
+    named,
+)
 from models._private.core.resources import ResourcesConfig
 from models._private.memory.schema import MemoryConfig
 
@@ -41,9 +48,12 @@ __all__ = [
 
 
 class CapabilityConfig(ConfigModel):
-    """A capability an agent offers: a dotted name tasks ask for."""
+    """A capability an agent offers: a dotted name tasks ask for, or a family of them (`prefix.*`,
+    every name under the prefix: the agent learns which from the task and checks its payload)."""
 
-    name: CapabilityName = Field(description="Dotted capability name, e.g. 'text.stats'.")
+    name: CapabilityName | CapabilityFamily = Field(
+        description="Dotted capability name, e.g. 'text.stats', or a family, e.g. 'mcp.everything.*'."
+    )
     description: str = Field(
         "", description="What the capability does, shown by `swarm capabilities`; default the agent's own."
     )

@@ -14,6 +14,7 @@ from actors._private.config import RegistryConfig
 from actors._private.services import SERVICE_KEY_KEY
 from models._private.core.errors import DelegationError, SwarmNotFoundError, UnknownCapabilityError
 from models._private.core.journal import Journal
+from models._private.core.names import capability_offered
 
 __all__ = ["MetaRegistry"]
 
@@ -128,7 +129,7 @@ class MetaRegistry:
     # -- discovery and routing ------------------------------------------------------------
 
     def discover(self, capability: str) -> list[str]:
-        """Routable swarms offering `capability`, best first."""
+        """Routable swarms offering `capability` (itself or a family covering it), best first."""
         return [s.name for s in self._candidates(capability, [])]
 
     def route(self, capability: str, visited: list[str]) -> str:
@@ -138,7 +139,7 @@ class MetaRegistry:
             UnknownCapabilityError: no registered swarm offers the capability.
             DelegationError: swarms offer it, but all are visited, stale, failed or unreachable.
         """
-        offering = [s for s in self.swarms.values() if capability in s.capabilities]
+        offering = [s for s in self.swarms.values() if capability_offered(s.capabilities, capability)]
         if not offering:
             raise UnknownCapabilityError(capability, self.capabilities())
         candidates = self._candidates(capability, visited)
@@ -167,7 +168,9 @@ class MetaRegistry:
         found = [
             s
             for s in self.swarms.values()
-            if capability in s.capabilities and s.name not in visited and not self._unroutable(s)
+            if s.name not in visited
+            and capability_offered(s.capabilities, capability)
+            and not self._unroutable(s)
         ]
         policy = self.config.conflict_policy
         if policy == "round_robin":  # a fixed order to rotate through
@@ -179,7 +182,7 @@ class MetaRegistry:
         return sorted(found, key=key)
 
     def capabilities(self) -> list[str]:
-        """Every capability some registered swarm offers."""
+        """Every capability some registered swarm offers (a family as its `prefix.*`)."""
         return sorted({c for s in self.swarms.values() for c in s.capabilities})
 
     def swarm(self, name: str) -> dict[str, Any]:

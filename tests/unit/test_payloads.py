@@ -87,7 +87,7 @@ def test_memory_payloads_refuse_unknown_keys_and_delete_takes_id_or_ids():
 
 def test_the_catalog_lists_each_capability_with_its_schema(tmp_path):
     queen = make_queen(tmp_path, BUILTIN)
-    catalog = {e["capability"]: e for e in queen.catalog()}
+    catalog = {e["capability"]: e for e in asyncio.run(queen.catalog())}
     assert sorted(catalog) == ["math.stats", "test.picky", "text.stats"]
     text = catalog["text.stats"]
     assert text["swarm"] == "front" and text["pools"] == ["text"]
@@ -124,7 +124,7 @@ def test_every_builtin_capability_declares_its_payload_and_a_description_of_its_
 
 def test_a_capability_without_a_declared_description_falls_back_to_its_agents_docstring(tmp_path):
     queen = make_queen(tmp_path, BUILTIN)
-    catalog = {e["capability"]: e for e in queen.catalog()}
+    catalog = {e["capability"]: e for e in asyncio.run(queen.catalog())}
     assert catalog["test.picky"]["description"] == (PickyAgent.__doc__ or "").strip().splitlines()[0]
 
 

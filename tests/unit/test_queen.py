@@ -9,7 +9,7 @@ import pytest
 
 from actors import RegistryConfig, SwarmConfig, Task, TaskStatus
 from actors._private.queen.queen import SwarmQueen
-from models._private.core.errors import SchedulingError
+from models._private.core.errors import DelegationError, SchedulingError
 from models._private.core.journal import Journal, journal_location
 from tests.unit.fakes import FakePeers
 from tests.unit.test_journal import FlakyDisk
@@ -209,3 +209,109 @@ def test_a_queued_task_handed_over_when_its_pool_gave_up_counts_as_delegated(tmp
     swarm, _ = run(scenario())
     assert swarm == "elsewhere"
     assert counted == [("test.broken", "elsewhere")]
+
+
+# -- capability families ----------------------------------------------------------------------
+
+ECHO = "tests.agents:EchoFamilyAgent"
+
+
+def family_pool(agent=ECHO, params=None, capabilities=None, **kw):
+    spec = {"class": agent, "params": params or {}}
+    if capabilities:
+        spec["capabilities"] = capabilities
+    return {**pool(agent, **kw), "agent": spec}
+
+
+def test_tasks_of_any_capability_in_a_family_run_on_its_agents_queued_under_the_family(tmp_path):
+    queen = make_queen(tmp_path, {"echo": family_pool()})
+
+    async def scenario():
+        ids = [
+            await queen.submit({"capability": cap, "payload": {"s": 0.3, "anything": [1]}})
+            for cap in ("echo.a", "echo.b", "echo.deep.c")
+        ]
+        # One agent, one task at a time: the other two wait under the family's one key.
+        await async_wait_until(lambda: queen.status()["running"] == 1, what="the first task to run")
+        depths = queen.status()["queue_depth"]
+        return depths, [await queen.result(i, timeout_s=10) for i in ids]
+
+    depths, results = run(scenario())
+    assert depths == {"echo.*": 2}
+    assert [r.output["capability"] for r in results] == ["echo.a", "echo.b", "echo.deep.c"]
+    assert all(r.ok and r.output["payload"]["anything"] == [1] for r in results)  # not checked here
+
+
+def test_the_exact_capability_wins_over_a_family_that_covers_it(tmp_path):
+    exact = family_pool(
+        "actors:CallableAgent", {"function": "tests.agents:double"}, capabilities=["echo.special"]
+    )
+    queen = make_queen(tmp_path, {"echo": family_pool(), "exact": exact})
+
+    async def scenario():
+        special = await queen.run(Task(capability="echo.special", payload={"x": 4}), timeout_s=10)
+        other = await queen.run(Task(capability="echo.other", payload={"x": 4}), timeout_s=10)
+        return special, other
+
+    special, other = run(scenario())
+    assert special.ok and special.output == 8
+    assert other.ok and other.output["capability"] == "echo.other"
+
+
+def test_a_name_the_family_does_not_cover_is_not_offered_here(tmp_path):
+    queen = make_queen(tmp_path, {"echo": family_pool()})  # no other swarm (FakePeers([]))
+
+    async def scenario():
+        for cap in ("echo", "echoes.a"):
+            with pytest.raises(DelegationError):  # handed over, and nobody else takes it
+                await queen.submit({"capability": cap})
+
+    run(scenario())
+    assert not queen.book.records
+
+
+def test_a_pool_offering_a_family_grows_with_the_family_backlog(tmp_path):
+    queen = make_queen(tmp_path, {"echo": family_pool(max_agents=3, scale_up_backlog=1.0)})
+
+    async def scenario():
+        ids = [await queen.submit({"capability": f"echo.n{i}", "payload": {"s": 0.5}}) for i in range(8)]
+        await async_wait_until(lambda: queen.pools["echo"].count() > 1, what="the pool to grow")
+        return [await queen.result(i, timeout_s=20) for i in ids]
+
+    assert all(r.ok for r in run(scenario()))
+
+
+def test_a_family_task_replayed_from_the_journal_is_queued_here_again(tmp_path):
+    queen = make_queen(tmp_path, {"echo": family_pool()})
+
+    async def submit():
+        return await queen.submit({"capability": "echo.a", "payload": {"s": 5}})
+
+    task_id = run(submit())
+    replayed = make_queen(tmp_path, {"echo": family_pool()})
+    replayed._ensure_started = lambda: None
+    replayed.book.replay(replayed.journal.read(), replayed.local_caps)
+    assert replayed.book.get(task_id).result.status is TaskStatus.QUEUED
+
+
+def test_the_catalog_lists_a_family_as_the_entries_its_agent_class_returns(tmp_path):
+    queen = make_queen(tmp_path, {"echo": family_pool(params={"listed": ["a", "b"]})})
+    catalog = {e["capability"]: e for e in run(queen.catalog())}
+    assert sorted(catalog) == ["echo.a", "echo.b"]  # neither the family nor one outside it
+    a = catalog["echo.a"]
+    assert a["swarm"] == "front" and a["pools"] == ["echo"] and a["description"] == "echoes as a"
+    assert a["schema"]["properties"] == {"text": {"type": "string"}}
+    assert a["output_schema"] == {"type": "object"} and a["annotations"] == {"readOnlyHint": True}
+
+
+def test_a_family_whose_listing_fails_is_listed_as_itself_with_the_reason(tmp_path):
+    listed_fails = family_pool(params={"listing_fails": True})
+    unlisted = family_pool("actors:CallableAgent", {"function": "tests.agents:double"}, ["calc.*"])
+    queen = make_queen(tmp_path, {"echo": listed_fails, "calc": unlisted})
+    catalog = {e["capability"]: e for e in run(queen.catalog())}
+    assert sorted(catalog) == ["calc.*", "echo.*"]
+    assert catalog["echo.*"]["note"] == (
+        "its capabilities could not be listed: ConnectionError: the listing is down"
+    )
+    assert catalog["calc.*"]["note"] == "a family: any capability under it"
+    assert catalog["calc.*"]["schema"] is None

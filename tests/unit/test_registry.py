@@ -141,3 +141,31 @@ def test_an_older_journal_holding_the_agents_key_in_clear_is_scrubbed_on_start(t
     assert AGENTS_SECRET.encode() not in _stored(tmp_path)
     again = MetaRegistry(RegistryConfig(), journal_uri=str(tmp_path))
     assert again.kv_get(AI_URL_KEY) == "http://127.0.0.1:8000/v1" and again.kv_version(AI_URL_KEY) == 1
+
+
+# -- capability families ----------------------------------------------------------------------
+
+
+def test_capability_offered_prefers_the_exact_name_then_the_longest_family():
+    from models._private.core.names import capability_offered
+
+    offered = ["mcp.*", "mcp.fs.*", "mcp.fs.read"]
+    assert capability_offered(offered, "mcp.fs.read") == "mcp.fs.read"
+    assert capability_offered(offered, "mcp.fs.write") == "mcp.fs.*"
+    assert capability_offered(offered, "mcp.fs.deep.write") == "mcp.fs.*"
+    assert capability_offered(offered, "mcp.git.log") == "mcp.*"
+    assert capability_offered(offered, "mcp") is None  # a family covers names below its prefix only
+    assert capability_offered(offered, "mcpx.a") is None
+    assert capability_offered([], "x") is None
+
+
+def test_a_family_routes_and_discovers_every_capability_under_it():
+    reg = registry(a=(["echo.*"], 0, 0, 1), b=(["echo.special"], 0, 9, 1))
+    assert reg.discover("echo.x") == ["a"]
+    assert reg.route("echo.x.y", []) == "a"
+    assert set(reg.discover("echo.special")) == {"a", "b"}  # the family covers it too
+    assert reg.capabilities() == ["echo.*", "echo.special"]
+    with pytest.raises(UnknownCapabilityError):
+        reg.route("echo", [])
+    with pytest.raises(DelegationError, match="visited"):
+        reg.route("echo.x", ["a"])

@@ -20,6 +20,7 @@ from actors._private.agents.agent import Agent
 from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, ServiceClient
 from actors._private.task import Task
 from models._private.core.errors import ConfigError, SwarmrayError
+from models._private.core.names import is_family
 
 __all__ = ["ToolAgent", "ToolAgentInput", "function_name"]
 
@@ -279,7 +280,9 @@ class ToolAgent(Agent):
         catalog = await self.context.tasks.catalog() if self.patterns else []
         for entry in catalog:
             cap = entry["capability"]
-            if cap in own or not self._chosen(cap) or owners.get(function_name(cap)) == cap:
+            if is_family(cap) or cap in own or not self._chosen(cap):
+                continue  # a family no agent class could list: no one tool to call
+            if owners.get(function_name(cap)) == cap:
                 continue  # offered by several swarms: one tool
             name, schema = function_name(cap), entry.get("schema") or {"type": "object"}
             add(_Tool(name, _function(name, entry["description"], schema), cap), cap)

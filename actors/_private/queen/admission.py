@@ -15,6 +15,7 @@ from models._private.core.errors import (
     SchedulingError,
     UnknownCapabilityError,
 )
+from models._private.core.names import capability_offered
 
 if TYPE_CHECKING:
     from actors._private.pool import AgentSlot
@@ -52,12 +53,15 @@ class Admission:
     async def _admit_new(self, task: Task) -> TaskRecord:
         task.submitted_at = task.submitted_at or now()
         task.steps = []  # what an attempt finished only this queen's journal says, never a caller
-        local = task.capability in self.local_caps
-        if local:  # a payload that cannot work is refused now, not failed after retries
+        key = self._offered(task.capability)
+        local = key is not None
+        # A payload that cannot work is refused now, not failed after retries; a family's
+        # members have no declared model here (its agent checks them).
+        if key == task.capability:
             check_payload(self.payloads.get(task.capability), task.capability, task.payload)
         target = None
         failed = self.supervisor.state == FAILED
-        if local and (failed or (never := self._unrunnable(task.capability))):
+        if local and (failed or (never := self._unrunnable(key))):
             try:  # no agent here (for now, or ever): another swarm that offers it takes it
                 target = await self.delegator.hand_over(task)
             except (UnknownCapabilityError, DelegationError):
@@ -77,6 +81,13 @@ class Admission:
         rec.attempt = self._spawn(self._follow(rec))
         return rec
 
+    def _offered(self, capability: str) -> str | None:
+        """The capability this swarm offers that covers `capability` (itself, or a family):
+        the key its tasks are queued, dispatched and timed under; None if not offered here."""
+        if capability in self.local_caps:
+            return capability
+        return capability_offered(self.local_families, capability) if self.local_families else None
+
     def _unrunnable(self, cap: str) -> str:
         """Why no agent of this swarm can ever run `cap` ("" if one may): each pool offering it
         gave up starting, or asks for resources the cluster cannot offer."""
@@ -87,8 +98,9 @@ class Admission:
 
     def _enqueue(self, rec: TaskRecord) -> None:
         rec.result.status = TaskStatus.QUEUED
-        self.queue.push(rec.task.id, rec.task.capability, rec.task.priority)
-        self._pump(rec.task.capability)
+        key = self._offered(rec.task.capability) or rec.task.capability
+        self.queue.push(rec.task.id, key, rec.task.priority)
+        self._pump(key)
 
     def _pump(self, cap: str) -> None:
         while self.dispatcher.has_free(cap) and (task_id := self.queue.pop(cap)) is not None:

@@ -26,9 +26,8 @@ class Attempts:
     """`SwarmQueen`'s attempts (a part of the queen, not an actor of its own)."""
 
     def _timeout_s(self, task: Task) -> float:
-        return (
-            task.timeout_s or self.cap_timeouts_s.get(task.capability) or self.config.queen.default_timeout_s
-        )
+        configured = self.cap_timeouts_s.get(self._offered(task.capability) or task.capability)
+        return task.timeout_s or configured or self.config.queen.default_timeout_s
 
     async def _run_attempt(self, rec: TaskRecord, agent: AgentSlot) -> None:
         task, res = rec.task, rec.result

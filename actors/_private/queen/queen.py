@@ -46,6 +46,8 @@ __all__ = ["SwarmQueen"]
 
 log = logging.getLogger(__name__)
 
+CATALOG_TIMEOUT_S = 10.0  # longest `catalog` waits for an agent class to list a family's capabilities
+
 
 class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
     """The coordinator of one swarm; a named, detached Ray actor `queen:<swarm>`.
@@ -65,6 +67,7 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
         self.config = swarm
         self.registry_config = registry
         self.local_caps = set(swarm.capabilities)
+        self.local_families = [c for c in self.local_caps if names.is_family(c)]
         self.cap_timeouts_s = swarm.capability_timeouts_s()
         pools = swarm.pools.values()
         self.payloads = payload_models((p.agent.class_path, p.agent.capability_names) for p in pools)
@@ -284,28 +287,59 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
         rows = self.book.usage.totals(["capability"] if by is None else by, since)
         return [{"swarm": self.name, **row} for row in rows]
 
-    def catalog(self) -> list[dict[str, Any]]:
+    async def catalog(self) -> list[dict[str, Any]]:
         """Each capability the swarm offers: its description, pools and payload JSON Schema
-        (None where the agent declares no payload model), for `swarm capabilities`."""
+        (None where the agent declares no payload model), for `swarm capabilities`.
+
+        A family (`prefix.*`) is listed as the capabilities its agent class's `catalog_entries`
+        returns (each may add `output_schema` and `annotations`); one whose class has none, or
+        whose lookup fails, is listed as itself with a `note` saying why."""
         entries: dict[str, dict[str, Any]] = {}
         for pool in self.config.pools.values():
             cls = import_object(pool.agent.class_path)
             doc = (cls.__doc__ or "").strip().splitlines()
             described = {c.name: c.description for c in pool.agent.capabilities}
             for cap in pool.agent.capability_names:
-                entry = entries.setdefault(
-                    cap, {"capability": cap, "swarm": self.name, "description": "", "pools": []}
-                )
-                entry["pools"].append(pool.name)
-                entry["description"] = (
-                    entry["description"]
-                    or described.get(cap)
-                    or cls.descriptions.get(cap)
-                    or (doc[0] if doc else "")
-                )
-                model = self.payloads.get(cap)
-                entry["schema"] = model.model_json_schema() if model is not None else None
+                members = await self._family_entries(cls, pool, cap) if names.is_family(cap) else [{}]
+                for member in members:
+                    name = member.get("capability", cap)
+                    entry = entries.setdefault(
+                        name, {"capability": name, "swarm": self.name, "description": "", "pools": []}
+                    )
+                    entry["pools"].append(pool.name)
+                    entry["description"] = (
+                        entry["description"]
+                        or member.get("description")
+                        or described.get(name)
+                        or cls.descriptions.get(name)
+                        or (doc[0] if doc else "")
+                    )
+                    if member:
+                        entry.update(
+                            {k: member[k] for k in ("output_schema", "annotations", "note") if k in member}
+                        )
+                        entry["schema"] = member.get("schema", member.get("payload_schema"))
+                    else:
+                        model = self.payloads.get(cap)
+                        entry["schema"] = model.model_json_schema() if model is not None else None
         return sorted(entries.values(), key=lambda e: e["capability"])
+
+    async def _family_entries(self, cls: type, pool: Any, family: str) -> list[dict[str, Any]]:
+        """The capabilities a family stands for now, by its agent class's `catalog_entries`
+        (awaited here, at most CATALOG_TIMEOUT_S); the family itself with a note when the
+        class has no such method, or it fails, or it returns something that is not a list of
+        entries under the family."""
+        lookup = getattr(cls, "catalog_entries", None)
+        if lookup is None:
+            return [{"note": "a family: any capability under it"}]
+        try:
+            found = await asyncio.wait_for(lookup(dict(pool.agent.params), family), CATALOG_TIMEOUT_S)
+            members = [e for e in found if names.capability_offered([family], e["capability"]) == family]
+        except Exception as e:
+            log.warning("swarm %s: listing family %s failed: %s: %s", self.name, family, type(e).__name__, e)
+            why = "timed out" if isinstance(e, asyncio.TimeoutError) else f"{type(e).__name__}: {e}"
+            return [{"note": f"its capabilities could not be listed: {why}"}]
+        return members
 
     def where(self) -> dict[str, Any]:
         """The queen's process id and node, for operators and chaos tests."""

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors._private.task import Task, TaskResult, TaskStatus, Timings, now
 from models._private.core.errors import StaleAttemptError, TaskNotFoundError
+from models._private.core.names import capability_offered
 from models._private.core.retry import backoff_s
 from models._private.core.usage import UsageLedger
 
@@ -338,7 +339,8 @@ class TaskBook:
             if kind == "acc":
                 task = Task.model_validate(entry["task"])
                 if task.id not in self.records:
-                    status = TaskStatus.DELEGATED if task.capability not in local_caps else TaskStatus.QUEUED
+                    here = capability_offered(local_caps, task.capability) is not None
+                    status = TaskStatus.QUEUED if here else TaskStatus.DELEGATED
                     self.accept(task, status)
             elif kind == "fin":
                 final = TaskResult.model_validate(entry["res"])

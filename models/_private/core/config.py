@@ -8,13 +8,17 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-__all__ = ["CapabilityName", "ConfigModel", "Name", "import_object", "named"]
+__all__ = ["CapabilityFamily", "CapabilityName", "ConfigModel", "Name", "import_object", "named"]
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 """A swarm, pool or namespace name."""
 
 CapabilityName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*$")]
 """A dotted capability name, e.g. 'text.stats'."""
+
+CapabilityFamily = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*\.\*$")]
+"""A family of capabilities, offered as one: a dotted prefix and `.*`, e.g. 'mcp.everything.*'
+covers 'mcp.everything.echo' (see `names.capability_offered`)."""
 
 
 class ConfigModel(BaseModel):

@@ -4,6 +4,7 @@ that presents a key to them). Both
 `actors` and `serve` build names here, as neither may import the other."""
 
 import re
+from collections.abc import Iterable
 
 __all__ = [
     "BACKEND_HEADER",
@@ -12,13 +13,19 @@ __all__ = [
     "FACTS_EXTRACTOR_DEPLOYMENT",
     "FACTS_INGRESS_DEPLOYMENT",
     "GATEWAY_DEPLOYMENT",
+    "MCP_FEDERATION",
+    "MCP_INGRESS_DEPLOYMENT",
     "REGISTRY",
     "ai_app_name",
     "authority_name",
     "bearer",
+    "capability_offered",
     "deployment_name",
     "facts_app_name",
     "facts_shard_name",
+    "is_family",
+    "mcp_app_name",
+    "mcp_stdio",
     "memory",
     "monitor",
     "owner",
@@ -51,6 +58,14 @@ def owner(actor_name: str) -> tuple[str, str] | None:
     return (kind, name) if sep and kind in ("queen", "health", "memory") else None
 
 
+MCP_FEDERATION = "mcp:federation"  # the MCP federation: upstream MCP servers' tools as capabilities
+
+
+def mcp_stdio(server: str) -> str:
+    """Actor name of the process runner of one stdio MCP upstream."""
+    return f"mcp-stdio:{server}"
+
+
 def authority_name(system: str) -> str:
     """Actor name of a system's key authority (the services' keys, limits and audit signing)."""
     return f"{system}-keys"
@@ -69,10 +84,16 @@ def facts_app_name(system: str) -> str:
     return f"{system}-facts"
 
 
+def mcp_app_name(system: str) -> str:
+    """The Serve application name of a system's MCP endpoint (`/mcp`)."""
+    return f"{system}-mcp"
+
+
 GATEWAY_DEPLOYMENT = "gateway"  # the AI service's ingress
 EMBEDDINGS_DEPLOYMENT = "embeddings"  # the AI service's embedder
 FACTS_INGRESS_DEPLOYMENT = "facts-ingress"  # the facts service's ingress
 FACTS_EXTRACTOR_DEPLOYMENT = "facts-extractor"  # spaCy's reading of documents, for every shard
+MCP_INGRESS_DEPLOYMENT = "mcp"  # the MCP endpoint's ingress
 
 
 def deployment_name(model: str) -> str:
@@ -83,6 +104,32 @@ def deployment_name(model: str) -> str:
 def facts_shard_name(namespace: str) -> str:
     """The Serve deployment name of a facts namespace's shard."""
     return f"facts-shard-{namespace}"
+
+
+# -- capabilities ---------------------------------------------------------------------------------
+
+
+def capability_offered(offered: Iterable[str], capability: str) -> str | None:
+    """The entry of `offered` that covers `capability`: the name itself when offered, else the
+    longest family (`prefix.*`) whose prefix it extends by at least one part; None if none.
+
+    A family is the one key a swarm queues, dispatches and routes a covered capability under:
+    `capability_offered(["mcp.fs.*"], "mcp.fs.read")` is `"mcp.fs.*"`.
+    """
+    best = None
+    for entry in offered:
+        if entry == capability:
+            return entry
+        prefix = entry[:-1]  # 'mcp.fs.' of 'mcp.fs.*'
+        covers = entry.endswith(".*") and len(capability) > len(prefix) and capability.startswith(prefix)
+        if covers and (best is None or len(entry) > len(best)):
+            best = entry
+    return best
+
+
+def is_family(capability: str) -> bool:
+    """Whether a capability name is a family (`prefix.*`) rather than one capability."""
+    return capability.endswith(".*")
 
 
 # -- HTTP headers the services add ----------------------------------------------------------------
