@@ -23,6 +23,21 @@ from models._private.core.uris import redact_uri
 from serve._private.ai.config import AIServiceConfig
 from serve._private.facts.config import FactsServiceConfig
 
+try:
+    from cluster._private.mcp_config import McpConfig
+except ImportError as _no_mcp:  # MERGE(i28): the federation's (actors) and the endpoint's (serve)
+    # branches bring the models McpConfig composes; until they are merged, `mcp:` is refused.
+    _why_no_mcp = f"this build has no MCP support: {_no_mcp}"
+
+    class McpConfig(ConfigModel):  # type: ignore[no-redef]
+        """A placeholder that refuses any `mcp:` section (see the import above)."""
+
+        @model_validator(mode="before")
+        @classmethod
+        def _absent(cls, data: Any) -> Any:
+            raise ValueError(_why_no_mcp)
+
+
 __all__ = ["SystemConfig", "config_changes", "load_config", "unset_secrets"]
 
 
@@ -50,6 +65,11 @@ class SystemConfig(ConfigModel):
         description="The facts service `up` deploys on Ray Serve (documents, a temporal knowledge "
         "graph, hybrid and graph search); None: no service.",
     )
+    mcp: McpConfig | None = Field(
+        None,
+        description="MCP: the `/mcp` endpoint every capability is a tool of, and upstream MCP "
+        "servers federated as capabilities (run by a swarm `up` adds); None: neither.",
+    )
 
     @field_validator("swarms", mode="before")
     @classmethod
@@ -70,6 +90,11 @@ class SystemConfig(ConfigModel):
                 data[service] = {**given, "control_resources": wanted}
             elif isinstance(given, (AIServiceConfig, FactsServiceConfig)) and not given.control_resources:
                 data[service] = given.model_copy(update={"control_resources": dict(wanted)})
+        mcp = data.get("mcp")
+        if isinstance(mcp, dict) and mcp.get("server", {}) is not None:  # absent: on, by default
+            server = mcp.get("server", {})
+            if isinstance(server, dict) and not server.get("control_resources"):
+                data["mcp"] = {**mcp, "server": {**server, "control_resources": wanted}}
         return data
 
     @model_validator(mode="after")
@@ -77,9 +102,39 @@ class SystemConfig(ConfigModel):
         if not self.swarms:
             raise ValueError("a system needs at least one swarm")
         # Checks across sections carry their own field paths, which a ValueError here cannot.
-        if problems := self._journal_problems() + self._heartbeat_problems() + self._service_problems():
+        problems = self._journal_problems() + self._heartbeat_problems() + self._service_problems()
+        if self.mcp is not None:
+            problems += self.mcp.problems(self.swarms) + self._mcp_endpoint_problems()
+        if problems:
             raise ConfigError("<config>", problems)
         return self
+
+    def all_swarms(self) -> list[SwarmConfig]:
+        """The configured swarms, and the one `up` adds to run federated MCP tools (when
+        `mcp.servers` names any)."""
+        generated = [self.mcp.swarm()] if self.mcp is not None and self.mcp.servers else []
+        return [*self.swarms.values(), *generated]
+
+    def _mcp_endpoint_problems(self) -> list[tuple[str, str]]:
+        # Serve has one HTTP proxy per cluster and the system one key authority: the endpoint
+        # shares the other services' host, port and keys, at a prefix of its own.
+        server = self.mcp.server if self.mcp is not None else None
+        if server is None:
+            return []
+        problems = []
+        for name, other in (("ai", self.ai), ("facts", self.facts)):
+            if other is None:
+                continue
+            if (server.host, server.port) != (other.host, other.port):
+                why = f"must equal {name}'s ({other.host}:{other.port}): one Serve HTTP endpoint a cluster"
+                problems.append(("mcp.server.port", why))
+            if server.route_prefix.rstrip("/") == other.route_prefix.rstrip("/"):
+                problems.append(("mcp.server.route_prefix", f"is {name}'s too ({other.route_prefix!r})"))
+            if server.auth.path != other.auth.path:
+                why = f"must equal {name}'s ({other.auth.path!r}): one key authority serves the system"
+                problems.append(("mcp.server.auth.path", why))
+            break  # facts is checked against ai already
+        return problems
 
     def journal_locations(self) -> dict[str, str]:
         """Where each journal lives, by the field that sets it."""
