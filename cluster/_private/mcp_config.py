@@ -5,18 +5,17 @@ the rest of the system config, live here."""
 
 from __future__ import annotations
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field
 
 from actors import McpFederationConfig, McpServerConfig
 from actors._private.config import SwarmConfig
-from models._private.core.config import CapabilityName, ConfigModel, Name, named
+from models._private.core.config import ConfigModel, Name, named
 from models._private.core.names import capability_offered
 from serve import McpServiceConfig
 
 __all__ = ["MCP_TOOL_AGENT", "McpConfig"]
 
 MCP_TOOL_AGENT = "actors:McpToolAgent"  # the agent class of the generated swarm's one pool
-_CAPABILITY = TypeAdapter(CapabilityName)
 
 
 class McpConfig(ConfigModel):
@@ -38,12 +37,12 @@ class McpConfig(ConfigModel):
     )
 
     def group_of(self, server: str) -> str:
-        """The group of an upstream: its `group`, default its own name."""
-        return self.servers[server].group or server
+        """The group of an upstream (`McpServerConfig.group_of`)."""
+        return self.servers[server].group_of(server)
 
     def prefix_of(self, server: str) -> str:
-        """The capability prefix of an upstream's tools: its `prefix`, default 'mcp.<group>'."""
-        return self.servers[server].prefix or f"mcp.{self.group_of(server)}"
+        """The capability prefix of an upstream's tools (`McpServerConfig.prefix_of`)."""
+        return self.servers[server].prefix_of(server)
 
     def groups(self) -> dict[str, list[str]]:
         """Group name -> its upstreams, in config order."""
@@ -94,11 +93,6 @@ class McpConfig(ConfigModel):
                         "a group offers one set of tools"
                     )
                     problems.append((f"{at}.{m}.prefix", why))
-            try:
-                _CAPABILITY.validate_python(prefix)
-            except ValidationError:
-                why = f"{prefix!r} (from group {group!r}) is not a capability name: set `prefix`"
-                problems.append((f"{at}.{first}.prefix", why))
         prefixes = {self.prefix_of(s): s for s in self.servers}
         for prefix, server in prefixes.items():
             family = prefix + ".*"

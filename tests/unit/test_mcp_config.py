@@ -63,12 +63,9 @@ def test_a_prefix_may_not_collide_with_a_swarm_capability_or_hold_another_prefix
     )
 
 
-def test_a_group_name_that_makes_no_capability_name_asks_for_a_prefix():
-    found = problems({"servers": {"my-server": EVERYTHING}})
-    assert found == {
-        "mcp.servers.my-server.prefix": "'mcp.my-server' (from group 'my-server') is not a capability "
-        "name: set `prefix`"
-    }
+def test_a_group_name_with_a_hyphen_makes_its_default_prefix_with_an_underscore():
+    config = with_mcp({"servers": {"my-server": EVERYTHING}})
+    assert config.mcp.families() == ["mcp.my_server.*"]
 
 
 def test_the_federation_swarm_needs_a_name_no_configured_swarm_has():
