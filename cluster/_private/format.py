@@ -246,8 +246,16 @@ def _held(fact: dict[str, Any]) -> str:
 
 
 def format_capabilities(entries: list[dict[str, Any]], fields: bool) -> str:
-    """The `swarm capabilities` table; with `fields`, each capability's payload fields below it."""
-    rows = [{**e, "pools": ", ".join(e["pools"])} for e in entries]
+    """The `swarm capabilities` table; with `fields`, each capability's payload fields below it.
+    A family its agents could not list (`prefix.*`) says why after its description."""
+    rows = [
+        {
+            **e,
+            "pools": ", ".join(e["pools"]),
+            "description": f"{e['description']} [{e['note']}]" if e.get("note") else e["description"],
+        }
+        for e in entries
+    ]
     if not fields:
         return format_table(rows, ["capability", "swarm", "pools", "description"])
     blocks = []

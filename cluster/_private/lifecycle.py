@@ -47,7 +47,7 @@ def _keys(config: SystemConfig, ns: str, registry: Any) -> None:
     """Keys for the user and the agents when auth is on; a loud notice when it is off."""
     from cluster._private.credentials import provision
 
-    services = [(name, c) for name, c in (("ai", config.ai), ("facts", config.facts)) if c is not None]
+    services = [(name, c) for name, c in _services(config) if c is not None]
     if any(c.auth.enabled for _, c in services):
         provision(ns, next(c.auth for _, c in services if c.auth.enabled), registry)
     for name, c in services:
@@ -57,6 +57,12 @@ def _keys(config: SystemConfig, ns: str, registry: Any) -> None:
                 f"{c.host}:{c.port} can use it (allowed on loopback only)",
                 file=sys.stderr,
             )
+
+
+def _services(config: SystemConfig) -> list[tuple[str, Any]]:
+    """(name, config or None) of each HTTP service a system may run on Serve."""
+    mcp = config.mcp.server if config.mcp is not None else None
+    return [("ai", config.ai), ("facts", config.facts), ("mcp", mcp)]
 
 
 Progress = Callable[[str, int, int], None]
@@ -89,7 +95,7 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
             loopback (nothing is created then).
     """
     check_secrets(config)  # before anything is started
-    for service, c in (("ai", config.ai), ("facts", config.facts)):
+    for service, c in _services(config):
         if c is not None and not c.auth.enabled:
             quiet_serve()
             start_serve(c, service)  # where Serve really listens decides, before anything is created
@@ -107,8 +113,9 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
         config.registry, wanted, journal
     )
     get(registry.set_system_config.remote(wanted))
+    _start_mcp_federation(config, control)  # before the queens: its swarm's agents call it
     queens, monitors = [], []
-    for swarm in config.swarms.values():
+    for swarm in config.all_swarms():
         queens.append(
             _Queen.options(
                 name=names.queen(swarm.name), namespace=ns, max_concurrency=100_000, **control
@@ -132,7 +139,8 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
         for name, store in _memory_stores(config)
     ]
     _loaded(memories, progress or _silent)  # before agents use them
-    if config.ai is not None or config.facts is not None:
+    mcp_server = config.mcp.server if config.mcp is not None else None
+    if config.ai is not None or config.facts is not None or mcp_server is not None:
         quiet_serve()
         ai_url = None
         if config.ai is not None:
@@ -144,10 +152,13 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
             facts = config.facts.with_ai(ai_url) if ai_url else config.facts
             url = _watched(lambda: deploy(facts, app_name=facts_app, system=ns), facts_app, progress)
             get(registry.kv_put.remote(FACTS_URL_KEY, url))
+        if mcp_server is not None:
+            mcp_app = names.mcp_app_name(ns)
+            _watched(lambda: deploy(mcp_server, app_name=mcp_app, system=ns), mcp_app, progress)
         _keys(config, ns, registry)
     get([q.start.remote() for q in queens])
     get([m.start.remote() for m in monitors])
-    ready_s = max(p.ready_timeout_s for s in config.swarms.values() for p in s.pools.values())
+    ready_s = max(p.ready_timeout_s for s in config.all_swarms() for p in s.pools.values())
     deadline = time.monotonic() + min(ready_s, wait_s if wait_s is not None else ready_s)
     while time.monotonic() < deadline:
         rows = [a for q in get([q.status.remote() for q in queens]) for a in q["agents"]]
@@ -158,6 +169,50 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
     get([m.check.remote() for m in monitors])  # report health as of now, not of start-up
     internal_kv._internal_kv_put(_LAST_NAMESPACE_KEY, ns.encode(), overwrite=True)
     return status(ns)
+
+
+def _start_mcp_federation(config: SystemConfig, control: dict[str, Any]) -> None:
+    """Creates an actor per stdio MCP upstream and the federation actor over every upstream
+    (kept when they exist), when `mcp.servers` names any. Its tools are listed lazily: an
+    upstream that is down now is the federation's to retry, not a reason to fail `up`."""
+    if config.mcp is None or not config.mcp.servers:
+        return
+    from actors._private.mcp import McpFederation, McpStdioServer
+
+    ns = config.namespace
+    servers = {name: s.model_dump(mode="json") for name, s in config.mcp.servers.items()}
+    stdio = ray.remote(McpStdioServer)
+    for name, server in config.mcp.servers.items():
+        if server.command is not None:
+            # Restarted by Ray when its process dies; a call it was running is not run again
+            # (the federation answers it as failed, and retries only what may be retried).
+            stdio.options(
+                name=names.mcp_stdio(name),
+                namespace=ns,
+                max_task_retries=0,
+                max_concurrency=1000,
+                **control,
+            ).remote(name, servers[name])
+    ray.remote(McpFederation).options(
+        name=names.MCP_FEDERATION, namespace=ns, max_concurrency=10_000, **control
+    ).remote(servers, config.mcp.federation.model_dump(mode="json"), ns)
+
+
+def _stop_mcp_federation(namespace: str) -> list[str]:
+    """Kills the federation actor and every stdio upstream's actor of `namespace` (a stdio
+    server's process reads end of file on its stdin and exits). Their pins live in the
+    registry's key-value store, which `down` purges with the registry."""
+    removed = []
+    for a in ray.util.list_named_actors(all_namespaces=True):
+        name = a["name"]
+        if a["namespace"] != namespace or not (
+            name == names.MCP_FEDERATION or name.startswith(names.mcp_stdio(""))
+        ):
+            continue
+        if (handle := existing(name, namespace)) is not None:
+            ray.kill(handle, no_restart=True)
+            removed.append(name)
+    return sorted(removed)
 
 
 def _silent(what: str, done: int, total: int) -> None:
@@ -267,8 +322,11 @@ def down(namespace: str = "swarmray") -> list[str]:
             continue
         ray.kill(store, no_restart=True)  # its data stays on disk: memory outlives `down`
         removed.append(names.memory(name))
+    removed += _stop_mcp_federation(namespace)  # after the queens: no agent calls it any more
     services = (("ai", names.ai_app_name), ("facts", names.facts_app_name))
     apps = [app(namespace) for key, app in services if config.get(key)]
+    if (config.get("mcp") or {}).get("server"):
+        apps.append(names.mcp_app_name(namespace))
     if apps:
         from ray import serve
 

@@ -3,7 +3,7 @@
 import json
 
 from actors._private.task import TaskResult, TaskStatus, Timings
-from cluster._private.format import format_result
+from cluster._private.format import format_capabilities, format_result
 
 
 def test_a_delegated_success_reads_as_one_line_then_its_output():
@@ -118,3 +118,20 @@ def test_a_step_whose_tool_calls_a_limit_kept_from_running_does_not_read_as_an_a
     assert format_result(result).splitlines()[1] == (
         "    step 1 (70 tokens) asked for tools, not run (max_steps)"
     )
+
+
+def test_a_family_its_agents_could_not_list_shows_why_after_its_description():
+    entries = [
+        {"capability": "echo.a", "swarm": "s", "pools": ["p"], "description": "echoes", "schema": None},
+        {
+            "capability": "mcp.ev.*",
+            "swarm": "mcp",
+            "pools": ["tools"],
+            "description": "Calls a federated tool.",
+            "schema": None,
+            "note": "its capabilities could not be listed: timed out",
+        },
+    ]
+    lines = format_capabilities(entries, fields=False).splitlines()
+    assert lines[1].split() == ["echo.a", "s", "p", "echoes"]
+    assert lines[2].endswith("Calls a federated tool. [its capabilities could not be listed: timed out]")
