@@ -15,8 +15,12 @@ __all__ = [
     "FACTS_COLUMNS",
     "SWARM_COLUMNS",
     "agents_by_state",
+    "call_tool_result",
     "facts_rows",
+    "format_call_tool_result",
     "format_capabilities",
+    "format_mcp_servers",
+    "format_mcp_tools",
     "format_result",
     "format_search",
     "format_status",
@@ -298,3 +302,80 @@ def _json_type(prop: dict[str, Any], defs: dict[str, Any]) -> str:
     if kind == "array":
         return f"list[{_json_type(prop.get('items', {}), defs)}]"
     return kind
+
+
+# -- MCP ------------------------------------------------------------------------------------------
+
+
+def format_mcp_servers(rows: list[dict[str, Any]]) -> str:
+    """The `swarm mcp servers` table: one upstream a row, where it is and how it does."""
+    shown = [
+        {
+            **r,
+            "target": r.get("url") or " ".join(r.get("command") or []),
+            "healthy": "yes" if r.get("healthy") else "no",
+            "p50_ms": "-" if r.get("p50_ms") is None else f"{r['p50_ms']:g}",
+            "last_error": _clip(r.get("last_error") or "", 60),
+        }
+        for r in rows
+    ]
+    columns = ["name", "kind", "group", "target", "healthy", "breaker", "in_flight", "p50_ms", "tools"]
+    return format_table(shown, [*columns, "restarts", "last_error"])
+
+
+def format_mcp_tools(rows: list[dict[str, Any]]) -> str:
+    """The `swarm mcp tools` table: each upstream tool's capability, where it comes from, and
+    whether it is offered (approved) or held back (pending, changed, collision)."""
+    shown = [{**r, "description": _clip(r.get("description") or "", 60)} for r in rows]
+    ordered = sorted(shown, key=lambda r: (r.get("capability") or "", r.get("server") or ""))
+    return format_table(ordered, ["capability", "server", "group", "tool", "state", "description"])
+
+
+def call_tool_result(result: TaskResult) -> dict[str, Any]:
+    """A task's outcome as an MCP CallToolResult (JSON): a federated tool's own result as it
+    came; another capability's output as JSON text (and `structuredContent` for an object); a
+    task that did not succeed as an error result."""
+    if not result.ok:
+        why = f"{result.status.value}: {result.error_type or 'error'}: {result.error or ''}".rstrip(": ")
+        return {"content": [{"type": "text", "text": why}], "isError": True}
+    output = result.output
+    if isinstance(output, dict) and isinstance(output.get("content"), list):
+        return output  # an McpToolAgent's output: the upstream's CallToolResult
+    out: dict[str, Any] = {"content": [{"type": "text", "text": json.dumps(output)}], "isError": False}
+    if isinstance(output, dict):
+        out["structuredContent"] = output
+    return out
+
+
+def format_call_tool_result(result: dict[str, Any]) -> str:
+    """A CallToolResult for people: each content block (text as it is, other kinds named with
+    their size or URI), then the structured content when no text block already shows it."""
+    lines = ["error result:"] if result.get("isError") else []
+    texts = []
+    for block in result.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text", ""))
+            lines.append(block.get("text", ""))
+        elif kind in ("image", "audio"):
+            lines.append(f"[{kind} {block.get('mimeType', '?')}, {len(block.get('data', ''))} base64 chars]")
+        elif kind == "resource_link":
+            lines.append(f"[resource link {block.get('uri', '?')}]")
+        elif kind == "resource":
+            inner = block.get("resource") or {}
+            lines.append(f"[resource {inner.get('uri', '?')}] {inner.get('text', '')}".rstrip())
+        else:
+            lines.append(json.dumps(block))
+    structured = result.get("structuredContent")
+    if structured is not None:
+        shown = json.dumps(structured)
+        if not any(_same_json(t, structured) for t in texts):
+            lines.append(f"structured: {shown}")
+    return "\n".join(lines)
+
+
+def _same_json(text: str, value: Any) -> bool:
+    try:
+        return json.loads(text) == value
+    except ValueError:
+        return False

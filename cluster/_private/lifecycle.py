@@ -41,6 +41,7 @@ _Registry = ray.remote(MetaRegistry)
 _Queen = ray.remote(SwarmQueen)
 _Monitor = ray.remote(HealthMonitor)
 _Memory = ray.remote(MemoryStore)
+MCP_READY_S = 60.0  # longest `up` waits for the federation's first listing of its upstreams
 
 
 def _keys(config: SystemConfig, ns: str, registry: Any) -> None:
@@ -172,47 +173,45 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
 
 
 def _start_mcp_federation(config: SystemConfig, control: dict[str, Any]) -> None:
-    """Creates an actor per stdio MCP upstream and the federation actor over every upstream
-    (kept when they exist), when `mcp.servers` names any. Its tools are listed lazily: an
-    upstream that is down now is the federation's to retry, not a reason to fail `up`."""
+    """Creates the federation actor (kept when it exists), which starts an actor per stdio
+    upstream, when `mcp.servers` names any; waits up to MCP_READY_S for its first listing. An
+    upstream that does not answer by then is the federation's to retry, not a reason to fail
+    `up`: its tools appear when it does."""
     if config.mcp is None or not config.mcp.servers:
         return
-    from actors._private.mcp import McpFederation, McpStdioServer
+    from actors._private.mcp.service import start_federation
 
-    ns = config.namespace
-    servers = {name: s.model_dump(mode="json") for name, s in config.mcp.servers.items()}
-    stdio = ray.remote(McpStdioServer)
-    for name, server in config.mcp.servers.items():
-        if server.command is not None:
-            # Restarted by Ray when its process dies; a call it was running is not run again
-            # (the federation answers it as failed, and retries only what may be retried).
-            stdio.options(
-                name=names.mcp_stdio(name),
-                namespace=ns,
-                max_task_retries=0,
-                max_concurrency=1000,
-                **control,
-            ).remote(name, servers[name])
-    ray.remote(McpFederation).options(
-        name=names.MCP_FEDERATION, namespace=ns, max_concurrency=10_000, **control
-    ).remote(servers, config.mcp.federation.model_dump(mode="json"), ns)
+    federation = start_federation(
+        dict(config.mcp.servers), config.mcp.federation, config.namespace, control.get("resources")
+    )
+    try:
+        get(federation.ready.remote(), timeout_s=MCP_READY_S)
+    except ray.exceptions.GetTimeoutError:
+        print(
+            f"WARNING: the MCP upstreams were not all listed within {MCP_READY_S:g} s; "
+            "`swarm mcp servers` shows how they do",
+            file=sys.stderr,
+        )
 
 
-def _stop_mcp_federation(namespace: str) -> list[str]:
-    """Kills the federation actor and every stdio upstream's actor of `namespace` (a stdio
-    server's process reads end of file on its stdin and exits). Their pins live in the
-    registry's key-value store, which `down` purges with the registry."""
-    removed = []
-    for a in ray.util.list_named_actors(all_namespaces=True):
-        name = a["name"]
-        if a["namespace"] != namespace or not (
-            name == names.MCP_FEDERATION or name.startswith(names.mcp_stdio(""))
-        ):
-            continue
-        if (handle := existing(name, namespace)) is not None:
-            ray.kill(handle, no_restart=True)
-            removed.append(name)
-    return sorted(removed)
+def _stop_mcp_federation(namespace: str, config: dict[str, Any]) -> list[str]:
+    """Ends the stdio upstreams' processes and kills their actors and the federation actor,
+    those of the stored config's servers and any other the namespace holds. Their pins live in
+    the registry's key-value store, which `down` purges with the registry."""
+    stdio = names.mcp_stdio("")
+    found = {
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == namespace and (a["name"] == names.MCP_FEDERATION or a["name"].startswith(stdio))
+    }
+    if not found:
+        return []
+    from actors._private.mcp.service import stop_federation
+
+    servers = {*((config.get("mcp") or {}).get("servers") or {})}
+    servers |= {n.removeprefix(stdio) for n in found if n.startswith(stdio)}
+    stop_federation(sorted(servers), namespace)
+    return sorted(found)
 
 
 def _silent(what: str, done: int, total: int) -> None:
@@ -322,7 +321,7 @@ def down(namespace: str = "swarmray") -> list[str]:
             continue
         ray.kill(store, no_restart=True)  # its data stays on disk: memory outlives `down`
         removed.append(names.memory(name))
-    removed += _stop_mcp_federation(namespace)  # after the queens: no agent calls it any more
+    removed += _stop_mcp_federation(namespace, config)  # after the queens: no agent calls it now
     services = (("ai", names.ai_app_name), ("facts", names.facts_app_name))
     apps = [app(namespace) for key, app in services if config.get(key)]
     if (config.get("mcp") or {}).get("server"):

@@ -34,6 +34,8 @@ print(code, sorted({{m.split(".")[0] for m in sys.modules}} & {heavy!r}))
         (["submit"], 2),  # a usage error: no CAPABILITY
         (["submit", "text.stats", "--input", "[1]"], 2),  # checked before connecting
         (["usage", "--by", "nobody"], 2),
+        (["mcp", "--help"], 0),
+        (["mcp", "call", "mcp.example.echo", "--input", "[1]"], 2),  # checked before connecting
     ],
 )
 def test_help_and_usage_errors_import_no_ray(args, code):

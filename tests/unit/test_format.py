@@ -3,7 +3,14 @@
 import json
 
 from actors._private.task import TaskResult, TaskStatus, Timings
-from cluster._private.format import format_capabilities, format_result
+from cluster._private.format import (
+    call_tool_result,
+    format_call_tool_result,
+    format_capabilities,
+    format_mcp_servers,
+    format_mcp_tools,
+    format_result,
+)
 
 
 def test_a_delegated_success_reads_as_one_line_then_its_output():
@@ -135,3 +142,91 @@ def test_a_family_its_agents_could_not_list_shows_why_after_its_description():
     lines = format_capabilities(entries, fields=False).splitlines()
     assert lines[1].split() == ["echo.a", "s", "p", "echoes"]
     assert lines[2].endswith("Calls a federated tool. [its capabilities could not be listed: timed out]")
+
+
+def _ended(status, output=None, error=None, error_type=None):
+    return TaskResult(
+        task_id="mcp:1",
+        capability="mcp.ev.echo",
+        status=status,
+        output=output,
+        error=error,
+        error_type=error_type,
+        timings=Timings(submitted_at=1.0, started_at=1.0, finished_at=1.1),
+    )
+
+
+def test_a_federated_tools_result_is_its_own_call_tool_result_and_another_output_becomes_one():
+    upstream = {"content": [{"type": "text", "text": "Echo: hi"}], "isError": False}
+    assert call_tool_result(_ended(TaskStatus.SUCCEEDED, upstream)) == upstream
+    stats = call_tool_result(_ended(TaskStatus.SUCCEEDED, {"words": 3}))
+    assert stats == {
+        "content": [{"type": "text", "text": '{"words": 3}'}],
+        "structuredContent": {"words": 3},
+        "isError": False,
+    }
+    assert format_call_tool_result(stats) == '{"words": 3}'  # the structured copy is not repeated
+    failed = call_tool_result(
+        _ended(TaskStatus.FAILED, error="no such tool", error_type="McpUnknownToolError")
+    )
+    assert failed == {
+        "content": [{"type": "text", "text": "failed: McpUnknownToolError: no such tool"}],
+        "isError": True,
+    }
+    assert format_call_tool_result(failed) == "error result:\nfailed: McpUnknownToolError: no such tool"
+
+
+def test_a_call_tool_result_reads_block_by_block():
+    result = {
+        "content": [
+            {"type": "text", "text": "two blocks"},
+            {"type": "image", "mimeType": "image/png", "data": "iVBORw0KGgo="},
+            {"type": "resource_link", "uri": "file:///x.txt", "name": "x"},
+        ],
+        "structuredContent": {"n": 2},
+    }
+    assert format_call_tool_result(result).splitlines() == [
+        "two blocks",
+        "[image image/png, 12 base64 chars]",
+        "[resource link file:///x.txt]",
+        'structured: {"n": 2}',
+    ]
+
+
+def test_the_mcp_tables_show_each_server_and_tool():
+    servers = format_mcp_servers(
+        [
+            {
+                "name": "example",
+                "kind": "stdio",
+                "group": "example",
+                "url": None,
+                "command": ["python", "-m", "actors._private.mcp.example_server"],
+                "healthy": True,
+                "breaker": "closed",
+                "in_flight": 0,
+                "p50_ms": 1.25,
+                "tools": 3,
+                "restarts": 0,
+                "last_error": None,
+            }
+        ]
+    ).splitlines()
+    assert servers[0].split() == [
+        "NAME", "KIND", "GROUP", "TARGET", "HEALTHY", "BREAKER", "IN_FLIGHT", "P50_MS", "TOOLS", "RESTARTS",
+        "LAST_ERROR",
+    ]  # fmt: skip
+    assert servers[1].split() == [
+        "example", "stdio", "example", "python", "-m", "actors._private.mcp.example_server", "yes",
+        "closed", "0", "1.25", "3", "0",
+    ]  # fmt: skip
+    tools = format_mcp_tools(
+        [
+            {"capability": "mcp.ev.b", "server": "ev", "group": "ev", "tool": "b", "state": "changed"},
+            {"capability": "mcp.ev.a", "server": "ev", "group": "ev", "tool": "a", "state": "approved"},
+        ]
+    ).splitlines()
+    assert [line.split() for line in tools[1:]] == [
+        ["mcp.ev.a", "ev", "ev", "a", "approved"],
+        ["mcp.ev.b", "ev", "ev", "b", "changed"],
+    ]

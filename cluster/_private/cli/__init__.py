@@ -1,7 +1,7 @@
 """The `swarm` command (also `python -m cluster`), on click: ray already depends on it.
 
 One module per command group: `system` (up, status, down, demo), `tasks` (submit, result,
-cancel, capabilities), `usage`, `facts`, `memory`, `keys` and `audit`; `options` holds what
+cancel, capabilities), `usage`, `facts`, `memory`, `keys`, `audit` and `mcp`; `options` holds what
 they share. Every module loads with click and light modules only, so that `swarm --help` and a
 usage error answer at once; what a command needs (Ray first) is imported inside its body.
 """
@@ -14,7 +14,7 @@ import traceback
 
 import click
 
-from cluster._private.cli import audit, facts, keys, memory, system, tasks, usage
+from cluster._private.cli import audit, facts, keys, mcp, memory, system, tasks, usage
 from models._private.core import env
 from models._private.core.errors import SwarmrayError
 
@@ -48,6 +48,7 @@ for _command in (
     memory.memory,
     keys.keys,
     audit.audit,
+    mcp.mcp,
 ):
     cli.add_command(_command)
 
