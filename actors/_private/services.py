@@ -17,10 +17,19 @@ from models._private.core.errors import RequestError
 from models._private.core.names import bearer
 from models._private.core.usage import Spent
 
-__all__ = ["AI_URL_KEY", "FACTS_URL_KEY", "SERVICE_KEY_KEY", "ServiceClient", "error_of", "spending"]
+__all__ = [
+    "AI_URL_KEY",
+    "FACTS_URL_KEY",
+    "MCP_URL_KEY",
+    "SERVICE_KEY_KEY",
+    "ServiceClient",
+    "error_of",
+    "spending",
+]
 
 AI_URL_KEY = "ai.url"  # registry KV keys under which `swarm up` publishes each service's URL
 FACTS_URL_KEY = "facts.url"
+MCP_URL_KEY = "mcp.url"  # the /mcp endpoint's
 SERVICE_KEY_KEY = "services.key"  # registry KV key of the API key agents send to both services
 _KEYS = {AI_URL_KEY: ("AI service", "ai:"), FACTS_URL_KEY: ("facts service", "facts:")}
 _SPENDING: ContextVar[Spent | None] = ContextVar("swarmray_spending", default=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -10,20 +11,23 @@ from typing import Any
 
 import ray
 
+from actors._private.services import MCP_URL_KEY
 from actors._private.task import TaskResult
 from cluster._private.client import Client
 from cluster._private.config import SystemConfig, load_config
-from cluster._private.connection import connect
-from cluster._private.credentials import credentials_path
+from cluster._private.connection import call, connect, registry_of
+from cluster._private.credentials import credentials_path, user_key
+from cluster._private.endpoints import check_key_transport, url_here
 from cluster._private.facts_client import FactsClient
-from cluster._private.format import format_result, format_status
+from cluster._private.format import format_call_tool_result, format_result, format_status
 from cluster._private.lifecycle import down, up
 from cluster._private.status import status
 from cluster._private.usage import format_usage, usage
 from models._private.core.errors import SystemNotFoundError
 from models._private.core.journal import journal_location
+from models._private.core.names import bearer
 
-__all__ = ["DEMO", "DEMO_DOCUMENTS", "DEMO_TASKS", "FOLLOW_UP", "QUESTION", "run_demo"]
+__all__ = ["DEMO", "DEMO_DOCUMENTS", "DEMO_MCP_CALLS", "DEMO_TASKS", "FOLLOW_UP", "QUESTION", "run_demo"]
 
 DEMO = "demo"  # the memory namespace of the demo's notes, and the facts namespace of its documents
 
@@ -143,6 +147,12 @@ FOLLOW_UP: list[tuple[str, str, dict[str, Any]]] = [
     # task; its next answers from the result (the output shows each step).
     ("ai", "agent.run", {"input": "Factorize n = 360."}),
 ]
+# Over MCP, with the SDK's client on the system's /mcp endpoint: a tool of the federated example
+# server (configs/local.yaml runs it over stdio) and a swarm capability, each a task in a queen.
+DEMO_MCP_CALLS: list[tuple[str, dict[str, Any]]] = [
+    ("mcp.example.word_count", {"text": _TEXT}),
+    ("text.stats", {"text": _TEXT}),
+]
 _NEEDS = {"llm.generate": ("ai",), "facts.ingest": ("facts",), "facts.search": ("facts",)}
 _NEEDS["facts.answer"] = ("ai", "facts")
 _NEEDS["agent.run"] = ("ai",)
@@ -172,6 +182,7 @@ def run_demo(config_path: str | None = None, address: str | None = None) -> int:
     """
     config = load_config(config_path)  # fails before Ray starts
     started = time.monotonic()
+    mcp_ok = True
     connect(address, config.namespace)
     created = not _runs(config.namespace)
     if created:
@@ -183,6 +194,8 @@ def run_demo(config_path: str | None = None, address: str | None = None) -> int:
         results = _run_workload(config)
         print("\n" + "\n".join(format_result(r) for r in results))
         print("\n" + format_status(status(config.namespace)))
+        if config.mcp is not None and config.mcp.server is not None:
+            mcp_ok = _show_mcp_calls(config.namespace)
         if config.ai is not None:  # what the tasks spent through the AI service (`swarm usage`)
             print("\n" + format_usage(usage(config.namespace, "swarm"), "swarm"))
     finally:
@@ -195,7 +208,42 @@ def run_demo(config_path: str | None = None, address: str | None = None) -> int:
         f"\n{sum(r.ok for r in results)}/{len(results)} tasks succeeded; "
         f"done in {time.monotonic() - started:.1f} s"
     )
-    return 0 if all(r.ok for r in results) else 1
+    return 0 if mcp_ok and all(r.ok for r in results) else 1
+
+
+def _show_mcp_calls(namespace: str) -> bool:
+    """Calls DEMO_MCP_CALLS over the system's /mcp endpoint (those its tools list offers) and
+    prints each result; whether every one was offered and answered without an error."""
+    url = url_here(call(lambda: registry_of(namespace).kv_get.remote(MCP_URL_KEY)))
+    key = user_key(namespace)
+    check_key_transport(url, key)
+    offered, answers = asyncio.run(_mcp_calls(url, key))
+    print(f"\nover MCP at {url} ({offered} tools listed):")
+    ok = len(answers) == len(DEMO_MCP_CALLS)
+    for name, result in answers:
+        ok &= not result.get("isError")
+        print(f"{name}: " + format_call_tool_result(result).replace("\n", "\n    "))
+    for name in sorted({n for n, _ in DEMO_MCP_CALLS} - {n for n, _ in answers}):
+        print(f"{name}: not offered by the /mcp endpoint")
+    return ok
+
+
+async def _mcp_calls(url: str, key: str | None) -> tuple[int, list[tuple[str, dict[str, Any]]]]:
+    """(tools listed, [(tool, CallToolResult JSON)]) of DEMO_MCP_CALLS the endpoint lists."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    http = httpx2.AsyncClient(headers=bearer(key), timeout=httpx2.Timeout(30, read=120))
+    async with Client(streamable_http_client(url, http_client=http)) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        answers = []
+        for name, arguments in DEMO_MCP_CALLS:
+            if name in tools:
+                result = await client.call_tool(name, arguments)
+                answers.append((name, result.model_dump(mode="json", by_alias=True, exclude_none=True)))
+    await http.aclose()
+    return len(tools), answers
 
 
 def _runs(namespace: str) -> bool:
@@ -230,7 +278,8 @@ def _private_system(config: SystemConfig) -> SystemConfig:
     stores = [s["memory"] for s in data["swarms"].values() if s.get("memory")] + [data.get("global_memory")]
     for store in filter(None, stores):
         store["memory"]["path"] = None
-    for service in filter(None, (data.get("ai"), data.get("facts"))):
+    mcp_server = (data.get("mcp") or {}).get("server")
+    for service in filter(None, (data.get("ai"), data.get("facts"), mcp_server)):
         service["auth"]["path"] = None
         if "path" in service:  # the facts service's data
             service["path"] = None

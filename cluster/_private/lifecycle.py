@@ -17,7 +17,7 @@ from actors._private.health import HealthMonitor
 from actors._private.memory_store import MemoryStore
 from actors._private.queen.queen import SwarmQueen
 from actors._private.registry import MetaRegistry
-from actors._private.services import AI_URL_KEY, FACTS_URL_KEY
+from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, MCP_URL_KEY
 from cluster._private.config import SystemConfig, config_changes, unset_secrets
 from cluster._private.connection import LocalHead, call, existing, get, quiet_serve, registry_of
 from cluster._private.status import status
@@ -155,7 +155,8 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
             get(registry.kv_put.remote(FACTS_URL_KEY, url))
         if mcp_server is not None:
             mcp_app = names.mcp_app_name(ns)
-            _watched(lambda: deploy(mcp_server, app_name=mcp_app, system=ns), mcp_app, progress)
+            url = _watched(lambda: deploy(mcp_server, app_name=mcp_app, system=ns), mcp_app, progress)
+            get(registry.kv_put.remote(MCP_URL_KEY, url))
         _keys(config, ns, registry)
     get([q.start.remote() for q in queens])
     get([m.start.remote() for m in monitors])

@@ -34,6 +34,7 @@ def config_file(tmp_path, namespace):
     data = yaml.safe_load((ROOT / "configs" / "local.yaml").read_text())
     data["namespace"] = namespace
     data.pop("ai")  # the AI service is deployed by the job test below and tests/serve
+    data.pop("mcp")  # MCP both ways: tests/cluster/test_mcp_system.py
     # Its data in the test's directory; Serve's port is whichever runs, else a free one.
     data["facts"] = {**data["facts"], "path": str(tmp_path / "facts"), "port": free_port()}
     path = tmp_path / "system.yaml"
