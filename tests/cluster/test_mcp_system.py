@@ -1,0 +1,143 @@
+"""MCP both ways on a real system, as `swarm up` brings it up from a config with `mcp:`: the
+federation of the example server (over stdio, in an actor of its own), the swarm `mcp` that runs
+its tools as tasks, the `/mcp` endpoint, the `swarm mcp` commands, the demo's MCP calls, and
+`down` taking all of it away. Needs the federation (actors) and the endpoint (serve)."""
+
+import contextlib
+import json
+import subprocess
+import sys
+
+import pytest
+import ray
+
+from cluster import Client, down, load_config, up
+from cluster._private.demo import _TEXT, _show_mcp_calls
+from models._private.core import names
+from tests.conftest import free_port, user_env
+
+TEXT = "Three words here."
+
+
+@pytest.fixture(scope="module")
+def system(head, tmp_path_factory):
+    from ray import serve
+
+    from serve import AIServiceConfig
+    from serve._private.service import running_http_options
+
+    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})  # unless Serve runs already
+    _, port = running_http_options(AIServiceConfig())
+    namespace = f"mcp-{free_port()}"
+    config = load_config(
+        {
+            "namespace": namespace,
+            "swarms": {
+                "front": {"pools": {"text": {"agent": {"class": "actors:TextStatsAgent"}, "colocate": True}}}
+            },
+            "mcp": {
+                "server": {"port": port, "auth": {"path": str(tmp_path_factory.mktemp("keys"))}},
+                "servers": {"example": {"command": ["python", "-m", "actors._private.mcp.example_server"]}},
+                "federation": {"agents": 1},
+            },
+        }
+    )
+    up(config)
+    yield config, Client(namespace), head["address"]
+    with contextlib.suppress(Exception):  # taken down by the last test already
+        down(namespace)
+
+
+def swarm_mcp(system, *args, check=True):
+    config, _, address = system
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cluster",
+            "mcp",
+            *args,
+            "--namespace",
+            config.namespace,
+            "--address",
+            address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=user_env(),
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"swarm mcp {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def test_up_runs_the_federation_its_stdio_upstream_and_the_swarm_of_its_tools(system):
+    config, client, _ = system
+    named = {
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == config.namespace
+    }
+    assert {names.MCP_FEDERATION, names.mcp_stdio("example"), names.queen("mcp")} <= named
+    servers = json.loads(swarm_mcp(system, "servers", "--json").stdout)
+    assert [(s["name"], s["kind"], s["healthy"]) for s in servers] == [("example", "stdio", True)]
+    tools = {t["capability"]: t for t in json.loads(swarm_mcp(system, "tools", "--json").stdout)}
+    assert tools["mcp.example.word_count"]["state"] == "approved"  # first use pins it
+    catalog = {e["capability"]: e for e in client.capabilities()}
+    counted = catalog["mcp.example.word_count"]
+    assert counted["swarm"] == "mcp" and counted["pools"] == ["tools"]
+    assert counted["schema"]["properties"]["text"]["type"] == "string"
+    assert "mcp.example.*" not in catalog and catalog["text.stats"]["swarm"] == "front"
+
+
+def test_swarm_mcp_call_runs_a_federated_tool_and_a_capability_through_the_queen(system):
+    counted = json.loads(
+        swarm_mcp(
+            system, "call", "mcp.example.word_count", "--input", json.dumps({"text": TEXT}), "--json"
+        ).stdout
+    )
+    assert counted["isError"] is False and counted["structuredContent"]["words"] == 3
+    direct = json.loads(
+        swarm_mcp(
+            system,
+            "call",
+            "mcp.example.word_count",
+            "--input",
+            json.dumps({"text": TEXT}),
+            "--direct",
+            "--json",
+        ).stdout
+    )
+    assert direct["structuredContent"] == counted["structuredContent"]
+    stats = swarm_mcp(system, "call", "text.stats", "--input", json.dumps({"text": TEXT}))
+    assert json.loads(stats.stdout.splitlines()[0])["words"] == 3
+    wrong = swarm_mcp(system, "call", "mcp.example.no_such_tool", check=False)
+    assert wrong.returncode == 1 and wrong.stdout.startswith("error result:\nfailed: McpUnknownToolError")
+
+
+def test_swarm_mcp_approve_pins_a_tool_again_and_has_nothing_else_to_approve(system):
+    assert swarm_mcp(system, "approve", "example", "word_count").stdout.split() == ["mcp.example.word_count"]
+    assert swarm_mcp(system, "approve", "example").stdout.strip() == "nothing to approve on 'example'"
+
+
+def test_the_endpoint_answers_the_demos_calls_with_the_sdk_client(system, capsys):
+    config, _, _ = system
+    assert _show_mcp_calls(config.namespace)
+    shown = capsys.readouterr().out
+    counted, stats = shown.split("\nmcp.example.word_count: ")[1].split("\ntext.stats: ")
+    words = f'"words": {len(_TEXT.split())}'  # the demo's text, counted by the tool and by the agent
+    assert words in counted and words in stats
+
+
+def test_down_removes_the_federation_its_upstreams_and_the_endpoint(system):
+    config, _, _ = system
+    removed = down(config.namespace)
+    assert {names.MCP_FEDERATION, names.mcp_stdio("example"), names.queen("mcp")} <= set(removed)
+    assert f"Serve application {names.mcp_app_name(config.namespace)}" in removed
+    left = {
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["namespace"] == config.namespace
+    }
+    assert not left
