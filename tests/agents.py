@@ -144,8 +144,9 @@ class EchoFamilyAgent(Agent):
         return {"capability": task.capability, "payload": task.payload}
 
     @classmethod
-    async def catalog_entries(cls, params: dict, family: str) -> list[dict]:
-        """The members `params["listed"]` names, and one outside the family (to be dropped)."""
+    async def catalog_entries(cls, params: dict, family: str, namespace: str) -> list[dict]:
+        """The members `params["listed"]` names (saying the system's namespace they were listed
+        in), and one outside the family (to be dropped)."""
         if params.get("listing_fails"):
             raise ConnectionError("the listing is down")
         prefix = family.removesuffix("*")
@@ -153,7 +154,7 @@ class EchoFamilyAgent(Agent):
         return [
             {
                 "capability": prefix + name,
-                "description": f"echoes as {name}",
+                "description": f"echoes as {name} (listed in {namespace})",
                 "payload_schema": {"type": "object", "properties": {"text": {"type": "string"}}},
                 "output_schema": {"type": "object"},
                 "annotations": {"readOnlyHint": True},

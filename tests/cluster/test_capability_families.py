@@ -58,10 +58,8 @@ def test_a_family_runs_every_capability_under_it_and_lists_its_entries(head, nam
     ]
     assert listed.returncode == 0, listed.stderr
     rows = {line.split()[0]: line.split(maxsplit=3)[1:] for line in listed.stdout.splitlines()[1:]}
-    assert rows["echo.a"] == ["echo", "echo", "echoes as a"] and rows["echo.b"] == [
-        "echo",
-        "echo",
-        "echoes as b",
-    ]
+    listed_in = f"(listed in {namespace})"
+    assert rows["echo.a"] == ["echo", "echo", f"echoes as a {listed_in}"]
+    assert rows["echo.b"] == ["echo", "echo", f"echoes as b {listed_in}"]
     assert "echo.*" not in rows and "other.thing" not in rows  # the family, and what lies outside it
     assert rows["text.stats"][0] == "front"

@@ -299,7 +299,8 @@ def test_the_catalog_lists_a_family_as_the_entries_its_agent_class_returns(tmp_p
     catalog = {e["capability"]: e for e in run(queen.catalog())}
     assert sorted(catalog) == ["echo.a", "echo.b"]  # neither the family nor one outside it
     a = catalog["echo.a"]
-    assert a["swarm"] == "front" and a["pools"] == ["echo"] and a["description"] == "echoes as a"
+    assert a["swarm"] == "front" and a["pools"] == ["echo"]
+    assert a["description"] == "echoes as a (listed in ns)"  # the queen's system namespace
     assert a["schema"]["properties"] == {"text": {"type": "string"}}
     assert a["output_schema"] == {"type": "object"} and a["annotations"] == {"readOnlyHint": True}
 

@@ -291,9 +291,11 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
         """Each capability the swarm offers: its description, pools and payload JSON Schema
         (None where the agent declares no payload model), for `swarm capabilities`.
 
-        A family (`prefix.*`) is listed as the capabilities its agent class's `catalog_entries`
-        returns (each may add `output_schema` and `annotations`); one whose class has none, or
-        whose lookup fails, is listed as itself with a `note` saying why."""
+        A family (`prefix.*`) is listed as the capabilities its agent class returns from
+        `async catalog_entries(params, family, namespace)` (the pool's agent params, the family,
+        and the system's Ray namespace, where the actors it may ask live), each of which may add
+        `output_schema` and `annotations`; one whose class has none, or whose lookup fails, is
+        listed as itself with a `note` saying why."""
         entries: dict[str, dict[str, Any]] = {}
         for pool in self.config.pools.values():
             cls = import_object(pool.agent.class_path)
@@ -333,7 +335,8 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
         if lookup is None:
             return [{"note": "a family: any capability under it"}]
         try:
-            found = await asyncio.wait_for(lookup(dict(pool.agent.params), family), CATALOG_TIMEOUT_S)
+            listing = lookup(dict(pool.agent.params), family, namespace=self.namespace)
+            found = await asyncio.wait_for(listing, CATALOG_TIMEOUT_S)
             members = [e for e in found if names.capability_offered([family], e["capability"]) == family]
         except Exception as e:
             log.warning("swarm %s: listing family %s failed: %s: %s", self.name, family, type(e).__name__, e)
