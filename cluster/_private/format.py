@@ -195,7 +195,13 @@ def format_status(state: dict[str, Any]) -> str:
         )
         + (_format_ai(state["ai"]) if state.get("ai") else "")
         + (_format_facts(state["facts"]) if state.get("facts") else "")
+        + (_format_mcp(state["mcp"]) if state.get("mcp") else "")
     )
+
+
+def _format_mcp(mcp: dict[str, Any]) -> str:
+    servers = ", ".join(mcp.get("servers") or []) or "none"
+    return f"\n\nMCP endpoint: {mcp['url']}\n  federated MCP servers: {servers} (`swarm mcp servers`)"
 
 
 def _format_ai(ai: dict[str, Any]) -> str:

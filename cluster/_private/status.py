@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, SERVICE_KEY_KEY
+from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, MCP_URL_KEY, SERVICE_KEY_KEY
 from cluster._private.connection import call, existing, registry_of
 from cluster._private.credentials import user_key
 from cluster._private.endpoints import check_key_transport, url_here
@@ -47,7 +47,9 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
     table = {row["name"]: row for row in call(registry.table.remote)}
     config = call(registry.system_config.remote)
     swarms, missing = [], []
-    for name in sorted(config.get("swarms", {})):
+    mcp = config.get("mcp") or {}
+    generated = [mcp["federation"]["swarm"]] if mcp.get("servers") else []  # runs federated tools
+    for name in sorted([*config.get("swarms", {}), *generated]):
         queen = existing(names.queen(name), namespace)
         monitor = existing(names.monitor(name), namespace)
         if queen is None or monitor is None:
@@ -72,6 +74,13 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
         # The user's key, else the agents' (status also runs where no user file is).
         key = user_key(namespace) or call(lambda: registry.kv_get.remote(SERVICE_KEY_KEY))
         facts = _facts_status(call(lambda: registry.kv_get.remote(FACTS_URL_KEY)), namespace, key)
+    mcp_status = None
+    if mcp.get("server") is not None:
+        mcp_status = {
+            "url": call(lambda: registry.kv_get.remote(MCP_URL_KEY)),
+            "app": names.mcp_app_name(namespace),
+            "servers": sorted(mcp.get("servers") or {}),
+        }
     return {
         "namespace": namespace,
         "swarms": swarms,
@@ -79,4 +88,5 @@ def status(namespace: str = "swarmray") -> dict[str, Any]:
         "memory": memories,
         "ai": ai,
         "facts": facts,
+        "mcp": mcp_status,
     }

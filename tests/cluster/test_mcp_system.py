@@ -89,6 +89,9 @@ def test_up_runs_the_federation_its_stdio_upstream_and_the_swarm_of_its_tools(sy
     assert counted["swarm"] == "mcp" and counted["pools"] == ["tools"]
     assert counted["schema"]["properties"]["text"]["type"] == "string"
     assert "mcp.example.*" not in catalog and catalog["text.stats"]["swarm"] == "front"
+    state = client.status()  # the generated swarm is one of the system's, and the endpoint's URL
+    assert [s["swarm"] for s in state["swarms"]] == ["front", "mcp"] and not state["missing"]
+    assert state["mcp"]["url"].endswith("/mcp") and state["mcp"]["servers"] == ["example"]
 
 
 def test_swarm_mcp_call_runs_a_federated_tool_and_a_capability_through_the_queen(system):
