@@ -32,19 +32,21 @@ class McpServerConfig(ConfigModel):
         description="HTTP header -> the name of the env var holding its value (never the caller's key).",
     )
     group: Name | None = Field(
-        None, description="Upstreams of one group offer the same tools (replicas, fallback); default: its name."
+        None,
+        description="Upstreams of one group offer the same tools (replicas, fallback); default its name.",
     )
     prefix: CapabilityName | None = Field(
         None, description="Capability prefix of its tools; default 'mcp.<group>'."
     )
     trusted: bool = Field(
-        False, description="Whether its readOnlyHint/idempotentHint annotations allow retrying on another upstream."
+        False,
+        description="Whether its readOnlyHint/idempotentHint annotations allow a retry on another upstream.",
     )
     timeout_s: PositiveFloat = Field(30.0, description="Deadline of one call to this upstream.")
     breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
     approve: Literal["first_use", "manual"] = Field(
         "first_use",
-        description="first_use: the first definition seen of a tool is pinned; manual: it waits for approval.",
+        description="first_use: a tool's first definition seen is pinned; manual: it waits for approval.",
     )
 
     @model_validator(mode="after")

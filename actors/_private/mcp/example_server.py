@@ -15,17 +15,24 @@ import asyncio
 import datetime as dt
 import hashlib
 
-from mcp.server.mcpserver import MCPServer
 from mcp_types import ToolAnnotations
+
+from mcp.server.caching import CacheHint
+from mcp.server.mcpserver import MCPServer
 
 __all__ = ["build_server", "main"]
 
 README = "This is swarmray's example MCP server: it counts words, hashes text and tells the time."
 
 
-def build_server(name: str = "swarmray-example") -> MCPServer:
-    """The example server (a new instance each call, so tests can run several in one process)."""
-    server = MCPServer(name, instructions="Offline tools for swarmray's examples and tests.")
+def build_server(name: str = "swarmray-example", tools_ttl_ms: int = 60_000) -> MCPServer:
+    """The example server (a new instance each call, so tests can run several in one process);
+    its tools/list says clients may cache it `tools_ttl_ms`."""
+    server = MCPServer(
+        name,
+        instructions="Offline tools for swarmray's examples and tests.",
+        cache_hints={"tools/list": CacheHint(ttl_ms=tools_ttl_ms, scope="public")},
+    )
 
     @server.tool(
         description="Count the words, lines and characters of a text.",
@@ -53,7 +60,9 @@ def build_server(name: str = "swarmray-example") -> MCPServer:
         await asyncio.sleep(min(max(seconds, 0.0), 30.0))
         return seconds
 
-    @server.resource("example://readme", name="readme", description="What this server is.", mime_type="text/plain")
+    @server.resource(
+        "example://readme", name="readme", description="What this server is.", mime_type="text/plain"
+    )
     def readme() -> str:
         return README
 
@@ -67,13 +76,17 @@ def build_server(name: str = "swarmray-example") -> MCPServer:
 def main(argv: list[str] | None = None) -> None:
     """Run the example server over stdio, or over Streamable HTTP with --http PORT."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--http", type=int, metavar="PORT", help="serve Streamable HTTP on 127.0.0.1:PORT/mcp")
+    parser.add_argument(
+        "--http", type=int, metavar="PORT", help="serve Streamable HTTP on 127.0.0.1:PORT/mcp"
+    )
     args = parser.parse_args(argv)
     server = build_server()
     if args.http is None:
         server.run("stdio")
     else:
-        server.run("streamable-http", host="127.0.0.1", port=args.http, stateless_http=True, json_response=True)
+        server.run(
+            "streamable-http", host="127.0.0.1", port=args.http, stateless_http=True, json_response=True
+        )
 
 
 if __name__ == "__main__":

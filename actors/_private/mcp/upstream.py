@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import mcp_types as types
+
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 10.0)  # between reconnections (a stdio process run again)
 _GONE = (types.CONNECTION_CLOSED,)  # MCPError codes that mean the connection itself ended
+_CALLERS_FAULT = (types.INVALID_PARAMS, types.METHOD_NOT_FOUND, types.INVALID_REQUEST)
 
 
 @dataclass
@@ -48,7 +50,12 @@ class ToolListing:
 
 class UpstreamDown(Exception):
     """An upstream could not be reached, or its connection ended during a call (internal: the
-    federation turns it into a breaker failure and, maybe, a fallback)."""
+    federation turns it into a breaker failure and, maybe, a fallback). `sent`: whether the
+    request had gone out (the tool may have run)."""
+
+    def __init__(self, reason: str, sent: bool = False):
+        super().__init__(reason)
+        self.sent = sent
 
 
 class Upstream(Protocol):
@@ -109,7 +116,9 @@ class ClientUpstream:
     async def start(self, wait_s: float | None = None) -> None:
         """Starts connecting (at once); with `wait_s`, waits that long for the first connection."""
         if self._runner is None:
-            self._runner = asyncio.get_running_loop().create_task(self._run(), name=f"mcp-upstream-{self.name}")
+            self._runner = asyncio.get_running_loop().create_task(
+                self._run(), name=f"mcp-upstream-{self.name}"
+            )
         if wait_s is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), wait_s)
@@ -160,7 +169,7 @@ class ClientUpstream:
                     await self._hold(client)
             except asyncio.CancelledError:
                 raise
-            except BaseException as e:  # noqa: BLE001 - an anyio ExceptionGroup, an OSError: all mean "gone"
+            except BaseException as e:  # an anyio ExceptionGroup, an OSError: all mean "gone"
                 self.last_error = _describe(e)
                 log.warning("MCP upstream %s: connection ended: %s", self.name, self.last_error)
             finally:
@@ -237,7 +246,7 @@ class ClientUpstream:
                     self._ready.clear()
                     self._client = None
                 self._lost.set()
-                raise UpstreamDown(f"connection closed: {e}") from e
+                raise UpstreamDown(f"connection closed: {e}", sent=True) from e
             raise
 
     async def list_tools(self, timeout_s: float = 30.0) -> ToolListing:
@@ -258,7 +267,14 @@ class ClientUpstream:
         return await self._request(timeout_s, walk)
 
     async def call_tool(self, name: str, arguments: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        return _json(await self._request(timeout_s, lambda c: c.call_tool(name, arguments)))
+        try:
+            return _json(await self._request(timeout_s, lambda c: c.call_tool(name, arguments)))
+        except MCPError as e:
+            if e.code not in _CALLERS_FAULT:
+                raise
+            # The server refused this call's input (an unknown tool, bad arguments): an answer for
+            # the caller to act on, as the spec asks tool errors to be, not a failing server.
+            return {"content": [{"type": "text", "text": e.message}], "isError": True}
 
     async def list_resources(self, timeout_s: float = 30.0) -> dict[str, Any]:
         return _json(await self._request(timeout_s, lambda c: c.list_resources(cache_mode="bypass")))
@@ -283,11 +299,13 @@ class ClientUpstream:
     ) -> dict[str, Any]:
         model = types.PromptReference if ref.get("type") == "ref/prompt" else types.ResourceTemplateReference
         parsed = model.model_validate(ref)
-        return _json(await self._request(timeout_s, lambda c: c.complete(parsed, argument, context_arguments)))
+        return _json(
+            await self._request(timeout_s, lambda c: c.complete(parsed, argument, context_arguments))
+        )
 
 
 def _describe(e: BaseException) -> str:
-    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+    while len(getattr(e, "exceptions", ())) == 1:  # an exception group of one
         e = e.exceptions[0]
     return f"{type(e).__name__}: {e}"
 
