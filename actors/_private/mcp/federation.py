@@ -182,6 +182,13 @@ class Federation:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
+    async def poll(self) -> None:
+        """Asks upstreams that report their status from elsewhere (a stdio actor) for it."""
+        await asyncio.gather(
+            *(m.upstream.poll() for m in self.members.values() if hasattr(m.upstream, "poll")),
+            return_exceptions=True,
+        )
+
     async def start(self, wait_s: float = 10.0) -> None:
         """Loads the pins, connects every upstream and lists its tools (an upstream that does not
         answer within `wait_s` is listed when it does: at its reconnection or the next call)."""
@@ -476,7 +483,8 @@ class Federation:
             err: McpError = McpDeadlineError(capability, failures[-1][0], budget_s)
         else:
             err = McpUpstreamError(capability, failures)
-        err.sent = sent  # type: ignore[attr-defined]
+        # Remembered for the request id only when the tool may have run and may not run again.
+        err.sent = sent and not retry_ok  # type: ignore[attr-defined]
         raise err
 
     def _retryable(self, tool: _Tool) -> bool:

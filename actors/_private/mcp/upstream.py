@@ -57,6 +57,9 @@ class UpstreamDown(Exception):
         super().__init__(reason)
         self.sent = sent
 
+    def __reduce__(self):  # crosses Ray from a stdio actor with `sent`
+        return (UpstreamDown, (str(self), self.sent))
+
 
 class Upstream(Protocol):
     """What the federation needs of an upstream, whatever carries it (an SDK client here, a Ray
