@@ -158,7 +158,11 @@ class ClientUpstream:
             self._lost = asyncio.Event()
             try:
                 async with Client(
-                    self._target(), mode=self._mode, message_handler=self._on_message, cache=None
+                    self._target(),
+                    mode=self._mode,
+                    message_handler=self._on_message,
+                    elicitation_callback=_decline,
+                    cache=None,
                 ) as client:
                     self._client = client
                     self.protocol_version = client.protocol_version
@@ -184,31 +188,34 @@ class ClientUpstream:
             attempt += 1
 
     async def _hold(self, client: Client) -> None:
-        """Keeps the connection until it is lost; listens for tool changes where the version can."""
+        """Keeps the connection until it is lost; listens for tool changes where the server can."""
         if client.protocol_version >= "2026":
             try:
                 async with client.listen(tools_list_changed=True) as sub:
-                    listener = asyncio.ensure_future(self._listen(sub))
-                    lost = asyncio.ensure_future(self._lost.wait())
-                    try:
-                        await asyncio.wait({listener, lost}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        listener.cancel()
-                        lost.cancel()
-                    if listener.done() and not listener.cancelled() and listener.exception() is not None:
-                        raise listener.exception()
-                    return
+                    if sub.honored.tools_list_changed:
+                        await self._until_lost(self._listen(sub))
             except MCPError as e:
                 if e.code in _GONE:
                     raise
-                # The server does not listen: fall through and hold without it.
+                # The server does not listen: hold without it (changes come with the ttl).
         await self._lost.wait()
+
+    async def _until_lost(self, listening: Awaitable[None]) -> None:
+        listener = asyncio.ensure_future(listening)
+        lost = asyncio.ensure_future(self._lost.wait())
+        try:
+            await asyncio.wait({listener, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            listener.cancel()
+            lost.cancel()
+        if listener.done() and not listener.cancelled() and listener.exception() is not None:
+            raise listener.exception()  # the stream dropped: the connection is gone
 
     async def _listen(self, sub: Any) -> None:
         async for _event in sub:
             await self._changed()
-        # A graceful end of the stream: the server is going away.
-        self._lost.set()
+        # A graceful end of the stream (the server stopped listening): hold without it.
+        await self._lost.wait()
 
     async def _on_message(self, message: Any) -> None:
         if isinstance(message, types.ToolListChangedNotification):
@@ -307,15 +314,25 @@ class ClientUpstream:
         )
 
 
+async def _decline(context: Any, params: Any) -> types.ElicitResult:
+    """An upstream that asks for input mid-call is declined: a federated call has no user at hand
+    to ask (the tool may then answer without, or say it cannot)."""
+    return types.ElicitResult(action="decline")
+
+
 def _describe(e: BaseException) -> str:
     while len(getattr(e, "exceptions", ())) == 1:  # an exception group of one
         e = e.exceptions[0]
     return f"{type(e).__name__}: {e}"
 
 
-def http_upstream(name: str, url: str, headers_from_env: dict[str, str] | None = None) -> ClientUpstream:
+def http_upstream(
+    name: str, url: str, headers_from_env: dict[str, str] | None = None, mode: str = "auto"
+) -> ClientUpstream:
     """An upstream over Streamable HTTP; each header's value is read from the named environment
-    variable of this process at each connection (never a caller's key)."""
+    variable of this process at each connection (never a caller's key). `mode` is the SDK
+    client's: "auto" (2026-07-28 `server/discover`, else the 2025-11-25 `initialize`), "legacy",
+    or a protocol version."""
     import httpx2
 
     def target() -> Any:
@@ -329,7 +346,7 @@ def http_upstream(name: str, url: str, headers_from_env: dict[str, str] | None =
         http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0))
         return streamable_http_client(url, http_client=http)
 
-    return ClientUpstream(name, "http", target)
+    return ClientUpstream(name, "http", target, mode)
 
 
 def stdio_parameters(
