@@ -7,7 +7,9 @@ call to an upstream whose breaker is open fails, and 1,000 calls at once through
 
 Printed: added p50 and p99 in ms (targets: 2 and 10), the ratio of the federated p50 to the raw
 one, and the other figures; the last line is one JSON object. `measure()` returns the same dict.
-No Ray: the federation's logic runs in this process, as in its actor.
+By default no Ray: the federation's logic runs in this process, as in its actor. With `--actor`,
+also through the `McpFederation` actor on a local Ray (what an `McpToolAgent` calls): the same
+alternation, from this driver, and 1,000 calls at once through it (`actor_*` figures).
 """
 
 from __future__ import annotations
@@ -135,13 +137,69 @@ async def _measure(url: str, calls: int, concurrent: int) -> dict[str, Any]:
     }
 
 
-def measure(calls: int = 500, concurrent: int = 1000) -> dict[str, Any]:
+async def _measure_actor(url: str, calls: int, concurrent: int) -> dict[str, Any]:
+    import ray
+
+    from actors._private.config import RegistryConfig
+    from actors._private.mcp.config import McpFederationConfig
+    from actors._private.mcp.service import start_federation, stop_federation
+    from actors._private.registry import MetaRegistry
+    from models._private.core import names
+
+    namespace = "bench-mcp"
+    ray.init(namespace=namespace, num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        registry = ray.remote(MetaRegistry).options(name=names.REGISTRY, num_cpus=0).remote(RegistryConfig())
+        await registry.kv_keys.remote()
+        servers = {"ex": McpServerConfig(url=url, prefix="mcp.ex")}
+        federation = start_federation(servers, McpFederationConfig(), namespace)
+        await federation.ready.remote()
+        arguments = {"text": "federated benchmark"}
+        raw_ms, actor_ms = [], []
+        async with Client(url) as raw:
+            for _ in range(20):
+                await raw.call_tool("sha256", arguments)
+                await federation.call.remote("mcp.ex.sha256", arguments)
+            for i in range(calls):
+                t = time.perf_counter()
+                await raw.call_tool("sha256", arguments)
+                raw_ms.append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                await federation.call.remote("mcp.ex.sha256", arguments, None, f"bench-{i}")
+                actor_ms.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        results = await asyncio.gather(
+            *(federation.call.remote("mcp.ex.sha256", {"text": str(i)}) for i in range(concurrent)),
+            return_exceptions=True,
+        )
+        concurrent_s = time.perf_counter() - t
+        errors = sum(isinstance(r, BaseException) or r.get("isError") for r in results)
+        stop_federation(list(servers), namespace)
+    finally:
+        ray.shutdown()
+    raw_p50, actor_p50 = statistics.median(raw_ms), statistics.median(actor_ms)
+    return {
+        "actor_added_p50_ms": actor_p50 - raw_p50,
+        "actor_added_p99_ms": percentile(actor_ms, 99) - percentile(raw_ms, 99),
+        "actor_ratio": actor_p50 / raw_p50,
+        "actor_p50_ms": actor_p50,
+        "actor_p99_ms": percentile(actor_ms, 99),
+        "actor_raw_p50_ms": raw_p50,
+        "actor_concurrent_errors": errors,
+        "actor_concurrent_s": concurrent_s,
+    }
+
+
+def measure(calls: int = 500, concurrent: int = 1000, actor: bool = False) -> dict[str, Any]:
     """Runs against a new example server and returns {"added_p50_ms", "added_p99_ms", "ratio",
     "federated_p50_ms", "federated_p99_ms", "raw_p50_ms", "raw_p99_ms", "cached_list_p99_ms",
     "breaker_open_fail_p99_ms", "concurrent_calls", "concurrent_errors", "concurrent_s", "calls"}."""
     proc, url = _start_example()
     try:
-        return asyncio.run(_measure(url, calls, concurrent))
+        result = asyncio.run(_measure(url, calls, concurrent))
+        if actor:
+            result.update(asyncio.run(_measure_actor(url, calls, concurrent)))
+        return result
     finally:
         proc.terminate()
         proc.wait(10)
@@ -155,8 +213,11 @@ def main() -> None:
     parser.add_argument(
         "--concurrent", type=int, default=1000, help="calls sent at once through the federation"
     )
+    parser.add_argument(
+        "--actor", action="store_true", help="also through the federation actor on a local Ray"
+    )
     args = parser.parse_args()
-    r = measure(args.calls, args.concurrent)
+    r = measure(args.calls, args.concurrent, args.actor)
     print(
         f"tools/call: raw {r['raw_p50_ms']:.2f} ms p50 / {r['raw_p99_ms']:.2f} p99, federated "
         f"{r['federated_p50_ms']:.2f} / {r['federated_p99_ms']:.2f}: added {r['added_p50_ms']:.2f} ms p50 "
@@ -165,6 +226,13 @@ def main() -> None:
         f"{r['breaker_open_fail_p99_ms']:.3f} ms p99 (target 1); {r['concurrent_calls']} calls at once: "
         f"{r['concurrent_errors']} errors in {r['concurrent_s']:.2f} s"
     )
+    if args.actor:
+        print(
+            f"through the actor: {r['actor_p50_ms']:.2f} ms p50 / {r['actor_p99_ms']:.2f} p99 vs raw "
+            f"{r['actor_raw_p50_ms']:.2f}: added {r['actor_added_p50_ms']:.2f} ms p50, "
+            f"{r['actor_added_p99_ms']:.2f} ms p99, ratio {r['actor_ratio']:.2f}; {args.concurrent} calls at "
+            f"once: {r['actor_concurrent_errors']} errors in {r['actor_concurrent_s']:.2f} s"
+        )
     emit(r)
 
 
