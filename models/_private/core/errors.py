@@ -47,7 +47,7 @@ can catch as one (as httpx groups its exceptions).
             └── TaskCancelledError      the task was cancelled
     └── McpError                        a federated MCP tool could not be called
         ├── McpUnknownToolError         no approved upstream tool is this capability (also a PayloadError)
-        ├── McpToolHeldError            its definition changed; held back until `swarm mcp approve` (also a PayloadError)
+        ├── McpToolHeldError            changed: held until `swarm mcp approve` (also a PayloadError)
         ├── McpUpstreamError            every upstream tried failed or has its breaker open
         └── McpDeadlineError            the call ran past its deadline
 
