@@ -556,3 +556,44 @@ def test_the_reference_server_everything_is_listed_and_called():
             await fed.close()
 
     run(main())
+
+
+# -- the agent that runs federated tools as tasks -------------------------------------------------
+
+
+class _InProcessActor:
+    """The federation actor's `call` as its handle offers it (`.call.remote(...)`, awaitable),
+    running a real `Federation` in this process instead of in a Ray actor."""
+
+    def __init__(self, fed: Federation):
+        self.fed = fed
+        self.deadlines: list[float | None] = []
+        self.call = self
+
+    def remote(self, capability, arguments, deadline_s, request_id):
+        self.deadlines.append(deadline_s)
+        return self.fed.call(capability, arguments, deadline_s, request_id)
+
+
+def test_the_agent_returns_results_and_fails_unknown_or_held_tools_as_payload_errors():
+    from actors import McpToolAgent, Task
+
+    async def main():
+        fed = await federate({"a": (faulty_server(), {"approve": "manual"})})
+        try:
+            await fed.approve("a", "word_count")
+            await fed.approve("a", "fail")
+            agent = McpToolAgent(call_timeout_s=5)
+            agent._federation = actor = _InProcessActor(fed)
+            task = Task(id="mcp:1", capability="mcp.a.word_count", payload={"text": "a b"}, timeout_s=2)
+            assert (await agent.handle(task))["structuredContent"]["words"] == 2
+            assert actor.deadlines == [2]
+            said_no = await agent.handle(Task(id="mcp:2", capability="mcp.a.fail"))
+            assert said_no["isError"] is True and actor.deadlines[-1] == 5
+            for capability in ("mcp.a.echo", "mcp.a.nothing"):  # held (pending), unknown
+                with pytest.raises(PayloadError):
+                    await agent.handle(Task(id="mcp:3", capability=capability, payload={"text": "x"}))
+        finally:
+            await fed.close()
+
+    run(main())
