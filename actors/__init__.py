@@ -35,6 +35,8 @@ from actors._private.config import (
     SupervisionConfig,
     SwarmConfig,
 )
+from actors._private.mcp.agent import McpToolAgent
+from actors._private.mcp.config import McpFederationConfig, McpServerConfig
 from actors._private.memory_store import MemoryClient
 from actors._private.task import Task, TaskResult, TaskStatus, Timings
 from models._private.core.errors import PayloadError
@@ -56,6 +58,9 @@ __all__ = [
     "JournalConfig",
     "KeywordsAgent",
     "LLMAgent",
+    "McpFederationConfig",
+    "McpServerConfig",
+    "McpToolAgent",
     "MemoryAgent",
     "MemoryClient",
     "MemoryStoreConfig",

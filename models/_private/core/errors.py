@@ -36,7 +36,7 @@ can catch as one (as httpx groups its exceptions).
     │   ├── ExtractorUnreachableError   the facts extractor deployment did not answer
     │   └── EngineError                 an inference engine cannot serve (dead, failed)
     │       └── EngineUnavailableError  the chosen engine cannot run here (no vLLM, no GPU)
-    └── ExecutionError                  work the system took on could not be done
+    ├── ExecutionError                  work the system took on could not be done
         ├── SchedulingError             agents cannot be placed (e.g. infeasible resources)
         ├── DelegationError             a task cannot be routed further (hop limit, loop)
         ├── DelegationLost              a followed task was lost where it went, none took it
@@ -45,6 +45,11 @@ can catch as one (as httpx groups its exceptions).
             ├── TaskFailedError         the agent raised on every attempt
             ├── TaskTimeoutError        the last attempt ran past its timeout
             └── TaskCancelledError      the task was cancelled
+    └── McpError                        a federated MCP tool could not be called
+        ├── McpUnknownToolError         no approved upstream tool is this capability (also a PayloadError)
+        ├── McpToolHeldError            changed: held until `swarm mcp approve` (also a PayloadError)
+        ├── McpUpstreamError            every upstream tried failed or has its breaker open
+        └── McpDeadlineError            the call ran past its deadline
 
 Every class carries the values that explain it, so handlers need not parse messages. The
 families add no behaviour: a class that is also a ValueError or LookupError stays one, and the
@@ -78,6 +83,11 @@ __all__ = [
     "KeyNotFoundError",
     "KeyStateError",
     "Limited",
+    "McpDeadlineError",
+    "McpError",
+    "McpToolHeldError",
+    "McpUnknownToolError",
+    "McpUpstreamError",
     "MemoryInputError",
     "ModelNotFoundError",
     "NotFoundError",
@@ -511,3 +521,57 @@ class TaskTimeoutError(TaskError):
 
 class TaskCancelledError(TaskError):
     """Raised when the task was cancelled before it finished."""
+
+
+# -- federated MCP tools --------------------------------------------------------------------------
+
+
+class McpError(SwarmrayError):
+    """Raised when a federated MCP tool could not be called (the family of the four below)."""
+
+
+class McpUnknownToolError(McpError, PayloadError):
+    """Raised when a capability names no tool an upstream offers (or none approved yet).
+
+    A PayloadError too: the queen never retries it, as every agent would answer the same."""
+
+    def __init__(self, capability: str, reason: str = "no federated MCP tool has this name"):
+        PayloadError.__init__(self, capability, [("", reason)])
+        self.reason = reason
+
+
+class McpToolHeldError(McpError, PayloadError):
+    """Raised when an upstream changed a pinned tool's definition (or a `manual` upstream's tool
+    awaits its first approval): the tool is held back until `swarm mcp approve`. Never retried."""
+
+    def __init__(self, capability: str, server: str, pinned: str | None, current: str):
+        self.server = server
+        self.pinned = pinned
+        self.current = current
+        why = (
+            f"its definition on {server!r} changed (pinned {pinned[:12]}, now {current[:12]})"
+            if pinned
+            else f"{server!r} requires approval before first use"
+        )
+        PayloadError.__init__(self, capability, [("", f"{why}; run `swarm mcp approve {server}`")])
+
+
+class McpUpstreamError(McpError):
+    """Raised when no upstream could answer a call: each tried one failed, or every breaker is
+    open. `failures` pairs each server with its reason, in the order tried."""
+
+    def __init__(self, capability: str, failures: list[tuple[str, str]]):
+        self.capability = capability
+        self.failures = failures
+        tried = "; ".join(f"{server}: {reason}" for server, reason in failures) or "no upstream"
+        super().__init__(f"no MCP upstream answered {capability!r}: {tried}")
+
+
+class McpDeadlineError(McpError):
+    """Raised when a federated call ran past its deadline (on `server`, after `deadline_s`)."""
+
+    def __init__(self, capability: str, server: str, deadline_s: float):
+        self.capability = capability
+        self.server = server
+        self.deadline_s = deadline_s
+        super().__init__(f"{capability!r} on {server!r} did not answer within {deadline_s:g} s")
