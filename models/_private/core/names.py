@@ -12,6 +12,8 @@ __all__ = [
     "FACTS_EXTRACTOR_DEPLOYMENT",
     "FACTS_INGRESS_DEPLOYMENT",
     "GATEWAY_DEPLOYMENT",
+    "MCP_FEDERATION",
+    "MCP_INGRESS_DEPLOYMENT",
     "REGISTRY",
     "ai_app_name",
     "authority_name",
@@ -19,6 +21,8 @@ __all__ = [
     "deployment_name",
     "facts_app_name",
     "facts_shard_name",
+    "mcp_app_name",
+    "mcp_stdio",
     "memory",
     "monitor",
     "owner",
@@ -28,6 +32,7 @@ __all__ = [
 # -- actors, in the system's Ray namespace ------------------------------------------------------
 
 REGISTRY = "registry"  # the meta registry: swarms, capabilities, the system's config and KV
+MCP_FEDERATION = "mcp:federation"  # the federation of remote MCP servers
 
 
 def queen(swarm: str) -> str:
@@ -51,6 +56,11 @@ def owner(actor_name: str) -> tuple[str, str] | None:
     return (kind, name) if sep and kind in ("queen", "health", "memory") else None
 
 
+def mcp_stdio(server: str) -> str:
+    """Actor name of the actor that runs one stdio MCP upstream."""
+    return f"mcp-stdio:{server}"
+
+
 def authority_name(system: str) -> str:
     """Actor name of a system's key authority (the services' keys, limits and audit signing)."""
     return f"{system}-keys"
@@ -69,10 +79,16 @@ def facts_app_name(system: str) -> str:
     return f"{system}-facts"
 
 
+def mcp_app_name(system: str) -> str:
+    """The Serve application name of a system's /mcp endpoint."""
+    return f"{system}-mcp"
+
+
 GATEWAY_DEPLOYMENT = "gateway"  # the AI service's ingress
 EMBEDDINGS_DEPLOYMENT = "embeddings"  # the AI service's embedder
 FACTS_INGRESS_DEPLOYMENT = "facts-ingress"  # the facts service's ingress
 FACTS_EXTRACTOR_DEPLOYMENT = "facts-extractor"  # spaCy's reading of documents, for every shard
+MCP_INGRESS_DEPLOYMENT = "mcp"  # the /mcp endpoint's ingress
 
 
 def deployment_name(model: str) -> str:
