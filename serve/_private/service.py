@@ -86,7 +86,9 @@ def build_mcp_app(config: McpServiceConfig, system: str) -> Any:
     by name in the `system` Ray namespace, so the system's swarms must run there)."""
     from serve._private.mcp.routes import McpGateway
 
-    return McpGateway.options(num_replicas=config.replicas).bind(config.model_dump(), system)
+    return McpGateway.options(
+        num_replicas=config.replicas, max_ongoing_requests=config.ingress_max_ongoing_requests
+    ).bind(config.model_dump(), system)
 
 
 def deploy(config: ServiceConfig, app_name: str | None = None, system: str | None = None) -> str:

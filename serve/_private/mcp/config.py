@@ -17,6 +17,11 @@ class McpServiceConfig(ServiceConfig):
 
     route_prefix: str = Field("/mcp", description="Where the endpoint sits under Serve's HTTP root.")
     replicas: PositiveInt = Field(1, description="Ingress replicas; any of them answers any request.")
+    ingress_max_ongoing_requests: PositiveInt = Field(
+        1000,
+        description="Requests one replica holds at once: a tools/call waits for its task (up to "
+        "call_timeout_s), so Serve's default of 5 would let five slow calls hold up every client.",
+    )
     auth: AuthConfig = auth_field()
     control_resources: dict[str, float] = control_resources_field("the key authority")
     allowed_origins: list[str] = Field(

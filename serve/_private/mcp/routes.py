@@ -160,9 +160,13 @@ class McpEndpoint:
             return await _plain(send, 200, self.metadata(scope))
         if path != "/":
             return await _plain(send, 404, {"error": f"no such path {path!r}; the endpoint is at /"})
+        if scope["method"] != "POST":
+            # Stateless: no standalone stream to GET (it would hold a request slot for nothing)
+            # and no session to DELETE; the spec lets a server answer both 405.
+            why = {"error": f"{scope['method']} is not served: each request is one POST (stateless)"}
+            return await _plain(send, 405, why, [(b"allow", b"POST")])
         await self.start()  # a no-op once running (the lifespan started it)
-        if scope["method"] == "POST":
-            receive = await self._noted(scope, receive)
+        receive = await self._noted(scope, receive)
         await self.manager.handle_request(scope, receive, send)
 
     async def _noted(self, scope: dict, receive: Any) -> Any:

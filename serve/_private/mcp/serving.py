@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import warnings
 from typing import Any
 
 import mcp_types as types
 
-from mcp.shared.exceptions import MCPError
+from mcp.server.caching import CacheHint
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from models._private.core import names
 from models._private.core.retry import unwrap_error
 from serve._private.auth.keys import KeyRecord, denial, matches_any
@@ -39,7 +41,6 @@ log = logging.getLogger("swarmray.serve")
 
 FINAL = ("succeeded", "failed", "timed_out", "cancelled")
 SERVER_NAME = "swarmray"
-RESOURCE_NOT_FOUND = -32002  # the spec's code for resources/read of an unknown URI
 
 
 def _status(result: Any) -> str:
@@ -247,71 +248,75 @@ def _key(ctx: Any) -> KeyRecord | None:
     return state.get("key")
 
 
-def _note(ctx: Any, **fields: Any) -> None:
-    # What the audit record names (never arguments or results): the JSON-RPC method and the tool.
-    request = getattr(ctx, "request", None)
-    if request is not None:
-        request.scope.setdefault("state", {}).update(fields)
-
-
 def build_server(backend: McpBackend) -> Any:
     """The SDK's low-level `Server` over `backend`, built in the replica (Serve pickles the
     ingress, and a Server holds locks and handlers that should not travel)."""
     from mcp.server.lowlevel import Server
 
     async def on_list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
-        _note(ctx, target="tools/list")
         tools = await backend.list_tools(_key(ctx))
         return types.ListToolsResult.model_validate({"tools": tools})
 
     async def on_call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
-        _note(ctx, target=f"tools/call {params.name}")
         record = _key(ctx)
         tool = await backend.find(params.name, record)
         out = await backend.call(ctx, tool, dict(params.arguments or {}), record)
         return types.CallToolResult.model_validate(out)
 
     async def on_list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
-        _note(ctx, target="resources/list")
         found = await backend.federation("list_resources")
         return types.ListResourcesResult.model_validate(found or {"resources": []})
 
     async def on_read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
-        _note(ctx, target="resources/read")
         found = await _passed(backend.federation("read_resource", str(params.uri)))
         if found is None:
-            raise MCPError(RESOURCE_NOT_FOUND, f"Resource not found: {params.uri}")
+            raise MCPError(
+                types.INVALID_PARAMS, f"Resource not found: {params.uri}", {"uri": str(params.uri)}
+            )
         return types.ReadResourceResult.model_validate(found)
 
+    async def on_list_resource_templates(ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
+        found = await _passed(backend.federation("list_resource_templates"))
+        return types.ListResourceTemplatesResult.model_validate(found or {"resourceTemplates": []})
+
+    async def on_set_logging_level(ctx: Any, params: Any) -> types.EmptyResult:
+        # 2025-11-25 clients set it; the server sends no log messages, so any level is honoured.
+        return types.EmptyResult()
+
     async def on_list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
-        _note(ctx, target="prompts/list")
         found = await backend.federation("list_prompts")
         return types.ListPromptsResult.model_validate(found or {"prompts": []})
 
     async def on_get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
-        _note(ctx, target=f"prompts/get {params.name}")
         found = await _passed(backend.federation("get_prompt", params.name, dict(params.arguments or {})))
         if found is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
         return types.GetPromptResult.model_validate(found)
 
     async def on_completion(ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
-        _note(ctx, target="completion/complete")
         found = await _passed(backend.federation("complete", params.model_dump(mode="json", by_alias=True)))
         return types.CompleteResult.model_validate(found or {"completion": {"values": []}})
 
-    return Server(
-        SERVER_NAME,
-        version="1",
-        instructions="Each swarmray capability is a tool; a call runs as a task through its swarm's queen.",
-        on_list_tools=on_list_tools,
-        on_call_tool=on_call_tool,
-        on_list_resources=on_list_resources,
-        on_read_resource=on_read_resource,
-        on_list_prompts=on_list_prompts,
-        on_get_prompt=on_get_prompt,
-        on_completion=on_completion,
-    )
+    ttl_ms = int(backend.config.catalog_ttl_s * 1000)
+    with warnings.catch_warnings():  # logging is deprecated at 2026-07-28, still asked for at 2025-11-25
+        warnings.simplefilter("ignore", MCPDeprecationWarning)
+        return Server(
+            SERVER_NAME,
+            version="1",
+            # A tool list depends on the caller's key: a client may reuse it for as long as the
+            # replica reuses the catalog, and never share it with another key.
+            cache_hints={"tools/list": CacheHint(ttl_ms=ttl_ms, scope="private")},
+            on_list_resource_templates=on_list_resource_templates,
+            on_set_logging_level=on_set_logging_level,
+            instructions="Each swarmray capability is a tool; a call runs as a task through a queen.",
+            on_list_tools=on_list_tools,
+            on_call_tool=on_call_tool,
+            on_list_resources=on_list_resources,
+            on_read_resource=on_read_resource,
+            on_list_prompts=on_list_prompts,
+            on_get_prompt=on_get_prompt,
+            on_completion=on_completion,
+        )
 
 
 async def _passed(call: Any) -> Any:
