@@ -232,7 +232,8 @@ def test_a_slow_call_reports_progress_on_its_stream(url, keys):
     assert "running" in seen[-1][1] or "queued" in seen[-1][1]
 
 
-def test_closing_the_client_mid_call_cancels_the_task(url, keys, system):
+@pytest.mark.parametrize("mode", ["auto", "legacy"])  # 2026-07-28, and 2025-11-25
+def test_closing_the_client_mid_call_cancels_the_task(url, keys, system, mode):
     before = tasks("slow", "cancelled")
     started = anyio.Event()
 
@@ -241,7 +242,7 @@ def test_closing_the_client_mid_call_cancels_the_task(url, keys, system):
             started.set()
 
     async def main():
-        async with client(url, keys["caller"]) as c, anyio.create_task_group() as tg:
+        async with client(url, keys["caller"], mode=mode) as c, anyio.create_task_group() as tg:
             tg.start_soon(lambda: c.call_tool("test.sleep", {"s": 60}, progress_callback=progress))
             with anyio.fail_after(20):
                 await started.wait()
