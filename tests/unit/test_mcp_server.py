@@ -16,6 +16,7 @@ from serve._private.mcp.tools import (
     builtin_tools,
     call_result,
     error_result,
+    facts_namespaces,
     host_allowed,
     origin_allowed,
     tools_from_catalog,
@@ -116,6 +117,26 @@ def test_limits_are_fnmatch_patterns_and_none_allows_all():
     assert matches_any(["text.*"], "text.stats") and not matches_any(["text.*"], "textual")
     assert not matches_any([], "text.stats")
     assert key(swarms=["a"]).limited and key(capabilities=["x"]).limited and not key().limited
+
+
+def test_search_facts_searches_the_namespaces_the_key_may_use_and_tells_nothing_of_others():
+    existing = ["open", "secret", "shared"]
+    tenant = key(namespaces=["open", "shared"])
+    assert facts_namespaces(None, existing, None) == existing
+    assert facts_namespaces(tenant, existing, None) == ["open", "shared"]
+    assert facts_namespaces(tenant, existing, ["shared", "shared"]) == ["shared"]
+    with pytest.raises(ValueError, match="may not use the namespace 'secret'"):
+        facts_namespaces(tenant, existing, ["open", "secret"])
+    with pytest.raises(ValueError, match="may not use the namespace 'nowhere'"):  # not "does not exist"
+        facts_namespaces(tenant, existing, ["nowhere"])
+    with pytest.raises(
+        ValueError, match=r"no facts namespace 'nowhere'; this key may search open, secret, shared"
+    ):
+        facts_namespaces(None, existing, ["nowhere"])
+    with pytest.raises(ValueError, match="may use no facts namespace"):
+        facts_namespaces(key(namespaces=[]), existing, None)
+    with pytest.raises(ValueError, match="non-empty list"):
+        facts_namespaces(None, existing, "open")
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from mcp.server.caching import CacheHint
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from models._private.core import names
 from models._private.core.retry import unwrap_error
-from serve._private.auth.keys import KeyRecord, denial, matches_any
+from serve._private.auth.keys import KeyRecord, matches_any
 from serve._private.mcp.config import McpServiceConfig
 from serve._private.mcp.tools import (
     MAX_K,
@@ -31,6 +31,7 @@ from serve._private.mcp.tools import (
     builtin_tools,
     call_result,
     error_result,
+    facts_namespaces,
     tools_from_catalog,
     visible,
 )
@@ -77,7 +78,14 @@ class McpBackend:
         async with self._lock:  # one reading for all the requests that find it stale
             if self._tools is not None and time.monotonic() - self._read_at < self.config.catalog_ttl_s:
                 return self._tools
-            table = await self._actor(names.REGISTRY).table.remote()
+            try:
+                table = await self._actor(names.REGISTRY).table.remote()
+            except Exception as e:  # no system in this namespace, or its registry restarting
+                cause = unwrap_error(e)
+                why = (
+                    f"the system's registry does not answer ({type(cause).__name__}: {cause}); retry shortly"
+                )
+                raise MCPError(types.INTERNAL_ERROR, why) from None
 
             async def catalog(swarm: str) -> list[dict[str, Any]]:
                 try:
@@ -142,7 +150,13 @@ class McpBackend:
                     finished = True
                     limit = self.config.call_timeout_s
                     return error_result(f"task {task_id} did not end within {limit:g} s and was cancelled")
-                result = await queen.result.remote(task_id, min(self.config.progress_interval_s, left))
+                try:
+                    result = await queen.result.remote(task_id, min(self.config.progress_interval_s, left))
+                except Exception as e:  # the queen restarting: the task is cancelled (finally) if it can be
+                    cause = unwrap_error(e)
+                    return error_result(
+                        f"task {task_id}: its queen did not answer ({type(cause).__name__}: {cause})"
+                    )
                 status = _status(result)
                 if status in FINAL:
                     finished = True
@@ -173,16 +187,10 @@ class McpBackend:
         existing = list(((system or {}).get("facts") or {}).get("namespaces") or {})
         if not existing:
             return error_result("the system has no facts service")
-        wanted = arguments.get("namespaces")
-        if wanted is None:
-            wanted = [n for n in existing if record is None or not denial(record, None, namespace=n)]
-        elif not isinstance(wanted, list) or not all(isinstance(n, str) for n in wanted):
-            return error_result("namespaces: a list of namespace names")
-        for n in wanted:  # the key's list first: an unknown name is not revealed to a limited key
-            if record is not None and (why := denial(record, None, namespace=n)):
-                return error_result(why)
-        if unknown := [n for n in wanted if n not in existing]:
-            return error_result(f"no facts namespace {unknown[0]!r}; there are {', '.join(existing)}")
+        try:
+            wanted = facts_namespaces(record, existing, arguments.get("namespaces"))
+        except ValueError as e:
+            return error_result(str(e))
         app = names.facts_app_name(self.system)
 
         async def search(namespace: str) -> Any:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serve._private.auth.config import LOOPBACK
-from serve._private.auth.keys import KeyRecord, matches_any
+from serve._private.auth.keys import KeyRecord, denial, matches_any
 
 __all__ = [
     "BUILTIN_TOOLS",
@@ -19,6 +19,7 @@ __all__ = [
     "builtin_tools",
     "call_result",
     "error_result",
+    "facts_namespaces",
     "host_allowed",
     "origin_allowed",
     "tools_from_catalog",
@@ -148,6 +149,31 @@ def visible(record: KeyRecord | None, tool: ToolEntry) -> bool:
     if not matches_any(record.capabilities, tool.name):
         return False
     return tool.builtin or bool(allowed_swarms(record, tool.swarms))
+
+
+def facts_namespaces(record: KeyRecord | None, existing: list[str], wanted: Any) -> list[str]:
+    """The facts namespaces `search_facts` searches: those `wanted` (default every one the key may
+    use), each one the key may use and one that exists.
+
+    Raises:
+        ValueError: why not, naming only namespaces the key may use (a limited key learns
+            nothing of the others).
+    """
+    usable = [n for n in existing if record is None or not denial(record, None, namespace=n)]
+    if wanted is None:
+        if not usable:
+            raise ValueError("this key may use no facts namespace")
+        return usable
+    if not isinstance(wanted, list) or not wanted or not all(isinstance(n, str) for n in wanted):
+        raise ValueError("namespaces: a non-empty list of namespace names")
+    for n in wanted:  # the key's list first, so that whether another name exists is not told
+        if record is not None and (why := denial(record, None, namespace=n)):
+            raise ValueError(why)
+    if unknown := [n for n in wanted if n not in existing]:
+        raise ValueError(
+            f"no facts namespace {unknown[0]!r}; this key may search {', '.join(usable) or 'none'}"
+        )
+    return list(dict.fromkeys(wanted))
 
 
 def _split_host(value: str) -> tuple[str, str | None]:
