@@ -25,6 +25,7 @@ from tests.waiting import wait_until
 
 NS = "mcp-server-tests"
 MODERN, LEGACY = "2026-07-28", "2025-11-25"
+FACTS_PREFIX = "/mcp-tests-facts"
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +36,18 @@ def auth(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def system(ray_head, tmp_path_factory):
+def system(serve_port, auth, tmp_path_factory):
     config = load_config(
         {
             "namespace": NS,
             "global_memory": {"memory": {"path": str(tmp_path_factory.mktemp("global"))}},
+            "facts": {  # what search_facts searches: two namespaces, no extraction (passages only)
+                "port": serve_port,
+                "route_prefix": FACTS_PREFIX,
+                "path": str(tmp_path_factory.mktemp("facts")),
+                "auth": auth.model_dump(),
+                "namespaces": {n: {"extractor": "none", "num_cpus": 0} for n in ("kb", "secret")},
+            },
             "swarms": {
                 "text": {
                     "pools": {
@@ -77,6 +85,8 @@ def keys(system, auth):
         "text only": {"scopes": ["mcp:call"], "capabilities": ["text.*", "recall_memory"]},
         "slow swarm": {"scopes": ["mcp:call"], "swarms": ["slow"]},
         "facts reader": {"scopes": ["facts:read"]},
+        "facts writer": {"scopes": ["facts:write"]},
+        "kb only": {"scopes": ["mcp:call"], "namespaces": ["kb"]},
     }
     made = {n: ray.get(authority.create.remote({"name": n, **s})) for n, s in specs.items()}
     return {n: m["key"] for n, m in made.items()} | {"ids": {n: m["record"]["id"] for n, m in made.items()}}
@@ -267,13 +277,38 @@ def test_recall_memory_reads_the_global_memory(url, keys, system):
     assert records[0]["id"] == "m1" and "tulip" in records[0]["text"]
 
 
-def test_search_facts_says_so_when_the_system_has_no_facts_service(url, keys):
-    async def main():
-        async with client(url, keys["caller"]) as c:
-            return await c.call_tool("search_facts", {"query": "anything"})
+@pytest.fixture(scope="module")
+def documents(serve_port, keys):
+    """One document in each facts namespace, searchable when posted."""
+    base = f"http://127.0.0.1:{serve_port}{FACTS_PREFIX}/v1/namespaces"
+    texts = {
+        "kb": "The lighthouse keeper feeds the gulls at dawn.",
+        "secret": "The lighthouse vault code is 1234.",
+    }
+    for namespace, text in texts.items():
+        r = httpx.post(
+            f"{base}/{namespace}/documents",
+            json={"id": f"{namespace}-1", "title": namespace, "text": text},
+            headers={"Authorization": f"Bearer {keys['facts writer']}"},
+            timeout=60,
+        )
+        assert r.status_code == 201, r.text
+    return texts
 
-    result = run(main())
-    assert result.is_error and "no facts service" in result.content[0].text
+
+def test_search_facts_searches_the_facts_service_within_the_keys_namespaces(url, keys, documents):
+    async def main(key, arguments):
+        async with client(url, keys[key]) as c:
+            return await c.call_tool("search_facts", arguments)
+
+    everything = run(main("caller", {"query": "lighthouse", "k": 5, "mode": "passages"}))
+    assert not everything.is_error, everything.content[0].text
+    assert {p["namespace"] for p in json.loads(everything.content[0].text)["passages"]} == {"kb", "secret"}
+    mine = run(main("kb only", {"query": "lighthouse", "k": 5, "mode": "passages"}))
+    (passage,) = json.loads(mine.content[0].text)["passages"]
+    assert passage["namespace"] == "kb" and "gulls" in passage["text"]
+    refused = run(main("kb only", {"query": "vault code", "namespaces": ["secret"]}))
+    assert refused.is_error and "may not use the namespace 'secret'" in refused.content[0].text
 
 
 def test_a_key_limited_to_some_capabilities_sees_and_calls_only_those(url, keys):
