@@ -161,3 +161,56 @@ class EchoFamilyAgent(Agent):
             }
             for name in listed
         ] + [{"capability": "other.thing", "description": "not in the family"}]
+
+
+RED_PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+SILENT_WAV = "UklGRiwAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAABAAgAZGF0YQgAAACAgICAgICAgA=="
+
+
+class ConformanceAgent(Agent):
+    """The tools the MCP conformance suite's server scenarios call, as swarm capabilities: each
+    answers an MCP `CallToolResult` (which the /mcp endpoint passes through, as it does a
+    federated tool's), `test_error_handling` fails its task, and `test_tool_with_progress` runs
+    long enough for the endpoint's progress notifications."""
+
+    capabilities = (
+        "test_simple_text",
+        "test_image_content",
+        "test_audio_content",
+        "test_embedded_resource",
+        "test_multiple_content_types",
+        "test_error_handling",
+        "test_tool_with_progress",
+    )
+    descriptions = {c: f"The conformance suite's {c}." for c in capabilities}
+
+    async def handle(self, task: Task) -> dict:
+        image = {"type": "image", "data": RED_PIXEL_PNG, "mimeType": "image/png"}
+        match task.capability:
+            case "test_simple_text":
+                content = [{"type": "text", "text": "This is a simple text response for testing."}]
+            case "test_image_content":
+                content = [image]
+            case "test_audio_content":
+                content = [{"type": "audio", "data": SILENT_WAV, "mimeType": "audio/wav"}]
+            case "test_embedded_resource":
+                resource = {"uri": "test://embedded-resource", "mimeType": "text/plain"}
+                content = [
+                    {
+                        "type": "resource",
+                        "resource": {**resource, "text": "This is an embedded resource content."},
+                    }
+                ]
+            case "test_multiple_content_types":
+                resource = {"uri": "test://mixed-content-resource", "mimeType": "application/json"}
+                content = [
+                    {"type": "text", "text": "Multiple content types test:"},
+                    image,
+                    {"type": "resource", "resource": {**resource, "text": '{"test":"data","value":123}'}},
+                ]
+            case "test_error_handling":
+                raise RuntimeError("This tool intentionally returns an error for testing")
+            case _:  # test_tool_with_progress: the endpoint reports progress while it waits
+                await asyncio.sleep(float(task.payload.get("s", 1.0)))
+                content = [{"type": "text", "text": "done"}]
+        return {"content": content}

@@ -56,7 +56,22 @@ def authority_of(system: str) -> Any:
 
 def format_keys(records: list[dict[str, Any]]) -> str:
     """A table of keys, never their secrets (only a hint of each)."""
-    rows = [["ID", "NAME", "KEY", "SCOPES", "MODELS", "NAMESPACES", "RPM", "TPM", "BUDGET", "STATE"]]
+    rows = [
+        [
+            "ID",
+            "NAME",
+            "KEY",
+            "SCOPES",
+            "MODELS",
+            "NAMESPACES",
+            "SWARMS",
+            "TOOLS",
+            "RPM",
+            "TPM",
+            "BUDGET",
+            "STATE",
+        ]
+    ]
     for r in sorted(records, key=lambda r: r["created_at"]):
         state = "revoked" if r.get("revoked_at") else "live"
         rows.append(
@@ -67,6 +82,8 @@ def format_keys(records: list[dict[str, Any]]) -> str:
                 ",".join(r["scopes"]),
                 ",".join(r["models"]) if r.get("models") is not None else "*",
                 ",".join(r["namespaces"]) if r.get("namespaces") is not None else "*",
+                ",".join(r["swarms"]) if r.get("swarms") is not None else "*",
+                ",".join(r["capabilities"]) if r.get("capabilities") is not None else "*",
                 str(r.get("rpm") or "-"),
                 str(r.get("tpm") or "-"),
                 _budget(r),

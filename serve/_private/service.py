@@ -1,4 +1,5 @@
-"""Building and deploying the AI service and the facts service, each as one Serve application."""
+"""Building and deploying the AI service, the facts service and the /mcp endpoint, each as one
+Serve application."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from serve._private.ai.config import AIServiceConfig
 from serve._private.auth.authority import get_authority
 from serve._private.auth.config import is_loopback
 from serve._private.facts.config import FactsServiceConfig
+from serve._private.mcp.config import McpServiceConfig
 
 __all__ = [
     "build_app",
     "build_facts_app",
+    "build_mcp_app",
     "check_serve_listening",
     "deploy",
     "serve_http_options",
@@ -21,7 +24,7 @@ __all__ = [
     "start_serve",
 ]
 
-ServiceConfig = AIServiceConfig | FactsServiceConfig
+ServiceConfig = AIServiceConfig | FactsServiceConfig | McpServiceConfig
 AUTHORITY_START_S = 120.0  # a key authority that cannot be placed (its resources) fails `deploy`
 
 
@@ -78,13 +81,24 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
     ).bind(config.model_dump(), shards, system)
 
 
+def build_mcp_app(config: McpServiceConfig, system: str) -> Any:
+    """The /mcp endpoint: stateless ingress replicas over the system's registry and queens (found
+    by name in the `system` Ray namespace, so the system's swarms must run there)."""
+    from serve._private.mcp.routes import McpGateway
+
+    return McpGateway.options(
+        num_replicas=config.replicas, max_ongoing_requests=config.ingress_max_ongoing_requests
+    ).bind(config.model_dump(), system)
+
+
 def deploy(config: ServiceConfig, app_name: str | None = None, system: str | None = None) -> str:
     """Starts Serve on `config`'s host and port (if it is not running) and deploys the service
-    (the AI service or the facts service, by the config's kind), unless an application of that
-    name runs already.
+    (the AI service, the facts service or the /mcp endpoint, by the config's kind), unless an
+    application of that name runs already.
 
     Args:
-        app_name: The Serve application's name; default "ai" or "facts".
+        app_name: The Serve application's name; default "ai", "facts", or for the /mcp endpoint
+            `names.mcp_app_name(system)`.
         system: The system (Ray namespace) whose key authority checks requests (auth on) and
             under which the facts service keeps its data; default the application's name.
 
@@ -96,11 +110,14 @@ def deploy(config: ServiceConfig, app_name: str | None = None, system: str | Non
     """
     from ray import serve
 
-    facts = isinstance(config, FactsServiceConfig)
-    app_name = app_name or ("facts" if facts else "ai")
+    facts, mcp = isinstance(config, FactsServiceConfig), isinstance(config, McpServiceConfig)
+    kind = "facts" if facts else "mcp" if mcp else "ai"
+    if mcp and system is None:
+        raise ValueError("the /mcp endpoint needs the system (Ray namespace) whose swarms it serves")
+    app_name = app_name or (names.mcp_app_name(system) if mcp else kind)
     if facts and config.needs_ai() and not config.ai_url:
         raise ValueError("a facts namespace with extractor llm needs ai_url (the AI service's …/v1)")
-    start_serve(config, "facts" if facts else "ai")
+    start_serve(config, kind)
     running = serve.status().applications.get(app_name)
     # Like the system's actors, a running service is kept (no replica restarts on a second
     # `up`); change it with `down` then `up`.
@@ -116,9 +133,14 @@ def deploy(config: ServiceConfig, app_name: str | None = None, system: str | Non
                 f"the key authority did not start within {AUTHORITY_START_S:g} s; it needs "
                 f"{dict(config.control_resources) or 'no custom resources'} on some node"
             ) from None
-        if not facts:  # what a new key's model list may name
+        if kind == "ai":  # what a new key's model list may name
             ray.get(authority.set_served_models.remote(config.model_names()))
-        app = build_facts_app(config, system or app_name) if facts else build_app(config, system or app_name)
+        if facts:
+            app = build_facts_app(config, system or app_name)
+        elif mcp:
+            app = build_mcp_app(config, system)
+        else:
+            app = build_app(config, system or app_name)
         serve.run(app, name=app_name, route_prefix=config.route_prefix)
     return service_url(config)
 
@@ -184,8 +206,10 @@ def running_http_options(config: ServiceConfig) -> tuple[str, int]:
 
 
 def service_url(config: ServiceConfig) -> str:
-    """Where a service's API listens, e.g. http://127.0.0.1:8000/v1 (the AI service) or
-    http://127.0.0.1:8000/facts/v1."""
+    """Where a service's API listens, e.g. http://127.0.0.1:8000/v1 (the AI service),
+    http://127.0.0.1:8000/facts/v1, or http://127.0.0.1:8000/mcp (the /mcp endpoint)."""
     host, port = running_http_options(config)
     host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if isinstance(config, McpServiceConfig):
+        return f"http://{host}:{port}{config.route_prefix.rstrip('/') or '/'}"
     return f"http://{host}:{port}{config.route_prefix.rstrip('/')}/v1"

@@ -281,3 +281,24 @@ def test_keys_and_audit_commands(head, namespace, tmp_path):
         assert "authority: 0 records (from seq 4)" in recent.stdout and recent.stdout.rstrip().endswith("ok")
     finally:
         ray.kill(authority)
+
+
+def test_keys_create_limits_a_key_to_swarms_and_capabilities_for_mcp(head, namespace, tmp_path):
+    """`--swarm` and `--capability` (repeatable fnmatch patterns) reach the key's record."""
+    from serve._private.auth.authority import get_authority
+    from serve._private.auth.config import AuthConfig
+
+    authority = get_authority(namespace, AuthConfig(enabled=True, path=str(tmp_path / "auth")))
+    ns = ["--namespace", namespace, "--address", head["address"]]
+    try:
+        swarm(
+            "keys", "create", "--name", "assistant", "--scopes", "mcp:call", "--swarm", "text",
+            "--swarm", "math*", "--capability", "text.*", "--capability", "recall_memory", *ns,
+        )  # fmt: skip
+        swarm("keys", "create", "--name", "open", "--scopes", "mcp:call", *ns)
+        by_name = {r["name"]: r for r in json.loads(swarm("keys", "list", "--json", *ns).stdout)}
+        assert by_name["assistant"]["swarms"] == ["text", "math*"]
+        assert by_name["assistant"]["capabilities"] == ["text.*", "recall_memory"]
+        assert by_name["open"]["swarms"] is None and by_name["open"]["capabilities"] is None
+    finally:
+        ray.kill(authority)

@@ -62,6 +62,9 @@ def test_durations_and_the_key_table_for_the_cli():
     assert key not in table and f"sr-{key[3:11]}…" in table and "open" in table and "live" in table
     budgeted, _ = record(budget_tokens=1000, budget_usd=2.5, budget_period_s=30 * 86400)
     assert "1000 tokens + $2.5/30d" in format_keys([budgeted.model_dump(exclude={"hash"})])
+    mcp, _ = record(scopes=["mcp:call"], swarms=["text", "math*"], capabilities=["text.*"])
+    header, row = format_keys([mcp.model_dump(exclude={"hash"})]).splitlines()
+    assert header.split()[6:8] == ["SWARMS", "TOOLS"] and row.split()[6:8] == ["text,math*", "text.*"]
 
 
 def test_the_signing_key_is_made_once_and_readable_by_its_owner_only(tmp_path):

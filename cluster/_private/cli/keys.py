@@ -35,6 +35,19 @@ def _csv(value: str | None) -> list[str] | None:
     default=None,
     help="Comma-separated facts namespaces it may use, existing or not yet written (default: all).",
 )
+@click.option(
+    "--swarm",
+    "swarms",
+    multiple=True,
+    help="A swarm (fnmatch pattern) whose capabilities and memory it may use over MCP; repeatable "
+    "(default: all).",
+)
+@click.option(
+    "--capability",
+    "capabilities",
+    multiple=True,
+    help="An MCP tool (fnmatch pattern, e.g. 'text.*') it may see and call; repeatable (default: all).",
+)
 @click.option("--rpm", type=click.IntRange(1), default=None, help="Requests per minute.")
 @click.option("--tpm", type=click.IntRange(1), default=None, help="Tokens per minute.")
 @click.option("--budget-tokens", type=click.IntRange(1), default=None, help="Tokens per budget period.")
@@ -62,6 +75,8 @@ def keys_create(name: str, scopes: str, models: str | None, namespaces: str | No
         "scopes": _csv(scopes),
         "models": _csv(models),
         "namespaces": _csv(namespaces),
+        "swarms": list(kw["swarms"]) or None,
+        "capabilities": list(kw["capabilities"]) or None,
         "rpm": kw["rpm"],
         "tpm": kw["tpm"],
         "budget_tokens": kw["budget_tokens"],

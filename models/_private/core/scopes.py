@@ -8,5 +8,5 @@ from typing import Literal
 
 __all__ = ["SCOPES", "Scope"]
 
-Scope = Literal["ai:invoke", "ai:embed", "facts:read", "facts:write", "usage:read", "admin"]
+Scope = Literal["ai:invoke", "ai:embed", "facts:read", "facts:write", "usage:read", "mcp:call", "admin"]
 SCOPES: tuple[str, ...] = Scope.__args__

@@ -10,6 +10,7 @@ eight characters after the prefix for people to tell keys apart in lists and log
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import hmac
 import secrets
@@ -26,6 +27,7 @@ __all__ = [
     "denial",
     "hash_key",
     "hint_of",
+    "matches_any",
     "new_key",
 ]
 
@@ -59,11 +61,20 @@ class KeyRecord(ConfigModel):
     namespaces: list[str] | None = Field(
         None, description="Facts namespaces it may use, whatever its scopes; None: all."
     )
+    swarms: list[str] | None = Field(
+        None,
+        description="Swarms (fnmatch patterns) whose capabilities and memory it may use over MCP; None: all.",
+    )
+    capabilities: list[str] | None = Field(
+        None,
+        description="MCP tools (fnmatch patterns over capability and tool names, e.g. 'text.*') it "
+        "may see and call; None: all.",
+    )
 
     @property
     def limited(self) -> bool:
-        """Whether a model or namespace list narrows what the key sees."""
-        return self.models is not None or self.namespaces is not None
+        """Whether a model, namespace, swarm or capability list narrows what the key sees."""
+        return any(x is not None for x in (self.models, self.namespaces, self.swarms, self.capabilities))
 
     rpm: int | None = Field(None, ge=1, description="Requests per minute; None: unlimited.")
     tpm: int | None = Field(None, ge=1, description="Tokens per minute; None: unlimited.")
@@ -99,3 +110,8 @@ def denial(
     if namespace is not None and record.namespaces is not None and namespace not in record.namespaces:
         return f"this key may not use the namespace {namespace!r}"
     return None
+
+
+def matches_any(patterns: list[str] | None, name: str) -> bool:
+    """Whether `name` matches one of the fnmatch `patterns` (case-sensitive); None matches all."""
+    return patterns is None or any(fnmatch.fnmatchcase(name, p) for p in patterns)

@@ -50,6 +50,7 @@ from serve._private.metrics import ServiceMetrics, service_metrics
 __all__ = [
     "MAX_AUDIT_ROUTE",
     "MAX_BODY_BYTES",
+    "MCP_METADATA_PATH",
     "UNROUTED",
     "GuardMiddleware",
     "Rule",
@@ -57,6 +58,7 @@ __all__ = [
     "allow",
     "facts_rule",
     "install_guard",
+    "mcp_rule",
     "usable",
 ]
 
@@ -98,8 +100,9 @@ class GuardMiddleware:
     """See the module doc. The key table is looked up by service name (the replica installs it,
     `install_guard`), because the app is pickled into the replica before any table exists."""
 
-    def __init__(self, app: Any, rule: Rule, service: str):
+    def __init__(self, app: Any, rule: Rule, service: str, challenge: Callable[[dict], str] | None = None):
         self.app, self.rule, self.service = app, rule, service
+        self.challenge = challenge  # the WWW-Authenticate of a 401 from the request's scope; default "Bearer"
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -146,7 +149,8 @@ class GuardMiddleware:
                 entry = _entry("refused", presented, scope, path, status, request_id, namespace, code=code)
                 _refused(guard, {**entry, "key_state": key_state} if key_state != "live" else entry)
                 body = error_body(message, kind, None, code, request_id)
-                return await _respond(send, status, body, retry_after)
+                challenge = self.challenge(scope) if status == 401 and self.challenge is not None else None
+                return await _respond(send, status, body, retry_after, challenge)
             state["key"] = record
             # A write is answered only after its record is on disk: while none can be written,
             # it is refused before it is done (reads go on, their records counted as lost).
@@ -307,14 +311,16 @@ def _entry(
     }
 
 
-async def _respond(send: Any, status: int, body: dict, retry_after_s: float | None = None) -> None:
+async def _respond(
+    send: Any, status: int, body: dict, retry_after_s: float | None = None, challenge: str | None = None
+) -> None:
     data = json.dumps(body).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(data)).encode()),
     ]
     if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
+        headers.append((b"www-authenticate", (challenge or "Bearer").encode("latin-1")))
     if retry_after_s is not None:
         headers.append((b"retry-after", str(math.ceil(retry_after_s)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -331,6 +337,18 @@ def facts_rule(method: str, path: str) -> tuple[str | None, bool, str | None]:
     if method in ("GET", "HEAD") or path == "/v1/search":
         return "facts:read", False, namespace
     return "facts:write", True, namespace
+
+
+MCP_METADATA_PATH = "/.well-known/oauth-protected-resource"  # RFC 9728, under the endpoint's prefix
+
+
+def mcp_rule(method: str, path: str) -> tuple[str | None, bool, str | None]:
+    """The /mcp endpoint: its protected-resource metadata is open (a client reads it to learn how
+    to authenticate); everything else needs mcp:call. Not durable: a call is a task the queen
+    journals, and a read-only tool writes nothing."""
+    if path.rstrip("/") == MCP_METADATA_PATH:
+        return None, False, None
+    return "mcp:call", False, None
 
 
 AI_SCOPES = {
