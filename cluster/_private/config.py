@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, PositiveFloat, ValidationError, field_validator, model_validator
 
 from actors._private.config import MemoryStoreConfig, RegistryConfig, SwarmConfig
+from cluster._private.mcp_config import McpConfig
 from models._private.core import env
 from models._private.core.config import ConfigModel, Name, named
 from models._private.core.errors import ConfigError
@@ -22,21 +23,6 @@ from models._private.core.journal import journal_location, nested_in
 from models._private.core.uris import redact_uri
 from serve._private.ai.config import AIServiceConfig
 from serve._private.facts.config import FactsServiceConfig
-
-try:
-    from cluster._private.mcp_config import McpConfig
-except ImportError as _no_mcp:  # MERGE(i28): the federation's (actors) and the endpoint's (serve)
-    # branches bring the models McpConfig composes; until they are merged, `mcp:` is refused.
-    _why_no_mcp = f"this build has no MCP support: {_no_mcp}"
-
-    class McpConfig(ConfigModel):  # type: ignore[no-redef]
-        """A placeholder that refuses any `mcp:` section (see the import above)."""
-
-        @model_validator(mode="before")
-        @classmethod
-        def _absent(cls, data: Any) -> Any:
-            raise ValueError(_why_no_mcp)
-
 
 __all__ = ["SystemConfig", "config_changes", "load_config", "unset_secrets"]
 

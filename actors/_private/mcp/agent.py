@@ -55,9 +55,12 @@ class McpToolAgent(Agent):
             raise unwrap_error(e) from None
 
     @classmethod
-    async def catalog_entries(cls, params: dict[str, Any], family: str) -> list[dict[str, Any]]:
-        """The federation's approved tools of `family` ('prefix.*') as catalog entries."""
-        federation = ray.get_actor(names.MCP_FEDERATION)
+    async def catalog_entries(
+        cls, params: dict[str, Any], family: str, namespace: str
+    ) -> list[dict[str, Any]]:
+        """The federation's approved tools of `family` ('prefix.*') as catalog entries; `namespace`
+        is the system's Ray namespace (the queen's, which may not be the caller's job's)."""
+        federation = ray.get_actor(names.MCP_FEDERATION, namespace=namespace)
         try:
             return await federation.catalog.remote(family)
         except RayTaskError as e:

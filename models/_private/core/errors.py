@@ -46,8 +46,8 @@ can catch as one (as httpx groups its exceptions).
             ├── TaskTimeoutError        the last attempt ran past its timeout
             └── TaskCancelledError      the task was cancelled
     └── McpError                        a federated MCP tool could not be called
-        ├── McpUnknownToolError         no approved upstream tool is this capability (also a PayloadError)
-        ├── McpToolHeldError            changed: held until `swarm mcp approve` (also a PayloadError)
+        ├── McpUnknownToolError         no approved upstream tool is this one (also a PayloadError)
+        ├── McpToolHeldError            changed, held until `swarm mcp approve` (a PayloadError too)
         ├── McpUpstreamError            every upstream tried failed or has its breaker open
         └── McpDeadlineError            the call ran past its deadline
 
