@@ -435,6 +435,27 @@ def test_a_request_that_never_reached_an_upstream_may_be_asked_again():
     run(main())
 
 
+def test_duplicates_waiting_on_a_call_that_may_be_repeated_get_its_error():
+    # A trusted read-only tool that times out may run again: nothing is remembered, yet the
+    # duplicates already waiting get the same error (not a cancellation).
+    faults = Faults(echo="hang")
+
+    async def main():
+        fed = await federate({"a": (faulty_server(faults=faults), {"trusted": True, "timeout_s": 0.3})})
+        try:
+            answers = await asyncio.gather(
+                *(fed.call("mcp.a.echo", {"text": "x"}, request_id="r") for _ in range(3)),
+                return_exceptions=True,
+            )
+            assert [type(a) for a in answers] == [McpDeadlineError] * 3
+            faults.pop("echo")
+            assert text(await fed.call("mcp.a.echo", {"text": "x"}, request_id="r")) == "x"
+        finally:
+            await fed.close()
+
+    run(main())
+
+
 # -- resources, prompts, completions --------------------------------------------------------------
 
 

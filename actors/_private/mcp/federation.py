@@ -422,10 +422,15 @@ class Federation:
                 future.set_exception(e)
                 future.exception()  # retrieved: no "never retrieved" warning when nobody asks again
             else:
-                # Nothing ran: a later attempt of the same request may call.
+                # Nothing ran: a later attempt of the same request may call, and the duplicates
+                # already waiting get this error (a cancellation would read as a generic failure).
                 if self._memo.get(request_id, (0, None))[1] is future:
                     del self._memo[request_id]
-                future.cancel()
+                if isinstance(e, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(e)
+                    future.exception()
             raise
         future.set_result(result)
         return result
