@@ -456,6 +456,29 @@ def test_duplicates_waiting_on_a_call_that_may_be_repeated_get_its_error():
     run(main())
 
 
+def test_a_federation_actor_whose_start_failed_starts_again_when_asked_again():
+    from actors._private.mcp.service import McpFederation
+
+    class FailingOnce(McpFederation):
+        starts = 0
+
+        async def _start(self) -> Federation:  # the real start needs Ray (the registry's pins)
+            self.starts += 1
+            if self.starts == 1:
+                raise McpUpstreamError("mcp.a.echo", [("a", "registry not up yet")])
+            self._fed = await federate({"a": (faulty_server(), {})})
+            return self._fed
+
+    async def main():
+        service = FailingOnce({}, {}, "ns")
+        with pytest.raises(McpUpstreamError):
+            await service.ready()
+        assert await service.ready() >= 3 and service.starts == 2
+        await service._fed.close()
+
+    run(main())
+
+
 # -- resources, prompts, completions --------------------------------------------------------------
 
 

@@ -84,7 +84,14 @@ class McpFederation:
             return self._fed
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._start())
-        return await asyncio.shield(self._starting)
+        starting = self._starting
+        try:
+            return await asyncio.shield(starting)
+        except Exception:
+            # A failed start (the registry not up yet, say) is tried again by the next caller.
+            if self._starting is starting and starting.done():
+                self._starting = None
+            raise
 
     async def _start(self) -> Federation:
         upstreams = {n: self._upstream(n, c) for n, c in self.servers_config.items()}
