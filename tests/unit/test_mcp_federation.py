@@ -205,6 +205,55 @@ def test_the_router_prefers_the_upstream_with_fewer_calls_in_flight():
     run(main())
 
 
+def _droppable(name: str, server: Any, faults: Faults) -> ClientUpstream:
+    """An in-process upstream that refuses new connections while faults['down'] is set."""
+
+    def target() -> Any:
+        if faults.get("down"):
+            raise OSError("connection refused")
+        return server
+
+    return ClientUpstream(name, "memory", target)
+
+
+async def _drop(fed: Federation, name: str, faults: Faults) -> None:
+    faults["down"] = True
+    fed.members[name].upstream._lost.set()  # the connection ends, as when the server goes away
+    await async_wait_until(lambda: not server_row(fed, name)["connected"], timeout_s=5)
+
+
+def test_the_router_prefers_connected_upstreams_and_a_disconnected_one_fails_fast():
+    faults = Faults()
+
+    async def main():
+        group = {"group": "g", "trusted": True, "timeout_s": 30}
+        configs = {n: McpServerConfig(url=PLACEHOLDER_URL, **group) for n in ("a", "b")}
+        upstreams = {"a": _droppable("a", faulty_server(), faults), "b": in_process("b", faulty_server())}
+        fed = Federation(configs, upstreams, DictPins())
+        await fed.start()
+        try:
+            await _drop(fed, "a", faults)
+            # "b" looks busy, yet the disconnected "a" is not tried while "b" is connected.
+            fed.members["b"].in_flight = 5
+            for i in range(3):
+                started = time.monotonic()
+                assert text(await fed.call("mcp.g.echo", {"text": f"hi {i}"})) == f"hi {i}"
+                assert time.monotonic() - started < 1
+            assert server_row(fed, "a")["calls"] == 0 and server_row(fed, "b")["calls"] == 3
+            fed.members["b"].in_flight = 0
+            # With "b" gone too, "a" is tried: it cannot connect, and fails well within its 30 s.
+            fed.members["b"].breaker.opened_at = time.monotonic()  # open for its cooldown
+            started = time.monotonic()
+            with pytest.raises(McpUpstreamError) as err:
+                await fed.call("mcp.g.echo", {"text": "x"})
+            assert time.monotonic() - started < 5
+            assert "not connected" in dict(err.value.failures)["a"]
+        finally:
+            await fed.close()
+
+    run(main())
+
+
 @pytest.mark.parametrize(
     ("tool", "trusted"),
     [("count", True), ("echo", False)],

@@ -465,7 +465,11 @@ class Federation:
             if not candidates:
                 failures += [(s, "breaker open") for s in open_]
                 break
-            tool = self._choose(candidates)
+            # A disconnected upstream is tried only when no connected one is left.
+            connected = [
+                t for t in candidates if self.members[t.server].upstream.status().get("connected", True)
+            ]
+            tool = self._choose(connected or candidates)
             m = self.members[tool.server]
             tried.add(m.name)
             if not m.breaker.allow():  # half-open, its one probe already out

@@ -106,6 +106,7 @@ class ClientUpstream:
         self._client: Client | None = None
         self._ready = asyncio.Event()
         self._lost = asyncio.Event()
+        self._attempt_failed = asyncio.Event()  # set (and replaced) when a connection attempt fails
         self._closing = False
         self._runner: asyncio.Task | None = None
         self._callback: Callable[[], Awaitable[None]] | None = None
@@ -156,6 +157,7 @@ class ClientUpstream:
         attempt = 0
         while not self._closing:
             self._lost = asyncio.Event()
+            connections = self.connections
             try:
                 async with Client(
                     self._target(),
@@ -179,6 +181,9 @@ class ClientUpstream:
             except BaseException as e:  # an anyio ExceptionGroup, an OSError: all mean "gone"
                 self.last_error = _describe(e)
                 log.warning("MCP upstream %s: connection ended: %s", self.name, self.last_error)
+                if connections == self.connections:  # this attempt never connected
+                    failed, self._attempt_failed = self._attempt_failed, asyncio.Event()
+                    failed.set()
             finally:
                 self._ready.clear()
                 self._client = None
@@ -235,10 +240,17 @@ class ClientUpstream:
             await self.start()
         client = self._client
         if client is None or not self._ready.is_set():
+            # Waits for the next connection attempt, not out the whole timeout: an upstream that
+            # cannot connect fails the call when its attempt fails.
+            ready = asyncio.ensure_future(self._ready.wait())
+            failed = asyncio.ensure_future(self._attempt_failed.wait())
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout_s)
-            except asyncio.TimeoutError:
-                raise UpstreamDown(f"not connected ({self.last_error or 'connecting'})") from None
+                await asyncio.wait({ready, failed}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+                failed.cancel()
+            if not self._ready.is_set():
+                raise UpstreamDown(f"not connected ({self.last_error or 'connecting'})")
             client = self._client
             if client is None:
                 raise UpstreamDown(f"not connected ({self.last_error or 'connecting'})")
