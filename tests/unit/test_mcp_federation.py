@@ -21,6 +21,7 @@ from actors._private.mcp.federation import APPROVED, CHANGED, COLLISION, PENDING
 from actors._private.mcp.upstream import ClientUpstream, http_upstream, stdio_upstream
 from models._private.core.errors import (
     McpDeadlineError,
+    McpPinMismatchError,
     McpToolHeldError,
     McpUnknownToolError,
     McpUpstreamError,
@@ -362,6 +363,49 @@ def test_a_changed_definition_is_held_back_until_approved():
             assert text(await fed.call("mcp.a.echo", {"text": "x"})) == "x"
             assert pins.data["a/echo"] == row["current_hash"]
         finally:
+            await fed.close()
+
+    run(main())
+
+
+def test_approve_with_a_hash_pins_only_that_definition():
+    async def main():
+        fed = await federate({"a": (faulty_server(), {"approve": "manual"})})
+        try:
+            row = next(t for t in fed.tools() if t["tool"] == "echo")
+            with pytest.raises(McpPinMismatchError, match="differs"):
+                await fed.approve("a", "echo", hash="0" * 64)
+            assert next(t for t in fed.tools() if t["tool"] == "echo")["state"] == PENDING
+            assert await fed.approve("a", "echo", hash=row["current_hash"]) == ["mcp.a.echo"]
+            assert text(await fed.call("mcp.a.echo", {"text": "x"})) == "x"
+        finally:
+            await fed.close()
+
+    run(main())
+
+
+def test_a_group_member_with_another_definition_is_held_not_approved_on_first_use():
+    async def main():
+        group = {"group": "g", "trusted": True}
+        pins = DictPins()
+        fed = await federate({"a": (faulty_server(), group)}, pins)
+        await fed.close()
+        # "b" joins the group later, offering echo with another description.
+        fed = await federate(
+            {"a": (faulty_server(), group), "b": (faulty_server(description="Echo, differently."), group)},
+            pins,
+        )
+        try:
+            states = {t["server"]: t["state"] for t in fed.tools() if t["tool"] == "echo"}
+            assert states == {"a": APPROVED, "b": CHANGED}
+            assert "b/echo" not in pins.data
+            # So a fallback never serves b's definition: every call goes to a, however busy.
+            fed.members["a"].in_flight = 5
+            for _ in range(3):
+                assert text(await fed.call("mcp.g.echo", {"text": "x"})) == "x"
+            assert server_row(fed, "b")["calls"] == 0
+        finally:
+            fed.members["a"].in_flight = 0
             await fed.close()
 
     run(main())

@@ -123,8 +123,11 @@ class McpFederation:
         await fed.poll()
         return fed.servers()
 
-    async def approve(self, server_or_group: str, tool: str | None = None) -> list[str]:
-        return await (await self._federation()).approve(server_or_group, tool)
+    async def approve(
+        self, server_or_group: str, tool: str | None = None, hash: str | None = None
+    ) -> list[str]:
+        """Pins current definitions (only if they have `hash`, when given); see `Federation.approve`."""
+        return await (await self._federation()).approve(server_or_group, tool, hash)
 
     async def refresh(self, server: str | None = None) -> list[str]:
         return await (await self._federation()).refresh(server)
