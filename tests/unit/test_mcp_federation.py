@@ -653,6 +653,31 @@ def test_an_http_upstream_is_listed_and_called(http_example, monkeypatch):
     run(main())
 
 
+def test_an_http_upstream_closes_the_http_client_of_each_connection_attempt(monkeypatch):
+    import httpx2
+
+    made: list[httpx2.AsyncClient] = []
+
+    class Recorded(httpx2.AsyncClient):  # the real client, remembered to see it closed
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(httpx2, "AsyncClient", Recorded)
+
+    async def main():
+        upstream = http_upstream("gone", f"http://127.0.0.1:{_free_port()}/mcp")  # nobody listens
+        await upstream.start()
+        try:
+            await async_wait_until(lambda: len(made) >= 2, timeout_s=10, what="a second attempt")
+            await async_wait_until(lambda: made[0].is_closed, timeout_s=5, what="the first client closed")
+        finally:
+            await upstream.close()
+        await async_wait_until(lambda: all(c.is_closed for c in made), timeout_s=5, what="all closed")
+
+    run(main())
+
+
 def test_an_http_upstream_whose_header_variable_is_missing_does_not_connect(http_example, monkeypatch):
     monkeypatch.delenv("MISSING_TOKEN", raising=False)
 

@@ -354,9 +354,17 @@ def http_upstream(
             if value is None:
                 raise UpstreamDown(f"the environment variable {var} (header {header}) is not set")
             headers[header] = value
+        return _http_transport(url, headers)
+
+    @contextlib.asynccontextmanager
+    async def _http_transport(url: str, headers: dict[str, str]) -> Any:
+        # The SDK leaves a client it was given open: each connection closes its own.
         # The client's own timeouts stay generous: the federation bounds each call itself.
-        http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0))
-        return streamable_http_client(url, http_client=http)
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
+            streamable_http_client(url, http_client=http) as streams,
+        ):
+            yield streams
 
     return ClientUpstream(name, "http", target, mode)
 
