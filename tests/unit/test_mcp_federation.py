@@ -190,6 +190,19 @@ def test_failures_open_the_breaker_and_a_trusted_read_only_tool_falls_back():
     run(main())
 
 
+def test_servers_show_upstream_urls_without_their_credentials():
+    async def main():
+        configs = {"a": McpServerConfig(url="http://alice:s3cret@127.0.0.1:9/mcp?key=k3y&v=1")}
+        fed = Federation(configs, {"a": in_process("a", faulty_server())}, DictPins())
+        await fed.start()
+        try:
+            assert server_row(fed, "a")["url"] == "http://***@127.0.0.1:9/mcp?key=***&v=***"
+        finally:
+            await fed.close()
+
+    run(main())
+
+
 def test_the_router_prefers_the_upstream_with_fewer_calls_in_flight():
     async def main():
         group = {"group": "g"}

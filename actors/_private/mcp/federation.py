@@ -33,6 +33,7 @@ from models._private.core.errors import (
     McpUnknownToolError,
     McpUpstreamError,
 )
+from models._private.core.uris import redact_uri
 
 __all__ = [
     "APPROVED",
@@ -403,7 +404,7 @@ class Federation:
                     "kind": m.config.kind,
                     "group": m.group,
                     "prefix": m.prefix,
-                    "url": str(m.config.url) if m.config.url else None,
+                    "url": redact_uri(str(m.config.url)) if m.config.url else None,
                     "command": m.config.command,
                     "trusted": m.config.trusted,
                     "healthy": m.healthy,

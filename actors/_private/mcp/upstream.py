@@ -20,6 +20,7 @@ import mcp_types as types
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from models._private.core.uris import redact_uri
 
 __all__ = [
     "ClientUpstream",
@@ -114,6 +115,7 @@ class ClientUpstream:
         self.restarts = 0
         self.last_error: str | None = None
         self.protocol_version: str | None = None
+        self.url: str | None = None  # an HTTP upstream's, kept out of errors and logs as it is
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -179,7 +181,7 @@ class ClientUpstream:
             except asyncio.CancelledError:
                 raise
             except BaseException as e:  # an anyio ExceptionGroup, an OSError: all mean "gone"
-                self.last_error = _describe(e)
+                self.last_error = self._scrub(_describe(e))
                 log.warning("MCP upstream %s: connection ended: %s", self.name, self.last_error)
                 if connections == self.connections:  # this attempt never connected
                     failed, self._attempt_failed = self._attempt_failed, asyncio.Event()
@@ -191,6 +193,10 @@ class ClientUpstream:
                 return
             await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
             attempt += 1
+
+    def _scrub(self, text: str) -> str:
+        """`text` with the upstream's URL redacted (its user information and query values)."""
+        return text.replace(self.url, redact_uri(self.url)) if self.url else text
 
     async def _hold(self, client: Client) -> None:
         """Keeps the connection until it is lost; listens for tool changes where the server can."""
@@ -366,7 +372,9 @@ def http_upstream(
         ):
             yield streams
 
-    return ClientUpstream(name, "http", target, mode)
+    upstream = ClientUpstream(name, "http", target, mode)
+    upstream.url = url
+    return upstream
 
 
 def stdio_parameters(
