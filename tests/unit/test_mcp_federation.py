@@ -731,6 +731,33 @@ def test_the_reference_server_everything_is_listed_and_called():
 # -- the agent that runs federated tools as tasks -------------------------------------------------
 
 
+class _StuckActor:
+    """A stdio actor's handle whose calls never start (as when the actor is stuck or its queue
+    full): each `.call_tool.remote(...)` is a pending asyncio task, cancelled by `cancel`."""
+
+    def __init__(self):
+        self.refs: list[asyncio.Task] = []
+        self.call_tool = self
+
+    def remote(self, *args: Any) -> asyncio.Task:
+        self.refs.append(ref := asyncio.ensure_future(asyncio.Event().wait()))
+        return ref
+
+
+def test_a_stdio_call_that_times_out_is_cancelled_on_the_actor():
+    from actors._private.mcp.stdio import StdioActorUpstream
+
+    async def main():
+        actor = _StuckActor()
+        upstream = StdioActorUpstream("s", actor, cancel=lambda ref: ref.cancel())
+        with pytest.raises((asyncio.TimeoutError, TimeoutError)):
+            await upstream.call_tool("echo", {"text": "x"}, timeout_s=0.1)
+        await async_wait_until(lambda: actor.refs[0].done(), timeout_s=5, what="the actor call cancelled")
+        assert actor.refs[0].cancelled()
+
+    run(main())
+
+
 class _InProcessActor:
     """The federation actor's `call` as its handle offers it (`.call.remote(...)`, awaitable),
     running a real `Federation` in this process instead of in a Ray actor."""

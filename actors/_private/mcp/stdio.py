@@ -5,6 +5,7 @@ process (named `mcp-stdio:<server>`; run again with backoff when it exits), and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -95,9 +96,12 @@ class StdioActorUpstream:
 
     kind = "stdio"
 
-    def __init__(self, name: str, actor: Any):
+    def __init__(self, name: str, actor: Any, cancel: Callable[[Any], Any] = ray.cancel):
+        """`actor` is the `McpStdioServer` handle; `cancel` cancels one of its calls by its ref
+        (`ray.cancel`; a test's handle brings its own)."""
         self.name = name
         self.actor = actor
+        self._cancel = cancel
         self._status: dict[str, Any] = {"connected": True, "restarts": 0, "last_error": None}
 
     async def start(self) -> None:
@@ -119,8 +123,14 @@ class StdioActorUpstream:
             self._status = {**self._status, "connected": False, "last_error": f"the stdio actor: {e}"}
 
     async def _call(self, method: str, *args: Any, timeout_s: float = 30.0) -> Any:
+        ref = getattr(self.actor, method).remote(*args)
         try:
-            return await asyncio.wait_for(getattr(self.actor, method).remote(*args), timeout_s + 1.0)
+            return await asyncio.wait_for(ref, timeout_s + 1.0)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            # The actor's call ends too: it holds no process request nobody waits for.
+            with contextlib.suppress(Exception):
+                self._cancel(ref)
+            raise
         except RayTaskError as e:
             raise unwrap_error(e) from None
         except RayActorError as e:
