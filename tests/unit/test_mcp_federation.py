@@ -29,7 +29,7 @@ from models._private.core.errors import (
 )
 from tests.mcp_servers import Faults, faulty_server, malformed_server
 from tests.npm_tools import node_env, npm_bin
-from tests.waiting import async_wait_until
+from tests.waiting import async_wait_until, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PLACEHOLDER_URL = "http://127.0.0.1:9/mcp"  # in-process upstreams need no URL; the config wants one
@@ -185,6 +185,30 @@ def test_failures_open_the_breaker_and_a_trusted_read_only_tool_falls_back():
             assert server_row(fed, "broken")["calls"] == 1 and server_row(fed, "good")["calls"] == 6
         finally:
             fed.members["good"].in_flight = 0
+            await fed.close()
+
+    run(main())
+
+
+def test_the_router_breaks_ties_on_load_by_latency_among_three_upstreams():
+    async def main():
+        group = {"group": "g"}
+        fed = await federate({n: (faulty_server(), group) for n in ("a", "b", "c")})
+        try:
+            # Equally idle; "a" is the slowest: of any two the router draws, it picks the faster,
+            # so "a" is never chosen and "c" only when drawn with "a".
+            fed.members["a"].ewma_ms, fed.members["c"].ewma_ms = 500.0, 100.0
+            for _ in range(30):
+                await fed.call("mcp.g.echo", {"text": "x"})
+            calls = {n: server_row(fed, n)["calls"] for n in ("a", "b", "c")}
+            assert calls["a"] == 0 and calls["b"] > 0 and calls["c"] > 0 and sum(calls.values()) == 30
+            # A busy upstream loses to an idle one however fast it is.
+            fed.members["b"].in_flight = 1
+            for _ in range(10):
+                await fed.call("mcp.g.echo", {"text": "x"})
+            assert server_row(fed, "b")["calls"] == calls["b"]
+        finally:
+            fed.members["b"].in_flight = 0
             await fed.close()
 
     run(main())
@@ -491,10 +515,10 @@ def test_the_tools_list_is_relisted_when_its_ttl_expires():
             async def listed() -> set[str]:
                 return {e["capability"] for e in await fed.catalog()}
 
-            deadline = time.monotonic() + 10
-            while "mcp.short.added" not in await listed():
-                assert time.monotonic() < deadline, "the expired list was not relisted"
-                await asyncio.sleep(0.05)
+            async def relisted() -> bool:  # each catalog read relists an expired list
+                return "mcp.short.added" in await listed()
+
+            await async_wait_until(relisted, timeout_s=10, what="the expired list relisted")
             assert "mcp.plain.added" not in await listed()
         finally:
             await fed.close()
@@ -632,14 +656,17 @@ def http_example():
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                pytest.fail("the example server exited")
             try:
                 socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "the example server did not start"
-                time.sleep(0.05)
+                return False
+            return True
+
+        wait_until(listening, timeout_s=30, what="the example server to listen")
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         proc.terminate()
