@@ -203,6 +203,7 @@ class Federation:
         )
 
     async def close(self) -> None:
+        """Closes every upstream: a stdio process ends, an HTTP connection closes."""
         await asyncio.gather(*(m.upstream.close() for m in self.members.values()), return_exceptions=True)
 
     def _changed_callback(self, name: str):
