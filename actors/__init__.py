@@ -37,6 +37,7 @@ from actors._private.config import (
 )
 from actors._private.mcp.agent import McpToolAgent
 from actors._private.mcp.config import McpFederationConfig, McpServerConfig
+from actors._private.mcp.service import start_federation, stop_federation
 from actors._private.memory_store import MemoryClient
 from actors._private.task import Task, TaskResult, TaskStatus, Timings
 from models._private.core.errors import PayloadError
@@ -80,4 +81,6 @@ __all__ = [
     "ToolAgent",
     "ToolAgentInput",
     "ValidateAgent",
+    "start_federation",
+    "stop_federation",
 ]

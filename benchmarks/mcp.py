@@ -5,7 +5,8 @@ check, over its persistent upstream client), alternated call by call in one run.
 cached tools listing (`catalog`, what a tools/list of federated tools reads) p99, how fast a
 call to an upstream whose breaker is open fails, and 1,000 calls at once through the federation.
 
-Printed: added p50 and p99 in ms (targets: 2 and 10), the ratio of the federated p50 to the raw
+Printed: added p50 and p99 in ms (targets: 2 and 10; percentiles of the paired differences,
+call i through the federation minus raw call i), the ratio of the federated p50 to the raw
 one, and the other figures; the last line is one JSON object. `measure()` returns the same dict.
 By default no Ray: the federation's logic runs in this process, as in its actor. With `--actor`,
 also through the `McpFederation` actor on a local Ray (what an `McpToolAgent` calls): the same
@@ -69,6 +70,14 @@ async def _federation(url: str, **server: Any) -> Federation:
     return fed
 
 
+def _paired(through_ms: list[float], raw_ms: list[float]) -> tuple[float, float]:
+    """The added latency's p50 and p99: percentiles of the paired differences (call i through
+    the federation minus raw call i, made one after the other), not differences of percentiles,
+    which compare the tails of two separate distributions."""
+    differences = [t - r for t, r in zip(through_ms, raw_ms, strict=True)]
+    return statistics.median(differences), percentile(differences, 99)
+
+
 async def _measure(url: str, calls: int, concurrent: int) -> dict[str, Any]:
     arguments = {"text": "federated benchmark"}
     fed = await _federation(url)
@@ -120,9 +129,11 @@ async def _measure(url: str, calls: int, concurrent: int) -> dict[str, Any]:
         await fed.close()
 
     raw_p50, fed_p50 = statistics.median(raw_ms), statistics.median(fed_ms)
+    added = _paired(fed_ms, raw_ms)
     return {
-        "added_p50_ms": fed_p50 - raw_p50,
-        "added_p99_ms": percentile(fed_ms, 99) - percentile(raw_ms, 99),
+        "added_p50_ms": added[0],
+        "added_p99_ms": added[1],
+        "p99_difference_ms": percentile(fed_ms, 99) - percentile(raw_ms, 99),
         "ratio": fed_p50 / raw_p50,
         "federated_p50_ms": fed_p50,
         "federated_p99_ms": percentile(fed_ms, 99),
@@ -178,9 +189,10 @@ async def _measure_actor(url: str, calls: int, concurrent: int) -> dict[str, Any
     finally:
         ray.shutdown()
     raw_p50, actor_p50 = statistics.median(raw_ms), statistics.median(actor_ms)
+    added = _paired(actor_ms, raw_ms)
     return {
-        "actor_added_p50_ms": actor_p50 - raw_p50,
-        "actor_added_p99_ms": percentile(actor_ms, 99) - percentile(raw_ms, 99),
+        "actor_added_p50_ms": added[0],
+        "actor_added_p99_ms": added[1],
         "actor_ratio": actor_p50 / raw_p50,
         "actor_p50_ms": actor_p50,
         "actor_p99_ms": percentile(actor_ms, 99),
@@ -190,7 +202,96 @@ async def _measure_actor(url: str, calls: int, concurrent: int) -> dict[str, Any
     }
 
 
-def measure(calls: int = 500, concurrent: int = 1000, actor: bool = False) -> dict[str, Any]:
+def _measure_system(url: str, calls: int) -> dict[str, Any]:
+    """On a system brought up by `up` (a local Ray, Serve on a free port) federating the example
+    server: tools/list over the system's own /mcp endpoint (its cached listing), and the same
+    federated tool called as a task through the queen (the swarm path) vs raw, alternated."""
+    import tempfile
+
+    import ray
+    from ray import serve
+
+    from actors._private.services import MCP_URL_KEY
+    from cluster import Client as SwarmClient
+    from cluster import down, load_config, up
+    from cluster._private.connection import call, registry_of
+    from cluster._private.credentials import user_key
+    from models._private.core.names import bearer
+
+    namespace = "bench-mcp-system"
+    ray.init(namespace=namespace, logging_level="WARNING", log_to_driver=False)
+    port = _free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    keys = tempfile.mkdtemp(prefix="bench-mcp-keys-")
+    config = load_config(
+        {
+            "namespace": namespace,
+            "swarms": {"front": {"pools": {"text": {"agent": {"class": "actors:TextStatsAgent"}}}}},
+            "mcp": {
+                "server": {"port": port, "auth": {"path": keys}},
+                "servers": {"ex": {"url": url}},
+                "federation": {"agents": 1},
+            },
+        }
+    )
+    up(config)
+    try:
+        client = SwarmClient(namespace)
+        arguments = {"text": "federated benchmark"}
+
+        async def listing_and_raw() -> tuple[list[float], list[float], list[float], int]:
+            import httpx2
+            from mcp.client.streamable_http import streamable_http_client
+
+            endpoint = call(lambda: registry_of(namespace).kv_get.remote(MCP_URL_KEY))
+            list_ms, raw_ms, queen_ms = [], [], []
+            async with (
+                httpx2.AsyncClient(headers=bearer(user_key(namespace)), timeout=30) as http,
+                # No client-side cache: each tools/list reaches the endpoint.
+                Client(streamable_http_client(endpoint, http_client=http), cache=None) as ours,
+                Client(url) as raw,
+            ):
+                for _ in range(20):
+                    await ours.list_tools()
+                for _ in range(calls):
+                    t = time.perf_counter()
+                    listed = await ours.list_tools()
+                    list_ms.append((time.perf_counter() - t) * 1000)
+                for _ in range(5):
+                    await raw.call_tool("sha256", arguments)
+                    await asyncio.to_thread(lambda: client.result(client.submit("mcp.ex.sha256", arguments)))
+                for _ in range(calls):
+                    t = time.perf_counter()
+                    await raw.call_tool("sha256", arguments)
+                    raw_ms.append((time.perf_counter() - t) * 1000)
+                    t = time.perf_counter()
+                    result = await asyncio.to_thread(
+                        lambda: client.result(client.submit("mcp.ex.sha256", arguments))
+                    )
+                    queen_ms.append((time.perf_counter() - t) * 1000)
+                    assert result.ok, result.error
+            return list_ms, raw_ms, queen_ms, len(listed.tools)
+
+        list_ms, raw_ms, queen_ms, listed = asyncio.run(listing_and_raw())
+    finally:
+        down(namespace)
+        ray.shutdown()
+    added = _paired(queen_ms, raw_ms)
+    return {
+        "endpoint_list_p50_ms": statistics.median(list_ms),
+        "endpoint_list_p99_ms": percentile(list_ms, 99),
+        "endpoint_tools_listed": listed,
+        "queen_p50_ms": statistics.median(queen_ms),
+        "queen_p99_ms": percentile(queen_ms, 99),
+        "queen_raw_p50_ms": statistics.median(raw_ms),
+        "queen_added_p50_ms": added[0],
+        "queen_added_p99_ms": added[1],
+    }
+
+
+def measure(
+    calls: int = 500, concurrent: int = 1000, actor: bool = False, system: bool = False
+) -> dict[str, Any]:
     """Runs against a new example server and returns {"added_p50_ms", "added_p99_ms", "ratio",
     "federated_p50_ms", "federated_p99_ms", "raw_p50_ms", "raw_p99_ms", "cached_list_p99_ms",
     "breaker_open_fail_p99_ms", "concurrent_calls", "concurrent_errors", "concurrent_s", "calls"}."""
@@ -199,6 +300,8 @@ def measure(calls: int = 500, concurrent: int = 1000, actor: bool = False) -> di
         result = asyncio.run(_measure(url, calls, concurrent))
         if actor:
             result.update(asyncio.run(_measure_actor(url, calls, concurrent)))
+        if system:
+            result.update(_measure_system(url, min(calls, 200)))
         return result
     finally:
         proc.terminate()
@@ -216,8 +319,14 @@ def main() -> None:
     parser.add_argument(
         "--actor", action="store_true", help="also through the federation actor on a local Ray"
     )
+    parser.add_argument(
+        "--system",
+        action="store_true",
+        help="also on a system `up` brings up: tools/list over its /mcp endpoint, and the tool as a "
+        "task through the queen vs raw (at most 200 calls each)",
+    )
     args = parser.parse_args()
-    r = measure(args.calls, args.concurrent, args.actor)
+    r = measure(args.calls, args.concurrent, args.actor, args.system)
     print(
         f"tools/call: raw {r['raw_p50_ms']:.2f} ms p50 / {r['raw_p99_ms']:.2f} p99, federated "
         f"{r['federated_p50_ms']:.2f} / {r['federated_p99_ms']:.2f}: added {r['added_p50_ms']:.2f} ms p50 "
@@ -232,6 +341,15 @@ def main() -> None:
             f"{r['actor_raw_p50_ms']:.2f}: added {r['actor_added_p50_ms']:.2f} ms p50, "
             f"{r['actor_added_p99_ms']:.2f} ms p99, ratio {r['actor_ratio']:.2f}; {args.concurrent} calls at "
             f"once: {r['actor_concurrent_errors']} errors in {r['actor_concurrent_s']:.2f} s"
+        )
+    if args.system:
+        print(
+            f"on a system: tools/list over /mcp ({r['endpoint_tools_listed']} tools) "
+            f"{r['endpoint_list_p50_ms']:.2f} ms p50 / {r['endpoint_list_p99_ms']:.2f} p99 (target 5); "
+            f"the tool as a task through the queen {r['queen_p50_ms']:.2f} ms p50 / "
+            f"{r['queen_p99_ms']:.2f} p99 "
+            f"vs raw {r['queen_raw_p50_ms']:.2f}: added {r['queen_added_p50_ms']:.2f} ms p50, "
+            f"{r['queen_added_p99_ms']:.2f} ms p99"
         )
     emit(r)
 

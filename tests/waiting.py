@@ -39,10 +39,13 @@ def wait_until(condition: Callable[[], T], timeout_s: float = 30.0, what: str = 
 async def async_wait_until(
     condition: Callable[[], T], timeout_s: float = 30.0, what: str = "the condition"
 ) -> T:
-    """`wait_until` for a test running on an event loop: polls without blocking it."""
+    """`wait_until` for a test running on an event loop: polls without blocking it. The
+    condition may be a coroutine function (each poll awaits it)."""
     deadline, last = time.monotonic() + timeout_s, None
     while True:
         last = condition()
+        if asyncio.iscoroutine(last):
+            last = await last
         if last:
             return last
         if time.monotonic() > deadline:

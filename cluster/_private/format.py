@@ -332,9 +332,13 @@ def format_mcp_servers(rows: list[dict[str, Any]]) -> str:
 def format_mcp_tools(rows: list[dict[str, Any]]) -> str:
     """The `swarm mcp tools` table: each upstream tool's capability, where it comes from, and
     whether it is offered (approved) or held back (pending, changed, collision)."""
-    shown = [{**r, "description": _clip(r.get("description") or "", 60)} for r in rows]
+    # The full current hash: what `swarm mcp approve SERVER TOOL --hash H` expects.
+    shown = [
+        {**r, "description": _clip(r.get("description") or "", 60), "hash": r.get("current_hash") or ""}
+        for r in rows
+    ]
     ordered = sorted(shown, key=lambda r: (r.get("capability") or "", r.get("server") or ""))
-    return format_table(ordered, ["capability", "server", "group", "tool", "state", "description"])
+    return format_table(ordered, ["capability", "server", "group", "tool", "state", "hash", "description"])
 
 
 def call_tool_result(result: TaskResult) -> dict[str, Any]:

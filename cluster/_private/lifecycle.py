@@ -180,7 +180,7 @@ def _start_mcp_federation(config: SystemConfig, control: dict[str, Any]) -> None
     `up`: its tools appear when it does."""
     if config.mcp is None or not config.mcp.servers:
         return
-    from actors._private.mcp.service import start_federation
+    from actors import start_federation
 
     federation = start_federation(
         dict(config.mcp.servers), config.mcp.federation, config.namespace, control.get("resources")
@@ -207,7 +207,7 @@ def _stop_mcp_federation(namespace: str, config: dict[str, Any]) -> list[str]:
     }
     if not found:
         return []
-    from actors._private.mcp.service import stop_federation
+    from actors import stop_federation
 
     servers = {*((config.get("mcp") or {}).get("servers") or {})}
     servers |= {n.removeprefix(stdio) for n in found if n.startswith(stdio)}

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from actors import McpFederationConfig, McpServerConfig
-from actors._private.config import SwarmConfig
+from actors import McpFederationConfig, McpServerConfig, SwarmConfig
 from models._private.core.config import ConfigModel, Name, named
 from models._private.core.names import capability_offered
 from serve import McpServiceConfig

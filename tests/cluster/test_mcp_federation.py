@@ -100,3 +100,17 @@ def test_pins_are_kept_in_the_registry_and_survive_a_restart_of_the_federation(s
     assert call(registry.kv_get.remote(PINS_KEY))["kit/echo"] == pins["kit/echo"]
     with pytest.raises(McpUnknownToolError):
         call(federation.call.remote("mcp.kit.absent", {}))
+
+
+def test_a_changed_configuration_makes_a_new_federation_and_the_same_keeps_it(system):
+    _, federation = system
+    same = start_federation(SERVERS, McpFederationConfig(), NAMESPACE)
+    assert same._actor_id == federation._actor_id
+    changed = {"kit": SERVERS["kit"].model_copy(update={"timeout_s": 7.0})}
+    try:
+        new = start_federation(changed, McpFederationConfig(), NAMESPACE)
+        assert new._actor_id != federation._actor_id
+        assert call(new.held_config.remote())["servers"]["kit"]["timeout_s"] == 7.0
+        assert call(new.ready.remote()) > 5  # its stdio actor was made anew with it
+    finally:
+        start_federation(SERVERS, McpFederationConfig(), NAMESPACE)  # as the module's other tests had it

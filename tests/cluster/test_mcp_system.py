@@ -120,6 +120,8 @@ def test_swarm_mcp_call_runs_a_federated_tool_and_a_capability_through_the_queen
 
 
 def test_swarm_mcp_approve_pins_a_tool_again_and_has_nothing_else_to_approve(system):
+    refused = swarm_mcp(system, "approve", "example", "word_count", "--hash", "0" * 64, check=False)
+    assert refused.returncode != 0 and "differs" in refused.stdout + refused.stderr
     assert swarm_mcp(system, "approve", "example", "word_count").stdout.split() == ["mcp.example.word_count"]
     assert swarm_mcp(system, "approve", "example").stdout.strip() == "nothing to approve on 'example'"
 

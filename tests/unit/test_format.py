@@ -222,11 +222,26 @@ def test_the_mcp_tables_show_each_server_and_tool():
     ]  # fmt: skip
     tools = format_mcp_tools(
         [
-            {"capability": "mcp.ev.b", "server": "ev", "group": "ev", "tool": "b", "state": "changed"},
-            {"capability": "mcp.ev.a", "server": "ev", "group": "ev", "tool": "a", "state": "approved"},
+            {
+                "capability": "mcp.ev.b",
+                "server": "ev",
+                "group": "ev",
+                "tool": "b",
+                "state": "changed",
+                "current_hash": "b" * 64,
+            },
+            {
+                "capability": "mcp.ev.a",
+                "server": "ev",
+                "group": "ev",
+                "tool": "a",
+                "state": "approved",
+                "current_hash": "a" * 64,
+            },
         ]
     ).splitlines()
+    assert tools[0].split()[5] == "HASH"
     assert [line.split() for line in tools[1:]] == [
-        ["mcp.ev.a", "ev", "ev", "a", "approved"],
-        ["mcp.ev.b", "ev", "ev", "b", "changed"],
+        ["mcp.ev.a", "ev", "ev", "a", "approved", "a" * 64],
+        ["mcp.ev.b", "ev", "ev", "b", "changed", "b" * 64],
     ]

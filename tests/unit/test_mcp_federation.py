@@ -21,6 +21,7 @@ from actors._private.mcp.federation import APPROVED, CHANGED, COLLISION, PENDING
 from actors._private.mcp.upstream import ClientUpstream, http_upstream, stdio_upstream
 from models._private.core.errors import (
     McpDeadlineError,
+    McpPinMismatchError,
     McpToolHeldError,
     McpUnknownToolError,
     McpUpstreamError,
@@ -28,7 +29,7 @@ from models._private.core.errors import (
 )
 from tests.mcp_servers import Faults, faulty_server, malformed_server
 from tests.npm_tools import node_env, npm_bin
-from tests.waiting import async_wait_until
+from tests.waiting import async_wait_until, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PLACEHOLDER_URL = "http://127.0.0.1:9/mcp"  # in-process upstreams need no URL; the config wants one
@@ -189,6 +190,43 @@ def test_failures_open_the_breaker_and_a_trusted_read_only_tool_falls_back():
     run(main())
 
 
+def test_the_router_breaks_ties_on_load_by_latency_among_three_upstreams():
+    async def main():
+        group = {"group": "g"}
+        fed = await federate({n: (faulty_server(), group) for n in ("a", "b", "c")})
+        try:
+            # Equally idle; "a" is the slowest: of any two the router draws, it picks the faster,
+            # so "a" is never chosen and "c" only when drawn with "a".
+            fed.members["a"].ewma_ms, fed.members["c"].ewma_ms = 500.0, 100.0
+            for _ in range(30):
+                await fed.call("mcp.g.echo", {"text": "x"})
+            calls = {n: server_row(fed, n)["calls"] for n in ("a", "b", "c")}
+            assert calls["a"] == 0 and calls["b"] > 0 and calls["c"] > 0 and sum(calls.values()) == 30
+            # A busy upstream loses to an idle one however fast it is.
+            fed.members["b"].in_flight = 1
+            for _ in range(10):
+                await fed.call("mcp.g.echo", {"text": "x"})
+            assert server_row(fed, "b")["calls"] == calls["b"]
+        finally:
+            fed.members["b"].in_flight = 0
+            await fed.close()
+
+    run(main())
+
+
+def test_servers_show_upstream_urls_without_their_credentials():
+    async def main():
+        configs = {"a": McpServerConfig(url="http://alice:s3cret@127.0.0.1:9/mcp?key=k3y&v=1")}
+        fed = Federation(configs, {"a": in_process("a", faulty_server())}, DictPins())
+        await fed.start()
+        try:
+            assert server_row(fed, "a")["url"] == "http://***@127.0.0.1:9/mcp?key=***&v=***"
+        finally:
+            await fed.close()
+
+    run(main())
+
+
 def test_the_router_prefers_the_upstream_with_fewer_calls_in_flight():
     async def main():
         group = {"group": "g"}
@@ -200,6 +238,55 @@ def test_the_router_prefers_the_upstream_with_fewer_calls_in_flight():
             assert (server_row(fed, "a")["calls"], server_row(fed, "b")["calls"]) == (0, 10)
         finally:
             fed.members["a"].in_flight = 0
+            await fed.close()
+
+    run(main())
+
+
+def _droppable(name: str, server: Any, faults: Faults) -> ClientUpstream:
+    """An in-process upstream that refuses new connections while faults['down'] is set."""
+
+    def target() -> Any:
+        if faults.get("down"):
+            raise OSError("connection refused")
+        return server
+
+    return ClientUpstream(name, "memory", target)
+
+
+async def _drop(fed: Federation, name: str, faults: Faults) -> None:
+    faults["down"] = True
+    fed.members[name].upstream._lost.set()  # the connection ends, as when the server goes away
+    await async_wait_until(lambda: not server_row(fed, name)["connected"], timeout_s=5)
+
+
+def test_the_router_prefers_connected_upstreams_and_a_disconnected_one_fails_fast():
+    faults = Faults()
+
+    async def main():
+        group = {"group": "g", "trusted": True, "timeout_s": 30}
+        configs = {n: McpServerConfig(url=PLACEHOLDER_URL, **group) for n in ("a", "b")}
+        upstreams = {"a": _droppable("a", faulty_server(), faults), "b": in_process("b", faulty_server())}
+        fed = Federation(configs, upstreams, DictPins())
+        await fed.start()
+        try:
+            await _drop(fed, "a", faults)
+            # "b" looks busy, yet the disconnected "a" is not tried while "b" is connected.
+            fed.members["b"].in_flight = 5
+            for i in range(3):
+                started = time.monotonic()
+                assert text(await fed.call("mcp.g.echo", {"text": f"hi {i}"})) == f"hi {i}"
+                assert time.monotonic() - started < 1
+            assert server_row(fed, "a")["calls"] == 0 and server_row(fed, "b")["calls"] == 3
+            fed.members["b"].in_flight = 0
+            # With "b" gone too, "a" is tried: it cannot connect, and fails well within its 30 s.
+            fed.members["b"].breaker.opened_at = time.monotonic()  # open for its cooldown
+            started = time.monotonic()
+            with pytest.raises(McpUpstreamError) as err:
+                await fed.call("mcp.g.echo", {"text": "x"})
+            assert time.monotonic() - started < 5
+            assert "not connected" in dict(err.value.failures)["a"]
+        finally:
             await fed.close()
 
     run(main())
@@ -318,6 +405,49 @@ def test_a_changed_definition_is_held_back_until_approved():
     run(main())
 
 
+def test_approve_with_a_hash_pins_only_that_definition():
+    async def main():
+        fed = await federate({"a": (faulty_server(), {"approve": "manual"})})
+        try:
+            row = next(t for t in fed.tools() if t["tool"] == "echo")
+            with pytest.raises(McpPinMismatchError, match="differs"):
+                await fed.approve("a", "echo", hash="0" * 64)
+            assert next(t for t in fed.tools() if t["tool"] == "echo")["state"] == PENDING
+            assert await fed.approve("a", "echo", hash=row["current_hash"]) == ["mcp.a.echo"]
+            assert text(await fed.call("mcp.a.echo", {"text": "x"})) == "x"
+        finally:
+            await fed.close()
+
+    run(main())
+
+
+def test_a_group_member_with_another_definition_is_held_not_approved_on_first_use():
+    async def main():
+        group = {"group": "g", "trusted": True}
+        pins = DictPins()
+        fed = await federate({"a": (faulty_server(), group)}, pins)
+        await fed.close()
+        # "b" joins the group later, offering echo with another description.
+        fed = await federate(
+            {"a": (faulty_server(), group), "b": (faulty_server(description="Echo, differently."), group)},
+            pins,
+        )
+        try:
+            states = {t["server"]: t["state"] for t in fed.tools() if t["tool"] == "echo"}
+            assert states == {"a": APPROVED, "b": CHANGED}
+            assert "b/echo" not in pins.data
+            # So a fallback never serves b's definition: every call goes to a, however busy.
+            fed.members["a"].in_flight = 5
+            for _ in range(3):
+                assert text(await fed.call("mcp.g.echo", {"text": "x"})) == "x"
+            assert server_row(fed, "b")["calls"] == 0
+        finally:
+            fed.members["a"].in_flight = 0
+            await fed.close()
+
+    run(main())
+
+
 def test_a_manual_upstream_waits_for_approval_of_each_tool():
     pins = DictPins()
 
@@ -385,10 +515,10 @@ def test_the_tools_list_is_relisted_when_its_ttl_expires():
             async def listed() -> set[str]:
                 return {e["capability"] for e in await fed.catalog()}
 
-            deadline = time.monotonic() + 10
-            while "mcp.short.added" not in await listed():
-                assert time.monotonic() < deadline, "the expired list was not relisted"
-                await asyncio.sleep(0.05)
+            async def relisted() -> bool:  # each catalog read relists an expired list
+                return "mcp.short.added" in await listed()
+
+            await async_wait_until(relisted, timeout_s=10, what="the expired list relisted")
             assert "mcp.plain.added" not in await listed()
         finally:
             await fed.close()
@@ -431,6 +561,50 @@ def test_a_request_that_never_reached_an_upstream_may_be_asked_again():
             assert text(await fed.call("mcp.a.echo", {"text": "x"}, request_id="r")) == "x"
         finally:
             await fed.close()
+
+    run(main())
+
+
+def test_duplicates_waiting_on_a_call_that_may_be_repeated_get_its_error():
+    # A trusted read-only tool that times out may run again: nothing is remembered, yet the
+    # duplicates already waiting get the same error (not a cancellation).
+    faults = Faults(echo="hang")
+
+    async def main():
+        fed = await federate({"a": (faulty_server(faults=faults), {"trusted": True, "timeout_s": 0.3})})
+        try:
+            answers = await asyncio.gather(
+                *(fed.call("mcp.a.echo", {"text": "x"}, request_id="r") for _ in range(3)),
+                return_exceptions=True,
+            )
+            assert [type(a) for a in answers] == [McpDeadlineError] * 3
+            faults.pop("echo")
+            assert text(await fed.call("mcp.a.echo", {"text": "x"}, request_id="r")) == "x"
+        finally:
+            await fed.close()
+
+    run(main())
+
+
+def test_a_federation_actor_whose_start_failed_starts_again_when_asked_again():
+    from actors._private.mcp.service import McpFederation
+
+    class FailingOnce(McpFederation):
+        starts = 0
+
+        async def _start(self) -> Federation:  # the real start needs Ray (the registry's pins)
+            self.starts += 1
+            if self.starts == 1:
+                raise McpUpstreamError("mcp.a.echo", [("a", "registry not up yet")])
+            self._fed = await federate({"a": (faulty_server(), {})})
+            return self._fed
+
+    async def main():
+        service = FailingOnce({}, {}, "ns")
+        with pytest.raises(McpUpstreamError):
+            await service.ready()
+        assert await service.ready() >= 3 and service.starts == 2
+        await service._fed.close()
 
     run(main())
 
@@ -482,14 +656,17 @@ def http_example():
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def listening() -> bool:
+            if proc.poll() is not None:
+                pytest.fail("the example server exited")
             try:
                 socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "the example server did not start"
-                time.sleep(0.05)
+                return False
+            return True
+
+        wait_until(listening, timeout_s=30, what="the example server to listen")
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         proc.terminate()
@@ -512,6 +689,31 @@ def test_an_http_upstream_is_listed_and_called(http_example, monkeypatch):
             assert server_row(fed, "ex")["p50_ms"] is not None
         finally:
             await fed.close()
+
+    run(main())
+
+
+def test_an_http_upstream_closes_the_http_client_of_each_connection_attempt(monkeypatch):
+    import httpx2
+
+    made: list[httpx2.AsyncClient] = []
+
+    class Recorded(httpx2.AsyncClient):  # the real client, remembered to see it closed
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(httpx2, "AsyncClient", Recorded)
+
+    async def main():
+        upstream = http_upstream("gone", f"http://127.0.0.1:{_free_port()}/mcp")  # nobody listens
+        await upstream.start()
+        try:
+            await async_wait_until(lambda: len(made) >= 2, timeout_s=10, what="a second attempt")
+            await async_wait_until(lambda: made[0].is_closed, timeout_s=5, what="the first client closed")
+        finally:
+            await upstream.close()
+        await async_wait_until(lambda: all(c.is_closed for c in made), timeout_s=5, what="all closed")
 
     run(main())
 
@@ -554,6 +756,33 @@ def test_the_reference_server_everything_is_listed_and_called():
 
 
 # -- the agent that runs federated tools as tasks -------------------------------------------------
+
+
+class _StuckActor:
+    """A stdio actor's handle whose calls never start (as when the actor is stuck or its queue
+    full): each `.call_tool.remote(...)` is a pending asyncio task, cancelled by `cancel`."""
+
+    def __init__(self):
+        self.refs: list[asyncio.Task] = []
+        self.call_tool = self
+
+    def remote(self, *args: Any) -> asyncio.Task:
+        self.refs.append(ref := asyncio.ensure_future(asyncio.Event().wait()))
+        return ref
+
+
+def test_a_stdio_call_that_times_out_is_cancelled_on_the_actor():
+    from actors._private.mcp.stdio import StdioActorUpstream
+
+    async def main():
+        actor = _StuckActor()
+        upstream = StdioActorUpstream("s", actor, cancel=lambda ref: ref.cancel())
+        with pytest.raises((asyncio.TimeoutError, TimeoutError)):
+            await upstream.call_tool("echo", {"text": "x"}, timeout_s=0.1)
+        await async_wait_until(lambda: actor.refs[0].done(), timeout_s=5, what="the actor call cancelled")
+        assert actor.refs[0].cancelled()
+
+    run(main())
 
 
 class _InProcessActor:

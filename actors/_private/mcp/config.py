@@ -9,6 +9,7 @@ from pydantic import AnyHttpUrl, Field, PositiveFloat, PositiveInt, model_valida
 
 from models._private.core.breaker import CircuitBreakerConfig
 from models._private.core.config import CapabilityName, ConfigModel, Name
+from models._private.core.uris import redact_uri
 
 __all__ = ["McpFederationConfig", "McpServerConfig"]
 
@@ -53,7 +54,8 @@ class McpServerConfig(ConfigModel):
     def _one_transport(self) -> McpServerConfig:
         if (self.url is None) == (self.command is None):
             raise ValueError(
-                f"give exactly one of url ({self.url}) and command ({self.command}) for an MCP upstream"
+                f"give exactly one of url ({redact_uri(str(self.url)) if self.url else None}) and command"
+                f" ({self.command}) for an MCP upstream"
             )
         if self.url is not None and (self.env or self.env_from):
             raise ValueError("env and env_from are for stdio upstreams (command), not url")

@@ -28,10 +28,12 @@ from models._private.core.breaker import OPEN, CircuitBreaker
 from models._private.core.errors import (
     McpDeadlineError,
     McpError,
+    McpPinMismatchError,
     McpToolHeldError,
     McpUnknownToolError,
     McpUpstreamError,
 )
+from models._private.core.uris import redact_uri
 
 __all__ = [
     "APPROVED",
@@ -201,6 +203,7 @@ class Federation:
         )
 
     async def close(self) -> None:
+        """Closes every upstream: a stdio process ends, an HTTP connection closes."""
         await asyncio.gather(*(m.upstream.close() for m in self.members.values()), return_exceptions=True)
 
     def _changed_callback(self, name: str):
@@ -255,6 +258,17 @@ class Federation:
             if tool.state == COLLISION:
                 continue
             pinned = self.pins.get(f"{m.name}/{tool.name}")
+            group_pin = self._group_pin(m, tool.name)
+            if pinned is None and group_pin not in (None, tool.hash):
+                # Another member of the group had another definition approved: this one is held,
+                # or a fallback to it would serve a definition nobody approved.
+                tool.state = CHANGED
+                log.warning(
+                    "MCP tool %s of %s differs from its group's approved definition: held back",
+                    tool.name,
+                    m.name,
+                )
+                continue
             if pinned is None and m.config.approve == "first_use":
                 self.pins[f"{m.name}/{tool.name}"] = pinned = tool.hash
                 added = True
@@ -266,6 +280,15 @@ class Federation:
                     log.warning("MCP tool %s of %s changed its definition: held back", tool.name, m.name)
         if added:
             await self._pins_store.save(dict(self.pins))
+
+    def _group_pin(self, m: _Member, tool: str) -> str | None:
+        """The hash another member of `m`'s group has pinned for `tool`, if any."""
+        for other in self.members.values():
+            if other is not m and other.group == m.group:
+                pinned = self.pins.get(f"{other.name}/{tool}")
+                if pinned is not None:
+                    return pinned
+        return None
 
     def _index(self) -> None:
         index: dict[str, list[_Tool]] = {}
@@ -289,26 +312,38 @@ class Federation:
                 self._background.add(task := asyncio.ensure_future(self._refresh_quietly(m)))
                 task.add_done_callback(self._background.discard)
 
-    async def approve(self, server_or_group: str, tool: str | None = None) -> list[str]:
+    async def approve(
+        self, server_or_group: str, tool: str | None = None, hash: str | None = None
+    ) -> list[str]:
         """Pins the current definitions of a server's (or a group's) pending and changed tools,
-        or of one tool (by its name or capability); returns the capabilities approved."""
+        or of one tool (by its name or capability); returns the capabilities approved.
+
+        Args:
+            hash: The definition hash the operator reviewed (`swarm mcp tools` shows it): when
+                given, nothing is pinned unless every definition to pin has it
+                (McpPinMismatchError otherwise), so a definition changed since is never approved.
+        """
         members = [m for m in self.members.values() if server_or_group in (m.name, m.group)]
         if not members:
             raise McpUnknownToolError(server_or_group, f"no MCP server or group {server_or_group!r}")
-        approved = []
-        for m in members:
-            for t in m.tools.values():
-                if t.state == COLLISION:
-                    continue
-                if tool is not None and tool not in (t.name, t.capability):
-                    continue
-                if tool is None and t.state == APPROVED:
-                    continue
-                self.pins[f"{m.name}/{t.name}"] = t.hash
-                t.state = APPROVED
-                approved.append(t.capability)
-        if tool is not None and not approved:
+        chosen = [
+            (m, t)
+            for m in members
+            for t in m.tools.values()
+            if t.state != COLLISION
+            and (tool is None or tool in (t.name, t.capability))
+            and (tool is not None or t.state != APPROVED)
+        ]
+        if tool is not None and not chosen:
             raise McpUnknownToolError(tool, f"{server_or_group!r} lists no tool {tool!r}")
+        for m, t in chosen:
+            if hash is not None and t.hash != hash:
+                raise McpPinMismatchError(t.capability, m.name, hash, t.hash)
+        approved = []
+        for m, t in chosen:
+            self.pins[f"{m.name}/{t.name}"] = t.hash
+            t.state = APPROVED
+            approved.append(t.capability)
         await self._pins_store.save(dict(self.pins))
         self._index()
         return sorted(set(approved))
@@ -370,7 +405,7 @@ class Federation:
                     "kind": m.config.kind,
                     "group": m.group,
                     "prefix": m.prefix,
-                    "url": str(m.config.url) if m.config.url else None,
+                    "url": redact_uri(str(m.config.url)) if m.config.url else None,
                     "command": m.config.command,
                     "trusted": m.config.trusted,
                     "healthy": m.healthy,
@@ -422,10 +457,15 @@ class Federation:
                 future.set_exception(e)
                 future.exception()  # retrieved: no "never retrieved" warning when nobody asks again
             else:
-                # Nothing ran: a later attempt of the same request may call.
+                # Nothing ran: a later attempt of the same request may call, and the duplicates
+                # already waiting get this error (a cancellation would read as a generic failure).
                 if self._memo.get(request_id, (0, None))[1] is future:
                     del self._memo[request_id]
-                future.cancel()
+                if isinstance(e, asyncio.CancelledError):
+                    future.cancel()
+                else:
+                    future.set_exception(e)
+                    future.exception()
             raise
         future.set_result(result)
         return result
@@ -460,7 +500,11 @@ class Federation:
             if not candidates:
                 failures += [(s, "breaker open") for s in open_]
                 break
-            tool = self._choose(candidates)
+            # A disconnected upstream is tried only when no connected one is left.
+            connected = [
+                t for t in candidates if self.members[t.server].upstream.status().get("connected", True)
+            ]
+            tool = self._choose(connected or candidates)
             m = self.members[tool.server]
             tried.add(m.name)
             if not m.breaker.allow():  # half-open, its one probe already out

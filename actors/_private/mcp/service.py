@@ -6,6 +6,8 @@ those actors for `up` and `down`."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Any
 
 import ray
@@ -21,6 +23,7 @@ from models._private.core.retry import unwrap_error
 __all__ = ["PINS_KEY", "McpFederation", "RegistryPins", "start_federation", "stop_federation"]
 
 PINS_KEY = "mcp.pins"  # the registry KV key of the approved definition hashes
+log = logging.getLogger(__name__)
 _CONTROL = dict(lifetime="detached", get_if_exists=True, num_cpus=0, max_restarts=-1)
 
 
@@ -84,7 +87,14 @@ class McpFederation:
             return self._fed
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._start())
-        return await asyncio.shield(self._starting)
+        starting = self._starting
+        try:
+            return await asyncio.shield(starting)
+        except Exception:
+            # A failed start (the registry not up yet, say) is tried again by the next caller.
+            if self._starting is starting and starting.done():
+                self._starting = None
+            raise
 
     async def _start(self) -> Federation:
         upstreams = {n: self._upstream(n, c) for n, c in self.servers_config.items()}
@@ -99,27 +109,41 @@ class McpFederation:
         self._fed = fed
         return fed
 
+    def held_config(self) -> dict[str, Any]:
+        """The configuration this actor runs (`servers`, `federation`), as JSON: `up` compares it
+        with the system's and makes a new federation when they differ."""
+        return _config_json(self.servers_config, self.config)
+
     async def ready(self) -> int:
         """Connects the upstreams and lists their tools (once); the count of tools listed."""
         return len((await self._federation()).tools())
 
     async def catalog(self, family: str | None = None) -> list[dict[str, Any]]:
+        """Approved tools as catalog entries (of one family 'prefix.*' when given), each with `schema` as the
+        queens' own entries have it."""
         entries = await (await self._federation()).catalog(family)
         # `schema` is the key of the queens' own catalog entries.
         return [{**e, "schema": e["payload_schema"]} for e in entries]
 
     async def tools(self) -> list[dict[str, Any]]:
+        """Every upstream tool with its state and hashes (pinned, current)."""
         return (await self._federation()).tools()
 
     async def servers(self) -> list[dict[str, Any]]:
+        """Every upstream's row: transport, group, health, breaker, load, latency, last error (URL
+        redacted)."""
         fed = await self._federation()
         await fed.poll()
         return fed.servers()
 
-    async def approve(self, server_or_group: str, tool: str | None = None) -> list[str]:
-        return await (await self._federation()).approve(server_or_group, tool)
+    async def approve(
+        self, server_or_group: str, tool: str | None = None, hash: str | None = None
+    ) -> list[str]:
+        """Pins current definitions (only if they have `hash`, when given); see `Federation.approve`."""
+        return await (await self._federation()).approve(server_or_group, tool, hash)
 
     async def refresh(self, server: str | None = None) -> list[str]:
+        """Lists the tools of `server` (or of every upstream) now; returns the servers listed."""
         return await (await self._federation()).refresh(server)
 
     async def call(
@@ -129,24 +153,30 @@ class McpFederation:
         deadline_s: float | None = None,
         request_id: str | None = None,
     ) -> dict[str, Any]:
+        """Calls the federated tool `capability` (see `Federation.call`); its CallToolResult JSON."""
         fed = self._fed or await self._federation()
         return await fed.call(capability, arguments, deadline_s, request_id)
 
     async def list_resources(self) -> dict[str, Any]:
+        """The upstreams' resources, their URIs under each server's prefix."""
         return await (await self._federation()).list_resources()
 
     async def read_resource(self, uri: str) -> dict[str, Any]:
+        """Reads a resource by its federated URI from the upstream that lists it."""
         return await (await self._federation()).read_resource(uri)
 
     async def list_prompts(self) -> dict[str, Any]:
+        """The upstreams' prompts, named under each server's prefix."""
         return await (await self._federation()).list_prompts()
 
     async def get_prompt(self, name: str, arguments: dict[str, str] | None = None) -> dict[str, Any]:
+        """Gets a prompt by its federated name from its upstream."""
         return await (await self._federation()).get_prompt(name, arguments)
 
     async def complete(
         self, ref: dict[str, Any], argument: dict[str, str], context_arguments: dict[str, str] | None = None
     ) -> dict[str, Any]:
+        """Completes a prompt's or resource template's argument through its upstream."""
         return await (await self._federation()).complete(ref, argument, context_arguments)
 
 
@@ -157,19 +187,35 @@ def start_federation(
     resources: dict[str, float] | None = None,
 ) -> Any:
     """Creates (or finds) the federation actor of a system; it creates the stdio actors itself
-    when it first starts. Returns its handle; `ready.remote()` waits for the first listing."""
+    when it first starts. One found running another configuration (`up` after `mcp.servers` or
+    `mcp.federation` changed) is stopped with its stdio actors and made anew. Returns its
+    handle; `ready.remote()` waits for the first listing."""
     options: dict[str, Any] = dict(_CONTROL)
     if resources:
         options["resources"] = dict(resources)
-    return (
-        ray.remote(McpFederation)
-        .options(name=names.MCP_FEDERATION, namespace=ray_namespace, max_concurrency=10_000, **options)
-        .remote(
-            {n: c.model_dump(mode="json") for n, c in servers.items()},
-            federation.model_dump(mode="json"),
-            ray_namespace,
+    wanted = _config_json(servers, federation)
+
+    def create() -> Any:
+        return (
+            ray.remote(McpFederation)
+            .options(name=names.MCP_FEDERATION, namespace=ray_namespace, max_concurrency=10_000, **options)
+            .remote(wanted["servers"], wanted["federation"], ray_namespace)
         )
-    )
+
+    handle = create()
+    held = ray.get(handle.held_config.remote(), timeout=60)
+    if held == wanted:
+        return handle
+    log.info("MCP federation of %s: its configuration changed; starting it anew", ray_namespace)
+    stop_federation(sorted({*held["servers"], *servers}), ray_namespace)
+    return create()
+
+
+def _config_json(servers: dict[str, McpServerConfig], federation: McpFederationConfig) -> dict[str, Any]:
+    return {
+        "servers": {n: c.model_dump(mode="json") for n, c in sorted(servers.items())},
+        "federation": federation.model_dump(mode="json"),
+    }
 
 
 def stop_federation(servers: list[str], ray_namespace: str) -> None:
@@ -188,3 +234,16 @@ def stop_federation(servers: list[str], ray_namespace: str) -> None:
         ray.kill(ray.get_actor(names.MCP_FEDERATION, namespace=ray_namespace), no_restart=True)
     except ValueError:
         pass
+    # The names are free once the actors are gone: a federation made next is a new one.
+    wanted = [names.MCP_FEDERATION, *(names.mcp_stdio(n) for n in servers)]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_exists(n, ray_namespace) for n in wanted):
+        time.sleep(0.1)
+
+
+def _exists(name: str, ray_namespace: str) -> bool:
+    try:
+        ray.get_actor(name, namespace=ray_namespace)
+    except ValueError:
+        return False
+    return True

@@ -20,6 +20,7 @@ import mcp_types as types
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from models._private.core.uris import redact_uri
 
 __all__ = [
     "ClientUpstream",
@@ -106,6 +107,7 @@ class ClientUpstream:
         self._client: Client | None = None
         self._ready = asyncio.Event()
         self._lost = asyncio.Event()
+        self._attempt_failed = asyncio.Event()  # set (and replaced) when a connection attempt fails
         self._closing = False
         self._runner: asyncio.Task | None = None
         self._callback: Callable[[], Awaitable[None]] | None = None
@@ -113,6 +115,7 @@ class ClientUpstream:
         self.restarts = 0
         self.last_error: str | None = None
         self.protocol_version: str | None = None
+        self.url: str | None = None  # an HTTP upstream's, kept out of errors and logs as it is
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -156,6 +159,7 @@ class ClientUpstream:
         attempt = 0
         while not self._closing:
             self._lost = asyncio.Event()
+            connections = self.connections
             try:
                 async with Client(
                     self._target(),
@@ -177,8 +181,11 @@ class ClientUpstream:
             except asyncio.CancelledError:
                 raise
             except BaseException as e:  # an anyio ExceptionGroup, an OSError: all mean "gone"
-                self.last_error = _describe(e)
+                self.last_error = self._scrub(_describe(e))
                 log.warning("MCP upstream %s: connection ended: %s", self.name, self.last_error)
+                if connections == self.connections:  # this attempt never connected
+                    failed, self._attempt_failed = self._attempt_failed, asyncio.Event()
+                    failed.set()
             finally:
                 self._ready.clear()
                 self._client = None
@@ -186,6 +193,10 @@ class ClientUpstream:
                 return
             await asyncio.sleep(BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)])
             attempt += 1
+
+    def _scrub(self, text: str) -> str:
+        """`text` with the upstream's URL redacted (its user information and query values)."""
+        return text.replace(self.url, redact_uri(self.url)) if self.url else text
 
     async def _hold(self, client: Client) -> None:
         """Keeps the connection until it is lost; listens for tool changes where the server can."""
@@ -235,10 +246,17 @@ class ClientUpstream:
             await self.start()
         client = self._client
         if client is None or not self._ready.is_set():
+            # Waits for the next connection attempt, not out the whole timeout: an upstream that
+            # cannot connect fails the call when its attempt fails.
+            ready = asyncio.ensure_future(self._ready.wait())
+            failed = asyncio.ensure_future(self._attempt_failed.wait())
             try:
-                await asyncio.wait_for(self._ready.wait(), timeout_s)
-            except asyncio.TimeoutError:
-                raise UpstreamDown(f"not connected ({self.last_error or 'connecting'})") from None
+                await asyncio.wait({ready, failed}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ready.cancel()
+                failed.cancel()
+            if not self._ready.is_set():
+                raise UpstreamDown(f"not connected ({self.last_error or 'connecting'})")
             client = self._client
             if client is None:
                 raise UpstreamDown(f"not connected ({self.last_error or 'connecting'})")
@@ -342,11 +360,21 @@ def http_upstream(
             if value is None:
                 raise UpstreamDown(f"the environment variable {var} (header {header}) is not set")
             headers[header] = value
-        # The client's own timeouts stay generous: the federation bounds each call itself.
-        http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0))
-        return streamable_http_client(url, http_client=http)
+        return _http_transport(url, headers)
 
-    return ClientUpstream(name, "http", target, mode)
+    @contextlib.asynccontextmanager
+    async def _http_transport(url: str, headers: dict[str, str]) -> Any:
+        # The SDK leaves a client it was given open: each connection closes its own.
+        # The client's own timeouts stay generous: the federation bounds each call itself.
+        async with (
+            httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30.0, read=300.0)) as http,
+            streamable_http_client(url, http_client=http) as streams,
+        ):
+            yield streams
+
+    upstream = ClientUpstream(name, "http", target, mode)
+    upstream.url = url
+    return upstream
 
 
 def stdio_parameters(

@@ -117,11 +117,19 @@ def mcp_call(
 @mcp.command(name="approve")
 @click.argument("server")
 @click.argument("tool", required=False)
+@click.option(
+    "--hash",
+    "definition_hash",
+    default=None,
+    help="The definition hash reviewed (`swarm mcp tools`): refused if the current one differs.",
+)
 @namespace_option
 @address_option
-def mcp_approve(server: str, tool: str | None, namespace: str | None, address: str | None) -> None:
+def mcp_approve(
+    server: str, tool: str | None, definition_hash: str | None, namespace: str | None, address: str | None
+) -> None:
     """Approve the current definition of SERVER's TOOL (by tool name or capability), or of every
     pending or changed tool of SERVER (a server or a group): the definition is pinned, and the
     tool is offered again. Prints the capabilities approved."""
-    approved = _federation_call(connect_system(namespace, address), "approve", server, tool)
+    approved = _federation_call(connect_system(namespace, address), "approve", server, tool, definition_hash)
     click.echo("\n".join(approved) if approved else f"nothing to approve on {server!r}")

@@ -48,6 +48,7 @@ can catch as one (as httpx groups its exceptions).
     └── McpError                        a federated MCP tool could not be called
         ├── McpUnknownToolError         no approved upstream tool is this one (also a PayloadError)
         ├── McpToolHeldError            changed, held until `swarm mcp approve` (a PayloadError too)
+        ├── McpPinMismatchError         `approve --hash` named another definition (a PayloadError too)
         ├── McpUpstreamError            every upstream tried failed or has its breaker open
         └── McpDeadlineError            the call ran past its deadline
 
@@ -85,6 +86,7 @@ __all__ = [
     "Limited",
     "McpDeadlineError",
     "McpError",
+    "McpPinMismatchError",
     "McpToolHeldError",
     "McpUnknownToolError",
     "McpUpstreamError",
@@ -554,6 +556,21 @@ class McpToolHeldError(McpError, PayloadError):
             else f"{server!r} requires approval before first use"
         )
         PayloadError.__init__(self, capability, [("", f"{why}; run `swarm mcp approve {server}`")])
+
+
+class McpPinMismatchError(McpError, PayloadError):
+    """Raised when `swarm mcp approve --hash H` names a definition other than the tool's current
+    one: nothing is pinned (the definition changed since it was reviewed)."""
+
+    def __init__(self, capability: str, server: str, expected: str, current: str):
+        self.server = server
+        self.expected = expected
+        self.current = current
+        PayloadError.__init__(
+            self,
+            capability,
+            [("", f"the current definition on {server!r} ({current[:12]}) differs from {expected[:12]}")],
+        )
 
 
 class McpUpstreamError(McpError):
