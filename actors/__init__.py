@@ -34,6 +34,7 @@ from actors._private.config import (
     RegistryConfig,
     SupervisionConfig,
     SwarmConfig,
+    ToolAnnotationsConfig,
 )
 from actors._private.mcp.agent import McpToolAgent
 from actors._private.mcp.config import McpFederationConfig, McpServerConfig
@@ -80,6 +81,7 @@ __all__ = [
     "Timings",
     "ToolAgent",
     "ToolAgentInput",
+    "ToolAnnotationsConfig",
     "ValidateAgent",
     "start_federation",
     "stop_federation",

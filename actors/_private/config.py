@@ -44,7 +44,34 @@ __all__ = [
     "RegistryConfig",
     "SupervisionConfig",
     "SwarmConfig",
+    "ToolAnnotationsConfig",
 ]
+
+
+class ToolAnnotationsConfig(ConfigModel):
+    """Hints about a capability for MCP clients, as the MCP tool annotations of the same names
+    (the swarm's /mcp endpoint lists them with its tool): each unset one is left out. Hints, not
+    guarantees: nothing checks that a capability marked read-only writes nothing."""
+
+    title: str | None = Field(None, description="A human-readable title for the tool.")
+    read_only_hint: bool | None = Field(
+        None, alias="readOnlyHint", description="True if it changes nothing outside the task."
+    )
+    destructive_hint: bool | None = Field(
+        None, alias="destructiveHint", description="True if it may delete or overwrite (not read-only)."
+    )
+    idempotent_hint: bool | None = Field(
+        None,
+        alias="idempotentHint",
+        description="True if running it again with the same payload adds nothing.",
+    )
+    open_world_hint: bool | None = Field(
+        None, alias="openWorldHint", description="True if it reaches outside the system (the web, a service)."
+    )
+
+    def hints(self) -> dict[str, Any]:
+        """The annotations set, under their MCP names (`readOnlyHint`, ...)."""
+        return self.model_dump(by_alias=True, exclude_none=True)
 
 
 class CapabilityConfig(ConfigModel):
@@ -59,6 +86,10 @@ class CapabilityConfig(ConfigModel):
     )
     timeout_s: PositiveFloat | None = Field(
         None, description="Default per-attempt timeout for tasks of this capability."
+    )
+    annotations: ToolAnnotationsConfig | None = Field(
+        None,
+        description="MCP tool annotations (readOnlyHint, ...); each one set overrides the agent's own.",
     )
 
 

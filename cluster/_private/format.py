@@ -271,6 +271,10 @@ def format_capabilities(entries: list[dict[str, Any]], fields: bool) -> str:
     blocks = []
     for e in rows:
         head = f"{e['capability']}  (swarm {e['swarm']}, pools {e['pools']})\n  {e['description']}"
+        if e.get("annotations"):
+            head += "\n  annotations: " + ", ".join(f"{k}={v}" for k, v in e["annotations"].items())
+        if e.get("output_schema"):
+            head += "\n  output: " + _output_summary(e["output_schema"])
         schema = e["schema"]
         if schema is None:
             blocks.append(f"{head}\n  payload: not declared by its agent (any JSON object)")
@@ -292,6 +296,14 @@ def format_capabilities(entries: list[dict[str, Any]], fields: bool) -> str:
         extra = "" if schema.get("additionalProperties") is False else "\n  (other fields allowed)"
         blocks.append(f"{head}\n{format_table(lines, ['field', 'type', 'required', 'description'])}{extra}")
     return "\n\n".join(blocks)
+
+
+def _output_summary(schema: dict[str, Any]) -> str:
+    """An output JSON Schema in one line: an object's fields with their types, else its type."""
+    props = schema.get("properties")
+    if not props:
+        return _json_type(schema, schema.get("$defs", {}))
+    return ", ".join(f"{name}: {_json_type(p, schema.get('$defs', {}))}" for name, p in props.items())
 
 
 def _json_type(prop: dict[str, Any], defs: dict[str, Any]) -> str:

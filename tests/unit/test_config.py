@@ -223,3 +223,24 @@ def test_the_facts_ingress_takes_the_requests_its_config_sizes_it_for():
     ingress = build_facts_app(config, "system")._bound_deployment
     assert ingress.max_ongoing_requests == 64
     assert FactsServiceConfig().ingress_max_ongoing_requests > 5
+
+
+def test_capability_annotations_take_the_mcp_names_and_refuse_an_unknown_hint():
+    caps = [{"name": "text.stats", "annotations": {"readOnlyHint": True, "title": "Stats"}}]
+    config = load_config(
+        minimal(pools={"p": {"agent": {"class": "actors:TextStatsAgent", "capabilities": caps}}})
+    )
+    (cap,) = config.swarms["s"].pools["p"].agent.capabilities
+    assert cap.annotations.hints() == {"title": "Stats", "readOnlyHint": True}  # unset hints left out
+    bad = [{"name": "text.stats", "annotations": {"readOnlyHnt": True}}]
+    problems, _ = problems_of(
+        minimal(pools={"p": {"agent": {"class": "actors:TextStatsAgent", "capabilities": bad}}})
+    )
+    assert any("readOnlyHnt" in path for path in problems), problems
+
+
+def test_the_local_config_annotates_read_only_capabilities():
+    config = load_config(ROOT / "configs" / "local.yaml")
+    caps = {c.name: c for s in config.swarms.values() for p in s.pools.values() for c in p.agent.capabilities}
+    assert caps["text.keywords"].annotations.hints()["readOnlyHint"] is True
+    assert caps["text.readability"].annotations.hints() == {"readOnlyHint": True, "openWorldHint": False}

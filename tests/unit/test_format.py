@@ -245,3 +245,17 @@ def test_the_mcp_tables_show_each_server_and_tool():
         ["mcp.ev.a", "ev", "ev", "a", "approved", "a" * 64],
         ["mcp.ev.b", "ev", "ev", "b", "changed", "b" * 64],
     ]
+
+
+def test_a_capabilitys_annotations_and_output_fields_are_shown_under_it():
+    entry = {
+        "capability": "text.stats",
+        "swarm": "ai",
+        "pools": ["stats"],
+        "description": "counts",
+        "schema": None,
+        "annotations": {"readOnlyHint": True},
+        "output_schema": {"properties": {"words": {"type": "integer"}, "top": {"type": "array"}}},
+    }
+    lines = format_capabilities([entry], fields=True).splitlines()
+    assert lines[2:4] == ["  annotations: readOnlyHint=True", "  output: words: integer, top: list[any]"]

@@ -316,3 +316,31 @@ def test_a_family_whose_listing_fails_is_listed_as_itself_with_the_reason(tmp_pa
     )
     assert catalog["calc.*"]["note"] == "a family: any capability under it"
     assert catalog["calc.*"]["schema"] is None
+
+
+def test_the_catalog_lists_the_agents_output_schema_and_annotations_the_config_overrides(tmp_path):
+    stats = {
+        "class": "actors:TextStatsAgent",
+        "capabilities": [{"name": "text.stats", "annotations": {"idempotentHint": False, "title": "Stats"}}],
+    }
+    queen = make_queen(
+        tmp_path, {"stats": {**pool(None), "agent": stats}, "sum": pool("actors:ChecksumAgent")}
+    )
+    catalog = {e["capability"]: e for e in run(queen.catalog())}
+    entry = catalog["text.stats"]
+    assert entry["output_schema"]["required"] == [
+        "characters",
+        "words",
+        "sentences",
+        "unique_words",
+        "mean_word_length",
+        "top_words",
+    ]
+    # TextStatsAgent's own hints, its idempotentHint overridden and a title added by the config
+    assert entry["annotations"] == {
+        "readOnlyHint": True,
+        "idempotentHint": False,
+        "openWorldHint": False,
+        "title": "Stats",
+    }
+    assert "output_schema" not in catalog["data.checksum"] and "annotations" not in catalog["data.checksum"]

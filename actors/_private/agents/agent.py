@@ -39,7 +39,11 @@ class Agent:
     when it is submitted, naming the field, `swarm capabilities` shows the model's schema, and
     `handle` gets the checked payload with its defaults filled in. Say what each capability does
     in `descriptions` (`swarm capabilities` shows it; a pool's config may override it; without
-    either, the first line of the class docstring stands in). Raise `PayloadError` (or let a
+    either, the first line of the class docstring stands in). Declare what a capability returns
+    as a pydantic model in `outputs` (its JSON Schema is listed as the capability's
+    `output_schema`, the MCP tool's `outputSchema`; the output is not checked against it) and MCP
+    tool annotations in `annotations` (`{"text.stats": {"readOnlyHint": True}}`; a capability's
+    config may override each). Raise `PayloadError` (or let a
     pydantic `ValidationError` out) for input that can never work: the task fails at once,
     without retries. Any other exception fails the attempt, which the queen retries. Constructor
     keyword arguments
@@ -63,6 +67,8 @@ class Agent:
     capabilities: ClassVar[tuple[str, ...]] = ()
     payloads: ClassVar[Mapping[str, type[BaseModel]]] = {}
     descriptions: ClassVar[Mapping[str, str]] = {}
+    outputs: ClassVar[Mapping[str, type[BaseModel]]] = {}
+    annotations: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     context: AgentContext
 
     async def handle(self, task: Task) -> Any:

@@ -48,6 +48,17 @@ class TextInput(_Payload):
     text: str = Field(description="The text.")
 
 
+class TextStatsOutput(BaseModel):
+    """What `text.stats` returns."""
+
+    characters: int = Field(description="Characters in the text.")
+    words: int = Field(description="Words in the text.")
+    sentences: int = Field(description="Sentences in the text.")
+    unique_words: int = Field(description="Distinct words, case-folded.")
+    mean_word_length: float = Field(description="Mean characters per word (0 for no words).")
+    top_words: list[tuple[str, int]] = Field(description="The most frequent words, each with its count.")
+
+
 class KeywordsInput(TextInput):
     """A text and how many keywords to return."""
 
@@ -167,6 +178,8 @@ class TextStatsAgent(Agent):
 
     capabilities = ("text.stats",)
     payloads = {"text.stats": TextInput}
+    outputs = {"text.stats": TextStatsOutput}
+    annotations = {"text.stats": {"readOnlyHint": True, "idempotentHint": True, "openWorldHint": False}}
     descriptions = {
         "text.stats": "Characters, words, sentences, unique words and the most frequent words of a text."
     }

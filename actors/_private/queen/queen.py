@@ -25,7 +25,7 @@ from typing import Any
 import ray
 
 from actors._private.agents.payload import payload_models
-from actors._private.config import RegistryConfig, SwarmConfig
+from actors._private.config import RegistryConfig, SwarmConfig, ToolAnnotationsConfig
 from actors._private.metrics import SwarmMetrics
 from actors._private.pool import ALIVE, AgentPool
 from actors._private.queen.admission import Admission
@@ -47,6 +47,13 @@ __all__ = ["SwarmQueen"]
 log = logging.getLogger(__name__)
 
 CATALOG_TIMEOUT_S = 10.0  # longest `catalog` waits for an agent class to list a family's capabilities
+
+
+def tool_annotations(cls: type, capability: str, configured: ToolAnnotationsConfig | None) -> dict[str, Any]:
+    """A capability's MCP tool annotations under their MCP names: its agent class's
+    (`annotations`), each overridden by the capability's config where that sets it."""
+    declared = ToolAnnotationsConfig.model_validate(getattr(cls, "annotations", {}).get(capability, {}))
+    return {**declared.hints(), **(configured.hints() if configured is not None else {})}
 
 
 class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
@@ -289,7 +296,10 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
 
     async def catalog(self) -> list[dict[str, Any]]:
         """Each capability the swarm offers: its description, pools and payload JSON Schema
-        (None where the agent declares no payload model), for `swarm capabilities`.
+        (None where the agent declares no payload model), for `swarm capabilities`; with
+        `output_schema` where its agent class declares an output model (`outputs`) and
+        `annotations` (MCP tool annotations) where the class or the capability's config sets any,
+        the config's overriding the class's one by one.
 
         A family (`prefix.*`) is listed as the capabilities its agent class returns from
         `async catalog_entries(params, family, namespace)` (the pool's agent params, the family,
@@ -301,6 +311,7 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
             cls = import_object(pool.agent.class_path)
             doc = (cls.__doc__ or "").strip().splitlines()
             described = {c.name: c.description for c in pool.agent.capabilities}
+            configured = {c.name: c.annotations for c in pool.agent.capabilities}
             for cap in pool.agent.capability_names:
                 members = await self._family_entries(cls, pool, cap) if names.is_family(cap) else [{}]
                 for member in members:
@@ -324,6 +335,10 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
                     else:
                         model = self.payloads.get(cap)
                         entry["schema"] = model.model_json_schema() if model is not None else None
+                        if (output := cls.outputs.get(cap)) is not None:
+                            entry["output_schema"] = output.model_json_schema()
+                    if hints := tool_annotations(cls, cap, configured.get(cap)):
+                        entry["annotations"] = {**entry.get("annotations", {}), **hints}
         return sorted(entries.values(), key=lambda e: e["capability"])
 
     async def _family_entries(self, cls: type, pool: Any, family: str) -> list[dict[str, Any]]:
