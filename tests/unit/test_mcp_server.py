@@ -167,13 +167,15 @@ def test_the_host_header_must_name_this_server(host, allowed):
         ("https://[::1]:8443", True),
         ("https://app.example.com", True),
         ("https://app.example.com:8443", True),  # "…:*"
+        ("HTTPS://App.Example.COM", True),  # scheme and host are case-insensitive
+        ("https://APP.example.com:8443", True),
         ("https://evil.example", False),
         ("null", False),
         ("file://", False),
     ],
 )
 def test_the_origin_must_be_loopback_or_listed(origin, allowed):
-    assert origin_allowed(origin, ["https://app.example.com", "https://app.example.com:*"]) is allowed
+    assert origin_allowed(origin, ["https://app.example.com", "https://App.Example.com:*"]) is allowed
 
 
 def test_an_output_is_json_text_and_structured_only_with_an_output_schema():

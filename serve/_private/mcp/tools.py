@@ -215,7 +215,10 @@ def origin_allowed(origin: str | None, allowed_origins: list[str]) -> bool:
     name, _ = _split_host(rest.rstrip("/"))
     if name in LOOPBACK:
         return True
-    return _matches(origin.strip().rstrip("/"), allowed_origins)
+    # Scheme and host are case-insensitive (RFC 3986), so is the comparison.
+    return _matches(
+        origin.strip().lower().rstrip("/"), [o.strip().lower().rstrip("/") for o in allowed_origins]
+    )
 
 
 def error_result(message: str) -> dict[str, Any]:
