@@ -244,3 +244,47 @@ def test_the_protected_resource_metadata_names_the_endpoint(endpoint):
     assert r.status_code == 200
     assert r.json()["resource"] == "http://127.0.0.1:8000/mcp"
     assert r.json()["bearer_methods_supported"] == ["header"]
+
+
+def test_a_dead_session_manager_is_replaced_and_one_that_cannot_start_is_a_503_json_rpc_error():
+    # The real ASGI app and SDK session manager; `initialize` needs no system (no Ray).
+    app = McpEndpoint(McpServiceConfig(auth={"enabled": False}), "unit")
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"},
+        },
+    }
+    headers = {"Accept": "application/json, text/event-stream"}
+
+    class NotStarting:  # a manager whose run() fails, as the SDK's does when its task group cannot start
+        def run(self):
+            raise RuntimeError("cannot start")
+
+    async def main():
+        transport = httpx.ASGITransport(app=app, root_path="/mcp")
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as c:
+            first = await c.post("/mcp", json=body, headers=headers)
+            app._running.cancel()  # the manager's task dies
+            await asyncio.gather(app._running, return_exceptions=True)
+            after_death = await c.post("/mcp", json=body, headers=headers)
+            app._running.cancel()
+            await asyncio.gather(app._running, return_exceptions=True)
+            real = app._new_manager
+            app._new_manager = NotStarting
+            refused = await c.post("/mcp", json=body, headers=headers)
+            app._new_manager = real
+            recovered = await c.post("/mcp", json=body, headers=headers)
+            await app.stop()
+            return first, after_death, refused, recovered
+
+    first, after_death, refused, recovered = asyncio.run(main())
+    assert first.status_code == 200 and "serverInfo" in first.text
+    assert after_death.status_code == 200 and "serverInfo" in after_death.text
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == -32603 and "cannot start" in refused.json()["error"]["message"]
+    assert recovered.status_code == 200 and "serverInfo" in recovered.text
