@@ -288,3 +288,44 @@ def test_a_dead_session_manager_is_replaced_and_one_that_cannot_start_is_a_503_j
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == -32603 and "cannot start" in refused.json()["error"]["message"]
     assert recovered.status_code == 200 and "serverInfo" in recovered.text
+
+
+# -- the built-in tools' failures are tool errors (isError), not protocol errors -------------------
+
+
+class _Remote:
+    """An actor method as a handle gives it (`.remote(...)`, awaited): here, a plain function."""
+
+    def __init__(self, f):
+        self.f = f
+
+    async def remote(self, *args, **kw):
+        return self.f(*args, **kw)
+
+
+class _Actor:
+    def __init__(self, **methods):
+        for name, f in methods.items():
+            setattr(self, name, _Remote(f))
+
+
+def _backend(actor):
+    from serve._private.mcp.serving import McpBackend
+
+    backend = McpBackend(McpServiceConfig(auth={"enabled": False}), "unit")
+    backend._actor = lambda name: actor
+    return backend
+
+
+def test_search_facts_when_the_registry_fails_is_a_tool_error():
+    def fail():
+        raise ConnectionError("the registry is gone")
+
+    out = asyncio.run(_backend(_Actor(system_config=fail))._search_facts({"query": "x"}, None))
+    assert out["isError"] is True and "the registry is gone" in out["content"][0]["text"]
+
+
+def test_recall_memory_with_a_malformed_hit_is_a_tool_error():
+    memory = _Actor(search=lambda query, k: [{"score": 1.0}])  # no "record"
+    out = asyncio.run(_backend(memory)._recall_memory({"query": "x"}, None))
+    assert out["isError"] is True and "malformed" in out["content"][0]["text"]

@@ -183,7 +183,11 @@ class McpBackend:
             return error_result(f"k: an integer from 1 to {MAX_K} is required")
         if mode not in ("passages", "facts", "hybrid", "graph"):
             return error_result("mode: one of passages, facts, hybrid, graph")
-        system = await self._actor(names.REGISTRY).system_config.remote()
+        try:
+            system = await self._actor(names.REGISTRY).system_config.remote()
+        except Exception as e:
+            cause = unwrap_error(e)
+            return error_result(f"the system's registry did not answer: {type(cause).__name__}: {cause}")
         existing = list(((system or {}).get("facts") or {}).get("namespaces") or {})
         if not existing:
             return error_result("the system has no facts service")
@@ -233,7 +237,12 @@ class McpBackend:
         except Exception as e:
             cause = unwrap_error(e)
             return error_result(f"the memory search failed: {type(cause).__name__}: {cause}")
-        out = [{"id": h["record"]["id"], "text": h["record"]["text"], "score": h.get("score")} for h in hits]
+        try:
+            out = [
+                {"id": h["record"]["id"], "text": h["record"]["text"], "score": h.get("score")} for h in hits
+            ]
+        except (KeyError, TypeError) as e:
+            return error_result(f"the memory answered a malformed hit: {type(e).__name__}: {e}")
         return call_result({"records": out}, None)
 
     # -- the federation's resources, prompts and completions --------------------------------
