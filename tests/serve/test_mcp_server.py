@@ -385,6 +385,25 @@ def test_a_key_that_may_not_use_a_federated_server_sees_none_of_its_resources_or
     assert done.completion.values == []
 
 
+def test_each_mcp_request_is_counted_in_the_usage_ledger_under_its_key(url, keys, auth):
+    authority = get_authority(NS, auth)
+    key_id = keys["ids"]["slow swarm"]
+
+    def requests():
+        rows = ray.get(authority.usage_totals.remote(["key", "model"], key=key_id))
+        return sum(r["requests"] for r in rows if r["model"] == "mcp")
+
+    before = requests()
+
+    async def main():
+        async with client(url, keys["slow swarm"]) as c:
+            for _ in range(3):  # not tools/list: the client reuses it for its cache hint's time
+                await c.list_prompts()
+
+    run(main())
+    wait_until(lambda: requests() >= before + 3, timeout_s=30, what="the MCP requests in the ledger")
+
+
 def test_a_key_limited_to_a_swarm_sees_only_its_capabilities(url, keys):
     async def main():
         async with client(url, keys["slow swarm"]) as c:

@@ -29,6 +29,7 @@ from serve._private.auth.middleware import MCP_METADATA_PATH, GuardMiddleware, i
 from serve._private.mcp.config import McpServiceConfig
 from serve._private.mcp.serving import McpBackend, build_server
 from serve._private.mcp.tools import host_allowed, origin_allowed
+from serve._private.mcp.usage import McpUsage
 
 __all__ = ["McpEndpoint", "McpGateway", "resource_url"]
 
@@ -85,6 +86,7 @@ class McpEndpoint:
         self.config, self.system = config, system
         self.backend = McpBackend(config, system)
         self.server = build_server(self.backend)
+        self.usage = McpUsage(system)
         self.manager = self._new_manager()
         self.guarded = GuardMiddleware(self._route, rule=mcp_rule, service=SERVICE, challenge=_challenge)
         self._running: asyncio.Task | None = None
@@ -129,6 +131,10 @@ class McpEndpoint:
     async def stop(self) -> None:
         """Stops the session manager (the replica is going away)."""
         self._stop.set()
+        try:  # what this replica counted and has not sent goes now, with one try
+            await asyncio.wait_for(self.usage.send(), 5.0)
+        except Exception as e:
+            log.warning("mcp usage not sent at shutdown: %r", e)
         if self._running is not None:
             await asyncio.gather(self._running, return_exceptions=True)
 
@@ -181,6 +187,10 @@ class McpEndpoint:
             error = {"code": -32603, "message": f"the MCP endpoint cannot serve now: {type(e).__name__}: {e}"}
             return await _plain(send, 503, {"jsonrpc": "2.0", "id": None, "error": error})
         receive = await self._noted(scope, receive)
+        # Counted per key when the SDK gets it (the answer's end may never be seen here: a client
+        # that leaves cancels this task); with auth off (loopback only) there is no key to count.
+        if (key := scope.get("state", {}).get("key")) is not None:
+            self.usage.count(key.id)
         await self.manager.handle_request(scope, receive, send)
 
     async def _noted(self, scope: dict, receive: Any) -> Any:
