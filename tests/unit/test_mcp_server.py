@@ -180,11 +180,15 @@ def test_the_origin_must_be_loopback_or_listed(origin, allowed):
 
 def test_an_output_is_json_text_and_structured_only_with_an_output_schema():
     assert call_result({"factors": [2, 3]}, None) == {
-        "content": [{"type": "text", "text": '{"factors": [2, 3]}'}]
+        "content": [{"type": "text", "text": '{"factors": [2, 3]}'}],
+        "isError": False,
     }
     with_schema = call_result({"echo": "hi"}, {"type": "object"})
     assert with_schema["structuredContent"] == {"echo": "hi"}
-    assert call_result([1, 2], {"type": "object"}) == {"content": [{"type": "text", "text": "[1, 2]"}]}
+    assert call_result([1, 2], {"type": "object"}) == {
+        "content": [{"type": "text", "text": "[1, 2]"}],
+        "isError": False,
+    }
 
 
 def test_a_call_tool_result_output_passes_through_unchanged():
