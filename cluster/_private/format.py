@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from models._private.core.tool_results import tool_error, tool_result
+
 if TYPE_CHECKING:
     from actors._private.task import TaskResult
 
@@ -359,14 +361,8 @@ def call_tool_result(result: TaskResult) -> dict[str, Any]:
     task that did not succeed as an error result."""
     if not result.ok:
         why = f"{result.status.value}: {result.error_type or 'error'}: {result.error or ''}".rstrip(": ")
-        return {"content": [{"type": "text", "text": why}], "isError": True}
-    output = result.output
-    if isinstance(output, dict) and isinstance(output.get("content"), list):
-        return output  # an McpToolAgent's output: the upstream's CallToolResult
-    out: dict[str, Any] = {"content": [{"type": "text", "text": json.dumps(output)}], "isError": False}
-    if isinstance(output, dict):
-        out["structuredContent"] = output
-    return out
+        return tool_error(why)
+    return tool_result(result.output)  # an McpToolAgent's output is the upstream's CallToolResult
 
 
 def format_call_tool_result(result: dict[str, Any]) -> str:

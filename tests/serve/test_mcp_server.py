@@ -9,12 +9,14 @@ from pathlib import Path
 import anyio
 import httpx
 import httpx2
+import mcp_types as types
 import pytest
 import ray
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from actors._private.mcp.example_server import README, SAMPLE_TEXTS
 from cluster import load_config
 from models._private.core import names
 from serve import McpServiceConfig, deploy
@@ -48,6 +50,13 @@ def system(serve_port, auth, tmp_path_factory):
                 "path": str(tmp_path_factory.mktemp("facts")),
                 "auth": auth.model_dump(),
                 "namespaces": {n: {"extractor": "none", "num_cpus": 0} for n in ("kb", "secret")},
+            },
+            # A real upstream (the example server over stdio), whose resources, prompts and
+            # completions /mcp re-exports.
+            "mcp": {
+                "server": None,  # the module deploys its own /mcp endpoint, below
+                "servers": {"example": {"command": ["python", "-m", "actors._private.mcp.example_server"]}},
+                "federation": {"agents": 1},
             },
             "swarms": {
                 "text": {
@@ -327,6 +336,72 @@ def test_a_key_limited_to_some_capabilities_sees_and_calls_only_those(url, keys)
     assert seen == {"text.stats", "recall_memory"}
     assert not ok.is_error and json.loads(ok.content[0].text)["words"] == 3
     assert (code, message) == (-32602, "Unknown tool: math.factorize")  # as if it did not exist
+
+
+def test_a_federated_servers_resources_prompts_and_completions_are_re_exported(url, keys):
+    async def main():
+        async with client(url, keys["caller"]) as c:
+            resources = (await c.list_resources()).resources
+            read = await c.read_resource("example://readme")
+            prompts = (await c.list_prompts()).prompts
+            got = await c.get_prompt("mcp.example.summarize", {"text": "A B C"})
+            done = await c.complete(
+                types.PromptReference(type="ref/prompt", name="mcp.example.summarize"),
+                {"name": "text", "value": "The"},
+            )
+            return resources, read, prompts, got, done
+
+    resources, read, prompts, got, done = run(main())
+    assert [(r.name, str(r.uri)) for r in resources] == [("mcp.example.readme", "example://readme")]
+    assert read.contents[0].text == README
+    assert [p.name for p in prompts] == ["mcp.example.summarize"]
+    assert got.messages[0].content.text == "Summarize in one sentence:\n\nA B C"
+    assert done.completion.values == [t for t in SAMPLE_TEXTS if t.startswith("The")] != []
+
+
+def test_a_key_that_may_not_use_a_federated_server_sees_none_of_its_resources_or_prompts(url, keys):
+    async def main():
+        async with client(url, keys["text only"]) as c:
+            resources = (await c.list_resources()).resources
+            prompts = (await c.list_prompts()).prompts
+            refused = []
+            for ask in (
+                lambda: c.read_resource("example://readme"),
+                lambda: c.get_prompt("mcp.example.summarize", {"text": "A"}),
+            ):
+                try:
+                    await ask()
+                except MCPError as e:
+                    refused.append(e.error.code)
+            done = await c.complete(
+                types.PromptReference(type="ref/prompt", name="mcp.example.summarize"),
+                {"name": "text", "value": "The"},
+            )
+            return resources, prompts, refused, done
+
+    resources, prompts, refused, done = run(main())
+    assert (resources, prompts) == ([], [])
+    assert refused == [-32602, -32602]  # as if they did not exist
+    assert done.completion.values == []
+
+
+def test_each_mcp_request_is_counted_in_the_usage_ledger_under_its_key(url, keys, auth):
+    authority = get_authority(NS, auth)
+    key_id = keys["ids"]["slow swarm"]
+
+    def requests():
+        rows = ray.get(authority.usage_totals.remote(["key", "model"], key=key_id))
+        return sum(r["requests"] for r in rows if r["model"] == "mcp")
+
+    before = requests()
+
+    async def main():
+        async with client(url, keys["slow swarm"]) as c:
+            for _ in range(3):  # not tools/list: the client reuses it for its cache hint's time
+                await c.list_prompts()
+
+    run(main())
+    wait_until(lambda: requests() >= before + 3, timeout_s=30, what="the MCP requests in the ledger")
 
 
 def test_a_key_limited_to_a_swarm_sees_only_its_capabilities(url, keys):

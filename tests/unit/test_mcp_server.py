@@ -167,22 +167,28 @@ def test_the_host_header_must_name_this_server(host, allowed):
         ("https://[::1]:8443", True),
         ("https://app.example.com", True),
         ("https://app.example.com:8443", True),  # "…:*"
+        ("HTTPS://App.Example.COM", True),  # scheme and host are case-insensitive
+        ("https://APP.example.com:8443", True),
         ("https://evil.example", False),
         ("null", False),
         ("file://", False),
     ],
 )
 def test_the_origin_must_be_loopback_or_listed(origin, allowed):
-    assert origin_allowed(origin, ["https://app.example.com", "https://app.example.com:*"]) is allowed
+    assert origin_allowed(origin, ["https://app.example.com", "https://App.Example.com:*"]) is allowed
 
 
 def test_an_output_is_json_text_and_structured_only_with_an_output_schema():
     assert call_result({"factors": [2, 3]}, None) == {
-        "content": [{"type": "text", "text": '{"factors": [2, 3]}'}]
+        "content": [{"type": "text", "text": '{"factors": [2, 3]}'}],
+        "isError": False,
     }
     with_schema = call_result({"echo": "hi"}, {"type": "object"})
     assert with_schema["structuredContent"] == {"echo": "hi"}
-    assert call_result([1, 2], {"type": "object"}) == {"content": [{"type": "text", "text": "[1, 2]"}]}
+    assert call_result([1, 2], {"type": "object"}) == {
+        "content": [{"type": "text", "text": "[1, 2]"}],
+        "isError": False,
+    }
 
 
 def test_a_call_tool_result_output_passes_through_unchanged():
@@ -242,3 +248,88 @@ def test_the_protected_resource_metadata_names_the_endpoint(endpoint):
     assert r.status_code == 200
     assert r.json()["resource"] == "http://127.0.0.1:8000/mcp"
     assert r.json()["bearer_methods_supported"] == ["header"]
+
+
+def test_a_dead_session_manager_is_replaced_and_one_that_cannot_start_is_a_503_json_rpc_error():
+    # The real ASGI app and SDK session manager; `initialize` needs no system (no Ray).
+    app = McpEndpoint(McpServiceConfig(auth={"enabled": False}), "unit")
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "0"},
+        },
+    }
+    headers = {"Accept": "application/json, text/event-stream"}
+
+    class NotStarting:  # a manager whose run() fails, as the SDK's does when its task group cannot start
+        def run(self):
+            raise RuntimeError("cannot start")
+
+    async def main():
+        transport = httpx.ASGITransport(app=app, root_path="/mcp")
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as c:
+            first = await c.post("/mcp", json=body, headers=headers)
+            app._running.cancel()  # the manager's task dies
+            await asyncio.gather(app._running, return_exceptions=True)
+            after_death = await c.post("/mcp", json=body, headers=headers)
+            app._running.cancel()
+            await asyncio.gather(app._running, return_exceptions=True)
+            real = app._new_manager
+            app._new_manager = NotStarting
+            refused = await c.post("/mcp", json=body, headers=headers)
+            app._new_manager = real
+            recovered = await c.post("/mcp", json=body, headers=headers)
+            await app.stop()
+            return first, after_death, refused, recovered
+
+    first, after_death, refused, recovered = asyncio.run(main())
+    assert first.status_code == 200 and "serverInfo" in first.text
+    assert after_death.status_code == 200 and "serverInfo" in after_death.text
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == -32603 and "cannot start" in refused.json()["error"]["message"]
+    assert recovered.status_code == 200 and "serverInfo" in recovered.text
+
+
+# -- the built-in tools' failures are tool errors (isError), not protocol errors -------------------
+
+
+class _Remote:
+    """An actor method as a handle gives it (`.remote(...)`, awaited): here, a plain function."""
+
+    def __init__(self, f):
+        self.f = f
+
+    async def remote(self, *args, **kw):
+        return self.f(*args, **kw)
+
+
+class _Actor:
+    def __init__(self, **methods):
+        for name, f in methods.items():
+            setattr(self, name, _Remote(f))
+
+
+def _backend(actor):
+    from serve._private.mcp.serving import McpBackend
+
+    backend = McpBackend(McpServiceConfig(auth={"enabled": False}), "unit")
+    backend._actor = lambda name: actor
+    return backend
+
+
+def test_search_facts_when_the_registry_fails_is_a_tool_error():
+    def fail():
+        raise ConnectionError("the registry is gone")
+
+    out = asyncio.run(_backend(_Actor(system_config=fail))._search_facts({"query": "x"}, None))
+    assert out["isError"] is True and "the registry is gone" in out["content"][0]["text"]
+
+
+def test_recall_memory_with_a_malformed_hit_is_a_tool_error():
+    memory = _Actor(search=lambda query, k: [{"score": 1.0}])  # no "record"
+    out = asyncio.run(_backend(memory)._recall_memory({"query": "x"}, None))
+    assert out["isError"] is True and "malformed" in out["content"][0]["text"]

@@ -5,7 +5,8 @@ and the tests have a real upstream to federate.
     python -m actors._private.mcp.example_server --http 8765  # Streamable HTTP on 127.0.0.1:8765/mcp
 
 Tools: `word_count` (read-only), `sha256` (read-only, idempotent), `now`, `sleep` (read-only, for
-deadline tests and benchmarks); one resource (`example://readme`) and one prompt (`summarize`).
+deadline tests and benchmarks); one resource (`example://readme`), one prompt (`summarize`) and
+completions of its `text` argument.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import argparse
 import asyncio
 import datetime as dt
 import hashlib
+from typing import Any
 
-from mcp_types import ToolAnnotations
+from mcp_types import Completion, ToolAnnotations
 
 from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import MCPServer
 
 __all__ = ["build_server", "main"]
 
+SAMPLE_TEXTS = ["The quick brown fox jumps over the lazy dog.", "The swarm answered.", "Hello, world."]
 README = "This is swarmray's example MCP server: it counts words, hashes text and tells the time."
 
 
@@ -69,6 +72,13 @@ def build_server(name: str = "swarmray-example", tools_ttl_ms: int = 60_000) -> 
     @server.prompt(description="Ask for a one-sentence summary of a text.")
     def summarize(text: str) -> str:
         return f"Summarize in one sentence:\n\n{text}"
+
+    @server.completion()
+    async def complete(ref: Any, argument: Any, context: Any) -> Completion | None:
+        # The summarize prompt's `text`: the sample texts that start with what was typed.
+        if getattr(ref, "name", None) == "summarize" and argument.name == "text":
+            return Completion(values=[t for t in SAMPLE_TEXTS if t.startswith(argument.value)])
+        return None
 
     return server
 

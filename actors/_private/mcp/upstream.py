@@ -20,6 +20,7 @@ import mcp_types as types
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from models._private.core.tool_results import tool_error
 from models._private.core.uris import redact_uri
 
 __all__ = [
@@ -302,7 +303,7 @@ class ClientUpstream:
                 raise
             # The server refused this call's input (an unknown tool, bad arguments): an answer for
             # the caller to act on, as the spec asks tool errors to be, not a failing server.
-            return {"content": [{"type": "text", "text": e.message}], "isError": True}
+            return tool_error(e.message)
 
     async def list_resources(self, timeout_s: float = 30.0) -> dict[str, Any]:
         return _json(await self._request(timeout_s, lambda c: c.list_resources(cache_mode="bypass")))

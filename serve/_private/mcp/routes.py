@@ -29,6 +29,7 @@ from serve._private.auth.middleware import MCP_METADATA_PATH, GuardMiddleware, i
 from serve._private.mcp.config import McpServiceConfig
 from serve._private.mcp.serving import McpBackend, build_server
 from serve._private.mcp.tools import host_allowed, origin_allowed
+from serve._private.mcp.usage import McpUsage
 
 __all__ = ["McpEndpoint", "McpGateway", "resource_url"]
 
@@ -82,27 +83,37 @@ class McpEndpoint:
     """
 
     def __init__(self, config: McpServiceConfig, system: str):
-        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
-        from mcp.server.transport_security import TransportSecuritySettings
-
         self.config, self.system = config, system
         self.backend = McpBackend(config, system)
         self.server = build_server(self.backend)
-        # Host and Origin are checked before the guard (above); the SDK's own check would only
-        # repeat it after the key, so it is off here (it still checks Content-Type).
-        self.manager = StreamableHTTPSessionManager(
-            self.server,
-            stateless=True,
-            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-            max_request_body_size=4 * 2**20,
-        )
+        self.usage = McpUsage(system)
+        self.manager = self._new_manager()
         self.guarded = GuardMiddleware(self._route, rule=mcp_rule, service=SERVICE, challenge=_challenge)
         self._running: asyncio.Task | None = None
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
 
+    def _new_manager(self) -> Any:
+        from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+        from mcp.server.transport_security import TransportSecuritySettings
+
+        # Host and Origin are checked before the guard (above); the SDK's own check would only
+        # repeat it after the key, so it is off here (it still checks Content-Type).
+        return StreamableHTTPSessionManager(
+            self.server,
+            stateless=True,
+            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            max_request_body_size=4 * 2**20,
+        )
+
     async def start(self) -> None:
-        """Runs the session manager (once, for the replica's life) and waits until it serves."""
+        """Runs the session manager and waits until it serves. Once running this is a no-op; a
+        manager whose task ended (it crashed, or was cancelled) is replaced by a new one, as a
+        manager runs only once, so that one failure does not refuse every later request."""
+        if self._running is not None and self._running.done() and not self._stop.is_set():
+            why = "cancelled" if self._running.cancelled() else repr(self._running.exception())
+            log.warning("mcp: the session manager stopped (%s); starting a new one", why)
+            self.manager, self._started, self._running = self._new_manager(), asyncio.Event(), None
         if self._running is None:
 
             async def run() -> None:
@@ -120,6 +131,10 @@ class McpEndpoint:
     async def stop(self) -> None:
         """Stops the session manager (the replica is going away)."""
         self._stop.set()
+        try:  # what this replica counted and has not sent goes now, with one try
+            await asyncio.wait_for(self.usage.send(), 5.0)
+        except Exception as e:
+            log.warning("mcp usage not sent at shutdown: %r", e)
         if self._running is not None:
             await asyncio.gather(self._running, return_exceptions=True)
 
@@ -165,8 +180,17 @@ class McpEndpoint:
             # and no session to DELETE; the spec lets a server answer both 405.
             why = {"error": f"{scope['method']} is not served: each request is one POST (stateless)"}
             return await _plain(send, 405, why, [(b"allow", b"POST")])
-        await self.start()  # a no-op once running (the lifespan started it)
+        try:
+            await self.start()  # a no-op once running (the lifespan started it)
+        except Exception as e:  # the next request tries a new manager again
+            log.warning("mcp: the session manager does not start: %r", e)
+            error = {"code": -32603, "message": f"the MCP endpoint cannot serve now: {type(e).__name__}: {e}"}
+            return await _plain(send, 503, {"jsonrpc": "2.0", "id": None, "error": error})
         receive = await self._noted(scope, receive)
+        # Counted per key when the SDK gets it (the answer's end may never be seen here: a client
+        # that leaves cancels this task); with auth off (loopback only) there is no key to count.
+        if (key := scope.get("state", {}).get("key")) is not None:
+            self.usage.count(key.id)
         await self.manager.handle_request(scope, receive, send)
 
     async def _noted(self, scope: dict, receive: Any) -> Any:

@@ -183,7 +183,11 @@ class McpBackend:
             return error_result(f"k: an integer from 1 to {MAX_K} is required")
         if mode not in ("passages", "facts", "hybrid", "graph"):
             return error_result("mode: one of passages, facts, hybrid, graph")
-        system = await self._actor(names.REGISTRY).system_config.remote()
+        try:
+            system = await self._actor(names.REGISTRY).system_config.remote()
+        except Exception as e:
+            cause = unwrap_error(e)
+            return error_result(f"the system's registry did not answer: {type(cause).__name__}: {cause}")
         existing = list(((system or {}).get("facts") or {}).get("namespaces") or {})
         if not existing:
             return error_result("the system has no facts service")
@@ -233,7 +237,12 @@ class McpBackend:
         except Exception as e:
             cause = unwrap_error(e)
             return error_result(f"the memory search failed: {type(cause).__name__}: {cause}")
-        out = [{"id": h["record"]["id"], "text": h["record"]["text"], "score": h.get("score")} for h in hits]
+        try:
+            out = [
+                {"id": h["record"]["id"], "text": h["record"]["text"], "score": h.get("score")} for h in hits
+            ]
+        except (KeyError, TypeError) as e:
+            return error_result(f"the memory answered a malformed hit: {type(e).__name__}: {e}")
         return call_result({"records": out}, None)
 
     # -- the federation's resources, prompts and completions --------------------------------
@@ -247,6 +256,47 @@ class McpBackend:
         except ValueError:
             return None
         return await getattr(actor, method).remote(*args)
+
+    async def _prefixes(self, record: KeyRecord | None) -> set[str] | None:
+        """The capability prefixes of the tools `record` may use (None: no key, everything)."""
+        if record is None:
+            return None
+        return {
+            t.name.rsplit(".", 1)[0]
+            for t in (await self.tools()).values()
+            if not t.builtin and visible(record, t)
+        }
+
+    async def resources(self, record: KeyRecord | None) -> dict[str, Any] | None:
+        """The federated resources of the servers whose capabilities `record` may use."""
+        found = await self.federation("list_resources")
+        prefixes = await self._prefixes(record)
+        if found is None or prefixes is None:
+            return found
+        return {"resources": [r for r in found.get("resources", []) if _under(r.get("name", ""), prefixes)]}
+
+    async def prompts(self, record: KeyRecord | None) -> dict[str, Any] | None:
+        """The federated prompts of the servers whose capabilities `record` may use."""
+        found = await self.federation("list_prompts")
+        prefixes = await self._prefixes(record)
+        if found is None or prefixes is None:
+            return found
+        return {"prompts": [p for p in found.get("prompts", []) if _under(p.get("name", ""), prefixes)]}
+
+    async def may_read(self, uri: str, record: KeyRecord | None) -> bool:
+        if record is None:
+            return True
+        listed = await _passed(self.resources(record))
+        return any(r.get("uri") == uri for r in (listed or {}).get("resources", []))
+
+    async def may_prompt(self, name: str, record: KeyRecord | None) -> bool:
+        prefixes = await self._prefixes(record)
+        return prefixes is None or _under(name, prefixes)
+
+
+def _under(name: str, prefixes: set[str]) -> bool:
+    # A federated name is '<prefix>.<name>'; a resource's own name may hold dots, so match prefixes.
+    return any(name.startswith(p + ".") for p in prefixes)
 
 
 def _key(ctx: Any) -> KeyRecord | None:
@@ -272,11 +322,13 @@ def build_server(backend: McpBackend) -> Any:
         return types.CallToolResult.model_validate(out)
 
     async def on_list_resources(ctx: Any, params: Any) -> types.ListResourcesResult:
-        found = await backend.federation("list_resources")
+        found = await backend.resources(_key(ctx))
         return types.ListResourcesResult.model_validate(found or {"resources": []})
 
     async def on_read_resource(ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
-        found = await _passed(backend.federation("read_resource", str(params.uri)))
+        found = None  # a resource of a server the key may not use reads as one that does not exist
+        if await backend.may_read(str(params.uri), _key(ctx)):
+            found = await _passed(backend.federation("read_resource", str(params.uri)))
         if found is None:
             raise MCPError(
                 types.INVALID_PARAMS, f"Resource not found: {params.uri}", {"uri": str(params.uri)}
@@ -284,25 +336,36 @@ def build_server(backend: McpBackend) -> Any:
         return types.ReadResourceResult.model_validate(found)
 
     async def on_list_resource_templates(ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
-        found = await _passed(backend.federation("list_resource_templates"))
-        return types.ListResourceTemplatesResult.model_validate(found or {"resourceTemplates": []})
+        # The federation re-exports listed resources only, not templates: none to list.
+        return types.ListResourceTemplatesResult(resource_templates=[])
 
     async def on_set_logging_level(ctx: Any, params: Any) -> types.EmptyResult:
         # 2025-11-25 clients set it; the server sends no log messages, so any level is honoured.
         return types.EmptyResult()
 
     async def on_list_prompts(ctx: Any, params: Any) -> types.ListPromptsResult:
-        found = await backend.federation("list_prompts")
+        found = await backend.prompts(_key(ctx))
         return types.ListPromptsResult.model_validate(found or {"prompts": []})
 
     async def on_get_prompt(ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
-        found = await _passed(backend.federation("get_prompt", params.name, dict(params.arguments or {})))
+        found = None
+        if await backend.may_prompt(params.name, _key(ctx)):
+            found = await _passed(backend.federation("get_prompt", params.name, dict(params.arguments or {})))
         if found is None:
             raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: {params.name}")
         return types.GetPromptResult.model_validate(found)
 
     async def on_completion(ctx: Any, params: types.CompleteRequestParams) -> types.CompleteResult:
-        found = await _passed(backend.federation("complete", params.model_dump(mode="json", by_alias=True)))
+        # The federation's signature: (ref, argument, context_arguments), each plain JSON.
+        ref = params.ref.model_dump(mode="json", by_alias=True, exclude_none=True)
+        argument = params.argument.model_dump(mode="json", by_alias=True, exclude_none=True)
+        context = dict(params.context.arguments or {}) if params.context is not None else None
+        record = _key(ctx)
+        if ref.get("type") == "ref/prompt":
+            allowed = await backend.may_prompt(ref.get("name", ""), record)
+        else:  # a resource template's URI: the federation completes listed resources' URIs only
+            allowed = await backend.may_read(ref.get("uri", ""), record)
+        found = await _passed(backend.federation("complete", ref, argument, context)) if allowed else None
         return types.CompleteResult.model_validate(found or {"completion": {"values": []}})
 
     ttl_ms = int(backend.config.catalog_ttl_s * 1000)

@@ -4,11 +4,11 @@ Nothing here touches Ray or the network, so that tests/unit drive it directly.""
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from models._private.core.tool_results import tool_error, tool_result
 from serve._private.auth.config import LOOPBACK
 from serve._private.auth.keys import KeyRecord, denial, matches_any
 
@@ -215,22 +215,18 @@ def origin_allowed(origin: str | None, allowed_origins: list[str]) -> bool:
     name, _ = _split_host(rest.rstrip("/"))
     if name in LOOPBACK:
         return True
-    return _matches(origin.strip().rstrip("/"), allowed_origins)
+    # Scheme and host are case-insensitive (RFC 3986), so is the comparison.
+    return _matches(
+        origin.strip().lower().rstrip("/"), [o.strip().lower().rstrip("/") for o in allowed_origins]
+    )
 
 
 def error_result(message: str) -> dict[str, Any]:
     """A tool's failure as the spec's `CallToolResult` JSON (`isError`)."""
-    return {"content": [{"type": "text", "text": message}], "isError": True}
+    return tool_error(message)
 
 
 def call_result(output: Any, output_schema: dict[str, Any] | None) -> dict[str, Any]:
-    """A task's output as `CallToolResult` JSON: a federated tool's result (already one: it has a
-    `content` list) unchanged; else the output as JSON text, and as `structuredContent` when it
-    is an object and the tool declares an output schema."""
-    if isinstance(output, dict) and isinstance(output.get("content"), list):
-        keep = ("content", "structuredContent", "isError", "_meta")
-        return {k: output[k] for k in keep if k in output}
-    out: dict[str, Any] = {"content": [{"type": "text", "text": json.dumps(output, default=str)}]}
-    if output_schema is not None and isinstance(output, dict):
-        out["structuredContent"] = output
-    return out
+    """A task's output as `CallToolResult` JSON (`tool_result`): `structuredContent` only when the
+    tool declares an output schema."""
+    return tool_result(output, structured=output_schema is not None)
