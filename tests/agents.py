@@ -214,3 +214,13 @@ class ConformanceAgent(Agent):
                 await asyncio.sleep(float(task.payload.get("s", 1.0)))
                 content = [{"type": "text", "text": "done"}]
         return {"content": content}
+
+
+class MisannotatedAgent(Agent):
+    """Declares an MCP hint that does not exist (`readOnlyHnt`): its config must be refused."""
+
+    capabilities = ("misannotated.run",)
+    annotations = {"misannotated.run": {"readOnlyHnt": True}}
+
+    async def handle(self, task: Task) -> None:
+        return None

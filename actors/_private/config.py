@@ -16,6 +16,7 @@ from pydantic import (
     NonNegativeInt,
     PositiveFloat,
     PositiveInt,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -126,6 +127,14 @@ class AgentConfig(ConfigModel):
             raise ValueError(f"{self.class_path!r} is not a subclass of actors.Agent")
         if not self.capabilities and not cls.capabilities:
             raise ValueError(f"no capabilities: set `capabilities` or define them on {self.class_path!r}")
+        # The class's own MCP hints are checked here too: found when the queen builds its
+        # catalog, one typo would break the tool list of the whole system.
+        for capability, hints in getattr(cls, "annotations", {}).items():
+            try:
+                ToolAnnotationsConfig.model_validate(hints)
+            except ValidationError as e:
+                why = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+                raise ValueError(f"{self.class_path}.annotations[{capability!r}]: {why}") from None
         # Checked here, not when the host builds the agent: a typo would crash-loop the pool.
         try:  # annotations as types, not strings, for the message
             signature = inspect.signature(cls, eval_str=True)

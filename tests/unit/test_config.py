@@ -244,3 +244,13 @@ def test_the_local_config_annotates_read_only_capabilities():
     caps = {c.name: c for s in config.swarms.values() for p in s.pools.values() for c in p.agent.capabilities}
     assert caps["text.keywords"].annotations.hints()["readOnlyHint"] is True
     assert caps["text.readability"].annotations.hints() == {"readOnlyHint": True, "openWorldHint": False}
+
+
+def test_an_agent_class_declaring_an_unknown_hint_is_refused_at_load_naming_it():
+    # Found late, when `catalog()` builds the tool list, it would break `swarm capabilities`
+    # and the /mcp tool list of the whole system; at load it is one config error.
+    problems, message = problems_of(
+        minimal(pools={"p": {"agent": {"class": "tests.agents:MisannotatedAgent"}}})
+    )
+    assert "swarms.s.pools.p.agent" in problems, problems
+    assert "readOnlyHnt" in message and "misannotated.run" in message
