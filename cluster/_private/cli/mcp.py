@@ -90,7 +90,9 @@ def mcp_call(
     """Call CAPABILITY (a federated tool or any swarm capability) as an MCP tool and print the
     CallToolResult. Runs as a task through the queen, as `swarm submit --wait` does.
 
-    Exit status: 0 a result, 1 an error result (`isError`), 3 not ended within --timeout-s.
+    Exit status: 0 a result, 1 an error result (`isError`: the tool said no, or its task
+    failed, timed out or was cancelled). It waits until the task ends; --timeout-s bounds each
+    attempt, as `swarm submit --timeout-s` does.
     """
     try:
         arguments = json.loads(payload)
@@ -103,15 +105,14 @@ def mcp_call(
     ns = connect_system(namespace, address)
     if direct:
         result = _federation_call(ns, "call", capability, arguments, timeout_s)
-        ended = True
     else:
         from cluster._private.client import Client
 
         client = Client(ns)
         task = client.result(client.submit(capability, arguments, timeout_s=timeout_s))
-        result, ended = call_tool_result(task), task.status.final
+        result = call_tool_result(task)
     click.echo(json.dumps(result, indent=2) if as_json else format_call_tool_result(result))
-    sys.exit(3 if not ended else 1 if result.get("isError") else 0)
+    sys.exit(1 if result.get("isError") else 0)
 
 
 @mcp.command(name="approve")
