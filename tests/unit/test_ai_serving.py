@@ -190,7 +190,7 @@ def test_a_client_that_leaves_during_a_completion_is_charged_its_reservation_in_
 
     asyncio.run(run())
     assert spent(authority, record) == WORST  # the reservation stays charged, not refunded
-    ledger = service._unsent[(record.id, "a")]
+    ledger = service.usage.unsent[(record.id, "a")]
     assert (ledger.requests, ledger.prompt_tokens + ledger.completion_tokens) == (1, WORST)
 
 
@@ -217,5 +217,5 @@ def test_a_stream_cut_by_the_client_is_charged_and_reaches_the_ledger(budgeted):
     asyncio.run(run())
     # A provider's stream reports its usage at its end only: cut before, its worst case.
     assert spent(authority, record) == WORST
-    ledger = service._unsent[(record.id, "a")]
+    ledger = service.usage.unsent[(record.id, "a")]
     assert (ledger.requests, ledger.prompt_tokens + ledger.completion_tokens) == (1, WORST)

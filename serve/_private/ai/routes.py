@@ -177,14 +177,14 @@ class Gateway(AIServing):
         given, from the system's ledger (the key authority). What this replica charged is sent
         first; another replica's last second may not be there yet. A key without admin sees its
         own row; an admin key with a model list sees the others' rows of those models only."""
-        await self._send_usage()
+        await self.usage.send()
         key = key_of(request)
         own = key.id if key is not None and "admin" not in key.scopes else None  # its row only
         try:
-            ledger = await self._the_ledger()
+            ledger = await self.usage.ledger()
             rows = await ledger.usage_totals.remote(["key", "model"], since, own)
         except Exception as e:
-            self._ledger = None
+            self.usage.forget_ledger()
             log.warning(
                 "request %s: the usage ledger did not answer: %r", request_id_of(request), unwrap_error(e)
             )

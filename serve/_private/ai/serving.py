@@ -36,15 +36,15 @@ from serve._private.auth.key_table import key_of
 from serve._private.auth.keys import KeyRecord
 from serve._private.auth.middleware import allow, install_guard
 from serve._private.auth.spending import Taken, refunded_on_failure, reserve, settle, token_limited
+from serve._private.auth.usage_batches import UsageBatches
 from serve._private.http_errors import error_body, request_id_of
 from serve._private.metrics import service_metrics
 
-__all__ = ["MAX_CALLERS", "RESERVED_COMPLETION_TOKENS", "USAGE_FLUSH_S", "USAGE_SHUTDOWN_S", "AIServing"]
+__all__ = ["MAX_CALLERS", "RESERVED_COMPLETION_TOKENS", "USAGE_SHUTDOWN_S", "AIServing"]
 
 log = logging.getLogger("swarmray.serve")
 T = TypeVar("T")
 
-USAGE_FLUSH_S = 1.0  # how often a replica sends what it charged to the system's ledger
 USAGE_SHUTDOWN_S = 5.0  # how long a stopping replica tries to send what it has not
 MAX_CALLERS = 10_000  # `user`s a replica charges apart (auth off) before new ones share "others"
 RESERVED_COMPLETION_TOKENS = 1024  # max_tokens of a token-limited key's request that names none
@@ -213,11 +213,7 @@ class AIServing:
         self.created = int(time.time())
         self.metrics = service_metrics(system, "ai")
         self.system = system
-        self._unsent: dict[tuple[str, str], Spent] = {}  # (caller, model) -> charged, not yet sent
-        self._outgoing: dict[str, Any] | None = None  # the batch being sent (and resent)
-        self._ledger: Any = None  # the key authority's handle
-        self._flusher: asyncio.Task | None = None
-        self._sending = asyncio.Lock()  # one batch in flight: a reader of /v1/usage sends too
+        self.usage = UsageBatches(system)  # what this replica charged, on its way to the ledger
         self._callers: set[str] = set()  # with auth off, the `user`s seen (bounded)
         self.metrics.breakers({name: b.state for name, b in self.breakers.items()})
 
@@ -353,53 +349,13 @@ class AIServing:
         spent = Spent(
             requests=1, prompt_tokens=prompt, completion_tokens=completion, cost_microusd=cost_microusd
         )
-        self._unsent.setdefault((caller, model), Spent()).add(spent)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_usage())
-
-    async def _flush_usage(self) -> None:
-        """Sends what this replica charged to the system's ledger (the key authority) every
-        USAGE_FLUSH_S while there is any; a batch that did not arrive is sent again, under its
-        id, so that it counts once."""
-        while self._unsent or self._outgoing is not None:
-            await asyncio.sleep(USAGE_FLUSH_S)
-            await self._send_usage()
-
-    async def _send_usage(self) -> None:
-        """Sends what is unsent as one batch (or the batch that did not arrive, again)."""
-        async with self._sending:
-            if self._outgoing is None and self._unsent:
-                rows = [[k, m, s.model_dump()] for (k, m), s in self._unsent.items()]
-                self._outgoing, self._unsent = {"id": uuid.uuid4().hex, "at": time.time(), "rows": rows}, {}
-            if self._outgoing is None:
-                return
-            try:
-                await (await self._the_ledger()).record_usage.remote(self._outgoing)
-                self._outgoing = None
-            except Exception as e:
-                self._ledger = None
-                log.warning("the usage ledger did not take a batch (%r); sending it again", unwrap_error(e))
-
-    async def _the_ledger(self) -> Any:
-        if self._ledger is None:  # looked up once, off the loop (it asks Ray's control store)
-            from ray import get_actor
-
-            from models._private.core.names import authority_name
-
-            where = authority_name(self.system)
-            self._ledger = await asyncio.to_thread(get_actor, where, namespace=self.system)
-        return self._ledger
+        self.usage.add(caller, model, spent)
 
     async def __del__(self) -> None:
         # Serve's graceful shutdown (a scale-down, `swarm down`): what this replica charged
         # and has not sent goes now, with one try.
-        if getattr(self, "_unsent", None) or getattr(self, "_outgoing", None) is not None:
-            if self._flusher is not None:
-                self._flusher.cancel()  # a batch it was sending keeps its id: counted once
-            try:
-                await asyncio.wait_for(self._send_usage(), USAGE_SHUTDOWN_S)
-            except Exception as e:
-                log.warning("usage not sent at shutdown: %r", e)
+        if getattr(self, "usage", None) is not None:
+            await self.usage.close(USAGE_SHUTDOWN_S)
 
     # -- completions ----------------------------------------------------------------------
 
