@@ -620,13 +620,17 @@ class Federation:
 
     async def read_resource(self, uri: str) -> dict[str, Any]:
         """Reads a resource a `list_resources` listed (listing first when it has not)."""
+        group = await self._resource_group(uri)
+        return await self._first(group, lambda m: m.upstream.read_resource(uri))
+
+    async def _resource_group(self, uri: str) -> list[_Member]:
+        """The members of the group that lists the resource `uri` (listing first when none has)."""
         if uri not in self._resources:
             await self.list_resources()
         server = self._resources.get(uri)
         if server is None:
             raise McpUnknownToolError(uri, "no federated MCP server lists this resource")
-        group = [m for m in self.members.values() if m.group == self.members[server].group]
-        return await self._first(group, lambda m: m.upstream.read_resource(uri))
+        return [m for m in self.members.values() if m.group == self.members[server].group]
 
     async def list_prompts(self) -> dict[str, Any]:
         """Every group's prompts, names prefixed ('<prefix>.<sanitized name>')."""
@@ -662,13 +666,7 @@ class Federation:
             group, original = await self._prompt(ref["name"])
             ref = {**ref, "name": original}
         else:
-            uri = ref.get("uri", "")
-            if uri not in self._resources:
-                await self.list_resources()
-            server = self._resources.get(uri)
-            if server is None:
-                raise McpUnknownToolError(uri, "no federated MCP server lists this resource")
-            group = [m for m in self.members.values() if m.group == self.members[server].group]
+            group = await self._resource_group(ref.get("uri", ""))
         return await self._first(group, lambda m: m.upstream.complete(ref, argument, context_arguments))
 
 
