@@ -38,10 +38,17 @@ from actors._private.config import (
 )
 from actors._private.mcp.agent import McpToolAgent
 from actors._private.mcp.config import McpFederationConfig, McpServerConfig
-from actors._private.mcp.service import start_federation, stop_federation
 from actors._private.memory_store import MemoryClient
 from actors._private.task import Task, TaskResult, TaskStatus, Timings
 from models._private.core.errors import PayloadError
+from models._private.core.lazy import lazy_exports
+
+# Read on first use: they import the MCP SDK and its HTTP stack, which every agent host would
+# otherwise import at start (a quarter of a second each, enough to push a busy node's hosts past
+# their ready timeout).
+__getattr__, __dir__ = lazy_exports(
+    "actors", {"actors._private.mcp.service": ("start_federation", "stop_federation")}
+)
 
 __all__ = [
     "Agent",

@@ -56,3 +56,16 @@ def test_every_public_name_of_the_lazy_packages_resolves():
         assert set(package.__all__) <= set(dir(package))
     with pytest.raises(AttributeError, match="has no attribute 'Nothing'"):
         cluster.Nothing  # noqa: B018
+
+
+def test_an_agent_host_starts_without_importing_the_mcp_sdk():
+    # Every agent host imports `actors`; the MCP SDK and its HTTP stack cost each one about a
+    # quarter of a second, which pushed a busy node's hosts past their 10 s ready timeout. Only
+    # the federation's actors need them.
+    sdk = "{'mcp', 'mcp_types', 'httpx2'}"
+    code = (
+        f"import sys, actors._private.host; print(sorted({{m.split('.')[0] for m in sys.modules}} & {sdk}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
