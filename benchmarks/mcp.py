@@ -17,13 +17,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from mcp import Client
@@ -32,35 +27,8 @@ from actors._private.mcp.config import McpServerConfig
 from actors._private.mcp.federation import DictPins, Federation
 from actors._private.mcp.upstream import http_upstream
 from benchmarks._common import emit, percentile
+from benchmarks._mcp_example import free_port, start_example_server
 from models._private.core.errors import McpDeadlineError, McpUpstreamError
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_example() -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actors._private.mcp.example_server", "--http", str(port)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return proc, f"http://127.0.0.1:{port}/mcp"
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("the example MCP server did not start") from None
-            time.sleep(0.05)
 
 
 async def _federation(url: str, **server: Any) -> Federation:
@@ -220,7 +188,7 @@ def _measure_system(url: str, calls: int) -> dict[str, Any]:
 
     namespace = "bench-mcp-system"
     ray.init(namespace=namespace, logging_level="WARNING", log_to_driver=False)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     keys = tempfile.mkdtemp(prefix="bench-mcp-keys-")
     config = load_config(
@@ -295,7 +263,7 @@ def measure(
     """Runs against a new example server and returns {"added_p50_ms", "added_p99_ms", "ratio",
     "federated_p50_ms", "federated_p99_ms", "raw_p50_ms", "raw_p99_ms", "cached_list_p99_ms",
     "breaker_open_fail_p99_ms", "concurrent_calls", "concurrent_errors", "concurrent_s", "calls"}."""
-    proc, url = _start_example()
+    proc, url = start_example_server()
     try:
         result = asyncio.run(_measure(url, calls, concurrent))
         if actor:

@@ -5,9 +5,6 @@ subprocess, and the reference server-everything (Node). No Ray."""
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +16,7 @@ from mcp.shared.subscriptions import ToolsListChanged
 from actors._private.mcp.config import McpServerConfig
 from actors._private.mcp.federation import APPROVED, CHANGED, COLLISION, PENDING, DictPins, Federation
 from actors._private.mcp.upstream import ClientUpstream, http_upstream, stdio_upstream
+from benchmarks._mcp_example import free_port, start_example_server
 from models._private.core.errors import (
     McpDeadlineError,
     McpPinMismatchError,
@@ -29,7 +27,7 @@ from models._private.core.errors import (
 )
 from tests.mcp_servers import Faults, faulty_server, malformed_server
 from tests.npm_tools import node_env, npm_bin
-from tests.waiting import async_wait_until, wait_until
+from tests.waiting import async_wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PLACEHOLDER_URL = "http://127.0.0.1:9/mcp"  # in-process upstreams need no URL; the config wants one
@@ -639,35 +637,12 @@ def test_resources_prompts_and_completions_pass_through_under_the_prefix():
 # -- real processes: the example server over HTTP, server-everything over stdio -------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def http_example():
     """The example server over Streamable HTTP in a subprocess; yields its URL."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "actors._private.mcp.example_server", "--http", str(port)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc, url = start_example_server()
     try:
-
-        def listening() -> bool:
-            if proc.poll() is not None:
-                pytest.fail("the example server exited")
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-            except OSError:
-                return False
-            return True
-
-        wait_until(listening, timeout_s=30, what="the example server to listen")
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield url
     finally:
         proc.terminate()
         proc.wait(10)
@@ -706,7 +681,7 @@ def test_an_http_upstream_closes_the_http_client_of_each_connection_attempt(monk
     monkeypatch.setattr(httpx2, "AsyncClient", Recorded)
 
     async def main():
-        upstream = http_upstream("gone", f"http://127.0.0.1:{_free_port()}/mcp")  # nobody listens
+        upstream = http_upstream("gone", f"http://127.0.0.1:{free_port()}/mcp")  # nobody listens
         await upstream.start()
         try:
             await async_wait_until(lambda: len(made) >= 2, timeout_s=10, what="a second attempt")
