@@ -122,3 +122,52 @@ def test_an_index_that_cannot_be_opened_starts_empty_and_says_it_must_be_rebuilt
     assert "cannot be opened" in caplog.text
     again.rebuild(DOCS)
     assert not again.damaged and ids(again.search("anemia iron", 3)) == ["e"]
+
+
+def test_writes_are_committed_together_by_the_next_search_which_sees_every_one():
+    idx = LexicalIndex()
+    before = idx.commits
+    for doc in DOCS:
+        idx.upsert([doc])
+    idx.delete(["c"])
+    assert idx.commits == before  # six writes, no commit yet
+    assert set(ids(idx.search("vitamin deficiency fractures bone anemia", 10))) == {"a", "b", "d", "e"}
+    assert idx.commits == before + 1  # the search committed all six at once
+    idx.search("anemia", 3)
+    assert idx.commits == before + 1  # nothing staged: nothing to commit
+    idx.close()
+
+
+def test_concurrent_writers_share_commits_and_every_document_is_found():
+    import threading
+
+    idx = LexicalIndex()
+    writers, per_writer = 6, 30
+    done = threading.Event()
+    searches = []
+
+    def write(w):
+        for n in range(per_writer):
+            idx.upsert([(f"w{w}-{n}", "s1", "long", f"token{w}x{n} shared words")])
+
+    def search():
+        while not done.is_set():
+            idx.search("shared words", 5)
+            searches.append(1)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    reader = threading.Thread(target=search)
+    reader.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    reader.join()
+    for w in range(writers):
+        for n in range(per_writer):
+            assert ids(idx.search(f"token{w}x{n}", 1)) == [f"w{w}-{n}"]
+    # Only searches commit, each one every write staged before it.
+    assert idx.commits <= len(searches) + 1 < writers * per_writer
+    assert idx.num_docs == writers * per_writer
+    idx.close()

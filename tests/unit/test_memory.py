@@ -225,6 +225,56 @@ def test_acknowledged_writes_survive_a_crash_through_the_log(embedder, tmp_path)
         assert "b" not in ids(again.search("bone density training", 10, mode=mode))
 
 
+def test_each_acknowledged_upsert_is_found_by_the_next_search_and_writes_share_commits(embedder):
+    mem, _ = memory(embedder)
+    for i, text in TEXTS.items():
+        mem.upsert([{"id": i, "namespace": "s1", "text": text}])
+        for mode in ("lexical", "hybrid"):
+            assert i in ids(mem.search(text, 10, mode=mode)), (i, mode)
+    commits = mem.lexical.commits
+    for n in range(20):
+        mem.upsert([{"id": f"n{n}", "namespace": "s1", "text": f"note number{n} about vitamins"}])
+    assert mem.lexical.commits == commits  # twenty writes, no search: no commit yet
+    assert ids(mem.search("number7", 1, mode="lexical")) == ["n7"]
+    assert mem.lexical.commits == commits + 1  # one commit for the twenty
+
+
+# Run in a child process: upserts acknowledged, then killed (SIGKILL) before anything commits
+# the keyword index; prints how many keyword commits the upserts made (none expected).
+_KILLED_AFTER_ACK = """
+import os, signal, sys
+from models import Embedder
+from models._private.memory.hybrid import HybridMemory, MemoryConfig
+mem = HybridMemory(["s1"], MemoryConfig(path=sys.argv[1]), embedder=Embedder())
+mem.search("warm", 1, mode="lexical")
+before = mem.lexical.commits
+for n in range(10):
+    mem.upsert([{"id": f"k{n}", "namespace": "s1", "text": f"killed record keyword{n}"}])
+print(mem.lexical.commits - before, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_process_killed_between_the_ack_and_the_keyword_commit_loses_nothing(embedder, tmp_path):
+    import subprocess
+    import sys
+
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_ACK, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        timeout=300,
+    )
+    assert child.returncode == -9, child.stderr[-2000:]
+    assert child.stdout.split() == ["0"]  # acknowledged, never committed to the keyword index
+    again = HybridMemory(["s1"], MemoryConfig(path=str(tmp_path)), embedder=embedder)
+    assert sorted(again.records) == [f"k{n}" for n in range(10)]
+    for n in range(10):
+        assert ids(again.search(f"keyword{n}", 1, mode="lexical")) == [f"k{n}"]
+    again.close()
+
+
 def test_snapshot_then_log_restore_everything_and_deletes_stay_deleted(embedder, tmp_path):
     mem, _ = memory(embedder, tmp_path, dense_kind="hnsw")
     fill(mem)

@@ -56,6 +56,7 @@ class DurabilityMixin:
         self._flush_access()
         if self.lexical.deleted_since_build:
             self.lexical.rebuild(self._lexical_docs())
+        self.lexical.refresh()  # the copy below holds committed writes only
         root = self._root
         final = write_snapshot(
             root, self.records, self.vectors, self._label, self.dense, self.lexical.index_dir, self.dim

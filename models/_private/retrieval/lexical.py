@@ -24,6 +24,14 @@ replace), after which the other generations are removed; a process killed at any
 tantivy index directly in it) is opened as it is and replaced by the first rebuild. An index
 that cannot be opened all the same (files lost) is logged, started empty and marked `damaged`:
 it is derived data, and its owner rebuilds it from its records.
+
+Commits: a tantivy commit (plus the reload that makes it searchable) costs milliseconds, far
+more than adding a document, so writes are staged in the writer and committed together by the
+next read that needs them (`search`, `num_docs`, `refresh`, `close`): any number of writes
+between two searches cost one commit, and a search always sees every write made before it.
+Searches that arrive while a commit runs wait for it and share it. The index is not where its
+owner's writes are made durable (`HybridMemory` logs them first and replays the log into the
+index on open), so a write staged but not yet committed when the process dies is lost here only.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -103,6 +112,11 @@ class LexicalIndex:
         self.index = self.writer = None
         self.deleted_since_build = 0
         self._ids: set[str] = set()
+        # Guards the writer and `_dirty`: adding, deleting, committing and swapping indexes
+        # exclude one another (tantivy's Python writer is not to be used from two threads).
+        self._lock = threading.RLock()
+        self._dirty = False  # writes staged in the writer and not yet committed
+        self.commits = 0  # commits made by `refresh`: how many writes shared each one
         self.damaged = False  # could not be opened: empty until rebuilt from the owner's records
         pointer = os.path.join(path, CURRENT)
         if os.path.exists(pointer):
@@ -114,7 +128,8 @@ class LexicalIndex:
 
     @property
     def index_dir(self) -> str:
-        """The directory of the whole tantivy index in use (what a snapshot copies)."""
+        """The directory of the whole tantivy index in use (what a snapshot copies; it holds
+        committed writes only, so a caller copying it calls `refresh` first)."""
         return self._dir
 
     def _open_or_start_empty(self, folder: str) -> None:
@@ -131,14 +146,16 @@ class LexicalIndex:
 
     def load(self, source: str) -> None:
         """Replaces the index with a copy of the tantivy index in directory `source` (a snapshot's)."""
-        folder = self._new_generation()
-        shutil.copytree(source, folder)
-        fsync_tree(folder)
-        self._use(folder)
-        self.writer = self.index = None
-        self.deleted_since_build = 0
-        self.damaged = False
-        self._open_or_start_empty(folder)
+        with self._lock:
+            folder = self._new_generation()
+            shutil.copytree(source, folder)
+            fsync_tree(folder)
+            self._use(folder)
+            self.writer = self.index = None
+            self.deleted_since_build = 0
+            self.damaged = False
+            self._dirty = False  # writes staged in the replaced index go with it
+            self._open_or_start_empty(folder)
 
     def _new_generation(self) -> str:
         taken = [int(n[len(GENERATION) :]) for n in os.listdir(self.path) if _is_generation(n)]
@@ -163,27 +180,41 @@ class LexicalIndex:
 
     @property
     def num_docs(self) -> int:
-        """Live documents."""
+        """Live documents (committing staged writes first)."""
+        self.refresh()
         return self.index.searcher().num_docs
 
     def upsert(self, docs: Iterable[tuple[str, str, str, str]]) -> None:
-        """Adds or replaces documents given as (id, namespace, tier, text)."""
-        for doc_id, ns, tier, text in docs:
-            if doc_id in self._ids:  # an update: the old version counts as a delete
-                self.writer.delete_documents_by_term("id", doc_id)
-                self.deleted_since_build += 1
-            self.writer.add_document(tantivy.Document(id=doc_id, ns=ns, tier=tier, text=text))
-            self._ids.add(doc_id)
-        self._commit()
+        """Adds or replaces documents given as (id, namespace, tier, text); the next search
+        sees them (they are committed by it, with every other write staged since)."""
+        with self._lock:
+            for doc_id, ns, tier, text in docs:
+                if doc_id in self._ids:  # an update: the old version counts as a delete
+                    self.writer.delete_documents_by_term("id", doc_id)
+                    self.deleted_since_build += 1
+                self.writer.add_document(tantivy.Document(id=doc_id, ns=ns, tier=tier, text=text))
+                self._ids.add(doc_id)
+                self._dirty = True
 
     def delete(self, ids: Iterable[str]) -> None:
-        """Removes documents by id; they stop matching at once."""
-        for doc_id in ids:
-            if doc_id in self._ids:
-                self.writer.delete_documents_by_term("id", doc_id)
-                self._ids.discard(doc_id)
-                self.deleted_since_build += 1
-        self._commit()
+        """Removes documents by id; the next search no longer finds them."""
+        with self._lock:
+            for doc_id in ids:
+                if doc_id in self._ids:
+                    self.writer.delete_documents_by_term("id", doc_id)
+                    self._ids.discard(doc_id)
+                    self.deleted_since_build += 1
+                    self._dirty = True
+
+    def refresh(self) -> None:
+        """Commits every staged write and reloads the searcher, so that searches see them; does
+        nothing when no write is staged. Callers arriving while a commit runs wait and share it."""
+        with self._lock:
+            if self._dirty:
+                self.writer.commit()
+                self.index.reload()
+                self.commits += 1
+                self._dirty = False
 
     def _all_ids(self) -> list[str]:
         searcher = self.index.searcher()
@@ -192,14 +223,11 @@ class LexicalIndex:
         hits = searcher.search(tantivy.Query.all_query(), limit=searcher.num_docs, count=False).hits
         return [searcher.doc(addr)["id"][0] for _, addr in hits]
 
-    def _commit(self) -> None:
-        self.writer.commit()
-        self.index.reload()
-
     @property
     def stale(self) -> bool:
         """Whether deletes since the last build have passed `stale_ratio`."""
-        return self.deleted_since_build > self.stale_ratio * max(1, self.num_docs)
+        # Live documents counted from the ids, so that asking costs no commit.
+        return self.deleted_since_build > self.stale_ratio * max(1, len(self._ids))
 
     def rebuild(self, docs: Iterable[tuple[str, str, str, str]]) -> None:
         """Rewrites the index from the live documents, so term statistics are exact again.
@@ -207,20 +235,22 @@ class LexicalIndex:
         The documents are written into a new generation, swapped in once committed; until then
         (and if writing fails) the index in use is untouched.
         """
-        folder = self._new_generation()
-        os.makedirs(folder)
-        index, writer, analyzer = _open(self.schema, folder, reuse=False)
-        ids = set()
-        for doc_id, ns, tier, text in docs:
-            writer.add_document(tantivy.Document(id=doc_id, ns=ns, tier=tier, text=text))
-            ids.add(doc_id)
-        writer.commit()
-        index.reload()
-        self._use(folder)
-        self.index, self.writer, self._analyzer, self._ids = index, writer, analyzer, ids
-        self.deleted_since_build = 0
-        self.damaged = False
-        self._drop_other_generations()
+        with self._lock:
+            folder = self._new_generation()
+            os.makedirs(folder)
+            index, writer, analyzer = _open(self.schema, folder, reuse=False)
+            ids = set()
+            for doc_id, ns, tier, text in docs:
+                writer.add_document(tantivy.Document(id=doc_id, ns=ns, tier=tier, text=text))
+                ids.add(doc_id)
+            writer.commit()
+            index.reload()
+            self._use(folder)
+            self.index, self.writer, self._analyzer, self._ids = index, writer, analyzer, ids
+            self.deleted_since_build = 0
+            self.damaged = False
+            self._dirty = False  # writes staged in the old generation are superseded by `docs`
+            self._drop_other_generations()
 
     def search(
         self, query: str, k: int, namespaces: list[str] | None = None, tiers: list[str] | None = None
@@ -239,12 +269,15 @@ class LexicalIndex:
             clauses.append((tantivy.Occur.Must, tantivy.Query.term_set_query(self.schema, "ns", namespaces)))
         if tiers is not None:
             clauses.append((tantivy.Occur.Must, tantivy.Query.term_set_query(self.schema, "tier", tiers)))
+        self.refresh()
         searcher = self.index.searcher()
         hits = searcher.search(tantivy.Query.boolean_query(clauses), limit=k, count=False).hits
         return [(searcher.doc(addr)["id"][0], float(score)) for score, addr in hits]
 
     def close(self) -> None:
-        """Releases the writer; deletes a RAM index's temporary directory."""
+        """Commits staged writes and releases the writer; deletes a RAM index's temporary directory."""
+        if self.writer is not None and not self._tmp:
+            self.refresh()
         self.writer = None
         self.index = None
         if self._tmp:
