@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -63,9 +64,20 @@ class MemoryStore:
             self._loop = asyncio.get_running_loop().create_task(self._maintain())
 
     async def upsert(self, records: list[dict], vectors: Any = None) -> list[str]:
-        """Adds or replaces records (see `HybridMemory.upsert`); returns once durable."""
+        """Adds or replaces records (see `HybridMemory.upsert`); returns once durable.
+
+        The write is applied under the writer lock and its log entry synced after the lock is
+        released, so that writers arriving together share one fdatasync (group commit)."""
         self._ensure_loop()
-        return await self._locked("upsert", self._lock.writer_lock, self.memory.upsert, records, vectors)
+        with self.metrics.timed("upsert"):
+            async with self._lock.writer_lock:
+                ids = await call_maybe_async(
+                    functools.partial(self.memory.upsert, records, vectors, synced=False)
+                )
+                self.metrics.records(len(self.memory.records))
+                synced = self.memory.sync_log()  # queued in order, before the lock is released
+            await synced
+            return ids
 
     async def delete(self, ids: list[str]) -> int:
         """Deletes records by id."""
@@ -123,6 +135,10 @@ class MemoryStore:
         runs beside it."""
         with self.metrics.timed(operation):
             async with lock:
+                if lock is self._lock.writer_lock:
+                    # Upserts queued for a group sync are stored first: this write must follow
+                    # them in the log, and must not write the log while their sync runs.
+                    await self.memory.sync_log()
                 out = await call_maybe_async(fn, *args)
                 if lock is self._lock.writer_lock:
                     self.metrics.records(len(self.memory.records))

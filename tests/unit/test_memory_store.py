@@ -5,6 +5,8 @@ import asyncio
 import threading
 from types import SimpleNamespace
 
+import numpy as np
+
 from actors import MemoryStoreConfig
 from actors._private.memory_store import MemoryStore
 from tests.waiting import async_wait_until
@@ -33,7 +35,10 @@ class GatedMemory:
         self._pass("search")
         return []
 
-    def upsert(self, records, vectors=None):
+    def sync_log(self):
+        return asyncio.sleep(0)  # nothing logged: nothing to sync
+
+    def upsert(self, records, vectors=None, synced=True):
         with self.guard:
             self.writing += 1
             self.most_writing = max(self.most_writing, self.writing)
@@ -102,3 +107,40 @@ def test_stats_wait_for_a_write_in_progress():
         return await stats
 
     assert run(scenario())["records"] == 1
+
+
+def test_concurrent_upserts_share_log_syncs_and_each_is_durable_and_found_once_acknowledged(tmp_path):
+    from models import Embedder
+    from models._private.memory.hybrid import HybridMemory, MemoryConfig
+
+    embedder = Embedder()
+    memory = HybridMemory(["m"], MemoryConfig(path=str(tmp_path)), embedder=embedder)
+    s = MemoryStore("ns", "m", MemoryStoreConfig(), memory=memory)
+    s._ensure_loop = lambda: None
+    writes = []
+    real_write = memory.wal._log.write
+
+    def counted_write(data):  # the real write and fdatasync, counted
+        writes.append(len(data))
+        real_write(data)
+
+    memory.wal._log.write = counted_write
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((40, memory.dim)).astype(np.float32)
+
+    async def writer(n):
+        await s.upsert([{"id": f"r{n}", "namespace": "m", "text": f"note keyword{n}"}], vectors[n : n + 1])
+        hits = await s.search(f"keyword{n}", 1, mode="lexical")  # found by the next search
+        assert [h["record"]["id"] for h in hits] == [f"r{n}"]
+
+    async def main():
+        await asyncio.gather(*(writer(n) for n in range(40)))
+        await s.delete(["r0"])  # a write outside the group sync follows it in the log
+
+    run(main())
+    assert 0 < len(writes) < 40  # forty acknowledged upserts, fewer syncs
+    memory.close()
+    again = HybridMemory(["m"], MemoryConfig(path=str(tmp_path)), embedder=embedder)
+    assert sorted(again.records) == sorted(f"r{n}" for n in range(1, 40))
+    assert [h.record.id for h in again.search("keyword7", 1, mode="lexical")] == ["r7"]
+    again.close()

@@ -4,9 +4,11 @@ entries and the snapshots' layout are in `persistence`."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
+from collections.abc import Awaitable
 from typing import Any
 
 from models._private.core.errors import MemoryInputError
@@ -31,13 +33,32 @@ class DurabilityMixin:
     """The log, snapshots and restore of `HybridMemory` (`hybrid`), which supplies its records,
     vectors, labels, indexes, `wal` and paths, and the `_apply_*` steps a replay repeats."""
 
-    def _log(self, entry: dict[str, Any]) -> None:
+    def _log(self, entry: dict[str, Any], synced: bool = True) -> None:
         if self.wal is not None:
             entries = [entry]
             if self._pending_access:
                 entries.insert(0, access_entry(self._pending_access))
                 self._pending_access = {}
-            self.wal.write_now(*entries)
+            if synced:
+                self.wal.write_now(*entries)
+            else:
+                self._unsynced.extend(entries)
+
+    def sync_log(self) -> Awaitable[None]:
+        """Hands the log entries of `synced=False` writes to the journal now and returns what
+        to await for them (and any queued before) to be stored: writers that await together
+        share one write and fdatasync, and those arriving while it runs share the next.
+
+        Call it on the event loop, in the same turn as the writes it covers and before any
+        other write logs (writes logged with `synced=True` go straight to the file, so they
+        must wait until this has been awaited: `MemoryStore` does so under its writer lock).
+        """
+        if self.wal is None:
+            return asyncio.sleep(0)
+        if self._unsynced:
+            entries, self._unsynced = self._unsynced, []
+            self.wal.append_nowait(*entries, wake=False)
+        return self.wal.flush()
 
     def _flush_access(self) -> None:
         if self.wal is not None and self._pending_access:

@@ -107,6 +107,7 @@ class HybridMemory(SweepMixin, DurabilityMixin):
         self.lexical = LexicalIndex(self._lexical_dir)
         self.wal: Journal | None = None
         self._pending_access: dict[str, tuple[int, str]] = {}
+        self._unsynced: list[dict[str, Any]] = []  # log entries of `synced=False` writes
         # Long-term records not yet compared for consolidation: new, rewritten or just promoted.
         self._unconsolidated: set[str] = set()
         # Records deleted or replaced since the last snapshot (replays count too): what the log
@@ -123,8 +124,14 @@ class HybridMemory(SweepMixin, DurabilityMixin):
         vectors: np.ndarray | None = None,
         *,
         embedded: list[np.ndarray] | None = None,
+        synced: bool = True,
     ) -> list[str]:
         """Adds or replaces records; embeds their texts unless `vectors` or `embedded` are given.
+
+        With `synced=False` the write is applied and its log entry queued but not yet stored:
+        the caller awaits `sync_log()` before acknowledging it, so that writers arriving
+        together share one fdatasync (the journal's group commit). Until then searches see it
+        though a crash would lose it; no other write may log in between (see `sync_log`).
 
         Long texts are embedded chunk by chunk (see `MemoryConfig.chunk_tokens`); given
         `vectors`, one per record, are taken as they are; `embedded` is what `embed` returned
@@ -159,7 +166,7 @@ class HybridMemory(SweepMixin, DurabilityMixin):
             r.created_at = old.created_at if old else (r.created_at or now)
             r.updated_at = now
             promote_on_write(r, self.config.promote_importance)
-        self._log(upsert_entry(batch, per_record))
+        self._log(upsert_entry(batch, per_record), synced=synced)
         self._apply_upsert(batch, per_record)
         return [r.id for r in batch]
 
