@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ from models._private.core.journal import Journal
 from models._private.core.names import capability_offered
 
 __all__ = ["MetaRegistry"]
+
+log = logging.getLogger(__name__)
 
 # Keys whose values are secrets (the agents' API key): never journaled, kept by `_Secrets`.
 SECRET_KEYS = frozenset({SERVICE_KEY_KEY})
@@ -163,7 +166,8 @@ class MetaRegistry:
                     ns = ray.get_runtime_context().namespace
                     queen = self._queens[swarm] = ray.get_actor(names.queen(swarm), namespace=ns)
                 queen.routes_changed.remote(self.generation)
-            except Exception:
+            except Exception as e:
+                log.warning("could not tell swarm %s that routing changed: %r", swarm, e)
                 self._queens.pop(swarm, None)
 
     # -- discovery and routing ------------------------------------------------------------

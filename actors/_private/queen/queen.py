@@ -341,12 +341,26 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
             },
             "supervision": self.supervisor.describe(),
             "breakers": self.delegator.breaker_states(),
+            "delegation": self._delegation_calls(),
             "journal": {
                 "bytes": self.journal.size_bytes(),
                 "compactions": self.counts["compactions"],
                 "errors": self.counts["journal_errors"],
             },
             "agents": agents,
+        }
+
+    def _delegation_calls(self) -> dict[str, int]:
+        """The calls delegation made (each for one or many tasks) and the registry generation
+        its cached routes are of."""
+        peers = self.delegator.peers
+        if not isinstance(peers, ActorPeers):
+            return {}
+        return {
+            "route_calls": peers.routings.calls,
+            "hand_over_calls": peers.submits.calls,
+            "follow_calls": peers.results.calls,
+            "routes_generation": peers.generation,
         }
 
     def usage(self, by: list[str] | None = None, since: float | None = None) -> list[dict[str, Any]]:
