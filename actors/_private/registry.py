@@ -163,7 +163,8 @@ class MetaRegistry:
             try:
                 queen = self._queens.get(swarm)
                 if queen is None:
-                    ns = ray.get_runtime_context().namespace
+                    # The system's namespace: the registry's own runtime one is its creator's.
+                    ns = self.system.get("namespace") or ray.get_runtime_context().namespace
                     queen = self._queens[swarm] = ray.get_actor(names.queen(swarm), namespace=ns)
                 queen.routes_changed.remote(self.generation)
             except Exception as e:
