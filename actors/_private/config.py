@@ -370,6 +370,11 @@ class RegistryConfig(ConfigModel):
     max_hops: PositiveInt = Field(
         3, description="Times a task may be delegated between swarms before it fails."
     )
+    route_cache_ttl_s: PositiveFloat = Field(
+        2.0,
+        description="Longest a queen reuses a route the registry gave it (one that load cannot "
+        "move) before asking again; any change of the swarms drops it at once.",
+    )
     journal_uri: str | None = Field(
         None,
         description="Local directory or fsspec URI below which the registry journals its "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -12,11 +13,14 @@ from ray.experimental import internal_kv
 
 from actors._private.config import RegistryConfig
 from actors._private.services import SERVICE_KEY_KEY
+from models._private.core import names
 from models._private.core.errors import DelegationError, SwarmNotFoundError, UnknownCapabilityError
 from models._private.core.journal import Journal
 from models._private.core.names import capability_offered
 
 __all__ = ["MetaRegistry"]
+
+log = logging.getLogger(__name__)
 
 # Keys whose values are secrets (the agents' API key): never journaled, kept by `_Secrets`.
 SECRET_KEYS = frozenset({SERVICE_KEY_KEY})
@@ -59,6 +63,11 @@ class MetaRegistry:
     higher `priority`, then the name; `priority` takes the highest priority, then the least
     loaded; `round_robin` rotates through them. Swarms the task already visited are skipped,
     which with the hop limit makes delegation loops impossible.
+
+    `generation` counts the changes that can move a routing decision other than load (a swarm
+    registered or removed, its capabilities, priority or health changed); each change is
+    pushed to every registered queen (`routes_changed`), whose delegator caches the routes
+    `routing` marks as not load-dependent until then.
     """
 
     def __init__(
@@ -70,6 +79,9 @@ class MetaRegistry:
         self.kv: dict[str, tuple[Any, int]] = {}
         self._turn: dict[str, int] = {}
         self.started_at = time.time()
+        # Starts at the clock so that a restarted registry never repeats an earlier generation.
+        self.generation = time.time_ns()
+        self._queens: dict[str, Any] = {}  # swarm -> its queen's handle, for `routes_changed`
         # The key-value store is the one thing heartbeats cannot rebuild: journal it, all but
         # its secrets, which Ray's own store keeps.
         self.journal = Journal(journal_uri, system=self.system.get("namespace", "-")) if journal_uri else None
@@ -96,35 +108,68 @@ class MetaRegistry:
 
     def register(self, registration: dict[str, Any]) -> None:
         """Adds or refreshes a swarm: name, capabilities, priority, description."""
-        name = registration["name"]
-        entry = self.swarms.get(name)
-        if entry is None:
-            self.swarms[name] = entry = _Swarm(**registration)
-        else:
-            for k, v in registration.items():
-                setattr(entry, k, v)
         # A (re)registering queen is answering: whatever marked it unreachable is over.
-        entry.health, entry.reason = HEALTHY, ""
-        entry.last_heartbeat = time.monotonic()
+        if self._update(registration, HEALTHY, ""):
+            self._changed()
 
     def heartbeat(
         self, registration: dict[str, Any], load: dict[str, int], health: str, reason: str = ""
     ) -> None:
         """Records a swarm's load and health (and re-registers it if the table was lost)."""
-        self.register(registration)
+        changed = self._update(registration, health, reason)
         entry = self.swarms[registration["name"]]
         entry.queued, entry.running, entry.slots = load["queued"], load["running"], load["slots"]
         entry.routed_since_heartbeat = 0
+        if changed:
+            self._changed()
+
+    def _update(self, registration: dict[str, Any], health: str, reason: str) -> bool:
+        """Adds or refreshes a swarm's entry; returns whether routing may see it differently."""
+        name = registration["name"]
+        entry = self.swarms.get(name)
+        if entry is None:
+            self.swarms[name] = entry = _Swarm(**registration)
+            changed = True
+        else:
+            changed = any(getattr(entry, k) != v for k, v in registration.items() if k != "description")
+            for k, v in registration.items():
+                setattr(entry, k, v)
+        changed |= entry.health != health
         entry.health, entry.reason = health, reason
+        entry.last_heartbeat = time.monotonic()
+        return changed
 
     def mark(self, swarm: str, health: str, reason: str) -> None:
         """Sets a swarm's health without a load report (e.g. its queen is unreachable)."""
         if swarm in self.swarms:
+            changed = self.swarms[swarm].health != health
             self.swarms[swarm].health, self.swarms[swarm].reason = health, reason
+            if changed:
+                self._changed()
 
     def deregister(self, swarm: str) -> None:
         """Removes a swarm from routing."""
-        self.swarms.pop(swarm, None)
+        if self.swarms.pop(swarm, None) is not None:
+            self._queens.pop(swarm, None)
+            self._changed()
+
+    def _changed(self) -> None:
+        """A routing decision may have moved: a new generation, pushed to every queen (a push
+        that fails is let be: a queen made anew has no cached routes)."""
+        self.generation += 1
+        if not ray.is_initialized():
+            return  # a registry in a test's process has no queens to tell
+        for swarm in list(self.swarms):
+            try:
+                queen = self._queens.get(swarm)
+                if queen is None:
+                    # The system's namespace: the registry's own runtime one is its creator's.
+                    ns = self.system.get("namespace") or ray.get_runtime_context().namespace
+                    queen = self._queens[swarm] = ray.get_actor(names.queen(swarm), namespace=ns)
+                queen.routes_changed.remote(self.generation)
+            except Exception as e:
+                log.warning("could not tell swarm %s that routing changed: %r", swarm, e)
+                self._queens.pop(swarm, None)
 
     # -- discovery and routing ------------------------------------------------------------
 
@@ -139,6 +184,19 @@ class MetaRegistry:
             UnknownCapabilityError: no registered swarm offers the capability.
             DelegationError: swarms offer it, but all are visited, stale, failed or unreachable.
         """
+        return self.routing(capability, visited)["swarm"]
+
+    def routing(self, capability: str, visited: list[str], count: int = 1) -> dict[str, Any]:
+        """`route` for `count` tasks at once, with what a cache of the decision needs.
+
+        Returns:
+            swarm: where the tasks go; generation: the registry's `generation`; cacheable:
+            whether the choice holds until the generation changes (no other candidate, or one
+            strictly preferred by health and, under `priority`, priority: load cannot move it).
+
+        Raises:
+            UnknownCapabilityError, DelegationError: as `route`.
+        """
         offering = [s for s in self.swarms.values() if capability_offered(s.capabilities, capability)]
         if not offering:
             raise UnknownCapabilityError(capability, self.capabilities())
@@ -146,15 +204,23 @@ class MetaRegistry:
         if not candidates:
             why = {s.name: ("visited" if s.name in visited else self._unroutable(s) or "?") for s in offering}
             raise DelegationError(capability, f"no routable swarm offers it: {why}", list(visited))
-        if self.config.conflict_policy == "round_robin":
+        policy = self.config.conflict_policy
+        if policy == "round_robin":
             best = [c for c in candidates if c.health == candidates[0].health]
             turn = self._turn.get(capability, 0)
             self._turn[capability] = turn + 1
             chosen = best[turn % len(best)]
         else:
             chosen = candidates[0]
-        chosen.routed_since_heartbeat += 1
-        return chosen.name
+        chosen.routed_since_heartbeat += count
+        cacheable = len(candidates) == 1
+        if len(candidates) > 1 and policy == "priority":
+            first, second = candidates[0], candidates[1]
+            rank = lambda s: (_HEALTH_RANK[s.health], -s.priority)  # noqa: E731
+            cacheable = rank(first) < rank(second)
+        elif len(candidates) > 1 and policy == "least_loaded":
+            cacheable = _HEALTH_RANK[candidates[0].health] < _HEALTH_RANK[candidates[1].health]
+        return {"swarm": chosen.name, "generation": self.generation, "cacheable": cacheable}
 
     def _unroutable(self, s: _Swarm) -> str:
         if s.health not in _HEALTH_RANK:

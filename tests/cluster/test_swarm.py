@@ -110,6 +110,19 @@ def test_missing_capability_is_delegated_transparently(client):
     assert status["tasks"]["delegated"] >= 1
 
 
+def test_a_batch_of_delegated_tasks_is_handed_over_in_one_call_and_all_results_come_back(client):
+    alpha = client.queen("alpha")
+    before = ray.get(alpha.status.remote())["delegation"]
+    tasks = [Task(capability="calc.double", payload={"x": i}) for i in range(30)]
+    results = ray.get(alpha.run_many.remote(tasks))
+    assert [r.output for r in results] == [2 * i for i in range(30)]
+    assert {r.swarm for r in results} == {"gamma"}
+    after = ray.get(alpha.status.remote())["delegation"]
+    assert after["hand_over_calls"] - before["hand_over_calls"] == 1
+    assert after["route_calls"] - before["route_calls"] <= 1
+    assert after["follow_calls"] - before["follow_calls"] < 30
+
+
 def test_load_is_balanced_across_swarms_offering_a_capability(client):
     ids = [client.submit("test.slow", {"s": 0.3}, swarm="alpha") for _ in range(8)]
     ids += [client.submit("test.slow", {"s": 0.3}) for _ in range(8)]

@@ -6,7 +6,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from actors import QueenConfig
 from actors._private.queen.delegator import ActorPeers, Delegator
 from actors._private.queen.task_book import TaskBook
-from actors._private.task import Task, TaskStatus
+from actors._private.task import Task, TaskResult, TaskStatus
 from models import CircuitBreakerConfig
 from models._private.core.errors import BackpressureError, DelegationError, DelegationLost, TaskNotFoundError
 from tests.unit.fakes import FakePeers
@@ -312,12 +312,12 @@ class _Method:
 
 class _Handle:
     def __init__(self, swarm, down):
-        async def submit(task):
+        async def accept_many(tasks):
             if down:
                 raise RayActorError()
-            return f"{swarm}:1"
+            return [f"{swarm}:{i}" for i, _ in enumerate(tasks, 1)]
 
-        self.submit = _Method(submit)
+        self.accept_many = _Method(accept_many)
 
 
 def test_actor_peers_forget_the_handle_of_a_queen_that_failed_a_call():
@@ -328,3 +328,154 @@ def test_actor_peers_forget_the_handle_of_a_queen_that_failed_a_call():
     with pytest.raises(RayActorError):
         run(peers.submit("b", Task(capability="x")))
     assert forgotten == ["queen:b"]
+
+
+class Swarms:
+    """The registry and queens as `ActorPeers` calls them, counting each call by method: the
+    registry routes `capability` to the first of `offering` not excluded (cacheable unless
+    told otherwise); each queen accepts every task and ends it at once."""
+
+    def __init__(self, offering, cacheable=True):
+        self.offering = list(offering)
+        self.cacheable = cacheable
+        self.generation = 1
+        self.calls: list[tuple[str, str, int]] = []  # (actor, method, items in the call)
+        self.refuse: dict[str, BaseException] = {}
+
+    def __call__(self, name):
+        swarms = self
+
+        class Handle:
+            def __getattr__(self, method):
+                async def call(*args):
+                    await asyncio.sleep(0)  # a round trip: callers made meanwhile wait for the next
+                    return getattr(swarms, method)(name, *args)
+
+                return _Method(call)
+
+        return Handle()
+
+    def routing(self, name, capability, exclude, count):
+        self.calls.append((name, "routing", count))
+        swarm = next(s for s in self.offering if s not in exclude)
+        return {"swarm": swarm, "generation": self.generation, "cacheable": self.cacheable}
+
+    def accept_many(self, name, tasks):
+        self.calls.append((name, "accept_many", len(tasks)))
+        swarm = name.split(":", 1)[1]
+        if isinstance(self.refuse.get(swarm), RayActorError):
+            raise self.refuse[swarm]  # its queen is down: the whole call fails
+        return [self.refuse.get(swarm) or f"{swarm}:{t.payload['n']}" for t in tasks]
+
+    def results_many(self, name, task_ids, wait_s):
+        self.calls.append((name, "results_many", len(task_ids)))
+        swarm = name.split(":", 1)[1]
+        return [
+            TaskResult(task_id=i, capability="x", status=TaskStatus.SUCCEEDED, output=i, swarm=swarm)
+            for i in task_ids
+        ]
+
+    def count(self, method):
+        return [n for _, m, n in self.calls if m == method]
+
+
+def swarm_delegator(swarms, **kw):
+    peers = ActorPeers(swarms, lambda name: None, **kw)
+    d, _, clock = delegator(peers)
+    return d, peers, clock
+
+
+def tasks(n):
+    return [Task(capability="x", payload={"n": i}) for i in range(n)]
+
+
+def test_tasks_handed_over_together_cost_one_route_one_hand_over_and_one_follow():
+    swarms = Swarms(["b"])
+    d, _, _ = swarm_delegator(swarms)
+
+    async def scenario():
+        where = await asyncio.gather(*(d.hand_over(t) for t in tasks(50)))
+        recs = []
+        for target in where:
+            rec = delegated_record(target)
+            recs.append(rec)
+        results = await asyncio.gather(*(d.follow(r, _record) for r in recs))
+        return where, results
+
+    where, results = run(scenario())
+    assert where == [("b", f"b:{i}") for i in range(50)]
+    assert [r.output for r in results] == [f"b:{i}" for i in range(50)]
+    assert swarms.count("routing") == [50]  # the registry counts all 50 as routed there
+    assert swarms.count("accept_many") == [50]
+    assert swarms.count("results_many") == [50]
+
+
+def test_hand_overs_made_while_one_is_in_flight_go_together_in_the_next_call():
+    swarms = Swarms(["b"])
+    d, _, _ = swarm_delegator(swarms)
+
+    async def scenario():
+        first = [asyncio.ensure_future(d.hand_over(t)) for t in tasks(3)]
+        for _ in range(3):  # the first calls are out: two at most to one swarm
+            await asyncio.sleep(0)
+        later = [asyncio.ensure_future(d.hand_over(t)) for t in tasks(30)]
+        return await asyncio.gather(*first, *later)
+
+    assert len(run(scenario())) == 33
+    assert sum(swarms.count("accept_many")) == 33
+    assert len(swarms.count("accept_many")) <= 3
+
+
+def test_a_cacheable_route_is_reused_until_the_registry_generation_moves_on():
+    swarms = Swarms(["b", "c"])
+    d, peers, _ = swarm_delegator(swarms)
+    assert run(d.hand_over(Task(capability="x", payload={"n": 1}))) == ("b", "b:1")
+    assert run(d.hand_over(Task(capability="x", payload={"n": 2}))) == ("b", "b:2")
+    assert swarms.count("routing") == [1]
+    # b leaves: the registry pushes its new generation, and the next task goes where it says.
+    swarms.offering, swarms.generation = ["c"], 2
+    peers.routes_changed(2)
+    assert run(d.hand_over(Task(capability="x", payload={"n": 3}))) == ("c", "c:3")
+    assert swarms.count("routing") == [1, 1]
+
+
+def test_a_cached_route_expires_after_its_ttl():
+    swarms = Swarms(["b", "c"])
+    clock = Clock()
+    peers = ActorPeers(swarms, lambda name: None, route_cache_ttl_s=2.0, clock=clock)
+    run(peers.route("x", []))
+    run(peers.route("x", []))
+    clock.t += 2.5
+    run(peers.route("x", []))
+    assert swarms.count("routing") == [1, 1]
+
+
+def test_a_route_the_registry_marks_load_dependent_is_never_cached():
+    swarms = Swarms(["b"], cacheable=False)
+    d, _, _ = swarm_delegator(swarms)
+    run(d.hand_over(Task(capability="x", payload={"n": 1})))
+    run(d.hand_over(Task(capability="x", payload={"n": 2})))
+    assert swarms.count("routing") == [1, 1]
+
+
+def test_a_target_that_refuses_drops_its_cached_route_and_the_task_goes_elsewhere():
+    swarms = Swarms(["b", "c"])
+    d, peers, _ = swarm_delegator(swarms)
+    run(d.hand_over(Task(capability="x", payload={"n": 1})))
+    swarms.refuse["b"] = BackpressureError("b", 10, 10)
+    assert run(d.hand_over(Task(capability="x", payload={"n": 2}))) == ("c", "c:2")
+    assert not any(swarm == "b" for swarm, _, _ in peers.routes.values())
+
+
+def test_a_target_down_for_a_whole_batch_reroutes_every_task_of_it():
+    swarms = Swarms(["b", "c"])
+    d, _, _ = swarm_delegator(swarms)
+    swarms.refuse["b"] = RayActorError()
+
+    async def scenario():
+        return await asyncio.gather(*(d.hand_over(t) for t in tasks(20)))
+
+    where = run(scenario())
+    assert {s for s, _ in where} == {"c"}
+    assert swarms.count("accept_many") == [20, 20]  # one failed call for b, one call to c
+    assert len({rid for _, rid in where}) == 20

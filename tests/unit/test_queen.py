@@ -344,3 +344,103 @@ def test_the_catalog_lists_the_agents_output_schema_and_annotations_the_config_o
         "title": "Stats",
     }
     assert "output_schema" not in catalog["data.checksum"] and "annotations" not in catalog["data.checksum"]
+
+
+# -- delegation in batches --------------------------------------------------------------------
+
+
+class Local:
+    """An object called as a Ray actor handle is (`.method.remote(*args)`, awaited), counting
+    its calls by method; each call takes a turn of the event loop, as a round trip would."""
+
+    def __init__(self, obj):
+        self.obj, self.calls = obj, []
+
+    def __getattr__(self, method):
+        local = self
+
+        class Method:
+            def remote(self, *args):
+                async def call():
+                    await asyncio.sleep(0)
+                    local.calls.append(method)
+                    out = getattr(local.obj, method)(*args)
+                    return await out if asyncio.iscoroutine(out) else out
+
+                return call()
+
+        return Method()
+
+
+def delegating_pair(tmp_path, **back_swarm):
+    """`front` (offering only test.flaky) delegating to `back` (test.sleep), both real queens,
+    through a real registry and `ActorPeers`."""
+    from actors._private.queen.delegator import ActorPeers
+    from actors._private.registry import MetaRegistry
+
+    front = make_queen(tmp_path, {"f": pool("tests.agents:FlakyAgent")})
+    agent = {"class": SLEEP, "max_concurrent_tasks": 64}
+    back_pool = {**pool(SLEEP), "agent": agent}
+    back_config = SwarmConfig.model_validate(
+        {"name": "back", "pools": {"s": back_pool}, "journal": {"uri": str(tmp_path)}, **back_swarm}
+    )
+    back = SwarmQueen("ns", back_config, RegistryConfig())
+    registry = MetaRegistry(RegistryConfig())
+    actors = {"registry": Local(registry), "queen:back": Local(back), "queen:front": Local(front)}
+    front.delegator.peers = ActorPeers(actors.__getitem__, lambda name: None)
+    back._actor = front._actor = actors.__getitem__
+    return front, back, actors
+
+
+def test_a_run_many_batch_for_another_swarm_is_handed_over_in_one_call_and_followed_in_few(tmp_path):
+    front, back, actors = delegating_pair(tmp_path)
+
+    async def scenario():
+        await back.start()
+        await front.start()
+        return await front.run_many([Task(capability="test.sleep", payload={"label": i}) for i in range(40)])
+
+    results = run(scenario())
+    assert [r.output["label"] for r in results] == list(range(40))
+    assert {r.status for r in results} == {TaskStatus.SUCCEEDED} and {r.swarm for r in results} == {"back"}
+    back_calls = actors["queen:back"].calls
+    assert back_calls.count("accept_many") == 1
+    assert back_calls.count("submit") == back_calls.count("result") == 0
+    assert 1 <= back_calls.count("results_many") <= 4  # tasks ending together come back together
+    assert actors["registry"].calls.count("routing") == 1
+    assert front.status()["tasks"]["delegated"] == 40 and back.status()["tasks"]["succeeded"] == 40
+
+
+def test_accept_many_accepts_each_task_it_can_and_returns_the_error_of_each_it_cannot(tmp_path):
+    _, back, _ = delegating_pair(tmp_path, queen={"max_queued_tasks": 1})  # then refused as full
+
+    async def scenario():
+        await back.start()
+        tasks = [Task(capability="test.sleep", payload={"s": 0.5}) for _ in range(70)]
+        return await back.accept_many(tasks)
+
+    out = run(scenario())
+    ids = [o for o in out if isinstance(o, str)]
+    errors = [o for o in out if not isinstance(o, str)]
+    assert ids and errors and len(ids) + len(errors) == 70
+    assert {type(e).__name__ for e in errors} == {"BackpressureError"}
+    entries = Journal(journal_location(str(tmp_path), "ns", "back")).read()
+    journaled = {e["task"]["id"] for e in entries if e["k"] == "acc"}
+    assert set(ids) <= journaled  # acknowledged only once durable
+
+
+def test_results_many_returns_what_has_ended_and_says_which_task_is_unknown(tmp_path):
+    _, back, _ = delegating_pair(tmp_path)
+
+    async def scenario():
+        await back.start()
+        quick = await back.submit(Task(capability="test.sleep", payload={"s": 0}))
+        slow = await back.submit(Task(capability="test.sleep", payload={"s": 5}))
+        out = await back.results_many([quick, slow, "back:nope"], 10)
+        await back.cancel(slow)
+        return quick, out
+
+    quick, (first, second, third) = run(scenario())
+    assert first.task_id == quick and first.status is TaskStatus.SUCCEEDED
+    assert second is None
+    assert type(third).__name__ == "TaskNotFoundError"

@@ -169,3 +169,57 @@ def test_a_family_routes_and_discovers_every_capability_under_it():
         reg.route("echo", [])
     with pytest.raises(DelegationError, match="visited"):
         reg.route("echo.x", ["a"])
+
+
+def heartbeat(reg, name, caps, health="healthy", priority=0):
+    registration = {"name": name, "capabilities": caps, "priority": priority, "description": ""}
+    reg.heartbeat(registration, {"queued": 0, "running": 0, "slots": 1}, health)
+
+
+def test_the_generation_moves_on_with_every_change_routing_can_see_and_only_then():
+    reg = registry(a=(["x"], 0, 0, 1))
+    seen = [reg.generation]
+
+    def moved():
+        seen.append(reg.generation)
+        return seen[-1] > seen[-2]
+
+    heartbeat(reg, "a", ["x"])  # load only
+    assert not moved()
+    heartbeat(reg, "b", ["x"])  # a new swarm
+    assert moved()
+    heartbeat(reg, "b", ["x", "y"])  # its capabilities
+    assert moved()
+    heartbeat(reg, "b", ["x", "y"], priority=3)
+    assert moved()
+    heartbeat(reg, "b", ["x", "y"], health="degraded", priority=3)
+    assert moved()
+    heartbeat(reg, "b", ["x", "y"], health="degraded", priority=3)
+    assert not moved()
+    reg.mark("b", "unreachable", "no answer")
+    assert moved()
+    reg.register({"name": "b", "capabilities": ["x", "y"], "priority": 3, "description": ""})
+    assert moved()  # answering again
+    reg.deregister("b")
+    assert moved()
+    reg.deregister("b")
+    assert not moved()
+
+
+def test_routing_marks_cacheable_only_a_choice_that_load_cannot_move():
+    one = registry(a=(["x"], 0, 0, 1), b=(["y"], 0, 0, 1))
+    assert one.routing("x", [])["cacheable"]  # the only candidate
+    tied = registry(a=(["x"], 0, 0, 1), b=(["x"], 0, 0, 1))
+    assert not tied.routing("x", [])["cacheable"]  # least loaded: the next may go to the other
+    ranked = registry("priority", a=(["x"], 1, 50, 1), b=(["x"], 0, 0, 1))
+    assert ranked.routing("x", []) == {"swarm": "a", "generation": ranked.generation, "cacheable": True}
+    same = registry("priority", a=(["x"], 1, 0, 1), b=(["x"], 1, 0, 1))
+    assert not same.routing("x", [])["cacheable"]
+    rr = registry("round_robin", a=(["x"], 1, 0, 1), b=(["x"], 0, 0, 1))
+    assert not rr.routing("x", [])["cacheable"]
+
+
+def test_routing_counts_every_task_of_a_batch_against_its_swarm():
+    reg = registry(a=(["x"], 0, 0, 1), b=(["x"], 0, 0, 1))
+    assert reg.routing("x", [], count=10)["swarm"] == "a"
+    assert [reg.route("x", []) for _ in range(10)] == ["b"] * 10

@@ -27,6 +27,30 @@ __all__ = ["Admission"]
 class Admission:
     """`SwarmQueen`'s admission and queue (a part of the queen, not an actor of its own)."""
 
+    async def _admit_all(self, tasks: list[Task | dict]) -> list[TaskRecord | Exception]:
+        """Admits several tasks: each one's record, or the error that refused it, in order.
+
+        Tasks this swarm runs are admitted one after the other at once; those for other swarms
+        are admitted concurrently, so that the delegator hands them over together (one call
+        per target swarm) rather than one round trip after the other.
+        """
+        out: list[TaskRecord | Exception | asyncio.Future] = []
+        handing_over = False
+        for t in tasks:
+            cap = t.capability if isinstance(t, Task) else t.get("capability") if isinstance(t, dict) else ""
+            here = isinstance(cap, str) and self.supervisor.state != FAILED and self._offered(cap) is not None
+            if here:
+                try:
+                    out.append(await self._admit(t))
+                except Exception as e:
+                    out.append(e)
+            else:
+                out.append(asyncio.ensure_future(self._admit(t)))
+                handing_over = True
+        if handing_over:
+            await asyncio.gather(*(a for a in out if isinstance(a, asyncio.Future)), return_exceptions=True)
+        return [(a.exception() or a.result()) if isinstance(a, asyncio.Future) else a for a in out]
+
     async def _admit(self, task: Task | dict) -> TaskRecord:
         """Accepts a task in memory and queues the journal records that make it durable (the
         caller flushes them, or lets them ride with a later write)."""

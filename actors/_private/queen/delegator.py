@@ -30,7 +30,7 @@ from models._private.core.errors import (
 )
 from models._private.core.retry import TRANSIENT, backoff_s, unwrap_error
 
-__all__ = ["ActorPeers", "Delegator", "Peers"]
+__all__ = ["ActorPeers", "Batcher", "Delegator", "Peers"]
 
 
 class Peers(Protocol):
@@ -57,24 +57,158 @@ class Peers(Protocol):
         ...
 
 
-class ActorPeers:
-    """`Peers` over Ray actor handles, looked up (and cached) by the queen's `actor(name)`."""
+class Batcher:
+    """Gathers the calls made for one key in one turn of the event loop, and those made while
+    `max_inflight` calls for that key are out, into one call for many (as a journal's group
+    commit gathers writers).
 
-    def __init__(self, actor: Callable[[str], Any], forget: Callable[[str], None]):
+    `send(key, items)` returns one outcome per item, in order: a value, or an exception that
+    only that item's caller gets; an exception `send` raises goes to every caller of the call.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[Any, list[Any]], Awaitable[list[Any]]],
+        max_inflight: int | None = None,
+        max_items: int = 1000,
+    ):
+        self.send = send
+        self.max_inflight = max_inflight
+        self.max_items = max_items
+        self.calls = 0  # calls made, for tests and metrics
+        self._pending: dict[Any, list[tuple[Any, asyncio.Future]]] = {}
+        self._scheduled: set[Any] = set()
+        self._inflight: dict[Any, int] = {}
+        self._sending: set[asyncio.Task] = set()
+
+    async def __call__(self, key: Any, item: Any) -> Any:
+        """The outcome of `item`'s part of the call made for `key`."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(key, []).append((item, future))
+        self._schedule(key)
+        return await future
+
+    def _schedule(self, key: Any) -> None:
+        if key in self._scheduled or not self._pending.get(key):
+            return
+        if self.max_inflight is not None and self._inflight.get(key, 0) >= self.max_inflight:
+            return  # the call that ends first sends these
+        self._scheduled.add(key)
+        asyncio.get_running_loop().call_soon(self._flush, key)
+
+    def _flush(self, key: Any) -> None:
+        self._scheduled.discard(key)
+        pending = self._pending.pop(key, [])
+        batch = [(item, f) for item, f in pending if not f.done()]  # a caller that left drops out
+        if len(batch) > self.max_items:
+            batch, self._pending[key] = batch[: self.max_items], batch[self.max_items :]
+        if not batch:
+            return
+        self._inflight[key] = self._inflight.get(key, 0) + 1
+        self.calls += 1
+        task = asyncio.get_running_loop().create_task(self._send(key, batch))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+        self._schedule(key)  # the rest past max_items
+
+    async def _send(self, key: Any, batch: list[tuple[Any, asyncio.Future]]) -> None:
+        try:
+            outcomes = await self.send(key, [item for item, _ in batch])
+        except BaseException as e:
+            for _, f in batch:
+                if not f.done():
+                    f.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+        else:
+            for (_, f), outcome in zip(batch, outcomes, strict=True):
+                if f.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    f.set_exception(outcome)
+                else:
+                    f.set_result(outcome)
+        finally:
+            self._inflight[key] -= 1
+            self._schedule(key)
+
+
+class ActorPeers:
+    """`Peers` over Ray actor handles, looked up (and cached) by the queen's `actor(name)`.
+
+    Calls made together are made as one: hand-overs to one swarm go in one `accept_many` call
+    (at most `SUBMITS_INFLIGHT` out per swarm; those made meanwhile go in the next), results
+    followed at one swarm in one `results_many` call, and routes asked for one capability in
+    one `routing` call. A route the registry marks cacheable is kept until the registry's
+    generation moves on (`routes_changed`), `route_cache_ttl_s` passes, or a hand-over to its
+    swarm fails or is refused.
+    """
+
+    SUBMITS_INFLIGHT = 2  # two, so that one batch travels while the target journals the other
+    RESULTS_WAIT_S = 30.0  # longest one `results_many` call waits for a first result
+
+    def __init__(
+        self,
+        actor: Callable[[str], Any],
+        forget: Callable[[str], None],
+        route_cache_ttl_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.actor = actor
         self.forget = forget  # drops a cached handle
+        self.route_cache_ttl_s = route_cache_ttl_s
+        self.clock = clock
+        self.generation = 0  # the newest registry generation heard of
+        self.routes: dict[tuple[str, tuple[str, ...]], tuple[str, int, float]] = {}
+        self.routings = Batcher(self._routing)
+        self.submits = Batcher(self._accept_many, max_inflight=self.SUBMITS_INFLIGHT)
+        self.results = Batcher(self._results_many)
+
+    def routes_changed(self, generation: int) -> None:
+        """The registry's routing moved to `generation`: every cached route older is dropped."""
+        if generation > self.generation:
+            self.generation = generation
+            self.routes = {k: v for k, v in self.routes.items() if v[1] >= generation}
+
+    def drop_routes_to(self, swarm: str) -> None:
+        """Forgets every cached route to `swarm` (a hand-over there failed or was refused)."""
+        self.routes = {k: v for k, v in self.routes.items() if v[0] != swarm}
 
     async def route(self, capability: str, exclude: list[str]) -> str:
         """See `Peers.route`."""
-        return await self.actor(names.REGISTRY).route.remote(capability, exclude)
+        key = (capability, tuple(sorted(set(exclude))))
+        cached = self.routes.get(key)
+        if cached is not None and cached[1] >= self.generation and cached[2] > self.clock():
+            return cached[0]
+        return await self.routings(key, None)
+
+    async def _routing(self, key: tuple[str, tuple[str, ...]], items: list[None]) -> list[str]:
+        capability, exclude = key
+        got = await self.actor(names.REGISTRY).routing.remote(capability, list(exclude), len(items))
+        self.generation = max(self.generation, got["generation"])
+        if got["cacheable"] and got["generation"] >= self.generation:
+            self.routes[key] = (got["swarm"], got["generation"], self.clock() + self.route_cache_ttl_s)
+        return [got["swarm"]] * len(items)
 
     async def submit(self, swarm: str, task: Task) -> str:
-        """See `Peers.submit`."""
-        return await self._call(swarm, "submit", task)
+        """See `Peers.submit`; a refusal of the task drops the routes cached to `swarm`."""
+        try:
+            return await self.submits(swarm, task)
+        except Exception:
+            self.drop_routes_to(swarm)
+            raise
+
+    async def _accept_many(self, swarm: str, tasks: list[Task]) -> list[Any]:
+        return await self._call(swarm, "accept_many", tasks)
 
     async def result(self, swarm: str, task_id: str) -> TaskResult:
         """See `Peers.result`."""
-        return await self._call(swarm, "result", task_id, None)
+        while (found := await self.results(swarm, task_id)) is None:
+            pass  # not final within the call's wait: asked again, with the others then waiting
+        return found
+
+    async def _results_many(self, swarm: str, task_ids: list[str]) -> list[Any]:
+        return await self._call(swarm, "results_many", task_ids, self.RESULTS_WAIT_S)
 
     async def cancel(self, swarm: str, task_id: str) -> bool:
         """See `Peers.cancel`."""

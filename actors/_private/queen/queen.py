@@ -40,13 +40,23 @@ from actors._private.queen.task_queue import TaskQueue
 from actors._private.task import Task, TaskResult, TaskStatus
 from models._private.core import names
 from models._private.core.config import import_object
+from models._private.core.errors import TaskNotFoundError
 from models._private.core.journal import Journal, journal_location
 
 __all__ = ["SwarmQueen"]
 
 log = logging.getLogger(__name__)
 
+RESULTS_LINGER_S = 0.02  # how long `results_many` waits for more results once one is in
 CATALOG_TIMEOUT_S = 10.0  # longest `catalog` waits for an agent class to list a family's capabilities
+
+
+def _accepted(admitted: list[TaskRecord | Exception]) -> list[TaskRecord]:
+    """The records of `_admit_all`, or the first task's error that refused it."""
+    for a in admitted:
+        if isinstance(a, BaseException):
+            raise a
+    return admitted  # type: ignore[return-value]
 
 
 def tool_annotations(cls: type, capability: str, configured: ToolAnnotationsConfig | None) -> dict[str, Any]:
@@ -90,7 +100,9 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
         self.dispatcher = Dispatcher()
         self.pools: dict[str, AgentPool] = {}
         self.supervisor = Supervisor(swarm.supervision)
-        peers = ActorPeers(self._actor, lambda name: self._handles.pop(name, None))
+        peers = ActorPeers(
+            self._actor, lambda name: self._handles.pop(name, None), registry.route_cache_ttl_s
+        )
         self.delegator = Delegator(
             swarm.name, peers, registry.max_hops, swarm.delegation_breaker, swarm.queen
         )
@@ -181,18 +193,28 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
         return rec.task.id
 
     async def submit_many(self, tasks: list[Task | dict]) -> list[str]:
-        """Accepts several tasks with one journal write.
+        """Accepts several tasks with one journal write; those for other swarms are handed over
+        together, one call per target swarm.
 
-        Stops at the first task refused and raises its error; the tasks before it stay accepted
-        (and journaled), which a client that named its tasks can check with `result`.
+        A task refused raises its error (the first such, in order) once the others are
+        accepted (and journaled), which a client that named its tasks can check with `result`.
         """
-        admitted = []
         try:
-            for t in tasks:
-                admitted.append(await self._admit(t))
+            admitted = await self._admit_all(tasks)
         finally:
             await self.journal.flush()
-        return [rec.task.id for rec in admitted]
+        return [rec.task.id for rec in _accepted(admitted)]
+
+    async def accept_many(self, tasks: list[Task]) -> list[str | Exception]:
+        """Accepts tasks another swarm's queen hands over, in one call and one journal write.
+
+        Returns:
+            Per task, in order, its id here or the error that refused it (the others are
+            accepted): once every accepted task is journaled.
+        """
+        admitted = await self._admit_all(tasks)
+        await self.journal.flush()
+        return [a.task.id if isinstance(a, TaskRecord) else a for a in admitted]
 
     async def result(self, task_id: str, timeout_s: float | None = None) -> TaskResult:
         """Waits up to `timeout_s` (None: no limit) for the task to end, then reports it.
@@ -207,6 +229,46 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
                 pass
         return rec.result
 
+    async def results_many(self, task_ids: list[str], wait_s: float | None = None) -> list[Any]:
+        """Final results of several tasks in one call, for a queen following tasks it handed
+        over: waits up to `wait_s` (None: no limit) until one has ended, then up to
+        `RESULTS_LINGER_S` more while others end.
+
+        Returns:
+            Per task, in order: its final result, None while it runs, or TaskNotFoundError.
+        """
+        recs: list[TaskRecord | None] = []
+        out: list[Any] = []
+        for task_id in task_ids:
+            try:
+                recs.append(self._record(task_id))
+                out.append(None)
+            except TaskNotFoundError as e:
+                recs.append(None)
+                out.append(e)
+        waiting = {asyncio.ensure_future(r.done.wait()) for r in recs if r and not r.done.is_set()}
+        news = len(waiting) < len(task_ids)  # some have ended, or are unknown here
+        try:
+            if waiting and not news:
+                _, waiting = await asyncio.wait(waiting, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+                news = len(waiting) < len(task_ids)
+            if waiting and news:
+                # Tasks handed over together tend to end together: one answer for the lot.
+                _, waiting = await asyncio.wait(waiting, timeout=RESULTS_LINGER_S)
+        finally:
+            for w in waiting:
+                w.cancel()
+        for i, rec in enumerate(recs):
+            if rec is not None and rec.done.is_set():
+                out[i] = rec.result
+        return out
+
+    def routes_changed(self, generation: int) -> None:
+        """The registry's routing changed (its `generation`): routes cached here are dropped."""
+        peers = self.delegator.peers
+        if isinstance(peers, ActorPeers):
+            peers.routes_changed(generation)
+
     async def run(self, task: Task | dict, timeout_s: float | None = None) -> TaskResult:
         """Submits a task and waits for its result in one call.
 
@@ -218,8 +280,9 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
         return await self.result(rec.task.id, timeout_s)
 
     async def run_many(self, tasks: list[Task | dict], timeout_s: float | None = None) -> list[TaskResult]:
-        """Submits several tasks and waits for all their results in one call (see `run`)."""
-        admitted = [await self._admit(t) for t in tasks]
+        """Submits several tasks and waits for all their results in one call (see `run`);
+        those for other swarms are handed over together, one call per target swarm."""
+        admitted = _accepted(await self._admit_all(tasks))
         return [await self.result(rec.task.id, timeout_s) for rec in admitted]
 
     async def record_steps(self, task_id: str, attempt: int, agent_id: str, steps: list[Any]) -> int:
@@ -278,12 +341,26 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
             },
             "supervision": self.supervisor.describe(),
             "breakers": self.delegator.breaker_states(),
+            "delegation": self._delegation_calls(),
             "journal": {
                 "bytes": self.journal.size_bytes(),
                 "compactions": self.counts["compactions"],
                 "errors": self.counts["journal_errors"],
             },
             "agents": agents,
+        }
+
+    def _delegation_calls(self) -> dict[str, int]:
+        """The calls delegation made (each for one or many tasks) and the registry generation
+        its cached routes are of."""
+        peers = self.delegator.peers
+        if not isinstance(peers, ActorPeers):
+            return {}
+        return {
+            "route_calls": peers.routings.calls,
+            "hand_over_calls": peers.submits.calls,
+            "follow_calls": peers.results.calls,
+            "routes_generation": peers.generation,
         }
 
     def usage(self, by: list[str] | None = None, since: float | None = None) -> list[dict[str, Any]]:
