@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from models._private.core.errors import ExtractorUnreachableError, FactsInputError
+from models._private.facts import search
 from models._private.facts.base import FactsBase
 from models._private.facts.schema import DocumentIn, Extraction, FactIn, FactsConfig
 from models._private.facts.search import CHAIN_SHARE
@@ -373,3 +374,48 @@ def test_a_passage_names_a_title_when_it_writes_it_out_capitalised():
     about = {"new york city": ["nyc"], "it": ["it-film"], "york": ["york"]}
     text = "He moved to New York City in 1990. It rained; it was cold in york."
     assert _titled(text, about) == ["new york city", "it"]  # the longest run; lower case is no name
+
+
+class CountingEmbedder:
+    """The real embedder, counting the texts it encodes."""
+
+    def __init__(self, embedder):
+        self.embedder, self.encoded = embedder, []
+
+    def __getattr__(self, name):
+        return getattr(self.embedder, name)
+
+    def encode(self, texts):
+        self.encoded += texts
+        return self.embedder.encode(texts)
+
+
+def test_a_query_asked_in_every_mode_is_encoded_once_and_ranks_as_if_encoded_anew(
+    tmp_path, embedder, extractor, monkeypatch
+):
+    counting = CountingEmbedder(embedder)
+    kb = base(tmp_path / "cached", counting, extractor)
+    fresh = base(tmp_path / "fresh", embedder, extractor)
+    for each in (kb, fresh):
+        each.add_documents([DocumentIn(id=d, title=d.title(), text=t) for d, t in DOCS.items()])
+        each.extract_pending()
+    query = "What is the birthplace of Marie Curie known for?"
+    counting.encoded.clear()
+    for mode in ("passages", "facts", "hybrid", "graph"):
+        cached = kb.search(query, 3, mode)
+        fresh._query_vectors.clear()  # the other namespace encodes it every time
+        anew = fresh.search(query, 3, mode)
+        assert [(h.document_id, h.score) for h in cached.passages] == [
+            (h.document_id, h.score) for h in anew.passages
+        ]
+        assert [(h.fact.predicate, h.score) for h in cached.facts] == [
+            (h.fact.predicate, h.score) for h in anew.facts
+        ]
+    assert counting.encoded == [query]
+    # It keeps the last QUERY_VECTORS queries' vectors only: the least recently asked goes.
+    monkeypatch.setattr(search, "QUERY_VECTORS", 2)
+    for q in ("Warsaw", "Berlin", query, "Spree"):
+        kb.search(q, 1, "passages")
+    assert list(kb._query_vectors) == [query, "Spree"]
+    kb.close()
+    fresh.close()

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any, Literal
 
@@ -89,6 +90,7 @@ class FactsBase(SearchMixin, IndexMixin):
         self._extracting = threading.Lock()
         self._titles: dict[str, list[str]] | None = None  # built on the first hop search
         self._graph: DocumentGraph | None = None  # built on the first pagerank search
+        self._query_vectors: OrderedDict[str, Any] = OrderedDict()  # query -> vector (`_query_vector`)
         self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock, read_timeout_s)
         memory = (memory or MemoryConfig()).model_copy(update={"path": os.path.join(path, "memory")})
         # Passages and fact sentences in memory namespaces of their own: each search asks one
