@@ -419,3 +419,44 @@ def test_a_query_asked_in_every_mode_is_encoded_once_and_ranks_as_if_encoded_ane
     assert list(kb._query_vectors) == [query, "Spree"]
     kb.close()
     fresh.close()
+
+
+MORE = {
+    **DOCS,
+    "lovelace": "Ada Lovelace worked with Charles Babbage in London.",
+    "babbage": "Charles Babbage designed the Analytical Engine in England.",
+}
+
+
+def test_reading_ahead_extracts_the_same_batches_and_never_a_stale_text(tmp_path, embedder, extractor):
+    ahead, plain = (
+        base(tmp_path / "ahead", embedder, extractor),
+        base(tmp_path / "plain", embedder, extractor),
+    )
+    for kb in (ahead, plain):
+        kb.add_documents([DocumentIn(id=d, text=t) for d, t in MORE.items()])
+    assert [ahead.extract_pending(2, read_ahead=True) for _ in range(4)] == [2, 2, 1, 0]
+    assert [plain.extract_pending(2) for _ in range(4)] == [2, 2, 1, 0]
+
+    def triples(kb):
+        return sorted(
+            (f.subject, f.predicate, f.object) for f in kb.store.facts_page(include_history=True)[0]
+        )
+
+    assert triples(ahead) == triples(plain) and triples(ahead)
+    assert ahead.store.stats() == plain.store.stats()
+
+    # A document deleted and posted again while it was read ahead: the old text's reading is
+    # dropped, and the new text is read in its turn.
+    kb = base(tmp_path / "stale", embedder, extractor)
+    kb.add_documents([DocumentIn(id="curie", text=DOCS["curie"]), DocumentIn(id="next", text=DOCS["berlin"])])
+    assert kb.extract_pending(1, read_ahead=True) == 1  # curie; "next" is being read
+    kb.delete_document("next")
+    kb.add_document(DocumentIn(id="next", text=MORE["babbage"]))
+    while kb.extract_pending(1, read_ahead=True):
+        pass
+    assert kb.store.document("next").extraction == "done"
+    said = {(f.subject, f.object) for f in kb.store.facts_page(include_history=True)[0]}
+    assert ("Charles Babbage", "Analytical Engine") in said and not any("Berlin" in (s, o) for s, o in said)
+    for each in (ahead, plain, kb):
+        each.close()
