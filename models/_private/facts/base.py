@@ -58,7 +58,7 @@ class FactsBase(SearchMixin, IndexMixin):
             and such a best passage gains `CHAIN_SHARE` of that for the best found passage it
             names;
             "pagerank", personalised PageRank over documents and entities from the query's
-            entities and the best `HOP_FROM` passages lifts each document by graph_weight
+            entities and the best `PAGERANK_FROM` passages lifts each document by graph_weight
             times its rank relative to the best one (`benchmarks/README.md` compares them).
         extract_max_attempts: Times a document is read alone with the extractor's service
             failing on it (while answering others) before it is marked failed.
