@@ -460,3 +460,29 @@ def test_reading_ahead_extracts_the_same_batches_and_never_a_stale_text(tmp_path
     assert ("Charles Babbage", "Analytical Engine") in said and not any("Berlin" in (s, o) for s, o in said)
     for each in (ahead, plain, kb):
         each.close()
+
+
+def test_passages_read_past_the_best_k_when_as_of_drops_them(tmp_path, embedder):
+    kb = base(tmp_path, embedder, None)
+    new = [f"Warsaw news {i}: Warsaw held a Warsaw city fair." for i in range(4)]
+    kb.add_documents(
+        [
+            DocumentIn(id=f"new{i}", text=t, reference_time=datetime(2020, 1, 1, tzinfo=timezone.utc))
+            for i, t in enumerate(new)
+        ]
+        + [
+            DocumentIn(
+                id="old",
+                text="A town on the Vistula.",
+                reference_time=datetime(1900, 1, 1, tzinfo=timezone.utc),
+            )
+        ]
+    )
+    everything = kb.search("Warsaw city fair", 5, "passages").passages
+    assert everything[-1].document_id == "old"  # the least similar: after four rows read first
+    found = kb.search("Warsaw city fair", 1, "passages", as_of=datetime(1950, 1, 1, tzinfo=timezone.utc))
+    assert [h.document_id for h in found.passages] == ["old"]
+    assert [h.document_id for h in kb.search("Warsaw city fair", 2, "passages").passages] == [
+        h.document_id for h in everything[:2]
+    ]
+    kb.close()

@@ -200,27 +200,34 @@ class SearchMixin:
             for document_id, entities in self.store.documents_mentioning(list(distance)).items():
                 d = min(distance[e] for e in entities)
                 near[document_id] = (d, self.graph_weight / (1 + d))
-        hits = []
-        for doc in self.store.documents(list(set(base) | set(near))):
-            document_id = doc.id
-            if as_of is not None and doc.reference_time is not None and doc.reference_time > as_of:
-                continue
-            if where is not None and not where.keep(filterable_fields(doc)):  # a lifted document
-                continue
-            d, bonus = near.get(document_id, (None, 0.0))
-            fused = base.get(document_id, 0.0)
-            hits.append(
-                PassageHit(
-                    namespace=self.namespace,
-                    document_id=doc.id,
-                    title=doc.title,
-                    text=doc.text,
-                    score=fused + bonus,
-                    scores={"fused": fused, "graph": bonus},
-                    distance=d,
+        # Every score is known before a row is read: the rows are read best first, k at a time,
+        # so a search reads the k it returns (more only where `as_of` or a filter drops some).
+        ranked = sorted(
+            set(base) | set(near), key=lambda d: -(base.get(d, 0.0) + near.get(d, (None, 0.0))[1])
+        )
+        hits: list[PassageHit] = []
+        for start in range(0, len(ranked), k):
+            for doc in self.store.documents(ranked[start : start + k]):
+                if as_of is not None and doc.reference_time is not None and doc.reference_time > as_of:
+                    continue
+                if where is not None and not where.keep(filterable_fields(doc)):  # a lifted document
+                    continue
+                d, bonus = near.get(doc.id, (None, 0.0))
+                fused = base.get(doc.id, 0.0)
+                hits.append(
+                    PassageHit(
+                        namespace=self.namespace,
+                        document_id=doc.id,
+                        title=doc.title,
+                        text=doc.text,
+                        score=fused + bonus,
+                        scores={"fused": fused, "graph": bonus},
+                        distance=d,
+                    )
                 )
-            )
-        return sorted(hits, key=lambda h: -h.score)[:k]
+            if len(hits) >= k:
+                break
+        return hits[:k]
 
     def _hops(self, base: dict[str, float], seeds: list[str]) -> dict[str, tuple[int, float]]:
         """Documents about the query's entities (distance 0), about the entities the best
