@@ -486,3 +486,32 @@ def test_passages_read_past_the_best_k_when_as_of_drops_them(tmp_path, embedder)
         h.document_id for h in everything[:2]
     ]
     kb.close()
+
+
+def test_facts_read_past_the_best_k_when_time_or_a_filter_drops_them(tmp_path, embedder):
+    kb = base(tmp_path, embedder, None)
+    y = lambda year: datetime(year, 1, 1, tzinfo=timezone.utc)  # noqa: E731
+    # Ada's employers, each ending the last (works_for is functional); the best matches ended.
+    for year, company in [(2001, "Acme Works"), (2002, "Acme Labs"), (2003, "Acme Steel"), (2004, "Globex")]:
+        kb.add_facts([FactIn(subject="Ada", predicate="works_for", object=company, valid_at=y(year))])
+    query = "Ada works for Acme"
+    history = kb.search(query, 5, "facts", as_of=y(2001)).facts
+    assert [h.fact.object for h in history] == ["Acme Works"]
+    now = kb.search(query, 1, "facts").facts
+    assert [h.fact.object for h in now] == ["Globex"]  # ranked after the three that ended
+    kb.add_documents(
+        [
+            DocumentIn(id="a", text="Ada joined Acme.", source="hr"),
+            DocumentIn(id="b", text="Ada joined Acme too.", source="press"),
+        ]
+    )
+    kb.store.add_extraction(
+        "a", Extraction(extractor="t", facts=[FactIn(subject="Ada", predicate="joined", object="Acme")])
+    )
+    kb.store.add_extraction(
+        "b", Extraction(extractor="t", facts=[FactIn(subject="Ada", predicate="joins", object="Acme")])
+    )
+    kb._index_facts(kb.store.fact_ids())
+    (hit,) = kb.search("Ada joined Acme", 1, "facts", filters={"source": "press"}).facts
+    assert hit.fact.predicate == "joins" and hit.fact.provenance[0]["document_id"] == "b"
+    kb.close()
