@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 import pytest
 
 from models._private.core.errors import ExtractorUnreachableError, FactsInputError
+from models._private.facts import search
 from models._private.facts.base import FactsBase
 from models._private.facts.schema import DocumentIn, Extraction, FactIn, FactsConfig
 from models._private.facts.search import CHAIN_SHARE
@@ -373,3 +374,144 @@ def test_a_passage_names_a_title_when_it_writes_it_out_capitalised():
     about = {"new york city": ["nyc"], "it": ["it-film"], "york": ["york"]}
     text = "He moved to New York City in 1990. It rained; it was cold in york."
     assert _titled(text, about) == ["new york city", "it"]  # the longest run; lower case is no name
+
+
+class CountingEmbedder:
+    """The real embedder, counting the texts it encodes."""
+
+    def __init__(self, embedder):
+        self.embedder, self.encoded = embedder, []
+
+    def __getattr__(self, name):
+        return getattr(self.embedder, name)
+
+    def encode(self, texts):
+        self.encoded += texts
+        return self.embedder.encode(texts)
+
+
+def test_a_query_asked_in_every_mode_is_encoded_once_and_ranks_as_if_encoded_anew(
+    tmp_path, embedder, extractor, monkeypatch
+):
+    counting = CountingEmbedder(embedder)
+    kb = base(tmp_path / "cached", counting, extractor)
+    fresh = base(tmp_path / "fresh", embedder, extractor)
+    for each in (kb, fresh):
+        each.add_documents([DocumentIn(id=d, title=d.title(), text=t) for d, t in DOCS.items()])
+        each.extract_pending()
+    query = "What is the birthplace of Marie Curie known for?"
+    counting.encoded.clear()
+    for mode in ("passages", "facts", "hybrid", "graph"):
+        cached = kb.search(query, 3, mode)
+        fresh._query_vectors.clear()  # the other namespace encodes it every time
+        anew = fresh.search(query, 3, mode)
+        assert [(h.document_id, h.score) for h in cached.passages] == [
+            (h.document_id, h.score) for h in anew.passages
+        ]
+        assert [(h.fact.predicate, h.score) for h in cached.facts] == [
+            (h.fact.predicate, h.score) for h in anew.facts
+        ]
+    assert counting.encoded == [query]
+    # It keeps the last QUERY_VECTORS queries' vectors only: the least recently asked goes.
+    monkeypatch.setattr(search, "QUERY_VECTORS", 2)
+    for q in ("Warsaw", "Berlin", query, "Spree"):
+        kb.search(q, 1, "passages")
+    assert list(kb._query_vectors) == [query, "Spree"]
+    kb.close()
+    fresh.close()
+
+
+MORE = {
+    **DOCS,
+    "lovelace": "Ada Lovelace worked with Charles Babbage in London.",
+    "babbage": "Charles Babbage designed the Analytical Engine in England.",
+}
+
+
+def test_reading_ahead_extracts_the_same_batches_and_never_a_stale_text(tmp_path, embedder, extractor):
+    ahead, plain = (
+        base(tmp_path / "ahead", embedder, extractor),
+        base(tmp_path / "plain", embedder, extractor),
+    )
+    for kb in (ahead, plain):
+        kb.add_documents([DocumentIn(id=d, text=t) for d, t in MORE.items()])
+    assert [ahead.extract_pending(2, read_ahead=True) for _ in range(4)] == [2, 2, 1, 0]
+    assert [plain.extract_pending(2) for _ in range(4)] == [2, 2, 1, 0]
+
+    def triples(kb):
+        return sorted(
+            (f.subject, f.predicate, f.object) for f in kb.store.facts_page(include_history=True)[0]
+        )
+
+    assert triples(ahead) == triples(plain) and triples(ahead)
+    assert ahead.store.stats() == plain.store.stats()
+
+    # A document deleted and posted again while it was read ahead: the old text's reading is
+    # dropped, and the new text is read in its turn.
+    kb = base(tmp_path / "stale", embedder, extractor)
+    kb.add_documents([DocumentIn(id="curie", text=DOCS["curie"]), DocumentIn(id="next", text=DOCS["berlin"])])
+    assert kb.extract_pending(1, read_ahead=True) == 1  # curie; "next" is being read
+    kb.delete_document("next")
+    kb.add_document(DocumentIn(id="next", text=MORE["babbage"]))
+    while kb.extract_pending(1, read_ahead=True):
+        pass
+    assert kb.store.document("next").extraction == "done"
+    said = {(f.subject, f.object) for f in kb.store.facts_page(include_history=True)[0]}
+    assert ("Charles Babbage", "Analytical Engine") in said and not any("Berlin" in (s, o) for s, o in said)
+    for each in (ahead, plain, kb):
+        each.close()
+
+
+def test_passages_read_past_the_best_k_when_as_of_drops_them(tmp_path, embedder):
+    kb = base(tmp_path, embedder, None)
+    new = [f"Warsaw news {i}: Warsaw held a Warsaw city fair." for i in range(4)]
+    kb.add_documents(
+        [
+            DocumentIn(id=f"new{i}", text=t, reference_time=datetime(2020, 1, 1, tzinfo=timezone.utc))
+            for i, t in enumerate(new)
+        ]
+        + [
+            DocumentIn(
+                id="old",
+                text="A town on the Vistula.",
+                reference_time=datetime(1900, 1, 1, tzinfo=timezone.utc),
+            )
+        ]
+    )
+    everything = kb.search("Warsaw city fair", 5, "passages").passages
+    assert everything[-1].document_id == "old"  # the least similar: after four rows read first
+    found = kb.search("Warsaw city fair", 1, "passages", as_of=datetime(1950, 1, 1, tzinfo=timezone.utc))
+    assert [h.document_id for h in found.passages] == ["old"]
+    assert [h.document_id for h in kb.search("Warsaw city fair", 2, "passages").passages] == [
+        h.document_id for h in everything[:2]
+    ]
+    kb.close()
+
+
+def test_facts_read_past_the_best_k_when_time_or_a_filter_drops_them(tmp_path, embedder):
+    kb = base(tmp_path, embedder, None)
+    y = lambda year: datetime(year, 1, 1, tzinfo=timezone.utc)  # noqa: E731
+    # Ada's employers, each ending the last (works_for is functional); the best matches ended.
+    for year, company in [(2001, "Acme Works"), (2002, "Acme Labs"), (2003, "Acme Steel"), (2004, "Globex")]:
+        kb.add_facts([FactIn(subject="Ada", predicate="works_for", object=company, valid_at=y(year))])
+    query = "Ada works for Acme"
+    history = kb.search(query, 5, "facts", as_of=y(2001)).facts
+    assert [h.fact.object for h in history] == ["Acme Works"]
+    now = kb.search(query, 1, "facts").facts
+    assert [h.fact.object for h in now] == ["Globex"]  # ranked after the three that ended
+    kb.add_documents(
+        [
+            DocumentIn(id="a", text="Ada joined Acme.", source="hr"),
+            DocumentIn(id="b", text="Ada joined Acme too.", source="press"),
+        ]
+    )
+    kb.store.add_extraction(
+        "a", Extraction(extractor="t", facts=[FactIn(subject="Ada", predicate="joined", object="Acme")])
+    )
+    kb.store.add_extraction(
+        "b", Extraction(extractor="t", facts=[FactIn(subject="Ada", predicate="joins", object="Acme")])
+    )
+    kb._index_facts(kb.store.fact_ids())
+    (hit,) = kb.search("Ada joined Acme", 1, "facts", filters={"source": "press"}).facts
+    assert hit.fact.predicate == "joins" and hit.fact.provenance[0]["document_id"] == "b"
+    kb.close()

@@ -551,3 +551,31 @@ def test_a_read_past_its_time_bound_is_stopped(path):
     store.read_timeout_s = 10.0
     assert len(store.facts_page(subject_id=ada.id, include_history=True)[0]) == 300
     store.close()
+
+
+def test_a_searchs_reads_of_mentions_and_names_take_many_ids_at_once_and_skip_unknown_ones(store):
+    store.add_documents(
+        [DocumentIn(id="a", text="Ada met Babbage in London."), DocumentIn(id="b", text="Nothing here.")]
+    )
+    mention = lambda name, start, end, t="PERSON": EntityMention(  # noqa: E731
+        name=name, type=t, spans=[Span(start=start, end=end)]
+    )
+    store.add_extraction(
+        "a",
+        Extraction(
+            extractor="test",
+            entities=[mention("Ada", 0, 3), mention("Babbage", 8, 15), mention("London", 19, 25, "GPE")],
+        ),
+    )
+    named = store.entities_mentioned_in(["a", "b", "gone"])
+    assert sorted(named["a"]) == ["Ada", "Babbage", "London"] and named["b"] == [] and named["gone"] == []
+    assert sorted(named["a"]) == sorted(name for _, name in store.entities_mentioned("a"))
+    (ada,), (london,) = store.find_entity("Ada"), store.find_entity("London")
+    assert store.entity_names([london.id, "no-such-entity", ada.id]) == ["London", "Ada"]
+    with store.snapshot():  # reads inside see one state: a write committed meanwhile is not in it
+        before = store.stats()
+        writer = threading.Thread(target=store.add_facts, args=([fact("Ada", "knew", "Babbage")],))
+        writer.start()
+        writer.join(WAIT_S)
+        assert store.stats() == before
+    assert store.stats()["facts"] == before["facts"] + 1

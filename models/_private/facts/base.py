@@ -15,6 +15,8 @@ import logging
 import os
 import threading
 import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Literal
 
@@ -56,7 +58,7 @@ class FactsBase(SearchMixin, IndexMixin):
             and such a best passage gains `CHAIN_SHARE` of that for the best found passage it
             names;
             "pagerank", personalised PageRank over documents and entities from the query's
-            entities and the best `HOP_FROM` passages lifts each document by graph_weight
+            entities and the best `PAGERANK_FROM` passages lifts each document by graph_weight
             times its rank relative to the best one (`benchmarks/README.md` compares them).
         extract_max_attempts: Times a document is read alone with the extractor's service
             failing on it (while answering others) before it is marked failed.
@@ -87,8 +89,11 @@ class FactsBase(SearchMixin, IndexMixin):
         # not see a document the store has and the memory lost); extraction reads text outside it.
         self._lock = threading.RLock()
         self._extracting = threading.Lock()
+        self._reader: ThreadPoolExecutor | None = None  # reads a batch ahead (`extract_pending`)
+        self._ahead: tuple[list[Document], Future] | None = None  # that batch, being read
         self._titles: dict[str, list[str]] | None = None  # built on the first hop search
         self._graph: DocumentGraph | None = None  # built on the first pagerank search
+        self._query_vectors: OrderedDict[str, Any] = OrderedDict()  # query -> vector (`_query_vector`)
         self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock, read_timeout_s)
         memory = (memory or MemoryConfig()).model_copy(update={"path": os.path.join(path, "memory")})
         # Passages and fact sentences in memory namespaces of their own: each search asks one
@@ -122,6 +127,8 @@ class FactsBase(SearchMixin, IndexMixin):
         return vectors + sum(len(r.text) for r in self.memory.records.values())
 
     def close(self) -> None:
+        if self._reader is not None:  # a batch read ahead finishes first: it writes to the store
+            self._reader.shutdown(wait=True)
         with self._lock:
             self.store.close()
             self.memory.close()
@@ -188,18 +195,39 @@ class FactsBase(SearchMixin, IndexMixin):
         """An ingest job's documents: held, indexed, and per extraction state."""
         return self.store.job_progress(job)
 
-    def extract_pending(self, limit: int = 32) -> int:
-        """Reads up to `limit` waiting documents with the extractor; returns how many."""
+    def extract_pending(self, limit: int = 32, *, read_ahead: bool = False) -> int:
+        """Reads up to `limit` waiting documents with the extractor; returns how many.
+
+        Args:
+            read_ahead: While this batch's entities and facts are written and their sentences
+                embedded, the extractor reads the next `limit` waiting documents (on a thread
+                of its own), which the next call takes: an extractor elsewhere (spaCy's
+                deployment) never waits for the writes. For a caller that calls again and
+                again (the shard's worker); the batches are the same, in the same order.
+        """
         if self.extractor is None:
             return 0
         with self._extracting:  # one reader of the queue at a time: no document read twice
-            return self._extract_pending(limit)
+            return self._extract_pending(limit, read_ahead)
 
-    def _extract_pending(self, limit: int) -> int:
-        docs = self.store.pending_documents(limit)
-        if not docs:
-            return 0
-        extractions, outage = self._read(docs)
+    def _extract_pending(self, limit: int, read_ahead: bool = False) -> int:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:  # read while the last batch was written
+            docs, reading = ahead
+            extractions, outage = reading.result()
+        else:
+            docs = self.store.pending_documents(limit)
+            if not docs:
+                return 0
+            extractions, outage = self._read(docs)
+        if read_ahead and outage is None:
+            # The next batch: the first `limit` waiting after this one's (which wait until written).
+            taken = {d.id for d in docs}
+            following = [d for d in self.store.pending_documents(limit + len(docs)) if d.id not in taken]
+            if following := following[:limit]:
+                if self._reader is None:
+                    self._reader = ThreadPoolExecutor(1, thread_name_prefix="facts-read-ahead")
+                self._ahead = (following, self._reader.submit(self._read, following))
         fact_ids: list[str] = []
         with self._lock:
             for doc, extraction in zip(docs, extractions, strict=True):

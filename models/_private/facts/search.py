@@ -25,6 +25,8 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_K",
     "PAGERANK_DOCUMENTS",
+    "PAGERANK_FROM",
+    "QUERY_VECTORS",
     "FactHit",
     "PassageHit",
     "SearchMixin",
@@ -34,11 +36,15 @@ __all__ = [
 
 SearchMode = Literal["passages", "facts", "hybrid", "graph"]
 MAX_K = 100
-HOP_FROM = 3  # the best passages whose entities graph mode ("hop", "pagerank") follows
-CHAIN_SHARE = 0.5  # of the hop bonus, what a best passage gains for naming another found one
+# Chosen on HotpotQA's dev split (benchmarks/README.md, facts): 5 and 0.75 took R@2 from 0.735 to
+# 0.755, on a plateau (0.745-0.755 for 5 to 8 passages and a share of 0.5 or 0.75; 3 and 0.5 before).
+HOP_FROM = 5  # the best passages whose entities the hop rerank follows
+CHAIN_SHARE = 0.75  # of the hop bonus, what a best passage gains for naming another found one
+PAGERANK_FROM = 3  # the best passages the pagerank rerank starts its walk from, beside the entities
 PAGERANK_DOCUMENTS = 50  # documents the pagerank rerank lifts, by rank
 _QUALIFIER = re.compile(r"\s*\([^)]*\)\s*$")  # "Kiss and Tell (1945 film)" is about "Kiss and Tell"
 MAX_DEPTH = 3
+QUERY_VECTORS = 256  # the queries whose vectors a namespace keeps (`_query_vector`)
 
 
 class PassageHit(BaseModel):
@@ -74,8 +80,8 @@ class SearchResult(BaseModel):
 
 class SearchMixin:
     """The search part of `FactsBase` (`base`), which supplies `store`, `memory`, `extractor`,
-    `namespace`, `graph_weight`, `graph_rerank`, `_spaces`, `_lock`, and the caches graph search
-    builds (`_titles`, `_graph`)."""
+    `namespace`, `graph_weight`, `graph_rerank`, `_spaces`, `_lock`, the caches graph search
+    builds (`_titles`, `_graph`), and the last queries' vectors (`_query_vectors`)."""
 
     def search(
         self,
@@ -122,23 +128,39 @@ class SearchMixin:
     def _search(
         self, query: str, k: int, mode: str, as_of: datetime | None, depth: int, where: Filter | None
     ) -> SearchResult:
-        vector = self.memory.embedder.encode([query])[0]  # one encoding for passages and facts
-        distance: dict[str, int] = {}
-        seeds: list[str] = []
-        if mode == "graph":
-            seeds = self._seeds(query)
-            distance, _ = self.store.neighbourhood(seeds, depth, as_of=as_of, with_facts=False)
-        result = SearchResult(seeds=seeds)
-        if mode in ("passages", "hybrid", "graph"):
-            result.passages = self._passages(query, vector, k, as_of, distance, mode == "graph", where)
-        if mode in ("facts", "hybrid", "graph"):
-            result.facts = self._facts(query, vector, k, as_of, distance, where)
-        if mode == "graph":
-            linked = set(seeds) | {
-                e for h in result.facts for e in (h.fact.subject_id, h.fact.object_id) if e
-            }
-            result.entities = self.store.entities([e for e in linked if e in distance])
+        vector = self._query_vector(query)  # one encoding for passages and facts
+        with self.store.snapshot():  # the search's reads: one transaction, one state of the store
+            distance: dict[str, int] = {}
+            seeds: list[str] = []
+            if mode == "graph":
+                seeds = self._seeds(query)
+                distance, _ = self.store.neighbourhood(seeds, depth, as_of=as_of, with_facts=False)
+            result = SearchResult(seeds=seeds)
+            if mode in ("passages", "hybrid", "graph"):
+                result.passages = self._passages(query, vector, k, as_of, distance, mode == "graph", where)
+            if mode in ("facts", "hybrid", "graph"):
+                result.facts = self._facts(query, vector, k, as_of, distance, where)
+            if mode == "graph":
+                linked = set(seeds) | {
+                    e for h in result.facts for e in (h.fact.subject_id, h.fact.object_id) if e
+                }
+                result.entities = self.store.entities([e for e in linked if e in distance])
         return result
+
+    def _query_vector(self, query: str) -> Any:
+        """The query's vector, from the last `QUERY_VECTORS` queries' if it is one of them: a
+        caller that asks one question in several modes (or again) encodes it once, and the
+        encoder is most of a search's time (8 of 12.5 ms in passages mode on 2 cores)."""
+        vectors = self._query_vectors
+        vector = vectors.get(query)
+        if vector is None:
+            vector = vectors[query] = self.memory.embedder.encode([query])[0]
+            vector.setflags(write=False)  # shared by every search that asks it
+            if len(vectors) > QUERY_VECTORS:
+                vectors.popitem(last=False)  # the least recently asked
+        else:
+            vectors.move_to_end(query)
+        return vector
 
     def _seeds(self, query: str) -> list[str]:
         """Entities the query names: known names and aliases word for word; when there are
@@ -178,27 +200,34 @@ class SearchMixin:
             for document_id, entities in self.store.documents_mentioning(list(distance)).items():
                 d = min(distance[e] for e in entities)
                 near[document_id] = (d, self.graph_weight / (1 + d))
-        hits = []
-        for doc in self.store.documents(list(set(base) | set(near))):
-            document_id = doc.id
-            if as_of is not None and doc.reference_time is not None and doc.reference_time > as_of:
-                continue
-            if where is not None and not where.keep(filterable_fields(doc)):  # a lifted document
-                continue
-            d, bonus = near.get(document_id, (None, 0.0))
-            fused = base.get(document_id, 0.0)
-            hits.append(
-                PassageHit(
-                    namespace=self.namespace,
-                    document_id=doc.id,
-                    title=doc.title,
-                    text=doc.text,
-                    score=fused + bonus,
-                    scores={"fused": fused, "graph": bonus},
-                    distance=d,
+        # Every score is known before a row is read: the rows are read best first, k at a time,
+        # so a search reads the k it returns (more only where `as_of` or a filter drops some).
+        ranked = sorted(
+            set(base) | set(near), key=lambda d: -(base.get(d, 0.0) + near.get(d, (None, 0.0))[1])
+        )
+        hits: list[PassageHit] = []
+        for start in range(0, len(ranked), k):
+            for doc in self.store.documents(ranked[start : start + k]):
+                if as_of is not None and doc.reference_time is not None and doc.reference_time > as_of:
+                    continue
+                if where is not None and not where.keep(filterable_fields(doc)):  # a lifted document
+                    continue
+                d, bonus = near.get(doc.id, (None, 0.0))
+                fused = base.get(doc.id, 0.0)
+                hits.append(
+                    PassageHit(
+                        namespace=self.namespace,
+                        document_id=doc.id,
+                        title=doc.title,
+                        text=doc.text,
+                        score=fused + bonus,
+                        scores={"fused": fused, "graph": bonus},
+                        distance=d,
+                    )
                 )
-            )
-        return sorted(hits, key=lambda h: -h.score)[:k]
+            if len(hits) >= k:
+                break
+        return hits[:k]
 
     def _hops(self, base: dict[str, float], seeds: list[str]) -> dict[str, tuple[int, float]]:
         """Documents about the query's entities (distance 0), about the entities the best
@@ -214,19 +243,21 @@ class SearchMixin:
                     near[document_id] = (distance, bonus)
             return named
 
-        for entity_id in seeds:
-            lift(self.store.entity(entity_id).name, 0, self.graph_weight, None)
+        for name in self.store.entity_names(seeds):
+            lift(name, 0, self.graph_weight, None)
         best = sorted(base, key=lambda d: -base[d])[:HOP_FROM]
         chains: dict[str, float] = {}  # a best passage -> the best fused score of one it names
+        mentioned = self.store.entities_mentioned_in(best)
         for doc in self.store.documents(best):
             source = doc.id
-            names = [name for _, name in self.store.entities_mentioned(source)]
+            names = mentioned[source]
             # Titles the passage writes out, capitalised, whether or not NER caught them.
             for name in dict.fromkeys([*names, *_titled(doc.text, about)]):
                 for target in lift(name, 1, self.graph_weight * base[source], source):
                     chains[source] = max(chains.get(source, 0.0), base.get(target, 0.0))
         # The first hop of a chain gains too: a best passage that names another found passage
-        # is likelier the question's first hop (dev R@2 0.715 -> 0.735; benchmarks/README.md).
+        # is likelier the question's first hop (dev R@2 0.715 -> 0.735 at a share of 0.5;
+        # benchmarks/README.md).
         for source, score in chains.items():
             bonus = self.graph_weight * CHAIN_SHARE * score
             if bonus > near.get(source, (1, 0.0))[1]:
@@ -238,7 +269,7 @@ class SearchMixin:
         with a bonus of `graph_weight` times their share of the best document's rank."""
         if self._graph is None:
             self._graph = DocumentGraph(*self.store.graph_edges())
-        best = {d: base[d] for d in sorted(base, key=lambda d: -base[d])[:HOP_FROM]}
+        best = {d: base[d] for d in sorted(base, key=lambda d: -base[d])[:PAGERANK_FROM]}
         ranks = self._graph.rank(dict.fromkeys(seeds, 1.0), best)
         top = sorted(ranks, key=lambda d: -ranks[d])[:PAGERANK_DOCUMENTS]
         return {d: (None, self.graph_weight * ranks[d] / ranks[top[0]]) for d in top}
@@ -265,31 +296,37 @@ class SearchMixin:
         where: Filter | None,
     ) -> list[FactHit]:
         when = as_of or from_epoch(self.store.clock())
-        hits = []
+        hits: list[FactHit] = []
         candidates = {
             h.record.id.removeprefix(FACT_PREFIX): h.score
             for h in self._candidates(query, vector, "fact", k, {})
         }
-        for fact in self.store.facts_by_id(list(candidates)):
-            if not _held(fact, when):
-                continue
-            if where is not None and not any(
-                where.keep(filterable_fields(self.store.document(p["document_id"]))) for p in fact.provenance
-            ):
-                continue
-            ends = [distance[e] for e in (fact.subject_id, fact.object_id) if e in distance]
-            d = min(ends) if ends else None
-            bonus = self.graph_weight / (1 + d) if d is not None else 0.0
-            fused = candidates[fact.id]
-            hits.append(
-                FactHit(
-                    namespace=self.namespace,
-                    fact=fact,
-                    score=fused + bonus,
-                    scores={"fused": fused, "graph": bonus},
-                    distance=d,
+        ids = list(candidates)
+        # With no graph bonus a fact's score is its fused one, known before its row is read: the
+        # rows are read best first, k at a time (graph mode reads them all, for their ends).
+        step = len(ids) if distance else k
+        for start in range(0, len(ids), max(1, step)):
+            facts = [f for f in self.store.facts_by_id(ids[start : start + step]) if _held(f, when)]
+            if where is not None:  # the documents they were read from, in one read
+                read = {p["document_id"] for f in facts for p in f.provenance}
+                passing = {d.id for d in self.store.documents(list(read)) if where.keep(filterable_fields(d))}
+                facts = [f for f in facts if any(p["document_id"] in passing for p in f.provenance)]
+            for fact in facts:
+                ends = [distance[e] for e in (fact.subject_id, fact.object_id) if e in distance]
+                d = min(ends) if ends else None
+                bonus = self.graph_weight / (1 + d) if d is not None else 0.0
+                fused = candidates[fact.id]
+                hits.append(
+                    FactHit(
+                        namespace=self.namespace,
+                        fact=fact,
+                        score=fused + bonus,
+                        scores={"fused": fused, "graph": bonus},
+                        distance=d,
+                    )
                 )
-            )
+            if len(hits) >= k and not distance:
+                break
         return sorted(hits, key=lambda h: -h.score)[:k]
 
 

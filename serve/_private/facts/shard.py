@@ -154,7 +154,7 @@ class FactsShard:
             name: (threading.Event(), threading.Thread(target=self._work, args=(name, step), daemon=True))
             for name, step in (
                 ("index", lambda: self.base.index_pending(_INDEX_BATCH)),
-                ("extract", lambda: self.base.extract_pending(self.config.extract_batch)),
+                ("extract", lambda: self.base.extract_pending(self.config.extract_batch, read_ahead=True)),
             )
         }
         for wake, worker in self._workers.values():

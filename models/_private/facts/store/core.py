@@ -203,6 +203,15 @@ class FactStore(DocumentsMixin, IngestJobsMixin, EntitiesMixin, TemporalFactsMix
                 db.execute("ROLLBACK")
             db.set_progress_handler(None, 0)
 
+    def snapshot(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One read transaction for several reads (a search's): every read of this thread
+        inside it joins it, so they see one state of the store and pay for one BEGIN.
+
+        Raises:
+            FactsReadTimeoutError: the reads inside ran past `read_timeout_s` together.
+        """
+        return self._reading()
+
     def _reload_names(self) -> None:
         """The in-memory name index, read anew from the database."""
         self._names = NameIndex(self.config.fuzzy_min_ratio)

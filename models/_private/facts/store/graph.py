@@ -136,6 +136,21 @@ class GraphQueriesMixin:
                 (document_id,),
             ).fetchall()
 
+    def entities_mentioned_in(self, document_ids: list[str]) -> dict[str, list[str]]:
+        """Document id -> the names of the entities it mentions, for several documents in one
+        read."""
+        out: dict[str, list[str]] = {d: [] for d in document_ids}
+        with self._reading() as db:
+            for part, marks in id_chunks(document_ids):
+                rows = db.execute(
+                    "SELECT m.document_id, e.name FROM mentions m JOIN entities e ON e.id = m.entity_id "
+                    f"WHERE m.document_id IN ({marks})",
+                    part,
+                )
+                for document_id, name in rows:
+                    out[document_id].append(name)
+        return out
+
     def graph_edges(self) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """(document, entity) of every mention and (subject, object) of every fact between two
         entities that holds now: the graph personalised PageRank walks."""

@@ -24,14 +24,14 @@ class IngestJobsMixin:
                     (limit,),
                 )
             ]
-        return [self.document(i) for i in ids]
+            return self.documents(ids)  # in the same read: one query, and every one still there
 
     def unindexed_documents(self, limit: int) -> list[Document]:
         """Up to `limit` documents stored with `indexed` False and not marked since, oldest first."""
         with self._reading() as db:
             query = "SELECT id FROM documents WHERE indexed = 0 ORDER BY ingested_at LIMIT ?"
             ids = [r[0] for r in db.execute(query, (limit,))]
-        return [self.document(i) for i in ids]
+            return self.documents(ids)
 
     def mark_indexed(self, document_ids: list[str]) -> None:
         """Records that these documents' passages are in the search index."""
