@@ -105,7 +105,9 @@ def raw_generate(engine: Any, requests: list[Request], batch_size: int) -> float
 async def engine_all_at_once(engine: Any, requests: list[Request]) -> tuple[float, list[float]]:
     async def one(r: Request) -> tuple[int, float]:
         t = time.perf_counter()
-        out = await engine.generate(r.prompt, SamplingParams(max_tokens=r.max_tokens, temperature=0), chat=True)
+        out = await engine.generate(
+            r.prompt, SamplingParams(max_tokens=r.max_tokens, temperature=0), chat=True
+        )
         return out.completion_tokens, time.perf_counter() - t
 
     start = time.perf_counter()
@@ -232,8 +234,11 @@ def main() -> None:
         result["engine_batches"] = engine.batches - batches
 
     asyncio.run(engine_runs())
-    print(f"engine: {result['engine_all_at_once_tokens_per_s']:.1f} all at once, "
-          f"{result['engine_closed_loop_tokens_per_s']:.1f} closed loop", flush=True)
+    print(
+        f"engine: {result['engine_all_at_once_tokens_per_s']:.1f} all at once, "
+        f"{result['engine_closed_loop_tokens_per_s']:.1f} closed loop",
+        flush=True,
+    )
 
     if not args.no_hf_cb:
 
@@ -247,8 +252,11 @@ def main() -> None:
                 hf.stop()
 
         asyncio.run(hf_runs())
-        print(f"hf_cb: {result['hf_cb_all_at_once_tokens_per_s']:.1f} all at once, "
-              f"{result['hf_cb_closed_loop_tokens_per_s']:.1f} closed loop", flush=True)
+        print(
+            f"hf_cb: {result['hf_cb_all_at_once_tokens_per_s']:.1f} all at once, "
+            f"{result['hf_cb_closed_loop_tokens_per_s']:.1f} closed loop",
+            flush=True,
+        )
 
     for key in [k for k in result if k.endswith("_tokens_per_s") and k.startswith(("engine_", "hf_cb_"))]:
         result[key.removesuffix("_tokens_per_s") + "_to_raw"] = result[key] / result["raw_tokens_per_s"]
