@@ -162,9 +162,10 @@ class TransformersEngine(Engine):
         self._grammars: TokenGrammars | None = None  # built on the first constrained request
         self._grammars_lock = threading.Lock()
         # Counters, visible to tests and benchmarks: batches (runs of steps from an empty batch
-        # to an empty one), steps (decode forward passes), prefills (forward passes of joiners'
-        # prompts), joined (requests that joined a batch already running).
-        self.batches = self.steps = self.prefills = self.joined = 0
+        # to an empty one), steps (decode forward passes), row_steps (rows those passes decoded),
+        # prefills (forward passes of joiners' prompts), joined (requests that joined a batch
+        # already running).
+        self.batches = self.steps = self.row_steps = self.prefills = self.joined = 0
         self._mergeable: bool | None = None  # whether the model's cache rows can be merged
         self._bitmask: Any = None  # grammar masks of the constrained rows, max_batch_size rows
         # Only the last position's logits: a prefill's whole [rows, tokens, vocabulary] would
@@ -387,6 +388,7 @@ class TransformersEngine(Engine):
             **self._last_logits,
         )
         self.steps += 1
+        self.row_steps += len(batch.rows)
         batch.cache, batch.mask = out.past_key_values, mask
         for r in batch.rows:
             r.position += 1
