@@ -124,7 +124,10 @@ async def engine_closed_loop(engine: Any, requests: list[Request], callers: int)
         for r in pending:  # shared: each caller takes the next request when it is free
             t = time.perf_counter()
             params = SamplingParams(max_tokens=r.max_tokens, temperature=0)
-            tokens += (await engine.generate(r.prompt, params, chat=True)).completion_tokens
+            # Awaited first: `tokens += await ...` reads `tokens` before the await and loses
+            # the other callers' additions made meanwhile.
+            n = (await engine.generate(r.prompt, params, chat=True)).completion_tokens
+            tokens += n
             latencies.append(time.perf_counter() - t)
 
     start = time.perf_counter()
@@ -182,7 +185,8 @@ class HFContinuous:
         async def caller() -> None:
             nonlocal tokens
             for r in pending:
-                tokens += await self.one(r)
+                n = await self.one(r)  # awaited first, as in engine_closed_loop
+                tokens += n
 
         start = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(callers)))
