@@ -52,8 +52,13 @@ def test_a_request_arriving_mid_batch_joins_it_answers_first_and_both_match_solo
     assert cut.text == solo_short[: solo_short.find(stop)] and cut.finish_reason == "stop"
 
 
-def test_static_batching_makes_a_late_request_wait_for_the_batch(tiny_path):
-    engine = TransformersEngine(tiny_path, EngineConfig(max_batch_size=4, batching="static"))
+@pytest.mark.parametrize("why", ["static", "unmergeable"])
+def test_static_batching_makes_a_late_request_wait_for_the_batch(tiny_path, why):
+    engine = TransformersEngine(
+        tiny_path, EngineConfig(max_batch_size=4, batching="static" if why == "static" else "continuous")
+    )
+    if why == "unmergeable":  # what a model with sliding-window or quantised cache layers is found to be
+        engine._mergeable = False
 
     async def scenario():
         first = asyncio.ensure_future(engine.generate("swarm of agents shares work", LONG))

@@ -256,8 +256,10 @@ class TransformersEngine(Engine):
                     self.joined += len(joiners)
 
                 def more_waiting() -> bool:
-                    # Read from the decoding thread: a length, racy at worst by one step.
-                    return len(batch.rows) < cap and bool(backlog or self._queue.qsize())
+                    # Read from the decoding thread: a length, racy at worst by one step. A model
+                    # whose cache rows cannot be merged takes no joiners: no reason to stop.
+                    waiting = bool(backlog or self._queue.qsize())
+                    return waiting and len(batch.rows) < cap and self._mergeable is not False
 
                 await asyncio.to_thread(
                     self._run, batch, joiners, (lambda: False) if static else more_waiting
