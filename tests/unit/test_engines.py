@@ -285,12 +285,16 @@ def test_without_max_tokens_a_completion_may_fill_the_context(tiny_path):
     assert e.value.code == "context_length_exceeded"
 
 
-@pytest.mark.parametrize("refill", [0.0, 1.0])
-def test_callers_answered_by_a_batch_who_come_back_one_by_one_share_the_next_batch(tiny_path, refill):
+@pytest.mark.parametrize(("batching", "refill"), [("static", 0.0), ("static", 1.0), ("continuous", 0.0)])
+def test_callers_answered_by_a_batch_who_come_back_one_by_one_share_the_next_batch(
+    tiny_path, batching, refill
+):
     # Over HTTP, the callers a batch answers send their next requests milliseconds apart, not
-    # all at once as coroutines of one process do; with refill the next batch waits for them
-    # (up to its share of the last batch's ~100 ms here).
-    engine = TransformersEngine(tiny_path, EngineConfig(max_batch_size=8, batch_refill=refill))
+    # all at once as coroutines of one process do; with refill the next static batch waits for
+    # them (up to its share of the last batch's ~100 ms here), and a continuous batch lets them
+    # join the one the first of them started.
+    config = EngineConfig(max_batch_size=8, batch_refill=refill, batching=batching)
+    engine = TransformersEngine(tiny_path, config)
     prompts = ["a", "the quick brown fox", "numbers 1 2 3", "swarm of agents shares work"]
     params = SamplingParams(max_tokens=64, temperature=0)
 
@@ -305,7 +309,7 @@ def test_callers_answered_by_a_batch_who_come_back_one_by_one_share_the_next_bat
         await asyncio.gather(first, *(engine.generate(p, params) for p in prompts[1:]))
         return engine.batches - before
 
-    assert run(scenario()) == (1 if refill else 2)
+    assert run(scenario()) == (1 if refill or batching == "continuous" else 2)
 
 
 def test_templating_and_tokenizing_run_off_the_event_loop(tiny_path, monkeypatch):

@@ -55,20 +55,33 @@ class EngineConfig(ConfigModel):
     max_batch_size: PositiveInt = Field(
         8, description="Requests that share forward passes (transformers; vLLM batches on its own)."
     )
+    batching: Literal["continuous", "static"] = Field(
+        "continuous",
+        description="Transformers: 'continuous' lets a request join the running batch at its next "
+        "step and a finished row leave it at once; 'static' decodes the requests queued when a "
+        "batch starts together, and later ones wait for the batch to end.",
+    )
+    prefill_tokens_per_step: PositiveInt = Field(
+        1024,
+        description="Continuous batching: prompt tokens of requests joining a running batch that "
+        "one step prefills (at least one request), so that long prompts stall its decoding in "
+        "bounded slices.",
+    )
     batch_wait_ms: NonNegativeFloat = Field(
         0.0,
-        description="How long the transformers engine waits to gather a batch; 0 takes what is "
-        "queued when a batch starts (requests that arrive during a batch form the next one).",
+        description="How long the transformers engine waits to gather a batch when it has none "
+        "running; 0 takes what is queued (with continuous batching, later requests join at the "
+        "next step; with static batching, they form the next batch).",
     )
     batch_refill: float = Field(
         0.25,
         ge=0,
         le=1,
-        description="After a batch of n requests, the next one waits up to this share of that "
-        "batch's duration until n requests are queued (transformers): callers a batch answered "
-        "come back milliseconds apart over HTTP, and a batch that started with the first of them "
-        "would keep the rest waiting its whole length. 0 turns it off; one caller at a time "
-        "never waits.",
+        description="Static batching only: after a batch of n requests, the next one waits up to "
+        "this share of that batch's duration until n requests are queued: callers a batch "
+        "answered come back milliseconds apart over HTTP, and a batch that started with the "
+        "first of them would keep the rest waiting its whole length. 0 turns it off; one caller "
+        "at a time never waits.",
     )
     device: str | None = Field(None, description="Transformers device; None picks a GPU if visible.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with the weights.")

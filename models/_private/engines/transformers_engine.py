@@ -1,10 +1,19 @@
-"""The transformers engine: torch on CPU (or a GPU without vLLM), streaming, request batching.
+"""The transformers engine: torch on CPU (or a GPU without vLLM), streaming, continuous batching.
 
-Requests queued when a batch starts (up to `max_batch_size`; `batch_wait_ms` can wait for
-more, and after a batch of n requests `batch_refill` waits a little for n again) are decoded
-together: one forward pass per step serves the whole batch, left-padded, with a shared KV cache.
-A request that arrives while a batch runs waits for the next one (static batching; vLLM's
-continuous batching is the engine for throughput on GPUs).
+Up to `max_batch_size` requests are decoded together: one forward pass per step serves every
+row of the running batch, left-padded, with a shared KV cache. Continuous batching (the
+default, `EngineConfig.batching`): a request that arrives while the batch runs joins it at the
+next step (its prompt is prefilled, and its cache rows are merged into the batch's, the shorter
+side left-padded), and a row that finishes or is cancelled leaves it at once (its rows of ids,
+mask and cache are dropped, and columns no row uses any more are cut). Joiners are let in up to
+`prefill_tokens_per_step` prompt tokens a step, so that a wave of long prompts does not stall
+the running rows for long. Static batching (`batching: static`) lets requests in only when the
+batch is empty, as this engine did before; `batch_refill` applies to it alone.
+
+Why not transformers' own `ContinuousBatchingManager` (`generate_batch`, paged KV cache): its
+per-request logits processors are temperature, top-k and top-p only, each a number per row
+(`cb_logits_processors.py`), so per-request grammar masks cannot be applied; it has no stop
+strings, one seed for all requests, and a model whose cache cannot be paged falls back anyway.
 
 A request with `json_schema` is decoded under a token mask (`grammar.TokenGrammars`): at each
 step its row's logits keep only the tokens its grammar allows, the other rows are untouched,
@@ -14,9 +23,11 @@ and it finishes ("stop") when the grammar is complete.
 from __future__ import annotations
 
 import asyncio
+import collections
+import inspect
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +53,73 @@ class _Request:
     held: str = ""  # decoded, not sent yet: what may be the start of a stop string
     cancelled: bool = False
     matcher: Any = None  # an llguidance matcher when the request has a json_schema
+    done: bool = False  # its last item is sent
+    generator: Any = None  # torch.Generator of a seeded request
+    position: int = 0  # the position of `pending` in the request's own sequence
+    pending: int = 0  # the last sampled token, not fed to the model yet
+
+
+def _finish(r: _Request, item: Any) -> None:
+    """Sends `item` (a last Delta or an exception), then the end, to `r`'s waiter."""
+    r.done = True
+    if item is not None:
+        r.loop.call_soon_threadsafe(r.out.put_nowait, item)
+    r.loop.call_soon_threadsafe(r.out.put_nowait, _DONE)
+
+
+class _Batch:
+    """The running batch: its requests, and their rows of the KV cache and attention mask (left
+    padded: every row's last token is in the last column)."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.rows: list[_Request] = []
+        self.cache: Any = None
+        self.mask: Any = None
+
+    def merge(self, rows: list[_Request], cache: Any, mask: Any) -> None:
+        """Appends `rows`, with their cache and mask, to the batch's."""
+        import torch
+
+        if not self.rows:
+            self.rows, self.cache, self.mask = list(rows), cache, mask
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)])
+            mine.values = torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)])
+        self.mask = torch.cat([_pad_left(self.mask, width), _pad_left(mask, width)])
+        self.rows.extend(rows)
+
+    def keep(self, live: list[bool]) -> None:
+        """Drops the rows that are not `live`, and the columns no row uses any more."""
+        import torch
+
+        self.rows = [r for r, alive in zip(self.rows, live, strict=True) if alive]
+        if not self.rows:
+            self.clear()
+            return
+        index = torch.tensor([i for i, alive in enumerate(live) if alive], device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask = self.mask[index]
+        first = int(self.mask.any(0).long().argmax())  # the first column a row uses
+        if first and all(type(layer).__name__ == "DynamicLayer" for layer in self.cache.layers):
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+            self.mask = self.mask[:, first:]
+
+
+def _pad_left(t: Any, width: int) -> Any:
+    """`t` (a mask [rows, columns] or a cache layer [rows, heads, columns, dim]) left-padded
+    with zeros to `width` columns."""
+    import torch.nn.functional as F
+
+    missing = width - (t.shape[1] if t.dim() == 2 else t.shape[2])
+    if not missing:
+        return t
+    return F.pad(t, (missing, 0)) if t.dim() == 2 else F.pad(t, (0, 0, missing, 0))
 
 
 class TransformersEngine(Engine):
@@ -83,7 +161,19 @@ class TransformersEngine(Engine):
         self._lock = threading.Lock()
         self._grammars: TokenGrammars | None = None  # built on the first constrained request
         self._grammars_lock = threading.Lock()
-        self.batches = 0  # forward-pass batches run (visible to tests and benchmarks)
+        # Counters, visible to tests and benchmarks: batches (runs of steps from an empty batch
+        # to an empty one), steps (decode forward passes), row_steps (rows those passes decoded),
+        # prefills (forward passes of joiners' prompts), joined (requests that joined a batch
+        # already running).
+        self.batches = self.steps = self.row_steps = self.prefills = self.joined = 0
+        self._mergeable: bool | None = None  # whether the model's cache rows can be merged
+        self._bitmask: Any = None  # grammar masks of the constrained rows, max_batch_size rows
+        # Only the last position's logits: a prefill's whole [rows, tokens, vocabulary] would
+        # take hundreds of megabytes.
+        forward = inspect.signature(self.model.forward).parameters
+        self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
+        # transformers 5 renames `past_key_values` to `cache` model by model.
+        self._cache_arg = "cache" if "cache" in forward else "past_key_values"
 
     # -- the interface --------------------------------------------------------------------
 
@@ -134,37 +224,83 @@ class TransformersEngine(Engine):
     async def _batch_loop(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
-        batch: list[_Request] = []
+        static = self.config.batching == "static"
+        cap = self.config.max_batch_size
+        batch = _Batch()  # of this event loop: a new loop starts with no rows
+        backlog: collections.deque[_Request] = collections.deque()  # taken off the queue, not let in yet
+        joiners: list[_Request] = []
         last_size, last_end, last_took = 0, 0.0, 0.0
         try:
             while True:
-                batch = [await self._queue.get()]
-                # The callers a batch answered tend to send their next requests within
-                # milliseconds of one another (over HTTP, not all at once): a batch that started
-                # with the first of them would keep the others waiting its whole length.
-                cap = self.config.max_batch_size
-                refill_until = last_end + self.config.batch_refill * last_took
-                await self._gather(batch, min(last_size, cap), refill_until)
-                await self._gather(batch, cap, loop.time() + self.config.batch_wait_ms / 1000)
-                batch = [r for r in batch if not r.cancelled]
-                if batch:
+                if not batch.rows and not backlog:
+                    backlog.append(await self._queue.get())
+                    pending = list(backlog)
+                    if static:
+                        # The callers a batch answered tend to send their next requests within
+                        # milliseconds of one another (over HTTP, not all at once): a static batch
+                        # that started with the first of them would keep the others waiting its
+                        # whole length. (A continuous batch lets them join as they come.)
+                        refill_until = last_end + self.config.batch_refill * last_took
+                        await self._gather(pending, min(last_size, cap), refill_until)
+                    await self._gather(pending, cap, loop.time() + self.config.batch_wait_ms / 1000)
+                    backlog.extend(pending[len(backlog) :])
+                while not self._queue.empty():
+                    backlog.append(self._queue.get_nowait())
+                joiners = self._admit(batch, backlog, static)
+                if not batch.rows:
+                    if not joiners:
+                        continue
                     self.batches += 1
-                    start = loop.time()
-                    await asyncio.to_thread(self._decode, batch)
-                    last_size, last_end = len(batch), loop.time()
-                    last_took = last_end - start
-                batch = []  # answered: a later failure of the loop owes these nothing
+                    started, size = loop.time(), len(joiners)
+                else:
+                    self.joined += len(joiners)
+
+                def more_waiting() -> bool:
+                    # Read from the decoding thread: a length, racy at worst by one step. A model
+                    # whose cache rows cannot be merged takes no joiners: no reason to stop.
+                    waiting = bool(backlog or self._queue.qsize())
+                    return waiting and len(batch.rows) < cap and self._mergeable is not False
+
+                await asyncio.to_thread(
+                    self._run, batch, joiners, (lambda: False) if static else more_waiting
+                )
+                joiners = []  # in the batch, or answered: a later failure of the loop owes these nothing
+                if not batch.rows:
+                    last_size, last_end = size, loop.time()
+                    last_took = last_end - started
         except asyncio.CancelledError:
             raise
         except BaseException as e:  # the loop itself broke: the engine is dead
             self._failure = e
             # Whoever waits on a request it held or still queues would wait for ever: fail them.
             while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            for r in batch:
-                r.loop.call_soon_threadsafe(r.out.put_nowait, EngineError(f"the batch loop stopped: {e!r}"))
-                r.loop.call_soon_threadsafe(r.out.put_nowait, _DONE)
+                backlog.append(self._queue.get_nowait())
+            error = EngineError(f"the batch loop stopped: {e!r}")
+            for r in [*batch.rows, *joiners, *backlog]:
+                if not r.done:
+                    _finish(r, error)
             raise
+
+    def _admit(self, batch: _Batch, backlog: collections.deque[_Request], static: bool) -> list[_Request]:
+        """The requests of `backlog` that join `batch` now: up to `max_batch_size` rows in all,
+        and (but for the first) up to `prefill_tokens_per_step` prompt tokens, so that a wave of
+        long prompts does not stall the running rows' decoding for long. A static batch, or a
+        model whose cache rows cannot be merged, takes them only when it has no rows."""
+        if batch.rows and (static or not self._mergeable):
+            return []
+        room = self.config.max_batch_size - len(batch.rows)
+        budget = self.config.prefill_tokens_per_step
+        joiners: list[_Request] = []
+        while backlog and len(joiners) < room:
+            r = backlog[0]
+            if r.cancelled:  # its caller went away while it queued
+                backlog.popleft()
+                continue
+            if joiners and len(r.ids) > budget and not static:
+                break
+            budget -= len(r.ids)
+            joiners.append(backlog.popleft())
+        return joiners
 
     async def _gather(self, batch: list[_Request], size: int, deadline: float) -> None:
         """Adds queued requests to `batch` until it holds `size` or the loop time `deadline`
@@ -182,64 +318,103 @@ class TransformersEngine(Engine):
             except (asyncio.QueueEmpty, asyncio.TimeoutError):  # not the builtin on 3.10
                 return
 
-    def _decode(self, batch: list[_Request]) -> None:
-        try:
-            with self._lock:
-                self._decode_batch(batch)
-        except Exception as e:  # this batch fails; the engine goes on
-            for r in batch:
-                r.loop.call_soon_threadsafe(r.out.put_nowait, e)
-                r.loop.call_soon_threadsafe(r.out.put_nowait, _DONE)
-
-    def _decode_batch(self, batch: list[_Request]) -> None:
+    def _run(self, batch: _Batch, joiners: list[_Request], more_waiting: Callable[[], bool]) -> None:
+        """In a thread: lets `joiners` into `batch` (one prefill), then decodes step by step
+        until the batch has no rows or `more_waiting` says requests wait to join."""
         import torch
 
-        width = max(len(r.ids) for r in batch)
-        ids = torch.tensor([[self.pad_id] * (width - len(r.ids)) + r.ids for r in batch], device=self.device)
+        try:
+            with self._lock, torch.inference_mode():
+                if joiners:
+                    self._join(batch, joiners)
+                while batch.rows:
+                    self._step(batch)
+                    if more_waiting():
+                        return
+        except Exception as e:  # these requests fail; the engine goes on with an empty batch
+            for r in [*batch.rows, *joiners]:
+                if not r.done:
+                    _finish(r, e)
+            batch.clear()
+
+    def _join(self, batch: _Batch, joiners: list[_Request]) -> None:
+        """Prefills `joiners` together (left-padded), takes each one's first token, and merges
+        the rows that go on into `batch`: both caches are left-padded to the longer one and
+        concatenated (the padding is masked out, and each row keeps its own positions)."""
+        import torch
+
+        width = max(len(r.ids) for r in joiners)
+        ids = torch.tensor(
+            [[self.pad_id] * (width - len(r.ids)) + r.ids for r in joiners], device=self.device
+        )
         mask = torch.tensor(
-            [[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in batch], device=self.device
+            [[0] * (width - len(r.ids)) + [1] * len(r.ids) for r in joiners], device=self.device
         )
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        generators = [_generator(r.params, self.device) for r in batch]
-        live = [True] * len(batch)
-        past: Any = None
-        steps = max(r.params.max_tokens for r in batch)
-        constrained = [i for i, r in enumerate(batch) if r.matcher is not None]
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **self._last_logits
+        )
+        self.prefills += 1
+        cache = out.past_key_values
+        if self._mergeable is None:
+            # Plain growing layers only (not sliding windows, not quantised or linear-attention
+            # states): other caches run static batches.
+            layers = getattr(cache, "layers", [None])
+            self._mergeable = all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+        for r in joiners:
+            r.generator = _generator(r.params, self.device)
+            r.position = len(r.ids)
+        live = self._choose(joiners, out.logits[:, -1, :].float())
+        rows = [r for r, alive in zip(joiners, live, strict=True) if alive]
+        if not rows:
+            return
+        if len(rows) < len(joiners):
+            keep = torch.tensor([i for i, alive in enumerate(live) if alive], device=self.device)
+            cache.batch_select_indices(keep)
+            mask = mask[keep]
+        batch.merge(rows, cache, mask)
+
+    def _step(self, batch: _Batch) -> None:
+        """One forward pass of every row's last token; the rows that finish leave the batch."""
+        import torch
+
+        ids = torch.tensor([[r.pending] for r in batch.rows], device=self.device)
+        positions = torch.tensor([[r.position] for r in batch.rows], device=self.device)
+        mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch.rows), 1)], dim=1)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{self._cache_arg: batch.cache},
+            **self._last_logits,
+        )
+        self.steps += 1
+        self.row_steps += len(batch.rows)
+        batch.cache, batch.mask = out.past_key_values, mask
+        for r in batch.rows:
+            r.position += 1
+        live = self._choose(batch.rows, out.logits[:, -1, :].float())
+        if not all(live):
+            batch.keep(live)
+
+    def _choose(self, rows: list[_Request], logits: Any) -> list[bool]:
+        """Samples each row's next token (under its grammar's mask, if it has one), sends what
+        is new, and returns which rows go on."""
+        constrained = [i for i, r in enumerate(rows) if r.matcher is not None]
         if constrained:
-            # One bitmask for the batch's constrained rows, filled and applied once a step.
+            # One bitmask for the constrained rows, filled and applied once a step.
             grammars = self.token_grammars()
-            bitmask = grammars.allocate_bitmask(len(constrained))
-        with torch.inference_mode():
-            for _ in range(steps):
-                out = self.model(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    position_ids=positions,
-                    past_key_values=past,
-                    use_cache=True,
-                )
-                past = out.past_key_values
-                logits = out.logits[:, -1, :].float()
-                if constrained:
-                    rows = [i for i in constrained if live[i]]
-                    for k, i in enumerate(rows):
-                        grammars.fill_bitmask(batch[i].matcher, bitmask, k)
-                    if rows:
-                        grammars.apply_bitmask(logits, bitmask, rows)
-                nxt = []
-                for i, r in enumerate(batch):
-                    if not live[i]:
-                        nxt.append(self.pad_id)
-                        continue
-                    token = _sample(logits[i], r.params, generators[i])
-                    nxt.append(token)
-                    live[i] = self._advance(r, token)
-                if not any(live):
-                    return
-                ids = torch.tensor(nxt, device=self.device).unsqueeze(1)
-                step_mask = torch.tensor([[1 if x else 0] for x in live], device=self.device)
-                mask = torch.cat([mask, step_mask], dim=1)
-                positions = positions[:, -1:] + 1
+            if self._bitmask is None:
+                self._bitmask = grammars.allocate_bitmask(self.config.max_batch_size)
+            for k, i in enumerate(constrained):
+                grammars.fill_bitmask(rows[i].matcher, self._bitmask, k)
+            grammars.apply_bitmask(logits, self._bitmask, constrained)
+        live = []
+        for i, r in enumerate(rows):
+            r.pending = _sample(logits[i], r.params, r.generator)
+            live.append(self._advance(r, r.pending))
+        return live
 
     def _advance(self, r: _Request, token: int) -> bool:
         """Takes one sampled token for `r`; sends what is new; returns whether `r` goes on.
@@ -260,9 +435,7 @@ class TransformersEngine(Engine):
                 if not r.matcher.consume_token(token) or r.matcher.is_error():
                     # Only a grammar past llguidance's step limits gets here (the mask let the
                     # token through): the output would not match, so the request fails.
-                    error = EngineError(f"the output's grammar failed: {r.matcher.get_error()}")
-                    r.loop.call_soon_threadsafe(r.out.put_nowait, error)
-                    r.loop.call_soon_threadsafe(r.out.put_nowait, _DONE)
+                    _finish(r, EngineError(f"the output's grammar failed: {r.matcher.get_error()}"))
                     return False
                 if r.matcher.is_stopped():  # complete, and nothing may follow but EOS
                     finish = "stop"
@@ -278,12 +451,11 @@ class TransformersEngine(Engine):
         # Hold back what may be the start of a stop string.
         keep = 0 if finish else max((len(s) for s in r.params.stop), default=1) - 1
         piece, r.held = text[: len(text) - keep], text[len(text) - keep :]
-        if piece or finish:
-            delta = Delta(piece, finish, len(r.ids), len(r.generated))
-            r.loop.call_soon_threadsafe(r.out.put_nowait, delta)
         if finish:
-            r.loop.call_soon_threadsafe(r.out.put_nowait, _DONE)
+            _finish(r, Delta(piece, finish, len(r.ids), len(r.generated)))
             return False
+        if piece:
+            r.loop.call_soon_threadsafe(r.out.put_nowait, Delta(piece, None, len(r.ids), len(r.generated)))
         return True
 
 
