@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -84,9 +85,16 @@ class ModelServer:
     def counters(self) -> dict[str, Any]:
         """Requests answered, seconds with a request in the engine (`busy_s`, up to now), and
         the engine's forward-pass batches when it counts them (the transformers engine's
-        `batches`; None otherwise): what a benchmark reads to see how busy the engine was."""
+        `batches`; None otherwise) and torch's threads: what a benchmark reads to see how busy
+        the engine was."""
         busy = self._busy_s + (time.monotonic() - self._busy_since if self._inside else 0.0)
-        return {"requests": self._answered, "busy_s": busy, "batches": getattr(self.engine, "batches", None)}
+        torch = sys.modules.get("torch")  # the threads its CPU kernels use (Ray sets num_cpus)
+        return {
+            "requests": self._answered,
+            "busy_s": busy,
+            "batches": getattr(self.engine, "batches", None),
+            "torch_threads": torch.get_num_threads() if torch is not None else None,
+        }
 
     async def check_health(self) -> None:
         # Serve calls this every health_check_period_s; raising restarts the replica.
