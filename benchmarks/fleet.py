@@ -72,11 +72,12 @@ def agent_params(model: str, max_tokens: int) -> dict[str, Any]:
     }
 
 
-def system_config(args: argparse.Namespace, model: str, source: str | None, keys: str) -> dict[str, Any]:
+def system_config(args: argparse.Namespace, model: str, source: str, keys: str) -> dict[str, Any]:
     per_agent = -(-args.agents // args.pool_agents)  # ceil: every task runs at once
-    ai: dict[str, Any] = {"port": args.port, "auth": {"path": keys}}
-    if source is not None:  # the default model is what `ai` with no models serves
-        ai["models"] = {model: {"source": source, "colocate": True}}
+    # The model as `ai` with no models serves the default (colocated), but for its timeout_s:
+    # the 60 s default fails a call that waits longer behind the fleet's others at the engine.
+    model_config = {"source": source, "colocate": True, "timeout_s": 1800}
+    ai: dict[str, Any] = {"port": args.port, "auth": {"path": keys}, "models": {model: model_config}}
     return {
         "namespace": NAMESPACE,
         "ai": ai,
@@ -114,10 +115,14 @@ def system_config(args: argparse.Namespace, model: str, source: str | None, keys
 
 
 def engine_counters(app: str) -> dict[str, Any]:
+    """The colocated model's `ModelServer.counters`, through a Serve handle on the gateway."""
     from ray import serve
 
-    counters = serve.get_app_handle(app).engine_counters.remote().result(timeout_s=60)
-    return next(iter(counters.values()))
+    async def ask() -> dict[str, Any]:
+        # Awaited on a loop: with the throughput-optimised data plane a handle needs one.
+        return await serve.get_app_handle(app).engine_counters.remote()
+
+    return next(iter(asyncio.run(ask()).values()))
 
 
 def run_fleet(client: Any, inputs: list[str]) -> tuple[list[Any], float]:
@@ -246,9 +251,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.model == TINY:
         model, source = TINY, build_tiny_model(tempfile.mkdtemp(prefix="tiny-model-"))
-        served_source: str | None = source
     else:
-        model, source, served_source = DEFAULT_MODEL, DEFAULT_MODEL_SOURCE, None
+        model, source = DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
     for key, value in HEAD_ENV.items():  # what `swarm up` starts a local Ray with
         os.environ.setdefault(key, value)
     ray.init(
@@ -258,7 +262,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}},
     )
     keys = tempfile.mkdtemp(prefix="bench-fleet-keys-")
-    cfg = load_config(system_config(args, model, served_source, keys))
+    cfg = load_config(system_config(args, model, source, keys))
     inputs = task_inputs(args.agents)
     try:
         t = time.perf_counter()
