@@ -119,10 +119,14 @@ def engine_counters(app: str) -> dict[str, Any]:
     from ray import serve
 
     async def ask() -> dict[str, Any]:
-        # Awaited on a loop: with the throughput-optimised data plane a handle needs one.
         return await serve.get_app_handle(app).engine_counters.remote()
 
-    return next(iter(asyncio.run(ask()).values()))
+    return next(iter(_HANDLE_LOOP.run_until_complete(ask()).values()))
+
+
+# With the throughput-optimised data plane a Serve handle needs an event loop, and its router
+# stays bound to the first one it ran on: one loop for every call.
+_HANDLE_LOOP = asyncio.new_event_loop()
 
 
 def run_fleet(client: Any, inputs: list[str]) -> tuple[list[Any], float]:
