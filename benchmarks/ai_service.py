@@ -4,8 +4,11 @@ engine, then through Ray Serve over HTTP (proxy, gateway, model replica), in one
 Latency is one request at a time (a short greedy completion); throughput keeps `--concurrency`
 requests in flight. The overhead is the HTTP p50 minus the direct p50. The model is a tiny
 random-weight one built by the run, or with `--model default` the service's default
-(SmolLM2-135M-Instruct). `--colocate` runs the engine inside the gateway replica; `--haproxy`
-puts Serve's HAProxy ingress in front; `listener` names the process that holds the port.
+(SmolLM2-135M-Instruct). By default the service runs as `swarm up` runs it: the engine inside
+the gateway replica (`colocate`), Serve's HAProxy ingress in front and its throughput-optimised
+(gRPC) data plane between replicas (`cluster._private.connection.HEAD_ENV`). `--no-colocate`,
+`--no-haproxy` and `--no-throughput-optimized` turn each off; `--plain-serve` all three (Ray
+Serve as it comes). `listener` names the process that holds the port.
 `auth_overhead_p50_ms` is what keys, limits and the audit add: the same requests to a second
 deployment of the service with auth on, against the first's HTTP p50.
 """
@@ -22,6 +25,7 @@ import httpx
 import ray
 
 from benchmarks._common import emit, percentile
+from cluster._private.connection import HEAD_ENV
 from models import EngineConfig, SamplingParams, build_tiny_model
 from models._private.engines.gguf_sources import dequantized, resolve_source
 from models._private.engines.transformers_engine import TransformersEngine
@@ -130,21 +134,33 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--port", type=int, default=8799)
     parser.add_argument(
-        "--throughput-optimized",
+        "--no-throughput-optimized",
         action="store_true",
-        help="start Ray with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Serve's gRPC data plane between replicas)",
+        help="Ray's default data plane between replicas, not RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (gRPC)",
     )
-    parser.add_argument("--colocate", action="store_true", help="the engine inside the gateway replica")
     parser.add_argument(
-        "--haproxy", action="store_true", help="Serve's HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1)"
+        "--no-colocate", action="store_true", help="the engine in a model deployment of its own"
+    )
+    parser.add_argument(
+        "--no-haproxy", action="store_true", help="Serve's Python proxy actor, not its HAProxy ingress"
+    )
+    parser.add_argument(
+        "--plain-serve", action="store_true", help="all three of the above: Ray Serve as it comes"
     )
     parser.add_argument("--model", choices=["tiny", "default"], default="tiny")
     args = parser.parse_args()
-    # Read by the cluster that ray.init starts below.
-    if args.throughput_optimized:
-        os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
-    if args.haproxy:
-        os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    args.colocate = not (args.no_colocate or args.plain_serve)
+    args.haproxy = not (args.no_haproxy or args.plain_serve)
+    args.throughput_optimized = not (args.no_throughput_optimized or args.plain_serve)
+    # Read by the cluster that ray.init starts below: what `swarm up` starts a local Ray with,
+    # less what the flags turn off.
+    off = {"RAY_SERVE_ENABLE_HA_PROXY": not args.haproxy}
+    off["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = not args.throughput_optimized
+    for key, value in HEAD_ENV.items():
+        if off.get(key):
+            os.environ.pop(key, None)
+        else:
+            os.environ.setdefault(key, value)
 
     if args.model == "tiny":
         name, source = "tiny", build_tiny_model(tempfile.mkdtemp(prefix="tiny-model-"))

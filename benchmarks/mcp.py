@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 from typing import Any
@@ -182,11 +183,13 @@ def _measure_system(url: str, calls: int) -> dict[str, Any]:
     from actors._private.services import MCP_URL_KEY
     from cluster import Client as SwarmClient
     from cluster import down, load_config, up
-    from cluster._private.connection import call, registry_of
+    from cluster._private.connection import HEAD_ENV, call, registry_of
     from cluster._private.credentials import user_key
     from models._private.core.names import bearer
 
     namespace = "bench-mcp-system"
+    for key, value in HEAD_ENV.items():  # the HAProxy ingress and data plane `swarm up` runs with
+        os.environ.setdefault(key, value)
     ray.init(namespace=namespace, logging_level="WARNING", log_to_driver=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})

@@ -145,3 +145,15 @@ def test_an_assistant_message_with_tool_calls_may_have_no_content_and_keeps_its_
         {"role": "assistant", "content": None, "tool_calls": [CALL]},
         {"role": "tool", "content": "sunny", "tool_call_id": "call_1"},
     ]
+
+
+def test_the_payload_carries_the_constraint_and_the_tools_only_when_the_template_renders_them():
+    required = chat(tools=TOOLS, tool_choice="required", max_completion_tokens=7).payload()
+    assert required["messages"] == [{"role": "user", "content": "hi"}]
+    assert required["params"]["max_tokens"] == 7
+    assert required["params"]["json_schema"] == required_tool_schema(chat(tools=TOOLS).tools_dumped(), True)
+    assert required["tools"] == chat(tools=TOOLS).tools_dumped()
+    assert required["openai"] == {"tools": required["tools"], "tool_choice": "required"}
+    none = chat(tools=TOOLS, tool_choice="none").payload()
+    assert "tools" not in none and none["params"]["json_schema"] is None
+    assert "openai" not in chat().payload()

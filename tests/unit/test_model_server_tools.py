@@ -49,3 +49,17 @@ def test_a_chat_with_tool_turns_completes(server):
         server.complete({"messages": MESSAGES, "tools": TOOLS, "params": {"max_tokens": 3, "temperature": 0}})
     )
     assert out["completion_tokens"] >= 1 and out["prompt_tokens"] > 0
+
+
+def test_counters_count_the_requests_answered_the_engine_batches_and_its_busy_time(server):
+    before = server.counters()
+
+    async def two_at_once():
+        request = {"prompt": "the quick brown fox", "params": {"max_tokens": 4, "temperature": 0}}
+        return await asyncio.gather(server.complete(request), server.complete(request))
+
+    asyncio.run(two_at_once())
+    after = server.counters()
+    assert after["requests"] - before["requests"] == 2
+    assert after["batches"] > before["batches"]  # the engine's own count of its batches
+    assert after["busy_s"] > before["busy_s"]

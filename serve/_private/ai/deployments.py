@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
@@ -33,6 +35,9 @@ class ModelServer:
 
         self.config = ModelConfig.model_validate(config)
         self.engine = create_engine(self.config.source, self.config.engine)
+        # What `counters` reports: requests answered, and the time with one or more in the
+        # engine (its busy time; against the wall time, how idle the engine sat).
+        self._answered, self._inside, self._busy_s, self._busy_since = 0, 0, 0.0, 0.0
 
     async def _prompt(self, request: dict[str, Any]) -> tuple[str, bool]:
         if "messages" in request:
@@ -51,12 +56,45 @@ class ModelServer:
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         prompt, chat = await self._prompt(request)
-        return asdict(await self.engine.generate(prompt, SamplingParams(**request["params"]), chat=chat))
+        self._enter()
+        try:
+            return asdict(await self.engine.generate(prompt, SamplingParams(**request["params"]), chat=chat))
+        finally:
+            self._leave()
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         prompt, chat = await self._prompt(request)
-        async for delta in self.engine.stream(prompt, SamplingParams(**request["params"]), chat=chat):
-            yield asdict(delta)
+        self._enter()
+        try:
+            async for delta in self.engine.stream(prompt, SamplingParams(**request["params"]), chat=chat):
+                yield asdict(delta)
+        finally:
+            self._leave()
+
+    def _enter(self) -> None:
+        if self._inside == 0:
+            self._busy_since = time.monotonic()
+        self._inside += 1
+
+    def _leave(self) -> None:
+        self._inside -= 1
+        self._answered += 1
+        if self._inside == 0:
+            self._busy_s += time.monotonic() - self._busy_since
+
+    def counters(self) -> dict[str, Any]:
+        """Requests answered, seconds with a request in the engine (`busy_s`, up to now), and
+        the engine's forward-pass batches when it counts them (the transformers engine's
+        `batches`; None otherwise) and torch's threads: what a benchmark reads to see how busy
+        the engine was."""
+        busy = self._busy_s + (time.monotonic() - self._busy_since if self._inside else 0.0)
+        torch = sys.modules.get("torch")  # the threads its CPU kernels use (Ray sets num_cpus)
+        return {
+            "requests": self._answered,
+            "busy_s": busy,
+            "batches": getattr(self.engine, "batches", None),
+            "torch_threads": torch.get_num_threads() if torch is not None else None,
+        }
 
     async def check_health(self) -> None:
         # Serve calls this every health_check_period_s; raising restarts the replica.

@@ -280,6 +280,25 @@ class ChatBody(SamplingBody):
                     f"messages.{i}.tool_call_id", "answers no tool call of an earlier assistant message"
                 )
 
+    def payload(self) -> dict[str, Any]:
+        """What the gateway asks a backend for this chat (`ModelServer.complete`'s request):
+        the messages, the sampling params with the constraint, the tools the template renders
+        (not with tool_choice none), and for a remote provider the fields as they came.
+
+        Raises:
+            RequestError: a bad tool, tool choice or format (`checked_json_schema`).
+        """
+        max_tokens = self.max_completion_tokens or self.max_tokens
+        params = self.model_copy(update={"max_tokens": max_tokens}).params(None)
+        params["json_schema"] = self.checked_json_schema()
+        # Without max_tokens a chat completion may fill the context, as vLLM's server does.
+        payload: dict[str, Any] = {"messages": [m.openai() for m in self.messages], "params": params}
+        if self.tool_mode() != "none":  # a model server renders them (not with tool_choice none)
+            payload["tools"] = self.tools_dumped()
+        if openai_fields := self.openai_fields():  # a remote provider gets them as they came
+            payload["openai"] = openai_fields
+        return payload
+
     def openai_fields(self) -> dict[str, Any]:
         """The tool and format fields as the client sent them, for a remote provider."""
         return self.model_dump(

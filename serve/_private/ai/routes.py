@@ -109,19 +109,7 @@ class Gateway(AIServing):
 
     @app.post("/v1/chat/completions", responses=_STREAMED)
     async def chat(self, body: ChatBody, request: Request) -> Any:
-        max_tokens = body.max_completion_tokens or body.max_tokens
-        params = body.model_copy(update={"max_tokens": max_tokens}).params(None)
-        params["json_schema"] = body.checked_json_schema()
-        payload: dict[str, Any] = {
-            "messages": [m.openai() for m in body.messages],
-            # Without max_tokens a chat completion may fill the context, as vLLM's server does.
-            "params": params,
-        }
-        if body.tool_mode() != "none":  # a model server renders them (not with tool_choice none)
-            payload["tools"] = body.tools_dumped()
-        if openai_fields := body.openai_fields():  # a remote provider gets them as they came
-            payload["openai"] = openai_fields
-        return await self._answer(request, body, payload, chat=True)
+        return await self._answer(request, body, body.payload(), chat=True)
 
     @app.post("/v1/completions", responses=_STREAMED)
     async def completions(self, body: CompletionBody, request: Request) -> Any:

@@ -224,6 +224,13 @@ class AIServing:
             if isinstance(backend, InProcessBackend):
                 await backend.server.check_health()
 
+    def engine_counters(self) -> dict[str, dict[str, Any]]:
+        """Each colocated model's `ModelServer.counters` in this replica (for benchmarks, through
+        a Serve handle: no route)."""
+        return {
+            name: b.server.counters() for name, b in self.backends.items() if isinstance(b, InProcessBackend)
+        }
+
     # -- routing --------------------------------------------------------------------------
 
     def _chain(self, model: str, key: KeyRecord | None = None) -> list[str]:
