@@ -123,6 +123,22 @@ def test_a_batch_of_delegated_tasks_is_handed_over_in_one_call_and_all_results_c
     assert after["follow_calls"] - before["follow_calls"] < 30
 
 
+def test_a_change_of_the_swarms_reaches_every_queen_s_route_cache(client):
+    alpha = client.queen("alpha")
+    generation = ray.get(alpha.status.remote())["delegation"]["routes_generation"]
+    health = ray.get(client.registry.swarm.remote("beta"))["health"]
+    other = "degraded" if health == "healthy" else "healthy"
+    ray.get(client.registry.mark.remote("beta", other, "a test says so"))
+    try:
+        wait_until(
+            lambda: ray.get(alpha.status.remote())["delegation"]["routes_generation"] > generation,
+            20,
+            "the registry's new generation at alpha",
+        )
+    finally:  # the next tests route to beta by its health; a heartbeat would undo it, later
+        ray.get(client.registry.mark.remote("beta", health, "the test is over"))
+
+
 def test_load_is_balanced_across_swarms_offering_a_capability(client):
     ids = [client.submit("test.slow", {"s": 0.3}, swarm="alpha") for _ in range(8)]
     ids += [client.submit("test.slow", {"s": 0.3}) for _ in range(8)]
