@@ -2,6 +2,7 @@
 loaded through the real transformers engine and the real Serve application."""
 
 import asyncio
+import os
 import socketserver
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 import ray
 
 from models import EngineConfig, SamplingParams
+from models._private.core import names
 from models._private.engines.transformers_engine import TransformersEngine
 from serve import AIServiceConfig, deploy
 from tests.conftest import free_port
@@ -197,6 +199,19 @@ def test_a_colocated_model_answers_from_inside_the_gateway_as_a_deployed_one_doe
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected.text
     backends = httpx.get(f"{service}/backends", timeout=30).json()
     assert backends["tiny-c"]["kind"] == "model"
+
+
+def test_served_engines_compute_with_the_nodes_cores(service, client):
+    from ray import serve
+
+    # Ray caps a replica of num_cpus 1 at one torch thread unless the engine says otherwise.
+    client.chat.completions.create(model="tiny-c", messages=[{"role": "user", "content": "hi"}], max_tokens=1)
+    colocated = serve.get_app_handle(APP).engine_counters.remote().result(timeout_s=30)
+    deployed = (
+        serve.get_deployment_handle(names.deployment_name("tiny"), APP).counters.remote().result(timeout_s=30)
+    )
+    assert colocated["tiny-c"]["torch_threads"] == os.cpu_count()
+    assert deployed["torch_threads"] == os.cpu_count()
 
 
 def test_a_chat_without_max_tokens_gets_what_fits_the_context(client, local_engine):

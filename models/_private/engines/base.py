@@ -52,6 +52,12 @@ class EngineConfig(ConfigModel):
     gpu_memory_utilization: float = Field(
         0.9, gt=0, le=1, description="Share of each GPU's memory vLLM may take."
     )
+    torch_threads: PositiveInt | None = Field(
+        None,
+        description="Threads torch computes with on a CPU (transformers); None: the node's cores "
+        "(Ray caps the threads of an actor of num_cpus 0 or 1 at one, which halves a 2-core "
+        "node's tokens per second).",
+    )
     max_batch_size: PositiveInt = Field(
         8, description="Requests that share forward passes (transformers; vLLM batches on its own)."
     )

@@ -138,6 +138,10 @@ class TransformersEngine(Engine):
         if os.path.isdir(source):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.device = self.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cpu":
+            # Ray sets OMP_NUM_THREADS to a replica's num_cpus (1 for 0 or 1): the model would
+            # compute on one core of a node that has more.
+            torch.set_num_threads(self.config.torch_threads or os.cpu_count() or 1)
         dtype = "auto" if self.config.dtype == "auto" else getattr(torch, self.config.dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(
             source, trust_remote_code=self.config.trust_remote_code
