@@ -5,7 +5,7 @@ One local Ray started as `swarm up` starts it (HAProxy ingress, Serve's gRPC dat
 model colocated in the gateway, the embedder) serving the default model (SmolLM2-135M-Instruct)
 or, with `--model tiny`, a tiny random-weight one; a swarm `fleet` whose colocated pool of
 ToolAgents runs `--agents` tasks at once (`--pool-agents` agents, each with as many concurrent
-tasks as that takes); and a swarm `tools` whose `bench.noop` (an agent that returns at once) is
+tasks as that takes); and a swarm `tools` whose `bench.check` (no arguments; returns at once) is
 the agents' one tool. Each task is two model calls: `first_tool_choice: required` (the call is
 valid by construction), then `tool_choice: none`, an answer; `--max-tokens` per call.
 
@@ -16,7 +16,7 @@ Measured in the same run:
 - LangGraph (the `bench` extra): the same tasks through `langgraph.prebuilt.create_react_agent`
   with `langchain_openai.ChatOpenAI` pointed at the same service, all at once on one asyncio
   loop in this process (the httpx pool raised to match); the same tool (a Python function that
-  returns "null", as the noop's result reads), the same system message, max tokens and tool
+  returns "null", as the check's result reads), the same system message, max tokens and tool
   choices (a model picked per step: required, then none), parallel tool calls off;
 - the engine alone (after the system is down, in this process: no Ray, no HTTP): the very chat
   requests the agents sent (rebuilt from each task's output, checked by their prompt tokens)
@@ -47,7 +47,7 @@ from benchmarks._fleet import chat_requests
 ROOT = Path(__file__).resolve().parent.parent
 NAMESPACE = "bench-fleet"
 SYSTEM = "Check the system with the tool first, then say in one short sentence that it is done."
-NOOP_DESCRIPTION = "Checks the system; returns nothing."
+CHECK_DESCRIPTION = "Checks the system; returns nothing."
 TINY = "tiny"
 
 
@@ -60,7 +60,7 @@ def agent_params(model: str, max_tokens: int) -> dict[str, Any]:
     """The ToolAgent's params (the pool's agent.params): two model calls, one tool call."""
     return {
         "model": model,
-        "tools": ["bench.noop"],
+        "tools": ["bench.check"],
         "system": SYSTEM,
         "first_tool_choice": "required",
         "tool_choice": "none",
@@ -100,12 +100,12 @@ def system_config(args: argparse.Namespace, model: str, source: str, keys: str) 
             },
             "tools": {
                 "pools": {
-                    "noop": {
+                    "check": {
                         "colocate": True,
                         "agent": {
-                            "class": "benchmarks._agents:NoopAgent",
+                            "class": "benchmarks._agents:CheckAgent",
                             "max_concurrent_tasks": max(args.agents, 1),
-                            "capabilities": [{"name": "bench.noop", "description": NOOP_DESCRIPTION}],
+                            "capabilities": [{"name": "bench.check", "description": CHECK_DESCRIPTION}],
                         },
                     }
                 }
@@ -153,12 +153,12 @@ async def run_langgraph(
             f"{e}: the LangGraph peer needs the bench extra: pip install -e '.[bench]'"
         ) from None
 
-    async def noop() -> str:
-        return "null"  # what our noop's result (None) reads as a tool message
+    async def check() -> str:
+        return "null"  # what our check's result (None) reads as a tool message
 
     function = tool_spec["function"]
     tool = StructuredTool.from_function(
-        coroutine=noop,
+        coroutine=check,
         name=function["name"],
         description=function["description"],
         args_schema=function["parameters"],
@@ -282,11 +282,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         rss_gb = ray_rss_gb()
         failed = [r for r in results if not r.ok]
         assert not failed, f"{len(failed)} tasks failed: {[r.error for r in failed[:2]]}"
-        (entry,) = client.capabilities("bench.noop")
+        (entry,) = client.capabilities("bench.check")
         tool_spec = {
             "type": "function",
             "function": {
-                "name": "bench_noop",
+                "name": "bench_check",
                 "description": entry["description"],
                 "parameters": entry.get("schema") or {"type": "object"},
             },
@@ -330,6 +330,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "rss_gb": rss_gb,
         "fleet_wall_s": wall,
         "model_calls": len(bodies),
+        "model_calls_per_task": len(bodies) / len(results),
         "served_requests": requests,
         "served_batches": batches,
         "served_mean_batch": requests / batches if batches else None,
