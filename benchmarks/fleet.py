@@ -12,7 +12,8 @@ valid by construction), then `tool_choice: none`, an answer; `--max-tokens` per 
 Measured in the same run:
 - the fleet: every task submitted together (`Client.submit_many`); completion tokens per
   second over the wall time, task latency p50 / p99 (submitted -> finished), the resident
-  memory of Ray's processes, and the engine's counters (requests, batches, busy time);
+  memory of Ray's processes, and the engine's counters (requests, busy time, and the mean rows
+  of its decode passes, `served_mean_batch`);
 - LangGraph (the `bench` extra): the same tasks through `langgraph.prebuilt.create_react_agent`
   with `langchain_openai.ChatOpenAI` pointed at the same service, all at once on one asyncio
   loop in this process (the httpx pool raised to match); the same tool (a Python function that
@@ -317,6 +318,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     latency = [r.timings.finished_at - r.timings.submitted_at for r in results]
     requests = after["requests"] - before["requests"]
     batches = (after["batches"] or 0) - (before["batches"] or 0)
+    # Continuous batching counts a batch from empty to empty: its passes' rows tell how full it ran.
+    steps = (after["steps"] or 0) - (before["steps"] or 0)
+    row_steps = (after["row_steps"] or 0) - (before["row_steps"] or 0)
     busy = after["busy_s"] - before["busy_s"]
     fleet_tasks_per_s = len(results) / wall
     out = {
@@ -336,7 +340,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "model_calls_per_task": len(bodies) / len(results),
         "served_requests": requests,
         "served_batches": batches,
-        "served_mean_batch": requests / batches if batches else None,
+        "served_mean_batch": row_steps / steps if steps else None,
         "served_busy_share": busy / wall,
         "served_torch_threads": after.get("torch_threads"),
         **{k: v for k, v in engine.items() if k != "engine_tokens_per_s"},
@@ -371,7 +375,7 @@ def main() -> None:
         f"{result['agents']} agents, {result['model']}: fleet {result['fleet_tokens_per_s']:.1f} tokens/s, "
         f"engine {result['engine_tokens_per_s']:.1f} (batch {result['engine_best_batch_size']}), "
         f"ratio {result['fleet_to_engine']:.2f}; tasks p50 {result['task_p50_s']:.1f} s, "
-        f"p99 {result['task_p99_s']:.1f} s; served batches of {result['served_mean_batch']} on average",
+        f"p99 {result['task_p99_s']:.1f} s; decode passes of {result['served_mean_batch']} rows on average",
         file=sys.stderr,
     )
     emit(result)

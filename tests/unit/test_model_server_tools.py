@@ -63,3 +63,7 @@ def test_counters_count_the_requests_answered_the_engine_batches_and_its_busy_ti
     assert after["requests"] - before["requests"] == 2
     assert after["batches"] > before["batches"]  # the engine's own count of its batches
     assert after["busy_s"] > before["busy_s"]
+    # Decode passes, and the rows they decoded: one or both requests in each (the second may
+    # join the first a pass late); rows / steps is the engine's mean batch.
+    steps, rows = after["steps"] - before["steps"], after["row_steps"] - before["row_steps"]
+    assert 0 < steps <= rows <= 2 * steps

@@ -83,16 +83,18 @@ class ModelServer:
             self._busy_s += time.monotonic() - self._busy_since
 
     def counters(self) -> dict[str, Any]:
-        """Requests answered, seconds with a request in the engine (`busy_s`, up to now), and
-        the engine's forward-pass batches when it counts them (the transformers engine's
-        `batches`; None otherwise) and torch's threads: what a benchmark reads to see how busy
-        the engine was."""
+        """Requests answered, seconds with a request in the engine (`busy_s`, up to now), the
+        engine's own counts when it keeps them (the transformers engine's `batches`, decode
+        passes `steps` and the rows they decoded `row_steps`; None otherwise) and torch's
+        threads: what a benchmark reads to see how busy the engine was and how full its passes."""
         busy = self._busy_s + (time.monotonic() - self._busy_since if self._inside else 0.0)
         torch = sys.modules.get("torch")  # the threads its CPU kernels use (Ray sets num_cpus)
         return {
             "requests": self._answered,
             "busy_s": busy,
             "batches": getattr(self.engine, "batches", None),
+            "steps": getattr(self.engine, "steps", None),
+            "row_steps": getattr(self.engine, "row_steps", None),
             "torch_threads": torch.get_num_threads() if torch is not None else None,
         }
 
