@@ -56,3 +56,41 @@ def ray_rss_gb() -> float:
         if b"ray" in cmd and int(pid) != os.getpid():
             total += rss_pages * page
     return total / 2**30
+
+
+def _process_label(cmd: list[str]) -> str:
+    """A process's kind: a Ray worker's actor class or task (its title without the method it
+    runs now), else its program or Python script's name."""
+    if cmd[0].startswith("ray::"):
+        return cmd[0].split()[0].split(".")[0]
+    script = next((a for a in cmd[1:] if a.endswith(".py") and " " not in a), None)
+    return os.path.basename(script or cmd[0])
+
+
+def cpu_seconds() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user and system) each of this node's Ray processes, HAProxy and this process
+    have used so far, by pid: (its kind, seconds). Read from /proc (Linux); a difference of two
+    calls is where a run's CPU went."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if cmd and (int(pid) == os.getpid() or any("ray" in a or "haproxy" in a for a in cmd[:2])):
+            # utime and stime are the 14th and 15th fields of stat, the 12th and 13th after "(comm)".
+            out[int(pid)] = (_process_label(cmd), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def cpu_spent(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds spent between two `cpu_seconds` readings, summed by process kind, largest first
+    (a process started meanwhile counts from zero; the kind is the later reading's)."""
+    spent: dict[str, float] = {}
+    for pid, (label, seconds) in after.items():
+        spent[label] = spent.get(label, 0.0) + seconds - before.get(pid, (label, 0.0))[1]
+    return dict(sorted(((k, round(v, 2)) for k, v in spent.items() if v > 0), key=lambda kv: -kv[1]))

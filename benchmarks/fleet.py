@@ -37,12 +37,13 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from benchmarks._common import emit, percentile, ray_rss_gb
+from benchmarks._common import cpu_seconds, cpu_spent, emit, percentile, ray_rss_gb
 from benchmarks._fleet import chat_requests
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +78,9 @@ def system_config(args: argparse.Namespace, model: str, source: str, keys: str) 
     per_agent = -(-args.agents // args.pool_agents)  # ceil: every task runs at once
     # The model as `ai` with no models serves the default (colocated), but for its timeout_s:
     # the 60 s default fails a call that waits longer behind the fleet's others at the engine.
-    model_config = {"source": source, "colocate": True, "timeout_s": 1800}
+    model_config: dict[str, Any] = {"source": source, "colocate": True, "timeout_s": 1800}
+    if args.served_batch_size:
+        model_config["engine"] = {"max_batch_size": args.served_batch_size}
     ai: dict[str, Any] = {"port": args.port, "auth": {"path": keys}, "models": {model: model_config}}
     return {
         "namespace": NAMESPACE,
@@ -130,6 +133,31 @@ def engine_counters(app: str) -> dict[str, Any]:
 _HANDLE_LOOP = asyncio.new_event_loop()
 
 
+def served_figures(
+    before: dict[str, Any], after: dict[str, Any], wall_s: float, prefix: str
+) -> dict[str, Any]:
+    """The served engine's work between two readings of its counters: requests, decode passes,
+    the mean rows of a pass and the share of `wall_s` it had a request inside."""
+    # Continuous batching counts a batch from empty to empty: its passes' rows tell how full it ran.
+    steps = (after["steps"] or 0) - (before["steps"] or 0)
+    rows = (after["row_steps"] or 0) - (before["row_steps"] or 0)
+    return {
+        f"{prefix}served_requests": after["requests"] - before["requests"],
+        f"{prefix}served_steps": steps,
+        f"{prefix}served_mean_batch": rows / steps if steps else None,
+        f"{prefix}served_busy_share": (after["busy_s"] - before["busy_s"]) / wall_s,
+        f"{prefix}served_torch_threads": after.get("torch_threads"),
+    }
+
+
+def cpu_figures(spent: dict[str, float], tasks: int, prefix: str) -> dict[str, Any]:
+    """Where an arm's CPU went: seconds per task in all, and by process kind (the 8 largest)."""
+    return {
+        f"{prefix}cpu_s_per_task": sum(spent.values()) / tasks,
+        f"{prefix}cpu_s_by_process": dict(list(spent.items())[:8]),
+    }
+
+
 def run_fleet(client: Any, inputs: list[str]) -> tuple[list[Any], float]:
     """Submits one task per input together; returns the results and the wall seconds."""
     queen = client.queen("fleet")
@@ -140,9 +168,16 @@ def run_fleet(client: Any, inputs: list[str]) -> tuple[list[Any], float]:
 
 
 async def run_langgraph(
-    url: str, key: str, model: str, tool_spec: dict[str, Any], inputs: list[str], max_tokens: int
-) -> dict[str, Any]:
-    """The same tasks through LangGraph's prebuilt ReAct agent, all at once on this loop."""
+    url: str,
+    key: str,
+    model: str,
+    tool_spec: dict[str, Any],
+    inputs: list[str],
+    max_tokens: int,
+    readings: Callable[[], Any],
+) -> tuple[dict[str, Any], Any, Any]:
+    """The same tasks through LangGraph's prebuilt ReAct agent, all at once on this loop;
+    (figures, `readings()` after the warm-up, `readings()` at the end)."""
     try:
         import httpx
         from langchain_core.messages import ToolMessage
@@ -184,25 +219,31 @@ async def run_langgraph(
 
         agent = create_react_agent(pick, [tool], prompt=SYSTEM)
 
-        async def one(text: str) -> tuple[float, int, int]:
+        async def one(text: str) -> tuple[float, int, int, int]:
             t = time.perf_counter()
             out = await agent.ainvoke({"messages": [("user", text)]})
             ai = [m for m in out["messages"] if getattr(m, "usage_metadata", None)]
             tokens = sum(m.usage_metadata["output_tokens"] for m in ai)
-            return time.perf_counter() - t, tokens, len(ai)
+            prompt = sum(m.usage_metadata["input_tokens"] for m in ai)
+            return time.perf_counter() - t, tokens, len(ai), prompt
 
         await one("warm up")
+        at_start = await asyncio.to_thread(readings)  # off this loop: the Serve handle runs its own
         t = time.perf_counter()
         done = await asyncio.gather(*(one(text) for text in inputs))
         wall = time.perf_counter() - t
+        at_end = await asyncio.to_thread(readings)
     latencies = [d[0] for d in done]
-    return {
+    figures = {
+        "langgraph_wall_s": wall,
         "langgraph_tasks_per_s": n / wall,
         "langgraph_tokens_per_s": sum(d[1] for d in done) / wall,
         "langgraph_task_p50_s": statistics.median(latencies),
         "langgraph_task_p99_s": percentile(latencies, 99),
         "langgraph_model_calls": sum(d[2] for d in done),
+        "langgraph_prompt_tokens_per_task": sum(d[3] for d in done) / n,
     }
+    return figures, at_start, at_end
 
 
 async def replay(server: Any, payloads: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
@@ -280,9 +321,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         app = names.ai_app_name(NAMESPACE)
         warm, _ = run_fleet(client, [f"Warm-up {i}: is the system ready?" for i in range(8)])
         assert all(r.ok for r in warm), [r.error for r in warm if not r.ok][:2]
-        before = engine_counters(app)
+
+        def readings() -> tuple[dict[str, Any], dict[int, tuple[str, float]]]:
+            return engine_counters(app), cpu_seconds()
+
+        fleet_start = readings()
         results, wall = run_fleet(client, inputs)
-        after = engine_counters(app)
+        fleet_end = readings()
         rss_gb = ray_rss_gb()
         failed = [r for r in results if not r.ok]
         assert not failed, f"{len(failed)} tasks failed: {[r.error for r in failed[:2]]}"
@@ -298,9 +343,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         peer: dict[str, Any] = {}
         if not args.no_langgraph:
             url = ray.get(client.registry.kv_get.remote(AI_URL_KEY))
-            peer = asyncio.run(
-                run_langgraph(url, user_key(NAMESPACE), model, tool_spec, inputs, args.max_tokens)
+            peer, peer_start, peer_end = asyncio.run(
+                run_langgraph(url, user_key(NAMESPACE), model, tool_spec, inputs, args.max_tokens, readings)
             )
+            peer |= served_figures(peer_start[0], peer_end[0], peer["langgraph_wall_s"], "langgraph_")
+            peer |= cpu_figures(cpu_spent(peer_start[1], peer_end[1]), len(inputs), "langgraph_")
     finally:
         down(NAMESPACE)
         ray.shutdown()
@@ -316,12 +363,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
     tokens = sum(r.output["usage"]["completion_tokens"] for r in results)
     latency = [r.timings.finished_at - r.timings.submitted_at for r in results]
-    requests = after["requests"] - before["requests"]
-    batches = (after["batches"] or 0) - (before["batches"] or 0)
-    # Continuous batching counts a batch from empty to empty: its passes' rows tell how full it ran.
-    steps = (after["steps"] or 0) - (before["steps"] or 0)
-    row_steps = (after["row_steps"] or 0) - (before["row_steps"] or 0)
-    busy = after["busy_s"] - before["busy_s"]
     fleet_tasks_per_s = len(results) / wall
     out = {
         "model": model,
@@ -329,6 +370,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "pool_agents": args.pool_agents,
         "max_tokens": args.max_tokens,
         "fleet_tokens_per_s": tokens / wall,
+        "prompt_tokens_per_task": sum(r.output["usage"]["prompt_tokens"] for r in results) / len(results),
         "engine_tokens_per_s": engine["engine_tokens_per_s"],
         "fleet_to_engine": tokens / wall / engine["engine_tokens_per_s"],
         "fleet_tasks_per_s": fleet_tasks_per_s,
@@ -338,11 +380,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "fleet_wall_s": wall,
         "model_calls": len(bodies),
         "model_calls_per_task": len(bodies) / len(results),
-        "served_requests": requests,
-        "served_batches": batches,
-        "served_mean_batch": row_steps / steps if steps else None,
-        "served_busy_share": busy / wall,
-        "served_torch_threads": after.get("torch_threads"),
+        **served_figures(fleet_start[0], fleet_end[0], wall, ""),
+        **cpu_figures(cpu_spent(fleet_start[1], fleet_end[1]), len(results), ""),
         **{k: v for k, v in engine.items() if k != "engine_tokens_per_s"},
         "engine_tasks_replayed": tasks_replayed,
         **peer,
@@ -366,6 +405,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--engine-tasks", type=int, default=0, help="tasks whose requests the baseline replays (0: all)"
+    )
+    parser.add_argument(
+        "--served-batch-size", type=int, default=0, help="the served engine's max_batch_size (0: its default)"
     )
     parser.add_argument("--no-langgraph", action="store_true", help="skip the LangGraph peer")
     parser.add_argument("--port", type=int, default=8797)
