@@ -88,7 +88,11 @@ class ModelConfig(_Backend):
         description="How a replica's placement group (tensor_parallel_size > 1) spreads its GPUs.",
     )
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig, description="Replicas.")
-    max_ongoing_requests: PositiveInt = Field(16, description="Requests one replica takes at once.")
+    max_ongoing_requests: PositiveInt = Field(
+        64,
+        description="Requests one replica takes at once: above the engine's max_batch_size (32), "
+        "so a row that finishes is replaced from the replica's own queue at the next step.",
+    )
     health_check_period_s: PositiveFloat = Field(10.0, description="Seconds between engine health checks.")
     health_check_timeout_s: PositiveFloat = Field(30.0, description="A health check slower than this fails.")
     colocate: bool = Field(
