@@ -287,6 +287,7 @@ def engine_baseline(
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from actors._private.agents.tool_agent import function_tool
     from actors._private.services import AI_URL_KEY
     from cluster import Client, down, load_config, up
     from cluster._private.connection import HEAD_ENV
@@ -332,14 +333,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         failed = [r for r in results if not r.ok]
         assert not failed, f"{len(failed)} tasks failed: {[r.error for r in failed[:2]]}"
         (entry,) = client.capabilities("bench.check")
-        tool_spec = {
-            "type": "function",
-            "function": {
-                "name": "bench_check",
-                "description": entry["description"],
-                "parameters": entry.get("schema") or {"type": "object"},
-            },
-        }
+        # As the agents offered it (the schema without the payload model's title and docstring).
+        schema = entry.get("schema") or {"type": "object"}
+        tool_spec = function_tool("bench_check", entry["description"], schema)
         peer: dict[str, Any] = {}
         if not args.no_langgraph:
             url = ray.get(client.registry.kv_get.remote(AI_URL_KEY))

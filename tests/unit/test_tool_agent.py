@@ -138,6 +138,10 @@ def test_the_agent_calls_tools_in_parallel_as_child_tasks_and_answers_from_their
     parameters = tool["function"]["parameters"]
     assert set(parameters["properties"]) == {"path", "word", "wait_for"}
     assert parameters["required"] == ["path", "word"]
+    assert parameters["properties"]["word"]["description"] == "The word to write."
+    # The payload model's own title and docstring are not sent (the function has its name and
+    # the capability's description): tokens every call would prefill for nothing.
+    assert "title" not in parameters and "description" not in parameters
     assert tool["function"]["description"] == "Writes the word down; returns it in capitals."
     replies = [m for m in provider.requests[1]["messages"] if m["role"] == "tool"]
     assert [m["tool_call_id"] for m in replies] == ["call_a", "call_b"]

@@ -275,7 +275,7 @@ class ToolAgent(Agent):
 
         for name, (model, description) in _BUILTIN_SPECS.items():
             if self._chosen(name):
-                add(_Tool(name, _function(name, description, model.model_json_schema())), name)
+                add(_Tool(name, function_tool(name, description, model.model_json_schema())), name)
         own = set(self.context.capabilities)  # never itself: no task waits on its own kind
         catalog = await self.context.tasks.catalog() if self.patterns else []
         for entry in catalog:
@@ -285,7 +285,7 @@ class ToolAgent(Agent):
             if owners.get(function_name(cap)) == cap:
                 continue  # offered by several swarms: one tool
             name, schema = function_name(cap), entry.get("schema") or {"type": "object"}
-            add(_Tool(name, _function(name, entry["description"], schema), cap), cap)
+            add(_Tool(name, function_tool(name, entry["description"], schema), cap), cap)
         self._tools, self._tools_at = found, time.monotonic()
         return found
 
@@ -505,6 +505,11 @@ class ToolAgent(Agent):
         return {"id": stored}
 
 
-def _function(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    function = {"name": name, "description": description, "parameters": parameters}
+def function_tool(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI tool spec of function `name` whose arguments follow the JSON Schema `parameters`."""
+    # A payload model's title and docstring are for its developers; the function has its name
+    # and description, and every model call prefills its tools (LangChain drops them too).
+    shown = {k: v for k, v in parameters.items() if k not in ("title", "description")}
+    description = description or parameters.get("description") or ""
+    function = {"name": name, "description": description, "parameters": shown}
     return {"type": "function", "function": function}
