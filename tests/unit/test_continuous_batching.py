@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 
 from models import EngineConfig, SamplingParams, create_engine
+from models._private.core.errors import RequestError
 from models._private.engines.tiny_model import build_tiny_model
 from models._private.engines.transformers_engine import TransformersEngine
 from serve._private.ai.config import DEFAULT_MODEL_SOURCE
@@ -143,3 +144,22 @@ def test_grammar_constrained_rows_joining_mid_batch_produce_valid_json():
         assert out.finish_reason == "stop", out.text
         jsonschema.validate(json.loads(out.text), params.json_schema)
     assert outs[0].text == solo_first and story_out.text == solo_free.text
+
+
+def test_an_empty_prompt_is_refused_and_the_batch_it_would_join_decodes_on(tiny_path):
+    """A prompt of no tokens has nothing to prefill: let into a running batch, its failed
+    prefill used to fail every row of that batch with it."""
+    engine = TransformersEngine(tiny_path, EngineConfig(max_batch_size=4))
+    assert engine._encode("", False) == []  # the tiny tokenizer adds no start token
+    solo = run(engine.generate("swarm of agents shares work", LONG))
+
+    async def scenario():
+        steps = engine.steps
+        first = asyncio.ensure_future(engine.generate("swarm of agents shares work", LONG))
+        await async_wait_until(lambda: engine.steps >= steps + 5, what="the first request decoding")
+        with pytest.raises(RequestError, match="prompt has no tokens") as refused:
+            await engine.generate("", SamplingParams(max_tokens=5, temperature=0))
+        return refused.value, await first
+
+    refused, first = run(scenario())
+    assert refused.param == "prompt" and first.text == solo.text
