@@ -65,9 +65,9 @@ class MetaRegistry:
     which with the hop limit makes delegation loops impossible.
 
     `generation` counts the changes that can move a routing decision other than load (a swarm
-    registered or removed, its capabilities, priority or health changed); each change is
-    pushed to every registered queen (`routes_changed`), whose delegator caches the routes
-    `routing` marks as not load-dependent until then.
+    registered or removed, its capabilities, priority or health changed, a stale one heard
+    from again); each change is pushed to every registered queen (`routes_changed`), whose
+    delegator caches the routes `routing` marks as not load-dependent until then.
     """
 
     def __init__(
@@ -132,6 +132,9 @@ class MetaRegistry:
             changed = True
         else:
             changed = any(getattr(entry, k) != v for k, v in registration.items() if k != "description")
+            # A stale swarm was out of routing: its return is a change too (its going stale is
+            # not pushed, having no event: `route_cache_ttl_s` bounds a route cached to it).
+            changed |= time.monotonic() - entry.last_heartbeat > self.config.stale_after_s
             for k, v in registration.items():
                 setattr(entry, k, v)
         changed |= entry.health != health

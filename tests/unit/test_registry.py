@@ -223,3 +223,17 @@ def test_routing_counts_every_task_of_a_batch_against_its_swarm():
     reg = registry(a=(["x"], 0, 0, 1), b=(["x"], 0, 0, 1))
     assert reg.routing("x", [], count=10)["swarm"] == "a"
     assert [reg.route("x", []) for _ in range(10)] == ["b"] * 10
+
+
+def test_a_stale_swarm_heartbeating_again_moves_the_generation(monkeypatch):
+    """A stale swarm is out of routing; when it heartbeats again it is back in, a change a
+    queen's cached route must hear of (the route cached while it was out had one candidate)."""
+    reg = registry(a=(["x"], 0, 0, 1), b=(["x"], 0, 0, 1))
+    later = time.monotonic() + 6
+    reg.swarms["a"].last_heartbeat = later  # a heartbeats on; b goes quiet
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    alone = reg.routing("x", [])
+    assert alone["swarm"] == "a" and alone["cacheable"]  # b is stale: a is the only candidate
+    heartbeat(reg, "b", ["x"])  # b is back, as healthy as before
+    assert reg.generation > alone["generation"]
+    assert not reg.routing("x", [])["cacheable"]
