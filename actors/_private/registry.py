@@ -65,9 +65,9 @@ class MetaRegistry:
     which with the hop limit makes delegation loops impossible.
 
     `generation` counts the changes that can move a routing decision other than load (a swarm
-    registered or removed, its capabilities, priority or health changed); each change is
-    pushed to every registered queen (`routes_changed`), whose delegator caches the routes
-    `routing` marks as not load-dependent until then.
+    registered or removed, its capabilities, priority or health changed, a stale one heard
+    from again); each change is pushed to every registered queen (`routes_changed`), whose
+    delegator caches the routes `routing` marks as not load-dependent until then.
     """
 
     def __init__(
@@ -132,6 +132,9 @@ class MetaRegistry:
             changed = True
         else:
             changed = any(getattr(entry, k) != v for k, v in registration.items() if k != "description")
+            # A stale swarm was out of routing: its return is a change too (its going stale is
+            # not pushed, having no event: `route_cache_ttl_s` bounds a route cached to it).
+            changed |= time.monotonic() - entry.last_heartbeat > self.config.stale_after_s
             for k, v in registration.items():
                 setattr(entry, k, v)
         changed |= entry.health != health
@@ -190,7 +193,9 @@ class MetaRegistry:
         """`route` for `count` tasks at once, with what a cache of the decision needs.
 
         Returns:
-            swarm: where the tasks go; generation: the registry's `generation`; cacheable:
+            swarms: where each task goes, chosen task by task as `count` calls of `route`
+            would (least-loaded balancing and round-robin rotation hold within the batch);
+            swarm: the first task's; generation: the registry's `generation`; cacheable:
             whether the choice holds until the generation changes (no other candidate, or one
             strictly preferred by health and, under `priority`, priority: load cannot move it).
 
@@ -205,14 +210,19 @@ class MetaRegistry:
             why = {s.name: ("visited" if s.name in visited else self._unroutable(s) or "?") for s in offering}
             raise DelegationError(capability, f"no routable swarm offers it: {why}", list(visited))
         policy = self.config.conflict_policy
-        if policy == "round_robin":
-            best = [c for c in candidates if c.health == candidates[0].health]
-            turn = self._turn.get(capability, 0)
-            self._turn[capability] = turn + 1
-            chosen = best[turn % len(best)]
-        else:
-            chosen = candidates[0]
-        chosen.routed_since_heartbeat += count
+        chosen: list[str] = []
+        for n in range(count):
+            if n:  # the choices before this one count as load (least_loaded, priority's ties)
+                candidates = self._candidates(capability, visited)
+            if policy == "round_robin":
+                best = [c for c in candidates if c.health == candidates[0].health]
+                turn = self._turn.get(capability, 0)
+                self._turn[capability] = turn + 1
+                pick = best[turn % len(best)]
+            else:
+                pick = candidates[0]
+            pick.routed_since_heartbeat += 1
+            chosen.append(pick.name)
         cacheable = len(candidates) == 1
         if len(candidates) > 1 and policy == "priority":
             first, second = candidates[0], candidates[1]
@@ -220,7 +230,7 @@ class MetaRegistry:
             cacheable = rank(first) < rank(second)
         elif len(candidates) > 1 and policy == "least_loaded":
             cacheable = _HEALTH_RANK[candidates[0].health] < _HEALTH_RANK[candidates[1].health]
-        return {"swarm": chosen.name, "generation": self.generation, "cacheable": cacheable}
+        return {"swarm": chosen[0], "swarms": chosen, "generation": self.generation, "cacheable": cacheable}
 
     def _unroutable(self, s: _Swarm) -> str:
         if s.health not in _HEALTH_RANK:

@@ -10,6 +10,7 @@ import jsonschema
 import pytest
 
 from models import EngineConfig, SamplingParams, create_engine
+from models._private.core.errors import RequestError
 from models._private.engines.tiny_model import build_tiny_model
 from models._private.engines.transformers_engine import TransformersEngine
 from serve._private.ai.config import DEFAULT_MODEL_SOURCE
@@ -143,3 +144,72 @@ def test_grammar_constrained_rows_joining_mid_batch_produce_valid_json():
         assert out.finish_reason == "stop", out.text
         jsonschema.validate(json.loads(out.text), params.json_schema)
     assert outs[0].text == solo_first and story_out.text == solo_free.text
+
+
+def test_an_empty_prompt_is_refused_and_the_batch_it_would_join_decodes_on(tiny_path):
+    """A prompt of no tokens has nothing to prefill: let into a running batch, its failed
+    prefill used to fail every row of that batch with it."""
+    engine = TransformersEngine(tiny_path, EngineConfig(max_batch_size=4))
+    assert engine._encode("", False) == []  # the tiny tokenizer adds no start token
+    solo = run(engine.generate("swarm of agents shares work", LONG))
+
+    async def scenario():
+        steps = engine.steps
+        first = asyncio.ensure_future(engine.generate("swarm of agents shares work", LONG))
+        await async_wait_until(lambda: engine.steps >= steps + 5, what="the first request decoding")
+        with pytest.raises(RequestError, match="prompt has no tokens") as refused:
+            await engine.generate("", SamplingParams(max_tokens=5, temperature=0))
+        return refused.value, await first
+
+    refused, first = run(scenario())
+    assert refused.param == "prompt" and first.text == solo.text
+
+
+@pytest.fixture(scope="module")
+def tiny_hybrid_path(tmp_path_factory):
+    """A tiny random-weight LFM2 (a convolution layer, then an attention layer) with the tiny
+    model's tokenizer: its cache holds convolution states, whose rows cannot be dropped."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = build_tiny_model(str(tmp_path_factory.mktemp("tiny-hybrid")))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(
+        "lfm2",
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        layer_types=["conv", "full_attention"],
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    AutoModelForCausalLM.from_config(config).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("batching", ["static", "continuous"])
+def test_a_model_whose_cache_rows_cannot_be_dropped_finishes_every_row_of_a_batch(tiny_hybrid_path, batching):
+    """Rows of one batch that end at different steps: a cache of convolution (or linear
+    attention) states has no `batch_select_indices`, so a row that ends stays in it, padded
+    and masked out, until the batch ends (as static batching always did)."""
+    engine = TransformersEngine(tiny_hybrid_path, EngineConfig(max_batch_size=4, batching=batching))
+    lengths = (3, 20, 9)
+
+    async def together():
+        return await asyncio.gather(
+            *(
+                engine.generate("swarm of agents", SamplingParams(max_tokens=n, temperature=0))
+                for n in lengths
+            )
+        )
+
+    outs = run(together())
+    assert engine._mergeable is False and engine.batches == 1
+    assert [o.completion_tokens for o in outs] == list(lengths)
+    assert all(o.finish_reason == "length" for o in outs)

@@ -358,7 +358,8 @@ class Swarms:
     def routing(self, name, capability, exclude, count):
         self.calls.append((name, "routing", count))
         swarm = next(s for s in self.offering if s not in exclude)
-        return {"swarm": swarm, "generation": self.generation, "cacheable": self.cacheable}
+        swarms = [swarm] * count
+        return {"swarm": swarm, "swarms": swarms, "generation": self.generation, "cacheable": self.cacheable}
 
     def accept_many(self, name, tasks):
         self.calls.append((name, "accept_many", len(tasks)))
@@ -479,3 +480,30 @@ def test_a_target_down_for_a_whole_batch_reroutes_every_task_of_it():
     assert {s for s, _ in where} == {"c"}
     assert swarms.count("accept_many") == [20, 20]  # one failed call for b, one call to c
     assert len({rid for _, rid in where}) == 20
+
+
+def test_a_burst_of_hand_overs_is_spread_over_equally_loaded_swarms():
+    """The tasks of one turn are routed in one call; the real registry spreads them as it
+    would route them one by one, and each target gets its share in one hand-over."""
+    from actors import RegistryConfig
+    from actors._private.registry import MetaRegistry
+
+    registry = MetaRegistry(RegistryConfig(stale_after_s=60))
+    for name in ("b", "c"):
+        registration = {"name": name, "capabilities": ["x"], "priority": 0, "description": ""}
+        registry.heartbeat(registration, {"queued": 0, "running": 0, "slots": 1}, "healthy")
+
+    class RegistrySwarms(Swarms):
+        def routing(self, name, capability, exclude, count):
+            self.calls.append((name, "routing", count))
+            return registry.routing(capability, exclude, count)
+
+    swarms = RegistrySwarms(["b", "c"])
+    d, _, _ = swarm_delegator(swarms)
+
+    async def scenario():
+        return await asyncio.gather(*(d.hand_over(t) for t in tasks(10)))
+
+    where = run(scenario())
+    assert sorted(s for s, _ in where) == ["b"] * 5 + ["c"] * 5
+    assert swarms.count("routing") == [10] and sorted(swarms.count("accept_many")) == [5, 5]

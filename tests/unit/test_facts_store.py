@@ -2,6 +2,7 @@
 provenance across a reopen, corrections, and bad input that changes nothing."""
 
 import threading
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -579,3 +580,19 @@ def test_a_searchs_reads_of_mentions_and_names_take_many_ids_at_once_and_skip_un
         writer.join(WAIT_S)
         assert store.stats() == before
     assert store.stats()["facts"] == before["facts"] + 1
+
+
+def test_each_read_inside_a_snapshot_has_its_own_time_bound(path):
+    """A search holds one snapshot for all its reads and works between them (the memory's
+    search, NER, building its graph); `read_timeout_s` bounds each read, not that work."""
+    store = FactStore(path, read_timeout_s=0.5)
+    ada = hub(store, 300)
+    with store.snapshot():
+        began = time.monotonic()
+        while time.monotonic() - began < 0.6:  # the search's other work, past the bound
+            pass
+        assert len(store.facts_page(subject_id=ada.id, include_history=True)[0]) == 300
+    store.read_timeout_s = 0.0  # a read that runs past its own bound is still stopped
+    with store.snapshot(), pytest.raises(FactsReadTimeoutError):
+        store.facts_page(subject_id=ada.id, include_history=True)
+    store.close()

@@ -211,3 +211,59 @@ def test_compaction_happens_under_steady_load(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["gen-000002.log"]
     got = Journal(str(tmp_path)).read()
     assert {r["id"] for r in got} == {r["id"] for r in state}
+
+
+def test_records_queued_without_a_waiter_are_not_lost_to_another_writers_failed_write(tmp_path, monkeypatch):
+    """`append_nowait` records ride with the next write; when that write fails, only its own
+    waiters are told. The records' owner flushes later (a queen admitting tasks, the memory
+    store's group sync): its flush must not report them stored while they are not."""
+    disk = FlakyDisk()
+    monkeypatch.setattr("models._private.core.journal.os.write", disk)
+    j = Journal(str(tmp_path))
+
+    async def scenario():
+        await j.append(*records(1))
+        j.append_nowait(*records(1, start=1), wake=False)  # its owner flushes below
+        disk.fail_next = True
+        with pytest.raises(OSError):
+            await j.append(*records(1, start=2))  # another writer's write, which fails
+        await j.flush()  # the owner's: everything appended so far is durable
+
+    run(scenario())
+    j.close()
+    assert Journal(str(tmp_path)).read() == records(2)
+
+
+def test_a_writer_arriving_during_a_failed_write_is_answered(tmp_path, monkeypatch):
+    """The write loop used to end with the failed write, leaving the waiters that arrived
+    during it waiting until some later append started it again."""
+    import threading
+
+    under_way, gate = threading.Event(), threading.Event()
+
+    class SlowFailingDisk(FlakyDisk):
+        def __call__(self, fd, data):
+            if self.fail_next:
+                under_way.set()
+                gate.wait(10)  # the failing write lasts until the next writer has queued
+            return super().__call__(fd, data)
+
+    disk = SlowFailingDisk()
+    monkeypatch.setattr("models._private.core.journal.os.write", disk)
+    j = Journal(str(tmp_path))
+
+    async def scenario():
+        await j.append(*records(1))
+        disk.fail_next = True
+        failing = asyncio.ensure_future(j.append(*records(1, start=1)))
+        await async_wait_until(under_way.is_set, what="the failing write under way")
+        later = asyncio.ensure_future(j.append(*records(1, start=2)))
+        await asyncio.sleep(0)  # queued behind the write under way
+        gate.set()
+        with pytest.raises(OSError):
+            await failing
+        await asyncio.wait_for(later, 10)
+
+    run(scenario())
+    j.close()
+    assert Journal(str(tmp_path)).read() == records(1) + records(1, start=2)

@@ -212,7 +212,12 @@ def test_routing_marks_cacheable_only_a_choice_that_load_cannot_move():
     tied = registry(a=(["x"], 0, 0, 1), b=(["x"], 0, 0, 1))
     assert not tied.routing("x", [])["cacheable"]  # least loaded: the next may go to the other
     ranked = registry("priority", a=(["x"], 1, 50, 1), b=(["x"], 0, 0, 1))
-    assert ranked.routing("x", []) == {"swarm": "a", "generation": ranked.generation, "cacheable": True}
+    assert ranked.routing("x", []) == {
+        "swarm": "a",
+        "swarms": ["a"],
+        "generation": ranked.generation,
+        "cacheable": True,
+    }
     same = registry("priority", a=(["x"], 1, 0, 1), b=(["x"], 1, 0, 1))
     assert not same.routing("x", [])["cacheable"]
     rr = registry("round_robin", a=(["x"], 1, 0, 1), b=(["x"], 0, 0, 1))
@@ -220,6 +225,34 @@ def test_routing_marks_cacheable_only_a_choice_that_load_cannot_move():
 
 
 def test_routing_counts_every_task_of_a_batch_against_its_swarm():
+    reg = registry(a=(["x"], 0, 0, 1), b=(["x"], 0, 2, 1))
+    assert reg.routing("x", [], count=2)["swarms"] == ["a", "a"]  # a catches up with b's 2
+    assert [reg.route("x", []) for _ in range(4)] == ["a", "b", "a", "b"]
+
+
+def test_a_stale_swarm_heartbeating_again_moves_the_generation(monkeypatch):
+    """A stale swarm is out of routing; when it heartbeats again it is back in, a change a
+    queen's cached route must hear of (the route cached while it was out had one candidate)."""
     reg = registry(a=(["x"], 0, 0, 1), b=(["x"], 0, 0, 1))
-    assert reg.routing("x", [], count=10)["swarm"] == "a"
-    assert [reg.route("x", []) for _ in range(10)] == ["b"] * 10
+    later = time.monotonic() + 6
+    reg.swarms["a"].last_heartbeat = later  # a heartbeats on; b goes quiet
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    alone = reg.routing("x", [])
+    assert alone["swarm"] == "a" and alone["cacheable"]  # b is stale: a is the only candidate
+    heartbeat(reg, "b", ["x"])  # b is back, as healthy as before
+    assert reg.generation > alone["generation"]
+    assert not reg.routing("x", [])["cacheable"]
+
+
+def test_a_batch_routed_at_once_is_spread_as_one_route_per_task_would_be():
+    """A queen routes the delegated tasks of one event-loop turn in one call: least-loaded
+    balancing and round-robin rotation must still hold task by task, not send the lot to the
+    swarm that was best for the first."""
+    one_by_one = registry(a=(["x"], 0, 0, 1), b=(["x"], 0, 0, 1))
+    expected = [one_by_one.route("x", []) for _ in range(6)]
+    assert expected == ["a", "b"] * 3
+    batched = registry(a=(["x"], 0, 0, 1), b=(["x"], 0, 0, 1))
+    assert batched.routing("x", [], count=6)["swarms"] == expected
+    rotating = registry("round_robin", a=(["x"], 0, 0, 1), b=(["x"], 0, 0, 1), c=(["x"], 0, 0, 1))
+    assert rotating.routing("x", [], count=4)["swarms"] == ["a", "b", "c", "a"]
+    assert rotating.route("x", []) == "b"  # the rotation goes on where the batch left it

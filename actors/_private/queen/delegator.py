@@ -188,7 +188,7 @@ class ActorPeers:
         self.generation = max(self.generation, got["generation"])
         if got["cacheable"] and got["generation"] >= self.generation:
             self.routes[key] = (got["swarm"], got["generation"], self.clock() + self.route_cache_ttl_s)
-        return [got["swarm"]] * len(items)
+        return got["swarms"]  # one per task, spread as routes asked one by one would be
 
     async def submit(self, swarm: str, task: Task) -> str:
         """See `Peers.submit`; a refusal of the task drops the routes cached to `swarm`."""

@@ -245,7 +245,9 @@ class Journal:
         # Never the credentials a URI may carry: the label is scraped by whoever reads metrics.
         self._tags = {"system": system, "journal": redact_uri(uri).replace(os.path.expanduser("~"), "~", 1)}
         self._log = _LocalLog(uri.removeprefix("file://"), sync) if is_local(uri) else _ObjectLog(uri)
-        self._pending: list[bytes] = []
+        # Encoded records not written yet, each marked whether an `append` waits for it (a
+        # failed write tells that waiter; a record of `append_nowait` goes back in the queue).
+        self._pending: list[tuple[bytes, bool]] = []
         self._waiters: list[asyncio.Future] = []
         self._writer: asyncio.Task | None = None
         self._rewrites: list[tuple[Callable[[], list[dict[str, Any]]], asyncio.Future]] = []
@@ -256,12 +258,12 @@ class Journal:
 
     def size_bytes(self) -> int:
         """Bytes in the current generation."""
-        return self._log.size() + sum(map(len, self._pending))
+        return self._log.size() + sum(len(data) for data, _ in self._pending)
 
     async def append(self, *records: dict[str, Any]) -> None:
         """Stores `records` in order; returns when they are durable."""
         fut = asyncio.get_running_loop().create_future()
-        self._pending.extend(encode(r) for r in records)
+        self._pending.extend((encode(r), True) for r in records)
         self._waiters.append(fut)
         self._kick()
         await fut
@@ -298,9 +300,10 @@ class Journal:
         """Queues `records` for the next write, in order with every other append.
 
         With `wake=False` they only ride along with the next write someone else causes, so a
-        record that needs no sync of its own costs none.
+        record that needs no sync of its own costs none. A write that fails does not drop
+        them: they stay queued for the next one, which their owner's `flush` waits for.
         """
-        self._pending.extend(encode(r) for r in records)
+        self._pending.extend((encode(r), False) for r in records)
         if wake:
             self._kick()
 
@@ -336,14 +339,22 @@ class Journal:
 
     async def _write_loop(self) -> None:
         while self._pending or self._waiters or self._rewrites:
-            data, self._pending = b"".join(self._pending), []
+            batch, self._pending = self._pending, []
             waiters, self._waiters = self._waiters, []
+            data = b"".join(d for d, _ in batch)
             try:
                 if data:
                     await asyncio.to_thread(self._write, data)
             except BaseException as e:
+                # Not stored. The waiters of this write are told; the records nobody waits
+                # for go back in front of those queued since, for their owners' `flush`.
+                self._pending[:0] = [(d, owned) for d, owned in batch if not owned]
                 _settle(waiters, e)
-                raise
+                if not isinstance(e, Exception):
+                    raise
+                if not self._waiters and not self._rewrites:
+                    return  # the requeued records wait for the next append or flush
+                continue  # appends made during this write are answered by the next one
             _settle(waiters)
             # A compaction waits for one write at most, so appends arriving without pause
             # cannot starve it. Appends made during that write are still pending: they go into

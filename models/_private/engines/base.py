@@ -179,7 +179,12 @@ class Engine(abc.ABC):
         """The start of every `stream`: the prompt's tokens (read off the event loop when it is
         long) and `params` fitted to the room they leave (`fit`)."""
         ids = await off_the_loop_if_long(len(prompt), self._encode, prompt, chat)
-        return ids, self.fit(len(ids), params, "messages" if chat else "prompt")
+        param = "messages" if chat else "prompt"
+        if not ids:
+            # Nothing to condition on (vLLM refuses it too); let into a running batch, its
+            # prefill would fail the batch's other rows with it.
+            raise RequestError(param, "the prompt has no tokens; give it at least one")
+        return ids, self.fit(len(ids), params, param)
 
     def chat_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
         """`messages` rendered through the model's chat template, ready for the reply; `tools`

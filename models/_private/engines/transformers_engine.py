@@ -69,13 +69,15 @@ def _finish(r: _Request, item: Any) -> None:
 
 class _Batch:
     """The running batch: its requests, and their rows of the KV cache and attention mask (left
-    padded: every row's last token is in the last column)."""
+    padded: every row's last token is in the last column). `gone` marks the rows that ended
+    but stay, in a cache whose rows cannot be dropped (see `keep`)."""
 
     def __init__(self) -> None:
         self.clear()
 
     def clear(self) -> None:
         self.rows: list[_Request] = []
+        self.gone: list[bool] = []
         self.cache: Any = None
         self.mask: Any = None
 
@@ -84,7 +86,7 @@ class _Batch:
         import torch
 
         if not self.rows:
-            self.rows, self.cache, self.mask = list(rows), cache, mask
+            self.rows, self.gone, self.cache, self.mask = list(rows), [False] * len(rows), cache, mask
             return
         width = max(self.mask.shape[1], mask.shape[1])
         for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
@@ -92,12 +94,25 @@ class _Batch:
             mine.values = torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)])
         self.mask = torch.cat([_pad_left(self.mask, width), _pad_left(mask, width)])
         self.rows.extend(rows)
+        self.gone.extend([False] * len(rows))
 
     def keep(self, live: list[bool]) -> None:
-        """Drops the rows that are not `live`, and the columns no row uses any more."""
+        """Drops the rows that are not `live`, and the columns no row uses any more.
+
+        A cache whose rows cannot be dropped (convolution or linear-attention states have no
+        `batch_select_indices`; only a static batch holds one) keeps them, marked `gone`: they
+        are fed padding, masked out, until every row has gone, as static batching always did.
+        """
         import torch
 
+        layers = getattr(self.cache, "layers", None)
+        if layers is None or not all(hasattr(layer, "batch_select_indices") for layer in layers):
+            self.gone = [g or not alive for g, alive in zip(self.gone, live, strict=True)]
+            if all(self.gone):
+                self.clear()
+            return
         self.rows = [r for r, alive in zip(self.rows, live, strict=True) if alive]
+        self.gone = [False] * len(self.rows)
         if not self.rows:
             self.clear()
             return
@@ -369,22 +384,22 @@ class TransformersEngine(Engine):
             r.generator = _generator(r.params, self.device)
             r.position = len(r.ids)
         live = self._choose(joiners, out.logits[:, -1, :].float())
-        rows = [r for r, alive in zip(joiners, live, strict=True) if alive]
-        if not rows:
+        if not any(live):
             return
-        if len(rows) < len(joiners):
-            keep = torch.tensor([i for i, alive in enumerate(live) if alive], device=self.device)
-            cache.batch_select_indices(keep)
-            mask = mask[keep]
-        batch.merge(rows, cache, mask)
+        before = len(batch.rows)
+        batch.merge(joiners, cache, mask)
+        if not all(live):  # those that ended at their first token leave at once
+            batch.keep([True] * before + live)
 
     def _step(self, batch: _Batch) -> None:
         """One forward pass of every row's last token; the rows that finish leave the batch."""
         import torch
 
-        ids = torch.tensor([[r.pending] for r in batch.rows], device=self.device)
-        positions = torch.tensor([[r.position] for r in batch.rows], device=self.device)
-        mask = torch.cat([batch.mask, batch.mask.new_ones(len(batch.rows), 1)], dim=1)
+        rows, gone = batch.rows, batch.gone
+        fed = [self.pad_id if g else r.pending for r, g in zip(rows, gone, strict=True)]
+        ids = torch.tensor([[t] for t in fed], device=self.device)
+        positions = torch.tensor([[r.position] for r in rows], device=self.device)
+        mask = torch.cat([batch.mask, batch.mask.new_tensor([[0 if g else 1] for g in gone])], dim=1)
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -393,13 +408,20 @@ class TransformersEngine(Engine):
             **{self._cache_arg: batch.cache},
             **self._last_logits,
         )
+        active = [i for i, g in enumerate(gone) if not g]
         self.steps += 1
-        self.row_steps += len(batch.rows)
+        self.row_steps += len(active)
         batch.cache, batch.mask = out.past_key_values, mask
-        for r in batch.rows:
-            r.position += 1
-        live = self._choose(batch.rows, out.logits[:, -1, :].float())
-        if not all(live):
+        for i in active:
+            rows[i].position += 1
+        logits = out.logits[:, -1, :].float()
+        if len(active) < len(rows):
+            logits = logits[active]
+        chosen = self._choose([rows[i] for i in active], logits)
+        if not all(chosen):
+            live = [False] * len(rows)
+            for i, alive in zip(active, chosen, strict=True):
+                live[i] = alive
             batch.keep(live)
 
     def _choose(self, rows: list[_Request], logits: Any) -> list[bool]:

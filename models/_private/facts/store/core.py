@@ -186,29 +186,42 @@ class FactStore(DocumentsMixin, IngestJobsMixin, EntitiesMixin, TemporalFactsMix
             self._local.db = db
             with self._lock:
                 self._readers.append(db)
+        self._bound(db)  # each read its own bound, also one nested in a `snapshot`
         if db.in_transaction:  # nested in this thread's read: part of it
-            yield db
+            with self._timed_out():
+                yield db
             return
-        deadline = time.monotonic() + self.read_timeout_s
-        db.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
         db.execute("BEGIN")  # one snapshot for every statement of the read
         try:
-            yield db
-        except sqlite3.OperationalError as e:
-            if "interrupted" in str(e):
-                raise FactsReadTimeoutError(self.read_timeout_s) from None
-            raise
+            with self._timed_out():
+                yield db
         finally:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             db.set_progress_handler(None, 0)
 
+    def _bound(self, db: sqlite3.Connection) -> None:
+        """Stops the statements of `db` that run past `read_timeout_s` from now."""
+        deadline = time.monotonic() + self.read_timeout_s
+        db.set_progress_handler(lambda: time.monotonic() > deadline, 10_000)
+
+    @contextlib.contextmanager
+    def _timed_out(self) -> Iterator[None]:
+        """Raises a statement stopped by `_bound` as FactsReadTimeoutError."""
+        try:
+            yield
+        except sqlite3.OperationalError as e:
+            if "interrupted" in str(e):
+                raise FactsReadTimeoutError(self.read_timeout_s) from None
+            raise
+
     def snapshot(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One read transaction for several reads (a search's): every read of this thread
-        inside it joins it, so they see one state of the store and pay for one BEGIN.
+        inside it joins it, so they see one state of the store and pay for one BEGIN. Each
+        read is bounded by `read_timeout_s` on its own, not the work between them.
 
         Raises:
-            FactsReadTimeoutError: the reads inside ran past `read_timeout_s` together.
+            FactsReadTimeoutError: a read inside ran past `read_timeout_s`.
         """
         return self._reading()
 
