@@ -79,8 +79,9 @@ def system_config(args: argparse.Namespace, model: str, source: str, keys: str) 
     # The model as `ai` with no models serves the default (colocated), but for its timeout_s:
     # the 60 s default fails a call that waits longer behind the fleet's others at the engine.
     model_config: dict[str, Any] = {"source": source, "colocate": True, "timeout_s": 1800}
-    if args.served_batch_size:
-        model_config["engine"] = {"max_batch_size": args.served_batch_size}
+    engine = {"max_batch_size": args.served_batch_size, "torch_threads": args.served_torch_threads}
+    if engine := {k: v for k, v in engine.items() if v}:
+        model_config["engine"] = engine
     ai: dict[str, Any] = {"port": args.port, "auth": {"path": keys}, "models": {model: model_config}}
     return {
         "namespace": NAMESPACE,
@@ -404,6 +405,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--served-batch-size", type=int, default=0, help="the served engine's max_batch_size (0: its default)"
+    )
+    parser.add_argument(
+        "--served-torch-threads", type=int, default=0, help="the served engine's torch threads (0: default)"
     )
     parser.add_argument("--no-langgraph", action="store_true", help="skip the LangGraph peer")
     parser.add_argument("--port", type=int, default=8797)
