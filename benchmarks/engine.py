@@ -11,7 +11,7 @@ their `max_tokens`), so every variant is credited the same work.
   `--raw-batch-sizes` (left-padded, `max_new_tokens` the chunk's largest); the best size's
   tokens/s is the baseline every ratio divides by. It is what a hand-written batch loop gets,
   with no streaming, stop strings, grammars or cancellation.
-- engine: `TransformersEngine` (`--batch-size` rows, the product's default 8) on two
+- engine: `TransformersEngine` (`--batch-size` rows, the product's default, 32) on two
   workloads. all-at-once: every request submitted together. closed-loop: `--callers` (16)
   callers, each sending its next request when its previous one answers (what agents do).
 - hf_cb: transformers' `ContinuousBatchingManager` (paged KV cache) on the same two workloads,
@@ -203,7 +203,7 @@ def main() -> None:
     parser.add_argument("--callers", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=EngineConfig().max_batch_size)
     parser.add_argument("--max-tokens", default="16,32,64,96", help="completion lengths drawn from")
-    parser.add_argument("--raw-batch-sizes", default="8,16")
+    parser.add_argument("--raw-batch-sizes", default="8,16,32")
     parser.add_argument("--batching", default=None, help="the engine's `batching` (when it has one)")
     parser.add_argument("--no-hf-cb", action="store_true", help="leave transformers' manager out")
     args = parser.parse_args()
