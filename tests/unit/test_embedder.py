@@ -48,3 +48,17 @@ def test_bfloat16_linear_layers_keep_the_float32_vectors(embedder):
     assert b.dtype == np.float32 and not np.array_equal(a, b)  # the bfloat16 path did run
     assert np.all((a * b).sum(axis=1) > 0.9999)
     assert embedder.precision in ("float32", "bfloat16")
+
+
+def test_one_text_takes_the_short_path_and_gets_the_vector_encode_gives(embedder):
+    """A query (one text) skips sentence-transformers' encode (eval mode, sorting, batching) and
+    must still get exactly its vector, in float32 and in bfloat16, normalised or not."""
+    texts = ["Who directed the film that won the Palme d'Or in 1994?", "Warsaw", "a " * 300]
+    for config in (EmbedderConfig(precision="float32"), EmbedderConfig(normalize=False), None):
+        e = Embedder(config) if config else embedder
+        assert e._plain
+        for text in texts:
+            short = e.encode([text])
+            full = e.model.encode([text], normalize_embeddings=e.config.normalize, show_progress_bar=False)
+            assert short.shape == (1, 384) and short.dtype == np.float32 and short.flags.c_contiguous
+            assert np.array_equal(short, full)

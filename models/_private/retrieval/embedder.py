@@ -71,6 +71,13 @@ class Embedder:
         if self.precision == "bfloat16" and device == "cpu":
             _linear_in_bfloat16(self.model)
         self.batch_size = self.config.batch_size or (8 if device == "cpu" else 64)
+        self.model.eval()  # it only ever infers; encode() would set this on every call
+        # One text takes `_encode_one` unless the model adds a prompt or cuts its vectors,
+        # which only sentence-transformers' encode applies.
+        self._plain = (
+            getattr(self.model, "default_prompt_name", None) is None
+            and getattr(self.model, "truncate_dim", None) is None
+        )
         dim = (
             getattr(self.model, "get_embedding_dimension", None)
             or self.model.get_sentence_embedding_dimension
@@ -92,6 +99,8 @@ class Embedder:
         """Vectors for `texts`, shape (len(texts), dim), float32."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if len(texts) == 1 and self._plain:
+            return self._encode_one(texts[0])
         out = self.model.encode(
             texts,
             batch_size=self.batch_size,
@@ -100,6 +109,20 @@ class Embedder:
             show_progress_bar=False,
         )
         return np.ascontiguousarray(out, dtype=np.float32)
+
+    def _encode_one(self, text: str) -> np.ndarray:
+        # A query's path: sentence-transformers' encode would put the model in eval mode again
+        # (a walk over its ~100 modules), sort and batch, ~1.3 ms of a 10 ms encoding here. One
+        # text has no padding, so the vector is the one encode gives (tested bit for bit).
+        import torch
+
+        with torch.inference_mode():
+            features = self.model.preprocess([text])
+            features = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in features.items()}
+            out = self.model(features)["sentence_embedding"]
+            if self.config.normalize:
+                out = torch.nn.functional.normalize(out, p=2, dim=1)
+            return np.ascontiguousarray(out.float().cpu().numpy(), dtype=np.float32)
 
     def tokenizer(self) -> Any:
         """The model's tokenizer (for chunking long texts by tokens)."""
