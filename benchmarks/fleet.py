@@ -223,7 +223,8 @@ def engine_baseline(
     from serve._private.ai.protocol import ChatBody
 
     payloads = [ChatBody.model_validate(b).payload() for b in bodies]
-    server = ModelServer({"name": model, "source": source, "colocate": True})
+    # Every request queued at once, as the baseline means: no bound on the engine's queue.
+    server = ModelServer({"name": model, "source": source, "colocate": True, "max_queued_requests": None})
     asyncio.run(replay(server, payloads[:4]))  # warm
     by_size: dict[int, float] = {}
     same = 0
