@@ -69,15 +69,18 @@ def agent_params(model: str, max_tokens: int) -> dict[str, Any]:
         "max_steps": 2,
         "max_tokens": max_tokens,
         "temperature": 0,
-        "timeout_s": 1800,  # a call waits its turn behind a thousand others at the engine
+        # The agent's own patience for one call (its HTTP timeout, and the Retry-After waits
+        # of a full queue within it): a call waits its turn behind a thousand others.
+        "timeout_s": 1800,
     }
 
 
 def system_config(args: argparse.Namespace, model: str, source: str, keys: str) -> dict[str, Any]:
     per_agent = -(-args.agents // args.pool_agents)  # ceil: every task runs at once
-    # The model as `ai` with no models serves the default (colocated), but for its timeout_s:
-    # the 60 s default fails a call that waits longer behind the fleet's others at the engine.
-    model_config = {"source": source, "colocate": True, "timeout_s": 1800}
+    # The model as `ai` with no models serves the default: colocated, with the product's
+    # timeout_s (from admission into the batch) and max_queued_requests (beyond it, a 503 with
+    # Retry-After, which the agents wait out).
+    model_config = {"source": source, "colocate": True}
     ai: dict[str, Any] = {"port": args.port, "auth": {"path": keys}, "models": {model: model_config}}
     return {
         "namespace": NAMESPACE,
@@ -173,7 +176,9 @@ async def run_langgraph(
             api_key=key,
             max_tokens=max_tokens,
             temperature=0,
-            max_retries=0,
+            # A full queue answers 503 with Retry-After, which the openai client waits out: as
+            # many times as it takes, as our agents do within their timeout.
+            max_retries=1000,
             http_async_client=http,
         )
         first = llm.bind_tools([tool], tool_choice="required", parallel_tool_calls=False)
@@ -343,6 +348,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "served_batches": batches,
         "served_mean_batch": row_steps / steps if steps else None,
         "served_busy_share": busy / wall,
+        # Calls refused at once for a full queue (max_queued_requests) and asked again after
+        # their Retry-After: the fleet's calls beyond what the queue holds.
+        "served_refused": after["refused"] - before["refused"],
         "served_torch_threads": after.get("torch_threads"),
         **{k: v for k, v in engine.items() if k != "engine_tokens_per_s"},
         "engine_tasks_replayed": tasks_replayed,
