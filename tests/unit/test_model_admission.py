@@ -101,8 +101,10 @@ def test_a_full_queue_refuses_at_once_with_a_retry_hint_and_serves_all_it_took(t
     assert answered_by(service, "tiny-b") == 0, "a full queue is not a failure to fall back from"
 
 
-def test_an_engine_that_stalls_after_admission_still_times_out_and_fails_over(tiny_path):
-    service = serving(tiny_path, timeout_s=2)
+def test_an_engine_that_stalls_still_times_out_and_fails_over_both_the_admitted_and_the_queued(tiny_path):
+    # One row: the first request is admitted and stalls; the second waits for the row (never
+    # admitted) while the model answers no one: both fall back after timeout_s.
+    service = serving(tiny_path, timeout_s=2, engine={"max_batch_size": 1})
     engine = service.backends["tiny"].server.engine
     asyncio.run(complete(service, "warm up"))  # the tokenizer and the batch loop run
     failures = service.breakers["tiny"].failures  # 0, unless the cold start took over 2 s
@@ -119,13 +121,14 @@ def test_an_engine_that_stalls_after_admission_still_times_out_and_fails_over(ti
     async def stalls():
         t = time.perf_counter()
         try:
-            return await complete(service, "request: is the system ready?"), time.perf_counter() - t
+            both = [complete(service, f"request {i}: is the system ready?") for i in range(2)]
+            return await asyncio.gather(*both), time.perf_counter() - t
         finally:
             released.set()  # the decoding thread goes on (asyncio.run waits for it at the end)
 
-    response, took = asyncio.run(stalls())
+    responses, took = asyncio.run(stalls())
     assert stalled.is_set()
-    assert response.headers["x-swarmray-backend"] == "tiny-b"
-    assert 2 <= took < 10  # timeout_s after admission, then tiny-b's answer
-    assert service.breakers["tiny"].failures == failures + 1
+    assert [r.headers["x-swarmray-backend"] for r in responses] == ["tiny-b", "tiny-b"]
+    assert 2 <= took < 10  # timeout_s, then tiny-b's answers
+    assert service.breakers["tiny"].failures == failures + 2
     assert service.backends["tiny"].server.admission.running == 0  # its row was let go

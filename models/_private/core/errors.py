@@ -37,7 +37,7 @@ can catch as one (as httpx groups its exceptions).
     │   ├── ExtractorUnreachableError   the facts extractor deployment did not answer
     │   └── EngineError                 an inference engine cannot serve (dead, failed)
     │       ├── EngineUnavailableError  the chosen engine cannot run here (no vLLM, no GPU)
-    │       └── EngineTimeoutError      an engine took a request in and did not answer in time
+    │       └── EngineTimeoutError      a model made no progress within its timeout_s
     ├── ExecutionError                  work the system took on could not be done
         ├── SchedulingError             agents cannot be placed (e.g. infeasible resources)
         ├── DelegationError             a task cannot be routed further (hop limit, loop)
@@ -480,16 +480,15 @@ class EngineUnavailableError(EngineError):
 
 
 class EngineTimeoutError(EngineError):
-    """Raised when an engine took a request into its batch and did not answer it within the
-    model's `timeout_s` (a stalled or overrun engine): a backend failure, which falls back."""
+    """Raised when a model made no progress within its `timeout_s`: its engine took the request
+    into its batch and did not answer in time, or it answered no request at all while this one
+    waited (a stalled engine, a deployment whose replica is gone). A backend failure, which
+    falls back; a busy model that keeps answering others is not one."""
 
-    def __init__(self, model: str, timeout_s: float, what: str = "its answer"):
+    def __init__(self, model: str, timeout_s: float, what: str):
         self.model = model
         self.timeout_s = timeout_s
-        super().__init__(
-            f"the model {model!r} took the request into its batch and did not send {what} within "
-            f"timeout_s ({timeout_s:g} s)"
-        )
+        super().__init__(f"the model {model!r} {what} within timeout_s ({timeout_s:g} s)")
 
 
 # -- work that could not be done ------------------------------------------------------------------

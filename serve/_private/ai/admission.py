@@ -7,7 +7,9 @@ request it took, later. So `ModelConfig.timeout_s` counts from admission (the en
 `admitted`), where it bounds a stalled engine, and the wait itself is bounded in number, not in
 time: with `max_queued_requests` requests waiting beyond the batch's free rows, one more is
 refused at once (`ModelOverloadedError`, a 503 with Retry-After), and none already taken is
-dropped.
+dropped. The gateway adds one watch of its own (`AnswerPace.watched`): a request that waits
+while the model answers no one for `timeout_s` fails (a deployment whose replica is gone holds
+requests in Serve's router; an engine may stall before it admits), and falls back.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
@@ -56,7 +59,7 @@ class Ticket:
             self._admission.running -= 1
 
     async def within(
-        self, work: Awaitable[T], timeout_s: float, since: float | None = None, what: str = "its answer"
+        self, work: Awaitable[T], timeout_s: float, since: float | None = None, what: str = "answer"
     ) -> T:
         """`work`'s result, waited for as long as the request is not admitted, then until
         `timeout_s` after admission (or after `since`, a loop time, when later).
@@ -79,7 +82,8 @@ class Ticket:
                 left = start + timeout_s - asyncio.get_running_loop().time()
                 done, _ = await asyncio.wait({task}, timeout=max(left, 0.0))
                 if not done:
-                    raise EngineTimeoutError(self._admission.model, timeout_s, what)
+                    took = f"took the request into its batch and sent no {what}"
+                    raise EngineTimeoutError(self._admission.model, timeout_s, took)
             return task.result()
         finally:
             if not task.done():
@@ -92,7 +96,7 @@ class Ticket:
         since: float | None = None
         while True:
             try:
-                what = "its first piece" if since is None else "its next piece"
+                what = "first piece" if since is None else "next piece"
                 piece = await self.within(anext(iterator), timeout_s, since, what)
             except StopAsyncIteration:
                 return
@@ -137,14 +141,43 @@ class Admission:
 
 class AnswerPace:
     """How fast a model backend answers, as the gateway sees it: the hint a refused request
-    gets for when to come back."""
+    gets for when to come back, and when it last showed progress (an answer, or a piece of a
+    stream), which tells a busy backend from a dead or stalled one (`watched`)."""
 
     def __init__(self) -> None:
         self._times: collections.deque[float] = collections.deque(maxlen=_PACE_WINDOW)
+        self.last: float | None = None  # the last progress, a monotonic time
 
     def answered(self, at: float) -> None:
         """An answer came at `at` (a monotonic time)."""
         self._times.append(at)
+        self.last = at
+
+    def progressed(self, at: float) -> None:
+        """A piece of a stream came at `at`."""
+        self.last = at
+
+    async def watched(self, name: str, work: Awaitable[T], timeout_s: float) -> T:
+        """`work`'s result, unless the backend showed no progress, to this request or any
+        other, for `timeout_s` while it waited: a dead deployment (Serve's router holds the
+        request until a replica comes back) or a stalled engine. A busy one answers others.
+
+        Raises:
+            EngineTimeoutError: no progress for `timeout_s`; `work` is cancelled.
+        """
+        task = asyncio.ensure_future(work)
+        start = time.monotonic()
+        try:
+            while True:
+                left = max(start, self.last or start) + timeout_s - time.monotonic()
+                if left <= 0:
+                    raise EngineTimeoutError(name, timeout_s, "answered no request while this one waited")
+                done, _ = await asyncio.wait({task}, timeout=left)
+                if done:
+                    return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
 
     def per_s(self) -> float | None:
         """Answers a second over the last ones, or None before two."""

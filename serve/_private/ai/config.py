@@ -72,7 +72,9 @@ class _Backend(ConfigModel):
         description="One attempt's deadline before falling back. For a model it counts from when "
         "its engine takes the request into its batch (a wait in its queue is bounded by "
         "max_queued_requests instead): the whole answer, or a stream's first piece and each "
-        "next one, must come within it. For a provider it counts from the call.",
+        "next one, must come within it; a waiting request also fails if the model answers no "
+        "request at all for this long (dead or stalled, not busy). For a provider it counts "
+        "from the call.",
     )
 
 

@@ -263,12 +263,15 @@ class AIServing:
                 continue
             tried.append(name)
             since = breaker.clock()
-            work = attempt(name)
+            timeout_s = self.settings[name].timeout_s
             if isinstance(self.backends[name], RemoteBackend):
-                # A provider's deadline runs from the call. A model's server runs it from when
-                # its engine admits the request (admission.py): a wait in a busy engine's queue
-                # is no failure.
-                work = asyncio.wait_for(work, self.settings[name].timeout_s)
+                # A provider's deadline runs from the call.
+                work = asyncio.wait_for(attempt(name), timeout_s)
+            else:
+                # A model's server runs it from when its engine admits the request (admission.py):
+                # a wait in a busy engine's queue is no failure, as long as the model answers
+                # others meanwhile.
+                work = self.paces[name].watched(name, attempt(name), timeout_s)
             try:
                 result = await work
             except asyncio.CancelledError:
@@ -278,6 +281,7 @@ class AIServing:
                 err = unwrap_error(e)
                 if isinstance(err, RequestError):
                     breaker.success(since)  # the backend answered; the request was at fault
+                    self.paces[name].progressed(time.monotonic())
                     raise err from None
                 if (busy := self._overloaded(name, err)) is not None:
                     # Busy, not broken: no verdict, and no fallback (which may be a paid provider
@@ -460,6 +464,7 @@ class AIServing:
                     yield event
                 async for piece in stream:
                     last = piece
+                    self.paces[name].progressed(time.monotonic())  # a stream's pieces: alive
                     for event in chunks(piece):
                         yield event
             except Exception as e:  # committed: report in-band, as OpenAI does
