@@ -215,7 +215,8 @@ class AIServing:
         self.settings = {b.name: b for b in self.config.backends()}
         self.aliases = {a: b.name for b in self.config.backends() for a in b.aliases}
         self.breakers = {name: CircuitBreaker(self.config.breaker) for name in self.backends}
-        self.paces = {name: AnswerPace() for name in self.backends}  # for a full queue's retry hint
+        # Each backend's answers: a full queue's retry hint, and whether a model still answers anyone.
+        self.paces = {name: AnswerPace() for name in self.backends}
         self.embedder = embedder
         self.created = int(time.time())
         self.metrics = service_metrics(system, "ai")
