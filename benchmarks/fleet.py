@@ -70,15 +70,18 @@ def agent_params(model: str, max_tokens: int) -> dict[str, Any]:
         "max_steps": 2,
         "max_tokens": max_tokens,
         "temperature": 0,
-        "timeout_s": 1800,  # a call waits its turn behind a thousand others at the engine
+        # The agent's own patience for one call (its HTTP timeout, and the Retry-After waits
+        # of a full queue within it): a call waits its turn behind a thousand others.
+        "timeout_s": 1800,
     }
 
 
 def system_config(args: argparse.Namespace, model: str, source: str, keys: str) -> dict[str, Any]:
     per_agent = -(-args.agents // args.pool_agents)  # ceil: every task runs at once
-    # The model as `ai` with no models serves the default (colocated), but for its timeout_s:
-    # the 60 s default fails a call that waits longer behind the fleet's others at the engine.
-    model_config: dict[str, Any] = {"source": source, "colocate": True, "timeout_s": 1800}
+    # The model as `ai` with no models serves the default: colocated, with the product's
+    # timeout_s (from admission into the batch) and max_queued_requests (beyond it, a 503 with
+    # Retry-After, which the agents wait out).
+    model_config: dict[str, Any] = {"source": source, "colocate": True}
     engine = {"max_batch_size": args.served_batch_size, "torch_threads": args.served_torch_threads}
     if engine := {k: v for k, v in engine.items() if v}:
         model_config["engine"] = engine
@@ -147,6 +150,9 @@ def served_figures(
         f"{prefix}served_steps": steps,
         f"{prefix}served_mean_batch": rows / steps if steps else None,
         f"{prefix}served_busy_share": (after["busy_s"] - before["busy_s"]) / wall_s,
+        # Calls refused at once for a full queue (max_queued_requests) and asked again after
+        # their Retry-After: the arm's calls beyond what the queue holds.
+        f"{prefix}served_refused": after["refused"] - before["refused"],
         f"{prefix}served_torch_threads": after.get("torch_threads"),
     }
 
@@ -209,7 +215,9 @@ async def run_langgraph(
             api_key=key,
             max_tokens=max_tokens,
             temperature=0,
-            max_retries=0,
+            # A full queue answers 503 with Retry-After, which the openai client waits out: as
+            # many times as it takes, as our agents do within their timeout.
+            max_retries=1000,
             http_async_client=http,
         )
         first = llm.bind_tools([tool], tool_choice="required", parallel_tool_calls=False)
@@ -265,7 +273,8 @@ def engine_baseline(
     from serve._private.ai.protocol import ChatBody
 
     payloads = [ChatBody.model_validate(b).payload() for b in bodies]
-    server = ModelServer({"name": model, "source": source, "colocate": True})
+    # Every request queued at once, as the baseline means: no bound on the engine's queue.
+    server = ModelServer({"name": model, "source": source, "colocate": True, "max_queued_requests": None})
     asyncio.run(replay(server, payloads[:4]))  # warm
     by_size: dict[int, float] = {}
     same = 0

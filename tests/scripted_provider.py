@@ -16,8 +16,8 @@ from typing import Any
 __all__ = ["Reply", "ScriptedProvider", "completion", "stream_events", "text_completion", "tool_call"]
 
 # A message content, a whole assistant message ({"content", "tool_calls"?}), or an HTTP error
-# status and its message.
-Reply = str | dict[str, Any] | tuple[int, str]
+# status and its message (and headers to send with it).
+Reply = str | dict[str, Any] | tuple[int, str] | tuple[int, str, dict[str, str]]
 
 
 class ScriptedProvider:
@@ -91,6 +91,8 @@ class ScriptedProvider:
             payload = {"error": {"message": reply[1], "type": "server_error", "param": None, "code": None}}
         data = json.dumps(payload).encode()
         handler.send_response(status)
+        for name, value in (reply[2] if isinstance(reply, tuple) and len(reply) > 2 else {}).items():
+            handler.send_header(name, value)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -84,6 +86,8 @@ class ServiceClient:
         Raises:
             RequestError: the service refused the request (4xx): a retry would be refused too.
             RuntimeError: no such service is registered, or it failed (5xx): worth a retry.
+                A 503 with Retry-After (a busy model) is asked again after that wait, as long
+                as the waits stay within `timeout_s`.
         """
         if self._client is None:
             url = self.base_url or await self._registered(context)
@@ -92,7 +96,16 @@ class ServiceClient:
                 base_url=url.rstrip("/") + "/", timeout=self.timeout_s, headers=bearer(key)
             )
         # Checked payloads hold datetimes and decimals: JSON them as pydantic would.
-        response = await self._client.post(path, json=to_jsonable_python(body))
+        content = to_jsonable_python(body)
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            response = await self._client.post(path, json=content)
+            # A busy service (a model's full queue) refuses at once with a 503 and says when to
+            # come back: wait that long and ask again, while the wait fits this client's timeout.
+            wait = _retry_after_s(response)
+            if wait is None or time.monotonic() + wait > deadline:
+                break
+            await asyncio.sleep(wait)
         if response.status_code < 400:
             if self.key == AI_URL_KEY:
                 _count(response)
@@ -117,6 +130,17 @@ async def _kv_get(context: Any, key: str) -> Any:
         return await tasks.kv_get(key)
     registry = ray.get_actor(names.REGISTRY, namespace=context.memory.ray_namespace)
     return await registry.kv_get.remote(key)
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    """The seconds a 503 asks the client to wait before it tries again (its Retry-After, in
+    seconds), else None."""
+    if response.status_code != 503:
+        return None
+    try:
+        return max(0.0, float(response.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def error_of(response: httpx.Response) -> tuple[str | None, str]:

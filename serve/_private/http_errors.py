@@ -71,7 +71,7 @@ _ERRORS = {
     "413": "The body is over 32 MiB.",
     "429": "Over one of the key's limits; see Retry-After.",
     "500": "Unexpected; the service log has it under the request id.",
-    "503": "No backend or shard could answer.",
+    "503": "No backend or shard could answer, or a model's queue is full; see Retry-After.",
 }
 
 

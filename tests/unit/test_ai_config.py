@@ -92,6 +92,14 @@ def test_fractional_gpu_and_accelerator_go_on_the_replica():
     assert "placement_group_bundles" not in opts
 
 
+def test_a_deployments_queue_bound_is_serves_max_queued_requests_and_none_is_no_bound():
+    assert model_deployment_options(ModelConfig(name="m", source="s"))["max_queued_requests"] == 128
+    bounded = ModelConfig(name="m", source="s", max_queued_requests=4)
+    assert model_deployment_options(bounded)["max_queued_requests"] == 4
+    unbounded = ModelConfig(name="m", source="s", max_queued_requests=None)
+    assert model_deployment_options(unbounded)["max_queued_requests"] == -1  # Serve's "no limit"
+
+
 def test_tensor_parallel_builds_a_placement_group_and_autoscaling_maps():
     m = ModelConfig(
         name="big",

@@ -30,12 +30,14 @@ can catch as one (as httpx groups its exceptions).
     │   ├── ClusterUnreachableError     no Ray cluster answers at the address
     │   ├── BackpressureError           a queen's queue is full
     │   ├── BackendsUnavailableError    every backend of a model failed or has its breaker open
+    │   ├── ModelOverloadedError        a model's queue is full: refused at once, retry after a hint
     │   ├── ShardUnavailableError       a facts namespace's shard is restarting (503)
     │   ├── AuditUnavailableError       an audit record cannot be written (a full disk; 503)
     │   ├── FactsReadTimeoutError       a facts read ran past its time bound (503)
     │   ├── ExtractorUnreachableError   the facts extractor deployment did not answer
     │   └── EngineError                 an inference engine cannot serve (dead, failed)
-    │       └── EngineUnavailableError  the chosen engine cannot run here (no vLLM, no GPU)
+    │       ├── EngineUnavailableError  the chosen engine cannot run here (no vLLM, no GPU)
+    │       └── EngineTimeoutError      a model made no progress within its timeout_s
     ├── ExecutionError                  work the system took on could not be done
         ├── SchedulingError             agents cannot be placed (e.g. infeasible resources)
         ├── DelegationError             a task cannot be routed further (hop limit, loop)
@@ -73,6 +75,7 @@ __all__ = [
     "DelegationError",
     "DelegationLost",
     "EngineError",
+    "EngineTimeoutError",
     "EngineUnavailableError",
     "ExecutionError",
     "ExtractionError",
@@ -92,6 +95,7 @@ __all__ = [
     "McpUpstreamError",
     "MemoryInputError",
     "ModelNotFoundError",
+    "ModelOverloadedError",
     "NotFoundError",
     "PayloadError",
     "RefusedError",
@@ -418,6 +422,23 @@ class BackendsUnavailableError(UnavailableError):
         super().__init__(f"no backend could serve {model!r}: tried {tried}; last error: {last}")
 
 
+class ModelOverloadedError(UnavailableError):
+    """Raised when a model's queue is full (`max_queued_requests` requests wait for its engine's
+    batch): the request is refused at once, before any work (HTTP 503 with Retry-After). The
+    backend is busy, not failing: no breaker counts it and no fallback is tried."""
+
+    def __init__(self, model: str, queued: int, max_queued: int, retry_after_s: float | None = None):
+        self.model = model
+        self.queued = queued
+        self.max_queued = max_queued
+        self.retry_after_s = retry_after_s
+        retry = f"; retry after {math.ceil(retry_after_s)} s" if retry_after_s is not None else ""
+        super().__init__(
+            f"the model {model!r} is busy: {queued} requests wait for it (max_queued_requests is "
+            f"{max_queued}){retry}"
+        )
+
+
 class ShardUnavailableError(UnavailableError):
     """Raised when a facts namespace's shard cannot answer now (its replica died and Serve is
     starting another): HTTP 503."""
@@ -456,6 +477,18 @@ class EngineError(UnavailableError):
 
 class EngineUnavailableError(EngineError):
     """Raised when the configured engine cannot run on this machine."""
+
+
+class EngineTimeoutError(EngineError):
+    """Raised when a model made no progress within its `timeout_s`: its engine took the request
+    into its batch and did not answer in time, or it answered no request at all while this one
+    waited (a stalled engine, a deployment whose replica is gone). A backend failure, which
+    falls back; a busy model that keeps answering others is not one."""
+
+    def __init__(self, model: str, timeout_s: float, what: str):
+        self.model = model
+        self.timeout_s = timeout_s
+        super().__init__(f"the model {model!r} {what} within timeout_s ({timeout_s:g} s)")
 
 
 # -- work that could not be done ------------------------------------------------------------------

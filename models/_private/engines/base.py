@@ -160,10 +160,13 @@ class Engine(abc.ABC):
     Attributes:
         max_model_len: Longest prompt plus completion, in tokens.
         tokenizer: The model's Hugging Face tokenizer.
+        batch_rows: Requests the engine decodes at once when it caps them itself (more wait in
+            its queue); None when it admits every request at once (vLLM schedules on its own).
     """
 
     max_model_len: int
     tokenizer: Any
+    batch_rows: int | None = None
 
     def count_tokens(self, prompt: str, *, chat: bool = False) -> int:
         """Tokens `prompt` takes (a chat prompt already carries its special tokens)."""
@@ -215,13 +218,33 @@ class Engine(abc.ABC):
         return _PROBE_TOOL in text
 
     @abc.abstractmethod
-    def stream(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> AsyncIterator[Delta]:
-        """Yields the completion of `prompt` piece by piece."""
+    def stream(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        *,
+        chat: bool = False,
+        admitted: Callable[[], None] | None = None,
+    ) -> AsyncIterator[Delta]:
+        """Yields the completion of `prompt` piece by piece.
 
-    async def generate(self, prompt: str, params: SamplingParams, *, chat: bool = False) -> Generation:
-        """The whole completion of `prompt`."""
+        Args:
+            admitted: Called once, on the event loop, when the engine takes the request into
+                the batch it decodes; until then the request waits in the engine's queue (an
+                engine that keeps no queue of its own calls it when it hands the request on).
+        """
+
+    async def generate(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        *,
+        chat: bool = False,
+        admitted: Callable[[], None] | None = None,
+    ) -> Generation:
+        """The whole completion of `prompt` (`admitted` as in `stream`)."""
         parts, last = [], Delta("")
-        async for last in self.stream(prompt, params, chat=chat):
+        async for last in self.stream(prompt, params, chat=chat, admitted=admitted):
             parts.append(last.text)
         return Generation(
             "".join(parts), last.prompt_tokens, last.completion_tokens, last.finish_reason or "stop"

@@ -57,6 +57,7 @@ class _Request:
     generator: Any = None  # torch.Generator of a seeded request
     position: int = 0  # the position of `pending` in the request's own sequence
     pending: int = 0  # the last sampled token, not fed to the model yet
+    admitted: Callable[[], None] | None = None  # told when the request joins the batch
 
 
 def _finish(r: _Request, item: Any) -> None:
@@ -150,6 +151,7 @@ class TransformersEngine(Engine):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.config = config or EngineConfig()
+        self.batch_rows = self.config.max_batch_size
         if os.path.isdir(source):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.device = self.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -197,7 +199,12 @@ class TransformersEngine(Engine):
     # -- the interface --------------------------------------------------------------------
 
     async def stream(
-        self, prompt: str, params: SamplingParams, *, chat: bool = False
+        self,
+        prompt: str,
+        params: SamplingParams,
+        *,
+        chat: bool = False,
+        admitted: Callable[[], None] | None = None,
     ) -> AsyncIterator[Delta]:
         ids, params = await self._tokens_and_params(prompt, params, chat)
         matcher = None
@@ -213,7 +220,13 @@ class TransformersEngine(Engine):
             self._queue = asyncio.Queue()
             self._worker = loop.create_task(self._batch_loop())
         req = _Request(
-            ids, params, loop, asyncio.Queue(), DecodeStream(skip_special_tokens=True), matcher=matcher
+            ids,
+            params,
+            loop,
+            asyncio.Queue(),
+            DecodeStream(skip_special_tokens=True),
+            matcher=matcher,
+            admitted=admitted,
         )
         await self._queue.put(req)
         try:
@@ -319,6 +332,8 @@ class TransformersEngine(Engine):
                 break
             budget -= len(r.ids)
             joiners.append(backlog.popleft())
+            if r.admitted is not None:  # on the loop: the caller's deadline starts now
+                r.admitted()
         return joiners
 
     async def _gather(self, batch: list[_Request], size: int, deadline: float) -> None:

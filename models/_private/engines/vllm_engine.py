@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from models._private.core.errors import EngineError
@@ -110,13 +110,22 @@ class VLLMEngine(Engine):
         self._ids = itertools.count()
 
     async def stream(
-        self, prompt: str, params: SamplingParams, *, chat: bool = False
+        self,
+        prompt: str,
+        params: SamplingParams,
+        *,
+        chat: bool = False,
+        admitted: Callable[[], None] | None = None,
     ) -> AsyncIterator[Delta]:
         from vllm import sampling_params as vllm_sampling
 
         ids, params = await self._tokens_and_params(prompt, params, chat)
         request_id = f"swarmray-{os.getpid()}-{next(self._ids)}"
         sent = ""
+        if admitted is not None:
+            # vLLM's scheduler tells no one when a request leaves its waiting queue: admitted
+            # when handed to it (a model deployment's max_ongoing_requests keeps that queue short).
+            admitted()
         async for out in self.engine.generate(
             {"prompt_token_ids": ids}, vllm_sampling_params(params, vllm_sampling), request_id
         ):

@@ -67,7 +67,15 @@ class _Backend(ConfigModel):
         description="Models or providers tried in order when this one fails, times out or has "
         "its breaker open.",
     )
-    timeout_s: PositiveFloat = Field(60.0, description="One attempt's deadline before falling back.")
+    timeout_s: PositiveFloat = Field(
+        60.0,
+        description="One attempt's deadline before falling back. For a model it counts from when "
+        "its engine takes the request into its batch (a wait in its queue is bounded by "
+        "max_queued_requests instead): the whole answer, or a stream's first piece and each "
+        "next one, must come within it; a waiting request also fails if the model answers no "
+        "request at all for this long (dead or stalled, not busy). For a provider it counts "
+        "from the call.",
+    )
 
 
 class ModelConfig(_Backend):
@@ -92,6 +100,15 @@ class ModelConfig(_Backend):
         64,
         description="Requests one replica takes at once: above the engine's max_batch_size (32), "
         "so a row that finishes is replaced from the replica's own queue at the next step.",
+    )
+    max_queued_requests: PositiveInt | None = Field(
+        128,
+        description="Requests that may wait for the engine beyond the rows its batch has free "
+        "(per gateway replica for a colocated model; for a deployment, Serve's own bound at each "
+        "gateway replica's handle); one more is refused at once with a 503, an OpenAI-style "
+        "error and Retry-After, and no breaker or fallback counts it. None: no bound (as vLLM "
+        "and Serve by default). 128 is about a minute of the default model's answers on a "
+        "2-core CPU node, and below ingress_max_ongoing_requests, so that it binds first.",
     )
     health_check_period_s: PositiveFloat = Field(10.0, description="Seconds between engine health checks.")
     health_check_timeout_s: PositiveFloat = Field(30.0, description="A health check slower than this fails.")

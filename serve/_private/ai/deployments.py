@@ -15,6 +15,7 @@ from ray import serve
 from models._private.core import names
 from models._private.engines.base import SamplingParams, off_the_loop_if_long
 from models._private.engines.tool_calls import fallback_messages
+from serve._private.ai.admission import Admission
 from serve._private.ai.config import ModelConfig
 
 __all__ = ["EmbeddingServer", "ModelServer", "model_deployment_options"]
@@ -28,6 +29,12 @@ class ModelServer:
     An engine whose chat template renders tools gets them as they are; for one whose template
     cannot, they are offered in the system message and the calls and results turned into plain
     messages (`tool_calls.fallback_messages`).
+
+    Admission (`admission.Admission`): up to `max_queued_requests` requests wait for the
+    engine's batch beyond its free rows, and one more is refused at once
+    (`ModelOverloadedError`); `timeout_s` counts from when the engine admits a request: its
+    whole answer, or a stream's first piece and each next one, must come within it
+    (`EngineTimeoutError` otherwise, a failure the gateway falls back from).
     """
 
     def __init__(self, config: dict[str, Any]):
@@ -35,6 +42,7 @@ class ModelServer:
 
         self.config = ModelConfig.model_validate(config)
         self.engine = create_engine(self.config.source, self.config.engine)
+        self.admission = Admission(self.config.name, self.config.max_queued_requests, self.engine.batch_rows)
         # What `counters` reports: requests answered, and the time with one or more in the
         # engine (its busy time; against the wall time, how idle the engine sat).
         self._answered, self._inside, self._busy_s, self._busy_since = 0, 0, 0.0, 0.0
@@ -56,19 +64,27 @@ class ModelServer:
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         prompt, chat = await self._prompt(request)
+        ticket = self.admission.enter()
         self._enter()
         try:
-            return asdict(await self.engine.generate(prompt, SamplingParams(**request["params"]), chat=chat))
+            params = SamplingParams(**request["params"])
+            work = self.engine.generate(prompt, params, chat=chat, admitted=ticket.admit)
+            return asdict(await ticket.within(work, self.config.timeout_s))
         finally:
+            ticket.leave()
             self._leave()
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         prompt, chat = await self._prompt(request)
+        ticket = self.admission.enter()
         self._enter()
         try:
-            async for delta in self.engine.stream(prompt, SamplingParams(**request["params"]), chat=chat):
+            params = SamplingParams(**request["params"])
+            deltas = self.engine.stream(prompt, params, chat=chat, admitted=ticket.admit)
+            async for delta in ticket.stream(deltas, self.config.timeout_s):
                 yield asdict(delta)
         finally:
+            ticket.leave()
             self._leave()
 
     def _enter(self) -> None:
@@ -83,7 +99,8 @@ class ModelServer:
             self._busy_s += time.monotonic() - self._busy_since
 
     def counters(self) -> dict[str, Any]:
-        """Requests answered, seconds with a request in the engine (`busy_s`, up to now), the
+        """Requests answered, waiting for the engine now, and refused for a full queue; seconds
+        with a request in the engine (`busy_s`, up to now), the
         engine's own counts when it keeps them (the transformers engine's `batches`, decode
         passes `steps` and the rows they decoded `row_steps`; None otherwise) and torch's
         threads: what a benchmark reads to see how busy the engine was and how full its passes."""
@@ -91,6 +108,8 @@ class ModelServer:
         torch = sys.modules.get("torch")  # the threads its CPU kernels use (Ray sets num_cpus)
         return {
             "requests": self._answered,
+            "waiting": self.admission.waiting,  # for the engine's batch, now
+            "refused": self.admission.refused,  # for a full queue (max_queued_requests)
             "busy_s": busy,
             "batches": getattr(self.engine, "batches", None),
             "steps": getattr(self.engine, "steps", None),
@@ -155,6 +174,10 @@ def model_deployment_options(config: ModelConfig) -> dict[str, Any]:
     options: dict[str, Any] = {
         "name": names.deployment_name(config.name),
         "max_ongoing_requests": config.max_ongoing_requests,
+        # Serve's own bound on the requests that wait at a caller (each gateway replica) for a
+        # replica: one more raises BackPressureError there, which the gateway answers as a full
+        # queue. Those that wait inside a replica are bounded by max_ongoing_requests.
+        "max_queued_requests": -1 if config.max_queued_requests is None else config.max_queued_requests,
         "health_check_period_s": config.health_check_period_s,
         "health_check_timeout_s": config.health_check_timeout_s,
     }

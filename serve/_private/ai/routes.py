@@ -9,6 +9,7 @@ POST /v1/embeddings, and three of our own: GET /v1/usage, GET /v1/backends and G
 
 import asyncio
 import logging
+import math
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request, Response
@@ -16,8 +17,14 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from models._private.core import names
-from models._private.core.errors import BackendsUnavailableError, ModelNotFoundError, RequestError
+from models._private.core.errors import (
+    BackendsUnavailableError,
+    ModelNotFoundError,
+    ModelOverloadedError,
+    RequestError,
+)
 from models._private.core.retry import unwrap_error
+from serve._private.ai.admission import RETRY_AFTER_MIN_S
 from serve._private.ai.backends import RemoteBackend
 from serve._private.ai.protocol import (
     ChatBody,
@@ -57,6 +64,15 @@ async def _unavailable(request: Request, exc: BackendsUnavailableError) -> JSONR
     log.warning("request %s: %s", request_id_of(request), exc)
     message = f"no backend could serve {exc.model!r} (tried {', '.join(exc.tried) or 'none'})"
     return error_response(503, message, "service_unavailable", "model", "backends_unavailable", request)
+
+
+@app.exception_handler(ModelOverloadedError)
+async def _overloaded(request: Request, exc: ModelOverloadedError) -> JSONResponse:
+    # A 503 (the service is busy, not the caller over a limit of its own: that is a 429), at
+    # once, with the hint the openai client and our agents wait for before they try again.
+    response = error_response(503, str(exc), "service_unavailable", None, "model_overloaded", request)
+    response.headers["retry-after"] = str(math.ceil(exc.retry_after_s or RETRY_AFTER_MIN_S))
+    return response
 
 
 app.add_middleware(GuardMiddleware, rule=ai_rule, service="ai")

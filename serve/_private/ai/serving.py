@@ -19,7 +19,12 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from models._private.core import names
 from models._private.core.breaker import CircuitBreaker
-from models._private.core.errors import BackendsUnavailableError, ModelNotFoundError, RequestError
+from models._private.core.errors import (
+    BackendsUnavailableError,
+    ModelNotFoundError,
+    ModelOverloadedError,
+    RequestError,
+)
 from models._private.core.retry import unwrap_error
 from models._private.core.usage import Spent
 from models._private.engines.tool_calls import (
@@ -28,6 +33,7 @@ from models._private.engines.tool_calls import (
     parse_tool_calls,
     tool_prompt,
 )
+from serve._private.ai.admission import AnswerPace, queued_of
 from serve._private.ai.backends import InProcessBackend, LocalBackend, RemoteBackend
 from serve._private.ai.config import AIServiceConfig
 from serve._private.ai.deployments import ModelServer
@@ -209,6 +215,8 @@ class AIServing:
         self.settings = {b.name: b for b in self.config.backends()}
         self.aliases = {a: b.name for b in self.config.backends() for a in b.aliases}
         self.breakers = {name: CircuitBreaker(self.config.breaker) for name in self.backends}
+        # Each backend's answers: a full queue's retry hint, and whether a model still answers anyone.
+        self.paces = {name: AnswerPace() for name in self.backends}
         self.embedder = embedder
         self.created = int(time.time())
         self.metrics = service_metrics(system, "ai")
@@ -256,8 +264,17 @@ class AIServing:
                 continue
             tried.append(name)
             since = breaker.clock()
+            timeout_s = self.settings[name].timeout_s
+            if isinstance(self.backends[name], RemoteBackend):
+                # A provider's deadline runs from the call.
+                work = asyncio.wait_for(attempt(name), timeout_s)
+            else:
+                # A model's server runs it from when its engine admits the request (admission.py):
+                # a wait in a busy engine's queue is no failure, as long as the model answers
+                # others meanwhile.
+                work = self.paces[name].watched(name, attempt(name), timeout_s)
             try:
-                result = await asyncio.wait_for(attempt(name), self.settings[name].timeout_s)
+                result = await work
             except asyncio.CancelledError:
                 breaker.abandon()  # the client left; a probe must not stay in flight forever
                 raise
@@ -265,7 +282,13 @@ class AIServing:
                 err = unwrap_error(e)
                 if isinstance(err, RequestError):
                     breaker.success(since)  # the backend answered; the request was at fault
+                    self.paces[name].progressed(time.monotonic())
                     raise err from None
+                if (busy := self._overloaded(name, err)) is not None:
+                    # Busy, not broken: no verdict, and no fallback (which may be a paid provider
+                    # or another model); the client comes back when the hint says.
+                    breaker.abandon()
+                    raise busy from None
                 breaker.failure()
                 self.metrics.breakers({name: breaker.state})
                 last = f"{name}: {err!r}"
@@ -273,8 +296,21 @@ class AIServing:
                 continue
             breaker.success(since)  # unless the breaker opened while this call was out
             self.metrics.breakers({name: breaker.state})
+            self.paces[name].answered(time.monotonic())
             return name, result
         raise BackendsUnavailableError(model, tried, last)
+
+    def _overloaded(self, name: str, err: BaseException) -> ModelOverloadedError | None:
+        """A model's full queue as the client is told of it, with a retry hint from the pace
+        its answers come at here; None for any other error. Its server refused (colocated, or
+        in its replica), or Serve's handle did (`max_queued_requests` of its deployment)."""
+        if isinstance(err, ModelOverloadedError):
+            queued, max_queued = err.queued, err.max_queued
+        elif (counts := queued_of(err)) is not None:
+            queued, max_queued = counts
+        else:
+            return None
+        return ModelOverloadedError(name, queued, max_queued, self.paces[name].retry_after_s(queued))
 
     async def _open_stream(
         self, model: str, request: dict[str, Any], key: KeyRecord | None = None
@@ -429,6 +465,7 @@ class AIServing:
                     yield event
                 async for piece in stream:
                     last = piece
+                    self.paces[name].progressed(time.monotonic())  # a stream's pieces: alive
                     for event in chunks(piece):
                         yield event
             except Exception as e:  # committed: report in-band, as OpenAI does
