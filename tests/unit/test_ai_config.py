@@ -93,7 +93,7 @@ def test_fractional_gpu_and_accelerator_go_on_the_replica():
 
 
 def test_a_deployments_queue_bound_is_serves_max_queued_requests_and_none_is_no_bound():
-    assert model_deployment_options(ModelConfig(name="m", source="s"))["max_queued_requests"] == 128
+    assert model_deployment_options(ModelConfig(name="m", source="s"))["max_queued_requests"] == -1
     bounded = ModelConfig(name="m", source="s", max_queued_requests=4)
     assert model_deployment_options(bounded)["max_queued_requests"] == 4
     unbounded = ModelConfig(name="m", source="s", max_queued_requests=None)

@@ -75,6 +75,20 @@ def test_requests_that_wait_longer_than_timeout_s_behind_a_busy_engine_are_all_a
     assert answered_by(service, "tiny-b") == 0
 
 
+def test_by_default_a_fleets_calls_queue_and_none_is_refused(tiny_path):
+    # A fleet sends more calls at once than any small bound: refusing them sends each back
+    # through HTTP to retry, which cost 1,000 agents on the tiny model a third of their
+    # throughput (benchmarks/README.md, fleet). By default the queue has no bound, as vLLM's.
+    service = serving(tiny_path, engine={"max_batch_size": 8})
+
+    async def fleet():
+        return await asyncio.gather(*(complete(service, f"call {i}", max_tokens=1) for i in range(300)))
+
+    answers = asyncio.run(fleet())
+    assert len(answers) == 300 and all(a.headers["x-swarmray-backend"] == "tiny" for a in answers)
+    assert service.backends["tiny"].server.counters()["refused"] == 0
+
+
 def test_a_full_queue_refuses_at_once_with_a_retry_hint_and_serves_all_it_took(tiny_path):
     # One row decodes, two wait; of six sent together, three are refused before any answer.
     service = serving(tiny_path, max_queued_requests=2, engine={"max_batch_size": 1})

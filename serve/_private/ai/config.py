@@ -102,13 +102,14 @@ class ModelConfig(_Backend):
         "so a row that finishes is replaced from the replica's own queue at the next step.",
     )
     max_queued_requests: PositiveInt | None = Field(
-        128,
+        None,
         description="Requests that may wait for the engine beyond the rows its batch has free "
         "(per gateway replica for a colocated model; for a deployment, Serve's own bound at each "
         "gateway replica's handle); one more is refused at once with a 503, an OpenAI-style "
-        "error and Retry-After, and no breaker or fallback counts it. None: no bound (as vLLM "
-        "and Serve by default). 128 is about a minute of the default model's answers on a "
-        "2-core CPU node, and below ingress_max_ongoing_requests, so that it binds first.",
+        "error and Retry-After, and no breaker or fallback counts it. None (the default, as "
+        "vLLM's and Serve's): no bound, since a fleet's calls are better queued than sent back "
+        "to retry (a bound of 128 cost 1,000 agents on one node a third of their throughput); "
+        "set one to shed load an interactive service cannot serve in time.",
     )
     health_check_period_s: PositiveFloat = Field(10.0, description="Seconds between engine health checks.")
     health_check_timeout_s: PositiveFloat = Field(30.0, description="A health check slower than this fails.")
