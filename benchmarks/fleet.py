@@ -149,6 +149,8 @@ def served_figures(
         f"{prefix}served_requests": after["requests"] - before["requests"],
         f"{prefix}served_steps": steps,
         f"{prefix}served_mean_batch": rows / steps if steps else None,
+        # Prompt passes: fewer, larger ones when calls arrive together.
+        f"{prefix}served_prefills": (after.get("prefills") or 0) - (before.get("prefills") or 0),
         f"{prefix}served_busy_share": (after["busy_s"] - before["busy_s"]) / wall_s,
         # Calls refused at once for a full queue (max_queued_requests) and asked again after
         # their Retry-After: the arm's calls beyond what the queue holds.

@@ -67,3 +67,7 @@ def test_counters_count_the_requests_answered_the_engine_batches_and_its_busy_ti
     # join the first a pass late); rows / steps is the engine's mean batch.
     steps, rows = after["steps"] - before["steps"], after["row_steps"] - before["row_steps"]
     assert 0 < steps <= rows <= 2 * steps
+    # Prefills: one for both if they met, else one each; a second one joined a running batch
+    # (counted in `joined`) or started its own (the first had ended).
+    prefills, joined = after["prefills"] - before["prefills"], after["joined"] - before["joined"]
+    assert 1 <= prefills <= 2 and 0 <= joined <= prefills - 1

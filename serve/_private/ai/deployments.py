@@ -102,7 +102,8 @@ class ModelServer:
         """Requests answered, waiting for the engine now, and refused for a full queue; seconds
         with a request in the engine (`busy_s`, up to now), the
         engine's own counts when it keeps them (the transformers engine's `batches`, decode
-        passes `steps` and the rows they decoded `row_steps`; None otherwise) and torch's
+        passes `steps` and the rows they decoded `row_steps`, its prompt passes `prefills` and
+        the requests that `joined` a running batch; None otherwise) and torch's
         threads: what a benchmark reads to see how busy the engine was and how full its passes."""
         busy = self._busy_s + (time.monotonic() - self._busy_since if self._inside else 0.0)
         torch = sys.modules.get("torch")  # the threads its CPU kernels use (Ray sets num_cpus)
@@ -114,6 +115,8 @@ class ModelServer:
             "batches": getattr(self.engine, "batches", None),
             "steps": getattr(self.engine, "steps", None),
             "row_steps": getattr(self.engine, "row_steps", None),
+            "prefills": getattr(self.engine, "prefills", None),
+            "joined": getattr(self.engine, "joined", None),
             "torch_threads": torch.get_num_threads() if torch is not None else None,
         }
 
