@@ -57,6 +57,7 @@ class Ticket:
             self._admission.waiting -= 1
         else:
             self._admission.running -= 1
+        self._admission.ended()
 
     async def within(
         self, work: Awaitable[T], timeout_s: float, since: float | None = None, what: str = "answer"
@@ -106,7 +107,8 @@ class Ticket:
 
 class Admission:
     """A model server's requests between arrival and answer: how many wait for the engine and
-    how many it runs, and the bound on the waiting.
+    how many it runs, the bound on the waiting, and the counts `ModelServer.counters` reports
+    (requests ended, refused, and the time with one or more taken).
 
     Args:
         model: The model's name (for errors).
@@ -122,6 +124,9 @@ class Admission:
         self.waiting = 0  # arrived, not admitted yet
         self.running = 0  # admitted, not answered yet
         self.refused = 0  # refused for a full queue, since start
+        self.answered = 0  # taken and ended (answered, failed or cancelled), since start
+        # Time with one request or more taken: against the wall time, how idle the engine sat.
+        self._busy_s, self._busy_since = 0.0, 0.0
 
     def enter(self) -> Ticket:
         """A ticket for a request that arrives now.
@@ -135,8 +140,21 @@ class Admission:
             if queued >= self.max_queued:
                 self.refused += 1
                 raise ModelOverloadedError(self.model, queued, self.max_queued)
+        if not self.waiting + self.running:
+            self._busy_since = time.monotonic()
         self.waiting += 1
         return Ticket(self)
+
+    def ended(self) -> None:
+        """A ticket's request ended (`Ticket.leave`)."""
+        self.answered += 1
+        if not self.waiting + self.running:
+            self._busy_s += time.monotonic() - self._busy_since
+
+    def busy_s(self) -> float:
+        """Seconds with one request or more taken, up to now."""
+        taken = self.waiting + self.running
+        return self._busy_s + (time.monotonic() - self._busy_since if taken else 0.0)
 
 
 class AnswerPace:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Any
@@ -43,9 +42,6 @@ class ModelServer:
         self.config = ModelConfig.model_validate(config)
         self.engine = create_engine(self.config.source, self.config.engine)
         self.admission = Admission(self.config.name, self.config.max_queued_requests, self.engine.batch_rows)
-        # What `counters` reports: requests answered, and the time with one or more in the
-        # engine (its busy time; against the wall time, how idle the engine sat).
-        self._answered, self._inside, self._busy_s, self._busy_since = 0, 0, 0.0, 0.0
 
     async def _prompt(self, request: dict[str, Any]) -> tuple[str, bool]:
         if "messages" in request:
@@ -65,19 +61,16 @@ class ModelServer:
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         prompt, chat = await self._prompt(request)
         ticket = self.admission.enter()
-        self._enter()
         try:
             params = SamplingParams(**request["params"])
             work = self.engine.generate(prompt, params, chat=chat, admitted=ticket.admit)
             return asdict(await ticket.within(work, self.config.timeout_s))
         finally:
             ticket.leave()
-            self._leave()
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         prompt, chat = await self._prompt(request)
         ticket = self.admission.enter()
-        self._enter()
         try:
             params = SamplingParams(**request["params"])
             deltas = self.engine.stream(prompt, params, chat=chat, admitted=ticket.admit)
@@ -85,18 +78,6 @@ class ModelServer:
                 yield asdict(delta)
         finally:
             ticket.leave()
-            self._leave()
-
-    def _enter(self) -> None:
-        if self._inside == 0:
-            self._busy_since = time.monotonic()
-        self._inside += 1
-
-    def _leave(self) -> None:
-        self._inside -= 1
-        self._answered += 1
-        if self._inside == 0:
-            self._busy_s += time.monotonic() - self._busy_since
 
     def counters(self) -> dict[str, Any]:
         """Requests answered, waiting for the engine now, and refused for a full queue; seconds
@@ -105,13 +86,12 @@ class ModelServer:
         passes `steps` and the rows they decoded `row_steps`, its prompt passes `prefills` and
         the requests that `joined` a running batch; None otherwise) and torch's
         threads: what a benchmark reads to see how busy the engine was and how full its passes."""
-        busy = self._busy_s + (time.monotonic() - self._busy_since if self._inside else 0.0)
         torch = sys.modules.get("torch")  # the threads its CPU kernels use (Ray sets num_cpus)
         return {
-            "requests": self._answered,
+            "requests": self.admission.answered,
             "waiting": self.admission.waiting,  # for the engine's batch, now
             "refused": self.admission.refused,  # for a full queue (max_queued_requests)
-            "busy_s": busy,
+            "busy_s": self.admission.busy_s(),
             "batches": getattr(self.engine, "batches", None),
             "steps": getattr(self.engine, "steps", None),
             "row_steps": getattr(self.engine, "row_steps", None),
