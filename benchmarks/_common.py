@@ -6,7 +6,8 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -45,17 +46,24 @@ def ray_rss_gb() -> float:
     """
     page = os.sysconf("SC_PAGE_SIZE")
     total = 0
+    for pid, args, rss_pages in _processes("statm", lambda text: int(text.split()[1])):
+        if "ray" in " ".join(args) and pid != os.getpid():
+            total += rss_pages * page
+    return total / 2**30
+
+
+def _processes(name: str, parse: Callable[[str], Any]) -> Iterator[tuple[int, list[str], Any]]:
+    """Each process's pid, its command line's arguments and its /proc/<pid>/<name> file as
+    `parse` reads it (Linux); a process gone meanwhile is left out."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ")
-            with open(f"/proc/{pid}/statm") as f:
-                rss_pages = int(f.read().split()[1])
+                args = [a.decode(errors="replace") for a in f.read().split(b"\0")]
+            with open(f"/proc/{pid}/{name}") as f:
+                value = parse(f.read())
         except (OSError, IndexError, ValueError):
-            continue  # gone meanwhile
-        if b"ray" in cmd and int(pid) != os.getpid():
-            total += rss_pages * page
-    return total / 2**30
+            continue
+        yield int(pid), args, value
 
 
 def _process_label(cmd: list[str]) -> str:
@@ -73,17 +81,11 @@ def cpu_seconds() -> dict[int, tuple[str, float]]:
     calls is where a run's CPU went."""
     tick = os.sysconf("SC_CLK_TCK")
     out = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if cmd and (int(pid) == os.getpid() or any("ray" in a or "haproxy" in a for a in cmd[:2])):
+    for pid, args, fields in _processes("stat", lambda text: text.rsplit(")", 1)[1].split()):
+        cmd = [a for a in args if a]
+        if cmd and (pid == os.getpid() or any("ray" in a or "haproxy" in a for a in cmd[:2])):
             # utime and stime are the 14th and 15th fields of stat, the 12th and 13th after "(comm)".
-            out[int(pid)] = (_process_label(cmd), (int(fields[11]) + int(fields[12])) / tick)
+            out[pid] = (_process_label(cmd), (int(fields[11]) + int(fields[12])) / tick)
     return out
 
 
