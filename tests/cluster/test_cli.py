@@ -42,6 +42,7 @@ def config_file(tmp_path, namespace):
     return path
 
 
+@pytest.mark.slow
 def test_up_status_submit_down(head, namespace, config_file):
     addr = ["--address", head["address"]]
     ns = ["--namespace", namespace, *addr]

@@ -30,6 +30,7 @@ def chaos_client(head, namespace, tmp_path):
         yield client
 
 
+@pytest.mark.slow
 def test_a_thousand_tasks_survive_an_agent_killed_every_200_ms(chaos_client):
     rng = random.Random(7)
     kills = []
@@ -154,6 +155,7 @@ def chaos(scenario: str) -> tuple[str, dict]:
     return proc.stdout, json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_removing_the_queens_node_loses_nothing(head):
     """The node holding the queen is removed mid-run."""
     report = chaos("node")[1]
@@ -170,6 +172,7 @@ def test_removing_the_queens_node_loses_nothing(head):
     }
 
 
+@pytest.mark.slow
 def test_removing_a_worker_keeps_the_state_on_the_control_node_and_loses_nothing(head):
     """The cluster recipe's promise (README "Operations"): with control_resources, an autoscaler
     removing a worker takes agents only; `benchmarks.chaos` asserts every state-holding actor

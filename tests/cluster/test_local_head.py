@@ -47,6 +47,7 @@ def run(line: str, env: dict[str, str], timeout_s: int = 600) -> subprocess.Comp
     )
 
 
+@pytest.mark.slow
 def test_the_readme_runs_as_written_from_the_demo_to_swarm_down_in_a_fresh_home(machine, tmp_path):
     env = user_shell(tmp_path / "home")
     home = Path(env["HOME"])

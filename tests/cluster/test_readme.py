@@ -29,6 +29,7 @@ def _run(line: str, cwd: Path, env: dict[str, str], timeout: int = 600) -> subpr
     )
 
 
+@pytest.mark.slow
 @pytest.mark.before_head
 def test_the_ray_job_submit_section_runs_as_written(machine, tmp_path):
     (block,) = blocks("Under `ray job submit`", "bash")

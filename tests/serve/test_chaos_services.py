@@ -20,6 +20,7 @@ def services(serve_port, tmp_path_factory):
     remove_services(made)
 
 
+@pytest.mark.slow
 @pytest.mark.chaos
 def test_parts_killed_in_turn_lose_no_write_admit_nothing_past_a_limit_and_audit_every_write(services):
     report = run_services_chaos(services, LOAD_S)

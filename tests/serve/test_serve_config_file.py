@@ -56,6 +56,7 @@ def deployed(ray_head, serve_port, tmp_path_factory):
     shutil.rmtree(os.path.dirname(journal_location(None, namespace, "_auth")), ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_the_deployed_file_answers_a_chat_and_a_facts_search_with_a_key(deployed):
     client = openai.OpenAI(base_url=f"{deployed['base']}/v1", api_key=deployed["key"])
     chat = client.chat.completions.create(

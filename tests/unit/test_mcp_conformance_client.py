@@ -17,6 +17,7 @@ CLIENT = ROOT / "tests" / "conformance" / "federation_client.py"
 EXPECTED = ROOT / "tests" / "conformance" / "client-expected-failures.yml"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", ["2025-11-25", "2026-07-28"])
 def test_the_federation_client_passes_the_conformance_client_scenarios(version, tmp_path):
     env = node_env()
