@@ -24,7 +24,7 @@ from cluster._private.status import status
 from models._private.core import names
 from models._private.core.errors import ConfigError, SystemConfigChangedError
 from models._private.core.journal import journal_location
-from serve import deploy
+from serve import deploy_all, service_url
 from serve._private.service import start_serve
 
 __all__ = ["check_secrets", "down", "last_namespace", "mark_local_head", "up"]
@@ -139,25 +139,25 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
         ).remote(ns, name, store)
         for name, store in _memory_stores(config)
     ]
-    _loaded(memories, progress or _silent)  # before agents use them
     mcp_server = config.mcp.server if config.mcp is not None else None
     if config.ai is not None or config.facts is not None or mcp_server is not None:
+        # Every service's replicas start together, while the memory stores load in their actors.
         quiet_serve()
-        ai_url = None
+        ai_url = service_url(config.ai) if config.ai is not None else None
+        services: dict[str, tuple[Any, str]] = {}  # registry key: (config, application)
         if config.ai is not None:
-            ai_app = names.ai_app_name(ns)
-            ai_url = _watched(lambda: deploy(config.ai, app_name=ai_app, system=ns), ai_app, progress)
-            get(registry.kv_put.remote(AI_URL_KEY, ai_url))
+            services[AI_URL_KEY] = (config.ai, names.ai_app_name(ns))
         if config.facts is not None:
-            facts_app = names.facts_app_name(ns)
             facts = config.facts.with_ai(ai_url) if ai_url else config.facts
-            url = _watched(lambda: deploy(facts, app_name=facts_app, system=ns), facts_app, progress)
-            get(registry.kv_put.remote(FACTS_URL_KEY, url))
+            services[FACTS_URL_KEY] = (facts, names.facts_app_name(ns))
         if mcp_server is not None:
-            mcp_app = names.mcp_app_name(ns)
-            url = _watched(lambda: deploy(mcp_server, app_name=mcp_app, system=ns), mcp_app, progress)
-            get(registry.kv_put.remote(MCP_URL_KEY, url))
+            services[MCP_URL_KEY] = (mcp_server, names.mcp_app_name(ns))
+        apps = [app for _, app in services.values()]
+        urls = _watched(lambda: deploy_all(list(services.values()), system=ns), apps, progress)
+        for key, url in zip(services, urls, strict=True):
+            get(registry.kv_put.remote(key, url))
         _keys(config, ns, registry)
+    _loaded(memories, progress or _silent)  # before agents use them
     get([q.start.remote() for q in queens])
     get([m.start.remote() for m in monitors])
     ready_s = max(p.ready_timeout_s for s in config.all_swarms() for p in s.pools.values())
@@ -232,8 +232,8 @@ def _loaded(memories: list[Any], progress: Progress) -> None:
         progress("memory stores loaded", len(memories) - len(waiting), len(memories))
 
 
-def _watched(deploy: Callable[[], str], app: str, progress: Progress | None) -> str:
-    """`deploy()`, telling `progress` how many of the application's replicas run meanwhile."""
+def _watched(deploy: Callable[[], list[str]], apps: list[str], progress: Progress | None) -> list[str]:
+    """`deploy()`, telling `progress` how many replicas of each application run meanwhile."""
     if progress is None:
         return deploy()
     from ray import serve
@@ -242,18 +242,20 @@ def _watched(deploy: Callable[[], str], app: str, progress: Progress | None) -> 
         deploying = pool.submit(deploy)
         while True:
             try:
-                url = deploying.result(timeout=0.5)
+                urls = deploying.result(timeout=0.5)
             except FutureTimeout:
-                url = None
+                urls = None
             try:
-                running = serve.status().applications.get(app)
+                running = serve.status().applications
             except Exception:  # the progress is a view: it never fails the deploy
-                running = None
-            states = [d.replica_states for d in running.deployments.values()] if running else []
-            total = sum(sum(s.values()) for s in states)
-            progress(f"replicas of {app}", sum(s.get("RUNNING", 0) for s in states), total)
-            if url is not None:
-                return url
+                running = {}
+            for app in apps:
+                deployments = running[app].deployments.values() if app in running else []
+                states = [d.replica_states for d in deployments]
+                total = sum(sum(s.values()) for s in states)
+                progress(f"replicas of {app}", sum(s.get("RUNNING", 0) for s in states), total)
+            if urls is not None:
+                return urls
 
 
 def last_namespace() -> str | None:

@@ -19,6 +19,7 @@ __all__ = [
     "build_mcp_app",
     "check_serve_listening",
     "deploy",
+    "deploy_all",
     "serve_http_options",
     "service_url",
     "start_serve",
@@ -108,32 +109,35 @@ def deploy(config: ServiceConfig, app_name: str | None = None, system: str | Non
         ServiceExposedError: `config` turns auth off and the Serve that runs (perhaps started
             by someone else) listens beyond loopback; nothing is deployed.
     """
+    return deploy_all([(config, app_name)], system)[0]
+
+
+def deploy_all(services: list[tuple[ServiceConfig, str | None]], system: str | None = None) -> list[str]:
+    """`deploy` of several services (config, application name) of one system at once: Serve
+    starts every application's replicas together (`serve.run_many`) rather than one application
+    after the other, and this returns when all run. Returns their base URLs, in order."""
     from ray import serve
 
-    facts, mcp = isinstance(config, FactsServiceConfig), isinstance(config, McpServiceConfig)
-    kind = "facts" if facts else "mcp" if mcp else "ai"
-    if mcp and system is None:
-        raise ValueError("the /mcp endpoint needs the system (Ray namespace) whose swarms it serves")
-    app_name = app_name or (names.mcp_app_name(system) if mcp else kind)
-    if facts and config.needs_ai() and not config.ai_url:
-        raise ValueError("a facts namespace with extractor llm needs ai_url (the AI service's …/v1)")
-    start_serve(config, kind)
-    running = serve.status().applications.get(app_name)
-    # Like the system's actors, a running service is kept (no replica restarts on a second
-    # `up`); change it with `down` then `up`.
-    if running is None or running.status not in ("RUNNING", "DEPLOYING"):
-        import ray
-
+    targets = []
+    for config, app_name in services:
+        facts, mcp = isinstance(config, FactsServiceConfig), isinstance(config, McpServiceConfig)
+        kind = "facts" if facts else "mcp" if mcp else "ai"
+        if mcp and system is None:
+            raise ValueError("the /mcp endpoint needs the system (Ray namespace) whose swarms it serves")
+        app_name = app_name or (names.mcp_app_name(system) if mcp else kind)
+        if facts and config.needs_ai() and not config.ai_url:
+            raise ValueError("a facts namespace with extractor llm needs ai_url (the AI service's …/v1)")
+        start_serve(config, kind)
+        running = serve.status().applications.get(app_name)
+        # Like the system's actors, a running service is kept (no replica restarts on a second
+        # `up`); change it with `down` then `up`.
+        if running is not None and running.status in ("RUNNING", "DEPLOYING"):
+            continue
         # Up before the gateways: it checks keys (auth on) and keeps the usage ledger (always).
-        authority = get_authority(system or app_name, config.auth, config.control_resources)
-        try:
-            ray.get(authority.list.remote(), timeout=AUTHORITY_START_S)
-        except ray.exceptions.GetTimeoutError:
-            raise SchedulingError(
-                f"the key authority did not start within {AUTHORITY_START_S:g} s; it needs "
-                f"{dict(config.control_resources) or 'no custom resources'} on some node"
-            ) from None
+        authority = _started_authority(system or app_name, config)
         if kind == "ai":  # what a new key's model list may name
+            import ray
+
             ray.get(authority.set_served_models.remote(config.model_names()))
         if facts:
             app = build_facts_app(config, system or app_name)
@@ -141,8 +145,25 @@ def deploy(config: ServiceConfig, app_name: str | None = None, system: str | Non
             app = build_mcp_app(config, system)
         else:
             app = build_app(config, system or app_name)
-        serve.run(app, name=app_name, route_prefix=config.route_prefix)
-    return service_url(config)
+        targets.append(serve.RunTarget(target=app, name=app_name, route_prefix=config.route_prefix))
+    if targets:
+        serve.run_many(targets, wait_for_applications_running=True)
+    return [service_url(config) for config, _ in services]
+
+
+def _started_authority(system: str, config: ServiceConfig) -> Any:
+    """The system's key authority, once it answers."""
+    import ray
+
+    authority = get_authority(system, config.auth, config.control_resources)
+    try:
+        ray.get(authority.list.remote(), timeout=AUTHORITY_START_S)
+    except ray.exceptions.GetTimeoutError:
+        raise SchedulingError(
+            f"the key authority did not start within {AUTHORITY_START_S:g} s; it needs "
+            f"{dict(config.control_resources) or 'no custom resources'} on some node"
+        ) from None
+    return authority
 
 
 def start_serve(config: ServiceConfig, service: str) -> Any:
