@@ -3,11 +3,14 @@
 One local Ray started as `swarm up` starts it (HAProxy ingress, Serve's gRPC data plane:
 `HEAD_ENV`), and a system on it as configs/local.yaml builds one: the AI service (auth on, the
 model colocated in the gateway, the embedder) serving the default model (SmolLM2-135M-Instruct)
-or, with `--model tiny`, a tiny random-weight one; a swarm `fleet` whose colocated pool of
-ToolAgents runs `--agents` tasks at once (`--pool-agents` agents, each with as many concurrent
-tasks as that takes); and a swarm `tools` whose `bench.check` (no arguments; returns at once) is
-the agents' one tool. Each task is two model calls: `first_tool_choice: required` (the call is
-valid by construction), then `tool_choice: none`, an answer; `--max-tokens` per call.
+or, with `--model tiny`, a tiny random-weight one, or with `--model instant` an OpenAI-
+compatible endpoint that answers at once (benchmarks/_instant_model.py, a provider of the
+service: what the frameworks cost when the model costs nothing; no engine baseline then); a
+swarm `fleet` whose colocated pool of ToolAgents runs `--agents` tasks at once (`--pool-agents`
+agents, each with as many concurrent tasks as that takes); and a swarm `tools` whose
+`bench.check` (no arguments; returns at once) is the agents' one tool. Each task is two model
+calls: `first_tool_choice: required` (the call is valid by construction), then `tool_choice:
+none`, an answer; `--max-tokens` per call.
 
 Measured in the same run:
 - the fleet: every task submitted together (`Client.submit_many`); completion tokens per
@@ -51,6 +54,33 @@ NAMESPACE = "bench-fleet"
 SYSTEM = "Check the system with the tool first, then say in one short sentence that it is done."
 CHECK_DESCRIPTION = "Checks the system; returns nothing."
 TINY = "tiny"
+INSTANT = "instant"
+
+
+def start_instant_model() -> str:
+    """Starts benchmarks/_instant_model.py in a process of its own (stopped when this one
+    exits); returns its base URL once it answers."""
+    import atexit
+    import socket
+    import subprocess
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks._instant_model", str(port)], cwd=ROOT)
+    atexit.register(proc.terminate)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.post(f"{url}/chat/completions", json={"messages": []}).raise_for_status()
+            return url
+        except httpx.TransportError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit("the instant model did not start") from None
+            time.sleep(0.1)
 
 
 def task_inputs(n: int) -> list[str]:
@@ -86,6 +116,8 @@ def system_config(args: argparse.Namespace, model: str, source: str, keys: str) 
     if engine := {k: v for k, v in engine.items() if v}:
         model_config["engine"] = engine
     ai: dict[str, Any] = {"port": args.port, "auth": {"path": keys}, "models": {model: model_config}}
+    if model == INSTANT:  # `source` is the endpoint's base URL
+        ai["models"], ai["providers"] = {}, {model: {"base_url": source, "model": model}}
     return {
         "namespace": NAMESPACE,
         "ai": ai,
@@ -308,7 +340,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from models._private.core import names
     from serve._private.ai.config import DEFAULT_MODEL, DEFAULT_MODEL_SOURCE
 
-    if args.model == TINY:
+    if args.model == INSTANT:
+        model, source = INSTANT, start_instant_model()
+    elif args.model == TINY:
         # Its byte-level tokenizer has 512 tokens, so a prompt costs nearly a token a byte: a
         # second step (the tool call and its result written back) needs more than the 512
         # positions of the tests' tiny model.
@@ -335,8 +369,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         warm, _ = run_fleet(client, [f"Warm-up {i}: is the system ready?" for i in range(8)])
         assert all(r.ok for r in warm), [r.error for r in warm if not r.ok][:2]
 
-        def readings() -> tuple[dict[str, Any], dict[int, tuple[str, float]]]:
-            return engine_counters(app), cpu_seconds()
+        def readings() -> tuple[dict[str, Any] | None, dict[int, tuple[str, float]]]:
+            return (None if model == INSTANT else engine_counters(app)), cpu_seconds()
 
         fleet_start = readings()
         results, wall = run_fleet(client, inputs)
@@ -354,7 +388,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             peer, peer_start, peer_end = asyncio.run(
                 run_langgraph(url, user_key(NAMESPACE), model, tool_spec, inputs, args.max_tokens, readings)
             )
-            peer |= served_figures(peer_start[0], peer_end[0], peer["langgraph_wall_s"], "langgraph_")
+            if model != INSTANT:
+                peer |= served_figures(peer_start[0], peer_end[0], peer["langgraph_wall_s"], "langgraph_")
             peer |= cpu_figures(cpu_spent(peer_start[1], peer_end[1]), len(inputs), "langgraph_")
     finally:
         down(NAMESPACE)
@@ -367,7 +402,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         prompt_tokens += [int(s["usage"]["prompt_tokens"]) for s in r.output["steps"]]
     tasks_replayed = args.engine_tasks or args.agents
     cut = sum(len(r.output["steps"]) for r in results[:tasks_replayed])
-    engine = engine_baseline(model, source, bodies[:cut], prompt_tokens[:cut], args.batch_sizes)
+    engine = (
+        {}
+        if model == INSTANT
+        else engine_baseline(model, source, bodies[:cut], prompt_tokens[:cut], args.batch_sizes)
+    )
 
     tokens = sum(r.output["usage"]["completion_tokens"] for r in results)
     latency = [r.timings.finished_at - r.timings.submitted_at for r in results]
@@ -379,8 +418,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "max_tokens": args.max_tokens,
         "fleet_tokens_per_s": tokens / wall,
         "prompt_tokens_per_task": sum(r.output["usage"]["prompt_tokens"] for r in results) / len(results),
-        "engine_tokens_per_s": engine["engine_tokens_per_s"],
-        "fleet_to_engine": tokens / wall / engine["engine_tokens_per_s"],
         "fleet_tasks_per_s": fleet_tasks_per_s,
         "task_p50_s": statistics.median(latency),
         "task_p99_s": percentile(latency, 99),
@@ -388,12 +425,13 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "fleet_wall_s": wall,
         "model_calls": len(bodies),
         "model_calls_per_task": len(bodies) / len(results),
-        **served_figures(fleet_start[0], fleet_end[0], wall, ""),
+        **(served_figures(fleet_start[0], fleet_end[0], wall, "") if model != INSTANT else {}),
         **cpu_figures(cpu_spent(fleet_start[1], fleet_end[1]), len(results), ""),
-        **{k: v for k, v in engine.items() if k != "engine_tokens_per_s"},
-        "engine_tasks_replayed": tasks_replayed,
         **peer,
     }
+    if engine:
+        out |= engine | {"engine_tasks_replayed": tasks_replayed}
+        out["fleet_to_engine"] = out["fleet_tokens_per_s"] / engine["engine_tokens_per_s"]
     if peer:
         out["fleet_to_langgraph"] = fleet_tasks_per_s / peer["langgraph_tasks_per_s"]
     return out
@@ -401,7 +439,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["default", TINY], default="default")
+    parser.add_argument("--model", choices=["default", TINY, INSTANT], default="default")
     parser.add_argument("--agents", type=int, default=1000, help="tasks submitted together (one per agent)")
     parser.add_argument("--pool-agents", type=int, default=10, help="ToolAgents in the colocated pool")
     parser.add_argument("--max-tokens", type=int, default=40, help="max_tokens of every model call")
@@ -424,13 +462,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8797)
     args = parser.parse_args()
     result = measure(args)
-    print(
-        f"{result['agents']} agents, {result['model']}: fleet {result['fleet_tokens_per_s']:.1f} tokens/s, "
-        f"engine {result['engine_tokens_per_s']:.1f} (batch {result['engine_best_batch_size']}), "
-        f"ratio {result['fleet_to_engine']:.2f}; tasks p50 {result['task_p50_s']:.1f} s, "
-        f"p99 {result['task_p99_s']:.1f} s; decode passes of {result['served_mean_batch']} rows on average",
-        file=sys.stderr,
-    )
+    r = result
+    if "fleet_to_engine" in r:
+        print(
+            f"{r['agents']} agents, {r['model']}: fleet {r['fleet_tokens_per_s']:.1f} tokens/s, "
+            f"engine {r['engine_tokens_per_s']:.1f} (batch {r['engine_best_batch_size']}), "
+            f"ratio {r['fleet_to_engine']:.2f}; tasks p50 {r['task_p50_s']:.1f} s, "
+            f"p99 {r['task_p99_s']:.1f} s; decode passes of {r['served_mean_batch']} rows on average",
+            file=sys.stderr,
+        )
     emit(result)
 
 
