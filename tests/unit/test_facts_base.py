@@ -288,6 +288,38 @@ def test_hop_rerank_lifts_a_best_passage_that_names_another_found_one(tmp_path, 
     kb.close()
 
 
+def test_hop_rerank_lifts_the_titles_the_query_writes_out_not_names_inside_them_or_in_lower_case(
+    tmp_path, embedder
+):
+    """The query names a title as a passage does: a run that starts with a capital or a digit,
+    the longest at each place. Entities named "Kiss", "hotel" and "Birthday Honours" exist, and
+    the query says each word for word, but only inside a longer title or in lower case."""
+    kb = base(tmp_path, embedder, None, graph_rerank="hop")
+    titled = {
+        "film": ("Kiss and Tell (1945 film)", "A comedy about a girl and her family."),
+        "album": ("Kiss (album)", "The second record of a rock band."),
+        "hotel": ("Hotel (1967 film)", "A drama set in a grand old hotel."),
+        "honours": ("1925 Birthday Honours", "Appointments on the birthday of the king."),
+        "every": ("Birthday Honours", "Appointments made each year by the sovereign."),
+    }
+    kb.add_documents([DocumentIn(id=i, title=title, text=text) for i, (title, text) in titled.items()])
+    kb.add_facts(
+        [
+            FactIn(subject="Kiss", predicate="stayed_at", object="hotel"),
+            FactIn(subject="Birthday Honours", predicate="made_by", object="George V"),
+        ]
+    )
+    query = "Which hotel hosted the cast of Kiss and Tell after the 1925 Birthday Honours?"
+    found = kb.search(query, 5, "graph")
+    named = set(kb.store.entity_names(found.seeds))
+    assert {"Kiss", "hotel", "Birthday Honours"} <= named  # what lifted those titles before
+    hits = {h.document_id: h for h in found.passages}
+    assert {d for d, h in hits.items() if h.scores["graph"] > 0} == {"film", "honours"}
+    assert hits["film"].distance == hits["honours"].distance == 0
+    assert hits["film"].scores["graph"] == pytest.approx(0.6)
+    kb.close()
+
+
 def test_filters_select_passages_and_facts_by_their_documents(tmp_path, embedder, extractor):
     kb = base(tmp_path, embedder, extractor)
     kb.add_documents(
@@ -374,6 +406,9 @@ def test_a_passage_names_a_title_when_it_writes_it_out_capitalised():
     about = {"new york city": ["nyc"], "it": ["it-film"], "york": ["york"]}
     text = "He moved to New York City in 1990. It rained; it was cold in york."
     assert _titled(text, about) == ["new york city", "it"]  # the longest run; lower case is no name
+    # A run may start with a digit: a year or an ordinal begins many titles.
+    about = {"1925 birthday honours": ["1925"], "birthday honours": ["all"]}
+    assert _titled("Who made the 1925 Birthday Honours?", about) == ["1925 birthday honours"]
 
 
 class CountingEmbedder:

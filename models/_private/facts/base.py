@@ -53,8 +53,9 @@ class FactsBase(SearchMixin, IndexMixin):
             graph mode (distance d gains graph_weight / (1 + d)).
         graph_rerank: How graph mode lifts passages: "distance", every document that mentions
             an entity d facts from the query's gains graph_weight / (1 + d); "hop", a document
-            about an entity (its title names it) that the query or one of the best
-            `HOP_FROM` passages names gains graph_weight (times that passage's fused score),
+            whose title the query writes out (`search._titled`) gains graph_weight, one about
+            an entity (its title names it) that one of the best `HOP_FROM` passages names
+            gains graph_weight times that passage's fused score,
             and such a best passage gains `CHAIN_SHARE` of that for the best found passage it
             names;
             "pagerank", personalised PageRank over documents and entities from the query's

@@ -193,7 +193,7 @@ class SearchMixin:
         base = {h.record.metadata["document_id"]: h.score for h in candidates}
         near: dict[str, tuple[int, float]] = {}  # document -> (distance, bonus)
         if graph and self.graph_rerank == "hop":
-            near = self._hops(base, [e for e, d in distance.items() if d == 0])
+            near = self._hops(query, base)
         elif graph and self.graph_rerank == "pagerank":
             near = self._pagerank(base, [e for e, d in distance.items() if d == 0])
         elif graph and distance:
@@ -229,10 +229,17 @@ class SearchMixin:
                 break
         return hits[:k]
 
-    def _hops(self, base: dict[str, float], seeds: list[str]) -> dict[str, tuple[int, float]]:
-        """Documents about the query's entities (distance 0), about the entities the best
+    def _hops(self, query: str, base: dict[str, float]) -> dict[str, tuple[int, float]]:
+        """Documents about what the query names (distance 0), about the entities the best
         passages name (distance 1), and those best passages that name another found passage
-        (a chain's first hop), with their bonus."""
+        (a chain's first hop), with their bonus.
+
+        The query names a title as a passage does (`_titled`): written out as a run that starts
+        with a capital or a digit, the longest run at each place. So a title inside a longer
+        one the query names ("Kiss" in "Kiss and Tell"), or a title the query writes in lower
+        case ("the fallen", "a hotel"), lifts nothing, where the entities the query names word
+        for word (`_seeds`, any case, overlapping) would lift both (dev R@2 0.755 -> 0.760,
+        nDCG@10 0.885 -> 0.891: 6 spurious lifts gone from 100 questions' top 10)."""
         about = self._about()
         near: dict[str, tuple[int, float]] = {}
 
@@ -243,7 +250,7 @@ class SearchMixin:
                     near[document_id] = (distance, bonus)
             return named
 
-        for name in self.store.entity_names(seeds):
+        for name in _titled(query, about):
             lift(name, 0, self.graph_weight, None)
         best = sorted(base, key=lambda d: -base[d])[:HOP_FROM]
         chains: dict[str, float] = {}  # a best passage -> the best fused score of one it names
@@ -338,13 +345,13 @@ class Filter(NamedTuple):
 
 
 def _titled(text: str, about: dict[str, list[str]], max_words: int = 6) -> list[str]:
-    """The runs of words in `text` that start with a capital and normalise to a title in
-    `about`: the longest at each place, not overlapping."""
+    """The runs of words in `text` that start with a capital or a digit ("1925 Birthday
+    Honours") and normalise to a title in `about`: the longest at each place, not overlapping."""
     words = text.split()
     found, i = [], 0
     while i < len(words):
         step = 1
-        if words[i][:1].isupper():
+        if words[i][:1].isupper() or words[i][:1].isdigit():
             for n in range(min(max_words, len(words) - i), 0, -1):
                 name = normalise(" ".join(words[i : i + n]))
                 if name in about:
