@@ -62,23 +62,3 @@ def test_one_text_takes_the_short_path_and_gets_the_vector_encode_gives(embedder
             full = e.model.encode([text], normalize_embeddings=e.config.normalize, show_progress_bar=False)
             assert short.shape == (1, 384) and short.dtype == np.float32 and short.flags.c_contiguous
             assert np.array_equal(short, full)
-
-
-def test_a_threads_torch_thread_count_is_its_own(embedder):
-    import threading
-
-    import torch
-
-    from models._private.retrieval.embedder import set_thread_torch_threads
-
-    before, seen = torch.get_num_threads(), {}
-
-    def worker():
-        assert set_thread_torch_threads(1)
-        embedder.encode(["a text to embed", "and another"])  # torch's own first use keeps ours
-        seen["worker"] = torch.get_num_threads()
-
-    thread = threading.Thread(target=worker)
-    thread.start()
-    thread.join(60)
-    assert seen == {"worker": 1} and torch.get_num_threads() == before

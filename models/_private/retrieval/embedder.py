@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from typing import Any, Literal
@@ -12,7 +11,7 @@ from pydantic import Field, PositiveInt
 
 from models._private.core.config import ConfigModel
 
-__all__ = ["Embedder", "EmbedderConfig", "default_model_path", "set_thread_torch_threads"]
+__all__ = ["Embedder", "EmbedderConfig", "default_model_path"]
 
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -150,46 +149,6 @@ class Embedder:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def set_thread_torch_threads(n: int) -> bool:
-    """Makes torch's CPU work called from this thread run on `n` threads; other threads keep
-    their own count (OpenMP keeps it per thread, where `torch.set_num_threads` sets it for the
-    whole process and for threads that start later). Returns False, changing nothing, where
-    torch does not run on an OpenMP runtime found loaded (libgomp or Intel's libiomp)."""
-    import torch
-
-    torch.get_num_threads()  # torch sets this thread's count on first use: before ours, not after
-    if not _OPENMP:
-        _OPENMP.append(_torchs_openmp())
-    if _OPENMP[0] is None:
-        return False
-    _OPENMP[0].omp_set_num_threads(n)
-    return True
-
-
-_OPENMP: list[Any] = []  # the OpenMP runtime torch runs on (ctypes), once found
-
-
-def _torchs_openmp() -> Any:
-    """The loaded OpenMP runtime whose count torch reads (several may be loaded: faiss ships
-    its own libgomp, which torch then may or may not share), or None."""
-    import ctypes
-
-    import torch
-
-    runtime = re.compile(r"/lib(gomp|iomp5)[^/]*\.so")
-    with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
-        found = sorted({line.split()[-1] for line in maps if runtime.search(line)})
-    now = torch.get_num_threads()
-    for path in found:
-        library = ctypes.CDLL(path)  # the loaded one: dlopen returns it
-        library.omp_set_num_threads(now + 1)  # this thread's count only
-        if torch.get_num_threads() == now + 1:
-            library.omp_set_num_threads(now)
-            return library
-        library.omp_set_num_threads(now)
-    return None
 
 
 def _native_bfloat16() -> bool:

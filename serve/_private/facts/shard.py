@@ -23,7 +23,6 @@ from models._private.facts.schema import Document, DocumentIn, Entity, Fact, Fac
 from models._private.facts.search import SearchMode, SearchResult
 from models._private.facts.store.graph import MAX_WALK_FACTS
 from models._private.facts.store.temporal import MAX_FACTS_PAGE
-from models._private.retrieval.embedder import set_thread_torch_threads
 from serve._private.facts.config import FactsNamespaceConfig
 from serve._private.metrics import service_metrics
 
@@ -134,8 +133,7 @@ class FactsShard:
 
         self.config = FactsNamespaceConfig.model_validate(config)
         # Ray sets OMP_NUM_THREADS to the actor's num_cpus (1 for 0): the embedder would crawl.
-        self._torch_threads = self.config.torch_threads or os.cpu_count() or 1
-        torch.set_num_threads(self._torch_threads)
+        torch.set_num_threads(self.config.torch_threads or os.cpu_count() or 1)
         self.base = FactsBase(
             path,
             namespace,
@@ -152,7 +150,6 @@ class FactsShard:
         # Two workers, so that the embedder (which releases the GIL) indexes while spaCy parses.
         self._stop = threading.Event()
         self._failure: BaseException | None = None
-        self._extracting = self.base.extractor is not None  # whether extraction has work, as far as known
         self._workers = {
             name: (threading.Event(), threading.Thread(target=self._work, args=(name, step), daemon=True))
             for name, step in (
@@ -336,11 +333,6 @@ class FactsShard:
         wake = self._workers[name][0]
         while not self._stop.is_set():
             wake.clear()  # before looking: a document stored from now on wakes it again
-            # Torch's threads of this worker: one while the extractor reads (spaCy's process
-            # and the other worker want the cores too, and a team of two that loses a core to
-            # them spins at its barriers, burning the time they need), all of them otherwise.
-            alone = name == "index" and not self._extracting
-            set_thread_torch_threads(self._torch_threads if alone else 1)
             try:
                 done = step()
             except Exception as e:  # the documents stay waiting in the store: try again later
@@ -350,8 +342,6 @@ class FactsShard:
             except BaseException as e:
                 self._failure = e
                 raise
-            if name == "extract":
-                self._extracting = bool(done)
             if done:
                 self._count()  # extraction adds entities and facts
             else:
