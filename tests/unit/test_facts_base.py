@@ -1,6 +1,7 @@
 """Documents, facts and search together: the real embedder, spaCy, SQLite and the memory's
 FAISS and tantivy indexes, on files in a temporary directory."""
 
+import threading
 from datetime import datetime, timezone
 
 import pytest
@@ -549,4 +550,39 @@ def test_facts_read_past_the_best_k_when_time_or_a_filter_drops_them(tmp_path, e
     kb._index_facts(kb.store.fact_ids())
     (hit,) = kb.search("Ada joined Acme", 1, "facts", filters={"source": "press"}).facts
     assert hit.fact.predicate == "joins" and hit.fact.provenance[0]["document_id"] == "b"
+    kb.close()
+
+
+class Pause:
+    """Wraps a real call: its first call sets `entered` and waits for `go` before it runs (a
+    window in the middle of a write, to look at the namespace from another thread)."""
+
+    def __init__(self, call):
+        self.call, self.entered, self.go = call, threading.Event(), threading.Event()
+
+    def __call__(self, *args, **kwargs):
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.go.wait(60)
+        return self.call(*args, **kwargs)
+
+
+@pytest.mark.parametrize("window", ["embedding the fact sentences", "writing them to the index"])
+def test_a_job_reads_done_only_once_its_facts_are_searchable(tmp_path, embedder, extractor, window):
+    kb = base(tmp_path, CountingEmbedder(embedder), extractor)
+    kb.add_documents([DocumentIn(id="curie", text=DOCS["curie"])], job="j")
+    if window == "embedding the fact sentences":  # the extraction's one encode
+        kb.memory.embedder.encode = pause = Pause(kb.memory.embedder.encode)
+    else:
+        kb.memory.upsert = pause = Pause(kb.memory.upsert)
+    worker = threading.Thread(target=kb.extract_pending, kwargs={"read_ahead": True})
+    worker.start()
+    assert pause.entered.wait(60)
+    during = kb.job_progress("j")  # the facts are read, not yet in the index
+    pause.go.set()
+    worker.join()
+    assert (during["pending"], during["done"]) == (1, 0)
+    assert kb.job_progress("j")["done"] == 1
+    (top, *_) = kb.search("Where was Marie Curie born?", 3, "facts").facts
+    assert (top.fact.subject, top.fact.predicate, top.fact.object) == ("Marie Curie", "born_in", "Warsaw")
     kb.close()

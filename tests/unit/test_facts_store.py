@@ -230,6 +230,37 @@ def test_a_batch_of_documents_is_stored_whole_or_not_at_all(store):
     assert store.stats()["documents"] == 2
 
 
+def test_a_batchs_writes_are_seen_together_when_it_ends_and_a_write_that_fails_is_undone_alone(store):
+    store.add_documents([DocumentIn(id=d, text=f"{d} is a text.") for d in ("a", "b", "c")], pending=True)
+    seen: list[int] = []
+
+    def read_elsewhere():  # another thread's read: the last state committed
+        reader = threading.Thread(target=lambda: seen.append(store.extraction_progress()["done"]))
+        reader.start()
+        reader.join(WAIT_S)
+
+    with store.batch():
+        store.add_extraction("a", Extraction(extractor="explicit", facts=[fact("Ada", "knows", "Bo")]))
+        # b's first fact is written before its second is refused: all of b is undone, a stays.
+        two = [fact("Cy", "knows", "Bo"), fact("Di", "knows", "...")]
+        with pytest.raises(FactsInputError, match="no letters"):
+            store.add_extraction("b", Extraction(extractor="explicit", facts=two))
+        assert store.extraction_progress()["done"] == 1  # the batch's own thread sees its writes
+        read_elsewhere()
+    read_elsewhere()
+    assert seen == [0, 1]
+    assert store.extraction_progress() == {"pending": 2, "done": 1, "failed": 0, "none": 0}
+    assert store.find_entity("Cy") == [] and len(store.find_entity("Ada")) == 1
+    assert [f.subject for f in store.facts(predicate="knows")] == ["Ada"]
+    # An exception out of the batch undoes all of it, the name index too.
+    with pytest.raises(RuntimeError), store.batch():
+        store.add_extraction("c", Extraction(extractor="explicit", entities=[EntityMention(name="Eve")]))
+        raise RuntimeError("stopped")
+    assert store.document("c").extraction == "pending" and store.find_entity("Eve") == []
+    store.add_extraction("b", Extraction(extractor="explicit", facts=[fact("Cy", "knows", "Bo")]))
+    assert len(store.find_entity("Cy")) == 1 and len(store.find_entity("Bo")) == 1
+
+
 # -- found in review: each failed before its fix ---------------------------------------------
 
 

@@ -20,12 +20,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Literal
 
+import numpy as np
+
 from models._private.core.errors import FactsInputError, FactsNotFoundError
 from models._private.core.private_files import private_dir
 from models._private.facts.index import DOC_PREFIX, FACT_PREFIX, FACTS_SPACE, IndexMixin
 from models._private.facts.pagerank import DocumentGraph
 from models._private.facts.schema import Document, DocumentIn, Entity, Fact, FactIn, FactsConfig
 from models._private.facts.search import SearchMixin
+from models._private.facts.spacy_extractor import CO_MENTION
 from models._private.facts.store.core import READ_TIMEOUT_S, FactStore
 from models._private.facts.store.rows import same_content
 from models._private.memory.hybrid import HybridMemory
@@ -229,25 +232,47 @@ class FactsBase(SearchMixin, IndexMixin):
                 if self._reader is None:
                     self._reader = ThreadPoolExecutor(1, thread_name_prefix="facts-read-ahead")
                 self._ahead = (following, self._reader.submit(self._read, following))
-        fact_ids: list[str] = []
+        # The fact sentences are embedded here, outside the lock: searches go on meanwhile, and
+        # the extractor reads the next batch (read-ahead).
+        sentences = self._embed_sentences(extractions)
         with self._lock:
-            for doc, extraction in zip(docs, extractions, strict=True):
-                if extraction is None:
-                    continue
-                try:
-                    fact_ids += self.store.add_extraction(doc.id, extraction, read=doc)
-                except FactsNotFoundError:
-                    continue  # deleted while it was read (another under its id waits its turn)
-                except FactsInputError as e:
-                    self.store.extraction_failed(doc.id, str(e), read=doc)
-            # In the lock, so that a document read is one whose facts are found: a short
-            # batch of sentences (passages, the long texts, are embedded outside it).
-            self._index_facts(fact_ids)
+            added: list[str] = []
+            try:
+                # One transaction for the batch (one sync to disk, not one a document), committed
+                # once the facts' sentences are in the index: a document that reads done (which
+                # its job's progress reads, off this lock) is one whose facts are found.
+                with self.store.batch():
+                    fact_ids: list[str] = []
+                    for doc, extraction in zip(docs, extractions, strict=True):
+                        if extraction is None:
+                            continue
+                        try:
+                            fact_ids += self.store.add_extraction(doc.id, extraction, read=doc)
+                        except FactsNotFoundError:
+                            continue  # deleted while it was read (another under its id waits its turn)
+                        except FactsInputError as e:
+                            self.store.extraction_failed(doc.id, str(e), read=doc)
+                    added = self._index_facts(fact_ids, sentences)
+            except BaseException:
+                # The store kept none of the batch; nor may the index: a fact it holds and the
+                # store does not would dangle in searches until the namespace is opened again.
+                self.memory.delete(added)
+                raise
             self._changed()
             self._compact_if_due()
         if outage is not None:  # the rest wait for the service; the caller tries again later
             raise outage
         return len(docs)
+
+    def _embed_sentences(self, extractions: list[Any]) -> dict[str, np.ndarray]:
+        """The index's vectors of the sentences the facts of `extractions` would be indexed
+        under (`_index_facts`; co-mention facts have none), by sentence."""
+        texts = list(
+            dict.fromkeys(
+                f.text() for x in extractions if x is not None for f in x.facts if f.predicate != CO_MENTION
+            )
+        )
+        return dict(zip(texts, self.memory.embed(texts), strict=True)) if texts else {}
 
     def _read(self, docs: list[Document]) -> tuple[list[Any], Exception | None]:
         """What the extractor reads in `docs` (None where it read nothing), and the transient

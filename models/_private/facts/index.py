@@ -50,8 +50,27 @@ class IndexMixin:
             if f.predicate != CO_MENTION
         ]
 
-    def _index_facts(self, fact_ids: Any) -> None:
-        self._index(self._fact_records(fact_ids))
+    def _index_facts(self, fact_ids: Any, embedded: dict[str, np.ndarray] | None = None) -> list[str]:
+        """Indexes the sentences of these facts that the index lacks, or holds otherwise (a fact
+        that gains support from one more document is there already); returns the ids of the
+        records it added anew.
+
+        Args:
+            embedded: Vectors of sentences (`memory.embed`'s) by sentence, made beforehand;
+                the other sentences are embedded here.
+        """
+        held = self.memory.records
+        records = [
+            r
+            for r in self._fact_records(fact_ids)
+            if r.id not in held or held[r.id].namespace != r.namespace or not _same_record(held[r.id], r)
+        ]
+        vectors = dict(embedded or {})
+        if missing := list(dict.fromkeys(r.text for r in records if r.text not in vectors)):
+            vectors.update(zip(missing, self.memory.embed(missing), strict=True))
+        new = [r.id for r in records if r.id not in held]
+        self._index(records, embedded=[vectors[r.text] for r in records])
+        return new
 
     def _index(self, records: list[Record], embedded: list[np.ndarray] | None = None) -> list[str]:
         """Upserts `records` into the memory; returns the ids it took.

@@ -97,7 +97,8 @@ class FactStore(DocumentsMixin, IngestJobsMixin, EntitiesMixin, TemporalFactsMix
     """Documents, entities and facts of one namespace in one SQLite file.
 
     Every public method is one transaction: it happens whole or not at all, and has happened
-    (on disk) when it returns. Methods are safe to call from several threads.
+    (on disk) when it returns, or, inside `batch`, when the batch ends. Methods are safe to
+    call from several threads.
 
     Args:
         path: The database file (made with its directory if missing).
@@ -119,6 +120,7 @@ class FactStore(DocumentsMixin, IngestJobsMixin, EntitiesMixin, TemporalFactsMix
         private_dir(os.path.dirname(os.path.abspath(path)))
         self._path = path
         self._writer: int | None = None  # the thread in a write transaction, if any
+        self._batched = False  # in `batch`: each write a savepoint of its transaction
         self._local = threading.local()  # each thread's read connection
         self._readers: list[sqlite3.Connection] = []
         self._db = sqlite3.connect(private_file(path), isolation_level=None, check_same_thread=False)
@@ -151,6 +153,10 @@ class FactStore(DocumentsMixin, IngestJobsMixin, EntitiesMixin, TemporalFactsMix
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._db.in_transaction and self._batched:  # a call in `batch`: undone alone
+                with self._savepoint():
+                    yield self._db
+                return
             if self._db.in_transaction:  # nested in a caller's transaction: part of it
                 yield self._db
                 return
@@ -166,6 +172,32 @@ class FactStore(DocumentsMixin, IngestJobsMixin, EntitiesMixin, TemporalFactsMix
                 raise
             finally:
                 self._writer = None
+
+    @contextlib.contextmanager
+    def _savepoint(self) -> Iterator[None]:
+        self._db.execute("SAVEPOINT call")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK TO call")
+            self._db.execute("RELEASE call")
+            self._reload_names()  # names the call added are gone
+            raise
+        self._db.execute("RELEASE call")
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Several writes of this thread in one transaction, committed (one sync to disk) when
+        the block ends: none of them is seen by a reader, nor survives a crash, before that,
+        and all are when the block has ended; an exception out of the block undoes them all.
+        Each write inside is still whole or nothing: one that raises is undone alone (a
+        savepoint), and the block may go on. Other threads' writes wait for the block."""
+        with self._transaction():
+            self._batched = True
+            try:
+                yield
+            finally:
+                self._batched = False
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:
@@ -184,8 +216,7 @@ class FactStore(DocumentsMixin, IngestJobsMixin, EntitiesMixin, TemporalFactsMix
             db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA query_only = ON")
             self._local.db = db
-            with self._lock:
-                self._readers.append(db)
+            self._readers.append(db)  # atomic; not under the writer's lock, which a batch holds long
         self._bound(db)  # each read its own bound, also one nested in a `snapshot`
         if db.in_transaction:  # nested in this thread's read: part of it
             with self._timed_out():
