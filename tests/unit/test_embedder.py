@@ -1,5 +1,8 @@
+import threading
+
 import numpy as np
 import pytest
+import torch
 
 from models import Embedder, EmbedderConfig
 
@@ -54,7 +57,8 @@ def test_one_text_takes_the_short_path_and_gets_the_vector_encode_gives(embedder
     """A query (one text) skips sentence-transformers' encode (eval mode, sorting, batching) and
     must still get exactly its vector, in float32 and in bfloat16, normalised or not."""
     texts = ["Who directed the film that won the Palme d'Or in 1994?", "Warsaw", "a " * 300]
-    for config in (EmbedderConfig(precision="float32"), EmbedderConfig(normalize=False), None):
+    configs = (EmbedderConfig(precision="float32"), EmbedderConfig(normalize=False, query_threads=None), None)
+    for config in configs:
         e = Embedder(config) if config else embedder
         assert e._plain
         for text in texts:
@@ -62,3 +66,40 @@ def test_one_text_takes_the_short_path_and_gets_the_vector_encode_gives(embedder
             full = e.model.encode([text], normalize_embeddings=e.config.normalize, show_progress_bar=False)
             assert short.shape == (1, 384) and short.dtype == np.float32 and short.flags.c_contiguous
             assert np.array_equal(short, full)
+
+
+def test_a_query_is_encoded_by_the_traced_model_on_a_thread_with_its_own_torch_threads(embedder):
+    """The default: one text runs through the model's trace (kept since it gave the model's
+    vectors) on the embedder's query thread, which computes on one torch thread, while the
+    process's count, which batches and threads started later use, stays as it was."""
+    before = torch.get_num_threads()
+    embedder.encode(["Which river flows through Warsaw?"])
+    query = embedder._query
+    assert query._trace is not False and isinstance(query._trace, torch.jit.ScriptModule)
+    assert query._pool.submit(torch.get_num_threads).result() == 1
+    assert torch.get_num_threads() == before
+    later: list[int] = []
+    started = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    started.start()
+    started.join()
+    assert later == [before]
+
+
+def test_a_model_whose_trace_gives_other_vectors_runs_untraced():
+    """A module whose forward branches in Python on the text's length cannot be traced: the
+    trace keeps the branch the first text took, the check on an over-long text catches it, and
+    every query gets the model's own vector."""
+
+    class LongerHalved(torch.nn.Module):
+        def forward(self, features):
+            if features["input_ids"].shape[1] > 100:  # a Python branch: the tracer fixes it
+                features["sentence_embedding"] = features["sentence_embedding"] / 2
+            return features
+
+    e = Embedder(EmbedderConfig(normalize=False))
+    e.model.append(LongerHalved())
+    texts = ["Warsaw is the capital of Poland.", "word " * 300]
+    for text in texts:
+        vector = e.encode([text])
+        assert np.array_equal(vector, e.model.encode([text], show_progress_bar=False))
+    assert e._query._trace is False

@@ -62,6 +62,23 @@ def test_every_mode_finds_the_matching_record_with_its_ranks(embedder):
     assert set(top.ranks) == {"dense", "lexical"} and top.ranks["dense"] == 1
 
 
+def test_dense_search_returns_exactly_the_best_records_by_inner_product(embedder):
+    """The dense side keeps the first `candidates` distinct records the index returns (best
+    first) and stops there; what it returns is the brute-force best, in order, with their scores."""
+    mem, _ = memory(embedder, candidates=20)
+    rng = np.random.default_rng(7)
+    vectors = rng.normal(size=(300, embedder.dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    mem.upsert(
+        [{"id": f"r{i}", "namespace": "s1", "text": f"record {i}"} for i in range(300)], vectors=vectors
+    )
+    for query in vectors[:5] + rng.normal(scale=0.5, size=(5, embedder.dim)).astype(np.float32):
+        hits = mem.search(k=20, namespaces=["s1"], mode="dense", vector=query)
+        expected = np.argsort(-(vectors @ query), kind="stable")[:20]
+        assert ids(hits) == [f"r{i}" for i in expected]
+        assert np.allclose([h.scores["dense"] for h in hits], (vectors @ query)[expected], atol=1e-5)
+
+
 def test_namespaces_are_isolated(embedder):
     mem, _ = memory(embedder)
     fill(mem, "s1")

@@ -317,14 +317,18 @@ class HybridMemory(SweepMixin, DurabilityMixin):
             if q.shape != (self.dim,):
                 raise MemoryInputError("vector", f"expected {self.dim} dimensions, got {q.shape[0]}")
             best: dict[str, float] = {}
-            fetch = self._chunks_per_record()
+            fetch, by_label = self._chunks_per_record(), self._by_label
             for ns in namespaces:
                 # Over-fetch chunks so that n distinct records remain after keeping each one's best.
                 labels, scores = self.dense[ns].search(q, n * fetch)
-                for lb, sc in zip(labels, scores, strict=True):
-                    rid = self._by_label[int(lb)]
+                taken = 0
+                for lb, sc in zip(labels.tolist(), scores.tolist(), strict=True):  # Python numbers: faster
+                    rid = by_label[lb]
                     if rid not in best and ok(rid):  # chunks come best first
-                        best[rid] = float(sc)
+                        best[rid] = sc
+                        taken += 1
+                        if taken == n:  # the rest score no higher: they would not be kept
+                            break
             results["dense"] = sorted(best.items(), key=lambda h: -h[1])[:n]
         if mode != "dense":
             hits = self.lexical.search(query, n, namespaces=namespaces, tiers=tiers)
@@ -339,8 +343,10 @@ class HybridMemory(SweepMixin, DurabilityMixin):
         )[:k]
         found = [self.records[h.id] for h in fused]
         self._accessed(found)
+        # Built without validation: every field is already of its type (a search of 50 hits
+        # spent 0.4 ms validating them).
         return [
-            Hit(record=r.model_copy(), score=h.score, ranks=h.ranks, scores=h.scores)
+            Hit.model_construct(record=r.model_copy(), score=h.score, ranks=h.ranks, scores=h.scores)
             for r, h in zip(found, fused, strict=True)
         ]
 

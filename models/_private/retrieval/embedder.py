@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import threading
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -13,6 +17,7 @@ from models._private.core.config import ConfigModel
 
 __all__ = ["Embedder", "EmbedderConfig", "default_model_path"]
 
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 
@@ -47,6 +52,14 @@ class EmbedderConfig(ConfigModel):
         "query in 8 ms instead of 11, at a cosine of 0.99997 or more to float32 vectors. auto: "
         "bfloat16 where the CPU has it natively (emulated, it is slower), else float32.",
     )
+    query_threads: PositiveInt | None = Field(
+        1,
+        description="Torch threads that encode one text (a query) on a CPU, on a thread the "
+        "embedder keeps for it; batches keep the process's count (`torch.set_num_threads`). "
+        "In a process where other threads run torch too (a facts shard: searches beside its "
+        "indexer), a query on two threads paid for waking the second at each of its ~100 "
+        "parallel steps and took longer than on one. None: the calling thread, at its count.",
+    )
 
 
 class Embedder:
@@ -72,6 +85,9 @@ class Embedder:
             _linear_in_bfloat16(self.model)
         self.batch_size = self.config.batch_size or (8 if device == "cpu" else 64)
         self.model.eval()  # it only ever infers; encode() would set this on every call
+        self._device = device
+        self._query: _OneText | None = None  # built by the first one-text encode (`_encode_one`)
+        self._query_lock = threading.Lock()
         # One text takes `_encode_one` unless the model adds a prompt or cuts its vectors,
         # which only sentence-transformers' encode applies.
         self._plain = (
@@ -114,12 +130,22 @@ class Embedder:
         # A query's path: sentence-transformers' encode would put the model in eval mode again
         # (a walk over its ~100 modules), sort and batch, ~1.3 ms of a 10 ms encoding here. One
         # text has no padding, so the vector is the one encode gives (tested bit for bit).
+        if self._device != "cpu":
+            return self._forward_one(text)
+        if self._query is None:
+            with self._query_lock:
+                if self._query is None:
+                    self._query = _OneText(self, self.config.query_threads)
+        return self._query.encode(text)
+
+    def _forward_one(self, text: str, model: Any = None) -> np.ndarray:
+        """One text through the model (or `model`, its trace: `_OneText`), normalised."""
         import torch
 
         with torch.inference_mode():
             features = self.model.preprocess([text])
             features = {k: v.to(self.model.device) if hasattr(v, "to") else v for k, v in features.items()}
-            out = self.model(features)["sentence_embedding"]
+            out = self.model(features)["sentence_embedding"] if model is None else model(features)
             if self.config.normalize:
                 out = torch.nn.functional.normalize(out, p=2, dim=1)
             return np.ascontiguousarray(out.float().cpu().numpy(), dtype=np.float32)
@@ -149,6 +175,100 @@ class Embedder:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+class _OneText:
+    """Encodes one text at a time on a CPU: on a thread of its own with `threads` torch threads
+    (the calling thread at its count when None), through the model traced with TorchScript for
+    one text's tensors.
+
+    The trace runs the same operations on the same weights as the model, without its Python:
+    the module calls, the bfloat16 casts' hooks, transformers' checks and mask building (a
+    HotpotQA question in 0.7-0.75 of the model's time on one thread here: what is left is
+    mostly the matmuls). It is built on the first text and
+    kept only if it gives that text's vector, and those of a one-word and an over-long text,
+    bit for bit as the model does (else the model runs: a model whose forward the trace
+    cannot follow loses nothing but time).
+    """
+
+    _PROBES = ("Warsaw", "word " * 1000)  # the shortest text, and one the model cuts off
+
+    def __init__(self, embedder: Embedder, threads: int | None):
+        import torch
+
+        self.embedder = embedder
+        self._trace: Any = None  # the traced model, False where it is not used
+        self._inputs: tuple[str, ...] = ()  # the tensors it takes, by feature name
+        self._constants: dict[str, Any] = {}  # the features that are not tensors ("modality")
+        self._pool: ThreadPoolExecutor | None = None
+        if threads is not None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="embedder-query")
+            # torch's count is per thread under OpenMP, but set_num_threads also sets the one
+            # that threads starting later read: the count this thread had is put back at once.
+            process = torch.get_num_threads()
+            self._pool.submit(_own_threads, threads).result()
+            torch.set_num_threads(process)
+
+    def encode(self, text: str) -> np.ndarray:
+        if self._pool is None:
+            return self._encode(text)
+        return self._pool.submit(self._encode, text).result()
+
+    def _encode(self, text: str) -> np.ndarray:
+        if self._trace is None:
+            trace = self._traced(text)
+            self._trace = False if trace is None else trace
+        return self.embedder._forward_one(text, None if self._trace is False else self._call)
+
+    def _call(self, features: dict[str, Any]) -> Any:
+        if tuple(k for k in features if hasattr(features[k], "to")) != self._inputs:  # not as traced
+            return self.embedder.model(features)["sentence_embedding"]
+        return self._trace(*(features[k] for k in self._inputs))
+
+    def _traced(self, text: str) -> Any:
+        """The model traced on `text`, if it gives the model's vectors for it and the probes."""
+        import torch
+
+        model = self.embedder.model
+        features = model.preprocess([text])
+        self._inputs = tuple(k for k in features if hasattr(features[k], "to"))
+        self._constants = {k: v for k, v in features.items() if k not in self._inputs}
+        inputs, constants = self._inputs, self._constants
+
+        class Forward(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, *tensors: Any) -> Any:
+                features = {**dict(zip(inputs, tensors, strict=True)), **constants}
+                return self.model(features)["sentence_embedding"]
+
+        try:
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on Python values it fixed
+                example = tuple(features[k].to(model.device) for k in inputs)
+                trace = torch.jit.trace(Forward(), example, check_trace=False, strict=False)
+            self._trace = trace
+            same = all(
+                np.array_equal(self.embedder._forward_one(t, self._call), self.embedder._forward_one(t))
+                for t in (text, *self._PROBES)
+            )
+        except Exception as e:  # a forward the tracer cannot follow: the model runs instead
+            log.info("embedder %s: no traced query path (%r); queries run the model", self.embedder.name, e)
+            return None
+        if not same:
+            log.info("embedder %s: its trace gives other vectors; queries run the model", self.embedder.name)
+            return None
+        return trace
+
+
+def _own_threads(threads: int) -> None:
+    """Gives the calling thread `threads` torch (OpenMP) threads of its own."""
+    import torch
+
+    torch.get_num_threads()  # torch reads the process's count into a thread on its first use
+    torch.set_num_threads(threads)
 
 
 def _native_bfloat16() -> bool:
