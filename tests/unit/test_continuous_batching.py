@@ -213,3 +213,49 @@ def test_a_model_whose_cache_rows_cannot_be_dropped_finishes_every_row_of_a_batc
     assert engine._mergeable is False and engine.batches == 1
     assert [o.completion_tokens for o in outs] == list(lengths)
     assert all(o.finish_reason == "length" for o in outs)
+
+
+@pytest.mark.parametrize("model", ["tiny", "default"])
+def test_requests_arriving_at_different_steps_each_decode_the_tokens_they_would_alone(tiny_path, model):
+    """A mixed-arrival workload on three rows: requests join mid-batch (one with a prompt longer
+    than the batch so far), rows end at different lengths (one at a stop string), one is
+    cancelled, and the last ones wait for a free slot. Each answer is token for token the one
+    the request gets alone."""
+    source = DEFAULT_MODEL_SOURCE if model == "default" else tiny_path
+    engine = create_engine(source, EngineConfig(max_batch_size=3))
+    scale = 1 if model == "tiny" else 0.1  # SmolLM2 decodes about 30 tokens a second here
+    tokens = lambda n: SamplingParams(max_tokens=max(3, int(n * scale)), temperature=0)  # noqa: E731
+    long_prompt = " ".join(["The swarm splits the work between its agents; each reads its notes."] * 3)
+    # (prompt, params, the steps the batch has decoded when it is sent)
+    requests = [
+        ("swarm of agents shares work", tokens(300), 0),
+        ("hello", tokens(20), 2),
+        (long_prompt, tokens(120), 4),
+        ("numbers 1 2 3 and more numbers", tokens(80), 8),
+        ("the quick brown fox jumps", tokens(60), 8),
+        ("a queen hands out tasks", tokens(90), 8),
+    ]
+    solo = [run(engine.generate(p, params)).text for p, params, _ in requests]
+    stop = next(s for k in range(1, len(solo[3])) if solo[3].find(s := solo[3][k : k + 2]) > 0)
+    requests[3] = (requests[3][0], requests[3][1].model_copy(update={"stop": [stop]}), 8)
+    solo[3] = solo[3][: solo[3].find(stop)]
+
+    async def scenario():
+        steps, joined = engine.steps, engine.joined
+        sent = []
+        for prompt, params, after in requests:
+            await async_wait_until(lambda after=after: engine.steps >= steps + after, what=f"step {after}")
+            sent.append(asyncio.ensure_future(engine.generate(prompt, params)))
+            if after == 4:  # a caller that goes away after its first piece, in the same batch
+                leaves = engine.stream("hello there", tokens(300))
+                async for _ in leaves:
+                    break
+                await leaves.aclose()
+        outs = await asyncio.gather(*sent)
+        return outs, engine.joined - joined
+
+    moved = engine.kv_stats.rows_moved
+    outs, joined = run(scenario())
+    assert [o.text for o in outs] == solo
+    assert joined >= 4, "the later requests joined the running batch"
+    assert engine.kv_stats.rows_moved > moved, "rows that ended made room without a new batch"

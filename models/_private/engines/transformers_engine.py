@@ -3,9 +3,11 @@
 Up to `max_batch_size` requests are decoded together: one forward pass per step serves every
 row of the running batch, left-padded, with a shared KV cache. Continuous batching (the
 default, `EngineConfig.batching`): a request that arrives while the batch runs joins it at the
-next step (its prompt is prefilled, and its cache rows are merged into the batch's, the shorter
-side left-padded), and a row that finishes or is cancelled leaves it at once (its rows of ids,
-mask and cache are dropped, and columns no row uses any more are cut). Joiners are let in up to
+next step (its prompt is prefilled, and its cache rows are copied into free row slots of the
+batch's cache), and a row that finishes or is cancelled leaves it at once (the batch's last row
+moves into its slot, and columns no row uses any more are cut). The batch's cache is a
+`SlotCache` (`slot_cache.py`): preallocated buffers written in place, not transformers'
+`DynamicCache`, which copies the whole cache at every step. Joiners are let in up to
 `prefill_tokens_per_step` prompt tokens a step, so that a wave of long prompts does not stall
 the running rows for long. Static batching (`batching: static`) lets requests in only when the
 batch is empty, as this engine did before; `batch_refill` applies to it alone.
@@ -70,10 +72,16 @@ def _finish(r: _Request, item: Any) -> None:
 
 class _Batch:
     """The running batch: its requests, and their rows of the KV cache and attention mask (left
-    padded: every row's last token is in the last column). `gone` marks the rows that ended
-    but stay, in a cache whose rows cannot be dropped (see `keep`)."""
+    padded: every row's last token is in the last column).
 
-    def __init__(self) -> None:
+    A model whose cache layers are all plain `DynamicLayer`s (the mergeable ones) keeps them in
+    a `SlotCache`: updated in place, rows added and dropped without copying the others, and the
+    mask inside it. Any other cache (sliding windows, convolution states) is the model's own,
+    with `mask` beside it; it holds one static batch, and `gone` marks the rows that ended but
+    stay, in a cache whose rows cannot be dropped (see `keep`)."""
+
+    def __init__(self, max_rows: int, stats: Any) -> None:
+        self.max_rows, self.stats = max_rows, stats  # stats: the engine's SlotCacheStats
         self.clear()
 
     def clear(self) -> None:
@@ -82,20 +90,25 @@ class _Batch:
         self.cache: Any = None
         self.mask: Any = None
 
-    def merge(self, rows: list[_Request], cache: Any, mask: Any) -> None:
-        """Appends `rows`, with their cache and mask, to the batch's."""
-        import torch
+    def merge(self, rows: list[_Request], cache: Any, mask: Any, live: list[bool], slotted: bool) -> None:
+        """Appends the `live` ones of `rows`, with their prefill's cache and mask, to the batch's:
+        copied into free slots of its `SlotCache` when `slotted`, else as the whole batch's
+        cache (a batch of another cache takes rows only when it has none)."""
+        if slotted:
+            from models._private.engines.slot_cache import SlotCache
 
-        if not self.rows:
-            self.rows, self.gone, self.cache, self.mask = list(rows), [False] * len(rows), cache, mask
+            if self.cache is None:
+                self.cache = SlotCache(len(cache.layers), self.max_rows, self.stats)
+            picked = [i for i, alive in enumerate(live) if alive]
+            self.cache.add(cache, picked, mask)
+            self.rows.extend(rows[i] for i in picked)
+            self.gone.extend([False] * len(picked))
             return
-        width = max(self.mask.shape[1], mask.shape[1])
-        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
-            mine.keys = torch.cat([_pad_left(mine.keys, width), _pad_left(theirs.keys, width)])
-            mine.values = torch.cat([_pad_left(mine.values, width), _pad_left(theirs.values, width)])
-        self.mask = torch.cat([_pad_left(self.mask, width), _pad_left(mask, width)])
-        self.rows.extend(rows)
-        self.gone.extend([False] * len(rows))
+        if self.rows:
+            raise RuntimeError("a batch of an unmergeable cache takes rows only when it has none")
+        self.rows, self.gone, self.cache, self.mask = list(rows), [False] * len(rows), cache, mask
+        if not all(live):  # those that ended at their first token leave at once
+            self.keep(live)
 
     def keep(self, live: list[bool]) -> None:
         """Drops the rows that are not `live`, and the columns no row uses any more.
@@ -106,6 +119,15 @@ class _Batch:
         """
         import torch
 
+        from models._private.engines.slot_cache import SlotCache
+
+        if isinstance(self.cache, SlotCache):
+            order = self.cache.keep(live)
+            self.rows = [self.rows[i] for i in order]
+            self.gone = [False] * len(self.rows)
+            if not self.rows:
+                self.clear()  # frees the buffers: an idle engine holds no cache
+            return
         layers = getattr(self.cache, "layers", None)
         if layers is None or not all(hasattr(layer, "batch_select_indices") for layer in layers):
             self.gone = [g or not alive for g, alive in zip(self.gone, live, strict=True)]
@@ -126,16 +148,25 @@ class _Batch:
                 layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
             self.mask = self.mask[:, first:]
 
+    def step_mask(self) -> Any:
+        """The attention mask of the next decode step: every row's columns and the new one (0
+        for a row that is `gone`)."""
+        import torch
 
-def _pad_left(t: Any, width: int) -> Any:
-    """`t` (a mask [rows, columns] or a cache layer [rows, heads, columns, dim]) left-padded
-    with zeros to `width` columns."""
-    import torch.nn.functional as F
+        from models._private.engines.slot_cache import SlotCache
 
-    missing = width - (t.shape[1] if t.dim() == 2 else t.shape[2])
-    if not missing:
-        return t
-    return F.pad(t, (missing, 0)) if t.dim() == 2 else F.pad(t, (0, 0, missing, 0))
+        if isinstance(self.cache, SlotCache):
+            return self.cache.step_mask()
+        return torch.cat([self.mask, self.mask.new_tensor([[0 if g else 1] for g in self.gone])], dim=1)
+
+    def stepped(self, cache: Any, mask: Any) -> None:
+        """Takes the cache a decode step's forward pass returned and the mask it was given."""
+        from models._private.engines.slot_cache import SlotCache
+
+        if isinstance(self.cache, SlotCache):
+            self.cache.advance()  # the layers wrote the new column in place
+        else:
+            self.cache, self.mask = cache, mask
 
 
 class TransformersEngine(Engine):
@@ -149,6 +180,8 @@ class TransformersEngine(Engine):
     def __init__(self, source: str, config: EngineConfig | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from models._private.engines.slot_cache import SlotCacheStats
 
         self.config = config or EngineConfig()
         self.batch_rows = self.config.max_batch_size
@@ -187,6 +220,9 @@ class TransformersEngine(Engine):
         # prefills (forward passes of joiners' prompts), joined (requests that joined a batch
         # already running).
         self.batches = self.steps = self.row_steps = self.prefills = self.joined = 0
+        # And what the batches' in-place KV caches did: relayouts (buffers reallocated, when a
+        # batch outgrows them), rows_moved (rows copied into a finished row's slot).
+        self.kv_stats = SlotCacheStats()
         self._mergeable: bool | None = None  # whether the model's cache rows can be merged
         self._bitmask: Any = None  # grammar masks of the constrained rows, max_batch_size rows
         # Only the last position's logits: a prefill's whole [rows, tokens, vocabulary] would
@@ -258,7 +294,7 @@ class TransformersEngine(Engine):
         loop = asyncio.get_running_loop()
         static = self.config.batching == "static"
         cap = self.config.max_batch_size
-        batch = _Batch()  # of this event loop: a new loop starts with no rows
+        batch = _Batch(cap, self.kv_stats)  # of this event loop: a new loop starts with no rows
         backlog: collections.deque[_Request] = collections.deque()  # taken off the queue, not let in yet
         joiners: list[_Request] = []
         last_size, last_end, last_took = 0, 0.0, 0.0
@@ -373,8 +409,8 @@ class TransformersEngine(Engine):
 
     def _join(self, batch: _Batch, joiners: list[_Request]) -> None:
         """Prefills `joiners` together (left-padded), takes each one's first token, and merges
-        the rows that go on into `batch`: both caches are left-padded to the longer one and
-        concatenated (the padding is masked out, and each row keeps its own positions)."""
+        the rows that go on into `batch`: copied into its slots, their last column beside the
+        running rows' (the padding is masked out, and each row keeps its own positions)."""
         import torch
 
         width = max(len(r.ids) for r in joiners)
@@ -399,12 +435,8 @@ class TransformersEngine(Engine):
             r.generator = _generator(r.params, self.device)
             r.position = len(r.ids)
         live = self._choose(joiners, out.logits[:, -1, :].float())
-        if not any(live):
-            return
-        before = len(batch.rows)
-        batch.merge(joiners, cache, mask)
-        if not all(live):  # those that ended at their first token leave at once
-            batch.keep([True] * before + live)
+        if any(live):  # those that ended at their first token are not let in
+            batch.merge(joiners, cache, mask, live, slotted=self._mergeable)
 
     def _step(self, batch: _Batch) -> None:
         """One forward pass of every row's last token; the rows that finish leave the batch."""
@@ -414,7 +446,7 @@ class TransformersEngine(Engine):
         fed = [self.pad_id if g else r.pending for r, g in zip(rows, gone, strict=True)]
         ids = torch.tensor([[t] for t in fed], device=self.device)
         positions = torch.tensor([[r.position] for r in rows], device=self.device)
-        mask = torch.cat([batch.mask, batch.mask.new_tensor([[0 if g else 1] for g in gone])], dim=1)
+        mask = batch.step_mask()
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -426,7 +458,7 @@ class TransformersEngine(Engine):
         active = [i for i, g in enumerate(gone) if not g]
         self.steps += 1
         self.row_steps += len(active)
-        batch.cache, batch.mask = out.past_key_values, mask
+        batch.stepped(out.past_key_values, mask)
         for i in active:
             rows[i].position += 1
         logits = out.logits[:, -1, :].float()
