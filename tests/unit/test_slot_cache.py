@@ -130,3 +130,21 @@ def test_rows_join_leave_and_reuse_slots_in_place_and_decode_as_they_would_alone
     cache.add(kv, [0], mask)
     rows = [Solo(model, b)]
     step(model, cache, rows, [token()])
+
+
+def test_a_dropped_cache_frees_its_buffers_at_once_without_the_cycle_collector(model):
+    # The engine drops a finished batch's cache and allocates the next batch's: with the old
+    # buffers kept until a cycle collection, two sets of KV buffers would be held at once.
+    import gc
+    import weakref
+
+    prefilled, mask, _ = prefill(model, [[5, 6, 7], [8, 9]])
+    cache = SlotCache(model.config.num_hidden_layers, max_rows=4)
+    cache.add(prefilled, [0, 1], mask)
+    buffer = weakref.ref(cache.layers[0].key_buffer)
+    gc.disable()
+    try:
+        del cache
+        assert buffer() is None
+    finally:
+        gc.enable()

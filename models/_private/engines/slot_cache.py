@@ -27,6 +27,7 @@ the engine batches other caches (sliding windows, convolution states) as before.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,9 @@ class _SlotLayer(DynamicLayer):
 
     def __init__(self, owner: SlotCache) -> None:
         super().__init__()
-        self.owner = owner
+        # A proxy, not the cache itself: a cycle (cache -> layers -> cache) would keep a dropped
+        # batch's buffers until Python's cycle collector ran, beside the next batch's.
+        self.owner = weakref.proxy(owner)
         self.key_buffer: torch.Tensor | None = None
         self.value_buffer: torch.Tensor | None = None
 
