@@ -68,10 +68,16 @@ def test_one_text_takes_the_short_path_and_gets_the_vector_encode_gives(embedder
             assert np.array_equal(short, full)
 
 
-def test_a_query_is_encoded_by_the_traced_model_on_a_thread_with_its_own_torch_threads(embedder):
-    """The default: one text runs through the model's trace (kept since it gave the model's
-    vectors) on the embedder's query thread, which computes on one torch thread, while the
-    process's count, which batches and threads started later use, stays as it was."""
+def test_a_query_is_encoded_by_the_traced_model_on_a_thread_with_its_own_torch_threads():
+    """With `query_threads` (a facts shard's default): one text runs through the model's trace
+    (kept since it gave the model's vectors) on the embedder's query thread, which computes on
+    one torch thread, while the process's count, which batches and threads started later use,
+    stays as it was. Without it (the default elsewhere), on the calling thread."""
+    assert EmbedderConfig().query_threads is None
+    plain = Embedder(EmbedderConfig())
+    plain.encode(["Which river flows through Warsaw?"])
+    assert plain._query._pool is None and isinstance(plain._query._trace, torch.jit.ScriptModule)
+    embedder = Embedder(EmbedderConfig(query_threads=1))
     before = torch.get_num_threads()
     embedder.encode(["Which river flows through Warsaw?"])
     query = embedder._query

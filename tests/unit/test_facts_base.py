@@ -586,3 +586,14 @@ def test_a_job_reads_done_only_once_its_facts_are_searchable(tmp_path, embedder,
     (top, *_) = kb.search("Where was Marie Curie born?", 3, "facts").facts
     assert (top.fact.subject, top.fact.predicate, top.fact.object) == ("Marie Curie", "born_in", "Warsaw")
     kb.close()
+
+
+def test_the_base_encodes_queries_on_a_thread_of_their_own_unless_its_memory_says_otherwise(tmp_path):
+    # A facts base searches beside its indexer's batches: one torch thread for a query there
+    # (EmbedderConfig.query_threads); a memory config that sets it is kept as given.
+    from models._private.memory.schema import MemoryConfig
+    from models._private.retrieval.embedder import EmbedderConfig
+
+    assert FactsBase(str(tmp_path / "a")).memory.embedder.config.query_threads == 1
+    memory = MemoryConfig(embedder=EmbedderConfig(query_threads=None))
+    assert FactsBase(str(tmp_path / "b"), memory=memory).memory.embedder.config.query_threads is None

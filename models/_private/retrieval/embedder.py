@@ -53,12 +53,14 @@ class EmbedderConfig(ConfigModel):
         "bfloat16 where the CPU has it natively (emulated, it is slower), else float32.",
     )
     query_threads: PositiveInt | None = Field(
-        1,
+        None,
         description="Torch threads that encode one text (a query) on a CPU, on a thread the "
         "embedder keeps for it; batches keep the process's count (`torch.set_num_threads`). "
-        "In a process where other threads run torch too (a facts shard: searches beside its "
-        "indexer), a query on two threads paid for waking the second at each of its ~100 "
-        "parallel steps and took longer than on one. None: the calling thread, at its count.",
+        "In a process where other threads run torch too (a facts shard, whose default is 1: "
+        "searches beside its indexer), a query on two threads paid for waking the second at "
+        "each of its ~100 parallel steps and took longer than on one. None (the default "
+        "elsewhere): the calling thread, at its count, so concurrent queries (a memory store's "
+        "searches) are not queued on one thread.",
     )
 
 
