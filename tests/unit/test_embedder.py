@@ -109,3 +109,25 @@ def test_a_model_whose_trace_gives_other_vectors_runs_untraced():
         vector = e.encode([text])
         assert np.array_equal(vector, e.model.encode([text], show_progress_bar=False))
     assert e._query._trace is False
+
+
+def test_a_trace_is_not_used_by_other_threads_before_it_is_checked(monkeypatch):
+    # Without a query thread, several threads may encode their first query at once: none may
+    # see the trace while its vectors are still being compared with the model's.
+    from models._private.retrieval.embedder import _OneText
+
+    embedder = Embedder(EmbedderConfig())
+    query = embedder._query = _OneText(embedder, None)
+    seen: list[object] = []
+    forward = embedder._forward_one
+
+    def watched(text, model=None):
+        if model is not None:  # the check: the trace's vector against the model's
+            seen.append(query._trace)
+        return forward(text, model)
+
+    monkeypatch.setattr(embedder, "_forward_one", watched)
+    embedder.encode(["Which river flows through Warsaw?"])
+    assert isinstance(query._trace, torch.jit.ScriptModule)
+    # The checks of the first text and the probes saw no trace; the encoding after them did.
+    assert len(seen) > 2 and all(t is None for t in seen[:-1]) and seen[-1] is query._trace

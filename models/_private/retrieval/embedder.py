@@ -203,6 +203,7 @@ class _OneText:
         self._inputs: tuple[str, ...] = ()  # the tensors it takes, by feature name
         self._constants: dict[str, Any] = {}  # the features that are not tensors ("modality")
         self._pool: ThreadPoolExecutor | None = None
+        self._tracing = threading.Lock()  # one caller builds and checks the trace
         if threads is not None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="embedder-query")
             # torch's count is per thread under OpenMP, but set_num_threads also sets the one
@@ -218,14 +219,22 @@ class _OneText:
 
     def _encode(self, text: str) -> np.ndarray:
         if self._trace is None:
-            trace = self._traced(text)
-            self._trace = False if trace is None else trace
-        return self.embedder._forward_one(text, None if self._trace is False else self._call)
+            with self._tracing:  # without a query thread, several callers may come first at once
+                if self._trace is None:
+                    trace = self._traced(text)
+                    self._trace = False if trace is None else trace  # published once checked
+        trace = self._trace
+        return self.embedder._forward_one(text, None if trace is False else self._runner(trace))
 
-    def _call(self, features: dict[str, Any]) -> Any:
-        if tuple(k for k in features if hasattr(features[k], "to")) != self._inputs:  # not as traced
-            return self.embedder.model(features)["sentence_embedding"]
-        return self._trace(*(features[k] for k in self._inputs))
+    def _runner(self, trace: Any) -> Any:
+        """`trace` as the model's forward: features not shaped as traced go to the model."""
+
+        def call(features: dict[str, Any]) -> Any:
+            if tuple(k for k in features if hasattr(features[k], "to")) != self._inputs:
+                return self.embedder.model(features)["sentence_embedding"]
+            return trace(*(features[k] for k in self._inputs))
+
+        return call
 
     def _traced(self, text: str) -> Any:
         """The model traced on `text`, if it gives the model's vectors for it and the probes."""
@@ -251,9 +260,9 @@ class _OneText:
                 warnings.simplefilter("ignore")  # the tracer's notes on Python values it fixed
                 example = tuple(features[k].to(model.device) for k in inputs)
                 trace = torch.jit.trace(Forward(), example, check_trace=False, strict=False)
-            self._trace = trace
+            call = self._runner(trace)
             same = all(
-                np.array_equal(self.embedder._forward_one(t, self._call), self.embedder._forward_one(t))
+                np.array_equal(self.embedder._forward_one(t, call), self.embedder._forward_one(t))
                 for t in (text, *self._PROBES)
             )
         except Exception as e:  # a forward the tracer cannot follow: the model runs instead
