@@ -2,9 +2,9 @@
 
 One local Ray started as `swarm up` starts it (HAProxy ingress, Serve's gRPC data plane:
 `HEAD_ENV`), and a system on it as configs/local.yaml builds one: the AI service (auth on, the
-model colocated in the gateway, the embedder) serving the default model (SmolLM2-135M-Instruct)
-or, with `--model tiny`, a tiny random-weight one, or with `--model instant` an OpenAI-
-compatible endpoint that answers at once (benchmarks/_instant_model.py, a provider of the
+model colocated in the gateway unless `--no-colocate`, the embedder) serving the default model
+(SmolLM2-135M-Instruct) or, with `--model tiny`, a tiny random-weight one, or with `--model
+instant` an OpenAI-compatible endpoint that answers at once (benchmarks/_instant_model.py, a provider of the
 service: what the frameworks cost when the model costs nothing; no engine baseline then); a
 swarm `fleet` whose colocated pool of ToolAgents runs `--agents` tasks at once (`--pool-agents`
 agents, each with as many concurrent tasks as that takes); and a swarm `tools` whose
@@ -111,7 +111,7 @@ def system_config(args: argparse.Namespace, model: str, source: str, keys: str) 
     # The model as `ai` with no models serves the default: colocated, with the product's
     # timeout_s (from admission into the batch) and max_queued_requests (beyond it, a 503 with
     # Retry-After, which the agents wait out).
-    model_config: dict[str, Any] = {"source": source, "colocate": True}
+    model_config: dict[str, Any] = {"source": source, "colocate": not args.no_colocate}
     engine = {"max_batch_size": args.served_batch_size, "torch_threads": args.served_torch_threads}
     if engine := {k: v for k, v in engine.items() if v}:
         model_config["engine"] = engine
@@ -155,7 +155,7 @@ def system_config(args: argparse.Namespace, model: str, source: str, keys: str) 
 
 
 def engine_counters(app: str) -> dict[str, Any]:
-    """The colocated model's `ModelServer.counters`, through a Serve handle on the gateway."""
+    """The served model's `ModelServer.counters`, through a Serve handle on the gateway."""
     from ray import serve
 
     async def ask() -> dict[str, Any]:
@@ -413,6 +413,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     fleet_tasks_per_s = len(results) / wall
     out = {
         "model": model,
+        "model_colocated": not args.no_colocate,
         "agents": args.agents,
         "pool_agents": args.pool_agents,
         "max_tokens": args.max_tokens,
@@ -457,6 +458,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--served-torch-threads", type=int, default=0, help="the served engine's torch threads (0: default)"
+    )
+    parser.add_argument(
+        "--no-colocate",
+        action="store_true",
+        help="serve the model from a deployment of its own (colocate: false), not in the gateway",
     )
     parser.add_argument("--no-langgraph", action="store_true", help="skip the LangGraph peer")
     parser.add_argument("--port", type=int, default=8797)

@@ -206,12 +206,43 @@ def test_served_engines_compute_with_the_nodes_cores(service, client):
 
     # Ray caps a replica of num_cpus 1 at one torch thread unless the engine says otherwise.
     client.chat.completions.create(model="tiny-c", messages=[{"role": "user", "content": "hi"}], max_tokens=1)
-    colocated = serve.get_app_handle(APP).engine_counters.remote().result(timeout_s=30)
+    client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=1)
+    counters = serve.get_app_handle(APP).engine_counters.remote().result(timeout_s=30)
     deployed = (
         serve.get_deployment_handle(names.deployment_name("tiny"), APP).counters.remote().result(timeout_s=30)
     )
-    assert colocated["tiny-c"]["torch_threads"] == os.cpu_count()
+    assert counters["tiny-c"]["torch_threads"] == os.cpu_count()
     assert deployed["torch_threads"] == os.cpu_count()
+    # The gateway reads a model deployment's counters too (the fleet benchmark's `--no-colocate`).
+    assert counters["tiny"]["torch_threads"] == os.cpu_count() and counters["tiny"]["requests"] >= 1
+
+
+def test_a_model_deployment_keeps_its_batch_full_under_more_callers_than_it_holds(service):
+    from ray import serve
+
+    # More calls at once than a replica's former max_ongoing_requests (64): the rest waited in
+    # Serve's router, which backs off while the replica is full, so the engine decoded passes of
+    # about 5 rows out of 32 and sat idle between them (a fleet of 300 agents: a fifth of the
+    # colocated model's throughput). The replica now takes them all; its engine queues them.
+    handle = serve.get_deployment_handle(names.deployment_name("tiny-b"), APP)
+    before = handle.counters.remote().result(timeout_s=30)
+
+    async def calls(n: int) -> None:
+        async with openai.AsyncOpenAI(base_url=service, api_key="k", max_retries=0, timeout=120) as c:
+            await asyncio.gather(
+                *(
+                    c.chat.completions.create(
+                        model="tiny-b", messages=[{"role": "user", "content": f"q{i}"}], max_tokens=16
+                    )
+                    for i in range(n)
+                )
+            )
+
+    asyncio.run(calls(300))
+    after = handle.counters.remote().result(timeout_s=30)
+    rows = (after["row_steps"] - before["row_steps"]) / (after["steps"] - before["steps"])
+    assert after["requests"] - before["requests"] == 300
+    assert rows >= 16, f"decode passes of {rows:.1f} rows on average (max_batch_size 32)"
 
 
 def test_a_chat_without_max_tokens_gets_what_fits_the_context(client, local_engine):

@@ -78,6 +78,11 @@ class _Backend(ConfigModel):
     )
 
 
+# Every request a model replica is sent: its engine, not Serve's router, is the queue (Ray Serve
+# LLM's choice, 1e9; any bound above what callers send at once will do).
+MODEL_MAX_ONGOING_REQUESTS = 1_000_000_000
+
+
 class ModelConfig(_Backend):
     """A model served by a Ray Serve deployment of its own."""
 
@@ -97,15 +102,20 @@ class ModelConfig(_Backend):
     )
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig, description="Replicas.")
     max_ongoing_requests: PositiveInt = Field(
-        64,
-        description="Requests one replica takes at once: above the engine's max_batch_size (32), "
-        "so a row that finishes is replaced from the replica's own queue at the next step.",
+        MODEL_MAX_ONGOING_REQUESTS,
+        description="Requests a model deployment's replica takes at once. The default takes every "
+        "one: the engine queues what its batch cannot hold and fills a row that finishes at the "
+        "next step, where callers held in Serve's router wait out backoffs of up to 0.5 s while "
+        "the replica is full (at 64, 300 callers kept the engine at about 5 rows of 32). Ray "
+        "Serve LLM's default is the same. A small value makes Serve's router the queue (and "
+        "`max_queued_requests` its bound there).",
     )
     max_queued_requests: PositiveInt | None = Field(
         None,
         description="Requests that may wait for the engine beyond the rows its batch has free "
-        "(per gateway replica for a colocated model; for a deployment, Serve's own bound at each "
-        "gateway replica's handle); one more is refused at once with a 503, an OpenAI-style "
+        "(in the replica that runs it, the gateway's for a colocated model; in Serve's router at "
+        "each gateway replica too, where a small max_ongoing_requests leaves them waiting); one "
+        "more is refused at once with a 503, an OpenAI-style "
         "error and Retry-After, and no breaker or fallback counts it. None (the default, as "
         "vLLM's and Serve's): no bound, since a fleet's calls are better queued than sent back "
         "to retry (a bound of 128 cost 1,000 agents on one node a third of their throughput); "

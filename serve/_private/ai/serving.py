@@ -232,12 +232,16 @@ class AIServing:
             if isinstance(backend, InProcessBackend):
                 await backend.server.check_health()
 
-    def engine_counters(self) -> dict[str, dict[str, Any]]:
-        """Each colocated model's `ModelServer.counters` in this replica (for benchmarks, through
-        a Serve handle: no route)."""
-        return {
-            name: b.server.counters() for name, b in self.backends.items() if isinstance(b, InProcessBackend)
-        }
+    async def engine_counters(self) -> dict[str, dict[str, Any]]:
+        """Each local model's `ModelServer.counters`: a colocated one's in this replica, a model
+        deployment's from one of its replicas (for benchmarks, through a Serve handle: no route)."""
+        counters: dict[str, dict[str, Any]] = {}
+        for name, b in self.backends.items():
+            if isinstance(b, InProcessBackend):
+                counters[name] = b.server.counters()
+            elif isinstance(b, LocalBackend):
+                counters[name] = await b.handle.counters.remote()
+        return counters
 
     # -- routing --------------------------------------------------------------------------
 
