@@ -62,6 +62,41 @@ def test_stream_concatenates_to_generate_and_counts_tokens(engine):
         assert whole.completion_tokens == GREEDY.max_tokens
 
 
+def test_a_whole_completion_wakes_its_caller_once_with_the_streams_text(engine):
+    # A non-streaming call used to be sent each token's piece as it was decoded: a cross-thread
+    # wake-up of the caller's loop per token per row, which slowed the decoding thread's passes
+    # under a fleet's load (GIL hand-overs). It now gets the whole text once, the same text.
+    params = SamplingParams(max_tokens=16, temperature=0)
+    full = "".join(d.text for d in run(collect(engine, "hello", params)))
+    cut_params = SamplingParams(max_tokens=16, temperature=0, stop=[full[5:7]])
+
+    async def counted(call):
+        loop = asyncio.get_running_loop()
+        sent = []  # what the decoding thread hands the waiter (not the executor's hand-backs)
+        send = loop.call_soon_threadsafe
+
+        def counting(callback, *args):
+            if getattr(callback, "__name__", "") == "put_nowait":
+                sent.append(args)
+            return send(callback, *args)
+
+        loop.call_soon_threadsafe = counting
+        try:
+            return await call, len(sent)
+        finally:
+            del loop.call_soon_threadsafe
+
+    (whole, woken), (cut, woken_cut) = (
+        run(counted(engine.generate("hello", params))),
+        run(counted(engine.generate("hello", cut_params))),
+    )
+    streamed_cut, woken_stream = run(counted(collect(engine, "hello", cut_params)))
+    assert whole.text == full and whole.completion_tokens > 2
+    assert cut.text == "".join(d.text for d in streamed_cut) and cut.finish_reason == "stop"
+    assert woken == woken_cut == 2  # the whole text, then the end
+    assert woken_stream == len(streamed_cut) + 1 > 2  # a stream still gets each piece
+
+
 @pytest.mark.parametrize("wait_ms", [0, 50])
 def test_concurrent_requests_share_forward_passes_and_match_solo_runs(tiny_path, wait_ms):
     engine = TransformersEngine(tiny_path, EngineConfig(batch_wait_ms=wait_ms))

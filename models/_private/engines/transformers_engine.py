@@ -36,7 +36,7 @@ from typing import Any
 from tokenizers.decoders import DecodeStream
 
 from models._private.core.errors import EngineError
-from models._private.engines.base import Delta, Engine, EngineConfig, SamplingParams
+from models._private.engines.base import Delta, Engine, EngineConfig, Generation, SamplingParams
 from models._private.engines.grammar import TokenGrammars
 
 __all__ = ["TransformersEngine"]
@@ -60,6 +60,10 @@ class _Request:
     position: int = 0  # the position of `pending` in the request's own sequence
     pending: int = 0  # the last sampled token, not fed to the model yet
     admitted: Callable[[], None] | None = None  # told when the request joins the batch
+    # None for a stream (each piece is sent as it is decoded); for a whole completion, its
+    # pieces so far, sent as one at the end: a wake-up of the caller's loop per request instead
+    # of one per token, which the decoding thread pays for in GIL hand-overs.
+    parts: list[str] | None = None
 
 
 def _finish(r: _Request, item: Any) -> None:
@@ -242,6 +246,34 @@ class TransformersEngine(Engine):
         chat: bool = False,
         admitted: Callable[[], None] | None = None,
     ) -> AsyncIterator[Delta]:
+        async for delta in self._run_request(prompt, params, chat, admitted, whole=False):
+            yield delta
+
+    async def generate(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        *,
+        chat: bool = False,
+        admitted: Callable[[], None] | None = None,
+    ) -> Generation:
+        """The whole completion of `prompt`, sent by the batch once, when it ends."""
+        last = Delta("")
+        async for delta in self._run_request(prompt, params, chat, admitted, whole=True):
+            last = delta  # the only one
+        return Generation(last.text, last.prompt_tokens, last.completion_tokens, last.finish_reason or "stop")
+
+    async def _run_request(
+        self,
+        prompt: str,
+        params: SamplingParams,
+        chat: bool,
+        admitted: Callable[[], None] | None,
+        *,
+        whole: bool,
+    ) -> AsyncIterator[Delta]:
+        """Queues one request for the batch and yields what it sends: each piece as it is
+        decoded, or (`whole`) one Delta with the whole text at the end."""
         ids, params = await self._tokens_and_params(prompt, params, chat)
         matcher = None
         if params.json_schema is not None:
@@ -263,6 +295,7 @@ class TransformersEngine(Engine):
             DecodeStream(skip_special_tokens=True),
             matcher=matcher,
             admitted=admitted,
+            parts=[] if whole else None,
         )
         await self._queue.put(req)
         try:
@@ -525,10 +558,16 @@ class TransformersEngine(Engine):
         keep = 0 if finish else max((len(s) for s in r.params.stop), default=1) - 1
         piece, r.held = text[: len(text) - keep], text[len(text) - keep :]
         if finish:
+            if r.parts is not None:
+                piece = "".join(r.parts) + piece
             _finish(r, Delta(piece, finish, len(r.ids), len(r.generated)))
             return False
         if piece:
-            r.loop.call_soon_threadsafe(r.out.put_nowait, Delta(piece, None, len(r.ids), len(r.generated)))
+            if r.parts is not None:
+                r.parts.append(piece)
+            else:
+                delta = Delta(piece, None, len(r.ids), len(r.generated))
+                r.loop.call_soon_threadsafe(r.out.put_nowait, delta)
         return True
 
 
