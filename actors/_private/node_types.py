@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import ray
 import yaml
 
 __all__ = ["NodeType", "autoscaling_config_path", "node_type_that_fits", "node_types", "node_types_of"]
@@ -81,8 +82,6 @@ def node_type_that_fits(demand: dict[str, float], types: Iterable[NodeType]) -> 
 def _published() -> list[NodeType] | None:
     """Ray's own `ClusterConfig`, or None where Ray has not published one (Ray 2.60 never does)."""
     try:
-        import ray
-
         config = ray._private.state.state.get_cluster_config()
     except Exception:  # not connected, or a Ray without the reader
         return None
