@@ -20,6 +20,7 @@ from ray.exceptions import RayActorError
 
 from actors._private.config import AgentPoolConfig
 from actors._private.host import AgentHost
+from actors._private.node_types import node_type_that_fits, node_types
 from models._private.core.resources import scheduler_demand
 from models._private.core.retry import backoff_s
 
@@ -336,19 +337,12 @@ def _fits(demand: dict[str, float], resources: Any) -> bool:
 
 
 def _node_type_that_fits(demand: dict[str, float]) -> str:
-    """A node type the cluster's autoscaler may still add that fits `demand`, else "".
-
-    Ray publishes the autoscaler's node types in the GCS (KubeRay and `ray up` clusters); a
-    local `ray start` has none. The reader is Ray's own, if internal.
-    """
+    """A node type the cluster's autoscaler may still add that fits `demand`, else ""."""
     try:
-        config = ray._private.state.state.get_cluster_config()
-    except Exception:
+        gcs_address = ray.get_runtime_context().gcs_address
+    except Exception:  # not connected: no cluster, no autoscaler
         return ""
-    for group in getattr(config, "node_group_configs", None) or []:
-        if group.max_count != 0 and _fits(demand, group.resources):
-            return group.name
-    return ""
+    return node_type_that_fits(demand, node_types(gcs_address))
 
 
 def _short(resources: dict[str, float]) -> dict[str, float]:

@@ -8,7 +8,9 @@ import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.serve.schema import ServeDeploySchema
 
+from actors._private.node_types import node_type_that_fits, node_types_of
 from cluster import load_config
+from models._private.core.resources import scheduler_demand
 from serve import AIAppArgs, FactsAppArgs
 from tests.conftest import ROOT
 
@@ -151,3 +153,23 @@ def test_a_services_own_control_resources_win_over_the_systems():
     config = load_config(data)
     assert config.facts.control_resources == {"facts": 1}
     assert config.ai.control_resources == config.control_resources
+
+
+def test_the_recipes_cpu_pools_hold_cpu_agents_which_only_the_head_and_cpu_workers_offer():
+    types = _cluster()["available_node_types"]
+    head = types[_cluster()["head_node_type"]]["resources"]
+    assert head["cpu_agents"] == head["CPU"] and types["cpu_worker"]["resources"]["cpu_agents"] == 8
+    assert "cpu_agents" not in types["gpu_worker"]["resources"]
+    config = load_config(ROOT / "configs" / "cluster.yaml")
+    pools = [p for s in config.swarms.values() for p in s.pools.values() if not p.colocate]
+    assert {p.name for p in pools} == {"stats", "memory", "validate"}
+    for pool in pools:
+        # Held while the host runs (no CPU is), so a backlog is demand the autoscaler sees.
+        assert scheduler_demand(pool.resources.ray_options()) == {"cpu_agents": 1}, pool.name
+    # The node type the autoscaler adds for them, as a pool reads it from the launcher file.
+    assert node_type_that_fits({"cpu_agents": 1}, node_types_of(_cluster())) == "cpu_worker"
+    # Their minimum fits the head, so idle workers can all be given back.
+    hosts = sum(-(-p.min_agents // p.agents_per_actor) for p in pools)
+    assert hosts <= head["cpu_agents"]
+    stats = config.swarms["ai"].pools["stats"]
+    assert stats.max_agents > head["cpu_agents"]  # so its backlog reaches the cpu_workers
