@@ -2,6 +2,7 @@
 and the KubeRay RayService against Serve's schema and the resources its models ask for."""
 
 import copy
+import json
 
 import pytest
 import yaml
@@ -173,3 +174,9 @@ def test_the_recipes_cpu_pools_hold_cpu_agents_which_only_the_head_and_cpu_worke
     assert hosts <= head["cpu_agents"]
     stats = config.swarms["ai"].pools["stats"]
     assert stats.max_agents > head["cpu_agents"]  # so its backlog reaches the cpu_workers
+    # On KubeRay too: the CPU group offers them, one a CPU, and the GPU group none.
+    groups = {g["groupName"]: g for g in _rayservice()["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    # rayStartParams' resources: a JSON object inside a quoted string, as `ray start` takes it.
+    params = {name: g["rayStartParams"].get("resources", '"{}"') for name, g in groups.items()}
+    offered = {name: json.loads(json.loads(value)) for name, value in params.items()}
+    assert offered["cpu"] == {"cpu_agents": _offers(groups["cpu"])["CPU"]} and offered["gpu"] == {}
