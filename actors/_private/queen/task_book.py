@@ -4,7 +4,8 @@ durable.
 The journal holds seven kinds of entry. Their format is durable (a queen must replay journals
 that older queens wrote), so it is spelled out here and built only by the `*_entry` functions:
 
-    {"k": "acc", "task": <Task>}                          a task was accepted
+    {"k": "acc", "task": <Task>}                          a task was accepted (its `trace`
+                                                          only when it has one)
     {"k": "att", "id": <task id>, "n": <attempt>}         an attempt started
     {"k": "del", "id": <task id>, "to": <swarm>, "rid": <task id there>}   handed over
     {"k": "fin", "id": <task id>, "res": <TaskResult>, "led": <bool>}   its final result; led:
@@ -72,8 +73,13 @@ log = logging.getLogger(__name__)
 
 
 def acc_entry(task: Task) -> dict[str, Any]:
-    """The entry that makes an accepted task durable (its steps are entries of their own)."""
-    return {"k": "acc", "task": task.model_dump(mode="json", exclude={"steps"})}
+    """The entry that makes an accepted task durable (its steps are entries of their own; its
+    trace context only when it has one, so that untraced entries stay as they were)."""
+    left_out = _UNTRACED if task.trace is None else _STEPS
+    return {"k": "acc", "task": task.model_dump(mode="json", exclude=left_out)}
+
+
+_STEPS, _UNTRACED = {"steps"}, {"steps", "trace"}
 
 
 def att_entry(task_id: str, attempt: int) -> dict[str, Any]:
@@ -121,6 +127,7 @@ class TaskRecord:
     host_failures: int = 0
     final: TaskResult | None = None  # the final result while it is being journaled
     steps: list[Any] = field(default_factory=list)  # what its attempts journaled, until it ends
+    queued_ns: int = 0  # when it was last queued (Unix ns), while tracing is on: its queue wait
 
 
 class TaskBook:
