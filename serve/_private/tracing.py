@@ -20,8 +20,10 @@ _CARRIED = (b"traceparent", b"tracestate")  # the W3C headers a caller's context
 
 def install_tracing(config: TracingConfig, system: str, service: str) -> None:
     """Turns tracing on in this replica as `config` says (once per process; see
-    `tracing.configure`), its spans' service `swarmray.<service>`."""
-    tracing.configure(config, f"swarmray.{service}", system)
+    `tracing.configure`), its spans' service `swarmray.<service>`. Without an endpoint, the
+    replica's own OTEL_EXPORTER_OTLP_ENDPOINT counts (a Serve config file's `runtime_env`);
+    `swarm up` has resolved the endpoint already."""
+    tracing.configure(config.resolved(), f"swarmray.{service}", system)
 
 
 class TraceMiddleware:

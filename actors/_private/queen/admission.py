@@ -79,13 +79,13 @@ class Admission:
     async def _admit_new(self, task: Task) -> TaskRecord:
         # The task's trace goes on under this queen's accept: its attempts, a hand-over and
         # (journaled) its retries after a restart nest there.
+        if not tracing.enabled():
+            return await self._queue_or_hand_over(task)
         attributes = {"swarmray.swarm": self.name, "swarmray.capability": task.capability}
         with tracing.span("queen.accept", task.trace or {}, "consumer", attributes=attributes) as span:
-            if span is not None:
-                task.trace = tracing.carrier()
+            task.trace = tracing.carrier()
             rec = await self._queue_or_hand_over(task)
-            if span is not None:
-                span.set_attribute("swarmray.task_id", rec.task.id)
+            span.set_attribute("swarmray.task_id", rec.task.id)
             return rec
 
     async def _queue_or_hand_over(self, task: Task) -> TaskRecord:

@@ -281,11 +281,12 @@ class Delegator:
         visited = [*task.visited, self.swarm]
         if task.hops >= self.max_hops:
             raise DelegationError(task.capability, f"hop limit {self.max_hops} reached", visited)
+        if not tracing.enabled():
+            return await self._hand_over(task, visited, avoid)
         attributes = {"swarmray.swarm": self.swarm, "swarmray.task_id": task.id, "swarmray.hops": task.hops}
         with tracing.span("queen.delegate", task.trace or {}, "producer", attributes=attributes) as span:
             target, remote_id = await self._hand_over(task, visited, avoid)
-            if span is not None:
-                span.set_attributes({"swarmray.target": target, "swarmray.target_task_id": remote_id})
+            span.set_attributes({"swarmray.target": target, "swarmray.target_task_id": remote_id})
             return target, remote_id
 
     async def _hand_over(self, task: Task, visited: list[str], avoid: tuple[str, ...]) -> tuple[str, str]:
