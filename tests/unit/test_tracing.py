@@ -118,7 +118,7 @@ def test_up_resolves_the_endpoint_from_its_own_environment_when_the_config_names
 
 
 def test_the_services_trace_as_the_system_does_unless_they_say_otherwise():
-    system = {"swarms": {"s": {"pools": {"p": {"agent": {"class": "actors:EchoAgent"}}}}}}
+    system = {"swarms": {"s": {"pools": {"p": {"agent": {"class": "actors:TextStatsAgent"}}}}}}
     on = {"enabled": True, "sample_ratio": 0.5}
     config = load_config({**system, "tracing": on, "ai": {}, "facts": {"tracing": {"enabled": False}}})
     assert config.tracing == config.ai.tracing == TracingConfig(**on)

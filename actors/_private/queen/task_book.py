@@ -4,8 +4,7 @@ durable.
 The journal holds seven kinds of entry. Their format is durable (a queen must replay journals
 that older queens wrote), so it is spelled out here and built only by the `*_entry` functions:
 
-    {"k": "acc", "task": <Task>}                          a task was accepted (its `trace`
-                                                          only when it has one)
+    {"k": "acc", "task": <Task>}                          a task was accepted
     {"k": "att", "id": <task id>, "n": <attempt>}         an attempt started
     {"k": "del", "id": <task id>, "to": <swarm>, "rid": <task id there>}   handed over
     {"k": "fin", "id": <task id>, "res": <TaskResult>, "led": <bool>}   its final result; led:
@@ -73,13 +72,8 @@ log = logging.getLogger(__name__)
 
 
 def acc_entry(task: Task) -> dict[str, Any]:
-    """The entry that makes an accepted task durable (its steps are entries of their own; its
-    trace context only when it has one, so that untraced entries stay as they were)."""
-    left_out = _UNTRACED if task.trace is None else _STEPS
-    return {"k": "acc", "task": task.model_dump(mode="json", exclude=left_out)}
-
-
-_STEPS, _UNTRACED = {"steps"}, {"steps", "trace"}
+    """The entry that makes an accepted task durable (its steps are entries of their own)."""
+    return {"k": "acc", "task": task.model_dump(mode="json", exclude={"steps"})}
 
 
 def att_entry(task_id: str, attempt: int) -> dict[str, Any]:
