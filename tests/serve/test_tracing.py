@@ -8,21 +8,9 @@ import pytest
 from cluster import load_config
 from models._private.core import tracing
 from tests.conftest import running_system
-from tests.scripted_provider import ScriptedProvider, tool_call
-from tests.unit.test_tracing import spans_in
+from tests.scripted_provider import tool_call
+from tests.unit.test_tracing import TracedProvider, spans_in
 from tests.waiting import wait_until
-
-
-class TracedProvider(ScriptedProvider):
-    """The scripted model, keeping each request's `traceparent` header too."""
-
-    def __init__(self):
-        self.traceparents: list[str | None] = []
-        super().__init__()
-
-    def _answer(self, handler):
-        self.traceparents.append(handler.headers.get("traceparent"))
-        super()._answer(handler)
 
 
 @pytest.fixture(scope="module")

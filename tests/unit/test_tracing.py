@@ -2,6 +2,7 @@
 carrier and go to a JSON-lines file per process or to an OTLP/HTTP receiver; two real queens
 (one delegating to the other, colocated agents) make one tree of a task's way."""
 
+import asyncio
 import json
 import os
 import stat
@@ -10,12 +11,16 @@ from contextlib import nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 
 from actors import Task
+from actors._private.services import AI_URL_KEY, ServiceClient
 from cluster import load_config
 from models._private.core import tracing
 from models._private.core.tracing import TracingConfig
+from serve._private.tracing import TraceMiddleware
+from tests.scripted_provider import ScriptedProvider
 from tests.unit.test_queen import delegating_pair, run
 
 
@@ -124,6 +129,99 @@ def test_the_services_trace_as_the_system_does_unless_they_say_otherwise():
     assert config.tracing == config.ai.tracing == TracingConfig(**on)
     assert not config.facts.tracing.enabled
     assert not load_config({**system, "ai": {}}).ai.tracing.enabled
+
+
+class TracedProvider(ScriptedProvider):
+    """The scripted model, keeping each request's `traceparent` header too."""
+
+    def __init__(self):
+        self.traceparents: list[str | None] = []
+        super().__init__()
+
+    def _answer(self, handler):
+        self.traceparents.append(handler.headers.get("traceparent"))
+        super()._answer(handler)
+
+
+class _NoKey:
+    """The registry's KV store as an agent's context reaches it: no service key (auth off)."""
+
+    async def kv_get(self, key):
+        return None
+
+
+class _Context:
+    tasks = _NoKey()
+
+
+def test_an_agents_service_call_is_a_client_span_whose_context_goes_as_traceparent(traced):
+    provider = TracedProvider()
+    provider.script = ["hello", "again"]
+    client = ServiceClient(AI_URL_KEY, provider.url, timeout_s=30)
+    ask = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+    async def calls():
+        with tracing.span("agent.handle", {}):
+            await client.post(_Context(), "chat/completions", ask)
+        tracing.shutdown()  # off: the request goes as before, with no header
+        await client.post(_Context(), "chat/completions", ask)
+
+    try:
+        asyncio.run(calls())
+    finally:
+        provider.close()
+    spans = spans_in(traced)
+    assert tree(spans) == {("agent.handle", None), ("http.client POST chat/completions", "agent.handle")}
+    (call,) = [s for s in spans if s["kind"] == "SpanKind.CLIENT"]
+    assert call["attributes"]["http.response.status_code"] == 200
+    assert call["attributes"]["url.full"] == provider.url + "/chat/completions"
+    sent, unsent = provider.traceparents
+    assert sent.split("-")[1:3] == [call["context"]["trace_id"][2:], call["context"]["span_id"][2:]]
+    assert unsent is None
+
+
+def _echo_app(scope, receive, send):
+    async def app():
+        status = 404 if scope["path"] == "/missing" else 200
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    return app()
+
+
+def _get(path: str, headers=None) -> int:
+    app = TraceMiddleware(_echo_app, service="ai")
+
+    async def call():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+            return (await client.get(path, headers=headers)).status_code
+
+    return asyncio.run(call())
+
+
+def test_a_services_request_is_a_server_span_under_the_callers_traceparent(traced):
+    with tracing.span("http.client GET", {}):
+        caller = dict(tracing.headers())
+    assert _get("/v1/models", caller) == 200
+    assert _get("/missing") == 404  # no traceparent: a trace of its own
+    spans = spans_in(traced)
+    assert tree(spans) == {
+        ("http.client GET", None),
+        ("http.server GET /v1/models", "http.client GET"),
+        ("http.server GET /missing", None),
+    }
+    statuses = {
+        s["name"]: s["attributes"]["http.response.status_code"]
+        for s in spans
+        if s["kind"] == "SpanKind.SERVER"
+    }
+    assert statuses == {"http.server GET /v1/models": 200, "http.server GET /missing": 404}
+
+
+def test_off_the_middleware_passes_requests_through_untouched(tmp_path):
+    assert _get("/v1/models", {"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"}) == 200
+    assert not tracing.enabled()
 
 
 class _Receiver:
