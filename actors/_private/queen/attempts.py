@@ -46,8 +46,7 @@ class Attempts:
         }
         with tracing.span("task.attempt", task.trace or {}, "producer", attributes=attributes) as span:
             outcome = await self._attempt(rec, agent, tracing.carrier())
-            if span is not None:
-                span.set_attribute("swarmray.outcome", outcome)
+            span.set_attribute("swarmray.outcome", outcome)
 
     async def _attempt(self, rec: TaskRecord, agent: AgentSlot, trace: dict[str, str] | None) -> str:
         """Runs one attempt; returns how it ended: "succeeded" or the error's type."""
