@@ -16,8 +16,9 @@ from actors._private.agents.payload import check_payload, payload_error, payload
 from actors._private.agents.tasks import TaskClient
 from actors._private.config import AgentConfig
 from actors._private.memory_store import MemoryClient
-from actors._private.services import spending
+from actors._private.services import TRACING_KEY, spending
 from actors._private.task import Task
+from models._private.core import tracing
 from models._private.core.config import import_object
 from models._private.core.usage import Spent
 
@@ -49,7 +50,8 @@ class AgentHost:
         caps = tuple(agent.capability_names)
         self.payloads = payload_models([(agent.class_path, caps)])
         memory = MemoryClient(namespace, swarm)  # the system's namespace, not this job's
-        tasks = TaskClient(namespace)
+        self.namespace = namespace
+        self._tasks = tasks = TaskClient(namespace)
         self.agents = {}
         for agent_id in agent_ids:
             instance = cls(**agent.params)
@@ -59,8 +61,11 @@ class AgentHost:
             self.agents[agent_id] = instance
 
     async def ready(self) -> dict[str, Any]:
-        """Answers once the agents are built: where the host runs."""
+        """Answers once the agents are built (and the process traces if the system does):
+        where the host runs."""
         inside = ray.is_initialized()  # a colocated host outside Ray (in-process tests) has no node
+        if inside:
+            await _trace_as_the_system(self._tasks, self.namespace)
         return {
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id() if inside else None,
@@ -80,8 +85,13 @@ class AgentHost:
         if (model := self.payloads.get(task.capability)) is not None:
             payload = check_payload(model, task.capability, task.payload)
             task = task.model_copy(update={"payload": payload})
-        with spending() as spent:
+        with (
+            spending() as spent,
+            tracing.span("agent.handle", task.trace or {}, "consumer", _attrs(task, agent_id)),
+        ):
             try:
+                # In the span's context: a sync agent's thread gets a copy of it, and so its
+                # calls to the services and its child tasks nest in the span.
                 output = await call_maybe_async(agent.handle, task, executor=self._threads)
             except ValidationError as e:  # the input's fault, like a payload that does not fit
                 error = payload_error(task.capability, e)
@@ -95,6 +105,30 @@ class AgentHost:
             _as_journaled(agent.snapshot(), agent_id, "a checkpoint"),
             None if spent.empty else spent.model_dump(),
         )
+
+
+_traced_asked = False  # whether this process asked the registry for the system's tracing
+
+
+async def _trace_as_the_system(tasks: TaskClient, namespace: str) -> None:
+    """Configures tracing in this process as `swarm up` published it (the registry's key
+    `tracing`), once per process; a queen's process (colocated hosts) is configured already."""
+    global _traced_asked
+    if _traced_asked or tracing.enabled():
+        return
+    _traced_asked = True
+    try:
+        published = await tasks.kv_get(TRACING_KEY)
+    except ValueError:  # no registry: a host outside any system (a test's, a benchmark's)
+        return
+    if published:
+        tracing.configure(tracing.TracingConfig.model_validate(published), "swarmray.agents", namespace)
+
+
+def _attrs(task: Task, agent_id: str) -> dict[str, Any] | None:
+    if not tracing.enabled():
+        return None
+    return {"swarmray.task_id": task.id, "swarmray.capability": task.capability, "swarmray.agent": agent_id}
 
 
 def _note_spent(error: Exception, spent: Spent) -> None:

@@ -1,5 +1,6 @@
 """How agents reach the system's HTTP services (the AI service, the facts service): the URL
-`swarm up` publishes in the registry, and answers turned into task outcomes."""
+`swarm up` publishes in the registry, each call a client span of the task's trace (its
+`traceparent` sent along), and answers turned into task outcomes."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import httpx
 import ray
 from pydantic_core import to_jsonable_python
 
-from models._private.core import names
+from models._private.core import names, tracing
 from models._private.core.errors import RequestError
 from models._private.core.names import bearer
 from models._private.core.usage import Spent
@@ -24,6 +25,7 @@ __all__ = [
     "FACTS_URL_KEY",
     "MCP_URL_KEY",
     "SERVICE_KEY_KEY",
+    "TRACING_KEY",
     "ServiceClient",
     "error_of",
     "spending",
@@ -33,6 +35,7 @@ AI_URL_KEY = "ai.url"  # registry KV keys under which `swarm up` publishes each 
 FACTS_URL_KEY = "facts.url"
 MCP_URL_KEY = "mcp.url"  # the /mcp endpoint's
 SERVICE_KEY_KEY = "services.key"  # registry KV key of the API key agents send to both services
+TRACING_KEY = "tracing"  # registry KV key of the system's TracingConfig, which hosts trace by
 _KEYS = {AI_URL_KEY: ("AI service", "ai:"), FACTS_URL_KEY: ("facts service", "facts:")}
 _SPENDING: ContextVar[Spent | None] = ContextVar("swarmray_spending", default=None)
 
@@ -99,7 +102,7 @@ class ServiceClient:
         content = to_jsonable_python(body)
         deadline = time.monotonic() + self.timeout_s
         while True:
-            response = await self._client.post(path, json=content)
+            response = await self._send(path, content)
             # A busy service (a model's full queue) refuses at once with a 503 and says when to
             # come back: wait that long and ask again, while the wait fits this client's timeout.
             wait = _retry_after_s(response)
@@ -115,6 +118,17 @@ class ServiceClient:
         if response.status_code < 500:
             raise RequestError(param, f"the {what} refused it ({response.status_code}): {message}")
         raise RuntimeError(f"the {what} answered {response.status_code}: {message}")
+
+    async def _send(self, path: str, content: Any) -> httpx.Response:
+        """One POST, in a client span whose context goes along as `traceparent` (tracing on)."""
+        if not tracing.enabled():
+            return await self._client.post(path, json=content)
+        url = f"{self._client.base_url}{path}"
+        attributes = {"http.request.method": "POST", "url.full": url, "swarmray.service": _KEYS[self.key][0]}
+        with tracing.span(f"http.client POST {path}", kind="client", attributes=attributes) as span:
+            response = await self._client.post(path, json=content, headers=tracing.headers())
+            span.set_attribute("http.response.status_code", response.status_code)
+            return response
 
     async def _registered(self, context: Any) -> str:
         url = await _kv_get(context, self.key)

@@ -65,6 +65,12 @@ class Task(BaseModel):
         "filled by the queen when it starts an attempt, so that a resumed agent skips work "
         "that had finished; never journaled as part of the task itself.",
     )
+    trace: dict[str, str] | None = Field(
+        None,
+        description="The W3C trace context (`traceparent`) the task runs under: its submitter's "
+        "span, then the accepting queen's `queen.accept`; journaled with the task, so that its "
+        "retries after a restart stay in its trace. None: not traced.",
+    )
 
 
 class Timings(BaseModel):

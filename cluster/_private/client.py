@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import ray
 
+from actors._private.services import TRACING_KEY
 from actors._private.task import Task, TaskResult
 from cluster._private.connection import call, connect, registry_of
 from cluster._private.status import status
 from cluster._private.usage import usage
-from models._private.core import names
+from models._private.core import names, tracing
 from models._private.core.errors import (
     SwarmNotFoundError,
     TaskCancelledError,
@@ -44,6 +46,10 @@ class Client:
         self.registry = registry_of(namespace)
         self._queens: dict[str, Any] = {}
         self.retry_s = retry_s
+        # This driver traces its submits as the system does (`swarm up` published how).
+        published = self._call(lambda: self.registry.kv_get.remote(TRACING_KEY))
+        if published:
+            tracing.configure(tracing.TracingConfig.model_validate(published), "swarmray.client", namespace)
 
     def _call(self, make_ref: Callable[[], Any], timeout_s: float | None = None) -> Any:
         # A queen made anew (after `down` and `up`) has a new handle: forget the cached ones.
@@ -65,7 +71,10 @@ class Client:
         if swarm is None:
             swarm = self._call(lambda: self.registry.route.remote(capability, []))
         task_id = f"{swarm}:{uuid.uuid4().hex[:16]}"
-        return swarm, Task(id=task_id, capability=capability, payload=payload or {}, **fields)
+        task = Task(
+            id=task_id, capability=capability, payload=payload or {}, trace=tracing.carrier(), **fields
+        )
+        return swarm, task
 
     def submit(
         self,
@@ -90,19 +99,25 @@ class Client:
         Raises:
             UnknownCapabilityError, BackpressureError, DelegationError, SwarmNotFoundError.
         """
-        swarm, task = self._task(
-            capability, payload, swarm, priority=priority, timeout_s=timeout_s, max_retries=max_retries
-        )
-        return self._call(lambda: self.queen(swarm).submit.remote(task))
+        with _submitting(capability, 1) as span:
+            swarm, task = self._task(
+                capability, payload, swarm, priority=priority, timeout_s=timeout_s, max_retries=max_retries
+            )
+            if span is not None:
+                span.set_attributes({"swarmray.swarm": swarm, "swarmray.task_id": task.id})
+            return self._call(lambda: self.queen(swarm).submit.remote(task))
 
     def submit_many(
         self, capability: str, payloads: list[dict], *, swarm: str | None = None, **fields: Any
     ) -> list[str]:
         """Submits one task per payload in a single call to one queen; returns their ids."""
-        if swarm is None:
-            swarm = self._call(lambda: self.registry.route.remote(capability, []))
-        tasks = [self._task(capability, p, swarm, **fields)[1] for p in payloads]
-        return self._call(lambda: self.queen(swarm).submit_many.remote(tasks))
+        with _submitting(capability, len(payloads)) as span:
+            if swarm is None:
+                swarm = self._call(lambda: self.registry.route.remote(capability, []))
+            if span is not None:
+                span.set_attribute("swarmray.swarm", swarm)
+            tasks = [self._task(capability, p, swarm, **fields)[1] for p in payloads]
+            return self._call(lambda: self.queen(swarm).submit_many.remote(tasks))
 
     def _queen_of(self, task_id: str) -> Any:
         """The queen that accepted `task_id` (its id starts with the swarm's name)."""
@@ -156,6 +171,14 @@ class Client:
         """Tokens and cost spent through the AI service, one row per swarm and capability
         (`by="swarm"`), key or model, since a Unix time; the last row is the total."""
         return usage(self.namespace, by, since)  # type: ignore[arg-type]
+
+
+def _submitting(capability: str, count: int) -> AbstractContextManager[Any]:
+    """The `swarm.submit` span of one submit call (its tasks carry it in `Task.trace`)."""
+    if not tracing.enabled():
+        return tracing.span("swarm.submit")  # the shared no-op
+    attributes = {"swarmray.capability": capability, "swarmray.tasks": count}
+    return tracing.span("swarm.submit", kind="producer", attributes=attributes)
 
 
 def unwrap(result: TaskResult) -> Any:

@@ -20,6 +20,7 @@ from models._private.core import env
 from models._private.core.config import ConfigModel, Name, named
 from models._private.core.errors import ConfigError
 from models._private.core.journal import journal_location, nested_in
+from models._private.core.tracing import TracingConfig
 from models._private.core.uris import redact_uri
 from serve._private.ai.config import AIServiceConfig
 from serve._private.facts.config import FactsServiceConfig
@@ -56,6 +57,12 @@ class SystemConfig(ConfigModel):
         description="MCP: the `/mcp` endpoint every capability is a tool of, and upstream MCP "
         "servers federated as capabilities (run by a swarm `up` adds); None: neither.",
     )
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig,
+        description="OpenTelemetry traces of each task's way (client, queens, agents, the AI and "
+        "facts services, tool calls, delegation): off by default; the services trace alike "
+        "unless they set their own.",
+    )
 
     @field_validator("swarms", mode="before")
     @classmethod
@@ -81,6 +88,24 @@ class SystemConfig(ConfigModel):
             server = mcp.get("server", {})
             if isinstance(server, dict) and not server.get("control_resources"):
                 data["mcp"] = {**mcp, "server": {**server, "control_resources": wanted}}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _services_trace_alike(cls, data: Any) -> Any:
+        # The services' server spans belong to the system's traces, unless a service says otherwise.
+        if not isinstance(data, dict) or not data.get("tracing"):
+            return data
+        data, wanted = dict(data), data["tracing"]
+        for service in ("ai", "facts"):
+            given = data.get(service)
+            if isinstance(given, dict) and "tracing" not in given:
+                data[service] = {**given, "tracing": wanted}
+            elif (
+                isinstance(given, (AIServiceConfig, FactsServiceConfig))
+                and "tracing" not in given.model_fields_set
+            ):
+                data[service] = given.model_copy(update={"tracing": TracingConfig.model_validate(wanted)})
         return data
 
     @model_validator(mode="after")

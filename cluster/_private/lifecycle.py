@@ -17,7 +17,7 @@ from actors._private.health import HealthMonitor
 from actors._private.memory_store import MemoryStore
 from actors._private.queen.queen import SwarmQueen
 from actors._private.registry import MetaRegistry
-from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, MCP_URL_KEY
+from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, MCP_URL_KEY, TRACING_KEY
 from cluster._private.config import SystemConfig, config_changes, unset_secrets
 from cluster._private.connection import LocalHead, call, existing, get, quiet_serve, registry_of
 from cluster._private.status import status
@@ -114,13 +114,17 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
         config.registry, wanted, journal
     )
     get(registry.set_system_config.remote(wanted))
+    # Resolved here, with this driver's OTEL_EXPORTER_OTLP_ENDPOINT: the processes that trace
+    # (queens, hosts, the services' replicas) have an environment of their own.
+    trace = config.tracing.resolved()
+    get(registry.kv_put.remote(TRACING_KEY, trace.model_dump(mode="json")))  # the hosts read it
     _start_mcp_federation(config, control)  # before the queens: its swarm's agents call it
     queens, monitors = [], []
     for swarm in config.all_swarms():
         queens.append(
             _Queen.options(
                 name=names.queen(swarm.name), namespace=ns, max_concurrency=100_000, **control
-            ).remote(ns, swarm, config.registry)
+            ).remote(ns, swarm, config.registry, trace)
         )
         monitors.append(
             _Monitor.options(name=names.monitor(swarm.name), namespace=ns, **control).remote(ns, swarm)
@@ -146,10 +150,10 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
         ai_url = service_url(config.ai) if config.ai is not None else None
         services: dict[str, tuple[Any, str]] = {}  # registry key: (config, application)
         if config.ai is not None:
-            services[AI_URL_KEY] = (config.ai, names.ai_app_name(ns))
+            services[AI_URL_KEY] = (_traced(config.ai), names.ai_app_name(ns))
         if config.facts is not None:
             facts = config.facts.with_ai(ai_url) if ai_url else config.facts
-            services[FACTS_URL_KEY] = (facts, names.facts_app_name(ns))
+            services[FACTS_URL_KEY] = (_traced(facts), names.facts_app_name(ns))
         if mcp_server is not None:
             services[MCP_URL_KEY] = (mcp_server, names.mcp_app_name(ns))
         apps = [app for _, app in services.values()]
@@ -171,6 +175,11 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
     get([m.check.remote() for m in monitors])  # report health as of now, not of start-up
     internal_kv._internal_kv_put(_LAST_NAMESPACE_KEY, ns.encode(), overwrite=True)
     return status(ns)
+
+
+def _traced(service: Any) -> Any:
+    """A service's config with its tracing resolved as the system's is (see `up`)."""
+    return service.model_copy(update={"tracing": service.tracing.resolved()})
 
 
 def _start_mcp_federation(config: SystemConfig, control: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ import ray
 from ray.exceptions import RayTaskError
 
 from actors._private.task import Task, TaskResult
-from models._private.core import names
+from models._private.core import names, tracing
 from models._private.core.retry import unwrap_error
 
 __all__ = ["TaskClient"]
@@ -76,6 +76,8 @@ class TaskClient:
         Raises:
             PayloadError, BackpressureError, UnknownCapabilityError, DelegationError.
         """
+        if task.trace is None and (trace := tracing.carrier()) is not None:
+            task = task.model_copy(update={"trace": trace})  # the child nests in the agent's span
         return await self._call(names.queen(task.id.partition(":")[0]), "submit", task)
 
     async def result(self, task_id: str, timeout_s: float | None) -> TaskResult:

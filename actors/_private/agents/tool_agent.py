@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from actors._private.agents.agent import Agent
 from actors._private.services import AI_URL_KEY, FACTS_URL_KEY, ServiceClient
 from actors._private.task import Task
+from models._private.core import tracing
 from models._private.core.errors import ConfigError, SwarmrayError
 from models._private.core.names import is_family
 
@@ -435,6 +436,25 @@ class ToolAgent(Agent):
         key = (n, call["id"])
         if (done := steps.tools.get(key)) is not None:
             return done
+        if not tracing.enabled():
+            return await self._run_tool(task, steps, tools, n, call)
+        function = (call.get("function") or {}).get("name")
+        tool = tools.get(function)
+        name = (tool.capability or tool.name) if tool is not None else function
+        attributes = {"swarmray.tool": str(name), "swarmray.tool_call_id": call["id"], "swarmray.step": n}
+        # Current within: the child task's accept (`_run_child`) nests under it.
+        with tracing.span(f"tool.call {name}", attributes=attributes) as span:
+            outcome = await self._run_tool(task, steps, tools, n, call)
+            if "error" in outcome:
+                span.set_attribute("swarmray.error", outcome["error"])
+            if "task_id" in outcome:
+                span.set_attribute("swarmray.child_task_id", outcome["task_id"])
+        return outcome
+
+    async def _run_tool(
+        self, task: Task, steps: _Steps, tools: dict[str, _Tool], n: int, call: dict[str, Any]
+    ) -> dict[str, Any]:
+        key = (n, call["id"])
         outcome: dict[str, Any] = {"kind": "tool", "n": n, "call": call["id"]}
         function = call.get("function") or {}
         try:

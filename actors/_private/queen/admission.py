@@ -4,11 +4,13 @@ when no agent here can run it, backpressure), and the queue that hands tasks to 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from actors._private.agents.payload import check_payload
 from actors._private.queen.supervisor import FAILED
 from actors._private.task import Task, TaskStatus, now
+from models._private.core import tracing
 from models._private.core.errors import (
     BackpressureError,
     DelegationError,
@@ -75,6 +77,18 @@ class Admission:
             admitting.set()
 
     async def _admit_new(self, task: Task) -> TaskRecord:
+        # The task's trace goes on under this queen's accept: its attempts, a hand-over and
+        # (journaled) its retries after a restart nest there.
+        if not tracing.enabled():
+            return await self._queue_or_hand_over(task)
+        attributes = {"swarmray.swarm": self.name, "swarmray.capability": task.capability}
+        with tracing.span("queen.accept", task.trace or {}, "consumer", attributes=attributes) as span:
+            task.trace = tracing.carrier()
+            rec = await self._queue_or_hand_over(task)
+            span.set_attribute("swarmray.task_id", rec.task.id)
+            return rec
+
+    async def _queue_or_hand_over(self, task: Task) -> TaskRecord:
         task.submitted_at = task.submitted_at or now()
         task.steps = []  # what an attempt finished only this queen's journal says, never a caller
         key = self._offered(task.capability)
@@ -122,6 +136,8 @@ class Admission:
 
     def _enqueue(self, rec: TaskRecord) -> None:
         rec.result.status = TaskStatus.QUEUED
+        if tracing.enabled():  # the start of its `task.queue_wait` span
+            rec.queued_ns = time.time_ns()
         key = self._offered(rec.task.capability) or rec.task.capability
         self.queue.push(rec.task.id, key, rec.task.priority)
         self._pump(key)

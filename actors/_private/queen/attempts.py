@@ -12,6 +12,7 @@ from ray.exceptions import RayTaskError
 
 from actors._private.agents.payload import PERMANENT
 from actors._private.task import Task, TaskResult, TaskStatus
+from models._private.core import tracing
 from models._private.core.retry import TRANSIENT, backoff_s, unwrap_error
 from models._private.core.usage import Spent
 
@@ -30,13 +31,37 @@ class Attempts:
         return task.timeout_s or configured or self.config.queen.default_timeout_s
 
     async def _run_attempt(self, rec: TaskRecord, agent: AgentSlot) -> None:
+        if not tracing.enabled():
+            await self._attempt(rec, agent, None)
+            return
+        task = rec.task
+        if rec.queued_ns:
+            attributes = {"swarmray.swarm": self.name, "swarmray.task_id": task.id}
+            tracing.mark("task.queue_wait", task.trace or {}, rec.queued_ns, attributes)
+            rec.queued_ns = 0
+        attributes = {
+            "swarmray.task_id": task.id,
+            "swarmray.attempt": task.attempt + 1,
+            "swarmray.agent": agent.id,
+        }
+        with tracing.span("task.attempt", task.trace or {}, "producer", attributes=attributes) as span:
+            outcome = await self._attempt(rec, agent, tracing.carrier())
+            span.set_attribute("swarmray.outcome", outcome)
+
+    async def _attempt(self, rec: TaskRecord, agent: AgentSlot, trace: dict[str, str] | None) -> str:
+        """Runs one attempt; returns how it ended: "succeeded" or the error's type."""
         task, res = rec.task, rec.result
         self.book.start_attempt(rec, agent.id)
         timeout_s = self._timeout_s(task)
         host = agent.host
         # The steps earlier attempts journaled, for an agent that resumes (not kept on the task:
-        # the journal holds them as entries of their own).
-        sent = task.model_copy(update={"steps": list(rec.steps)}) if rec.steps else task
+        # the journal holds them as entries of their own); the agent's spans nest in the attempt's.
+        sent = task
+        if rec.steps or trace:
+            update: dict[str, Any] = {"steps": list(rec.steps)}
+            if trace:
+                update["trace"] = trace
+            sent = task.model_copy(update=update)
         call = host.handle.handle.remote(agent.id, sent)
         # A timer that cancels the wait is cheaper than asyncio.wait_for's extra task per call.
         # Locally the wait is shielded, so that cancelling it does not wait for the work.
@@ -92,9 +117,10 @@ class Attempts:
             if state is not None:
                 self.book.checkpoint(agent.id, state)
             self.book.finish(rec, TaskStatus.SUCCEEDED, output=output)
-            return
+            return "succeeded"
         agent.failed += 1
         self._retry_or_fail(rec, *error, host_lost=host_lost, permanent=permanent)
+        return error[1]
 
     @staticmethod
     def _spent(res: TaskResult, spent: Spent | dict[str, int] | None) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from actors._private.config import QueenConfig
 from actors._private.queen.task_book import TaskRecord
 from actors._private.task import Task, TaskResult
-from models._private.core import names
+from models._private.core import names, tracing
 from models._private.core.breaker import OPEN, CircuitBreaker, CircuitBreakerConfig
 from models._private.core.errors import (
     BackpressureError,
@@ -281,6 +281,15 @@ class Delegator:
         visited = [*task.visited, self.swarm]
         if task.hops >= self.max_hops:
             raise DelegationError(task.capability, f"hop limit {self.max_hops} reached", visited)
+        if not tracing.enabled():
+            return await self._hand_over(task, visited, avoid)
+        attributes = {"swarmray.swarm": self.swarm, "swarmray.task_id": task.id, "swarmray.hops": task.hops}
+        with tracing.span("queen.delegate", task.trace or {}, "producer", attributes=attributes) as span:
+            target, remote_id = await self._hand_over(task, visited, avoid)
+            span.set_attributes({"swarmray.target": target, "swarmray.target_task_id": remote_id})
+            return target, remote_id
+
+    async def _hand_over(self, task: Task, visited: list[str], avoid: tuple[str, ...]) -> tuple[str, str]:
         skip = [*avoid, *(s for s, b in self.breakers.items() if b.state == OPEN)]
         full: BackpressureError | None = None
         while True:
@@ -301,6 +310,8 @@ class Delegator:
                     "visited": visited,
                     "attempt": 0,
                     "origin_swarm": task.origin_swarm or self.swarm,
+                    # The next queen's accept nests under this hand-over.
+                    "trace": tracing.carrier() or task.trace,
                 }
             )
             try:

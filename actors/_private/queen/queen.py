@@ -38,7 +38,7 @@ from actors._private.queen.supervisor import FAILED, Supervisor
 from actors._private.queen.task_book import TaskBook, TaskRecord
 from actors._private.queen.task_queue import TaskQueue
 from actors._private.task import Task, TaskResult, TaskStatus
-from models._private.core import names
+from models._private.core import names, tracing
 from models._private.core.config import import_object
 from models._private.core.errors import TaskNotFoundError
 from models._private.core.journal import Journal, journal_location
@@ -78,7 +78,16 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
     result is recorded once.
     """
 
-    def __init__(self, namespace: str, swarm: SwarmConfig, registry: RegistryConfig):
+    def __init__(
+        self,
+        namespace: str,
+        swarm: SwarmConfig,
+        registry: RegistryConfig,
+        trace: tracing.TracingConfig | None = None,
+    ):
+        # From the constructor, not `start`: Ray restarts a queen with the same arguments, and
+        # a restarted queen is not started again.
+        tracing.configure(trace, "swarmray.queen", namespace)
         self.namespace = namespace
         self.name = swarm.name
         self.config = swarm
@@ -163,6 +172,7 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
         self.journal.close()
         if purge:
             self.journal.purge()
+        tracing.flush()
 
     def registration(self) -> dict[str, Any]:
         """What the registry needs to route to this swarm."""

@@ -121,6 +121,7 @@ class TaskRecord:
     host_failures: int = 0
     final: TaskResult | None = None  # the final result while it is being journaled
     steps: list[Any] = field(default_factory=list)  # what its attempts journaled, until it ends
+    queued_ns: int = 0  # when it was last queued (Unix ns), while tracing is on: its queue wait
 
 
 class TaskBook:

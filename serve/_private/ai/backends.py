@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from models._private.core import tracing
 from models._private.core.errors import EngineError, RequestError
 from models._private.core.names import bearer
 from models._private.engines.base import Delta, Generation
@@ -59,7 +60,8 @@ class InProcessBackend:
 
 
 class RemoteBackend:
-    """An OpenAI-compatible HTTP provider (httpx: async, pooled connections, streaming)."""
+    """An OpenAI-compatible HTTP provider (httpx: async, pooled connections, streaming); each
+    request carries the trace context of the request it serves (`traceparent`), if traced."""
 
     def __init__(self, config: ProviderConfig):
         self.name = config.name
@@ -85,7 +87,7 @@ class RemoteBackend:
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
         path, body = self._body(request, stream=False)
-        response = await self.client.post(path, json=body)
+        response = await self.client.post(path, json=body, headers=tracing.headers())
         _raise_for_status(response)
         data = response.json()
         choice, usage = data["choices"][0], data.get("usage") or {}
@@ -105,7 +107,7 @@ class RemoteBackend:
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         path, body = self._body(request, stream=True)
         finish, usage = None, {}
-        async with self.client.stream("POST", path, json=body) as response:
+        async with self.client.stream("POST", path, json=body, headers=tracing.headers()) as response:
             if response.status_code >= 400:
                 await response.aread()
                 _raise_for_status(response)

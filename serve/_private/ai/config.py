@@ -18,6 +18,7 @@ from pydantic import (
 from models._private.core.breaker import CircuitBreakerConfig
 from models._private.core.config import ConfigModel, named
 from models._private.core.resources import ResourcesConfig
+from models._private.core.tracing import TracingConfig
 from models._private.engines.base import EngineConfig
 from models._private.retrieval.embedder import EmbedderConfig
 from serve._private.auth.config import AuthConfig
@@ -206,6 +207,11 @@ class AIServiceConfig(ServiceConfig):
         "cost budget; a name not listed costs nothing (a local model on your own hardware).",
     )
     control_resources: dict[str, PositiveFloat] = control_resources_field("the key authority")
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig,
+        description="Server spans of the requests, nested in their callers' traces (`traceparent`); "
+        "in a system config, the system's `tracing` unless set here.",
+    )
 
     ingress_max_ongoing_requests: PositiveInt = Field(
         256, description="Requests one ingress replica handles at once (it only waits on backends)."

@@ -38,6 +38,7 @@ from serve._private.auth.key_table import key_of
 from serve._private.auth.middleware import GuardMiddleware, ai_rule, allow, usable
 from serve._private.auth.spending import reserve, settle
 from serve._private.http_errors import error_response, install_error_handlers, request_id_of
+from serve._private.tracing import TraceMiddleware
 
 __all__ = ["Gateway", "app"]
 
@@ -76,6 +77,7 @@ async def _overloaded(request: Request, exc: ModelOverloadedError) -> JSONRespon
 
 
 app.add_middleware(GuardMiddleware, rule=ai_rule, service="ai")
+app.add_middleware(TraceMiddleware, service="ai")  # added last: outermost, so refusals are traced too
 
 
 # With `stream: true` a completion comes as server-sent events; before OpenAPI 3.2 the schema of

@@ -45,6 +45,7 @@ from serve._private.auth.spending import Taken, refunded_on_failure, reserve, se
 from serve._private.auth.usage_batches import UsageBatches
 from serve._private.http_errors import error_body, request_id_of
 from serve._private.metrics import service_metrics
+from serve._private.tracing import install_tracing
 
 __all__ = ["MAX_CALLERS", "RESERVED_COMPLETION_TOKENS", "USAGE_SHUTDOWN_S", "AIServing"]
 
@@ -206,6 +207,7 @@ class AIServing:
     ):
         self.config = AIServiceConfig.model_validate(config)
         install_guard(self.config.auth, system, "ai")
+        install_tracing(self.config.tracing, system, "ai")
         colocated = [m for m in self.config.models.values() if m.colocate]
         self.backends: dict[str, LocalBackend | InProcessBackend | RemoteBackend] = {
             **{name: LocalBackend(name, h) for name, h in models.items()},

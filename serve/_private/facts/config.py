@@ -10,6 +10,7 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt, field_
 
 from models._private.core.config import Name
 from models._private.core.journal import journal_location
+from models._private.core.tracing import TracingConfig
 from models._private.facts.schema import FactsConfig
 from models._private.facts.store.core import READ_TIMEOUT_S
 from models._private.memory.schema import MemoryConfig
@@ -112,6 +113,11 @@ class FactsServiceConfig(ServiceConfig):
     auth: AuthConfig = auth_field()
     control_resources: dict[str, PositiveFloat] = control_resources_field(
         "the key authority and every namespace's shard"
+    )
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig,
+        description="Server spans of the requests, nested in their callers' traces (`traceparent`); "
+        "in a system config, the system's `tracing` unless set here.",
     )
 
     extractor_replicas: PositiveInt = Field(

@@ -55,6 +55,7 @@ from serve._private.facts.protocol import (
     SplitBody,
 )
 from serve._private.http_errors import error_response, install_error_handlers
+from serve._private.tracing import TraceMiddleware, install_tracing
 
 __all__ = ["FactsGateway", "app"]
 
@@ -109,6 +110,7 @@ def _job(namespace: str, job: str, progress: dict[str, int], ids: list[str] | No
 
 
 app.add_middleware(GuardMiddleware, rule=facts_rule, service="facts")
+app.add_middleware(TraceMiddleware, service="facts")  # added last: outermost, so refusals are traced too
 
 
 # Everything the routes use is defined above this line: `serve.ingress` pickles the app when
@@ -130,6 +132,7 @@ class FactsGateway:
         self.config = FactsServiceConfig.model_validate(config)
         self.shards = shards
         install_guard(self.config.auth, system, "facts")
+        install_tracing(self.config.tracing, system, "facts")
 
     async def _ask(self, namespace: str, call: Callable[[Any], Awaitable[T]]) -> T:
         """`call(shard)` on the shard of `namespace` (a typed method of its FactsShard), with the
