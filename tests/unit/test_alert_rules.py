@@ -1,9 +1,11 @@
 """The alerting rules (deploy/prometheus/alerts.yaml), checked and tested by Prometheus's own
 promtool: every rule parses, each fires on its condition after its `for:` and not on the
-look-alikes (deploy/prometheus/alerts_test.yaml), and each names only metrics swarmray exports."""
+look-alikes (deploy/prometheus/alerts_test.yaml), and each names only metrics swarmray exports.
+And a gauge a rule reads whose value takes some counting: a key's budget share."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,6 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from serve._private.auth import authority as authority_module
+from serve._private.auth.authority import KeyAuthority
+from serve._private.auth.config import AuthConfig
 from tests.conftest import ROOT
 from tests.unit.test_grafana_dashboard import NAME_IN_EXPR, exported, scraped
 
@@ -80,3 +85,42 @@ def test_every_rule_says_what_and_why_and_names_only_exported_metrics():
         used = NAME_IN_EXPR.findall(rule["expr"])
         assert used, rule["alert"]
         assert [n for n in used if n not in names] == [], rule["alert"]
+
+
+def test_a_keys_budget_share_counts_its_window_and_goes_as_the_window_moves_on(tmp_path, monkeypatch):
+    shown: dict[tuple[str, str], float] = {}
+
+    class Recorder:
+        def budget(self, key_id: str, budget: str, ratio: float) -> None:
+            shown[(key_id, budget)] = ratio
+
+    monkeypatch.setattr(authority_module, "authority_metrics", lambda system: Recorder())
+    now = [1_000_000.0]
+    authority = KeyAuthority(
+        str(tmp_path / "auth"), AuthConfig(path=str(tmp_path)).model_dump(), clock=lambda: now[0]
+    )
+    spec = {"scopes": ["ai:invoke"], "budget_tokens": 1000, "budget_usd": 2.0, "budget_period_s": 60}
+    key_id = authority.create({"name": "b", **spec})["record"]["id"]
+    other = authority.create({"name": "o", **spec})["record"]["id"]
+
+    grant = asyncio.run(authority.acquire(key_id, "budget", 100))
+    assert grant["units"] == 100 and shown[(key_id, "tokens")] == 0.1
+    asyncio.run(authority.acquire(key_id, "budget", 850, force=True))  # used beyond a reservation
+    assert shown[(key_id, "tokens")] == 0.95
+    authority.release(key_id, "budget", grant["window"], 50)  # a lease's unspent rest
+    assert shown[(key_id, "tokens")] == 0.9
+    asyncio.run(authority.acquire(key_id, "cost", 500_000))  # micro-dollars: $0.50 of $2
+    assert shown[(key_id, "usd")] == 0.25
+    asyncio.run(authority.acquire(other, "budget", 600))
+    assert shown[(other, "tokens")] == 0.6
+
+    # A minute and two slots later nothing granted then counts; the replicas' next poll says so.
+    now[0] += 62
+    asyncio.run(authority.changes(-1, 0))
+    assert shown[(key_id, "tokens")] == shown[(key_id, "usd")] == shown[(other, "tokens")] == 0
+    # A revoked key shows nothing used: it can spend no more.
+    asyncio.run(authority.acquire(other, "budget", 950))
+    assert shown[(other, "tokens")] == 0.95
+    authority.revoke(other)
+    authority.show_budgets()
+    assert shown[(other, "tokens")] == 0
