@@ -88,7 +88,7 @@ class Prometheus:
     def __init__(self, session_dir: str, rules: list[str] | None = None):
         self.binary = prometheus_or_skip()
         self.source = ray_prometheus_yml(session_dir)
-        self.rules = list(rules or [])
+        self.rule_files = list(rules or [])
         self.url = ""
         self._dir: str | None = None
         self._process: subprocess.Popen | None = None
@@ -101,8 +101,8 @@ class Prometheus:
             "scrape_timeout": INTERVAL,
             "evaluation_interval": INTERVAL,
         }
-        if self.rules:
-            config["rule_files"] = self.rules
+        if self.rule_files:
+            config["rule_files"] = self.rule_files
         path = os.path.join(self._dir, "prometheus.yml")
         Path(path).write_text(yaml.safe_dump(config))
         port = free_port()
