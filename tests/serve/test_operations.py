@@ -508,8 +508,15 @@ def test_every_dashboard_query_answers_in_a_real_prometheus(prometheus, system, 
     # Everything the dashboard shows was produced here (so no panel below is let off); the
     # names come from Prometheus, over all it stored (series of restarted actors included).
     produced_here = f'{{__name__=~"ray_swarmray_.+",system="{SYSTEM}"}}'
-    produced = set(prometheus.label_values("__name__", produced_here))
     shown = {name for _, target in _targets(dashboard) for name in NAME_IN_EXPR.findall(target["expr"])}
+    produced: set[str] = set()
+
+    def all_produced() -> bool:  # the last test's gauge comes with Prometheus's next scrape
+        produced.update(prometheus.label_values("__name__", produced_here))
+        return shown <= produced
+
+    with contextlib.suppress(AssertionError):
+        wait_until(all_produced, 30, "every metric the dashboard shows in Prometheus")
     assert shown - produced == set()
 
     def problems() -> list[str]:
