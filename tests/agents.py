@@ -70,6 +70,20 @@ class BrokenAgent(Agent):
         raise AssertionError("never constructed")
 
 
+class FragileAgent(Agent):
+    """`test.fragile`: starts until the file `gate` exists, then its constructor raises, so a
+    host restarted after that never starts again."""
+
+    capabilities = ("test.fragile",)
+
+    def __init__(self, gate: str):
+        if os.path.exists(gate):
+            raise RuntimeError(f"{gate} exists: this agent no longer starts")
+
+    async def handle(self, task: Task) -> dict:
+        return {}
+
+
 class BlockingAgent(Agent):
     """`test.block`: sync work that sleeps `payload.s` seconds in its thread (a thread cannot be
     stopped); counts how many such threads run at once, over every instance in the process."""

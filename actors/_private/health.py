@@ -10,9 +10,11 @@ from typing import Any
 import ray
 
 from actors._private.config import SwarmConfig
+from actors._private.metrics import swarm_health
 from actors._private.pool import ALIVE
 from actors._private.registry import DEGRADED, FAILED, HEALTHY, UNREACHABLE
 from models._private.core import names
+from models._private.core.metrics import safely
 
 __all__ = ["HealthMonitor"]
 
@@ -91,3 +93,4 @@ class HealthMonitor:
     def _record(self, health: str, reason: str) -> None:
         self.rounds += 1
         self.last = {"health": health, "reason": reason, "at": time.time()}
+        safely(swarm_health, self.namespace, self.swarm, health)

@@ -1,5 +1,5 @@
 """The swarms' Prometheus metrics (`ray.util.metrics`): tasks, their latencies, queues, agents,
-supervision, delegation breakers and memory stores.
+supervision, delegation breakers, swarms' health and memory stores.
 
 Every metric carries `system` (the Ray namespace) and, where it has one, `swarm`. Counters are
 counted by the live process only, never again when a restarted queen replays its journal.
@@ -11,9 +11,13 @@ import functools
 from contextlib import AbstractContextManager
 from typing import Any
 
+from actors._private.registry import DEGRADED, FAILED, HEALTHY, UNREACHABLE
 from models._private.core.metrics import BREAKER_VALUES, LATENCY_BUCKETS_S, PREFIX, keep, tag_values, timed
 
-__all__ = ["MemoryMetrics", "SwarmMetrics"]
+__all__ = ["HEALTH_VALUES", "MemoryMetrics", "SwarmMetrics", "swarm_health"]
+
+HEALTH_VALUES = {HEALTHY: 0, DEGRADED: 1, FAILED: 2, UNREACHABLE: 3}
+"""A swarm's health as the value of its gauge: the worse, the higher (alerts compare with >=)."""
 
 _TASK = ("system", "swarm", "capability")
 
@@ -63,6 +67,11 @@ class _Definitions:
             PREFIX + "delegation_breaker_state",
             "A queen's breaker toward another swarm: 0 closed, 1 half open, 2 open.",
             tag_keys=("system", "swarm", "target"),
+        )
+        self.health = Gauge(
+            PREFIX + "swarm_health",
+            "A swarm's health as its monitor last found it: 0 healthy, 1 degraded, 2 failed, 3 unreachable.",
+            tag_keys=("system", "swarm"),
         )
         memory = ("system", "store", "operation")
         self.memory_s = Histogram(
@@ -140,6 +149,12 @@ class SwarmMetrics:
         for target, state in breakers.items():
             value = BREAKER_VALUES.get(state, 0)
             keep(self.defs.breaker, value, system=self.system, swarm=self.swarm, target=target)
+
+
+def swarm_health(system: str, swarm: str, health: str) -> None:
+    """A swarm's health (healthy, degraded, failed, unreachable), as its health monitor found it
+    in its last round; kept in every report until the next round."""
+    keep(_defs().health, HEALTH_VALUES[health], system=system, swarm=swarm)
 
 
 class MemoryMetrics:

@@ -1,6 +1,7 @@
 """The services' Prometheus metrics (`ray.serve.metrics`, made inside a replica so that Serve
 tags them with its application, deployment and replica): HTTP requests and refusals, AI tokens,
-cost and breakers, facts operations and record counts.
+cost and breakers, facts operations, record counts and backlogs; and the key authority's
+(`ray.util.metrics`: it is a plain actor), how much of each key's budgets is used.
 
 Every metric carries `system` (the Ray namespace); those of requests carry `service` (ai or
 facts), the others what they are of (a model, a key, a backend, a facts namespace).
@@ -14,7 +15,7 @@ from typing import Any
 
 from models._private.core.metrics import BREAKER_VALUES, LATENCY_BUCKETS_S, PREFIX, keep, tag_values, timed
 
-__all__ = ["ServiceMetrics", "service_metrics"]
+__all__ = ["AuthorityMetrics", "ServiceMetrics", "authority_metrics", "service_metrics"]
 
 
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
@@ -72,6 +73,12 @@ class ServiceMetrics:
             "What a facts namespace holds, by kind: documents, entities, facts.",
             ("system", "namespace", "kind"),
         )
+        self.facts_backlog = Gauge(
+            PREFIX + "facts_backlog",
+            "Documents a facts namespace has still to process, by stage: extraction (waiting for "
+            "the extractor), index (their passage not yet searchable).",
+            ("system", "namespace", "stage"),
+        )
 
     def answered(self, route: str, method: str, status: int, seconds: float) -> None:
         tags = tag_values(system=self.system, service=self.service, route=route)
@@ -104,6 +111,36 @@ class ServiceMetrics:
         for kind in ("documents", "entities", "facts"):
             if isinstance(counts.get(kind), int):
                 keep(self.facts_records, counts[kind], system=self.system, namespace=namespace, kind=kind)
+
+    def facts_backlog_now(self, namespace: str, extraction: int, index: int) -> None:
+        """Documents waiting for the extractor and for the index, as the shard counted them."""
+        for stage, n in (("extraction", extraction), ("index", index)):
+            keep(self.facts_backlog, n, system=self.system, namespace=namespace, stage=stage)
+
+
+class AuthorityMetrics:
+    """The key authority's metrics: the share of each key's budgets (`budget_tokens`,
+    `budget_usd`) granted in the window that counts now."""
+
+    def __init__(self, system: str):
+        from ray.util.metrics import Gauge
+
+        self.system = system
+        self.budget_used = Gauge(
+            PREFIX + "key_budget_used_ratio",
+            "The share of a key's budget granted in its window that counts now (budget: tokens or "
+            "usd); 1 is the whole budget. Leases count as granted until given back.",
+            tag_keys=("system", "key", "budget"),
+        )
+
+    def budget(self, key_id: str, budget: str, ratio: float) -> None:
+        keep(self.budget_used, ratio, system=self.system, key=key_id, budget=budget)
+
+
+@functools.cache
+def authority_metrics(system: str) -> AuthorityMetrics:
+    """The key authority's metrics in this process, made on first use."""
+    return AuthorityMetrics(system)
 
 
 @functools.cache

@@ -1,9 +1,13 @@
 """Operating a running system like Ray: its Prometheus metrics, scraped over HTTP from the
 session head's metrics export port after real work (swarms, delegation, retries, a timeout, a
-restart, memory, the AI service over a scripted provider, the facts service)."""
+restart, memory, the AI service over a scripted provider, the facts service), and the Grafana
+dashboard's every query answered by a real Prometheus that scraped the same work."""
 
+import contextlib
 import io
 import json
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -21,8 +25,11 @@ from cluster._private.memory_load import load_records, records_of_file
 from cluster._private.usage import OUTSIDE_TASKS
 from cluster._private.watch import watch
 from models._private.core.names import authority_name
+from serve._private.auth.authority import LIMITS_COMPACT_BYTES, USAGE_COMPACT_BYTES
 from tests.conftest import user_env
+from tests.prometheus import MISSING, Prometheus, fill, finite, session_dir
 from tests.scripted_provider import USAGE, ScriptedProvider
+from tests.unit.test_grafana_dashboard import NAME_IN_EXPR, _dashboard, _targets, _variable_query
 from tests.waiting import wait_until
 
 SYSTEM = "ops-tests"
@@ -39,7 +46,19 @@ def provider():
 
 
 @pytest.fixture(scope="module")
-def system(serve_port, provider, tmp_path_factory):
+def prometheus(ray_head):
+    """A real Prometheus on the session's prometheus.yml, started before the system so that it
+    scrapes all of the module's work; None where Prometheus is not installed (the test that
+    needs it skips)."""
+    if shutil.which("prometheus") is None:
+        yield None
+        return
+    with Prometheus(session_dir()) as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def system(serve_port, provider, tmp_path_factory, prometheus):
     auth = {"path": str(tmp_path_factory.mktemp("auth"))}  # keys and ledgers of this run only
     config = load_config(
         {
@@ -169,6 +188,10 @@ def test_metrics_of_swarms_services_memory_and_journals_after_real_work(ray_head
             and total(s, "ray_swarmray_agents", system=SYSTEM, swarm="brittle", state="alive") == 0
             and total(s, "ray_swarmray_refusals_total", system=SYSTEM, reason="rate_limit_exceeded") == 1
             and total(s, "ray_swarmray_facts_records", system=SYSTEM, namespace="kb", kind="documents") == 1
+            and series(s, "ray_swarmray_facts_backlog", system=SYSTEM, namespace="kb", stage="index")
+            and total(s, "ray_swarmray_facts_backlog", system=SYSTEM, namespace="kb") == 0  # indexed
+            # The health monitor's next round after the escalation.
+            and total(s, "ray_swarmray_swarm_health", system=SYSTEM, swarm="brittle") == 2
             # Each process reports on its own clock: the last event of each of the others.
             and total(s, "ray_swarmray_facts_operation_errors_total", system=SYSTEM, namespace="kb") == 1
             and total(s, "ray_swarmray_memory_operation_seconds_count", **memory) == 2
@@ -222,6 +245,10 @@ def test_metrics_of_swarms_services_memory_and_journals_after_real_work(ray_head
     assert series(s, "ray_swarmray_delegation_breaker_state", **work, target="other")
     assert total(s, "ray_swarmray_delegation_breaker_state", **work, target="other") == 0
 
+    # Swarms' health: 0 healthy, 2 failed (escalated).
+    assert total(s, "ray_swarmray_swarm_health", **work) == 0
+    assert total(s, "ray_swarmray_swarm_health", system=SYSTEM, swarm="brittle") == 2
+
     # Journals (the work swarm's compacts past 2 KB) and the swarm's memory.
     # Every journal of the system carries its name: queens', the key authority's, the memory's log.
     journals = {lbl["journal"] for lbl in series(s, "ray_swarmray_journal_bytes", system=SYSTEM)}
@@ -230,6 +257,15 @@ def test_metrics_of_swarms_services_memory_and_journals_after_real_work(ray_head
     assert any(j.endswith("/wal") for j in journals), journals
     assert total(s, "ray_swarmray_journal_sync_seconds_count", journal=work_journal) > 0
     assert total(s, "ray_swarmray_journal_compactions_total", journal=work_journal) >= 1
+    # Where each owner compacts next: the queen past its limit or twice its size after the last
+    # compaction; the key authority's limits and usage journals at their limits (never reached).
+    assert total(s, "ray_swarmray_journal_compact_at_bytes", journal=work_journal) >= 0.002 * 2**20
+    compact_at = {
+        lbl["journal"].rsplit("/", 1)[-1]: v
+        for lbl, v in s["ray_swarmray_journal_compact_at_bytes"]
+        if lbl["system"] == SYSTEM and not lbl["journal"].endswith(f"{SYSTEM}/work")
+    }
+    assert compact_at["limits"] == LIMITS_COMPACT_BYTES and compact_at["usage"] == USAGE_COMPACT_BYTES
     assert total(s, "ray_swarmray_memory_operation_seconds_count", **memory) == 2  # the refused one too
     assert total(s, "ray_swarmray_memory_operation_errors_total", **memory) == 1
     assert total(s, "ray_swarmray_memory_records", system=SYSTEM, store="work") == 1
@@ -255,6 +291,11 @@ def test_metrics_of_swarms_services_memory_and_journals_after_real_work(ray_head
 
     assert shard("facts_operation_seconds_count", "add_documents") == 1
     assert shard("facts_operation_errors_total", "document") == 1  # the 404
+    backlog = {"system": SYSTEM, "namespace": "kb"}
+    assert {lbl["stage"] for lbl in series(s, "ray_swarmray_facts_backlog", **backlog)} == {
+        "extraction",
+        "index",
+    }
     door = {"system": SYSTEM, "service": "facts"}
     assert total(s, "ray_swarmray_refusals_total", **door, key="none", reason="invalid_api_key") == 1
     limited = {"key": slow["record"]["id"], "reason": "rate_limit_exceeded"}
@@ -413,3 +454,91 @@ def test_a_bulk_memory_load_reports_its_progress_and_lands_whole(system, tmp_pat
     # Loading the file again replaces the same ids: nothing is repeated.
     load_records(SYSTEM, "work", records_of_file(str(path), "work"))
     assert ray.get(store.stats.remote())["records"] == before + 300
+
+
+def test_a_keys_budgets_are_gauges_of_the_share_granted(ray_head, system, serve_port):
+    authority = ray.get_actor(authority_name(SYSTEM), namespace=SYSTEM)
+    spec = {"name": "budgeted", "scopes": ["ai:invoke"], "budget_tokens": 10_000, "budget_usd": 1.0}
+    made = ray.get(authority.create.remote(spec))
+    key_id, auth = made["record"]["id"], {"Authorization": f"Bearer {made['key']}"}
+    body = {"model": "scripted", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    chat = f"http://127.0.0.1:{serve_port}/ops-tests{CHAT}"
+    # The gateway replica learns of the key within a poll of the authority.
+    wait_until(lambda: httpx.post(chat, json=body, headers=auth, timeout=30).status_code == 200, 30)
+
+    def shares():
+        s = scrape(ray_head["metrics"])
+        found = {
+            lbl["budget"]: v
+            for lbl, v in s.get("ray_swarmray_key_budget_used_ratio", [])
+            if lbl["system"] == SYSTEM and lbl["key"] == key_id
+        }
+        return found if found.keys() == {"tokens", "usd"} else None
+
+    found = wait_until(shares, 30, "the key's budget gauges")
+    # At least what the answer billed (and a replica's unspent lease counts until given back).
+    assert USAGE["total_tokens"] / 10_000 <= found["tokens"] < 0.9
+    assert (100 * 2 + 50 * 10) / 1e6 <= found["usd"] < 0.9
+
+
+def test_every_dashboard_query_answers_in_a_real_prometheus(prometheus, system, ray_head):
+    """Last in the module: Prometheus has scraped all of its work. Each panel's query, with the
+    dashboard's variables filled in, must evaluate, and return a finite value when every metric
+    it names has series it can see: now, for an instant selector (a gauge of an actor since
+    restarted, such as the killed queen's delegation breaker, has none), and over the window,
+    for a range."""
+    if prometheus is None:
+        pytest.skip(MISSING)
+    session = ray.get_runtime_context().get_session_name()
+    dashboard = _dashboard()
+    variables = {v["name"]: _variable_query(v) for v in dashboard["templating"]["list"]}
+
+    def label_values(query: str) -> list[str]:
+        match, label = re.fullmatch(r"label_values\((.*), (\w+)\)", query).groups()
+        return prometheus.label_values(label, fill(match, system=SYSTEM, session=session))
+
+    def variables_answer() -> bool:
+        return (
+            session in label_values(variables["SessionName"])
+            and SYSTEM in label_values(variables["system"])
+            and {"work", "other", "brittle"} <= set(label_values(variables["swarm"]))
+        )
+
+    wait_until(variables_answer, 30, "the dashboard's variables to list this session, system and swarms")
+    # Everything the dashboard shows was produced here (so no panel below is let off); the
+    # names come from Prometheus, over all it stored (series of restarted actors included).
+    produced_here = f'{{__name__=~"ray_swarmray_.+",system="{SYSTEM}"}}'
+    shown = {name for _, target in _targets(dashboard) for name in NAME_IN_EXPR.findall(target["expr"])}
+    produced: set[str] = set()
+
+    def all_produced() -> bool:  # the last test's gauge comes with Prometheus's next scrape
+        produced.update(prometheus.label_values("__name__", produced_here))
+        return shown <= produced
+
+    with contextlib.suppress(AssertionError):
+        wait_until(all_produced, 30, "every metric the dashboard shows in Prometheus")
+    assert shown - produced == set()
+
+    def problems() -> list[str]:
+        found = []
+        live = {r["metric"]["__name__"] for r in prometheus.vector(f"group by (__name__) ({produced_here})")}
+        for title, target in _targets(dashboard):
+            expr = fill(target["expr"], system=SYSTEM, session=session)
+            answer = prometheus.query(expr)
+            seen_by_it = produced if "[" in expr else live
+            if answer["status"] != "success":
+                found.append(f"{title}: {expr}: {answer['errorType']}: {answer['error']}")
+            elif set(NAME_IN_EXPR.findall(expr)) <= seen_by_it and not finite(answer["data"]["result"]):
+                found.append(f"{title}: {expr}: no finite value in {answer['data']['result'][:3]}")
+        return found
+
+    # The last of the work reaches Prometheus a scrape or two after Ray's agent has it.
+    seen: list[str] = []
+
+    def every_query_answers() -> bool:
+        seen[:] = problems()
+        return not seen
+
+    with contextlib.suppress(AssertionError):
+        wait_until(every_query_answers, 30, "every panel's query to answer")
+    assert seen == []

@@ -102,7 +102,9 @@ class Supervision:
                 log.exception("compaction failed in swarm %s", self.name)
                 return
             base = self.journal.size_bytes()
+            self.journal.expect_compaction_at(max(limit, 2 * base))
 
+        self.journal.expect_compaction_at(limit)
         while True:
             await asyncio.sleep(TICK_S)
             try:

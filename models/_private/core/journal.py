@@ -285,6 +285,11 @@ class Journal:
             metrics.compactions.inc(1, self._tags)
         keep(metrics.bytes, size, **self._tags)
 
+    def expect_compaction_at(self, size_bytes: float) -> None:
+        """Says, for its metric, past which size the owner compacts this journal next; a
+        journal that grows well past it is not being compacted (an alert watches for that)."""
+        safely(lambda: keep(journal_metrics().compact_at, size_bytes, **self._tags))
+
     def reset(self) -> None:
         """Empties the journal at once (a new, empty generation), for callers with no event loop."""
         self._log.rewrite(b"")

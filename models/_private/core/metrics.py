@@ -149,7 +149,8 @@ def keep(gauge: Any, value: float, **tags: Any) -> None:
 
 class JournalMetrics:
     """Every journal's (queens', the registry's, memory logs', the key authority's): the time
-    of each group commit, its size, its compactions. Tags `system` and `journal`, its location."""
+    of each group commit, its size, its compactions, and the size its owner compacts it at
+    (owners that compact by size). Tags `system` and `journal`, its location."""
 
     def __init__(self) -> None:
         from ray.util.metrics import Counter, Gauge, Histogram
@@ -166,6 +167,12 @@ class JournalMetrics:
         )
         self.compactions = Counter(
             PREFIX + "journal_compactions", "Rewrites of the journal as its live state.", tag_keys=tags
+        )
+        self.compact_at = Gauge(
+            PREFIX + "journal_compact_at_bytes",
+            "The size past which the journal's owner compacts it next (its limit, or twice its "
+            "size after the last compaction).",
+            tag_keys=tags,
         )
 
 

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from models._private.core.errors import KeyNotFoundError, KeyStateError, ModelNotFoundError
 from models._private.core.journal import Journal
+from models._private.core.metrics import safely
 from models._private.core.names import authority_name
 from models._private.core.private_files import private_dir, write_private
 from models._private.core.usage import Spent, UsageLedger
@@ -44,7 +45,8 @@ from serve._private.auth.audit import signed_by
 from serve._private.auth.config import AuthConfig
 from serve._private.auth.key_binding import AUTHORITY, chain_records, record_digest, unbound_keys
 from serve._private.auth.keys import KeyRecord, hash_key, hint_of, new_key
-from serve._private.auth.quota import Grant, Ledger, limit_of, period_of
+from serve._private.auth.quota import SLOTS, Grant, Ledger, limit_of, period_of, window_of
+from serve._private.metrics import authority_metrics
 
 __all__ = [
     "KeyAuthority",
@@ -62,6 +64,8 @@ KEPT_CHANGES = 1000  # key changes kept for replicas' catch-up; one further behi
 RETIRED_KEPT_S = 30 * 86400.0  # how long a revoked or expired key is still known (audited by id)
 _SWEEP_S = 3600.0  # how often retired keys are looked for
 KEPT_BATCH_IDS = 100_000  # usage batch ids remembered against duplicates (~a day of one replica)
+BUDGETS = {"budget": "tokens", "cost": "usd"}  # limit counters shown as a budget's used share
+_BUDGETS_SHOWN_S = 10.0  # how often every budget's share is recomputed (older slots age out)
 
 
 def load_signing_key(directory: str) -> Ed25519PrivateKey:
@@ -93,6 +97,7 @@ class KeyAuthority:
         self.config = AuthConfig.model_validate(config)
         self.clock = clock
         self.directory = directory
+        self.system = system
         self._signing = load_signing_key(directory)
         self.journal = Journal(os.path.join(directory, "keys"), system=system)
         self.keys: dict[str, KeyRecord] = {}
@@ -125,6 +130,9 @@ class KeyAuthority:
         for entry in self.limits.read():
             self.ledger.restore(*entry["spent"])
         self._limits_base = 0  # the limits journal's size after its last compaction
+        self.limits.expect_compaction_at(LIMITS_COMPACT_BYTES)
+        self._budgets_shown: set[tuple[str, str]] = set()  # (key id, counter) with a gauge
+        self._budgets_at = -math.inf  # when every budget's share was last recomputed
         # (version, record or {"forgot": id}) of the latest changes, for replicas' catch-up.
         self._changes: deque[tuple[int, dict[str, Any]]] = deque(maxlen=KEPT_CHANGES)
         self._swept = -math.inf
@@ -147,6 +155,7 @@ class KeyAuthority:
         self.batches: OrderedDict[str, None] = OrderedDict()
         self.usage_journal = Journal(os.path.join(directory, "usage"), system=system)
         self._usage_base = 0  # the usage journal's size after its last compaction
+        self.usage_journal.expect_compaction_at(USAGE_COMPACT_BYTES)
         self._writing: dict[str, dict[str, Any]] = {}  # batch id -> its entry, being appended
         for entry in self.usage_journal.read():
             if entry["k"] == "led":
@@ -301,11 +310,41 @@ class KeyAuthority:
             if self.limits.size_bytes() > max(LIMITS_COMPACT_BYTES, 2 * self._limits_base):
                 await self.limits.rewrite(lambda: [{"spent": row} for row in self.ledger.dump(self.clock())])
                 self._limits_base = self.limits.size_bytes()
+                self.limits.expect_compaction_at(max(LIMITS_COMPACT_BYTES, 2 * self._limits_base))
+        self._show_budget(record, counter)
         return vars(grant)
 
     def release(self, key_id: str, counter: str, window: int, n: int) -> None:
         """Units of `window` a replica did not spend."""
         self.ledger.release(key_id, counter, window, n)
+        if key_id in self.keys:
+            self._show_budget(self.keys[key_id], counter)
+
+    def _show_budget(self, record: KeyRecord, counter: str) -> None:
+        """Sets the gauge of the share of a key's budget that counts now (0 for a key that can
+        no longer spend: a revoked key near its budget needs no one's attention)."""
+        limit = limit_of(record, counter)
+        if counter not in BUDGETS or limit is None:
+            return
+        used = 0.0
+        if record.live(self.clock()):
+            slot = window_of(self.clock(), period_of(record, counter))
+            # The slots the ledger counts against the limit: this one and the SLOTS before it.
+            used = sum(self.ledger.used(record.id, counter, s) for s in range(slot - SLOTS, slot + 1)) / limit
+        self._budgets_shown.add((record.id, counter))
+        safely(lambda: authority_metrics(self.system).budget(record.id, BUDGETS[counter], used))
+
+    def show_budgets(self) -> None:
+        """Recomputes every budget's share (units age out of the window with no grant to say
+        so); a key forgotten since shows 0. Runs at most every _BUDGETS_SHOWN_S from `changes`."""
+        self._budgets_at = self.clock()
+        for key_id, counter in list(self._budgets_shown):
+            if key_id not in self.keys:
+                self._budgets_shown.discard((key_id, counter))
+                safely(lambda k=key_id, c=counter: authority_metrics(self.system).budget(k, BUDGETS[c], 0.0))
+        for record in list(self.keys.values()):
+            for counter in BUDGETS:
+                self._show_budget(record, counter)
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -327,6 +366,8 @@ class KeyAuthority:
         if self.clock() - self._swept > _SWEEP_S:
             self._swept = self.clock()
             self.forget_retired()
+        if self.clock() - self._budgets_at > _BUDGETS_SHOWN_S:
+            self.show_budgets()
         if 0 <= version == self.version:
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout_s)
@@ -372,6 +413,7 @@ class KeyAuthority:
         if self.usage_journal.size_bytes() > max(USAGE_COMPACT_BYTES, 2 * self._usage_base):
             await self.usage_journal.rewrite(self._usage_base_entries)
             self._usage_base = self.usage_journal.size_bytes()
+            self.usage_journal.expect_compaction_at(max(USAGE_COMPACT_BYTES, 2 * self._usage_base))
 
     def _usage_base_entries(self) -> list[dict[str, Any]]:
         # A compaction runs right after a write, before that write's callers count their

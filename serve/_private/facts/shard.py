@@ -272,10 +272,16 @@ class FactsShard:
         return out
 
     def _count(self, force: bool = False) -> None:
-        # What the namespace holds, for its gauge: at most once a second (three COUNTs).
+        # What the namespace holds and has still to process, for its gauges: at most once a
+        # second (five queries).
         if force or time.monotonic() - self._counted >= 1.0:
             self._counted = time.monotonic()
-            safely(lambda: self.metrics.facts_held(self.namespace, self.base.store.stats()))
+            safely(self._gauges)
+
+    def _gauges(self) -> None:
+        stats = self.base.stats()
+        self.metrics.facts_held(self.namespace, stats)
+        self.metrics.facts_backlog_now(self.namespace, stats["extraction"]["pending"], stats["unindexed"])
 
     async def check_health(self) -> None:
         # Serve restarts a replica whose check raises; a dead worker would strand documents.
