@@ -16,7 +16,7 @@ from actors._private.agents.payload import check_payload, payload_error, payload
 from actors._private.agents.tasks import TaskClient
 from actors._private.config import AgentConfig
 from actors._private.memory_store import MemoryClient
-from actors._private.services import TRACING_KEY, spending
+from actors._private.services import spending
 from actors._private.task import Task
 from models._private.core import tracing
 from models._private.core.config import import_object
@@ -40,7 +40,11 @@ class AgentHost:
         agent: AgentConfig,
         agent_ids: list[str],
         states: dict[str, Any] | None = None,
+        trace: tracing.TracingConfig | None = None,
     ):
+        # In the constructor, from the queen: a failure is a failed start, which the pool
+        # counts, and a host needs no call to the registry before it can answer `ready`.
+        tracing.configure(trace, "swarmray.agents", namespace)
         # Threads for sync agents: as many as their tasks can run at once, which the queen
         # never exceeds, since it frees a slot only when the work in it has ended.
         self._threads = ThreadPoolExecutor(
@@ -51,7 +55,7 @@ class AgentHost:
         self.payloads = payload_models([(agent.class_path, caps)])
         memory = MemoryClient(namespace, swarm)  # the system's namespace, not this job's
         self.namespace = namespace
-        self._tasks = tasks = TaskClient(namespace)
+        tasks = TaskClient(namespace)
         self.agents = {}
         for agent_id in agent_ids:
             instance = cls(**agent.params)
@@ -61,11 +65,8 @@ class AgentHost:
             self.agents[agent_id] = instance
 
     async def ready(self) -> dict[str, Any]:
-        """Answers once the agents are built (and the process traces if the system does):
-        where the host runs."""
+        """Answers once the agents are built: where the host runs."""
         inside = ray.is_initialized()  # a colocated host outside Ray (in-process tests) has no node
-        if inside:
-            await _trace_as_the_system(self._tasks, self.namespace)
         return {
             "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id() if inside else None,
@@ -105,24 +106,6 @@ class AgentHost:
             _as_journaled(agent.snapshot(), agent_id, "a checkpoint"),
             None if spent.empty else spent.model_dump(),
         )
-
-
-_traced_asked = False  # whether this process asked the registry for the system's tracing
-
-
-async def _trace_as_the_system(tasks: TaskClient, namespace: str) -> None:
-    """Configures tracing in this process as `swarm up` published it (the registry's key
-    `tracing`), once per process; a queen's process (colocated hosts) is configured already."""
-    global _traced_asked
-    if _traced_asked or tracing.enabled():
-        return
-    _traced_asked = True
-    try:
-        published = await tasks.kv_get(TRACING_KEY)
-    except ValueError:  # no registry: a host outside any system (a test's, a benchmark's)
-        return
-    if published:
-        tracing.configure(tracing.TracingConfig.model_validate(published), "swarmray.agents", namespace)
 
 
 def _attrs(task: Task, agent_id: str) -> dict[str, Any] | None:

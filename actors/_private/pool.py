@@ -23,6 +23,7 @@ from actors._private.host import AgentHost
 from actors._private.node_types import node_type_that_fits, node_types
 from models._private.core.resources import scheduler_demand
 from models._private.core.retry import backoff_s
+from models._private.core.tracing import TracingConfig
 
 __all__ = ["AgentPool", "AgentSlot", "HostSlot"]
 
@@ -110,8 +111,10 @@ class AgentPool:
         on_lost: Callable[[list[AgentSlot]], None],
         state_of: Callable[[str], Any],
         start_order: itertools.count,
+        trace: TracingConfig | None = None,
     ):
         self.namespace = namespace
+        self.trace = trace  # the system's tracing, for each host's process
         self.swarm = swarm
         self.config = config
         self.capabilities = tuple(config.agent.capability_names)
@@ -162,6 +165,7 @@ class AgentPool:
         host_id = f"{self.swarm}.{self.config.name}.h{next(self._host_seq)}"
         states = {aid: state for aid in agent_ids if (state := self._state_of(aid)) is not None}
         args = (self.namespace, self.swarm, self.config.name, self.config.agent, agent_ids, states)
+        args += (self.trace,)
         if self.config.colocate:
             try:
                 handle, reason = InProcessHandle(AgentHost(*args)), ""

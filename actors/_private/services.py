@@ -35,7 +35,7 @@ AI_URL_KEY = "ai.url"  # registry KV keys under which `swarm up` publishes each 
 FACTS_URL_KEY = "facts.url"
 MCP_URL_KEY = "mcp.url"  # the /mcp endpoint's
 SERVICE_KEY_KEY = "services.key"  # registry KV key of the API key agents send to both services
-TRACING_KEY = "tracing"  # registry KV key of the system's TracingConfig, which hosts trace by
+TRACING_KEY = "tracing"  # registry KV key of the system's TracingConfig, which `Client` traces by
 _KEYS = {AI_URL_KEY: ("AI service", "ai:"), FACTS_URL_KEY: ("facts service", "facts:")}
 _SPENDING: ContextVar[Spent | None] = ContextVar("swarmray_spending", default=None)
 

@@ -117,7 +117,7 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
     # Resolved here, with this driver's OTEL_EXPORTER_OTLP_ENDPOINT: the processes that trace
     # (queens, hosts, the services' replicas) have an environment of their own.
     trace = config.tracing.resolved()
-    get(registry.kv_put.remote(TRACING_KEY, trace.model_dump(mode="json")))  # the hosts read it
+    get(registry.kv_put.remote(TRACING_KEY, trace.model_dump(mode="json")))  # `Client` reads it
     _start_mcp_federation(config, control)  # before the queens: its swarm's agents call it
     queens, monitors = [], []
     for swarm in config.all_swarms():

@@ -62,3 +62,29 @@ def test_a_checkpoint_that_is_not_json_is_refused_with_a_clear_error():
     task = Task(id="s:1", capability="test.keeps", payload={})
     with pytest.raises(TypeError, match=r"agent s\.p\.0 returned a checkpoint that is not JSON"):
         asyncio.run(host.handle("s.p.0", task))
+
+
+def test_a_host_traces_as_its_queen_says_and_answers_ready_without_the_registry(monkeypatch, tmp_path):
+    # A host used to ask the registry for the system's tracing in `ready`, tracing on or off:
+    # a registry restarting then failed the host's start, and three such failures made its pool
+    # give up. The queen now hands its tracing config to the host's constructor.
+    import ray
+
+    from actors._private.agents.tasks import TaskClient
+    from models._private.core import tracing
+
+    async def registry_restarting(self, key):
+        raise ray.exceptions.RayActorError()
+
+    monkeypatch.setattr(TaskClient, "kv_get", registry_restarting)
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [])
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: type("C", (), {"get_node_id": lambda s: "n1"})())
+    config = AgentConfig(class_path=f"{__name__}:{Returns.__name__}")
+    trace = tracing.TracingConfig(enabled=True, directory=str(tmp_path))
+    try:
+        host = AgentHost("ns", "s", "p", config, ["s.p.0"], trace=trace)
+        assert tracing.enabled()
+        assert asyncio.run(host.ready())["node_id"] == "n1"
+    finally:
+        tracing.shutdown()

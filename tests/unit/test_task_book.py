@@ -38,7 +38,7 @@ def ids(records):
 
 def test_entries_keep_their_durable_format():
     t = task(1)
-    assert acc_entry(t) == {"k": "acc", "task": t.model_dump(mode="json", exclude={"steps"})}
+    assert acc_entry(t) == {"k": "acc", "task": t.model_dump(mode="json", exclude={"steps", "trace"})}
     assert att_entry("s:1", 2) == {"k": "att", "id": "s:1", "n": 2}
     assert del_entry("s:1", ("b", "b:9")) == {"k": "del", "id": "s:1", "to": "b", "rid": "b:9"}
     f = final(1, output={"x": 1})
@@ -47,6 +47,17 @@ def test_entries_keep_their_durable_format():
     assert step_entry("s:1", 0, 2, {"x": 1}) == {"k": "step", "id": "s:1", "i": 0, "n": 2, "step": {"x": 1}}
     # A task's steps are entries of their own, never part of its acc entry.
     assert "steps" not in acc_entry(task(1, steps=[{"x": 1}]))["task"]
+
+
+def test_an_untraced_tasks_acc_entry_is_what_it_was_before_tracing():
+    # With tracing off (the default) an entry has no `trace` key, so a journal written now
+    # still replays in a version without tracing, whose Task forbids unknown fields.
+    assert "trace" not in acc_entry(task(1))["task"]
+    traced = task(1, trace={"traceparent": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
+    entry = acc_entry(traced)
+    assert entry["task"]["trace"] == traced.trace
+    assert Task.model_validate(entry["task"]) == traced
+    assert Task.model_validate(acc_entry(task(1))["task"]).trace is None
 
 
 def test_replay_queues_unfinished_local_tasks_and_follows_delegated_ones():

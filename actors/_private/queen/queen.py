@@ -88,6 +88,7 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
         # From the constructor, not `start`: Ray restarts a queen with the same arguments, and
         # a restarted queen is not started again.
         tracing.configure(trace, "swarmray.queen", namespace)
+        self.trace = trace  # its hosts trace as it does (each its own process)
         self.namespace = namespace
         self.name = swarm.name
         self.config = swarm
@@ -154,6 +155,7 @@ class SwarmQueen(Admission, Attempts, Rerouting, Supervision):
                 self.dispatcher.remove,
                 self.book.snapshots.get,
                 self._start_order,
+                self.trace,
             )
         for pool in self.pools.values():
             pool.start()

@@ -72,8 +72,10 @@ log = logging.getLogger(__name__)
 
 
 def acc_entry(task: Task) -> dict[str, Any]:
-    """The entry that makes an accepted task durable (its steps are entries of their own)."""
-    return {"k": "acc", "task": task.model_dump(mode="json", exclude={"steps"})}
+    """The entry that makes an accepted task durable (its steps are entries of their own; an
+    untraced task's entry has no `trace`, as before tracing, so older versions replay it)."""
+    dropped = {"steps", "trace"} if task.trace is None else {"steps"}
+    return {"k": "acc", "task": task.model_dump(mode="json", exclude=dropped)}
 
 
 def att_entry(task_id: str, attempt: int) -> dict[str, Any]:
