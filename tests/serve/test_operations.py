@@ -1,13 +1,9 @@
 """Operating a running system like Ray: its Prometheus metrics, scraped over HTTP from the
 session head's metrics export port after real work (swarms, delegation, retries, a timeout, a
-restart, memory, the AI service over a scripted provider, the facts service), and the Grafana
-dashboard's every query answered by a real Prometheus that scraped the same work."""
+restart, memory, the AI service over a scripted provider, the facts service)."""
 
-import contextlib
 import io
 import json
-import re
-import shutil
 import subprocess
 import sys
 import time
@@ -27,9 +23,7 @@ from cluster._private.watch import watch
 from models._private.core.names import authority_name
 from serve._private.auth.authority import LIMITS_COMPACT_BYTES, USAGE_COMPACT_BYTES
 from tests.conftest import user_env
-from tests.prometheus import MISSING, Prometheus, fill, finite, session_dir
 from tests.scripted_provider import USAGE, ScriptedProvider
-from tests.unit.test_grafana_dashboard import NAME_IN_EXPR, _dashboard, _targets, _variable_query
 from tests.waiting import wait_until
 
 SYSTEM = "ops-tests"
@@ -46,19 +40,7 @@ def provider():
 
 
 @pytest.fixture(scope="module")
-def prometheus(ray_head):
-    """A real Prometheus on the session's prometheus.yml, started before the system so that it
-    scrapes all of the module's work; None where Prometheus is not installed (the test that
-    needs it skips)."""
-    if shutil.which("prometheus") is None:
-        yield None
-        return
-    with Prometheus(session_dir()) as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def system(serve_port, provider, tmp_path_factory, prometheus):
+def system(serve_port, provider, tmp_path_factory):
     auth = {"path": str(tmp_path_factory.mktemp("auth"))}  # keys and ledgers of this run only
     config = load_config(
         {
@@ -479,66 +461,3 @@ def test_a_keys_budgets_are_gauges_of_the_share_granted(ray_head, system, serve_
     # At least what the answer billed (and a replica's unspent lease counts until given back).
     assert USAGE["total_tokens"] / 10_000 <= found["tokens"] < 0.9
     assert (100 * 2 + 50 * 10) / 1e6 <= found["usd"] < 0.9
-
-
-def test_every_dashboard_query_answers_in_a_real_prometheus(prometheus, system, ray_head):
-    """Last in the module: Prometheus has scraped all of its work. Each panel's query, with the
-    dashboard's variables filled in, must evaluate, and return a finite value when every metric
-    it names has series it can see: now, for an instant selector (a gauge of an actor since
-    restarted, such as the killed queen's delegation breaker, has none), and over the window,
-    for a range."""
-    if prometheus is None:
-        pytest.skip(MISSING)
-    session = ray.get_runtime_context().get_session_name()
-    dashboard = _dashboard()
-    variables = {v["name"]: _variable_query(v) for v in dashboard["templating"]["list"]}
-
-    def label_values(query: str) -> list[str]:
-        match, label = re.fullmatch(r"label_values\((.*), (\w+)\)", query).groups()
-        return prometheus.label_values(label, fill(match, system=SYSTEM, session=session))
-
-    def variables_answer() -> bool:
-        return (
-            session in label_values(variables["SessionName"])
-            and SYSTEM in label_values(variables["system"])
-            and {"work", "other", "brittle"} <= set(label_values(variables["swarm"]))
-        )
-
-    wait_until(variables_answer, 30, "the dashboard's variables to list this session, system and swarms")
-    # Everything the dashboard shows was produced here (so no panel below is let off); the
-    # names come from Prometheus, over all it stored (series of restarted actors included).
-    produced_here = f'{{__name__=~"ray_swarmray_.+",system="{SYSTEM}"}}'
-    shown = {name for _, target in _targets(dashboard) for name in NAME_IN_EXPR.findall(target["expr"])}
-    produced: set[str] = set()
-
-    def all_produced() -> bool:  # the last test's gauge comes with Prometheus's next scrape
-        produced.update(prometheus.label_values("__name__", produced_here))
-        return shown <= produced
-
-    with contextlib.suppress(AssertionError):
-        wait_until(all_produced, 30, "every metric the dashboard shows in Prometheus")
-    assert shown - produced == set()
-
-    def problems() -> list[str]:
-        found = []
-        live = {r["metric"]["__name__"] for r in prometheus.vector(f"group by (__name__) ({produced_here})")}
-        for title, target in _targets(dashboard):
-            expr = fill(target["expr"], system=SYSTEM, session=session)
-            answer = prometheus.query(expr)
-            seen_by_it = produced if "[" in expr else live
-            if answer["status"] != "success":
-                found.append(f"{title}: {expr}: {answer['errorType']}: {answer['error']}")
-            elif set(NAME_IN_EXPR.findall(expr)) <= seen_by_it and not finite(answer["data"]["result"]):
-                found.append(f"{title}: {expr}: no finite value in {answer['data']['result'][:3]}")
-        return found
-
-    # The last of the work reaches Prometheus a scrape or two after Ray's agent has it.
-    seen: list[str] = []
-
-    def every_query_answers() -> bool:
-        seen[:] = problems()
-        return not seen
-
-    with contextlib.suppress(AssertionError):
-        wait_until(every_query_answers, 30, "every panel's query to answer")
-    assert seen == []
