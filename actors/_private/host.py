@@ -54,7 +54,6 @@ class AgentHost:
         caps = tuple(agent.capability_names)
         self.payloads = payload_models([(agent.class_path, caps)])
         memory = MemoryClient(namespace, swarm)  # the system's namespace, not this job's
-        self.namespace = namespace
         tasks = TaskClient(namespace)
         self.agents = {}
         for agent_id in agent_ids:

@@ -28,7 +28,14 @@ from typing import Any, Protocol
 import ray
 import yaml
 
-__all__ = ["NodeType", "autoscaling_config_path", "node_type_that_fits", "node_types", "node_types_of"]
+__all__ = [
+    "NodeType",
+    "autoscaling_config_path",
+    "fits",
+    "node_type_that_fits",
+    "node_types",
+    "node_types_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +78,15 @@ def node_types(
     return _from_file(path) if path else []
 
 
+def fits(demand: dict[str, float], resources: Any) -> bool:
+    """Whether `resources` (a node's or a node type's) offer all of `demand`."""
+    return all(resources.get(k, 0) >= v for k, v in demand.items())
+
+
 def node_type_that_fits(demand: dict[str, float], types: Iterable[NodeType]) -> str:
     """The name of the first type that may still be added and offers all of `demand`, else ""."""
     for t in types:
-        if t.max_workers > 0 and all(t.resources.get(k, 0) >= v for k, v in demand.items()):
+        if t.max_workers > 0 and fits(demand, t.resources):
             return t.name
     return ""
 

@@ -20,7 +20,7 @@ from ray.exceptions import RayActorError
 
 from actors._private.config import AgentPoolConfig
 from actors._private.host import AgentHost
-from actors._private.node_types import node_type_that_fits, node_types
+from actors._private.node_types import fits, node_type_that_fits, node_types
 from models._private.core.resources import scheduler_demand
 from models._private.core.retry import backoff_s
 from models._private.core.tracing import TracingConfig
@@ -164,8 +164,15 @@ class AgentPool:
     def _spawn(self, agent_ids: list[str], replacing: HostSlot | None = None) -> HostSlot:
         host_id = f"{self.swarm}.{self.config.name}.h{next(self._host_seq)}"
         states = {aid: state for aid in agent_ids if (state := self._state_of(aid)) is not None}
-        args = (self.namespace, self.swarm, self.config.name, self.config.agent, agent_ids, states)
-        args += (self.trace,)
+        args = (
+            self.namespace,
+            self.swarm,
+            self.config.name,
+            self.config.agent,
+            agent_ids,
+            states,
+            self.trace,
+        )
         if self.config.colocate:
             try:
                 handle, reason = InProcessHandle(AgentHost(*args)), ""
@@ -278,7 +285,7 @@ class AgentPool:
             return "starting"
         demand = scheduler_demand(self.config.resources.ray_options())
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        if not any(_fits(demand, n) for n in nodes):
+        if not any(fits(demand, n) for n in nodes):
             if kind := _node_type_that_fits(demand):
                 return f"waiting for the autoscaler to add a {kind!r} node for {demand}"
             return f"infeasible: no node offers {demand}; nodes offer {[_short(n) for n in nodes]}"
@@ -334,10 +341,6 @@ class AgentPool:
             self.remove(host, "pool stopped")
         for w in self._watchers:
             w.cancel()
-
-
-def _fits(demand: dict[str, float], resources: Any) -> bool:
-    return all(resources.get(k, 0) >= v for k, v in demand.items())
 
 
 def _node_type_that_fits(demand: dict[str, float]) -> str:
