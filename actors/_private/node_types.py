@@ -141,7 +141,12 @@ def autoscaling_config_path(
 def _psutil_processes() -> Iterable[ProcessLike]:
     import psutil  # a dependency of Ray's
 
-    return psutil.process_iter()
+    # Fresh Process objects: `process_iter` caches one per PID, stale once the PID is reused.
+    for pid in psutil.pids():
+        try:
+            yield psutil.Process(pid)
+        except psutil.Error:  # gone since listed
+            continue
 
 
 def _alive(proc: ProcessLike) -> bool:

@@ -376,9 +376,15 @@ def stop_head(session: str, address: str | None = None, timeout_s: float = 30.0)
 
     found: dict[int, psutil.Process] = {}
     temp_dir = None
-    for proc in psutil.process_iter(["cmdline"]):
-        args = proc.info["cmdline"] or []
-        if proc.pid == os.getpid() or not names_session(args, session, address):
+    for pid in psutil.pids():
+        # A Process made now, not `process_iter`'s: that one caches a Process per PID, and one
+        # cached for a process since gone, yielded for a new one with the PID, signals nothing.
+        try:
+            proc = psutil.Process(pid)
+            args = proc.cmdline()
+        except psutil.Error:  # gone, or not ours to read
+            continue
+        if pid == os.getpid() or not names_session(args, session, address):
             continue
         found[proc.pid] = proc
         temp_dir = temp_dir or _temp_dir(args, session)

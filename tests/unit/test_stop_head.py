@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -79,3 +80,46 @@ def test_another_users_process_is_skipped_and_reported_and_the_rest_stopped(slee
     assert theirs.poll() is None
     assert stopped.stopped == 1
     assert stopped.skipped == [f"pid {theirs.pid} (user nobody): another user's process"]
+
+
+def _sleeper_with_pid(pid: int, attempts: int = 20) -> subprocess.Popen:
+    """A sleeper given `pid`, by setting the kernel's last-assigned PID just before it starts;
+    retried, since any other process started in between takes the PID first."""
+    for _ in range(attempts):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        proc = _sleeper(f"--session-dir=/tmp/ray-unit/session_reused_{os.getpid()}")
+        if proc.pid == pid:
+            return proc
+        proc.kill()
+        proc.wait(timeout=30)
+    pytest.skip(f"could not start a process with PID {pid} in {attempts} attempts")
+
+
+@pytest.mark.skipif(
+    not os.access("/proc/sys/kernel/ns_last_pid", os.W_OK), reason="choosing a PID needs root"
+)
+def test_a_head_process_that_reuses_a_pid_seen_before_is_still_stopped(sleepers):
+    """psutil's `process_iter` caches a Process per PID: one cached for a process now gone, and
+    then yielded for a new process with the same PID, refuses to signal it ('PID has been
+    reused'). A long test session wraps PIDs (32768 here), so `down` once left a process running."""
+    import psutil
+
+    gone = _sleeper("--not-a-head")
+    list(psutil.process_iter(["cmdline"]))  # caches a Process for `gone`
+    gone.kill()
+    gone.wait(timeout=30)
+    # psutil tells processes apart by start time in clock ticks (10 ms): a process started in
+    # the same tick would pass for the one gone.
+    started_s = time.monotonic()
+    while time.monotonic() < started_s + 0.05:
+        time.sleep(0.01)
+    mine = _sleeper_with_pid(gone.pid)
+    try:
+        stopped = stop_head(f"session_reused_{os.getpid()}", None, timeout_s=15)
+        assert mine.wait(timeout=15) is not None
+        assert (stopped.stopped, stopped.skipped) == (1, [])
+    finally:
+        if mine.poll() is None:
+            mine.kill()
+            mine.wait(timeout=30)
