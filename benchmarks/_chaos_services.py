@@ -10,7 +10,8 @@ their own, each with its own HTTP client:
 - search and reads of the documents;
 - the AI service: chat completions with an admin key, with a key of a low `rpm` sent twice as
   fast as its limit, and with a key of a small token budget until it is spent.
-Meanwhile the parts are killed one after another, evenly over the run: a facts shard, the facts
+Meanwhile the parts are killed one after another, evenly over the run: a facts shard (the
+process that holds it: the facts ingress's replica, colocated as by default), the facts
 ingress, the AI gateway replica (with the colocated tiny model), the key authority and the
 spaCy extractor, each with `ray.kill(no_restart=False)` (Serve replaces a replica, Ray restarts
 the authority). The time to recover is from the kill until the part answers a request again.
@@ -650,6 +651,8 @@ class _Chaos:
             "extractor": (self.s.facts_app, names.FACTS_EXTRACTOR_DEPLOYMENT),
         }[part]
         found = _replica(app, deployment)
+        if found is None and part == "facts-shard":  # colocated (the default): the ingress holds it
+            found = _replica(app, names.FACTS_INGRESS_DEPLOYMENT)
         if found is None:
             raise RuntimeError(f"no live replica of {app}#{deployment}")
         return found

@@ -27,6 +27,7 @@ __all__ = [
 
 ServiceConfig = AIServiceConfig | FactsServiceConfig | McpServiceConfig
 AUTHORITY_START_S = 120.0  # a key authority that cannot be placed (its resources) fails `deploy`
+SHARD_SHUTDOWN_S = 60.0  # a facts shard finishes the background step under way before it stops
 
 
 def build_app(config: AIServiceConfig, system: str = "ai") -> Any:
@@ -46,8 +47,9 @@ def build_app(config: AIServiceConfig, system: str = "ai") -> Any:
 
 
 def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
-    """The facts service: a stateless ingress bound to one shard deployment per namespace, whose
-    data lives under `config.namespace_path(system, namespace)`."""
+    """The facts service: an ingress and one shard per namespace, whose data lives under
+    `config.namespace_path(system, namespace)`: the shards inside the ingress's one replica
+    (`config.colocated()`), else a deployment each behind stateless ingress replicas."""
     from ray import serve
 
     from serve._private.facts.routes import FactsGateway
@@ -65,21 +67,33 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
             )
             .bind()
         )
+    shard_args = {
+        name: (name, ns.model_dump(), config.namespace_path(system, name), llm, reader, system)
+        for name, ns in config.namespaces.items()
+    }
+    ingress = FactsGateway.options(
+        num_replicas=config.ingress_replicas, max_ongoing_requests=config.ingress_max_ongoing_requests
+    )
+    if config.colocated():
+        # The ingress replica holds the shards, and so their resources and their data's node.
+        cpus = sum(ns.num_cpus for ns in config.namespaces.values())
+        return ingress.options(
+            graceful_shutdown_timeout_s=SHARD_SHUTDOWN_S,
+            ray_actor_options={"num_cpus": cpus, "resources": dict(config.control_resources)},
+        ).bind(config.model_dump(), {}, system, shard_args)
     shards = {
         name: serve.deployment(FactsShard)
         .options(
             name=names.facts_shard_name(name),
             num_replicas=1,  # one writer per store: the shard is the namespace's single owner
             max_ongoing_requests=1000,
-            graceful_shutdown_timeout_s=60,
+            graceful_shutdown_timeout_s=SHARD_SHUTDOWN_S,
             ray_actor_options={"num_cpus": ns.num_cpus, "resources": dict(config.control_resources)},
         )
-        .bind(name, ns.model_dump(), config.namespace_path(system, name), llm, reader, system)
+        .bind(*shard_args[name])
         for name, ns in config.namespaces.items()
     }
-    return FactsGateway.options(
-        num_replicas=config.ingress_replicas, max_ongoing_requests=config.ingress_max_ongoing_requests
-    ).bind(config.model_dump(), shards, system)
+    return ingress.bind(config.model_dump(), shards, system)
 
 
 def build_mcp_app(config: McpServiceConfig, system: str) -> Any:

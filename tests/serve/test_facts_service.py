@@ -234,7 +234,7 @@ def test_deleting_one_of_two_supporting_documents_keeps_the_fact_and_both_remove
     assert [p["document_id"] for p in kept["provenance"]] == ["hopper2"]
     assert fact["id"] in wiki.delete(ns("wiki", "/documents/hopper2")).json()["facts_removed"]
 
-    restart_shard("wiki")
+    restart_shards()
     assert wait_until(lambda: wiki.get(ns("wiki")).status_code == 200, 120)
     assert wiki.get(ns("wiki", "/documents/hopper2")).status_code == 404
     assert wiki.get(ns("wiki", f"/facts/{fact['id']}")).status_code == 404
@@ -244,16 +244,19 @@ def test_deleting_one_of_two_supporting_documents_keeps_the_fact_and_both_remove
     assert wiki.get(ns("wiki", "/documents/curie")).json()["extraction"] == "done"
 
 
-def restart_shard(namespace: str) -> None:
-    """Kills the shard's replica actor and waits for Serve to start another, which reopens the
-    store from its files."""
+def restart_shards() -> None:
+    """Kills the replica actor that holds the shards (the ingress's: the service is colocated, as
+    by default) and waits for Serve to start another, which reopens the stores from their files."""
+    from ray import serve
+
+    # Colocated: the namespaces' shards have no deployments of their own.
+    assert set(serve.status().applications[APP].deployments) == {"facts-ingress", "facts-extractor"}
 
     def replicas():
         return {
             a["name"]
             for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["namespace"] == "serve"
-            and a["name"].startswith(f"SERVE_REPLICA::{APP}#facts-shard-{namespace}#")
+            if a["namespace"] == "serve" and a["name"].startswith(f"SERVE_REPLICA::{APP}#facts-ingress#")
         }
 
     (old,) = replicas()

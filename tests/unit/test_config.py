@@ -254,3 +254,33 @@ def test_an_agent_class_declaring_an_unknown_hint_is_refused_at_load_naming_it()
     )
     assert "swarms.s.pools.p.agent" in problems, problems
     assert "readOnlyHnt" in message and "misannotated.run" in message
+
+
+def test_the_facts_shards_run_in_the_ingress_only_while_it_is_one_replica():
+    """`colocate` (None: colocated at one ingress replica): a namespace has one writer, so
+    shards inside several ingress replicas would be several writers of one store."""
+    from pydantic import ValidationError
+
+    from serve import FactsServiceConfig
+    from serve._private.service import build_facts_app
+
+    def built(**fields):
+        config = FactsServiceConfig(
+            namespaces={"a": {"extractor": "none", "num_cpus": 0.5}, "b": {"extractor": "none"}},
+            path="/tmp/unused",
+            control_resources={"control": 0.001},
+            **fields,
+        )
+        return build_facts_app(config, "system")._bound_deployment
+
+    colocated = built()
+    assert colocated.num_replicas == 1 and colocated.ray_actor_options == {
+        "num_cpus": 0.5,
+        "resources": {"control": 0.001},  # where the shards' data is
+    }
+    assert set(colocated.init_args[3]) == {"a", "b"} and colocated.init_args[1] == {}
+    apart = built(ingress_replicas=2)
+    assert set(apart.init_args[1]) == {"a", "b"} and len(apart.init_args) == 3
+    assert set(built(colocate=False).init_args[1]) == {"a", "b"}
+    with pytest.raises(ValidationError, match="ingress_replicas 1"):
+        FactsServiceConfig(colocate=True, ingress_replicas=2)

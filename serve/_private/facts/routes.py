@@ -126,13 +126,38 @@ class FactsGateway:
         config: The FactsServiceConfig, dumped.
         shards: Namespace -> DeploymentHandle of its FactsShard.
         system: The system (Ray namespace) whose key authority checks requests (auth on).
+        colocated: Namespace -> the arguments of a FactsShard to run in this replica instead
+            (`colocate`).
     """
 
-    def __init__(self, config: dict[str, Any], shards: dict[str, Any], system: str = "facts"):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        shards: dict[str, Any],
+        system: str = "facts",
+        colocated: dict[str, tuple[Any, ...]] | None = None,
+    ):
+        from serve._private.facts.shard import FactsShard, InProcessShard
+
         self.config = FactsServiceConfig.model_validate(config)
-        self.shards = shards
         install_guard(self.config.auth, system, "facts")
         install_tracing(self.config.tracing, system, "facts")
+        self.local = {name: FactsShard(*args) for name, args in (colocated or {}).items()}
+        self.shards = {**shards, **{name: InProcessShard(shard) for name, shard in self.local.items()}}
+
+    async def check_health(self) -> None:
+        # Serve restarts a replica whose check raises: a colocated shard's, as its own would be.
+        for shard in self.local.values():
+            await shard.check_health()
+
+    def __del__(self) -> None:
+        for shard in getattr(self, "local", {}).values():
+            shard.close()  # Serve calls this on a graceful shutdown
+
+    async def search_namespace(self, namespace: str, query: str, **args: Any) -> Any:
+        """One namespace's `FactsShard.search`, for the /mcp endpoint's handle: the shard's
+        result (its errors as the service's), wherever the shard runs."""
+        return await self._ask(namespace, lambda shard: shard.search.remote(query, **args))
 
     async def _ask(self, namespace: str, call: Callable[[Any], Awaitable[T]]) -> T:
         """`call(shard)` on the shard of `namespace` (a typed method of its FactsShard), with the

@@ -1,6 +1,7 @@
-"""One namespace of the facts service: a Serve deployment of one replica (a Ray actor that Serve
-restarts when it dies) holding the namespace's `FactsBase`, with background workers that index
-stored documents and read them with the extractor."""
+"""One namespace of the facts service: a shard holding the namespace's `FactsBase`, with
+background workers that index stored documents and read them with the extractor. It runs in a
+Serve deployment of one replica (a Ray actor that Serve restarts when it dies), or inside the
+ingress's one replica (`colocate`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 from ray.exceptions import RayTaskError
@@ -26,7 +28,7 @@ from models._private.facts.store.temporal import MAX_FACTS_PAGE
 from serve._private.facts.config import FactsNamespaceConfig
 from serve._private.metrics import service_metrics
 
-__all__ = ["ExtractorServer", "FactsShard", "RemoteExtractor"]
+__all__ = ["ExtractorServer", "FactsShard", "InProcessShard", "RemoteExtractor"]
 
 log = logging.getLogger("swarmray.serve.facts")
 T = TypeVar("T")
@@ -93,6 +95,18 @@ class RemoteExtractor:
 
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+class InProcessShard:
+    """A namespace's `FactsShard` inside the ingress's own process (`colocate`), asked as its
+    deployment's handle would be (`shard.search.remote(...)`, awaited), so that the ingress has
+    one way to ask either."""
+
+    def __init__(self, shard: FactsShard):
+        self.shard = shard
+
+    def __getattr__(self, method: str) -> SimpleNamespace:
+        return SimpleNamespace(remote=getattr(self.shard, method))
 
 
 def _extractor(config: FactsNamespaceConfig, llm: dict[str, Any], reader: Any) -> Any:
@@ -288,16 +302,19 @@ class FactsShard:
         if not all(worker.is_alive() for _, worker in self._workers.values()):
             raise RuntimeError(f"a facts worker stopped: {self._failure!r}")
 
-    def __del__(self) -> None:
-        # Serve calls this on a graceful shutdown: finish the step under way, then close.
+    def close(self) -> None:
+        """Finishes the background step under way, then closes the store (once)."""
         stop = getattr(self, "_stop", None)
-        if stop is None:
+        if stop is None or stop.is_set():
             return
         stop.set()
         for wake, worker in self._workers.values():
             wake.set()
             worker.join(timeout=60)
         self.base.close()
+
+    def __del__(self) -> None:
+        self.close()  # Serve calls this on a graceful shutdown
 
     # -- operations that do more than one call -----------------------------------------------
 

@@ -197,9 +197,13 @@ class McpBackend:
             return error_result(str(e))
         app = names.facts_app_name(self.system)
 
+        # Through the ingress, which knows where each namespace's shard runs (colocate or not).
+        ingress = serve.get_deployment_handle(names.FACTS_INGRESS_DEPLOYMENT, app_name=app)
+
         async def search(namespace: str) -> Any:
-            shard = serve.get_deployment_handle(names.facts_shard_name(namespace), app_name=app)
-            return await shard.search.remote(query, k=k, mode=mode, as_of=None, depth=1, filters=None)
+            return await ingress.search_namespace.remote(
+                namespace, query, k=k, mode=mode, as_of=None, depth=1, filters=None
+            )
 
         try:
             results = await asyncio.gather(*(search(n) for n in wanted))
