@@ -54,15 +54,11 @@ def test_up_status_submit_down(head, namespace, config_file):
     state = json.loads(swarm("status", "--json", *ns).stdout)
     assert sorted(s["swarm"] for s in state["swarms"]) == ["ai", "business", "facts", "storage"]
     assert all(a["state"] == "alive" for s in state["swarms"] for a in s["agents"])
-    table = swarm("status", *ns).stdout
-    assert "STRATEGY" in table and "one_for_one" in table and "0/10 in 60s" in table  # supervision shown
     assert up.stderr == ""  # Ray's own notices (token, raylet, Serve) stay in Ray's logs
     assert state["swarms"][0]["supervision"]["strategy"] == "one_for_one"
-
-    done = swarm("submit", "text.stats", "--input", '{"text": "Three words here."}', "--wait", *ns)
-    head, *output = done.stdout.splitlines()  # how it ended and where, then the output, wrapped
-    assert head.startswith("text.stats: succeeded in ") and " on ai.stats." in head
-    assert json.loads(" ".join(line.strip() for line in output))["words"] == 3
+    # What the README's own lines print (`status`'s table, `submit --wait`, a delegated task,
+    # `capabilities`, `result` for people, memory.delete of one `id`, `facts search`'s table)
+    # is checked on what they printed in tests/cluster/test_local_head.py; here what they do not run.
 
     delegated = swarm(
         "submit", "math.stats", "--input", '{"numbers": [1, 2, 3]}', "--swarm", "ai", "--wait", "--json", *ns
@@ -70,13 +66,6 @@ def test_up_status_submit_down(head, namespace, config_file):
     result = json.loads(delegated.stdout)
     assert result["task_id"].startswith("ai:") and result["swarm"] == "business"
     assert result["output"]["mean"] == 2.0
-    shown = swarm("result", result["task_id"], *ns).stdout  # without --json: for people
-    assert shown.startswith("math.stats: succeeded in ")
-    assert "(sent to ai, delegated to business; ai:" in shown
-
-    task_id = swarm("submit", "data.checksum", "--input", '{"text": "abc"}', *ns).stdout.strip()
-    fetched = json.loads(swarm("result", task_id, "--json", *ns).stdout)
-    assert fetched["output"]["crc32"] == 891568578
 
     unknown = swarm("submit", "no.such", *ns, check=False)
     assert unknown.returncode == 2 and "no swarm offers capability 'no.such'" in unknown.stderr
@@ -105,16 +94,7 @@ def test_up_status_submit_down(head, namespace, config_file):
     assert failed["status"] == "failed" and failed["attempts"] == 1 and failed["error_type"] == "PayloadError"
     assert swarm("result", failed_id, *ns, check=False).returncode == 1
 
-    # memory.delete takes one `id` as well as `ids`.
-    store = '{"id": "n1", "text": "Ray restarts detached actors."}'
-    swarm("submit", "memory.store", "--input", store, "--wait", *ns)
-    deleted = swarm("submit", "memory.delete", "--input", '{"id": "n1"}', "--wait", "--json", *ns)
-    assert json.loads(deleted.stdout)["output"] == {"deleted": 1}
-
-    # `capabilities` lists what tasks can ask for, and with a name what its payload takes.
-    listed = swarm("capabilities", *ns).stdout.splitlines()
-    offered_by = {line.split()[0]: line.split()[1] for line in listed[1:]}
-    assert offered_by["memory.search"] == "storage" and offered_by["math.stats"] == "business"
+    # `capabilities` with a name: what its payload takes.
     memory = swarm("capabilities", "memory.", *ns).stdout
     assert "memory.delete  (swarm storage, pools memory)" in memory
     assert "  ids    list[string]" in memory and "  query       string | null" in memory
@@ -164,9 +144,6 @@ def test_up_status_submit_down(head, namespace, config_file):
     question = "Which river flows through the city where Marie Curie was born?"
     found = json.loads(swarm("facts", "search", question, "--json", "-k", "2", *ns).stdout)
     assert {p["document_id"] for p in found["passages"]} == {"curie", "warsaw"}
-    table = swarm("facts", "search", question, *ns).stdout
-    assert "Marie Curie born in Warsaw" in table and "DOCUMENT" in table
-    assert "Facts service: http://" in swarm("status", *ns).stdout
     empty = swarm("facts", "ingest", str(config_file.parent / "missing.jsonl"), *ns, check=False)
     assert empty.returncode == 2 and "no such file" in empty.stderr
 

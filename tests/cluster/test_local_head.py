@@ -106,10 +106,45 @@ def test_the_readme_runs_as_written_from_the_demo_to_swarm_down_in_a_fresh_home(
         if "swarm down" not in outputs:
             run("swarm down", env)
     assert task_id and task_id.startswith("storage:")
+    the_cli_shows_what_the_running_system_did(outputs, task_id)
     down = outputs["swarm down"]
     assert "removed local Ray head" in down.stdout
     assert "already succeeded" in outputs[f"swarm cancel {task_id}"].stdout
     assert list((home / ".swarmray" / "journal" / "swarmray").glob("*/gen-*.log")) == []  # purged
+
+
+def task_shown(proc: subprocess.CompletedProcess) -> tuple[str, object]:
+    """What `swarm result` and `submit --wait` print: the line of how a task ended, and its
+    output, JSON wrapped over indented lines."""
+    head, *output = proc.stdout.splitlines()
+    return head, json.loads(" ".join(line.strip() for line in output))
+
+
+def the_cli_shows_what_the_running_system_did(outputs: dict, task_id: str) -> None:
+    """What the lines of "Running a system" printed, checked here rather than by running the
+    same commands again on a system of tests/cluster/test_cli.py's own."""
+
+    def printed(start: str) -> subprocess.CompletedProcess:
+        (proc,) = [proc for line, proc in outputs.items() if line.startswith(start)]
+        return proc
+
+    up = outputs["swarm up"].stdout
+    assert "ai.stats.0" in up
+    table = outputs["swarm status"].stdout
+    assert "STRATEGY" in table and "one_for_one" in table and "0/10 in 60s" in table  # supervision shown
+    assert "Facts service: http://" in table
+    head, output = task_shown(printed("swarm submit text.stats"))  # "Ray runs actors."
+    assert head.startswith("text.stats: succeeded in ") and " on ai.stats." in head
+    assert output["words"] == 3
+    head, output = task_shown(printed("swarm submit math.stats"))  # [1, 2, 3], sent to ai
+    assert head.startswith("math.stats: succeeded in ") and "(sent to ai, delegated to business; ai:" in head
+    assert output["mean"] == 2.0
+    listed = outputs["swarm capabilities"].stdout.splitlines()
+    offered_by = {line.split()[0]: line.split()[1] for line in listed[1:]}
+    assert offered_by["memory.search"] == "storage" and offered_by["math.stats"] == "business"
+    head, output = task_shown(outputs[f"swarm result {task_id}"])  # without --json: for people
+    assert head.startswith("data.checksum: succeeded in ") and f"(sent to storage; {task_id})" in head
+    assert output["crc32"] == 891568578
 
 
 # Lines of those sections not run here, and why.
@@ -162,7 +197,9 @@ def run_the_examples_of_the_running_system(env: dict[str, str], work: Path) -> N
         return out
 
     assert "Ray restarts detached actors." in said_by("swarm submit memory.search")
-    assert "Marie Curie born in Warsaw" in said_by("swarm facts search")
+    assert said_by("swarm submit memory.delete").splitlines()[1].strip() == '{"deleted": 1}'  # one `id`
+    found = said_by("swarm facts search")
+    assert "Marie Curie born in Warsaw" in found and "DOCUMENT" in found
     assert "Marie Curie was born in Warsaw." in json.dumps(json.loads(said_by("curl")))
     assert "1 records stored in memory:storage" in said_by("swarm memory load")
     by_key = json.loads(said_by("swarm usage --by key"))
