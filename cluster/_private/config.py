@@ -60,8 +60,8 @@ class SystemConfig(ConfigModel):
     tracing: TracingConfig = Field(
         default_factory=TracingConfig,
         description="OpenTelemetry traces of each task's way (client, queens, agents, the AI and "
-        "facts services, tool calls, delegation): off by default; the services trace alike "
-        "unless they set their own.",
+        "facts services, the /mcp endpoint, tool calls, delegation): off by default; the services "
+        "trace alike unless they set their own.",
     )
 
     @field_validator("swarms", mode="before")
@@ -106,6 +106,20 @@ class SystemConfig(ConfigModel):
                 and "tracing" not in given.model_fields_set
             ):
                 data[service] = given.model_copy(update={"tracing": TracingConfig.model_validate(wanted)})
+        mcp = data.get("mcp")  # its endpoint is on by default: absent, it traces alike too
+        if (
+            isinstance(mcp, dict)
+            and isinstance(server := mcp.get("server", {}), dict)
+            and "tracing" not in server
+        ):
+            data["mcp"] = {**mcp, "server": {**server, "tracing": wanted}}
+        elif (
+            isinstance(mcp, McpConfig)
+            and mcp.server is not None
+            and "tracing" not in mcp.server.model_fields_set
+        ):
+            server = mcp.server.model_copy(update={"tracing": TracingConfig.model_validate(wanted)})
+            data["mcp"] = mcp.model_copy(update={"server": server})
         return data
 
     @model_validator(mode="after")

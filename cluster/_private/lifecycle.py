@@ -156,7 +156,7 @@ def up(config: SystemConfig, wait_s: float | None = None, progress: Progress | N
             facts = config.facts.with_ai(ai_url) if ai_url else config.facts
             services[FACTS_URL_KEY] = (_traced(facts), names.facts_app_name(ns))
         if mcp_server is not None:
-            services[MCP_URL_KEY] = (mcp_server, names.mcp_app_name(ns))
+            services[MCP_URL_KEY] = (_traced(mcp_server), names.mcp_app_name(ns))
         apps = [app for _, app in services.values()]
         urls = _watched(lambda: deploy_all(list(services.values()), system=ns), apps, progress)
         for key, url in zip(services, urls, strict=True):

@@ -1,12 +1,21 @@
 """Traces across a running system: real Ray, the queens and the agents' hosts in processes of
 their own, the AI service on Serve in front of a scripted model, spans to files. A delegated
 task is one trace across queens and processes; a tool-using agent's model calls cross HTTP into
-the AI service's server span, and its tool call nests the other swarm's task under it."""
+the AI service's server span, and its tool call nests the other swarm's task under it. A tool
+call over /mcp with a `traceparent` continues the caller's trace the same way."""
 
+import asyncio
+import secrets
+
+import httpx2
 import pytest
+import ray
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
+from actors._private.services import MCP_URL_KEY
 from cluster import load_config
-from models._private.core import tracing
+from models._private.core import names, tracing
 from tests.conftest import running_system
 from tests.scripted_provider import tool_call
 from tests.unit.test_tracing import TracedProvider, spans_in
@@ -39,6 +48,9 @@ def system(serve_port, provider, tmp_path_factory):
                 "auth": {"enabled": False},
                 "providers": {"scripted": {"base_url": provider.url, "model": "m"}},
                 "embeddings": None,
+            },
+            "mcp": {
+                "server": {"port": serve_port, "route_prefix": "/tracing-mcp", "auth": {"enabled": False}}
             },
             "swarms": {
                 # No text.stats here: front hands it to business.
@@ -84,9 +96,10 @@ def trace_of(directory, task_id: str, names: int) -> dict[str, dict]:
 
 
 def path(trace: dict[str, dict], span: dict) -> list[str]:
-    """The names from `span` up to its trace's root."""
+    """The names from `span` up to its trace's root, or to the span whose parent is outside
+    `trace` (a caller's own)."""
     out = [span["name"]]
-    while span["parent_id"]:
+    while span["parent_id"] in trace:
         span = trace[span["parent_id"]]
         out.append(span["name"])
     return out
@@ -164,3 +177,43 @@ def test_a_tool_using_agents_task_has_model_calls_and_tool_calls_as_children(sys
     # The gateway sent the provider the context of the request it served.
     sent = {t.split("-")[2] for t in provider.traceparents[-2:]}
     assert sent == {server["context"]["span_id"].removeprefix("0x") for server in servers}
+
+
+def test_an_mcp_tool_call_continues_the_callers_trace_and_its_task_nests_under_it(system):
+    _, directory = system
+    url = ray.get(ray.get_actor(names.REGISTRY, namespace="tracing-tests").kv_get.remote(MCP_URL_KEY))
+    trace_id, caller = secrets.token_hex(16), secrets.token_hex(8)  # a span of the MCP client's own
+
+    async def call():
+        http = httpx2.AsyncClient(
+            headers={"traceparent": f"00-{trace_id}-{caller}-01"}, timeout=httpx2.Timeout(30, read=60)
+        )
+        async with Client(streamable_http_client(url, http_client=http)) as mcp:
+            return await mcp.call_tool("text.stats", {"text": "a b c"})
+
+    result = asyncio.run(call())
+    assert not result.is_error, result
+
+    def handled():
+        trace = {
+            s["context"]["span_id"]: s
+            for s in spans_in(directory)
+            if s["context"]["trace_id"] == f"0x{trace_id}"
+        }
+        found = [s for s in trace.values() if s["name"] == "agent.handle"]
+        return (trace, found[0]) if found else None
+
+    trace, handled_span = wait_until(handled, 30, "the tool call's task in the caller's trace")
+    # The endpoint's server span is the child of the caller's span; the tool call, and the task
+    # it ran through business's queen, nest under it.
+    *inside, server_name = path(trace, handled_span)
+    assert inside == ["agent.handle", "task.attempt", "queen.accept", "tool.call text.stats"]
+    assert server_name.startswith("http.server POST /tracing-mcp")
+    call_span = next(s for s in trace.values() if s["name"] == "tool.call text.stats")
+    server = trace[call_span["parent_id"]]
+    assert server["parent_id"] == f"0x{caller}" and server["kind"] == "SpanKind.SERVER"
+    assert server["attributes"]["http.response.status_code"] == 200
+    assert server["resource"]["attributes"]["service.name"] == "swarmray.mcp"
+    (accept,) = [s for s in trace.values() if s["name"] == "queen.accept"]
+    assert accept["attributes"]["swarmray.swarm"] == "business"
+    assert call_span["attributes"]["swarmray.child_task_id"] == accept["attributes"]["swarmray.task_id"]

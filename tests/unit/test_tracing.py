@@ -10,6 +10,7 @@ import threading
 from contextlib import nullcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -129,6 +130,11 @@ def test_the_services_trace_as_the_system_does_unless_they_say_otherwise():
     assert config.tracing == config.ai.tracing == TracingConfig(**on)
     assert not config.facts.tracing.enabled
     assert not load_config({**system, "ai": {}}).ai.tracing.enabled
+    # The /mcp endpoint too, on by default under `mcp:` as it is.
+    assert load_config({**system, "tracing": on, "mcp": {}}).mcp.server.tracing == TracingConfig(**on)
+    off = {"server": {"tracing": {"enabled": False}}}
+    assert not load_config({**system, "tracing": on, "mcp": off}).mcp.server.tracing.enabled
+    assert load_config({**system, "tracing": on, "mcp": {"server": None}}).mcp.server is None
 
 
 class TracedProvider(ScriptedProvider):
@@ -217,6 +223,44 @@ def test_a_services_request_is_a_server_span_under_the_callers_traceparent(trace
         if s["kind"] == "SpanKind.SERVER"
     }
     assert statuses == {"http.server GET /v1/models": 200, "http.server GET /missing": 404}
+
+
+class _Remote:
+    """An actor's method as the MCP backend calls it (`.remote(...)`, awaited)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    async def remote(self, *args):
+        return self.f(*args)
+
+
+def test_an_mcp_tool_call_is_a_span_under_the_requests_whose_context_its_task_carries(traced):
+    from serve._private.mcp.config import McpServiceConfig
+    from serve._private.mcp.serving import McpBackend
+    from serve._private.mcp.tools import ToolEntry
+
+    submitted: list[dict] = []
+    done = SimpleNamespace(status="succeeded", output={"words": 3}, error_type=None, error=None)
+    actor = SimpleNamespace(  # the registry and the queen in one
+        route=_Remote(lambda capability, barred: "s"),
+        submit=_Remote(lambda task: submitted.append(task) or "s:1"),
+        result=_Remote(lambda task_id, timeout_s: done),
+    )
+    backend = McpBackend(McpServiceConfig(auth={"enabled": False}), "unit")
+    backend._actor = lambda name: actor
+    with tracing.span("http.server POST /mcp", {}, "server"):
+        request = SimpleNamespace(scope={"state": {"trace": tracing.carrier()}})
+    tool = ToolEntry(name="text.stats", description="", input_schema={"type": "object"}, swarms=["s"])
+    # Outside the server span: the handler takes the request's context from its scope.
+    out = asyncio.run(backend.call(SimpleNamespace(request=request), tool, {"text": "a b c"}, None))
+    assert not out.get("isError"), out
+    spans = spans_in(traced)
+    assert tree(spans) == {("http.server POST /mcp", None), ("tool.call text.stats", "http.server POST /mcp")}
+    (call,) = [s for s in spans if s["name"] == "tool.call text.stats"]
+    assert call["attributes"]["swarmray.child_task_id"] == "s:1"
+    (task,) = submitted
+    assert task["trace"]["traceparent"].split("-")[2] == call["context"]["span_id"].removeprefix("0x")
 
 
 def test_off_the_middleware_passes_requests_through_untouched(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, PositiveFloat, PositiveInt
 
+from models._private.core.tracing import TracingConfig
 from serve._private.auth.config import AuthConfig
 from serve._private.service_config import ServiceConfig, auth_field, control_resources_field
 
@@ -43,6 +44,12 @@ class McpServiceConfig(ServiceConfig):
     )
     catalog_ttl_s: PositiveFloat = Field(
         2.0, description="How long a replica reuses the capability catalog it read (tools/list)."
+    )
+    tracing: TracingConfig = Field(
+        default_factory=TracingConfig,
+        description="Server spans of the requests, nested in their callers' traces (`traceparent`), "
+        "and a span per tool call over the task it runs; in a system config, the system's "
+        "`tracing` unless set here.",
     )
     reexport: bool = Field(
         True,

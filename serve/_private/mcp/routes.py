@@ -2,7 +2,7 @@
 so that nothing of the SDK is pickled and the app's own lifespan, which Serve runs, starts the
 SDK's session manager (a sub-app mounted in a FastAPI app would never see its lifespan).
 
-Per HTTP request, in this order:
+Per HTTP request, in this order (all of it in a server span, `TraceMiddleware`, when tracing is on):
 1. Host and Origin (`host_allowed`, `origin_allowed`): 421 and 403, before any key is looked at,
    so that a DNS-rebinding page learns nothing, not even whether a key is needed;
 2. the guard (`GuardMiddleware` with `mcp_rule`): the key, scope `mcp:call`, the key's requests
@@ -24,12 +24,14 @@ from typing import Any
 
 from ray import serve
 
+from models._private.core import tracing
 from models._private.core.names import MCP_INGRESS_DEPLOYMENT
 from serve._private.auth.middleware import MCP_METADATA_PATH, GuardMiddleware, install_guard, mcp_rule
 from serve._private.mcp.config import McpServiceConfig
 from serve._private.mcp.serving import McpBackend, build_server
 from serve._private.mcp.tools import host_allowed, origin_allowed
 from serve._private.mcp.usage import McpUsage
+from serve._private.tracing import TraceMiddleware, install_tracing
 
 __all__ = ["McpEndpoint", "McpGateway", "resource_url"]
 
@@ -89,6 +91,8 @@ class McpEndpoint:
         self.usage = McpUsage(system)
         self.manager = self._new_manager()
         self.guarded = GuardMiddleware(self._route, rule=mcp_rule, service=SERVICE, challenge=_challenge)
+        # Outermost, as on the other services: a request refused (421, 403, 401) is traced too.
+        self.traced = TraceMiddleware(self._checked, service=SERVICE)
         self._running: asyncio.Task | None = None
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
@@ -141,8 +145,10 @@ class McpEndpoint:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
-        if scope["type"] != "http":
-            return
+        if scope["type"] == "http":
+            await self.traced(scope, receive, send)
+
+    async def _checked(self, scope: dict, receive: Any, send: Any) -> None:
         headers = dict(scope["headers"])
         host = headers.get(b"host", b"").decode("latin-1")
         if not host_allowed(host, [self.config.host], self.config.allowed_hosts):
@@ -187,6 +193,8 @@ class McpEndpoint:
             error = {"code": -32603, "message": f"the MCP endpoint cannot serve now: {type(e).__name__}: {e}"}
             return await _plain(send, 503, {"jsonrpc": "2.0", "id": None, "error": error})
         receive = await self._noted(scope, receive)
+        if tracing.enabled():  # the server span, for the tool calls' spans (`McpBackend.call`)
+            scope.setdefault("state", {})["trace"] = tracing.carrier()
         # Counted per key when the SDK gets it (the answer's end may never be seen here: a client
         # that leaves cancels this task); with auth off (loopback only) there is no key to count.
         if (key := scope.get("state", {}).get("key")) is not None:
@@ -244,6 +252,7 @@ class McpGateway:
         self.config = McpServiceConfig.model_validate(config)
         self.system = system
         install_guard(self.config.auth, system, SERVICE)
+        install_tracing(self.config.tracing, system, SERVICE)
 
     def __serve_build_asgi_app__(self) -> McpEndpoint:
         return McpEndpoint(self.config, self.system)

@@ -18,7 +18,7 @@ import mcp_types as types
 
 from mcp.server.caching import CacheHint
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
-from models._private.core import names
+from models._private.core import names, tracing
 from models._private.core.retry import unwrap_error
 from serve._private.auth.keys import KeyRecord, matches_any
 from serve._private.mcp.config import McpServiceConfig
@@ -121,25 +121,44 @@ class McpBackend:
     async def call(
         self, ctx: Any, tool: ToolEntry, arguments: dict[str, Any], record: KeyRecord | None
     ) -> dict[str, Any]:
-        """`CallToolResult` JSON of one call: a capability's task, or a built-in."""
+        """`CallToolResult` JSON of one call: a capability's task, or a built-in. With tracing
+        on, in a span `tool.call <name>` under the request's server span (as an agent's tool
+        call is), which the task's trace goes on under."""
+        if not tracing.enabled():
+            return await self._call(ctx, tool, arguments, record, None)
+        # The request's context is handed over in its scope rather than taken from the current
+        # span: the SDK runs this handler in tasks of its own, whose context it does not promise.
+        parent = _state(ctx).get("trace") or {}
+        with tracing.span(f"tool.call {tool.name}", parent, attributes={"swarmray.tool": tool.name}) as span:
+            out = await self._call(ctx, tool, arguments, record, span)
+            if out.get("isError"):
+                span.set_attribute("swarmray.error", " ".join(c.get("text", "") for c in out["content"]))
+            return out
+
+    async def _call(
+        self, ctx: Any, tool: ToolEntry, arguments: dict[str, Any], record: KeyRecord | None, span: Any
+    ) -> dict[str, Any]:
         if tool.name == SEARCH_FACTS:
             return await self._search_facts(arguments, record)
         if tool.name == RECALL_MEMORY:
             return await self._recall_memory(arguments, record)
-        return await self._run_task(ctx, tool, arguments, record)
+        return await self._run_task(ctx, tool, arguments, record, span)
 
     async def _run_task(
-        self, ctx: Any, tool: ToolEntry, arguments: dict[str, Any], record: KeyRecord | None
+        self, ctx: Any, tool: ToolEntry, arguments: dict[str, Any], record: KeyRecord | None, span: Any
     ) -> dict[str, Any]:
         # The swarms the key may not use are "visited": the registry routes around them.
         barred = [s for s in tool.swarms if s not in allowed_swarms(record, tool.swarms)]
         try:
             swarm = await self._actor(names.REGISTRY).route.remote(tool.name, barred)
             queen = self._actor(names.queen(swarm))
-            task_id = await queen.submit.remote({"capability": tool.name, "payload": arguments})
+            task = {"capability": tool.name, "payload": arguments, "trace": tracing.carrier()}
+            task_id = await queen.submit.remote(task)
         except Exception as e:  # refused: a payload error, no routable swarm, backpressure
             cause = unwrap_error(e)
             return error_result(f"{tool.name} was not run: {type(cause).__name__}: {cause}")
+        if span is not None:
+            span.set_attribute("swarmray.child_task_id", task_id)
         began, finished, reports = time.monotonic(), False, 0
         deadline = began + self.config.call_timeout_s
         try:
@@ -303,11 +322,15 @@ def _under(name: str, prefixes: set[str]) -> bool:
     return any(name.startswith(p + ".") for p in prefixes)
 
 
+def _state(ctx: Any) -> dict[str, Any]:
+    # What the ingress put in the request's ASGI scope: the key, the trace context.
+    request = getattr(ctx, "request", None)
+    return getattr(request, "scope", {}).get("state", {}) if request is not None else {}
+
+
 def _key(ctx: Any) -> KeyRecord | None:
     # The guard middleware put the request's key in the ASGI scope's state (None: auth off).
-    request = getattr(ctx, "request", None)
-    state = getattr(request, "scope", {}).get("state", {}) if request is not None else {}
-    return state.get("key")
+    return _state(ctx).get("key")
 
 
 def build_server(backend: McpBackend) -> Any:
