@@ -40,7 +40,11 @@ FAKE_HEAD_TYPE = "ray.head.default"
 OBJECT_STORE_BYTES = 100 * 2**20
 # Resources a launcher file gives per CPU: scaled with the CPUs.
 PER_CPU = ("CPU", "cpu_agents")
-IDLE_TIMEOUT_MINUTES = 0.25
+# How long a worker sits idle before the autoscaler removes it (Ray's own fake-cluster example
+# uses 0.1; ray-cluster.yaml's 10 would make a test wait ten minutes).
+IDLE_TIMEOUT_MINUTES = 0.1
+# How long a `stats` agent above min_agents sits idle before its pool gives it back.
+SCALE_DOWN_IDLE_S = 3
 MAX_WORKERS_PER_TYPE = 2
 
 
@@ -257,7 +261,7 @@ def fitted_recipe(directory: Path, recipe: Path = ROOT / "configs" / "cluster.ya
     - without the AI and facts services (a model replica and Serve; their placement has tests of
       its own), which leaves the swarms, the registry, the memory stores and control_resources;
     - the `stats` pool runs `bench.nonce` (waits `payload.s`, so a backlog builds) and gives
-      idle agents back after 5 s, its bounds and resources kept;
+      idle agents back after SCALE_DOWN_IDLE_S, its bounds and resources kept;
     - plus pool `ai.gpu` (one A10G GPU per agent: the first gpu_worker comes for it) and swarm
       `edge` whose pool `h100` asks for an accelerator no node type offers.
     """
@@ -271,7 +275,7 @@ def fitted_recipe(directory: Path, recipe: Path = ROOT / "configs" / "cluster.ya
     data.pop("facts")
     stats = data["swarms"]["ai"]["pools"]["stats"]
     stats["agent"] = {"class": "benchmarks._agents:NonceAgent"}
-    stats["scale_down_idle_s"] = 5
+    stats["scale_down_idle_s"] = SCALE_DOWN_IDLE_S
     data["swarms"]["ai"]["pools"]["gpu"] = {
         "agent": {"class": "benchmarks._agents:NoopAgent"},
         "resources": {"num_gpus": 1, "accelerator_type": "A10G"},
