@@ -334,7 +334,13 @@ def preempt(
         taken["gone"] = sorted(set(taken["before"]) - set(node_types_by_id()))
     cluster.set_max_workers("cpu_worker", limit)
     report.node_kills = len(taken.get("gone", []))
-    alive = list_actors(filters=[("ray_namespace", "=", NAMESPACE), ("state", "=", "ALIVE")], limit=10_000)
+    # This cluster's address, never "auto": that finds the newest Ray on the machine, maybe
+    # another's (or one gone, whose GCS never answers).
+    alive = list_actors(
+        address=cluster.address,
+        filters=[("ray_namespace", "=", NAMESPACE), ("state", "=", "ALIVE")],
+        limit=10_000,
+    )
     off_head = {a.name: a.node_id for a in alive if a.name and a.node_id != FAKE_HEAD_NODE_ID}
     return line(
         "preempt",
