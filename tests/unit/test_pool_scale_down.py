@@ -17,7 +17,7 @@ HEAD, WORKER = "head-node", "worker-node"
 
 @pytest.fixture
 def head_is(monkeypatch):
-    monkeypatch.setattr(pool_module, "_head_node_id", lambda: HEAD, raising=False)
+    monkeypatch.setattr(pool_module, "_head_node_id", lambda: HEAD)
 
 
 def a_pool(nodes: list[str], min_agents: int) -> tuple[AgentPool, list[list]]:
@@ -63,6 +63,6 @@ def test_a_pool_gives_back_its_worker_hosts_before_newer_ones_on_the_head(head_i
 
 
 def test_without_a_known_head_the_newest_idle_host_goes_first(monkeypatch):
-    monkeypatch.setattr(pool_module, "_head_node_id", lambda: "", raising=False)
+    monkeypatch.setattr(pool_module, "_head_node_id", lambda: "")
     pool, lost = a_pool([WORKER, HEAD, WORKER], min_agents=1)
     assert pool.autoscale(backlog=0) == -1 and [a.id for a in lost[0]] == ["ai.stats.2"]
