@@ -258,7 +258,7 @@ class AgentPool:
 
     def autoscale(self, backlog: int) -> int:
         """Grows by one host when the backlog per agent is over the threshold, or shrinks by
-        one idle host above `min_agents`. Returns the change in agents."""
+        one idle host above `min_agents`, off the head first. Returns the change in agents."""
         cfg = self.config
         if self.gave_up:
             return 0
@@ -268,7 +268,7 @@ class AgentPool:
             return len(self._spawn(self._new_ids(min(cfg.agents_per_actor, cfg.max_agents - live))).agents)
         if backlog == 0 and live > cfg.min_agents:
             idle_since = time.monotonic() - cfg.scale_down_idle_s
-            for host in reversed(list(self.hosts.values())):
+            for host in self._scale_down_order():
                 idle = host.state == ALIVE and all(
                     a.inflight == 0 and a.last_active < idle_since for a in host.agents
                 )
@@ -276,6 +276,22 @@ class AgentPool:
                     self.remove(host, "scaled down (idle)")
                     return -len(host.agents)
         return 0
+
+    def _scale_down_order(self) -> list[HostSlot]:
+        """The hosts that may be given back, the first to go first: those on nodes the
+        autoscaler may remove, newest first; those on the head only once none runs elsewhere.
+
+        A host on the head costs no node, while one kept on a worker keeps that node busy, so it
+        is never idle and never given back: a pool that shrank from the head would leave its
+        `min_agents` on workers for good."""
+        newest_first = list(reversed(self.hosts.values()))
+        head = _head_node_id()
+        if not head:
+            return newest_first
+        elsewhere = [h for h in newest_first if h.node_id != head]
+        if any(h.state != DEAD and h.node_id for h in elsewhere):
+            return elsewhere
+        return newest_first
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -350,6 +366,22 @@ def _node_type_that_fits(demand: dict[str, float]) -> str:
     except Exception:  # not connected: no cluster, no autoscaler
         return ""
     return node_type_that_fits(demand, node_types(gcs_address))
+
+
+# The head node's id ("" for none), asked once: it is the cluster's while this process lives.
+_head: list[str] = []
+
+
+def _head_node_id() -> str:
+    """The id of the cluster's head node (the one the autoscaler never removes), else ""."""
+    if not _head:
+        try:
+            nodes = ray.nodes()
+        except Exception:  # not connected: no cluster, no head
+            return ""
+        heads = [n["NodeID"] for n in nodes if "node:__internal_head__" in n.get("Resources", {})]
+        _head.append(heads[0] if heads else "")
+    return _head[0]
 
 
 def _short(resources: dict[str, float]) -> dict[str, float]:
