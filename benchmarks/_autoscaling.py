@@ -212,6 +212,13 @@ class FittedCluster(AutoscalingCluster):
         if self.session is not None:
             stop_head(self.session, self.address)
             self.session = None
+            # A fake worker's `ray start --address=…` wrote this head's address into Ray's default
+            # address file, where a later `ray.init()` on the machine would wait for it, gone.
+            from ray._common.utils import get_ray_address_file
+
+            default = Path(get_ray_address_file(None))
+            if default.exists() and default.read_text().strip() == self.address:
+                default.unlink()
 
     def set_max_workers(self, node_type: str, n: int) -> None:
         """Sets a node type's `max_workers`; the autoscaler removes nodes above it within a
