@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ray._common.utils import get_ray_address_file
 from ray.autoscaler._private.fake_multi_node.node_provider import FAKE_HEAD_NODE_ID
 from ray.cluster_utils import AutoscalingCluster
 
@@ -161,6 +162,9 @@ class FittedCluster(AutoscalingCluster):
         """Starts the head (no workers: the autoscaler adds them) and waits for its GCS."""
         from cluster._private.connection import HEAD_ENV, ray_cli
 
+        default = Path(get_ray_address_file(None))
+        self._address_before = default.read_text() if default.exists() else None
+
         self._write(self._config)
         head = dict(self._head_resources)
         cpus, gpus = head.pop("CPU", 0), head.pop("GPU", 0)
@@ -212,13 +216,14 @@ class FittedCluster(AutoscalingCluster):
         if self.session is not None:
             stop_head(self.session, self.address)
             self.session = None
-            # A fake worker's `ray start --address=…` wrote this head's address into Ray's default
-            # address file, where a later `ray.init()` on the machine would wait for it, gone.
-            from ray._common.utils import get_ray_address_file
-
+            # The fake nodes wrote this head's address into Ray's default address file, where a
+            # later `ray.init()` on the machine would wait for it, gone: what was there goes back.
             default = Path(get_ray_address_file(None))
             if default.exists() and default.read_text().strip() == self.address:
-                default.unlink()
+                if self._address_before is None:
+                    default.unlink()
+                else:
+                    default.write_text(self._address_before)
 
     def set_max_workers(self, node_type: str, n: int) -> None:
         """Sets a node type's `max_workers`; the autoscaler removes nodes above it within a

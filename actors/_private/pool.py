@@ -279,7 +279,8 @@ class AgentPool:
 
     def _scale_down_order(self) -> list[HostSlot]:
         """The hosts that may be given back, the first to go first: those on nodes the
-        autoscaler may remove, newest first; those on the head only once none runs elsewhere.
+        autoscaler may remove, newest first; then, while the pool also runs elsewhere, those
+        on the head that leave `min_agents` on it; once it runs only on the head, any.
 
         A host on the head costs no node, while one kept on a worker keeps that node busy, so it
         is never idle and never given back: a pool that shrank from the head would leave its
@@ -289,9 +290,16 @@ class AgentPool:
         if not head:
             return newest_first
         elsewhere = [h for h in newest_first if h.node_id != head]
-        if any(h.state != DEAD and h.node_id for h in elsewhere):
-            return elsewhere
-        return newest_first
+        if not any(h.state != DEAD and h.node_id for h in elsewhere):
+            return newest_first
+        on_head = [h for h in newest_first if h.node_id == head]
+        kept = sum(len(h.agents) for h in on_head if h.state == ALIVE)
+        spare = []
+        for host in on_head:  # the autoscaler removes one host a tick: never below the floor
+            if kept - len(host.agents) >= self.config.min_agents:
+                spare.append(host)
+                kept -= len(host.agents)
+        return elsewhere + spare
 
     # -- reporting ------------------------------------------------------------------------
 
@@ -379,7 +387,8 @@ def _head_node_id() -> str:
             nodes = ray.nodes()
         except Exception:  # not connected: no cluster, no head
             return ""
-        heads = [n["NodeID"] for n in nodes if "node:__internal_head__" in n.get("Resources", {})]
+        alive = [n for n in nodes if n.get("Alive")]
+        heads = [n["NodeID"] for n in alive if "node:__internal_head__" in n.get("Resources", {})]
         _head.append(heads[0] if heads else "")
     return _head[0]
 

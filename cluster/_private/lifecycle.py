@@ -43,6 +43,7 @@ _Monitor = ray.remote(HealthMonitor)
 _Memory = ray.remote(MemoryStore)
 MCP_READY_S = 60.0  # longest `up` waits for the federation's first listing of its upstreams
 APP_DELETE_POLL_S = 0.1  # `down`: how often it looks whether the Serve applications are gone
+APP_DELETE_TIMEOUT_S = 120.0  # … and how long at most (a facts replica's grace is 60 s)
 
 
 def _keys(config: SystemConfig, ns: str, registry: Any) -> None:
@@ -347,7 +348,13 @@ def down(namespace: str = "swarmray") -> list[str]:
         # its step), which one after another added up (18 s for three). Their data stays on disk.
         for app in apps:
             serve.delete(app, _blocking=False)
-        while set(apps) & set(serve.status().applications):
+        deadline = time.monotonic() + APP_DELETE_TIMEOUT_S
+        while left := set(apps) & set(serve.status().applications):
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Serve did not delete {sorted(left)} within {APP_DELETE_TIMEOUT_S:g} s; "
+                    "`swarm down` again once it has (see `serve status`)"
+                )
             time.sleep(APP_DELETE_POLL_S)
         removed += [f"Serve application {app}" for app in apps]
     if apps and (authority := existing(names.authority_name(namespace), namespace)) is not None:

@@ -597,3 +597,18 @@ def test_the_base_encodes_queries_on_a_thread_of_their_own_unless_its_memory_say
     assert FactsBase(str(tmp_path / "a")).memory.embedder.config.query_threads == 1
     memory = MemoryConfig(embedder=EmbedderConfig(query_threads=None))
     assert FactsBase(str(tmp_path / "b"), memory=memory).memory.embedder.config.query_threads is None
+
+
+def test_a_store_has_one_writer_and_the_next_opens_it_once_the_first_lets_go(tmp_path):
+    """Serve stops a replica gracefully while its successor starts: two processes must never
+    write one namespace (both would append to the memory's log and extract the same documents)."""
+    from models._private.core.errors import FactsStoreBusyError
+
+    first = FactsBase(str(tmp_path), config=FactsConfig())
+    first.add_facts([FactIn(subject="Ada", predicate="born_in", object="London")])
+    with pytest.raises(FactsStoreBusyError, match="held by another process"):
+        FactsBase(str(tmp_path), config=FactsConfig(), writer_wait_s=0.3)
+    first.close()
+    second = FactsBase(str(tmp_path), config=FactsConfig(), writer_wait_s=0.3)
+    assert second.store.find_entity("Ada", None)
+    second.close()

@@ -66,3 +66,15 @@ def test_without_a_known_head_the_newest_idle_host_goes_first(monkeypatch):
     monkeypatch.setattr(pool_module, "_head_node_id", lambda: "")
     pool, lost = a_pool([WORKER, HEAD, WORKER], min_agents=1)
     assert pool.autoscale(backlog=0) == -1 and [a.id for a in lost[0]] == ["ai.stats.2"]
+
+
+def test_idle_head_hosts_above_the_floor_go_while_a_worker_host_is_busy(head_is):
+    # Held on the head, they would take its cpu_agents from other pools for as long as the one
+    # on the worker stays busy; the floor itself stays on the head.
+    pool, lost = a_pool([HEAD, HEAD, HEAD, WORKER], min_agents=1)
+    busy = pool.hosts["ai.stats.h3"].agents[0]
+    busy.inflight, busy.last_active = 1, time.monotonic()
+    while pool.autoscale(backlog=0):
+        pass
+    assert [a.id for agents in lost for a in agents] == ["ai.stats.2", "ai.stats.1"]
+    assert sorted(h.id for h in pool.hosts.values()) == ["ai.stats.h0", "ai.stats.h3"]

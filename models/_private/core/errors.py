@@ -83,6 +83,7 @@ __all__ = [
     "FactsInputError",
     "FactsNotFoundError",
     "FactsReadTimeoutError",
+    "FactsStoreBusyError",
     "InputError",
     "KeyNotFoundError",
     "KeyStateError",
@@ -453,6 +454,15 @@ class AuditUnavailableError(UnavailableError):
         super().__init__(
             f"the audit log {path} cannot be written ({cause}); {unrecorded} records lost so far"
         )
+
+
+class FactsStoreBusyError(UnavailableError):
+    """Raised when a facts store stays held by another process (a replica that still shuts down,
+    or another writer) past the wait: a namespace has one writer."""
+
+    def __init__(self, path: str, waited_s: float):
+        self.path = path
+        super().__init__(f"the facts store {path} is held by another process (waited {waited_s:g} s)")
 
 
 class FactsReadTimeoutError(UnavailableError):

@@ -11,6 +11,7 @@ in `search`, and how the memory indexes the store in `index`, both parts of the 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -22,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models._private.core.errors import FactsInputError, FactsNotFoundError
+from models._private.core.errors import FactsInputError, FactsNotFoundError, FactsStoreBusyError
 from models._private.core.private_files import private_dir
 from models._private.facts.index import DOC_PREFIX, FACT_PREFIX, FACTS_SPACE, IndexMixin
 from models._private.facts.pagerank import DocumentGraph
@@ -38,6 +39,7 @@ from models._private.retrieval.embedder import Embedder
 __all__ = ["FactsBase"]
 
 log = logging.getLogger(__name__)
+WRITER_WAIT_S = 120.0  # longest a store waits for the process before it to let go (a replica stopping)
 _PROBE = "Ada Lovelace was born in London."  # what the extractor reads to show its service is up
 
 
@@ -67,6 +69,9 @@ class FactsBase(SearchMixin, IndexMixin):
         extract_max_attempts: Times a document is read alone with the extractor's service
             failing on it (while answering others) before it is marked failed.
         read_timeout_s: Longest one read of the store may take (`FactStore`).
+        writer_wait_s: Longest it waits for another process holding the store (one writer a
+            namespace: a replica Serve stops gracefully still works while its successor
+            starts) before it raises `FactsStoreBusyError`.
     """
 
     def __init__(
@@ -82,38 +87,44 @@ class FactsBase(SearchMixin, IndexMixin):
         clock: Any = time.time,
         extract_max_attempts: int = 3,
         read_timeout_s: float = READ_TIMEOUT_S,
+        writer_wait_s: float = WRITER_WAIT_S,
     ):
         private_dir(path)
-        self.extract_max_attempts = extract_max_attempts
-        self.namespace = namespace
-        self.extractor = extractor
-        self.graph_weight = graph_weight
-        self.graph_rerank = graph_rerank
-        # One writer or reader at a time over the store and the memory together (a search must
-        # not see a document the store has and the memory lost); extraction reads text outside it.
-        self._lock = threading.RLock()
-        self._extracting = threading.Lock()
-        self._reader: ThreadPoolExecutor | None = None  # reads a batch ahead (`extract_pending`)
-        self._ahead: tuple[list[Document], Future] | None = None  # that batch, being read
-        self._titles: dict[str, list[str]] | None = None  # built on the first hop search
-        self._graph: DocumentGraph | None = None  # built on the first pagerank search
-        self._query_vectors: OrderedDict[str, Any] = OrderedDict()  # query -> vector (`_query_vector`)
-        self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock, read_timeout_s)
-        memory = memory or MemoryConfig()
-        embedding = memory.embedder
-        if "query_threads" not in embedding.model_fields_set:
-            # Searches run beside the indexer's batches, which use every core: a query on a
-            # thread of its own with one torch thread is 3-5 ms faster here (EmbedderConfig).
-            embedding = embedding.model_copy(update={"query_threads": 1})
-        memory = memory.model_copy(update={"path": os.path.join(path, "memory"), "embedder": embedding})
-        # Passages and fact sentences in memory namespaces of their own: each search asks one
-        # index of one kind, with no filter to over-fetch through.
-        self._spaces = {"passage": namespace, "fact": namespace + FACTS_SPACE}
-        self.memory = HybridMemory(list(self._spaces.values()), memory, embedder, clock)
-        self.unindexable: dict[str, str] = {}  # record id -> why the memory refused it (`_index`)
-        self._reconcile()
-        self._live_bytes = self._live_estimate()  # at the last compaction (or opening)
-        self._compact_if_due()
+        self._writer = _writer_lock(path, writer_wait_s)
+        try:
+            self.extract_max_attempts = extract_max_attempts
+            self.namespace = namespace
+            self.extractor = extractor
+            self.graph_weight = graph_weight
+            self.graph_rerank = graph_rerank
+            # One writer or reader at a time over the store and the memory together (a search must
+            # not see a document the store has and the memory lost); extraction reads text outside it.
+            self._lock = threading.RLock()
+            self._extracting = threading.Lock()
+            self._reader: ThreadPoolExecutor | None = None  # reads a batch ahead (`extract_pending`)
+            self._ahead: tuple[list[Document], Future] | None = None  # that batch, being read
+            self._titles: dict[str, list[str]] | None = None  # built on the first hop search
+            self._graph: DocumentGraph | None = None  # built on the first pagerank search
+            self._query_vectors: OrderedDict[str, Any] = OrderedDict()  # query -> vector (`_query_vector`)
+            self.store = FactStore(os.path.join(path, "facts.sqlite"), config, clock, read_timeout_s)
+            memory = memory or MemoryConfig()
+            embedding = memory.embedder
+            if "query_threads" not in embedding.model_fields_set:
+                # Searches run beside the indexer's batches, which use every core: a query on a
+                # thread of its own with one torch thread is 3-5 ms faster here (EmbedderConfig).
+                embedding = embedding.model_copy(update={"query_threads": 1})
+            memory = memory.model_copy(update={"path": os.path.join(path, "memory"), "embedder": embedding})
+            # Passages and fact sentences in memory namespaces of their own: each search asks one
+            # index of one kind, with no filter to over-fetch through.
+            self._spaces = {"passage": namespace, "fact": namespace + FACTS_SPACE}
+            self.memory = HybridMemory(list(self._spaces.values()), memory, embedder, clock)
+            self.unindexable: dict[str, str] = {}  # record id -> why the memory refused it (`_index`)
+            self._reconcile()
+            self._live_bytes = self._live_estimate()  # at the last compaction (or opening)
+            self._compact_if_due()
+        except BaseException:
+            os.close(self._writer)
+            raise
 
     def _compact_if_due(self) -> None:
         """Snapshots the memory, which empties its log and leaves no deleted text on disk, once
@@ -144,6 +155,7 @@ class FactsBase(SearchMixin, IndexMixin):
             self.memory.close()
             if hasattr(self.extractor, "close"):
                 self.extractor.close()
+            os.close(self._writer)  # the next writer may open it
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -386,3 +398,23 @@ class FactsBase(SearchMixin, IndexMixin):
             "extraction": self.store.extraction_progress(),
             "unindexable": len(self.unindexable),  # rows the index refused since opening (logged)
         }
+
+
+def _writer_lock(path: str, wait_s: float) -> int:
+    """An exclusive lock on the store at `path` (a descriptor holding `flock` on its `.writer`
+    file), waited for up to `wait_s`. The kernel lets go of it when its process dies.
+
+    Raises:
+        FactsStoreBusyError: another process still holds it after `wait_s`.
+    """
+    fd = os.open(os.path.join(path, ".writer"), os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise FactsStoreBusyError(path, wait_s) from None
+            time.sleep(0.1)

@@ -15,6 +15,7 @@ Routes (under the service's prefix, /facts by default):
 # No `from __future__ import annotations`: FastAPI reads these annotations at run time.
 
 import asyncio
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
@@ -64,6 +65,7 @@ app = FastAPI(title="swarmray facts service")
 install_error_handlers(app)
 install_audit_route(app, "facts")
 MAX_PATH = 6  # longest chain `path` looks for
+_CLOSE_S = 50.0  # colocated shards' close, within the replica's graceful shutdown of 60 s
 NS = "/v1/namespaces/{namespace}"
 AsOf = Annotated[AwareDatetime | None, Query(description="Read the world as it was then.")]
 Predicates = Annotated[list[str] | None, Query(alias="predicate", description="Follow only these.")]
@@ -151,8 +153,14 @@ class FactsGateway:
             await shard.check_health()
 
     def __del__(self) -> None:
-        for shard in getattr(self, "local", {}).values():
-            shard.close()  # Serve calls this on a graceful shutdown
+        # Serve calls this on a graceful shutdown: every shard's workers told first, then each
+        # waited for, within one minute for all (`SHARD_SHUTDOWN_S`, the replica's grace).
+        shards = list(getattr(self, "local", {}).values())
+        for shard in shards:
+            shard.stop()
+        deadline = time.monotonic() + _CLOSE_S
+        for shard in shards:
+            shard.close(deadline)
 
     async def search_namespace(self, namespace: str, query: str, **args: Any) -> Any:
         """One namespace's `FactsShard.search`, for the /mcp endpoint's handle: the shard's

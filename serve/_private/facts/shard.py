@@ -6,11 +6,14 @@ ingress's one replica (`colocate`)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -34,6 +37,7 @@ log = logging.getLogger("swarmray.serve.facts")
 T = TypeVar("T")
 _INDEX_BATCH = 256  # passages embedded per background step (fewer, longer batches pad less)
 _RETRY_S = 5.0  # pause after a background step failed, before trying again
+_CALL_THREADS = min(32, (os.cpu_count() or 1) + 4)  # the ingress's calls at once, as asyncio's pool
 _WRITES = {  # operations (the metrics' labels) after which the namespace's counts change
     "add_documents",
     "delete_document",
@@ -160,6 +164,8 @@ class FactsShard:
             read_timeout_s=self.config.read_timeout_s,
         )
         self.namespace, self.metrics, self._counted = namespace, service_metrics(system, "facts"), 0.0
+        self._threads = ThreadPoolExecutor(_CALL_THREADS, thread_name_prefix=f"facts-{namespace}")
+        self._closed = False
         self._count(force=True)
         # Two workers, so that the embedder (which releases the GIL) indexes while spaCy parses.
         self._stop = threading.Event()
@@ -277,13 +283,22 @@ class FactsShard:
         )
 
     async def _run(self, operation: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """`call` off the event loop, timed under `operation` (the metrics' label); a write
-        recounts what the namespace holds."""
+        """`call` on the shard's own threads, off the event loop, timed under `operation` (the
+        metrics' label); a write recounts what the namespace holds."""
         with self.metrics.facts_operation(self.namespace, operation):
-            out = await asyncio.to_thread(call, *args, **kwargs)
+            out = await self._in_thread(call, *args, **kwargs)
         if operation in _WRITES:
-            await asyncio.to_thread(self._count)
+            await self._in_thread(self._count)
         return out
+
+    async def _in_thread(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # As `asyncio.to_thread`, but on threads of this shard's own: colocated, the replica's
+        # default pool (Serve sizes it by num_cpus, 4 at 0) would be every namespace's, so a few
+        # slow reads of one would hold up all.
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        work = functools.partial(context.run, call, *args, **kwargs)
+        return await loop.run_in_executor(self._threads, work)
 
     def _count(self, force: bool = False) -> None:
         # What the namespace holds and has still to process, for its gauges: at most once a
@@ -302,15 +317,26 @@ class FactsShard:
         if not all(worker.is_alive() for _, worker in self._workers.values()):
             raise RuntimeError(f"a facts worker stopped: {self._failure!r}")
 
-    def close(self) -> None:
-        """Finishes the background step under way, then closes the store (once)."""
+    def stop(self) -> None:
+        """Tells the background workers to stop after the step under way (`close` waits)."""
         stop = getattr(self, "_stop", None)
-        if stop is None or stop.is_set():
+        if stop is None:
             return
         stop.set()
-        for wake, worker in self._workers.values():
+        for wake, _ in self._workers.values():
             wake.set()
-            worker.join(timeout=60)
+
+    def close(self, deadline: float | None = None) -> None:
+        """Stops the background workers, waits for their steps under way (until the monotonic
+        `deadline`, default a minute), then closes the store, once."""
+        if getattr(self, "_stop", None) is None or self._closed:
+            return
+        self._closed = True
+        self.stop()
+        deadline = time.monotonic() + 60 if deadline is None else deadline
+        for _, worker in self._workers.values():
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._threads.shutdown(wait=False)
         self.base.close()
 
     def __del__(self) -> None:
