@@ -115,8 +115,9 @@ class ModelConfig(_Backend):
         None,
         description="Requests that may wait for the engine beyond the rows its batch has free "
         "(in the replica that runs it, the gateway's for a colocated model; in Serve's router at "
-        "each gateway replica too, where a small max_ongoing_requests leaves them waiting); one "
-        "more is refused at once with a 503, an OpenAI-style "
+        "each gateway replica too, where a small max_ongoing_requests leaves them waiting, and "
+        "where a request counts as waiting until a replica takes it, so a burst can be refused "
+        "a little early); one more is refused at once with a 503, an OpenAI-style "
         "error and Retry-After, and no breaker or fallback counts it. None (the default, as "
         "vLLM's and Serve's): no bound, since a fleet's calls are better queued than sent back "
         "to retry (a bound of 128 cost 1,000 agents on one node a third of their throughput); "
