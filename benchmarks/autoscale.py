@@ -81,7 +81,10 @@ def hosts_where(client: Any, swarm: str) -> list[dict[str, Any]]:
     for host_id, handle, state in client._call(client.queen(swarm).hosts.remote):
         if state != "alive":
             continue
-        info = ray.get(handle.ready.remote(), timeout=60)
+        try:
+            info = ray.get(handle.ready.remote(), timeout=60)
+        except ray.exceptions.ActorDiedError:
+            continue  # scaled down (ray.kill) since the queen listed it: no longer a host
         out.append({"host": host_id, "node_id": info["node_id"], "gpu_ids": info["gpu_ids"]})
     kinds = node_types_by_id()
     resources = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n.get("Alive")}

@@ -5,11 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal as signal_module
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -426,33 +424,23 @@ def stop_head(session: str, address: str | None = None, timeout_s: float = 30.0)
             return 1
         return 0 if name == "raylet" else 2 if name == "gcs_server" else 1
 
-    # Signalled by PID, with no second identity check: psutil refuses a process whose identity
-    # it reads differently from when it first saw it ("PID has been reused"), and stopped nothing
-    # in two full test runs; the command line was read just above.
-    def signal(proc: psutil.Process, sig: int) -> None:
+    # Through psutil, which first checks the PID is still the process it read: one that exits
+    # while `down` waits, its PID taken by another process, is not killed in its place.
+    def signal(proc: psutil.Process, stop: Callable[[], None]) -> None:
         try:
-            os.kill(proc.pid, sig)
-        except ProcessLookupError:
+            stop()
+        except psutil.NoSuchProcess:
             pass
-        except PermissionError:
+        except psutil.AccessDenied:
             skip(proc, "not allowed to signal it")
-
-    def running(proc: psutil.Process) -> bool:
-        try:
-            return psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
 
     for step in range(3):
         stopping = [p for p in procs if rank(p) == step]
         for proc in stopping:
-            signal(proc, signal_module.SIGTERM)
-        deadline = time.monotonic() + timeout_s / 3
-        alive = [p for p in stopping if p.pid not in skipped]
-        while (alive := [p for p in alive if running(p)]) and time.monotonic() < deadline:
-            time.sleep(0.05)
+            signal(proc, proc.terminate)
+        _, alive = psutil.wait_procs([p for p in stopping if p.pid not in skipped], timeout=timeout_s / 3)
         for proc in alive:
-            signal(proc, signal_module.SIGKILL)
+            signal(proc, proc.kill)
     # As `ray stop` does: a later `auto` must not find the address of this head, now gone (but
     # the file is left alone when it names another head, started since).
     current = os.path.join(temp_dir or "", "ray_current_cluster")

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from cluster._private.connection import names_session, stop_head
+from tests.waiting import wait_until
 
 SESSION = "session_2026-12-06_22-27-40_292653_19101"
 ADDRESS = "192.0.2.2:6379"
@@ -46,7 +47,15 @@ PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
 
 
 def _sleeper(*args, **kw):
-    return subprocess.Popen([PYTHON, "-c", "import time; time.sleep(300)", *args], **kw)
+    """A process with `args` on its command line, returned once the command line shows them:
+    Popen returns before exec has set it up (empty for a few ms, longer when the page cache
+    is cold, as late in a long test run), and `stop_head` matches what it shows."""
+    import psutil
+
+    argv = [PYTHON, "-c", "import time; time.sleep(300)", *args]
+    proc = subprocess.Popen(argv, **kw)
+    wait_until(lambda: psutil.Process(proc.pid).cmdline() == argv, 30, f"pid {proc.pid}'s command line")
+    return proc
 
 
 @pytest.fixture
