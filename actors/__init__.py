@@ -5,49 +5,54 @@ the meta registry, the queens, the agent pools and the health monitors for you (
 classes live in `actors._private`). A task is a `Task`; its outcome a `TaskResult`.
 """
 
-from actors._private.agents.agent import Agent, AgentContext, CallableAgent
-from actors._private.agents.builtin import (
-    AmortizeAgent,
-    ChecksumAgent,
-    DeduplicateAgent,
-    FactorizeAgent,
-    InvoiceAgent,
-    KeywordsAgent,
-    MemoryAgent,
-    NumberStatsAgent,
-    ReadabilityAgent,
-    TextStatsAgent,
-    ValidateAgent,
-)
-from actors._private.agents.facts import FactsAgent
-from actors._private.agents.llm import LLMAgent
-from actors._private.agents.tasks import TaskClient
-from actors._private.agents.tool_agent import ToolAgent, ToolAgentInput
-from actors._private.config import (
-    AgentConfig,
-    AgentPoolConfig,
-    CapabilityConfig,
-    HealthConfig,
-    JournalConfig,
-    MemoryStoreConfig,
-    QueenConfig,
-    RegistryConfig,
-    SupervisionConfig,
-    SwarmConfig,
-    ToolAnnotationsConfig,
-)
-from actors._private.mcp.agent import McpToolAgent
-from actors._private.mcp.config import McpFederationConfig, McpServerConfig
-from actors._private.memory_store import MemoryClient
-from actors._private.task import Task, TaskResult, TaskStatus, Timings
-from models._private.core.errors import PayloadError
 from models._private.core.lazy import lazy_exports
 
-# Read on first use: they import the MCP SDK and its HTTP stack, which every agent host would
-# otherwise import at start (a quarter of a second each, enough to push a busy node's hosts past
-# their ready timeout).
+# Each name is imported on first use, so that a process reading one corner of the package
+# (an agent host, the `swarm` CLI, an MCP upstream client) does not import the rest: the MCP
+# SDK and its HTTP stack, the facts and LLM agents' clients. At start every agent host and
+# Serve replica paid for all of it (a quarter of a second each for the MCP SDK alone, enough to
+# push a busy node's hosts past their ready timeout).
 __getattr__, __dir__ = lazy_exports(
-    "actors", {"actors._private.mcp.service": ("start_federation", "stop_federation")}
+    "actors",
+    {
+        "actors._private.agents.agent": ("Agent", "AgentContext", "CallableAgent"),
+        "actors._private.agents.builtin": (
+            "AmortizeAgent",
+            "ChecksumAgent",
+            "DeduplicateAgent",
+            "FactorizeAgent",
+            "InvoiceAgent",
+            "KeywordsAgent",
+            "MemoryAgent",
+            "NumberStatsAgent",
+            "ReadabilityAgent",
+            "TextStatsAgent",
+            "ValidateAgent",
+        ),
+        "actors._private.agents.facts": ("FactsAgent",),
+        "actors._private.agents.llm": ("LLMAgent",),
+        "actors._private.agents.tasks": ("TaskClient",),
+        "actors._private.agents.tool_agent": ("ToolAgent", "ToolAgentInput"),
+        "actors._private.config": (
+            "AgentConfig",
+            "AgentPoolConfig",
+            "CapabilityConfig",
+            "HealthConfig",
+            "JournalConfig",
+            "MemoryStoreConfig",
+            "QueenConfig",
+            "RegistryConfig",
+            "SupervisionConfig",
+            "SwarmConfig",
+            "ToolAnnotationsConfig",
+        ),
+        "actors._private.mcp.agent": ("McpToolAgent",),
+        "actors._private.mcp.config": ("McpFederationConfig", "McpServerConfig"),
+        "actors._private.mcp.service": ("start_federation", "stop_federation"),
+        "actors._private.memory_store": ("MemoryClient",),
+        "actors._private.task": ("Task", "TaskResult", "TaskStatus", "Timings"),
+        "models._private.core.errors": ("PayloadError",),
+    },
 )
 
 __all__ = [
