@@ -12,7 +12,6 @@ from serve._private.auth.authority import get_authority
 from serve._private.auth.config import is_loopback
 from serve._private.facts.config import FactsServiceConfig
 from serve._private.mcp.config import McpServiceConfig
-from serve._private.service_config import DRAIN_POLL_S
 
 __all__ = [
     "build_app",
@@ -65,7 +64,6 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
                 name=names.FACTS_EXTRACTOR_DEPLOYMENT,
                 num_replicas=config.extractor_replicas,
                 ray_actor_options={"num_cpus": config.extractor_num_cpus},
-                graceful_shutdown_wait_loop_s=DRAIN_POLL_S,
             )
             .bind()
         )
@@ -81,7 +79,6 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
         cpus = sum(ns.num_cpus for ns in config.namespaces.values())
         return ingress.options(
             graceful_shutdown_timeout_s=SHARD_SHUTDOWN_S,
-            graceful_shutdown_wait_loop_s=DRAIN_POLL_S,
             ray_actor_options={"num_cpus": cpus, "resources": dict(config.control_resources)},
         ).bind(config.model_dump(), {}, system, shard_args)
     shards = {
@@ -91,7 +88,6 @@ def build_facts_app(config: FactsServiceConfig, system: str) -> Any:
             num_replicas=1,  # one writer per store: the shard is the namespace's single owner
             max_ongoing_requests=1000,
             graceful_shutdown_timeout_s=SHARD_SHUTDOWN_S,
-            graceful_shutdown_wait_loop_s=DRAIN_POLL_S,
             ray_actor_options={"num_cpus": ns.num_cpus, "resources": dict(config.control_resources)},
         )
         .bind(*shard_args[name])

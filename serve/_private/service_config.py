@@ -11,12 +11,7 @@ from pydantic import Field, PositiveInt, model_validator
 from models._private.core.config import ConfigModel
 from serve._private.auth.config import AuthConfig, check_auth_host
 
-__all__ = ["DRAIN_POLL_S", "ServiceConfig", "auth_field", "control_resources_field"]
-
-# How often a replica being stopped checks that its requests are done (Serve's
-# graceful_shutdown_wait_loop_s, 2 s by default, and slept once before the first check): an idle
-# replica then stops in half a second, so `swarm down` and a redeploy wait that much less.
-DRAIN_POLL_S = 0.5
+__all__ = ["ServiceConfig", "auth_field", "control_resources_field"]
 
 
 class ServiceConfig(ConfigModel):

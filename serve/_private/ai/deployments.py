@@ -16,7 +16,6 @@ from models._private.engines.base import SamplingParams, off_the_loop_if_long
 from models._private.engines.tool_calls import fallback_messages
 from serve._private.ai.admission import Admission
 from serve._private.ai.config import ModelConfig
-from serve._private.service_config import DRAIN_POLL_S
 
 __all__ = ["EmbeddingServer", "ModelServer", "model_deployment_options"]
 
@@ -163,7 +162,6 @@ def model_deployment_options(config: ModelConfig) -> dict[str, Any]:
         # queue. Those that wait inside a replica are bounded by max_ongoing_requests.
         "max_queued_requests": -1 if config.max_queued_requests is None else config.max_queued_requests,
         "health_check_period_s": config.health_check_period_s,
-        "graceful_shutdown_wait_loop_s": DRAIN_POLL_S,
         "health_check_timeout_s": config.health_check_timeout_s,
     }
     if tp > 1:
@@ -203,10 +201,6 @@ def embedding_app(config: Any) -> Any:
     """A bound embedder deployment."""
     return (
         serve.deployment(EmbeddingServer)
-        .options(
-            name=names.EMBEDDINGS_DEPLOYMENT,
-            ray_actor_options={"num_cpus": 1},
-            graceful_shutdown_wait_loop_s=DRAIN_POLL_S,
-        )
+        .options(name=names.EMBEDDINGS_DEPLOYMENT, ray_actor_options={"num_cpus": 1})
         .bind(config.model_dump())
     )

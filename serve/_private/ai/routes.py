@@ -38,7 +38,6 @@ from serve._private.auth.key_table import key_of
 from serve._private.auth.middleware import GuardMiddleware, ai_rule, allow, usable
 from serve._private.auth.spending import reserve, settle
 from serve._private.http_errors import error_response, install_error_handlers, request_id_of
-from serve._private.service_config import DRAIN_POLL_S
 from serve._private.tracing import TraceMiddleware
 
 __all__ = ["Gateway", "app"]
@@ -99,11 +98,7 @@ _STREAMED: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stre
 # -- the ingress deployment -----------------------------------------------------------------
 
 
-@serve.deployment(
-    name=names.GATEWAY_DEPLOYMENT,
-    ray_actor_options={"num_cpus": 0},
-    graceful_shutdown_wait_loop_s=DRAIN_POLL_S,
-)
+@serve.deployment(name=names.GATEWAY_DEPLOYMENT, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class Gateway(AIServing):
     """Routes OpenAI-style requests to model deployments and remote providers.

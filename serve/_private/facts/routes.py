@@ -56,7 +56,6 @@ from serve._private.facts.protocol import (
     SplitBody,
 )
 from serve._private.http_errors import error_response, install_error_handlers
-from serve._private.service_config import DRAIN_POLL_S
 from serve._private.tracing import TraceMiddleware, install_tracing
 
 __all__ = ["FactsGateway", "app"]
@@ -120,11 +119,7 @@ app.add_middleware(TraceMiddleware, service="facts")  # added last: outermost, s
 # the class is decorated, so later module globals would be missing in the replica.
 
 
-@serve.deployment(
-    name=FACTS_INGRESS_DEPLOYMENT,
-    ray_actor_options={"num_cpus": 0},
-    graceful_shutdown_wait_loop_s=DRAIN_POLL_S,
-)
+@serve.deployment(name=FACTS_INGRESS_DEPLOYMENT, ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class FactsGateway:
     """Validates requests and hands them to the shard of their namespace.

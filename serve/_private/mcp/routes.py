@@ -31,7 +31,6 @@ from serve._private.mcp.config import McpServiceConfig
 from serve._private.mcp.serving import McpBackend, build_server
 from serve._private.mcp.tools import host_allowed, origin_allowed
 from serve._private.mcp.usage import McpUsage
-from serve._private.service_config import DRAIN_POLL_S
 from serve._private.tracing import TraceMiddleware, install_tracing
 
 __all__ = ["McpEndpoint", "McpGateway", "resource_url"]
@@ -238,11 +237,7 @@ class McpEndpoint:
         }
 
 
-@serve.deployment(
-    name=MCP_INGRESS_DEPLOYMENT,
-    ray_actor_options={"num_cpus": 0},
-    graceful_shutdown_wait_loop_s=DRAIN_POLL_S,
-)
+@serve.deployment(name=MCP_INGRESS_DEPLOYMENT, ray_actor_options={"num_cpus": 0})
 @serve.ingress()
 class McpGateway:
     """The /mcp endpoint's ingress deployment: its ASGI app (`McpEndpoint`) is built in each
