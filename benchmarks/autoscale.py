@@ -83,7 +83,7 @@ def hosts_where(client: Any, swarm: str) -> list[dict[str, Any]]:
             continue
         try:
             info = ray.get(handle.ready.remote(), timeout=60)
-        except ray.exceptions.ActorDiedError:
+        except ray.exceptions.RayActorError:
             continue  # scaled down (ray.kill) since the queen listed it: no longer a host
         out.append({"host": host_id, "node_id": info["node_id"], "gpu_ids": info["gpu_ids"]})
     kinds = node_types_by_id()

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import actors
 import cluster
 import models
 from tests.conftest import ROOT
@@ -50,7 +51,7 @@ def test_help_and_usage_errors_import_no_ray(args, code):
 
 
 def test_every_public_name_of_the_lazy_packages_resolves():
-    for package in (cluster, models):
+    for package in (actors, cluster, models):
         for name in package.__all__:
             assert getattr(package, name) is not None, f"{package.__name__}.{name}"
         assert set(package.__all__) <= set(dir(package))

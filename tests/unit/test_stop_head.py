@@ -46,15 +46,22 @@ def test_another_heads_processes_are_not_matched_by_a_prefix():
 PYTHON = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
 
 
-def _sleeper(*args, **kw):
-    """A process with `args` on its command line, returned once the command line shows them:
-    Popen returns before exec has set it up (empty for a few ms, longer when the page cache
-    is cold, as late in a long test run), and `stop_head` matches what it shows."""
+def _sleeper(arg: str, *more: str, **kw):
+    """A process with `arg` and `more` last on its command line, returned once the command line
+    shows them: Popen returns before exec has set it up (empty for a few ms, longer when the
+    page cache is cold, as late in a long test run), and `stop_head` matches what it shows."""
     import psutil
 
-    argv = [PYTHON, "-c", "import time; time.sleep(300)", *args]
-    proc = subprocess.Popen(argv, **kw)
-    wait_until(lambda: psutil.Process(proc.pid).cmdline() == argv, 30, f"pid {proc.pid}'s command line")
+    shown = [arg, *more]
+    proc = subprocess.Popen([PYTHON, "-c", "import time; time.sleep(300)", *shown], **kw)
+    try:
+        wait_until(
+            lambda: psutil.Process(proc.pid).cmdline()[-len(shown) :] == shown, 30, f"pid {proc.pid}'s args"
+        )
+    except AssertionError:
+        proc.kill()
+        proc.wait(timeout=30)
+        raise
     return proc
 
 
